@@ -1,0 +1,291 @@
+//! Test-pattern pictures for the synthetic camera, drawn straight into YUV 4:2:0
+//! (BT.601, limited range) so a frame costs a memcpy and a few hundred glyphs.
+
+use font8x8::{UnicodeFonts, BASIC_FONTS, LATIN_FONTS};
+use openh264::formats::YUVSlices;
+use std::fmt::Write as _;
+use time::OffsetDateTime;
+
+/// A colour as (Y, Cb, Cr), BT.601 limited range.
+type Yuv = (u8, u8, u8);
+
+/// SMPTE 75 % colour bars: white, yellow, cyan, green, magenta, red, blue.
+const BARS: [Yuv; 7] = [
+    (180, 128, 128),
+    (162, 44, 142),
+    (131, 156, 44),
+    (112, 72, 58),
+    (84, 184, 198),
+    (65, 100, 212),
+    (35, 212, 114),
+];
+const BAND: Yuv = (24, 128, 128);
+const BOX_OUTER: Yuv = (235, 128, 128);
+const BOX_INNER: Yuv = (16, 128, 128);
+const TEXT_LUMA: u8 = 235;
+
+/// Time for the moving box to cross the picture and come back.
+const BOX_PERIOD_X_MS: u64 = 4_000;
+const BOX_PERIOD_Y_MS: u64 = 3_000;
+
+/// Draws the synthetic camera's picture: colour bars and a luma ramp, a box
+/// bouncing across them, the camera label in a top band, and the wall clock
+/// and frame counter in a bottom band.
+pub struct Pattern {
+    width: usize,
+    height: usize,
+    /// Font scale: ×2 at 640 px wide, so a 40-character line fits any width.
+    scale: usize,
+    band_height: usize,
+    /// The static part of the picture (I420), copied into `frame` first.
+    background: Vec<u8>,
+    /// The picture handed to the encoder (I420).
+    frame: Vec<u8>,
+    text: String,
+}
+
+impl Pattern {
+    /// Prepares a pattern of `width`×`height`; both must be even and at least 16.
+    pub fn new(width: usize, height: usize) -> Self {
+        let scale = (width / 320).clamp(1, 4);
+        let band_height = even(8 * scale + 4 * scale);
+        let mut pattern = Pattern {
+            width,
+            height,
+            scale,
+            band_height,
+            background: vec![0; width * height * 3 / 2],
+            frame: vec![0; width * height * 3 / 2],
+            text: String::new(),
+        };
+        pattern.draw_background();
+        pattern.frame.copy_from_slice(&pattern.background);
+        pattern
+    }
+
+    /// Draws the picture for `frame_no`, captured at `wall` and `t_ms`
+    /// milliseconds into a monotonic timeline (drives the motion), and returns
+    /// it as encoder input.
+    pub fn draw(
+        &mut self,
+        label: &str,
+        wall: OffsetDateTime,
+        frame_no: u64,
+        t_ms: u64,
+    ) -> YUVSlices<'_> {
+        self.frame.copy_from_slice(&self.background);
+        let (w, h, band, scale) = (self.width, self.height, self.band_height, self.scale);
+        let mut canvas = Canvas::new(&mut self.frame, w, h);
+
+        let side = even(h / 6).max(4);
+        let room_x = w.saturating_sub(side);
+        let room_y = (h - 2 * band).saturating_sub(side);
+        let x = even(triangle(t_ms, BOX_PERIOD_X_MS, room_x));
+        let y = band + even(triangle(t_ms, BOX_PERIOD_Y_MS, room_y));
+        canvas.fill_rect(x, y, side, side, BOX_OUTER);
+        let inner = even(side / 2);
+        let offset = even((side - inner) / 2);
+        canvas.fill_rect(x + offset, y + offset, inner, inner, BOX_INNER);
+
+        let pad = 2 * scale;
+        canvas.draw_text(pad, pad, scale, label);
+        self.text.clear();
+        push_clock(&mut self.text, wall);
+        // Writing into a String cannot fail.
+        let _ = write!(self.text, " UTC  #{frame_no:06}");
+        canvas.draw_text(pad, h - band + pad, scale, &self.text);
+
+        self.as_yuv()
+    }
+
+    /// The last drawn picture as encoder input.
+    pub fn as_yuv(&self) -> YUVSlices<'_> {
+        let (w, h) = (self.width, self.height);
+        let (y, chroma) = self.frame.split_at(w * h);
+        let (u, v) = chroma.split_at(w * h / 4);
+        YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2))
+    }
+
+    fn draw_background(&mut self) {
+        let (w, h, band) = (self.width, self.height, self.band_height);
+        let bars_end = band + even((h - 2 * band) * 2 / 3);
+        let mut canvas = Canvas::new(&mut self.background, w, h);
+        canvas.fill_rect(0, 0, w, band, BAND);
+        for (i, &colour) in BARS.iter().enumerate() {
+            let x0 = even(w * i / BARS.len());
+            let x1 = even(w * (i + 1) / BARS.len());
+            canvas.fill_rect(x0, band, x1 - x0, bars_end - band, colour);
+        }
+        // A horizontal luma ramp under the bars: texture the encoder must keep.
+        canvas.fill_rect(0, bars_end, w, h - band - bars_end, (16, 128, 128));
+        for row in bars_end..h - band {
+            for col in 0..w {
+                canvas.buf[row * w + col] = (16 + col * (235 - 16) / w) as u8;
+            }
+        }
+        canvas.fill_rect(0, h - band, w, band, BAND);
+    }
+}
+
+/// An I420 picture being drawn on.
+struct Canvas<'a> {
+    buf: &'a mut [u8],
+    width: usize,
+    height: usize,
+}
+
+impl<'a> Canvas<'a> {
+    fn new(buf: &'a mut [u8], width: usize, height: usize) -> Self {
+        Canvas { buf, width, height }
+    }
+
+    /// Fills a rectangle with one colour, clipped to the picture; position and
+    /// size should be even so chroma lines up.
+    fn fill_rect(&mut self, x: usize, y: usize, width: usize, height: usize, colour: Yuv) {
+        let (w, h) = (self.width, self.height);
+        let (x1, y1) = ((x + width).min(w), (y + height).min(h));
+        if x >= x1 || y >= y1 {
+            return;
+        }
+        for row in y..y1 {
+            self.buf[row * w + x..row * w + x1].fill(colour.0);
+        }
+        let cw = w / 2;
+        let u_base = w * h;
+        let v_base = u_base + cw * (h / 2);
+        let (cx0, cx1) = (x / 2, x1 / 2);
+        for crow in y / 2..y1 / 2 {
+            self.buf[u_base + crow * cw + cx0..u_base + crow * cw + cx1].fill(colour.1);
+            self.buf[v_base + crow * cw + cx0..v_base + crow * cw + cx1].fill(colour.2);
+        }
+    }
+
+    /// Writes `text` in white on the luma plane at `scale`, clipped to the
+    /// picture; it is drawn on neutral-chroma bands, so luma alone is enough.
+    fn draw_text(&mut self, x: usize, y: usize, scale: usize, text: &str) {
+        let (w, h) = (self.width, self.height);
+        let advance = 8 * scale;
+        for (i, c) in text.chars().enumerate() {
+            let gx = x + i * advance;
+            if gx + advance > w {
+                break;
+            }
+            let glyph = BASIC_FONTS
+                .get(c)
+                .or_else(|| LATIN_FONTS.get(c))
+                .or_else(|| BASIC_FONTS.get('?'))
+                .unwrap_or([0; 8]);
+            for (gy, bits) in glyph.iter().enumerate() {
+                for sy in 0..scale {
+                    let row = y + gy * scale + sy;
+                    if row >= h {
+                        return;
+                    }
+                    let line = &mut self.buf[row * w + gx..row * w + gx + advance];
+                    for bit in 0..8 {
+                        if bits & (1 << bit) != 0 {
+                            line[bit * scale..(bit + 1) * scale].fill(TEXT_LUMA);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Formats `t` as `YYYY-MM-DD HH:MM:SS.mmm`.
+fn push_clock(out: &mut String, t: OffsetDateTime) {
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+}
+
+/// Position in `0..=range` going up and down once every `period_ms`.
+fn triangle(t_ms: u64, period_ms: u64, range: usize) -> usize {
+    let half = period_ms / 2;
+    let phase = t_ms % period_ms;
+    let up = if phase < half {
+        phase
+    } else {
+        period_ms - phase
+    };
+    (up as u128 * range as u128 / half as u128) as usize
+}
+
+fn even(v: usize) -> usize {
+    v & !1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openh264::formats::YUVSource;
+
+    fn at(ms: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .expect("test timestamp in range")
+    }
+
+    fn luma(p: &Pattern) -> Vec<u8> {
+        p.as_yuv().y().to_vec()
+    }
+
+    #[test]
+    fn clock_is_formatted_to_the_millisecond() {
+        let mut s = String::new();
+        push_clock(&mut s, at(1_700_000_000_123));
+        assert_eq!(s, "2023-11-14 22:13:20.123");
+    }
+
+    #[test]
+    fn picture_moves_and_the_clock_ticks() {
+        for (w, h) in [(640, 360), (320, 180)] {
+            let mut p = Pattern::new(w, h);
+            assert_eq!(p.as_yuv().dimensions(), (w, h));
+            let label = "Zaist / rotatoria via Mantova";
+            p.draw(label, at(1_700_000_000_000), 0, 0);
+            let first = luma(&p);
+            let first_chroma = p.as_yuv().u().to_vec();
+
+            // Same inputs, same picture: drawing is a pure function of its inputs.
+            p.draw(label, at(1_700_000_000_000), 0, 0);
+            assert_eq!(first, luma(&p));
+
+            p.draw(label, at(1_700_000_000_500), 7, 500);
+            let later = luma(&p);
+            let band = p.band_height;
+            let rows = |img: &[u8], r: std::ops::Range<usize>| img[r.start * w..r.end * w].to_vec();
+            // The box moved inside the picture area...
+            assert_ne!(rows(&first, band..h - band), rows(&later, band..h - band));
+            assert_ne!(first_chroma, p.as_yuv().u().to_vec());
+            // ...the clock and counter in the bottom band changed...
+            assert_ne!(rows(&first, h - band..h), rows(&later, h - band..h));
+            // ...and the label band did not.
+            assert_eq!(rows(&first, 0..band), rows(&later, 0..band));
+            // The label is really there: white pixels in the top band.
+            assert!(rows(&later, 0..band).contains(&TEXT_LUMA));
+        }
+    }
+
+    #[test]
+    fn box_bounces_within_the_picture() {
+        assert_eq!(triangle(0, 4_000, 100), 0);
+        assert_eq!(triangle(2_000, 4_000, 100), 100);
+        assert_eq!(triangle(3_000, 4_000, 100), 50);
+        assert_eq!(triangle(4_000, 4_000, 100), 0);
+        // Any time at all draws without going out of bounds.
+        let mut p = Pattern::new(320, 180);
+        for t in (0..10_000).step_by(7) {
+            p.draw("x", at(0), t, t);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! ponte's shared language: the media model, H.264 helpers, the wire codec
+//! and fan-out hub (sans-IO), and on top the QUIC session both ends speak.
+
+pub mod h264;
+pub mod hub;
+pub mod media;
+pub mod session;
+pub mod tls;
+pub mod wire;

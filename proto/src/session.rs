@@ -1,0 +1,304 @@
+//! The QUIC session both ends speak: a control stream carrying `Control`
+//! messages, and one unidirectional stream per GOP carrying media.
+
+use crate::hub::HubItem;
+use crate::media::{Frame, Quality};
+use crate::wire::{encode_frame_header, Control, GopHeader, MediaDecoder, MediaEvent, WireError};
+use bytes::BytesMut;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Errors of a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer sent bytes that are not ponte.
+    #[error("protocol violation: {0}")]
+    Wire(#[from] WireError),
+    /// The QUIC connection was lost or closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A stream write failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// A stream read failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The peer broke the session's rules (e.g. wrong first message).
+    #[error("{0}")]
+    Protocol(String),
+    /// The control stream ended.
+    #[error("control stream closed by peer")]
+    Closed,
+}
+
+/// QUIC application error codes used when closing.
+pub mod close_code {
+    /// Normal shutdown.
+    pub const NORMAL: u32 = 0;
+    /// The peer violated the protocol.
+    pub const PROTOCOL: u32 = 1;
+    /// The peer's identity is not allowed here.
+    pub const FORBIDDEN: u32 = 2;
+    /// Stream reset because a newer GOP superseded it.
+    pub const SUPERSEDED: u32 = 3;
+    /// Subscription ended.
+    pub const UNSUBSCRIBED: u32 = 4;
+}
+
+/// Writing half of the control stream.
+pub struct ControlSender {
+    send: quinn::SendStream,
+    buf: BytesMut,
+}
+
+impl ControlSender {
+    /// Wraps the send half of the control stream.
+    pub fn new(send: quinn::SendStream) -> Self {
+        Self { send, buf: BytesMut::with_capacity(1024) }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &Control) -> Result<(), SessionError> {
+        self.buf.clear();
+        msg.encode(&mut self.buf);
+        self.send.write_all(&self.buf).await?;
+        Ok(())
+    }
+}
+
+/// Reading half of the control stream.
+pub struct ControlReceiver {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+}
+
+impl ControlReceiver {
+    /// Wraps the receive half of the control stream.
+    pub fn new(recv: quinn::RecvStream) -> Self {
+        Self { recv, buf: BytesMut::with_capacity(4096) }
+    }
+
+    /// Receives the next message; an error for bad bytes or a closed stream.
+    pub async fn recv(&mut self) -> Result<Control, SessionError> {
+        loop {
+            if let Some(msg) = Control::decode(&mut self.buf)? {
+                return Ok(msg);
+            }
+            match self.recv.read_chunk(64 * 1024, true).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None => return Err(SessionError::Closed),
+            }
+        }
+    }
+}
+
+/// Opens the control stream (dialling side) and exchanges `Hello`.
+pub async fn open_control(
+    conn: &quinn::Connection,
+    hello: &Control,
+) -> Result<(ControlSender, ControlReceiver, Control), SessionError> {
+    let (send, recv) = conn.open_bi().await?;
+    let mut tx = ControlSender::new(send);
+    let mut rx = ControlReceiver::new(recv);
+    tx.send(hello).await?;
+    let peer = expect_hello(rx.recv().await?)?;
+    Ok((tx, rx, peer))
+}
+
+/// Accepts the control stream (listening side) and exchanges `Hello`.
+pub async fn accept_control(
+    conn: &quinn::Connection,
+    hello: &Control,
+) -> Result<(ControlSender, ControlReceiver, Control), SessionError> {
+    let (send, recv) = conn.accept_bi().await?;
+    let mut tx = ControlSender::new(send);
+    let mut rx = ControlReceiver::new(recv);
+    let peer = expect_hello(rx.recv().await?)?;
+    tx.send(hello).await?;
+    Ok((tx, rx, peer))
+}
+
+fn expect_hello(msg: Control) -> Result<Control, SessionError> {
+    match msg {
+        Control::Hello { version, .. } if version != crate::wire::PROTOCOL_VERSION => {
+            Err(SessionError::Protocol(format!(
+                "peer speaks protocol version {version}, this node speaks {}",
+                crate::wire::PROTOCOL_VERSION
+            )))
+        }
+        hello @ Control::Hello { .. } => Ok(hello),
+        other => Err(SessionError::Protocol(format!("expected Hello first, got {}", kind(&other)))),
+    }
+}
+
+/// Short name of a message, for logs.
+pub fn kind(msg: &Control) -> &'static str {
+    match msg {
+        Control::Hello { .. } => "hello",
+        Control::Catalog { .. } => "catalog",
+        Control::Subscribe { .. } => "subscribe",
+        Control::Unsubscribe { .. } => "unsubscribe",
+        Control::SubscribeOk { .. } => "subscribe_ok",
+        Control::SubscribeError { .. } => "subscribe_error",
+        Control::Stats(_) => "stats",
+    }
+}
+
+/// Stream priorities of one session: each new GOP stream outranks all older
+/// ones, whatever camera it belongs to, so fresh video goes first.
+#[derive(Debug, Default)]
+pub struct PriorityClock(AtomicI32);
+
+impl PriorityClock {
+    fn next(&self) -> i32 {
+        // Wraps after 2^31 GOPs (years); ordering is only briefly wrong then.
+        self.0.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+}
+
+/// Counters of what a GOP sender did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendCounters {
+    /// Payload bytes written.
+    pub bytes: u64,
+    /// Frames written.
+    pub frames: u64,
+    /// GOP streams opened.
+    pub gops: u64,
+    /// Older GOP streams reset because they were still queued.
+    pub gops_reset: u64,
+}
+
+/// Sends one subscription's media: a new unidirectional stream per GOP; the
+/// previous GOP's stream, if the peer has not received all of it yet when
+/// the next GOP starts, is reset (the receiver keeps its decodable prefix).
+pub struct GopSender {
+    conn: quinn::Connection,
+    subscription: u64,
+    priorities: Arc<PriorityClock>,
+    current: Option<(u64, quinn::SendStream)>,
+    draining: Option<oneshot::Sender<()>>,
+    /// What was sent so far.
+    pub counters: SendCounters,
+}
+
+impl GopSender {
+    /// A sender for `subscription` on `conn`.
+    pub fn new(conn: quinn::Connection, subscription: u64, priorities: Arc<PriorityClock>) -> Self {
+        Self {
+            conn,
+            subscription,
+            priorities,
+            current: None,
+            draining: None,
+            counters: SendCounters::default(),
+        }
+    }
+
+    /// Sends one hub item, opening a new GOP stream when its GOP starts.
+    pub async fn send(&mut self, item: &HubItem, quality: Quality) -> Result<(), SessionError> {
+        let new_gop = !matches!(&self.current, Some((seq, _)) if *seq == item.gop_seq);
+        if new_gop {
+            if !item.frame.keyframe {
+                // Joined mid-GOP after a skip: wait for the next keyframe.
+                return Ok(());
+            }
+            self.finish_current();
+            let mut stream = self.conn.open_uni().await?;
+            let _ = stream.set_priority(self.priorities.next());
+            let mut hdr = BytesMut::with_capacity(64);
+            GopHeader {
+                subscription: self.subscription,
+                quality,
+                seq: item.gop_seq,
+                config: (*item.config).clone(),
+            }
+            .encode(&mut hdr);
+            stream.write_all(&hdr).await?;
+            self.counters.gops += 1;
+            self.current = Some((item.gop_seq, stream));
+        }
+        if let Some((_, stream)) = self.current.as_mut() {
+            write_frame(stream, &item.frame).await?;
+            self.counters.frames += 1;
+            self.counters.bytes += item.frame.payload.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish_current(&mut self) {
+        // Signalling (or dropping) the drain task's sender makes it reset the
+        // previous GOP if the peer has not acknowledged all of it yet.
+        if let Some(tx) = self.draining.take() {
+            let _ = tx.send(());
+        }
+        if let Some((_, mut stream)) = self.current.take() {
+            let _ = stream.finish();
+            let (tx, rx) = oneshot::channel::<()>();
+            self.draining = Some(tx);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stream.stopped() => {}
+                    _ = rx => {
+                        // A newer GOP is being sent and this one is still
+                        // queued: give up on it.
+                        if stream.reset(quinn::VarInt::from_u32(close_code::SUPERSEDED)).is_ok() {
+                            tracing::trace!("stale GOP stream reset");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Ends the subscription's media: the current GOP is reset.
+    pub fn stop(&mut self) {
+        self.draining.take();
+        if let Some((_, mut stream)) = self.current.take() {
+            let _ = stream.reset(quinn::VarInt::from_u32(close_code::UNSUBSCRIBED));
+        }
+    }
+}
+
+impl Drop for GopSender {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn write_frame(stream: &mut quinn::SendStream, frame: &Frame) -> Result<(), SessionError> {
+    stream.write_all(&encode_frame_header(frame)).await?;
+    // The payload goes to quinn as the same `Bytes`: no copy.
+    stream.write_chunk(frame.payload.clone()).await?;
+    Ok(())
+}
+
+/// Reads one GOP stream, calling `on_event` for the header and each frame.
+/// Returns when the stream ends; a reset by the sender is a normal end
+/// (superseded GOP) and is reported as `Ok(false)`.
+pub async fn read_gop_stream(
+    mut recv: quinn::RecvStream,
+    mut on_event: impl FnMut(MediaEvent) -> bool,
+) -> Result<bool, SessionError> {
+    let mut dec = MediaDecoder::new();
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                dec.push(&chunk.bytes);
+                while let Some(ev) = dec.poll()? {
+                    if !on_event(ev) {
+                        let _ = recv.stop(quinn::VarInt::from_u32(close_code::UNSUBSCRIBED));
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(None) => {
+                dec.finish()?;
+                return Ok(true);
+            }
+            Err(quinn::ReadError::Reset(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Mutual TLS for QUIC: loading the deployment's CA and a node's identity,
+//! building quinn client/server configs (rustls with the ring provider), and
+//! reading the peer's site identity from its certificate.
+
+use crate::wire::ALPN;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why TLS material could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{what} `{path}`: {detail}")]
+    File {
+        /// Which file it is (CA, certificate, key).
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+/// A node's trust anchor and identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The deployment CA.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// This node's certificate chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// This node's private key.
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |detail: String| TlsError::File { what, path: path.to_owned(), detail };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in file".into()));
+    }
+    Ok(certs)
+}
+
+impl Identity {
+    /// Loads CA, certificate and key PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let ca_certs = certs("CA certificate", ca)?;
+        let chain = certs("certificate", cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+            what: "private key",
+            path: key.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Ok(Self { ca: ca_certs, chain, key: Arc::new(key) })
+    }
+
+    /// Builds identity from PEM strings (tests, demo).
+    pub fn from_pem(ca: &str, cert: &str, key: &str) -> Result<Self, TlsError> {
+        let parse = |what: &'static str, pem: &str| {
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsError::File { what, path: PathBuf::from("<memory>"), detail: e.to_string() })
+        };
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| TlsError::File {
+            what: "private key",
+            path: PathBuf::from("<memory>"),
+            detail: e.to_string(),
+        })?;
+        Ok(Self { ca: parse("CA certificate", ca)?, chain: parse("certificate", cert)?, key: Arc::new(key) })
+    }
+
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for c in &self.ca {
+            roots.add(c.clone()).map_err(|e| TlsError::Rustls(format!("CA certificate: {e}")))?;
+        }
+        Ok(roots)
+    }
+}
+
+/// QUIC transport knobs shared by both ends.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Use UDP generic segmentation offload where the kernel supports it.
+    pub gso: bool,
+    /// Keep-alive interval (also bounds how fast a dead link is noticed).
+    pub keep_alive: Duration,
+    /// Idle timeout after which a silent link is declared dead.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self { gso: true, keep_alive: Duration::from_secs(2), idle_timeout: Duration::from_secs(8) }
+    }
+}
+
+fn transport(opts: &TransportOptions) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(opts.keep_alive));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(opts.idle_timeout) {
+        t.max_idle_timeout(Some(idle));
+    }
+    // One stream per GOP per subscription: room for many cameras at once.
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(4096));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
+    // Windows sized for tens of Mbit/s per stream on a sub-10 ms fibre.
+    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
+    t.receive_window(quinn::VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    t.enable_segmentation_offload(opts.gso);
+    t
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server side: requires a client certificate issued by the deployment CA.
+pub fn server_config(id: &Identity, opts: &TransportOptions) -> Result<quinn::ServerConfig, TlsError> {
+    let rustls_err = |e: rustls::Error| TlsError::Rustls(e.to_string());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(id.roots()?), provider())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(rustls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(rustls_err)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(Arc::new(transport(opts)));
+    Ok(server)
+}
+
+/// Client side: presents this node's certificate, trusts only the deployment CA.
+pub fn client_config(id: &Identity, opts: &TransportOptions) -> Result<quinn::ClientConfig, TlsError> {
+    let rustls_err = |e: rustls::Error| TlsError::Rustls(e.to_string());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(rustls_err)?
+        .with_root_certificates(id.roots()?)
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+        .map_err(rustls_err)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(quic));
+    client.transport_config(Arc::new(transport(opts)));
+    Ok(client)
+}
+
+/// The site id a certificate names: SAN URI `site:<id>`, else the first DNS
+/// SAN, else the subject CN.
+pub fn site_of_certificate(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let mut dns = None;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(uri) => {
+                    if let Some(site) = uri.strip_prefix("site:") {
+                        return Some(site.to_owned());
+                    }
+                }
+                GeneralName::DNSName(d) if dns.is_none() => dns = Some((*d).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    dns.or_else(|| {
+        cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned)
+    })
+}
+
+/// The site id of a connection's peer, from its verified certificate.
+pub fn peer_site(conn: &quinn::Connection) -> Option<String> {
+    let any = conn.peer_identity()?;
+    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    site_of_certificate(certs.first()?)
+}

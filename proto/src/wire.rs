@@ -1,0 +1,499 @@
+//! Wire codec: control messages on the bidirectional control stream, and
+//! GOP framing on unidirectional media streams. Sans-IO: decoders take bytes
+//! and return typed errors on any malformed input, never panic.
+
+use crate::media::{Codec, CodecConfig, Frame, Quality};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol identifier of ponte sessions.
+pub const ALPN: &[u8] = b"ponte/1";
+/// Protocol version carried in `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest control message accepted (a catalog of thousands of cameras fits).
+pub const MAX_CONTROL_LEN: usize = 1 << 20;
+/// Largest media frame accepted (a 4K I-frame fits comfortably).
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+/// Largest parameter set accepted.
+pub const MAX_PARAMETER_SET_LEN: usize = 4096;
+/// Magic bytes opening every media stream.
+pub const MEDIA_MAGIC: [u8; 2] = *b"PG";
+/// Media framing version.
+pub const MEDIA_VERSION: u8 = 1;
+
+/// Why a decoder refused its input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// The length prefix exceeds the protocol's limit.
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLong {
+        /// What was too long.
+        what: &'static str,
+        /// Announced length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The control message is not valid JSON of a known message type.
+    #[error("malformed control message: {0}")]
+    BadControl(String),
+    /// The media stream does not start with ponte's magic and version.
+    #[error("not a ponte media stream (magic {magic:02x?}, version {version})")]
+    BadMagic {
+        /// Bytes found instead of the magic.
+        magic: [u8; 2],
+        /// Version byte found.
+        version: u8,
+    },
+    /// A field holds a value outside its domain.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// The stream ended in the middle of a header or frame.
+    #[error("stream ended inside a {0}")]
+    Truncated(&'static str),
+}
+
+/// Role of a node in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The master room's agent.
+    Agent,
+    /// A site relay (possibly feeding a cascade).
+    Relay,
+}
+
+/// A camera (one lens) a site may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Stable camera id (one per lens).
+    pub id: String,
+    /// Device this lens belongs to.
+    pub device: String,
+    /// Lens number within the device, from 1.
+    pub lens: u8,
+    /// Human name (place).
+    pub name: String,
+    /// Zone / neighbourhood.
+    pub zone: String,
+    /// Camera type: `dome-ptz`, `dome`, `fixed-bi-optic`, `fixed-quad-optic`, `fixed`.
+    pub kind: String,
+    /// Video codec of the main stream.
+    pub codec: Codec,
+    /// Qualities the site may subscribe to.
+    pub qualities: Vec<Quality>,
+    /// Whether the site may steer this camera.
+    pub ptz: bool,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscribeErrorCode {
+    /// No such camera (or not visible to this site).
+    Unknown,
+    /// Policy forbids it.
+    Forbidden,
+    /// The camera is not delivering video.
+    Offline,
+    /// The site's link budget has no room.
+    OverBudget,
+}
+
+impl SubscribeErrorCode {
+    /// Kebab-case name, as in logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscribeErrorCode::Unknown => "unknown",
+            SubscribeErrorCode::Forbidden => "forbidden",
+            SubscribeErrorCode::Offline => "offline",
+            SubscribeErrorCode::OverBudget => "over-budget",
+        }
+    }
+}
+
+/// Counters exchanged periodically on the control stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsReport {
+    /// Active subscriptions.
+    pub subscriptions: u32,
+    /// Media bytes sent since the session started.
+    pub bytes_sent: u64,
+    /// Media bytes received since the session started.
+    pub bytes_received: u64,
+    /// GOPs dropped (reset or skipped) since the session started.
+    pub gops_dropped: u64,
+    /// Viewers served (relay only).
+    pub viewers: u32,
+}
+
+/// Messages of the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Control {
+    /// First message of each side.
+    Hello {
+        /// Protocol version (`PROTOCOL_VERSION`).
+        version: u32,
+        /// Node id of the sender.
+        node: String,
+        /// Role of the sender.
+        role: Role,
+    },
+    /// Cameras this site may see (sender → receiver); replaces any earlier one.
+    Catalog {
+        /// The cameras.
+        cameras: Vec<CatalogEntry>,
+    },
+    /// Start sending a camera at a quality.
+    Subscribe {
+        /// Subscription id chosen by the subscriber, unique per session.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// Requested quality.
+        quality: Quality,
+    },
+    /// Stop sending.
+    Unsubscribe {
+        /// Subscription id.
+        id: u64,
+    },
+    /// Subscription accepted; GOPs follow on media streams.
+    SubscribeOk {
+        /// Subscription id.
+        id: u64,
+        /// Codec of the stream.
+        codec: Codec,
+    },
+    /// Subscription refused, or ended by the sender.
+    SubscribeError {
+        /// Subscription id.
+        id: u64,
+        /// Why.
+        code: SubscribeErrorCode,
+        /// Human explanation naming the camera and what to do.
+        reason: String,
+    },
+    /// Periodic counters.
+    Stats(StatsReport),
+}
+
+impl Control {
+    /// Appends the length-prefixed encoding of this message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        out.put_u32(json.len() as u32);
+        out.put_slice(&json);
+    }
+
+    /// Decodes one message from the front of `buf`, advancing it.
+    /// Returns `Ok(None)` when more bytes are needed.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Control>, WireError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len > MAX_CONTROL_LEN {
+            return Err(WireError::TooLong { what: "control message", len, max: MAX_CONTROL_LEN });
+        }
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        buf.advance(4);
+        let body = buf.split_to(len);
+        serde_json::from_slice(&body).map(Some).map_err(|e| WireError::BadControl(e.to_string()))
+    }
+}
+
+/// Header opening each media stream: one GOP of one subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GopHeader {
+    /// Subscription id this GOP belongs to.
+    pub subscription: u64,
+    /// Quality actually carried (may differ from the request under shaping).
+    pub quality: Quality,
+    /// GOP sequence number within the track.
+    pub seq: u64,
+    /// Decoder configuration for the GOP.
+    pub config: CodecConfig,
+}
+
+impl GopHeader {
+    /// Appends the encoding of this header to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(&MEDIA_MAGIC);
+        out.put_u8(MEDIA_VERSION);
+        out.put_u64(self.subscription);
+        out.put_u8(self.quality.as_u8());
+        out.put_u64(self.seq);
+        out.put_u8(self.config.codec.as_u8());
+        out.put_u16(self.config.width);
+        out.put_u16(self.config.height);
+        let sets: Vec<&Bytes> = self
+            .config
+            .parameter_sets
+            .iter()
+            .filter(|p| p.len() <= MAX_PARAMETER_SET_LEN)
+            .take(u8::MAX as usize)
+            .collect();
+        out.put_u8(sets.len() as u8);
+        for ps in sets {
+            out.put_u16(ps.len() as u16);
+            out.put_slice(ps);
+        }
+    }
+}
+
+/// Length of the per-frame header: pts (8), flags (1), length (4).
+pub const FRAME_HEADER_LEN: usize = 13;
+const FLAG_KEYFRAME: u8 = 1;
+
+/// Encodes a frame header; the payload follows it unchanged (sent as its own
+/// `Bytes` chunk so it is never copied).
+pub fn encode_frame_header(frame: &Frame) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[..8].copy_from_slice(&frame.pts.to_be_bytes());
+    h[8] = if frame.keyframe { FLAG_KEYFRAME } else { 0 };
+    h[9..].copy_from_slice(&(frame.payload.len() as u32).to_be_bytes());
+    h
+}
+
+/// What a media stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The stream's GOP header (always first).
+    Header(GopHeader),
+    /// The next frame.
+    Frame(Frame),
+}
+
+/// Incremental decoder of one media stream.
+#[derive(Debug, Default)]
+pub struct MediaDecoder {
+    buf: BytesMut,
+    header_seen: bool,
+}
+
+impl MediaDecoder {
+    /// New decoder for a fresh stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes received from the stream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Returns the next complete event, `Ok(None)` when more bytes are needed.
+    pub fn poll(&mut self) -> Result<Option<MediaEvent>, WireError> {
+        if !self.header_seen {
+            return match decode_gop_header(&self.buf)? {
+                None => Ok(None),
+                Some((header, used)) => {
+                    self.buf.advance(used);
+                    self.header_seen = true;
+                    Ok(Some(MediaEvent::Header(header)))
+                }
+            };
+        }
+        if self.buf.len() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut h = &self.buf[..FRAME_HEADER_LEN];
+        let pts = h.get_u64();
+        let flags = h.get_u8();
+        let len = h.get_u32() as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::TooLong { what: "frame", len, max: MAX_FRAME_LEN });
+        }
+        if flags & !FLAG_KEYFRAME != 0 {
+            return Err(WireError::Invalid("frame flags"));
+        }
+        if self.buf.len() < FRAME_HEADER_LEN + len {
+            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(FRAME_HEADER_LEN);
+        let payload = self.buf.split_to(len).freeze();
+        Ok(Some(MediaEvent::Frame(Frame { pts, keyframe: flags & FLAG_KEYFRAME != 0, payload })))
+    }
+
+    /// Checks the stream ended cleanly (not inside a header or frame).
+    pub fn finish(&self) -> Result<(), WireError> {
+        if !self.header_seen {
+            Err(WireError::Truncated("GOP header"))
+        } else if !self.buf.is_empty() {
+            Err(WireError::Truncated("frame"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn decode_gop_header(buf: &[u8]) -> Result<Option<(GopHeader, usize)>, WireError> {
+    let mut r = buf;
+    const FIXED: usize = 2 + 1 + 8 + 1 + 8 + 1 + 2 + 2 + 1;
+    if r.len() < FIXED {
+        // Reject a wrong magic as early as possible.
+        if r.len() >= 3 && (r[..2] != MEDIA_MAGIC || r[2] != MEDIA_VERSION) {
+            return Err(WireError::BadMagic { magic: [r[0], r[1]], version: r[2] });
+        }
+        return Ok(None);
+    }
+    let magic = [r.get_u8(), r.get_u8()];
+    let version = r.get_u8();
+    if magic != MEDIA_MAGIC || version != MEDIA_VERSION {
+        return Err(WireError::BadMagic { magic, version });
+    }
+    let subscription = r.get_u64();
+    let quality = Quality::from_u8(r.get_u8()).ok_or(WireError::Invalid("quality"))?;
+    let seq = r.get_u64();
+    let codec = Codec::from_u8(r.get_u8()).ok_or(WireError::Invalid("codec"))?;
+    let width = r.get_u16();
+    let height = r.get_u16();
+    let count = r.get_u8() as usize;
+    let mut parameter_sets = Vec::with_capacity(count);
+    for _ in 0..count {
+        if r.len() < 2 {
+            return Ok(None);
+        }
+        let len = r.get_u16() as usize;
+        if len > MAX_PARAMETER_SET_LEN {
+            return Err(WireError::TooLong { what: "parameter set", len, max: MAX_PARAMETER_SET_LEN });
+        }
+        if r.len() < len {
+            return Ok(None);
+        }
+        parameter_sets.push(Bytes::copy_from_slice(&r[..len]));
+        r.advance(len);
+    }
+    let used = buf.len() - r.len();
+    let config = CodecConfig { codec, width, height, parameter_sets };
+    Ok(Some((GopHeader { subscription, quality, seq, config }, used)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> GopHeader {
+        GopHeader {
+            subscription: 7,
+            quality: Quality::Sub,
+            seq: 42,
+            config: CodecConfig {
+                codec: Codec::H264,
+                width: 640,
+                height: 360,
+                parameter_sets: vec![Bytes::from_static(&[0x67, 1, 2, 3]), Bytes::from_static(&[0x68, 4])],
+            },
+        }
+    }
+
+    fn encode_stream(h: &GopHeader, frames: &[Frame]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        h.encode(&mut out);
+        for f in frames {
+            out.put_slice(&encode_frame_header(f));
+            out.put_slice(&f.payload);
+        }
+        out.to_vec()
+    }
+
+    #[test]
+    fn media_stream_round_trips_byte_by_byte() {
+        let frames = vec![
+            Frame { pts: 1000, keyframe: true, payload: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1]) },
+            Frame { pts: 7000, keyframe: false, payload: Bytes::from_static(&[0, 0, 0, 1, 0x41]) },
+            Frame { pts: 13000, keyframe: false, payload: Bytes::new() },
+        ];
+        let bytes = encode_stream(&header(), &frames);
+        let mut d = MediaDecoder::new();
+        let mut events = Vec::new();
+        for b in &bytes {
+            d.push(std::slice::from_ref(b));
+            while let Some(ev) = d.poll().unwrap() {
+                events.push(ev);
+            }
+        }
+        d.finish().unwrap();
+        assert_eq!(events[0], MediaEvent::Header(header()));
+        let got: Vec<Frame> = events[1..]
+            .iter()
+            .map(|e| match e {
+                MediaEvent::Frame(f) => f.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn control_round_trips_and_rejects_unknown_types() {
+        let msgs = vec![
+            Control::Hello { version: 1, node: "master".into(), role: Role::Agent },
+            Control::Subscribe { id: 3, camera: "zaist".into(), quality: Quality::Main },
+            Control::SubscribeError { id: 3, code: SubscribeErrorCode::OverBudget, reason: "x".into() },
+            Control::Stats(StatsReport { bytes_sent: 5, ..Default::default() }),
+        ];
+        let mut buf = BytesMut::new();
+        for m in &msgs {
+            m.encode(&mut buf);
+        }
+        for m in &msgs {
+            assert_eq!(Control::decode(&mut buf).unwrap().as_ref(), Some(m));
+        }
+        assert_eq!(Control::decode(&mut buf).unwrap(), None);
+
+        let body = br#"{"type":"launch_missiles"}"#;
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_slice(body);
+        assert!(matches!(Control::decode(&mut buf), Err(WireError::BadControl(_))));
+
+        let mut huge = BytesMut::new();
+        huge.put_u32(u32::MAX);
+        assert!(matches!(Control::decode(&mut huge), Err(WireError::TooLong { .. })));
+    }
+
+    #[test]
+    fn wrong_magic_is_rejected_early() {
+        let mut d = MediaDecoder::new();
+        d.push(b"GET / HTTP/1.1");
+        assert!(matches!(d.poll(), Err(WireError::BadMagic { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_random_input(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = Control::decode(&mut buf) {}
+            let mut d = MediaDecoder::new();
+            d.push(&data);
+            while let Ok(Some(_)) = d.poll() {}
+            let _ = d.finish();
+        }
+
+        #[test]
+        fn decoders_never_panic_on_corrupted_valid_streams(
+            cut in 0usize..200, flip in 0usize..200, val in any::<u8>()
+        ) {
+            let frames = vec![Frame { pts: 1, keyframe: true, payload: Bytes::from(vec![9u8; 50]) }];
+            let mut bytes = encode_stream(&header(), &frames);
+            let i = flip % bytes.len();
+            bytes[i] = val;
+            bytes.truncate(cut.min(bytes.len()));
+            let mut d = MediaDecoder::new();
+            d.push(&bytes);
+            while let Ok(Some(_)) = d.poll() {}
+            let _ = d.finish();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = Control::decode(&mut buf);
+        }
+    }
+}
