@@ -23,6 +23,9 @@ const BAND: Yuv = (24, 128, 128);
 const BOX_OUTER: Yuv = (235, 128, 128);
 const BOX_INNER: Yuv = (16, 128, 128);
 const TEXT_LUMA: u8 = 235;
+/// Peak luma noise, like a real sensor's: without it the encoder needs a
+/// fraction of the configured bitrate and link budgets are never exercised.
+const GRAIN: u8 = 4;
 
 /// Time for the moving box to cross the picture and come back.
 const BOX_PERIOD_X_MS: u64 = 4_000;
@@ -34,7 +37,7 @@ const BOX_PERIOD_Y_MS: u64 = 3_000;
 pub struct Pattern {
     width: usize,
     height: usize,
-    /// Font scale: ×2 at 640 px wide, so a 40-character line fits any width.
+    /// Font scale: ×2 at 640×360, ×1 at 320×180, so 40 characters fit a line.
     scale: usize,
     band_height: usize,
     /// The static part of the picture (I420), copied into `frame` first.
@@ -47,8 +50,9 @@ pub struct Pattern {
 impl Pattern {
     /// Prepares a pattern of `width`×`height`; both must be even and at least 16.
     pub fn new(width: usize, height: usize) -> Self {
-        let scale = (width / 320).clamp(1, 4);
-        let band_height = even(8 * scale + 4 * scale);
+        let scale = (width / 320).min(height / 180).clamp(1, 4);
+        // Bands never take more than half the picture, however small.
+        let band_height = even((12 * scale).min(height / 4));
         let mut pattern = Pattern {
             width,
             height,
@@ -64,15 +68,9 @@ impl Pattern {
     }
 
     /// Draws the picture for `frame_no`, captured at `wall` and `t_ms`
-    /// milliseconds into a monotonic timeline (drives the motion), and returns
-    /// it as encoder input.
-    pub fn draw(
-        &mut self,
-        label: &str,
-        wall: OffsetDateTime,
-        frame_no: u64,
-        t_ms: u64,
-    ) -> YUVSlices<'_> {
+    /// milliseconds into a monotonic timeline (drives the motion); read it
+    /// with [`Pattern::as_yuv`].
+    pub fn draw(&mut self, label: &str, wall: OffsetDateTime, frame_no: u64, t_ms: u64) {
         self.frame.copy_from_slice(&self.background);
         let (w, h, band, scale) = (self.width, self.height, self.band_height, self.scale);
         let mut canvas = Canvas::new(&mut self.frame, w, h);
@@ -87,6 +85,8 @@ impl Pattern {
         let offset = even((side - inner) / 2);
         canvas.fill_rect(x + offset, y + offset, inner, inner, BOX_INNER);
 
+        canvas.add_grain(band..h - band, frame_no, GRAIN);
+
         let pad = 2 * scale;
         canvas.draw_text(pad, pad, scale, label);
         self.text.clear();
@@ -94,11 +94,9 @@ impl Pattern {
         // Writing into a String cannot fail.
         let _ = write!(self.text, " UTC  #{frame_no:06}");
         canvas.draw_text(pad, h - band + pad, scale, &self.text);
-
-        self.as_yuv()
     }
 
-    /// The last drawn picture as encoder input.
+    /// The last drawn picture, as encoder input.
     pub fn as_yuv(&self) -> YUVSlices<'_> {
         let (w, h) = (self.width, self.height);
         let (y, chroma) = self.frame.split_at(w * h);
@@ -160,6 +158,24 @@ impl<'a> Canvas<'a> {
         }
     }
 
+    /// Adds pseudo-random noise in `-amplitude..=amplitude` to the luma of
+    /// `rows`, different for every `seed` yet reproducible.
+    fn add_grain(&mut self, rows: std::ops::Range<usize>, seed: u64, amplitude: u8) {
+        let span = 2 * u16::from(amplitude) + 1;
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let w = self.width;
+        for chunk in self.buf[rows.start * w..rows.end * w].chunks_mut(8) {
+            // xorshift64: a few cycles per 8 pixels.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for (i, px) in chunk.iter_mut().enumerate() {
+                let r = ((state >> (8 * i)) & 0xff) as u16 * span / 256;
+                *px = (u16::from(*px) + r).saturating_sub(u16::from(amplitude)).clamp(16, 235) as u8;
+            }
+        }
+    }
+
     /// Writes `text` in white on the luma plane at `scale`, clipped to the
     /// picture; it is drawn on neutral-chroma bands, so luma alone is enough.
     fn draw_text(&mut self, x: usize, y: usize, scale: usize, text: &str) {
@@ -213,11 +229,7 @@ fn push_clock(out: &mut String, t: OffsetDateTime) {
 fn triangle(t_ms: u64, period_ms: u64, range: usize) -> usize {
     let half = period_ms / 2;
     let phase = t_ms % period_ms;
-    let up = if phase < half {
-        phase
-    } else {
-        period_ms - phase
-    };
+    let up = if phase < half { phase } else { period_ms - phase };
     (up as u128 * range as u128 / half as u128) as usize
 }
 
@@ -282,10 +294,12 @@ mod tests {
         assert_eq!(triangle(2_000, 4_000, 100), 100);
         assert_eq!(triangle(3_000, 4_000, 100), 50);
         assert_eq!(triangle(4_000, 4_000, 100), 0);
-        // Any time at all draws without going out of bounds.
-        let mut p = Pattern::new(320, 180);
-        for t in (0..10_000).step_by(7) {
-            p.draw("x", at(0), t, t);
+        // Any time, at any size, draws without going out of bounds.
+        for (w, h) in [(320, 180), (16, 16), (1280, 64), (64, 720), (1920, 1080)] {
+            let mut p = Pattern::new(w, h);
+            for t in (0..10_000).step_by(7) {
+                p.draw("a label longer than any picture is wide, clipped", at(0), t, t);
+            }
         }
     }
 }

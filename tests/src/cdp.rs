@@ -341,6 +341,8 @@ impl Chromium {
             "--no-first-run",
             "--no-default-browser-check",
             "--mute-audio",
+            "--disable-crash-reporter",
+            "--disable-breakpad",
             "--window-size=1280,800",
             "--autoplay-policy=no-user-gesture-required",
             // Tests serve WebRTC on 127.0.0.1: let ICE use loopback and
@@ -398,6 +400,19 @@ impl Chromium {
     /// The browser process (its captured stderr, pid).
     pub fn process(&mut self) -> &mut Proc {
         &mut self.proc
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // A browser asked to quit reaps its own helpers; killing it outright
+        // would orphan them. The process group is SIGKILLed afterwards anyway.
+        if self.proc.signal(libc::SIGTERM).is_ok() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while self.proc.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 

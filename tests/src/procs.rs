@@ -203,9 +203,12 @@ impl Proc {
     }
 
     /// Kill the child's process group with SIGKILL and reap the child.
+    /// Leftover group members of an already exited child are killed too.
     pub fn kill(&mut self) {
+        // A group id stays reserved while any member lives, so -pid cannot
+        // name a stranger's group even after the leader was reaped.
+        self.signal_group(libc::SIGKILL);
         if self.exited.is_none() {
-            self.signal_group(libc::SIGKILL);
             if let Ok(status) = self.child.wait() {
                 self.exited = Some(status);
                 eprintln!(

@@ -2,7 +2,7 @@
 //! the relay's catalog listing the agent's cameras.
 
 use crate::config::{AgentConfig, Device, RelayConfig, RelayTarget};
-use crate::{bin_path, free_tcp_port, free_udp_port, wait_catalog, wait_http_ok, Pki, Proc};
+use crate::{bin_path, free_tcp_port, free_udp_port, http_get, wait_catalog, wait_until, Pki, Proc};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -86,9 +86,13 @@ impl Stack {
 
         let relay = spawn_node("ponte-relay", &relay_toml)?;
         let base = relay_config.base_url();
-        wait_http_ok(&format!("{base}/api/catalog"), spec.ready_timeout)
-            .await
-            .context("relay HTTP never came up")?;
+        // Any HTTP answer will do: the relay is listening. (Its catalog may
+        // well refuse to answer before an agent connects.)
+        wait_until("the relay's HTTP listener", spec.ready_timeout, Duration::from_millis(50), || async {
+            http_get(&format!("{base}/")).await.map(Some)
+        })
+        .await
+        .context("relay HTTP never came up")?;
         let agent = spawn_node("ponte-agent", &agent_toml)?;
         let cameras = spec.expect_cameras.unwrap_or_else(|| agent_config.camera_ids().len());
         let catalog = wait_catalog(&base, cameras, spec.ready_timeout)

@@ -1,0 +1,159 @@
+//! `ponte-agent demo`: the whole system on loopback with no camera and no
+//! config: a throw-away PKI, two relays (carabinieri, questura) as child
+//! processes, and this agent with the Cremona inventory as synthetic cameras.
+
+use crate::config::{AgentConfig, AgentSection, RelayTarget, TlsSection, TransportSection};
+use crate::{inventory, pki, uplink};
+use anyhow::{bail, Context, Result};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// Options of the demo.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// HTTP port of the first relay's viewer page; the second uses the next one.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// UDP port of the first relay's QUIC listener; the second uses the next one.
+    #[arg(long, default_value_t = 7443)]
+    pub quic_port: u16,
+    /// Address to serve on (loopback by default; the demo has no access control).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+}
+
+const SITES: [&str; 2] = ["carabinieri", "questura"];
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let dir = TempDir(std::env::temp_dir().join(format!("ponte-demo-{}", std::process::id())));
+    let d = &dir.0;
+    let _ = std::fs::remove_dir_all(d);
+    pki::init(d, "ponte demo CA")?;
+    let loopback = [IpAddr::V4(Ipv4Addr::LOCALHOST), args.bind];
+    pki::issue(d, "master", &["localhost".into()], &loopback, 30)?;
+    for site in SITES {
+        pki::issue(d, site, &["localhost".into()], &loopback, 30)?;
+    }
+
+    let relay_bin = sibling_binary("ponte-relay")?;
+    let mut children = Vec::new();
+    let mut targets = Vec::new();
+    let mut urls = Vec::new();
+    for (i, site) in SITES.iter().enumerate() {
+        let quic = SocketAddr::new(args.bind, args.quic_port + i as u16);
+        let http = SocketAddr::new(args.bind, args.http_port + i as u16);
+        let cfg = d.join(format!("{site}.toml"));
+        std::fs::write(&cfg, relay_config(d, site, quic, http))?;
+        let child = Command::new(&relay_bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting `{}`", relay_bin.display()))?;
+        children.push(child);
+        targets.push(RelayTarget { site: site.to_string(), addr: quic, server_name: None });
+        urls.push((site, format!("http://{http}/")));
+    }
+
+    let config = AgentConfig {
+        agent: AgentSection { id: "master".into() },
+        tls: TlsSection { ca: d.join("ca.pem"), cert: d.join("master.pem"), key: d.join("master.key") },
+        transport: TransportSection::default(),
+        relays: targets,
+        devices: inventory::parse(inventory::CREMONA_CSV)?,
+    };
+    let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
+    let devices = config.devices.len();
+    let agent = crate::Agent::start(config)?;
+
+    // Print the URLs once every relay has its session with the agent.
+    let mut up = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (_, mut link) in agent.links() {
+        loop {
+            if matches!(*link.borrow_and_update(), uplink::LinkState::Up) {
+                up += 1;
+                break;
+            }
+            if tokio::time::timeout_at(deadline, link.changed()).await.is_err() {
+                break;
+            }
+        }
+    }
+    if up < SITES.len() {
+        bail!("the demo relays did not come up within 60 s; see the log lines above (is a port in use? try --http-port/--quic-port)");
+    }
+    println!();
+    println!(
+        "ponte demo: {devices} camera points, {lenses} lenses of synthetic H.264 video, two partner relays."
+    );
+    for (site, url) in &urls {
+        println!("  {site:<12} viewer: {url}");
+    }
+    println!("Open a viewer URL in a browser and click a camera. Press Ctrl-C to stop.");
+    println!();
+
+    let result = tokio::select! {
+        r = crate::shutdown_signal() => r,
+        r = wait_any(&mut children) => r,
+    };
+    for c in &mut children {
+        let _ = c.kill().await;
+    }
+    drop(agent);
+    result
+}
+
+async fn wait_any(children: &mut [Child]) -> Result<()> {
+    let waits = children.iter_mut().map(|c| Box::pin(c.wait()));
+    let (status, i, _) = futures_select_all(waits).await;
+    bail!("demo relay `{}` exited ({:?}); stopping", SITES.get(i).unwrap_or(&"?"), status)
+}
+
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    futs: impl Iterator<Item = F>,
+) -> (F::Output, usize, ()) {
+    let mut futs: Vec<F> = futs.collect();
+    std::future::poll_fn(move |cx| {
+        for (i, f) in futs.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(out) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready((out, i, ()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "`{}` not found next to `{}`: build both binaries (`cargo build --release -p ponte-agent -p ponte-relay`) or use ./scripts/demo",
+            path.display(),
+            exe.display()
+        );
+    }
+    Ok(path)
+}
+
+fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr) -> String {
+    format!(
+        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        dir.join("ca.pem"),
+        dir.join(format!("{site}.pem")),
+        dir.join(format!("{site}.key")),
+    )
+}

@@ -1,0 +1,89 @@
+//! The Cremona inventory (`deploy/examples/cremona/cameras.csv`) as devices,
+//! used by the demo.
+
+use crate::config::{Device, DeviceKind, SourceKind};
+use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
+
+/// The reference inventory shipped with ponte.
+pub const CREMONA_CSV: &str = include_str!("../../deploy/examples/cremona/cameras.csv");
+
+/// Lowercase ASCII slug: letters and digits, runs of anything else as `-`.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = match c {
+            'à' | 'á' => 'a',
+            'è' | 'é' => 'e',
+            'ì' | 'í' => 'i',
+            'ò' | 'ó' => 'o',
+            'ù' | 'ú' => 'u',
+            c => c.to_ascii_lowercase(),
+        };
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_owned()
+}
+
+/// Parses `zone,location,camera_type,lenses,notes` rows into synthetic devices.
+pub fn parse(csv: &str) -> Result<Vec<Device>> {
+    let mut devices = Vec::new();
+    let mut ids = HashSet::new();
+    for (n, line) in csv.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.splitn(5, ',').collect();
+        let [zone, place, kind, lenses, ..] = cols[..] else {
+            bail!("inventory line {}: expected zone,location,camera_type,lenses,notes", n + 1);
+        };
+        let kind: DeviceKind = serde_json::from_value(serde_json::Value::String(kind.trim().to_owned()))
+            .with_context(|| format!("inventory line {}: camera type {kind:?}", n + 1))?;
+        let lenses: u8 =
+            lenses.trim().parse().with_context(|| format!("inventory line {}: lenses {lenses:?}", n + 1))?;
+        let base = format!("{}-{}", slug(zone), slug(place));
+        let mut id: String = base.chars().take(56).collect::<String>().trim_end_matches('-').to_owned();
+        let mut k = 2;
+        while !ids.insert(id.clone()) {
+            id = format!("{base}-{k}");
+            k += 1;
+        }
+        devices.push(Device {
+            id,
+            name: place.trim().to_owned(),
+            zone: zone.trim().to_owned(),
+            kind,
+            lenses: Some(lenses),
+            tags: Vec::new(),
+            source: SourceKind::Synthetic,
+        });
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cremona_has_30_points_and_43_lenses() {
+        let d = parse(CREMONA_CSV).unwrap();
+        assert_eq!(d.len(), 30);
+        assert_eq!(d.iter().map(|d| d.lens_count() as usize).sum::<usize>(), 43);
+        assert!(
+            d.iter().all(|d| crate::config::valid_id(&d.id)),
+            "{:?}",
+            d.iter().map(|d| &d.id).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("via Ca' del Binda zona Migliaro"), "via-ca-del-binda-zona-migliaro");
+        assert_eq!(slug("rotatoria via Macello / via Cappuccini"), "rotatoria-via-macello-via-cappuccini");
+    }
+}

@@ -1,0 +1,297 @@
+// ponte viewer: lists the relay's cameras and plays one over WHEP.
+// Plain script, no build step, no external resources.
+(() => {
+  'use strict';
+
+  const KIND_LABELS = {
+    'dome-ptz': 'PTZ dome',
+    'dome': 'dome',
+    'fixed-bi-optic': 'bi-optic',
+    'fixed-quad-optic': 'quad-optic',
+    'fixed': 'fixed',
+  };
+  const ICE_GATHERING_TIMEOUT_MS = 3000;
+
+  const statusEl = document.getElementById('status');
+  const video = document.getElementById('video');
+  const listEl = document.getElementById('cameras');
+  const filterEl = document.getElementById('filter');
+
+  let cameras = [];
+  let pc = null;
+  let sessionUrl = null;
+  let current = null; // { camera, quality }
+  let status = 'idle';
+  let message = '';
+  // Bumped on every play/stop, so a slow request from an earlier play cannot
+  // overwrite the state of the current one.
+  let generation = 0;
+
+  function setStatus(next, text) {
+    status = next;
+    message = text;
+    statusEl.textContent = text;
+    statusEl.className = next;
+  }
+
+  function cameraLabel(id) {
+    const cam = cameras.find((c) => c.id === id);
+    if (!cam) return id;
+    return cam.lens > 1 || cameras.some((c) => c.device === cam.device && c.id !== cam.id)
+      ? `${cam.name} (lens ${cam.lens})`
+      : cam.name;
+  }
+
+  function deleteSession() {
+    if (!sessionUrl) return;
+    const url = sessionUrl;
+    sessionUrl = null;
+    // keepalive lets the DELETE go out even while the page is unloading.
+    fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+  }
+
+  function stop() {
+    generation += 1;
+    deleteSession();
+    if (pc) {
+      pc.close();
+      pc = null;
+    }
+    video.srcObject = null;
+    current = null;
+    markActive();
+  }
+
+  function waitForIceGathering(conn) {
+    return new Promise((resolve) => {
+      if (conn.iceGatheringState === 'complete') {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(resolve, ICE_GATHERING_TIMEOUT_MS);
+      conn.addEventListener('icegatheringstatechange', () => {
+        if (conn.iceGatheringState === 'complete') {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  async function play(cameraId, quality) {
+    quality = quality === 'sub' ? 'sub' : 'main';
+    stop();
+    const gen = generation;
+    current = { camera: cameraId, quality };
+    markActive();
+    const label = `${cameraLabel(cameraId)} (${quality})`;
+    setStatus('connecting', `Connecting to ${label}…`);
+    const params = new URLSearchParams({ camera: cameraId });
+    if (quality !== 'main') params.set('quality', quality);
+    history.replaceState(null, '', `?${params}`);
+
+    const conn = new RTCPeerConnection();
+    pc = conn;
+    conn.addTransceiver('video', { direction: 'recvonly' });
+    conn.ontrack = (ev) => {
+      video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      video.play().catch(() => {});
+    };
+    conn.onconnectionstatechange = () => {
+      if (gen !== generation) return;
+      const s = conn.connectionState;
+      if (s === 'failed' || s === 'closed') {
+        setStatus('error', `Connection to ${label} ${s}; the relay may have ended the stream. Click the camera to retry.`);
+      } else if (s === 'disconnected') {
+        setStatus('connecting', `Connection to ${label} interrupted; waiting for it to come back…`);
+      } else if (s === 'connected' && status !== 'playing') {
+        setStatus('connecting', `Connected to ${label}; waiting for the first picture…`);
+      }
+    };
+    video.onplaying = () => {
+      if (gen === generation) setStatus('playing', `Playing ${label}`);
+    };
+
+    try {
+      await conn.setLocalDescription(await conn.createOffer());
+      await waitForIceGathering(conn);
+      if (gen !== generation) throw new Error('superseded by another camera');
+      const resp = await fetch(`/whep/${encodeURIComponent(cameraId)}?quality=${quality}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp' },
+        body: conn.localDescription.sdp,
+      });
+      const body = await resp.text();
+      if (!resp.ok) {
+        throw new Error(body.trim() || `the relay answered HTTP ${resp.status}`);
+      }
+      const location = resp.headers.get('Location');
+      const url = location ? new URL(location, window.location.href).href : null;
+      if (gen !== generation) {
+        if (url) fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+        throw new Error('superseded by another camera');
+      }
+      sessionUrl = url;
+      await conn.setRemoteDescription({ type: 'answer', sdp: body });
+    } catch (err) {
+      if (gen === generation) {
+        setStatus('error', err.message || String(err));
+        deleteSession();
+        conn.close();
+        pc = null;
+      }
+      throw err;
+    }
+  }
+
+  async function stats() {
+    const out = { framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0, bytesReceived: 0 };
+    if (!pc) return out;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && (s.kind === 'video' || s.mediaType === 'video')) {
+        out.framesDecoded = s.framesDecoded || 0;
+        out.framesReceived = s.framesReceived || 0;
+        out.frameWidth = s.frameWidth || 0;
+        out.frameHeight = s.frameHeight || 0;
+        out.bytesReceived = s.bytesReceived || 0;
+      }
+    });
+    return out;
+  }
+
+  function state() {
+    return {
+      camera: current ? current.camera : null,
+      quality: current ? current.quality : null,
+      status,
+      message,
+      session: sessionUrl,
+      connectionState: pc ? pc.connectionState : 'closed',
+    };
+  }
+
+  function markActive() {
+    for (const li of listEl.querySelectorAll('li[data-camera]')) {
+      li.classList.toggle('active', !!current && li.dataset.camera === current.camera);
+    }
+  }
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    Object.assign(node, props || {});
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function playButtons(cam) {
+    const buttons = [];
+    const qualities = cam.qualities && cam.qualities.length ? cam.qualities : ['main'];
+    for (const q of qualities) {
+      const b = el('button', { type: 'button', textContent: q, title: `Play ${cam.id} (${q})` });
+      b.addEventListener('click', () => play(cam.id, q).catch(() => {}));
+      buttons.push(b);
+    }
+    return buttons;
+  }
+
+  function cameraItem(cam, text) {
+    const li = el('li');
+    li.dataset.camera = cam.id;
+    li.dataset.search = `${cam.name} ${cam.zone} ${cam.id} ${cam.kind}`.toLowerCase();
+    const name = el('button', { type: 'button', className: 'name', textContent: text });
+    const first = cam.qualities && cam.qualities.length ? cam.qualities[0] : 'main';
+    name.addEventListener('click', () => play(cam.id, first).catch(() => {}));
+    li.append(name, ...playButtons(cam));
+    if (cam.codec === 'h265') li.append(el('span', { className: 'meta', textContent: 'H.265' }));
+    return li;
+  }
+
+  function render() {
+    const zones = new Map();
+    for (const cam of cameras) {
+      if (!zones.has(cam.zone)) zones.set(cam.zone, new Map());
+      const devices = zones.get(cam.zone);
+      if (!devices.has(cam.device)) devices.set(cam.device, []);
+      devices.get(cam.device).push(cam);
+    }
+    listEl.textContent = '';
+    if (!cameras.length) {
+      listEl.textContent = 'No cameras are visible to this site yet.';
+      return;
+    }
+    for (const zone of [...zones.keys()].sort((a, b) => a.localeCompare(b))) {
+      const section = el('section');
+      section.append(el('h2', { textContent: zone || 'No zone' }));
+      const ul = el('ul');
+      const devices = [...zones.get(zone).values()].sort((a, b) => a[0].name.localeCompare(b[0].name));
+      for (const lenses of devices) {
+        lenses.sort((a, b) => a.lens - b.lens);
+        const head = lenses[0];
+        const kind = KIND_LABELS[head.kind] || head.kind;
+        const ptz = lenses.some((c) => c.ptz) ? ', PTZ control' : '';
+        if (lenses.length === 1) {
+          const li = cameraItem(head, head.name);
+          li.insertBefore(el('span', { className: 'meta', textContent: `${kind}${ptz}` }), li.children[1]);
+          ul.append(li);
+        } else {
+          const li = el('li');
+          li.dataset.search = lenses.map((c) => `${c.name} ${c.zone} ${c.id} ${c.kind}`).join(' ').toLowerCase();
+          li.append(el('span', { textContent: head.name }),
+            el('span', { className: 'meta', textContent: `${kind}, ${lenses.length} lenses${ptz}` }));
+          const sub = el('ul', { className: 'lenses' });
+          for (const cam of lenses) sub.append(cameraItem(cam, `lens ${cam.lens}`));
+          li.append(sub);
+          ul.append(li);
+        }
+      }
+      section.append(ul);
+      listEl.append(section);
+    }
+    markActive();
+    applyFilter();
+  }
+
+  function applyFilter() {
+    const q = filterEl.value.trim().toLowerCase();
+    for (const li of listEl.querySelectorAll(':scope > section > ul > li')) {
+      li.hidden = !!q && !(li.dataset.search || '').includes(q);
+    }
+    for (const section of listEl.querySelectorAll(':scope > section')) {
+      section.hidden = ![...section.querySelectorAll(':scope > ul > li')].some((li) => !li.hidden);
+    }
+  }
+
+  async function loadCatalog() {
+    try {
+      const resp = await fetch('/api/catalog');
+      if (!resp.ok) throw new Error((await resp.text()).trim() || `HTTP ${resp.status}`);
+      const body = await resp.json();
+      cameras = body.cameras || [];
+      render();
+    } catch (err) {
+      listEl.textContent = `Could not load the camera list: ${err.message || err}`;
+    }
+  }
+
+  filterEl.addEventListener('input', applyFilter);
+  window.addEventListener('pagehide', deleteSession);
+
+  window.ponteViewer = {
+    play,
+    stats,
+    state,
+    stop() {
+      stop();
+      setStatus('idle', 'Stopped. Pick a camera.');
+    },
+  };
+
+  loadCatalog();
+  const params = new URLSearchParams(window.location.search);
+  const deepLink = params.get('camera');
+  if (deepLink) {
+    // Start at once, without waiting for the list: it only improves labels.
+    play(deepLink, params.get('quality') || 'main').catch(() => {});
+  }
+})();

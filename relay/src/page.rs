@@ -1,0 +1,98 @@
+//! The viewer page: one self-contained HTML document (inline style and script,
+//! no external resources, no build step). The camera list is fetched from
+//! `/api/catalog` and playback uses the relay's own WHEP endpoint.
+
+const TEMPLATE: &str = include_str!("../assets/viewer.html");
+const SCRIPT: &str = include_str!("../assets/viewer.js");
+
+/// Renders the viewer page for a site.
+pub fn render(site: &str) -> String {
+    let title = if site.is_empty() { "ponte viewer".to_owned() } else { format!("ponte viewer — {site}") };
+    let title = escape_html(&title);
+    let site = escape_html(site);
+    // One pass over the template, so text coming from the site name is never
+    // itself scanned for placeholders.
+    let mut out = String::with_capacity(TEMPLATE.len() + SCRIPT.len() + 2 * title.len());
+    let mut rest = TEMPLATE;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            rest = &rest[start..];
+            break;
+        };
+        match &after[..end] {
+            "title" => out.push_str(&title),
+            "site" => out.push_str(&site),
+            "script" => out.push_str(SCRIPT),
+            other => {
+                out.push_str("{{");
+                out.push_str(other);
+                out.push_str("}}");
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Escapes text for use in HTML content and double-quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_names_the_site_escaped() {
+        let html = render("Carabinieri <Cremona> & \"co\"");
+        assert!(
+            html.contains("<title>ponte viewer — Carabinieri &lt;Cremona&gt; &amp; &quot;co&quot;</title>")
+        );
+        assert!(!html.contains("<Cremona>"));
+        assert!(!html.contains("{{"), "every placeholder is filled");
+    }
+
+    #[test]
+    fn placeholders_in_the_site_name_are_not_expanded() {
+        let html = render("{{script}}");
+        assert_eq!(html.matches("window.ponteViewer").count(), 1);
+    }
+
+    #[test]
+    fn page_is_self_contained_and_exposes_the_test_api() {
+        let html = render("questura");
+        for needle in [
+            "window.ponteViewer",
+            "async function stats()",
+            "framesDecoded",
+            "frameWidth",
+            "bytesReceived",
+            "direction: 'recvonly'",
+            "'Content-Type': 'application/sdp'",
+            "method: 'DELETE'",
+            "/api/catalog",
+            "muted autoplay playsinline",
+        ] {
+            assert!(html.contains(needle), "page lacks {needle}");
+        }
+        for external in ["src=\"http", "href=\"http", "@import", "src=\"//"] {
+            assert!(!html.contains(external), "page loads an external resource: {external}");
+        }
+        assert!(!SCRIPT.contains("</script"), "the inline script would end early");
+    }
+}

@@ -1,0 +1,471 @@
+//! Upstream sessions: the QUIC listener that agents (or upstream relays) dial,
+//! their catalogs, and on-demand subscriptions shared by every local viewer.
+//!
+//! A camera crosses the link once per relay whatever the number of viewers:
+//! the first viewer subscribes upstream, later ones join the hub track, and
+//! the last one leaving starts a short linger before `Unsubscribe`.
+
+use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
+use ponte_proto::media::Quality;
+use ponte_proto::session::{self, SessionError};
+use ponte_proto::wire::{
+    CatalogEntry, Control, MediaEvent, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long a subscriber waits for the agent's answer.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a viewer could not get a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeFailure {
+    /// Category, as on the wire.
+    pub code: SubscribeErrorCode,
+    /// Explanation naming the camera and what to do.
+    pub reason: String,
+}
+
+impl fmt::Display for SubscribeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.reason)
+    }
+}
+
+impl std::error::Error for SubscribeFailure {}
+
+/// A track fed by an upstream subscription.
+struct Ingest {
+    writer: TrackWriter,
+    /// Newest GOP sequence seen: frames of older GOP streams are dropped so a
+    /// late stream never splices into a newer GOP.
+    latest_gop: AtomicU64,
+    gops: AtomicU64,
+    bytes: AtomicU64,
+}
+
+struct RelayTrack {
+    link: u64,
+    sub_id: u64,
+    ingest: Arc<Ingest>,
+    pending: Option<oneshot::Sender<Result<(), SubscribeFailure>>>,
+}
+
+struct Link {
+    peer: String,
+    addr: SocketAddr,
+    catalog: Vec<CatalogEntry>,
+    ctl: mpsc::Sender<Control>,
+    subs: HashMap<u64, TrackKey>,
+    next_sub: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    links: HashMap<u64, Link>,
+    tracks: HashMap<TrackKey, RelayTrack>,
+    next_link: u64,
+}
+
+/// Upstream links and the tracks they feed.
+pub struct Upstreams {
+    site: String,
+    linger: Duration,
+    inner: Mutex<Inner>,
+    bytes_received: AtomicU64,
+    /// Handle to ourselves for the linger tasks a subscription spawns.
+    me: std::sync::Weak<Upstreams>,
+}
+
+/// One row of the upstream link table, for status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkInfo {
+    /// Peer's site id (from its certificate).
+    pub peer: String,
+    /// Peer's address.
+    pub addr: SocketAddr,
+    /// Cameras it offers.
+    pub cameras: usize,
+    /// Active subscriptions on it.
+    pub subscriptions: usize,
+}
+
+impl Upstreams {
+    /// A relay for `site` with no upstream yet.
+    pub fn new(site: impl Into<String>, linger: Duration) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            site: site.into(),
+            linger,
+            inner: Mutex::new(Inner::default()),
+            bytes_received: AtomicU64::new(0),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This relay's site id.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// Cameras this site may see, across all upstream links.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        let inner = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<CatalogEntry> = inner
+            .links
+            .values()
+            .flat_map(|l| l.catalog.iter())
+            .filter(|c| seen.insert(c.id.clone()))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (&a.zone, &a.device, a.lens).cmp(&(&b.zone, &b.device, b.lens)));
+        out
+    }
+
+    /// Upstream links, for status.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        let inner = self.lock();
+        let mut out: Vec<LinkInfo> = inner
+            .links
+            .values()
+            .map(|l| LinkInfo {
+                peer: l.peer.clone(),
+                addr: l.addr,
+                cameras: l.catalog.len(),
+                subscriptions: l.subs.len(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
+    }
+
+    /// Media bytes received from all upstreams.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// Gets a reader for a camera, subscribing upstream if nobody here watches it yet.
+    pub async fn subscribe(&self, camera: &str, quality: Quality) -> Result<TrackReader, SubscribeFailure> {
+        let key = TrackKey::new(camera, quality);
+        let (reader, answer) = {
+            let mut inner = self.lock();
+            if let Some(t) = inner.tracks.get(&key) {
+                return Ok(t.ingest.writer.subscribe());
+            }
+            let Inner { links, tracks, .. } = &mut *inner;
+            let found = links.iter_mut().find(|(_, l)| l.catalog.iter().any(|c| c.id == camera));
+            let Some((&link_id, link)) = found else {
+                return Err(SubscribeFailure {
+                    code: SubscribeErrorCode::Unknown,
+                    reason: format!("camera `{camera}` is not in the catalog of site `{}`", self.site),
+                });
+            };
+            if !link.catalog.iter().any(|c| c.id == camera && c.qualities.contains(&quality)) {
+                return Err(SubscribeFailure {
+                    code: SubscribeErrorCode::Forbidden,
+                    reason: format!(
+                        "camera `{camera}` is not available at `{}` quality to this site",
+                        quality.name()
+                    ),
+                });
+            }
+            let sub_id = link.next_sub;
+            link.next_sub += 1;
+            if link
+                .ctl
+                .try_send(Control::Subscribe { id: sub_id, camera: camera.to_owned(), quality })
+                .is_err()
+            {
+                return Err(SubscribeFailure {
+                    code: SubscribeErrorCode::Offline,
+                    reason: format!("the link to `{}` is congested or closing; retry in a moment", link.peer),
+                });
+            }
+            link.subs.insert(sub_id, key.clone());
+            let ingest = Arc::new(Ingest {
+                writer: hub::track(key.clone()),
+                latest_gop: AtomicU64::new(0),
+                gops: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            });
+            let reader = ingest.writer.subscribe();
+            let (tx, rx) = oneshot::channel();
+            tracks.insert(
+                key.clone(),
+                RelayTrack { link: link_id, sub_id, ingest: ingest.clone(), pending: Some(tx) },
+            );
+            info!(camera, quality = quality.name(), upstream = %link.peer, subscription = sub_id, "subscribing upstream");
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(me.linger(key.clone(), link_id, sub_id, ingest));
+            }
+            (reader, rx)
+        };
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, answer).await {
+            Ok(Ok(Ok(()))) => Ok(reader),
+            Ok(Ok(Err(failure))) => Err(failure),
+            Ok(Err(_)) => Err(SubscribeFailure {
+                code: SubscribeErrorCode::Offline,
+                reason: format!("the upstream link carrying camera `{camera}` went down"),
+            }),
+            Err(_) => {
+                self.end_track(&key, None);
+                Err(SubscribeFailure {
+                    code: SubscribeErrorCode::Offline,
+                    reason: format!(
+                        "the agent did not answer for camera `{camera}` within {SUBSCRIBE_TIMEOUT:?}"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Unsubscribes upstream once a track has had no viewer for `linger`.
+    async fn linger(self: Arc<Self>, key: TrackKey, link_id: u64, sub_id: u64, ingest: Arc<Ingest>) {
+        let mut count = ingest.writer.subscribers();
+        drop(ingest);
+        loop {
+            if count.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.linger) => {}
+                r = count.wait_for(|n| *n > 0) => { if r.is_err() { return } else { continue } }
+            }
+            let mut inner = self.lock();
+            let still_ours = inner.tracks.get(&key).is_some_and(|t| t.link == link_id && t.sub_id == sub_id);
+            if !still_ours {
+                return;
+            }
+            if *count.borrow() > 0 {
+                continue;
+            }
+            inner.tracks.remove(&key);
+            if let Some(link) = inner.links.get_mut(&link_id) {
+                link.subs.remove(&sub_id);
+                let _ = link.ctl.try_send(Control::Unsubscribe { id: sub_id });
+            }
+            info!(camera = %key.camera, quality = key.quality.name(), "no viewers left: unsubscribed upstream");
+            return;
+        }
+    }
+
+    /// Removes a track (its readers see the end) and answers a waiting subscriber.
+    fn end_track(&self, key: &TrackKey, failure: Option<SubscribeFailure>) {
+        let mut inner = self.lock();
+        if let Some(mut t) = inner.tracks.remove(key) {
+            if let Some(link) = inner.links.get_mut(&t.link) {
+                link.subs.remove(&t.sub_id);
+            }
+            if let (Some(tx), Some(f)) = (t.pending.take(), failure) {
+                let _ = tx.send(Err(f));
+            }
+            t.ingest.writer.close();
+        }
+    }
+
+    /// Accepts upstream sessions for ever.
+    pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(peer = %remote, error = %e, "refused QUIC connection");
+                        return;
+                    }
+                };
+                let peer = ponte_proto::tls::peer_site(&conn).unwrap_or_else(|| "?".into());
+                info!(peer = %peer, addr = %remote, "upstream connected");
+                match this.run_link(conn.clone(), peer.clone(), remote).await {
+                    Ok(()) => info!(peer = %peer, addr = %remote, "upstream session ended"),
+                    Err(e) => {
+                        if matches!(e, SessionError::Wire(_) | SessionError::Protocol(_)) {
+                            conn.close(session::close_code::PROTOCOL.into(), b"protocol violation");
+                        }
+                        warn!(peer = %peer, addr = %remote, error = %e, "upstream session closed");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn run_link(
+        self: &Arc<Self>,
+        conn: quinn::Connection,
+        peer: String,
+        addr: SocketAddr,
+    ) -> Result<(), SessionError> {
+        let hello = Control::Hello { version: PROTOCOL_VERSION, node: self.site.clone(), role: Role::Relay };
+        let (mut tx, mut rx, _) = tokio::time::timeout(HELLO_TIMEOUT, session::accept_control(&conn, &hello))
+            .await
+            .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
+        let link_id = {
+            let mut inner = self.lock();
+            let id = inner.next_link;
+            inner.next_link += 1;
+            inner.links.insert(
+                id,
+                Link {
+                    peer: peer.clone(),
+                    addr,
+                    catalog: Vec::new(),
+                    ctl: ctl_tx,
+                    subs: HashMap::new(),
+                    next_sub: 1,
+                },
+            );
+            id
+        };
+        let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
+        let mut stats = tokio::time::interval(Duration::from_secs(5));
+        let result = loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Ok(msg) => if let Err(e) = self.on_control(link_id, &peer, msg) { break Err(e) },
+                    Err(e) => break Err(e),
+                },
+                Some(out) = ctl_rx.recv() => if let Err(e) = tx.send(&out).await { break Err(e) },
+                _ = stats.tick() => {
+                    let report = StatsReport { bytes_received: self.bytes_received(), ..Default::default() };
+                    if let Err(e) = tx.send(&Control::Stats(report)).await { break Err(e) }
+                }
+                e = conn.closed() => break Err(e.into()),
+            }
+        };
+        media.abort();
+        self.drop_link(link_id);
+        result
+    }
+
+    fn on_control(&self, link_id: u64, peer: &str, msg: Control) -> Result<(), SessionError> {
+        match msg {
+            Control::Catalog { cameras } => {
+                info!(peer, cameras = cameras.len(), "catalog received");
+                let gone: Vec<TrackKey> = {
+                    let mut inner = self.lock();
+                    let Some(link) = inner.links.get_mut(&link_id) else { return Ok(()) };
+                    link.catalog = cameras;
+                    let gone = link
+                        .subs
+                        .values()
+                        .filter(|k| !link.catalog.iter().any(|c| c.id == k.camera))
+                        .cloned()
+                        .collect();
+                    gone
+                };
+                for key in gone {
+                    self.end_track(&key, None);
+                }
+            }
+            Control::SubscribeOk { id, .. } => {
+                let mut inner = self.lock();
+                let key = inner.links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
+                if let Some(t) = key.and_then(|k| inner.tracks.get_mut(&k)) {
+                    if let Some(tx) = t.pending.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+            }
+            Control::SubscribeError { id, code, reason } => {
+                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
+                if let Some(key) = key {
+                    info!(peer, camera = %key.camera, code = code.name(), reason = %reason, "upstream refused or ended a subscription");
+                    self.end_track(&key, Some(SubscribeFailure { code, reason }));
+                }
+            }
+            Control::Stats(s) => debug!(peer, ?s, "upstream stats"),
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "upstream sent `{}`, which only a subscriber may send",
+                    session::kind(&other)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_link(&self, link_id: u64) {
+        let keys: Vec<TrackKey> = {
+            let mut inner = self.lock();
+            inner.links.remove(&link_id);
+            inner.tracks.iter().filter(|(_, t)| t.link == link_id).map(|(k, _)| k.clone()).collect()
+        };
+        for key in keys {
+            self.end_track(
+                &key,
+                Some(SubscribeFailure {
+                    code: SubscribeErrorCode::Offline,
+                    reason: "the upstream link went down".into(),
+                }),
+            );
+        }
+    }
+
+    async fn accept_media(self: Arc<Self>, conn: quinn::Connection, link_id: u64) {
+        while let Ok(recv) = conn.accept_uni().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.read_media(link_id, recv).await {
+                    debug!(error = %e, "media stream error");
+                }
+            });
+        }
+    }
+
+    async fn read_media(&self, link_id: u64, recv: quinn::RecvStream) -> Result<bool, SessionError> {
+        let mut ingest: Option<Arc<Ingest>> = None;
+        let mut seq = 0;
+        session::read_gop_stream(recv, |ev| match ev {
+            MediaEvent::Header(h) => {
+                let found = {
+                    let inner = self.lock();
+                    inner
+                        .links
+                        .get(&link_id)
+                        .and_then(|l| l.subs.get(&h.subscription))
+                        .and_then(|k| inner.tracks.get(k))
+                        .filter(|t| t.sub_id == h.subscription)
+                        .map(|t| t.ingest.clone())
+                };
+                let Some(ing) = found else { return false };
+                if ing.latest_gop.fetch_max(h.seq, Ordering::AcqRel) > h.seq {
+                    return false; // an older GOP arriving late: useless now
+                }
+                seq = h.seq;
+                if ing.writer.config().as_deref() != Some(&h.config) {
+                    ing.writer.set_config(Arc::new(h.config));
+                }
+                ing.gops.fetch_add(1, Ordering::Relaxed);
+                ingest = Some(ing);
+                true
+            }
+            MediaEvent::Frame(f) => {
+                let Some(ing) = &ingest else { return false };
+                if ing.latest_gop.load(Ordering::Acquire) != seq {
+                    return false; // superseded by a newer GOP
+                }
+                let n = f.payload.len() as u64;
+                ing.bytes.fetch_add(n, Ordering::Relaxed);
+                self.bytes_received.fetch_add(n, Ordering::Relaxed);
+                ing.writer.push(f);
+                true
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,1651 @@
+//! WHEP egress (draft-ietf-wish-whep): a browser POSTs an SDP offer for a
+//! camera and gets an answer with one send-only H.264 track fed from the hub,
+//! passed through without transcoding. The same router serves the catalog as
+//! JSON and the viewer page.
+//!
+//! Routes:
+//! - `POST /whep/{camera}[?quality=main|sub]`, body `application/sdp` →
+//!   `201 Created`, SDP answer, `Location: /whep/session/{id}`
+//! - `DELETE /whep/session/{id}` → `200 OK`, session torn down
+//! - `GET /api/catalog` → `{ "site": ..., "cameras": [...] }`
+//! - `GET /` → the viewer page
+//!
+//! A session holds its hub reader only as long as its peer connection lives:
+//! it ends on DELETE, on a failed/closed connection, on a disconnection that
+//! does not recover, or when the track ends; the reader is dropped then, so
+//! upstream can unsubscribe.
+
+use crate::page;
+use crate::upstream::{SubscribeFailure, Upstreams};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use bytes::BytesMut;
+use futures_util::future::BoxFuture;
+use ponte_proto::h264;
+use ponte_proto::hub::{HubItem, TrackReader};
+use ponte_proto::media::{Codec, CodecConfig, Quality};
+use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{info, warn};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Largest SDP offer accepted; browsers send a few KiB.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// The H.264 format offered to browsers: Constrained Baseline 3.1, the
+/// profile openh264 produces and every WebRTC browser decodes. Browsers play
+/// higher profiles received under it too; the level is not binding.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// Payload type proposed for H.264; the offer's own number wins in the answer.
+const H264_PAYLOAD_TYPE: u8 = 102;
+/// RTP packet size (header included), as webrtc-rs' own sample tracks use.
+const RTP_MTU: usize = 1200;
+const RTP_HEADER_BYTES: usize = 12;
+/// 90 kHz ticks of one frame at 15 fps, used when pts cannot tell.
+const DEFAULT_FRAME_TICKS: u32 = 6_000;
+/// Frames of a backlog (the cached GOP, or frames queued while connecting)
+/// are stamped this close together, so the browser shows the newest one at
+/// once instead of replaying the backlog in real time.
+const CATCH_UP_TICKS: u32 = 90;
+/// A pts step larger than this is a discontinuity (camera restart), not time.
+const MAX_FRAME_TICKS: u64 = 10 * 90_000;
+
+/// Tunables of the WHEP endpoint.
+#[derive(Debug, Clone)]
+pub struct WhepSettings {
+    /// Local UDP addresses for ICE host candidates. `0.0.0.0:0` means every
+    /// non-loopback interface with an ephemeral port per session; give a
+    /// concrete address (e.g. `127.0.0.1:0`) to pin one interface.
+    pub udp_addrs: Vec<String>,
+    /// Most concurrent sessions; more are refused with 503.
+    pub max_sessions: usize,
+    /// How long a POST waits for the camera's first frame.
+    pub first_frame_timeout: Duration,
+    /// How long a POST waits for ICE gathering before answering anyway.
+    pub gather_timeout: Duration,
+    /// How long a new session may take to connect before it is torn down.
+    pub connect_timeout: Duration,
+    /// How long a disconnected session may take to come back.
+    pub disconnect_grace: Duration,
+}
+
+impl Default for WhepSettings {
+    fn default() -> Self {
+        Self {
+            udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            max_sessions: 64,
+            first_frame_timeout: Duration::from_secs(10),
+            gather_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(20),
+            disconnect_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the WHEP endpoint needs from the relay's upstream side; implemented
+/// by [`Upstreams`], and by fakes in tests.
+pub trait CameraSource: Send + Sync + 'static {
+    /// Name of this relay's site.
+    fn site(&self) -> String;
+    /// Cameras this site may see.
+    fn catalog(&self) -> Vec<CatalogEntry>;
+    /// Subscribes to a camera at a quality.
+    fn subscribe<'a>(
+        &'a self,
+        camera: &'a str,
+        quality: Quality,
+    ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>>;
+}
+
+impl CameraSource for Upstreams {
+    fn site(&self) -> String {
+        Upstreams::site(self).to_owned()
+    }
+
+    fn catalog(&self) -> Vec<CatalogEntry> {
+        Upstreams::catalog(self)
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        camera: &'a str,
+        quality: Quality,
+    ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
+        Box::pin(Upstreams::subscribe(self, camera, quality))
+    }
+}
+
+/// A live WHEP session, for status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// Session id (the last segment of its `Location`).
+    pub id: String,
+    /// Camera watched.
+    pub camera: String,
+    /// Quality watched.
+    pub quality: Quality,
+    /// Time since the offer was answered.
+    pub age_secs: u64,
+}
+
+struct SessionEntry {
+    camera: String,
+    quality: Quality,
+    started: Instant,
+    /// Dropping it (DELETE) tells the session task to end.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Shared state of the WHEP endpoint.
+pub struct WhepState {
+    source: Arc<dyn CameraSource>,
+    settings: WhepSettings,
+    slots: Arc<Semaphore>,
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+}
+
+impl WhepState {
+    /// WHEP over the relay's upstreams.
+    pub fn new(upstreams: Arc<Upstreams>, settings: WhepSettings) -> Self {
+        Self::with_source(upstreams, settings)
+    }
+
+    /// WHEP over any camera source.
+    pub fn with_source(source: Arc<dyn CameraSource>, settings: WhepSettings) -> Self {
+        Self {
+            source,
+            slots: Arc::new(Semaphore::new(settings.max_sessions)),
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live sessions.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .lock_sessions()
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                id: id.clone(),
+                camera: s.camera.clone(),
+                quality: s.quality,
+                age_secs: s.started.elapsed().as_secs(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.camera.cmp(&b.camera).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    fn lock_sessions(&self) -> MutexGuard<'_, HashMap<String, SessionEntry>> {
+        // The map stays consistent even if a holder panicked.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The WHEP, catalog and viewer-page routes.
+pub fn router(state: Arc<WhepState>) -> Router {
+    Router::new()
+        .route("/", get(viewer_page))
+        .route("/api/catalog", get(catalog))
+        .route("/whep/{camera}", post(offer))
+        .route("/whep/session/{id}", delete(end_session))
+        .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
+        .with_state(state)
+}
+
+/// A refusal: status and one plain-text line naming the camera and the fix.
+#[derive(Debug)]
+struct Reject {
+    status: StatusCode,
+    message: String,
+}
+
+impl Reject {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        // One line, whatever the upstream reason contained.
+        let message = message.into().replace(['\r', '\n'], " ");
+        Self { status, message }
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        let mut body = self.message;
+        body.push('\n');
+        (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+async fn viewer_page(State(state): State<Arc<WhepState>>) -> Html<String> {
+    Html(page::render(&state.source.site()))
+}
+
+#[derive(Serialize)]
+struct CatalogBody {
+    site: String,
+    cameras: Vec<CatalogEntry>,
+}
+
+async fn catalog(State(state): State<Arc<WhepState>>) -> Json<CatalogBody> {
+    Json(CatalogBody { site: state.source.site(), cameras: state.source.catalog() })
+}
+
+async fn end_session(
+    State(state): State<Arc<WhepState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Reject> {
+    // Dropping the entry drops its stop sender; the session task tears down.
+    let removed = state.lock_sessions().remove(&id);
+    match removed {
+        Some(entry) => {
+            info!(session = %id, camera = %entry.camera, "WHEP session deleted by the viewer");
+            Ok(StatusCode::OK)
+        }
+        None => Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            format!("WHEP session `{id}` does not exist (it ended or never started): start a new one with POST /whep/{{camera}}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct OfferQuery {
+    quality: Option<String>,
+}
+
+async fn offer(
+    State(state): State<Arc<WhepState>>,
+    Path(camera): Path<String>,
+    Query(query): Query<OfferQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Reject> {
+    let quality = match query.quality.as_deref() {
+        None | Some("") => Quality::Main,
+        Some(q) => q
+            .parse::<Quality>()
+            .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: {e}")))?,
+    };
+    if !is_sdp(&headers) {
+        return Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("camera `{camera}`: the offer must be sent with Content-Type: application/sdp"),
+        ));
+    }
+    let sdp = std::str::from_utf8(&body).map_err(|_| {
+        Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: the SDP offer is not UTF-8 text"))
+    })?;
+    check_offer(sdp).map_err(|e| {
+        Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: unusable SDP offer: {e}"))
+    })?;
+    let offer = RTCSessionDescription::offer(sdp.to_owned()).map_err(|e| {
+        Reject::new(
+            StatusCode::BAD_REQUEST,
+            format!("camera `{camera}`: the SDP offer does not parse ({e}); send the browser's createOffer() output unchanged"),
+        )
+    })?;
+
+    let permit = state.slots.clone().try_acquire_owned().map_err(|_| {
+        Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "camera `{camera}`: this relay already serves {} WHEP viewers, its limit; close another viewer or try again later",
+                state.settings.max_sessions
+            ),
+        )
+    })?;
+
+    if quality == Quality::Main
+        && state.source.catalog().iter().any(|c| c.id == camera && c.codec == Codec::H265)
+    {
+        return Err(h265_reject(&camera));
+    }
+
+    let mut reader =
+        state.source.subscribe(&camera, quality).await.map_err(|f| subscribe_reject(&camera, quality, &f))?;
+
+    let waited_from = Instant::now();
+    let first = match timeout(state.settings.first_frame_timeout, reader.next()).await {
+        Ok(Some(item)) => item,
+        Ok(None) => {
+            return Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("camera `{camera}` ({}): the stream ended before the first frame; check the camera at the master room and retry", quality.name()),
+            ))
+        }
+        Err(_) => {
+            return Err(Reject::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "camera `{camera}` ({}): no video within {} s; check the camera at the master room and retry",
+                    quality.name(),
+                    state.settings.first_frame_timeout.as_secs()
+                ),
+            ))
+        }
+    };
+    // A frame that was already waiting comes from the cached GOP: a backlog.
+    let first_queued = waited_from.elapsed() < Duration::from_millis(5);
+    if first.config.codec != Codec::H264 {
+        return Err(h265_reject(&camera));
+    }
+
+    let peer = Peer::answer(&state.settings, &camera, offer).await?;
+    let id = session_id();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    state.lock_sessions().insert(
+        id.clone(),
+        SessionEntry { camera: camera.clone(), quality, started: Instant::now(), _stop: stop_tx },
+    );
+    info!(session = %id, camera = %camera, quality = quality.name(), "WHEP session answered");
+    let answer = peer.answer_sdp.clone();
+    let session = Session {
+        id: id.clone(),
+        camera,
+        peer,
+        reader,
+        first: Some((first, first_queued)),
+        stop: stop_rx,
+        _permit: permit,
+    };
+    tokio::spawn(session.run(state.clone()));
+
+    let location = HeaderValue::from_str(&format!("/whep/session/{id}"))
+        .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "session id is not a header value"))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp")), (header::LOCATION, location)],
+        answer,
+    )
+        .into_response())
+}
+
+fn is_sdp(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"))
+}
+
+fn h265_reject(camera: &str) -> Reject {
+    Reject::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("camera `{camera}` is H.265: browsers cannot play it over WebRTC here; use the substream (?quality=sub) or RTSP"),
+    )
+}
+
+fn subscribe_reject(camera: &str, quality: Quality, failure: &SubscribeFailure) -> Reject {
+    let (status, fallback) = match failure.code {
+        SubscribeErrorCode::Unknown => {
+            (StatusCode::NOT_FOUND, "is not in this site's catalog; pick a camera listed at /api/catalog")
+        }
+        SubscribeErrorCode::Forbidden => {
+            (StatusCode::FORBIDDEN, "is not allowed for this site; ask the master room to grant it")
+        }
+        SubscribeErrorCode::Offline => {
+            (StatusCode::SERVICE_UNAVAILABLE, "is offline; check the camera at the master room and retry")
+        }
+        SubscribeErrorCode::OverBudget => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "does not fit in this site's link budget now; close another stream or try the substream",
+        ),
+    };
+    let reason = failure.reason.trim();
+    let message = if reason.is_empty() {
+        format!("camera `{camera}` ({}) {fallback}", quality.name())
+    } else if reason.contains(camera) {
+        reason.to_owned()
+    } else {
+        format!("camera `{camera}` ({}): {reason}", quality.name())
+    };
+    Reject::new(status, message)
+}
+
+fn session_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Why an SDP offer cannot be answered, before webrtc sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferError {
+    /// Not SDP at all.
+    NotSdp,
+    /// No video section the relay could send on.
+    NoReceivingVideo,
+    /// Video, but no H.264 with packetization-mode 1.
+    NoH264,
+    /// ICE credentials or DTLS fingerprint missing.
+    NotWebRtc,
+}
+
+impl std::fmt::Display for OfferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OfferError::NotSdp => "the body is not an SDP offer (it must start with `v=0`)",
+            OfferError::NoReceivingVideo => {
+                "no video section that receives (add a recvonly video transceiver)"
+            }
+            OfferError::NoH264 => {
+                "the browser offers no H.264 with packetization-mode=1; use a browser with H.264 WebRTC support"
+            }
+            OfferError::NotWebRtc => {
+                "ICE credentials or DTLS fingerprint missing; send the browser's createOffer() output unchanged"
+            }
+        })
+    }
+}
+
+/// Checks that an offer is a WebRTC offer the relay can answer with H.264.
+pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
+    let mut lines = sdp.lines().map(str::trim).filter(|l| !l.is_empty());
+    if lines.next() != Some("v=0") {
+        return Err(OfferError::NotSdp);
+    }
+    let mut has_ice = false;
+    let mut has_fingerprint = false;
+    // Per video section: (receives, H.264 payload types, payload types with mode 1).
+    let mut video: Vec<(bool, Vec<String>, Vec<String>)> = Vec::new();
+    let mut in_video = false;
+    for line in lines {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video ");
+            if in_video {
+                video.push((true, Vec::new(), Vec::new()));
+            }
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            has_ice = true;
+        } else if line.starts_with("a=fingerprint:") {
+            has_fingerprint = true;
+        }
+        let Some(section) = video.last_mut().filter(|_| in_video) else {
+            continue;
+        };
+        if line == "a=sendonly" || line == "a=inactive" {
+            section.0 = false;
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            if let Some((pt, codec)) = rest.split_once(' ') {
+                if codec.to_ascii_uppercase().starts_with("H264/90000") {
+                    section.1.push(pt.to_owned());
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            if let Some((pt, params)) = rest.split_once(' ') {
+                if params.split(';').any(|p| p.trim().eq_ignore_ascii_case("packetization-mode=1")) {
+                    section.2.push(pt.to_owned());
+                }
+            }
+        }
+    }
+    if !has_ice || !has_fingerprint {
+        return Err(OfferError::NotWebRtc);
+    }
+    let receiving: Vec<_> = video.iter().filter(|v| v.0).collect();
+    if receiving.is_empty() {
+        return Err(OfferError::NoReceivingVideo);
+    }
+    if !receiving.iter().any(|(_, h264, mode1)| h264.iter().any(|pt| mode1.contains(pt))) {
+        return Err(OfferError::NoH264);
+    }
+    Ok(())
+}
+
+/// Connection events the session cares about, turned into watch channels.
+struct PeerEvents {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+}
+
+type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+// `PeerConnectionEventHandler` is an `#[async_trait]` trait; these are the
+// signatures that macro expands to, written out so the relay does not need
+// the macro crate for two non-blocking callbacks (they run on the driver).
+impl PeerConnectionEventHandler for PeerEvents {
+    fn on_ice_gathering_state_change<'life0, 'async_trait>(
+        &'life0 self,
+        state: RTCIceGatheringState,
+    ) -> HandlerFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn on_connection_state_change<'life0, 'async_trait>(
+        &'life0 self,
+        state: RTCPeerConnectionState,
+    ) -> HandlerFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.state.send_replace(state);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// One browser's peer connection with its send-only H.264 track.
+struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    states: watch::Receiver<RTCPeerConnectionState>,
+    answer_sdp: String,
+}
+
+impl Peer {
+    /// Builds a peer connection, applies the offer and returns once the
+    /// answer (with every host candidate) is ready.
+    async fn answer(
+        settings: &WhepSettings,
+        camera: &str,
+        offer: RTCSessionDescription,
+    ) -> Result<Peer, Reject> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            warn!(camera = %camera, error = %e, "WHEP: {what}");
+            Reject::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("camera `{camera}`: the relay could not {what} ({e}); see the relay log"),
+            )
+        };
+        let h264 = RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        };
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters { rtp_codec: h264.clone(), payload_type: H264_PAYLOAD_TYPE },
+                RtpCodecKind::Video,
+            )
+            .map_err(|e| internal("register H.264", &e))?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(|e| internal("set up RTP interceptors", &e))?;
+        let (state_tx, states) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, mut gathered) = watch::channel(false);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(PeerEvents { state: state_tx, gathered: gathered_tx }))
+            .with_udp_addrs(settings.udp_addrs.clone())
+            .build()
+            .await
+            .map_err(|e| internal("create a peer connection", &e))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let result = async {
+            let ssrc = rand::random::<u32>();
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "ponte".to_owned(),
+                camera.to_owned(),
+                camera.to_owned(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: h264,
+                    ..Default::default()
+                }],
+            )));
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+                .await
+                .map_err(|e| internal("add the video track", &e))?;
+            pc.set_remote_description(offer).await.map_err(|e| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("camera `{camera}`: the SDP offer was refused ({e}); offer a recvonly H.264 video transceiver"),
+                )
+            })?;
+            let answer = pc.create_answer(None).await.map_err(|e| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("camera `{camera}`: no answer fits the offer ({e}); offer a recvonly H.264 video transceiver"),
+                )
+            })?;
+            pc.set_local_description(answer)
+                .await
+                .map_err(|e| internal("apply its answer", &e))?;
+            let payload_type = negotiated_h264(&sender).await.ok_or_else(|| {
+                Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("camera `{camera}`: {}", OfferError::NoH264),
+                )
+            })?;
+            // Non-trickle: the answer carries every candidate. Host
+            // candidates are ready in milliseconds; the timeout only bounds
+            // a misconfigured interface list.
+            if timeout(settings.gather_timeout, gathered.wait_for(|done| *done))
+                .await
+                .is_err()
+            {
+                warn!(camera = %camera, "WHEP: ICE gathering incomplete after {:?}; answering with the candidates so far", settings.gather_timeout);
+            }
+            let answer_sdp = pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .ok_or_else(|| internal("produce an answer", &"no local description"))?;
+            Ok((track, ssrc, payload_type, answer_sdp))
+        }
+        .await;
+        match result {
+            Ok((track, ssrc, payload_type, answer_sdp)) => {
+                Ok(Peer { pc, track, ssrc, payload_type, states, answer_sdp })
+            }
+            Err(reject) => {
+                let _ = pc.close().await;
+                Err(reject)
+            }
+        }
+    }
+}
+
+/// The payload type negotiated for H.264 on a sender, if any.
+async fn negotiated_h264(sender: &Arc<dyn RtpSender>) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
+        .map(|c| c.payload_type)
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    Deleted,
+    ConnectTimeout,
+    Failed,
+    Closed,
+    Disconnected,
+    TrackEnded,
+    Unsupported(Codec),
+    WriteFailed(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Deleted => f.write_str("deleted by the viewer"),
+            End::ConnectTimeout => f.write_str("the browser never connected"),
+            End::Failed => f.write_str("connection failed"),
+            End::Closed => f.write_str("connection closed"),
+            End::Disconnected => f.write_str("connection lost"),
+            End::TrackEnded => f.write_str("the camera's track ended"),
+            End::Unsupported(codec) => write!(f, "the camera switched to {}", codec.name()),
+            End::WriteFailed(e) => write!(f, "sending RTP failed: {e}"),
+        }
+    }
+}
+
+/// A session task: owns the peer connection and the hub reader.
+struct Session {
+    id: String,
+    camera: String,
+    peer: Peer,
+    reader: TrackReader,
+    /// The first item, read while answering, and whether it was already queued.
+    first: Option<(HubItem, bool)>,
+    stop: oneshot::Receiver<()>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Sent {
+    frames: u64,
+    bytes: u64,
+}
+
+impl Session {
+    async fn run(mut self, state: Arc<WhepState>) {
+        let mut sent = Sent::default();
+        let end = match self.wait_connected(&state.settings).await {
+            Ok(()) => self.pump(&state.settings, &mut sent).await,
+            Err(end) => end,
+        };
+        let Session { id, camera, peer, reader, .. } = self;
+        // Unsubscribe first: the camera may stop crossing the fibre.
+        drop(reader);
+        state.lock_sessions().remove(&id);
+        if let Err(e) = peer.pc.close().await {
+            warn!(session = %id, camera = %camera, error = %e, "WHEP: closing the peer connection failed");
+        }
+        info!(session = %id, camera = %camera, frames = sent.frames, bytes = sent.bytes, "WHEP session ended: {end}");
+    }
+
+    fn stopped(&mut self) -> bool {
+        !matches!(self.stop.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+
+    async fn wait_connected(&mut self, settings: &WhepSettings) -> Result<(), End> {
+        let deadline = Instant::now() + settings.connect_timeout;
+        loop {
+            match *self.peer.states.borrow_and_update() {
+                RTCPeerConnectionState::Connected => return Ok(()),
+                RTCPeerConnectionState::Failed => return Err(End::Failed),
+                RTCPeerConnectionState::Closed => return Err(End::Closed),
+                _ => {}
+            }
+            tokio::select! {
+                _ = &mut self.stop => return Err(End::Deleted),
+                changed = self.peer.states.changed() => {
+                    if changed.is_err() {
+                        return Err(End::Closed);
+                    }
+                }
+                _ = sleep_until(deadline) => return Err(End::ConnectTimeout),
+            }
+        }
+    }
+
+    async fn pump(&mut self, settings: &WhepSettings, sent: &mut Sent) -> End {
+        let mut gate = FrameGate::new(rand::random());
+        let mut packetizer = H264Packetizer::new(self.peer.ssrc, self.peer.payload_type, rand::random());
+        let mut pending = self.first.take();
+        let mut disconnected_since: Option<Instant> = None;
+        loop {
+            if self.stopped() {
+                return End::Deleted;
+            }
+            match *self.peer.states.borrow_and_update() {
+                RTCPeerConnectionState::Failed => return End::Failed,
+                RTCPeerConnectionState::Closed => return End::Closed,
+                RTCPeerConnectionState::Disconnected => {
+                    let since = *disconnected_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= settings.disconnect_grace {
+                        return End::Disconnected;
+                    }
+                }
+                _ => disconnected_since = None,
+            }
+            let (item, queued) = if let Some(first) = pending.take() {
+                first
+            } else if let Some(item) = self.reader.try_next() {
+                (item, true)
+            } else {
+                let grace_end = disconnected_since.map(|s| s + settings.disconnect_grace);
+                tokio::select! {
+                    _ = &mut self.stop => return End::Deleted,
+                    changed = self.peer.states.changed() => {
+                        if changed.is_err() {
+                            return End::Closed;
+                        }
+                        continue;
+                    }
+                    _ = sleep_until_opt(grace_end) => continue,
+                    item = self.reader.next() => match item {
+                        Some(item) => (item, false),
+                        None => return End::TrackEnded,
+                    },
+                }
+            };
+            let (payload, timestamp) = match gate.accept(&item, queued) {
+                Gate::Skip => continue,
+                Gate::Unsupported(codec) => return End::Unsupported(codec),
+                Gate::Send { payload, timestamp } => (payload, timestamp),
+            };
+            for packet in packetizer.packetize(&payload, timestamp) {
+                if let Err(e) = self.peer.track.write_rtp(packet).await {
+                    return End::WriteFailed(e.to_string());
+                }
+            }
+            sent.frames += 1;
+            sent.bytes += payload.len() as u64;
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What to do with one hub item.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    /// Not decodable yet (no keyframe since the start or a gap): drop it.
+    Skip,
+    /// The track is not H.264; the session must end.
+    Unsupported(Codec),
+    /// Send this access unit with this RTP timestamp.
+    Send { payload: Bytes, timestamp: u32 },
+}
+
+/// Decides which frames go out and stamps them: starts at a keyframe, waits
+/// for the next keyframe after a gap, repairs keyframes that lack SPS/PPS, and
+/// maps pts to RTP time, compressing a backlog so playback starts at the live
+/// edge.
+#[derive(Debug)]
+struct FrameGate {
+    waiting_for_key: bool,
+    catching_up: bool,
+    gop_seq: Option<u64>,
+    last_pts: Option<u64>,
+    timestamp: u32,
+}
+
+impl FrameGate {
+    fn new(first_timestamp: u32) -> Self {
+        Self {
+            waiting_for_key: true,
+            catching_up: true,
+            gop_seq: None,
+            last_pts: None,
+            timestamp: first_timestamp,
+        }
+    }
+
+    /// `queued`: the item was already waiting when asked for (a backlog),
+    /// rather than arriving live.
+    fn accept(&mut self, item: &HubItem, queued: bool) -> Gate {
+        if item.config.codec != Codec::H264 {
+            return Gate::Unsupported(item.config.codec);
+        }
+        if let Some(prev) = self.gop_seq {
+            if item.gop_seq != prev {
+                // A new GOP must open with its keyframe; otherwise frames were lost.
+                if !item.frame.keyframe {
+                    self.waiting_for_key = true;
+                }
+                // GOPs were skipped: the reader fell behind, what follows is a backlog.
+                if item.gop_seq > prev.saturating_add(1) {
+                    self.catching_up = true;
+                }
+            }
+        }
+        self.gop_seq = Some(item.gop_seq);
+        if self.waiting_for_key {
+            if !item.frame.keyframe {
+                return Gate::Skip;
+            }
+            self.waiting_for_key = false;
+        }
+        if !queued {
+            self.catching_up = false;
+        }
+        let pts = item.frame.pts;
+        if let Some(last) = self.last_pts {
+            let step = if self.catching_up {
+                CATCH_UP_TICKS
+            } else {
+                match pts.checked_sub(last) {
+                    Some(d) if d > 0 && d <= MAX_FRAME_TICKS => d as u32,
+                    _ => DEFAULT_FRAME_TICKS,
+                }
+            };
+            self.timestamp = self.timestamp.wrapping_add(step);
+        }
+        self.last_pts = Some(pts);
+        let payload = if item.frame.keyframe {
+            with_parameter_sets(&item.frame.payload, &item.config)
+        } else {
+            item.frame.payload.clone()
+        };
+        Gate::Send { payload, timestamp: self.timestamp }
+    }
+}
+
+/// Returns the access unit with SPS/PPS from `config` in front when it holds
+/// an IDR slice but lacks them; otherwise the same bytes, uncopied.
+fn with_parameter_sets(access_unit: &Bytes, config: &CodecConfig) -> Bytes {
+    let (mut idr, mut sps, mut pps) = (false, false, false);
+    for nal in h264::nal_units(access_unit) {
+        match h264::nal_type(nal) {
+            Some(h264::nal::IDR) => idr = true,
+            Some(h264::nal::SPS) => sps = true,
+            Some(h264::nal::PPS) => pps = true,
+            _ => {}
+        }
+    }
+    if !idr || (sps && pps) {
+        return access_unit.clone();
+    }
+    let missing: Vec<&Bytes> = [(h264::nal::SPS, sps), (h264::nal::PPS, pps)]
+        .into_iter()
+        .filter(|&(_, present)| !present)
+        .filter_map(|(nal_type, _)| config.parameter_set(nal_type))
+        .collect();
+    if missing.is_empty() {
+        return access_unit.clone();
+    }
+    let extra: usize = missing.iter().map(|ps| ps.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(extra + access_unit.len());
+    for ps in missing {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(ps);
+    }
+    out.extend_from_slice(access_unit);
+    out.freeze()
+}
+
+/// Splits H.264 access units into RTP packets (RFC 6184 mode 1: single NAL,
+/// STAP-A for SPS+PPS, FU-A beyond the MTU) with our own timestamps.
+struct H264Packetizer {
+    payloader: H264Payloader,
+    ssrc: u32,
+    payload_type: u8,
+    sequence: u16,
+}
+
+impl H264Packetizer {
+    fn new(ssrc: u32, payload_type: u8, first_sequence: u16) -> Self {
+        Self { payloader: H264Payloader::default(), ssrc, payload_type, sequence: first_sequence }
+    }
+
+    fn packetize(&mut self, access_unit: &Bytes, timestamp: u32) -> Vec<rtp::Packet> {
+        let payloads = match self.payloader.payload(RTP_MTU - RTP_HEADER_BYTES, access_unit) {
+            Ok(payloads) => payloads,
+            Err(e) => {
+                warn!(error = %e, "WHEP: dropping an H.264 access unit that cannot be packetized");
+                return Vec::new();
+            }
+        };
+        let last = payloads.len().saturating_sub(1);
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let sequence_number = self.sequence;
+                self.sequence = self.sequence.wrapping_add(1);
+                rtp::Packet {
+                    header: rtp::Header {
+                        version: 2,
+                        marker: i == last,
+                        payload_type: self.payload_type,
+                        sequence_number,
+                        timestamp,
+                        ssrc: self.ssrc,
+                        ..Default::default()
+                    },
+                    payload,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ponte_proto::hub::{Hub, TrackKey, TrackWriter};
+    use ponte_proto::media::Frame;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+    use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+    // ---- pure pieces -------------------------------------------------------
+
+    /// Trimmed from a Chromium offer for one recvonly video transceiver.
+    const CHROME_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+a=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 127\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Zx4f\r\n\
+a=ice-pwd:0hFf3sY8yPq2yY0iZbBfX1aL\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=recvonly\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=rtcp-fb:102 nack\r\n\
+a=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:103 rtx/90000\r\n\
+a=fmtp:103 apt=102\r\n\
+a=rtpmap:127 H264/90000\r\n\
+a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n";
+
+    #[test]
+    fn chrome_offer_is_accepted() {
+        assert_eq!(check_offer(CHROME_OFFER), Ok(()));
+        assert!(RTCSessionDescription::offer(CHROME_OFFER.to_owned()).is_ok());
+    }
+
+    #[test]
+    fn garbage_and_incomplete_offers_are_refused() {
+        assert_eq!(check_offer(""), Err(OfferError::NotSdp));
+        assert_eq!(check_offer("hello"), Err(OfferError::NotSdp));
+        assert_eq!(check_offer("\u{0}\u{1}v=0"), Err(OfferError::NotSdp));
+        let no_fingerprint: String = CHROME_OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=fingerprint"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(check_offer(&no_fingerprint), Err(OfferError::NotWebRtc));
+        let sendonly = CHROME_OFFER.replace("a=recvonly", "a=sendonly");
+        assert_eq!(check_offer(&sendonly), Err(OfferError::NoReceivingVideo));
+        let audio_only = CHROME_OFFER.replace("m=video", "m=audio");
+        assert_eq!(check_offer(&audio_only), Err(OfferError::NoReceivingVideo));
+    }
+
+    #[test]
+    fn offer_without_h264_mode_1_is_refused() {
+        let vp8_only = CHROME_OFFER.replace("H264/90000", "VP9/90000");
+        assert_eq!(check_offer(&vp8_only), Err(OfferError::NoH264));
+        let mode0_only = CHROME_OFFER.replace("packetization-mode=1", "packetization-mode=0");
+        assert_eq!(check_offer(&mode0_only), Err(OfferError::NoH264));
+    }
+
+    const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+
+    fn config(codec: Codec) -> Arc<CodecConfig> {
+        Arc::new(CodecConfig {
+            codec,
+            width: 640,
+            height: 360,
+            parameter_sets: vec![Bytes::from_static(SPS), Bytes::from_static(PPS)],
+        })
+    }
+
+    fn annex_b(nals: &[&[u8]]) -> Bytes {
+        let mut out = Vec::new();
+        for nal in nals {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+        Bytes::from(out)
+    }
+
+    fn idr(len: usize) -> Vec<u8> {
+        let mut nal = vec![0x65];
+        nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
+        nal
+    }
+
+    fn slice(len: usize) -> Vec<u8> {
+        let mut nal = vec![0x41];
+        nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
+        nal
+    }
+
+    fn item(gop_seq: u64, pts: u64, keyframe: bool, payload: Bytes) -> HubItem {
+        HubItem { gop_seq, config: config(Codec::H264), frame: Frame { pts, keyframe, payload } }
+    }
+
+    fn key(gop_seq: u64, pts: u64) -> HubItem {
+        item(gop_seq, pts, true, annex_b(&[SPS, PPS, &idr(50)]))
+    }
+
+    fn delta(gop_seq: u64, pts: u64) -> HubItem {
+        item(gop_seq, pts, false, annex_b(&[&slice(20)]))
+    }
+
+    fn stamp(gate: &mut FrameGate, item: &HubItem, queued: bool) -> Option<u32> {
+        match gate.accept(item, queued) {
+            Gate::Send { timestamp, .. } => Some(timestamp),
+            Gate::Skip => None,
+            Gate::Unsupported(c) => panic!("unexpected codec {c:?}"),
+        }
+    }
+
+    #[test]
+    fn gate_starts_at_a_keyframe() {
+        let mut gate = FrameGate::new(1000);
+        assert_eq!(stamp(&mut gate, &delta(1, 0), false), None);
+        assert_eq!(stamp(&mut gate, &delta(1, 6000), false), None);
+        assert_eq!(stamp(&mut gate, &key(2, 12_000), false), Some(1000));
+        assert_eq!(stamp(&mut gate, &delta(2, 18_000), false), Some(7000));
+    }
+
+    #[test]
+    fn gate_compresses_a_backlog_then_follows_pts() {
+        let mut gate = FrameGate::new(u32::MAX - 100);
+        // The cached GOP, all queued: stamped 1 ms apart.
+        assert_eq!(stamp(&mut gate, &key(7, 90_000), true), Some(u32::MAX - 100));
+        assert_eq!(stamp(&mut gate, &delta(7, 96_000), true), Some(u32::MAX - 10));
+        assert_eq!(stamp(&mut gate, &delta(7, 102_000), true), Some(79));
+        // Live frames: pts spacing, wrapping like RTP time does.
+        assert_eq!(stamp(&mut gate, &delta(7, 108_000), false), Some(6079));
+        assert_eq!(stamp(&mut gate, &delta(7, 111_000), false), Some(9079));
+        // Once live, a frame that happens to be queued keeps its pts spacing.
+        assert_eq!(stamp(&mut gate, &delta(7, 114_000), true), Some(12_079));
+        // A pts jump backwards (camera restart) advances one default frame.
+        assert_eq!(stamp(&mut gate, &key(8, 5), false), Some(18_079));
+    }
+
+    #[test]
+    fn gate_waits_for_the_next_keyframe_after_a_gap() {
+        let mut gate = FrameGate::new(0);
+        assert!(stamp(&mut gate, &key(1, 0), false).is_some());
+        assert!(stamp(&mut gate, &delta(1, 6000), false).is_some());
+        // GOP 2 lost its keyframe: its deltas cannot be decoded.
+        assert_eq!(stamp(&mut gate, &delta(2, 18_000), false), None);
+        assert_eq!(stamp(&mut gate, &delta(2, 24_000), false), None);
+        // GOP 3 arrives after a skip, already queued: a backlog again.
+        assert_eq!(stamp(&mut gate, &key(3, 30_000), true), Some(30_000 - 6000 + 6000));
+        assert_eq!(stamp(&mut gate, &delta(3, 36_000), true), Some(30_090));
+    }
+
+    #[test]
+    fn gate_refuses_h265() {
+        let mut gate = FrameGate::new(0);
+        let mut hevc = key(1, 0);
+        hevc.config = config(Codec::H265);
+        assert_eq!(gate.accept(&hevc, false), Gate::Unsupported(Codec::H265));
+    }
+
+    #[test]
+    fn keyframes_without_parameter_sets_get_them_from_the_config() {
+        let bare = annex_b(&[&idr(10)]);
+        let fixed = with_parameter_sets(&bare, &config(Codec::H264));
+        assert_eq!(fixed, annex_b(&[SPS, PPS, &idr(10)]));
+        let only_sps = annex_b(&[SPS, &idr(10)]);
+        assert_eq!(with_parameter_sets(&only_sps, &config(Codec::H264)), annex_b(&[PPS, SPS, &idr(10)]));
+        // Complete keyframes and non-IDR frames are passed through uncopied.
+        let complete = annex_b(&[SPS, PPS, &idr(10)]);
+        let same = with_parameter_sets(&complete, &config(Codec::H264));
+        assert_eq!(same.as_ptr(), complete.as_ptr());
+        let p = annex_b(&[&slice(10)]);
+        assert_eq!(with_parameter_sets(&p, &config(Codec::H264)).as_ptr(), p.as_ptr());
+        // Through the gate as well.
+        let mut gate = FrameGate::new(0);
+        match gate.accept(&item(1, 0, true, bare), false) {
+            Gate::Send { payload, .. } => assert!(h264::parameter_sets(&payload).0.is_some()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn packetizer_marks_frames_and_fragments_beyond_the_mtu() {
+        let mut p = H264Packetizer::new(0xdead_beef, 109, u16::MAX);
+        let packets = p.packetize(&annex_b(&[SPS, PPS, &idr(4000)]), 1234);
+        // STAP-A (SPS+PPS), then FU-A fragments of the IDR.
+        assert!(packets.len() >= 5, "{} packets", packets.len());
+        assert_eq!(packets[0].payload[0] & 0x1f, 24);
+        assert!(packets[1..].iter().all(|pk| pk.payload[0] & 0x1f == 28));
+        assert!(packets.iter().all(|pk| pk.payload.len() + RTP_HEADER_BYTES <= RTP_MTU));
+        assert!(packets.iter().all(|pk| pk.header.timestamp == 1234
+            && pk.header.ssrc == 0xdead_beef
+            && pk.header.payload_type == 109));
+        let markers: Vec<bool> = packets.iter().map(|pk| pk.header.marker).collect();
+        assert_eq!(markers.iter().filter(|m| **m).count(), 1);
+        assert_eq!(markers.last(), Some(&true));
+        assert_eq!(packets[0].header.sequence_number, u16::MAX);
+        assert_eq!(packets[1].header.sequence_number, 0);
+        let next = p.packetize(&annex_b(&[&slice(100)]), 7234);
+        assert_eq!(next.len(), 1);
+        assert!(next[0].header.marker);
+        assert_eq!(next[0].header.sequence_number, packets.len() as u16 - 1);
+        assert!(p.packetize(&Bytes::new(), 1).is_empty());
+    }
+
+    // ---- routes and sessions over real sockets ------------------------------
+
+    struct FakeSource {
+        hub: Hub,
+        catalog: Vec<CatalogEntry>,
+        refusals: HashMap<String, SubscribeErrorCode>,
+    }
+
+    impl CameraSource for FakeSource {
+        fn site(&self) -> String {
+            "carabinieri-cremona".to_owned()
+        }
+
+        fn catalog(&self) -> Vec<CatalogEntry> {
+            self.catalog.clone()
+        }
+
+        fn subscribe<'a>(
+            &'a self,
+            camera: &'a str,
+            quality: Quality,
+        ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
+            Box::pin(async move {
+                if let Some(code) = self.refusals.get(camera) {
+                    return Err(SubscribeFailure { code: *code, reason: String::new() });
+                }
+                self.hub.subscribe(&TrackKey::new(camera, quality)).ok_or_else(|| SubscribeFailure {
+                    code: SubscribeErrorCode::Unknown,
+                    reason: format!("camera `{camera}` is not in the catalog"),
+                })
+            })
+        }
+    }
+
+    fn entry(id: &str, codec: Codec) -> CatalogEntry {
+        CatalogEntry {
+            id: id.to_owned(),
+            device: id.to_owned(),
+            lens: 1,
+            name: format!("Piazza {id}"),
+            zone: "Centro".to_owned(),
+            kind: "dome".to_owned(),
+            codec,
+            qualities: vec![Quality::Main, Quality::Sub],
+            ptz: false,
+        }
+    }
+
+    fn test_settings() -> WhepSettings {
+        WhepSettings {
+            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            max_sessions: 4,
+            first_frame_timeout: Duration::from_millis(500),
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+            disconnect_grace: Duration::from_secs(1),
+        }
+    }
+
+    async fn serve(source: FakeSource, settings: WhepSettings) -> (SocketAddr, Arc<WhepState>) {
+        let state = Arc::new(WhepState::with_source(Arc::new(source), settings));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, state)
+    }
+
+    struct Reply {
+        status: u16,
+        headers: HashMap<String, String>,
+        body: String,
+    }
+
+    /// Minimal HTTP/1.1 client: one request per connection.
+    async fn http(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(ct) = content_type {
+            req.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        req.push_str("\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        conn.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Reply { status, headers, body: body.to_owned() }
+    }
+
+    fn fake(catalog: Vec<CatalogEntry>) -> FakeSource {
+        FakeSource { hub: Hub::new(), catalog, refusals: HashMap::new() }
+    }
+
+    #[tokio::test]
+    async fn offer_errors_are_one_line_naming_the_camera() {
+        let mut source = fake(vec![entry("duomo", Codec::H264), entry("porta-po", Codec::H265)]);
+        source.refusals.insert("caserma".to_owned(), SubscribeErrorCode::Forbidden);
+        source.refusals.insert("stazione".to_owned(), SubscribeErrorCode::Offline);
+        source.refusals.insert("ponte-po".to_owned(), SubscribeErrorCode::OverBudget);
+        let (addr, _) = serve(source, test_settings()).await;
+        let sdp = Some("application/sdp");
+        let offer = CHROME_OFFER.as_bytes();
+        let cases: &[(&str, Option<&str>, &[u8], u16, &str)] = &[
+            ("/whep/duomo", Some("text/plain"), offer, 415, "Content-Type: application/sdp"),
+            ("/whep/duomo", None, offer, 415, "Content-Type: application/sdp"),
+            ("/whep/duomo", sdp, b"not sdp at all", 400, "v=0"),
+            ("/whep/duomo", sdp, &[0xff, 0xfe, 0x00], 400, "UTF-8"),
+            ("/whep/duomo?quality=ultra", sdp, offer, 400, "unknown quality"),
+            ("/whep/nowhere", sdp, offer, 404, "not in the catalog"),
+            ("/whep/caserma", sdp, offer, 403, "not allowed"),
+            ("/whep/stazione", sdp, offer, 503, "offline"),
+            ("/whep/ponte-po", sdp, offer, 503, "link budget"),
+            (
+                "/whep/porta-po",
+                sdp,
+                offer,
+                415,
+                "is H.265: browsers cannot play it over WebRTC here; use the substream",
+            ),
+            // Known camera, nothing published: no first frame in time.
+            ("/whep/duomo", Some("application/sdp; charset=utf-8"), offer, 404, "duomo"),
+        ];
+        for (path, ct, body, status, needle) in cases {
+            let reply = http(addr, "POST", path, *ct, body).await;
+            assert_eq!(reply.status, *status, "{path}: {}", reply.body);
+            assert!(reply.body.contains(needle), "{path}: {}", reply.body);
+            let camera = path.trim_start_matches("/whep/").split('?').next().unwrap();
+            assert!(reply.body.contains(camera), "{path}: {}", reply.body);
+            assert_eq!(reply.body.trim_end().lines().count(), 1, "{path}: {}", reply.body);
+            assert!(reply.headers["content-type"].starts_with("text/plain"));
+        }
+        let huge = vec![b'a'; MAX_OFFER_BYTES + 1];
+        assert_eq!(http(addr, "POST", "/whep/duomo", sdp, &huge).await.status, 413);
+        let reply = http(addr, "DELETE", "/whep/session/0123abcd", None, b"").await;
+        assert_eq!(reply.status, 404);
+        assert!(reply.body.contains("0123abcd"));
+    }
+
+    #[tokio::test]
+    async fn catalog_and_page_name_the_site() {
+        let (addr, _) = serve(fake(vec![entry("duomo", Codec::H264)]), test_settings()).await;
+        let reply = http(addr, "GET", "/api/catalog", None, b"").await;
+        assert_eq!(reply.status, 200);
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(json["site"], "carabinieri-cremona");
+        assert_eq!(json["cameras"][0]["id"], "duomo");
+        assert_eq!(json["cameras"][0]["codec"], "h264");
+        let page = http(addr, "GET", "/", None, b"").await;
+        assert_eq!(page.status, 200);
+        assert!(page.headers["content-type"].starts_with("text/html"));
+        assert!(page.body.contains("<title>ponte viewer — carabinieri-cremona</title>"));
+    }
+
+    // ---- a real WebRTC viewer (webrtc-rs) against the endpoint ---------------
+
+    /// Publishes a synthetic H.264-shaped track: 30 fps, a keyframe every 10.
+    fn publish(hub: &Hub, camera: &str) -> TrackWriter {
+        let writer = hub.publish(TrackKey::new(camera, Quality::Main));
+        writer.set_config(config(Codec::H264));
+        writer
+    }
+
+    fn push_frame(writer: &TrackWriter, n: u64) {
+        let keyframe = n % 10 == 0;
+        let payload = if keyframe { annex_b(&[SPS, PPS, &idr(3000)]) } else { annex_b(&[&slice(300)]) };
+        writer.push(Frame { pts: n * 3000, keyframe, payload });
+    }
+
+    #[derive(Default)]
+    struct Received {
+        packets: AtomicU64,
+        frames: AtomicU64,
+        bytes: AtomicU64,
+        payload_type: AtomicU64,
+    }
+
+    struct Viewer {
+        gathered: watch::Sender<bool>,
+        state: watch::Sender<RTCPeerConnectionState>,
+        received: Arc<Received>,
+    }
+
+    impl PeerConnectionEventHandler for Viewer {
+        fn on_ice_gathering_state_change<'life0, 'async_trait>(
+            &'life0 self,
+            state: RTCIceGatheringState,
+        ) -> HandlerFuture<'async_trait>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            if state == RTCIceGatheringState::Complete {
+                self.gathered.send_replace(true);
+            }
+            Box::pin(std::future::ready(()))
+        }
+
+        fn on_connection_state_change<'life0, 'async_trait>(
+            &'life0 self,
+            state: RTCPeerConnectionState,
+        ) -> HandlerFuture<'async_trait>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.state.send_replace(state);
+            Box::pin(std::future::ready(()))
+        }
+
+        fn on_track<'life0, 'async_trait>(
+            &'life0 self,
+            track: Arc<dyn TrackRemote>,
+        ) -> HandlerFuture<'async_trait>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            let received = self.received.clone();
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                        received.packets.fetch_add(1, Ordering::Relaxed);
+                        received.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                        received.payload_type.store(packet.header.payload_type.into(), Ordering::Relaxed);
+                        if packet.header.marker {
+                            received.frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    /// A recvonly H.264 viewer that offers payload type 109, not the relay's 102.
+    async fn viewer(
+    ) -> (Arc<dyn PeerConnection>, String, watch::Receiver<RTCPeerConnectionState>, Arc<Received>) {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_H264.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: H264_FMTP.to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 109,
+                },
+                RtpCodecKind::Video,
+            )
+            .unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let (gathered_tx, mut gathered) = watch::channel(false);
+        let (state_tx, states) = watch::channel(RTCPeerConnectionState::New);
+        let received = Arc::new(Received::default());
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Viewer {
+                gathered: gathered_tx,
+                state: state_tx,
+                received: received.clone(),
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .unwrap();
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        pc.add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        timeout(Duration::from_secs(5), gathered.wait_for(|g| *g)).await.unwrap().unwrap();
+        let sdp = pc.local_description().await.unwrap().sdp;
+        (pc, sdp, states, received)
+    }
+
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn viewer_receives_h264_and_delete_unsubscribes() {
+        let source = fake(vec![entry("duomo", Codec::H264)]);
+        let writer = publish(&source.hub, "duomo");
+        let subscribers = writer.subscribers();
+        // A GOP in the cache before anyone watches.
+        for n in 0..5 {
+            push_frame(&writer, n);
+        }
+        let (addr, state) = serve(source, test_settings()).await;
+        let producer = tokio::spawn(async move {
+            let mut n = 5;
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            loop {
+                tick.tick().await;
+                push_frame(&writer, n);
+                n += 1;
+            }
+        });
+
+        let (pc, offer, _states, received) = viewer().await;
+        assert_eq!(check_offer(&offer), Ok(()), "webrtc-rs offer: {offer}");
+        let reply = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(reply.headers["content-type"], "application/sdp");
+        let location = reply.headers["location"].clone();
+        assert!(location.starts_with("/whep/session/"), "{location}");
+        assert!(reply.body.contains("a=candidate:"), "non-trickle answer: {}", reply.body);
+        assert!(reply.body.contains("a=sendonly"), "{}", reply.body);
+        assert_eq!(state.session_count(), 1);
+        assert_eq!(state.sessions()[0].camera, "duomo");
+        assert_eq!(*subscribers.borrow(), 1);
+
+        pc.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("20 frames", || received.frames.load(Ordering::Relaxed) >= 20).await;
+        assert_eq!(received.payload_type.load(Ordering::Relaxed), 109);
+        assert!(received.bytes.load(Ordering::Relaxed) > 20 * 300);
+
+        let reply = http(addr, "DELETE", &location, None, b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        eventually("the reader to be dropped", || *subscribers.borrow() == 0).await;
+        assert_eq!(state.session_count(), 0);
+        assert_eq!(http(addr, "DELETE", &location, None, b"").await.status, 404);
+        // The permit came back: the limit counts live sessions only.
+        assert_eq!(state.slots.available_permits(), 4);
+        producer.abort();
+        let _ = pc.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_ends_when_the_track_ends_or_the_viewer_leaves() {
+        let source = fake(vec![entry("duomo", Codec::H264), entry("torrazzo", Codec::H264)]);
+        let duomo = publish(&source.hub, "duomo");
+        let torrazzo = publish(&source.hub, "torrazzo");
+        for n in 0..3 {
+            push_frame(&duomo, n);
+            push_frame(&torrazzo, n);
+        }
+        let torrazzo_subscribers = torrazzo.subscribers();
+        let (addr, state) = serve(source, test_settings()).await;
+
+        // The track ends: the session goes away by itself.
+        let (pc1, offer, _, received1) = viewer().await;
+        let reply = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        pc1.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("the cached frames", || received1.frames.load(Ordering::Relaxed) >= 3).await;
+        drop(duomo);
+        eventually("the session to end", || state.session_count() == 0).await;
+
+        // The viewer goes away without DELETE: the session notices and unsubscribes.
+        let (pc2, offer, _, received2) = viewer().await;
+        let reply = http(addr, "POST", "/whep/torrazzo", Some("application/sdp"), offer.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        pc2.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("the cached frames", || received2.frames.load(Ordering::Relaxed) >= 3).await;
+        assert_eq!(*torrazzo_subscribers.borrow(), 1);
+        pc2.close().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while *torrazzo_subscribers.borrow() != 0 {
+            assert!(Instant::now() < deadline, "session outlived its viewer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(state.session_count(), 0);
+        let _ = pc1.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_beyond_the_limit_are_refused() {
+        let source = fake(vec![entry("duomo", Codec::H264)]);
+        let writer = publish(&source.hub, "duomo");
+        push_frame(&writer, 0);
+        let settings = WhepSettings { max_sessions: 1, ..test_settings() };
+        let (addr, state) = serve(source, settings).await;
+        let (pc1, offer1, _, _) = viewer().await;
+        let (pc2, offer2, _, _) = viewer().await;
+        let first = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer1.as_bytes()).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        let second = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer2.as_bytes()).await;
+        assert_eq!(second.status, 503, "{}", second.body);
+        assert!(second.body.contains("limit"), "{}", second.body);
+        assert_eq!(state.session_count(), 1);
+        let _ = pc1.close().await;
+        let _ = pc2.close().await;
+    }
+}
