@@ -284,7 +284,8 @@ impl Upstreams {
                 let conn = match incoming.await {
                     Ok(c) => c,
                     Err(e) => {
-                        warn!(peer = %remote, error = %e, "refused QUIC connection");
+                        let why = refusal_hint(&e);
+                        warn!(peer = %remote, error = %e, "refused QUIC connection: {why}");
                         return;
                     }
                 };
@@ -467,5 +468,19 @@ impl Upstreams {
             }
         })
         .await
+    }
+}
+
+/// One phrase telling on-call staff what a refused handshake most likely means.
+fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("no certificates") {
+        "the peer presented no client certificate"
+    } else if text.contains("certificate") {
+        "the peer's certificate was not issued by this deployment's CA, or has expired"
+    } else if text.contains("protocol") || text.contains("ALPN") || text.contains("application") {
+        "the peer does not speak ponte/1"
+    } else {
+        "handshake failed"
     }
 }

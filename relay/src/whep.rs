@@ -201,11 +201,6 @@ impl WhepState {
         out
     }
 
-    /// Number of live sessions.
-    pub fn session_count(&self) -> usize {
-        self.lock_sessions().len()
-    }
-
     fn lock_sessions(&self) -> MutexGuard<'_, HashMap<String, SessionEntry>> {
         // The map stays consistent even if a holder panicked.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
@@ -1168,14 +1163,19 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
     #[test]
     fn gate_waits_for_the_next_keyframe_after_a_gap() {
         let mut gate = FrameGate::new(0);
-        assert!(stamp(&mut gate, &key(1, 0), false).is_some());
-        assert!(stamp(&mut gate, &delta(1, 6000), false).is_some());
+        assert_eq!(stamp(&mut gate, &key(1, 0), false), Some(0));
+        assert_eq!(stamp(&mut gate, &delta(1, 6000), false), Some(6000));
         // GOP 2 lost its keyframe: its deltas cannot be decoded.
         assert_eq!(stamp(&mut gate, &delta(2, 18_000), false), None);
         assert_eq!(stamp(&mut gate, &delta(2, 24_000), false), None);
-        // GOP 3 arrives after a skip, already queued: a backlog again.
-        assert_eq!(stamp(&mut gate, &key(3, 30_000), true), Some(30_000 - 6000 + 6000));
-        assert_eq!(stamp(&mut gate, &delta(3, 36_000), true), Some(30_090));
+        // GOP 3 arrives live: real time elapsed since the last frame sent.
+        assert_eq!(stamp(&mut gate, &key(3, 30_000), false), Some(30_000));
+        assert_eq!(stamp(&mut gate, &delta(3, 36_000), false), Some(36_000));
+        // The hub skipped this slow reader from GOP 3 to GOP 5; what follows
+        // was already queued, a backlog to get through quickly.
+        assert_eq!(stamp(&mut gate, &key(5, 90_000), true), Some(36_090));
+        assert_eq!(stamp(&mut gate, &delta(5, 96_000), true), Some(36_180));
+        assert_eq!(stamp(&mut gate, &delta(5, 102_000), false), Some(42_180));
     }
 
     #[test]
@@ -1350,7 +1350,9 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let (addr, _) = serve(source, test_settings()).await;
         let sdp = Some("application/sdp");
         let offer = CHROME_OFFER.as_bytes();
-        let cases: &[(&str, Option<&str>, &[u8], u16, &str)] = &[
+        // (path, content type, body, status, text the one-line body must contain)
+        type Case<'a> = (&'a str, Option<&'a str>, &'a [u8], u16, &'a str);
+        let cases: &[Case] = &[
             ("/whep/duomo", Some("text/plain"), offer, 415, "Content-Type: application/sdp"),
             ("/whep/duomo", None, offer, 415, "Content-Type: application/sdp"),
             ("/whep/duomo", sdp, b"not sdp at all", 400, "v=0"),
@@ -1411,7 +1413,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
     }
 
     fn push_frame(writer: &TrackWriter, n: u64) {
-        let keyframe = n % 10 == 0;
+        let keyframe = n.is_multiple_of(10);
         let payload = if keyframe { annex_b(&[SPS, PPS, &idr(3000)]) } else { annex_b(&[&slice(300)]) };
         writer.push(Frame { pts: n * 3000, keyframe, payload });
     }
@@ -1572,7 +1574,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         assert!(location.starts_with("/whep/session/"), "{location}");
         assert!(reply.body.contains("a=candidate:"), "non-trickle answer: {}", reply.body);
         assert!(reply.body.contains("a=sendonly"), "{}", reply.body);
-        assert_eq!(state.session_count(), 1);
+        assert_eq!(state.sessions().len(), 1);
         assert_eq!(state.sessions()[0].camera, "duomo");
         assert_eq!(*subscribers.borrow(), 1);
 
@@ -1584,7 +1586,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let reply = http(addr, "DELETE", &location, None, b"").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         eventually("the reader to be dropped", || *subscribers.borrow() == 0).await;
-        assert_eq!(state.session_count(), 0);
+        assert_eq!(state.sessions().len(), 0);
         assert_eq!(http(addr, "DELETE", &location, None, b"").await.status, 404);
         // The permit came back: the limit counts live sessions only.
         assert_eq!(state.slots.available_permits(), 4);
@@ -1611,7 +1613,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         pc1.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
         eventually("the cached frames", || received1.frames.load(Ordering::Relaxed) >= 3).await;
         drop(duomo);
-        eventually("the session to end", || state.session_count() == 0).await;
+        eventually("the session to end", || state.sessions().is_empty()).await;
 
         // The viewer goes away without DELETE: the session notices and unsubscribes.
         let (pc2, offer, _, received2) = viewer().await;
@@ -1626,7 +1628,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
             assert!(Instant::now() < deadline, "session outlived its viewer");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(state.session_count(), 0);
+        assert_eq!(state.sessions().len(), 0);
         let _ = pc1.close().await;
     }
 
@@ -1644,7 +1646,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let second = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer2.as_bytes()).await;
         assert_eq!(second.status, 503, "{}", second.body);
         assert!(second.body.contains("limit"), "{}", second.body);
-        assert_eq!(state.session_count(), 1);
+        assert_eq!(state.sessions().len(), 1);
         let _ = pc1.close().await;
         let _ = pc2.close().await;
     }
