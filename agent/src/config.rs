@@ -195,9 +195,13 @@ impl AgentConfig {
             }
         }
         let mut ids = HashSet::new();
+        let mut device_ids = HashSet::new();
         for d in &self.devices {
             if !valid_id(&d.id) {
                 bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
+            }
+            if !device_ids.insert(&d.id) {
+                bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
             }
             let n = d.lens_count();
             if !(1..=8).contains(&n) {
@@ -219,7 +223,9 @@ mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<AgentConfig> {
-        let dir = std::env::temp_dir().join(format!("ponte-cfg-{}-{}", std::process::id(), toml.len()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ponte-cfg-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let p = dir.join("agent.toml");
         std::fs::write(&p, toml)?;

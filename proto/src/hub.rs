@@ -232,6 +232,15 @@ impl TrackWriter {
         &self.shared.counters
     }
 
+    /// Forgets the cached GOP: the source paused, so a viewer arriving later
+    /// must wait for fresh video rather than start on stale pictures.
+    pub fn clear_cache(&self) {
+        let mut st = self.shared.lock();
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.caching = false;
+    }
+
     /// Ends the track: consumers drain what they have, then see `None`.
     pub fn close(&self) {
         let mut st = self.shared.lock();
@@ -412,6 +421,19 @@ mod tests {
         assert!(item.frame.keyframe);
         assert_eq!(item.gop_seq, 2);
         assert!(w.counters().frames_skipped.load(Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test]
+    async fn cleared_cache_makes_late_joiners_wait_for_fresh_video() {
+        let w = track(TrackKey::new("c", Quality::Main));
+        w.set_config(cfg());
+        w.push(frame(1, true));
+        w.push(frame(2, false));
+        w.clear_cache();
+        let mut r = w.subscribe();
+        assert!(r.try_next().is_none());
+        w.push(frame(100, true));
+        assert_eq!(r.try_next().unwrap().frame.pts, 100);
     }
 
     #[tokio::test]

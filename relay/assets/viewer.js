@@ -23,15 +23,23 @@
   let current = null; // { camera, quality }
   let status = 'idle';
   let message = '';
+  // Status text as a function of the camera's label, so it can be redrawn
+  // once the catalog (and with it the camera's name) has arrived.
+  let describe = () => 'Pick a camera.';
   // Bumped on every play/stop, so a slow request from an earlier play cannot
   // overwrite the state of the current one.
   let generation = 0;
 
   function setStatus(next, text) {
     status = next;
-    message = text;
-    statusEl.textContent = text;
-    statusEl.className = next;
+    describe = typeof text === 'function' ? text : () => text;
+    redrawStatus();
+  }
+
+  function redrawStatus() {
+    message = describe(current ? `${cameraLabel(current.camera)} (${current.quality})` : '');
+    statusEl.textContent = message;
+    statusEl.className = status;
   }
 
   function cameraLabel(id) {
@@ -84,8 +92,7 @@
     const gen = generation;
     current = { camera: cameraId, quality };
     markActive();
-    const label = `${cameraLabel(cameraId)} (${quality})`;
-    setStatus('connecting', `Connecting to ${label}…`);
+    setStatus('connecting', (label) => `Connecting to ${label}…`);
     const params = new URLSearchParams({ camera: cameraId });
     if (quality !== 'main') params.set('quality', quality);
     history.replaceState(null, '', `?${params}`);
@@ -101,15 +108,16 @@
       if (gen !== generation) return;
       const s = conn.connectionState;
       if (s === 'failed' || s === 'closed') {
-        setStatus('error', `Connection to ${label} ${s}; the relay may have ended the stream. Click the camera to retry.`);
+        setStatus('error', (label) =>
+          `Connection to ${label} ${s}; the relay may have ended the stream. Click the camera to retry.`);
       } else if (s === 'disconnected') {
-        setStatus('connecting', `Connection to ${label} interrupted; waiting for it to come back…`);
+        setStatus('connecting', (label) => `Connection to ${label} interrupted; waiting for it to come back…`);
       } else if (s === 'connected' && status !== 'playing') {
-        setStatus('connecting', `Connected to ${label}; waiting for the first picture…`);
+        setStatus('connecting', (label) => `Connected to ${label}; waiting for the first picture…`);
       }
     };
     video.onplaying = () => {
-      if (gen === generation) setStatus('playing', `Playing ${label}`);
+      if (gen === generation) setStatus('playing', (label) => `Playing ${label}`);
     };
 
     try {
@@ -269,6 +277,7 @@
       const body = await resp.json();
       cameras = body.cameras || [];
       render();
+      redrawStatus();
     } catch (err) {
       listEl.textContent = `Could not load the camera list: ${err.message || err}`;
     }

@@ -141,7 +141,10 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
 }
 
 /// Dials `addr` with `client` and reports how the handshake ended.
-async fn dial(client: quinn::ClientConfig, addr: SocketAddr) -> Result<(quinn::Endpoint, Result<quinn::Connection, String>)> {
+async fn dial(
+    client: quinn::ClientConfig,
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, Result<quinn::Connection, String>)> {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(client);
     let res = match ep.connect(addr, "carabinieri")?.await {
@@ -195,10 +198,11 @@ async fn relay_refuses_foreign_ca_and_anonymous_clients_and_says_why() -> Result
         }
         r
     };
-    let mut anon = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut anon =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     anon.alpn_protocols = vec![ponte_proto::wire::ALPN.to_vec()];
     let anon = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(anon)?));
     let (_ep2, res) = dial(anon, quic).await?;
@@ -224,7 +228,8 @@ async fn garbage_on_the_control_stream_closes_only_that_session() -> Result<()> 
         let (mut send, _recv) = conn.open_bi().await?;
         if hello_first {
             let mut buf = bytes::BytesMut::new();
-            Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role: Role::Agent }.encode(&mut buf);
+            Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role: Role::Agent }
+                .encode(&mut buf);
             send.write_all(&buf).await?;
         }
         let junk: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
