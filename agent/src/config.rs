@@ -251,6 +251,13 @@ source = "synthetic"
 "#;
 
     #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent-minimal.toml");
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.relays.len(), 2);
+    }
+
+    #[test]
     fn loads_and_derives_lens_ids() {
         let c = parse(BASE).unwrap();
         assert_eq!(c.devices[0].lens_count(), 4);

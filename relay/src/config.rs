@@ -98,3 +98,33 @@ impl RelayConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_load() {
+        for site in ["carabinieri", "questura"] {
+            let p =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/examples/relay-{site}.toml"));
+            let c = RelayConfig::load(&p).unwrap();
+            assert_eq!(c.relay.site, site);
+        }
+    }
+
+    #[test]
+    fn typo_is_named() {
+        let dir = std::env::temp_dir().join(format!("ponte-relay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("relay.toml");
+        std::fs::write(
+            &p,
+            "[relay]\nsite = \"x\"\nhttp_lisen = \"0.0.0.0:1\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", RelayConfig::load(&p).unwrap_err());
+        assert!(err.contains("http_lisen"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

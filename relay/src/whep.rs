@@ -329,28 +329,33 @@ async fn offer(
     let mut reader =
         state.source.subscribe(&camera, quality).await.map_err(|f| subscribe_reject(&camera, quality, &f))?;
 
-    let waited_from = Instant::now();
-    let first = match timeout(state.settings.first_frame_timeout, reader.next()).await {
-        Ok(Some(item)) => item,
-        Ok(None) => {
-            return Err(Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("camera `{camera}` ({}): the stream ended before the first frame; check the camera at the master room and retry", quality.name()),
-            ))
-        }
-        Err(_) => {
-            return Err(Reject::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "camera `{camera}` ({}): no video within {} s; check the camera at the master room and retry",
-                    quality.name(),
-                    state.settings.first_frame_timeout.as_secs()
-                ),
-            ))
-        }
+    // An item already queued comes from the cached GOP: a backlog to catch up on.
+    let q = quality.name();
+    let (first, first_queued) = match reader.try_next() {
+        Some(item) => (item, true),
+        None => match timeout(state.settings.first_frame_timeout, reader.next()).await {
+            Ok(Some(item)) => (item, false),
+            Ok(None) => {
+                return Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "camera `{camera}` ({q}): the stream ended before the first frame; \
+                         check the camera at the master room and retry"
+                    ),
+                ))
+            }
+            Err(_) => {
+                let secs = state.settings.first_frame_timeout.as_secs_f32();
+                return Err(Reject::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "camera `{camera}` ({q}): no video within {secs} s; \
+                         check the camera at the master room and retry"
+                    ),
+                ));
+            }
+        },
     };
-    // A frame that was already waiting comes from the cached GOP: a backlog.
-    let first_queued = waited_from.elapsed() < Duration::from_millis(5);
     if first.config.codec != Codec::H264 {
         return Err(h265_reject(&camera));
     }
@@ -401,30 +406,32 @@ fn h265_reject(camera: &str) -> Reject {
 }
 
 fn subscribe_reject(camera: &str, quality: Quality, failure: &SubscribeFailure) -> Reject {
-    let (status, fallback) = match failure.code {
+    let (status, problem, fix) = match failure.code {
         SubscribeErrorCode::Unknown => {
-            (StatusCode::NOT_FOUND, "is not in this site's catalog; pick a camera listed at /api/catalog")
+            (StatusCode::NOT_FOUND, "is not in this site's catalog", "pick a camera listed at /api/catalog")
         }
         SubscribeErrorCode::Forbidden => {
-            (StatusCode::FORBIDDEN, "is not allowed for this site; ask the master room to grant it")
+            (StatusCode::FORBIDDEN, "is not allowed for this site", "ask the master room to grant it")
         }
         SubscribeErrorCode::Offline => {
-            (StatusCode::SERVICE_UNAVAILABLE, "is offline; check the camera at the master room and retry")
+            (StatusCode::SERVICE_UNAVAILABLE, "is offline", "check the camera at the master room and retry")
         }
         SubscribeErrorCode::OverBudget => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "does not fit in this site's link budget now; close another stream or try the substream",
+            "does not fit in this site's link budget now",
+            "close another stream or try the substream",
         ),
     };
+    // Upstream reasons say what went wrong; the fix is ours to add.
     let reason = failure.reason.trim();
-    let message = if reason.is_empty() {
-        format!("camera `{camera}` ({}) {fallback}", quality.name())
+    let problem = if reason.is_empty() {
+        format!("camera `{camera}` ({}) {problem}", quality.name())
     } else if reason.contains(camera) {
         reason.to_owned()
     } else {
         format!("camera `{camera}` ({}): {reason}", quality.name())
     };
-    Reject::new(status, message)
+    Reject::new(status, format!("{problem}; {fix}"))
 }
 
 fn session_id() -> String {
@@ -556,9 +563,46 @@ impl PeerConnectionEventHandler for PeerEvents {
     }
 }
 
+/// Owns a peer connection and closes it when dropped: on the tokio runtime a
+/// connection dropped without `close()` leaves its driver task and sockets
+/// running, e.g. when a client hangs up while its POST is being answered.
+struct ClosingPeer {
+    pc: Arc<dyn PeerConnection>,
+    closed: bool,
+}
+
+impl ClosingPeer {
+    async fn close(&mut self) -> webrtc::error::Result<()> {
+        self.closed = true;
+        self.pc.close().await
+    }
+}
+
+impl std::ops::Deref for ClosingPeer {
+    type Target = dyn PeerConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.pc
+    }
+}
+
+impl Drop for ClosingPeer {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let pc = self.pc.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
 /// One browser's peer connection with its send-only H.264 track.
 struct Peer {
-    pc: Arc<dyn PeerConnection>,
+    pc: ClosingPeer,
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
@@ -608,75 +652,50 @@ impl Peer {
             .build()
             .await
             .map_err(|e| internal("create a peer connection", &e))?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        // From here on, an early return (or a cancelled request) closes it.
+        let pc = ClosingPeer { pc: Arc::new(pc), closed: false };
 
-        let result = async {
-            let ssrc = rand::random::<u32>();
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                "ponte".to_owned(),
-                camera.to_owned(),
-                camera.to_owned(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: h264,
-                    ..Default::default()
-                }],
-            )));
-            let sender = pc
-                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
-                .await
-                .map_err(|e| internal("add the video track", &e))?;
-            pc.set_remote_description(offer).await.map_err(|e| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("camera `{camera}`: the SDP offer was refused ({e}); offer a recvonly H.264 video transceiver"),
-                )
-            })?;
-            let answer = pc.create_answer(None).await.map_err(|e| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("camera `{camera}`: no answer fits the offer ({e}); offer a recvonly H.264 video transceiver"),
-                )
-            })?;
-            pc.set_local_description(answer)
-                .await
-                .map_err(|e| internal("apply its answer", &e))?;
-            let payload_type = negotiated_h264(&sender).await.ok_or_else(|| {
-                Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("camera `{camera}`: {}", OfferError::NoH264),
-                )
-            })?;
-            // Non-trickle: the answer carries every candidate. Host
-            // candidates are ready in milliseconds; the timeout only bounds
-            // a misconfigured interface list.
-            if timeout(settings.gather_timeout, gathered.wait_for(|done| *done))
-                .await
-                .is_err()
-            {
-                warn!(camera = %camera, "WHEP: ICE gathering incomplete after {:?}; answering with the candidates so far", settings.gather_timeout);
-            }
-            let answer_sdp = pc
-                .local_description()
-                .await
-                .map(|d| d.sdp)
-                .ok_or_else(|| internal("produce an answer", &"no local description"))?;
-            Ok((track, ssrc, payload_type, answer_sdp))
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "ponte".to_owned(),
+            camera.to_owned(),
+            camera.to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: h264,
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| internal("add the video track", &e))?;
+        let refused = |what: &str, e: &dyn std::fmt::Display| {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                format!("camera `{camera}`: {what} ({e}); offer a recvonly H.264 video transceiver"),
+            )
+        };
+        pc.set_remote_description(offer).await.map_err(|e| refused("the SDP offer was refused", &e))?;
+        let answer = pc.create_answer(None).await.map_err(|e| refused("no answer fits the offer", &e))?;
+        pc.set_local_description(answer).await.map_err(|e| internal("apply its answer", &e))?;
+        let payload_type = negotiated_h264(&sender).await.ok_or_else(|| {
+            Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: {}", OfferError::NoH264))
+        })?;
+        // Non-trickle: the answer carries every candidate. Host
+        // candidates are ready in milliseconds; the timeout only bounds
+        // a misconfigured interface list.
+        if timeout(settings.gather_timeout, gathered.wait_for(|done| *done)).await.is_err() {
+            let waited = settings.gather_timeout;
+            warn!(camera = %camera, "WHEP: ICE gathering incomplete after {waited:?}; answering with what it has");
         }
-        .await;
-        match result {
-            Ok((track, ssrc, payload_type, answer_sdp)) => {
-                Ok(Peer { pc, track, ssrc, payload_type, states, answer_sdp })
-            }
-            Err(reject) => {
-                let _ = pc.close().await;
-                Err(reject)
-            }
-        }
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| internal("produce an answer", &"no local description"))?;
+        Ok(Peer { pc, track, ssrc, payload_type, states, answer_sdp })
     }
 }
 
@@ -744,14 +763,15 @@ impl Session {
             Ok(()) => self.pump(&state.settings, &mut sent).await,
             Err(end) => end,
         };
-        let Session { id, camera, peer, reader, .. } = self;
+        let Session { id, camera, mut peer, reader, .. } = self;
         // Unsubscribe first: the camera may stop crossing the fibre.
         drop(reader);
         state.lock_sessions().remove(&id);
         if let Err(e) = peer.pc.close().await {
             warn!(session = %id, camera = %camera, error = %e, "WHEP: closing the peer connection failed");
         }
-        info!(session = %id, camera = %camera, frames = sent.frames, bytes = sent.bytes, "WHEP session ended: {end}");
+        let Sent { frames, bytes } = sent;
+        info!(session = %id, camera = %camera, frames, bytes, "WHEP session ended: {end}");
     }
 
     fn stopped(&mut self) -> bool {
@@ -1347,6 +1367,12 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         source.refusals.insert("caserma".to_owned(), SubscribeErrorCode::Forbidden);
         source.refusals.insert("stazione".to_owned(), SubscribeErrorCode::Offline);
         source.refusals.insert("ponte-po".to_owned(), SubscribeErrorCode::OverBudget);
+        // Published but silent.
+        let _silent = publish(&source.hub, "torrazzo");
+        // The catalog says H.264 (main), but the stream itself is H.265.
+        let hevc = source.hub.publish(TrackKey::new("duomo", Quality::Sub));
+        hevc.set_config(config(Codec::H265));
+        hevc.push(Frame { pts: 0, keyframe: true, payload: Bytes::from_static(&[0, 0, 1, 0x26, 1]) });
         let (addr, _) = serve(source, test_settings()).await;
         let sdp = Some("application/sdp");
         let offer = CHROME_OFFER.as_bytes();
@@ -1369,8 +1395,8 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
                 415,
                 "is H.265: browsers cannot play it over WebRTC here; use the substream",
             ),
-            // Known camera, nothing published: no first frame in time.
-            ("/whep/duomo", Some("application/sdp; charset=utf-8"), offer, 404, "duomo"),
+            ("/whep/duomo?quality=sub", sdp, offer, 415, "is H.265: browsers cannot play it"),
+            ("/whep/torrazzo", Some("application/sdp; charset=utf-8"), offer, 504, "no video within 0.5 s"),
         ];
         for (path, ct, body, status, needle) in cases {
             let reply = http(addr, "POST", path, *ct, body).await;
