@@ -4,6 +4,7 @@
 pub mod h264;
 pub mod hub;
 pub mod media;
+pub mod policy;
 pub mod session;
 pub mod tls;
 pub mod wire;

@@ -259,13 +259,11 @@ async fn end_session(
     State(state): State<Arc<WhepState>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Reject> {
-    // Dropping the entry drops its stop sender; the session task tears down.
+    // Dropping the entry drops its stop sender; the session task tears down
+    // and logs the end.
     let removed = state.lock_sessions().remove(&id);
     match removed {
-        Some(entry) => {
-            info!(session = %id, camera = %entry.camera, "WHEP session deleted by the viewer");
-            Ok(StatusCode::OK)
-        }
+        Some(_) => Ok(StatusCode::OK),
         None => Err(Reject::new(
             StatusCode::NOT_FOUND,
             format!("WHEP session `{id}` does not exist (it ended or never started): start a new one with POST /whep/{{camera}}"),
@@ -323,7 +321,7 @@ async fn offer(
     if quality == Quality::Main
         && state.source.catalog().iter().any(|c| c.id == camera && c.codec == Codec::H265)
     {
-        return Err(h265_reject(&camera));
+        return Err(h265_reject(&camera, quality));
     }
 
     let mut reader =
@@ -357,7 +355,7 @@ async fn offer(
         },
     };
     if first.config.codec != Codec::H264 {
-        return Err(h265_reject(&camera));
+        return Err(h265_reject(&camera, quality));
     }
 
     let peer = Peer::answer(&state.settings, &camera, offer).await?;
@@ -367,7 +365,7 @@ async fn offer(
         id.clone(),
         SessionEntry { camera: camera.clone(), quality, started: Instant::now(), _stop: stop_tx },
     );
-    info!(session = %id, camera = %camera, quality = quality.name(), "WHEP session answered");
+    info!(session = %id, camera = %camera, quality = q, "WHEP session answered");
     let answer = peer.answer_sdp.clone();
     let session = Session {
         id: id.clone(),
@@ -398,10 +396,14 @@ fn is_sdp(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
-fn h265_reject(camera: &str) -> Reject {
+fn h265_reject(camera: &str, quality: Quality) -> Reject {
+    let fix = match quality {
+        Quality::Main => "use the substream (?quality=sub) or RTSP",
+        Quality::Sub => "its substream is H.265 too: use RTSP",
+    };
     Reject::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!("camera `{camera}` is H.265: browsers cannot play it over WebRTC here; use the substream (?quality=sub) or RTSP"),
+        format!("camera `{camera}` is H.265: browsers cannot play it over WebRTC here; {fix}"),
     )
 }
 

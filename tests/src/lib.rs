@@ -27,6 +27,7 @@ pub use stack::{Stack, StackSpec};
 
 use anyhow::{bail, Context, Result};
 use std::future::Future;
+use std::io::Write as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -98,7 +99,13 @@ pub fn require(present: bool, what: &str, how_to_get_it: &str) -> bool {
     if in_ci() {
         panic!("{what} is required but missing ({how_to_get_it}); CI=true forbids skipping");
     }
-    eprintln!("SKIP: {what} is missing ({how_to_get_it}); skipping this test outside CI");
+    // Written to the real stderr, past libtest's capture, so the skip shows
+    // in a normal `cargo test` run and not only on failure.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {}: {what} is missing ({how_to_get_it}); skipping outside CI",
+        std::thread::current().name().unwrap_or("test")
+    );
     false
 }
 
