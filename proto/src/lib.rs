@@ -1,6 +1,7 @@
 //! ponte's shared language: the media model, H.264 helpers, the wire codec
 //! and fan-out hub (sans-IO), and on top the QUIC session both ends speak.
 
+pub mod audit;
 pub mod h264;
 pub mod hub;
 pub mod media;

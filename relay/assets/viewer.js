@@ -153,7 +153,18 @@
   }
 
   async function stats() {
-    const out = { framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0, bytesReceived: 0 };
+    const out = {
+      framesDecoded: 0,
+      framesReceived: 0,
+      frameWidth: 0,
+      frameHeight: 0,
+      bytesReceived: 0,
+      // Seconds of jitter-buffer delay summed over emitted frames: the
+      // difference between two samples over the frame count difference is
+      // the recent playout delay.
+      jitterBufferDelay: 0,
+      jitterBufferEmittedCount: 0,
+    };
     if (!pc) return out;
     const report = await pc.getStats();
     report.forEach((s) => {
@@ -163,6 +174,8 @@
         out.frameWidth = s.frameWidth || 0;
         out.frameHeight = s.frameHeight || 0;
         out.bytesReceived = s.bytesReceived || 0;
+        out.jitterBufferDelay = s.jitterBufferDelay || 0;
+        out.jitterBufferEmittedCount = s.jitterBufferEmittedCount || 0;
       }
     });
     return out;
