@@ -1,6 +1,7 @@
 //! Agent configuration: TOML file plus `PONTE_*` environment overrides.
 
 use anyhow::{bail, Context, Result};
+use ponte_proto::media::{Codec, Quality};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -23,6 +24,60 @@ pub struct AgentConfig {
     /// Camera devices.
     #[serde(default, rename = "device")]
     pub devices: Vec<Device>,
+    /// Policy settings shared by all sites.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// Per-site access policy, one `[[site]]` per partner site.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<ponte_proto::policy::SitePolicyConfig>,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// IANA time zone of the time windows.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self { timezone: default_tz() }
+    }
+}
+
+fn default_tz() -> String {
+    "Europe/Rome".into()
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Audit file (JSON lines, hash-chained).
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// Rotate when the file exceeds this many MiB.
+    #[serde(default = "default_audit_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self { path: default_audit_path(), max_mb: default_audit_mb() }
+    }
+}
+
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("/var/lib/ponte/agent-audit.log")
+}
+
+fn default_audit_mb() -> u64 {
+    64
 }
 
 /// `[agent]`
@@ -78,7 +133,7 @@ pub struct RelayTarget {
 }
 
 /// Camera type of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
     /// Motorised PTZ dome.
@@ -90,6 +145,7 @@ pub enum DeviceKind {
     /// Fixed camera with four lenses.
     FixedQuadOptic,
     /// Plain fixed camera.
+    #[default]
     Fixed,
 }
 
@@ -116,15 +172,61 @@ impl DeviceKind {
 }
 
 /// Where a device's video comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// Built-in test pattern encoded to H.264.
+    #[default]
     Synthetic,
+    /// An IP camera pulled over RTSP (`[[device.lens]]` URLs).
+    Rtsp,
+}
+
+/// How RTP travels from an RTSP camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection: survives firewalls and NAT.
+    #[default]
+    Tcp,
+    /// Separate UDP ports: less latency on a clean LAN, no retransmission.
+    Udp,
+}
+
+/// `[[device.lens]]`: the streams of one lens of an RTSP device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LensSource {
+    /// Main stream URL (`rtsp://host[:port]/path`).
+    pub main: String,
+    /// Substream URL, if the camera has one.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Codec hint for the main stream until the camera has been reached
+    /// (overrides the device's `codec`).
+    #[serde(default)]
+    pub codec: Option<Codec>,
+}
+
+/// A password from the config file: never printed by `Debug` or serialized.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
 }
 
 /// `[[device]]`: one physical camera with one or more lenses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
     /// Stable id (lowercase letters, digits, `-`).
@@ -145,6 +247,31 @@ pub struct Device {
     pub tags: Vec<String>,
     /// Video source.
     pub source: SourceKind,
+    /// RTSP: one `[[device.lens]]` table per lens, in lens order.
+    #[serde(default, rename = "lens")]
+    pub lens_sources: Vec<LensSource>,
+    /// RTSP: user name for Basic/Digest authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// RTSP: password (prefer `password_env`).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// RTSP: name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// RTSP: `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// RTSP: reconnect when no frame arrived for this many seconds (default 5).
+    #[serde(default)]
+    pub stall_secs: Option<u64>,
+    /// RTSP: pull only while someone watches, instead of always.
+    #[serde(default)]
+    pub on_demand: bool,
+    /// RTSP: codec the main streams deliver, announced until the camera is
+    /// reached (`h264` by default).
+    #[serde(default)]
+    pub codec: Option<Codec>,
 }
 
 impl Device {
@@ -161,6 +288,125 @@ impl Device {
             format!("{}-{lens}", self.id)
         }
     }
+}
+
+/// Default of `stall_secs`.
+pub const DEFAULT_STALL_SECS: u64 = 5;
+
+impl Device {
+    /// Checks the source settings: RTSP devices need one `[[device.lens]]`
+    /// per lens with rtsp:// URLs; synthetic ones take no RTSP keys.
+    fn validate_source(&self) -> Result<()> {
+        let id = &self.id;
+        match self.source {
+            SourceKind::Synthetic => {
+                let rtsp_keys = [
+                    ("device.lens", !self.lens_sources.is_empty()),
+                    ("device.username", self.username.is_some()),
+                    ("device.password", self.password.is_some()),
+                    ("device.password_env", self.password_env.is_some()),
+                    ("device.stall_secs", self.stall_secs.is_some()),
+                    ("device.codec", self.codec.is_some()),
+                ];
+                if let Some((key, _)) = rtsp_keys.iter().find(|(_, set)| *set) {
+                    bail!("device `{id}`: `{key}` only applies to `source = \"rtsp\"`");
+                }
+            }
+            SourceKind::Rtsp => {
+                let want = usize::from(self.lens_count());
+                if self.lens_sources.len() != want {
+                    bail!(
+                        "device `{id}`: {} `[[device.lens]]` table(s) for a `{}` with {want} lens(es): \
+                         add one `[[device.lens]]` with `main = \"rtsp://...\"` per lens, or set `lenses`",
+                        self.lens_sources.len(),
+                        self.kind.name()
+                    );
+                }
+                for (i, lens) in self.lens_sources.iter().enumerate() {
+                    let n = i + 1;
+                    check_rtsp_url(&lens.main)
+                        .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
+                    if let Some(sub) = &lens.sub {
+                        check_rtsp_url(sub)
+                            .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
+                    }
+                }
+                if self.password.is_some() && self.password_env.is_some() {
+                    bail!("device `{id}`: set `device.password` or `device.password_env`, not both");
+                }
+                if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
+                    bail!("device `{id}`: a password needs `device.username`");
+                }
+                if let Some(var) = &self.password_env {
+                    if std::env::var_os(var).is_none() {
+                        bail!("device `{id}`: `device.password_env` names `{var}`, which is not set in the environment");
+                    }
+                }
+                if self.stall_secs == Some(0) {
+                    bail!("device `{id}`: `device.stall_secs` must be at least 1");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// RTSP credentials (`username` with `password` or `password_env`), read
+    /// from the environment at call time.
+    pub fn credentials(&self) -> Result<Option<(String, String)>> {
+        let Some(user) = &self.username else { return Ok(None) };
+        let password = match (&self.password, &self.password_env) {
+            (Some(p), _) => p.0.clone(),
+            (None, Some(var)) => std::env::var(var).with_context(|| {
+                format!("device `{}`: `device.password_env` names `{var}`, which is not set", self.id)
+            })?,
+            (None, None) => String::new(),
+        };
+        Ok(Some((user.clone(), password)))
+    }
+
+    /// Qualities lens `n` (from 1) offers: synthetic cameras both, RTSP
+    /// lenses `sub` only when a substream URL is configured.
+    pub fn qualities(&self, lens: u8) -> Vec<Quality> {
+        let has_sub = match self.source {
+            SourceKind::Synthetic => true,
+            SourceKind::Rtsp => self.lens_source(lens).is_some_and(|l| l.sub.is_some()),
+        };
+        if has_sub {
+            vec![Quality::Main, Quality::Sub]
+        } else {
+            vec![Quality::Main]
+        }
+    }
+
+    /// Codec announced for lens `n` until the camera tells: the lens's
+    /// `codec`, else the device's, else H.264.
+    pub fn codec_hint(&self, lens: u8) -> Codec {
+        self.lens_source(lens).and_then(|l| l.codec).or(self.codec).unwrap_or(Codec::H264)
+    }
+
+    /// The `[[device.lens]]` table of lens `n` (from 1).
+    pub fn lens_source(&self, lens: u8) -> Option<&LensSource> {
+        self.lens_sources.get(usize::from(lens).checked_sub(1)?)
+    }
+
+    /// Stall timeout of an RTSP device.
+    pub fn stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.stall_secs.unwrap_or(DEFAULT_STALL_SECS))
+    }
+}
+
+/// Accepts `rtsp://host[:port]/...` and names what is wrong otherwise (the
+/// URL is echoed without its credentials).
+fn check_rtsp_url(raw: &str) -> Result<()> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e})", crate::rtsp::redact_url(raw)))?;
+    if url.scheme() != "rtsp" {
+        bail!("{:?}: expected an `rtsp://` URL", crate::rtsp::redact_url(raw));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("{:?}: the URL names no host", crate::rtsp::redact_url(raw));
+    }
+    Ok(())
 }
 
 /// True for ids usable in URLs and config keys.
@@ -194,6 +440,16 @@ impl AgentConfig {
                 bail!("`relay.site` = {:?} appears twice", r.site);
             }
         }
+        let mut policy_sites = HashSet::new();
+        for p in &self.sites {
+            if !policy_sites.insert(&p.id) {
+                bail!("`site.id` = {:?} appears twice", p.id);
+            }
+            p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
+        }
+        jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
+            format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
+        })?;
         let mut ids = HashSet::new();
         let mut device_ids = HashSet::new();
         for d in &self.devices {
@@ -203,6 +459,7 @@ impl AgentConfig {
             if !device_ids.insert(&d.id) {
                 bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
             }
+            d.validate_source()?;
             let n = d.lens_count();
             if !(1..=8).contains(&n) {
                 bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);

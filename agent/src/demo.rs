@@ -2,9 +2,13 @@
 //! config: a throw-away PKI, two relays (carabinieri, questura) as child
 //! processes, and this agent with the Cremona inventory as synthetic cameras.
 
-use crate::config::{AgentConfig, AgentSection, RelayTarget, TlsSection, TransportSection};
+use crate::config::{
+    AgentConfig, AgentSection, AuditSection, PolicySection, RelayTarget, TlsSection, TransportSection,
+};
 use crate::{inventory, pki, uplink};
 use anyhow::{bail, Context, Result};
+use ponte_proto::media::Quality;
+use ponte_proto::policy::SitePolicyConfig;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +76,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         transport: TransportSection::default(),
         relays: targets,
         devices: inventory::parse(inventory::CREMONA_CSV)?,
+        policy: PolicySection::default(),
+        sites: demo_grants(),
+        audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16 },
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();
@@ -134,6 +141,37 @@ async fn futures_select_all<F: std::future::Future + Unpin>(
         std::task::Poll::Pending
     })
     .await
+}
+
+/// Different, realistic grants for the two partner forces: the Carabinieri
+/// provincial command sees the whole city except the hospital car parks and
+/// may steer domes; the Questura sees public-order and traffic points, at
+/// most 12 streams, without PTZ.
+pub fn demo_grants() -> Vec<SitePolicyConfig> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        SitePolicyConfig {
+            id: "carabinieri".into(),
+            allow: strings(&["*"]),
+            deny: strings(&["tag:hospital"]),
+            max_quality: Some(Quality::Main),
+            ptz: true,
+            ptz_priority: 50,
+            max_streams: Some(32),
+            budget_mbps: Some(60.0),
+            ..Default::default()
+        },
+        SitePolicyConfig {
+            id: "questura".into(),
+            allow: strings(&["tag:public-order", "tag:traffic", "zone:Zaist"]),
+            deny: strings(&["tag:housing"]),
+            max_quality: Some(Quality::Main),
+            ptz: false,
+            max_streams: Some(12),
+            budget_mbps: Some(30.0),
+            ..Default::default()
+        },
+    ]
 }
 
 fn sibling_binary(name: &str) -> Result<PathBuf> {

@@ -29,6 +29,28 @@ pub fn slug(s: &str) -> String {
     out.trim_end_matches('-').to_owned()
 }
 
+/// Policy tags derived from the inventory's free-text notes.
+pub fn tags_from_notes(notes: &str) -> Vec<String> {
+    const KEYWORDS: [(&str, &str); 8] = [
+        ("hospital", "hospital"),
+        ("public housing", "housing"),
+        ("road", "traffic"),
+        ("roundabout", "traffic"),
+        ("park", "park"),
+        ("stadium", "public-order"),
+        ("public order", "public-order"),
+        ("retail", "retail"),
+    ];
+    let notes = notes.to_ascii_lowercase();
+    let mut tags: Vec<String> = Vec::new();
+    for (word, tag) in KEYWORDS {
+        if notes.contains(word) && !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    tags
+}
+
 /// Parses `zone,location,camera_type,lenses,notes` rows into synthetic devices.
 pub fn parse(csv: &str) -> Result<Vec<Device>> {
     let mut devices = Vec::new();
@@ -38,6 +60,7 @@ pub fn parse(csv: &str) -> Result<Vec<Device>> {
             continue;
         }
         let cols: Vec<&str> = line.splitn(5, ',').collect();
+        let notes = cols.get(4).copied().unwrap_or("");
         let [zone, place, kind, lenses, ..] = cols[..] else {
             bail!("inventory line {}: expected zone,location,camera_type,lenses,notes", n + 1);
         };
@@ -58,8 +81,9 @@ pub fn parse(csv: &str) -> Result<Vec<Device>> {
             zone: zone.trim().to_owned(),
             kind,
             lenses: Some(lenses),
-            tags: Vec::new(),
+            tags: tags_from_notes(notes),
             source: SourceKind::Synthetic,
+            ..Device::default()
         });
     }
     Ok(devices)

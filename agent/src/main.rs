@@ -1,12 +1,15 @@
 //! ponte-agent: runs at the master room, pulls each camera once and fans the
 //! streams out over QUIC to the partner relays.
 
+mod access;
 mod cameras;
 mod config;
 mod demo;
 mod inventory;
 mod pattern;
 mod pki;
+mod rtsp;
+mod supervision;
 mod synthetic;
 mod uplink;
 
@@ -39,10 +42,49 @@ enum Cmd {
     },
     /// Run the whole system on loopback: synthetic Cremona cameras, two relays.
     Demo(demo::DemoArgs),
+    /// Inspect the per-site access policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Manage the deployment's certificate authority.
     Pki {
         #[command(subcommand)]
         cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print which cameras a site may see, at what quality, and which rule decided.
+    Explain {
+        /// Path of agent.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        /// Only this camera.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Evaluate at this local time (`2026-11-25T21:30`, policy time zone) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain of an audit log (and its rotated files); exit 1 at the first broken line.
+    Verify {
+        /// The live file (rotated `.N` files beside it are included), or files oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -92,7 +134,9 @@ fn init_logging(format: &str) {
 pub struct Agent {
     links: Vec<(String, watch::Receiver<uplink::LinkState>)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _cameras: Arc<cameras::Cameras>,
+    cameras: Arc<cameras::Cameras>,
+    access: watch::Sender<Arc<access::Access>>,
+    config: AgentConfig,
 }
 
 impl Agent {
@@ -106,18 +150,28 @@ impl Agent {
         let endpoint = quinn::Endpoint::client(any6)
             .or_else(|_| quinn::Endpoint::client(any4))
             .context("opening the QUIC socket")?;
+        let audit =
+            ponte_proto::audit::AuditLog::open(&cfg.audit.path, &cfg.agent.id, cfg.audit.max_mb << 20)
+                .with_context(|| {
+                    format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display())
+                })?;
+        let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
+        let shared = uplink::Shared {
+            node: cfg.agent.id.clone(),
+            cameras: cameras.clone(),
+            access: access_rx,
+            audit: Arc::new(audit),
+            clock: uplink::Clock::from_env(&cfg.policy.timezone)?,
+        };
         let mut links = Vec::new();
         let mut tasks = Vec::new();
-        for target in cfg.relays {
+        for target in cfg.relays.clone() {
             let site = target.site.clone();
-            let (state, task) = uplink::spawn(
-                cfg.agent.id.clone(),
-                target,
-                endpoint.clone(),
-                client.clone(),
-                cameras.clone(),
-            );
+            if !cfg.sites.iter().any(|p| p.id == site) {
+                tracing::warn!(site = %site, "no [[site]] policy for this relay: it will see no camera");
+            }
+            let (state, task) = uplink::spawn(target, endpoint.clone(), client.clone(), shared.clone());
             links.push((site, state));
             tasks.push(task);
         }
@@ -125,9 +179,27 @@ impl Agent {
             node = %cfg.agent.id,
             cameras = cameras.catalog().len(),
             relays = links.len(),
+            audit = %cfg.audit.path.display(),
             "agent started"
         );
-        Ok(Self { links, tasks, _cameras: cameras })
+        Ok(Self { links, tasks, cameras, access, config: cfg })
+    }
+
+    /// Applies a new config's policies; the rest of the config needs a restart.
+    pub fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
+        let access = access::Access::new(&cfg)?;
+        let same = |a: &AgentConfig, b: &AgentConfig| {
+            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit)).ok()
+                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit)).ok()
+        };
+        if !same(&self.config, &cfg) {
+            tracing::warn!("reload applies `[[site]]` and `[policy]` only; restart the agent to apply changes to relays, devices, TLS or audit");
+        }
+        self.access.send_replace(Arc::new(access));
+        self.config.sites = cfg.sites.clone();
+        self.config.policy = cfg.policy.clone();
+        tracing::info!(sites = cfg.sites.len(), "policy reloaded");
+        Ok(())
     }
 
     /// State of each relay link.
@@ -160,6 +232,70 @@ pub async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
+/// Runs until SIGINT/SIGTERM; SIGHUP reloads the policy from `path`.
+async fn run_until_shutdown(agent: &mut Agent, path: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                r = &mut shutdown => return r,
+                _ = hup.recv() => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading policy");
+                    match AgentConfig::load(path).and_then(|cfg| agent.reload(cfg)) {
+                        Ok(()) => {}
+                        Err(e) => tracing::error!("reload refused, the previous policy stays in force: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (agent, path);
+        shutdown_signal().await
+    }
+}
+
+fn explain(cfg: &AgentConfig, site: &str, camera: Option<&str>, at: Option<&str>) -> Result<()> {
+    let access = access::Access::new(cfg)?;
+    let tz = jiff::tz::TimeZone::get(&cfg.policy.timezone)?;
+    let when = match at {
+        Some(text) => {
+            let civil: jiff::civil::DateTime =
+                text.parse().with_context(|| format!("`--at {text}`: expected e.g. 2026-11-25T21:30"))?;
+            civil.to_zoned(tz.clone())?.timestamp()
+        }
+        None => jiff::Timestamp::now(),
+    };
+    let now = access.local_time(when);
+    let full = cameras::catalog_of(&cfg.devices);
+    let rows = access.explain(site, &full, now);
+    let rows: Vec<_> = rows.into_iter().filter(|r| camera.is_none_or(|c| c == r.camera)).collect();
+    if rows.is_empty() {
+        anyhow::bail!("no camera {:?} in the config", camera.unwrap_or(""));
+    }
+    println!(
+        "site {site} at {} ({}):",
+        when.to_zoned(tz).strftime("%a %Y-%m-%d %H:%M %Z"),
+        cfg.policy.timezone
+    );
+    println!("{:<56} {:<10} {:<5} why", "camera", "qualities", "now");
+    let mut visible = 0;
+    for r in &rows {
+        let q: Vec<&str> = r.qualities.iter().map(|q| q.name()).collect();
+        if !r.qualities.is_empty() {
+            visible += 1;
+        }
+        let q = if q.is_empty() { "-".to_owned() } else { q.join(",") };
+        println!("{:<56} {:<10} {:<5} {}", r.camera, q, if r.now { "yes" } else { "no" }, r.why);
+    }
+    println!("{visible} of {} cameras visible to {site}", rows.len());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -167,8 +303,25 @@ async fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let _agent = Agent::start(cfg)?;
-            shutdown_signal().await
+            let mut agent = Agent::start(cfg)?;
+            run_until_shutdown(&mut agent, &config).await
+        }
+        Cmd::Policy { cmd: PolicyCmd::Explain { config, site, camera, at } } => {
+            let cfg = AgentConfig::load(&config)?;
+            explain(&cfg, &site, camera.as_deref(), at.as_deref())
+        }
+        Cmd::Audit { cmd: AuditCmd::Verify { files } } => {
+            let files = if files.len() == 1 { ponte_proto::audit::chain_files(&files[0]) } else { files };
+            match ponte_proto::audit::verify(&files) {
+                Ok(n) => {
+                    println!("audit log intact: {n} lines in {} file(s)", files.len());
+                    Ok(())
+                }
+                Err(broken) => {
+                    eprintln!("audit log BROKEN at {broken}");
+                    std::process::exit(1);
+                }
+            }
         }
         Cmd::Demo(args) => demo::run(args).await,
         Cmd::Pki { cmd: PkiCmd::Init { dir, name } } => {

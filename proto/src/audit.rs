@@ -101,7 +101,9 @@ fn check_line(line: &str, prev: Option<&str>) -> Result<(String, u64), String> {
     }
     if let Some(prev) = prev {
         if fields.prev != prev {
-            return Err("hash chain broken: the line before this one was modified, inserted or removed".into());
+            return Err(
+                "hash chain broken: the line before this one was modified, inserted or removed".into()
+            );
         }
     }
     Ok((hash, fields.seq))
@@ -122,7 +124,10 @@ pub fn verify(files: &[PathBuf]) -> Result<usize, BrokenLine> {
             let (hash, seq) = check_line(&line, prev.as_deref()).map_err(|r| broken(i + 1, r))?;
             if let Some(last) = last_seq {
                 if seq != last + 1 {
-                    return Err(broken(i + 1, format!("sequence jumps from {last} to {seq}: lines are missing")));
+                    return Err(broken(
+                        i + 1,
+                        format!("sequence jumps from {last} to {seq}: lines are missing"),
+                    ));
                 }
             }
             last_seq = Some(seq);
@@ -235,7 +240,8 @@ pub fn rotated(path: &Path, n: usize) -> PathBuf {
 
 /// The live file and its rotated predecessors, oldest first, for `verify`.
 pub fn chain_files(path: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = (1..=KEEP_ROTATED).map(|n| rotated(path, n)).filter(|p| p.exists()).collect();
+    let mut files: Vec<PathBuf> =
+        (1..=KEEP_ROTATED).map(|n| rotated(path, n)).filter(|p| p.exists()).collect();
     files.reverse();
     files.push(path.to_owned());
     files
@@ -325,7 +331,13 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for junk in ["", "{", "{}", "{\"seq\":1,\"prev\":\"x\",\"hash\":\"é\"}", "ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé"] {
+        for junk in [
+            "",
+            "{",
+            "{}",
+            "{\"seq\":1,\"prev\":\"x\",\"hash\":\"é\"}",
+            "ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé",
+        ] {
             let _ = check_line(junk, None);
         }
     }

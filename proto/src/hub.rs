@@ -232,6 +232,11 @@ impl TrackWriter {
         &self.shared.counters
     }
 
+    /// A handle to watch this track's counters without keeping it alive.
+    pub fn probe(&self) -> TrackProbe {
+        TrackProbe { shared: Arc::downgrade(&self.shared) }
+    }
+
     /// Forgets the cached GOP: the source paused, so a viewer arriving later
     /// must wait for fresh video rather than start on stale pictures.
     pub fn clear_cache(&self) {
@@ -306,6 +311,30 @@ impl TrackReader {
 impl Drop for TrackReader {
     fn drop(&mut self) {
         self.shared.remove_consumer(self.id);
+    }
+}
+
+/// Watches a track's counters and viewers for status pages; does not keep
+/// the track alive (everything reads as 0 once it is gone).
+#[derive(Clone, Debug)]
+pub struct TrackProbe {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl TrackProbe {
+    /// Frames pushed by the producer.
+    pub fn frames_in(&self) -> u64 {
+        self.shared.upgrade().map_or(0, |s| s.counters.frames_in.load(Ordering::Relaxed))
+    }
+
+    /// Bytes pushed by the producer.
+    pub fn bytes_in(&self) -> u64 {
+        self.shared.upgrade().map_or(0, |s| s.counters.bytes_in.load(Ordering::Relaxed))
+    }
+
+    /// Current number of consumers.
+    pub fn subscribers(&self) -> usize {
+        self.shared.upgrade().map_or(0, |s| *s.subscribers.borrow())
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod h264;
+pub mod h265;
 pub mod hub;
 pub mod media;
 pub mod policy;

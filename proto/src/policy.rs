@@ -332,13 +332,19 @@ impl SitePolicy {
             Visibility::Denied(rule) => {
                 return Decision::Deny {
                     hidden: true,
-                    reason: format!("camera `{}` is withheld from site `{}` by deny rule `{rule}`", cam.id, self.site),
+                    reason: format!(
+                        "camera `{}` is withheld from site `{}` by deny rule `{rule}`",
+                        cam.id, self.site
+                    ),
                 }
             }
             Visibility::NotGranted => {
                 return Decision::Deny {
                     hidden: true,
-                    reason: format!("camera `{}` is not granted to site `{}` by any allow rule", cam.id, self.site),
+                    reason: format!(
+                        "camera `{}` is not granted to site `{}` by any allow rule",
+                        cam.id, self.site
+                    ),
                 }
             }
         };
@@ -397,7 +403,10 @@ mod tests {
         let tags = vec!["hospital".to_string()];
         let p = policy(&["zone:Giuseppina"], &["tag:hospital"]);
         let d = p.evaluate(&cam("osp-1", "giuseppina", &tags), Quality::Main, NOON_MON);
-        assert!(matches!(&d, Decision::Deny { hidden: true, reason } if reason.contains("tag:hospital")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Deny { hidden: true, reason } if reason.contains("tag:hospital")),
+            "{d:?}"
+        );
         let ok = p.evaluate(&cam("caccia", "Giuseppina", &[]), Quality::Main, NOON_MON);
         assert_eq!(ok, Decision::Allow { rule: "zone:Giuseppina".into() });
         let none = p.evaluate(&cam("zaist", "Zaist", &[]), Quality::Main, NOON_MON);
@@ -428,8 +437,18 @@ mod tests {
         assert!(wrap.contains(LocalTime { weekday: 6, minute: 630 }));
         assert!(wrap.contains(LocalTime { weekday: 0, minute: 630 }));
         assert!(!wrap.contains(LocalTime { weekday: 1, minute: 630 }));
-        assert!(TimeWindow::parse("daily 00:00-24:00").unwrap().contains(LocalTime { weekday: 3, minute: 1439 }));
-        for bad in ["", "mon", "mon 8-20", "mon 08:00-08:00", "xyz 08:00-09:00", "mon 25:00-26:00", "mon 08:61-09:00"] {
+        assert!(TimeWindow::parse("daily 00:00-24:00")
+            .unwrap()
+            .contains(LocalTime { weekday: 3, minute: 1439 }));
+        for bad in [
+            "",
+            "mon",
+            "mon 8-20",
+            "mon 08:00-08:00",
+            "xyz 08:00-09:00",
+            "mon 25:00-26:00",
+            "mon 08:61-09:00",
+        ] {
             assert!(TimeWindow::parse(bad).is_err(), "{bad:?}");
         }
     }

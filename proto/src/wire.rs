@@ -85,6 +85,10 @@ pub struct CatalogEntry {
     pub qualities: Vec<Quality>,
     /// Whether the site may steer this camera.
     pub ptz: bool,
+    /// Streamed to the site even with no viewer (e.g. for its VMS): the
+    /// relay keeps it subscribed.
+    #[serde(default)]
+    pub always_on: bool,
 }
 
 /// Why a subscription was refused.

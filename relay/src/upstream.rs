@@ -73,6 +73,8 @@ struct Inner {
     links: HashMap<u64, Link>,
     tracks: HashMap<TrackKey, RelayTrack>,
     next_link: u64,
+    /// Always-on cameras: a task per camera holding a subscription open.
+    keepers: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 /// Upstream links and the tracks they feed.
@@ -372,6 +374,7 @@ impl Upstreams {
                 for key in gone {
                     self.end_track(&key, None);
                 }
+                self.update_keepers();
             }
             Control::SubscribeOk { id, .. } => {
                 let mut inner = self.lock();
@@ -398,6 +401,40 @@ impl Upstreams {
             }
         }
         Ok(())
+    }
+
+    /// Keeps every always-on camera of the catalog subscribed, viewers or not.
+    fn update_keepers(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let catalog = self.catalog();
+        let mut inner = self.lock();
+        inner.keepers.retain(|camera, task| {
+            let keep = catalog.iter().any(|c| &c.id == camera && c.always_on);
+            if !keep {
+                task.abort();
+            }
+            keep && !task.is_finished()
+        });
+        for c in catalog.iter().filter(|c| c.always_on) {
+            if inner.keepers.contains_key(&c.id) {
+                continue;
+            }
+            let quality = c.qualities.first().copied().unwrap_or(Quality::Main);
+            let (me, camera) = (me.clone(), c.id.clone());
+            info!(camera = %camera, quality = quality.name(), "always-on: keeping the camera subscribed");
+            let task = tokio::spawn(async move {
+                loop {
+                    match me.subscribe(&camera, quality).await {
+                        Ok(mut reader) => while reader.next().await.is_some() {},
+                        Err(e) => {
+                            debug!(camera = %camera, error = %e, "always-on subscription failed; retrying")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            });
+            inner.keepers.insert(c.id.clone(), task);
+        }
     }
 
     fn drop_link(&self, link_id: u64) {

@@ -1298,6 +1298,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
             codec,
             qualities: vec![Quality::Main, Quality::Sub],
             ptz: false,
+            always_on: false,
         }
     }
 

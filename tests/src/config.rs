@@ -96,6 +96,17 @@ impl AgentConfig {
             s.push('\n');
         }
         push_extra(&mut s, &self.extra);
+        // Defaults a test can override through `extra`: every relay's site
+        // may see every camera, and the audit log sits beside the PKI.
+        if !self.extra.contains("[[site]]") {
+            for r in &self.relays {
+                let _ = writeln!(s, "\n[[site]]\nid = {}\nallow = [\"*\"]", q(&r.site));
+            }
+        }
+        if !self.extra.contains("[audit]") {
+            let dir = self.tls.ca.parent().unwrap_or(Path::new("."));
+            let _ = writeln!(s, "\n[audit]\npath = {}", q(&dir.join("agent-audit.log").to_string_lossy()));
+        }
         s
     }
 

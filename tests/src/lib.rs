@@ -16,6 +16,7 @@ mod config;
 mod http;
 mod pki;
 mod procs;
+pub mod quic;
 mod stack;
 
 pub use cdp::{Chromium, Page};

@@ -1,0 +1,147 @@
+//! Access policy as the agent applies it: the compiled `[[site]]` policies,
+//! the policy time zone, and the camera facts selectors match on.
+
+use crate::config::AgentConfig;
+use anyhow::{Context, Result};
+use ponte_proto::media::Quality;
+use ponte_proto::policy::{CameraFacts, Decision, LocalTime, SitePolicy, Visibility};
+use ponte_proto::wire::CatalogEntry;
+use std::collections::HashMap;
+
+/// Policies of all sites, ready to evaluate. Replaced whole on reload.
+pub struct Access {
+    sites: HashMap<String, SitePolicy>,
+    tz: jiff::tz::TimeZone,
+    tags: HashMap<String, Vec<String>>,
+}
+
+/// One row of `policy explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// Camera id.
+    pub camera: String,
+    /// Qualities the site may receive (empty: not visible).
+    pub qualities: Vec<Quality>,
+    /// Whether the site may receive it right now (time windows).
+    pub now: bool,
+    /// The rule that decided, or why not.
+    pub why: String,
+}
+
+impl Access {
+    /// Compiles the policies of a validated config.
+    pub fn new(cfg: &AgentConfig) -> Result<Self> {
+        let mut sites = HashMap::new();
+        for p in &cfg.sites {
+            sites.insert(p.id.clone(), p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?);
+        }
+        let tz = jiff::tz::TimeZone::get(&cfg.policy.timezone)
+            .with_context(|| format!("`policy.timezone` = {:?}", cfg.policy.timezone))?;
+        let mut tags = HashMap::new();
+        for d in &cfg.devices {
+            for lens in 1..=d.lens_count() {
+                tags.insert(d.camera_id(lens), d.tags.clone());
+            }
+        }
+        Ok(Self { sites, tz, tags })
+    }
+
+    /// The policy of a site, if it has one (no policy: it sees nothing).
+    pub fn site(&self, site: &str) -> Option<&SitePolicy> {
+        self.sites.get(site)
+    }
+
+    /// Local time in the policy time zone.
+    pub fn local_time(&self, now: jiff::Timestamp) -> LocalTime {
+        let z = now.to_zoned(self.tz.clone());
+        LocalTime {
+            weekday: z.weekday().to_monday_zero_offset() as u8,
+            minute: z.hour() as u16 * 60 + z.minute() as u16,
+        }
+    }
+
+    fn facts<'a>(&'a self, c: &'a CatalogEntry) -> CameraFacts<'a> {
+        CameraFacts {
+            id: &c.id,
+            device: &c.device,
+            zone: &c.zone,
+            kind: &c.kind,
+            tags: self.tags.get(&c.id).map(Vec::as_slice).unwrap_or(&[]),
+        }
+    }
+
+    /// The catalog a site receives: only what it may see, at the qualities it may get.
+    pub fn catalog(&self, site: &str, full: &[CatalogEntry]) -> Vec<CatalogEntry> {
+        let Some(p) = self.sites.get(site) else { return Vec::new() };
+        full.iter()
+            .filter(|c| matches!(p.visibility(&self.facts(c)), Visibility::Granted(_)))
+            .filter_map(|c| {
+                let qualities = p.qualities(&c.qualities);
+                (!qualities.is_empty()).then(|| CatalogEntry {
+                    qualities,
+                    ptz: p.ptz && c.kind == "dome-ptz",
+                    always_on: p.always_on(&self.facts(c)),
+                    ..c.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `site` may receive `camera` at `quality` at `now`.
+    pub fn evaluate(&self, site: &str, camera: &CatalogEntry, quality: Quality, now: LocalTime) -> Decision {
+        match self.sites.get(site) {
+            Some(p) => p.evaluate(&self.facts(camera), quality, now),
+            None => Decision::Deny {
+                hidden: true,
+                reason: format!("site `{site}` has no `[[site]]` policy in the agent's config"),
+            },
+        }
+    }
+
+    /// Most concurrent streams for a site.
+    pub fn max_streams(&self, site: &str) -> Option<u32> {
+        self.sites.get(site).and_then(|p| p.max_streams)
+    }
+
+    /// What a site may see and why, camera by camera.
+    pub fn explain(&self, site: &str, full: &[CatalogEntry], now: LocalTime) -> Vec<Explanation> {
+        let policy = self.sites.get(site);
+        full.iter()
+            .map(|c| {
+                let Some(p) = policy else {
+                    return Explanation {
+                        camera: c.id.clone(),
+                        qualities: vec![],
+                        now: false,
+                        why: format!("site `{site}` has no [[site]] policy"),
+                    };
+                };
+                let facts = self.facts(c);
+                match p.visibility(&facts) {
+                    Visibility::Granted(rule) => {
+                        let qualities = p.qualities(&c.qualities);
+                        let best = qualities.first().copied().unwrap_or(Quality::Sub);
+                        let decision = p.evaluate(&facts, best, now);
+                        let why = match &decision {
+                            Decision::Allow { .. } => format!("allow `{rule}`"),
+                            Decision::Deny { reason, .. } => format!("allow `{rule}`, but {reason}"),
+                        };
+                        Explanation { camera: c.id.clone(), qualities, now: decision.allowed(), why }
+                    }
+                    Visibility::Denied(rule) => Explanation {
+                        camera: c.id.clone(),
+                        qualities: vec![],
+                        now: false,
+                        why: format!("deny `{rule}`"),
+                    },
+                    Visibility::NotGranted => Explanation {
+                        camera: c.id.clone(),
+                        qualities: vec![],
+                        now: false,
+                        why: "no allow rule matches".into(),
+                    },
+                }
+            })
+            .collect()
+    }
+}

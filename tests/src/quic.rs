@@ -1,0 +1,181 @@
+//! A test endpoint that listens like a relay: the real agent dials it, and
+//! the test speaks the control protocol directly (anything a relay could say).
+
+use crate::config::{AgentConfig, Device, RelayTarget};
+use crate::{bin_path, Pki, Proc};
+use anyhow::{bail, Context, Result};
+use ponte_proto::media::Quality;
+use ponte_proto::session::{self, read_gop_stream, ControlReceiver, ControlSender};
+use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::wire::{CatalogEntry, Control, MediaEvent, Role, SubscribeErrorCode, PROTOCOL_VERSION};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bound on every wait of the fake relay.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A listening endpoint with the `site`'s certificate.
+pub struct FakeRelay {
+    /// The QUIC endpoint the agent dials.
+    pub endpoint: quinn::Endpoint,
+    /// Site id it presents.
+    pub site: String,
+}
+
+/// An accepted session with the agent.
+pub struct AgentSession {
+    /// The connection.
+    pub conn: quinn::Connection,
+    /// Control stream, sending half.
+    pub tx: ControlSender,
+    /// Control stream, receiving half.
+    pub rx: ControlReceiver,
+    /// The first catalog the agent sent.
+    pub catalog: Vec<CatalogEntry>,
+}
+
+impl FakeRelay {
+    /// Listens on 127.0.0.1 with `site`'s certificate from `pki`.
+    pub fn listen(pki: &Pki, site: &str) -> Result<Self> {
+        let id = Identity::load(&pki.ca_cert(), &pki.cert(site), &pki.key(site))?;
+        let server = tls::server_config(&id, &TransportOptions::default())?;
+        Ok(Self { endpoint: quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?, site: site.into() })
+    }
+
+    /// Writes agent.toml (with `extra` TOML) pointing at this endpoint and starts the agent.
+    pub fn spawn_agent(
+        &self,
+        pki: &Pki,
+        dir: &Path,
+        devices: Vec<Device>,
+        extra: &str,
+    ) -> Result<(Proc, PathBuf)> {
+        self.spawn_agent_env(pki, dir, devices, extra, &[])
+    }
+
+    /// Like `spawn_agent`, with extra environment variables.
+    pub fn spawn_agent_env(
+        &self,
+        pki: &Pki,
+        dir: &Path,
+        devices: Vec<Device>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<(Proc, PathBuf)> {
+        let cfg = AgentConfig {
+            id: "master".into(),
+            tls: pki.tls("master"),
+            relays: vec![RelayTarget { site: self.site.clone(), addr: self.endpoint.local_addr()? }],
+            devices,
+            extra: extra.into(),
+        };
+        let path = cfg.write(dir.join("agent.toml"))?;
+        let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
+        cmd.arg("run").arg("--config").arg(&path).env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok((Proc::spawn_command("agent", cmd)?, path))
+    }
+
+    /// Accepts the agent's connection, exchanges Hello, reads the catalog.
+    pub async fn accept(&self) -> Result<AgentSession> {
+        let conn =
+            tokio::time::timeout(WAIT, self.endpoint.accept()).await?.context("endpoint closed")?.await?;
+        let hello = Control::Hello { version: PROTOCOL_VERSION, node: self.site.clone(), role: Role::Relay };
+        let (tx, mut rx, _) = session::accept_control(&conn, &hello).await?;
+        let catalog = match tokio::time::timeout(WAIT, rx.recv()).await?? {
+            Control::Catalog { cameras } => cameras,
+            other => bail!("expected the catalog first, got {other:?}"),
+        };
+        Ok(AgentSession { conn, tx, rx, catalog })
+    }
+}
+
+/// The agent's answer to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `SubscribeOk`.
+    Ok,
+    /// `SubscribeError`.
+    Refused(SubscribeErrorCode, String),
+}
+
+impl AgentSession {
+    /// Next control message other than `Stats`.
+    pub async fn next_control(&mut self) -> Result<Control> {
+        loop {
+            match tokio::time::timeout(WAIT, self.rx.recv()).await?? {
+                Control::Stats(_) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Subscribes and waits for the answer to that id.
+    pub async fn subscribe(&mut self, id: u64, camera: &str, quality: Quality) -> Result<Answer> {
+        self.tx.send(&Control::Subscribe { id, camera: camera.into(), quality }).await?;
+        loop {
+            match self.next_control().await? {
+                Control::SubscribeOk { id: got, .. } if got == id => return Ok(Answer::Ok),
+                Control::SubscribeError { id: got, code, reason } if got == id => {
+                    return Ok(Answer::Refused(code, reason))
+                }
+                Control::Catalog { cameras } => self.catalog = cameras,
+                other => bail!("unexpected {other:?} while waiting for the answer to subscription {id}"),
+            }
+        }
+    }
+
+    /// Reads media streams in the background; each frame goes to the channel
+    /// as (subscription, gop seq, keyframe, payload bytes, arrival time).
+    pub fn collect_media(&self) -> tokio::sync::mpsc::UnboundedReceiver<ReceivedFrame> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            while let Ok(recv) = conn.accept_uni().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut header = None;
+                    let _ = read_gop_stream(recv, |ev| {
+                        match ev {
+                            MediaEvent::Header(h) => header = Some((h.subscription, h.seq)),
+                            MediaEvent::Frame(f) => {
+                                if let Some((subscription, gop)) = header {
+                                    let _ = tx.send(ReceivedFrame {
+                                        subscription,
+                                        gop,
+                                        keyframe: f.keyframe,
+                                        pts: f.pts,
+                                        payload: f.payload,
+                                        at: std::time::Instant::now(),
+                                    });
+                                }
+                            }
+                        }
+                        true
+                    })
+                    .await;
+                });
+            }
+        });
+        rx
+    }
+}
+
+/// One frame as the fake relay received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedFrame {
+    /// Subscription id.
+    pub subscription: u64,
+    /// GOP sequence.
+    pub gop: u64,
+    /// Keyframe flag.
+    pub keyframe: bool,
+    /// Presentation time, 90 kHz.
+    pub pts: u64,
+    /// Annex-B payload.
+    pub payload: bytes::Bytes,
+    /// Arrival time.
+    pub at: std::time::Instant,
+}
