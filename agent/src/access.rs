@@ -5,6 +5,7 @@ use crate::config::AgentConfig;
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::policy::{CameraFacts, Decision, LocalTime, SitePolicy, Visibility};
+use ponte_proto::shaping::{Budget, Priority};
 use ponte_proto::wire::CatalogEntry;
 use std::collections::HashMap;
 
@@ -101,6 +102,16 @@ impl Access {
     /// Most concurrent streams for a site.
     pub fn max_streams(&self, site: &str) -> Option<u32> {
         self.sites.get(site).and_then(|p| p.max_streams)
+    }
+
+    /// Link budget of a site (unlimited without a policy or `budget_mbps`).
+    pub fn budget(&self, site: &str) -> Budget {
+        self.sites.get(site).map_or(Budget::UNLIMITED, |p| Budget::from_policy(p.budget_mbps, p.burst_kb))
+    }
+
+    /// Shaping priority of a camera at a site.
+    pub fn priority(&self, site: &str, camera: &CatalogEntry) -> Priority {
+        self.sites.get(site).map_or(Priority::Normal, |p| p.priority(&self.facts(camera)))
     }
 
     /// What a site may see and why, camera by camera.

@@ -2,6 +2,7 @@
 //! source, and the catalog that describes them to sites.
 
 use crate::config::{Device, SourceKind};
+use crate::replay::{self, ReplaySpec};
 use crate::rtsp::{self, CodecHook, RtspSpec};
 use crate::supervision::{CameraSnapshot, CameraState, StreamStatus};
 use crate::synthetic::{self, SyntheticSpec};
@@ -51,7 +52,7 @@ impl LiveCatalog {
 struct StreamEntry {
     status: Arc<StreamStatus>,
     probe: TrackProbe,
-    /// Synthetic streams run while watched: their state follows viewers.
+    /// Synthetic and replay streams run while watched: their state follows viewers.
     synthetic: bool,
 }
 
@@ -75,10 +76,9 @@ impl Cameras {
                 };
                 match d.source {
                     SourceKind::Synthetic => {
-                        let specs = [
-                            (Quality::Main, SyntheticSpec::main(&id, &label)),
-                            (Quality::Sub, SyntheticSpec::sub(&id, &label)),
-                        ];
+                        let settings = d.synthetic.clone().unwrap_or_default();
+                        let specs = [Quality::Main, Quality::Sub]
+                            .map(|q| (q, SyntheticSpec::for_quality(&id, &label, q, &settings)));
                         for (quality, spec) in specs {
                             let writer = hub.publish(TrackKey::new(&id, quality));
                             let status = Arc::new(StreamStatus::new(
@@ -92,6 +92,24 @@ impl Cameras {
                             status.set_media(Codec::H264, spec.width, spec.height);
                             streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
                             tasks.push(synthetic::spawn(spec, writer));
+                        }
+                    }
+                    SourceKind::Replay => {
+                        let settings = d.replay.clone().unwrap_or_default();
+                        for quality in [Quality::Main, Quality::Sub] {
+                            let spec = ReplaySpec::for_quality(&id, quality, &settings);
+                            let writer = hub.publish(TrackKey::new(&id, quality));
+                            let status = Arc::new(StreamStatus::new(
+                                &id,
+                                &d.id,
+                                lens,
+                                quality,
+                                CameraState::Idle,
+                                now,
+                            ));
+                            status.set_media(Codec::H264, spec.width, spec.height);
+                            streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
+                            tasks.push(replay::spawn(spec, writer));
                         }
                     }
                     SourceKind::Rtsp => {
@@ -205,5 +223,70 @@ impl Drop for Cameras {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceKind, LensSource};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn catalog_and_snapshots_follow_devices_and_delivered_codecs() {
+        let refused =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let lens = |n: u8| LensSource {
+            main: format!("rtsp://127.0.0.1:{refused}/{n}/main"),
+            sub: (n == 1).then(|| format!("rtsp://127.0.0.1:{refused}/1/sub")),
+            codec: None,
+        };
+        let devices = [
+            Device { id: "syn".into(), name: "s".into(), kind: DeviceKind::Dome, ..Device::default() },
+            Device {
+                id: "quad".into(),
+                name: "q".into(),
+                kind: DeviceKind::FixedQuadOptic,
+                source: SourceKind::Rtsp,
+                lens_sources: (1..=4).map(lens).collect(),
+                ..Device::default()
+            },
+        ];
+        let cams = Cameras::start(&devices);
+        let catalog = cams.catalog();
+        let ids: Vec<&str> = catalog.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["syn", "quad-1", "quad-2", "quad-3", "quad-4"]);
+        assert_eq!(catalog[1].qualities, [Quality::Main, Quality::Sub]);
+        assert_eq!(catalog[2].qualities, [Quality::Main], "no sub URL, no substream");
+        assert_eq!((catalog[2].device.as_str(), catalog[2].lens), ("quad", 2));
+
+        // Two synthetic streams, idle until watched; five RTSP streams that
+        // cannot connect and say so.
+        let snaps = cams.cameras();
+        assert_eq!(snaps.len(), 7);
+        assert!(snaps[..2].iter().all(|s| s.state == "idle" && s.codec == Some(Codec::H264)));
+        assert_eq!((snaps[0].width, snaps[1].width), (640, 320));
+        for _ in 0..100 {
+            if cams.cameras()[2..].iter().all(|s| s.state == "offline") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let quad = &cams.cameras()[2..];
+        assert!(quad.iter().all(|s| s.state == "offline"), "{quad:?}");
+        assert!(
+            quad.iter().all(|s| s.last_error.as_deref().is_some_and(|e| e.contains("refused"))),
+            "{quad:?}"
+        );
+
+        // A delivered codec that differs from the announced one corrects the
+        // catalog once and bumps its version; the same codec again does not.
+        let mut version = cams.catalog_version();
+        cams.catalog.set_codec("quad-2", Codec::H265);
+        assert!(version.has_changed().expect("open"));
+        version.borrow_and_update();
+        assert_eq!(cams.catalog()[2].codec, Codec::H265);
+        cams.catalog.set_codec("quad-2", Codec::H265);
+        assert!(!version.has_changed().expect("open"));
     }
 }

@@ -33,6 +33,29 @@ pub struct AgentConfig {
     /// Audit log.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Management port (status page, JSON, metrics).
+    #[serde(default)]
+    pub management: ManagementSection,
+}
+
+/// `[management]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSection {
+    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz` and the status page.
+    /// Loopback by default: open it deliberately (e.g. for Prometheus).
+    #[serde(default = "default_management")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ManagementSection {
+    fn default() -> Self {
+        Self { listen: default_management() }
+    }
+}
+
+fn default_management() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 
 /// `[policy]`
@@ -180,6 +203,9 @@ pub enum SourceKind {
     Synthetic,
     /// An IP camera pulled over RTSP (`[[device.lens]]` URLs).
     Rtsp,
+    /// One GOP of the test pattern encoded once, padded to a bitrate and
+    /// replayed (`[device.replay]`): load without encoding cost, for benchmarks.
+    Replay,
 }
 
 /// How RTP travels from an RTSP camera.
@@ -272,6 +298,31 @@ pub struct Device {
     /// reached (`h264` by default).
     #[serde(default)]
     pub codec: Option<Codec>,
+    /// Synthetic: size and bitrate of the test pattern's streams.
+    #[serde(default)]
+    pub synthetic: Option<SyntheticSettings>,
+    /// Replay: bitrate, frame rate and GOP of the replayed streams.
+    #[serde(default)]
+    pub replay: Option<crate::replay::ReplaySettings>,
+}
+
+/// `[device.synthetic]`: overrides of the synthetic camera's defaults
+/// (main 640×360 at 800 kbit/s, sub 320×180 at 200 kbit/s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSettings {
+    /// Main stream bitrate, kbit/s.
+    #[serde(default)]
+    pub main_kbps: Option<u32>,
+    /// Substream bitrate, kbit/s.
+    #[serde(default)]
+    pub sub_kbps: Option<u32>,
+    /// Main stream width, pixels (even).
+    #[serde(default)]
+    pub main_width: Option<u16>,
+    /// Main stream height, pixels (even).
+    #[serde(default)]
+    pub main_height: Option<u16>,
 }
 
 impl Device {
@@ -298,8 +349,24 @@ impl Device {
     /// per lens with rtsp:// URLs; synthetic ones take no RTSP keys.
     fn validate_source(&self) -> Result<()> {
         let id = &self.id;
+        if let Some(settings) = &self.synthetic {
+            if self.source != SourceKind::Synthetic {
+                bail!("device `{id}`: `[device.synthetic]` only applies to `source = \"synthetic\"`");
+            }
+            for q in [Quality::Main, Quality::Sub] {
+                crate::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
+                    .validate()
+                    .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
+            }
+        }
+        if let Some(settings) = &self.replay {
+            if self.source != SourceKind::Replay {
+                bail!("device `{id}`: `[device.replay]` only applies to `source = \"replay\"`");
+            }
+            settings.validate().with_context(|| format!("`[device.replay]` of device `{id}`"))?;
+        }
         match self.source {
-            SourceKind::Synthetic => {
+            SourceKind::Synthetic | SourceKind::Replay => {
                 let rtsp_keys = [
                     ("device.lens", !self.lens_sources.is_empty()),
                     ("device.username", self.username.is_some()),
@@ -338,6 +405,12 @@ impl Device {
                     bail!("device `{id}`: a password needs `device.username`");
                 }
                 if let Some(var) = &self.password_env {
+                    if var.to_ascii_uppercase().starts_with("PONTE_") {
+                        bail!(
+                            "device `{id}`: `device.password_env` = {var:?}: variables named PONTE_* are read as \
+                             config overrides; pick another name, e.g. CAMERA_PASSWORD"
+                        );
+                    }
                     if std::env::var_os(var).is_none() {
                         bail!("device `{id}`: `device.password_env` names `{var}`, which is not set in the environment");
                     }
@@ -368,7 +441,7 @@ impl Device {
     /// lenses `sub` only when a substream URL is configured.
     pub fn qualities(&self, lens: u8) -> Vec<Quality> {
         let has_sub = match self.source {
-            SourceKind::Synthetic => true,
+            SourceKind::Synthetic | SourceKind::Replay => true,
             SourceKind::Rtsp => self.lens_source(lens).is_some_and(|l| l.sub.is_some()),
         };
         if has_sub {
@@ -508,6 +581,37 @@ source = "synthetic"
 "#;
 
     #[test]
+    fn shaping_budget_priorities_and_synthetic_bitrates_load() {
+        let toml = format!(
+            "{BASE}[device.synthetic]\nmain_kbps = 4000\nmain_width = 960\nmain_height = 540\nsub_kbps = 500\n\
+             [[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nbudget_mbps = 16\nburst_kb = 512\n\
+             priority = {{ critical = [\"camera:zaist-1\"], low = [\"zone:Zaist\"] }}\n"
+        );
+        let c = parse(&toml).unwrap();
+        let s = c.devices[0].synthetic.as_ref().unwrap();
+        assert_eq!(
+            (s.main_kbps, s.main_width, s.main_height, s.sub_kbps),
+            (Some(4000), Some(960), Some(540), Some(500))
+        );
+        let p = c.sites[0].compile().unwrap();
+        assert_eq!((p.budget_mbps, p.burst_kb), (Some(16.0), Some(512)));
+        assert_eq!(p.priority.critical.len(), 1);
+
+        let typo = toml.replace("critical =", "critcal =");
+        assert!(format!("{:#}", parse(&typo).unwrap_err()).contains("critcal"));
+        let odd = toml.replace("main_width = 960", "main_width = 961");
+        assert!(format!("{:#}", parse(&odd).unwrap_err()).contains("[device.synthetic]"));
+        let rtsp = format!("{BASE}[device.synthetic]\nmain_kbps = 1\n").replace(
+            "source = \"synthetic\"",
+            "source = \"rtsp\"\n[[device.lens]]\nmain = \"rtsp://h/1\"\n[[device.lens]]\nmain = \"rtsp://h/2\"\n\
+             [[device.lens]]\nmain = \"rtsp://h/3\"\n[[device.lens]]\nmain = \"rtsp://h/4\"",
+        );
+        assert!(
+            format!("{:#}", parse(&rtsp).unwrap_err()).contains("only applies to `source = \"synthetic\"`")
+        );
+    }
+
+    #[test]
     fn example_config_loads() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent-minimal.toml");
         let c = AgentConfig::load(&p).unwrap();
@@ -534,5 +638,71 @@ source = "synthetic"
         );
         let err = format!("{:#}", parse(&twice).unwrap_err());
         assert!(err.contains("zaist"), "{err}");
+    }
+
+    const RTSP: &str = r#"
+[[device]]
+id = "porta-po"
+name = "porta Po"
+type = "fixed-bi-optic"
+source = "rtsp"
+username = "ponte"
+password = "s3cret"
+transport = "udp"
+stall_secs = 7
+codec = "h265"
+[[device.lens]]
+main = "rtsp://10.1.2.3/ch1/main"
+sub = "rtsp://10.1.2.3/ch1/sub"
+[[device.lens]]
+main = "rtsp://10.1.2.3/ch2/main"
+codec = "h264"
+"#;
+
+    #[test]
+    fn rtsp_device_loads_with_lenses_qualities_and_codec_hints() {
+        let c = parse(&format!("{BASE}{RTSP}")).unwrap();
+        let d = &c.devices[1];
+        assert_eq!((d.source, d.transport, d.lens_count()), (SourceKind::Rtsp, RtspTransport::Udp, 2));
+        assert_eq!(d.qualities(1), [Quality::Main, Quality::Sub]);
+        assert_eq!(d.qualities(2), [Quality::Main], "no `sub` URL, no substream");
+        assert_eq!((d.codec_hint(1), d.codec_hint(2)), (Codec::H265, Codec::H264));
+        assert_eq!(d.stall_timeout(), std::time::Duration::from_secs(7));
+        assert_eq!(d.credentials().unwrap(), Some(("ponte".into(), "s3cret".into())));
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug never shows a password");
+        // Synthetic devices offer both qualities, H.264.
+        assert_eq!(c.devices[0].qualities(3), [Quality::Main, Quality::Sub]);
+        assert_eq!(c.devices[0].codec_hint(1), Codec::H264);
+    }
+
+    #[test]
+    fn rtsp_config_errors_name_the_key_and_the_file() {
+        let cases = [
+            (RTSP.replace("rtsp://10.1.2.3/ch2/main", "http://10.1.2.3/ch2"), "`main`"),
+            (RTSP.replace("rtsp://10.1.2.3/ch1/sub", "rtsp://u:pw@"), "`sub`"),
+            (RTSP.replace("main = \"rtsp://10.1.2.3/ch2/main\"", "mian = \"x\""), "mian"),
+            (RTSP.replace("transport = \"udp\"", "transport = \"sctp\""), "sctp"),
+            (RTSP.replace("type = \"fixed-bi-optic\"", "type = \"fixed-quad-optic\""), "[[device.lens]]"),
+            (RTSP.replace("password = \"s3cret\"", "password = \"a\"\npassword_env = \"B\""), "password_env"),
+            (RTSP.replace("username = \"ponte\"\n", ""), "username"),
+            (RTSP.replace("stall_secs = 7", "stall_secs = 0"), "stall_secs"),
+            (
+                RTSP.replace("password = \"s3cret\"", "password_env = \"SURELY_UNSET_CAMERA_PW\""),
+                "SURELY_UNSET_CAMERA_PW",
+            ),
+            (RTSP.replace("password = \"s3cret\"", "password_env = \"PONTE_CAMERA_PW\""), "PONTE_*"),
+            (
+                "[[device]]\nid = \"s\"\nname = \"s\"\ntype = \"dome\"\nsource = \"synthetic\"\n\
+                 [[device.lens]]\nmain = \"rtsp://h/\"\n"
+                    .to_owned(),
+                "only applies to `source = \"rtsp\"`",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = format!("{:#}", parse(&format!("{BASE}{toml}")).expect_err(key));
+            assert!(err.contains(key), "error should name {key}: {err}");
+            assert!(err.contains("agent.toml"), "error should name the file: {err}");
+            assert!(!err.contains("s3cret") && !err.contains(":pw@"), "no password in errors: {err}");
+        }
     }
 }

@@ -7,7 +7,6 @@ use crate::config::{
 };
 use crate::{inventory, pki, uplink};
 use anyhow::{bail, Context, Result};
-use ponte_proto::media::Quality;
 use ponte_proto::policy::SitePolicyConfig;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,7 +57,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let quic = SocketAddr::new(args.bind, args.quic_port + i as u16);
         let http = SocketAddr::new(args.bind, args.http_port + i as u16);
         let cfg = d.join(format!("{site}.toml"));
-        std::fs::write(&cfg, relay_config(d, site, quic, http))?;
+        let mgmt = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.http_port + 11 + i as u16);
+        std::fs::write(&cfg, relay_config(d, site, quic, http, mgmt))?;
         let child = Command::new(&relay_bin)
             .args(["run", "--config"])
             .arg(&cfg)
@@ -77,12 +77,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         relays: targets,
         devices: inventory::parse(inventory::CREMONA_CSV)?,
         policy: PolicySection::default(),
-        sites: demo_grants(),
+        sites: demo_grants()?,
         audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16 },
+        management: Default::default(),
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();
     let agent = crate::Agent::start(config)?;
+    let agent_mgmt = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.http_port + 10);
+    let agent_mgmt = ponte_proto::mgmt::spawn(agent_mgmt, agent.status_feed())
+        .await
+        .with_context(|| format!("binding the agent's management port {agent_mgmt}"))?;
 
     // Print the URLs once every relay has its session with the agent.
     let mut up = 0;
@@ -108,6 +113,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for (site, url) in &urls {
         println!("  {site:<12} viewer: {url}");
     }
+    println!(
+        "  status pages: http://{agent_mgmt}/ (agent), http://127.0.0.1:{}/ and :{} (relays)",
+        args.http_port + 11,
+        args.http_port + 12
+    );
+    println!("  on-call CLI:  ponte-agent status --url http://{agent_mgmt}   ponte-relay status --url http://127.0.0.1:{}", args.http_port + 11);
     println!("Open a viewer URL in a browser and click a camera. Press Ctrl-C to stop.");
     println!();
 
@@ -143,35 +154,19 @@ async fn futures_select_all<F: std::future::Future + Unpin>(
     .await
 }
 
-/// Different, realistic grants for the two partner forces: the Carabinieri
-/// provincial command sees the whole city except the hospital car parks and
-/// may steer domes; the Questura sees public-order and traffic points, at
-/// most 12 streams, without PTZ.
-pub fn demo_grants() -> Vec<SitePolicyConfig> {
-    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    vec![
-        SitePolicyConfig {
-            id: "carabinieri".into(),
-            allow: strings(&["*"]),
-            deny: strings(&["tag:hospital"]),
-            max_quality: Some(Quality::Main),
-            ptz: true,
-            ptz_priority: 50,
-            max_streams: Some(32),
-            budget_mbps: Some(60.0),
-            ..Default::default()
-        },
-        SitePolicyConfig {
-            id: "questura".into(),
-            allow: strings(&["tag:public-order", "tag:traffic", "zone:Zaist"]),
-            deny: strings(&["tag:housing"]),
-            max_quality: Some(Quality::Main),
-            ptz: false,
-            max_streams: Some(12),
-            budget_mbps: Some(30.0),
-            ..Default::default()
-        },
-    ]
+/// The Cremona example config, whose `[[site]]` grants the demo uses.
+const CREMONA_AGENT_TOML: &str = include_str!("../../deploy/examples/cremona/agent.toml");
+
+/// Different, realistic grants for the two partner forces, as in
+/// `deploy/examples/cremona/agent.toml`: the Carabinieri see the whole city
+/// but the hospital car parks, with PTZ; the Questura sees public-order and
+/// traffic points, at most 12 streams, without PTZ.
+pub fn demo_grants() -> Result<Vec<SitePolicyConfig>> {
+    config::Config::builder()
+        .add_source(config::File::from_str(CREMONA_AGENT_TOML, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.get::<Vec<SitePolicyConfig>>("site"))
+        .context("the `[[site]]` tables of deploy/examples/cremona/agent.toml")
 }
 
 fn sibling_binary(name: &str) -> Result<PathBuf> {
@@ -187,11 +182,27 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr) -> String {
+fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr, mgmt: SocketAddr) -> String {
     format!(
-        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
         dir.join("ca.pem"),
         dir.join(format!("{site}.pem")),
         dir.join(format!("{site}.key")),
+        dir.join(format!("{site}-audit.log")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_grants_differ_per_site() {
+        let g = demo_grants().unwrap();
+        assert_eq!(g.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["carabinieri", "questura"]);
+        assert_ne!(g[0].allow, g[1].allow);
+        for s in &g {
+            s.compile().unwrap();
+        }
+    }
 }

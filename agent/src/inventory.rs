@@ -110,4 +110,25 @@ mod tests {
         assert_eq!(slug("via Ca' del Binda zona Migliaro"), "via-ca-del-binda-zona-migliaro");
         assert_eq!(slug("rotatoria via Macello / via Cappuccini"), "rotatoria-via-macello-via-cappuccini");
     }
+
+    /// The shipped RTSP config lists exactly the inventory: same ids, zones,
+    /// places, types and lens counts, one `[[device.lens]]` per lens.
+    #[test]
+    fn cremona_agent_toml_matches_the_inventory() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/cremona/agent.toml");
+        let cfg = crate::config::AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(cfg.devices.len(), 30);
+        let lenses: usize = cfg.devices.iter().map(|d| d.lens_sources.len()).sum();
+        assert_eq!(lenses, 43);
+        let inventory = parse(CREMONA_CSV).unwrap();
+        for (d, i) in cfg.devices.iter().zip(&inventory) {
+            assert_eq!(
+                (&d.id, &d.name, &d.zone, d.kind, d.lens_count()),
+                (&i.id, &i.name, &i.zone, i.kind, i.lens_count())
+            );
+            assert_eq!(d.source, SourceKind::Rtsp);
+            assert!(d.lens_sources.iter().all(|l| l.main.starts_with("rtsp://camera.invalid/")), "{}", d.id);
+        }
+    }
 }

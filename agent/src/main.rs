@@ -8,7 +8,9 @@ mod demo;
 mod inventory;
 mod pattern;
 mod pki;
+mod replay;
 mod rtsp;
+mod status;
 mod supervision;
 mod synthetic;
 mod uplink;
@@ -39,6 +41,18 @@ enum Cmd {
         /// Path of agent.toml.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Print the agent's status for on-call staff; exit 0 ok, 1 degraded, 2 down, 3 unreachable.
+    Status {
+        /// Management URL of the agent.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        url: String,
+        /// Print the JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
     },
     /// Run the whole system on loopback: synthetic Cremona cameras, two relays.
     Demo(demo::DemoArgs),
@@ -134,9 +148,10 @@ fn init_logging(format: &str) {
 pub struct Agent {
     links: Vec<(String, watch::Receiver<uplink::LinkState>)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    cameras: Arc<cameras::Cameras>,
+    _cameras: Arc<cameras::Cameras>,
     access: watch::Sender<Arc<access::Access>>,
     config: AgentConfig,
+    status: ponte_proto::mgmt::StatusFeed,
 }
 
 impl Agent {
@@ -163,6 +178,7 @@ impl Agent {
             access: access_rx,
             audit: Arc::new(audit),
             clock: uplink::Clock::from_env(&cfg.policy.timezone)?,
+            shaping: uplink::ShapingBoard::default(),
         };
         let mut links = Vec::new();
         let mut tasks = Vec::new();
@@ -182,7 +198,13 @@ impl Agent {
             audit = %cfg.audit.path.display(),
             "agent started"
         );
-        Ok(Self { links, tasks, cameras, access, config: cfg })
+        let status = status::spawn_sampler(status::Sources {
+            node: cfg.agent.id.clone(),
+            cameras: cameras.clone(),
+            links: links.clone(),
+            shaping: shared.shaping.clone(),
+        });
+        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status })
     }
 
     /// Applies a new config's policies; the rest of the config needs a restart.
@@ -200,6 +222,11 @@ impl Agent {
         self.config.policy = cfg.policy.clone();
         tracing::info!(sites = cfg.sites.len(), "policy reloaded");
         Ok(())
+    }
+
+    /// The status document feed for the management port.
+    pub fn status_feed(&self) -> ponte_proto::mgmt::StatusFeed {
+        self.status.clone()
     }
 
     /// State of each relay link.
@@ -303,8 +330,17 @@ async fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
+            let mgmt = cfg.management.listen;
             let mut agent = Agent::start(cfg)?;
+            ponte_proto::mgmt::spawn(mgmt, agent.status_feed()).await.with_context(|| {
+                format!("binding the management port on TCP {mgmt} (`management.listen`)")
+            })?;
             run_until_shutdown(&mut agent, &config).await
+        }
+        Cmd::Status { url, json, watch } => {
+            let code =
+                ponte_proto::mgmt::status_cli(&url, json, watch.map(std::time::Duration::from_secs)).await;
+            std::process::exit(code)
         }
         Cmd::Policy { cmd: PolicyCmd::Explain { config, site, camera, at } } => {
             let cfg = AgentConfig::load(&config)?;

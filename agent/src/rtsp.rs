@@ -55,6 +55,8 @@ pub struct RtspSpec {
     pub stall: Duration,
     /// Pull only while subscribed.
     pub on_demand: bool,
+    /// On demand: how long to keep pulling after the last viewer left.
+    pub linger: Duration,
 }
 
 impl RtspSpec {
@@ -80,7 +82,16 @@ impl RtspSpec {
         let _ = url.set_password(None);
         let credentials =
             device_credentials.map(|(username, password)| Credentials { username, password }).or(from_url);
-        Ok(Self { camera: camera.to_owned(), quality, url, credentials, transport, stall, on_demand })
+        Ok(Self {
+            camera: camera.to_owned(),
+            quality,
+            url,
+            credentials,
+            transport,
+            stall,
+            on_demand,
+            linger: LINGER,
+        })
     }
 
     fn password(&self) -> Option<&str> {
@@ -181,10 +192,21 @@ async fn run(spec: RtspSpec, writer: TrackWriter, status: Arc<StreamStatus>, on_
 }
 
 /// Sleeps `delay`, or less if `probe` names a camera address that accepts a
-/// TCP connection again.
+/// TCP connection again. The name is resolved once per wait, so a camera
+/// known by DNS name costs one lookup per retry, not one per probe.
 async fn wait_retry(delay: Duration, probe: Option<(String, u16)>) {
     let deadline = tokio::time::Instant::now() + delay;
-    let Some((host, port)) = probe else {
+    let addr = match probe {
+        Some((host, port)) => {
+            tokio::time::timeout(PROBE_EVERY, tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|mut addrs| addrs.next())
+        }
+        None => None,
+    };
+    let Some(addr) = addr else {
         tokio::time::sleep_until(deadline).await;
         return;
     };
@@ -194,8 +216,7 @@ async fn wait_retry(delay: Duration, probe: Option<(String, u16)>) {
         if tokio::time::Instant::now() >= deadline {
             return;
         }
-        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, connect).await {
+        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(addr)).await {
             return;
         }
     }
@@ -253,7 +274,7 @@ impl Puller<'_> {
         let mut last_frame = tokio::time::Instant::now();
         let mut linger: Option<tokio::time::Instant> = None;
         if spec.on_demand && *subscribers.borrow_and_update() == 0 {
-            linger = Some(tokio::time::Instant::now() + LINGER);
+            linger = Some(tokio::time::Instant::now() + spec.linger);
         }
         loop {
             let stall_at = last_frame + spec.stall;
@@ -261,7 +282,7 @@ impl Puller<'_> {
             let item = tokio::select! {
                 item = demuxed.next() => item,
                 _ = tokio::time::sleep_until(stall_at) => {
-                    return self.fail(format!("no video for {} s: stream stalled", spec.stall.as_secs()), false, online);
+                    return self.fail(format!("no video for {} s: stream stalled", spec.stall.as_secs_f64()), false, online);
                 }
                 changed = subscribers.changed(), if spec.on_demand => {
                     if changed.is_err() {
@@ -269,7 +290,7 @@ impl Puller<'_> {
                     }
                     let n = *subscribers.borrow_and_update();
                     linger = match (n, linger) {
-                        (0, None) => Some(tokio::time::Instant::now() + LINGER),
+                        (0, None) => Some(tokio::time::Instant::now() + spec.linger),
                         (0, l) => l,
                         _ => None,
                     };

@@ -128,12 +128,8 @@ impl StreamStatus {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Camera id.
-    pub fn camera(&self) -> &str {
-        &self.camera
-    }
-
     /// Current state.
+    #[cfg(test)]
     pub fn state(&self) -> CameraState {
         self.lock().state.clone()
     }

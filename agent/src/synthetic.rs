@@ -2,6 +2,7 @@
 //! pulled on demand like an IP camera. It idles while nobody subscribes and
 //! encodes in real time, on its own OS thread, while someone does.
 
+use crate::config::SyntheticSettings;
 use crate::pattern::Pattern;
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use openh264::encoder::{
 use openh264::{OpenH264API, Timestamp};
 use ponte_proto::h264::{self, nal};
 use ponte_proto::hub::TrackWriter;
-use ponte_proto::media::{Codec, CodecConfig, Frame, CLOCK_RATE};
+use ponte_proto::media::{Codec, CodecConfig, Frame, Quality, CLOCK_RATE};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,30 @@ impl SyntheticSpec {
     /// Substream: 320×180, 15 fps, 200 kbit/s, an IDR every 2 s.
     pub fn sub(camera_id: impl Into<String>, label: impl Into<String>) -> Self {
         Self { width: 320, height: 180, bitrate_kbps: 200, ..Self::main(camera_id, label) }
+    }
+
+    /// The stream of `quality`, with a device's `[device.synthetic]` overrides.
+    pub fn for_quality(
+        camera_id: impl Into<String>,
+        label: impl Into<String>,
+        quality: Quality,
+        settings: &SyntheticSettings,
+    ) -> Self {
+        match quality {
+            Quality::Main => {
+                let d = Self::main(camera_id, label);
+                Self {
+                    width: settings.main_width.unwrap_or(d.width),
+                    height: settings.main_height.unwrap_or(d.height),
+                    bitrate_kbps: settings.main_kbps.unwrap_or(d.bitrate_kbps),
+                    ..d
+                }
+            }
+            Quality::Sub => {
+                let d = Self::sub(camera_id, label);
+                Self { bitrate_kbps: settings.sub_kbps.unwrap_or(d.bitrate_kbps), ..d }
+            }
+        }
     }
 
     /// Checks that the encoder can produce this stream.
@@ -255,12 +280,12 @@ fn encode_paced(
 }
 
 /// A fixed process-wide origin, so pts keep increasing across sessions.
-fn monotonic_epoch() -> Instant {
+pub(crate) fn monotonic_epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn to_90khz(d: Duration) -> u64 {
+pub(crate) fn to_90khz(d: Duration) -> u64 {
     (d.as_nanos() * u128::from(CLOCK_RATE) / 1_000_000_000) as u64
 }
 

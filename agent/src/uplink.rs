@@ -1,23 +1,37 @@
 //! One QUIC session per relay: the agent dials, sends its catalog, and
-//! serves the relay's subscriptions with one stream per GOP.
+//! serves the relay's subscriptions with one stream per GOP, shaped to the
+//! site's link budget (`ponte_proto::shaping`).
+//!
+//! Shaping in the shell: each site session owns a [`Shaper`]; each
+//! subscription's pump reads the camera's main and substream while the site
+//! has a budget (so a switch can happen at the very next keyframe of the
+//! target stream, and both bitrates are known), asks the shaper at each GOP
+//! boundary which rung to send, and tells the relay when it pauses. The
+//! session feeds the shaper the QUIC path's capacity and overhead, and
+//! publishes a [`LinkSnapshot`] on the [`ShapingBoard`] for status pages.
 
 use crate::access::Access;
 use crate::cameras::Cameras;
 use crate::config::RelayTarget;
 use ponte_proto::audit::{AuditLog, AuditRecord};
-use ponte_proto::hub::TrackReader;
+use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::Quality;
 use ponte_proto::policy::Decision;
-use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SessionError};
+use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SendCounters, SessionError};
+use ponte_proto::shaping::{
+    Hysteresis, Ladder, PathEstimator, PathSample, Priority, RateMeter, Rung, RungChange, Shaper,
+    StreamRates, IP_UDP_OVERHEAD,
+};
 use ponte_proto::wire::{Control, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION};
 use rand::Rng;
-use std::collections::HashMap;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// State of the link to one relay, for logs, status and the demo banner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +112,103 @@ struct Subscription {
     camera: String,
     quality: Quality,
     task: JoinHandle<()>,
+    stats: Arc<SubStats>,
+}
+
+/// What one subscription's pump sent, for the snapshot.
+#[derive(Default)]
+struct SubStats {
+    bytes: AtomicU64,
+    gops: AtomicU64,
+    gops_reset: AtomicU64,
+}
+
+/// Shaping state of every site link, for status pages and tests.
+#[derive(Clone, Default)]
+pub struct ShapingBoard(Arc<Mutex<BTreeMap<String, LinkSnapshot>>>);
+
+impl ShapingBoard {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, LinkSnapshot>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest snapshot of every site link that is up.
+    pub fn snapshot(&self) -> Vec<LinkSnapshot> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn publish(&self, snap: LinkSnapshot) {
+        self.lock().insert(snap.site.clone(), snap);
+    }
+
+    fn remove(&self, site: &str) {
+        self.lock().remove(site);
+    }
+}
+
+/// One site link's shaping, as a status page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LinkSnapshot {
+    /// Site id.
+    pub site: String,
+    /// Configured budget, bit/s (`None`: unlimited).
+    pub budget_bps: Option<f64>,
+    /// Configured burst, bytes.
+    pub burst_bytes: f64,
+    /// Measured path capacity, bit/s (`None`: no sign of a limit).
+    pub path_capacity_bps: Option<f64>,
+    /// The budget the shaper applies: the lower of the two, bit/s.
+    pub effective_bps: Option<f64>,
+    /// Planned wire bitrate of the current rungs, bit/s.
+    pub planned_bps: f64,
+    /// Measured wire bitrate (QUIC + UDP + IP), bit/s.
+    pub sent_bps: f64,
+    /// `sent_bps` / `effective_bps`.
+    pub budget_use: Option<f64>,
+    /// Wire bytes per media byte.
+    pub overhead: f64,
+    /// Media bytes sent by this session.
+    pub bytes_sent: u64,
+    /// Stale GOPs reset by this session.
+    pub gops_reset: u64,
+    /// One row per subscription.
+    pub subscriptions: Vec<SubscriptionSnapshot>,
+}
+
+/// One subscription's place on the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionSnapshot {
+    /// Subscription id (chosen by the relay).
+    pub id: u64,
+    /// Camera.
+    pub camera: String,
+    /// Quality the relay asked for (the top of its ladder).
+    pub requested: Quality,
+    /// Priority class.
+    pub priority: Priority,
+    /// Current rung (`None` before its first GOP).
+    pub rung: Option<Rung>,
+    /// Media bytes sent.
+    pub bytes_sent: u64,
+    /// GOP streams sent.
+    pub gops_sent: u64,
+    /// GOP streams reset as stale.
+    pub gops_reset: u64,
+    /// Times it stepped down.
+    pub step_downs: u64,
+    /// Rung changes after the first.
+    pub rung_changes: u64,
+}
+
+/// The shaper of one site session, shared by its pumps.
+struct SiteShaping {
+    shaper: Mutex<Shaper>,
+}
+
+impl SiteShaping {
+    fn lock(&self) -> MutexGuard<'_, Shaper> {
+        self.shaper.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Counters of one session.
@@ -120,6 +231,8 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     /// Wall clock the policy is evaluated against.
     pub clock: Clock,
+    /// Where sessions publish their shaping state.
+    pub shaping: ShapingBoard,
 }
 
 /// The policy's wall clock: real time, optionally shifted so tests (and
@@ -152,6 +265,35 @@ impl Clock {
 
 /// How often subscriptions are re-checked against the policy (time windows).
 const POLICY_TICK: Duration = Duration::from_millis(500);
+/// How often the path is measured and the shaping snapshot published.
+const SHAPING_TICK: Duration = Duration::from_millis(500);
+/// How often the link's shaping summary is logged (debug level).
+const SHAPING_LOG_EVERY: Duration = Duration::from_secs(5);
+/// What the relay is told when a subscription pauses.
+const PAUSED_REASON: &str = "link budget";
+
+/// Path measurements of a session, fed to its shaper.
+struct PathMeter {
+    estimator: PathEstimator,
+    last: Option<(Instant, u64, u64)>,
+    overhead: f64,
+    sent_bps: f64,
+    limited: bool,
+    last_log: Option<Instant>,
+}
+
+impl Default for PathMeter {
+    fn default() -> Self {
+        Self {
+            estimator: PathEstimator::new(),
+            last: None,
+            overhead: 1.05,
+            sent_bps: 0.0,
+            limited: false,
+            last_log: None,
+        }
+    }
+}
 
 struct Session<'a> {
     site: &'a str,
@@ -163,6 +305,8 @@ struct Session<'a> {
     counters: Arc<SessionCounters>,
     priorities: Arc<PriorityClock>,
     reply_tx: mpsc::Sender<Control>,
+    shaping: Arc<SiteShaping>,
+    path: PathMeter,
 }
 
 fn audit(
@@ -195,6 +339,7 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
     // only this task writes the control stream.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Control>(64);
     let access = shared.access.borrow_and_update().clone();
+    let budget = access.budget(site);
     let mut access_rx = shared.access.clone();
     let mut catalog_rx = shared.cameras.catalog_version();
     let mut s = Session {
@@ -207,10 +352,13 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
         counters: Arc::new(SessionCounters::default()),
         priorities: Arc::new(PriorityClock::default()),
         reply_tx,
+        shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
+        path: PathMeter::default(),
     };
     s.send_catalog().await?;
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
+    let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
     let result = loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -218,13 +366,14 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
                 if let Err(e) = r { break Err(e); }
             }
             Some(reply) = reply_rx.recv() => {
-                if let Control::SubscribeError { id, .. } = &reply { s.subs.remove(id); }
+                if let Control::SubscribeError { id, .. } = &reply { s.drop_sub(*id); }
                 if let Err(e) = s.tx.send(&reply).await { break Err(e); }
             }
             changed = access_rx.changed() => {
                 if changed.is_err() { break Ok(()); }
                 s.access = access_rx.borrow_and_update().clone();
                 info!(site, "policy reloaded");
+                s.apply_shaping_policy();
                 if let Err(e) = s.send_catalog().await { break Err(e); }
                 if let Err(e) = s.recheck("policy reloaded").await { break Err(e); }
             }
@@ -237,8 +386,12 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
             _ = policy_tick.tick() => {
                 if let Err(e) = s.recheck("time window closed").await { break Err(e); }
             }
+            _ = shaping_tick.tick() => s.measure_and_publish(),
             _ = stats.tick() => {
-                s.subs.retain(|_, sub| !sub.task.is_finished());
+                let ended: Vec<u64> = s.subs.iter().filter(|(_, sub)| sub.task.is_finished()).map(|(id, _)| *id).collect();
+                for id in ended {
+                    s.drop_sub(id);
+                }
                 let report = StatsReport {
                     subscriptions: s.subs.len() as u32,
                     bytes_sent: s.counters.bytes_sent.load(Ordering::Relaxed),
@@ -250,6 +403,7 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
             e = conn.closed() => break Err(e.into()),
         }
     };
+    s.shared.shaping.remove(site);
     for (_, sub) in s.subs.drain() {
         sub.task.abort();
         audit(
@@ -308,7 +462,7 @@ impl Session<'_> {
             }
         }
         for (id, reason) in revoked {
-            let Some(sub) = self.subs.remove(&id) else { continue };
+            let Some(sub) = self.drop_sub(id) else { continue };
             sub.task.abort();
             warn!(site = self.site, camera = %sub.camera, quality = sub.quality.name(), %reason, "access revoked ({why})");
             audit(
@@ -346,7 +500,7 @@ impl Session<'_> {
         match msg {
             Control::Subscribe { id, camera, quality } => self.subscribe(id, camera, quality).await?,
             Control::Unsubscribe { id } => {
-                if let Some(sub) = self.subs.remove(&id) {
+                if let Some(sub) = self.drop_sub(id) {
                     info!(site = self.site, camera = %sub.camera, subscription = id, "unsubscribe");
                     audit(
                         &self.shared,
@@ -372,7 +526,7 @@ impl Session<'_> {
     }
 
     async fn subscribe(&mut self, id: u64, camera: String, quality: Quality) -> Result<(), SessionError> {
-        if let Some(old) = self.subs.remove(&id) {
+        if let Some(old) = self.drop_sub(id) {
             old.task.abort();
         }
         let site = self.site;
@@ -435,35 +589,423 @@ impl Session<'_> {
                     Some(format!("rule `{rule}`")),
                 );
                 self.tx.send(&Control::SubscribeOk { id, codec: entry.codec }).await?;
-                let task = self.pump(id, camera.clone(), quality, reader);
-                self.subs.insert(id, Subscription { camera, quality, task });
+                let ladder = Ladder {
+                    top: Rung::of_quality(quality),
+                    has_sub: entry.qualities.contains(&Quality::Sub),
+                };
+                let priority = self.access.priority(site, &entry);
+                self.shaping.lock().add(id, priority, ladder);
+                let stats = Arc::new(SubStats::default());
+                let task = self.pump(id, camera.clone(), ladder, reader, stats.clone());
+                self.subs.insert(id, Subscription { camera, quality, task, stats });
             }
         }
         Ok(())
     }
 
-    fn pump(&self, id: u64, camera: String, quality: Quality, mut reader: TrackReader) -> JoinHandle<()> {
-        let mut gops = GopSender::new(self.conn.clone(), id, self.priorities.clone());
-        let counters = self.counters.clone();
-        let reply_tx = self.reply_tx.clone();
-        tokio::spawn(async move {
-            let mut last = gops.counters;
-            loop {
-                let Some(item) = reader.next().await else {
-                    let reason = format!("camera `{camera}` stopped delivering video");
-                    let _ = reply_tx
-                        .send(Control::SubscribeError { id, code: SubscribeErrorCode::Offline, reason })
-                        .await;
-                    break;
-                };
-                if gops.send(&item, quality).await.is_err() {
-                    break;
-                }
-                let now = gops.counters;
-                counters.bytes_sent.fetch_add(now.bytes - last.bytes, Ordering::Relaxed);
-                counters.gops_dropped.fetch_add(now.gops_reset - last.gops_reset, Ordering::Relaxed);
-                last = now;
+    fn pump(
+        &self,
+        id: u64,
+        camera: String,
+        ladder: Ladder,
+        reader: TrackReader,
+        stats: Arc<SubStats>,
+    ) -> JoinHandle<()> {
+        let mut readers = [None, None];
+        let top = ladder.quality(ladder.top).unwrap_or(Quality::Main);
+        readers[slot(top)] = Some(reader);
+        let pump = Pump {
+            site: self.site.to_owned(),
+            id,
+            camera,
+            ladder,
+            cameras: self.shared.cameras.clone(),
+            shaping: self.shaping.clone(),
+            stats,
+            counters: self.counters.clone(),
+            reply_tx: self.reply_tx.clone(),
+            gops: GopSender::new(self.conn.clone(), id, self.priorities.clone()),
+            readers,
+            meters: [RateMeter::default(), RateMeter::default()],
+            clocks: [None, None],
+            target: None,
+            sending: None,
+            paused: false,
+            last: SendCounters::default(),
+        };
+        tokio::spawn(pump.run())
+    }
+
+    /// Forgets a subscription (the caller ends its task).
+    fn drop_sub(&mut self, id: u64) -> Option<Subscription> {
+        self.shaping.lock().remove(id);
+        self.subs.remove(&id)
+    }
+
+    /// Applies the site's budget and priorities after a policy reload.
+    fn apply_shaping_policy(&mut self) {
+        let catalog = self.shared.cameras.catalog();
+        let budget = self.access.budget(self.site);
+        let mut shaper = self.shaping.lock();
+        if shaper.budget() != budget {
+            info!(
+                site = self.site,
+                budget_mbps = budget.bps.map(|b| b / 1e6),
+                burst_kb = budget.burst_bytes / 1024.0,
+                "shaping: new link budget"
+            );
+            shaper.set_budget(budget);
+        }
+        for (id, sub) in &self.subs {
+            if let Some(entry) = catalog.iter().find(|c| c.id == sub.camera) {
+                shaper.set_priority(*id, self.access.priority(self.site, entry));
             }
-        })
+        }
+    }
+
+    /// Measures the QUIC path, feeds the shaper, publishes the snapshot.
+    fn measure_and_publish(&mut self) {
+        let now = Instant::now();
+        let st = self.conn.stats();
+        let sample = PathSample {
+            sent_bytes: st.udp_tx.bytes,
+            sent_datagrams: st.udp_tx.datagrams,
+            lost_bytes: st.path.lost_bytes,
+            congestion_events: st.path.congestion_events,
+            cwnd: st.path.cwnd,
+            rtt: st.path.rtt,
+        };
+        let capacity = self.path.estimator.update(now, sample);
+        let wire = st.udp_tx.bytes + st.udp_tx.datagrams * IP_UDP_OVERHEAD;
+        let payload = self.counters.bytes_sent.load(Ordering::Relaxed);
+        if let Some((t, w, p)) = self.path.last {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            let (dw, dp) = (wire.saturating_sub(w), payload.saturating_sub(p));
+            if dt > 0.0 {
+                self.path.sent_bps = dw as f64 * 8.0 / dt;
+            }
+            // Enough media to say what the headers cost.
+            if dp > 64 * 1024 {
+                let ratio = (dw as f64 / dp as f64).clamp(1.0, 1.5);
+                self.path.overhead = self.path.overhead * 0.8 + ratio * 0.2;
+            }
+        }
+        self.path.last = Some((now, wire, payload));
+        if capacity.is_some() != self.path.limited {
+            self.path.limited = capacity.is_some();
+            match capacity {
+                Some(c) => warn!(
+                    site = self.site,
+                    capacity_mbps = c / 1e6,
+                    lost_bytes = st.path.lost_bytes,
+                    "shaping: the path is congested; shaping to what it delivers"
+                ),
+                None => info!(site = self.site, "shaping: the path is clear again; back to the link budget"),
+            }
+        }
+        let snapshot = {
+            let mut shaper = self.shaping.lock();
+            shaper.set_path_capacity(capacity);
+            shaper.set_overhead(self.path.overhead);
+            let effective = shaper.effective_bps();
+            let budget = shaper.budget();
+            let subscriptions = shaper
+                .view()
+                .into_iter()
+                .filter_map(|v| {
+                    let sub = self.subs.get(&v.id)?;
+                    Some(SubscriptionSnapshot {
+                        id: v.id,
+                        camera: sub.camera.clone(),
+                        requested: sub.quality,
+                        priority: v.priority,
+                        rung: v.rung,
+                        bytes_sent: sub.stats.bytes.load(Ordering::Relaxed),
+                        gops_sent: sub.stats.gops.load(Ordering::Relaxed),
+                        gops_reset: sub.stats.gops_reset.load(Ordering::Relaxed),
+                        step_downs: v.step_downs,
+                        rung_changes: v.changes,
+                    })
+                })
+                .collect();
+            LinkSnapshot {
+                site: self.site.to_owned(),
+                budget_bps: budget.bps,
+                burst_bytes: budget.burst_bytes,
+                path_capacity_bps: capacity,
+                effective_bps: effective,
+                planned_bps: shaper.planned_bps(),
+                sent_bps: self.path.sent_bps,
+                budget_use: effective.map(|e| self.path.sent_bps / e),
+                overhead: self.path.overhead,
+                bytes_sent: payload,
+                gops_reset: self.counters.gops_dropped.load(Ordering::Relaxed),
+                subscriptions,
+            }
+        };
+        if self.path.last_log.is_none_or(|t| now.saturating_duration_since(t) >= SHAPING_LOG_EVERY) {
+            self.path.last_log = Some(now);
+            let rungs: Vec<String> = snapshot
+                .subscriptions
+                .iter()
+                .map(|s| format!("{}={}", s.camera, s.rung.map_or("-", Rung::name)))
+                .collect();
+            debug!(
+                site = self.site,
+                effective_mbps = snapshot.effective_bps.map(|b| b / 1e6),
+                planned_mbps = snapshot.planned_bps / 1e6,
+                sent_mbps = snapshot.sent_bps / 1e6,
+                overhead = snapshot.overhead,
+                rungs = %rungs.join(" "),
+                "shaping: link"
+            );
+        }
+        self.shared.shaping.publish(snapshot);
+    }
+}
+
+/// Index of a quality's reader and meter in a pump.
+fn slot(q: Quality) -> usize {
+    match q {
+        Quality::Main => 0,
+        Quality::Sub => 1,
+    }
+}
+
+const QUALITIES: [Quality; 2] = [Quality::Main, Quality::Sub];
+
+/// Next item of an optional reader; never resolves without one.
+async fn next_item(reader: &mut Option<TrackReader>) -> Option<HubItem> {
+    match reader {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one subscription's media, rung by rung.
+struct Pump {
+    site: String,
+    id: u64,
+    camera: String,
+    ladder: Ladder,
+    cameras: Arc<Cameras>,
+    shaping: Arc<SiteShaping>,
+    stats: Arc<SubStats>,
+    counters: Arc<SessionCounters>,
+    reply_tx: mpsc::Sender<Control>,
+    gops: GopSender,
+    /// Main and substream readers (index: [`slot`]).
+    readers: [Option<TrackReader>; 2],
+    meters: [RateMeter; 2],
+    /// Per stream: (pts, instant) the meter's media clock started at.
+    clocks: [Option<(u64, Instant)>; 2],
+    /// The rung the shaper chose at the last GOP boundary.
+    target: Option<Rung>,
+    /// The stream whose GOPs go out now, and the rung they go out at; it
+    /// lags `target` until the target stream's next keyframe.
+    sending: Option<(Quality, Rung)>,
+    /// The relay was told this subscription is paused.
+    paused: bool,
+    last: SendCounters,
+}
+
+impl Pump {
+    fn top(&self) -> Quality {
+        self.ladder.quality(self.ladder.top).unwrap_or(Quality::Main)
+    }
+
+    async fn run(mut self) {
+        loop {
+            let [main, sub] = &mut self.readers;
+            let (quality, item) = tokio::select! {
+                item = next_item(main) => (Quality::Main, item),
+                item = next_item(sub) => (Quality::Sub, item),
+            };
+            let Some(item) = item else {
+                if quality != self.top() {
+                    // The substream went away: carry on with main alone.
+                    self.readers[slot(quality)] = None;
+                    if self.sending.is_some_and(|(q, _)| q == quality) {
+                        self.sending = None;
+                        self.gops.end_gop();
+                    }
+                    continue;
+                }
+                let reason = format!("camera `{}` stopped delivering video", self.camera);
+                let _ = self
+                    .reply_tx
+                    .send(Control::SubscribeError { id: self.id, code: SubscribeErrorCode::Offline, reason })
+                    .await;
+                return;
+            };
+            if self.handle(quality, item).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, quality: Quality, item: HubItem) -> Result<(), SessionError> {
+        let now = Instant::now();
+        let keyframe = item.frame.keyframe;
+        let at = self.media_time(quality, item.frame.pts, now);
+        self.meters[slot(quality)].record(at, item.frame.payload.len() as u64, keyframe);
+        if keyframe && self.decides_on(quality) {
+            self.decide(now).await;
+        }
+        let Some(target) = self.target else { return Ok(()) };
+        if target == Rung::Paused {
+            if self.sending.take().is_some() {
+                self.gops.end_gop();
+            }
+            return Ok(());
+        }
+        // Switch (stream or rung) only at a keyframe of the target stream:
+        // the receiver's decoder starts clean on it.
+        if keyframe && self.ladder.quality(target) == Some(quality) {
+            self.sending = Some((quality, target));
+        }
+        let Some((sending, rung)) = self.sending else { return Ok(()) };
+        if sending != quality || (rung == Rung::KeyframesOnly && !keyframe) {
+            return Ok(());
+        }
+        self.gops.send(&item, quality).await?;
+        self.shaping.lock().on_sent(item.frame.payload.len() as u64, now);
+        self.account();
+        Ok(())
+    }
+
+    /// GOP boundaries that count: those of the stream being sent, else of
+    /// the stream awaited, else (paused) of the cheapest stream read.
+    fn decides_on(&self, quality: Quality) -> bool {
+        let on = match (self.target, self.sending) {
+            (None, _) => return true,
+            (_, Some((q, _))) => q,
+            (Some(t), None) => self.ladder.quality(t).unwrap_or_else(|| {
+                if self.readers[slot(Quality::Sub)].is_some() {
+                    Quality::Sub
+                } else {
+                    self.top()
+                }
+            }),
+        };
+        on == quality
+    }
+
+    async fn decide(&mut self, now: Instant) {
+        let shaped = self.shaping.lock().effective_bps().is_some();
+        self.ensure_readers(shaped);
+        let rates = self.rates(now);
+        let (rung, change) = {
+            let mut shaper = self.shaping.lock();
+            shaper.observe(self.id, rates);
+            shaper.decide(self.id, now)
+        };
+        if let Some(change) = change {
+            self.log_change(&change, shaped);
+        }
+        if rung == Rung::Paused && !self.paused {
+            self.paused = true;
+            let msg = Control::Paused { id: self.id, reason: PAUSED_REASON.into() };
+            let _ = self.reply_tx.send(msg).await;
+        } else if rung != Rung::Paused && self.paused {
+            self.paused = false;
+            let _ = self.reply_tx.send(Control::Resumed { id: self.id }).await;
+        }
+        self.target = Some(rung);
+    }
+
+    fn log_change(&self, c: &RungChange, shaped: bool) {
+        let from = c.from.map_or("-", Rung::name);
+        let budget_mbps = c.budget_bps.map(|b| (b / 1e5).round() / 10.0);
+        let planned_mbps = (c.planned_bps / 1e5).round() / 10.0;
+        if shaped {
+            info!(
+                site = %self.site,
+                camera = %self.camera,
+                subscription = self.id,
+                from,
+                to = c.to.name(),
+                reason = c.reason.name(),
+                budget_mbps,
+                planned_mbps,
+                "shaping: rung changed"
+            );
+        } else {
+            debug!(site = %self.site, camera = %self.camera, subscription = self.id, from, to = c.to.name(), "shaping: unlimited link");
+        }
+    }
+
+    /// While the site is shaped, reads every stream of the ladder; else only
+    /// the one it sends.
+    fn ensure_readers(&mut self, shaped: bool) {
+        let top = self.top();
+        let awaited = self.target.and_then(|t| self.ladder.quality(t));
+        for q in QUALITIES {
+            let on_ladder = self.ladder.has(Rung::of_quality(q));
+            let needed = on_ladder
+                && (shaped || q == top || self.sending.is_some_and(|(s, _)| s == q) || awaited == Some(q));
+            let i = slot(q);
+            if needed && self.readers[i].is_none() {
+                let Some(mut reader) = self.cameras.subscribe(&self.camera, q) else { continue };
+                if self.target.is_some() {
+                    // The cached GOP is older than what was sent already:
+                    // wait for this stream's next live keyframe instead.
+                    while reader.try_next().is_some() {}
+                }
+                self.readers[i] = Some(reader);
+                self.meters[i] = RateMeter::default();
+                self.clocks[i] = None;
+            } else if !needed && self.readers[i].is_some() {
+                self.readers[i] = None;
+            }
+        }
+    }
+
+    /// A frame's time on its stream's media clock (pts), so a cached GOP
+    /// delivered at once on subscribing is measured at its real pace.
+    fn media_time(&mut self, quality: Quality, pts: u64, now: Instant) -> Instant {
+        let i = slot(quality);
+        if let Some((pts0, t0)) = self.clocks[i] {
+            if let Some(d) = pts.checked_sub(pts0) {
+                let at =
+                    t0 + Duration::from_micros(d * 1_000_000 / u64::from(ponte_proto::media::CLOCK_RATE));
+                // A jump (camera reconnect, pts reset) restarts the clock.
+                if at <= now + Duration::from_secs(5) {
+                    return at;
+                }
+            }
+            self.meters[i] = RateMeter::default();
+        }
+        self.clocks[i] = Some((pts, now));
+        now
+    }
+
+    fn rates(&mut self, now: Instant) -> StreamRates {
+        let kf = self.ladder.quality(Rung::KeyframesOnly).map_or(0, slot);
+        let mut rate = |i: usize, keyframes: bool| {
+            let m = &mut self.meters[i];
+            let at = m.latest().unwrap_or(now);
+            if keyframes {
+                m.keyframes_bps(at)
+            } else {
+                m.bps(at)
+            }
+        };
+        StreamRates {
+            main_bps: if self.ladder.has(Rung::Main) { rate(0, false) } else { None },
+            sub_bps: if self.ladder.has(Rung::Sub) { rate(1, false) } else { None },
+            keyframes_bps: rate(kf, true),
+        }
+    }
+
+    fn account(&mut self) {
+        let now = self.gops.counters();
+        let last = self.last;
+        self.counters.bytes_sent.fetch_add(now.bytes - last.bytes, Ordering::Relaxed);
+        self.counters.gops_dropped.fetch_add(now.gops_reset - last.gops_reset, Ordering::Relaxed);
+        self.stats.bytes.store(now.bytes, Ordering::Relaxed);
+        self.stats.gops.store(now.gops, Ordering::Relaxed);
+        self.stats.gops_reset.store(now.gops_reset, Ordering::Relaxed);
+        self.last = now;
     }
 }

@@ -35,6 +35,15 @@ pub struct AuditRecord {
     pub outcome: String,
     /// Human explanation (rule that decided, error).
     pub reason: Option<String>,
+    /// Viewer session concerned (a relay's WHEP or RTSP session id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// How long the viewing lasted (`view-stop`), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Network address of the client (logins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -281,12 +290,12 @@ mod tests {
         for i in 0..10 {
             log.write(rec(i)).unwrap();
         }
-        assert_eq!(verify(&[path.clone()]), Ok(10));
+        assert_eq!(verify(std::slice::from_ref(&path)), Ok(10));
         // Reopening continues the chain.
         drop(log);
         let log = AuditLog::open(&path, "master", 1 << 20).unwrap();
         log.write(rec(10)).unwrap();
-        assert_eq!(verify(&[path.clone()]), Ok(11));
+        assert_eq!(verify(std::slice::from_ref(&path)), Ok(11));
 
         let text = std::fs::read_to_string(&path).unwrap();
         let line5_start: usize = text.lines().take(4).map(|l| l.len() + 1).sum();
@@ -294,7 +303,7 @@ mod tests {
         let mut bytes = text.into_bytes();
         bytes[pos] = b'9';
         std::fs::write(&path, &bytes).unwrap();
-        let err = verify(&[path.clone()]).unwrap_err();
+        let err = verify(std::slice::from_ref(&path)).unwrap_err();
         assert_eq!(err.line, 5, "{err}");
         assert!(err.reason.contains("modified"), "{err}");
     }

@@ -15,6 +15,8 @@ pub mod nal {
     pub const PPS: u8 = 8;
     /// Access unit delimiter.
     pub const AUD: u8 = 9;
+    /// Filler data: padding a decoder skips.
+    pub const FILLER: u8 = 12;
 }
 
 /// UUID of ponte's capture-time SEI (user data unregistered).
@@ -115,16 +117,23 @@ pub fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
 /// Builds the capture-time SEI NAL (no start code): user data unregistered
 /// with ponte's UUID and the capture time in microseconds since the Unix epoch.
 pub fn capture_time_sei(unix_micros: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(40);
+    put_capture_time_sei(unix_micros, &mut out);
+    out.freeze()
+}
+
+/// Appends the capture-time SEI NAL (no start code) to `out`: the same bytes
+/// as [`capture_time_sei`], without an allocation of its own (replayed
+/// frames are built in one reused buffer).
+pub fn put_capture_time_sei(unix_micros: u64, out: &mut BytesMut) {
     let mut rbsp = [0u8; 2 + 16 + 8 + 1];
     rbsp[0] = 5; // payload type: user data unregistered
     rbsp[1] = 24; // payload size
     rbsp[2..18].copy_from_slice(&CAPTURE_TIME_UUID);
     rbsp[18..26].copy_from_slice(&unix_micros.to_be_bytes());
     rbsp[26] = 0x80; // rbsp trailing bits
-    let mut out = BytesMut::with_capacity(40);
     out.put_u8(nal::SEI); // forbidden_zero=0, nal_ref_idc=0, type 6
-    escape_rbsp(&rbsp, &mut out);
-    out.freeze()
+    escape_rbsp(&rbsp, out);
 }
 
 /// Parses ponte's capture time from one SEI NAL unit (no start code).

@@ -40,26 +40,43 @@ pub fn is_keyframe(access_unit: &[u8]) -> bool {
     nal_units(access_unit).any(|n| nal_type(n).is_some_and(is_irap))
 }
 
-/// Returns the VPS, SPS and PPS found in an access unit, in that order.
-pub fn parameter_sets(access_unit: &[u8]) -> (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) {
-    let (mut vps, mut sps, mut pps) = (None, None, None);
+/// The parameter sets found in an access unit (raw NALs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParameterSets<'a> {
+    /// Video parameter set.
+    pub vps: Option<&'a [u8]>,
+    /// Sequence parameter set.
+    pub sps: Option<&'a [u8]>,
+    /// Picture parameter set.
+    pub pps: Option<&'a [u8]>,
+}
+
+impl ParameterSets<'_> {
+    /// True when all three are present.
+    pub fn complete(&self) -> bool {
+        self.vps.is_some() && self.sps.is_some() && self.pps.is_some()
+    }
+}
+
+/// Returns the first VPS, SPS and PPS found in an access unit.
+pub fn parameter_sets(access_unit: &[u8]) -> ParameterSets<'_> {
+    let mut found = ParameterSets::default();
     for n in nal_units(access_unit) {
         match nal_type(n) {
-            Some(nal::VPS) if vps.is_none() => vps = Some(n),
-            Some(nal::SPS) if sps.is_none() => sps = Some(n),
-            Some(nal::PPS) if pps.is_none() => pps = Some(n),
+            Some(nal::VPS) if found.vps.is_none() => found.vps = Some(n),
+            Some(nal::SPS) if found.sps.is_none() => found.sps = Some(n),
+            Some(nal::PPS) if found.pps.is_none() => found.pps = Some(n),
             _ => {}
         }
     }
-    (vps, sps, pps)
+    found
 }
 
 /// Prepends VPS/SPS/PPS (raw NALs) to an IRAP access unit that lacks them, so
 /// a decoder joining at this keyframe can start. Returns the input unchanged
 /// (no copy) when they are already there.
 pub fn with_parameter_sets(access_unit: &Bytes, sets: &[Bytes]) -> Bytes {
-    let (vps, sps, pps) = parameter_sets(access_unit);
-    if (vps.is_some() && sps.is_some() && pps.is_some()) || sets.is_empty() {
+    if parameter_sets(access_unit).complete() || sets.is_empty() {
         return access_unit.clone();
     }
     let mut out =
@@ -102,10 +119,10 @@ mod tests {
         assert!(is_keyframe(&annex_b(&[&VPS, &SPS, &PPS, &IDR])));
         assert!(!is_keyframe(&annex_b(&[&TRAIL])));
         assert!(is_vcl(19) && is_vcl(1) && !is_vcl(nal::VPS));
-        assert_eq!(
-            parameter_sets(&annex_b(&[&VPS, &SPS, &PPS, &IDR])),
-            (Some(&VPS[..]), Some(&SPS[..]), Some(&PPS[..]))
-        );
+        let au = annex_b(&[&VPS, &SPS, &PPS, &IDR]);
+        let found = parameter_sets(&au);
+        assert_eq!((found.vps, found.sps, found.pps), (Some(&VPS[..]), Some(&SPS[..]), Some(&PPS[..])));
+        assert!(!parameter_sets(&annex_b(&[&SPS, &PPS, &IDR])).complete());
     }
 
     #[test]

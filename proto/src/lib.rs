@@ -6,7 +6,12 @@ pub mod h264;
 pub mod h265;
 pub mod hub;
 pub mod media;
+#[cfg(feature = "mgmt")]
+pub mod mgmt;
 pub mod policy;
+pub mod rtp;
 pub mod session;
+pub mod shaping;
+pub mod status;
 pub mod tls;
 pub mod wire;

@@ -6,6 +6,7 @@
 //! received at `max_quality` or lower, inside the site's time windows.
 
 use crate::media::Quality;
+use crate::shaping::Priority;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -212,6 +213,36 @@ pub struct SitePolicy {
     pub max_streams: Option<u32>,
     /// Link budget in Mbit/s (None: unlimited), used by shaping.
     pub budget_mbps: Option<f64>,
+    /// Burst allowance above the budget, KiB (None: 250 ms of the budget).
+    pub burst_kb: Option<u64>,
+    /// Shaping priority classes; cameras matched by none are `normal`.
+    pub priority: PriorityRules,
+}
+
+/// Selectors of the shaping priority classes, compiled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PriorityRules {
+    /// Step down last.
+    pub critical: Vec<Selector>,
+    /// Before normal.
+    pub high: Vec<Selector>,
+    /// Step down first.
+    pub low: Vec<Selector>,
+}
+
+/// `priority = { critical = [...], high = [...], low = [...] }` of a `[[site]]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityConfig {
+    /// Cameras that step down last (selectors).
+    #[serde(default)]
+    pub critical: Vec<String>,
+    /// Cameras before normal ones.
+    #[serde(default)]
+    pub high: Vec<String>,
+    /// Cameras that step down first.
+    #[serde(default)]
+    pub low: Vec<String>,
 }
 
 /// The text form of a site policy, as written in the agent's config.
@@ -247,6 +278,13 @@ pub struct SitePolicyConfig {
     /// Link budget, Mbit/s.
     #[serde(default)]
     pub budget_mbps: Option<f64>,
+    /// Burst allowance above the budget, KiB (default: 250 ms of the budget).
+    #[serde(default)]
+    pub burst_kb: Option<u64>,
+    /// Shaping priority by selector, e.g. `{ critical = ["camera:x"], low = ["tag:park"] }`;
+    /// a camera in several classes gets the highest, unlisted ones `normal`.
+    #[serde(default)]
+    pub priority: PriorityConfig,
 }
 
 impl SitePolicyConfig {
@@ -264,6 +302,12 @@ impl SitePolicyConfig {
             windows: self.windows.iter().map(|w| TimeWindow::parse(w)).collect::<Result<_, _>>()?,
             max_streams: self.max_streams,
             budget_mbps: self.budget_mbps,
+            burst_kb: self.burst_kb,
+            priority: PriorityRules {
+                critical: sel(&self.priority.critical)?,
+                high: sel(&self.priority.high)?,
+                low: sel(&self.priority.low)?,
+            },
         })
     }
 }
@@ -374,6 +418,21 @@ impl SitePolicy {
     pub fn always_on(&self, cam: &CameraFacts<'_>) -> bool {
         self.always_on.iter().any(|s| s.matches(cam))
     }
+
+    /// Shaping priority of a camera: the highest class that names it, else `normal`.
+    pub fn priority(&self, cam: &CameraFacts<'_>) -> Priority {
+        let r = &self.priority;
+        let named = |list: &[Selector]| list.iter().any(|s| s.matches(cam));
+        if named(&r.critical) {
+            Priority::Critical
+        } else if named(&r.high) {
+            Priority::High
+        } else if named(&r.low) {
+            Priority::Low
+        } else {
+            Priority::Normal
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +510,33 @@ mod tests {
         ] {
             assert!(TimeWindow::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn priorities_by_selector_highest_wins_default_normal() {
+        let cfg: SitePolicyConfig = serde_json::from_value(serde_json::json!({
+            "id": "questura",
+            "allow": ["*"],
+            "budget_mbps": 16.0,
+            "burst_kb": 512,
+            "priority": { "critical": ["camera:a"], "high": ["zone:Zaist"], "low": ["tag:park", "zone:Zaist"] }
+        }))
+        .unwrap();
+        let p = cfg.compile().unwrap();
+        assert_eq!((p.budget_mbps, p.burst_kb), (Some(16.0), Some(512)));
+        let park = vec!["park".to_string()];
+        assert_eq!(p.priority(&cam("a", "Zaist", &park)), Priority::Critical);
+        assert_eq!(p.priority(&cam("b", "zaist", &park)), Priority::High);
+        assert_eq!(p.priority(&cam("c", "Po", &park)), Priority::Low);
+        assert_eq!(p.priority(&cam("d", "Po", &[])), Priority::Normal);
+        let typo = serde_json::json!({ "id": "q", "priority": { "critcal": ["*"] } });
+        let err = serde_json::from_value::<SitePolicyConfig>(typo).unwrap_err().to_string();
+        assert!(err.contains("critcal"), "{err}");
+        let bad = SitePolicyConfig {
+            priority: PriorityConfig { low: vec!["nope".into()], ..Default::default() },
+            ..cfg
+        };
+        assert!(bad.compile().is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::hub::HubItem;
 use crate::media::{Frame, Quality};
 use crate::wire::{encode_frame_header, Control, GopHeader, MediaDecoder, MediaEvent, WireError};
 use bytes::BytesMut;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -142,6 +142,8 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::SubscribeOk { .. } => "subscribe_ok",
         Control::SubscribeError { .. } => "subscribe_error",
         Control::Stats(_) => "stats",
+        Control::Paused { .. } => "paused",
+        Control::Resumed { .. } => "resumed",
     }
 }
 
@@ -170,17 +172,24 @@ pub struct SendCounters {
     pub gops_reset: u64,
 }
 
-/// Sends one subscription's media: a new unidirectional stream per GOP; the
-/// previous GOP's stream, if the peer has not received all of it yet when
-/// the next GOP starts, is reset (the receiver keeps its decodable prefix).
+/// Sends one subscription's media: a new unidirectional stream per GOP. A
+/// GOP that is older than the newest complete one and still not fully
+/// received when the next GOP starts is reset (the receiver keeps its
+/// decodable prefix): stale video never holds up fresh video.
+///
+/// The GOP header's sequence number counts the subscription's GOPs, whatever
+/// track they come from, so the receiver can order GOPs across a switch
+/// between main and substream.
 pub struct GopSender {
     conn: quinn::Connection,
     subscription: u64,
     priorities: Arc<PriorityClock>,
-    current: Option<(u64, quinn::SendStream)>,
+    /// (track GOP, quality, stream) of the GOP being sent.
+    current: Option<(u64, Quality, quinn::SendStream)>,
     draining: Option<oneshot::Sender<()>>,
-    /// What was sent so far.
-    pub counters: SendCounters,
+    next_seq: u64,
+    resets: Arc<AtomicU64>,
+    counters: SendCounters,
 }
 
 impl GopSender {
@@ -192,34 +201,43 @@ impl GopSender {
             priorities,
             current: None,
             draining: None,
+            next_seq: 1,
+            resets: Arc::new(AtomicU64::new(0)),
             counters: SendCounters::default(),
         }
     }
 
-    /// Sends one hub item, opening a new GOP stream when its GOP starts.
+    /// What was sent so far.
+    pub fn counters(&self) -> SendCounters {
+        SendCounters { gops_reset: self.resets.load(Ordering::Relaxed), ..self.counters }
+    }
+
+    /// True when `item` would continue the GOP being sent (same track GOP).
+    pub fn continues(&self, item: &HubItem, quality: Quality) -> bool {
+        matches!(&self.current, Some((seq, q, _)) if *seq == item.gop_seq && *q == quality)
+    }
+
+    /// Sends one hub item of the track of `quality`, opening a new GOP
+    /// stream when its GOP starts (or the track changes at a keyframe).
     pub async fn send(&mut self, item: &HubItem, quality: Quality) -> Result<(), SessionError> {
-        let new_gop = !matches!(&self.current, Some((seq, _)) if *seq == item.gop_seq);
-        if new_gop {
+        if !self.continues(item, quality) {
             if !item.frame.keyframe {
                 // Joined mid-GOP after a skip: wait for the next keyframe.
                 return Ok(());
             }
-            self.finish_current();
+            self.end_gop();
             let mut stream = self.conn.open_uni().await?;
             let _ = stream.set_priority(self.priorities.next());
             let mut hdr = BytesMut::with_capacity(64);
-            GopHeader {
-                subscription: self.subscription,
-                quality,
-                seq: item.gop_seq,
-                config: (*item.config).clone(),
-            }
-            .encode(&mut hdr);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            GopHeader { subscription: self.subscription, quality, seq, config: (*item.config).clone() }
+                .encode(&mut hdr);
             stream.write_all(&hdr).await?;
             self.counters.gops += 1;
-            self.current = Some((item.gop_seq, stream));
+            self.current = Some((item.gop_seq, quality, stream));
         }
-        if let Some((_, stream)) = self.current.as_mut() {
+        if let Some((_, _, stream)) = self.current.as_mut() {
             write_frame(stream, &item.frame).await?;
             self.counters.frames += 1;
             self.counters.bytes += item.frame.payload.len() as u64;
@@ -227,23 +245,29 @@ impl GopSender {
         Ok(())
     }
 
-    fn finish_current(&mut self) {
-        // Signalling (or dropping) the drain task's sender makes it reset the
-        // previous GOP if the peer has not acknowledged all of it yet.
+    /// Ends the GOP being sent (e.g. before a pause): it is finished, and
+    /// reset if still not received when the next GOP after it starts.
+    pub fn end_gop(&mut self) {
+        // Signalling the drain task of the GOP before makes it reset that
+        // one if the peer has not acknowledged all of it yet.
         if let Some(tx) = self.draining.take() {
             let _ = tx.send(());
         }
-        if let Some((_, mut stream)) = self.current.take() {
+        if let Some((_, _, mut stream)) = self.current.take() {
             let _ = stream.finish();
             let (tx, rx) = oneshot::channel::<()>();
             self.draining = Some(tx);
+            let resets = self.resets.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stream.stopped() => {}
-                    _ = rx => {
-                        // A newer GOP is being sent and this one is still
-                        // queued: give up on it.
-                        if stream.reset(quinn::VarInt::from_u32(close_code::SUPERSEDED)).is_ok() {
+                    superseded = rx => {
+                        // A newer GOP is complete and this one is still
+                        // queued: give up on it. (A dropped sender means the
+                        // subscription ended.)
+                        let code = if superseded.is_ok() { close_code::SUPERSEDED } else { close_code::UNSUBSCRIBED };
+                        if stream.reset(quinn::VarInt::from_u32(code)).is_ok() && superseded.is_ok() {
+                            resets.fetch_add(1, Ordering::Relaxed);
                             tracing::trace!("stale GOP stream reset");
                         }
                     }
@@ -255,7 +279,7 @@ impl GopSender {
     /// Ends the subscription's media: the current GOP is reset.
     pub fn stop(&mut self) {
         self.draining.take();
-        if let Some((_, mut stream)) = self.current.take() {
+        if let Some((_, _, mut stream)) = self.current.take() {
             let _ = stream.reset(quinn::VarInt::from_u32(close_code::UNSUBSCRIBED));
         }
     }

@@ -183,6 +183,19 @@ pub enum Control {
     },
     /// Periodic counters.
     Stats(StatsReport),
+    /// The sender stopped sending a subscription's media to keep the link
+    /// inside its budget; the subscription stays open (sender → receiver).
+    Paused {
+        /// Subscription id.
+        id: u64,
+        /// Why, for the viewer (e.g. "link budget").
+        reason: String,
+    },
+    /// Media of a paused subscription flows again.
+    Resumed {
+        /// Subscription id.
+        id: u64,
+    },
 }
 
 impl Control {
@@ -443,6 +456,8 @@ mod tests {
             Control::Hello { version: 1, node: "master".into(), role: Role::Agent },
             Control::Subscribe { id: 3, camera: "zaist".into(), quality: Quality::Main },
             Control::SubscribeError { id: 3, code: SubscribeErrorCode::OverBudget, reason: "x".into() },
+            Control::Paused { id: 3, reason: "link budget".into() },
+            Control::Resumed { id: 3 },
             Control::Stats(StatsReport { bytes_sent: 5, ..Default::default() }),
         ];
         let mut buf = BytesMut::new();

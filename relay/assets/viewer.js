@@ -16,6 +16,11 @@
   const video = document.getElementById('video');
   const listEl = document.getElementById('cameras');
   const filterEl = document.getElementById('filter');
+  const loginEl = document.getElementById('login');
+  const loginForm = document.getElementById('login-form');
+  const loginError = document.getElementById('login-error');
+  const accountEl = document.getElementById('account');
+  const whoEl = document.getElementById('who');
 
   let cameras = [];
   let pc = null;
@@ -29,6 +34,13 @@
   // Bumped on every play/stop, so a slow request from an earlier play cannot
   // overwrite the state of the current one.
   let generation = 0;
+  // The logged-in viewer (null on a relay without accounts), and a playback
+  // asked for before logging in, started once logged in.
+  let viewer = null;
+  let pendingPlay = null;
+  // Bumped on every successful login, so a playback refused while a login
+  // was under way retries instead of waiting for another one.
+  let logins = 0;
 
   function setStatus(next, text) {
     status = next;
@@ -51,11 +63,59 @@
   }
 
   function deleteSession() {
-    if (!sessionUrl) return;
+    if (!sessionUrl) return Promise.resolve();
     const url = sessionUrl;
     sessionUrl = null;
     // keepalive lets the DELETE go out even while the page is unloading.
-    fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+    return fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+  }
+
+  // ---- login -------------------------------------------------------------
+
+  function showLogin(text) {
+    document.body.classList.add('needs-login');
+    loginEl.hidden = false;
+    accountEl.hidden = true;
+    loginError.textContent = text || '';
+    document.getElementById('login-user').focus();
+  }
+
+  function showViewer(name) {
+    viewer = name || null;
+    document.body.classList.remove('needs-login');
+    loginEl.hidden = true;
+    accountEl.hidden = !viewer;
+    whoEl.textContent = viewer ? `Logged in as ${viewer}` : '';
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    loginError.textContent = 'Logging in…';
+    try {
+      const resp = await fetch('/login', { method: 'POST', body: new URLSearchParams(new FormData(loginForm)) });
+      if (!resp.ok) throw new Error((await resp.text()).trim() || `the relay answered HTTP ${resp.status}`);
+      logins += 1;
+      loginForm.reset();
+      loginError.textContent = '';
+      if (await loadCatalog() && pendingPlay) {
+        const { camera, quality } = pendingPlay;
+        pendingPlay = null;
+        play(camera, quality).catch(() => {});
+      }
+    } catch (err) {
+      loginError.textContent = err.message || String(err);
+    }
+  }
+
+  async function logout() {
+    const gone = deleteSession();
+    stop();
+    await gone;
+    await fetch('/logout', { method: 'POST' }).catch(() => {});
+    cameras = [];
+    listEl.textContent = '';
+    setStatus('idle', 'Logged out. Pick a camera.');
+    showLogin('');
   }
 
   function stop() {
@@ -90,6 +150,7 @@
     quality = quality === 'sub' ? 'sub' : 'main';
     stop();
     const gen = generation;
+    const loginsAtStart = logins;
     current = { camera: cameraId, quality };
     markActive();
     setStatus('connecting', (label) => `Connecting to ${label}…`);
@@ -130,6 +191,15 @@
         body: conn.localDescription.sdp,
       });
       const body = await resp.text();
+      if (resp.status === 401 && gen === generation) {
+        if (logins !== loginsAtStart) {
+          // Logged in while this request was on its way: try again now.
+          return play(cameraId, quality);
+        }
+        // Not logged in (or the session expired): play it once logged in.
+        pendingPlay = { camera: cameraId, quality };
+        showLogin(viewer ? body.trim() : '');
+      }
       if (!resp.ok) {
         throw new Error(body.trim() || `the relay answered HTTP ${resp.status}`);
       }
@@ -188,6 +258,7 @@
       status,
       message,
       session: sessionUrl,
+      viewer,
       connectionState: pc ? pc.connectionState : 'closed',
     };
   }
@@ -283,20 +354,30 @@
     }
   }
 
+  // Loads the camera list; false when the relay wants a login first.
   async function loadCatalog() {
     try {
       const resp = await fetch('/api/catalog');
+      if (resp.status === 401) {
+        showLogin('');
+        return false;
+      }
       if (!resp.ok) throw new Error((await resp.text()).trim() || `HTTP ${resp.status}`);
       const body = await resp.json();
+      showViewer(body.viewer);
       cameras = body.cameras || [];
       render();
       redrawStatus();
+      return true;
     } catch (err) {
       listEl.textContent = `Could not load the camera list: ${err.message || err}`;
+      return false;
     }
   }
 
   filterEl.addEventListener('input', applyFilter);
+  loginForm.addEventListener('submit', login);
+  document.getElementById('logout').addEventListener('click', () => logout().catch(() => {}));
   window.addEventListener('pagehide', deleteSession);
 
   window.ponteViewer = {

@@ -16,6 +16,95 @@ pub struct RelayConfig {
     /// QUIC transport knobs.
     #[serde(default)]
     pub transport: TransportSection,
+    /// Local viewer accounts (`[[viewer]]`); none and no token = no authentication.
+    #[serde(default, rename = "viewer")]
+    pub viewers: Vec<crate::auth::ViewerConfig>,
+    /// Bearer tokens for machine clients (`[[token]]`).
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<crate::auth::TokenConfig>,
+    /// The relay's audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// Management port (status page, JSON, metrics).
+    #[serde(default)]
+    pub management: ManagementSection,
+    /// RTSP egress for the site's VMS; absent = no RTSP server.
+    #[serde(default)]
+    pub rtsp: Option<RtspSection>,
+    /// Relays this one feeds (`[[downstream]]`, the cascade).
+    #[serde(default, rename = "downstream")]
+    pub downstreams: Vec<crate::cascade::DownstreamConfig>,
+}
+
+/// `[rtsp]`: `rtsp://<listen>/<camera>` and `rtsp://<listen>/<camera>/sub`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspSection {
+    /// TCP address of the RTSP server (the usual port is 8554).
+    pub listen: SocketAddr,
+    /// Offer RTP/AVP over UDP unicast as well as interleaved TCP.
+    #[serde(default = "yes")]
+    pub udp: bool,
+    /// Even UDP port for RTP, RTCP on the next one (for firewalls); absent = any free pair.
+    #[serde(default)]
+    pub udp_port: Option<u16>,
+    /// Accept Basic authentication (the password travels in clear): for VMS
+    /// that cannot do Digest, or accounts without `rtsp_digest_ha1`.
+    #[serde(default)]
+    pub basic: bool,
+    /// A session without keep-alive for this long is ended.
+    #[serde(default = "default_rtsp_timeout")]
+    pub session_timeout_secs: u64,
+}
+
+fn default_rtsp_timeout() -> u64 {
+    60
+}
+
+/// `[management]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSection {
+    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz` and the status page.
+    /// Loopback by default: open it deliberately (e.g. for Prometheus).
+    #[serde(default = "default_management")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ManagementSection {
+    fn default() -> Self {
+        Self { listen: default_management() }
+    }
+}
+
+fn default_management() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9091))
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Audit file (JSON lines, hash-chained).
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// Rotate the file past this size, in MiB.
+    #[serde(default = "default_audit_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self { path: default_audit_path(), max_mb: default_audit_mb() }
+    }
+}
+
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("/var/lib/ponte/relay-audit.log")
+}
+
+fn default_audit_mb() -> u64 {
+    64
 }
 
 /// `[relay]`
@@ -95,7 +184,32 @@ impl RelayConfig {
                 path.display()
             );
         }
+        // Accounts are checked here so a bad hash or selector names the file.
+        crate::auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)
+            .with_context(|| format!("config file `{}`", path.display()))?;
+        cfg.check_rtsp_and_cascade().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
+    }
+
+    fn check_rtsp_and_cascade(&self) -> Result<()> {
+        if let Some(rtsp) = &self.rtsp {
+            if rtsp.udp_port.is_some_and(|p| p % 2 != 0 || p == u16::MAX) {
+                bail!("`rtsp.udp_port` = {:?}: RTP takes an even port, RTCP the next one", rtsp.udp_port);
+            }
+            if rtsp.session_timeout_secs == 0 {
+                bail!("`rtsp.session_timeout_secs` must be at least 1 (60 is usual)");
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.downstreams {
+            if d.site == self.relay.site {
+                bail!("[[downstream]] site {:?} is this relay itself: a relay cannot feed itself", d.site);
+            }
+            if !seen.insert(&d.site) {
+                bail!("[[downstream]] site {:?} is listed twice", d.site);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +225,65 @@ mod tests {
             let c = RelayConfig::load(&p).unwrap();
             assert_eq!(c.relay.site, site);
         }
+    }
+
+    /// The commented account examples are real config: uncommented (with a
+    /// real hash and digest in place of the placeholders) they load.
+    #[test]
+    fn example_accounts_load_once_uncommented() {
+        let phc = crate::auth::hash_password("example password").unwrap();
+        let (_, digest) = crate::auth::new_token();
+        let ha1 = crate::auth::digest_ha1("x", "example password");
+        let dir = std::env::temp_dir().join(format!("ponte-relay-cfg-accounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for site in ["carabinieri", "questura"] {
+            let p =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/examples/relay-{site}.toml"));
+            let text = std::fs::read_to_string(&p).unwrap();
+            let mut out = String::new();
+            let mut in_accounts = false;
+            for line in text.lines() {
+                in_accounts = (in_accounts && line.starts_with('#')) || line.starts_with("# Local viewers");
+                let setting = line.strip_prefix("# ").filter(|l| {
+                    l.starts_with("[[")
+                        || l.split_once(" = ").is_some_and(|(k, _)| {
+                            k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                        })
+                });
+                out.push_str(if in_accounts { setting.unwrap_or(line) } else { line });
+                out.push('\n');
+            }
+            let out = out
+                .replace("$argon2id$v=19$m=19456,t=2,p=1$...$...", &phc)
+                .replace("<64 hex digits>", &digest)
+                .replace("rtsp_digest_ha1 = \"...\"", &format!("rtsp_digest_ha1 = \"{ha1}\""));
+            let uncommented = dir.join(format!("relay-{site}.toml"));
+            std::fs::write(&uncommented, &out).unwrap();
+            let c = RelayConfig::load(&uncommented).unwrap_or_else(|e| panic!("{e:#}\n{out}"));
+            assert_eq!((c.viewers.len(), c.tokens.len()), (2, 1), "{out}");
+            assert_eq!(c.viewers[1].max_quality, Some(ponte_proto::media::Quality::Sub));
+            assert_eq!(c.viewers[1].rtsp_digest_ha1.as_deref(), Some(ha1.as_str()));
+            assert_eq!(c.audit.path, Path::new("/var/lib/ponte/relay-audit.log"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn account_mistakes_name_the_file_and_the_fix() {
+        let dir = std::env::temp_dir().join(format!("ponte-relay-cfg-mistakes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("relay.toml");
+        let base = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        for (extra, needle) in [
+            ("[[viewer]]\nuser = \"anna\"\npassword_hash = \"secret\"\n", "ponte-relay passwd"),
+            ("[[token]]\nname = \"vms\"\ntoken_sha256 = \"abc\"\ncameras = [\"*\"]\n", "64 hex digits"),
+            ("[[viewer]]\nuser = \"anna\"\npasword_hash = \"x\"\n", "pasword_hash"),
+        ] {
+            std::fs::write(&p, format!("{base}{extra}")).unwrap();
+            let err = format!("{:#}", RelayConfig::load(&p).unwrap_err());
+            assert!(err.contains(needle) && err.contains("relay.toml"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

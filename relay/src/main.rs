@@ -1,8 +1,13 @@
 //! ponte-relay: runs at a partner site, receives streams from the agent over
 //! QUIC and serves them to local operators (WHEP) and the site's VMS.
 
+mod audit;
+mod auth;
+mod cascade;
 mod config;
 mod page;
+mod rtsp;
+mod status;
 mod upstream;
 mod whep;
 
@@ -32,6 +37,48 @@ enum Cmd {
         /// Path of relay.toml.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Print the relay's status for on-call staff; exit 0 ok, 1 degraded, 2 down, 3 unreachable.
+    Status {
+        /// Management URL of the relay.
+        #[arg(long, default_value = "http://127.0.0.1:9091")]
+        url: String,
+        /// Print the JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Read a password from stdin and print its argon2id hash for `password_hash`.
+    Passwd {
+        /// Print a whole `[[viewer]]` table for this user instead of the bare hash.
+        #[arg(long)]
+        user: Option<String>,
+        /// Also print `rtsp_digest_ha1` (only for RTSP clients that cannot do Basic; needs --user).
+        #[arg(long, requires = "user")]
+        rtsp_digest: bool,
+    },
+    /// Print a new random bearer token and the `[[token]]` table holding its SHA-256.
+    Token {
+        /// Name of the client in logs and audit.
+        #[arg(long, default_value = "vms")]
+        name: String,
+    },
+    /// Check the relay's audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain of an audit log (and its rotated files); exit 1 at the first broken line.
+    Verify {
+        /// The live file (rotated `.N` files beside it are included), or files oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -63,15 +110,46 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let upstreams = Upstreams::new(&cfg.relay.site, Duration::from_secs(cfg.relay.linger_secs));
     tokio::spawn(upstreams.clone().serve(endpoint));
+    let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
     let whep_settings =
         whep::WhepSettings { udp_addrs: vec![format!("{}:0", webrtc_ip(&cfg))], ..Default::default() };
-    let state = Arc::new(whep::WhepState::new(upstreams.clone(), whep_settings));
-    let status =
-        StatusState { upstreams: upstreams.clone(), whep: state.clone(), started: std::time::Instant::now() };
+    let audit = audit::RelayAudit::open(&cfg.audit.path, &cfg.relay.site, cfg.audit.max_mb << 20)
+        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display()))?;
+    let audit = Arc::new(audit);
+    let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;
+    if accounts.is_open() {
+        tracing::warn!(
+            http = %cfg.relay.http_listen,
+            "NO AUTHENTICATION: the config has no [[viewer]] and no [[token]], so anyone who reaches \
+             http://{}/ sees every camera of this site; add accounts (`ponte-relay passwd`, `ponte-relay token`)",
+            cfg.relay.http_listen
+        );
+    } else {
+        let (viewers, tokens) = accounts.counts();
+        tracing::info!(viewers, tokens, audit = %cfg.audit.path.display(), "viewers must log in");
+    }
+    let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), auth::AuthSettings::default()));
+    let state = Arc::new(
+        whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
+    );
+    let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
+    let status = StatusState {
+        upstreams: upstreams.clone(),
+        whep: state.clone(),
+        rtsp,
+        cascade,
+        started: std::time::Instant::now(),
+    };
+    let feed = status::spawn_sampler(upstreams.clone(), state.clone());
+    let mgmt = cfg.management.listen;
+    ponte_proto::mgmt::spawn(mgmt, feed)
+        .await
+        .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
     let app = whep::router(state).merge(
         axum::Router::new()
             .route("/api/status", axum::routing::get(status_json))
+            .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))
             .with_state(Arc::new(status)),
     );
     let listener = tokio::net::TcpListener::bind(cfg.relay.http_listen)
@@ -84,6 +162,8 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         "relay started; viewer page at http://{}/",
         cfg.relay.http_listen
     );
+    // Connection info: the login brake counts failures per client address.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
     Ok(())
 }
@@ -91,7 +171,66 @@ async fn run(cfg: RelayConfig) -> Result<()> {
 struct StatusState {
     upstreams: Arc<Upstreams>,
     whep: Arc<whep::WhepState>,
+    rtsp: Option<Arc<rtsp::RtspServer>>,
+    cascade: Arc<cascade::Cascade>,
     started: std::time::Instant,
+}
+
+/// Dials the `[[downstream]]` relays, if any, from a client endpoint of its own.
+fn start_cascade(
+    cfg: &RelayConfig,
+    id: &Identity,
+    opts: &TransportOptions,
+    upstreams: &Arc<Upstreams>,
+) -> Result<Arc<cascade::Cascade>> {
+    if cfg.downstreams.is_empty() {
+        return Ok(cascade::Cascade::none());
+    }
+    let client = tls::client_config(id, opts)?;
+    let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
+    let endpoint = quinn::Endpoint::client(any6)
+        .or_else(|_| quinn::Endpoint::client(any4))
+        .context("binding a UDP socket to dial `[[downstream]]` relays")?;
+    for d in &cfg.downstreams {
+        tracing::info!(site = %d.site, addr = %d.addr, "cascade: feeding downstream relay");
+    }
+    Ok(cascade::Cascade::spawn(cfg.downstreams.clone(), endpoint, client, upstreams.clone()))
+}
+
+/// Starts the RTSP server when `[rtsp]` is configured.
+async fn start_rtsp(
+    cfg: &RelayConfig,
+    upstreams: &Arc<Upstreams>,
+    auth: &Arc<auth::Auth>,
+    audit: &Arc<audit::RelayAudit>,
+) -> Result<Option<Arc<rtsp::RtspServer>>> {
+    let Some(section) = &cfg.rtsp else { return Ok(None) };
+    let settings = rtsp::RtspSettings {
+        listen: section.listen,
+        udp: section.udp,
+        udp_port: section.udp_port,
+        session_timeout: Duration::from_secs(section.session_timeout_secs),
+        ..Default::default()
+    };
+    let rtsp_auth = Arc::new(rtsp::RtspAuth::new(auth.clone(), section.basic));
+    let server = rtsp::RtspServer::bind(settings, upstreams.clone(), rtsp_auth, audit.clone())
+        .await
+        .with_context(|| format!("binding RTSP on TCP {} (`rtsp.listen`)", section.listen))?;
+    if !auth.is_open() && !section.basic {
+        tracing::info!(
+            "RTSP asks for Digest: only [[viewer]] accounts with `rtsp_digest_ha1` can log in \
+             (set `rtsp.basic = true` for password or token logins)"
+        );
+    }
+    tracing::info!(
+        listen = %server.local_addr(),
+        udp_ports = ?server.udp_ports(),
+        "RTSP server started; streams at rtsp://{}/<camera>[/sub]",
+        server.local_addr()
+    );
+    tokio::spawn(server.clone().serve());
+    Ok(Some(server))
 }
 
 /// `GET /api/status`: what on-call staff need first — links and viewers.
@@ -106,6 +245,8 @@ async fn status_json(
         "cameras": st.upstreams.catalog().len(),
         "bytes_received": st.upstreams.bytes_received(),
         "viewers": st.whep.sessions(),
+        "rtsp_sessions": st.rtsp.as_ref().map(|r| r.sessions()).unwrap_or_default(),
+        "downstreams": st.cascade.status(),
     }))
 }
 
@@ -138,5 +279,12 @@ async fn main() -> Result<()> {
     init_logging(&cli.log_format);
     match cli.cmd {
         Cmd::Run { config } => run(RelayConfig::load(&config)?).await,
+        Cmd::Status { url, json, watch } => {
+            let code = ponte_proto::mgmt::status_cli(&url, json, watch.map(Duration::from_secs)).await;
+            std::process::exit(code)
+        }
+        Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),
+        Cmd::Token { name } => auth::token_cli(&name),
+        Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit::verify_cli(files),
     }
 }

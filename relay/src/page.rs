@@ -1,6 +1,7 @@
 //! The viewer page: one self-contained HTML document (inline style and script,
 //! no external resources, no build step). The camera list is fetched from
-//! `/api/catalog` and playback uses the relay's own WHEP endpoint.
+//! `/api/catalog` and playback uses the relay's own WHEP endpoint. When the
+//! relay answers 401, the page shows its login form (`POST /login`).
 
 const TEMPLATE: &str = include_str!("../assets/viewer.html");
 const SCRIPT: &str = include_str!("../assets/viewer.js");
@@ -87,6 +88,10 @@ mod tests {
             "method: 'DELETE'",
             "/api/catalog",
             "muted autoplay playsinline",
+            "id=\"login-form\"",
+            "fetch('/login'",
+            "fetch('/logout'",
+            "type=\"password\"",
         ] {
             assert!(html.contains(needle), "page lacks {needle}");
         }

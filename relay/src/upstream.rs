@@ -8,6 +8,7 @@
 use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::Quality;
 use ponte_proto::session::{self, SessionError};
+use ponte_proto::status::{CameraStatus, LinkStatus};
 use ponte_proto::wire::{
     CatalogEntry, Control, MediaEvent, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION,
 };
@@ -62,6 +63,9 @@ struct RelayTrack {
 struct Link {
     peer: String,
     addr: SocketAddr,
+    conn: quinn::Connection,
+    /// Media bytes received on this link.
+    bytes: Arc<AtomicU64>,
     catalog: Vec<CatalogEntry>,
     ctl: mpsc::Sender<Control>,
     subs: HashMap<u64, TrackKey>,
@@ -83,6 +87,8 @@ pub struct Upstreams {
     linger: Duration,
     inner: Mutex<Inner>,
     bytes_received: AtomicU64,
+    /// Bumped whenever the merged catalog may have changed (cascade re-sends it).
+    catalog_version: tokio::sync::watch::Sender<u64>,
     /// Handle to ourselves for the linger tasks a subscription spawns.
     me: std::sync::Weak<Upstreams>,
 }
@@ -108,6 +114,7 @@ impl Upstreams {
             linger,
             inner: Mutex::new(Inner::default()),
             bytes_received: AtomicU64::new(0),
+            catalog_version: tokio::sync::watch::channel(0).0,
             me: me.clone(),
         })
     }
@@ -151,6 +158,59 @@ impl Upstreams {
             .collect();
         out.sort_by(|a, b| a.peer.cmp(&b.peer));
         out
+    }
+
+    /// Upstream links and the camera streams they feed, for the status page.
+    pub fn status(&self) -> (Vec<LinkStatus>, Vec<CameraStatus>) {
+        let inner = self.lock();
+        let mut links: Vec<LinkStatus> = inner
+            .links
+            .values()
+            .map(|l| {
+                let stats = l.conn.stats();
+                LinkStatus {
+                    peer: l.peer.clone(),
+                    direction: "from-upstream".into(),
+                    state: "up".into(),
+                    addr: l.addr.to_string(),
+                    rtt_ms: Some(l.conn.rtt().as_secs_f64() * 1000.0),
+                    lost_packets: stats.path.lost_packets,
+                    bytes_received: l.bytes.load(Ordering::Relaxed),
+                    subscriptions: l.subs.len() as u32,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        links.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let mut cameras: Vec<CameraStatus> = inner
+            .tracks
+            .iter()
+            .map(|(key, t)| {
+                let c = t.ingest.writer.counters();
+                let config = t.ingest.writer.config();
+                CameraStatus {
+                    id: key.camera.clone(),
+                    quality: key.quality.name().into(),
+                    state: if t.pending.is_some() { "connecting".into() } else { "online".into() },
+                    codec: config.as_ref().map(|c| c.codec.name().to_owned()),
+                    width: config.as_ref().map_or(0, |c| c.width),
+                    height: config.as_ref().map_or(0, |c| c.height),
+                    frames: c.frames_in.load(Ordering::Relaxed),
+                    bytes: t.ingest.bytes.load(Ordering::Relaxed),
+                    viewers: *t.ingest.writer.subscribers().borrow() as u32,
+                    drops: c.frames_skipped.load(Ordering::Relaxed),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        cameras.sort_by(|a, b| (&a.id, &a.quality).cmp(&(&b.id, &b.quality)));
+        (links, cameras)
+    }
+
+    /// Notified whenever the catalog may have changed (an upstream sent a
+    /// new one, or a link went down).
+    pub fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.catalog_version.subscribe()
     }
 
     /// Media bytes received from all upstreams.
@@ -326,6 +386,8 @@ impl Upstreams {
                 Link {
                     peer: peer.clone(),
                     addr,
+                    conn: conn.clone(),
+                    bytes: Arc::new(AtomicU64::new(0)),
                     catalog: Vec::new(),
                     ctl: ctl_tx,
                     subs: HashMap::new(),
@@ -375,6 +437,7 @@ impl Upstreams {
                     self.end_track(&key, None);
                 }
                 self.update_keepers();
+                self.catalog_version.send_modify(|v| *v += 1);
             }
             Control::SubscribeOk { id, .. } => {
                 let mut inner = self.lock();
@@ -393,6 +456,20 @@ impl Upstreams {
                 }
             }
             Control::Stats(s) => debug!(peer, ?s, "upstream stats"),
+            // Shaping at the agent: the track stays open (viewers keep their
+            // session) and resumes at a keyframe.
+            Control::Paused { id, reason } => {
+                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
+                if let Some(key) = key {
+                    info!(peer, camera = %key.camera, quality = key.quality.name(), %reason, "upstream paused a stream");
+                }
+            }
+            Control::Resumed { id } => {
+                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
+                if let Some(key) = key {
+                    info!(peer, camera = %key.camera, quality = key.quality.name(), "upstream resumed a stream");
+                }
+            }
             other => {
                 return Err(SessionError::Protocol(format!(
                     "upstream sent `{}`, which only a subscriber may send",
@@ -443,6 +520,7 @@ impl Upstreams {
             inner.links.remove(&link_id);
             inner.tracks.iter().filter(|(_, t)| t.link == link_id).map(|(k, _)| k.clone()).collect()
         };
+        self.catalog_version.send_modify(|v| *v += 1);
         for key in keys {
             self.end_track(
                 &key,
@@ -467,15 +545,15 @@ impl Upstreams {
 
     async fn read_media(&self, link_id: u64, recv: quinn::RecvStream) -> Result<bool, SessionError> {
         let mut ingest: Option<Arc<Ingest>> = None;
+        let mut link_bytes: Option<Arc<AtomicU64>> = None;
         let mut seq = 0;
         session::read_gop_stream(recv, |ev| match ev {
             MediaEvent::Header(h) => {
                 let found = {
                     let inner = self.lock();
-                    inner
-                        .links
-                        .get(&link_id)
-                        .and_then(|l| l.subs.get(&h.subscription))
+                    let link = inner.links.get(&link_id);
+                    link_bytes = link.map(|l| l.bytes.clone());
+                    link.and_then(|l| l.subs.get(&h.subscription))
                         .and_then(|k| inner.tracks.get(k))
                         .filter(|t| t.sub_id == h.subscription)
                         .map(|t| t.ingest.clone())
@@ -500,6 +578,9 @@ impl Upstreams {
                 let n = f.payload.len() as u64;
                 ing.bytes.fetch_add(n, Ordering::Relaxed);
                 self.bytes_received.fetch_add(n, Ordering::Relaxed);
+                if let Some(b) = &link_bytes {
+                    b.fetch_add(n, Ordering::Relaxed);
+                }
                 ing.writer.push(f);
                 true
             }

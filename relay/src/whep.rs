@@ -7,18 +7,28 @@
 //! - `POST /whep/{camera}[?quality=main|sub]`, body `application/sdp` →
 //!   `201 Created`, SDP answer, `Location: /whep/session/{id}`
 //! - `DELETE /whep/session/{id}` → `200 OK`, session torn down
-//! - `GET /api/catalog` → `{ "site": ..., "cameras": [...] }`
-//! - `GET /` → the viewer page
+//! - `GET /api/catalog` → `{ "site": ..., "viewer": ..., "cameras": [...] }`
+//! - `GET /` → the viewer page (with its login form); `POST /login`, `POST /logout`
+//!
+//! On a relay with accounts every route but the page and login needs a
+//! viewer (session cookie or bearer token, see [`crate::auth`]): 401 without.
+//! The catalog is the site's narrowed to the viewer's cameras; a camera
+//! outside them is answered 404, exactly as one the site does not have, so a
+//! narrowed account learns nothing about the rest of the site (the audit log
+//! keeps the real reason). A quality above the viewer's cap is 403. A
+//! session can be deleted only by its own viewer (404 for anyone else).
 //!
 //! A session holds its hub reader only as long as its peer connection lives:
 //! it ends on DELETE, on a failed/closed connection, on a disconnection that
 //! does not recover, or when the track ends; the reader is dropped then, so
 //! upstream can unsubscribe.
 
+use crate::audit::{RelayAudit, Viewing};
+use crate::auth::{self, Auth, ScopeRefusal, Viewer};
 use crate::page;
 use crate::upstream::{SubscribeFailure, Upstreams};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -145,6 +155,8 @@ impl CameraSource for Upstreams {
 pub struct SessionInfo {
     /// Session id (the last segment of its `Location`).
     pub id: String,
+    /// Who watches (`null` on a relay without accounts).
+    pub viewer: Option<String>,
     /// Camera watched.
     pub camera: String,
     /// Quality watched.
@@ -154,6 +166,9 @@ pub struct SessionInfo {
 }
 
 struct SessionEntry {
+    /// Name of the viewer that opened it: only it may DELETE it.
+    viewer: String,
+    audit_viewer: Option<String>,
     camera: String,
     quality: Quality,
     started: Instant,
@@ -165,6 +180,8 @@ struct SessionEntry {
 pub struct WhepState {
     source: Arc<dyn CameraSource>,
     settings: WhepSettings,
+    auth: Arc<Auth>,
+    audit: Arc<RelayAudit>,
     slots: Arc<Semaphore>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
 }
@@ -175,14 +192,23 @@ impl WhepState {
         Self::with_source(upstreams, settings)
     }
 
-    /// WHEP over any camera source.
+    /// WHEP over any camera source; open (no accounts) and not audited
+    /// until [`WhepState::with_access`].
     pub fn with_source(source: Arc<dyn CameraSource>, settings: WhepSettings) -> Self {
+        let audit = Arc::new(RelayAudit::disabled(&source.site()));
         Self {
+            auth: Arc::new(Auth::open(audit.clone())),
+            audit,
             source,
             slots: Arc::new(Semaphore::new(settings.max_sessions)),
             settings,
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Requires viewers from `auth` and writes views to `audit`.
+    pub fn with_access(self, auth: Arc<Auth>, audit: Arc<RelayAudit>) -> Self {
+        Self { auth, audit, ..self }
     }
 
     /// The live sessions.
@@ -192,6 +218,7 @@ impl WhepState {
             .iter()
             .map(|(id, s)| SessionInfo {
                 id: id.clone(),
+                viewer: s.audit_viewer.clone(),
                 camera: s.camera.clone(),
                 quality: s.quality,
                 age_secs: s.started.elapsed().as_secs(),
@@ -207,15 +234,19 @@ impl WhepState {
     }
 }
 
-/// The WHEP, catalog and viewer-page routes.
+/// The WHEP, catalog, viewer-page and login routes.
 pub fn router(state: Arc<WhepState>) -> Router {
+    let auth = state.auth.clone();
+    let need_viewer = axum::middleware::from_fn_with_state(auth.clone(), auth::require_viewer);
     Router::new()
-        .route("/", get(viewer_page))
         .route("/api/catalog", get(catalog))
         .route("/whep/{camera}", post(offer))
         .route("/whep/session/{id}", delete(end_session))
+        .route_layer(need_viewer)
+        .route("/", get(viewer_page))
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .with_state(state)
+        .merge(auth::router(auth))
 }
 
 /// A refusal: status and one plain-text line naming the camera and the fix.
@@ -248,20 +279,35 @@ async fn viewer_page(State(state): State<Arc<WhepState>>) -> Html<String> {
 #[derive(Serialize)]
 struct CatalogBody {
     site: String,
+    /// The logged-in viewer, `null` on a relay without accounts.
+    viewer: Option<String>,
     cameras: Vec<CatalogEntry>,
 }
 
-async fn catalog(State(state): State<Arc<WhepState>>) -> Json<CatalogBody> {
-    Json(CatalogBody { site: state.source.site(), cameras: state.source.catalog() })
+async fn catalog(State(state): State<Arc<WhepState>>, Extension(viewer): Extension<Viewer>) -> Response {
+    let body = CatalogBody {
+        site: state.source.site(),
+        viewer: viewer.audit_name().map(str::to_owned),
+        cameras: viewer.narrow(state.source.catalog()),
+    };
+    // Per viewer: no shared cache may keep it.
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 async fn end_session(
     State(state): State<Arc<WhepState>>,
+    Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Reject> {
     // Dropping the entry drops its stop sender; the session task tears down
-    // and logs the end.
-    let removed = state.lock_sessions().remove(&id);
+    // and logs the end. Another viewer's session is answered as unknown.
+    let removed = {
+        let mut sessions = state.lock_sessions();
+        match sessions.get(&id) {
+            Some(s) if s.viewer == viewer.name() => sessions.remove(&id),
+            _ => None,
+        }
+    };
     match removed {
         Some(_) => Ok(StatusCode::OK),
         None => Err(Reject::new(
@@ -278,6 +324,7 @@ struct OfferQuery {
 
 async fn offer(
     State(state): State<Arc<WhepState>>,
+    Extension(viewer): Extension<Viewer>,
     Path(camera): Path<String>,
     Query(query): Query<OfferQuery>,
     headers: HeaderMap,
@@ -289,6 +336,22 @@ async fn offer(
             .parse::<Quality>()
             .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: {e}")))?,
     };
+    let site_catalog = state.source.catalog();
+    let entry = site_catalog.iter().find(|c| c.id == camera);
+    if !viewer.unrestricted() {
+        // A narrowed viewer never reaches upstream for a camera outside its
+        // set, and cannot tell such a camera from one that does not exist.
+        let refusal = match entry {
+            Some(entry) => viewer.check(entry, quality).err(),
+            None => Some(ScopeRefusal::Hidden(format!(
+                "camera `{camera}` is not in the catalog of site `{}`",
+                state.source.site()
+            ))),
+        };
+        if let Some(refusal) = refusal {
+            return Err(scope_reject(&state.audit, &viewer, &camera, quality, refusal));
+        }
+    }
     if !is_sdp(&headers) {
         return Err(Reject::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -318,14 +381,15 @@ async fn offer(
         )
     })?;
 
-    if quality == Quality::Main
-        && state.source.catalog().iter().any(|c| c.id == camera && c.codec == Codec::H265)
-    {
+    if quality == Quality::Main && entry.is_some_and(|c| c.codec == Codec::H265) {
         return Err(h265_reject(&camera, quality));
     }
 
-    let mut reader =
-        state.source.subscribe(&camera, quality).await.map_err(|f| subscribe_reject(&camera, quality, &f))?;
+    let mut reader = state.source.subscribe(&camera, quality).await.map_err(|f| {
+        info!(camera = %camera, quality = quality.name(), viewer = viewer.name(), code = f.code.name(), reason = %f.reason, "WHEP: upstream refused");
+        state.audit.refused(viewer.audit_name(), &camera, quality, f.code.name(), &f.reason);
+        subscribe_reject(&camera, quality, &f)
+    })?;
 
     // An item already queued comes from the cached GOP: a backlog to catch up on.
     let q = quality.name();
@@ -361,14 +425,28 @@ async fn offer(
     let peer = Peer::answer(&state.settings, &camera, offer).await?;
     let id = session_id();
     let (stop_tx, stop_rx) = oneshot::channel();
+    let started = Instant::now();
     state.lock_sessions().insert(
         id.clone(),
-        SessionEntry { camera: camera.clone(), quality, started: Instant::now(), _stop: stop_tx },
+        SessionEntry {
+            viewer: viewer.name().to_owned(),
+            audit_viewer: viewer.audit_name().map(str::to_owned),
+            camera: camera.clone(),
+            quality,
+            started,
+            _stop: stop_tx,
+        },
     );
-    info!(session = %id, camera = %camera, quality = q, "WHEP session answered");
+    info!(session = %id, camera = %camera, quality = q, viewer = viewer.name(), "WHEP session answered");
+    state
+        .audit
+        .view_start(Viewing { viewer: viewer.audit_name(), camera: &camera, quality, session: &id }, "WHEP");
     let answer = peer.answer_sdp.clone();
     let session = Session {
         id: id.clone(),
+        viewer: viewer.audit_name().map(str::to_owned),
+        quality,
+        started,
         camera,
         peer,
         reader,
@@ -405,6 +483,33 @@ fn h265_reject(camera: &str, quality: Quality) -> Reject {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!("camera `{camera}` is H.265: browsers cannot play it over WebRTC here; {fix}"),
     )
+}
+
+/// A camera or quality outside the viewer's set: audited with the real
+/// reason; answered like an unknown camera (404) or a refused quality (403).
+fn scope_reject(
+    audit: &RelayAudit,
+    viewer: &Viewer,
+    camera: &str,
+    quality: Quality,
+    refusal: ScopeRefusal,
+) -> Reject {
+    let (outcome, reason, reject) = match refusal {
+        ScopeRefusal::Hidden(reason) => {
+            let told = format!(
+                "camera `{camera}` is not in the catalog of viewer `{}`; pick a camera listed at /api/catalog",
+                viewer.name()
+            );
+            ("unknown", reason, Reject::new(StatusCode::NOT_FOUND, told))
+        }
+        ScopeRefusal::Quality(reason) => {
+            let told = format!("{reason}; play a quality listed at /api/catalog");
+            ("forbidden", reason, Reject::new(StatusCode::FORBIDDEN, told))
+        }
+    };
+    info!(camera, quality = quality.name(), viewer = viewer.name(), %reason, "WHEP: refused by the viewer's account");
+    audit.refused(viewer.audit_name(), camera, quality, outcome, &reason);
+    reject
 }
 
 fn subscribe_reject(camera: &str, quality: Quality, failure: &SubscribeFailure) -> Reject {
@@ -743,6 +848,10 @@ impl std::fmt::Display for End {
 /// A session task: owns the peer connection and the hub reader.
 struct Session {
     id: String,
+    /// Audit name of the viewer (`None` on a relay without accounts).
+    viewer: Option<String>,
+    quality: Quality,
+    started: Instant,
     camera: String,
     peer: Peer,
     reader: TrackReader,
@@ -765,7 +874,10 @@ impl Session {
             Ok(()) => self.pump(&state.settings, &mut sent).await,
             Err(end) => end,
         };
-        let Session { id, camera, mut peer, reader, .. } = self;
+        let Session { id, viewer, quality, started, camera, mut peer, reader, _permit: permit, .. } = self;
+        // The slot is free as soon as the session is over, not once the
+        // peer connection has finished closing.
+        drop(permit);
         // Unsubscribe first: the camera may stop crossing the fibre.
         drop(reader);
         state.lock_sessions().remove(&id);
@@ -774,6 +886,11 @@ impl Session {
         }
         let Sent { frames, bytes } = sent;
         info!(session = %id, camera = %camera, frames, bytes, "WHEP session ended: {end}");
+        state.audit.view_stop(
+            Viewing { viewer: viewer.as_deref(), camera: &camera, quality, session: &id },
+            started.elapsed(),
+            &end.to_string(),
+        );
     }
 
     fn stopped(&mut self) -> bool {
@@ -1336,13 +1453,25 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         content_type: Option<&str>,
         body: &[u8],
     ) -> Reply {
+        let headers: Vec<(&str, &str)> = content_type.map(|ct| ("Content-Type", ct)).into_iter().collect();
+        http_with(addr, method, path, &headers, body).await
+    }
+
+    /// [`http`] with any request headers.
+    async fn http_with(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
-        if let Some(ct) = content_type {
-            req.push_str(&format!("Content-Type: {ct}\r\n"));
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
         conn.write_all(req.as_bytes()).await.unwrap();
@@ -1678,5 +1807,162 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         assert_eq!(state.sessions().len(), 1);
         let _ = pc1.close().await;
         let _ = pc2.close().await;
+    }
+
+    // ---- local accounts ------------------------------------------------------
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accounts_narrow_the_catalog_and_guard_every_route() {
+        use crate::auth::{Accounts, AuthSettings, TokenConfig, ViewerConfig};
+        let mut zaist = entry("zaist", Codec::H264);
+        zaist.zone = "Zaist".into();
+        let source = fake(vec![entry("duomo", Codec::H264), zaist]);
+        let writer = publish(&source.hub, "duomo");
+        for n in 0..5 {
+            push_frame(&writer, n);
+        }
+        let (token, token_sha256) = crate::auth::new_token();
+        let accounts = Accounts::from_config(
+            &[ViewerConfig {
+                user: "anna".into(),
+                password_hash: crate::auth::hash_password("correct horse").unwrap(),
+                cameras: Some(vec!["zone:centro".into()]),
+                max_quality: None,
+                rtsp_digest_ha1: None,
+            }],
+            &[TokenConfig {
+                name: "vms".into(),
+                token_sha256,
+                cameras: Some(vec!["camera:duomo".into(), "camera:zaist".into()]),
+                max_quality: Some(Quality::Sub),
+            }],
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("ponte-whep-accounts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let audit_path = dir.join("relay-audit.log");
+        let audit = Arc::new(RelayAudit::open(&audit_path, "carabinieri-cremona", 1 << 20).unwrap());
+        let settings =
+            AuthSettings { failed_login_delay: Duration::from_millis(10), ..AuthSettings::default() };
+        let auth = Arc::new(Auth::new(accounts, audit.clone(), settings));
+        let state =
+            Arc::new(WhepState::with_source(Arc::new(source), test_settings()).with_access(auth, audit));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sdp = ("Content-Type", "application/sdp");
+        let offer = CHROME_OFFER.as_bytes();
+
+        // Nobody: the page (with its form) but nothing else.
+        assert_eq!(http(addr, "GET", "/", None, b"").await.status, 200);
+        let reply = http(addr, "GET", "/api/catalog", None, b"").await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        assert!(reply.headers["www-authenticate"].starts_with("Bearer"));
+        assert_eq!(http_with(addr, "POST", "/whep/duomo", &[sdp], offer).await.status, 401);
+        assert_eq!(http(addr, "DELETE", "/whep/session/0123", None, b"").await.status, 401);
+        let bogus = ("Cookie", "ponte_session=00ff");
+        let reply = http_with(addr, "GET", "/api/catalog", &[bogus], b"").await;
+        assert_eq!(reply.status, 401);
+        assert!(reply.body.contains("log in again"), "{}", reply.body);
+
+        // Login through the form.
+        let form = ("Content-Type", "application/x-www-form-urlencoded");
+        let reply = http_with(addr, "POST", "/login", &[form], b"user=anna&password=wrong").await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        assert!(!reply.headers.contains_key("set-cookie"));
+        let reply = http_with(addr, "POST", "/login", &[form], b"user=anna&password=correct+horse").await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        let set_cookie = reply.headers["set-cookie"].clone();
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(set_cookie.contains(attr), "{set_cookie}");
+        }
+        let cookie_value = set_cookie.split(';').next().unwrap().to_owned();
+        assert_eq!(cookie_value.len(), "ponte_session=".len() + 64, "{cookie_value}");
+        let cookie = ("Cookie", cookie_value.as_str());
+
+        // Anna sees the Centro zone only; Zaist is answered like a camera that does not exist.
+        let reply = http_with(addr, "GET", "/api/catalog", &[cookie], b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(json["viewer"], "anna");
+        let ids: Vec<&str> =
+            json["cameras"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["duomo"]);
+        let hidden = http_with(addr, "POST", "/whep/zaist", &[cookie, sdp], offer).await;
+        let missing = http_with(addr, "POST", "/whep/nowhere", &[cookie, sdp], offer).await;
+        assert_eq!((hidden.status, missing.status), (404, 404), "{} / {}", hidden.body, missing.body);
+        assert_eq!(
+            hidden.body.replace("zaist", "X"),
+            missing.body.replace("nowhere", "X"),
+            "indistinguishable"
+        );
+
+        // The VMS token: two cameras, substream only.
+        let bearer = format!("Bearer {token}");
+        let auth_header = ("Authorization", bearer.as_str());
+        let reply = http_with(addr, "GET", "/api/catalog", &[auth_header], b"").await;
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(json["viewer"], "vms");
+        assert_eq!(json["cameras"].as_array().unwrap().len(), 2);
+        assert_eq!(json["cameras"][0]["qualities"], serde_json::json!(["sub"]));
+        let reply = http_with(addr, "POST", "/whep/duomo", &[auth_header, sdp], offer).await;
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(reply.body.contains("`sub` quality only"), "{}", reply.body);
+        let wrong = ("Authorization", "Bearer 0000");
+        assert_eq!(http_with(addr, "GET", "/api/catalog", &[wrong], b"").await.status, 401);
+
+        // Anna watches; only she may end her session.
+        let (pc, offer, _, received) = viewer().await;
+        let reply = http_with(addr, "POST", "/whep/duomo", &[cookie, sdp], offer.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let location = reply.headers["location"].clone();
+        pc.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("the cached frames", || received.frames.load(Ordering::Relaxed) >= 3).await;
+        assert_eq!(state.sessions()[0].viewer.as_deref(), Some("anna"));
+        assert_eq!(http_with(addr, "DELETE", &location, &[auth_header], b"").await.status, 404);
+        assert_eq!(state.sessions().len(), 1, "the VMS cannot end anna's session");
+        assert_eq!(http_with(addr, "DELETE", &location, &[cookie], b"").await.status, 200);
+        eventually("view-stop in the audit log", || {
+            std::fs::read_to_string(&audit_path).is_ok_and(|t| t.contains("view-stop"))
+        })
+        .await;
+        assert!(state.sessions().is_empty());
+        let _ = pc.close().await;
+
+        // Logout ends the browser session.
+        assert_eq!(http_with(addr, "POST", "/logout", &[cookie], b"").await.status, 204);
+        assert_eq!(http_with(addr, "GET", "/api/catalog", &[cookie], b"").await.status, 401);
+
+        // Every decision is in the audit log, which verifies.
+        let text = std::fs::read_to_string(&audit_path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let summary: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                format!("{} {} {} {}", l["action"], l["outcome"], l["viewer"], l["camera"]).replace('"', "")
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "login failed anna null",
+                "login ok anna null",
+                "refused unknown anna zaist",
+                "refused unknown anna nowhere",
+                "refused forbidden vms duomo",
+                "login failed ? null",
+                "view-start allowed anna duomo",
+                "view-stop ended anna duomo",
+                "logout ok anna null",
+            ],
+            "{text}"
+        );
+        assert!(!text.contains("correct horse") && !text.contains(&token), "no secrets in the audit log");
+        let stop = &lines[7];
+        assert_eq!(stop["session"], lines[6]["session"]);
+        assert!(stop["duration_ms"].as_u64().unwrap() > 0, "{stop}");
+        assert_eq!(ponte_proto::audit::verify(&[audit_path]), Ok(lines.len()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -49,6 +49,19 @@ impl Device {
         }
     }
 
+    /// Two synthetic Cremona cameras in different zones: the PTZ dome
+    /// `zaist-mantova` (zone `Zaist`) and the fixed `po-lungofiume` (zone `Po`).
+    pub fn zaist_and_po() -> Vec<Device> {
+        let mut ptz = Device::synthetic("zaist-mantova");
+        ptz.name = "rotatoria via Mantova / via Zaist".into();
+        ptz.zone = "Zaist".into();
+        ptz.kind = "dome-ptz".into();
+        let mut fixed = Device::synthetic("po-lungofiume");
+        fixed.name = "lungo Po, imbarcadero".into();
+        fixed.zone = "Po".into();
+        vec![ptz, fixed]
+    }
+
     /// The camera ids this device yields: its id for one lens,
     /// `<id>-1` .. `<id>-N` otherwise.
     pub fn camera_ids(&self) -> Vec<String> {
@@ -107,6 +120,10 @@ impl AgentConfig {
             let dir = self.tls.ca.parent().unwrap_or(Path::new("."));
             let _ = writeln!(s, "\n[audit]\npath = {}", q(&dir.join("agent-audit.log").to_string_lossy()));
         }
+        if !self.extra.contains("[management]") {
+            // Port 0: the node logs the port it got (see `Proc::management_url`).
+            let _ = writeln!(s, "\n[management]\nlisten = \"127.0.0.1:0\"");
+        }
         s
     }
 
@@ -145,7 +162,19 @@ impl RelayConfig {
         );
         write_tls(&mut s, &self.tls);
         push_extra(&mut s, &self.extra);
+        if !self.extra.contains("[management]") {
+            let _ = writeln!(s, "\n[management]\nlisten = \"127.0.0.1:0\"");
+        }
+        // The relay's audit log sits beside the PKI, as the agent's does.
+        if !self.extra.contains("[audit]") {
+            let _ = writeln!(s, "\n[audit]\npath = {}", q(&self.audit_path().to_string_lossy()));
+        }
         s
+    }
+
+    /// Where the relay writes its audit log unless `extra` has an `[audit]` table.
+    pub fn audit_path(&self) -> PathBuf {
+        self.tls.ca.parent().unwrap_or(Path::new(".")).join(format!("relay-{}-audit.log", self.site))
     }
 
     /// Write the TOML to `path`; returns `path`.
@@ -218,7 +247,11 @@ mod tests {
         assert!(toml.contains("[[relay]]\nsite = \"carabinieri\"\naddr = \"127.0.0.1:7443\"\n"));
         assert!(toml.contains("type = \"fixed-quad-optic\"\nlenses = 4\nsource = \"synthetic\""));
         assert!(toml.contains(r#"name = "via \"Po\" \\ nord""#), "{toml}");
-        assert!(toml.ends_with("[[policy]]\nsite = \"carabinieri\"\n"), "{toml}");
+        assert!(toml.contains("[[policy]]\nsite = \"carabinieri\"\n"), "{toml}");
+        // Defaults the extra TOML did not set: every relay's site sees every
+        // camera, the management port is picked by the node.
+        assert!(toml.contains("[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]"), "{toml}");
+        assert!(toml.contains("[management]\nlisten = \"127.0.0.1:0\""), "{toml}");
         assert_eq!(cfg.camera_ids(), ["a", "porta-1", "porta-2", "porta-3", "porta-4"]);
     }
 
@@ -231,11 +264,16 @@ mod tests {
             tls: tls(),
             extra: String::new(),
         };
-        assert_eq!(
-            cfg.to_toml(),
-            "[relay]\nsite = \"carabinieri\"\nquic_listen = \"127.0.0.1:7443\"\nhttp_listen = \"127.0.0.1:8080\"\n\n\
-             [tls]\nca = \"/p/ca.pem\"\ncert = \"/p/master.pem\"\nkey = \"/p/master.key\"\n\n"
+        let toml = cfg.to_toml();
+        assert!(
+            toml.starts_with(
+                "[relay]\nsite = \"carabinieri\"\nquic_listen = \"127.0.0.1:7443\"\nhttp_listen = \"127.0.0.1:8080\"\n\n\
+                 [tls]\nca = \"/p/ca.pem\"\ncert = \"/p/master.pem\"\nkey = \"/p/master.key\"\n\n"
+            ),
+            "{toml}"
         );
+        assert!(toml.contains("\n[audit]\npath = \"/p/relay-carabinieri-audit.log\"\n"), "{toml}");
+        assert_eq!(cfg.audit_path(), Path::new("/p/relay-carabinieri-audit.log"));
         assert_eq!(cfg.base_url(), "http://127.0.0.1:8080");
     }
 }

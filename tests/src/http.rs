@@ -194,13 +194,26 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> Result<HttpResponse> 
 /// Poll `<base_url>/api/catalog` until it lists at least `cameras` cameras
 /// (the agent's session to the relay is up); returns the catalog JSON.
 pub async fn wait_catalog(base_url: &str, cameras: usize, timeout: Duration) -> Result<Value> {
+    wait_catalog_as(base_url, cameras, timeout, None).await
+}
+
+/// [`wait_catalog`] sending `Authorization: Bearer <token>` when given.
+pub async fn wait_catalog_as(
+    base_url: &str,
+    cameras: usize,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<Value> {
     let url = format!("{}/api/catalog", base_url.trim_end_matches('/'));
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
     crate::wait_until(
         &format!("{url} to list {cameras} cameras"),
         timeout,
         Duration::from_millis(100),
         || async {
-            let catalog = http_get(&url).await?.ensure_success()?.json()?;
+            let catalog =
+                http_request("GET", &url, &headers, &[], GET_TIMEOUT).await?.ensure_success()?.json()?;
             let listed = catalog_camera_ids(&catalog)?.len();
             if listed >= cameras {
                 Ok(Some(catalog))

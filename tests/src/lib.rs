@@ -10,18 +10,26 @@
 //! - [`http_get`], [`wait_http_ok`], [`wait_catalog`]: a tiny HTTP/1.1 client;
 //! - [`Chromium`]: headless Chromium driven over the DevTools protocol;
 //! - [`Stack`]: PKI + one relay + one agent, started and ready.
+//! - [`netns::NetnsPair`]: two network namespaces joined by a veth pair, for
+//!   real capped links.
+//! - [`rtsp_camera::RtspCamera`]: GStreamer's RTSP server as a real camera
+//!   (H.264/H.265, TCP/UDP, digest auth), counting its RTSP sessions.
 
 mod cdp;
 mod config;
 mod http;
+pub mod netns;
 mod pki;
 mod procs;
 pub mod quic;
+pub mod rtsp_camera;
 mod stack;
 
 pub use cdp::{Chromium, Page};
 pub use config::{AgentConfig, Device, RelayConfig, RelayTarget, TlsPaths};
-pub use http::{catalog_camera_ids, http_get, http_request, wait_catalog, wait_http_ok, HttpResponse};
+pub use http::{
+    catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
+};
 pub use pki::Pki;
 pub use procs::Proc;
 pub use stack::{Stack, StackSpec};

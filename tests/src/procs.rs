@@ -103,6 +103,18 @@ impl Proc {
         lines[start..].join("\n")
     }
 
+    /// The node's management URL (`http://127.0.0.1:PORT`), from the line it
+    /// logs when its management port is bound (configs from this harness use
+    /// port 0, so the node picks a free one).
+    pub async fn management_url(&mut self, timeout: Duration) -> Result<String> {
+        let line = self.wait_for_line("management port", timeout).await?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .with_context(|| format!("no listen= in {line:?}"))?;
+        Ok(format!("http://{addr}"))
+    }
+
     /// Wait until some captured line contains `pattern`; returns that line.
     pub async fn wait_for_line(&mut self, pattern: &str, timeout: Duration) -> Result<String> {
         self.wait_for_line_from(0, pattern, timeout).await

@@ -139,15 +139,19 @@ impl AgentSession {
                     let mut header = None;
                     let _ = read_gop_stream(recv, |ev| {
                         match ev {
-                            MediaEvent::Header(h) => header = Some((h.subscription, h.seq)),
+                            MediaEvent::Header(h) => {
+                                header = Some((h.subscription, h.seq, std::sync::Arc::new(h.config)))
+                            }
                             MediaEvent::Frame(f) => {
-                                if let Some((subscription, gop)) = header {
+                                if let Some((subscription, gop, config)) = &header {
+                                    let (subscription, gop) = (*subscription, *gop);
                                     let _ = tx.send(ReceivedFrame {
                                         subscription,
                                         gop,
                                         keyframe: f.keyframe,
                                         pts: f.pts,
                                         payload: f.payload,
+                                        config: config.clone(),
                                         at: std::time::Instant::now(),
                                     });
                                 }
@@ -176,6 +180,8 @@ pub struct ReceivedFrame {
     pub pts: u64,
     /// Annex-B payload.
     pub payload: bytes::Bytes,
+    /// Decoder configuration from the GOP header.
+    pub config: std::sync::Arc<ponte_proto::media::CodecConfig>,
     /// Arrival time.
     pub at: std::time::Instant,
 }

@@ -2,7 +2,7 @@
 //! the relay's catalog listing the agent's cameras.
 
 use crate::config::{AgentConfig, Device, RelayConfig, RelayTarget};
-use crate::{bin_path, free_tcp_port, free_udp_port, http_get, wait_catalog, wait_until, Pki, Proc};
+use crate::{bin_path, free_tcp_port, free_udp_port, http_get, wait_catalog_as, wait_until, Pki, Proc};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +25,10 @@ pub struct StackSpec {
     pub expect_cameras: Option<usize>,
     /// Budget for the relay's HTTP to answer and for the catalog to fill.
     pub ready_timeout: Duration,
+    /// Bearer token the readiness check sends to `/api/catalog`: a relay
+    /// with accounts (`[[viewer]]`/`[[token]]` in `relay_extra`) answers 401
+    /// without one.
+    pub catalog_token: Option<String>,
 }
 
 impl Default for StackSpec {
@@ -37,6 +41,7 @@ impl Default for StackSpec {
             relay_extra: String::new(),
             expect_cameras: None,
             ready_timeout: Duration::from_secs(30),
+            catalog_token: None,
         }
     }
 }
@@ -95,7 +100,7 @@ impl Stack {
         .context("relay HTTP never came up")?;
         let agent = spawn_node("ponte-agent", &agent_toml)?;
         let cameras = spec.expect_cameras.unwrap_or_else(|| agent_config.camera_ids().len());
-        let catalog = wait_catalog(&base, cameras, spec.ready_timeout)
+        let catalog = wait_catalog_as(&base, cameras, spec.ready_timeout, spec.catalog_token.as_deref())
             .await
             .context("the agent's cameras never reached the relay's catalog")?;
         Ok(Stack { agent, relay, pki, agent_config, relay_config, catalog, dir })

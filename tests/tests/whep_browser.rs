@@ -50,17 +50,6 @@ struct Playback {
     stats: Value,
 }
 
-fn two_cameras() -> Vec<Device> {
-    let mut ptz = Device::synthetic("zaist-mantova");
-    ptz.name = "rotatoria via Mantova / via Zaist".into();
-    ptz.zone = "Zaist".into();
-    ptz.kind = "dome-ptz".into();
-    let mut fixed = Device::synthetic("po-lungofiume");
-    fixed.name = "lungo Po, imbarcadero".into();
-    fixed.zone = "Po".into();
-    vec![ptz, fixed]
-}
-
 fn screenshot_path(name: &str) -> PathBuf {
     option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(name)
 }
@@ -169,7 +158,7 @@ async fn setup() -> Result<Option<(Stack, Chromium)>> {
     if !ponte_tests::require_program(Chromium::binary(), "chromium") {
         return Ok(None);
     }
-    let stack = Stack::start(two_cameras()).await?;
+    let stack = Stack::start(Device::zaist_and_po()).await?;
     let ids = ponte_tests::catalog_camera_ids(&stack.catalog)?;
     for camera in ["zaist-mantova", "po-lungofiume"] {
         assert!(ids.iter().any(|id| id == camera), "catalog lists {camera}: {ids:?}");

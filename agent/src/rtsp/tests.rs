@@ -15,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 enum Script {
     /// Plays these interleaved packets, then closes the connection.
     PlayThenClose(Vec<Vec<u8>>),
+    /// Plays these packets and keeps the connection until the client goes.
+    PlayAndHold(Vec<Vec<u8>>),
     /// Answers every request with 401 (Basic).
     Unauthorized,
 }
@@ -23,6 +25,7 @@ struct FakeCamera {
     port: u16,
     connections: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<String>>>,
+    closed_by_client: Arc<AtomicUsize>,
 }
 
 impl FakeCamera {
@@ -32,15 +35,21 @@ impl FakeCamera {
         let port = listener.local_addr().expect("addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (conns, reqs) = (connections.clone(), requests.clone());
+        let closed_by_client = Arc::new(AtomicUsize::new(0));
+        let (conns, reqs, closed) = (connections.clone(), requests.clone(), closed_by_client.clone());
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let n = conns.fetch_add(1, Ordering::SeqCst);
                 let script = scripts[n.min(scripts.len() - 1)].clone();
-                tokio::spawn(serve(sock, sdp.clone(), script, reqs.clone()));
+                let (sdp, reqs, closed) = (sdp.clone(), reqs.clone(), closed.clone());
+                tokio::spawn(async move {
+                    if serve(sock, sdp, script, reqs).await {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
             }
         });
-        Self { port, connections, requests }
+        Self { port, connections, requests, closed_by_client }
     }
 
     fn url(&self) -> String {
@@ -48,10 +57,11 @@ impl FakeCamera {
     }
 }
 
-async fn serve(mut sock: TcpStream, sdp: String, script: Script, log: Arc<Mutex<Vec<String>>>) {
+/// Serves one connection; true when the client closed it.
+async fn serve(mut sock: TcpStream, sdp: String, script: Script, log: Arc<Mutex<Vec<String>>>) -> bool {
     let mut buf = Vec::new();
     loop {
-        let Some(req) = read_request(&mut sock, &mut buf).await else { return };
+        let Some(req) = read_request(&mut sock, &mut buf).await else { return true };
         log.lock().unwrap().push(req.clone());
         let method = req.split(' ').next().unwrap_or_default().to_owned();
         let cseq = req
@@ -74,18 +84,28 @@ async fn serve(mut sock: TcpStream, sdp: String, script: Script, log: Arc<Mutex<
             _ => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 12345678\r\n\r\n"),
         };
         if sock.write_all(reply.as_bytes()).await.is_err() {
-            return;
+            return false;
         }
-        if let (Script::PlayThenClose(packets), "PLAY") = (&script, method.as_str()) {
-            for p in packets {
-                if sock.write_all(p).await.is_err() {
-                    return;
+        match (&script, method.as_str()) {
+            (Script::PlayThenClose(packets), "PLAY") => {
+                for p in packets {
+                    if sock.write_all(p).await.is_err() {
+                        return false;
+                    }
+                }
+                sock.flush().await.ok();
+                // Let the client take everything in before the connection drops.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return false;
+            }
+            (Script::PlayAndHold(packets), "PLAY") => {
+                for p in packets {
+                    if sock.write_all(p).await.is_err() {
+                        return false;
+                    }
                 }
             }
-            sock.flush().await.ok();
-            // Let the client take everything in before the connection drops.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return;
+            _ => {}
         }
     }
 }
@@ -127,6 +147,15 @@ fn encode(count: u64) -> (Vec<Bytes>, Vec<Bytes>) {
         aus.push(e.frame.payload);
     }
     (aus, sets)
+}
+
+/// `count` pictures as interleaved RTP packets, 6000 ticks apart, with
+/// the SDP announcing their parameter sets.
+fn clip(count: u64) -> (Vec<Bytes>, String, Vec<Vec<u8>>) {
+    let (aus, sets) = encode(count);
+    let mut rtp = Rtp { seq: 1 };
+    let packets = aus.iter().enumerate().flat_map(|(i, au)| rtp.access_unit(i as u32 * 6000, au)).collect();
+    (aus, sdp(&sets), packets)
 }
 
 fn sdp(sets: &[Bytes]) -> String {
@@ -300,13 +329,9 @@ async fn unreachable_camera_goes_offline_and_returns_within_a_second_of_coming_b
     assert!(last_error.contains("127.0.0.1"), "{last_error}");
     // Let the backoff grow past the probe interval.
     tokio::time::sleep(Duration::from_millis(3_600)).await;
-    let (aus, sets) = encode(4);
-    let mut rtp = Rtp { seq: 1 };
-    let packets: Vec<Vec<u8>> =
-        aus.iter().enumerate().flat_map(|(i, au)| rtp.access_unit(i as u32 * 6000, au)).collect();
+    let (_, sdp, packets) = clip(4);
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind");
     let back = Instant::now();
-    let sdp = sdp(&sets);
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             tokio::spawn(serve(
@@ -320,6 +345,63 @@ async fn unreachable_camera_goes_offline_and_returns_within_a_second_of_coming_b
     wait_state(&run.status, "online").await;
     let took = back.elapsed();
     assert!(took < Duration::from_millis(2_500), "online {took:?} after the camera came back");
+}
+
+#[tokio::test]
+async fn a_silent_camera_is_detected_as_stalled_and_reconnected() {
+    let (aus, sdp, packets) = clip(4);
+    // Four pictures, then silence on an open connection.
+    let camera = FakeCamera::start(sdp, vec![Script::PlayAndHold(packets)]).await;
+    let mut spec = spec(&camera.url(), None);
+    spec.stall = Duration::from_millis(700);
+    let mut run = start(spec);
+    for _ in 0..aus.len() {
+        next(&mut run.reader).await;
+    }
+    let CameraState::Offline { last_error, .. } = wait_state(&run.status, "offline").await else {
+        unreachable!()
+    };
+    assert_eq!(last_error, "no video for 0.7 s: stream stalled");
+    let again = next(&mut run.reader).await;
+    assert!(again.frame.keyframe, "a fresh session starts at a keyframe");
+    assert!(camera.connections.load(Ordering::SeqCst) >= 2, "reconnected");
+    assert!(camera.closed_by_client.load(Ordering::SeqCst) >= 1, "the stalled session was closed");
+}
+
+#[tokio::test]
+async fn on_demand_pulls_only_while_watched() {
+    let (_, sdp, packets) = clip(4);
+    let camera = FakeCamera::start(sdp, vec![Script::PlayAndHold(packets)]).await;
+    let mut spec = spec(&camera.url(), None);
+    spec.on_demand = true;
+    spec.linger = Duration::from_millis(300);
+    let hub = Hub::new();
+    let key = TrackKey::new("fake", Quality::Main);
+    let writer = hub.publish(key.clone());
+    let status =
+        Arc::new(StreamStatus::new("fake", "fake", 1, Quality::Main, CameraState::Idle, SystemTime::now()));
+    let _task = spawn(spec, writer, status.clone(), Arc::new(|_| {}));
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(camera.connections.load(Ordering::SeqCst), 0, "nobody watches: the camera is not pulled");
+    assert_eq!(status.state(), CameraState::Idle);
+
+    let mut reader = hub.subscribe(&key).expect("track");
+    let first = next(&mut reader).await;
+    assert!(first.frame.keyframe);
+    assert_eq!(status.state(), CameraState::Online);
+    assert_eq!(camera.connections.load(Ordering::SeqCst), 1);
+
+    drop(reader);
+    wait_state(&status, "idle").await;
+    for _ in 0..100 {
+        if camera.closed_by_client.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(camera.closed_by_client.load(Ordering::SeqCst), 1, "the RTSP session ends after the linger");
+    assert_eq!(camera.connections.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -1,0 +1,222 @@
+//! The system under test: the real `ponte-agent` with replay cameras, real
+//! `ponte-relay`s, and bench subscribers the relays feed as cascade
+//! downstreams (plus, optionally, a probe the agent feeds directly, so a
+//! frame can be timed at each hop).
+
+use crate::subscriber::{Listener, Subscriber};
+use anyhow::{Context, Result};
+use ponte_tests::{
+    bin_path, free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Device, Pki, Proc,
+    RelayConfig, RelayTarget,
+};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long the cluster may take to come up.
+pub const READY: Duration = Duration::from_secs(60);
+/// Site id of the probe the agent feeds directly.
+pub const PROBE: &str = "probe";
+
+/// How replay cameras stream.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Replay {
+    /// Main stream, kbit/s.
+    pub main_kbps: u32,
+    /// Substream, kbit/s.
+    pub sub_kbps: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Frames per GOP.
+    pub gop_frames: u32,
+}
+
+impl Replay {
+    /// A replay device (`source = "replay"`) with policy `tags`.
+    pub fn device(&self, id: &str, kind: &str, lenses: u32, tags: &[&str]) -> Device {
+        let mut extra = String::new();
+        if !tags.is_empty() {
+            let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+            let _ = writeln!(extra, "tags = [{}]", tags.join(", "));
+        }
+        let _ = write!(
+            extra,
+            "[device.replay]\nmain_kbps = {}\nsub_kbps = {}\nfps = {}\ngop_frames = {}",
+            self.main_kbps, self.sub_kbps, self.fps, self.gop_frames
+        );
+        Device {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            zone: "bench".into(),
+            kind: kind.into(),
+            lenses,
+            source: "replay".into(),
+            extra,
+        }
+    }
+}
+
+/// One relay to start and the downstream sites it feeds.
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    /// Site id.
+    pub site: String,
+    /// Bench subscribers this relay dials (`[[downstream]]`).
+    pub downstreams: Vec<String>,
+}
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSpec {
+    /// The agent's devices.
+    pub devices: Vec<Device>,
+    /// Cameras the catalogs must list before the cluster counts as up.
+    pub cameras: usize,
+    /// Relays.
+    pub relays: Vec<RelaySpec>,
+    /// Whether the agent also feeds a bench probe directly.
+    pub probe: bool,
+    /// Raw TOML appended to agent.toml (e.g. `[[site]]` policies).
+    pub agent_extra: String,
+}
+
+/// A started relay.
+pub struct RelayNode {
+    /// The process.
+    pub proc: Proc,
+    /// Its config.
+    pub config: RelayConfig,
+    /// Bench subscribers it feeds.
+    pub downstreams: Vec<Subscriber>,
+}
+
+/// The running system. Processes are killed on drop.
+pub struct Cluster {
+    /// The agent.
+    pub agent: Proc,
+    /// The relays.
+    pub relays: Vec<RelayNode>,
+    /// The probe fed by the agent directly.
+    pub probe: Option<Subscriber>,
+    /// The agent's config, to rewrite for a reload.
+    pub agent_config: AgentConfig,
+    /// Where agent.toml is.
+    pub agent_toml: PathBuf,
+    // Dropped last: the processes may hold files in it.
+    _dir: tempfile::TempDir,
+}
+
+fn spawn(bin: &str, label: &str, config: &std::path::Path, env: &[(&str, &str)]) -> Result<Proc> {
+    let mut cmd = std::process::Command::new(bin_path(bin)?);
+    cmd.arg("run").arg("--config").arg(config);
+    cmd.env("RUST_LOG", std::env::var("PONTE_BENCH_LOG").unwrap_or_else(|_| "warn".into()));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn_command(label, cmd)
+}
+
+impl Cluster {
+    /// Starts relays, then the agent; returns once every subscriber's
+    /// catalog lists `spec.cameras` cameras.
+    pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("ponte-bench-").tempdir().context("creating a temp dir")?;
+        let mut sites = vec!["master".to_owned()];
+        for r in &spec.relays {
+            sites.push(r.site.clone());
+            sites.extend(r.downstreams.iter().cloned());
+        }
+        if spec.probe {
+            sites.push(PROBE.into());
+        }
+        let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
+        let pki = Pki::create(dir.path().join("pki"), &site_refs).await?;
+        let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+        let mut relays = Vec::new();
+        let mut listeners = Vec::new();
+        for r in &spec.relays {
+            let mut extra = String::new();
+            let mut mine = Vec::new();
+            for d in &r.downstreams {
+                let l = Listener::listen(&pki, d)?;
+                let _ = writeln!(extra, "[[downstream]]\nsite = {d:?}\naddr = \"{}\"\n", l.addr()?);
+                mine.push(l);
+            }
+            let config = RelayConfig {
+                site: r.site.clone(),
+                quic_listen: localhost(free_udp_port()),
+                http_listen: localhost(free_tcp_port()),
+                tls: pki.tls(&r.site),
+                extra,
+            };
+            let toml = config.write(dir.path().join(format!("relay-{}.toml", r.site)))?;
+            // No linger: a track the bench leaves stops crossing the link at
+            // once, so each load step measures only what it asks for.
+            let proc = spawn("ponte-relay", &r.site, &toml, &[("PONTE_RELAY__LINGER_SECS", "0")])?;
+            relays.push(RelayNode { proc, config, downstreams: Vec::new() });
+            listeners.push(mine);
+        }
+        for relay in &relays {
+            let base = relay.config.base_url();
+            wait_until("the relay's HTTP listener", READY, Duration::from_millis(50), || async {
+                http_get(&format!("{base}/")).await.map(Some)
+            })
+            .await?;
+        }
+        let probe = if spec.probe { Some(Listener::listen(&pki, PROBE)?) } else { None };
+        let mut targets: Vec<RelayTarget> = relays
+            .iter()
+            .map(|r| RelayTarget { site: r.config.site.clone(), addr: r.config.quic_listen })
+            .collect();
+        if let Some(p) = &probe {
+            targets.push(RelayTarget { site: PROBE.into(), addr: p.addr()? });
+        }
+        let agent_config = AgentConfig {
+            id: "master".into(),
+            tls: pki.tls("master"),
+            relays: targets,
+            devices: spec.devices.clone(),
+            extra: spec.agent_extra.clone(),
+        };
+        let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
+        let agent = spawn("ponte-agent", "agent", &agent_toml, &[])?;
+
+        for (relay, mine) in relays.iter_mut().zip(listeners) {
+            for l in mine {
+                let mut s = l.accept(READY).await?;
+                s.wait_catalog(spec.cameras, READY).await?;
+                relay.downstreams.push(s);
+            }
+        }
+        let probe = match probe {
+            Some(l) => {
+                let mut s = l.accept(READY).await?;
+                s.wait_catalog(spec.cameras, READY).await?;
+                Some(s)
+            }
+            None => None,
+        };
+        for relay in &relays {
+            ponte_tests::wait_catalog(&relay.config.base_url(), spec.cameras, READY).await?;
+        }
+        Ok(Cluster { agent, relays, probe, agent_config, agent_toml, _dir: dir })
+    }
+
+    /// Pids of the agent and each relay, in that order.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.agent.pid()).chain(self.relays.iter().map(|r| r.proc.pid())).collect()
+    }
+
+    /// Media bytes each relay has received from the agent (`/api/status`).
+    pub async fn relay_bytes_received(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for r in &self.relays {
+            let v =
+                http_get(&format!("{}/api/status", r.config.base_url())).await?.ensure_success()?.json()?;
+            out.push(v["bytes_received"].as_u64().context("no bytes_received in relay status")?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,199 @@
+//! What the figures were measured on, and how much CPU and memory a process
+//! used: `getrusage` for this process, `/proc/<pid>` for the agent and relays.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// The machine and its state when a scenario ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    /// Online CPUs (`nproc`).
+    pub cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// 1-minute load average when the scenario started.
+    pub load_before: f64,
+    /// Compilers or linkers seen running while measuring (other builds
+    /// share the machine; figures are then pessimistic).
+    pub concurrent_builds: Vec<String>,
+}
+
+impl Machine {
+    /// Describes this machine now.
+    pub fn probe() -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel,
+            load_before: load_average(),
+            concurrent_builds: builds_running(),
+        }
+    }
+
+    /// Adds builds seen running now to the list.
+    pub fn recheck_builds(&mut self) {
+        for b in builds_running() {
+            if !self.concurrent_builds.contains(&b) {
+                self.concurrent_builds.push(b);
+            }
+        }
+    }
+}
+
+/// 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Names of compiler and linker processes running on the machine.
+pub fn builds_running() -> Vec<String> {
+    const BUILDERS: [&str; 6] = ["rustc", "cc1", "cc1plus", "ld", "cargo", "clippy-driver"];
+    let mut found = Vec::new();
+    let me = std::process::id();
+    let parent = std::os::unix::process::parent_id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me || pid == parent {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        let comm = comm.trim();
+        // `cargo` alone is usually someone's idle `cargo run`/`cargo test`;
+        // only a busy one (state R) counts.
+        let busy = comm != "cargo"
+            || std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('R'))
+            });
+        if BUILDERS.contains(&comm) && busy && !found.iter().any(|f| f == comm) {
+            found.push(comm.to_owned());
+        }
+    }
+    found
+}
+
+/// CPU time (user + system) of this whole process, all threads.
+pub fn self_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we own; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time (utime + stime) of process `pid`, from /proc/<pid>/stat.
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may contain spaces: fields count from after its `)`.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i - 3).context("short stat")?.parse::<u64>().context("stat field is not a number")
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let total = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
+/// Resident set size of process `pid`, bytes (VmRSS).
+pub fn process_rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in status")?;
+    Ok(kb * 1024)
+}
+
+/// CPU used by a set of processes (and this one) over a wall-clock window.
+#[derive(Debug, Clone)]
+pub struct CpuWindow {
+    started: Instant,
+    own: Duration,
+    procs: Vec<(u32, Duration)>,
+}
+
+/// CPU figures of one window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuUse {
+    /// CPU seconds used in the window.
+    pub cpu_secs: f64,
+    /// Share of one core, percent (100 = one core busy all the time).
+    pub core_pct: f64,
+}
+
+impl CpuWindow {
+    /// Starts a window over this process and `pids`.
+    pub fn start(pids: &[u32]) -> Result<Self> {
+        Ok(Self {
+            started: Instant::now(),
+            own: self_cpu(),
+            procs: pids.iter().map(|&p| Ok((p, process_cpu(p)?))).collect::<Result<_>>()?,
+        })
+    }
+
+    /// Ends the window: wall seconds, this process's CPU, each pid's CPU.
+    pub fn finish(&self) -> Result<(f64, CpuUse, Vec<CpuUse>)> {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-6);
+        let use_of =
+            |d: Duration| CpuUse { cpu_secs: d.as_secs_f64(), core_pct: 100.0 * d.as_secs_f64() / wall };
+        let own = use_of(self_cpu().saturating_sub(self.own));
+        let procs = self
+            .procs
+            .iter()
+            .map(|&(p, before)| Ok(use_of(process_cpu(p)?.saturating_sub(before))))
+            .collect::<Result<_>>()?;
+        Ok((wall, own, procs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(process_rss(pid).unwrap() > 1 << 20);
+        let w = CpuWindow::start(&[pid]).unwrap();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let (wall, own, procs) = w.finish().unwrap();
+        assert!(wall >= 0.2 && x > 0);
+        assert!(own.core_pct > 50.0, "{own:?}");
+        // /proc ticks are coarser (10 ms) than getrusage.
+        assert!((procs[0].cpu_secs - own.cpu_secs).abs() < 0.05, "{procs:?} vs {own:?}");
+        assert!(!Machine::probe().cpu_model.is_empty());
+    }
+}

@@ -1,0 +1,484 @@
+//! ponte-bench: measures ponte on this machine against its transport's own
+//! limit, in one run. Each scenario prints tables and writes a JSON report;
+//! `ponte-bench report` turns the reports into Markdown for BENCHMARKS.md.
+//!
+//! `cargo run --release -p ponte-bench -- <scenario>`; the agent and relay
+//! binaries of the same profile are built first when run through cargo.
+
+mod city;
+mod cluster;
+mod fanout;
+mod machine;
+mod memory;
+mod report;
+mod stats;
+mod subscriber;
+mod transport;
+mod ttff;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use cluster::Replay;
+use machine::Machine;
+use report::{Check, Report, Table};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Raw quinn bulk transfer on loopback with ponte's TLS and transport config.
+    TransportLimit,
+    /// Replay tracks → agent → relay → M QUIC subscribers, load stepped to the maximum.
+    Fanout,
+    /// Per-hop latency at 10%, 50% and 90% of the fan-out maximum.
+    Latency,
+    /// Subscribe → first decodable frame, QUIC subscriber and Chromium WHEP viewer.
+    Ttff,
+    /// RSS of agent and relay with 0, 50 and 200 streams.
+    Memory,
+    /// The Cremona inventory, always on, to two relays: agent CPU.
+    City,
+    /// Every scenario above, in order, sharing the transport limit and fan-out maximum.
+    All,
+    /// Render the JSON reports as Markdown (`--update BENCHMARKS.md` rewrites its generated section).
+    Report,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::TransportLimit => "transport-limit",
+            Scenario::Fanout => "fanout",
+            Scenario::Latency => "latency",
+            Scenario::Ttff => "ttff",
+            Scenario::Memory => "memory",
+            Scenario::City => "city",
+            Scenario::All => "all",
+            Scenario::Report => "report",
+        }
+    }
+}
+
+const ORDER: [Scenario; 6] = [
+    Scenario::TransportLimit,
+    Scenario::Fanout,
+    Scenario::Latency,
+    Scenario::Ttff,
+    Scenario::Memory,
+    Scenario::City,
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ponte-bench",
+    version,
+    about = "ponte benchmarks: throughput, latency, time to first frame, memory, the city"
+)]
+struct Cli {
+    /// What to run.
+    scenario: Scenario,
+    /// A few seconds with tiny loads: checks the harness works (figures mean nothing).
+    #[arg(long)]
+    smoke: bool,
+    /// Directory of the JSON reports.
+    #[arg(long, default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// JSON report path for a single scenario (default `<out-dir>/<scenario>.json`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Use the agent and relay binaries as they are (do not run `cargo build` first).
+    #[arg(long)]
+    no_build: bool,
+    /// Skip the Chromium (WHEP) part of ttff.
+    #[arg(long)]
+    no_whep: bool,
+    /// Fan-out: QUIC subscribers the relay feeds.
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Bitrate of each replayed main stream, kbit/s.
+    #[arg(long)]
+    kbps: Option<u32>,
+    /// Frames per second of the replay cameras.
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    /// GOP length of the replay cameras, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    gop_secs: f64,
+    /// Measured window of each load step, seconds.
+    #[arg(long)]
+    window_secs: Option<f64>,
+    /// Fan-out: most tracks the agent is given.
+    #[arg(long, default_value_t = 400)]
+    max_tracks: usize,
+    /// Latency: the fan-out maximum (Gbit/s) to take shares of, instead of measuring it first.
+    #[arg(long)]
+    max_gbps: Option<f64>,
+    /// City: tracks (lens × quality) to reach, the inventory first (0 = the inventory alone).
+    #[arg(long, default_value_t = 120)]
+    tracks: usize,
+    /// ttff: measurements per path.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Memory: stream counts, comma separated, starting at 0.
+    #[arg(long, value_delimiter = ',')]
+    levels: Option<Vec<usize>>,
+    /// Report: rewrite the generated section of this Markdown file.
+    #[arg(long)]
+    update: Option<PathBuf>,
+}
+
+/// What a scenario function hands back.
+struct Output {
+    tables: Vec<Table>,
+    checks: Vec<Check>,
+    notes: Vec<String>,
+    data: serde_json::Value,
+}
+
+impl Cli {
+    fn replay(&self, main_kbps: u32, sub_kbps: u32) -> Replay {
+        Replay {
+            main_kbps,
+            sub_kbps,
+            fps: self.fps,
+            gop_frames: ((self.gop_secs * f64::from(self.fps)).round() as u32).max(1),
+        }
+    }
+
+    fn fanout_params(&self) -> fanout::FanoutParams {
+        let smoke = self.smoke;
+        fanout::FanoutParams {
+            subscribers: self.subscribers.unwrap_or(if smoke { 2 } else { 8 }),
+            replay: self.replay(self.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+            max_tracks: if smoke { self.max_tracks.min(3) } else { self.max_tracks },
+            steps: if smoke { 2 } else { 8 },
+            refine: if smoke { 0 } else { 3 },
+            settle_secs: if smoke { 0.5 } else { 3.0 },
+            window_secs: self.window_secs.unwrap_or(if smoke { 0.7 } else { 5.0 }),
+        }
+    }
+
+    fn command(&self) -> String {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let release = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|p| p.ends_with("release")))
+            .unwrap_or(false);
+        if release {
+            format!("cargo run --release -p ponte-bench -- {}", args.join(" "))
+        } else {
+            format!("ponte-bench {}", args.join(" "))
+        }
+    }
+}
+
+/// Shared between scenarios of one run.
+#[derive(Default)]
+struct RunState {
+    transport: Option<transport::TransportResult>,
+    fanout_max: Option<f64>,
+}
+
+/// Builds `ponte-agent` and `ponte-relay` in this binary's profile when run
+/// through cargo, so a benchmark never measures stale binaries.
+fn build_binaries(no_build: bool) -> Result<()> {
+    if !no_build {
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let exe = std::env::current_exe()?;
+            let profile = exe.parent().and_then(Path::file_name).and_then(|n| n.to_str()).unwrap_or("debug");
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "-p", "ponte-agent", "-p", "ponte-relay"]);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    cmd.arg("--release");
+                }
+                other => {
+                    cmd.args(["--profile", other]);
+                }
+            }
+            eprintln!("ponte-bench: building the agent and relay ({profile})");
+            let status = cmd.status().context("running cargo build")?;
+            if !status.success() {
+                bail!("cargo build of ponte-agent and ponte-relay failed ({status})");
+            }
+        }
+    }
+    for bin in ["ponte-agent", "ponte-relay"] {
+        ponte_tests::bin_path(bin)?;
+    }
+    Ok(())
+}
+
+async fn run_transport(cli: &Cli, st: &mut RunState) -> Result<Output> {
+    let m = cli.fanout_params().subscribers;
+    let mut results = Vec::new();
+    for connections in if m > 1 { vec![1, m] } else { vec![1] } {
+        let spec = transport::TransportSpec {
+            connections,
+            streams: if cli.smoke { 2 } else { 4 },
+            chunk_bytes: 64 << 10,
+            warmup_secs: if cli.smoke { 0.2 } else { 1.0 },
+            secs: cli.window_secs.unwrap_or(if cli.smoke { 0.5 } else { 5.0 }),
+        };
+        let r = transport::run(spec).await?;
+        eprintln!("ponte-bench: transport-limit, {connections} connection(s): {:.3} Gbit/s", r.gbps);
+        results.push(r);
+    }
+    let mut t = Table::new(
+        "Raw QUIC bulk transfer on loopback, ponte's TLS (mutual, ring) and transport config, one process",
+        &["connections", "streams each", "Gbit/s", "cores busy", "Gbit/s per core", "CPU s per Gbit"],
+    );
+    for r in &results {
+        t.row(vec![
+            r.spec.connections.to_string(),
+            r.spec.streams.to_string(),
+            format!("{:.3}", r.gbps),
+            format!("{:.2}", r.cores),
+            format!("{:.3}", r.gbps_per_core),
+            format!("{:.2}", r.cpu_secs_per_gbit),
+        ]);
+    }
+    let best = results.iter().max_by(|a, b| a.gbps.total_cmp(&b.gbps)).cloned().context("no result")?;
+    let notes = vec![format!(
+        "The transport limit used for ratios is the best row ({:.3} Gbit/s, {} connection(s)); CPU is the whole process \
+         (sender and receiver, from getrusage).",
+        best.gbps, best.spec.connections
+    )];
+    st.transport = Some(best);
+    Ok(Output { tables: vec![t], checks: vec![], notes, data: serde_json::to_value(&results)? })
+}
+
+async fn transport_of(cli: &Cli, st: &mut RunState) -> Result<transport::TransportResult> {
+    if st.transport.is_none() {
+        let out = run_transport(cli, st).await?;
+        finish(cli, Scenario::TransportLimit, out, Instant::now(), Machine::probe(), None)?;
+    }
+    st.transport.clone().context("transport limit missing")
+}
+
+async fn run_fanout(cli: &Cli, st: &mut RunState) -> Result<Output> {
+    let t = transport_of(cli, st).await?;
+    let params = cli.fanout_params();
+    let r = fanout::ramp(&params, t.gbps).await?;
+    st.fanout_max = Some(r.max_gbps);
+    let (tables, checks, notes) = fanout::fanout_tables(&r, &t);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "fanout": r, "transport": t }) })
+}
+
+async fn run_latency(cli: &Cli, st: &mut RunState) -> Result<Output> {
+    let max = match cli.max_gbps.or(st.fanout_max) {
+        Some(m) => m,
+        None => {
+            let started = Instant::now();
+            let machine = Machine::probe();
+            let out = run_fanout(cli, st).await?;
+            finish(cli, Scenario::Fanout, out, started, machine, None)?;
+            st.fanout_max.context("fan-out maximum missing")?
+        }
+    };
+    anyhow::ensure!(
+        max > 0.0,
+        "the fan-out maximum is 0: nothing was carried, so there is no load to take shares of"
+    );
+    let mut params = cli.fanout_params();
+    if cli.window_secs.is_none() && !cli.smoke {
+        params.window_secs = 10.0;
+    }
+    let levels = fanout::latency(&params, max, &[10, 50, 90]).await?;
+    let (tables, checks) = fanout::latency_tables(&levels, max);
+    let notes = vec![
+        "Agent hop: SEI capture time → arrival at a probe the agent feeds directly. Relay hop: for the same frame, arrival \
+         at a relay subscriber minus arrival at the probe. Arrival is when the frame's last byte is read."
+            .into(),
+    ];
+    Ok(Output {
+        tables,
+        checks,
+        notes,
+        data: serde_json::json!({ "max_gbps": max, "params": params, "levels": levels }),
+    })
+}
+
+async fn run_ttff(cli: &Cli) -> Result<Output> {
+    let chromium = ponte_tests::Chromium::available();
+    let whep = !cli.no_whep && (chromium || ponte_tests::in_ci());
+    let params = ttff::TtffParams {
+        rounds: cli.rounds.unwrap_or(if cli.smoke { 1 } else { 10 }),
+        replay: cli.replay(cli.kbps.unwrap_or(if cli.smoke { 1_000 } else { 4_000 }), 500),
+        whep,
+    };
+    let paths = ttff::run(&params).await?;
+    let (tables, checks) = ttff::tables(&paths, &params);
+    let mut notes = Vec::new();
+    if !whep {
+        notes.push(if cli.no_whep {
+            "WHEP part skipped (--no-whep).".to_owned()
+        } else {
+            format!("WHEP part skipped: no Chromium at {}.", ponte_tests::Chromium::binary().display())
+        });
+    }
+    notes.push(
+        "QUIC: `Subscribe` sent by a cascade downstream of the relay → first frame complete. WHEP: \
+         `ponteViewer.play()` in the relay's viewer page → `framesDecoded > 0` (getStats polled every 2 ms)."
+            .into(),
+    );
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "paths": paths }) })
+}
+
+async fn run_memory(cli: &Cli) -> Result<Output> {
+    let params = memory::MemoryParams {
+        levels: cli.levels.clone().unwrap_or(if cli.smoke { vec![0, 2, 4] } else { vec![0, 50, 200] }),
+        replay: cli.replay(cli.kbps.unwrap_or(if cli.smoke { 1_000 } else { 4_000 }), 500),
+        settle_secs: if cli.smoke { 0.5 } else { 10.0 },
+    };
+    anyhow::ensure!(params.levels.first() == Some(&0), "--levels must start at 0");
+    let levels = memory::run(&params).await?;
+    let (tables, checks) = memory::tables(&levels, &params);
+    let notes = vec![
+        "Per stream: (RSS at the level − RSS at 0 streams) / streams; RSS is the largest of 5 samples over 2.5 s, \
+         taken once the streams have flowed for the settle time."
+            .into(),
+    ];
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "levels": levels }) })
+}
+
+async fn run_city(cli: &Cli) -> Result<Output> {
+    let params = city::CityParams {
+        tracks: if cli.smoke { 0 } else { cli.tracks },
+        points: if cli.smoke { 3 } else { 0 },
+        replay: cli.replay(cli.kbps.unwrap_or(4_000), 500),
+        settle_secs: if cli.smoke { 0.5 } else { 5.0 },
+        window_secs: cli.window_secs.unwrap_or(if cli.smoke { 1.0 } else { 30.0 }),
+    };
+    let c = city::run(&params).await?;
+    let (tables, checks, notes) = city::tables(&c, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": c }) })
+}
+
+/// Prints a scenario's report and writes its JSON.
+fn finish(
+    cli: &Cli,
+    scenario: Scenario,
+    out: Output,
+    started: Instant,
+    mut machine: Machine,
+    seen_builds: Option<Vec<String>>,
+) -> Result<Report> {
+    machine.recheck_builds();
+    for b in seen_builds.unwrap_or_default() {
+        if !machine.concurrent_builds.contains(&b) {
+            machine.concurrent_builds.push(b);
+        }
+    }
+    let report = Report {
+        scenario: scenario.name().into(),
+        command: cli.command(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(started.elapsed().as_secs()),
+        duration_secs: started.elapsed().as_secs_f64(),
+        smoke: cli.smoke,
+        machine,
+        tables: out.tables,
+        checks: out.checks,
+        notes: out.notes,
+        data: out.data,
+    };
+    println!("== {} ==\n{}", report.scenario, report.text());
+    let path = match (&cli.json, cli.scenario) {
+        (Some(p), s) if s == scenario => p.clone(),
+        _ => cli.out_dir.join(format!("{}.json", scenario.name())),
+    };
+    report.write(&path)?;
+    eprintln!("ponte-bench: wrote {}", path.display());
+    Ok(report)
+}
+
+/// Watches for compilers and linkers while a scenario runs.
+fn watch_builds() -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let task = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = machine::builds_running();
+                {
+                    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    for b in now {
+                        if !s.contains(&b) {
+                            s.push(b);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    (seen, task)
+}
+
+async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Report> {
+    let started = Instant::now();
+    let machine = Machine::probe();
+    let (seen, watcher) = watch_builds();
+    let out = match scenario {
+        Scenario::TransportLimit => run_transport(cli, st).await,
+        Scenario::Fanout => run_fanout(cli, st).await,
+        Scenario::Latency => run_latency(cli, st).await,
+        Scenario::Ttff => run_ttff(cli).await,
+        Scenario::Memory => run_memory(cli).await,
+        Scenario::City => run_city(cli).await,
+        Scenario::All | Scenario::Report => unreachable!("not a single scenario"),
+    }
+    .with_context(|| format!("scenario {}", scenario.name()));
+    watcher.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    finish(cli, scenario, out?, started, machine, Some(seen))
+}
+
+fn report(cli: &Cli) -> Result<()> {
+    let mut md = String::new();
+    for s in ORDER {
+        let path = cli.out_dir.join(format!("{}.json", s.name()));
+        if path.is_file() {
+            md.push_str(&Report::read(&path)?.markdown());
+        }
+    }
+    if md.is_empty() {
+        bail!("no reports in {}: run a scenario first", cli.out_dir.display());
+    }
+    match &cli.update {
+        Some(doc) => {
+            let text = std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+            std::fs::write(doc, report::splice(&text, &md)?)
+                .with_context(|| format!("writing {}", doc.display()))?;
+            eprintln!("ponte-bench: updated {}", doc.display());
+        }
+        None => print!("{md}"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.scenario == Scenario::Report {
+        return report(&cli);
+    }
+    build_binaries(cli.no_build)?;
+    let mut st = RunState::default();
+    let scenarios: Vec<Scenario> =
+        if cli.scenario == Scenario::All { ORDER.to_vec() } else { vec![cli.scenario] };
+    let mut missed = 0;
+    for s in scenarios {
+        let report = run_one(&cli, s, &mut st).await?;
+        missed += report.checks.iter().filter(|c| !c.met).count();
+    }
+    if missed > 0 {
+        eprintln!("ponte-bench: {missed} target(s) missed (see MISS lines above)");
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The management port every node serves, and the `status` CLI that reads
+//! it: `/healthz`, `/readyz`, `/status` (JSON), `/metrics` (Prometheus) and
+//! `/` (the human status page), all rendered from one `StatusDoc`.
+
+use crate::status::{Health, StatusDoc};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// The latest status document, refreshed by the node's sampler.
+pub type StatusFeed = watch::Receiver<Arc<StatusDoc>>;
+
+/// How often nodes refresh their status document.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Routes of the management port.
+pub fn router(feed: StatusFeed) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(feed)
+}
+
+/// Binds the management port (so a busy port fails start-up with a clear
+/// error) and serves it in the background.
+pub async fn spawn(listen: SocketAddr, feed: StatusFeed) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, "management port: /status /metrics /healthz /readyz and the status page");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(feed)).await {
+            tracing::error!(error = %e, "management port failed");
+        }
+    });
+    Ok(listen)
+}
+
+async fn page(State(feed): State<StatusFeed>) -> Html<String> {
+    Html(feed.borrow().html())
+}
+
+async fn status(State(feed): State<StatusFeed>) -> Json<StatusDoc> {
+    Json((**feed.borrow()).clone())
+}
+
+async fn metrics(State(feed): State<StatusFeed>) -> Response {
+    let body = feed.borrow().prometheus();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn ready(State(feed): State<StatusFeed>) -> Response {
+    let doc = feed.borrow().clone();
+    if doc.health == Health::Down {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", doc.problems.join("; "))).into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+/// Exit code when the node cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// Fetches `/status` from a management URL such as `http://127.0.0.1:9091`.
+pub async fn fetch(url: &str) -> Result<StatusDoc, String> {
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (hostport, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
+        None => (rest, String::new()),
+    };
+    let path = format!("{path}/status");
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(hostport).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.take(16 << 20).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .map_err(|_| format!("{url}: no answer within 5 s"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}: {}", head.lines().next().unwrap_or("")));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{url}: not a ponte status document ({e})"))
+}
+
+/// `status` subcommand: prints the table (or JSON) and returns the exit code.
+pub async fn status_cli(url: &str, json: bool, watch: Option<Duration>) -> i32 {
+    loop {
+        let code = match fetch(url).await {
+            Ok(doc) => {
+                if watch.is_some() {
+                    print!("\x1b[2J\x1b[H");
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                } else {
+                    print!("{}", doc.table());
+                }
+                doc.health.exit_code()
+            }
+            Err(e) => {
+                eprintln!("UNREACHABLE: {e}");
+                EXIT_UNREACHABLE
+            }
+        };
+        match watch {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return code,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The relay's audit log: who logged in, who watched which camera and for how
+//! long, and what was refused. Hash-chained JSON lines
+//! ([`ponte_proto::audit::AuditLog`]), checked by `ponte-relay audit verify`.
+
+use ponte_proto::audit::{AuditLog, AuditRecord};
+use ponte_proto::media::Quality;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+use tracing::error;
+
+/// Actions this relay writes.
+pub mod action {
+    /// A login attempt (web form, RTSP credentials, bearer token).
+    pub const LOGIN: &str = "login";
+    /// A browser logged out.
+    pub const LOGOUT: &str = "logout";
+    /// A viewer started watching a camera.
+    pub const VIEW_START: &str = "view-start";
+    /// A viewer stopped watching (or was stopped).
+    pub const VIEW_STOP: &str = "view-stop";
+    /// A viewer asked for a camera it may not have, or the upstream refused it.
+    pub const REFUSED: &str = "refused";
+}
+
+/// One viewing, as the audit log names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewing<'a> {
+    /// Account or token name; `None` on a relay without accounts.
+    pub viewer: Option<&'a str>,
+    /// Camera watched.
+    pub camera: &'a str,
+    /// Quality watched.
+    pub quality: Quality,
+    /// WHEP (or RTSP) session id.
+    pub session: &'a str,
+}
+
+/// The relay's audit log. Writing never fails the caller: a write error is
+/// logged loudly (the log's chain head stays where it was).
+pub struct RelayAudit {
+    log: Option<AuditLog>,
+    site: String,
+}
+
+impl RelayAudit {
+    /// Opens (or continues) the log at `path`.
+    pub fn open(path: &Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
+        Ok(Self { log: Some(AuditLog::open(path, site, max_bytes)?), site: site.to_owned() })
+    }
+
+    /// A log that writes nothing (unit tests).
+    pub fn disabled(site: &str) -> Self {
+        Self { log: None, site: site.to_owned() }
+    }
+
+    fn write(&self, mut record: AuditRecord) {
+        let Some(log) = &self.log else { return };
+        record.site = Some(self.site.clone());
+        if let Err(e) = log.write(record) {
+            error!(error = %e, path = %log.path().display(), "cannot write the audit log");
+        }
+    }
+
+    /// A login attempt: `outcome` is `ok`, `failed` or `throttled`.
+    pub fn login(&self, user: &str, client: IpAddr, outcome: &str, reason: String) {
+        self.write(AuditRecord {
+            viewer: Some(user.to_owned()),
+            action: action::LOGIN.into(),
+            outcome: outcome.into(),
+            reason: Some(reason),
+            client: Some(client.to_string()),
+            ..Default::default()
+        });
+    }
+
+    /// A browser session ended by its viewer.
+    pub fn logout(&self, user: &str, client: IpAddr) {
+        self.write(AuditRecord {
+            viewer: Some(user.to_owned()),
+            action: action::LOGOUT.into(),
+            outcome: "ok".into(),
+            client: Some(client.to_string()),
+            ..Default::default()
+        });
+    }
+
+    /// A viewer started watching.
+    pub fn view_start(&self, v: Viewing<'_>, how: &str) {
+        self.write(AuditRecord {
+            action: action::VIEW_START.into(),
+            outcome: "allowed".into(),
+            reason: Some(how.to_owned()),
+            ..viewing(v)
+        });
+    }
+
+    /// A viewing ended after `lasted`, for `why`.
+    pub fn view_stop(&self, v: Viewing<'_>, lasted: Duration, why: &str) {
+        self.write(AuditRecord {
+            action: action::VIEW_STOP.into(),
+            outcome: "ended".into(),
+            reason: Some(why.to_owned()),
+            duration_ms: Some(u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX)),
+            ..viewing(v)
+        });
+    }
+
+    /// A refused request: `outcome` is the refusal's category (`unknown`,
+    /// `forbidden`, `offline`, `over-budget`), `reason` says who decided why.
+    pub fn refused(&self, viewer: Option<&str>, camera: &str, quality: Quality, outcome: &str, reason: &str) {
+        self.write(AuditRecord {
+            viewer: viewer.map(str::to_owned),
+            camera: Some(camera.to_owned()),
+            quality: Some(quality.name().to_owned()),
+            action: action::REFUSED.into(),
+            outcome: outcome.to_owned(),
+            reason: Some(reason.to_owned()),
+            ..Default::default()
+        });
+    }
+}
+
+/// `ponte-relay audit verify FILE...`: one file means it and its rotated
+/// predecessors; several are taken oldest first. Exits 1 at a broken line.
+pub fn verify_cli(files: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    let files = if files.len() == 1 { ponte_proto::audit::chain_files(&files[0]) } else { files };
+    match ponte_proto::audit::verify(&files) {
+        Ok(n) => {
+            println!("audit log intact: {n} lines in {} file(s)", files.len());
+            Ok(())
+        }
+        Err(broken) => {
+            eprintln!("audit log BROKEN at {broken}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn viewing(v: Viewing<'_>) -> AuditRecord {
+    AuditRecord {
+        viewer: v.viewer.map(str::to_owned),
+        camera: Some(v.camera.to_owned()),
+        quality: Some(v.quality.name().to_owned()),
+        session: Some(v.session.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_site_viewer_session_and_duration_and_verify() {
+        let dir = std::env::temp_dir().join(format!("ponte-relay-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("relay-audit.log");
+        let audit = RelayAudit::open(&path, "carabinieri", 1 << 20).unwrap();
+        let client: IpAddr = "10.1.2.3".parse().unwrap();
+        audit.login("anna", client, "failed", "wrong password".into());
+        let v = Viewing { viewer: Some("anna"), camera: "duomo", quality: Quality::Sub, session: "abc" };
+        audit.view_start(v, "WHEP");
+        audit.view_stop(v, Duration::from_millis(1500), "deleted by the viewer");
+        audit.refused(Some("anna"), "caserma", Quality::Main, "unknown", "outside the viewer's cameras");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["action"], "login");
+        assert_eq!(lines[0]["client"], "10.1.2.3");
+        assert!(lines.iter().all(|l| l.get("password").is_none()), "no password field: {text}");
+        assert_eq!(lines[1]["session"], "abc");
+        assert_eq!(lines[2]["duration_ms"], 1500);
+        assert_eq!(lines[2]["site"], "carabinieri");
+        assert_eq!(lines[2]["node"], "carabinieri");
+        assert_eq!(lines[3]["outcome"], "unknown");
+        assert!(lines[3].get("session").is_none(), "absent fields are omitted");
+        assert_eq!(ponte_proto::audit::verify(&[path]), Ok(4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

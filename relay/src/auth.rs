@@ -1,0 +1,1414 @@
+//! Relay-local viewers: accounts (user + argon2id password hash) and bearer
+//! tokens from the relay config, each with an optional narrower camera set;
+//! browser sessions behind an HttpOnly cookie; a per-client brake on failed
+//! logins; and the HTTP pieces (`POST /login`, `POST /logout`, the
+//! [`require_viewer`] layer in front of the catalog, WHEP and status).
+//!
+//! A viewer can only narrow what the site may see: its selectors filter the
+//! catalog the agent sent (the ceiling set by the site's policy), never add to
+//! it. With no `[[viewer]]` and no `[[token]]` in the config the relay is open
+//! and every request is the [`Viewer::anonymous`] one.
+//!
+//! Entry points for other egress (RTSP): [`Auth::check_basic`] (argon2id, or a
+//! token name and token as user and password), [`Auth::digest_ha1`] with
+//! [`Auth::login_failed`] / [`Auth::login_ok`] for RTSP Digest, and
+//! [`Viewer::may_see`] / [`Viewer::check`] / [`Viewer::narrow`].
+
+use crate::audit::RelayAudit;
+use anyhow::{anyhow, bail, Context, Result};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Router};
+use ponte_proto::media::Quality;
+use ponte_proto::policy::{CameraFacts, Selector};
+use ponte_proto::wire::CatalogEntry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+/// Name of the browser session cookie.
+pub const SESSION_COOKIE: &str = "ponte_session";
+/// Realm of RTSP Digest authentication: `rtsp_digest_ha1` is
+/// MD5(`user:ponte:password`).
+pub const RTSP_REALM: &str = "ponte";
+
+// ---- config ----------------------------------------------------------------
+
+/// `[[viewer]]`: a person (browser or RTSP client) with a password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerConfig {
+    /// Login name.
+    pub user: String,
+    /// argon2id PHC string, from `ponte-relay passwd`.
+    pub password_hash: String,
+    /// Selectors (`*`, `camera:`, `device:`, `zone:`, `type:`) over the site's
+    /// catalog; absent = every camera the site may see, `[]` = none.
+    #[serde(default)]
+    pub cameras: Option<Vec<String>>,
+    /// `main` (default) or `sub`: the best quality this viewer may watch.
+    #[serde(default)]
+    pub max_quality: Option<Quality>,
+    /// MD5(`user:ponte:password`) in hex, only for RTSP clients that insist
+    /// on Digest; from `ponte-relay passwd --user NAME --rtsp-digest`.
+    #[serde(default)]
+    pub rtsp_digest_ha1: Option<String>,
+}
+
+/// `[[token]]`: a machine client (VMS, script) with a bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Name in logs and audit.
+    pub name: String,
+    /// Hex SHA-256 of the token, from `ponte-relay token`.
+    pub token_sha256: String,
+    /// As for viewers.
+    #[serde(default)]
+    pub cameras: Option<Vec<String>>,
+    /// As for viewers.
+    #[serde(default)]
+    pub max_quality: Option<Quality>,
+}
+
+// ---- viewers and what they may see -----------------------------------------
+
+/// What a viewer may see: selectors over the site's catalog and a quality cap.
+#[derive(Debug, Clone, PartialEq)]
+struct Scope {
+    /// `None`: every camera of the site's catalog.
+    cameras: Option<Vec<Selector>>,
+    max_quality: Quality,
+}
+
+impl Scope {
+    const ALL: Scope = Scope { cameras: None, max_quality: Quality::Main };
+
+    fn compile(what: &str, cameras: Option<&[String]>, max_quality: Option<Quality>) -> Result<Scope> {
+        let cameras = match cameras {
+            None => None,
+            Some(list) => Some(list.iter().map(|s| parse_selector(what, s)).collect::<Result<Vec<_>>>()?),
+        };
+        Ok(Scope { cameras, max_quality: max_quality.unwrap_or(Quality::Main) })
+    }
+}
+
+fn parse_selector(what: &str, text: &str) -> Result<Selector> {
+    let selector = Selector::parse(text).map_err(|e| anyhow!("{what}: `cameras` entry {e}"))?;
+    if let Selector::Tag(tag) = &selector {
+        bail!(
+            "{what}: `cameras` entry \"tag:{tag}\": tags stay at the agent (the catalog a relay receives \
+             has none), so a relay cannot select by tag; use `zone:`, `device:`, `type:` or `camera:` here, \
+             or grant by tag in the agent's `[[site]]` policy"
+        );
+    }
+    Ok(selector)
+}
+
+/// How a viewer proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewerKind {
+    /// A relay without accounts: nobody logged in.
+    Anonymous,
+    /// A `[[viewer]]` account.
+    Account,
+    /// A `[[token]]`.
+    Token,
+}
+
+/// Why a viewer may not watch a camera at a quality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeRefusal {
+    /// The camera is outside the viewer's cameras: answered as if it did not exist.
+    Hidden(String),
+    /// The camera is visible, but not at that quality.
+    Quality(String),
+}
+
+/// An authenticated viewer, or the anonymous one of a relay without accounts.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    name: Arc<str>,
+    kind: ViewerKind,
+    scope: Arc<Scope>,
+}
+
+impl Viewer {
+    /// The viewer of a relay without accounts: sees the whole site catalog.
+    pub fn anonymous() -> Viewer {
+        Viewer { name: Arc::from("anonymous"), kind: ViewerKind::Anonymous, scope: Arc::new(Scope::ALL) }
+    }
+
+    fn new(name: &str, kind: ViewerKind, scope: Scope) -> Viewer {
+        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope) }
+    }
+
+    /// Account or token name (`anonymous` on a relay without accounts).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the viewer authenticated.
+    #[cfg(test)]
+    pub fn kind(&self) -> ViewerKind {
+        self.kind
+    }
+
+    /// The name the audit log records: none for the anonymous viewer.
+    pub fn audit_name(&self) -> Option<&str> {
+        (self.kind != ViewerKind::Anonymous).then_some(&*self.name)
+    }
+
+    /// True when the viewer sees the site's whole catalog at every quality.
+    pub fn unrestricted(&self) -> bool {
+        *self.scope == Scope::ALL
+    }
+
+    fn selects(&self, cam: &CatalogEntry) -> bool {
+        let Some(selectors) = &self.scope.cameras else { return true };
+        let facts =
+            CameraFacts { id: &cam.id, device: &cam.device, zone: &cam.zone, kind: &cam.kind, tags: &[] };
+        selectors.iter().any(|s| s.matches(&facts))
+    }
+
+    /// Qualities of a site camera this viewer may watch.
+    pub fn qualities(&self, cam: &CatalogEntry) -> Vec<Quality> {
+        if !self.selects(cam) {
+            return Vec::new();
+        }
+        // `Sub` orders after `Main`: a viewer capped at `sub` gets only `sub`.
+        cam.qualities.iter().copied().filter(|q| *q >= self.scope.max_quality).collect()
+    }
+
+    /// Whether this site camera is in the viewer's catalog.
+    pub fn may_see(&self, cam: &CatalogEntry) -> bool {
+        !self.qualities(cam).is_empty()
+    }
+
+    /// Whether the viewer may watch this site camera at `quality`, and if
+    /// not, why (in words for the viewer and the audit log).
+    pub fn check(&self, cam: &CatalogEntry, quality: Quality) -> Result<(), ScopeRefusal> {
+        if !self.may_see(cam) {
+            return Err(ScopeRefusal::Hidden(format!(
+                "camera `{}` is outside the cameras of viewer `{}`",
+                cam.id, self.name
+            )));
+        }
+        if !self.qualities(cam).contains(&quality) {
+            let allowed: Vec<&str> = self.qualities(cam).iter().map(|q| q.name()).collect();
+            return Err(ScopeRefusal::Quality(format!(
+                "viewer `{}` may watch camera `{}` at `{}` quality only",
+                self.name,
+                cam.id,
+                allowed.join("`, `")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The site's catalog as this viewer sees it: cameras outside its set
+    /// dropped, qualities above its cap removed. Never adds anything.
+    pub fn narrow(&self, catalog: Vec<CatalogEntry>) -> Vec<CatalogEntry> {
+        catalog
+            .into_iter()
+            .filter_map(|mut cam| {
+                let qualities = self.qualities(&cam);
+                (!qualities.is_empty()).then(|| {
+                    cam.qualities = qualities;
+                    cam
+                })
+            })
+            .collect()
+    }
+}
+
+// ---- accounts ----------------------------------------------------------------
+
+struct Account {
+    viewer: Viewer,
+    phc: String,
+    ha1: Option<String>,
+}
+
+struct Token {
+    viewer: Viewer,
+    digest: [u8; 32],
+}
+
+/// The relay's accounts and tokens, checked and ready.
+#[derive(Default)]
+pub struct Accounts {
+    accounts: HashMap<String, Account>,
+    tokens: Vec<Token>,
+}
+
+/// Why credentials did not check out (for logs and audit, never for the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadCredentials {
+    /// No account or token by that name.
+    UnknownUser,
+    /// The password (or token) is wrong.
+    WrongPassword,
+}
+
+impl BadCredentials {
+    fn reason(self) -> &'static str {
+        match self {
+            BadCredentials::UnknownUser => "unknown user",
+            BadCredentials::WrongPassword => "wrong password",
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 {
+        bail!("{what}: the name must be 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_control() || c == ':' || c == '"' || c.is_whitespace()) {
+        bail!("{what}: the name may not contain spaces, quotes, `:` or control characters");
+    }
+    Ok(())
+}
+
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != 2 * N || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A valid argon2id hash of nothing anyone knows, verified for unknown users
+/// so that they take as long as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&hex(&rand::random::<[u8; 32]>())).unwrap_or_default())
+}
+
+/// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| anyhow!("cannot encode a salt: {e}"))?;
+    let hash = Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
+    Ok(hash.to_string())
+}
+
+/// Hex MD5(`user:ponte:password`): the RTSP Digest HA1 of a viewer.
+pub fn digest_ha1(user: &str, password: &str) -> String {
+    use md5::Digest as _;
+    hex(&md5::Md5::digest(format!("{user}:{RTSP_REALM}:{password}").as_bytes()))
+}
+
+/// A new random bearer token (256 bits, hex) and its SHA-256 for `token_sha256`.
+pub fn new_token() -> (String, String) {
+    let token = hex(&rand::random::<[u8; 32]>());
+    let digest = hex(&sha256(token.as_bytes()));
+    (token, digest)
+}
+
+impl Accounts {
+    /// Checks and compiles the `[[viewer]]` and `[[token]]` tables.
+    pub fn from_config(viewers: &[ViewerConfig], tokens: &[TokenConfig]) -> Result<Accounts> {
+        let mut out = Accounts::default();
+        let mut names = std::collections::HashSet::new();
+        for v in viewers {
+            let what = format!("[[viewer]] `{}`", v.user);
+            check_name(&what, &v.user)?;
+            if !names.insert(v.user.clone()) {
+                bail!("{what}: the name is used twice (viewer and token names share one namespace)");
+            }
+            let hash = PasswordHash::new(&v.password_hash).map_err(|e| {
+                anyhow!(
+                    "{what}: `password_hash` is not a PHC string ({e}); make one with `ponte-relay passwd`"
+                )
+            })?;
+            if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
+                bail!(
+                    "{what}: `password_hash` uses `{}`; only argon2id is accepted: make one with `ponte-relay passwd`",
+                    hash.algorithm
+                );
+            }
+            let params = argon2::Params::try_from(&hash)
+                .map_err(|e| anyhow!("{what}: `password_hash` has unusable argon2 parameters ({e})"))?;
+            // Each login costs this much memory and time: refuse what would stall the relay.
+            if params.m_cost() > 256 * 1024 || params.t_cost() > 16 || params.p_cost() > 8 {
+                bail!(
+                    "{what}: `password_hash` asks for m={} KiB, t={}, p={}; keep m <= 262144, t <= 16, p <= 8 \
+                     (`ponte-relay passwd` uses m=19456, t=2, p=1)",
+                    params.m_cost(),
+                    params.t_cost(),
+                    params.p_cost()
+                );
+            }
+            let ha1 = match &v.rtsp_digest_ha1 {
+                None => None,
+                Some(text) => Some(hex(&parse_hex::<16>(text).with_context(|| {
+                    format!("{what}: `rtsp_digest_ha1` must be 32 hex digits (`ponte-relay passwd --user {} --rtsp-digest`)", v.user)
+                })?)),
+            };
+            let scope = Scope::compile(&what, v.cameras.as_deref(), v.max_quality)?;
+            out.accounts.insert(
+                v.user.clone(),
+                Account {
+                    viewer: Viewer::new(&v.user, ViewerKind::Account, scope),
+                    phc: v.password_hash.clone(),
+                    ha1,
+                },
+            );
+        }
+        for t in tokens {
+            let what = format!("[[token]] `{}`", t.name);
+            check_name(&what, &t.name)?;
+            if !names.insert(t.name.clone()) {
+                bail!("{what}: the name is used twice (viewer and token names share one namespace)");
+            }
+            let digest = parse_hex::<32>(&t.token_sha256).with_context(|| {
+                format!("{what}: `token_sha256` must be 64 hex digits, the SHA-256 of the token (`ponte-relay token`)")
+            })?;
+            if out.tokens.iter().any(|other| other.digest == digest) {
+                bail!("{what}: the same token is configured twice; give each client its own (`ponte-relay token`)");
+            }
+            let scope = Scope::compile(&what, t.cameras.as_deref(), t.max_quality)?;
+            out.tokens.push(Token { viewer: Viewer::new(&t.name, ViewerKind::Token, scope), digest });
+        }
+        Ok(out)
+    }
+
+    /// True when no account and no token is configured: no authentication.
+    pub fn is_open(&self) -> bool {
+        self.accounts.is_empty() && self.tokens.is_empty()
+    }
+
+    /// Number of accounts and tokens.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.accounts.len(), self.tokens.len())
+    }
+
+    /// Checks a user name and password: an account's argon2id hash, or a
+    /// token name with the token as password. Slow on purpose (argon2, tens
+    /// of milliseconds): call it off the async threads.
+    pub fn verify_password(&self, user: &str, password: &str) -> Result<Viewer, BadCredentials> {
+        if let Some(account) = self.accounts.get(user) {
+            let ok = PasswordHash::new(&account.phc)
+                .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok());
+            return if ok { Ok(account.viewer.clone()) } else { Err(BadCredentials::WrongPassword) };
+        }
+        if let Some(token) = self.tokens.iter().find(|t| t.viewer.name() == user) {
+            return if same_bytes(&sha256(password.as_bytes()), &token.digest) {
+                Ok(token.viewer.clone())
+            } else {
+                Err(BadCredentials::WrongPassword)
+            };
+        }
+        // As slow as a wrong password, so timing does not tell which users exist.
+        if let Ok(hash) = PasswordHash::new(decoy_hash()) {
+            let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+        }
+        Err(BadCredentials::UnknownUser)
+    }
+
+    /// The token's viewer, if `token` is one of the configured tokens.
+    pub fn check_token(&self, token: &str) -> Option<Viewer> {
+        let digest = sha256(token.as_bytes());
+        // Look at every token whatever matches, so timing tells nothing.
+        let mut found = None;
+        for t in &self.tokens {
+            if same_bytes(&digest, &t.digest) {
+                found = Some(t.viewer.clone());
+            }
+        }
+        found
+    }
+
+    /// The RTSP Digest HA1 (hex MD5 of `user:ponte:password`) of an account
+    /// that has `rtsp_digest_ha1`, with its viewer.
+    pub fn digest_ha1(&self, user: &str) -> Option<(String, Viewer)> {
+        let account = self.accounts.get(user)?;
+        Some((account.ha1.clone()?, account.viewer.clone()))
+    }
+}
+
+// ---- CLI helpers ---------------------------------------------------------------
+
+/// `ponte-relay passwd`: reads one line from stdin, prints its argon2id hash
+/// (or, with `user`, a `[[viewer]]` table; with `rtsp_digest`, its HA1 too).
+pub fn passwd_cli(user: Option<&str>, rtsp_digest: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (shown as you type): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("empty password: pipe or type the password on stdin, e.g. `ponte-relay passwd < file`");
+    }
+    if password.chars().count() < 10 {
+        eprintln!("warning: a password of fewer than 10 characters is easy to guess");
+    }
+    let phc = hash_password(password)?;
+    match user {
+        None => println!("{phc}"),
+        Some(user) => {
+            check_name("--user", user)?;
+            println!("[[viewer]]\nuser = \"{user}\"\npassword_hash = \"{phc}\"");
+            println!("# cameras = [\"zone:Zaist\", \"camera:po-lungofiume\"]   # optional: fewer cameras than the site");
+            println!("# max_quality = \"sub\"                                   # optional");
+            if rtsp_digest {
+                println!(
+                    "rtsp_digest_ha1 = \"{}\"   # RTSP Digest, realm \"{RTSP_REALM}\"",
+                    digest_ha1(user, password)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ponte-relay token`: prints a new token (line 1) and the `[[token]]` table
+/// for the relay config.
+pub fn token_cli(name: &str) -> Result<()> {
+    check_name("--name", name)?;
+    let (token, digest) = new_token();
+    println!("{token}");
+    println!();
+    println!("# Give the line above to `{name}` (send it as `Authorization: Bearer <token>`,");
+    println!("# or as RTSP password with user `{name}`); the relay keeps only its SHA-256:");
+    println!("[[token]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
+    println!("# cameras = [\"zone:Zaist\"]   # optional: fewer cameras than the site");
+    Ok(())
+}
+
+// ---- browser sessions (sans-IO: time is passed in) ----------------------------
+
+struct SessionSlot {
+    viewer: Viewer,
+    last_seen: Instant,
+}
+
+/// Browser sessions by cookie value, each ending after `idle` without use.
+pub struct SessionTable {
+    sessions: HashMap<String, SessionSlot>,
+    idle: Duration,
+    max: usize,
+}
+
+impl SessionTable {
+    /// An empty table; at most `max` sessions (the least recently used goes first).
+    pub fn new(idle: Duration, max: usize) -> Self {
+        Self { sessions: HashMap::new(), idle, max: max.max(1) }
+    }
+
+    fn expired(&self, slot: &SessionSlot, now: Instant) -> bool {
+        now.saturating_duration_since(slot.last_seen) >= self.idle
+    }
+
+    /// Opens a session under `id` (a fresh random value, see [`new_session_id`]).
+    pub fn insert(&mut self, id: String, viewer: Viewer, now: Instant) {
+        if self.sessions.len() >= self.max {
+            let idle = self.idle;
+            self.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) < idle);
+        }
+        if self.sessions.len() >= self.max {
+            let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
+            }
+        }
+        self.sessions.insert(id, SessionSlot { viewer, last_seen: now });
+    }
+
+    /// The session's viewer, marking it used at `now`; `None` if unknown or idle too long.
+    pub fn get(&mut self, id: &str, now: Instant) -> Option<Viewer> {
+        let expired = self.expired(self.sessions.get(id)?, now);
+        if expired {
+            self.sessions.remove(id);
+            return None;
+        }
+        let slot = self.sessions.get_mut(id)?;
+        slot.last_seen = now;
+        Some(slot.viewer.clone())
+    }
+
+    /// Ends a session.
+    pub fn remove(&mut self, id: &str) -> Option<Viewer> {
+        self.sessions.remove(id).map(|s| s.viewer)
+    }
+
+    /// Live (not yet purged) sessions.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// A new session id: 256 random bits, hex.
+pub fn new_session_id() -> String {
+    hex(&rand::random::<[u8; 32]>())
+}
+
+// ---- failed-login brake (sans-IO) -------------------------------------------
+
+/// Per-client limit on login attempts: `burst` attempts at once, then one
+/// per `interval` (a GCRA). Every attempt is charged when it starts, so
+/// parallel guesses cannot slip past; a successful one is refunded.
+pub struct LoginThrottle {
+    /// Per client: when its charged attempts will have drained.
+    clients: HashMap<IpAddr, Instant>,
+    burst: u32,
+    interval: Duration,
+    max_clients: usize,
+}
+
+impl LoginThrottle {
+    /// A limiter remembering at most `max_clients` clients.
+    pub fn new(burst: u32, interval: Duration, max_clients: usize) -> Self {
+        Self { clients: HashMap::new(), burst: burst.max(1), interval, max_clients: max_clients.max(1) }
+    }
+
+    /// Charges an attempt by `client`, or says how long it must wait.
+    pub fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let client = throttle_key(client);
+        let tolerance = self.interval * (self.burst - 1);
+        let drained = self.clients.get(&client).copied().unwrap_or(now).max(now);
+        let allowed_at = drained.checked_sub(tolerance).unwrap_or(now);
+        if allowed_at > now {
+            return Err(allowed_at - now);
+        }
+        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
+            self.clients.retain(|_, drained| *drained > now);
+            if self.clients.len() >= self.max_clients {
+                let oldest = self.clients.iter().min_by_key(|(_, d)| **d).map(|(ip, _)| *ip);
+                if let Some(oldest) = oldest {
+                    self.clients.remove(&oldest);
+                }
+            }
+        }
+        self.clients.insert(client, drained + self.interval);
+        Ok(())
+    }
+
+    /// Refunds the attempt of a client whose credentials were right.
+    pub fn succeeded(&mut self, client: IpAddr, now: Instant) {
+        let client = throttle_key(client);
+        if let Some(drained) = self.clients.get_mut(&client) {
+            *drained = drained.checked_sub(self.interval).unwrap_or(now);
+            if *drained <= now {
+                self.clients.remove(&client);
+            }
+        }
+    }
+
+    /// Clients remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+/// IPv4 as is; IPv6 by its /64 (one host usually owns a whole /64).
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+// ---- recently verified Basic credentials -------------------------------------
+
+/// RTSP clients send their credentials with every request; argon2 on each
+/// would cost tens of milliseconds. A keyed hash of credentials verified in
+/// the last `ttl` skips it (the key is random per process, so the cache is
+/// useless to anyone reading memory without it).
+struct VerifiedCache {
+    key: [u8; 32],
+    entries: HashMap<[u8; 32], (Viewer, Instant)>,
+    ttl: Duration,
+    max: usize,
+}
+
+impl VerifiedCache {
+    fn new(ttl: Duration, max: usize) -> Self {
+        Self { key: rand::random(), entries: HashMap::new(), ttl, max: max.max(1) }
+    }
+
+    fn slot(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    fn get(&mut self, user: &str, password: &str, now: Instant) -> Option<Viewer> {
+        let slot = self.slot(user, password);
+        let (viewer, at) = self.entries.get(&slot)?;
+        if now.saturating_duration_since(*at) < self.ttl {
+            return Some(viewer.clone());
+        }
+        self.entries.remove(&slot);
+        None
+    }
+
+    fn put(&mut self, user: &str, password: &str, viewer: Viewer, now: Instant) {
+        if self.entries.len() >= self.max {
+            let ttl = self.ttl;
+            self.entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            if self.entries.len() >= self.max {
+                self.entries.clear();
+            }
+        }
+        let slot = self.slot(user, password);
+        self.entries.insert(slot, (viewer, now));
+    }
+}
+
+// ---- the service -------------------------------------------------------------
+
+/// Tunables of authentication.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// A browser session ends after this long unused.
+    pub session_idle: Duration,
+    /// Most browser sessions kept.
+    pub max_sessions: usize,
+    /// Every failed login is answered this much later.
+    pub failed_login_delay: Duration,
+    /// Login attempts a client may make at once ...
+    pub login_burst: u32,
+    /// ... then one per this interval.
+    pub login_interval: Duration,
+    /// Clients the login brake remembers.
+    pub max_clients: usize,
+    /// How long verified Basic credentials skip argon2.
+    pub verified_ttl: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(12 * 3600),
+            max_sessions: 10_000,
+            failed_login_delay: Duration::from_secs(1),
+            login_burst: 5,
+            login_interval: Duration::from_secs(12),
+            max_clients: 4096,
+            verified_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why a login was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong user name, password or token (which one is not told).
+    BadCredentials,
+    /// Too many attempts from this client: retry after this long.
+    Throttled(Duration),
+}
+
+/// Accounts, sessions and the login brake, shared by every egress.
+pub struct Auth {
+    accounts: Arc<Accounts>,
+    settings: AuthSettings,
+    audit: Arc<RelayAudit>,
+    sessions: Mutex<SessionTable>,
+    throttle: Mutex<LoginThrottle>,
+    verified: Mutex<VerifiedCache>,
+    /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
+    hashing: Semaphore,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each table stays consistent even if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Auth {
+    /// Authentication with these accounts, writing logins to `audit`.
+    pub fn new(accounts: Accounts, audit: Arc<RelayAudit>, settings: AuthSettings) -> Self {
+        Self {
+            accounts: Arc::new(accounts),
+            sessions: Mutex::new(SessionTable::new(settings.session_idle, settings.max_sessions)),
+            throttle: Mutex::new(LoginThrottle::new(
+                settings.login_burst,
+                settings.login_interval,
+                settings.max_clients,
+            )),
+            verified: Mutex::new(VerifiedCache::new(settings.verified_ttl, 256)),
+            hashing: Semaphore::new(2),
+            settings,
+            audit,
+        }
+    }
+
+    /// No accounts: every request is the anonymous viewer.
+    pub fn open(audit: Arc<RelayAudit>) -> Self {
+        Self::new(Accounts::default(), audit, AuthSettings::default())
+    }
+
+    /// True when the relay has no accounts and no tokens.
+    pub fn is_open(&self) -> bool {
+        self.accounts.is_open()
+    }
+
+    /// Charges a login attempt by `client`; `Err` while it must wait.
+    pub fn begin_attempt(&self, client: IpAddr) -> Result<(), Refusal> {
+        lock(&self.throttle).begin(client, Instant::now()).map_err(Refusal::Throttled)
+    }
+
+    /// Records a failed login (log, audit; the attempt stays charged).
+    /// RTSP Digest failures go here too.
+    pub fn record_failure(&self, client: IpAddr, user: &str, via: &str, why: &str) {
+        // Whatever was typed as a user name goes to the log: keep it short.
+        let user: String = user.chars().take(64).collect();
+        warn!(viewer = %user, client = %client, via, "login failed: {why}");
+        self.audit.login(&user, client, "failed", format!("{via}: {why}"));
+    }
+
+    /// [`Auth::record_failure`], then the failure delay.
+    pub async fn login_failed(&self, client: IpAddr, user: &str, via: &str, why: &str) {
+        self.record_failure(client, user, via, why);
+        tokio::time::sleep(self.settings.failed_login_delay).await;
+    }
+
+    /// Records a successful login (audit, log) and refunds the attempt.
+    pub fn login_ok(&self, client: IpAddr, viewer: &Viewer, via: &str) {
+        lock(&self.throttle).succeeded(client, Instant::now());
+        info!(viewer = viewer.name(), client = %client, via, "login");
+        self.audit.login(viewer.name(), client, "ok", via.to_owned());
+    }
+
+    /// Checks a user name and password (an account, or a token name with the
+    /// token as password) from `client`, e.g. RTSP Basic. Braked per client,
+    /// audited; credentials verified in the last 10 minutes skip argon2 and
+    /// the audit (RTSP clients repeat them on every request: one `login` line
+    /// per 10 minutes, not one per request).
+    pub async fn check_basic(
+        &self,
+        client: IpAddr,
+        user: &str,
+        password: &str,
+        via: &str,
+    ) -> Result<Viewer, Refusal> {
+        if let Some(viewer) = lock(&self.verified).get(user, password, Instant::now()) {
+            return Ok(viewer);
+        }
+        let viewer = self.verify(client, user, password, via).await?;
+        lock(&self.verified).put(user, password, viewer.clone(), Instant::now());
+        Ok(viewer)
+    }
+
+    /// Braked, audited argon2 check, off the async threads.
+    async fn verify(&self, client: IpAddr, user: &str, password: &str, via: &str) -> Result<Viewer, Refusal> {
+        if let Err(refusal) = self.begin_attempt(client) {
+            debug!(viewer = user, client = %client, via, "login attempt throttled");
+            return Err(refusal);
+        }
+        let checked = {
+            let _slot = self.hashing.acquire().await.map_err(|_| Refusal::BadCredentials)?;
+            let accounts = self.accounts.clone();
+            let (user, password) = (user.to_owned(), password.to_owned());
+            tokio::task::spawn_blocking(move || accounts.verify_password(&user, &password))
+                .await
+                .unwrap_or(Err(BadCredentials::WrongPassword))
+        };
+        match checked {
+            Ok(viewer) => {
+                self.login_ok(client, &viewer, via);
+                Ok(viewer)
+            }
+            Err(bad) => {
+                self.login_failed(client, user, via, bad.reason()).await;
+                Err(Refusal::BadCredentials)
+            }
+        }
+    }
+
+    /// Checks a bearer token from `client`.
+    pub async fn check_bearer(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
+        self.begin_attempt(client)?;
+        match self.accounts.check_token(token) {
+            Some(viewer) => {
+                lock(&self.throttle).succeeded(client, Instant::now());
+                Ok(viewer)
+            }
+            None => {
+                self.login_failed(client, "?", "bearer token", "unknown token").await;
+                Err(Refusal::BadCredentials)
+            }
+        }
+    }
+
+    /// RTSP Digest support: the HA1 of `user` and its viewer, when the
+    /// account has `rtsp_digest_ha1`. The caller checks the response, then
+    /// calls [`Auth::login_ok`] or [`Auth::login_failed`] (after
+    /// [`Auth::begin_attempt`]).
+    pub fn digest_ha1(&self, user: &str) -> Option<(String, Viewer)> {
+        self.accounts.digest_ha1(user)
+    }
+
+    fn session(&self, id: &str) -> Option<Viewer> {
+        lock(&self.sessions).get(id, Instant::now())
+    }
+
+    /// Who is asking: the anonymous viewer on an open relay, else the
+    /// session cookie's or the bearer token's viewer.
+    pub async fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Viewer, Response> {
+        if self.is_open() {
+            return Ok(Viewer::anonymous());
+        }
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            let Some(token) = token else {
+                return Err(unauthorized("only `Authorization: Bearer <token>` is accepted here"));
+            };
+            return self.check_bearer(client, token).await.map_err(|r| match r {
+                Refusal::Throttled(wait) => throttled(wait),
+                Refusal::BadCredentials => unauthorized("the bearer token is not valid for this relay"),
+            });
+        }
+        match session_cookie(headers).and_then(|id| self.session(id)) {
+            Some(viewer) => Ok(viewer),
+            None if session_cookie(headers).is_some() => {
+                Err(unauthorized("your session has expired or ended: log in again on the viewer page"))
+            }
+            None => Err(unauthorized(
+                "authentication required: log in on the viewer page, or send `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+// ---- HTTP ------------------------------------------------------------------
+
+/// The client's IP address (unspecified when the server was not started
+/// with connection info, e.g. in unit tests).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientIp(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = text(StatusCode::UNAUTHORIZED, message);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ponte\""));
+    resp
+}
+
+fn throttled(wait: Duration) -> Response {
+    let secs = wait.as_secs() + 1;
+    let mut resp =
+        text(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins from here: retry in {secs} s"));
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// Layer for routes that need a viewer: puts the [`Viewer`] into the request
+/// extensions, or answers 401 (429 while a client is braked).
+pub async fn require_viewer(
+    State(auth): State<Arc<Auth>>,
+    ClientIp(client): ClientIp,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(req.headers(), client).await {
+        Ok(viewer) => {
+            req.extensions_mut().insert(viewer);
+            next.run(req).await
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// [`require_viewer`] for routes that show the whole site (status): a
+/// narrowed viewer gets 403, so it learns nothing of the cameras it may not see.
+pub async fn require_whole_site(
+    State(auth): State<Arc<Auth>>,
+    ClientIp(client): ClientIp,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(req.headers(), client).await {
+        Ok(viewer) if viewer.unrestricted() => {
+            req.extensions_mut().insert(viewer);
+            next.run(req).await
+        }
+        Ok(viewer) => text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "viewer `{}` sees part of the site only; the status covers all of it: \
+                 use an account without `cameras` and `max_quality`",
+                viewer.name()
+            ),
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /login` and `POST /logout`.
+pub fn router(auth: Arc<Auth>) -> Router {
+    Router::new().route("/login", post(login)).route("/logout", post(logout)).with_state(auth)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+}
+
+/// `POST /login` (form: `user`, `password`) → 204 with the session cookie,
+/// 401 on wrong credentials (after a delay), 429 while braked.
+async fn login(
+    State(auth): State<Arc<Auth>>,
+    ClientIp(client): ClientIp,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if auth.is_open() {
+        return text(StatusCode::NOT_FOUND, "this relay has no accounts: no login is needed");
+    }
+    match auth.verify(client, form.user.trim(), &form.password, "web login").await {
+        Ok(viewer) => {
+            let id = new_session_id();
+            lock(&auth.sessions).insert(id.clone(), viewer, Instant::now());
+            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(Refusal::Throttled(wait)) => throttled(wait),
+        Err(Refusal::BadCredentials) => unauthorized("wrong user name or password"),
+    }
+}
+
+/// `POST /logout` → 204, the session ended and its cookie cleared.
+async fn logout(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, headers: HeaderMap) -> Response {
+    if let Some(viewer) = session_cookie(&headers).and_then(|id| lock(&auth.sessions).remove(id)) {
+        info!(viewer = viewer.name(), client = %client, "logout");
+        auth.audit.logout(viewer.name(), client);
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ponte_proto::media::Codec;
+    use proptest::prelude::*;
+
+    fn cam(id: &str, zone: &str, kind: &str) -> CatalogEntry {
+        CatalogEntry {
+            id: id.to_owned(),
+            device: id.split('-').next().unwrap_or(id).to_owned(),
+            lens: 1,
+            name: id.to_owned(),
+            zone: zone.to_owned(),
+            kind: kind.to_owned(),
+            codec: Codec::H264,
+            qualities: vec![Quality::Main, Quality::Sub],
+            ptz: false,
+            always_on: false,
+        }
+    }
+
+    fn catalog() -> Vec<CatalogEntry> {
+        vec![
+            cam("zaist-mantova", "Zaist", "dome-ptz"),
+            cam("po-lungofiume", "Po", "fixed"),
+            cam("porta-1", "Centro", "fixed-quad-optic"),
+            cam("porta-2", "Centro", "fixed-quad-optic"),
+        ]
+    }
+
+    fn viewer(user: &str, phc: &str, cameras: Option<&[&str]>, max: Option<Quality>) -> ViewerConfig {
+        ViewerConfig {
+            user: user.into(),
+            password_hash: phc.into(),
+            cameras: cameras.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            max_quality: max,
+            rtsp_digest_ha1: None,
+        }
+    }
+
+    fn phc() -> &'static str {
+        static PHC: OnceLock<String> = OnceLock::new();
+        PHC.get_or_init(|| hash_password("correct horse").unwrap())
+    }
+
+    #[test]
+    fn password_check_and_tokens() {
+        assert!(phc().starts_with("$argon2id$v=19$"), "{}", phc());
+        let (token, digest) = new_token();
+        let accounts = Accounts::from_config(
+            &[viewer("anna", phc(), None, None)],
+            &[TokenConfig { name: "vms".into(), token_sha256: digest, cameras: None, max_quality: None }],
+        )
+        .unwrap();
+        assert!(!accounts.is_open());
+        let anna = accounts.verify_password("anna", "correct horse").unwrap();
+        assert_eq!((anna.name(), anna.kind()), ("anna", ViewerKind::Account));
+        assert_eq!(
+            accounts.verify_password("anna", "Correct horse").unwrap_err(),
+            BadCredentials::WrongPassword
+        );
+        assert_eq!(
+            accounts.verify_password("bruno", "correct horse").unwrap_err(),
+            BadCredentials::UnknownUser
+        );
+        // A token name and its token work as user and password (RTSP Basic for a VMS).
+        assert_eq!(accounts.verify_password("vms", &token).unwrap().kind(), ViewerKind::Token);
+        assert!(accounts.verify_password("vms", "nope").is_err());
+        assert_eq!(accounts.check_token(&token).unwrap().name(), "vms");
+        assert!(accounts.check_token(&token[1..]).is_none());
+        assert!(accounts.check_token("").is_none());
+        assert!(accounts.digest_ha1("anna").is_none(), "no HA1 configured");
+        assert!(Accounts::from_config(&[], &[]).unwrap().is_open());
+    }
+
+    #[test]
+    fn digest_ha1_is_md5_of_user_realm_password() {
+        // RFC 2617 style: MD5("Mufasa:ponte:Circle Of Life"), computed independently.
+        let ha1 = digest_ha1("Mufasa", "Circle Of Life");
+        assert_eq!(ha1.len(), 32);
+        let mut v = viewer("Mufasa", phc(), None, None);
+        v.rtsp_digest_ha1 = Some(ha1.to_uppercase());
+        let accounts = Accounts::from_config(&[v], &[]).unwrap();
+        let (got, viewer) = accounts.digest_ha1("Mufasa").unwrap();
+        assert_eq!(got, ha1, "stored lower-case");
+        assert_eq!(viewer.name(), "Mufasa");
+    }
+
+    #[test]
+    fn config_errors_name_the_account_and_the_fix() {
+        let cases: Vec<(Vec<ViewerConfig>, Vec<TokenConfig>, &str)> = vec![
+            (vec![viewer("anna", "plain-text", None, None)], vec![], "`ponte-relay passwd`"),
+            (
+                vec![viewer(
+                    "anna",
+                    "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$YWJjZGVmZ2hpamtsbW5vcA",
+                    None,
+                    None,
+                )],
+                vec![],
+                "only argon2id",
+            ),
+            (vec![viewer("anna", phc(), Some(&["tag:hospital"]), None)], vec![], "cannot select by tag"),
+            (vec![viewer("anna", phc(), Some(&["place:x"]), None)], vec![], "`cameras` entry"),
+            (vec![viewer("an na", phc(), None, None)], vec![], "spaces"),
+            (vec![viewer("anna", phc(), None, None), viewer("anna", phc(), None, None)], vec![], "twice"),
+            (
+                vec![viewer("vms", phc(), None, None)],
+                vec![TokenConfig {
+                    name: "vms".into(),
+                    token_sha256: new_token().1,
+                    cameras: None,
+                    max_quality: None,
+                }],
+                "twice",
+            ),
+            (
+                vec![],
+                vec![TokenConfig {
+                    name: "vms".into(),
+                    token_sha256: "abc".into(),
+                    cameras: None,
+                    max_quality: None,
+                }],
+                "64 hex digits",
+            ),
+        ];
+        for (viewers, tokens, needle) in cases {
+            let err = match Accounts::from_config(&viewers, &tokens) {
+                Ok(_) => panic!("accepted {needle}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(needle), "{err}");
+            assert!(err.contains("anna") || err.contains("vms") || err.contains("an na"), "{err}");
+        }
+    }
+
+    fn compiled(cameras: Option<&[&str]>, max: Option<Quality>) -> Viewer {
+        let cameras: Option<Vec<String>> = cameras.map(|c| c.iter().map(|s| s.to_string()).collect());
+        Viewer::new("anna", ViewerKind::Account, Scope::compile("test", cameras.as_deref(), max).unwrap())
+    }
+
+    #[test]
+    fn narrowing_by_zone_device_type_camera_and_quality() {
+        let ids = |v: &Viewer| v.narrow(catalog()).into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(&compiled(None, None)).len(), 4);
+        assert!(compiled(None, None).unrestricted());
+        assert_eq!(ids(&compiled(Some(&["zone:zaist"]), None)), ["zaist-mantova"]);
+        assert_eq!(ids(&compiled(Some(&["device:porta"]), None)), ["porta-1", "porta-2"]);
+        assert_eq!(
+            ids(&compiled(Some(&["type:fixed", "camera:porta-2"]), None)),
+            ["po-lungofiume", "porta-2"]
+        );
+        assert!(ids(&compiled(Some(&[]), None)).is_empty(), "`cameras = []` sees nothing");
+        assert_eq!(ids(&compiled(Some(&["*"]), None)).len(), 4);
+
+        let sub_only = compiled(Some(&["zone:Zaist"]), Some(Quality::Sub));
+        assert!(!sub_only.unrestricted());
+        let narrowed = sub_only.narrow(catalog());
+        assert_eq!(narrowed.len(), 1);
+        assert_eq!(narrowed[0].qualities, [Quality::Sub]);
+        let zaist = &catalog()[0];
+        assert_eq!(sub_only.check(zaist, Quality::Sub), Ok(()));
+        assert!(
+            matches!(sub_only.check(zaist, Quality::Main), Err(ScopeRefusal::Quality(r)) if r.contains("`sub`"))
+        );
+        assert!(
+            matches!(sub_only.check(&catalog()[1], Quality::Sub), Err(ScopeRefusal::Hidden(r)) if r.contains("po-lungofiume"))
+        );
+        // A camera offering only main disappears for a sub-only viewer.
+        let mut main_only = cam("solo", "Zaist", "dome");
+        main_only.qualities = vec![Quality::Main];
+        assert!(!sub_only.may_see(&main_only));
+        assert!(Viewer::anonymous().may_see(&main_only));
+        assert_eq!(Viewer::anonymous().audit_name(), None);
+        assert_eq!(sub_only.audit_name(), Some("anna"));
+    }
+
+    fn arb_selector() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_string()),
+            "[a-d]".prop_map(|c| format!("camera:{c}")),
+            "[a-d]".prop_map(|c| format!("device:{c}")),
+            "[xyz]".prop_map(|z| format!("zone:{z}")),
+            "(fixed|dome)".prop_map(|t| format!("type:{t}")),
+        ]
+    }
+
+    fn arb_camera() -> impl Strategy<Value = CatalogEntry> {
+        ("[a-d]", "[xyz]", "(fixed|dome)", any::<bool>(), any::<bool>()).prop_map(
+            |(id, zone, kind, main, sub)| {
+                let mut c = cam(&id, &zone, &kind);
+                c.qualities = [(main, Quality::Main), (sub, Quality::Sub)]
+                    .into_iter()
+                    .filter_map(|(on, q)| on.then_some(q))
+                    .collect();
+                c
+            },
+        )
+    }
+
+    proptest! {
+        /// A viewer's catalog is always a subset of the site's, camera by
+        /// camera and quality by quality, and `check` agrees with it.
+        #[test]
+        fn narrowing_never_widens(
+            selectors in proptest::option::of(proptest::collection::vec(arb_selector(), 0..4)),
+            sub_only in any::<bool>(),
+            site in proptest::collection::vec(arb_camera(), 0..6),
+        ) {
+            let refs: Option<Vec<&str>> = selectors.as_ref().map(|s| s.iter().map(String::as_str).collect());
+            let v = compiled(refs.as_deref(), sub_only.then_some(Quality::Sub));
+            let narrowed = v.narrow(site.clone());
+            let mut expected = Vec::new();
+            for c in &site {
+                let one = v.narrow(vec![c.clone()]);
+                prop_assert!(one.len() <= 1);
+                if let Some(n) = one.first() {
+                    prop_assert_eq!(&CatalogEntry { qualities: c.qualities.clone(), ..n.clone() }, c);
+                    prop_assert!(!n.qualities.is_empty());
+                    prop_assert!(n.qualities.iter().all(|q| c.qualities.contains(q)));
+                    prop_assert!(!(sub_only && n.qualities.contains(&Quality::Main)));
+                }
+                for q in [Quality::Main, Quality::Sub] {
+                    let listed = one.first().is_some_and(|n| n.qualities.contains(&q));
+                    prop_assert_eq!(v.check(c, q).is_ok(), listed);
+                }
+                prop_assert_eq!(v.may_see(c), !one.is_empty());
+                expected.extend(one);
+            }
+            prop_assert_eq!(narrowed, expected);
+        }
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_use_keeps_them() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let mut table = SessionTable::new(12 * hour, 3);
+        table.insert("a".into(), compiled(None, None), t0);
+        assert!(table.get("a", t0 + 11 * hour).is_some(), "used at 11 h");
+        assert!(table.get("a", t0 + 22 * hour).is_some(), "11 h after its last use");
+        assert!(table.get("a", t0 + 34 * hour).is_none(), "12 h idle: gone");
+        assert!(table.get("a", t0 + 34 * hour).is_none());
+        assert_eq!(table.len(), 0);
+        assert!(table.get("unknown", t0).is_none());
+        table.insert("b".into(), compiled(None, None), t0);
+        assert!(table.remove("b").is_some());
+        assert!(table.get("b", t0).is_none(), "logged out");
+        // Bounded: the least recently used goes first.
+        for (i, id) in ["c", "d", "e"].into_iter().enumerate() {
+            table.insert(id.into(), compiled(None, None), t0 + Duration::from_secs(i as u64));
+        }
+        assert!(table.get("c", t0 + Duration::from_secs(10)).is_some());
+        table.insert("f".into(), compiled(None, None), t0 + Duration::from_secs(11));
+        assert_eq!(table.len(), 3);
+        assert!(table.get("d", t0 + Duration::from_secs(12)).is_none(), "d was least recently used");
+        assert!(table.get("c", t0 + Duration::from_secs(12)).is_some());
+        assert_eq!(new_session_id().len(), 64);
+        assert_ne!(new_session_id(), new_session_id());
+    }
+
+    #[test]
+    fn throttle_allows_a_burst_then_one_per_interval_per_client() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut th = LoginThrottle::new(5, 12 * s, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(th.begin(a, t0), Ok(()));
+        }
+        assert_eq!(th.begin(a, t0), Err(12 * s));
+        assert_eq!(th.begin(a, t0 + 11 * s), Err(s));
+        assert_eq!(th.begin(b, t0), Ok(()), "another client is not affected");
+        assert_eq!(th.begin(a, t0 + 12 * s), Ok(()));
+        assert!(th.begin(a, t0 + 13 * s).is_err(), "one per interval after the burst");
+        // A success refunds its attempt.
+        th.succeeded(b, t0);
+        assert_eq!(th.len(), 1);
+        // Memory stays bounded: a third client pushes the oldest out.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        th.begin(b, t0 + 13 * s).unwrap();
+        th.begin(c, t0 + 13 * s).unwrap();
+        assert!(th.len() <= 2);
+        // IPv6 clients count per /64.
+        let mut th = LoginThrottle::new(1, 12 * s, 10);
+        th.begin("2001:db8::1".parse().unwrap(), t0).unwrap();
+        assert!(th.begin("2001:db8::2".parse().unwrap(), t0).is_err());
+        assert!(th.begin("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn verified_cache_expires() {
+        let t0 = Instant::now();
+        let mut cache = VerifiedCache::new(Duration::from_secs(600), 2);
+        cache.put("anna", "pw", compiled(None, None), t0);
+        assert!(cache.get("anna", "pw", t0 + Duration::from_secs(599)).is_some());
+        assert!(cache.get("anna", "pw2", t0).is_none());
+        assert!(cache.get("ann", "apw", t0).is_none(), "user and password are separated");
+        assert!(cache.get("anna", "pw", t0 + Duration::from_secs(600)).is_none());
+    }
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; ponte_session=abc ; b=2"));
+        assert_eq!(session_cookie(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("x=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("ponte_session=def"));
+        assert_eq!(session_cookie(&h), Some("def"));
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn check_basic_brakes_audits_and_caches() {
+        let dir = std::env::temp_dir().join(format!("ponte-auth-basic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.log");
+        let audit = Arc::new(RelayAudit::open(&path, "carabinieri", 1 << 20).unwrap());
+        let accounts = Accounts::from_config(&[viewer("anna", phc(), None, None)], &[]).unwrap();
+        let settings = AuthSettings {
+            failed_login_delay: Duration::from_millis(10),
+            login_burst: 2,
+            ..AuthSettings::default()
+        };
+        let auth = Auth::new(accounts, audit, settings);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let ok = auth.check_basic(ip, "anna", "correct horse", "rtsp").await.unwrap();
+        assert_eq!(ok.name(), "anna");
+        // Cached: no second audit line.
+        auth.check_basic(ip, "anna", "correct horse", "rtsp").await.unwrap();
+        assert_eq!(auth.check_basic(ip, "anna", "wrong", "rtsp").await.unwrap_err(), Refusal::BadCredentials);
+        assert_eq!(auth.check_basic(ip, "nobody", "x", "rtsp").await.unwrap_err(), Refusal::BadCredentials);
+        assert!(matches!(auth.check_basic(ip, "anna", "wrong", "rtsp").await, Err(Refusal::Throttled(_))));
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let outcomes: Vec<&str> = lines.iter().map(|l| l["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["ok", "failed", "failed"], "{log}");
+        assert_eq!(lines[1]["reason"], "rtsp: wrong password");
+        assert_eq!(lines[2]["viewer"], "nobody");
+        assert!(!log.contains("correct horse") && !log.contains("\"wrong\""), "{log}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

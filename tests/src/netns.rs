@@ -1,0 +1,178 @@
+//! Two network namespaces joined by a veth pair, made with iproute2 and torn
+//! down on drop (even when the test fails): a real link the test can cap
+//! with `tc`, count bytes on, and run a process at either end of.
+//!
+//! Addresses are a /30 from 10.200.0.0/16, assigned inside the namespaces
+//! only: nothing outside them ever sees or routes them.
+
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// Prefix of every namespace this module creates (stale ones are removed).
+const PREFIX: &str = "ponte-ns-";
+
+/// One end of the pair.
+#[derive(Debug, Clone)]
+pub struct End {
+    /// Namespace name.
+    pub ns: String,
+    /// Its veth device.
+    pub dev: String,
+    /// Its address on the link.
+    pub addr: Ipv4Addr,
+}
+
+/// Namespaces `a` and `b` joined by a veth pair; deleted on drop.
+#[derive(Debug)]
+pub struct NetnsPair {
+    /// Side A (e.g. the agent).
+    pub a: End,
+    /// Side B (e.g. the relay).
+    pub b: End,
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running `{program} {}`", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Deletes namespaces of earlier runs whose process is gone (a test killed
+/// before its guard could run).
+fn remove_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else { return };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+impl NetnsPair {
+    /// Creates `ponte-ns-<tag>a-<pid>` and `...b-<pid>`, a veth pair between
+    /// them with 10.200.N.1/30 (A) and 10.200.N.2/30 (B), both up, loopback up.
+    pub fn create(tag: &str) -> Result<Self> {
+        remove_stale();
+        let pid = std::process::id();
+        let net = (pid % 250) as u8 + 1;
+        let a = End {
+            ns: format!("{PREFIX}{tag}a-{pid}"),
+            dev: format!("pv{}a", pid % 1_000_000),
+            addr: Ipv4Addr::new(10, 200, net, 1),
+        };
+        let b = End {
+            ns: format!("{PREFIX}{tag}b-{pid}"),
+            dev: format!("pv{}b", pid % 1_000_000),
+            addr: Ipv4Addr::new(10, 200, net, 2),
+        };
+        // From here on, the guard cleans up whatever got created.
+        let pair = NetnsPair { a, b };
+        for end in [&pair.a, &pair.b] {
+            let _ = ip(&["netns", "del", &end.ns]);
+            ip(&["netns", "add", &end.ns])?;
+        }
+        ip(&[
+            "link",
+            "add",
+            &pair.a.dev,
+            "netns",
+            &pair.a.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.b.dev,
+            "netns",
+            &pair.b.ns,
+        ])?;
+        for end in [&pair.a, &pair.b] {
+            let cidr = format!("{}/30", end.addr);
+            ip(&["-n", &end.ns, "addr", "add", &cidr, "dev", &end.dev])?;
+            ip(&["-n", &end.ns, "link", "set", &end.dev, "up"])?;
+            ip(&["-n", &end.ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(pair)
+    }
+
+    /// Caps what `end` sends on its veth with a token bucket filter, e.g.
+    /// `("20mbit", "64kb", "100ms")`; a second call replaces the cap.
+    pub fn cap(&self, end: &End, rate: &str, burst: &str, latency: &str) -> Result<()> {
+        run(
+            "tc",
+            &[
+                "-n", &end.ns, "qdisc", "replace", "dev", &end.dev, "root", "tbf", "rate", rate, "burst",
+                burst, "latency", latency,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Bytes `end`'s veth has transmitted (Ethernet frames, after the qdisc).
+    pub fn tx_bytes(&self, end: &End) -> Result<u64> {
+        let json = ip(&["-n", &end.ns, "-s", "-j", "link", "show", "dev", &end.dev])?;
+        let v: serde_json::Value = serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
+        v[0]["stats64"]["tx"]["bytes"].as_u64().with_context(|| format!("no tx bytes in {json}"))
+    }
+
+    /// `ip netns exec <ns> <program>`: a command that runs inside `end`'s
+    /// namespace (iproute2 execs the program in place, so signals sent to
+    /// the child reach it).
+    pub fn command(&self, end: &End, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &end.ns]).arg(program);
+        cmd
+    }
+
+    /// A UDP socket bound to `port` on `end`'s address, inside its namespace
+    /// (made on a short-lived thread that joins the namespace; the socket
+    /// stays there, the test process does not).
+    pub fn bind_udp(&self, end: &End, port: u16) -> Result<std::net::UdpSocket> {
+        let path = format!("/var/run/netns/{}", end.ns);
+        let addr = SocketAddr::from((end.addr, port));
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<std::net::UdpSocket> {
+                let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: setns on a valid namespace descriptor; it changes the
+                // network namespace of this thread only.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("setns into {path}"));
+                }
+                let sock = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+                sock.set_nonblocking(true)?;
+                Ok(sock)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the setns thread panicked"))?
+        })
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and so the pair.
+        for end in [&self.a, &self.b] {
+            if let Err(e) = ip(&["netns", "del", &end.ns]) {
+                eprintln!("netns cleanup: {e:#}");
+            }
+        }
+    }
+}

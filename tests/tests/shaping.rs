@@ -1,0 +1,450 @@
+//! Shaping on a real capped link: the real agent in one network namespace,
+//! a test relay in another, a veth pair between them capped with `tc tbf`.
+//! Ten synthetic cameras of mixed priority under a 16 Mbit/s budget: the
+//! critical and high ones stay on main, the bytes counted on the veth stay
+//! within budget + burst, every GOP starts with a keyframe and the received
+//! streams decode with ffmpeg, latency stays bounded. Then the link is
+//! widened (the cap lifted to 60 Mbit/s: ten main streams need ~40) and a
+//! reload raises the budget: everyone climbs back to main without a gap.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use ponte_proto::h264;
+use ponte_proto::media::Quality;
+use ponte_proto::session::read_gop_stream;
+use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::wire::{Control, MediaEvent};
+use ponte_tests::netns::NetnsPair;
+use ponte_tests::quic::{Answer, FakeRelay};
+use ponte_tests::{bin_path, AgentConfig, Device, Pki, Proc, RelayTarget};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const CAMERAS: usize = 10;
+const BUDGET_MBPS: f64 = 16.0;
+const BURST_KB: u64 = 256;
+const RAISED_MBPS: f64 = 48.0;
+const WARM_UP: Duration = Duration::from_secs(10);
+const MEASURE: Duration = Duration::from_secs(20);
+const AFTER_RELOAD: Duration = Duration::from_secs(12);
+const QUIC_PORT: u16 = 7443;
+
+fn priority(i: usize) -> &'static str {
+    match i {
+        0 => "critical",
+        1 | 2 => "high",
+        3..=6 => "normal",
+        _ => "low",
+    }
+}
+
+fn site_policy(mbps: f64) -> String {
+    format!(
+        "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nbudget_mbps = {mbps:.1}\nburst_kb = {BURST_KB}\n\
+         priority = {{ critical = [\"camera:cam-0\"], high = [\"camera:cam-1\", \"camera:cam-2\"], low = [\"tag:park\"] }}\n"
+    )
+}
+
+/// One frame as received.
+struct RxFrame {
+    keyframe: bool,
+    payload: Bytes,
+    at: Instant,
+    /// Capture → receive, from the SEI capture time.
+    latency_us: Option<u64>,
+}
+
+/// One GOP stream as received.
+struct RxGop {
+    subscription: u64,
+    seq: u64,
+    quality: Quality,
+    size: (u16, u16),
+    frames: Vec<RxFrame>,
+    /// Ended by a reset (superseded) rather than finished.
+    reset: bool,
+}
+
+fn collect_gops(conn: quinn::Connection) -> mpsc::UnboundedReceiver<RxGop> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(recv) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut gop: Option<RxGop> = None;
+                let finished = read_gop_stream(recv, |ev| {
+                    match ev {
+                        MediaEvent::Header(h) => {
+                            gop = Some(RxGop {
+                                subscription: h.subscription,
+                                seq: h.seq,
+                                quality: h.quality,
+                                size: (h.config.width, h.config.height),
+                                frames: Vec::new(),
+                                reset: false,
+                            })
+                        }
+                        MediaEvent::Frame(f) => {
+                            if let Some(g) = gop.as_mut() {
+                                let latency_us = h264::find_capture_time(&f.payload)
+                                    .map(|t| h264::unix_micros_now().saturating_sub(t));
+                                g.frames.push(RxFrame {
+                                    keyframe: f.keyframe,
+                                    payload: f.payload,
+                                    at: Instant::now(),
+                                    latency_us,
+                                });
+                            }
+                        }
+                    }
+                    true
+                })
+                .await;
+                if let Some(mut g) = gop {
+                    g.reset = !matches!(finished, Ok(true));
+                    let _ = tx.send(g);
+                }
+            });
+        }
+    });
+    rx
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The rung a GOP was sent at: its stream, and keyframes-only when it is
+/// complete with just its keyframe.
+fn rung_of(g: &RxGop) -> &'static str {
+    match (g.quality, g.frames.len() == 1 && !g.reset) {
+        (_, true) => "keyframes-only",
+        (Quality::Main, false) => "main",
+        (Quality::Sub, false) => "sub",
+    }
+}
+
+#[tokio::test]
+async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_reload() -> Result<()> {
+    if !ponte_tests::require_root()
+        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
+        || !ponte_tests::require_program("/usr/sbin/tc", "iproute2")
+        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
+    {
+        return Ok(());
+    }
+    let _heavy = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
+
+    // The link: agent in A, relay in B, A→B capped at 20 Mbit/s.
+    let net = NetnsPair::create("shape")?;
+    net.cap(&net.a, "20mbit", "64kb", "100ms")?;
+    let socket = net.bind_udp(&net.b, QUIC_PORT)?;
+    let id = Identity::load(&pki.ca_cert(), &pki.cert("carabinieri"), &pki.key("carabinieri"))?;
+    let server = tls::server_config(&id, &TransportOptions::default())?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let relay = FakeRelay { endpoint, site: "carabinieri".into() };
+
+    // Ten cameras: main 960×540 at ~4 Mbit/s (openh264 undershoots 640×360
+    // at that rate), sub 320×180 at 0.5 Mbit/s; cam-7..9 tagged `park` (low).
+    let devices: Vec<Device> = (0..CAMERAS)
+        .map(|i| {
+            let mut d = Device::synthetic(&format!("cam-{i}"));
+            let tags = if priority(i) == "low" { "tags = [\"park\"]\n" } else { "" };
+            d.extra = format!(
+                "{tags}[device.synthetic]\nmain_kbps = 4400\nsub_kbps = 500\nmain_width = 960\nmain_height = 540"
+            );
+            d
+        })
+        .collect();
+    let cfg = AgentConfig {
+        id: "master".into(),
+        tls: pki.tls("master"),
+        relays: vec![RelayTarget { site: "carabinieri".into(), addr: (net.b.addr, QUIC_PORT).into() }],
+        devices,
+        extra: site_policy(BUDGET_MBPS),
+    };
+    let config = cfg.write(dir.path().join("agent.toml"))?;
+    let mut cmd = net.command(&net.a, bin_path("ponte-agent")?);
+    cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info,ponte_agent::uplink=debug");
+    let mut agent = Proc::spawn_command("agent", cmd)?;
+
+    let mut s = relay.accept().await.context("the agent in namespace A never reached the relay in B")?;
+    let mut gops = collect_gops(s.conn.clone());
+    for i in 0..CAMERAS {
+        assert_eq!(s.subscribe(i as u64, &format!("cam-{i}"), Quality::Main).await?, Answer::Ok);
+    }
+    let t_sub = Instant::now();
+    // Paused / Resumed notices, and nothing unexpected.
+    let notices: Arc<Mutex<Vec<(Instant, Control)>>> = Arc::default();
+    let mut rx = s.rx;
+    let _tx = s.tx; // kept open: closing it would end the session
+    let control = tokio::spawn({
+        let notices = notices.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Control::Stats(_)) | Ok(Control::Catalog { .. }) => {}
+                    Ok(msg @ (Control::Paused { .. } | Control::Resumed { .. })) => {
+                        notices.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), msg))
+                    }
+                    Ok(other) => return Err(anyhow::anyhow!("unexpected control message {other:?}")),
+                    Err(e) => return Err(anyhow::anyhow!("control stream: {e}")),
+                }
+            }
+        }
+    });
+
+    // Settle, then count 20 s of bytes on the capped veth.
+    tokio::time::sleep_until((t_sub + WARM_UP).into()).await;
+    let (tx0, w0) = (net.tx_bytes(&net.a)?, Instant::now());
+    tokio::time::sleep(MEASURE).await;
+    let (tx1, w1) = (net.tx_bytes(&net.a)?, Instant::now());
+
+    // Widen the link and raise the budget by reloading the config.
+    net.cap(&net.a, "60mbit", "64kb", "100ms")?;
+    let text =
+        std::fs::read_to_string(&config)?.replace(&site_policy(BUDGET_MBPS), &site_policy(RAISED_MBPS));
+    std::fs::write(&config, text)?;
+    let before = agent.line_count();
+    let t_reload = Instant::now();
+    agent.signal(libc::SIGHUP)?;
+    agent.wait_for_line_from(before, "shaping: new link budget", Duration::from_secs(5)).await?;
+    tokio::time::sleep_until((t_reload + AFTER_RELOAD).into()).await;
+    let t_end = Instant::now();
+    agent.terminate(Duration::from_secs(5)).await?;
+    if control.is_finished() {
+        control.await??;
+    }
+
+    let mut all: Vec<RxGop> = Vec::new();
+    while let Ok(g) = gops.try_recv() {
+        all.push(g);
+    }
+    all.sort_by_key(|g| (g.subscription, g.seq));
+    if all.is_empty() {
+        bail!("no GOP received");
+    }
+
+    // 1. Bytes on the wire stay within budget + burst.
+    let window = (w1 - w0).as_secs_f64();
+    let wire = tx1 - tx0;
+    let allowed = BUDGET_MBPS * 1e6 / 8.0 * window + BURST_KB as f64 * 1024.0;
+    let wire_mbps = wire as f64 * 8.0 / window / 1e6;
+    println!(
+        "wire: {wire} bytes in {window:.1} s on the capped veth = {wire_mbps:.2} Mbit/s \
+         (budget {BUDGET_MBPS} Mbit/s, allowed {allowed:.0} bytes with burst)"
+    );
+
+    // 2. Rungs in the measured window, per camera.
+    let mut table = String::new();
+    let mut problems = Vec::new();
+    for i in 0..CAMERAS as u64 {
+        let in_window: Vec<&RxGop> = all
+            .iter()
+            .filter(|g| g.subscription == i && g.frames.first().is_some_and(|f| f.at >= w0 && f.at <= w1))
+            .collect();
+        let mut rungs: BTreeMap<&str, usize> = BTreeMap::new();
+        for g in &in_window {
+            *rungs.entry(rung_of(g)).or_default() += 1;
+        }
+        let bytes: usize = in_window.iter().flat_map(|g| &g.frames).map(|f| f.payload.len()).sum();
+        table.push_str(&format!(
+            "  cam-{i} {:<8} {:>6.2} Mbit/s  GOPs by rung {rungs:?}\n",
+            priority(i as usize),
+            bytes as f64 * 8.0 / window / 1e6
+        ));
+        if matches!(priority(i as usize), "critical" | "high") && rungs.keys().any(|r| *r != "main") {
+            problems.push(format!("cam-{i} ({}) left main: {rungs:?}", priority(i as usize)));
+        }
+        if in_window.is_empty() {
+            problems.push(format!("cam-{i} received nothing in the measured window"));
+        }
+    }
+    println!("rungs over the measured {window:.0} s:\n{table}");
+
+    // 3. Every GOP starts with a keyframe; latency.
+    let mut latencies: [Vec<u64>; 2] = Default::default();
+    let mut resets = [0usize; 2];
+    for g in &all {
+        let Some(first) = g.frames.first() else { continue };
+        if !first.keyframe || !h264::is_keyframe(&first.payload) {
+            problems.push(format!("GOP {} of cam-{} does not start with a keyframe", g.seq, g.subscription));
+        }
+        // Streams cut by the agent's exit at the end are not stale GOPs.
+        let phase = usize::from(first.at >= t_reload);
+        resets[phase] += usize::from(g.reset && first.at + Duration::from_secs(3) < t_end);
+        for f in g.frames.iter().filter(|f| f.at >= t_sub + WARM_UP) {
+            if let Some(l) = f.latency_us {
+                latencies[usize::from(f.at >= t_reload)].push(l);
+            }
+        }
+    }
+    let mut p99s = Vec::new();
+    for (phase, name) in ["capped at 16 Mbit/s", "after the reload"].into_iter().enumerate() {
+        let lat = &mut latencies[phase];
+        lat.sort_unstable();
+        let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
+        println!(
+            "{name}: latency capture→receive over {} frames p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} stale GOP streams reset",
+            lat.len(),
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3,
+            lat.last().copied().unwrap_or(0) as f64 / 1e3,
+            resets[phase],
+        );
+        p99s.push((name, p99));
+    }
+    println!("{} GOP streams received in all", all.len());
+
+    // 4. After the reload: everyone on main within 10 s, never a gap.
+    for i in 0..CAMERAS as u64 {
+        let frames: Vec<(Instant, &RxGop)> = all
+            .iter()
+            .filter(|g| g.subscription == i)
+            .flat_map(|g| g.frames.iter().map(move |f| (f.at, g)))
+            .filter(|(at, _)| *at >= t_reload)
+            .collect();
+        let main_from = all
+            .iter()
+            .filter(|g| g.subscription == i && g.quality == Quality::Main && g.frames.len() > 1)
+            .filter_map(|g| g.frames[0].at.checked_duration_since(t_reload))
+            .min();
+        let mut times: Vec<Instant> = frames.iter().map(|(at, _)| *at).collect();
+        times.sort();
+        let mut gap = times.first().map_or(AFTER_RELOAD, |t| *t - t_reload);
+        for w in times.windows(2) {
+            gap = gap.max(w[1] - w[0]);
+        }
+        println!("  cam-{i}: on main {main_from:?} after the reload, largest gap {gap:?}");
+        match main_from {
+            Some(d) if d <= Duration::from_secs(10) => {}
+            other => problems.push(format!("cam-{i} not back on main within 10 s of the reload: {other:?}")),
+        }
+        if gap > Duration::from_millis(2600) {
+            problems.push(format!("cam-{i}: gap of {gap:?} after the reload"));
+        }
+    }
+    let notices = notices.lock().unwrap_or_else(|e| e.into_inner()).len();
+    println!("paused/resumed notices: {notices}");
+
+    // 5. What each camera received decodes without an error.
+    for i in 0..CAMERAS as u64 {
+        let path = dir.path().join(format!("cam-{i}.h264"));
+        let mut annex_b = Vec::new();
+        let mut sizes = std::collections::BTreeSet::new();
+        for g in all.iter().filter(|g| g.subscription == i) {
+            sizes.insert(g.size);
+            for f in &g.frames {
+                annex_b.extend_from_slice(&f.payload);
+            }
+        }
+        std::fs::write(&path, &annex_b)?;
+        let out = std::process::Command::new("/usr/bin/ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "null", "-"])
+            .output()?;
+        let errors = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "  cam-{i}: {} bytes, sizes {sizes:?}, ffmpeg: {}",
+            annex_b.len(),
+            if errors.trim().is_empty() { "clean" } else { "ERRORS" }
+        );
+        if !out.status.success() || !errors.trim().is_empty() {
+            problems.push(format!(
+                "cam-{i}: ffmpeg decode errors: {}",
+                errors.lines().take(5).collect::<Vec<_>>().join(" | ")
+            ));
+        }
+    }
+
+    assert!(
+        wire as f64 <= allowed,
+        "{wire} bytes on the wire in {window:.1} s exceed budget + burst ({allowed:.0})"
+    );
+    for (phase, p99) in p99s {
+        assert!(p99 < 1_000_000, "{phase}: p99 latency {p99} us");
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Loopback, no root: a budget too small for anything pauses every stream
+/// and tells the relay so; raising it resumes them, each at a keyframe.
+#[tokio::test]
+async fn a_spent_budget_pauses_streams_with_a_notice_and_a_reload_resumes_them() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
+    let relay = FakeRelay::listen(&pki, "carabinieri")?;
+    let policy = |mbps: &str| {
+        format!("\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nbudget_mbps = {mbps}\npriority = {{ low = [\"camera:b\"] }}\n")
+    };
+    let devices = vec![Device::synthetic("a"), Device::synthetic("b")];
+    let (mut agent, config) = relay.spawn_agent(&pki, dir.path(), devices, &policy("0.001"))?;
+    let mut s = relay.accept().await?;
+    let mut gops = collect_gops(s.conn.clone());
+    assert_eq!(s.subscribe(1, "a", Quality::Main).await?, Answer::Ok);
+    assert_eq!(s.subscribe(2, "b", Quality::Main).await?, Answer::Ok);
+
+    // Both pause once measured (1 kbit/s holds no video), with a notice.
+    let mut paused = std::collections::BTreeSet::new();
+    while paused.len() < 2 {
+        match s.next_control().await.context("waiting for Paused notices")? {
+            Control::Paused { id, reason } => {
+                assert!(reason.contains("budget"), "{reason}");
+                paused.insert(id);
+            }
+            other => bail!("unexpected {other:?} while waiting for Paused"),
+        }
+    }
+    let paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while gops.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut late = 0;
+    while let Ok(g) = gops.try_recv() {
+        late += g.frames.len();
+    }
+    assert_eq!(late, 0, "frames still flowing {:?} after both paused", paused_at.elapsed());
+
+    // Raise the budget: both resume, at a keyframe.
+    std::fs::write(&config, std::fs::read_to_string(&config)?.replace(&policy("0.001"), &policy("50")))?;
+    agent.signal(libc::SIGHUP)?;
+    let mut resumed = std::collections::BTreeSet::new();
+    while resumed.len() < 2 {
+        match s.next_control().await.context("waiting for Resumed notices")? {
+            Control::Resumed { id } => {
+                resumed.insert(id);
+            }
+            Control::Catalog { .. } => {}
+            other => bail!("unexpected {other:?} while waiting for Resumed"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut flowing = std::collections::BTreeSet::new();
+    while flowing.len() < 2 && Instant::now() < deadline {
+        if let Ok(Some(g)) = tokio::time::timeout(Duration::from_millis(200), gops.recv()).await {
+            let first = g.frames.first().context("a GOP with no frame")?;
+            assert!(
+                first.keyframe && h264::is_keyframe(&first.payload),
+                "resumed GOPs start with a keyframe"
+            );
+            flowing.insert(g.subscription);
+        }
+    }
+    assert_eq!(flowing.len(), 2, "both streams flow again after the reload");
+    Ok(())
+}
