@@ -162,8 +162,8 @@ impl Agent {
         let client = tls::client_config(&id, &opts)?;
         let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
         let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
-        let endpoint = quinn::Endpoint::client(any6)
-            .or_else(|_| quinn::Endpoint::client(any4))
+        let endpoint = ponte_proto::endpoint::bind(any6, None)
+            .or_else(|_| ponte_proto::endpoint::bind(any4, None))
             .context("opening the QUIC socket")?;
         let audit =
             ponte_proto::audit::AuditLog::open(&cfg.audit.path, &cfg.agent.id, cfg.audit.max_mb << 20)

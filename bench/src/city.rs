@@ -138,6 +138,7 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
     tokio::time::sleep(Duration::from_secs_f64(params.window_secs)).await;
     let b: u64 = cluster.relay_bytes_received().await?.iter().sum();
     let (wall, _, procs) = window.finish()?;
+    cluster.shutdown().await?;
     Ok(CityResult {
         points,
         inventory_lenses,

@@ -107,8 +107,21 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// Starts `bin run --config <config>`. For profiling, the command can be
+/// wrapped: `PONTE_BENCH_WRAP_AGENT` / `PONTE_BENCH_WRAP_RELAY` hold a
+/// prefix such as `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`.
 fn spawn(bin: &str, label: &str, config: &std::path::Path, env: &[(&str, &str)]) -> Result<Proc> {
-    let mut cmd = std::process::Command::new(bin_path(bin)?);
+    let wrap_var = if bin == "ponte-agent" { "PONTE_BENCH_WRAP_AGENT" } else { "PONTE_BENCH_WRAP_RELAY" };
+    let wrap = std::env::var(wrap_var).unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = std::process::Command::new(program);
+            c.args(words).arg(bin_path(bin)?);
+            c
+        }
+        None => std::process::Command::new(bin_path(bin)?),
+    };
     cmd.arg("run").arg("--config").arg(config);
     cmd.env("RUST_LOG", std::env::var("PONTE_BENCH_LOG").unwrap_or_else(|_| "warn".into()));
     for (k, v) in env {
@@ -202,6 +215,16 @@ impl Cluster {
             ponte_tests::wait_catalog(&relay.config.base_url(), spec.cameras, READY).await?;
         }
         Ok(Cluster { agent, relays, probe, agent_config, agent_toml, _dir: dir })
+    }
+
+    /// Stops the agent, then the relays, with SIGTERM (a profiler wrapping
+    /// them writes its data on a clean exit), SIGKILL after 20 s.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.agent.terminate(Duration::from_secs(20)).await?;
+        for r in &mut self.relays {
+            r.proc.terminate(Duration::from_secs(20)).await?;
+        }
+        Ok(())
     }
 
     /// Pids of the agent and each relay, in that order.

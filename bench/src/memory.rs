@@ -110,6 +110,7 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
         );
         out.push(MemLevel { streams, agent_rss, relay_rss, ingest_mbps: ingest });
     }
+    cluster.shutdown().await?;
     Ok(out)
 }
 

@@ -96,7 +96,7 @@ impl Listener {
     pub fn listen(pki: &Pki, site: &str) -> Result<Self> {
         let id = Identity::load(&pki.ca_cert(), &pki.cert(site), &pki.key(site))?;
         let server = tls::server_config(&id, &TransportOptions::default())?;
-        let endpoint = quinn::Endpoint::server(server, SocketAddr::from(([127, 0, 0, 1], 0)))
+        let endpoint = ponte_proto::endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Some(server))
             .with_context(|| format!("listening as `{site}`"))?;
         Ok(Self { endpoint, site: site.to_owned() })
     }

@@ -5,6 +5,7 @@
 use crate::machine::CpuWindow;
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use ponte_proto::endpoint;
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
@@ -74,9 +75,10 @@ pub async fn run(spec: TransportSpec) -> Result<TransportResult> {
     let (server_id, client_id) = identities().context("making in-memory certificates")?;
     let opts = TransportOptions::default();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = quinn::Endpoint::server(tls::server_config(&server_id, &opts)?, loopback)?;
+    // The sockets ponte's nodes use (large buffers).
+    let server = endpoint::bind(loopback, Some(tls::server_config(&server_id, &opts)?))?;
+    let client = endpoint::bind(loopback, None)?;
     let addr = server.local_addr()?;
-    let client = quinn::Endpoint::client(loopback)?;
     let client_config = tls::client_config(&client_id, &opts)?;
 
     let received = Arc::new(AtomicU64::new(0));

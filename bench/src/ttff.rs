@@ -198,6 +198,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
         paths.push(whep_path("WHEP cold", cold));
         paths.push(whep_path("WHEP warm", warm));
     }
+    cluster.shutdown().await?;
     Ok(paths)
 }
 
@@ -249,7 +250,11 @@ pub fn tables(paths: &[Path], params: &TtffParams) -> (Vec<Table>, Vec<Check>) {
             let median = |f: &dyn Fn(&WhepPhases) -> Option<f64>| {
                 let mut v: Vec<i64> = p.phases.iter().filter_map(f).map(|m| (m * 1000.0) as i64).collect();
                 let d = Dist::of_micros(&mut v);
-                if d.n == 0 { "-".to_owned() } else { format!("{:.1}", d.p50_ms) }
+                if d.n == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}", d.p50_ms)
+                }
             };
             phases.row(vec![
                 p.path.clone(),

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub type StatusFeed = watch::Receiver<Arc<StatusDoc>>;
 
 /// How often nodes refresh their status document.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Routes of the management port.
 pub fn router(feed: StatusFeed) -> Router {

@@ -19,7 +19,7 @@
 //!   next GOP. A subscription above its plan for the climbing budget
 //!   (`budget × (1 − headroom)`) also yields to that plan when the total
 //!   exceeds the climbing budget, when a higher-priority one sits below
-//!   it, or when one of equal or higher priority is starved below its plan.
+//!   it, or when any other is starved below its plan.
 //! - **Up slowly.** A subscription below its plan for the climbing budget
 //!   climbs one rung, at most every `climb_every`, not before
 //!   `recover_after` since its last step down (waived when the budget is
@@ -604,12 +604,10 @@ impl Shaper {
         // Down: above the climbing plan while someone else is starved by it,
         // or while a higher priority sits lower.
         if cur > target_up {
-            let starved = self.subs.iter().any(|(&o, os)| {
-                o != id
-                    && os.priority >= s.priority
-                    && os.measured()
-                    && os.rung.is_some_and(|r| r < plan_up[&o])
-            });
+            let starved = self
+                .subs
+                .iter()
+                .any(|(&o, os)| o != id && os.measured() && os.rung.is_some_and(|r| r < plan_up[&o]));
             let outranked = self.subs.iter().any(|(&o, os)| {
                 o != id && os.priority > s.priority && os.rung.is_some_and(|r| r < cur && r < os.ladder.top)
             });

@@ -368,13 +368,17 @@ impl StatusDoc {
         if self.links.is_empty() {
             let _ = writeln!(out, "  (none)");
         }
-        let active: Vec<&CameraStatus> = self
-            .cameras
-            .iter()
-            .filter(|c| c.viewers > 0 || c.state == "offline" || c.bitrate_bps > 0.0)
-            .collect();
-        let _ =
-            writeln!(out, "\nCAMERAS ({} streams, {} active or failing)", self.cameras.len(), active.len());
+        // A small node lists every stream; a city-sized one only what is
+        // flowing or failing, so the table fits a terminal at 3 a.m.
+        let active: Vec<&CameraStatus> = if self.cameras.len() <= 24 {
+            self.cameras.iter().collect()
+        } else {
+            self.cameras
+                .iter()
+                .filter(|c| c.viewers > 0 || c.state == "offline" || c.bitrate_bps > 0.0)
+                .collect()
+        };
+        let _ = writeln!(out, "\nCAMERAS ({} streams, {} shown)", self.cameras.len(), active.len());
         let _ = writeln!(
             out,
             "  {:<44} {:<5} {:<10} {:<5} {:>9} {:>10} {:>7} {:>6}  last error",
@@ -436,7 +440,7 @@ impl StatusDoc {
              <title>ponte {role} {node}: {health:?}</title><style>\
              body{{font:14px system-ui,sans-serif;margin:1.5em;background:#111;color:#eee}}\
              table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{padding:.25em .7em;text-align:left;border-bottom:1px solid #333}}\
-             .green{{color:#4c4}}.amber{{color:#fb3}}.red{{color:#f55}}.dot{{font-size:1.2em}}\
+             .green{{color:#4c4}}.grey{{color:#888}}.amber{{color:#fb3}}.red{{color:#f55}}.dot{{font-size:1.2em}}\
              h1{{font-size:1.3em}}h2{{font-size:1.1em;margin-top:1em}}</style></head><body>\
              <h1><span class='dot {colour}'>&#9679;</span> ponte {role} <b>{node}</b> — {health:?}</h1>\
              <p>version {version}, up {uptime}s{problems}</p>",
@@ -477,7 +481,8 @@ impl StatusDoc {
         for cam in &self.cameras {
             let c = match cam.state.as_str() {
                 "online" => "green",
-                "idle" | "connecting" => "amber",
+                "connecting" => "amber",
+                "idle" => "grey",
                 _ => "red",
             };
             let _ = write!(

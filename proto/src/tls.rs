@@ -103,7 +103,9 @@ pub struct TransportOptions {
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        Self { gso: true, keep_alive: Duration::from_secs(2), idle_timeout: Duration::from_secs(8) }
+        // A dedicated fibre has millisecond RTTs: three missed keep-alives
+        // mean the link is gone, and on-call staff should see it at once.
+        Self { gso: true, keep_alive: Duration::from_secs(1), idle_timeout: Duration::from_secs(3) }
     }
 }
 

@@ -160,7 +160,6 @@ impl Cascade {
     }
 
     /// The downstream links in the status document's shape.
-    #[allow(dead_code)] // for the management status page (relay/src/status.rs)
     pub fn link_status(&self) -> Vec<LinkStatus> {
         self.links
             .iter()

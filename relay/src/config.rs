@@ -193,7 +193,7 @@ impl RelayConfig {
 
     fn check_rtsp_and_cascade(&self) -> Result<()> {
         if let Some(rtsp) = &self.rtsp {
-            if rtsp.udp_port.is_some_and(|p| p % 2 != 0 || p == u16::MAX) {
+            if rtsp.udp_port.is_some_and(|p| !p.is_multiple_of(2) || p == u16::MAX) {
                 bail!("`rtsp.udp_port` = {:?}: RTP takes an even port, RTCP the next one", rtsp.udp_port);
             }
             if rtsp.session_timeout_secs == 0 {

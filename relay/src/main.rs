@@ -106,7 +106,7 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     }
     let opts = TransportOptions { gso: cfg.transport.gso, ..Default::default() };
     let server = tls::server_config(&id, &opts)?;
-    let endpoint = quinn::Endpoint::server(server, cfg.relay.quic_listen)
+    let endpoint = ponte_proto::endpoint::bind(cfg.relay.quic_listen, Some(server))
         .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let upstreams = Upstreams::new(&cfg.relay.site, Duration::from_secs(cfg.relay.linger_secs));
     tokio::spawn(upstreams.clone().serve(endpoint));
@@ -134,6 +134,8 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
     );
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
+    let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone() };
+    let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
     let status = StatusState {
         upstreams: upstreams.clone(),
         whep: state.clone(),
@@ -141,7 +143,6 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         cascade,
         started: std::time::Instant::now(),
     };
-    let feed = status::spawn_sampler(upstreams.clone(), state.clone());
     let mgmt = cfg.management.listen;
     ponte_proto::mgmt::spawn(mgmt, feed)
         .await
@@ -189,8 +190,8 @@ fn start_cascade(
     let client = tls::client_config(id, opts)?;
     let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
-    let endpoint = quinn::Endpoint::client(any6)
-        .or_else(|_| quinn::Endpoint::client(any4))
+    let endpoint = ponte_proto::endpoint::bind(any6, None)
+        .or_else(|_| ponte_proto::endpoint::bind(any4, None))
         .context("binding a UDP socket to dial `[[downstream]]` relays")?;
     for d in &cfg.downstreams {
         tracing::info!(site = %d.site, addr = %d.addr, "cascade: feeding downstream relay");

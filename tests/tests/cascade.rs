@@ -62,7 +62,10 @@ async fn status(relay: &RelayConfig) -> Result<Value> {
 }
 
 fn downstream<'a>(status: &'a Value, site: &str) -> &'a Value {
-    status["downstreams"].as_array().and_then(|d| d.iter().find(|d| d["site"] == site)).unwrap_or(&Value::Null)
+    status["downstreams"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["site"] == site))
+        .unwrap_or(&Value::Null)
 }
 
 /// Byte counters of the chain at one moment.
@@ -152,12 +155,14 @@ async fn browser_on_the_downstream_relay_decodes_and_the_link_carries_one_copy()
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "site-a", "site-b"]).await?;
     let b = relay_config(&pki, "site-b", String::new());
-    // A feeds B, and also lists a downstream whose certificate will not match.
+    // A feeds B, and also lists a downstream `site-x` at B's address: the
+    // TLS name (`localhost`) checks out, the site in the certificate does not.
     let a = relay_config(
         &pki,
         "site-a",
         format!(
-            "[[downstream]]\nsite = \"site-b\"\naddr = \"{0}\"\n\n[[downstream]]\nsite = \"site-x\"\naddr = \"{0}\"\n",
+            "[[downstream]]\nsite = \"site-b\"\naddr = \"{0}\"\n\n\
+             [[downstream]]\nsite = \"site-x\"\naddr = \"{0}\"\nserver_name = \"localhost\"\n",
             b.quic_listen
         ),
     );
@@ -262,13 +267,15 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     let mut media = b.collect_media();
     let subscribed = Instant::now();
     assert_eq!(b.subscribe(2, "cam-a", Quality::Main).await?, Answer::Ok);
+    let answered = subscribed.elapsed();
     let mut frames = Vec::new();
     while frames.len() < 40 {
         let f = tokio::time::timeout(T, media.recv()).await?.context("media ended")?;
         frames.push(f);
     }
     eprintln!(
-        "first frame at the downstream {:.0} ms after Subscribe",
+        "downstream: SubscribeOk {:.0} ms, first frame {:.0} ms after Subscribe",
+        answered.as_secs_f64() * 1e3,
         (frames[0].at - subscribed).as_secs_f64() * 1e3
     );
     assert!(frames[0].keyframe, "a GOP starts at a keyframe");
@@ -284,7 +291,9 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     agent_proc.signal(libc::SIGHUP)?;
     let deadline = Instant::now() + T;
     loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), b.next_control()).await?? {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), b.next_control())
+            .await??
+        {
             Control::Catalog { cameras } if cameras.len() == 2 => break,
             Control::Catalog { .. } => continue,
             other => anyhow::bail!("expected the new catalog, got {other:?}"),
@@ -295,7 +304,8 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     b.tx.send(&Control::Unsubscribe { id: 2 }).await?;
     ponte_tests::wait_until("A to unsubscribe upstream", T, Duration::from_millis(200), || async {
         let sa = status(&a).await?;
-        Ok((sa["links"][0]["subscriptions"] == 0 && downstream(&sa, "site-b")["subscriptions"] == 0).then_some(()))
+        Ok((sa["links"][0]["subscriptions"] == 0 && downstream(&sa, "site-b")["subscriptions"] == 0)
+            .then_some(()))
     })
     .await?;
     Ok(())

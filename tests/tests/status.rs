@@ -20,13 +20,17 @@ fn status_cli(bin: &str, url: &str, json: bool) -> Result<(i32, String)> {
 
 #[tokio::test]
 async fn management_endpoints_and_status_cli_tell_the_truth() -> Result<()> {
-    let mut stack = Stack::start(vec![Device::synthetic("cam-s")]).await?;
+    let mut stack = Stack::start(vec![Device::synthetic("cam-s"), Device::synthetic("cam-t")]).await?;
     let agent_url = stack.agent.management_url(T).await?;
     let relay_url = stack.relay.management_url(T).await?;
 
     for url in [&agent_url, &relay_url] {
         assert_eq!(http_get(&format!("{url}/healthz")).await?.status, 200);
-        assert_eq!(http_get(&format!("{url}/readyz")).await?.status, 200, "{url} ready");
+        // Ready within one sampling period of the link coming up.
+        ponte_tests::wait_until("readyz", Duration::from_secs(5), Duration::from_millis(200), || async {
+            Ok((http_get(&format!("{url}/readyz")).await?.status == 200).then_some(()))
+        })
+        .await?;
         let page = http_get(&format!("{url}/")).await?.text();
         assert!(page.contains("<table") && page.contains("http-equiv=refresh"), "status page: {page}");
     }
@@ -44,6 +48,7 @@ async fn management_endpoints_and_status_cli_tell_the_truth() -> Result<()> {
     let (code, text) = status_cli("ponte-relay", &relay_url, false)?;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("master") && text.contains("LINKS"), "{text}");
+    assert!(text.contains("cam-s") && text.contains("cam-t"), "both cameras listed: {text}");
     let (code, text) = status_cli("ponte-agent", &agent_url, true)?;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("\"carabinieri\""), "{text}");
@@ -53,23 +58,41 @@ async fn management_endpoints_and_status_cli_tell_the_truth() -> Result<()> {
     assert!(metrics.contains("ponte_link_up{link=\"master\",direction=\"from-upstream\"} 1"), "{metrics}");
     check_with_promtool(&metrics)?;
 
-    // The agent goes away: the relay is down (exit 2), the agent unreachable (exit 3).
+    // The agent goes away: within 5 s the relay is down (exit 2) and says
+    // why; the agent is unreachable (exit 3).
     stack.agent.kill();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, text) = status_cli("ponte-relay", &relay_url, false)?;
-        if code == 2 {
-            assert!(text.contains("no upstream"), "{text}");
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "relay never reported down: {text}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let killed = std::time::Instant::now();
+    let (_, text) = wait_for_exit_code("ponte-relay", &relay_url, 2, Duration::from_secs(5)).await?;
+    println!("relay reported down {:?} after the agent was killed", killed.elapsed());
+    assert!(text.contains("no upstream"), "{text}");
     assert_eq!(http_get(&format!("{relay_url}/readyz")).await?.status, 503);
     let (code, text) = status_cli("ponte-agent", &agent_url, false)?;
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("UNREACHABLE"), "{text}");
+
+    // The agent comes back: the relay returns to 0.
+    let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
+    cmd.arg("run").arg("--config").arg(stack.dir().join("agent.toml"));
+    stack.agent = ponte_tests::Proc::spawn_command("ponte-agent", cmd)?;
+    let restarted = std::time::Instant::now();
+    wait_for_exit_code("ponte-relay", &relay_url, 0, Duration::from_secs(10)).await?;
+    println!("relay back to OK {:?} after the agent restarted", restarted.elapsed());
     Ok(())
+}
+
+async fn wait_for_exit_code(bin: &str, url: &str, want: i32, within: Duration) -> Result<(i32, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (code, text) = status_cli(bin, url, false)?;
+        if code == want {
+            return Ok((code, text));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "`{bin} status` never exited {want} within {within:?}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Runs `promtool check metrics` when promtool is installed (Debian `prometheus`).

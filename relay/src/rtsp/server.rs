@@ -98,7 +98,7 @@ impl UdpPair {
         for _ in 0..64 {
             let rtp = UdpSocket::bind((ip, 0)).await?;
             let p = rtp.local_addr()?.port();
-            if p % 2 != 0 || p == u16::MAX {
+            if !p.is_multiple_of(2) || p == u16::MAX {
                 continue;
             }
             match UdpSocket::bind((ip, p + 1)).await {
@@ -573,7 +573,7 @@ impl RtspServer {
             let Transport::Rtp(rtp) = t else { continue };
             if rtp.profile != RtpProfile::Avp
                 || rtp.params.multicast
-                || rtp.params.mode.iter().any(|m| *m == TransportMode::Record)
+                || rtp.params.mode.contains(&TransportMode::Record)
             {
                 continue;
             }
@@ -683,6 +683,7 @@ impl RtspServer {
             pump: None,
             paused: Arc::new(AtomicBool::new(false)),
             numbering,
+            created: Instant::now(),
             last_seen: Instant::now(),
             counters: Arc::new(Counters::default()),
             audit: self.audit.clone(),

@@ -147,6 +147,8 @@ pub struct Session {
     pub paused: Arc<AtomicBool>,
     /// RTP numbering.
     pub numbering: Arc<Numbering>,
+    /// When SETUP created it.
+    pub created: Instant,
     /// Last sign of life from the client.
     pub last_seen: Instant,
     /// What was sent.
@@ -173,6 +175,8 @@ impl Session {
     /// Status row.
     pub fn info(&self) -> SessionInfo {
         SessionInfo {
+            // Enough to tell sessions apart; the whole id stays with its client.
+            id: self.id.chars().take(8).collect(),
             camera: self.camera.clone(),
             quality: self.quality.name(),
             viewer: self.viewer.audit_name().map(str::to_owned),
@@ -183,6 +187,7 @@ impl Session {
             bytes: self.counters.bytes.load(Ordering::Relaxed),
             frames_skipped: self.counters.frames_skipped.load(Ordering::Relaxed),
             idle_secs: self.last_seen.elapsed().as_secs(),
+            age_secs: self.created.elapsed().as_secs(),
         }
     }
 }
@@ -210,6 +215,8 @@ impl Drop for Session {
 /// One RTSP session, for status.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionInfo {
+    /// First characters of the session id.
+    pub id: String,
     /// Camera id.
     pub camera: String,
     /// Quality.
@@ -230,6 +237,8 @@ pub struct SessionInfo {
     pub frames_skipped: u64,
     /// Seconds since the client was last heard from.
     pub idle_secs: u64,
+    /// Seconds since SETUP.
+    pub age_secs: u64,
 }
 
 /// Parameters of a pump.

@@ -96,7 +96,7 @@ impl Camera {
     }
 
     fn push(&mut self) {
-        let keyframe = self.n % self.gop == 0;
+        let keyframe = self.n.is_multiple_of(self.gop);
         let payload = if keyframe {
             let mut idr = vec![0x65];
             idr.extend((0..self.key_len).map(|i| (i % 250) as u8 + 1));
@@ -412,7 +412,8 @@ async fn malformed_and_unsupported_requests_get_the_right_status() {
     let addr = server.local_addr();
     let url = format!("rtsp://{addr}/cam-a");
     let mut c = Client::connect(addr).await;
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         ("DESCRIBE", format!("rtsp://{addr}/no-such-camera"), vec![], 404),
         ("DESCRIBE", format!("rtsp://{addr}/cam-a/sub"), vec![], 403),
         ("DESCRIBE", format!("rtsp://{addr}/a/b/c"), vec![], 404),

@@ -1,0 +1,54 @@
+//! QUIC endpoints on UDP sockets with ponte's settings: receive and send
+//! buffers large enough that a burst of GSO-sized datagrams (a keyframe to
+//! many subscribers) is not dropped by the kernel before quinn reads it.
+//! Drops in the socket look like congestion to the sender and cut its rate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Socket buffer asked for (the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`; raise those for multi-Gbit/s links).
+pub const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Binds a UDP socket on `addr` with [`SOCKET_BUFFER`]-sized buffers.
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4-mapped peers on a wildcard IPv6 socket, as std does.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer still works, only with more drops.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A QUIC endpoint on [`udp_socket`]: a server when `server` is given,
+/// otherwise a client-only endpoint.
+pub fn bind(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let socket = udp_socket(addr)?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_get_larger_buffers_than_the_default() {
+        let s = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let size = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
+        // Linux reports twice what was granted; the default is 212992.
+        assert!(size > 212_992, "receive buffer {size}");
+    }
+
+    #[tokio::test]
+    async fn binds_client_and_server_endpoints() {
+        let e = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        assert!(e.local_addr().unwrap().port() > 0);
+        let e6 = bind("[::]:0".parse().unwrap(), None);
+        assert!(e6.is_ok() || std::net::UdpSocket::bind("[::]:0").is_err());
+    }
+}
