@@ -8,6 +8,7 @@ mod demo;
 mod inventory;
 mod pattern;
 mod pki;
+mod redial;
 mod replay;
 mod rtsp;
 mod status;

@@ -338,11 +338,13 @@ impl Puller<'_> {
             let timestamp = frame.timestamp();
             let random_access = frame.is_random_access_point();
             let payload = Bytes::from(frame.into_data());
-            let keyframe = random_access
-                && match codec {
-                    Codec::H264 => h264::is_keyframe(&payload),
-                    Codec::H265 => h265::is_keyframe(&payload),
-                };
+            // retina flags only IDR pictures as random-access points; an H.265
+            // camera may use CRA pictures instead (x265's default), which are
+            // IRAPs a decoder can start at, so H.265 is judged by its NALs.
+            let keyframe = match codec {
+                Codec::H264 => random_access && h264::is_keyframe(&payload),
+                Codec::H265 => h265::is_keyframe(&payload),
+            };
             if need_keyframe && !keyframe {
                 continue;
             }

@@ -45,64 +45,94 @@ pub enum LinkState {
     Up,
 }
 
-/// Backoff between redials: capped exponential with jitter.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
-/// Longest wait between redials.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// Dials `target` for ever, running a session whenever the link is up.
+/// Dials `target` for ever, running a session whenever the link is up. A
+/// relay that does not answer is probed about once a second (see
+/// [`crate::redial`]), so a session is back within a second or so of a
+/// fibre repair or a relay restart.
 pub fn spawn(
     target: RelayTarget,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     shared: Shared,
 ) -> (watch::Receiver<LinkState>, JoinHandle<()>) {
+    use crate::redial::{Outcome, Redial};
     let (state_tx, state_rx) = watch::channel(LinkState::Connecting { last_error: None });
     let task = tokio::spawn(async move {
         let server_name = target.server_name.clone().unwrap_or_else(|| target.site.clone());
-        let mut backoff = BACKOFF_MIN;
+        let mut redial = Redial::new();
+        // Unanswered probes are logged once, then every 30 s, not each second.
+        let mut last_warned: Option<(Instant, String)> = None;
         loop {
-            let result: Result<(), String> =
-                match endpoint.connect_with(client.clone(), target.addr, &server_name) {
-                    Ok(connecting) => match connecting.await {
-                        Ok(conn) => {
+            let timeout = redial.handshake_timeout();
+            let (outcome, error) = match endpoint.connect_with(client.clone(), target.addr, &server_name) {
+                Ok(connecting) => {
+                    let handshake = async {
+                        match timeout {
+                            Some(t) => tokio::time::timeout(t, connecting).await.ok(),
+                            None => Some(connecting.await),
+                        }
+                    };
+                    match handshake.await {
+                        Some(Ok(conn)) => {
                             let peer = ponte_proto::tls::peer_site(&conn);
                             if peer.as_deref() != Some(target.site.as_str()) {
                                 conn.close(
                                     session::close_code::FORBIDDEN.into(),
                                     b"unexpected site identity",
                                 );
-                                Err(format!(
+                                let e = format!(
                                     "relay at {} presented identity {:?}, expected site `{}`",
                                     target.addr, peer, target.site
-                                ))
+                                );
+                                (Outcome::Refused, e)
                             } else {
                                 info!(site = %target.site, addr = %target.addr, "link up");
                                 let _ = state_tx.send(LinkState::Up);
-                                backoff = BACKOFF_MIN;
+                                last_warned = None;
                                 let r = run_session(&target.site, conn, shared.clone()).await;
-                                Err(match r {
+                                let e = match r {
                                     Ok(()) => "session ended".to_owned(),
                                     Err(e) => e.to_string(),
-                                })
+                                };
+                                (Outcome::SessionEnded, e)
                             }
                         }
-                        Err(e) => Err(format!("QUIC handshake with {} failed: {e}", target.addr)),
-                    },
-                    Err(e) => Err(format!("cannot dial {}: {e}", target.addr)),
-                };
-            if let Err(e) = result {
-                let was_up = matches!(*state_tx.borrow(), LinkState::Up);
-                if was_up {
-                    warn!(site = %target.site, error = %e, "link down");
-                } else {
-                    warn!(site = %target.site, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach relay");
+                        None | Some(Err(quinn::ConnectionError::TimedOut)) => (
+                            Outcome::NoAnswer,
+                            format!("no answer from {} (link or relay down)", target.addr),
+                        ),
+                        Some(Err(e)) => {
+                            (Outcome::Refused, format!("QUIC handshake with {} failed: {e}", target.addr))
+                        }
+                    }
                 }
-                let _ = state_tx.send(LinkState::Connecting { last_error: Some(e) });
+                Err(e) => (Outcome::Refused, format!("cannot dial {}: {e}", target.addr)),
+            };
+            let pause = redial.after(outcome);
+            let was_up = matches!(*state_tx.borrow(), LinkState::Up);
+            if was_up {
+                warn!(site = %target.site, error = %error, "link down");
+            } else {
+                let now = Instant::now();
+                let repeat = last_warned.as_ref().is_some_and(|(at, e)| {
+                    *e == error && now.saturating_duration_since(*at) < Duration::from_secs(30)
+                });
+                if repeat {
+                    debug!(site = %target.site, error = %error, "cannot reach relay");
+                } else {
+                    warn!(
+                        site = %target.site,
+                        error = %error,
+                        attempts = redial.unanswered(),
+                        retry_in_ms = pause.as_millis() as u64,
+                        "cannot reach relay"
+                    );
+                    last_warned = Some((now, error.clone()));
+                }
             }
-            let jitter = rand::rng().random_range(0.8..1.2);
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let _ = state_tx.send(LinkState::Connecting { last_error: Some(error) });
+            let jitter = rand::rng().random_range(0.9..1.1);
+            tokio::time::sleep(pause.mul_f64(jitter)).await;
         }
     });
     (state_rx, task)
@@ -667,25 +697,26 @@ impl Session<'_> {
     fn measure_and_publish(&mut self) {
         let now = Instant::now();
         let st = self.conn.stats();
+        let payload = self.counters.bytes_sent.load(Ordering::Relaxed);
         let sample = PathSample {
             sent_bytes: st.udp_tx.bytes,
             sent_datagrams: st.udp_tx.datagrams,
             lost_bytes: st.path.lost_bytes,
-            congestion_events: st.path.congestion_events,
-            cwnd: st.path.cwnd,
             rtt: st.path.rtt,
+            min_rtt: st.path.min_rtt,
+            offered_bytes: payload,
         };
         let capacity = self.path.estimator.update(now, sample);
         let wire = st.udp_tx.bytes + st.udp_tx.datagrams * IP_UDP_OVERHEAD;
-        let payload = self.counters.bytes_sent.load(Ordering::Relaxed);
         if let Some((t, w, p)) = self.path.last {
             let dt = now.saturating_duration_since(t).as_secs_f64();
             let (dw, dp) = (wire.saturating_sub(w), payload.saturating_sub(p));
             if dt > 0.0 {
                 self.path.sent_bps = dw as f64 * 8.0 / dt;
             }
-            // Enough media to say what the headers cost.
-            if dp > 64 * 1024 {
+            // Enough media to say what the headers cost (not while media
+            // piles up in QUIC's buffers: then less goes out than comes in).
+            if dp > 64 * 1024 && capacity.is_none() {
                 let ratio = (dw as f64 / dp as f64).clamp(1.0, 1.5);
                 self.path.overhead = self.path.overhead * 0.8 + ratio * 0.2;
             }
@@ -698,6 +729,7 @@ impl Session<'_> {
                     site = self.site,
                     capacity_mbps = c / 1e6,
                     lost_bytes = st.path.lost_bytes,
+                    rtt_ms = st.path.rtt.as_secs_f64() * 1e3,
                     "shaping: the path is congested; shaping to what it delivers"
                 ),
                 None => info!(site = self.site, "shaping: the path is clear again; back to the link budget"),
@@ -895,11 +927,16 @@ impl Pump {
         let shaped = self.shaping.lock().effective_bps().is_some();
         self.ensure_readers(shaped);
         let rates = self.rates(now);
-        let (rung, change) = {
+        let (rung, change, priority) = {
             let mut shaper = self.shaping.lock();
             shaper.observe(self.id, rates);
-            shaper.decide(self.id, now)
+            let (rung, change) = shaper.decide(self.id, now);
+            (rung, change, shaper.priority(self.id))
         };
+        // Under congestion QUIC serves higher classes first; equals share.
+        if let Some(p) = priority {
+            self.gops.set_class(p as i32);
+        }
         if let Some(change) = change {
             self.log_change(&change, shaped);
         }

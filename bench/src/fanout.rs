@@ -2,7 +2,9 @@
 //! subscribers, which the relay dials as cascade downstreams (each
 //! subscribing to every track). Load is stepped by the number of tracks
 //! subscribed; a step counts as carried when the subscribers received 95%
-//! to 105% of what was offered, 99% of frames within 200 ms of capture.
+//! to 105% of what the relay received times M, the relay received at least
+//! 90% of the tracks' nominal rate, and 99% of frames arrived within 200 ms
+//! of capture. Windows are whole GOPs, so each holds the same frame mix.
 //!
 //! Latency is timed per hop on the same frames: a probe the agent feeds
 //! directly receives the first tracks too, so for each frame the bench knows
@@ -29,6 +31,8 @@ const BACKLOG: f64 = 1.05;
 /// …and 99% of frames arrived within this many ms of capture (live video:
 /// a queue that grows is not carrying the load, whatever the byte count).
 pub const LIVE_P99_MS: f64 = 200.0;
+/// …and the relay received at least this share of the tracks' nominal rate.
+const INGEST: f64 = 0.9;
 /// Tracks the probe receives directly from the agent (relay-hop samples).
 const PROBE_TRACKS: usize = 4;
 /// How long an answer to a batch of subscriptions may take.
@@ -74,8 +78,14 @@ pub struct Step {
     pub offered_gbps: f64,
     /// Relay egress that arrived at the subscribers.
     pub delivered_gbps: f64,
-    /// delivered / offered.
+    /// What the relay received from the agent.
+    pub relay_in_gbps: f64,
+    /// delivered / (relay ingest × subscribers): the relay's share of the
+    /// fan-out that arrived (the same frames counted at both ends, so the
+    /// frame-size pattern of the GOP cancels out).
     pub delivery: f64,
+    /// relay ingest / what the tracks stream nominally: the agent kept up.
+    pub ingest: f64,
     /// Agent egress (what the relay and probe received).
     pub agent_out_gbps: f64,
     /// Agent CPU.
@@ -98,7 +108,9 @@ pub struct Step {
 
 impl Step {
     fn carried(&self) -> bool {
-        (CARRIED..=BACKLOG).contains(&self.delivery) && self.end_to_end.p99_ms <= LIVE_P99_MS
+        (CARRIED..=BACKLOG).contains(&self.delivery)
+            && self.ingest >= INGEST
+            && self.end_to_end.p99_ms <= LIVE_P99_MS
     }
 }
 
@@ -158,7 +170,8 @@ impl Fanout {
 
     /// Measures the current load over the window.
     pub async fn measure(&mut self) -> Result<Step> {
-        let window = Duration::from_secs_f64(self.params.window_secs);
+        let gop = f64::from(self.params.replay.gop_frames) / f64::from(self.params.replay.fps);
+        let window = Duration::from_secs_f64((self.params.window_secs / gop).ceil().max(1.0) * gop);
         let pids = self.cluster.pids();
         let subs = &self.cluster.relays[0].downstreams;
         let probe = self.cluster.probe.as_ref();
@@ -184,7 +197,9 @@ impl Fanout {
         let gbps = |bytes: u64| bytes as f64 * 8.0 / 1e9 / wall;
         let delivered_gbps = gbps(delivered1 - delivered0);
         let agent_out_gbps = gbps((relay1 - relay0) + (probe1 - probe0));
+        let relay_in_gbps = gbps(relay1 - relay0);
         let offered_gbps = self.tracks as f64 * self.params.per_track_gbps();
+        let fanned = relay_in_gbps * self.params.subscribers as f64;
         let per_gbit = |cpu: &CpuUse, gbps: f64| if gbps > 0.0 { cpu.cpu_secs / (gbps * wall) } else { 0.0 };
         let (agent_cpu, relay_cpu) = (procs[0], procs[1]);
         let (end_to_end, agent_hop, relay_hop) = hops(&sub_samples, &probe_samples);
@@ -192,7 +207,13 @@ impl Fanout {
             tracks: self.tracks,
             offered_gbps,
             delivered_gbps,
-            delivery: if offered_gbps > 0.0 { delivered_gbps / offered_gbps } else { 1.0 },
+            relay_in_gbps,
+            delivery: if fanned > 0.0 { delivered_gbps / fanned } else { 0.0 },
+            ingest: if offered_gbps > 0.0 {
+                relay_in_gbps * self.params.subscribers as f64 / offered_gbps
+            } else {
+                0.0
+            },
             agent_out_gbps,
             agent_cpu,
             relay_cpu,
@@ -243,6 +264,8 @@ pub struct FanoutResult {
     pub steps: Vec<Step>,
     /// Highest egress carried (see [`Step::carried`]), Gbit/s.
     pub max_gbps: f64,
+    /// Highest egress delivered in any step, carried or not.
+    pub peak_gbps: f64,
     /// Whether a step dropped load (otherwise the maximum is a lower bound).
     pub saturated: bool,
     /// Index in `steps` of the step with `max_gbps`.
@@ -302,17 +325,21 @@ pub async fn ramp(params: &FanoutParams, transport_gbps: f64) -> Result<FanoutRe
         .max_by(|a, b| a.1.delivered_gbps.total_cmp(&b.1.delivered_gbps))
         .map(|(i, _)| i);
     let max_gbps = best.map_or(0.0, |i| steps[i].delivered_gbps);
+    let peak_gbps = steps.iter().map(|s| s.delivered_gbps).fold(0.0, f64::max);
     f.cluster.shutdown().await?;
-    Ok(FanoutResult { params: params.clone(), steps, max_gbps, saturated: bad.is_some(), best })
+    Ok(FanoutResult { params: params.clone(), steps, max_gbps, peak_gbps, saturated: bad.is_some(), best })
 }
 
 fn print_step(s: &Step) {
     eprintln!(
-        "ponte-bench: {} tracks: offered {:.3} Gbit/s, delivered {:.3} ({:.1}%), CPU agent {:.0}% relay {:.0}% bench {:.0}%",
+        "ponte-bench: {} tracks: offered {:.3} Gbit/s, delivered {:.3} (relay in {:.1}%, fanned out {:.1}%, p99 {:.1} ms), \
+         CPU agent {:.0}% relay {:.0}% bench {:.0}%",
         s.tracks,
         s.offered_gbps,
         s.delivered_gbps,
+        100.0 * s.ingest,
         100.0 * s.delivery,
+        s.end_to_end.p99_ms,
         s.agent_cpu.core_pct,
         s.relay_cpu.core_pct,
         s.bench_cpu.core_pct
@@ -331,7 +358,8 @@ pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Tabl
             "tracks",
             "offered Gbit/s",
             "egress Gbit/s",
-            "delivered",
+            "relay in",
+            "fanned out",
             "carried",
             "agent CPU %",
             "relay CPU %",
@@ -346,6 +374,7 @@ pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Tabl
             s.tracks.to_string(),
             format!("{:.3}", s.offered_gbps),
             format!("{:.3}", s.delivered_gbps),
+            format!("{:.1}%", 100.0 * s.ingest),
             format!("{:.1}%", 100.0 * s.delivery),
             if s.carried() { "yes" } else { "no" }.into(),
             format!("{:.0}", s.agent_cpu.core_pct),
@@ -360,7 +389,10 @@ pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Tabl
     let mut summary = Table::new("Fan-out maximum against the transport limit (same run)", &["", "value"]);
     summary.row(vec!["transport-limit Gbit/s".into(), format!("{:.3}", transport.gbps)]);
     summary.row(vec![
-        format!("fan-out egress carried (≥ {:.0}% delivered, p99 ≤ {LIVE_P99_MS:.0} ms) Gbit/s", CARRIED * 100.0),
+        format!(
+            "fan-out egress carried (≥ {:.0}% delivered, p99 ≤ {LIVE_P99_MS:.0} ms) Gbit/s",
+            CARRIED * 100.0
+        ),
         format!("{:.3}{}", r.max_gbps, if r.saturated { "" } else { " (not saturated: a lower bound)" }),
     ]);
     summary.row(vec!["ratio".into(), format!("{:.0}%", 100.0 * ratio)]);
@@ -431,7 +463,7 @@ pub fn latency_tables(levels: &[Level], max_gbps: f64) -> (Vec<Table>, Vec<Check
             "load",
             "tracks",
             "egress Gbit/s",
-            "delivered",
+            "fanned out",
             "agent hop",
             "relay hop",
             "capture→subscriber",

@@ -21,6 +21,10 @@ pub struct MemoryParams {
     pub replay: Replay,
     /// Wait at each level once the streams flow, before sampling.
     pub settle_secs: f64,
+    /// RSS samples per level (the largest is kept), one every `sample_secs`.
+    pub samples: usize,
+    /// Interval of the RSS samples, and the window of the ingest rate checks.
+    pub sample_secs: f64,
 }
 
 /// One level's figures.
@@ -82,7 +86,7 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
             let want = 0.9 * per_stream_mbps * streams as f64;
             let since = Instant::now();
             loop {
-                let got = ingest_mbps(&cluster, Duration::from_secs(1)).await?;
+                let got = ingest_mbps(&cluster, Duration::from_secs_f64(params.sample_secs * 2.0)).await?;
                 if got >= want {
                     break;
                 }
@@ -96,10 +100,10 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
         let (mut agent_rss, mut relay_rss) = (0, 0);
         let a = cluster.relay_bytes_received().await?[0];
         let t = Instant::now();
-        for _ in 0..5 {
+        for _ in 0..params.samples.max(1) {
             agent_rss = agent_rss.max(process_rss(cluster.agent.pid()).context("agent RSS")?);
             relay_rss = relay_rss.max(process_rss(cluster.relays[0].proc.pid()).context("relay RSS")?);
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs_f64(params.sample_secs)).await;
         }
         let b = cluster.relay_bytes_received().await?[0];
         let ingest = (b - a) as f64 * 8.0 / 1e6 / t.elapsed().as_secs_f64();

@@ -240,7 +240,7 @@ mod tests {
     fn tables_render_and_splice() {
         let mut t = Table::new("T", &["a", "bb"]);
         t.row(vec!["1".into(), "22222".into()]);
-        assert_eq!(t.text(), "T\n a     bb\n 1  22222\n");
+        assert_eq!(t.text(), "T\na     bb\n1  22222\n");
         assert_eq!(t.markdown(), "**T**\n\n| a | bb |\n|---:|---:|\n| 1 | 22222 |\n");
         let doc = format!("head\n{BEGIN}\nold\n{END}\ntail\n");
         assert_eq!(splice(&doc, "new\n").unwrap(), format!("head\n{BEGIN}\n\nnew\n\n{END}\ntail\n"));

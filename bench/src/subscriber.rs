@@ -5,12 +5,13 @@
 //! per-frame (capture time, arrival time) samples from the capture-time SEI.
 //! It does not decode video.
 
+use crate::scan::FrameScanner;
 use anyhow::{bail, Context, Result};
 use ponte_proto::h264;
 use ponte_proto::media::Quality;
-use ponte_proto::session::{self, read_gop_stream, ControlSender};
+use ponte_proto::session::{self, ControlSender};
 use ponte_proto::tls::{self, Identity, TransportOptions};
-use ponte_proto::wire::{CatalogEntry, Control, MediaEvent, Role, PROTOCOL_VERSION};
+use ponte_proto::wire::{CatalogEntry, Control, Role, PROTOCOL_VERSION};
 use ponte_tests::Pki;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ pub struct Meter {
     sampling: AtomicBool,
     samples: Mutex<Vec<Sample>>,
     first: Mutex<HashMap<u64, Instant>>,
+    answered: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Meter {
@@ -54,21 +56,27 @@ impl Meter {
         std::mem::take(&mut *lock(&self.samples))
     }
 
+    /// When `SubscribeOk` for subscription `id` arrived, if it has.
+    pub fn answered(&self, id: u64) -> Option<Instant> {
+        lock(&self.answered).get(&id).copied()
+    }
+
     /// When the first frame of subscription `id` arrived, if it has.
     pub fn first_frame(&self, id: u64) -> Option<Instant> {
         lock(&self.first).get(&id).copied()
     }
 
-    fn on_frame(&self, subscription: u64, first_of_stream: bool, payload: &[u8]) {
+    /// A frame of `len` bytes starting with `prefix` completed.
+    fn on_frame(&self, subscription: u64, first_of_stream: bool, len: usize, prefix: &[u8]) {
         let recv = h264::unix_micros_now();
-        self.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.frames.fetch_add(1, Ordering::Relaxed);
         if first_of_stream {
             lock(&self.first).entry(subscription).or_insert_with(Instant::now);
         }
         if self.sampling.load(Ordering::Relaxed) {
             // ponte's SEI comes right after the parameter sets, if any.
-            if let Some(capture) = h264::nal_units(payload).take(4).find_map(h264::parse_capture_time_sei) {
+            if let Some(capture) = h264::nal_units(prefix).take(4).find_map(h264::parse_capture_time_sei) {
                 let track = track_of(subscription);
                 lock(&self.samples).push(Sample { track, capture, recv });
             }
@@ -121,6 +129,7 @@ impl Listener {
         let meter = Arc::new(Meter::default());
         let (catalog_tx, catalog) = watch::channel(Vec::new());
         let (answer_tx, answers) = mpsc::unbounded_channel();
+        let control_meter = meter.clone();
         let control = tokio::spawn(async move {
             while let Ok(msg) = rx.recv().await {
                 match msg {
@@ -128,6 +137,7 @@ impl Listener {
                         let _ = catalog_tx.send(cameras);
                     }
                     Control::SubscribeOk { id, .. } => {
+                        lock(&control_meter.answered).entry(id).or_insert_with(Instant::now);
                         let _ = answer_tx.send((id, Ok(())));
                     }
                     Control::SubscribeError { id, code, reason } => {
@@ -142,27 +152,27 @@ impl Listener {
             tokio::spawn(async move {
                 while let Ok(recv) = conn.accept_uni().await {
                     let meter = meter.clone();
-                    tokio::spawn(async move {
-                        let mut subscription = None;
-                        let mut first = true;
-                        let _ = read_gop_stream(recv, |ev| {
-                            match ev {
-                                MediaEvent::Header(h) => subscription = Some(h.subscription),
-                                MediaEvent::Frame(f) => {
-                                    if let Some(id) = subscription {
-                                        meter.on_frame(id, first, &f.payload);
-                                        first = false;
-                                    }
-                                }
-                            }
-                            true
-                        })
-                        .await;
-                    });
+                    tokio::spawn(read_media(recv, meter));
                 }
             })
         };
         Ok(Subscriber { site: site.clone(), conn, tx, answers, catalog, meter, tasks: vec![control, media] })
+    }
+}
+
+/// Meters one GOP stream until it ends (or is reset as superseded).
+async fn read_media(mut recv: quinn::RecvStream, meter: Arc<Meter>) {
+    let mut scan = FrameScanner::default();
+    let mut first = true;
+    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+        let pushed = scan.push(&chunk.bytes, |subscription, len, prefix| {
+            meter.on_frame(subscription, first, len, prefix);
+            first = false;
+        });
+        if pushed.is_err() {
+            let _ = recv.stop(0u32.into());
+            return;
+        }
     }
 }
 

@@ -42,11 +42,23 @@ pub struct Path {
     pub dist: Dist,
     /// WHEP only: where the time went, per measurement.
     pub phases: Vec<WhepPhases>,
+    /// QUIC only: ms to `SubscribeOk`, per measurement.
+    pub answer_ms: Vec<f64>,
 }
 
 fn path(name: &str, ms: Vec<f64>) -> Path {
     let mut micros: Vec<i64> = ms.iter().map(|m| (m * 1000.0) as i64).collect();
-    Path { path: name.into(), dist: Dist::of_micros(&mut micros), ms, phases: Vec::new() }
+    Path {
+        path: name.into(),
+        dist: Dist::of_micros(&mut micros),
+        ms,
+        phases: Vec::new(),
+        answer_ms: Vec::new(),
+    }
+}
+
+fn quic_path(name: &str, times: Vec<(f64, f64)>) -> Path {
+    Path { answer_ms: times.iter().map(|t| t.0).collect(), ..path(name, times.iter().map(|t| t.1).collect()) }
 }
 
 fn whep_path(name: &str, phases: Vec<WhepPhases>) -> Path {
@@ -57,12 +69,14 @@ fn camera(i: usize) -> String {
     format!("c-{i:02}")
 }
 
-async fn quic_first_frame(sub: &mut Subscriber, track: usize) -> Result<f64> {
+/// Subscribes to `track`; ms to `SubscribeOk` and to the first frame.
+async fn quic_first_frame(sub: &mut Subscriber, track: usize) -> Result<(f64, f64)> {
     let id = subscription_id(track as u32, Quality::Main);
     let sent = sub.subscribe_nowait(track as u32, &camera(track), Quality::Main).await?;
+    let ms = |at: std::time::Instant| at.saturating_duration_since(sent).as_secs_f64() * 1000.0;
     loop {
         if let Some(at) = sub.meter.first_frame(id) {
-            return Ok(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+            return Ok((sub.meter.answered(id).map_or(f64::NAN, ms), ms(at)));
         }
         if sent.elapsed() > FIRST_FRAME {
             bail!("`{}`: no frame of camera {} within {FIRST_FRAME:?}", sub.site(), camera(track));
@@ -147,7 +161,10 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
     let r = params.rounds.max(1);
     // Cameras 0..r: QUIC cold, then warm for a second subscriber and WHEP;
     // cameras r..2r: WHEP cold.
-    let n = 2 * r;
+    // The last camera warms up: the agent encodes its replay GOP once at
+    // start, and the browser initialises WebRTC on its first playback.
+    let n = 2 * r + 1;
+    let warmup = 2 * r;
     let devices = (0..n).map(|i| params.replay.device(&camera(i), "fixed", 1, &[])).collect();
     let mut cluster = Cluster::start(ClusterSpec {
         devices,
@@ -161,6 +178,8 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
     let mut paths = Vec::new();
     let (first, second) = cluster.relays[0].downstreams.split_at_mut(1);
     let (a, b) = (&mut first[0], &mut second[0]);
+    quic_first_frame(a, warmup).await?;
+    a.unsubscribe([subscription_id(warmup as u32, Quality::Main)]).await?;
     let mut cold = Vec::new();
     for i in 0..r {
         cold.push(quic_first_frame(a, i).await?);
@@ -169,9 +188,10 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
     let mut warm = Vec::new();
     for i in 0..r {
         warm.push(quic_first_frame(b, i).await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    paths.push(path("QUIC cold", cold));
-    paths.push(path("QUIC warm", warm));
+    paths.push(quic_path("QUIC cold", cold));
+    paths.push(quic_path("QUIC warm", warm));
 
     if params.whep {
         let browser = Chromium::launch().await?;
@@ -185,6 +205,9 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
             },
         )
         .await?;
+        whep_first_frame(&browser, &camera(warmup)).await?;
+        browser.eval("window.ponteViewer.stop()").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut cold = Vec::new();
         let mut warm = Vec::new();
         for i in 0..r {
@@ -230,6 +253,20 @@ pub fn tables(paths: &[Path], params: &TtffParams) -> (Vec<Table>, Vec<Check>) {
         });
     }
     let mut tables = vec![t];
+    let quic: Vec<&Path> = paths.iter().filter(|p| !p.answer_ms.is_empty()).collect();
+    if !quic.is_empty() {
+        let mut phases = Table::new(
+            "QUIC phases, median ms from `Subscribe` sent",
+            &["path", "SubscribeOk", "first frame"],
+        );
+        for p in quic {
+            let mut v: Vec<i64> =
+                p.answer_ms.iter().filter(|m| m.is_finite()).map(|m| (m * 1000.0) as i64).collect();
+            let d = Dist::of_micros(&mut v);
+            phases.row(vec![p.path.clone(), format!("{:.1}", d.p50_ms), format!("{:.1}", p.dist.p50_ms)]);
+        }
+        tables.push(phases);
+    }
     let whep: Vec<&Path> = paths.iter().filter(|p| !p.phases.is_empty()).collect();
     if !whep.is_empty() {
         let mut phases = Table::new(

@@ -53,8 +53,10 @@ pub struct ControlSender {
 }
 
 impl ControlSender {
-    /// Wraps the send half of the control stream.
+    /// Wraps the send half of the control stream, which goes before any
+    /// media (a few small messages; a pause notice must not wait for video).
     pub fn new(send: quinn::SendStream) -> Self {
+        let _ = send.set_priority(i32::MAX);
         Self { send, buf: BytesMut::with_capacity(1024) }
     }
 
@@ -159,6 +161,9 @@ impl PriorityClock {
     }
 }
 
+/// Stream priority of a GOP once the next one of its subscription started.
+pub const SUPERSEDED_PRIORITY: i32 = i32::MIN;
+
 /// Counters of what a GOP sender did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendCounters {
@@ -184,6 +189,8 @@ pub struct GopSender {
     conn: quinn::Connection,
     subscription: u64,
     priorities: Arc<PriorityClock>,
+    /// Stream priority of current GOPs, when set (else newest first).
+    class: Option<i32>,
     /// (track GOP, quality, stream) of the GOP being sent.
     current: Option<(u64, Quality, quinn::SendStream)>,
     draining: Option<oneshot::Sender<()>>,
@@ -199,11 +206,23 @@ impl GopSender {
             conn,
             subscription,
             priorities,
+            class: None,
             current: None,
             draining: None,
             next_seq: 1,
             resets: Arc::new(AtomicU64::new(0)),
             counters: SendCounters::default(),
+        }
+    }
+
+    /// Gives this subscription's current GOPs a fixed stream priority (e.g.
+    /// its shaping class): current GOPs of equal class share the link, a
+    /// higher class goes first, and every superseded GOP waits behind all
+    /// current ones. Without it, each new GOP outranks all older streams.
+    pub fn set_class(&mut self, class: i32) {
+        self.class = Some(class);
+        if let Some((_, _, stream)) = self.current.as_mut() {
+            let _ = stream.set_priority(class);
         }
     }
 
@@ -227,7 +246,7 @@ impl GopSender {
             }
             self.end_gop();
             let mut stream = self.conn.open_uni().await?;
-            let _ = stream.set_priority(self.priorities.next());
+            let _ = stream.set_priority(self.class.unwrap_or_else(|| self.priorities.next()));
             let mut hdr = BytesMut::with_capacity(64);
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -254,6 +273,8 @@ impl GopSender {
             let _ = tx.send(());
         }
         if let Some((_, _, mut stream)) = self.current.take() {
+            // Superseded: whatever is left of it goes after every current GOP.
+            let _ = stream.set_priority(SUPERSEDED_PRIORITY);
             let _ = stream.finish();
             let (tx, rx) = oneshot::channel::<()>();
             self.draining = Some(tx);
@@ -292,9 +313,11 @@ impl Drop for GopSender {
 }
 
 async fn write_frame(stream: &mut quinn::SendStream, frame: &Frame) -> Result<(), SessionError> {
-    stream.write_all(&encode_frame_header(frame)).await?;
-    // The payload goes to quinn as the same `Bytes`: no copy.
-    stream.write_chunk(frame.payload.clone()).await?;
+    // One write for header and payload: one lock of the connection and one
+    // wake of its driver per frame, not two. The payload goes to quinn as
+    // the same `Bytes`: no copy (quinn would copy the header anyway).
+    let mut chunks = [bytes::Bytes::copy_from_slice(&encode_frame_header(frame)), frame.payload.clone()];
+    stream.write_all_chunks(&mut chunks).await?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@
 //!   a subscription above its plan for the full budget drops to it at its
 //!   next GOP. A subscription above its plan for the climbing budget
 //!   (`budget × (1 − headroom)`) also yields to that plan when the total
-//!   exceeds the climbing budget, when a higher-priority one sits below
+//!   exceeds `budget × (1 − headroom/2)`, when a higher-priority one sits below
 //!   it, or when any other is starved below its plan.
 //! - **Up slowly.** A subscription below its plan for the climbing budget
 //!   climbs one rung, at most every `climb_every`, not before
@@ -479,6 +479,11 @@ impl Shaper {
         eff.is_some() && self.bucket.tokens < 0.0
     }
 
+    /// Priority of a subscription.
+    pub fn priority(&self, id: u64) -> Option<Priority> {
+        self.subs.get(&id).map(|s| s.priority)
+    }
+
     /// Current rung of a subscription.
     pub fn rung(&self, id: u64) -> Option<Rung> {
         self.subs.get(&id).and_then(|s| s.rung)
@@ -571,6 +576,9 @@ impl Shaper {
             return self.apply(id, top, ChangeReason::Climb, now, planned);
         };
         let climb_budget = full * (1.0 - self.hysteresis.headroom);
+        // Between climbing and keeping lies half the headroom: bitrates that
+        // wobble a few percent do not make rungs flap.
+        let keep_budget = full * (1.0 - self.hysteresis.headroom / 2.0);
         let plan_full = self.plan(full);
         let plan_up = self.plan(climb_budget);
         let target_full = plan_full[&id];
@@ -601,29 +609,28 @@ impl Shaper {
         if planned > full && target_full < cur {
             return self.apply(id, target_full, ChangeReason::OverBudget, now, planned);
         }
-        // Down: above the climbing plan while someone else is starved by it,
-        // or while a higher priority sits lower.
+        // Down: above the climbing plan while someone else, ready to climb,
+        // is starved by it, or while a higher priority sits lower.
         if cur > target_up {
-            let starved = self
-                .subs
-                .iter()
-                .any(|(&o, os)| o != id && os.measured() && os.rung.is_some_and(|r| r < plan_up[&o]));
+            let starved = self.subs.iter().any(|(&o, os)| {
+                o != id
+                    && os.measured()
+                    && os.rung.is_some_and(|r| r < plan_up[&o])
+                    && self.may_climb(os, now)
+            });
             let outranked = self.subs.iter().any(|(&o, os)| {
                 o != id && os.priority > s.priority && os.rung.is_some_and(|r| r < cur && r < os.ladder.top)
             });
-            if planned > climb_budget || starved || outranked {
+            if planned > keep_budget || starved || outranked {
                 return self.apply(id, target_up, ChangeReason::Yield, now, planned);
             }
         }
         // Up: one rung, with hysteresis.
         if target_up > cur {
-            let h = self.hysteresis;
-            let rested = s.last_change.is_none_or(|t| now.saturating_duration_since(t) >= h.climb_every);
-            let recovered = s.last_down.is_none_or(|t| now.saturating_duration_since(t) >= h.recover_after);
             // The plan is only as good as its figures: nobody climbs while
             // a running subscription is still being measured.
             let all_measured = self.subs.values().all(|o| o.rung.is_none() || o.measured());
-            if rested && recovered && all_measured && !self.in_debt(now) {
+            if self.may_climb(s, now) && all_measured && !self.in_debt(now) {
                 let s = &self.subs[&id];
                 if let Some(next) = s.ladder.above(cur) {
                     let fits = match (self.cost(s, next), self.cost(s, cur)) {
@@ -637,6 +644,14 @@ impl Shaper {
             }
         }
         (cur, None)
+    }
+
+    /// Whether the hysteresis lets `s` climb now.
+    fn may_climb(&self, s: &Sub, now: Instant) -> bool {
+        let h = self.hysteresis;
+        let rested = s.last_change.is_none_or(|t| now.saturating_duration_since(t) >= h.climb_every);
+        let recovered = s.last_down.is_none_or(|t| now.saturating_duration_since(t) >= h.recover_after);
+        rested && recovered
     }
 
     fn apply(
@@ -742,8 +757,8 @@ impl RateMeter {
     }
 }
 
-/// Cumulative counters of a QUIC connection, as `quinn::Connection::stats`
-/// reports them.
+/// Cumulative counters of a QUIC connection (as `quinn::Connection::stats`
+/// reports them) and of the media the application handed to it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PathSample {
     /// UDP payload bytes sent.
@@ -752,29 +767,40 @@ pub struct PathSample {
     pub sent_datagrams: u64,
     /// Bytes declared lost.
     pub lost_bytes: u64,
-    /// Congestion events (loss or ECN) of the congestion controller.
-    pub congestion_events: u64,
-    /// Congestion window, bytes.
-    pub cwnd: u64,
     /// Smoothed round-trip time.
     pub rtt: Duration,
+    /// Smallest round-trip time seen.
+    pub min_rtt: Duration,
+    /// Media bytes the application wrote to its streams.
+    pub offered_bytes: u64,
 }
 
 /// How long after the last congestion sign the path counts as limited.
 pub const CONGESTION_MEMORY: Duration = Duration::from_secs(10);
 /// IP + UDP header bytes per datagram (IPv4).
 pub const IP_UDP_OVERHEAD: u64 = 28;
+/// Share of lost bytes that counts as congestion (sporadic loss does not).
+pub const LOSS_SHARE: f64 = 0.01;
+/// Queueing delay (smoothed RTT above the minimum) that counts as congestion.
+pub const QUEUE_DELAY: Duration = Duration::from_millis(50);
+/// Wire bytes per media byte assumed when comparing offered and delivered.
+const NOMINAL_OVERHEAD: f64 = 1.03;
 
-/// Estimates what the path delivers, from the connection's counters: while
-/// the link shows congestion (losses, congestion events), its capacity is
-/// the rate it really delivered and what the congestion window allows; a
-/// quiet link has no measured limit (an app-limited sender cannot see one).
+/// Estimates what the path delivers. Congestion shows as loss (beyond a
+/// sporadic share) or a standing queue (smoothed RTT well above the
+/// minimum), two samples running, or as media piling up in QUIC's buffers
+/// (more written than delivered, three samples running). While any of these was seen within
+/// [`CONGESTION_MEMORY`], the capacity is the rate the path delivered
+/// while congested (not since: once shaped below it, the sender is
+/// application-limited again and its rate says nothing about the path); a
+/// quiet link has no measured limit.
 #[derive(Debug, Clone, Default)]
 pub struct PathEstimator {
     last: Option<(Instant, PathSample)>,
     congested_at: Option<Instant>,
-    delivered_bps: Option<f64>,
-    capacity: Option<f64>,
+    capacity_bps: Option<f64>,
+    backlog_streak: u32,
+    signal_streak: u32,
 }
 
 impl PathEstimator {
@@ -791,12 +817,23 @@ impl PathEstimator {
                 let wire = |x: &PathSample| x.sent_bytes + x.sent_datagrams * IP_UDP_OVERHEAD;
                 let sent = wire(&s).saturating_sub(wire(&prev)) as f64;
                 let lost = s.lost_bytes.saturating_sub(prev.lost_bytes) as f64;
+                let offered = s.offered_bytes.saturating_sub(prev.offered_bytes) as f64 * NOMINAL_OVERHEAD;
                 let delivered = (sent - lost).max(0.0) * 8.0 / dt;
-                self.delivered_bps = Some(match self.delivered_bps {
-                    Some(d) => d * 0.7 + delivered * 0.3,
-                    None => delivered,
-                });
-                if s.congestion_events > prev.congestion_events || lost > 0.0 {
+                let lossy = lost > 0.0 && lost > sent * LOSS_SHARE;
+                let queued = s.rtt > s.min_rtt + QUEUE_DELAY.max(s.min_rtt);
+                let piling = offered > 64.0 * 1024.0 && offered * 8.0 / dt > delivered * 1.25;
+                self.backlog_streak = if piling { self.backlog_streak + 1 } else { 0 };
+                // A single bad sample (a loss burst, a qdisc change) is not
+                // congestion; two in a row are.
+                self.signal_streak = if lossy || queued { self.signal_streak + 1 } else { 0 };
+                if self.signal_streak >= 2 || self.backlog_streak >= 3 {
+                    let was = self
+                        .congested_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_MEMORY);
+                    self.capacity_bps = Some(match self.capacity_bps {
+                        Some(c) if was => c * 0.7 + delivered * 0.3,
+                        _ => delivered,
+                    });
                     self.congested_at = Some(now);
                 }
             }
@@ -804,16 +841,10 @@ impl PathEstimator {
         self.last = Some((now, s));
         let congested =
             self.congested_at.is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_MEMORY);
-        self.capacity = if congested {
-            let window = (s.rtt > Duration::ZERO).then(|| s.cwnd as f64 * 8.0 / s.rtt.as_secs_f64());
-            match (self.delivered_bps, window) {
-                (Some(d), Some(w)) => Some(d.max(w.min(d * 1.5))),
-                (d, w) => d.or(w),
-            }
-        } else {
-            None
-        };
-        self.capacity
+        if !congested {
+            self.capacity_bps = None;
+        }
+        self.capacity_bps
     }
 }
 

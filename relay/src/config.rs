@@ -122,6 +122,15 @@ pub struct RelaySection {
     /// Seconds a stream with no viewers stays subscribed upstream.
     #[serde(default = "default_linger")]
     pub linger_secs: u64,
+    /// Seconds viewers are kept waiting when the upstream link is lost (fibre
+    /// cut, agent restart): their streams resume by themselves if it comes
+    /// back in time, and end after that.
+    #[serde(default = "default_reconnect_grace")]
+    pub reconnect_grace_secs: u64,
+}
+
+fn default_reconnect_grace() -> u64 {
+    60
 }
 
 fn default_quic() -> SocketAddr {

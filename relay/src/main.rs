@@ -108,7 +108,11 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     let server = tls::server_config(&id, &opts)?;
     let endpoint = ponte_proto::endpoint::bind(cfg.relay.quic_listen, Some(server))
         .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
-    let upstreams = Upstreams::new(&cfg.relay.site, Duration::from_secs(cfg.relay.linger_secs));
+    let upstreams = Upstreams::new(
+        &cfg.relay.site,
+        Duration::from_secs(cfg.relay.linger_secs),
+        Duration::from_secs(cfg.relay.reconnect_grace_secs),
+    );
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 

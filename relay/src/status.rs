@@ -102,7 +102,8 @@ fn sample(
         }));
     }
     let mut problems = Vec::new();
-    let mut health = if links.is_empty() {
+    // A lost upstream is listed (down) through the reconnect grace.
+    let mut health = if !links.iter().any(|l| l.state == "up") {
         problems.push(
             "no upstream session: is the agent running and can it reach this relay's QUIC port?".into(),
         );

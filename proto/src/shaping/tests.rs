@@ -163,34 +163,73 @@ fn rate_meter_averages_over_its_window() {
 #[test]
 fn path_estimator_sees_a_limit_only_under_congestion() {
     let t0 = Instant::now();
+    let at = |i: u64| t0 + Duration::from_millis(500 * i);
+    let quiet =
+        PathSample { rtt: Duration::from_millis(2), min_rtt: Duration::from_millis(1), ..Default::default() };
+    // 500 kB per half second written and sent, a stray lost packet: app-limited, no limit known.
+    let step = |s: &mut PathSample, offered: u64, sent: u64, lost: u64| {
+        s.offered_bytes += offered;
+        s.sent_bytes += sent;
+        s.sent_datagrams += sent / 1250;
+        s.lost_bytes += lost;
+    };
     let mut p = PathEstimator::new();
-    let mut s = PathSample { cwnd: 1 << 20, rtt: Duration::from_millis(1), ..Default::default() };
-    assert_eq!(p.update(t0, s), None);
-    // 1 MB/s with no loss: app-limited, no limit known.
-    for i in 1..=5u64 {
-        s.sent_bytes += 1_000_000;
-        s.sent_datagrams += 800;
-        assert_eq!(p.update(t0 + Duration::from_secs(i), s), None);
+    let mut s = quiet;
+    for i in 0..10 {
+        step(&mut s, 500_000, 515_000, if i == 5 { 1200 } else { 0 });
+        assert_eq!(p.update(at(i), s), None, "sample {i}");
     }
-    // Losses: the capacity is about what got through.
-    s.cwnd = 60_000;
-    s.rtt = Duration::from_millis(50);
-    for i in 6..=10u64 {
-        s.sent_bytes += 1_000_000;
-        s.sent_datagrams += 800;
-        s.lost_bytes += 200_000;
-        s.congestion_events += 1;
-        p.update(t0 + Duration::from_secs(i), s);
+
+    // Loss beyond a sporadic share: the capacity is what got through.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    for i in 0..10 {
+        step(&mut s, 500_000, 515_000, 100_000);
+        p.update(at(i), s);
     }
-    let cap = p.update(t0 + Duration::from_secs(10), s).unwrap();
-    assert!((6.0 * MBIT..13.0 * MBIT).contains(&cap), "{cap}");
-    // Quiet again for long enough: no limit.
-    for i in 11..=25u64 {
-        s.sent_bytes += 1_000_000;
-        s.sent_datagrams += 800;
-        p.update(t0 + Duration::from_secs(i), s);
+    step(&mut s, 500_000, 515_000, 100_000);
+    let cap = p.update(at(10), s).unwrap();
+    assert!((6.5 * MBIT..7.0 * MBIT).contains(&cap), "{cap}");
+    // Shaped below it, the sender sends less: that does not lower the estimate.
+    for i in 11..15 {
+        step(&mut s, 100_000, 103_000, 0);
+        assert_eq!(p.update(at(i), s), Some(cap));
     }
-    assert_eq!(p.update(t0 + Duration::from_secs(26), s), None);
+    // Quiet again for CONGESTION_MEMORY: no limit.
+    for i in 15..40 {
+        step(&mut s, 500_000, 515_000, 0);
+        p.update(at(i), s);
+    }
+    assert_eq!(p.update(at(40), s), None);
+
+    // One lossy sample alone (a burst) is not congestion.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    for i in 0..10 {
+        step(&mut s, 500_000, 515_000, if i == 5 { 200_000 } else { 0 });
+        assert_eq!(p.update(at(i), s), None, "sample {i}");
+    }
+
+    // A standing queue: RTT far above its minimum.
+    let mut p = PathEstimator::new();
+    let mut s = PathSample { rtt: Duration::from_millis(90), ..quiet };
+    for i in 0..4 {
+        step(&mut s, 500_000, 515_000, 0);
+        p.update(at(i), s);
+    }
+    assert!(p.update(at(4), s).is_some());
+
+    // Media piling up in QUIC: written faster than the path delivers.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    assert_eq!(p.update(at(0), s), None);
+    for i in 1..3 {
+        step(&mut s, 2_000_000, 1_250_000, 0);
+        assert_eq!(p.update(at(i), s), None, "a sample or two is not a trend");
+    }
+    step(&mut s, 2_000_000, 1_250_000, 0);
+    let cap = p.update(at(3), s).unwrap();
+    assert!((19.0 * MBIT..21.0 * MBIT).contains(&cap), "{cap}");
 }
 
 #[test]

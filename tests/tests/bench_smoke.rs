@@ -1,0 +1,106 @@
+//! Smoke run of every benchmark scenario (`ponte-bench all --smoke`): tiny
+//! loads for a few seconds each, so the harness never rots. The figures are
+//! meaningless at this size; what is checked is that each scenario ran end
+//! to end through the real agent, relays and (where installed) Chromium and
+//! measured something consistent. Real runs stay out of the test suite: see
+//! BENCHMARKS.md.
+
+use ponte_tests::{bin_path, require_program, Chromium, Proc};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The whole smoke run's budget (it takes about 20 s on 2 cores).
+const BUDGET: Duration = Duration::from_secs(180);
+
+fn report(dir: &std::path::Path, scenario: &str) -> Value {
+    let path = dir.join(format!("{scenario}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(v["scenario"], scenario);
+    assert_eq!(v["smoke"], true);
+    assert!(!v["tables"].as_array().expect("tables").is_empty(), "{scenario}: no table");
+    v
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_benchmark_scenario_runs_at_smoke_size() {
+    let _heavy = ponte_tests::e2e_lock();
+    let whep = require_program(Chromium::binary(), "chromium");
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut cmd = std::process::Command::new(bin_path("ponte-bench").expect("ponte-bench built"));
+    cmd.args(["all", "--smoke", "--no-build", "--out-dir"]).arg(out.path());
+    if !whep {
+        cmd.arg("--no-whep");
+    }
+    let mut bench = Proc::spawn_command("ponte-bench", cmd).expect("spawn ponte-bench");
+    let status = bench.wait_exit(BUDGET).await.expect("ponte-bench finished in time");
+    assert!(status.success(), "ponte-bench failed ({status}):\n{}", bench.tail(60));
+    let dir = out.path();
+
+    let transport = report(dir, "transport-limit");
+    for run in transport["data"].as_array().expect("transport runs") {
+        assert!(f(&run["gbps"]) > 0.05, "transport limit {run}");
+    }
+
+    let fanout = report(dir, "fanout");
+    let steps = fanout["data"]["fanout"]["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    for s in steps {
+        // A tiny load on an idle relay: everything offered arrives.
+        let delivery = f(&s["delivery"]);
+        assert!((0.8..1.2).contains(&delivery), "delivery {delivery} in {s}");
+        assert!(f(&s["end_to_end"]["n"]) > 0.0, "latency samples in {s}");
+        assert!(f(&s["relay_cpu"]["cpu_secs"]) > 0.0, "relay CPU in {s}");
+    }
+    assert!(f(&fanout["data"]["fanout"]["max_gbps"]) > 0.0);
+
+    let latency = report(dir, "latency");
+    let levels = latency["data"]["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 3);
+    for l in levels {
+        for hop in ["agent_hop", "relay_hop", "end_to_end"] {
+            let d = &l["step"][hop];
+            assert!(f(&d["n"]) > 0.0, "{hop} samples in {l}");
+            // Loopback: a hop is well under a second, and the relay's hop
+            // is measured on the same frames the probe saw.
+            assert!(f(&d["p50_ms"]) < 1000.0, "{hop} in {l}");
+        }
+    }
+
+    let ttff = report(dir, "ttff");
+    let paths: Vec<&str> = ttff["data"]["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| p["path"].as_str().unwrap_or(""))
+        .collect();
+    let mut want = vec!["QUIC cold", "QUIC warm"];
+    if whep {
+        want.extend(["WHEP cold", "WHEP warm"]);
+    }
+    assert_eq!(paths, want);
+    for p in ttff["data"]["paths"].as_array().expect("paths") {
+        let ms = f(&p["dist"]["max_ms"]);
+        assert!(ms > 0.0 && ms < 10_000.0, "{p}");
+    }
+
+    let memory = report(dir, "memory");
+    let kbps = f(&memory["data"]["params"]["replay"]["main_kbps"]);
+    for l in memory["data"]["levels"].as_array().expect("levels") {
+        let streams = f(&l["streams"]);
+        let want = streams * kbps / 1000.0;
+        let got = f(&l["ingest_mbps"]);
+        assert!((got - want).abs() <= 0.25 * want + 0.1, "{streams} streams: {got} Mbit/s, want {want}");
+        assert!(f(&l["agent_rss"]) > 1e6 && f(&l["relay_rss"]) > 1e6, "{l}");
+    }
+
+    let city = report(dir, "city");
+    let c = &city["data"]["result"];
+    let (want, got) = (f(&c["expected_mbps"]), f(&c["received_mbps"]));
+    assert!((got - want).abs() <= 0.25 * want, "city: relays received {got} Mbit/s, want {want}");
+    assert!(f(&c["agent"]["cpu_secs"]) > 0.0);
+}
