@@ -204,6 +204,7 @@ impl Agent {
             cameras: cameras.clone(),
             links: links.clone(),
             shaping: shared.shaping.clone(),
+            audit: shared.audit.clone(),
         });
         Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status })
     }

@@ -20,6 +20,8 @@ pub struct Sources {
     pub links: Vec<(String, watch::Receiver<LinkState>)>,
     /// Each site link's shaping ladder.
     pub shaping: crate::uplink::ShapingBoard,
+    /// The audit log (its write failures are alerted on).
+    pub audit: Arc<ponte_proto::audit::AuditLog>,
 }
 
 /// One row per shaped subscription, from the uplinks' snapshots.
@@ -145,5 +147,6 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         viewers: Vec::new(),
         shaping: shaping_rows(&src.shaping),
         recent_errors: Vec::new(),
+        audit_write_errors: src.audit.write_errors(),
     }
 }

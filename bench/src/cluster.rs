@@ -196,19 +196,26 @@ impl Cluster {
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let agent = spawn("ponte-agent", "agent", &agent_toml, &[])?;
 
-        for (relay, mine) in relays.iter_mut().zip(listeners) {
-            for l in mine {
+        // Every listener accepts at once: a dial left waiting in the accept
+        // queue would time out its handshake.
+        let cameras = spec.cameras;
+        let accept = |l: Listener| {
+            tokio::spawn(async move {
                 let mut s = l.accept(READY).await?;
-                s.wait_catalog(spec.cameras, READY).await?;
-                relay.downstreams.push(s);
+                s.wait_catalog(cameras, READY).await?;
+                anyhow::Ok(s)
+            })
+        };
+        let pending: Vec<Vec<_>> =
+            listeners.into_iter().map(|mine| mine.into_iter().map(accept).collect()).collect();
+        let probe = probe.map(accept);
+        for (relay, mine) in relays.iter_mut().zip(pending) {
+            for task in mine {
+                relay.downstreams.push(task.await.context("accept task")??);
             }
         }
         let probe = match probe {
-            Some(l) => {
-                let mut s = l.accept(READY).await?;
-                s.wait_catalog(spec.cameras, READY).await?;
-                Some(s)
-            }
+            Some(task) => Some(task.await.context("accept task")??),
             None => None,
         };
         for relay in &relays {

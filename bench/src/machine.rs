@@ -19,6 +19,10 @@ pub struct Machine {
     /// Compilers or linkers seen running while measuring (other builds
     /// share the machine; figures are then pessimistic).
     pub concurrent_builds: Vec<String>,
+    /// Cores busy on average with processes other than this benchmark and
+    /// the nodes it started, while the scenario ran.
+    #[serde(default)]
+    pub others_cores: f64,
 }
 
 impl Machine {
@@ -42,6 +46,18 @@ impl Machine {
             kernel,
             load_before: load_average(),
             concurrent_builds: builds_running(),
+            others_cores: 0.0,
+        }
+    }
+
+    /// `, machine otherwise quiet` or what else was running.
+    pub fn quiet_or_not(&self) -> String {
+        if !self.concurrent_builds.is_empty() {
+            format!(", **other builds running** ({})", self.concurrent_builds.join(", "))
+        } else if self.others_cores >= 0.1 {
+            String::from(", **machine shared with other work**")
+        } else {
+            String::from(", machine otherwise quiet")
         }
     }
 
@@ -93,14 +109,67 @@ pub fn builds_running() -> Vec<String> {
 
 /// CPU time (user + system) of this whole process, all threads.
 pub fn self_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct we own; RUSAGE_SELF is always valid.
+    rusage(libc::RUSAGE_SELF)
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage fills the struct we own; `who` is SELF or CHILDREN.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        libc::getrusage(who, &mut u);
         u
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Busy CPU time of the whole machine (all but idle and iowait), /proc/stat.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: skip idle, iowait.
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Measures what the rest of the machine did meanwhile: busy CPU minus
+/// this process and its (reaped) children, the agent and relays.
+pub struct OthersWindow {
+    started: Instant,
+    busy: Duration,
+    ours: Duration,
+}
+
+impl OthersWindow {
+    /// Starts measuring.
+    pub fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            busy: machine_busy(),
+            ours: rusage(libc::RUSAGE_SELF) + rusage(libc::RUSAGE_CHILDREN),
+        }
+    }
+
+    /// Average cores used by other processes since the start. Call after
+    /// the scenario's nodes have exited (their CPU counts once reaped).
+    pub fn finish(&self) -> f64 {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-6);
+        let busy = machine_busy().saturating_sub(self.busy);
+        let ours = (rusage(libc::RUSAGE_SELF) + rusage(libc::RUSAGE_CHILDREN)).saturating_sub(self.ours);
+        busy.saturating_sub(ours).as_secs_f64() / wall
+    }
 }
 
 /// CPU time (utime + stime) of process `pid`, from /proc/<pid>/stat.

@@ -430,7 +430,8 @@ fn watch_builds() -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
 
 async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Report> {
     let started = Instant::now();
-    let machine = Machine::probe();
+    let mut machine = Machine::probe();
+    let others = machine::OthersWindow::start();
     let (seen, watcher) = watch_builds();
     let out = match scenario {
         Scenario::TransportLimit => run_transport(cli, st).await,
@@ -443,6 +444,7 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
     }
     .with_context(|| format!("scenario {}", scenario.name()));
     watcher.abort();
+    machine.others_cores = others.finish();
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     finish(cli, scenario, out?, started, machine, Some(seen))
 }

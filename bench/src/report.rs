@@ -119,7 +119,14 @@ pub struct Report {
 impl Report {
     /// The terminal rendering.
     pub fn text(&self) -> String {
-        let mut out = String::new();
+        let m = &self.machine;
+        let mut out = format!(
+            "{} × {}; other processes busy {:.2} cores on average{}\n\n",
+            m.cpus,
+            m.cpu_model,
+            m.others_cores,
+            m.quiet_or_not()
+        );
         for t in &self.tables {
             out.push_str(&t.text());
             out.push('\n');
@@ -146,18 +153,16 @@ impl Report {
         let mut out = format!("### {}\n\n```\n{}\n```\n\n", self.scenario, self.command);
         let _ = writeln!(
             out,
-            "Measured {} on {} × {} (kernel {}), load {:.2} at start, {:.0} s{}{}.\n",
+            "Measured {} on {} × {} (kernel {}), load {:.2} at start, other processes busy {:.2} cores on \
+             average, {:.0} s{}{}.\n",
             unix_date(self.started_unix),
             m.cpus,
             m.cpu_model,
             m.kernel,
             m.load_before,
+            m.others_cores,
             self.duration_secs,
-            if m.concurrent_builds.is_empty() {
-                String::from(", machine otherwise quiet")
-            } else {
-                format!(", **other builds running** ({})", m.concurrent_builds.join(", "))
-            },
+            m.quiet_or_not(),
             if self.smoke { ", SMOKE RUN (figures meaningless)" } else { "" },
         );
         for t in &self.tables {

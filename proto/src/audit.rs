@@ -160,6 +160,7 @@ pub struct AuditLog {
     max_bytes: u64,
     node: String,
     w: Mutex<Writer>,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 fn last_line_fields(path: &Path) -> std::io::Result<Option<(String, u64)>> {
@@ -191,11 +192,30 @@ impl AuditLog {
         };
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path, max_bytes, node: node.into(), w: Mutex::new(Writer { file, size, prev, seq }) })
+        Ok(Self {
+            path,
+            max_bytes,
+            node: node.into(),
+            w: Mutex::new(Writer { file, size, prev, seq }),
+            errors: Default::default(),
+        })
     }
 
     /// Appends one record (time and node filled in) and flushes it to disk.
-    pub fn write(&self, mut record: AuditRecord) -> std::io::Result<()> {
+    pub fn write(&self, record: AuditRecord) -> std::io::Result<()> {
+        let result = self.append(record);
+        if result.is_err() {
+            self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Writes that failed since start (disk full, permissions): alert on it.
+    pub fn write_errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn append(&self, mut record: AuditRecord) -> std::io::Result<()> {
         if record.time.is_empty() {
             record.time = now_rfc3339();
         }

@@ -32,6 +32,46 @@ pub fn bind(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::R
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, Arc::new(quinn::TokioRuntime))
 }
 
+/// Like [`bind`], with a stateless-reset key derived from `secret` (the
+/// node's private key): after a restart the node answers packets of its
+/// peers' old connections with a valid stateless reset, so they notice at
+/// their next keep-alive and redial at once instead of waiting out the
+/// idle timeout.
+pub fn bind_with_reset_secret(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    secret: &[u8],
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = udp_socket(addr)?;
+    quinn::Endpoint::new(reset_config(secret), server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// Endpoint config whose reset key is [`reset_key`]`(secret)`, with
+/// connection ids keyed by `secret` too: a restarted node must recognise the
+/// ids it issued before, or it drops their packets instead of resetting them.
+pub fn reset_config(secret: &[u8]) -> quinn::EndpointConfig {
+    use sha2::Digest as _;
+    let mut cfg = quinn::EndpointConfig::new(Arc::new(reset_key(secret)));
+    let mut h = sha2::Sha256::new();
+    h.update(b"ponte/1 connection id key\0");
+    h.update(secret);
+    let digest = h.finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    let key = u64::from_le_bytes(key);
+    cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(key)));
+    cfg
+}
+
+/// HMAC-SHA256 key from a digest of `secret`: the same for every run of a node.
+pub fn reset_key(secret: &[u8]) -> ring::hmac::Key {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"ponte/1 stateless reset key\0");
+    h.update(secret);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +82,18 @@ mod tests {
         let size = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
         // Linux reports twice what was granted; the default is 212992.
         assert!(size > 212_992, "receive buffer {size}");
+    }
+
+    #[test]
+    fn the_reset_key_depends_only_on_the_secret() {
+        use quinn::crypto::HmacKey as _;
+        let sign = |secret: &[u8]| {
+            let mut out = [0u8; 32];
+            reset_key(secret).sign(b"connection id", &mut out);
+            out
+        };
+        assert_eq!(sign(b"key of node a"), sign(b"key of node a"), "same key after a restart");
+        assert_ne!(sign(b"key of node a"), sign(b"key of node b"));
     }
 
     #[tokio::test]

@@ -169,6 +169,9 @@ pub struct StatusDoc {
     pub shaping: Vec<ShapingStatus>,
     /// Recent errors (bounded).
     pub recent_errors: Vec<ErrorEvent>,
+    /// Audit lines that could not be written since start.
+    #[serde(default)]
+    pub audit_write_errors: u64,
 }
 
 /// Turns monotonically growing byte counters into rates between samples.
@@ -319,6 +322,29 @@ impl StatusDoc {
             "gauge",
             "Consumers of the camera stream.",
             self.cameras.iter().map(|c| (cam(c), c.viewers as f64)).collect(),
+        );
+        metric(
+            "ponte_shaping_degraded",
+            "gauge",
+            "1 while a subscription is below its main stream on the shaping ladder.",
+            self.shaping
+                .iter()
+                .map(|s| {
+                    let labels = format!(
+                        "site=\"{}\",camera=\"{}\",rung=\"{}\"",
+                        esc_label(&s.site),
+                        esc_label(&s.camera),
+                        esc_label(&s.rung)
+                    );
+                    (labels, if s.rung == "main" { 0.0 } else { 1.0 })
+                })
+                .collect(),
+        );
+        metric(
+            "ponte_audit_write_errors_total",
+            "counter",
+            "Audit lines that could not be written (disk full, permissions).",
+            vec![(String::new(), self.audit_write_errors as f64)],
         );
         let mut by_kind: Vec<(String, f64)> = Vec::new();
         for kind in ["whep", "rtsp"] {

@@ -137,11 +137,18 @@
         return;
       }
       const timer = setTimeout(resolve, ICE_GATHERING_TIMEOUT_MS);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      // One candidate in the offer is enough: the relay learns any other
+      // path from the browser's connectivity checks, and waiting for
+      // gathering to complete would cost over 100 ms of time to first frame.
+      conn.addEventListener('icecandidate', (ev) => {
+        if (ev.candidate) done();
+      });
       conn.addEventListener('icegatheringstatechange', () => {
-        if (conn.iceGatheringState === 'complete') {
-          clearTimeout(timer);
-          resolve();
-        }
+        if (conn.iceGatheringState === 'complete') done();
       });
     });
   }

@@ -44,6 +44,11 @@ pub struct RelayAudit {
 }
 
 impl RelayAudit {
+    /// Audit lines that could not be written since start.
+    pub fn write_errors(&self) -> u64 {
+        self.log.as_ref().map_or(0, AuditLog::write_errors)
+    }
+
     /// Opens (or continues) the log at `path`.
     pub fn open(path: &Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
         Ok(Self { log: Some(AuditLog::open(path, site, max_bytes)?), site: site.to_owned() })

@@ -106,8 +106,13 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     }
     let opts = TransportOptions { gso: cfg.transport.gso, ..Default::default() };
     let server = tls::server_config(&id, &opts)?;
-    let endpoint = ponte_proto::endpoint::bind(cfg.relay.quic_listen, Some(server))
-        .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
+    // Restarted, the relay resets its agents' old connections at once.
+    let endpoint = ponte_proto::endpoint::bind_with_reset_secret(
+        cfg.relay.quic_listen,
+        Some(server),
+        id.key.secret_der(),
+    )
+    .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let upstreams = Upstreams::new(
         &cfg.relay.site,
         Duration::from_secs(cfg.relay.linger_secs),
@@ -138,7 +143,7 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
     );
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
-    let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone() };
+    let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone(), audit: audit.clone() };
     let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
     let status = StatusState {
         upstreams: upstreams.clone(),

@@ -18,6 +18,8 @@ pub struct Egress {
     pub rtsp: Option<Arc<RtspServer>>,
     /// Downstream relays.
     pub cascade: Arc<Cascade>,
+    /// The relay's audit log (its write failures are alerted on).
+    pub audit: Arc<crate::audit::RelayAudit>,
 }
 
 /// Starts the sampler; the feed always holds the latest document.
@@ -131,5 +133,6 @@ fn sample(
         viewers,
         shaping: Vec::new(),
         recent_errors: Vec::new(),
+        audit_write_errors: egress.audit.write_errors(),
     }
 }

@@ -169,6 +169,67 @@ impl NetnsPair {
     }
 }
 
+impl NetnsPair {
+    /// `ip link set <dev> down|up` on `end`'s veth: a fibre cut and its
+    /// repair (taking one end down takes the carrier of the other with it).
+    pub fn set_link(&self, end: &End, up: bool) -> Result<()> {
+        ip(&["-n", &end.ns, "link", "set", "dev", &end.dev, if up { "up" } else { "down" }])?;
+        Ok(())
+    }
+
+    /// Forwards UDP arriving at `end`'s address and `port` (inside its
+    /// namespace) to `to` on this process's loopback, and the answers back:
+    /// a node in the test's own namespace (reachable by a browser there)
+    /// sits behind the veth. One loopback socket per remote peer, so `to`
+    /// sees each peer as a distinct address. Stops when dropped.
+    pub fn forward_udp(&self, end: &End, port: u16, to: SocketAddr) -> Result<UdpForward> {
+        let outer = tokio::net::UdpSocket::from_std(self.bind_udp(end, port)?)?;
+        let task = tokio::spawn(forward(std::sync::Arc::new(outer), to));
+        Ok(UdpForward { task })
+    }
+}
+
+/// A running [`NetnsPair::forward_udp`]; aborted on drop.
+pub struct UdpForward {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpForward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(outer: std::sync::Arc<tokio::net::UdpSocket>, to: SocketAddr) {
+    use std::collections::HashMap;
+    let mut peers: HashMap<SocketAddr, std::sync::Arc<tokio::net::UdpSocket>> = HashMap::new();
+    let mut answers = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = outer.recv_from(&mut buf).await else { return };
+        let inner = match peers.get(&from) {
+            Some(s) => s.clone(),
+            None => {
+                let Ok(s) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else { continue };
+                if s.connect(to).await.is_err() {
+                    continue;
+                }
+                let s = std::sync::Arc::new(s);
+                let (back, outer) = (s.clone(), outer.clone());
+                answers.spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = back.recv(&mut buf).await {
+                        let _ = outer.send_to(&buf[..n], from).await;
+                    }
+                });
+                peers.insert(from, s.clone());
+                s
+            }
+        };
+        let _ = inner.send(&buf[..n]).await;
+    }
+}
+
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth, and so the pair.

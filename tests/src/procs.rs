@@ -85,6 +85,23 @@ impl Proc {
         self.child.id()
     }
 
+    /// Resident memory of the child (`VmRSS` in /proc), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS in {path}"))
+    }
+
+    /// Open file descriptors of the child (entries of /proc/PID/fd).
+    pub fn open_fds(&self) -> Result<usize> {
+        let path = format!("/proc/{}/fd", self.child.id());
+        Ok(std::fs::read_dir(&path).with_context(|| format!("listing {path}"))?.count())
+    }
+
     /// All lines captured so far (stdout and stderr interleaved).
     pub fn lines(&self) -> Vec<String> {
         lock(&self.lines).clone()

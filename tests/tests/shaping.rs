@@ -33,8 +33,9 @@ const WARM_UP: Duration = Duration::from_secs(8);
 const MEASURE: Duration = Duration::from_secs(20);
 const AFTER_RELOAD: Duration = Duration::from_secs(11);
 const NARROWED: Duration = Duration::from_secs(10);
-/// Time the agent gets to notice the narrowed link and shape to it.
-const REACTION: Duration = Duration::from_secs(4);
+/// Time the agent gets to notice the narrowed link and shape to it at the
+/// next GOPs.
+const REACTION: Duration = Duration::from_secs(6);
 const QUIC_PORT: u16 = 7443;
 
 fn priority(i: usize) -> &'static str {
@@ -289,54 +290,62 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     println!("rungs over the measured {window:.0} s:\n{table}");
 
     // 3. Every GOP starts with a keyframe; latency.
-    // Phases: capped, after the reload, the narrowed link while the agent
-    // notices, the narrowed link once shaped to it.
-    let reacted = t_narrow + REACTION;
+    // Phases: capped, after the reload, the narrowed link.
     let phase_of = |at: Instant| match at {
         at if at < t_reload => 0,
         at if at < t_narrow => 1,
-        at if at < reacted => 2,
-        _ => 3,
+        _ => 2,
     };
-    let mut latencies: [Vec<u64>; 4] = Default::default();
-    let mut resets = [0usize; 4];
-    for g in &all {
+    let mut latencies: [Vec<u64>; 3] = Default::default();
+    let mut resets = [0usize; 3];
+    let mut superseded = [0usize; 3];
+    for (k, g) in all.iter().enumerate() {
         let Some(first) = g.frames.first() else { continue };
+        // Frames of a GOP arriving after the next GOP of the same camera
+        // began are what a relay drops (a late, superseded GOP): they reach
+        // no viewer, so they count apart from latency.
+        let next_started = all
+            .get(k + 1)
+            .filter(|n| n.subscription == g.subscription)
+            .and_then(|n| n.frames.first())
+            .map(|f| f.at);
         if !first.keyframe || !h264::is_keyframe(&first.payload) {
             problems.push(format!("GOP {} of cam-{} does not start with a keyframe", g.seq, g.subscription));
         }
         // Streams cut by the agent's exit at the end are not stale GOPs.
         resets[phase_of(first.at)] += usize::from(g.reset && first.at + Duration::from_secs(3) < t_end);
         for f in g.frames.iter().filter(|f| f.at >= t_sub + WARM_UP) {
-            if let Some(l) = f.latency_us {
+            if next_started.is_some_and(|n| f.at > n) {
+                superseded[phase_of(f.at)] += 1;
+            } else if let Some(l) = f.latency_us {
                 latencies[phase_of(f.at)].push(l);
             }
         }
     }
     let mut p99s = Vec::new();
+    // Under a sudden overload (the narrowed link) media queues until the
+    // agent notices and the next GOPs step down; stale GOPs are reset, so
+    // the wait stays within about a GOP.
     let names = [
-        "capped at 16 Mbit/s",
-        "after the reload (48 Mbit/s, link 60)",
-        "link narrowed to 20 Mbit/s, first 4 s",
-        "link narrowed to 20 Mbit/s, after",
+        ("capped at 16 Mbit/s", Duration::from_secs(1)),
+        ("after the reload (48 Mbit/s, link 60)", Duration::from_secs(1)),
+        ("link narrowed to 20 Mbit/s", Duration::from_secs(2)),
     ];
-    for (phase, name) in names.into_iter().enumerate() {
+    for (phase, (name, bound)) in names.into_iter().enumerate() {
         let lat = &mut latencies[phase];
         lat.sort_unstable();
         let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
         println!(
-            "{name}: latency capture→receive over {} frames p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} stale GOP streams reset",
+            "{name}: latency capture→receive over {} frames p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+             {} stale GOP streams reset, {} late frames of superseded GOPs",
             lat.len(),
             p50 as f64 / 1e3,
             p99 as f64 / 1e3,
             lat.last().copied().unwrap_or(0) as f64 / 1e3,
             resets[phase],
+            superseded[phase],
         );
-        // While the agent has not yet noticed the narrower link, media
-        // queues: that transient is reported, not held to the bound.
-        if phase != 2 {
-            p99s.push((name, p99));
-        }
+        p99s.push((name, p99, bound));
     }
     println!("{} GOP streams received in all", all.len());
 
@@ -382,7 +391,7 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     }
     // 5. The narrowed link: the agent saw the congestion and shaped to it,
     // keeping the critical and high cameras on main in the end.
-    let settled = t_end - (NARROWED - REACTION - Duration::from_secs(2));
+    let settled = t_end - (NARROWED - REACTION);
     let mut late_rungs = BTreeMap::new();
     for g in all.iter().filter(|g| g.frames.first().is_some_and(|f| f.at >= settled)) {
         late_rungs.entry(g.subscription).or_insert_with(Vec::new).push(rung_of(g));
@@ -440,8 +449,8 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
         wire as f64 <= allowed,
         "{wire} bytes on the wire in {window:.1} s exceed budget + burst ({allowed:.0})"
     );
-    for (phase, p99) in p99s {
-        assert!(p99 < 1_000_000, "{phase}: p99 latency {p99} us");
+    for (phase, p99, bound) in p99s {
+        assert!(Duration::from_micros(p99) < bound, "{phase}: p99 latency {p99} us, bound {bound:?}");
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())

@@ -1,0 +1,839 @@
+//! Faults, with figures: what viewers see when the fibre is cut, when the
+//! relay, the agent or a camera restarts, and when a viewer stalls.
+//!
+//! Viewers are the real ones: a downstream relay speaking QUIC (the test
+//! plays it: the relay under test dials it as a `[[downstream]]`, exactly as
+//! a cascade child), Chromium on the viewer page (WHEP), and RTSP clients.
+//! Every assertion is on frames received or decoded and on timings; the
+//! figures are printed with a `figure:` prefix for BENCHMARKS.md.
+//!
+//! The fibre cut: the agent runs in network namespace A, and a veth pair
+//! joins A to namespace B, where the test forwards the relay's QUIC port to
+//! the relay on loopback (so Chromium and the test reach the relay as
+//! usual). `ip link set <veth> down` cuts the fibre for real: the agent's
+//! packets have nowhere to go. The cut lasts 12 s by default
+//! (`PONTE_FIBRE_CUT_SECS`; the issue asks 30 s, recorded in BENCHMARKS.md):
+//! four times QUIC's 3 s idle timeout, so both ends have long given the
+//! session up and the agent has probed a dozen times, including its long
+//! probes; a longer cut only repeats the same probes and costs CI time.
+
+use anyhow::{bail, ensure, Context, Result};
+use ponte_proto::h264;
+use ponte_proto::media::Quality;
+use ponte_proto::session::ControlReceiver;
+use ponte_proto::wire::Control;
+use ponte_tests::netns::NetnsPair;
+use ponte_tests::quic::{Answer, FakeRelay, ReceivedFrame};
+use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
+use ponte_tests::{
+    bin_path, free_tcp_port, free_udp_port, http_get, wait_catalog, AgentConfig, Chromium, Device, Pki, Proc,
+    RelayConfig, RelayTarget,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const T: Duration = Duration::from_secs(30);
+/// Nominal frame rate of the synthetic cameras.
+const FPS: f64 = 15.0;
+/// The downstream relay the tests play.
+const DOWNSTREAM: &str = "questura";
+const SITE: &str = "carabinieri";
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+
+/// `window.ponteViewer.stats()`, or null while the page is not ready.
+const STATS_JS: &str = "(async () => { \
+    const v = window.ponteViewer; \
+    if (!v || typeof v.stats !== 'function') return null; \
+    return (await v.stats()) ?? null; })()";
+/// `window.ponteViewer.state()`: the WHEP session URL and connection state.
+const STATE_JS: &str = "(() => window.ponteViewer ? window.ponteViewer.state() : null)()";
+
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn cut_secs() -> u64 {
+    std::env::var("PONTE_FIBRE_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
+}
+
+/// Synthetic cameras `cam-0`..`cam-{n-1}`; `extra` goes into each device.
+fn cameras(n: usize, extra: &str) -> Vec<Device> {
+    (0..n)
+        .map(|i| {
+            let mut d = Device::synthetic(&format!("cam-{i}"));
+            d.extra = extra.to_owned();
+            d
+        })
+        .collect()
+}
+
+fn spawn_node(bin: &str, label: &str, config: &Path) -> Result<Proc> {
+    let mut cmd = std::process::Command::new(bin_path(bin)?);
+    cmd.arg("run").arg("--config").arg(config).env("RUST_LOG", "info");
+    Proc::spawn_command(label, cmd)
+}
+
+/// A relay with a downstream relay the test plays, an agent, and their files.
+struct Rig {
+    dir: tempfile::TempDir,
+    _pki: Pki,
+    downstream: FakeRelay,
+    relay_config: RelayConfig,
+    relay_toml: PathBuf,
+    agent_toml: PathBuf,
+    relay: Proc,
+    agent: Proc,
+    mgmt: String,
+}
+
+struct RigSpec {
+    devices: Vec<Device>,
+    relay_extra: String,
+    /// Cut-able fibre between agent and relay.
+    fibre: bool,
+}
+
+/// The fibre: the namespaces and the forwarder into namespace B.
+struct Fibre {
+    net: NetnsPair,
+    _forward: ponte_tests::netns::UdpForward,
+}
+
+impl Rig {
+    async fn start(spec: RigSpec) -> Result<(Rig, Option<Fibre>)> {
+        let dir = tempfile::Builder::new().prefix("ponte-faults-").tempdir()?;
+        let pki = Pki::create(dir.path().join("pki"), &["master", SITE, DOWNSTREAM]).await?;
+        let downstream = FakeRelay::listen(&pki, DOWNSTREAM)?;
+        let relay_config = RelayConfig {
+            site: SITE.into(),
+            quic_listen: localhost(free_udp_port()),
+            http_listen: localhost(free_tcp_port()),
+            tls: pki.tls(SITE),
+            extra: format!(
+                "[[downstream]]\nsite = {DOWNSTREAM:?}\naddr = \"{}\"\n{}",
+                downstream.endpoint.local_addr()?,
+                spec.relay_extra
+            ),
+        };
+        let relay_toml = relay_config.write(dir.path().join("relay.toml"))?;
+        let (fibre, relay_addr) = if spec.fibre {
+            let net = NetnsPair::create("fault")?;
+            let forward = net.forward_udp(&net.b, 7443, relay_config.quic_listen)?;
+            let addr = SocketAddr::from((net.b.addr, 7443));
+            (Some(Fibre { net, _forward: forward }), addr)
+        } else {
+            (None, relay_config.quic_listen)
+        };
+        let agent_config = AgentConfig {
+            id: "master".into(),
+            tls: pki.tls("master"),
+            relays: vec![RelayTarget { site: SITE.into(), addr: relay_addr }],
+            devices: spec.devices,
+            extra: String::new(),
+        };
+        let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
+        let mut relay = spawn_node("ponte-relay", "relay", &relay_toml)?;
+        let mgmt = relay.management_url(T).await?;
+        let agent = match &fibre {
+            // Inside namespace A: the agent's side of the fibre.
+            Some(f) => {
+                let mut cmd = f.net.command(&f.net.a, bin_path("ponte-agent")?);
+                cmd.arg("run").arg("--config").arg(&agent_toml).env("RUST_LOG", "info");
+                Proc::spawn_command("agent", cmd)?
+            }
+            None => spawn_node("ponte-agent", "agent", &agent_toml)?,
+        };
+        let rig =
+            Rig { dir, _pki: pki, downstream, relay_config, relay_toml, agent_toml, relay, agent, mgmt };
+        Ok((rig, fibre))
+    }
+
+    fn base(&self) -> String {
+        self.relay_config.base_url()
+    }
+
+    /// Waits for the relay's catalog to list `n` cameras.
+    async fn catalog(&self, n: usize) -> Result<Value> {
+        wait_catalog(&self.base(), n, T).await
+    }
+
+    /// `ponte-relay status --url <management>`: its exit code.
+    async fn status_exit(&self) -> Result<i32> {
+        let out = tokio::process::Command::new(bin_path("ponte-relay")?)
+            .args(["status", "--url", &self.mgmt])
+            .output()
+            .await?;
+        out.status.code().context("status CLI killed by a signal")
+    }
+
+    /// Restarts the relay (SIGKILL, then the same config).
+    async fn restart_relay(&mut self) -> Result<Instant> {
+        self.relay.kill();
+        let started = Instant::now();
+        self.relay = spawn_node("ponte-relay", "relay", &self.relay_toml)?;
+        self.mgmt = self.relay.management_url(T).await?;
+        Ok(started)
+    }
+}
+
+/// The downstream relay's view: its control stream, watched for refusals,
+/// and the frames it receives.
+struct Viewer {
+    frames: UnboundedReceiver<ReceivedFrame>,
+    /// Control messages other than Stats/Catalog after the subscriptions.
+    notices: Arc<Mutex<Vec<(Instant, Control)>>>,
+    _tx: ponte_proto::session::ControlSender,
+    _conn: quinn::Connection,
+}
+
+/// Accepts the relay's cascade session and subscribes `cams` (ids from 1).
+async fn view(downstream: &FakeRelay, cams: &[&str]) -> Result<Viewer> {
+    // A handshake the test did not accept in time (while it waited for the
+    // catalog) has timed out in the queue: take the next one.
+    let deadline = Instant::now() + T;
+    let mut s = loop {
+        match downstream.accept().await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => eprintln!("downstream: a stale handshake ({e:#}); next"),
+            Err(e) => return Err(e.context("the relay never dialled its downstream")),
+        }
+    };
+    let frames = s.collect_media();
+    for (i, cam) in cams.iter().enumerate() {
+        let answer = s.subscribe(i as u64 + 1, cam, Quality::Main).await?;
+        ensure!(answer == Answer::Ok, "subscribing {cam} through the relay: {answer:?}");
+    }
+    let notices: Arc<Mutex<Vec<(Instant, Control)>>> = Arc::default();
+    let rx: ControlReceiver = s.rx;
+    tokio::spawn({
+        let notices = notices.clone();
+        let mut rx = rx;
+        async move {
+            while let Ok(msg) = rx.recv().await {
+                if !matches!(msg, Control::Stats(_) | Control::Catalog { .. }) {
+                    notices.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), msg));
+                }
+            }
+        }
+    });
+    Ok(Viewer { frames, notices, _tx: s.tx, _conn: s.conn })
+}
+
+impl Viewer {
+    fn notices(&self) -> Vec<Control> {
+        self.notices.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, m)| m.clone()).collect()
+    }
+
+    fn drain(&mut self) -> Vec<ReceivedFrame> {
+        let mut out = Vec::new();
+        while let Ok(f) = self.frames.try_recv() {
+            out.push(f);
+        }
+        out
+    }
+
+    async fn collect(&mut self, window: Duration) -> Vec<ReceivedFrame> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = tokio::time::timeout_at(deadline, self.frames.recv()).await {
+            out.push(f);
+        }
+        out
+    }
+
+    /// Waits until every subscription in `subs` received a keyframe after
+    /// `since`; returns each one's frames from that keyframe on.
+    async fn resumed(
+        &mut self,
+        subs: &[u64],
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u64, Vec<ReceivedFrame>>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got: BTreeMap<u64, Vec<ReceivedFrame>> = BTreeMap::new();
+        loop {
+            if subs.iter().all(|s| got.contains_key(s)) {
+                return Ok(got);
+            }
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(Some(f)) if f.at >= since => match got.get_mut(&f.subscription) {
+                    Some(v) => v.push(f),
+                    None if f.keyframe => {
+                        got.insert(f.subscription, vec![f]);
+                    }
+                    None => {}
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("the downstream session's media ended"),
+                Err(_) => {
+                    let missing: Vec<_> = subs.iter().filter(|s| !got.contains_key(s)).collect();
+                    bail!("no keyframe within {timeout:?} on subscriptions {missing:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Frames per second of each subscription over `frames` (received in `window`).
+fn rates(frames: &[ReceivedFrame], window: Duration) -> BTreeMap<u64, f64> {
+    let mut n: BTreeMap<u64, usize> = BTreeMap::new();
+    for f in frames {
+        *n.entry(f.subscription).or_default() += 1;
+    }
+    n.into_iter().map(|(s, c)| (s, c as f64 / window.as_secs_f64())).collect()
+}
+
+/// Capture → receive latencies (ms) from the SEI capture time.
+fn latencies_ms(frames: &[ReceivedFrame]) -> Vec<f64> {
+    let mut v: Vec<f64> = frames
+        .iter()
+        .filter_map(|f| {
+            Some((f.at_unix_micros()?.saturating_sub(h264::find_capture_time(&f.payload)?)) as f64 / 1e3)
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+trait ArrivalClock {
+    fn at_unix_micros(&self) -> Option<u64>;
+}
+
+impl ArrivalClock for ReceivedFrame {
+    /// Arrival time on the Unix clock the SEI capture time uses.
+    fn at_unix_micros(&self) -> Option<u64> {
+        let ago = self.at.elapsed().as_micros() as u64;
+        h264::unix_micros_now().checked_sub(ago)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Decodes one GOP (parameter sets from its header, then its frames) with
+/// ffmpeg; returns the number of frames ffmpeg decoded.
+async fn ffmpeg_decodes(dir: &Path, name: &str, frames: &[ReceivedFrame]) -> Result<usize> {
+    let first = frames.first().context("no frames to decode")?;
+    let mut annexb = Vec::new();
+    for ps in &first.config.parameter_sets {
+        annexb.extend_from_slice(&[0, 0, 0, 1]);
+        annexb.extend_from_slice(ps);
+    }
+    for f in frames {
+        annexb.extend_from_slice(&f.payload);
+    }
+    let path = dir.join(format!("{name}.h264"));
+    std::fs::write(&path, &annexb)?;
+    let out = tokio::process::Command::new(FFMPEG)
+        .args(["-v", "error", "-f", "h264", "-i"])
+        .arg(&path)
+        .args(["-f", "framecrc", "-"])
+        .output()
+        .await
+        .context("running ffmpeg")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success() && stderr.trim().is_empty(), "ffmpeg on {name}: {stderr}");
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count())
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0) as u64
+}
+
+/// Plays `camera` on the viewer page until 30 frames are decoded.
+async fn browser_plays(browser: &Chromium, base: &str, camera: &str) -> Result<Value> {
+    browser.navigate(&format!("{base}/?camera={camera}")).await?;
+    ponte_tests::wait_until("30 decoded frames in Chromium", T, Duration::from_millis(100), || async {
+        let stats = browser.eval(STATS_JS).await?;
+        Ok((num(&stats, "framesDecoded") >= 30).then_some(stats))
+    })
+    .await
+}
+
+fn assert_running(procs: &mut [&mut Proc]) {
+    for p in procs {
+        assert!(p.is_running(), "{} exited: no process may restart during the fault", p.label());
+    }
+}
+
+/// The fibre is cut for 12 s (see the module doc) while five cameras play
+/// through the relay to a downstream relay and one to Chromium. The viewers'
+/// sessions stay open; once the link is back every stream delivers a
+/// decodable keyframe-led GOP within 2 s, at full frame rate, no process
+/// restarted, and the browser resumes on its existing WHEP session.
+#[tokio::test]
+async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -> Result<()> {
+    if !ponte_tests::require_root()
+        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
+        || !ponte_tests::require_program(FFMPEG, "ffmpeg")
+        || !ponte_tests::require_program(Chromium::binary(), "chromium")
+    {
+        return Ok(());
+    }
+    let _heavy = ponte_tests::e2e_lock();
+    let (mut rig, fibre) =
+        Rig::start(RigSpec { devices: cameras(5, ""), relay_extra: String::new(), fibre: true }).await?;
+    let fibre = fibre.context("fibre")?;
+    rig.catalog(5).await?;
+    let cams = ["cam-0", "cam-1", "cam-2", "cam-3", "cam-4"];
+    let subs: Vec<u64> = (1..=5).collect();
+    let mut viewer = view(&rig.downstream, &cams).await?;
+    let browser = Chromium::launch().await?;
+    browser_plays(&browser, &rig.base(), "cam-0").await?;
+    let before = browser.eval(STATE_JS).await?;
+    let session = before["session"].as_str().context("no WHEP session in the viewer's state")?.to_owned();
+
+    let window = Duration::from_secs(3);
+    viewer.drain();
+    let pre = viewer.collect(window).await;
+    let pre_rates = rates(&pre, window);
+    ensure!(pre_rates.len() == 5, "all five streams play before the cut: {pre_rates:?}");
+
+    // Cut.
+    let cut = Duration::from_secs(cut_secs());
+    let browser_at_cut = num(&browser.eval(STATS_JS).await?, "framesDecoded");
+    fibre.net.set_link(&fibre.net.a, false)?;
+    let cut_at = Instant::now();
+    // The relay sees the link go within its 3 s idle timeout and says so.
+    let down_seen = ponte_tests::wait_until(
+        "the relay to report the link down",
+        T,
+        Duration::from_millis(200),
+        || async { Ok((rig.status_exit().await? == 2).then(Instant::now)) },
+    )
+    .await?;
+    let page = http_get(&format!("{}/", rig.base())).await?;
+    ensure!(page.status == 200, "the relay serves its page during the cut: {}", page.status);
+    let catalog = http_get(&format!("{}/api/catalog", rig.base())).await?.json()?;
+    ensure!(
+        catalog["cameras"].as_array().map_or(0, Vec::len) == 5,
+        "the page keeps listing the cameras through the cut: {catalog}"
+    );
+    tokio::time::sleep(cut.saturating_sub(cut_at.elapsed())).await;
+    let during = viewer.drain();
+    let stray = during.iter().filter(|f| f.at > cut_at + Duration::from_millis(500)).count();
+    ensure!(stray == 0, "{stray} frames arrived through a cut fibre");
+
+    // Repair.
+    fibre.net.set_link(&fibre.net.a, true)?;
+    let up_at = Instant::now();
+    let resumed = viewer.resumed(&subs, up_at, Duration::from_secs(10)).await?;
+    let mut resume_ms = Vec::new();
+    for (sub, frames) in &resumed {
+        let first = &frames[0];
+        ensure!(h264::is_keyframe(&first.payload), "subscription {sub} resumes on an IDR");
+        ensure!(!first.config.parameter_sets.is_empty(), "with SPS/PPS in its GOP header");
+        resume_ms.push(first.at.duration_since(up_at).as_secs_f64() * 1e3);
+    }
+    // The browser decodes again on the same WHEP session.
+    let browser_back =
+        ponte_tests::wait_until("Chromium to decode again", T, Duration::from_millis(50), || async {
+            let stats = browser.eval(STATS_JS).await?;
+            Ok((num(&stats, "framesDecoded") > browser_at_cut + 5).then(|| (Instant::now(), stats)))
+        })
+        .await?;
+    let post = viewer.collect(window).await;
+    let post_rates = rates(&post, window);
+    let after = browser.eval(STATE_JS).await?;
+
+    // One full resumed GOP per stream decodes with ffmpeg.
+    let mut decoded = Vec::new();
+    for (sub, frames) in &resumed {
+        let gop = frames[0].gop;
+        let mut gop_frames: Vec<ReceivedFrame> = frames.clone();
+        gop_frames.extend(post.iter().filter(|f| f.subscription == *sub).cloned());
+        gop_frames.retain(|f| f.gop == gop);
+        decoded.push(ffmpeg_decodes(rig.dir.path(), &format!("resumed-{sub}"), &gop_frames).await?);
+        ensure!(decoded.last() == Some(&gop_frames.len()), "ffmpeg decodes every frame of the resumed GOP");
+    }
+
+    let max_resume = resume_ms.iter().copied().fold(0.0, f64::max);
+    let browser_resume = browser_back.0.duration_since(up_at).as_secs_f64() * 1e3;
+    println!(
+        "figure: fibre cut {} s, 5 streams: relay saw the link down {:.1} s after the cut; \
+         after repair every stream's first keyframe at {:?} ms (max {max_resume:.0} ms); \
+         Chromium decoding again after {browser_resume:.0} ms on the same WHEP session; \
+         frame rate before {:?} fps, after {:?} fps; resumed GOPs decoded by ffmpeg: {decoded:?} frames",
+        cut.as_secs(),
+        down_seen.duration_since(cut_at).as_secs_f64(),
+        resume_ms.iter().map(|m| m.round() as u64).collect::<Vec<_>>(),
+        pre_rates.values().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        post_rates.values().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
+    );
+    ensure!(max_resume < 2000.0, "every stream decodes again within 2 s of the repair: {resume_ms:?} ms");
+    ensure!(browser_resume < 2000.0 + 500.0, "the browser decodes again soon after: {browser_resume} ms");
+    for (sub, r) in &post_rates {
+        ensure!(*r >= FPS * 0.8, "subscription {sub} back at full rate: {r:.1} fps");
+    }
+    ensure!(after["session"].as_str() == Some(session.as_str()), "same WHEP session, no reload: {after}");
+    ensure!(after["connectionState"] == "connected", "still connected: {after}");
+    ensure!(
+        viewer.notices().is_empty(),
+        "the downstream was never told a stream ended: {:?}",
+        viewer.notices()
+    );
+    assert_running(&mut [&mut rig.relay, &mut rig.agent]);
+    ensure!(rig.status_exit().await? == 0, "the relay reports healthy again");
+    Ok(())
+}
+
+/// The relay is killed (-9) and started again: the agent notices at once
+/// (the restarted relay resets the old connection) and redials; a viewer
+/// that reconnects gets video within 2 s of asking.
+#[tokio::test]
+async fn relay_restart_the_agent_redials_and_reconnecting_viewers_get_video_within_2s() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let (mut rig, _) =
+        Rig::start(RigSpec { devices: cameras(2, ""), relay_extra: String::new(), fibre: false }).await?;
+    rig.catalog(2).await?;
+    let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
+    ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
+
+    let killed = Instant::now();
+    let started = rig.restart_relay().await?;
+    let relay_up = started.duration_since(killed);
+    // The agent is back when the new relay's catalog lists its cameras.
+    rig.catalog(2).await?;
+    let link_back = killed.elapsed();
+    let asked = Instant::now();
+    let mut viewer2 = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
+    let first = viewer2.resumed(&[1, 2], asked, Duration::from_secs(5)).await?;
+    let video_ms: Vec<f64> =
+        first.values().map(|f| f[0].at.duration_since(asked).as_secs_f64() * 1e3).collect();
+    let window = Duration::from_secs(2);
+    let r = rates(&viewer2.collect(window).await, window);
+    println!(
+        "figure: relay restart: new relay listening {:.0} ms after kill -9, agent session back {:.0} ms after the kill; \
+         reconnecting viewer's first keyframes {:?} ms after subscribing; then {:?} fps",
+        relay_up.as_secs_f64() * 1e3,
+        link_back.as_secs_f64() * 1e3,
+        video_ms.iter().map(|m| m.round() as u64).collect::<Vec<_>>(),
+        r.values().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>()
+    );
+    drop(viewer.drain());
+    ensure!(video_ms.iter().all(|m| *m < 2000.0), "video within 2 s of reconnecting: {video_ms:?}");
+    ensure!(link_back < Duration::from_secs(5), "agent back within 5 s of the kill: {link_back:?}");
+    ensure!(r.values().all(|r| *r >= FPS * 0.8), "full rate after the restart: {r:?}");
+    assert_running(&mut [&mut rig.agent]);
+    Ok(())
+}
+
+/// The agent is killed (-9): the relay keeps serving its page, reports the
+/// link down (status exit 2) while keeping its viewers, and the streams
+/// resume by themselves when the agent is back.
+#[tokio::test]
+async fn agent_restart_the_relay_serves_its_page_reports_the_link_down_and_resumes() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let (mut rig, _) =
+        Rig::start(RigSpec { devices: cameras(2, ""), relay_extra: String::new(), fibre: false }).await?;
+    rig.catalog(2).await?;
+    let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
+    ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
+    ensure!(rig.status_exit().await? == 0, "healthy before");
+    let last = viewer.drain();
+    eprintln!("before: {:?}", last.last().map(|f| (f.subscription, f.gop, f.pts)));
+
+    rig.agent.kill();
+    let killed = Instant::now();
+    let down =
+        ponte_tests::wait_until("status exit 2 (link down)", T, Duration::from_millis(200), || async {
+            Ok((rig.status_exit().await? == 2).then(Instant::now))
+        })
+        .await?;
+    let page = http_get(&format!("{}/", rig.base())).await?;
+    ensure!(page.status == 200 && page.text().contains("<"), "the page is served with the agent gone");
+    let status = http_get(&format!("{}/api/status", rig.base())).await?.json()?;
+    ensure!(status["links"].as_array().is_some_and(Vec::is_empty), "no live upstream link: {status}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    viewer.drain();
+
+    let started = Instant::now();
+    rig.agent = spawn_node("ponte-agent", "agent", &rig.agent_toml)?;
+    let resumed = viewer.resumed(&[1, 2], started, Duration::from_secs(10)).await?;
+    let resume_ms: Vec<f64> =
+        resumed.values().map(|f| f[0].at.duration_since(started).as_secs_f64() * 1e3).collect();
+    for f in resumed.values() {
+        eprintln!("resumed: sub {} gop {} pts {} frames {}", f[0].subscription, f[0].gop, f[0].pts, f.len());
+    }
+    let back = ponte_tests::wait_until("status exit 0", T, Duration::from_millis(200), || async {
+        Ok((rig.status_exit().await? == 0).then_some(()))
+    })
+    .await;
+    println!(
+        "figure: agent restart: relay reported the link down (exit 2) {:.1} s after kill -9; \
+         streams resumed on the same downstream subscriptions {:?} ms after the agent was started again",
+        down.duration_since(killed).as_secs_f64(),
+        resume_ms.iter().map(|m| m.round() as u64).collect::<Vec<_>>()
+    );
+    back?;
+    ensure!(
+        resume_ms.iter().all(|m| *m < 3000.0),
+        "resumed within 3 s of starting the agent (process start included)"
+    );
+    ensure!(viewer.notices().is_empty(), "the viewer was never told a stream ended: {:?}", viewer.notices());
+    assert_running(&mut [&mut rig.relay]);
+    Ok(())
+}
+
+/// A real RTSP camera (GStreamer) restarts: the viewer behind the relay
+/// keeps its subscription and gets a keyframe within 5 s of the camera's
+/// return. (tests/rtsp_ingest.rs checks the same at the agent.)
+#[tokio::test]
+async fn camera_restart_viewers_behind_the_relay_get_video_again_within_5s() -> Result<()> {
+    if !require_gstreamer_rtsp() {
+        return Ok(());
+    }
+    let _heavy = ponte_tests::e2e_lock();
+    let mut camera =
+        RtspCamera::start(CameraOptions { protocols: Some("tcp"), ..Default::default() }).await?;
+    let device = Device {
+        id: "cam-rtsp".into(),
+        name: "rtsp camera".into(),
+        zone: "test".into(),
+        kind: "fixed".into(),
+        lenses: 1,
+        source: "rtsp".into(),
+        extra: format!("[[device.lens]]\nmain = {:?}\n", camera.url("h264")),
+    };
+    let (mut rig, _) =
+        Rig::start(RigSpec { devices: vec![device], relay_extra: String::new(), fibre: false }).await?;
+    rig.catalog(1).await?;
+    let mut viewer = view(&rig.downstream, &["cam-rtsp"]).await?;
+    ensure!(!viewer.collect(Duration::from_secs(2)).await.is_empty(), "video before the restart");
+
+    camera.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    viewer.drain();
+    camera.restart().await?;
+    let back = Instant::now();
+    let resumed = viewer.resumed(&[1], back, Duration::from_secs(5)).await?;
+    let took = resumed[&1][0].at.duration_since(back);
+    let window = Duration::from_secs(2);
+    let r = rates(&viewer.collect(window).await, window);
+    println!(
+        "figure: camera restart: first keyframe at the viewer behind the relay {:.0} ms after the camera listened again; then {:?} fps",
+        took.as_secs_f64() * 1e3,
+        r.values().collect::<Vec<_>>()
+    );
+    ensure!(took < Duration::from_secs(5), "{took:?}");
+    ensure!(
+        viewer.notices().is_empty(),
+        "the viewer was never told the stream ended: {:?}",
+        viewer.notices()
+    );
+    assert_running(&mut [&mut rig.relay, &mut rig.agent]);
+    Ok(())
+}
+
+/// An RTSP client over interleaved TCP: DESCRIBE, SETUP, PLAY; its socket
+/// with a small receive buffer so the relay feels it stall at once.
+async fn rtsp_play(port: u16, camera: &str) -> Result<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_recv_buffer_size(16 * 1024)?;
+    let mut s = sock.connect(localhost(port)).await?;
+    let url = format!("rtsp://127.0.0.1:{port}/{camera}");
+    let mut cseq = 0;
+    let mut session = String::new();
+    for (method, uri, extra) in [
+        ("DESCRIBE", url.clone(), "Accept: application/sdp\r\n".to_owned()),
+        (
+            "SETUP",
+            format!("{url}/trackID=0"),
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n".to_owned(),
+        ),
+        ("PLAY", url.clone(), String::new()),
+    ] {
+        cseq += 1;
+        let session_line = if session.is_empty() { String::new() } else { format!("Session: {session}\r\n") };
+        let req = format!("{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}{session_line}\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let head = read_response(&mut s).await?;
+        ensure!(head.starts_with("RTSP/1.0 200"), "{method}: {head}");
+        if let Some(line) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("session:")) {
+            session = line[8..].trim().split(';').next().unwrap_or("").to_owned();
+        }
+    }
+    Ok(s)
+}
+
+/// Reads one RTSP response (head and body) byte by byte.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, s.read(&mut b)).await??;
+        ensure!(n == 1, "connection closed inside a response");
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let len = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(T, s.read_exact(&mut body)).await??;
+    Ok(text + &String::from_utf8_lossy(&body))
+}
+
+/// Reads interleaved RTP for ever, counting frames (RTP marker bits).
+fn rtsp_count_frames(mut s: tokio::net::TcpStream) -> (Arc<AtomicU64>, tokio::task::JoinHandle<Result<()>>) {
+    let frames = Arc::new(AtomicU64::new(0));
+    let counter = frames.clone();
+    let task = tokio::spawn(async move {
+        let mut hdr = [0u8; 4];
+        loop {
+            s.read_exact(&mut hdr).await?;
+            ensure!(hdr[0] == b'$', "interleaved frame expected, got {:02x?}", hdr);
+            let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+            let mut pkt = vec![0u8; len];
+            s.read_exact(&mut pkt).await?;
+            if hdr[1] == 0 && len >= 2 && pkt[1] & 0x80 != 0 {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (frames, task)
+}
+
+/// One measurement of the healthy viewers.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    quic_fps: f64,
+    rtsp_fps: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+}
+
+async fn measure(viewer: &mut Viewer, rtsp_frames: &AtomicU64, window: Duration) -> Health {
+    viewer.drain();
+    let before = rtsp_frames.load(Ordering::Relaxed);
+    let quic = viewer.collect(window).await;
+    let rtsp = rtsp_frames.load(Ordering::Relaxed) - before;
+    let lat = latencies_ms(&quic);
+    Health {
+        quic_fps: quic.len() as f64 / window.as_secs_f64(),
+        rtsp_fps: rtsp as f64 / window.as_secs_f64(),
+        p50_ms: percentile(&lat, 0.5),
+        p95_ms: percentile(&lat, 0.95),
+    }
+}
+
+/// A slow viewer (reads 1 byte/s) and stalled RTSP clients (read nothing)
+/// next to healthy viewers: the healthy ones keep their frame rate and
+/// latency, the relay's memory stays bounded, and the stalled ones are cut.
+#[tokio::test]
+async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_bounded() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let rtsp_port = free_tcp_port();
+    // 4 Mbit/s: a relay that buffered for stalled clients would grow by
+    // 0.5 MB/s for each of them, plainly visible in its RSS.
+    let (rig, _) = Rig::start(RigSpec {
+        devices: cameras(1, "[device.synthetic]\nmain_kbps = 4000\n"),
+        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n"),
+        fibre: false,
+    })
+    .await?;
+    rig.catalog(1).await?;
+    let mut viewer = view(&rig.downstream, &["cam-0"]).await?;
+    let (rtsp_frames, rtsp_reader) = rtsp_count_frames(rtsp_play(rtsp_port, "cam-0").await?);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss0 = rig.relay.rss_kib()?;
+    let base = measure(&mut viewer, &rtsp_frames, Duration::from_secs(4)).await;
+
+    // Four clients that never read and one that reads a byte a second.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(rtsp_play(rtsp_port, "cam-0").await?);
+    }
+    let slow = rtsp_play(rtsp_port, "cam-0").await?;
+    let slow_task = tokio::spawn(async move {
+        let mut slow = slow;
+        let mut b = [0u8; 1];
+        for _ in 0..30 {
+            if !matches!(slow.read(&mut b).await, Ok(1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut rss = Vec::new();
+    let mut during = Vec::new();
+    for _ in 0..4 {
+        during.push(measure(&mut viewer, &rtsp_frames, Duration::from_secs(3)).await);
+        rss.push(rig.relay.rss_kib()?);
+    }
+    let fds = rig.relay.open_fds()?;
+    let worst = during.iter().fold(
+        Health { quic_fps: f64::MAX, rtsp_fps: f64::MAX, p50_ms: 0.0, p95_ms: 0.0 },
+        |a, m| Health {
+            quic_fps: a.quic_fps.min(m.quic_fps),
+            rtsp_fps: a.rtsp_fps.min(m.rtsp_fps),
+            p50_ms: a.p50_ms.max(m.p50_ms),
+            p95_ms: a.p95_ms.max(m.p95_ms),
+        },
+    );
+    let peak = rss.iter().copied().max().unwrap_or(rss0);
+    println!(
+        "figure: slow viewers: healthy QUIC viewer {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms alone; \
+         with 4 stalled + 1 slow RTSP client (12 s): worst {:.1} fps, p50 {:.1} ms, p95 {:.1} ms; \
+         healthy RTSP client {:.1} fps alone, worst {:.1} fps with them; relay RSS {} MiB before, \
+         peak {} MiB ({:?} MiB every 3 s), {fds} fds",
+        base.quic_fps,
+        base.p50_ms,
+        base.p95_ms,
+        worst.quic_fps,
+        worst.p50_ms,
+        worst.p95_ms,
+        base.rtsp_fps,
+        worst.rtsp_fps,
+        rss0 / 1024,
+        peak / 1024,
+        rss.iter().map(|r| r / 1024).collect::<Vec<_>>()
+    );
+    ensure!(!rtsp_reader.is_finished(), "the healthy RTSP client still reads: {:?}", rtsp_reader.await);
+    ensure!(
+        worst.quic_fps >= base.quic_fps * 0.9 && worst.quic_fps >= FPS * 0.8,
+        "healthy QUIC frame rate kept"
+    );
+    ensure!(
+        worst.rtsp_fps >= base.rtsp_fps * 0.9 && worst.rtsp_fps >= FPS * 0.8,
+        "healthy RTSP frame rate kept"
+    );
+    ensure!(worst.p95_ms < base.p95_ms + 50.0, "healthy latency p95 within 50 ms of alone");
+    ensure!(peak < rss0 + 40 * 1024, "relay memory bounded: {rss0} → {peak} KiB");
+    let last_growth = rss[rss.len() - 1].saturating_sub(rss[rss.len() - 2]);
+    ensure!(last_growth < 4 * 1024, "relay memory flat at the end: +{last_growth} KiB in 3 s");
+    // The relay cut the stalled connections (its write-stall limit): what
+    // they have buffered drains, then the connection ends.
+    let mut cut = 0;
+    for mut s in stalled {
+        let mut sink = vec![0u8; 64 * 1024];
+        let ended = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match s.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        cut += usize::from(ended.is_ok());
+    }
+    slow_task.abort();
+    rtsp_reader.abort();
+    println!("figure: slow viewers: {cut} of 4 stalled RTSP connections were cut by the relay");
+    ensure!(cut == 4, "every stalled connection is cut, not buffered for ever");
+    Ok(())
+}
