@@ -109,6 +109,18 @@ fn default_audit_mb() -> u64 {
 pub struct AgentSection {
     /// Node id (also the name in its certificate).
     pub id: String,
+    /// Most subscriptions one relay session may hold at once; more are
+    /// refused (`over-budget`) naming this key.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_session: u32,
+}
+
+/// Default of `agent.max_subscriptions_per_session`: every lens of a large
+/// city twice (main and sub), with room to spare.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 512;
+
+fn default_max_subscriptions() -> u32 {
+    DEFAULT_MAX_SUBSCRIPTIONS
 }
 
 /// `[tls]`: PEM files issued by `ponte-agent pki`.
@@ -499,6 +511,18 @@ impl AgentConfig {
             .and_then(|c| c.try_deserialize())
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses and checks TOML text alone (no environment overrides): what
+    /// `load` does with a file, for tests and the fuzz target.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: AgentConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())?;
+        cfg.validate()?;
         Ok(cfg)
     }
 

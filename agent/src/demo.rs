@@ -71,7 +71,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
 
     let config = AgentConfig {
-        agent: AgentSection { id: "master".into() },
+        agent: AgentSection {
+            id: "master".into(),
+            max_subscriptions_per_session: crate::config::DEFAULT_MAX_SUBSCRIPTIONS,
+        },
         tls: TlsSection { ca: d.join("ca.pem"), cert: d.join("master.pem"), key: d.join("master.key") },
         transport: TransportSection::default(),
         relays: targets,

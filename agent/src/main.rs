@@ -5,6 +5,8 @@ mod access;
 mod cameras;
 mod config;
 mod demo;
+#[cfg(test)]
+mod fuzz_targets;
 mod inventory;
 mod pattern;
 mod pki;
@@ -180,6 +182,10 @@ impl Agent {
             audit: Arc::new(audit),
             clock: uplink::Clock::from_env(&cfg.policy.timezone)?,
             shaping: uplink::ShapingBoard::default(),
+            limits: Arc::new(uplink::SessionLimits {
+                max_subscriptions: cfg.agent.max_subscriptions_per_session,
+                ..Default::default()
+            }),
         };
         let mut links = Vec::new();
         let mut tasks = Vec::new();
@@ -205,6 +211,7 @@ impl Agent {
             links: links.clone(),
             shaping: shared.shaping.clone(),
             audit: shared.audit.clone(),
+            limits: shared.limits.clone(),
         });
         Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status })
     }

@@ -22,6 +22,8 @@ pub struct Sources {
     pub shaping: crate::uplink::ShapingBoard,
     /// The audit log (its write failures are alerted on).
     pub audit: Arc<ponte_proto::audit::AuditLog>,
+    /// Session limits and their refusals.
+    pub limits: Arc<crate::uplink::SessionLimits>,
 }
 
 /// One row per shaped subscription, from the uplinks' snapshots.
@@ -148,5 +150,12 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         shaping: shaping_rows(&src.shaping),
         recent_errors: Vec::new(),
         audit_write_errors: src.audit.write_errors(),
+        limit_refusals: [(
+            "agent.max_subscriptions_per_session".to_owned(),
+            src.limits.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect(),
     }
 }

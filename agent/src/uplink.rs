@@ -263,6 +263,17 @@ pub struct Shared {
     pub clock: Clock,
     /// Where sessions publish their shaping state.
     pub shaping: ShapingBoard,
+    /// Limits on what a relay may ask.
+    pub limits: Arc<SessionLimits>,
+}
+
+/// Limits on what one relay session may ask, and how often they were hit.
+#[derive(Debug, Default)]
+pub struct SessionLimits {
+    /// `agent.max_subscriptions_per_session`.
+    pub max_subscriptions: u32,
+    /// Subscriptions refused by it since start.
+    pub refused: AtomicU64,
 }
 
 /// The policy's wall clock: real time, optionally shifted so tests (and
@@ -586,6 +597,17 @@ impl Session<'_> {
                     .await;
             }
             Decision::Allow { rule } => {
+                let max = self.shared.limits.max_subscriptions;
+                if self.subs.len() as u32 >= max {
+                    self.shared.limits.refused.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!(
+                        "this session already holds {max} subscriptions, the agent's limit \
+                         (`agent.max_subscriptions_per_session`); unsubscribe others first"
+                    );
+                    return self
+                        .refuse(id, &camera, quality, SubscribeErrorCode::OverBudget, reason.clone(), reason)
+                        .await;
+                }
                 if let Some(max) = self.access.max_streams(site) {
                     if self.subs.len() as u32 >= max {
                         let reason =

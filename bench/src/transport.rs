@@ -20,6 +20,8 @@ use std::time::Duration;
 /// Shape of the transfer.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransportSpec {
+    /// `bulk` (the limit) or `media-shaped` (the relay's write pattern).
+    pub shape: String,
     /// QUIC connections in parallel.
     pub connections: usize,
     /// Unidirectional streams per connection, each written flat out.

@@ -172,6 +172,10 @@ pub struct StatusDoc {
     /// Audit lines that could not be written since start.
     #[serde(default)]
     pub audit_write_errors: u64,
+    /// Requests refused by a configured limit since start, by limit (the
+    /// config key that bounds it).
+    #[serde(default)]
+    pub limit_refusals: std::collections::BTreeMap<String, u64>,
 }
 
 /// Turns monotonically growing byte counters into rates between samples.
@@ -338,6 +342,15 @@ impl StatusDoc {
                     );
                     (labels, if s.rung == "main" { 0.0 } else { 1.0 })
                 })
+                .collect(),
+        );
+        metric(
+            "ponte_limit_refusals_total",
+            "counter",
+            "Requests refused because a configured limit was reached, by the config key of the limit.",
+            self.limit_refusals
+                .iter()
+                .map(|(k, v)| (format!("limit=\"{}\"", esc_label(k)), *v as f64))
                 .collect(),
         );
         metric(

@@ -28,12 +28,52 @@ pub struct RelayConfig {
     /// Management port (status page, JSON, metrics).
     #[serde(default)]
     pub management: ManagementSection,
+    /// WHEP (browser) viewers: limits.
+    #[serde(default)]
+    pub whep: WhepSection,
     /// RTSP egress for the site's VMS; absent = no RTSP server.
     #[serde(default)]
     pub rtsp: Option<RtspSection>,
     /// Relays this one feeds (`[[downstream]]`, the cascade).
     #[serde(default, rename = "downstream")]
     pub downstreams: Vec<crate::cascade::DownstreamConfig>,
+}
+
+/// `[whep]`: how many browser viewers the relay takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepSection {
+    /// Most concurrent WHEP sessions on this relay.
+    #[serde(default = "default_whep_max_sessions")]
+    pub max_sessions: usize,
+    /// Most concurrent WHEP sessions on one camera.
+    #[serde(default = "default_whep_max_per_camera")]
+    pub max_per_camera: usize,
+    /// WHEP offers one client address may make per minute (0: no limit).
+    #[serde(default = "default_whep_offers_per_minute")]
+    pub offers_per_minute: u32,
+}
+
+impl Default for WhepSection {
+    fn default() -> Self {
+        Self {
+            max_sessions: default_whep_max_sessions(),
+            max_per_camera: default_whep_max_per_camera(),
+            offers_per_minute: default_whep_offers_per_minute(),
+        }
+    }
+}
+
+fn default_whep_max_sessions() -> usize {
+    64
+}
+
+fn default_whep_max_per_camera() -> usize {
+    16
+}
+
+fn default_whep_offers_per_minute() -> u32 {
+    30
 }
 
 /// `[rtsp]`: `rtsp://<listen>/<camera>` and `rtsp://<listen>/<camera>/sub`.
@@ -55,6 +95,16 @@ pub struct RtspSection {
     /// A session without keep-alive for this long is ended.
     #[serde(default = "default_rtsp_timeout")]
     pub session_timeout_secs: u64,
+    /// Most concurrent RTSP sessions on this relay.
+    #[serde(default = "default_rtsp_max")]
+    pub max_sessions: usize,
+    /// Most concurrent RTSP client connections.
+    #[serde(default = "default_rtsp_max")]
+    pub max_connections: usize,
+}
+
+fn default_rtsp_max() -> usize {
+    256
 }
 
 fn default_rtsp_timeout() -> u64 {
@@ -185,19 +235,32 @@ impl RelayConfig {
             .build()
             .and_then(|c| c.try_deserialize())
             .with_context(|| format!("config file `{}`", path.display()))?;
-        let site = &cfg.relay.site;
+        cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses and checks TOML text alone (no environment overrides): what
+    /// `load` does with a file, for tests and the fuzz target.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: RelayConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: the site id, accounts, RTSP and cascade.
+    fn validate(&self) -> Result<()> {
+        let site = &self.relay.site;
         if site.is_empty() || !site.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            bail!(
-                "config file `{}`: `relay.site` = {site:?}: use lowercase letters, digits and `-`",
-                path.display()
-            );
+            bail!("`relay.site` = {site:?}: use lowercase letters, digits and `-`");
         }
         // Accounts are checked here so a bad hash or selector names the file.
-        crate::auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)
-            .with_context(|| format!("config file `{}`", path.display()))?;
-        cfg.check_rtsp_and_cascade().with_context(|| format!("config file `{}`", path.display()))?;
-        Ok(cfg)
+        crate::auth::Accounts::from_config(&self.viewers, &self.tokens)?;
+        self.check_rtsp_and_cascade()
     }
 
     fn check_rtsp_and_cascade(&self) -> Result<()> {
@@ -205,9 +268,17 @@ impl RelayConfig {
             if rtsp.udp_port.is_some_and(|p| !p.is_multiple_of(2) || p == u16::MAX) {
                 bail!("`rtsp.udp_port` = {:?}: RTP takes an even port, RTCP the next one", rtsp.udp_port);
             }
+            if rtsp.max_sessions == 0 || rtsp.max_connections == 0 {
+                bail!(
+                    "`rtsp.max_sessions` and `rtsp.max_connections` must be at least 1 (256 is the default)"
+                );
+            }
             if rtsp.session_timeout_secs == 0 {
                 bail!("`rtsp.session_timeout_secs` must be at least 1 (60 is usual)");
             }
+        }
+        if self.whep.max_sessions == 0 || self.whep.max_per_camera == 0 {
+            bail!("`whep.max_sessions` and `whep.max_per_camera` must be at least 1 (defaults 64 and 16)");
         }
         let mut seen = std::collections::HashSet::new();
         for d in &self.downstreams {

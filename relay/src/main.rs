@@ -5,6 +5,9 @@ mod audit;
 mod auth;
 mod cascade;
 mod config;
+#[cfg(test)]
+mod fuzz_targets;
+mod limits;
 mod page;
 mod rtsp;
 mod status;
@@ -121,8 +124,13 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
-    let whep_settings =
-        whep::WhepSettings { udp_addrs: vec![format!("{}:0", webrtc_ip(&cfg))], ..Default::default() };
+    let whep_settings = whep::WhepSettings {
+        udp_addrs: vec![format!("{}:0", webrtc_ip(&cfg))],
+        max_sessions: cfg.whep.max_sessions,
+        max_per_camera: cfg.whep.max_per_camera,
+        offers_per_minute: cfg.whep.offers_per_minute,
+        ..Default::default()
+    };
     let audit = audit::RelayAudit::open(&cfg.audit.path, &cfg.relay.site, cfg.audit.max_mb << 20)
         .with_context(|| format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display()))?;
     let audit = Arc::new(audit);
@@ -221,6 +229,8 @@ async fn start_rtsp(
         udp: section.udp,
         udp_port: section.udp_port,
         session_timeout: Duration::from_secs(section.session_timeout_secs),
+        max_sessions: section.max_sessions,
+        max_connections: section.max_connections,
         ..Default::default()
     };
     let rtsp_auth = Arc::new(rtsp::RtspAuth::new(auth.clone(), section.basic));

@@ -134,5 +134,6 @@ fn sample(
         shaping: Vec::new(),
         recent_errors: Vec::new(),
         audit_write_errors: egress.audit.write_errors(),
+        limit_refusals: whep.refusals(),
     }
 }

@@ -25,8 +25,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+// Tokio's clock: tests run the orphan and linger timers on paused time.
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a subscriber waits for the agent's answer.
@@ -425,7 +427,7 @@ impl Upstreams {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 changed = viewers.changed() => if changed.is_err() { return },
             }
         }
@@ -838,5 +840,303 @@ fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
         "the peer does not speak ponte/1"
     } else {
         "handshake failed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ponte_proto::media::Codec;
+    use ponte_proto::tls::{self, Identity, TransportOptions};
+    use std::sync::OnceLock;
+
+    /// One live QUIC connection for the links' `conn` (only status reads
+    /// it), made once on a runtime of its own that outlives the tests.
+    fn connection() -> quinn::Connection {
+        static CONN: OnceLock<quinn::Connection> = OnceLock::new();
+        CONN.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let ca_key = rcgen::KeyPair::generate().expect("key");
+                    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+                    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                    let ca = ca_params.self_signed(&ca_key).expect("CA");
+                    let key = rcgen::KeyPair::generate().expect("key");
+                    let mut params = rcgen::CertificateParams::new(vec!["relay".to_owned()]).expect("params");
+                    params.extended_key_usages = vec![
+                        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+                    ];
+                    let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+                    let id =
+                        Identity::from_pem(&ca.pem(), &cert.pem(), &key.serialize_pem()).expect("identity");
+                    let opts =
+                        TransportOptions { idle_timeout: Duration::from_secs(3600), ..Default::default() };
+                    let server_cfg = tls::server_config(&id, &opts).expect("server config");
+                    let server =
+                        quinn::Endpoint::server(server_cfg, ([127, 0, 0, 1], 0).into()).expect("server");
+                    let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("client");
+                    client.set_default_client_config(tls::client_config(&id, &opts).expect("client config"));
+                    let addr = server.local_addr().expect("addr");
+                    let connecting = client.connect(addr, "relay").expect("connect");
+                    let incoming = server.accept().await.expect("incoming");
+                    let (a, b) = tokio::join!(incoming, connecting);
+                    let (_a, b) = (a.expect("accepted"), b.expect("connected"));
+                    let _ = tx.send(b);
+                    std::future::pending::<()>().await;
+                });
+            });
+            rx.recv().expect("test connection")
+        })
+        .clone()
+    }
+
+    impl Upstreams {
+        /// Registers a link as `run_link` does, without its session.
+        fn attach(&self, peer: &str) -> (u64, mpsc::Receiver<Control>) {
+            let (ctl, rx) = mpsc::channel(4);
+            let mut inner = self.lock();
+            let id = inner.next_link;
+            inner.next_link += 1;
+            inner.links.insert(
+                id,
+                Link {
+                    peer: peer.to_owned(),
+                    addr: ([127, 0, 0, 1], 7443).into(),
+                    conn: connection(),
+                    bytes: Arc::default(),
+                    catalog: Vec::new(),
+                    ctl,
+                    subs: HashMap::new(),
+                    next_sub: 1,
+                },
+            );
+            (id, rx)
+        }
+
+        /// Tracks and links agree on who feeds whom.
+        fn check(&self) {
+            let inner = self.lock();
+            for (key, t) in &inner.tracks {
+                assert_eq!(t.feed.is_none(), t.orphaned.is_some(), "{key}: fed xor orphaned");
+                if let Some((l, s)) = t.feed {
+                    let link = inner.links.get(&l).unwrap_or_else(|| panic!("{key} fed by a gone link"));
+                    assert_eq!(link.subs.get(&s), Some(key), "{key}: the link knows its subscription");
+                }
+            }
+            for (l, link) in &inner.links {
+                for (s, key) in &link.subs {
+                    let t =
+                        inner.tracks.get(key).unwrap_or_else(|| panic!("link {l} sub {s}: no track {key}"));
+                    assert_eq!(t.feed, Some((*l, *s)), "{key}: one feed");
+                }
+            }
+        }
+    }
+
+    fn entry(camera: &str, sub: bool) -> CatalogEntry {
+        CatalogEntry {
+            id: camera.into(),
+            device: camera.into(),
+            lens: 1,
+            name: camera.into(),
+            zone: "z".into(),
+            kind: "fixed".into(),
+            codec: Codec::H264,
+            qualities: if sub { vec![Quality::Main, Quality::Sub] } else { vec![Quality::Main] },
+            ptz: false,
+            always_on: false,
+        }
+    }
+
+    const CAMERAS: [&str; 3] = ["c0", "c1", "c2"];
+
+    /// Random sequences of upstream control messages, links coming and
+    /// going, viewers subscribing and leaving, and time passing: the track
+    /// table stays consistent after every step, nothing panics, and once
+    /// every link is gone every track ends within the grace.
+    #[test]
+    fn fuzz_relay_control() {
+        let grace = Duration::from_secs(3);
+        ponte_fuzz::fuzz("relay_control", &[], |data| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let up = Upstreams::new("site", Duration::from_millis(300), grace);
+                let mut links: Vec<(u64, String, mpsc::Receiver<Control>)> = Vec::new();
+                let mut asking = Vec::new();
+                let mut readers: Vec<TrackReader> = Vec::new();
+                let mut ops = 0u64;
+                for op in data.chunks(3) {
+                    let (a, b) = (op.get(1).copied().unwrap_or(0), op.get(2).copied().unwrap_or(0));
+                    let pick = |n: usize| usize::from(a) % n.max(1);
+                    let camera = CAMERAS[usize::from(b) % CAMERAS.len()];
+                    let quality = if b & 0x80 == 0 { Quality::Main } else { Quality::Sub };
+                    match op[0] % 12 {
+                        0 if links.len() < 3 => {
+                            let peer = if a & 1 == 0 { "master" } else { "shard" };
+                            let (id, rx) = up.attach(peer);
+                            links.push((id, peer.to_owned(), rx));
+                        }
+                        1 if !links.is_empty() => {
+                            let (id, _, _) = links.remove(pick(links.len()));
+                            up.drop_link(id);
+                        }
+                        2 if !links.is_empty() => {
+                            let (id, peer, _) = &links[pick(links.len())];
+                            let cameras = CAMERAS
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| b & (1 << i) != 0)
+                                .map(|(i, c)| entry(c, b & (8 << i) != 0))
+                                .collect();
+                            up.on_control(*id, peer, Control::Catalog { cameras })
+                                .expect("a catalog is fine");
+                        }
+                        3 | 4 if !links.is_empty() => {
+                            let (id, peer, _) = &links[pick(links.len())];
+                            let sub = u64::from(b % 8);
+                            let msg = if op[0] % 12 == 3 {
+                                Control::SubscribeOk { id: sub, codec: Codec::H264 }
+                            } else {
+                                let code = [
+                                    SubscribeErrorCode::Unknown,
+                                    SubscribeErrorCode::Forbidden,
+                                    SubscribeErrorCode::Offline,
+                                    SubscribeErrorCode::OverBudget,
+                                ][usize::from(a >> 4) % 4];
+                                Control::SubscribeError { id: sub, code, reason: "fuzz".into() }
+                            };
+                            up.on_control(*id, peer, msg).expect("answers are fine");
+                        }
+                        5 if !links.is_empty() => {
+                            let (id, peer, _) = &links[pick(links.len())];
+                            let sub = u64::from(b % 8);
+                            let msg = match a % 3 {
+                                0 => Control::Paused { id: sub, reason: "budget".into() },
+                                1 => Control::Resumed { id: sub },
+                                _ => Control::Stats(StatsReport::default()),
+                            };
+                            up.on_control(*id, peer, msg).expect("notices are fine");
+                        }
+                        6 if !links.is_empty() => {
+                            // Only a subscriber may send these: a protocol error.
+                            let (id, peer, _) = &links[pick(links.len())];
+                            let msg = Control::Subscribe { id: 1, camera: camera.into(), quality };
+                            assert!(up.on_control(*id, peer, msg).is_err());
+                        }
+                        7 | 8 if asking.len() < 16 => {
+                            let u = up.clone();
+                            asking.push(tokio::spawn(async move { u.subscribe(camera, quality).await }));
+                        }
+                        9 if !readers.is_empty() => drop(readers.swap_remove(pick(readers.len()))),
+                        10 => {
+                            // The agent answers what it was asked, in order.
+                            for (id, peer, rx) in &mut links {
+                                while let Ok(msg) = rx.try_recv() {
+                                    if let Control::Subscribe { id: sub, .. } = msg {
+                                        let answer = if a & 1 == 0 {
+                                            Control::SubscribeOk { id: sub, codec: Codec::H264 }
+                                        } else {
+                                            Control::SubscribeError {
+                                                id: sub,
+                                                code: SubscribeErrorCode::Offline,
+                                                reason: "camera restarting".into(),
+                                            }
+                                        };
+                                        up.on_control(*id, peer, answer).expect("answers are fine");
+                                    }
+                                }
+                            }
+                        }
+                        _ => tokio::time::advance(Duration::from_millis(u64::from(a) * 20)).await,
+                    }
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                    let (done, pending): (Vec<_>, Vec<_>) = asking.drain(..).partition(|h| h.is_finished());
+                    asking = pending;
+                    for h in done {
+                        if let Ok(reader) = h.await.expect("subscribe never panics") {
+                            readers.push(reader);
+                        }
+                    }
+                    up.check();
+                    ops += 1;
+                }
+                // Every upstream goes away: viewers wait out the grace, then
+                // every track ends, and the lost catalogs with them.
+                for (id, _, _) in links.drain(..) {
+                    up.drop_link(id);
+                }
+                up.check();
+                for _ in 0..20 {
+                    tokio::time::advance(Duration::from_millis(500)).await;
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                for h in asking {
+                    let _ = h.await.expect("subscribe never panics");
+                }
+                let inner = up.lock();
+                assert!(inner.tracks.is_empty(), "tracks outlived the grace: {:?}", inner.tracks.keys());
+                drop(inner);
+                assert!(up.catalog().is_empty(), "lost catalogs outlived the grace");
+                let orphans_seen = !readers.is_empty();
+                ponte_fuzz::class_of((ops.min(16), orphans_seen))
+            })
+        });
+    }
+
+    /// The fibre cut as the relay sees it: the link goes, the viewer stays,
+    /// the agent comes back, the track is subscribed again under a new id on
+    /// the new link, and its GOP numbering starts over.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_link_orphans_the_track_and_a_new_link_adopts_it() {
+        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let (l1, mut rx1) = up.attach("master");
+        up.on_control(l1, "master", Control::Catalog { cameras: vec![entry("c0", false)] }).unwrap();
+        let u = up.clone();
+        let viewer = tokio::spawn(async move { u.subscribe("c0", Quality::Main).await });
+        tokio::task::yield_now().await;
+        let Some(Control::Subscribe { id, .. }) = rx1.recv().await else { panic!("no subscribe") };
+        up.on_control(l1, "master", Control::SubscribeOk { id, codec: Codec::H264 }).unwrap();
+        let mut reader = viewer.await.unwrap().unwrap();
+        up.lock().tracks.values().for_each(|t| t.ingest.latest_gop.store(9, Ordering::Relaxed));
+
+        up.drop_link(l1);
+        assert_eq!(up.catalog().len(), 1, "the lost catalog is kept through the grace");
+        assert!(up.lock().tracks.values().all(|t| t.orphaned.is_some()));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(reader.try_next().is_none(), "the viewer is still there, waiting");
+        assert!(!up.lock().tracks.is_empty());
+
+        let (l2, mut rx2) = up.attach("master");
+        up.on_control(l2, "master", Control::Catalog { cameras: vec![entry("c0", false)] }).unwrap();
+        let Some(Control::Subscribe { id: id2, camera, .. }) = rx2.recv().await else {
+            panic!("no resubscribe")
+        };
+        assert_eq!(camera, "c0");
+        let inner = up.lock();
+        let t = inner.tracks.values().next().unwrap();
+        assert_eq!(t.feed, Some((l2, id2)));
+        assert_eq!(t.ingest.latest_gop.load(Ordering::Relaxed), 0, "GOP numbering starts over");
+        drop(inner);
+        up.check();
+
+        // Gone for longer than the grace: the viewer's stream ends.
+        up.drop_link(l2);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        assert!(reader.next().await.is_none(), "ended after the grace");
+        assert!(up.catalog().is_empty());
     }
 }

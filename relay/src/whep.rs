@@ -99,8 +99,13 @@ pub struct WhepSettings {
     /// non-loopback interface with an ephemeral port per session; give a
     /// concrete address (e.g. `127.0.0.1:0`) to pin one interface.
     pub udp_addrs: Vec<String>,
-    /// Most concurrent sessions; more are refused with 503.
+    /// Most concurrent sessions; more are refused with 503 (`whep.max_sessions`).
     pub max_sessions: usize,
+    /// Most concurrent sessions on one camera (`whep.max_per_camera`).
+    pub max_per_camera: usize,
+    /// Offers one client address may make per minute; 0: no limit
+    /// (`whep.offers_per_minute`). More are refused with 429.
+    pub offers_per_minute: u32,
     /// How long a POST waits for the camera's first frame.
     pub first_frame_timeout: Duration,
     /// How long a POST waits for ICE gathering before answering anyway.
@@ -116,6 +121,8 @@ impl Default for WhepSettings {
         Self {
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
             max_sessions: 64,
+            max_per_camera: 16,
+            offers_per_minute: 30,
             first_frame_timeout: Duration::from_secs(10),
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
@@ -190,6 +197,8 @@ pub struct WhepState {
     auth: Arc<Auth>,
     audit: Arc<RelayAudit>,
     slots: Arc<Semaphore>,
+    offer_rate: Option<crate::limits::OfferRate>,
+    refusals: Arc<crate::limits::Refusals>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
 }
 
@@ -208,6 +217,8 @@ impl WhepState {
             audit,
             source,
             slots: Arc::new(Semaphore::new(settings.max_sessions)),
+            offer_rate: crate::limits::OfferRate::new(settings.offers_per_minute),
+            refusals: Arc::default(),
             settings,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -216,6 +227,11 @@ impl WhepState {
     /// Requires viewers from `auth` and writes views to `audit`.
     pub fn with_access(self, auth: Arc<Auth>, audit: Arc<RelayAudit>) -> Self {
         Self { auth, audit, ..self }
+    }
+
+    /// Requests refused by a limit, by limit.
+    pub fn refusals(&self) -> std::collections::BTreeMap<String, u64> {
+        self.refusals.snapshot()
     }
 
     /// The live sessions.
@@ -335,8 +351,26 @@ async fn offer(
     Path(camera): Path<String>,
     Query(query): Query<OfferQuery>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Result<Response, Reject> {
+    // Per client address: a page reloading in a loop, or a script, cannot
+    // make the relay build peer connections without end.
+    let client = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let (Some(rate), Some(client)) = (&state.offer_rate, client) {
+        if !rate.allow(client) {
+            state.refusals.hit("whep.offers_per_minute");
+            warn!(camera = %camera, %client, limit = rate.per_minute(), "WHEP: offer refused, client over its rate");
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "camera `{camera}`: {client} made more than {} WHEP offers in a minute \
+                     (`whep.offers_per_minute`); wait a minute and retry",
+                    rate.per_minute()
+                ),
+            ));
+        }
+    }
     let quality = match query.quality.as_deref() {
         None | Some("") => Quality::Main,
         Some(q) => q
@@ -379,10 +413,11 @@ async fn offer(
     })?;
 
     let permit = state.slots.clone().try_acquire_owned().map_err(|_| {
+        state.refusals.hit("whep.max_sessions");
         Reject::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "camera `{camera}`: this relay already serves {} WHEP viewers, its limit; close another viewer or try again later",
+                "camera `{camera}`: this relay already serves {} WHEP viewers, its limit (`whep.max_sessions`); close another viewer or try again later",
                 state.settings.max_sessions
             ),
         )
@@ -390,6 +425,17 @@ async fn offer(
 
     if quality == Quality::Main && entry.is_some_and(|c| c.codec == Codec::H265) {
         return Err(h265_reject(&camera, quality));
+    }
+    let on_camera = state.lock_sessions().values().filter(|s| s.camera == camera).count();
+    if on_camera >= state.settings.max_per_camera {
+        state.refusals.hit("whep.max_per_camera");
+        return Err(Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "camera `{camera}` already has {on_camera} WHEP viewers on this relay, its limit \
+                 (`whep.max_per_camera`); close another viewer of it or try again later"
+            ),
+        ));
     }
 
     let mut reader = state.source.subscribe(&camera, quality).await.map_err(|f| {

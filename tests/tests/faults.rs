@@ -754,6 +754,7 @@ async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_boun
 
     // Four clients that never read and one that reads a byte a second.
     let mut stalled = Vec::new();
+    let stalled_since = Instant::now();
     for _ in 0..4 {
         stalled.push(rtsp_play(rtsp_port, "cam-0").await?);
     }
@@ -815,8 +816,11 @@ async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_boun
     ensure!(peak < rss0 + 40 * 1024, "relay memory bounded: {rss0} → {peak} KiB");
     let last_growth = rss[rss.len() - 1].saturating_sub(rss[rss.len() - 2]);
     ensure!(last_growth < 4 * 1024, "relay memory flat at the end: +{last_growth} KiB in 3 s");
-    // The relay cut the stalled connections (its write-stall limit): what
-    // they have buffered drains, then the connection ends.
+    // The relay cut the stalled connections: a write blocked for its
+    // write-stall limit (10 s) once the kernel's send buffer (up to 4 MiB,
+    // ~8 s of this stream) is full. Reading earlier would unstall them; after
+    // that, what they have buffered drains and the connection ends.
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(stalled_since.elapsed())).await;
     let mut cut = 0;
     for mut s in stalled {
         let mut sink = vec![0u8; 64 * 1024];

@@ -10,7 +10,7 @@
 //! - [`server`]: listener, connections, methods, session table.
 
 mod auth;
-mod framing;
+pub(crate) mod framing;
 mod sdp;
 mod server;
 mod session;
