@@ -506,7 +506,7 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let cfg: AgentConfig = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("PONTE").separator("__"))
+            .add_source(env_overrides())
             .build()
             .and_then(|c| c.try_deserialize())
             .with_context(|| format!("config file `{}`", path.display()))?;
@@ -570,6 +570,16 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
+/// Only variables of that form: other `PONTE_*` variables (tool and test
+/// settings such as `PONTE_CLOCK_START`) are not config keys.
+fn env_overrides() -> config::Environment {
+    let vars: config::Map<String, String> = std::env::vars()
+        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
+        .collect();
+    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
 }
 
 #[cfg(test)]

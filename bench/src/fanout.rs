@@ -347,7 +347,18 @@ fn print_step(s: &Step) {
 }
 
 /// Tables and checks of the fan-out ramp.
-pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Table>, Vec<Check>, Vec<String>) {
+pub fn fanout_tables(
+    r: &FanoutResult,
+    transports: &[TransportResult],
+) -> (Vec<Table>, Vec<Check>, Vec<String>) {
+    let bulk = transports
+        .iter()
+        .filter(|t| t.spec.shape == "bulk")
+        .max_by(|a, b| a.gbps.total_cmp(&b.gbps))
+        .cloned()
+        .unwrap_or_else(|| transports[0].clone());
+    let transport = &bulk;
+    let media = transports.iter().find(|t| t.spec.shape == "media-shaped");
     let p = &r.params;
     let mut t = Table::new(
         &format!(
@@ -396,19 +407,42 @@ pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Tabl
         format!("{:.3}{}", r.max_gbps, if r.saturated { "" } else { " (not saturated: a lower bound)" }),
     ]);
     summary.row(vec!["ratio".into(), format!("{:.0}%", 100.0 * ratio)]);
+    let mut tables = vec![t, summary];
     if let Some(b) = r.best.map(|i| &r.steps[i]) {
-        summary.row(vec![
-            "agent CPU s per Gbit sent (at the maximum)".into(),
-            format!("{:.2}", b.agent_cpu_s_per_gbit),
-        ]);
-        summary.row(vec![
-            "relay CPU s per Gbit sent (at the maximum)".into(),
-            format!("{:.2}", b.relay_cpu_s_per_gbit),
-        ]);
-        summary.row(vec![
-            "transport-limit CPU s per Gbit (sender + receiver)".into(),
-            format!("{:.2}", transport.cpu_secs_per_gbit),
-        ]);
+        // Where a Gbit of egress costs CPU, beside raw quinn moving a Gbit.
+        let per = |cpu: &CpuUse| cpu.core_pct / 100.0 / b.delivered_gbps.max(1e-9);
+        let (relay, bench, agent) = (per(&b.relay_cpu), per(&b.bench_cpu), per(&b.agent_cpu));
+        let mut headers = vec!["CPU seconds per Gbit delivered", "fan-out at its maximum"];
+        if media.is_some() {
+            headers.push("raw quinn, media-shaped");
+        }
+        headers.push("raw quinn, bulk (the limit)");
+        let mut cost = Table::new("Where the CPU goes", &headers);
+        let raw = |f: &dyn Fn(&TransportResult) -> f64| {
+            media
+                .iter()
+                .map(|m| format!("{:.3}", f(m)))
+                .chain([format!("{:.3}", f(transport))])
+                .collect::<Vec<_>>()
+        };
+        let row = |name: &str, ours: String, theirs: Vec<String>| {
+            let mut v = vec![name.to_owned(), ours];
+            v.extend(theirs);
+            v
+        };
+        cost.row(row(
+            "sending side (relay / raw sender)",
+            format!("{relay:.3}"),
+            raw(&|t| t.sender_cpu_s_per_gbit),
+        ));
+        cost.row(row(
+            "receiving side (bench subscribers / raw receiver)",
+            format!("{bench:.3}"),
+            raw(&|t| t.receiver_cpu_s_per_gbit),
+        ));
+        cost.row(row("agent, per Gbit of relay egress", format!("{agent:.3}"), raw(&|_| 0.0)));
+        cost.row(row("total", format!("{:.3}", relay + bench + agent), raw(&|t| t.cpu_secs_per_gbit)));
+        tables.push(cost);
     }
     let checks = vec![Check {
         what: "fan-out egress / transport-limit".into(),
@@ -422,9 +456,11 @@ pub fn fanout_tables(r: &FanoutResult, transport: &TransportResult) -> (Vec<Tabl
              the agent sends each track once to the relay. Egress is media payload (frame bytes) arriving at the subscribers.",
             p.subscribers
         ),
-        "Everything shares the machine's cores: agent, relay and the bench's own receivers (bench CPU %).".into(),
+        "Everything shares the machine's cores: agent, relay and the bench's own receivers (bench CPU %). Once the cores \
+         are full, the egress is what they can carry at the cost per Gbit in \"Where the CPU goes\"."
+            .into(),
     ];
-    (vec![t, summary], checks, notes)
+    (tables, checks, notes)
 }
 
 /// One latency level's outcome.

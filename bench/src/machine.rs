@@ -174,8 +174,16 @@ impl OthersWindow {
 
 /// CPU time (utime + stime) of process `pid`, from /proc/<pid>/stat.
 pub fn process_cpu(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of thread `tid` of this process.
+pub fn thread_cpu(tid: u32) -> Result<Duration> {
+    stat_cpu(&format!("/proc/self/task/{tid}/stat"))
+}
+
+fn stat_cpu(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name may contain spaces: fields count from after its `)`.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -168,7 +168,7 @@ pub fn fuzz(name: &str, dict: &[&[u8]], target: impl Fn(&[u8]) -> u64) -> Report
         pool.push(Vec::new());
     }
     let mut input = Vec::with_capacity(MAX_INPUT);
-    while execs < max_execs && (execs % 64 != 0 || Instant::now() < deadline) {
+    while execs < max_execs && (!execs.is_multiple_of(64) || Instant::now() < deadline) {
         input.clear();
         input.extend_from_slice(&pool[rng.below(pool.len())]);
         let rounds = 1 + rng.below(4);

@@ -231,7 +231,7 @@ impl RelayConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let cfg: RelayConfig = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("PONTE").separator("__"))
+            .add_source(env_overrides())
             .build()
             .and_then(|c| c.try_deserialize())
             .with_context(|| format!("config file `{}`", path.display()))?;
@@ -291,6 +291,16 @@ impl RelayConfig {
         }
         Ok(())
     }
+}
+
+/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
+/// Only variables of that form: other `PONTE_*` variables (tool and test
+/// settings such as `PONTE_CLOCK_START`) are not config keys.
+fn env_overrides() -> config::Environment {
+    let vars: config::Map<String, String> = std::env::vars()
+        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
+        .collect();
+    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
 }
 
 #[cfg(test)]
@@ -364,6 +374,16 @@ mod tests {
             assert!(err.contains(needle) && err.contains("relay.toml"), "{err}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The documented override form, `PONTE_<SECTION>__<KEY>`, takes effect.
+    #[test]
+    fn environment_overrides_use_the_documented_form() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/relay-carabinieri.toml");
+        std::env::set_var("PONTE_RELAY__RECONNECT_GRACE_SECS", "17");
+        let c = RelayConfig::load(&p);
+        std::env::remove_var("PONTE_RELAY__RECONNECT_GRACE_SECS");
+        assert_eq!(c.unwrap().relay.reconnect_grace_secs, 17);
     }
 
     #[test]

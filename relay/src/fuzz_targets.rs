@@ -26,10 +26,11 @@ fn fuzz_whep_offer() {
     fuzz("whep_offer", dict, |data| {
         let sdp = String::from_utf8_lossy(data);
         let verdict = check_offer(&sdp);
-        if verdict.is_ok() {
-            let _ = webrtc::peer_connection::RTCSessionDescription::offer(sdp.into_owned());
-        }
-        class_of(verdict)
+        let lines = sdp.lines().count().min(24);
+        let sections = sdp.matches("m=").count().min(4);
+        let parsed = verdict.is_ok()
+            && webrtc::peer_connection::RTCSessionDescription::offer(sdp.into_owned()).is_ok();
+        class_of((verdict, parsed, lines, sections))
     });
 }
 

@@ -1481,6 +1481,8 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         WhepSettings {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             max_sessions: 4,
+            max_per_camera: 3,
+            offers_per_minute: 0,
             first_frame_timeout: Duration::from_millis(500),
             gather_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
@@ -1492,7 +1494,8 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let state = Arc::new(WhepState::with_source(Arc::new(source), settings));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(state.clone());
+        // As the relay serves it: with the client's address (rate limits).
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         (addr, state)
     }
@@ -1865,6 +1868,46 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         assert_eq!(state.sessions().len(), 1);
         let _ = pc1.close().await;
         let _ = pc2.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn viewers_per_camera_are_limited_and_counted() {
+        let source = fake(vec![entry("duomo", Codec::H264), entry("po", Codec::H264)]);
+        let duomo = publish(&source.hub, "duomo");
+        let po = publish(&source.hub, "po");
+        push_frame(&duomo, 0);
+        push_frame(&po, 0);
+        let settings = WhepSettings { max_per_camera: 1, ..test_settings() };
+        let (addr, state) = serve(source, settings).await;
+        let (pc1, offer1, _, _) = viewer().await;
+        let (pc2, offer2, _, _) = viewer().await;
+        let (pc3, offer3, _, _) = viewer().await;
+        let first = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer1.as_bytes()).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        let second = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer2.as_bytes()).await;
+        assert_eq!(second.status, 503, "{}", second.body);
+        assert!(second.body.contains("`whep.max_per_camera`"), "names the key: {}", second.body);
+        let other = http(addr, "POST", "/whep/po", Some("application/sdp"), offer3.as_bytes()).await;
+        assert_eq!(other.status, 201, "another camera is not limited: {}", other.body);
+        assert_eq!(state.refusals().get("whep.max_per_camera"), Some(&1));
+        for pc in [pc1, pc2, pc3] {
+            let _ = pc.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn offers_per_client_per_minute_are_limited_with_429() {
+        let source = fake(vec![entry("duomo", Codec::H264)]);
+        let settings = WhepSettings { offers_per_minute: 2, ..test_settings() };
+        let (addr, state) = serve(source, settings).await;
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(http(addr, "POST", "/whep/duomo", Some("application/sdp"), b"not sdp").await);
+        }
+        let codes: Vec<u16> = statuses.iter().map(|r| r.status).collect();
+        assert_eq!(codes, [400, 400, 429, 429], "two offers a minute, then 429");
+        assert!(statuses[2].body.contains("`whep.offers_per_minute`"), "{}", statuses[2].body);
+        assert_eq!(state.refusals().get("whep.offers_per_minute"), Some(&2));
     }
 
     // ---- local accounts ------------------------------------------------------

@@ -443,6 +443,9 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
             Ok((num(&stats, "framesDecoded") > browser_at_cut + 5).then(|| (Instant::now(), stats)))
         })
         .await?;
+    // The rate once the catch-up burst and the encoders' restart are over.
+    let settle =
+        viewer.collect((up_at + Duration::from_millis(2500)).saturating_duration_since(Instant::now())).await;
     let post = viewer.collect(window).await;
     let post_rates = rates(&post, window);
     let after = browser.eval(STATE_JS).await?;
@@ -452,7 +455,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
     for (sub, frames) in &resumed {
         let gop = frames[0].gop;
         let mut gop_frames: Vec<ReceivedFrame> = frames.clone();
-        gop_frames.extend(post.iter().filter(|f| f.subscription == *sub).cloned());
+        gop_frames.extend(settle.iter().chain(&post).filter(|f| f.subscription == *sub).cloned());
         gop_frames.retain(|f| f.gop == gop);
         decoded.push(ffmpeg_decodes(rig.dir.path(), &format!("resumed-{sub}"), &gop_frames).await?);
         ensure!(decoded.last() == Some(&gop_frames.len()), "ffmpeg decodes every frame of the resumed GOP");
@@ -839,5 +842,110 @@ async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_boun
     rtsp_reader.abort();
     println!("figure: slow viewers: {cut} of 4 stalled RTSP connections were cut by the relay");
     ensure!(cut == 4, "every stalled connection is cut, not buffered for ever");
+    Ok(())
+}
+
+/// A relay asking for more subscriptions than the agent allows one session
+/// (`agent.max_subscriptions_per_session`) is refused `over-budget` with the
+/// key named, and the refusal is counted in the agent's metrics.
+#[tokio::test]
+async fn subscriptions_beyond_the_session_limit_are_refused_and_counted() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
+    let relay = FakeRelay::listen(&pki, SITE)?;
+    let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "2")];
+    let (mut agent, _) = relay.spawn_agent_env(&pki, dir.path(), cameras(3, ""), "", &env)?;
+    let mgmt = agent.management_url(T).await?;
+    let mut s = relay.accept().await?;
+    assert_eq!(s.subscribe(1, "cam-0", Quality::Main).await?, Answer::Ok);
+    assert_eq!(s.subscribe(2, "cam-1", Quality::Main).await?, Answer::Ok);
+    match s.subscribe(3, "cam-2", Quality::Main).await? {
+        Answer::Refused(code, reason) => {
+            assert_eq!(code, ponte_proto::wire::SubscribeErrorCode::OverBudget);
+            assert!(reason.contains("`agent.max_subscriptions_per_session`"), "names the key: {reason}");
+        }
+        other => bail!("the third subscription must be refused, got {other:?}"),
+    }
+    // Room again once one ends.
+    s.tx.send(&Control::Unsubscribe { id: 1 }).await?;
+    assert_eq!(s.subscribe(4, "cam-2", Quality::Main).await?, Answer::Ok);
+    let metric = "ponte_limit_refusals_total{limit=\"agent.max_subscriptions_per_session\"} 1";
+    ponte_tests::wait_until("the refusal in the agent's metrics", T, Duration::from_millis(200), || async {
+        let text = http_get(&format!("{mgmt}/metrics")).await?.text();
+        Ok(text.contains(metric).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// A hostile or buggy relay: random sequences of control messages (known
+/// and unknown cameras and ids, repeats, unsubscribes of nothing, messages
+/// only an agent may send) against the real agent. The agent answers or
+/// closes the session as a protocol violation, never dies, and serves the
+/// next session normally.
+#[tokio::test]
+async fn random_control_sequences_never_take_the_agent_down() -> Result<()> {
+    use ponte_proto::media::Codec;
+    use rand::Rng;
+    let _heavy = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
+    let relay = FakeRelay::listen(&pki, SITE)?;
+    let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "4")];
+    let (mut agent, _) = relay.spawn_agent_env(&pki, dir.path(), cameras(2, ""), "", &env)?;
+    let mut rng = rand::rng();
+    let mut closed_as_violation = 0;
+    let mut sent = 0;
+    for round in 0..6 {
+        let mut s = relay.accept().await.with_context(|| format!("session {round}"))?;
+        let media = s.collect_media();
+        for _ in 0..200 {
+            let id = rng.random_range(0..6u64);
+            let camera = ["cam-0", "cam-1", "nope", ""][rng.random_range(0..4)].to_owned();
+            let quality = if rng.random_bool(0.5) { Quality::Main } else { Quality::Sub };
+            // Every other session only sends what a relay may send.
+            let top = if round % 2 == 0 { 97 } else { 100 };
+            let msg = match rng.random_range(0..top) {
+                0..=49 => Control::Subscribe { id, camera, quality },
+                50..=84 => Control::Unsubscribe { id },
+                85..=96 => Control::Stats(Default::default()),
+                // Only an agent may send these: the session must end.
+                97 => Control::Catalog { cameras: Vec::new() },
+                98 => Control::SubscribeOk { id, codec: Codec::H264 },
+                _ => Control::Paused { id, reason: "?".into() },
+            };
+            sent += 1;
+            if s.tx.send(&msg).await.is_err() {
+                break;
+            }
+        }
+        if round % 2 == 1 {
+            // At least one illegal message in a hostile session.
+            let _ = s.tx.send(&Control::Catalog { cameras: Vec::new() }).await;
+        }
+        // Let the agent answer; the session lives on or was closed.
+        let verdict = tokio::time::timeout(Duration::from_secs(2), s.conn.closed()).await;
+        match verdict {
+            Ok(e) => {
+                ensure!(e.to_string().contains("protocol"), "closed for another reason: {e}");
+                ensure!(round % 2 == 1, "a session with only legal messages was closed: {e}");
+                closed_as_violation += 1;
+            }
+            Err(_) => ensure!(round % 2 == 0, "a session with illegal messages stayed open"),
+        }
+        drop(media);
+        s.conn.close(0u32.into(), b"next");
+        ensure!(agent.is_running(), "the agent died on round {round}");
+    }
+    // A well-behaved session afterwards gets video.
+    let mut s = relay.accept().await?;
+    let mut media = s.collect_media();
+    assert_eq!(s.subscribe(1, "cam-0", Quality::Main).await?, Answer::Ok);
+    let frame = tokio::time::timeout(T, media.recv()).await?.context("media")?;
+    ensure!(frame.keyframe, "starts on a keyframe");
+    println!(
+        "figure: hostile relay: {sent} random control messages over 6 sessions, {closed_as_violation} closed as protocol violations, agent alive and serving"
+    );
     Ok(())
 }
