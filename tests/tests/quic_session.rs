@@ -56,7 +56,14 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
 
     // An unknown camera is refused with `unknown`.
     tx.send(&Control::Subscribe { id: 9, camera: "no-such-camera".into(), quality: Quality::Main }).await?;
-    match tokio::time::timeout(T, rx.recv()).await?? {
+    // Periodic Stats may come first; skip them.
+    let answer = loop {
+        match tokio::time::timeout(T, rx.recv()).await?? {
+            Control::Stats(_) => continue,
+            other => break other,
+        }
+    };
+    match answer {
         Control::SubscribeError { id: 9, code: SubscribeErrorCode::Unknown, reason } => {
             assert!(reason.contains("no-such-camera"), "reason names the camera: {reason}")
         }

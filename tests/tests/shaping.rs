@@ -330,7 +330,9 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     // the wait stays within about a GOP.
     let names = [
         ("capped at 16 Mbit/s", Duration::from_secs(1)),
-        ("after the reload (56 Mbit/s, link 60)", Duration::from_secs(1)),
+        // Ten cameras climbing to main at once queue briefly on the link
+        // (45 of 60 Mbit/s): bounded, but looser than the steady budget.
+        ("after the reload (56 Mbit/s, link 60)", Duration::from_secs(2)),
         ("link narrowed to 20 Mbit/s", Duration::from_secs(2)),
     ];
     for (phase, (name, bound)) in names.into_iter().enumerate() {
