@@ -10,6 +10,7 @@ pub mod media;
 #[cfg(feature = "mgmt")]
 pub mod mgmt;
 pub mod policy;
+pub mod ptz;
 pub mod rtp;
 pub mod session;
 pub mod shaping;

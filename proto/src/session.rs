@@ -146,6 +146,9 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::Stats(_) => "stats",
         Control::Paused { .. } => "paused",
         Control::Resumed { .. } => "resumed",
+        Control::Ptz { .. } => "ptz",
+        Control::PtzResult { .. } => "ptz_result",
+        Control::PtzLock { .. } => "ptz_lock",
     }
 }
 

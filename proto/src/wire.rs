@@ -3,6 +3,7 @@
 //! and return typed errors on any malformed input, never panic.
 
 use crate::media::{Codec, CodecConfig, Frame, Quality};
+use crate::ptz::{PtzCommand, PtzHolder, PtzReply};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -195,6 +196,33 @@ pub enum Control {
     Resumed {
         /// Subscription id.
         id: u64,
+    },
+    /// A PTZ command from a viewer of the receiving site (relay → agent);
+    /// answered by exactly one `PtzResult` with the same id.
+    Ptz {
+        /// Request id chosen by the relay, unique per session.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// The viewer (account) at the site who sent it, for the lock and the audit.
+        viewer: String,
+        /// What to do.
+        command: PtzCommand,
+    },
+    /// Answer to `Ptz` (agent → relay).
+    PtzResult {
+        /// Request id of the `Ptz`.
+        id: u64,
+        /// Outcome.
+        reply: PtzReply,
+    },
+    /// A camera's PTZ lock changed hands (taken over, released, lapsed), sent
+    /// to every site that may steer it so its viewers see who holds it.
+    PtzLock {
+        /// Camera id.
+        camera: String,
+        /// The new holder; None when free.
+        holder: Option<PtzHolder>,
     },
 }
 
@@ -458,6 +486,17 @@ mod tests {
             Control::SubscribeError { id: 3, code: SubscribeErrorCode::OverBudget, reason: "x".into() },
             Control::Paused { id: 3, reason: "link budget".into() },
             Control::Resumed { id: 3 },
+            Control::Ptz {
+                id: 4,
+                camera: "zaist-mantova".into(),
+                viewer: "rossi".into(),
+                command: crate::ptz::PtzCommand::Move { pan: 300, tilt: 0, zoom: -1000 },
+            },
+            Control::PtzResult {
+                id: 4,
+                reply: PtzReply::refused(crate::ptz::PtzErrorCode::Forbidden, "no PTZ right"),
+            },
+            Control::PtzLock { camera: "zaist-mantova".into(), holder: None },
             Control::Stats(StatsReport { bytes_sent: 5, ..Default::default() }),
         ];
         let mut buf = BytesMut::new();
