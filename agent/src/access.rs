@@ -5,6 +5,7 @@ use crate::config::AgentConfig;
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::policy::{CameraFacts, Decision, LocalTime, SitePolicy, Visibility};
+use ponte_proto::ptz::PtzErrorCode;
 use ponte_proto::shaping::{Budget, Priority};
 use ponte_proto::wire::CatalogEntry;
 use std::collections::HashMap;
@@ -97,6 +98,56 @@ impl Access {
                 reason: format!("site `{site}` has no `[[site]]` policy in the agent's config"),
             },
         }
+    }
+
+    /// Whether `site` may steer `camera` at `now`: its PTZ priority, or the
+    /// refusal. Cameras the site may not see are `unknown`, exactly as
+    /// subscriptions answer them; the reasons name the config key to change.
+    pub fn may_steer(
+        &self,
+        site: &str,
+        camera: &CatalogEntry,
+        now: LocalTime,
+    ) -> Result<u8, (PtzErrorCode, String)> {
+        let unknown = || {
+            (PtzErrorCode::Unknown, format!("camera `{}` is not in the catalog of site `{site}`", camera.id))
+        };
+        let Some(p) = self.sites.get(site) else { return Err(unknown()) };
+        let facts = self.facts(camera);
+        if !matches!(p.visibility(&facts), Visibility::Granted(_))
+            || p.qualities(&camera.qualities).is_empty()
+        {
+            return Err(unknown());
+        }
+        if camera.kind != "dome-ptz" {
+            return Err((
+                PtzErrorCode::Unsupported,
+                format!(
+                    "camera `{}` is a `{}`, not a `dome-ptz`: it cannot be steered",
+                    camera.id, camera.kind
+                ),
+            ));
+        }
+        if !p.ptz {
+            return Err((
+                PtzErrorCode::Forbidden,
+                format!(
+                    "site `{site}` has no PTZ right: the master room grants it with `ptz = true` in the site's \
+                     `[[site]]` of agent.toml"
+                ),
+            ));
+        }
+        if !p.in_window(now) {
+            let windows: Vec<String> = p.windows.iter().map(|w| w.to_string()).collect();
+            return Err((
+                PtzErrorCode::Forbidden,
+                format!(
+                    "site `{site}` may steer cameras only during {} (`windows` of its `[[site]]`)",
+                    windows.join(", ")
+                ),
+            ));
+        }
+        Ok(p.ptz_priority)
     }
 
     /// Most concurrent streams for a site.

@@ -33,9 +33,82 @@ pub struct AgentConfig {
     /// Audit log.
     #[serde(default)]
     pub audit: AuditSection,
-    /// Management port (status page, JSON, metrics).
+    /// Management port (status page, JSON, metrics, master-room PTZ API).
     #[serde(default)]
     pub management: ManagementSection,
+    /// PTZ arbitration timings.
+    #[serde(default)]
+    pub ptz: PtzSection,
+}
+
+/// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtzSection {
+    /// A controller's lock lapses after this many seconds without a command.
+    #[serde(default = "default_lock_idle_secs")]
+    pub lock_idle_secs: u64,
+    /// A continuous move not renewed within this many milliseconds is
+    /// stopped (dead-man); also sent to the camera as the move's timeout.
+    #[serde(default = "default_deadman_ms")]
+    pub deadman_ms: u64,
+}
+
+impl Default for PtzSection {
+    fn default() -> Self {
+        Self { lock_idle_secs: default_lock_idle_secs(), deadman_ms: default_deadman_ms() }
+    }
+}
+
+fn default_lock_idle_secs() -> u64 {
+    15
+}
+
+fn default_deadman_ms() -> u64 {
+    1500
+}
+
+/// Accepted range of `ptz.lock_idle_secs`.
+const LOCK_IDLE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Accepted range of `ptz.deadman_ms`.
+const DEADMAN_MS: std::ops::RangeInclusive<u64> = 200..=60_000;
+
+impl PtzSection {
+    /// The arbiter's timings.
+    pub fn arbiter(&self) -> ponte_proto::ptz::ArbiterConfig {
+        ponte_proto::ptz::ArbiterConfig {
+            lock_idle: std::time::Duration::from_secs(self.lock_idle_secs),
+            deadman: std::time::Duration::from_millis(self.deadman_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !LOCK_IDLE_SECS.contains(&self.lock_idle_secs) {
+            bail!(
+                "`ptz.lock_idle_secs` = {}: expected {} to {} seconds",
+                self.lock_idle_secs,
+                LOCK_IDLE_SECS.start(),
+                LOCK_IDLE_SECS.end()
+            );
+        }
+        if !DEADMAN_MS.contains(&self.deadman_ms) {
+            bail!(
+                "`ptz.deadman_ms` = {}: expected {} to {} milliseconds",
+                self.deadman_ms,
+                DEADMAN_MS.start(),
+                DEADMAN_MS.end()
+            );
+        }
+        if self.deadman_ms > self.lock_idle_secs * 1000 {
+            bail!(
+                "`ptz.deadman_ms` = {} is longer than `ptz.lock_idle_secs` = {}: a move would outlive \
+                 its lock; lower `deadman_ms` or raise `lock_idle_secs`",
+                self.deadman_ms,
+                self.lock_idle_secs
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[management]`
@@ -316,6 +389,10 @@ pub struct Device {
     /// Replay: bitrate, frame rate and GOP of the replayed streams.
     #[serde(default)]
     pub replay: Option<crate::replay::ReplaySettings>,
+    /// `dome-ptz`: the camera's ONVIF PTZ service (`[device.onvif]`);
+    /// without it the dome cannot be steered.
+    #[serde(default)]
+    pub onvif: Option<crate::onvif::OnvifSettings>,
 }
 
 /// `[device.synthetic]`: overrides of the synthetic camera's defaults
@@ -335,6 +412,10 @@ pub struct SyntheticSettings {
     /// Main stream height, pixels (even).
     #[serde(default)]
     pub main_height: Option<u16>,
+    /// `dome-ptz` only: answer PTZ commands with a simulated dome (for
+    /// demos and tests), when the device has no `[device.onvif]`.
+    #[serde(default)]
+    pub ptz: bool,
 }
 
 impl Device {
@@ -370,6 +451,18 @@ impl Device {
                     .validate()
                     .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
             }
+        }
+        if self.synthetic.as_ref().is_some_and(|s| s.ptz) && self.kind != DeviceKind::DomePtz {
+            bail!(
+                "device `{id}`: `device.synthetic.ptz` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
+                self.kind.name()
+            );
+        }
+        if self.onvif.is_some() && self.kind != DeviceKind::DomePtz {
+            bail!(
+                "device `{id}`: `[device.onvif]` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
+                self.kind.name()
+            );
         }
         if let Some(settings) = &self.replay {
             if self.source != SourceKind::Replay {
@@ -544,6 +637,7 @@ impl AgentConfig {
             }
             p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
         }
+        self.ptz.validate()?;
         jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         })?;
@@ -643,6 +737,35 @@ source = "synthetic"
         assert!(
             format!("{:#}", parse(&rtsp).unwrap_err()).contains("only applies to `source = \"synthetic\"`")
         );
+    }
+
+    #[test]
+    fn ptz_timings_and_onvif_tables_are_checked() {
+        let c = parse(BASE).unwrap();
+        assert_eq!((c.ptz.lock_idle_secs, c.ptz.deadman_ms), (15, 1500));
+        let c = parse(&format!("{BASE}[ptz]\nlock_idle_secs = 30\ndeadman_ms = 800\n")).unwrap();
+        assert_eq!(c.ptz.arbiter().deadman, std::time::Duration::from_millis(800));
+        let cases = [
+            ("[ptz]\ndeadman_ms = 50\n", "`ptz.deadman_ms` = 50"),
+            ("[ptz]\nlock_idle_secs = 0\n", "`ptz.lock_idle_secs` = 0"),
+            ("[ptz]\nlock_idle_secs = 1\ndeadman_ms = 5000\n", "lower `deadman_ms`"),
+            ("[ptz]\ndeadman = 5\n", "deadman"),
+        ];
+        for (toml, want) in cases {
+            let err = format!("{:#}", parse(&format!("{BASE}{toml}")).expect_err(want));
+            assert!(err.contains(want), "{err}");
+        }
+        let dome = "[[device]]\nid = \"dome\"\nname = \"d\"\ntype = \"dome-ptz\"\nsource = \"synthetic\"\n\
+                    [device.onvif]\nurl = \"http://10.1.2.3/onvif/ptz_service\"\npassword = \"pw\"\n";
+        let c = parse(&format!("{BASE}{dome}")).unwrap();
+        assert!(c.devices[1].onvif.is_some());
+        let err = format!("{:#}", parse(&format!("{BASE}{}", dome.replace("dome-ptz", "dome"))).unwrap_err());
+        assert!(err.contains("only applies to `type = \"dome-ptz\"`"), "{err}");
+        let sim = "[[device]]\nid = \"dome\"\nname = \"d\"\ntype = \"dome-ptz\"\nsource = \"synthetic\"\n\
+                   [device.synthetic]\nptz = true\n";
+        assert!(parse(&format!("{BASE}{sim}")).unwrap().devices[1].synthetic.as_ref().unwrap().ptz);
+        let err = format!("{:#}", parse(&format!("{BASE}{}", sim.replace("dome-ptz", "fixed"))).unwrap_err());
+        assert!(err.contains("`device.synthetic.ptz`"), "{err}");
     }
 
     #[test]

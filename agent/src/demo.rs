@@ -70,6 +70,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         urls.push((site, format!("http://{http}/")));
     }
 
+    let mut devices = inventory::parse(inventory::CREMONA_CSV)?;
+    // No camera to steer on loopback: the domes answer PTZ with a simulation.
+    for d in devices.iter_mut().filter(|d| d.kind == crate::config::DeviceKind::DomePtz) {
+        d.synthetic.get_or_insert_with(Default::default).ptz = true;
+    }
     let config = AgentConfig {
         agent: AgentSection {
             id: "master".into(),
@@ -78,19 +83,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         tls: TlsSection { ca: d.join("ca.pem"), cert: d.join("master.pem"), key: d.join("master.key") },
         transport: TransportSection::default(),
         relays: targets,
-        devices: inventory::parse(inventory::CREMONA_CSV)?,
+        devices,
         policy: PolicySection::default(),
         sites: demo_grants()?,
         audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16 },
         management: Default::default(),
+        ptz: Default::default(),
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();
     let agent = crate::Agent::start(config)?;
     let agent_mgmt = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.http_port + 10);
-    let agent_mgmt = ponte_proto::mgmt::spawn(agent_mgmt, agent.status_feed())
-        .await
-        .with_context(|| format!("binding the agent's management port {agent_mgmt}"))?;
+    let agent_mgmt =
+        ponte_proto::mgmt::spawn_with(agent_mgmt, agent.status_feed(), agent.management_routes())
+            .await
+            .with_context(|| format!("binding the agent's management port {agent_mgmt}"))?;
 
     // Print the URLs once every relay has its session with the agent.
     let mut up = 0;

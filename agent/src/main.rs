@@ -8,8 +8,11 @@ mod demo;
 #[cfg(test)]
 mod fuzz_targets;
 mod inventory;
+mod onvif;
 mod pattern;
 mod pki;
+mod ptz;
+mod ptz_sim;
 mod redial;
 mod replay;
 mod rtsp;
@@ -155,6 +158,7 @@ pub struct Agent {
     access: watch::Sender<Arc<access::Access>>,
     config: AgentConfig,
     status: ponte_proto::mgmt::StatusFeed,
+    ptz: ptz::PtzService,
 }
 
 impl Agent {
@@ -175,17 +179,28 @@ impl Agent {
                 })?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
+        let audit = Arc::new(audit);
+        let clock = uplink::Clock::from_env(&cfg.policy.timezone)?;
+        let ptz = ptz::PtzService::start(ptz::Setup {
+            config: cfg.ptz.arbiter(),
+            cameras: cameras.clone(),
+            access: access_rx.clone(),
+            clock,
+            audit: audit.clone(),
+            devices: ptz::devices(&cfg.devices)?,
+        });
         let shared = uplink::Shared {
             node: cfg.agent.id.clone(),
             cameras: cameras.clone(),
             access: access_rx,
-            audit: Arc::new(audit),
-            clock: uplink::Clock::from_env(&cfg.policy.timezone)?,
+            audit,
+            clock,
             shaping: uplink::ShapingBoard::default(),
             limits: Arc::new(uplink::SessionLimits {
                 max_subscriptions: cfg.agent.max_subscriptions_per_session,
                 ..Default::default()
             }),
+            ptz: ptz.clone(),
         };
         let mut links = Vec::new();
         let mut tasks = Vec::new();
@@ -212,8 +227,9 @@ impl Agent {
             shaping: shared.shaping.clone(),
             audit: shared.audit.clone(),
             limits: shared.limits.clone(),
+            ptz: ptz.clone(),
         });
-        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status })
+        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz })
     }
 
     /// Applies a new config's policies; the rest of the config needs a restart.
@@ -224,11 +240,13 @@ impl Agent {
                 == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit)).ok()
         };
         if !same(&self.config, &cfg) {
-            tracing::warn!("reload applies `[[site]]` and `[policy]` only; restart the agent to apply changes to relays, devices, TLS or audit");
+            tracing::warn!("reload applies `[[site]]`, `[policy]` and `[ptz]` only; restart the agent to apply changes to relays, devices, TLS or audit");
         }
         self.access.send_replace(Arc::new(access));
+        self.ptz.set_config(cfg.ptz.arbiter());
         self.config.sites = cfg.sites.clone();
         self.config.policy = cfg.policy.clone();
+        self.config.ptz = cfg.ptz.clone();
         tracing::info!(sites = cfg.sites.len(), "policy reloaded");
         Ok(())
     }
@@ -236,6 +254,12 @@ impl Agent {
     /// The status document feed for the management port.
     pub fn status_feed(&self) -> ponte_proto::mgmt::StatusFeed {
         self.status.clone()
+    }
+
+    /// Routes the agent serves beside the status on the management port:
+    /// the master room's PTZ API.
+    pub fn management_routes(&self) -> axum::Router {
+        ptz::master_api::routes(self.ptz.clone())
     }
 
     /// State of each relay link.
@@ -341,9 +365,11 @@ async fn main() -> Result<()> {
             let cfg = AgentConfig::load(&config)?;
             let mgmt = cfg.management.listen;
             let mut agent = Agent::start(cfg)?;
-            ponte_proto::mgmt::spawn(mgmt, agent.status_feed()).await.with_context(|| {
-                format!("binding the management port on TCP {mgmt} (`management.listen`)")
-            })?;
+            ponte_proto::mgmt::spawn_with(mgmt, agent.status_feed(), agent.management_routes())
+                .await
+                .with_context(|| {
+                    format!("binding the management port on TCP {mgmt} (`management.listen`)")
+                })?;
             run_until_shutdown(&mut agent, &config).await
         }
         Cmd::Status { url, json, watch } => {

@@ -24,6 +24,8 @@ pub struct Sources {
     pub audit: Arc<ponte_proto::audit::AuditLog>,
     /// Session limits and their refusals.
     pub limits: Arc<crate::uplink::SessionLimits>,
+    /// PTZ commands by outcome.
+    pub ptz: crate::ptz::PtzService,
 }
 
 /// One row per shaped subscription, from the uplinks' snapshots.
@@ -157,5 +159,6 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect(),
+        ptz_commands: src.ptz.counts(),
     }
 }

@@ -265,6 +265,8 @@ pub struct Shared {
     pub shaping: ShapingBoard,
     /// Limits on what a relay may ask.
     pub limits: Arc<SessionLimits>,
+    /// PTZ control (checks, arbitration, camera workers).
+    pub ptz: crate::ptz::PtzService,
 }
 
 /// Limits on what one relay session may ask, and how often they were hit.
@@ -396,7 +398,12 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
         shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
         path: PathMeter::default(),
     };
+    let mut ptz_locks = s.shared.ptz.subscribe_locks();
     s.send_catalog().await?;
+    // Who holds the cameras this site may steer, as of now.
+    for change in s.shared.ptz.holders() {
+        s.forward_lock(change).await?;
+    }
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
     let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
@@ -428,6 +435,13 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
                 if let Err(e) = s.recheck("time window closed").await { break Err(e); }
             }
             _ = shaping_tick.tick() => s.measure_and_publish(),
+            change = ptz_locks.recv() => match change {
+                Ok(change) => if let Err(e) = s.forward_lock(change).await { break Err(e); },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(site, missed = n, "ptz: lock notices lagged; the next command refreshes the holder");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break Ok(()),
+            },
             _ = stats.tick() => {
                 let ended: Vec<u64> = s.subs.iter().filter(|(_, sub)| sub.task.is_finished()).map(|(id, _)| *id).collect();
                 for id in ended {
@@ -445,6 +459,8 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
         }
     };
     s.shared.shaping.remove(site);
+    // Cameras this site was moving stop now, not at the dead-man.
+    s.shared.ptz.drop_site(site);
     for (_, sub) in s.subs.drain() {
         sub.task.abort();
         audit(
@@ -464,6 +480,15 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
 }
 
 impl Session<'_> {
+    /// Tells the relay about a PTZ lock change if its site may steer the camera.
+    async fn forward_lock(&mut self, change: crate::ptz::LockChange) -> Result<(), SessionError> {
+        let catalog = self.shared.cameras.catalog();
+        if !crate::ptz::PtzService::site_may_see_lock(&self.access, self.site, &catalog, &change.camera) {
+            return Ok(());
+        }
+        self.tx.send(&Control::PtzLock { camera: change.camera, holder: change.holder }).await
+    }
+
     async fn send_catalog(&mut self) -> Result<(), SessionError> {
         let cameras = self.access.catalog(self.site, &self.shared.cameras.catalog());
         audit(
@@ -556,6 +581,20 @@ impl Session<'_> {
                 }
             }
             Control::Stats(_) => {}
+            Control::Ptz { id, camera, viewer, command } => {
+                // Decided and queued now (so commands keep their order);
+                // the camera's answer goes back through the reply channel,
+                // without holding up this loop.
+                // A relay without accounts may not name its viewers.
+                let viewer = if viewer.is_empty() { "anonymous".to_owned() } else { viewer };
+                let who = crate::ptz::Requester::Site { site: self.site.to_owned(), viewer };
+                let pending = self.shared.ptz.submit(&who, &camera, &command);
+                let reply_tx = self.reply_tx.clone();
+                tokio::spawn(async move {
+                    let reply = pending.reply().await;
+                    let _ = reply_tx.send(Control::PtzResult { id, reply }).await;
+                });
+            }
             other => {
                 return Err(SessionError::Protocol(format!(
                     "relay sent `{}`, which only an agent may send",

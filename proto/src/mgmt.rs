@@ -34,11 +34,17 @@ pub fn router(feed: StatusFeed) -> Router {
 /// Binds the management port (so a busy port fails start-up with a clear
 /// error) and serves it in the background.
 pub async fn spawn(listen: SocketAddr, feed: StatusFeed) -> std::io::Result<SocketAddr> {
+    spawn_with(listen, feed, Router::new()).await
+}
+
+/// Like [`spawn`], with the node's own routes (e.g. the agent's PTZ API) beside.
+pub async fn spawn_with(listen: SocketAddr, feed: StatusFeed, extra: Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listen = listener.local_addr()?;
     tracing::info!(%listen, "management port: /status /metrics /healthz /readyz and the status page");
+    let app = router(feed).merge(extra);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(feed)).await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "management port failed");
         }
     });

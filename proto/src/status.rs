@@ -176,6 +176,10 @@ pub struct StatusDoc {
     /// config key that bounds it).
     #[serde(default)]
     pub limit_refusals: std::collections::BTreeMap<String, u64>,
+    /// PTZ commands since start, by audit outcome (`allowed`, `denied`,
+    /// `failed`, `preempted`, `stopped`, `released`); agents only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ptz_commands: std::collections::BTreeMap<String, u64>,
 }
 
 /// Turns monotonically growing byte counters into rates between samples.
@@ -353,6 +357,17 @@ impl StatusDoc {
                 .map(|(k, v)| (format!("limit=\"{}\"", esc_label(k)), *v as f64))
                 .collect(),
         );
+        if !self.ptz_commands.is_empty() {
+            metric(
+                "ponte_ptz_commands_total",
+                "counter",
+                "PTZ commands and stops since start, by audit outcome.",
+                self.ptz_commands
+                    .iter()
+                    .map(|(k, v)| (format!("outcome=\"{}\"", esc_label(k)), *v as f64))
+                    .collect(),
+            );
+        }
         metric(
             "ponte_audit_write_errors_total",
             "counter",

@@ -11,6 +11,12 @@
     'fixed': 'fixed',
   };
   const ICE_GATHERING_TIMEOUT_MS = 3000;
+  // PTZ: velocity of a held button (per mille), how often a held button
+  // renews its move (the agent stops a move not renewed within 1.5 s), and
+  // how often the pad asks who holds the camera.
+  const PTZ_SPEED = 500;
+  const PTZ_REPEAT_MS = 500;
+  const PTZ_POLL_MS = 1500;
 
   const statusEl = document.getElementById('status');
   const video = document.getElementById('video');
@@ -21,6 +27,9 @@
   const loginError = document.getElementById('login-error');
   const accountEl = document.getElementById('account');
   const whoEl = document.getElementById('who');
+  const ptzEl = document.getElementById('ptz');
+  const ptzStatusEl = document.getElementById('ptz-status');
+  const presetEl = document.getElementById('ptz-preset');
 
   let cameras = [];
   let pc = null;
@@ -120,6 +129,7 @@
 
   function stop() {
     generation += 1;
+    ptzHide();
     deleteSession();
     if (pc) {
       pc.close();
@@ -160,6 +170,7 @@
     const loginsAtStart = logins;
     current = { camera: cameraId, quality };
     markActive();
+    ptzFor(cameraId);
     setStatus('connecting', (label) => `Connecting to ${label}…`);
     const params = new URLSearchParams({ camera: cameraId });
     if (quality !== 'main') params.set('quality', quality);
@@ -227,6 +238,231 @@
       }
       throw err;
     }
+  }
+
+  // ---- PTZ pad -------------------------------------------------------------
+  // Shown only when the relay says this viewer may steer the camera. A held
+  // button sends `move` at once and every PTZ_REPEAT_MS; releasing it (or the
+  // pointer leaving it, the page losing focus or being hidden) sends `stop`.
+  // Commands go out one after another, so a `stop` never overtakes a `move`.
+
+  let ptzCamera = null;
+  let ptzGen = 0;
+  let ptzHolder = null;
+  let ptzError = '';
+  let ptzPresets = '[]';
+  let ptzPoll = null;
+  let ptzRepeat = null;
+  let ptzHeld = null;
+  let ptzChain = Promise.resolve();
+  let ptzInflight = 0;
+
+  function ptzUrl(camera) {
+    return `/api/ptz/${encodeURIComponent(camera)}`;
+  }
+
+  function holderLabel(h) {
+    return h ? `${h.viewer}@${h.site}` : '';
+  }
+
+  function ptzRedraw() {
+    const mine = ptzHolder && ptzHolder.viewer === viewer && ptzHolder.site === document.body.dataset.site;
+    let text;
+    if (ptzError) {
+      text = ptzHolder && !ptzError.includes(holderLabel(ptzHolder))
+        ? `${ptzError} (controlled by ${holderLabel(ptzHolder)})`
+        : ptzError;
+    } else if (ptzHolder) {
+      text = `Controlled by ${holderLabel(ptzHolder)}${mine ? ' (you)' : ''}`;
+    } else {
+      text = 'Free: press and hold an arrow to steer.';
+    }
+    // Unchanged text is left alone, so screen readers announce changes only.
+    if (ptzStatusEl.textContent !== text) ptzStatusEl.textContent = text;
+    ptzStatusEl.className = ptzError ? 'error' : '';
+  }
+
+  function ptzFor(camera) {
+    ptzHide();
+    ptzGen += 1;
+    ptzCamera = camera;
+    ptzHolder = null;
+    ptzError = '';
+    ptzRefresh();
+  }
+
+  function ptzHide() {
+    ptzRelease(true);
+    ptzEl.hidden = true;
+    if (ptzPoll) clearInterval(ptzPoll);
+    ptzPoll = null;
+  }
+
+  function ptzShow(body) {
+    ptzEl.hidden = false;
+    const before = holderLabel(ptzHolder);
+    ptzHolder = body.holder || null;
+    // The lock changed hands since a refusal: the refusal is old news.
+    if (holderLabel(ptzHolder) !== before) ptzError = '';
+    const presets = JSON.stringify(body.presets || []);
+    if (presets !== ptzPresets) {
+      // Rebuilt only when changed, so an open dropdown is left alone.
+      ptzPresets = presets;
+      presetEl.textContent = '';
+      presetEl.append(el('option', { value: '', textContent: (body.presets || []).length ? 'Go to preset…' : 'No presets' }));
+      for (const p of body.presets || []) {
+        presetEl.append(el('option', { value: p.token, textContent: p.name || p.token }));
+      }
+    }
+    if (!ptzPoll) {
+      ptzPoll = setInterval(() => {
+        if (!document.hidden) ptzRefresh();
+      }, PTZ_POLL_MS);
+    }
+    ptzRedraw();
+  }
+
+  async function ptzRefresh() {
+    const camera = ptzCamera;
+    const gen = ptzGen;
+    if (!camera) return;
+    try {
+      const resp = await fetch(ptzUrl(camera));
+      if (gen !== ptzGen) return;
+      const body = resp.ok ? await resp.json() : null;
+      if (gen !== ptzGen) return;
+      if (!body || !body.may_steer) {
+        ptzHide();
+        return;
+      }
+      ptzShow(body);
+    } catch (err) {
+      // A network hiccup: the next poll tries again.
+    }
+  }
+
+  function ptzSend(cmd) {
+    const camera = ptzCamera;
+    const gen = ptzGen;
+    if (!camera) return Promise.resolve();
+    ptzInflight += 1;
+    ptzChain = ptzChain.then(async () => {
+      try {
+        const resp = await fetch(ptzUrl(camera), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify(cmd),
+        });
+        const text = await resp.text();
+        let body = null;
+        try {
+          body = JSON.parse(text);
+        } catch (err) {
+          body = null;
+        }
+        if (gen !== ptzGen) return;
+        if (body && body.result === 'done') {
+          ptzError = '';
+          ptzHolder = body.holder || null;
+        } else {
+          ptzError = (body && body.reason) || text.trim() || `the relay answered HTTP ${resp.status}`;
+          if (body && body.holder) ptzHolder = body.holder;
+          // Refused: stop repeating (a `stop` would be refused too).
+          if (cmd.op === 'move') ptzRelease(false);
+        }
+        ptzRedraw();
+      } catch (err) {
+        if (gen === ptzGen) {
+          ptzError = `PTZ command failed: ${err.message || err}`;
+          ptzRedraw();
+        }
+      } finally {
+        ptzInflight -= 1;
+      }
+    });
+    return ptzChain;
+  }
+
+  function ptzPress(velocity) {
+    if (!ptzCamera || ptzEl.hidden) return;
+    if (ptzHeld) ptzRelease(false);
+    const cmd = { op: 'move', pan: velocity.pan, tilt: velocity.tilt, zoom: velocity.zoom };
+    ptzHeld = cmd;
+    ptzSend(cmd);
+    ptzRepeat = setInterval(() => {
+      // A renewal still on its way is enough: do not queue another.
+      if (ptzHeld === cmd && ptzInflight === 0) ptzSend(cmd);
+    }, PTZ_REPEAT_MS);
+  }
+
+  // Ends a hold; `send` says whether to tell the camera to stop.
+  function ptzRelease(send) {
+    if (!ptzHeld) return;
+    ptzHeld = null;
+    clearInterval(ptzRepeat);
+    ptzRepeat = null;
+    if (send) ptzSend({ op: 'stop' });
+  }
+
+  function holdable(button, velocity) {
+    button.addEventListener('pointerdown', (ev) => {
+      if (ev.button !== 0) return;
+      ev.preventDefault();
+      button.focus();
+      ptzPress(velocity);
+    });
+    for (const name of ['pointerup', 'pointerleave', 'pointercancel', 'blur']) {
+      button.addEventListener(name, () => ptzRelease(true));
+    }
+    button.addEventListener('keydown', (ev) => {
+      if (ev.key !== ' ' && ev.key !== 'Enter') return;
+      ev.preventDefault();
+      if (!ev.repeat) ptzPress(velocity);
+    });
+    button.addEventListener('keyup', (ev) => {
+      if (ev.key !== ' ' && ev.key !== 'Enter') return;
+      ev.preventDefault();
+      ptzRelease(true);
+    });
+    button.addEventListener('contextmenu', (ev) => ev.preventDefault());
+  }
+
+  for (const button of ptzEl.querySelectorAll('button[data-pan], button[data-zoom]')) {
+    holdable(button, {
+      pan: Number(button.dataset.pan || 0) * PTZ_SPEED,
+      tilt: Number(button.dataset.tilt || 0) * PTZ_SPEED,
+      zoom: Number(button.dataset.zoom || 0) * PTZ_SPEED,
+    });
+  }
+  document.getElementById('ptz-stop').addEventListener('click', () => {
+    if (ptzHeld) ptzRelease(true);
+    else ptzSend({ op: 'stop' });
+  });
+  document.getElementById('ptz-release').addEventListener('click', () => {
+    ptzRelease(false);
+    ptzSend({ op: 'release' });
+  });
+  presetEl.addEventListener('change', () => {
+    const preset = presetEl.value;
+    // Back to the prompt, so the same preset can be chosen again.
+    presetEl.value = '';
+    if (preset) ptzSend({ op: 'goto_preset', preset });
+  });
+  window.addEventListener('blur', () => ptzRelease(true));
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) ptzRelease(true);
+  });
+
+  function ptzState() {
+    return {
+      visible: !ptzEl.hidden,
+      camera: ptzCamera,
+      holder: ptzHolder,
+      error: ptzError,
+      status: ptzStatusEl.textContent,
+      moving: !!ptzHeld,
+      presets: JSON.parse(ptzPresets),
+    };
   }
 
   async function stats() {
@@ -386,11 +622,24 @@
   loginForm.addEventListener('submit', login);
   document.getElementById('logout').addEventListener('click', () => logout().catch(() => {}));
   window.addEventListener('pagehide', deleteSession);
+  window.addEventListener('pagehide', () => {
+    // The page goes away mid-move: keepalive lets the `stop` out.
+    if (!ptzHeld || !ptzCamera) return;
+    ptzHeld = null;
+    clearInterval(ptzRepeat);
+    fetch(ptzUrl(ptzCamera), {
+      method: 'POST',
+      keepalive: true,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ op: 'stop' }),
+    }).catch(() => {});
+  });
 
   window.ponteViewer = {
     play,
     stats,
     state,
+    ptz: ptzState,
     stop() {
       stop();
       setStatus('idle', 'Stopped. Pick a camera.');

@@ -21,6 +21,8 @@ pub mod action {
     pub const VIEW_STOP: &str = "view-stop";
     /// A viewer asked for a camera it may not have, or the upstream refused it.
     pub const REFUSED: &str = "refused";
+    /// A PTZ command of a viewer: carried out, or refused here or upstream.
+    pub const PTZ: &str = "ptz";
 }
 
 /// One viewing, as the audit log names it.
@@ -124,6 +126,20 @@ impl RelayAudit {
             ..Default::default()
         });
     }
+
+    /// A viewer's PTZ command: `outcome` is `done` or the refusal's code
+    /// (`forbidden`, `unknown`, `locked`, `timeout`, ...); `detail` names
+    /// the command and, for a refusal, who refused it and why.
+    pub fn ptz(&self, viewer: Option<&str>, camera: &str, outcome: &str, detail: &str) {
+        self.write(AuditRecord {
+            viewer: viewer.map(str::to_owned),
+            camera: Some(camera.to_owned()),
+            action: action::PTZ.into(),
+            outcome: outcome.to_owned(),
+            reason: Some(detail.to_owned()),
+            ..Default::default()
+        });
+    }
 }
 
 /// `ponte-relay audit verify FILE...`: one file means it and its rotated
@@ -168,9 +184,10 @@ mod tests {
         audit.view_start(v, "WHEP");
         audit.view_stop(v, Duration::from_millis(1500), "deleted by the viewer");
         audit.refused(Some("anna"), "caserma", Quality::Main, "unknown", "outside the viewer's cameras");
+        audit.ptz(Some("anna"), "zaist-mantova", "forbidden", "move: account `anna` has no PTZ right");
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         assert_eq!(lines[0]["action"], "login");
         assert_eq!(lines[0]["client"], "10.1.2.3");
         assert!(lines.iter().all(|l| l.get("password").is_none()), "no password field: {text}");
@@ -180,7 +197,11 @@ mod tests {
         assert_eq!(lines[2]["node"], "carabinieri");
         assert_eq!(lines[3]["outcome"], "unknown");
         assert!(lines[3].get("session").is_none(), "absent fields are omitted");
-        assert_eq!(ponte_proto::audit::verify(&[path]), Ok(4));
+        assert_eq!(
+            (&lines[4]["action"], &lines[4]["outcome"], &lines[4]["camera"]),
+            (&serde_json::json!("ptz"), &serde_json::json!("forbidden"), &serde_json::json!("zaist-mantova"))
+        );
+        assert_eq!(ponte_proto::audit::verify(&[path]), Ok(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -64,6 +64,9 @@ pub struct ViewerConfig {
     /// on Digest; from `ponte-relay passwd --user NAME --rtsp-digest`.
     #[serde(default)]
     pub rtsp_digest_ha1: Option<String>,
+    /// May steer PTZ cameras (only those the site itself may steer); default false.
+    #[serde(default)]
+    pub ptz: bool,
 }
 
 /// `[[token]]`: a machine client (VMS, script) with a bearer token.
@@ -80,6 +83,9 @@ pub struct TokenConfig {
     /// As for viewers.
     #[serde(default)]
     pub max_quality: Option<Quality>,
+    /// As for viewers.
+    #[serde(default)]
+    pub ptz: bool,
 }
 
 // ---- viewers and what they may see -----------------------------------------
@@ -143,16 +149,40 @@ pub struct Viewer {
     name: Arc<str>,
     kind: ViewerKind,
     scope: Arc<Scope>,
+    /// The account's `ptz` right (outside the scope: it adds no camera).
+    ptz: bool,
 }
 
 impl Viewer {
     /// The viewer of a relay without accounts: sees the whole site catalog.
     pub fn anonymous() -> Viewer {
-        Viewer { name: Arc::from("anonymous"), kind: ViewerKind::Anonymous, scope: Arc::new(Scope::ALL) }
+        Viewer {
+            name: Arc::from("anonymous"),
+            kind: ViewerKind::Anonymous,
+            scope: Arc::new(Scope::ALL),
+            ptz: false,
+        }
     }
 
     fn new(name: &str, kind: ViewerKind, scope: Scope) -> Viewer {
-        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope) }
+        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false }
+    }
+
+    fn with_ptz(self, ptz: bool) -> Viewer {
+        Viewer { ptz, ..self }
+    }
+
+    /// Whether the account has the `ptz` right at all (nobody has it on a
+    /// relay without accounts).
+    pub fn has_ptz_right(&self) -> bool {
+        self.ptz
+    }
+
+    /// Whether the viewer may steer this site camera: the account's `ptz`
+    /// right, the camera in its set, and the site's own PTZ right on it
+    /// (the catalog's `ptz`). A viewer only narrows what the site may do.
+    pub fn may_steer(&self, cam: &CatalogEntry) -> bool {
+        self.ptz && cam.ptz && self.may_see(cam)
     }
 
     /// Account or token name (`anonymous` on a relay without accounts).
@@ -382,7 +412,7 @@ impl Accounts {
             out.accounts.insert(
                 v.user.clone(),
                 Account {
-                    viewer: Viewer::new(&v.user, ViewerKind::Account, scope),
+                    viewer: Viewer::new(&v.user, ViewerKind::Account, scope).with_ptz(v.ptz),
                     phc: v.password_hash.clone(),
                     ha1,
                 },
@@ -401,7 +431,8 @@ impl Accounts {
                 bail!("{what}: the same token is configured twice; give each client its own (`ponte-relay token`)");
             }
             let scope = Scope::compile(&what, t.cameras.as_deref(), t.max_quality)?;
-            out.tokens.push(Token { viewer: Viewer::new(&t.name, ViewerKind::Token, scope), digest });
+            let viewer = Viewer::new(&t.name, ViewerKind::Token, scope).with_ptz(t.ptz);
+            out.tokens.push(Token { viewer, digest });
         }
         Ok(out)
     }
@@ -488,6 +519,7 @@ pub fn passwd_cli(user: Option<&str>, rtsp_digest: bool) -> Result<()> {
             println!("[[viewer]]\nuser = \"{user}\"\npassword_hash = \"{phc}\"");
             println!("# cameras = [\"zone:Zaist\", \"camera:po-lungofiume\"]   # optional: fewer cameras than the site");
             println!("# max_quality = \"sub\"                                   # optional");
+            println!("# ptz = true                                            # optional: may steer the site's PTZ cameras");
             if rtsp_digest {
                 println!(
                     "rtsp_digest_ha1 = \"{}\"   # RTSP Digest, realm \"{RTSP_REALM}\"",
@@ -1103,6 +1135,7 @@ mod tests {
             cameras: cameras.map(|c| c.iter().map(|s| s.to_string()).collect()),
             max_quality: max,
             rtsp_digest_ha1: None,
+            ptz: false,
         }
     }
 
@@ -1117,7 +1150,13 @@ mod tests {
         let (token, digest) = new_token();
         let accounts = Accounts::from_config(
             &[viewer("anna", phc(), None, None)],
-            &[TokenConfig { name: "vms".into(), token_sha256: digest, cameras: None, max_quality: None }],
+            &[TokenConfig {
+                name: "vms".into(),
+                token_sha256: digest,
+                cameras: None,
+                max_quality: None,
+                ptz: false,
+            }],
         )
         .unwrap();
         assert!(!accounts.is_open());
@@ -1179,6 +1218,7 @@ mod tests {
                     token_sha256: new_token().1,
                     cameras: None,
                     max_quality: None,
+                    ptz: false,
                 }],
                 "twice",
             ),
@@ -1189,6 +1229,7 @@ mod tests {
                     token_sha256: "abc".into(),
                     cameras: None,
                     max_quality: None,
+                    ptz: false,
                 }],
                 "64 hex digits",
             ),
@@ -1242,6 +1283,44 @@ mod tests {
         assert!(Viewer::anonymous().may_see(&main_only));
         assert_eq!(Viewer::anonymous().audit_name(), None);
         assert_eq!(sub_only.audit_name(), Some("anna"));
+    }
+
+    /// The PTZ right needs all three: the account's `ptz`, the camera in
+    /// its set, and the site's own right (the catalog's `ptz`).
+    #[test]
+    fn steering_needs_the_account_right_the_camera_and_the_site_right() {
+        let mut v = viewer("anna", phc(), Some(&["zone:Zaist", "zone:Po"]), None);
+        v.ptz = true;
+        let mut t = TokenConfig {
+            name: "vms".into(),
+            token_sha256: new_token().1,
+            cameras: None,
+            max_quality: None,
+            ptz: false,
+        };
+        let accounts =
+            Accounts::from_config(&[v.clone(), viewer("bruno", phc(), None, None)], &[t.clone()]).unwrap();
+        let anna = accounts.accounts["anna"].viewer.clone();
+        let bruno = accounts.accounts["bruno"].viewer.clone();
+        let mut zaist = cam("zaist-mantova", "Zaist", "dome-ptz");
+        let mut po = cam("po-lungofiume", "Po", "dome-ptz");
+        zaist.ptz = true;
+        assert!(anna.has_ptz_right() && anna.may_steer(&zaist));
+        assert!(!anna.may_steer(&po), "the site may not steer it");
+        po.ptz = true;
+        let mut centro = cam("porta-1", "Centro", "dome-ptz");
+        centro.ptz = true;
+        assert!(!anna.may_steer(&centro), "outside anna's cameras");
+        assert!(!bruno.has_ptz_right() && !bruno.may_steer(&zaist), "`ptz` defaults to false");
+        assert!(!accounts.tokens[0].viewer.may_steer(&zaist));
+        assert!(!Viewer::anonymous().may_steer(&zaist), "nobody steers on a relay without accounts");
+        assert!(anna.unrestricted() == bruno.unrestricted() || !anna.unrestricted(), "ptz is no scope");
+        t.ptz = true;
+        let accounts = Accounts::from_config(&[], &[t]).unwrap();
+        assert!(accounts.tokens[0].viewer.may_steer(&zaist));
+        assert!(accounts.tokens[0].viewer.unrestricted(), "the right adds no camera and no quality");
+        zaist.ptz = false;
+        assert!(!accounts.tokens[0].viewer.may_steer(&zaist));
     }
 
     fn arb_selector() -> impl Strategy<Value = String> {

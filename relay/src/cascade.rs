@@ -10,10 +10,15 @@
 //! stream crosses each link once however many viewers sit below. A camera
 //! outside this relay's catalog is `unknown`: a cascade never widens what
 //! its site was granted.
+//!
+//! PTZ control does not cross a cascade: the agent grants PTZ to this site,
+//! not to the sites below, so the catalog sent down says `ptz = false` and a
+//! downstream's `Ptz` is answered `unsupported`.
 
 use crate::upstream::Upstreams;
 use ponte_proto::hub::TrackReader;
 use ponte_proto::media::Quality;
+use ponte_proto::ptz::{PtzErrorCode, PtzReply};
 use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SessionError};
 use ponte_proto::status::LinkStatus;
 use ponte_proto::wire::{CatalogEntry, Control, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION};
@@ -273,7 +278,7 @@ async fn run_session(
     let (mut tx, mut rx, _peer) = session::open_control(&conn, &hello).await?;
     let mut catalog_rx = upstreams.catalog_changes();
     catalog_rx.borrow_and_update();
-    let mut sent: Vec<CatalogEntry> = upstreams.catalog();
+    let mut sent: Vec<CatalogEntry> = downstream_catalog(&upstreams);
     tx.send(&Control::Catalog { cameras: sent.clone() }).await?;
     info!(site, cameras = sent.len(), "catalog sent downstream");
     // Replies from subscription tasks funnel here so only this task writes
@@ -327,6 +332,21 @@ async fn run_session(
                         }
                     }
                     Control::Stats(_) => {}
+                    Control::Ptz { id, camera, viewer, command } => {
+                        info!(site, camera = %camera, viewer = %viewer, command = command.name(), "downstream PTZ command refused: PTZ does not cross a cascade");
+                        let reply = PtzReply::refused(
+                            PtzErrorCode::Unsupported,
+                            format!(
+                                "camera `{camera}`: PTZ control does not cross relays; site `{site}` is fed by \
+                                 relay `{}`, which may not pass its commands on; ask the master room to grant \
+                                 `{site}` a direct link with `ptz = true`",
+                                upstreams.site()
+                            ),
+                        );
+                        if let Err(e) = tx.send(&Control::PtzResult { id, reply }).await {
+                            break Err(e);
+                        }
+                    }
                     other => {
                         break Err(SessionError::Protocol(format!(
                             "downstream relay sent `{}`, which only a sender may send",
@@ -344,7 +364,7 @@ async fn run_session(
             changed = catalog_rx.changed() => {
                 if changed.is_err() { break Ok(()); }
                 catalog_rx.borrow_and_update();
-                let now = upstreams.catalog();
+                let now = downstream_catalog(&upstreams);
                 if now != sent {
                     sent = now;
                     info!(site, cameras = sent.len(), "catalog changed: re-sent downstream");
@@ -369,6 +389,16 @@ async fn run_session(
     subs.clear();
     link.counters.subscriptions.store(0, Ordering::Relaxed);
     result
+}
+
+/// This relay's catalog as sent down: the same cameras, without the PTZ
+/// right (it belongs to this site, not to the sites below).
+fn downstream_catalog(upstreams: &Upstreams) -> Vec<CatalogEntry> {
+    let mut catalog = upstreams.catalog();
+    for c in &mut catalog {
+        c.ptz = false;
+    }
+    catalog
 }
 
 /// Ends the subscriptions of cameras that left this relay's catalog.

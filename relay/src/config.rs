@@ -376,6 +376,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `ptz` is per account and per token, false unless set.
+    #[test]
+    fn ptz_right_is_per_account_and_off_by_default() {
+        let phc = crate::auth::hash_password("example password").unwrap();
+        let (_, digest) = crate::auth::new_token();
+        let text = format!(
+            "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n\
+             [[viewer]]\nuser = \"anna\"\npassword_hash = \"{phc}\"\nptz = true\n\
+             [[viewer]]\nuser = \"bruno\"\npassword_hash = \"{phc}\"\n\
+             [[token]]\nname = \"vms\"\ntoken_sha256 = \"{digest}\"\nptz = true\n"
+        );
+        let c = RelayConfig::from_toml(&text).unwrap();
+        assert_eq!(c.viewers.iter().map(|v| v.ptz).collect::<Vec<_>>(), [true, false]);
+        assert!(c.tokens[0].ptz);
+        let err = format!(
+            "{:#}",
+            RelayConfig::from_toml(&text.replace("ptz = true", "ptz = \"maybe\"")).unwrap_err()
+        );
+        assert!(err.contains("ptz") || err.contains("bool"), "{err}");
+    }
+
     /// The documented override form, `PONTE_<SECTION>__<KEY>`, takes effect.
     #[test]
     fn environment_overrides_use_the_documented_form() {

@@ -9,6 +9,7 @@ mod config;
 mod fuzz_targets;
 mod limits;
 mod page;
+mod ptz;
 mod rtsp;
 mod status;
 mod upstream;
@@ -164,7 +165,13 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     ponte_proto::mgmt::spawn(mgmt, feed)
         .await
         .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
-    let app = whep::router(state).merge(
+    let ptz = Arc::new(ptz::PtzState::new(
+        upstreams.clone(),
+        auth.clone(),
+        audit.clone(),
+        ptz::PtzSettings::default(),
+    ));
+    let app = whep::router(state).merge(ptz::router(ptz)).merge(
         axum::Router::new()
             .route("/api/status", axum::routing::get(status_json))
             .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))

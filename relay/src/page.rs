@@ -1,7 +1,8 @@
 //! The viewer page: one self-contained HTML document (inline style and script,
 //! no external resources, no build step). The camera list is fetched from
 //! `/api/catalog` and playback uses the relay's own WHEP endpoint. When the
-//! relay answers 401, the page shows its login form (`POST /login`).
+//! relay answers 401, the page shows its login form (`POST /login`). A PTZ
+//! pad (`/api/ptz/{camera}`) appears for cameras the viewer may steer.
 
 const TEMPLATE: &str = include_str!("../assets/viewer.html");
 const SCRIPT: &str = include_str!("../assets/viewer.js");
@@ -92,6 +93,14 @@ mod tests {
             "fetch('/login'",
             "fetch('/logout'",
             "type=\"password\"",
+            "/api/ptz/",
+            "id=\"ptz\" hidden",
+            "aria-label=\"Pan right\"",
+            "aria-label=\"Zoom in\"",
+            "id=\"ptz-preset\"",
+            "op: 'stop'",
+            "'pointerleave'",
+            "visibilitychange",
         ] {
             assert!(html.contains(needle), "page lacks {needle}");
         }

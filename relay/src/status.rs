@@ -135,5 +135,6 @@ fn sample(
         recent_errors: Vec::new(),
         audit_write_errors: egress.audit.write_errors(),
         limit_refusals: whep.refusals(),
+        ptz_commands: Default::default(),
     }
 }

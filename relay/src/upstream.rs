@@ -12,9 +12,16 @@
 //! adopts within the reconnect grace ends as before. The lost link's catalog
 //! is kept for that grace too, so the page and the cascade keep listing its
 //! cameras through a short outage.
+//!
+//! PTZ commands of local viewers go up the control stream of the link that
+//! carries the camera, each with a request id of that session; the answer
+//! (`PtzResult`) is matched by id. A command nobody answers in time is
+//! answered `timeout`, one whose link is down or goes down `unavailable`.
+//! The latest `PtzLock` notice per camera says who holds its lock.
 
 use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::Quality;
+use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzHolder, PtzReply};
 use ponte_proto::session::{self, SessionError};
 use ponte_proto::status::{CameraStatus, LinkStatus};
 use ponte_proto::wire::{
@@ -38,6 +45,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an orphaned track looks for a link to feed it again (a link
 /// that comes up adopts it at once; this covers a refused re-subscription).
 const ADOPT_RETRY: Duration = Duration::from_secs(1);
+/// How long a PTZ command waits for the agent's answer.
+pub const PTZ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most PTZ commands waiting for answers on one link.
+const MAX_PTZ_PENDING: usize = 256;
 
 /// Why a viewer could not get a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +112,9 @@ struct Link {
     ctl: mpsc::Sender<Control>,
     subs: HashMap<u64, TrackKey>,
     next_sub: u64,
+    /// PTZ commands sent on this session and not answered yet, by request id.
+    ptz_pending: HashMap<u64, oneshot::Sender<PtzReply>>,
+    next_ptz: u64,
 }
 
 #[derive(Default)]
@@ -113,6 +127,12 @@ struct Inner {
     lost: HashMap<String, LostCatalog>,
     /// Always-on cameras: a task per camera holding a subscription open.
     keepers: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Latest known PTZ lock holder per camera, with when it was learnt.
+    ptz_holders: HashMap<String, (PtzHolder, Instant)>,
+    /// `PtzLock` notices received: a reply's holder is used only if no
+    /// notice came while its command was under way (the agent sends replies
+    /// and notices on separate paths, so a notice may overtake a reply).
+    ptz_notices: u64,
 }
 
 /// Upstream links and the tracks they feed.
@@ -376,6 +396,128 @@ impl Upstreams {
         }
     }
 
+    /// Sends a viewer's PTZ command up the link that carries `camera` and
+    /// waits at most `wait` for the agent's answer. Never fails: a link that
+    /// is down, congested or silent is answered as a refusal.
+    pub async fn ptz(&self, camera: &str, viewer: &str, command: PtzCommand, wait: Duration) -> PtzReply {
+        let op = command.name();
+        let sent = {
+            let mut inner = self.lock();
+            let mut carriers: Vec<(u64, &mut Link)> = inner
+                .links
+                .iter_mut()
+                .filter(|(_, l)| l.catalog.iter().any(|c| c.id == camera))
+                .map(|(id, l)| (*id, l))
+                .collect();
+            // A link granting PTZ on the camera first, then the oldest.
+            carriers.sort_by_key(|(id, l)| (!l.catalog.iter().any(|c| c.id == camera && c.ptz), *id));
+            match carriers.into_iter().next() {
+                None => None,
+                Some((link_id, link)) => {
+                    if link.ptz_pending.len() >= MAX_PTZ_PENDING {
+                        return PtzReply::refused(
+                            PtzErrorCode::Unavailable,
+                            format!(
+                                "camera `{camera}`: {MAX_PTZ_PENDING} PTZ commands already wait for `{}`; retry in a moment",
+                                link.peer
+                            ),
+                        );
+                    }
+                    let id = link.next_ptz;
+                    let msg =
+                        Control::Ptz { id, camera: camera.to_owned(), viewer: viewer.to_owned(), command };
+                    if link.ctl.try_send(msg).is_err() {
+                        return PtzReply::refused(
+                            PtzErrorCode::Unavailable,
+                            format!(
+                                "camera `{camera}`: the link to `{}` is congested or closing; retry in a moment",
+                                link.peer
+                            ),
+                        );
+                    }
+                    link.next_ptz += 1;
+                    let (tx, rx) = oneshot::channel();
+                    link.ptz_pending.insert(id, tx);
+                    debug!(camera, viewer, op, upstream = %link.peer, request = id, "PTZ command sent upstream");
+                    let peer = link.peer.clone();
+                    Some((link_id, id, peer, rx, inner.ptz_notices))
+                }
+            }
+        };
+        let Some((link_id, id, peer, answer, notices)) = sent else {
+            if self.catalog().iter().any(|c| c.id == camera) {
+                return PtzReply::refused(
+                    PtzErrorCode::Unavailable,
+                    format!(
+                        "camera `{camera}`: the link to its agent is down; it is retried automatically, try again in a moment"
+                    ),
+                );
+            }
+            return PtzReply::refused(
+                PtzErrorCode::Unknown,
+                format!("camera `{camera}` is not in the catalog of site `{}`", self.site),
+            );
+        };
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(reply)) => {
+                // A reply carries the holder as of its answer (a refusal
+                // without one says nothing about the lock), unless a lock
+                // notice came meanwhile: that one may be newer.
+                let learnt = match &reply {
+                    PtzReply::Done { holder, .. } => Some(holder.clone()),
+                    PtzReply::Refused { holder: Some(h), .. } => Some(Some(h.clone())),
+                    PtzReply::Refused { holder: None, .. } => None,
+                };
+                if let Some(holder) = learnt {
+                    let mut inner = self.lock();
+                    if inner.ptz_notices == notices {
+                        Self::set_holder(&mut inner, camera, holder, Instant::now());
+                    }
+                }
+                reply
+            }
+            Ok(Err(_)) => PtzReply::refused(
+                PtzErrorCode::Unavailable,
+                format!(
+                    "camera `{camera}`: the link to `{peer}` went down before it answered the PTZ `{op}`; retry in a moment"
+                ),
+            ),
+            Err(_) => {
+                if let Some(link) = self.lock().links.get_mut(&link_id) {
+                    link.ptz_pending.remove(&id);
+                }
+                warn!(camera, viewer, op, upstream = %peer, request = id, "PTZ command unanswered");
+                PtzReply::refused(
+                    PtzErrorCode::Timeout,
+                    format!(
+                        "camera `{camera}`: `{peer}` did not answer the PTZ `{op}` within {wait:?}; check the link and retry"
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The camera's PTZ lock holder as last reported upstream, if its lock
+    /// has not lapsed since.
+    pub fn ptz_holder(&self, camera: &str) -> Option<PtzHolder> {
+        let inner = self.lock();
+        let (holder, at) = inner.ptz_holders.get(camera)?;
+        let gone = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let left = holder.expires_in_ms.checked_sub(gone).filter(|ms| *ms > 0)?;
+        Some(PtzHolder { expires_in_ms: left, ..holder.clone() })
+    }
+
+    fn set_holder(inner: &mut Inner, camera: &str, holder: Option<PtzHolder>, now: Instant) {
+        match holder {
+            Some(h) => {
+                inner.ptz_holders.insert(camera.to_owned(), (h, now));
+            }
+            None => {
+                inner.ptz_holders.remove(camera);
+            }
+        }
+    }
+
     /// Looks after one track for its whole life: unsubscribes upstream once
     /// it has had no viewer for `linger`; while it is orphaned, looks for a
     /// link to feed it, and ends it when none came within the grace.
@@ -553,6 +695,8 @@ impl Upstreams {
                     ctl: ctl_tx,
                     subs: HashMap::new(),
                     next_sub: 1,
+                    ptz_pending: HashMap::new(),
+                    next_ptz: 1,
                 },
             );
             id
@@ -645,6 +789,28 @@ impl Upstreams {
                 }
             }
             Control::Stats(s) => debug!(peer, ?s, "upstream stats"),
+            Control::PtzResult { id, reply } => {
+                let waiting = self.lock().links.get_mut(&link_id).and_then(|l| l.ptz_pending.remove(&id));
+                match waiting {
+                    Some(tx) => {
+                        let _ = tx.send(reply);
+                    }
+                    None => debug!(peer, request = id, "PTZ answer after its command timed out: dropped"),
+                }
+            }
+            Control::PtzLock { camera, holder } => {
+                let listed =
+                    self.lock().links.get(&link_id).is_some_and(|l| l.catalog.iter().any(|c| c.id == camera));
+                if listed {
+                    let who = holder.as_ref().map(|h| h.controller.label());
+                    info!(peer, camera = %camera, holder = who.as_deref().unwrap_or("nobody"), "PTZ lock changed hands");
+                    let mut inner = self.lock();
+                    inner.ptz_notices += 1;
+                    Self::set_holder(&mut inner, &camera, holder, Instant::now());
+                } else {
+                    debug!(peer, camera = %camera, "PTZ lock notice for a camera not in this link's catalog: ignored");
+                }
+            }
             // Shaping at the agent: the track stays open (viewers keep their
             // session) and resumes at a keyframe.
             Control::Paused { id, reason } => {
@@ -720,6 +886,11 @@ impl Upstreams {
         let (waiting, orphaned) = {
             let mut inner = self.lock();
             if let Some(link) = inner.links.remove(&link_id) {
+                // Its pending PTZ commands are answered `unavailable` as
+                // their senders drop with it; who holds its cameras is unknown now.
+                for c in &link.catalog {
+                    inner.ptz_holders.remove(&c.id);
+                }
                 if !inner.links.values().any(|l| l.peer == link.peer) {
                     inner.lost.insert(link.peer.clone(), LostCatalog { catalog: link.catalog, since: now });
                 }
@@ -911,6 +1082,8 @@ mod tests {
                     ctl,
                     subs: HashMap::new(),
                     next_sub: 1,
+                    ptz_pending: HashMap::new(),
+                    next_ptz: 1,
                 },
             );
             (id, rx)
@@ -1096,6 +1269,175 @@ mod tests {
                 ponte_fuzz::class_of((shape, readers.len().min(4)))
             })
         });
+    }
+
+    fn ptz_entry(camera: &str) -> CatalogEntry {
+        CatalogEntry { kind: "dome-ptz".into(), ptz: true, ..entry(camera, false) }
+    }
+
+    fn holder(viewer: &str, ms: u64) -> ponte_proto::ptz::PtzHolder {
+        ponte_proto::ptz::PtzHolder {
+            controller: ponte_proto::ptz::Controller {
+                site: "questura".into(),
+                viewer: viewer.into(),
+                priority: 10,
+            },
+            expires_in_ms: ms,
+        }
+    }
+
+    /// Commands go up with fresh ids, answers are matched by id whatever
+    /// their order, the holder is learnt from replies and lock notices and
+    /// lapses with its lock.
+    #[tokio::test(start_paused = true)]
+    async fn ptz_commands_are_matched_by_id_and_holders_remembered() {
+        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let (l1, mut rx) = up.attach("master");
+        up.on_control(
+            l1,
+            "master",
+            Control::Catalog { cameras: vec![ptz_entry("dome"), entry("c0", false)] },
+        )
+        .unwrap();
+        let ask = |cmd: PtzCommand| {
+            let u = up.clone();
+            tokio::spawn(async move { u.ptz("dome", "anna", cmd, PTZ_TIMEOUT).await })
+        };
+        let first = ask(PtzCommand::Move { pan: 500, tilt: 0, zoom: 0 });
+        let second = ask(PtzCommand::Presets);
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let Some(Control::Ptz { id, camera, viewer, command }) = rx.recv().await else {
+                panic!("no Ptz")
+            };
+            assert_eq!((camera.as_str(), viewer.as_str()), ("dome", "anna"));
+            ids.push((id, command));
+        }
+        assert_ne!(ids[0].0, ids[1].0, "one id per request");
+        // Answered in reverse order.
+        for (id, command) in ids.iter().rev() {
+            let reply = match command {
+                PtzCommand::Presets => PtzReply::Done {
+                    holder: None,
+                    presets: vec![ponte_proto::ptz::PtzPreset { token: "1".into(), name: "Ingresso".into() }],
+                    position: None,
+                },
+                _ => PtzReply::Done { holder: Some(holder("anna", 15_000)), presets: vec![], position: None },
+            };
+            up.on_control(l1, "master", Control::PtzResult { id: *id, reply }).unwrap();
+        }
+        let moved = first.await.unwrap();
+        assert_eq!(moved.http_status(), 200, "{moved:?}");
+        let PtzReply::Done { presets, .. } = second.await.unwrap() else { panic!("presets refused") };
+        assert_eq!(presets[0].name, "Ingresso");
+        assert_eq!(up.ptz_holder("dome").unwrap().controller.viewer, "anna", "learnt from the move's reply");
+
+        // An answer nobody waits for any more is no protocol error.
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzResult { id: 999, reply: PtzReply::refused(PtzErrorCode::Locked, "x") },
+        )
+        .unwrap();
+        // Lock notices: another site takes over; a notice for a camera this
+        // link does not carry is ignored; the holder lapses with its lock.
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzLock { camera: "dome".into(), holder: Some(holder("bruno", 2_000)) },
+        )
+        .unwrap();
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzLock { camera: "elsewhere".into(), holder: Some(holder("x", 9_000)) },
+        )
+        .unwrap();
+        assert!(up.ptz_holder("elsewhere").is_none());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let h = up.ptz_holder("dome").unwrap();
+        assert_eq!((h.controller.viewer.as_str(), h.expires_in_ms), ("bruno", 1_500));
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        assert!(up.ptz_holder("dome").is_none(), "lapsed");
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzLock { camera: "dome".into(), holder: Some(holder("bruno", 2_000)) },
+        )
+        .unwrap();
+        up.on_control(l1, "master", Control::PtzLock { camera: "dome".into(), holder: None }).unwrap();
+        assert!(up.ptz_holder("dome").is_none(), "released");
+
+        // A notice overtaking a reply wins: the reply's holder is older.
+        let late = ask(PtzCommand::GotoPreset { preset: "1".into() });
+        let Some(Control::Ptz { id, .. }) = rx.recv().await else { panic!("no Ptz") };
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzLock { camera: "dome".into(), holder: Some(holder("sala", 9_000)) },
+        )
+        .unwrap();
+        let stale = PtzReply::Done { holder: Some(holder("anna", 15_000)), presets: vec![], position: None };
+        up.on_control(l1, "master", Control::PtzResult { id, reply: stale }).unwrap();
+        assert_eq!(late.await.unwrap().http_status(), 200);
+        assert_eq!(up.ptz_holder("dome").unwrap().controller.viewer, "sala", "the newer notice stands");
+
+        // Not in any catalog: unknown, and nothing goes up.
+        let reply = up.ptz("nowhere", "anna", PtzCommand::Stop, PTZ_TIMEOUT).await;
+        assert!(matches!(reply, PtzReply::Refused { code: PtzErrorCode::Unknown, .. }), "{reply:?}");
+        assert!(rx.try_recv().is_err());
+        // An agent may not send a relay's message.
+        let ptz =
+            Control::Ptz { id: 1, camera: "dome".into(), viewer: "x".into(), command: PtzCommand::Stop };
+        assert!(up.on_control(l1, "master", ptz).is_err());
+    }
+
+    /// A silent agent: the command times out and its late answer is dropped.
+    /// A link lost with commands pending: they are answered `unavailable`,
+    /// and so is every command until a link is back.
+    #[tokio::test(start_paused = true)]
+    async fn ptz_times_out_and_a_lost_link_answers_unavailable() {
+        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let (l1, mut rx) = up.attach("master");
+        up.on_control(l1, "master", Control::Catalog { cameras: vec![ptz_entry("dome")] }).unwrap();
+        let u = up.clone();
+        let silent = tokio::spawn(async move { u.ptz("dome", "anna", PtzCommand::Stop, PTZ_TIMEOUT).await });
+        let Some(Control::Ptz { id, .. }) = rx.recv().await else { panic!("no Ptz") };
+        tokio::time::advance(PTZ_TIMEOUT + Duration::from_millis(1)).await;
+        let reply = silent.await.unwrap();
+        let PtzReply::Refused { code, reason, .. } = &reply else { panic!("{reply:?}") };
+        assert_eq!(*code, PtzErrorCode::Timeout);
+        assert!(reason.contains("dome") && reason.contains("master"), "{reason}");
+        assert_eq!(reply.http_status(), 504);
+        assert!(up.lock().links[&l1].ptz_pending.is_empty(), "the timed-out request is forgotten");
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzResult { id, reply: PtzReply::refused(PtzErrorCode::Locked, "late") },
+        )
+        .unwrap();
+
+        up.on_control(
+            l1,
+            "master",
+            Control::PtzLock { camera: "dome".into(), holder: Some(holder("anna", 9_000)) },
+        )
+        .unwrap();
+        let u = up.clone();
+        let pending = tokio::spawn(async move {
+            u.ptz("dome", "anna", PtzCommand::Move { pan: 0, tilt: 100, zoom: 0 }, PTZ_TIMEOUT).await
+        });
+        let Some(Control::Ptz { .. }) = rx.recv().await else { panic!("no Ptz") };
+        up.drop_link(l1);
+        let reply = pending.await.unwrap();
+        assert!(matches!(reply, PtzReply::Refused { code: PtzErrorCode::Unavailable, .. }), "{reply:?}");
+        assert_eq!(reply.http_status(), 503);
+        assert!(up.ptz_holder("dome").is_none(), "nobody knows who holds it now");
+        let reply = up.ptz("dome", "anna", PtzCommand::Stop, PTZ_TIMEOUT).await;
+        let PtzReply::Refused { code: PtzErrorCode::Unavailable, reason, .. } = &reply else {
+            panic!("{reply:?}")
+        };
+        assert!(reason.contains("link to its agent is down"), "{reason}");
     }
 
     /// The fibre cut as the relay sees it: the link goes, the viewer stays,

@@ -1930,12 +1930,14 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
                 cameras: Some(vec!["zone:centro".into()]),
                 max_quality: None,
                 rtsp_digest_ha1: None,
+                ptz: false,
             }],
             &[TokenConfig {
                 name: "vms".into(),
                 token_sha256,
                 cameras: Some(vec!["camera:duomo".into(), "camera:zaist".into()]),
                 max_quality: Some(Quality::Sub),
+                ptz: false,
             }],
         )
         .unwrap();

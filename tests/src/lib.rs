@@ -14,11 +14,13 @@
 //!   real capped links.
 //! - [`rtsp_camera::RtspCamera`]: GStreamer's RTSP server as a real camera
 //!   (H.264/H.265, TCP/UDP, digest auth), counting its RTSP sessions.
+//! - [`onvif_camera::OnvifCamera`]: a schema-checked test ONVIF PTZ camera.
 
 mod cdp;
 mod config;
 mod http;
 pub mod netns;
+pub mod onvif_camera;
 mod pki;
 mod procs;
 pub mod quic;

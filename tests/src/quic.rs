@@ -5,6 +5,7 @@ use crate::config::{AgentConfig, Device, RelayTarget};
 use crate::{bin_path, Pki, Proc};
 use anyhow::{bail, Context, Result};
 use ponte_proto::media::Quality;
+use ponte_proto::ptz::{PtzCommand, PtzHolder, PtzReply};
 use ponte_proto::session::{self, read_gop_stream, ControlReceiver, ControlSender};
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{CatalogEntry, Control, MediaEvent, Role, SubscribeErrorCode, PROTOCOL_VERSION};
@@ -32,6 +33,8 @@ pub struct AgentSession {
     pub rx: ControlReceiver,
     /// The first catalog the agent sent.
     pub catalog: Vec<CatalogEntry>,
+    /// `PtzLock` notices seen while waiting for other answers, oldest first.
+    pub ptz_locks: Vec<(String, Option<PtzHolder>)>,
 }
 
 impl FakeRelay {
@@ -88,7 +91,7 @@ impl FakeRelay {
             Control::Catalog { cameras } => cameras,
             other => bail!("expected the catalog first, got {other:?}"),
         };
-        Ok(AgentSession { conn, tx, rx, catalog })
+        Ok(AgentSession { conn, tx, rx, catalog, ptz_locks: Vec::new() })
     }
 }
 
@@ -123,6 +126,41 @@ impl AgentSession {
                 }
                 Control::Catalog { cameras } => self.catalog = cameras,
                 other => bail!("unexpected {other:?} while waiting for the answer to subscription {id}"),
+            }
+        }
+    }
+
+    /// Sends a PTZ command as `viewer` and waits for its `PtzResult`
+    /// (lock notices meanwhile go to `ptz_locks`).
+    pub async fn ptz(
+        &mut self,
+        id: u64,
+        camera: &str,
+        viewer: &str,
+        command: PtzCommand,
+    ) -> Result<PtzReply> {
+        let msg = Control::Ptz { id, camera: camera.into(), viewer: viewer.into(), command };
+        self.tx.send(&msg).await?;
+        loop {
+            match self.next_control().await? {
+                Control::PtzResult { id: got, reply } if got == id => return Ok(reply),
+                Control::PtzLock { camera, holder } => self.ptz_locks.push((camera, holder)),
+                Control::Catalog { cameras } => self.catalog = cameras,
+                other => bail!("unexpected {other:?} while waiting for the answer to PTZ command {id}"),
+            }
+        }
+    }
+
+    /// Waits for the next `PtzLock` notice (or returns the oldest one seen).
+    pub async fn next_ptz_lock(&mut self) -> Result<(String, Option<PtzHolder>)> {
+        if !self.ptz_locks.is_empty() {
+            return Ok(self.ptz_locks.remove(0));
+        }
+        loop {
+            match self.next_control().await? {
+                Control::PtzLock { camera, holder } => return Ok((camera, holder)),
+                Control::Catalog { cameras } => self.catalog = cameras,
+                other => bail!("unexpected {other:?} while waiting for a PTZ lock notice"),
             }
         }
     }

@@ -259,6 +259,7 @@ pub(crate) mod tests {
             cameras,
             max_quality: None,
             rtsp_digest_ha1: digest.then(|| crate::auth::digest_ha1(user, password)),
+            ptz: false,
         };
         let viewers = vec![
             viewer("vms", "s3cret-vms", None, true),
@@ -270,6 +271,7 @@ pub(crate) mod tests {
             token_sha256: crate::auth::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"nvr-token")),
             cameras: None,
             max_quality: None,
+            ptz: false,
         }];
         let accounts = Accounts::from_config(&viewers, &tokens).expect("accounts");
         let settings =

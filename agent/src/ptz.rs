@@ -1,0 +1,1167 @@
+//! PTZ control at the agent: the site checks (policy right, visibility, time
+//! windows), the arbiter (one controller per camera, priority pre-emption,
+//! idle release, dead-man stop), one worker per camera that carries commands
+//! out in arrival order, the audit trail, and the master room's own HTTP API
+//! on the management port.
+//!
+//! The arbiter ([`PtzArbiter`], sans-IO) sits behind a std mutex that is
+//! never held across an `.await`: a request is decided and queued to the
+//! camera's worker under the lock, so two commands to one camera cannot be
+//! reordered, and the caller awaits the camera's answer afterwards.
+
+use crate::access::Access;
+use crate::cameras::Cameras;
+use crate::config::{Device, DeviceKind};
+use crate::uplink::Clock;
+use ponte_proto::audit::{AuditLog, AuditRecord};
+use ponte_proto::ptz::{
+    Controller, Expiry, Grant, PtzArbiter, PtzCommand, PtzErrorCode, PtzHolder, PtzPosition, PtzPreset,
+    PtzReply, MASTER_PRIORITY, MASTER_SITE,
+};
+use ponte_proto::wire::CatalogEntry;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tracing::{info, warn};
+
+/// What a [`PtzDevice`] call returns.
+pub type DeviceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DeviceError>> + Send + 'a>>;
+
+/// A camera's PTZ endpoint, as the service drives it (ONVIF in production,
+/// a recording fake in tests).
+pub trait PtzDevice: Send + Sync + 'static {
+    /// Starts (or changes) a continuous move; the camera stops by itself
+    /// after `timeout` unless renewed.
+    fn continuous_move(
+        &self,
+        pan: i16,
+        tilt: i16,
+        zoom: i16,
+        timeout: Option<Duration>,
+    ) -> DeviceFuture<'_, ()>;
+    /// Stops pan, tilt and zoom.
+    fn stop(&self) -> DeviceFuture<'_, ()>;
+    /// Moves to a preset.
+    fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()>;
+    /// Lists the presets.
+    fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>>;
+    /// Position and motion.
+    fn status(&self) -> DeviceFuture<'_, PtzPosition>;
+}
+
+/// Why a camera did not carry a command out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceError {
+    /// `camera-error` or `timeout`.
+    pub code: PtzErrorCode,
+    /// What happened, naming the camera and the fix.
+    pub message: String,
+}
+
+impl From<crate::onvif::OnvifError> for DeviceError {
+    fn from(e: crate::onvif::OnvifError) -> Self {
+        DeviceError { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl PtzDevice for crate::onvif::OnvifPtz {
+    fn continuous_move(
+        &self,
+        pan: i16,
+        tilt: i16,
+        zoom: i16,
+        timeout: Option<Duration>,
+    ) -> DeviceFuture<'_, ()> {
+        Box::pin(async move {
+            crate::onvif::OnvifPtz::continuous_move(self, pan, tilt, zoom, timeout).await.map_err(Into::into)
+        })
+    }
+
+    fn stop(&self) -> DeviceFuture<'_, ()> {
+        Box::pin(async move { crate::onvif::OnvifPtz::stop(self).await.map_err(Into::into) })
+    }
+
+    fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()> {
+        Box::pin(async move { crate::onvif::OnvifPtz::goto_preset(self, token).await.map_err(Into::into) })
+    }
+
+    fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>> {
+        Box::pin(async move { crate::onvif::OnvifPtz::presets(self).await.map_err(Into::into) })
+    }
+
+    fn status(&self) -> DeviceFuture<'_, PtzPosition> {
+        Box::pin(async move { crate::onvif::OnvifPtz::status(self).await.map_err(Into::into) })
+    }
+}
+
+/// Who asks: a viewer of a partner site (through its relay) or an operator
+/// of the master room (through the management port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// A relay-local viewer of `site`.
+    Site {
+        /// Site id (from the relay's certificate).
+        site: String,
+        /// Viewer, as the relay names it.
+        viewer: String,
+    },
+    /// A master-room operator (top priority).
+    Master {
+        /// Operator name.
+        operator: String,
+    },
+}
+
+impl Requester {
+    fn site(&self) -> &str {
+        match self {
+            Requester::Site { site, .. } => site,
+            Requester::Master { .. } => MASTER_SITE,
+        }
+    }
+
+    fn viewer(&self) -> &str {
+        match self {
+            Requester::Site { viewer, .. } => viewer,
+            Requester::Master { operator } => operator,
+        }
+    }
+}
+
+/// A camera's lock changed hands, was released or lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockChange {
+    /// Camera id.
+    pub camera: String,
+    /// The new holder (none: free).
+    pub holder: Option<PtzHolder>,
+}
+
+/// Longest viewer or operator name accepted.
+const MAX_NAME_LEN: usize = 128;
+/// Commands queued per camera; user commands leave the last few slots to stops.
+const QUEUE: usize = 32;
+/// Slots of a camera's queue kept for stops (dead-man, session end).
+const RESERVED_FOR_STOPS: usize = 4;
+/// Bound on one camera call, whatever the client's own timeout.
+const DEVICE_GUARD: Duration = Duration::from_secs(10);
+
+/// What a camera worker does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceOp {
+    Move { pan: i16, tilt: i16, zoom: i16, timeout: Duration },
+    Stop,
+    Goto(String),
+    Presets,
+    Status,
+}
+
+/// One command for a camera's worker, with what to audit and whom to answer.
+struct Job {
+    op: DeviceOp,
+    site: String,
+    viewer: String,
+    /// The command as audited (`move pan=500 tilt=0 zoom=0`).
+    what: String,
+    /// Audit outcome when the camera carries it out (`allowed`, `stopped`).
+    ok_outcome: &'static str,
+    /// Holder to report when the command releases the lock (`release`).
+    releases: bool,
+    reply: Option<oneshot::Sender<PtzReply>>,
+}
+
+/// The answer to a submitted command, now or once the camera has answered.
+pub struct Pending(Result<PtzReply, oneshot::Receiver<PtzReply>>);
+
+impl Pending {
+    /// Waits for the answer.
+    pub async fn reply(self) -> PtzReply {
+        match self.0 {
+            Ok(r) => r,
+            Err(rx) => rx.await.unwrap_or_else(|_| {
+                PtzReply::refused(
+                    PtzErrorCode::CameraError,
+                    "the camera's PTZ worker stopped; see the agent's log",
+                )
+            }),
+        }
+    }
+}
+
+/// State shared with the camera workers.
+struct Core {
+    arbiter: Mutex<PtzArbiter>,
+    audit: Arc<AuditLog>,
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Core {
+    fn arbiter(&self) -> MutexGuard<'_, PtzArbiter> {
+        self.arbiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holder(&self, camera: &str) -> Option<PtzHolder> {
+        self.arbiter().holder(camera, Instant::now())
+    }
+
+    fn audit(&self, line: AuditLine) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(line.outcome).or_default() += 1;
+        let record = AuditRecord {
+            site: Some(line.site),
+            viewer: Some(line.viewer),
+            camera: Some(line.camera),
+            action: "ptz".into(),
+            outcome: line.outcome.into(),
+            reason: Some(line.reason),
+            ..Default::default()
+        };
+        if let Err(e) = self.audit.write(record) {
+            tracing::error!(error = %e, path = %self.audit.path().display(), "cannot write the audit log");
+        }
+    }
+}
+
+/// One audit line, written once the arbiter's lock is released.
+struct AuditLine {
+    site: String,
+    viewer: String,
+    camera: String,
+    outcome: &'static str,
+    reason: String,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    workers: HashMap<String, mpsc::Sender<Job>>,
+    cameras: Arc<Cameras>,
+    access: watch::Receiver<Arc<Access>>,
+    clock: Clock,
+    locks: broadcast::Sender<LockChange>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the timer task notice the service is gone.
+        self.wake.notify_one();
+    }
+}
+
+/// The agent's PTZ service: shared by every relay session and the
+/// master-room API.
+#[derive(Clone)]
+pub struct PtzService {
+    inner: Arc<Inner>,
+}
+
+/// What the service needs.
+pub struct Setup {
+    /// Timings (`[ptz]`).
+    pub config: ponte_proto::ptz::ArbiterConfig,
+    /// The cameras' catalog.
+    pub cameras: Arc<Cameras>,
+    /// Current policies.
+    pub access: watch::Receiver<Arc<Access>>,
+    /// Policy clock.
+    pub clock: Clock,
+    /// Audit log.
+    pub audit: Arc<AuditLog>,
+    /// PTZ endpoint per camera id.
+    pub devices: HashMap<String, Arc<dyn PtzDevice>>,
+}
+
+/// The PTZ endpoints of the `dome-ptz` devices: an ONVIF client for those
+/// with `[device.onvif]`, a simulated dome for synthetic ones with
+/// `[device.synthetic] ptz = true`.
+pub fn devices(devices: &[Device]) -> anyhow::Result<HashMap<String, Arc<dyn PtzDevice>>> {
+    use anyhow::Context as _;
+    let mut out: HashMap<String, Arc<dyn PtzDevice>> = HashMap::new();
+    for d in devices {
+        if d.kind != DeviceKind::DomePtz {
+            continue;
+        }
+        let Some(settings) = &d.onvif else {
+            if d.synthetic.as_ref().is_some_and(|s| s.ptz) {
+                let camera = d.camera_id(1);
+                out.insert(camera.clone(), Arc::new(crate::ptz_sim::SimulatedDome::new(&camera)));
+            }
+            continue;
+        };
+        let creds = d.credentials()?;
+        let (user, password) = match &creds {
+            Some((u, p)) => (Some(u.as_str()), Some(p.as_str())),
+            None => (None, None),
+        };
+        let client = crate::onvif::OnvifPtz::new(&d.id, settings, user, password)
+            .with_context(|| format!("`[device.onvif]` of device `{}`", d.id))?;
+        out.insert(d.camera_id(1), Arc::new(client));
+    }
+    Ok(out)
+}
+
+impl PtzService {
+    /// Starts one worker per camera with a PTZ endpoint, and the dead-man timer.
+    pub fn start(setup: Setup) -> Self {
+        let core = Arc::new(Core {
+            arbiter: Mutex::new(PtzArbiter::new(setup.config)),
+            audit: setup.audit,
+            counts: Mutex::new(BTreeMap::new()),
+        });
+        let mut workers = HashMap::new();
+        for (camera, device) in setup.devices {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(worker(camera.clone(), device, core.clone(), rx));
+            workers.insert(camera, tx);
+        }
+        let wake = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            core,
+            workers,
+            cameras: setup.cameras,
+            access: setup.access,
+            clock: setup.clock,
+            locks: broadcast::channel(256).0,
+            wake: wake.clone(),
+        });
+        tokio::spawn(timer(Arc::downgrade(&inner), wake));
+        Self { inner }
+    }
+
+    /// Changes the timings (config reload); running locks keep their state.
+    pub fn set_config(&self, config: ponte_proto::ptz::ArbiterConfig) {
+        self.inner.core.arbiter().set_config(config);
+        self.inner.wake.notify_one();
+    }
+
+    /// Lock changes, for the relay sessions to forward as `PtzLock`.
+    pub fn subscribe_locks(&self) -> broadcast::Receiver<LockChange> {
+        self.inner.locks.subscribe()
+    }
+
+    /// Current holders of every locked camera.
+    pub fn holders(&self) -> Vec<LockChange> {
+        let now = Instant::now();
+        let arbiter = self.inner.core.arbiter();
+        let mut out: Vec<LockChange> = self
+            .inner
+            .workers
+            .keys()
+            .filter_map(|c| arbiter.holder(c, now).map(|h| LockChange { camera: c.clone(), holder: Some(h) }))
+            .collect();
+        out.sort_by(|a, b| a.camera.cmp(&b.camera));
+        out
+    }
+
+    /// PTZ commands audited so far, by outcome.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let counts = self.inner.core.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// Checks, arbitrates and queues a command; the camera's answer comes
+    /// through the returned [`Pending`]. Never waits on the camera.
+    pub fn submit(&self, who: &Requester, camera: &str, command: &PtzCommand) -> Pending {
+        let now = Instant::now();
+        let mut audits = Vec::new();
+        let pending = self.decide(who, camera, command, now, &mut audits);
+        for line in audits {
+            self.inner.core.audit(line);
+        }
+        pending
+    }
+
+    fn decide(
+        &self,
+        who: &Requester,
+        camera: &str,
+        command: &PtzCommand,
+        now: Instant,
+        audits: &mut Vec<AuditLine>,
+    ) -> Pending {
+        let inner = &self.inner;
+        let what = describe(command);
+        macro_rules! refuse {
+            ($code:expr, $reason:expr, $holder:expr $(,)?) => {
+                return refusal(who, camera, command, $code, $reason, $holder, audits)
+            };
+        }
+        let viewer = who.viewer();
+        if viewer.is_empty() || viewer.len() > MAX_NAME_LEN || viewer.chars().any(char::is_control) {
+            refuse!(
+                PtzErrorCode::Invalid,
+                format!("the viewer or operator name must be 1 to {MAX_NAME_LEN} printable characters"),
+                None,
+            );
+        }
+        let entry = inner.cameras.catalog().into_iter().find(|c| c.id == camera);
+        let priority = match (who, entry) {
+            (Requester::Site { site, .. }, entry) => {
+                let unknown = format!("camera `{camera}` is not in the catalog of site `{site}`");
+                let Some(entry) = entry else { refuse!(PtzErrorCode::Unknown, unknown, None) };
+                let access = inner.access.borrow().clone();
+                let local = access.local_time(inner.clock.now());
+                match access.may_steer(site, &entry, local) {
+                    Ok(p) => p,
+                    Err((code, reason)) => refuse!(code, reason, None),
+                }
+            }
+            (Requester::Master { .. }, None) => {
+                let reason = format!("no camera `{camera}` in agent.toml");
+                refuse!(PtzErrorCode::Unknown, reason, None);
+            }
+            (Requester::Master { .. }, Some(entry)) => {
+                if entry.kind != DeviceKind::DomePtz.name() {
+                    let reason = format!(
+                        "camera `{camera}` is a `{}`, not a `dome-ptz`: it cannot be steered",
+                        entry.kind
+                    );
+                    refuse!(PtzErrorCode::Unsupported, reason, None);
+                }
+                MASTER_PRIORITY
+            }
+        };
+        if let Err(e) = command.validate() {
+            refuse!(PtzErrorCode::Invalid, format!("camera `{camera}`: {e}"), None);
+        }
+        let Some(worker) = inner.workers.get(camera) else {
+            let reason = format!(
+                "camera `{camera}` has no [device.onvif] url in agent.toml: the master room must configure \
+                 its ONVIF PTZ service before it can be steered"
+            );
+            refuse!(PtzErrorCode::Unsupported, reason, None);
+        };
+        let controller = Controller { site: who.site().to_owned(), viewer: viewer.to_owned(), priority };
+        let mut arbiter = inner.core.arbiter();
+        let deadman = arbiter.config().deadman;
+        let op = match command {
+            PtzCommand::Move { pan, tilt, zoom } if (*pan, *tilt, *zoom) == (0, 0, 0) => DeviceOp::Stop,
+            PtzCommand::Move { pan, tilt, zoom } => {
+                DeviceOp::Move { pan: *pan, tilt: *tilt, zoom: *zoom, timeout: deadman }
+            }
+            PtzCommand::Stop | PtzCommand::Release => DeviceOp::Stop,
+            PtzCommand::GotoPreset { preset } => DeviceOp::Goto(preset.clone()),
+            PtzCommand::Presets => DeviceOp::Presets,
+            PtzCommand::Status => DeviceOp::Status,
+        };
+        let mut releases = false;
+        if let PtzCommand::Release = command {
+            let holder = arbiter.holder(camera, now);
+            match arbiter.release(camera, &controller) {
+                None => {
+                    drop(arbiter);
+                    audits.push(AuditLine {
+                        site: controller.site.clone(),
+                        viewer: controller.viewer.clone(),
+                        camera: camera.to_owned(),
+                        outcome: "allowed",
+                        reason: format!("release: `{}` did not hold the lock", controller.label()),
+                    });
+                    return Pending(Ok(PtzReply::Done { holder, presets: vec![], position: None }));
+                }
+                Some(moving) => {
+                    let _ = inner.locks.send(LockChange { camera: camera.to_owned(), holder: None });
+                    info!(site = %controller.site, viewer = %controller.viewer, camera, "ptz lock released");
+                    if !moving {
+                        drop(arbiter);
+                        audits.push(AuditLine {
+                            site: controller.site.clone(),
+                            viewer: controller.viewer.clone(),
+                            camera: camera.to_owned(),
+                            outcome: "allowed",
+                            reason: what,
+                        });
+                        return Pending(Ok(PtzReply::Done { holder: None, presets: vec![], position: None }));
+                    }
+                    releases = true;
+                }
+            }
+        } else if command.steers() {
+            let before = arbiter.holder(camera, now).map(|h| h.controller);
+            let moving = matches!(op, DeviceOp::Move { .. });
+            match arbiter.request(camera, &controller, moving, now) {
+                Grant::Busy(holder) => {
+                    drop(arbiter);
+                    let reason = format!(
+                        "camera `{camera}` is being steered by {} (PTZ priority {}, yours {priority}); \
+                         the lock frees after {} s without commands",
+                        holder.controller.label(),
+                        holder.controller.priority,
+                        holder.expires_in_ms.div_ceil(1000)
+                    );
+                    refuse!(PtzErrorCode::Locked, reason, Some(holder));
+                }
+                Grant::Granted { preempted } => {
+                    if let Some(loser) = preempted {
+                        warn!(camera, loser = %loser.label(), winner = %controller.label(), "ptz lock pre-empted");
+                        audits.push(AuditLine {
+                            site: loser.site.clone(),
+                            viewer: loser.viewer.clone(),
+                            camera: camera.to_owned(),
+                            outcome: "preempted",
+                            reason: format!(
+                                "{what}: lock taken over by {} (PTZ priority {} over {})",
+                                controller.label(),
+                                controller.priority,
+                                loser.priority
+                            ),
+                        });
+                    }
+                    if before.as_ref() != Some(&controller) {
+                        let holder = arbiter.holder(camera, now);
+                        let _ = inner.locks.send(LockChange { camera: camera.to_owned(), holder });
+                    }
+                    // The next dead-man deadline may be earlier now.
+                    inner.wake.notify_one();
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            op,
+            site: controller.site.clone(),
+            viewer: controller.viewer.clone(),
+            what,
+            ok_outcome: "allowed",
+            releases,
+            reply: Some(tx),
+        };
+        // Stops may use the reserved slots; other commands may not.
+        let room = worker.capacity() > RESERVED_FOR_STOPS || matches!(job.op, DeviceOp::Stop);
+        let queued = room && worker.try_send(job).is_ok();
+        drop(arbiter);
+        if !queued {
+            let reason = format!(
+                "camera `{camera}` is not keeping up: {QUEUE} PTZ commands are already queued for it; \
+                 check its network and load"
+            );
+            refuse!(PtzErrorCode::CameraError, reason, None);
+        }
+        Pending(Err(rx))
+    }
+
+    /// A relay session ended: its site's moving cameras are stopped at once
+    /// and its locks freed.
+    pub fn drop_site(&self, site: &str) {
+        let expiries = {
+            let mut arbiter = self.inner.core.arbiter();
+            let expiries = arbiter.drop_site(site);
+            self.apply(expiries, Cause::SessionEnded)
+        };
+        for line in expiries {
+            self.inner.core.audit(line);
+        }
+    }
+
+    /// Dead-man stops and lapsed locks due at `now`; returns the next deadline.
+    fn tick(&self, now: Instant) -> Option<Instant> {
+        let (lines, next) = {
+            let mut arbiter = self.inner.core.arbiter();
+            let expiries = arbiter.poll(now);
+            let ms = arbiter.config().deadman.as_millis() as u64;
+            let lines = self.apply(expiries, Cause::Deadman(ms));
+            (lines, arbiter.next_deadline())
+        };
+        for line in lines {
+            self.inner.core.audit(line);
+        }
+        next
+    }
+
+    /// Queues the stops and announces the freed locks (called under the
+    /// arbiter's lock); returns the audit lines to write.
+    fn apply(&self, expiries: Vec<Expiry>, cause: Cause) -> Vec<AuditLine> {
+        let why = match cause {
+            Cause::SessionEnded => "site session ended".to_owned(),
+            Cause::Deadman(ms) => format!("dead-man: no renewal for {ms} ms"),
+        };
+        let mut lines = Vec::new();
+        for e in expiries {
+            match e {
+                Expiry::DeadmanStop { camera, controller } => {
+                    warn!(camera = %camera, controller = %controller.label(), reason = %why, "ptz: stopping the camera");
+                    let job = Job {
+                        op: DeviceOp::Stop,
+                        site: controller.site.clone(),
+                        viewer: controller.viewer.clone(),
+                        what: format!("stop: {why}"),
+                        ok_outcome: "stopped",
+                        releases: false,
+                        reply: None,
+                    };
+                    if let Some(worker) = self.inner.workers.get(&camera) {
+                        if let Err(mpsc::error::TrySendError::Full(job)) = worker.try_send(job) {
+                            // Never lose a stop: wait for room outside the lock.
+                            let worker = worker.clone();
+                            tokio::spawn(async move {
+                                let _ = worker.send(job).await;
+                            });
+                        }
+                    }
+                    // After a session ended the lock is gone too; a dead-man
+                    // stop leaves it held until idle.
+                    if cause == Cause::SessionEnded {
+                        let _ = self.inner.locks.send(LockChange { camera, holder: None });
+                    }
+                }
+                Expiry::Released { camera, controller } => {
+                    info!(camera = %camera, controller = %controller.label(), reason = %why, "ptz lock released");
+                    lines.push(AuditLine {
+                        site: controller.site.clone(),
+                        viewer: controller.viewer.clone(),
+                        camera: camera.clone(),
+                        outcome: "released",
+                        reason: match cause {
+                            Cause::SessionEnded => why.clone(),
+                            Cause::Deadman(_) => "release: lock idle".to_owned(),
+                        },
+                    });
+                    let _ = self.inner.locks.send(LockChange { camera, holder: None });
+                }
+            }
+        }
+        lines
+    }
+
+    /// Whether `site` may steer `camera` as its catalog says (visible,
+    /// `dome-ptz`, PTZ right): who gets its lock notices.
+    pub fn site_may_see_lock(access: &Access, site: &str, catalog: &[CatalogEntry], camera: &str) -> bool {
+        access.catalog(site, catalog).iter().any(|c| c.id == camera && c.ptz)
+    }
+
+    /// The `dome-ptz` cameras for the master room: id, name, zone, whether
+    /// an ONVIF endpoint is configured, and the holder.
+    pub fn overview(&self) -> Vec<MasterCamera> {
+        let now = Instant::now();
+        let catalog = self.inner.cameras.catalog();
+        let arbiter = self.inner.core.arbiter();
+        catalog
+            .into_iter()
+            .filter(|c| c.kind == DeviceKind::DomePtz.name())
+            .map(|c| MasterCamera {
+                holder: arbiter.holder(&c.id, now),
+                steerable: self.inner.workers.contains_key(&c.id),
+                camera: c.id,
+                name: c.name,
+                zone: c.zone,
+            })
+            .collect()
+    }
+}
+
+/// Why cameras are stopped and locks freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The site's relay session ended.
+    SessionEnded,
+    /// Time passed (dead-man of so many ms, idle locks).
+    Deadman(u64),
+}
+
+/// One PTZ camera as the master room's API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MasterCamera {
+    /// Camera id.
+    pub camera: String,
+    /// Place.
+    pub name: String,
+    /// Zone.
+    pub zone: String,
+    /// Whether `[device.onvif]` is configured.
+    pub steerable: bool,
+    /// Lock holder.
+    pub holder: Option<PtzHolder>,
+}
+
+/// Logs, audits and answers a refusal.
+fn refusal(
+    who: &Requester,
+    camera: &str,
+    command: &PtzCommand,
+    code: PtzErrorCode,
+    reason: String,
+    holder: Option<PtzHolder>,
+    audits: &mut Vec<AuditLine>,
+) -> Pending {
+    info!(site = who.site(), viewer = who.viewer(), camera, op = command.name(), code = code.name(), %reason, "ptz refused");
+    audits.push(AuditLine {
+        site: who.site().to_owned(),
+        viewer: who.viewer().to_owned(),
+        camera: camera.to_owned(),
+        outcome: "denied",
+        reason: format!("{}: {} ({reason})", describe(command), code.name()),
+    });
+    Pending(Ok(PtzReply::Refused { code, reason, holder }))
+}
+
+/// The command as audited.
+fn describe(c: &PtzCommand) -> String {
+    match c {
+        PtzCommand::Move { pan, tilt, zoom } => format!("move pan={pan} tilt={tilt} zoom={zoom}"),
+        PtzCommand::GotoPreset { preset } => format!("goto_preset {preset:?}"),
+        other => other.name().to_owned(),
+    }
+}
+
+/// Sleeps until the arbiter's next deadline (or a wake-up), then stops
+/// unrenewed moves and frees idle locks.
+async fn timer(service: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = service.upgrade() else { return };
+            PtzService { inner }.tick(Instant::now())
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+/// Carries one camera's commands out, one at a time, in arrival order.
+async fn worker(camera: String, device: Arc<dyn PtzDevice>, core: Arc<Core>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(DEVICE_GUARD, run(&*device, &job.op)).await.unwrap_or_else(|_| {
+            Err(DeviceError {
+                code: PtzErrorCode::Timeout,
+                message: format!("camera `{camera}` did not answer within {} s", DEVICE_GUARD.as_secs()),
+            })
+        });
+        let holder = if job.releases { None } else { core.holder(&camera) };
+        let (reply, outcome, reason) = match result {
+            Ok(out) => {
+                tracing::debug!(camera = %camera, op = %job.what, ms = started.elapsed().as_millis() as u64, "ptz done");
+                let (presets, position) = match out {
+                    Output::Nothing => (vec![], None),
+                    Output::Presets(p) => (p, None),
+                    Output::Position(p) => (vec![], Some(p)),
+                };
+                (PtzReply::Done { holder, presets, position }, job.ok_outcome, job.what)
+            }
+            Err(e) => {
+                warn!(camera = %camera, op = %job.what, error = %e.message, "ptz command failed");
+                let reason = format!("{}: {} ({})", job.what, e.code.name(), e.message);
+                (PtzReply::Refused { code: e.code, reason: e.message, holder }, "failed", reason)
+            }
+        };
+        core.audit(AuditLine { site: job.site, viewer: job.viewer, camera: camera.clone(), outcome, reason });
+        if let Some(tx) = job.reply {
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+enum Output {
+    Nothing,
+    Presets(Vec<PtzPreset>),
+    Position(PtzPosition),
+}
+
+async fn run(device: &dyn PtzDevice, op: &DeviceOp) -> Result<Output, DeviceError> {
+    match op {
+        DeviceOp::Move { pan, tilt, zoom, timeout } => {
+            device.continuous_move(*pan, *tilt, *zoom, Some(*timeout)).await.map(|()| Output::Nothing)
+        }
+        DeviceOp::Stop => device.stop().await.map(|()| Output::Nothing),
+        DeviceOp::Goto(token) => device.goto_preset(token).await.map(|()| Output::Nothing),
+        DeviceOp::Presets => device.presets().await.map(Output::Presets),
+        DeviceOp::Status => device.status().await.map(Output::Position),
+    }
+}
+
+/// The master room's PTZ API, mounted on the management port: the same
+/// commands as the sites', at top priority, audited under site `master`.
+pub mod master_api {
+    use super::{PtzService, Requester};
+    use axum::body::Bytes;
+    use axum::extract::{Path, Query, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
+    use std::collections::HashMap;
+
+    /// Operator name used for the presets lookup of `GET /api/ptz/{camera}`.
+    const LOOKUP: &str = "master-room";
+
+    /// `GET /api/ptz`, `GET /api/ptz/{camera}`, `POST /api/ptz/{camera}?operator=NAME`.
+    pub fn routes(service: PtzService) -> Router {
+        Router::new()
+            .route("/api/ptz", get(list))
+            .route("/api/ptz/{camera}", get(show).post(command))
+            .with_state(service)
+    }
+
+    fn answer(reply: PtzReply) -> Response {
+        let status = StatusCode::from_u16(reply.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(reply)).into_response()
+    }
+
+    async fn list(State(service): State<PtzService>) -> Response {
+        Json(service.overview()).into_response()
+    }
+
+    async fn show(
+        State(service): State<PtzService>,
+        Path(camera): Path<String>,
+        Query(query): Query<HashMap<String, String>>,
+    ) -> Response {
+        let operator = query.get("operator").cloned().unwrap_or_else(|| LOOKUP.to_owned());
+        let who = Requester::Master { operator };
+        match service.submit(&who, &camera, &PtzCommand::Presets).reply().await {
+            PtzReply::Done { holder, presets, .. } => {
+                Json(serde_json::json!({ "camera": camera, "holder": holder, "presets": presets }))
+                    .into_response()
+            }
+            PtzReply::Refused {
+                code: code @ (PtzErrorCode::Unknown | PtzErrorCode::Unsupported),
+                reason,
+                holder,
+            } => answer(PtzReply::Refused { code, reason, holder }),
+            // The camera did not list its presets: still show who holds it.
+            PtzReply::Refused { reason, holder, .. } => Json(serde_json::json!({
+                "camera": camera, "holder": holder, "presets": [], "presets_error": reason
+            }))
+            .into_response(),
+        }
+    }
+
+    async fn command(
+        State(service): State<PtzService>,
+        Path(camera): Path<String>,
+        Query(query): Query<HashMap<String, String>>,
+        body: Bytes,
+    ) -> Response {
+        let Some(operator) = query.get("operator").filter(|o| !o.is_empty()).cloned() else {
+            return answer(PtzReply::refused(
+                PtzErrorCode::Invalid,
+                "name the operator: POST /api/ptz/{camera}?operator=NAME (it goes into the audit log)",
+            ));
+        };
+        let command: PtzCommand = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                return answer(PtzReply::refused(
+                    PtzErrorCode::Invalid,
+                    format!(
+                        "the body is not a PTZ command ({e}); expected e.g. {{\"op\":\"move\",\"pan\":500}}, \
+                         {{\"op\":\"stop\"}}, {{\"op\":\"goto_preset\",\"preset\":\"1\"}}"
+                    ),
+                ))
+            }
+        };
+        answer(service.submit(&Requester::Master { operator }, &camera, &command).reply().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+
+    /// Records what the service asked, with when.
+    #[derive(Default)]
+    struct FakeDome {
+        ops: Mutex<Vec<(String, Instant)>>,
+        delay: Duration,
+    }
+
+    impl FakeDome {
+        fn ops(&self) -> Vec<String> {
+            self.ops.lock().unwrap().iter().map(|(o, _)| o.clone()).collect()
+        }
+
+        fn record(&self, op: String) -> DeviceFuture<'_, ()> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                self.ops.lock().unwrap().push((op, Instant::now()));
+                Ok(())
+            })
+        }
+    }
+
+    impl PtzDevice for FakeDome {
+        fn continuous_move(
+            &self,
+            pan: i16,
+            tilt: i16,
+            zoom: i16,
+            timeout: Option<Duration>,
+        ) -> DeviceFuture<'_, ()> {
+            let ms = timeout.map_or(0, |t| t.as_millis());
+            self.record(format!("move {pan} {tilt} {zoom} {ms}"))
+        }
+        fn stop(&self) -> DeviceFuture<'_, ()> {
+            self.record("stop".into())
+        }
+        fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()> {
+            self.record(format!("goto {token}"))
+        }
+        fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>> {
+            Box::pin(async { Ok(vec![PtzPreset { token: "1".into(), name: "Ingresso".into() }]) })
+        }
+        fn status(&self) -> DeviceFuture<'_, PtzPosition> {
+            Box::pin(async { Ok(PtzPosition::default()) })
+        }
+    }
+
+    const CONFIG: &str = r#"
+[agent]
+id = "master"
+[tls]
+ca = "ca.pem"
+cert = "master.pem"
+key = "master.key"
+[ptz]
+lock_idle_secs = 2
+deadman_ms = 300
+[[device]]
+id = "dome"
+name = "rotatoria"
+type = "dome-ptz"
+source = "synthetic"
+[[device]]
+id = "dome-b"
+name = "senza onvif"
+type = "dome-ptz"
+source = "synthetic"
+[[device]]
+id = "fix"
+name = "fissa"
+type = "fixed"
+source = "synthetic"
+[[site]]
+id = "carabinieri"
+allow = ["*"]
+ptz = true
+ptz_priority = 50
+[[site]]
+id = "polizia"
+allow = ["*"]
+ptz = true
+ptz_priority = 50
+[[site]]
+id = "questura"
+allow = ["*"]
+[[site]]
+id = "vigili"
+allow = ["camera:fix"]
+ptz = true
+[[site]]
+id = "notte"
+allow = ["*"]
+ptz = true
+ptz_priority = 20
+windows = ["daily 22:00-06:00"]
+"#;
+
+    #[test]
+    fn time_windows_bound_the_ptz_right() {
+        let cfg = AgentConfig::from_toml(CONFIG).unwrap();
+        let access = Access::new(&cfg).unwrap();
+        let catalog = crate::cameras::catalog_of(&cfg.devices);
+        let dome = catalog.iter().find(|c| c.id == "dome").unwrap();
+        let noon = ponte_proto::policy::LocalTime { weekday: 2, minute: 12 * 60 };
+        let night = ponte_proto::policy::LocalTime { weekday: 2, minute: 23 * 60 };
+        match access.may_steer("notte", dome, noon) {
+            Err((PtzErrorCode::Forbidden, reason)) => {
+                assert!(reason.contains("daily 22:00-06:00"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(access.may_steer("notte", dome, night), Ok(20));
+    }
+
+    struct Rig {
+        service: PtzService,
+        dome: Arc<FakeDome>,
+        audit: std::path::PathBuf,
+        _dir: tempfile_dir::Dir,
+    }
+
+    mod tempfile_dir {
+        /// A directory removed on drop.
+        pub struct Dir(pub std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn rig(delay: Duration) -> Rig {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ponte-ptz-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = AgentConfig::from_toml(CONFIG).unwrap();
+        let audit = dir.join("audit.log");
+        let log = Arc::new(AuditLog::open(&audit, "master", 1 << 20).unwrap());
+        let access = watch::channel(Arc::new(Access::new(&cfg).unwrap())).1;
+        let dome = Arc::new(FakeDome { delay, ..Default::default() });
+        let mut devices: HashMap<String, Arc<dyn PtzDevice>> = HashMap::new();
+        devices.insert("dome".into(), dome.clone());
+        let service = PtzService::start(Setup {
+            config: cfg.ptz.arbiter(),
+            cameras: Arc::new(Cameras::start(&cfg.devices)),
+            access,
+            clock: Clock::default(),
+            audit: log,
+            devices,
+        });
+        Rig { service, dome, audit, _dir: tempfile_dir::Dir(dir) }
+    }
+
+    fn site(site: &str, viewer: &str) -> Requester {
+        Requester::Site { site: site.into(), viewer: viewer.into() }
+    }
+
+    fn mv(pan: i16) -> PtzCommand {
+        PtzCommand::Move { pan, tilt: 0, zoom: 0 }
+    }
+
+    fn code(reply: &PtzReply) -> Option<PtzErrorCode> {
+        match reply {
+            PtzReply::Refused { code, .. } => Some(*code),
+            PtzReply::Done { .. } => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn site_checks_answer_like_subscriptions_and_are_audited() {
+        let r = rig(Duration::ZERO);
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let reply = s.submit(&cc, "dome", &mv(500)).reply().await;
+        assert!(
+            matches!(&reply, PtzReply::Done { holder: Some(h), .. } if h.controller.site == "carabinieri")
+        );
+        assert_eq!(
+            r.dome.ops(),
+            ["move 500 0 0 300"],
+            "the dead-man goes to the camera as the move's timeout"
+        );
+
+        let cases = [
+            (site("questura", "bianchi"), "dome", mv(1), PtzErrorCode::Forbidden, "ptz = true"),
+            (site("vigili", "verdi"), "dome", mv(1), PtzErrorCode::Unknown, "not in the catalog"),
+            (site("nessuno", "x"), "dome", mv(1), PtzErrorCode::Unknown, "not in the catalog"),
+            (site("vigili", "verdi"), "fix", mv(1), PtzErrorCode::Unsupported, "not a `dome-ptz`"),
+            (cc.clone(), "dome-b", mv(1), PtzErrorCode::Unsupported, "[device.onvif]"),
+            (cc.clone(), "dome", mv(1001), PtzErrorCode::Invalid, "pan velocity"),
+            (site("carabinieri", ""), "dome", mv(1), PtzErrorCode::Invalid, "name"),
+        ];
+        for (who, camera, cmd, want, words) in cases {
+            match s.submit(&who, camera, &cmd).reply().await {
+                PtzReply::Refused { code, reason, .. } => {
+                    assert_eq!(code, want, "{who:?} {camera}: {reason}");
+                    assert!(reason.contains(words), "{reason}");
+                }
+                other => panic!("{who:?} {camera}: expected {want:?}, got {other:?}"),
+            }
+        }
+        assert_eq!(r.dome.ops().len(), 1, "no refused command reached the camera");
+        let log = std::fs::read_to_string(&r.audit).unwrap();
+        let ptz: Vec<&str> = log.lines().filter(|l| l.contains("\"action\":\"ptz\"")).collect();
+        assert_eq!(ptz.len(), 8, "{log}");
+        assert!(ptz.iter().any(|l| l.contains("\"site\":\"questura\"")
+            && l.contains("\"outcome\":\"denied\"")
+            && l.contains("move pan=1")));
+        assert_eq!(s.counts().get("denied"), Some(&7));
+        assert_eq!(s.counts().get("allowed"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn master_preempts_equal_priority_waits_and_losers_learn_the_holder() {
+        let r = rig(Duration::ZERO);
+        let s = &r.service;
+        let mut locks = s.subscribe_locks();
+        let cc = site("carabinieri", "rossi");
+        assert!(code(&s.submit(&cc, "dome", &mv(500)).reply().await).is_none());
+        assert_eq!(locks.recv().await.unwrap().holder.unwrap().controller.site, "carabinieri");
+        // Equal priority waits.
+        match s.submit(&site("polizia", "neri"), "dome", &mv(-500)).reply().await {
+            PtzReply::Refused { code: PtzErrorCode::Locked, holder: Some(h), reason } => {
+                assert_eq!(h.controller.label(), "rossi@carabinieri", "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The master room takes over.
+        let master = Requester::Master { operator: "sala".into() };
+        assert!(code(&s.submit(&master, "dome", &mv(-300)).reply().await).is_none());
+        let change = locks.recv().await.unwrap();
+        assert_eq!(change.holder.unwrap().controller.label(), "sala@master");
+        match s.submit(&cc, "dome", &mv(500)).reply().await {
+            PtzReply::Refused { code: PtzErrorCode::Locked, holder: Some(h), .. } => {
+                assert_eq!((h.controller.site.as_str(), h.controller.priority), ("master", 100))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.dome.ops(), ["move 500 0 0 300", "move -300 0 0 300"]);
+        // Release by the holder frees the lock (and stops the move).
+        let reply = s.submit(&master, "dome", &PtzCommand::Release).reply().await;
+        assert!(matches!(reply, PtzReply::Done { holder: None, .. }), "{reply:?}");
+        assert_eq!(locks.recv().await.unwrap().holder, None);
+        assert_eq!(r.dome.ops().last().map(String::as_str), Some("stop"));
+        let log = std::fs::read_to_string(&r.audit).unwrap();
+        assert!(log
+            .lines()
+            .any(|l| l.contains("\"outcome\":\"preempted\"") && l.contains("\"viewer\":\"rossi\"")));
+    }
+
+    #[tokio::test]
+    async fn unrenewed_move_is_stopped_by_the_dead_man_and_a_vanished_site_at_once() {
+        let r = rig(Duration::ZERO);
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let t0 = Instant::now();
+        s.submit(&cc, "dome", &mv(500)).reply().await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let ops = r.dome.ops.lock().unwrap().clone();
+        assert_eq!(ops.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["move 500 0 0 300", "stop"]);
+        let delay = ops[1].1 - t0;
+        assert!(delay >= Duration::from_millis(300) && delay < Duration::from_millis(450), "{delay:?}");
+        // Still the holder after the stop: renewing moves again.
+        s.submit(&cc, "dome", &mv(200)).reply().await;
+        let t1 = Instant::now();
+        s.drop_site("carabinieri");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ops = r.dome.ops.lock().unwrap().clone();
+        assert_eq!(ops.last().map(|(o, _)| o.as_str()), Some("stop"));
+        assert!(ops.last().unwrap().1 - t1 < Duration::from_millis(50));
+        assert!(s.holders().is_empty());
+        let log = std::fs::read_to_string(&r.audit).unwrap();
+        assert!(
+            log.contains("dead-man: no renewal for 300 ms") && log.contains("site session ended"),
+            "{log}"
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_to_a_slow_camera_keep_their_order_and_do_not_block_the_caller() {
+        let r = rig(Duration::from_millis(100));
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let started = Instant::now();
+        let a = s.submit(&cc, "dome", &mv(500));
+        let b = s.submit(&cc, "dome", &PtzCommand::Stop);
+        let c = s.submit(&cc, "dome", &PtzCommand::GotoPreset { preset: "1".into() });
+        assert!(started.elapsed() < Duration::from_millis(50), "submit never waits on the camera");
+        let (c, b, a) = (c.reply().await, b.reply().await, a.reply().await);
+        assert!([a, b, c].iter().all(|x| code(x).is_none()));
+        assert_eq!(r.dome.ops(), ["move 500 0 0 300", "stop", "goto 1"]);
+        match s.submit(&cc, "dome", &PtzCommand::Presets).reply().await {
+            PtzReply::Done { presets, holder: Some(_), .. } => assert_eq!(presets[0].name, "Ingresso"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
