@@ -129,6 +129,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         args.http_port + 12
     );
     println!("  on-call CLI:  ponte-agent status --url http://{agent_mgmt}   ponte-relay status --url http://127.0.0.1:{}", args.http_port + 11);
+    println!(
+        "  PTZ:          the carabinieri may steer the (simulated) domes from the viewer page; the master room \
+         takes over with `curl -H 'content-type: application/json' 'http://{agent_mgmt}/api/ptz/<camera>?operator=sala' -d '{{\"op\":\"stop\"}}'`"
+    );
     println!("Open a viewer URL in a browser and click a camera. Press Ctrl-C to stop.");
     println!();
 
@@ -194,7 +198,7 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
 
 fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr, mgmt: SocketAddr) -> String {
     format!(
-        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
+        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n# demo: no accounts, so let its viewers steer the (simulated) PTZ domes\nopen_ptz = true\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
         dir.join("ca.pem"),
         dir.join(format!("{site}.pem")),
         dir.join(format!("{site}.key")),

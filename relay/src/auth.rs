@@ -755,6 +755,9 @@ pub struct AuthSettings {
     pub max_clients: usize,
     /// How long verified Basic credentials skip argon2.
     pub verified_ttl: Duration,
+    /// On a relay without accounts, whether the anonymous viewer may steer
+    /// PTZ cameras (`relay.open_ptz`; trusted rooms and the demo only).
+    pub open_ptz: bool,
 }
 
 impl Default for AuthSettings {
@@ -767,6 +770,7 @@ impl Default for AuthSettings {
             login_interval: Duration::from_secs(12),
             max_clients: 4096,
             verified_ttl: Duration::from_secs(600),
+            open_ptz: false,
         }
     }
 }
@@ -929,7 +933,7 @@ impl Auth {
     /// session cookie's or the bearer token's viewer.
     pub async fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Viewer, Response> {
         if self.is_open() {
-            return Ok(Viewer::anonymous());
+            return Ok(Viewer::anonymous().with_ptz(self.settings.open_ptz));
         }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value

@@ -177,6 +177,11 @@ pub struct RelaySection {
     /// back in time, and end after that.
     #[serde(default = "default_reconnect_grace")]
     pub reconnect_grace_secs: u64,
+    /// On a relay without `[[viewer]]`/`[[token]]` accounts, let every viewer
+    /// steer the PTZ cameras the site may steer. Off by default: with accounts,
+    /// the right is per account (`ptz = true`).
+    #[serde(default)]
+    pub open_ptz: bool,
 }
 
 fn default_reconnect_grace() -> u64 {

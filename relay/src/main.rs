@@ -147,7 +147,8 @@ async fn run(cfg: RelayConfig) -> Result<()> {
         let (viewers, tokens) = accounts.counts();
         tracing::info!(viewers, tokens, audit = %cfg.audit.path.display(), "viewers must log in");
     }
-    let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), auth::AuthSettings::default()));
+    let settings = auth::AuthSettings { open_ptz: cfg.relay.open_ptz, ..Default::default() };
+    let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), settings));
     let state = Arc::new(
         whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
     );

@@ -6,6 +6,13 @@ use anyhow::{Context, Result};
 use ponte_tests::{bin_path, free_tcp_port, free_udp_port, http_get, Chromium, Proc};
 use std::time::{Duration, Instant};
 
+fn catalog_entries(catalog: &serde_json::Value) -> Vec<serde_json::Value> {
+    match catalog {
+        serde_json::Value::Array(a) => a.clone(),
+        other => other["cameras"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
 #[tokio::test]
 async fn demo_prints_two_viewer_urls_and_a_camera_plays_in_chromium() -> Result<()> {
     let Some(browser) = Chromium::launch_or_skip().await? else { return Ok(()) };
@@ -92,6 +99,41 @@ async fn demo_prints_two_viewer_urls_and_a_camera_plays_in_chromium() -> Result<
         anyhow::ensure!(t1.elapsed() < Duration::from_secs(20), "never reached the main stream: {stats}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The Carabinieri may steer a (simulated) dome from their relay; the
+    // Questura, without the PTZ right, may not.
+    let catalog: serde_json::Value = http_get(&format!("{cc}/api/catalog")).await?.json()?;
+    let dome = catalog_entries(&catalog)
+        .into_iter()
+        .find(|c| c["ptz"].as_bool() == Some(true))
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .context("a PTZ dome in the Carabinieri catalog")?;
+    let json = [("content-type", "application/json")];
+    let moved = ponte_tests::http_request(
+        "POST",
+        &format!("{cc}/api/ptz/{dome}"),
+        &json,
+        br#"{"op":"move","pan":400}"#,
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert!(moved.text().contains(r#""site":"carabinieri""#), "{}", moved.text());
+    let refused = ponte_tests::http_request(
+        "POST",
+        &format!("{qu}/api/ptz/{dome}"),
+        &json,
+        br#"{"op":"stop"}"#,
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert!(
+        matches!(refused.status, 403 | 404),
+        "questura steered {dome}: {} {}",
+        refused.status,
+        refused.text()
+    );
+    println!("PTZ: carabinieri moved {dome}; questura refused with {}", refused.status);
 
     // Ctrl-C stops the agent and both relays, and removes the throw-away PKI.
     let pki_dir = std::env::temp_dir().join(format!("ponte-demo-{}", demo.pid()));
