@@ -7,7 +7,10 @@
 //! The arbiter ([`PtzArbiter`], sans-IO) sits behind a std mutex that is
 //! never held across an `.await`: a request is decided and queued to the
 //! camera's worker under the lock, so two commands to one camera cannot be
-//! reordered, and the caller awaits the camera's answer afterwards.
+//! reordered, and the caller awaits the camera's answer afterwards. A
+//! command is granted only with a queue slot reserved for it, and a steering
+//! command whose controller lost the lock while it waited is dropped by the
+//! worker, so a pre-empted controller never steers under the new holder.
 
 use crate::access::Access;
 use crate::cameras::Cameras;
@@ -18,38 +21,24 @@ use ponte_proto::ptz::{
     Controller, Expiry, Grant, PtzArbiter, PtzCommand, PtzErrorCode, PtzHolder, PtzPosition, PtzPreset,
     PtzReply, MASTER_PRIORITY, MASTER_SITE,
 };
-use ponte_proto::wire::CatalogEntry;
+use ponte_proto::wire::{CatalogEntry, Control};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{info, warn};
 
 /// What a [`PtzDevice`] call returns.
 pub type DeviceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DeviceError>> + Send + 'a>>;
 
 /// A camera's PTZ endpoint, as the service drives it (ONVIF in production,
-/// a recording fake in tests).
+/// a simulated dome for the demo, a recording fake in tests).
 pub trait PtzDevice: Send + Sync + 'static {
-    /// Starts (or changes) a continuous move; the camera stops by itself
-    /// after `timeout` unless renewed.
-    fn continuous_move(
-        &self,
-        pan: i16,
-        tilt: i16,
-        zoom: i16,
-        timeout: Option<Duration>,
-    ) -> DeviceFuture<'_, ()>;
-    /// Stops pan, tilt and zoom.
-    fn stop(&self) -> DeviceFuture<'_, ()>;
-    /// Moves to a preset.
-    fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()>;
-    /// Lists the presets.
-    fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>>;
-    /// Position and motion.
-    fn status(&self) -> DeviceFuture<'_, PtzPosition>;
+    /// Carries one operation out. A continuous move stops by itself, camera
+    /// side, after its `timeout` unless renewed.
+    fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output>;
 }
 
 /// Why a camera did not carry a command out.
@@ -68,32 +57,25 @@ impl From<crate::onvif::OnvifError> for DeviceError {
 }
 
 impl PtzDevice for crate::onvif::OnvifPtz {
-    fn continuous_move(
-        &self,
-        pan: i16,
-        tilt: i16,
-        zoom: i16,
-        timeout: Option<Duration>,
-    ) -> DeviceFuture<'_, ()> {
+    fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output> {
         Box::pin(async move {
-            crate::onvif::OnvifPtz::continuous_move(self, pan, tilt, zoom, timeout).await.map_err(Into::into)
+            Ok(match op {
+                DeviceOp::Move { pan, tilt, zoom, timeout } => {
+                    self.continuous_move(*pan, *tilt, *zoom, Some(*timeout)).await?;
+                    Output::Nothing
+                }
+                DeviceOp::Stop => {
+                    self.stop().await?;
+                    Output::Nothing
+                }
+                DeviceOp::Goto(token) => {
+                    self.goto_preset(token).await?;
+                    Output::Nothing
+                }
+                DeviceOp::Presets => Output::Presets(self.presets().await?),
+                DeviceOp::Status => Output::Position(self.status().await?),
+            })
         })
-    }
-
-    fn stop(&self) -> DeviceFuture<'_, ()> {
-        Box::pin(async move { crate::onvif::OnvifPtz::stop(self).await.map_err(Into::into) })
-    }
-
-    fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()> {
-        Box::pin(async move { crate::onvif::OnvifPtz::goto_preset(self, token).await.map_err(Into::into) })
-    }
-
-    fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>> {
-        Box::pin(async move { crate::onvif::OnvifPtz::presets(self).await.map_err(Into::into) })
-    }
-
-    fn status(&self) -> DeviceFuture<'_, PtzPosition> {
-        Box::pin(async move { crate::onvif::OnvifPtz::status(self).await.map_err(Into::into) })
     }
 }
 
@@ -140,6 +122,14 @@ pub struct LockChange {
     pub holder: Option<PtzHolder>,
 }
 
+/// PTZ answers of one relay session not written yet (see [`PtzService::answer_relay`]).
+const MAX_UNDER_WAY: usize = 512;
+
+/// The bound on one relay session's PTZ commands under way.
+pub fn session_gate() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_UNDER_WAY))
+}
+
 /// Longest viewer or operator name accepted.
 const MAX_NAME_LEN: usize = 128;
 /// Commands queued per camera; user commands leave the last few slots to stops.
@@ -149,21 +139,51 @@ const RESERVED_FOR_STOPS: usize = 4;
 /// Bound on one camera call, whatever the client's own timeout.
 const DEVICE_GUARD: Duration = Duration::from_secs(10);
 
-/// What a camera worker does.
+/// One operation for a camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum DeviceOp {
-    Move { pan: i16, tilt: i16, zoom: i16, timeout: Duration },
+pub enum DeviceOp {
+    /// ONVIF `ContinuousMove`, velocities per mille; the camera stops by
+    /// itself after `timeout` (the dead-man, camera side).
+    Move {
+        /// Pan velocity.
+        pan: i16,
+        /// Tilt velocity.
+        tilt: i16,
+        /// Zoom velocity.
+        zoom: i16,
+        /// ONVIF `Timeout` of the move.
+        timeout: Duration,
+    },
+    /// ONVIF `Stop` (pan, tilt and zoom).
     Stop,
+    /// ONVIF `GotoPreset` with this token.
     Goto(String),
+    /// ONVIF `GetPresets`.
     Presets,
+    /// ONVIF `GetStatus`.
     Status,
+}
+
+/// What a camera answered to a [`DeviceOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Carried out (moves, stops, presets).
+    Nothing,
+    /// The presets (`Presets`).
+    Presets(Vec<PtzPreset>),
+    /// Position and motion (`Status`).
+    Position(PtzPosition),
 }
 
 /// One command for a camera's worker, with what to audit and whom to answer.
 struct Job {
     op: DeviceOp,
-    site: String,
-    viewer: String,
+    /// On whose behalf (the lock holder, for dead-man and session stops).
+    who: Controller,
+    /// Carried out only if `who` still holds the lock when the camera's
+    /// turn comes: a controller pre-empted (or released) while its commands
+    /// wait does not steer the camera under the new holder.
+    needs_lock: bool,
     /// The command as audited (`move pan=500 tilt=0 zoom=0`).
     what: String,
     /// Audit outcome when the camera carries it out (`allowed`, `stopped`).
@@ -396,6 +416,16 @@ impl PtzService {
                 None,
             );
         }
+        if let Requester::Site { site, .. } = who {
+            if site == MASTER_SITE {
+                // Its locks would be the master room's (same site, same names).
+                let reason = format!(
+                    "site id `{MASTER_SITE}` is reserved for the master room's operators; give that relay \
+                     another site id in its certificate and agent.toml"
+                );
+                refuse!(PtzErrorCode::Forbidden, reason, None);
+            }
+        }
         let entry = inner.cameras.catalog().into_iter().find(|c| c.id == camera);
         let priority = match (who, entry) {
             (Requester::Site { site, .. }, entry) => {
@@ -446,6 +476,19 @@ impl PtzService {
             PtzCommand::Presets => DeviceOp::Presets,
             PtzCommand::Status => DeviceOp::Status,
         };
+        // Room in the camera's queue first: a command it cannot take must not
+        // take, renew or pre-empt the lock. Stops may use the reserved slots.
+        // All sends happen under the arbiter's lock, so the slot stays ours.
+        let room = worker.capacity() > RESERVED_FOR_STOPS || op == DeviceOp::Stop;
+        let permit = if room { worker.try_reserve().ok() } else { None };
+        if permit.is_none() && *command != PtzCommand::Release {
+            drop(arbiter);
+            let reason = format!(
+                "camera `{camera}` is not keeping up: {QUEUE} PTZ commands are already queued for it; \
+                 check its network and load"
+            );
+            refuse!(PtzErrorCode::CameraError, reason, None);
+        }
         let mut releases = false;
         if let PtzCommand::Release = command {
             let holder = arbiter.holder(camera, now);
@@ -509,7 +552,7 @@ impl PtzService {
                             ),
                         });
                     }
-                    if before.as_ref() != Some(&controller) {
+                    if !before.as_ref().is_some_and(|b| b.same_as(&controller)) {
                         let holder = arbiter.holder(camera, now);
                         let _ = inner.locks.send(LockChange { camera: camera.to_owned(), holder });
                     }
@@ -521,30 +564,60 @@ impl PtzService {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             op,
-            site: controller.site.clone(),
-            viewer: controller.viewer.clone(),
+            who: controller,
+            needs_lock: command.steers(),
             what,
             ok_outcome: "allowed",
             releases,
             reply: Some(tx),
         };
-        // Stops may use the reserved slots; other commands may not.
-        let room = worker.capacity() > RESERVED_FOR_STOPS || matches!(job.op, DeviceOp::Stop);
-        let queued = room && worker.try_send(job).is_ok();
+        enqueue(worker, permit, job);
         drop(arbiter);
-        if !queued {
-            let reason = format!(
-                "camera `{camera}` is not keeping up: {QUEUE} PTZ commands are already queued for it; \
-                 check its network and load"
-            );
-            refuse!(PtzErrorCode::CameraError, reason, None);
-        }
         Pending(Err(rx))
+    }
+
+    /// Carries a relay's `Ptz` out and sends its `PtzResult` on `replies`
+    /// once the camera has answered, without waiting here. `under_way` (one
+    /// per session, see [`session_gate`]) bounds the answers not yet
+    /// written: beyond it a command is refused `unavailable` without being
+    /// carried out, and a relay that stops reading its answers gets none
+    /// (it times them out) instead of growing the agent's memory.
+    pub fn answer_relay(
+        &self,
+        under_way: &Arc<Semaphore>,
+        replies: &mpsc::Sender<Control>,
+        who: &Requester,
+        id: u64,
+        camera: &str,
+        command: &PtzCommand,
+    ) {
+        let Ok(permit) = under_way.clone().try_acquire_owned() else {
+            warn!(site = who.site(), camera, "ptz: relay has too many commands under way; refused");
+            let reason = format!(
+                "camera `{camera}`: site `{}` has {MAX_UNDER_WAY} PTZ commands under way at the agent; \
+                 retry once they are answered",
+                who.site()
+            );
+            let reply = PtzReply::refused(PtzErrorCode::Unavailable, reason);
+            let _ = replies.try_send(Control::PtzResult { id, reply });
+            return;
+        };
+        let pending = self.submit(who, camera, command);
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let reply = pending.reply().await;
+            let _ = replies.send(Control::PtzResult { id, reply }).await;
+            drop(permit);
+        });
     }
 
     /// A relay session ended: its site's moving cameras are stopped at once
     /// and its locks freed.
     pub fn drop_site(&self, site: &str) {
+        if site == MASTER_SITE {
+            // A relay session under that name never held a lock (see `decide`).
+            return;
+        }
         let expiries = {
             let mut arbiter = self.inner.core.arbiter();
             let expiries = arbiter.drop_site(site);
@@ -584,21 +657,15 @@ impl PtzService {
                     warn!(camera = %camera, controller = %controller.label(), reason = %why, "ptz: stopping the camera");
                     let job = Job {
                         op: DeviceOp::Stop,
-                        site: controller.site.clone(),
-                        viewer: controller.viewer.clone(),
+                        who: controller.clone(),
+                        needs_lock: false,
                         what: format!("stop: {why}"),
                         ok_outcome: "stopped",
                         releases: false,
                         reply: None,
                     };
                     if let Some(worker) = self.inner.workers.get(&camera) {
-                        if let Err(mpsc::error::TrySendError::Full(job)) = worker.try_send(job) {
-                            // Never lose a stop: wait for room outside the lock.
-                            let worker = worker.clone();
-                            tokio::spawn(async move {
-                                let _ = worker.send(job).await;
-                            });
-                        }
+                        enqueue(worker, worker.try_reserve().ok(), job);
                     }
                     // After a session ended the lock is gone too; a dead-man
                     // stop leaves it held until idle.
@@ -648,6 +715,21 @@ impl PtzService {
                 zone: c.zone,
             })
             .collect()
+    }
+}
+
+/// Queues `job` in the slot reserved for it. Only a stop can find no slot
+/// (a move is granted only with room left for its stop): it waits for room
+/// outside the arbiter's lock rather than being lost.
+fn enqueue(worker: &mpsc::Sender<Job>, permit: Option<mpsc::Permit<'_, Job>>, job: Job) {
+    match permit {
+        Some(permit) => permit.send(job),
+        None => {
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                let _ = worker.send(job).await;
+            });
+        }
     }
 }
 
@@ -728,8 +810,31 @@ async fn timer(service: Weak<Inner>, wake: Arc<Notify>) {
 /// Carries one camera's commands out, one at a time, in arrival order.
 async fn worker(camera: String, device: Arc<dyn PtzDevice>, core: Arc<Core>, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.recv().await {
+        if job.needs_lock {
+            let holder = core.holder(&camera);
+            if !holder.as_ref().is_some_and(|h| h.controller.same_as(&job.who)) {
+                let by = holder.as_ref().map_or_else(|| "nobody".to_owned(), |h| h.controller.label());
+                let reason = format!(
+                    "camera `{camera}`: `{}` lost the lock before the camera's turn came (now held by {by}); \
+                     this command was not carried out",
+                    job.what
+                );
+                info!(camera = %camera, controller = %job.who.label(), op = %job.what, holder = %by, "ptz: stale command dropped");
+                core.audit(AuditLine {
+                    site: job.who.site,
+                    viewer: job.who.viewer,
+                    camera: camera.clone(),
+                    outcome: "denied",
+                    reason: format!("{}: locked (superseded by {by} while queued)", job.what),
+                });
+                if let Some(tx) = job.reply {
+                    let _ = tx.send(PtzReply::Refused { code: PtzErrorCode::Locked, reason, holder });
+                }
+                continue;
+            }
+        }
         let started = Instant::now();
-        let result = tokio::time::timeout(DEVICE_GUARD, run(&*device, &job.op)).await.unwrap_or_else(|_| {
+        let result = tokio::time::timeout(DEVICE_GUARD, device.execute(&job.op)).await.unwrap_or_else(|_| {
             Err(DeviceError {
                 code: PtzErrorCode::Timeout,
                 message: format!("camera `{camera}` did not answer within {} s", DEVICE_GUARD.as_secs()),
@@ -752,28 +857,16 @@ async fn worker(camera: String, device: Arc<dyn PtzDevice>, core: Arc<Core>, mut
                 (PtzReply::Refused { code: e.code, reason: e.message, holder }, "failed", reason)
             }
         };
-        core.audit(AuditLine { site: job.site, viewer: job.viewer, camera: camera.clone(), outcome, reason });
+        core.audit(AuditLine {
+            site: job.who.site,
+            viewer: job.who.viewer,
+            camera: camera.clone(),
+            outcome,
+            reason,
+        });
         if let Some(tx) = job.reply {
             let _ = tx.send(reply);
         }
-    }
-}
-
-enum Output {
-    Nothing,
-    Presets(Vec<PtzPreset>),
-    Position(PtzPosition),
-}
-
-async fn run(device: &dyn PtzDevice, op: &DeviceOp) -> Result<Output, DeviceError> {
-    match op {
-        DeviceOp::Move { pan, tilt, zoom, timeout } => {
-            device.continuous_move(*pan, *tilt, *zoom, Some(*timeout)).await.map(|()| Output::Nothing)
-        }
-        DeviceOp::Stop => device.stop().await.map(|()| Output::Nothing),
-        DeviceOp::Goto(token) => device.goto_preset(token).await.map(|()| Output::Nothing),
-        DeviceOp::Presets => device.presets().await.map(Output::Presets),
-        DeviceOp::Status => device.status().await.map(Output::Position),
     }
 }
 
@@ -783,7 +876,7 @@ pub mod master_api {
     use super::{PtzService, Requester};
     use axum::body::Bytes;
     use axum::extract::{Path, Query, State};
-    use axum::http::StatusCode;
+    use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use axum::{Json, Router};
@@ -835,12 +928,26 @@ pub mod master_api {
         }
     }
 
+    fn is_json(headers: &HeaderMap) -> bool {
+        ponte_proto::ptz::is_json_content_type(
+            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        )
+    }
+
     async fn command(
         State(service): State<PtzService>,
         Path(camera): Path<String>,
         Query(query): Query<HashMap<String, String>>,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Response {
+        if !is_json(&headers) {
+            let reply = PtzReply::refused(
+                PtzErrorCode::Invalid,
+                "send the command with Content-Type: application/json",
+            );
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(reply)).into_response();
+        }
         let Some(operator) = query.get("operator").filter(|o| !o.is_empty()).cloned() else {
             return answer(PtzReply::refused(
                 PtzErrorCode::Invalid,
@@ -879,39 +986,34 @@ mod tests {
         fn ops(&self) -> Vec<String> {
             self.ops.lock().unwrap().iter().map(|(o, _)| o.clone()).collect()
         }
+    }
 
-        fn record(&self, op: String) -> DeviceFuture<'_, ()> {
+    impl PtzDevice for FakeDome {
+        fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output> {
+            let op = match op {
+                DeviceOp::Move { pan, tilt, zoom, timeout } => {
+                    format!("move {pan} {tilt} {zoom} {}", timeout.as_millis())
+                }
+                DeviceOp::Stop => "stop".into(),
+                DeviceOp::Goto(token) => format!("goto {token}"),
+                DeviceOp::Presets => {
+                    let presets = vec![PtzPreset { token: "1".into(), name: "Ingresso".into() }];
+                    return Box::pin(async { Ok(Output::Presets(presets)) });
+                }
+                DeviceOp::Status => return Box::pin(async { Ok(Output::Position(PtzPosition::default())) }),
+            };
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 self.ops.lock().unwrap().push((op, Instant::now()));
-                Ok(())
+                Ok(Output::Nothing)
             })
         }
     }
 
-    impl PtzDevice for FakeDome {
-        fn continuous_move(
-            &self,
-            pan: i16,
-            tilt: i16,
-            zoom: i16,
-            timeout: Option<Duration>,
-        ) -> DeviceFuture<'_, ()> {
-            let ms = timeout.map_or(0, |t| t.as_millis());
-            self.record(format!("move {pan} {tilt} {zoom} {ms}"))
-        }
-        fn stop(&self) -> DeviceFuture<'_, ()> {
-            self.record("stop".into())
-        }
-        fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()> {
-            self.record(format!("goto {token}"))
-        }
-        fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>> {
-            Box::pin(async { Ok(vec![PtzPreset { token: "1".into(), name: "Ingresso".into() }]) })
-        }
-        fn status(&self) -> DeviceFuture<'_, PtzPosition> {
-            Box::pin(async { Ok(PtzPosition::default()) })
-        }
+    /// A master agent with two PTZ domes (one without ONVIF), a fixed camera,
+    /// the PTZ tests' two sites and three more.
+    fn config() -> AgentConfig {
+        AgentConfig::from_toml(&format!("{CONFIG}{}", ponte_tests::onvif_camera::PTZ_SITES)).unwrap()
     }
 
     const CONFIG: &str = r#"
@@ -940,18 +1042,10 @@ name = "fissa"
 type = "fixed"
 source = "synthetic"
 [[site]]
-id = "carabinieri"
-allow = ["*"]
-ptz = true
-ptz_priority = 50
-[[site]]
 id = "polizia"
 allow = ["*"]
 ptz = true
 ptz_priority = 50
-[[site]]
-id = "questura"
-allow = ["*"]
 [[site]]
 id = "vigili"
 allow = ["camera:fix"]
@@ -966,7 +1060,7 @@ windows = ["daily 22:00-06:00"]
 
     #[test]
     fn time_windows_bound_the_ptz_right() {
-        let cfg = AgentConfig::from_toml(CONFIG).unwrap();
+        let cfg = config();
         let access = Access::new(&cfg).unwrap();
         let catalog = crate::cameras::catalog_of(&cfg.devices);
         let dome = catalog.iter().find(|c| c.id == "dome").unwrap();
@@ -1003,7 +1097,7 @@ windows = ["daily 22:00-06:00"]
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ponte-ptz-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = AgentConfig::from_toml(CONFIG).unwrap();
+        let cfg = config();
         let audit = dir.join("audit.log");
         let log = Arc::new(AuditLog::open(&audit, "master", 1 << 20).unwrap());
         let access = watch::channel(Arc::new(Access::new(&cfg).unwrap())).1;
@@ -1143,6 +1237,124 @@ windows = ["daily 22:00-06:00"]
         assert!(
             log.contains("dead-man: no renewal for 300 ms") && log.contains("site session ended"),
             "{log}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_preempted_controllers_queued_commands_do_not_reach_the_camera() {
+        let r = rig(Duration::from_millis(100));
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let first = s.submit(&cc, "dome", &mv(500));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued: Vec<Pending> = [600, 700].into_iter().map(|p| s.submit(&cc, "dome", &mv(p))).collect();
+        let master = Requester::Master { operator: "sala".into() };
+        let took = s.submit(&master, "dome", &mv(-300));
+        assert!(code(&first.reply().await).is_none());
+        for p in queued {
+            match p.reply().await {
+                PtzReply::Refused { code: PtzErrorCode::Locked, holder: Some(h), reason } => {
+                    assert_eq!(h.controller.label(), "sala@master", "{reason}");
+                    assert!(reason.contains("lost the lock"), "{reason}");
+                }
+                other => panic!("a superseded move must not run: {other:?}"),
+            }
+        }
+        assert!(code(&took.reply().await).is_none());
+        assert_eq!(r.dome.ops(), ["move 500 0 0 300", "move -300 0 0 300"]);
+        let log = std::fs::read_to_string(&r.audit).unwrap();
+        assert!(log.contains("superseded by sala@master while queued"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_command_the_queue_cannot_take_leaves_the_lock_alone() {
+        let r = rig(Duration::from_secs(5));
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let mut accepted = Vec::new();
+        let full = loop {
+            let p = s.submit(&cc, "dome", &mv(500));
+            match p.0 {
+                Ok(reply) => break reply,
+                Err(rx) => accepted.push(rx),
+            }
+            assert!(accepted.len() <= QUEUE, "the queue is bounded");
+        };
+        assert_eq!(code(&full), Some(PtzErrorCode::CameraError), "{full:?}");
+        let mut locks = s.subscribe_locks();
+        let master = Requester::Master { operator: "sala".into() };
+        let reply = s.submit(&master, "dome", &mv(-300)).reply().await;
+        assert_eq!(code(&reply), Some(PtzErrorCode::CameraError), "{reply:?}");
+        let holders = s.holders();
+        assert_eq!(
+            holders[0].holder.as_ref().map(|h| h.controller.label()),
+            Some("rossi@carabinieri".into())
+        );
+        assert!(locks.try_recv().is_err(), "no lock change was announced");
+        let log = std::fs::read_to_string(&r.audit).unwrap();
+        assert!(!log.contains("preempted"), "nobody was pre-empted by a command that never ran: {log}");
+        // A stop still finds a slot.
+        assert!(s.submit(&cc, "dome", &PtzCommand::Stop).0.is_err(), "the stop was queued");
+    }
+
+    #[tokio::test]
+    async fn the_master_api_takes_json_commands_only() {
+        let r = rig(Duration::ZERO);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/ptz/dome?operator=sala", listener.local_addr().unwrap());
+        let app = master_api::routes(r.service.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let post = |content_type: &'static str| {
+            let url = url.clone();
+            async move {
+                let headers = [("Content-Type", content_type)];
+                let body = br#"{"op":"stop"}"#;
+                ponte_tests::http_request("POST", &url, &headers, body, Duration::from_secs(5)).await.unwrap()
+            }
+        };
+        assert_eq!(post("text/plain").await.status, 415);
+        assert!(r.dome.ops().is_empty(), "a form or text POST steers nothing");
+        assert_eq!(post("application/json; charset=utf-8").await.status, 200);
+        assert_eq!(r.dome.ops(), ["stop"]);
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_does_not_read_its_answers_cannot_pile_commands_up() {
+        let r = rig(Duration::from_millis(200));
+        let s = &r.service;
+        let cc = site("carabinieri", "rossi");
+        let gate = Arc::new(Semaphore::new(1));
+        let (replies, mut rx) = mpsc::channel(1);
+        for id in 1..=3 {
+            s.answer_relay(&gate, &replies, &cc, id, "dome", &mv(500));
+        }
+        // The first is under way; the second is refused at once, the third
+        // finds the answer channel full and gets nothing.
+        match rx.recv().await {
+            Some(Control::PtzResult { id: 2, reply: PtzReply::Refused { code, reason, .. } }) => {
+                assert_eq!(code, PtzErrorCode::Unavailable);
+                assert!(reason.contains("under way"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rx.recv().await, Some(Control::PtzResult { id: 1, reply: PtzReply::Done { .. } })));
+        assert_eq!(r.dome.ops(), ["move 500 0 0 300"], "refused commands never reached the camera");
+        assert_eq!(gate.available_permits(), 1, "the answered command freed its place");
+    }
+
+    #[tokio::test]
+    async fn a_site_named_master_is_not_the_master_room() {
+        let r = rig(Duration::ZERO);
+        let s = &r.service;
+        let master = Requester::Master { operator: "sala".into() };
+        assert!(code(&s.submit(&master, "dome", &PtzCommand::Stop).reply().await).is_none());
+        let reply = s.submit(&site(MASTER_SITE, "sala"), "dome", &PtzCommand::Release).reply().await;
+        assert_eq!(code(&reply), Some(PtzErrorCode::Forbidden), "{reply:?}");
+        s.drop_site(MASTER_SITE);
+        assert_eq!(
+            s.holders()[0].holder.as_ref().map(|h| h.controller.label()),
+            Some("sala@master".into()),
+            "the master room keeps its lock"
         );
     }
 

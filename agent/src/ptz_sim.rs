@@ -3,7 +3,7 @@
 //! timeout honoured like a real camera's, so the loopback demo's PTZ pad and
 //! the arbitration can be tried without a camera.
 
-use crate::ptz::{DeviceError, DeviceFuture, PtzDevice};
+use crate::ptz::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
 use ponte_proto::ptz::{PtzErrorCode, PtzPosition, PtzPreset};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -88,57 +88,45 @@ impl SimulatedDome {
 }
 
 impl PtzDevice for SimulatedDome {
-    fn continuous_move(
-        &self,
-        pan: i16,
-        tilt: i16,
-        zoom: i16,
-        timeout: Option<Duration>,
-    ) -> DeviceFuture<'_, ()> {
-        self.with(|s, now| s.continuous_move([pan, tilt, zoom], timeout, now));
-        Box::pin(async { Ok(()) })
-    }
-
-    fn stop(&self) -> DeviceFuture<'_, ()> {
-        self.with(|s, now| s.stop(now));
-        Box::pin(async { Ok(()) })
-    }
-
-    fn goto_preset<'a>(&'a self, token: &'a str) -> DeviceFuture<'a, ()> {
-        let result = match PRESETS.iter().find(|(t, _, _)| *t == token) {
-            Some((_, _, at)) => {
-                self.with(|s, now| {
-                    s.stop(now);
-                    s.position = *at;
-                });
-                Ok(())
+    fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output> {
+        let result = match op {
+            DeviceOp::Move { pan, tilt, zoom, timeout } => {
+                self.with(|s, now| s.continuous_move([*pan, *tilt, *zoom], Some(*timeout), now));
+                Ok(Output::Nothing)
             }
-            None => Err(DeviceError {
-                code: PtzErrorCode::CameraError,
-                message: format!(
-                    "simulated camera `{}` has no preset {token:?}; its presets are 1, 2 and 3",
-                    self.camera
-                ),
-            }),
+            DeviceOp::Stop => {
+                self.with(|s, now| s.stop(now));
+                Ok(Output::Nothing)
+            }
+            DeviceOp::Goto(token) => match PRESETS.iter().find(|(t, _, _)| t == token) {
+                Some((_, _, at)) => {
+                    self.with(|s, now| {
+                        s.stop(now);
+                        s.position = *at;
+                    });
+                    Ok(Output::Nothing)
+                }
+                None => Err(DeviceError {
+                    code: PtzErrorCode::CameraError,
+                    message: format!(
+                        "simulated camera `{}` has no preset {token:?}; its presets are 1, 2 and 3",
+                        self.camera
+                    ),
+                }),
+            },
+            DeviceOp::Presets => Ok(Output::Presets(
+                PRESETS
+                    .iter()
+                    .map(|(t, n, _)| PtzPreset { token: (*t).to_owned(), name: (*n).to_owned() })
+                    .collect(),
+            )),
+            DeviceOp::Status => Ok(Output::Position(self.with(|s, now| {
+                s.advance(now);
+                let [pan, tilt, zoom] = s.position.map(|v| Some(v.round() as i16));
+                PtzPosition { pan, tilt, zoom, moving: s.moving(now) }
+            }))),
         };
         Box::pin(async move { result })
-    }
-
-    fn presets(&self) -> DeviceFuture<'_, Vec<PtzPreset>> {
-        let list = PRESETS
-            .iter()
-            .map(|(t, n, _)| PtzPreset { token: (*t).to_owned(), name: (*n).to_owned() })
-            .collect();
-        Box::pin(async move { Ok(list) })
-    }
-
-    fn status(&self) -> DeviceFuture<'_, PtzPosition> {
-        let position = self.with(|s, now| {
-            s.advance(now);
-            let [pan, tilt, zoom] = s.position.map(|v| Some(v.round() as i16));
-            PtzPosition { pan, tilt, zoom, moving: s.moving(now) }
-        });
-        Box::pin(async move { Ok(position) })
     }
 }
 

@@ -350,6 +350,8 @@ struct Session<'a> {
     reply_tx: mpsc::Sender<Control>,
     shaping: Arc<SiteShaping>,
     path: PathMeter,
+    /// Bounds the PTZ answers not yet written.
+    ptz_under_way: Arc<tokio::sync::Semaphore>,
 }
 
 fn audit(
@@ -397,6 +399,7 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
         reply_tx,
         shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
         path: PathMeter::default(),
+        ptz_under_way: crate::ptz::session_gate(),
     };
     let mut ptz_locks = s.shared.ptz.subscribe_locks();
     s.send_catalog().await?;
@@ -588,12 +591,14 @@ impl Session<'_> {
                 // A relay without accounts may not name its viewers.
                 let viewer = if viewer.is_empty() { "anonymous".to_owned() } else { viewer };
                 let who = crate::ptz::Requester::Site { site: self.site.to_owned(), viewer };
-                let pending = self.shared.ptz.submit(&who, &camera, &command);
-                let reply_tx = self.reply_tx.clone();
-                tokio::spawn(async move {
-                    let reply = pending.reply().await;
-                    let _ = reply_tx.send(Control::PtzResult { id, reply }).await;
-                });
+                self.shared.ptz.answer_relay(
+                    &self.ptz_under_way,
+                    &self.reply_tx,
+                    &who,
+                    id,
+                    &camera,
+                    &command,
+                );
             }
             other => {
                 return Err(SessionError::Protocol(format!(

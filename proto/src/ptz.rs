@@ -92,6 +92,16 @@ impl PtzCommand {
     }
 }
 
+/// Whether a request's `Content-Type` says JSON, as the PTZ HTTP APIs
+/// require: a web page elsewhere can make a browser send a form or text POST
+/// anywhere, but a JSON one only after a CORS preflight, which these APIs
+/// never grant.
+pub fn is_json_content_type(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// Who holds (or asks for) a camera's PTZ lock.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +115,13 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Whether `other` is the same person (site and viewer), whatever its
+    /// priority: a policy reload that changes a site's priority must not make
+    /// a holder wait for, or pre-empt, itself.
+    pub fn same_as(&self, other: &Controller) -> bool {
+        self.site == other.site && self.viewer == other.viewer
+    }
+
     /// `viewer@site`, as shown on the viewer page.
     pub fn label(&self) -> String {
         format!("{}@{}", self.viewer, self.site)
@@ -332,7 +349,7 @@ impl PtzArbiter {
         }
         let preempted = match self.locks.get(camera) {
             None => None,
-            Some(l) if l.holder == *who => None,
+            Some(l) if l.holder.same_as(who) => None,
             Some(l) if who.priority > l.holder.priority => Some(l.holder.clone()),
             Some(l) => return Grant::Busy(self.holder_of(l, now)),
         };
@@ -344,7 +361,7 @@ impl PtzArbiter {
     /// moving (the caller sends `Stop`); false if `who` did not hold it.
     pub fn release(&mut self, camera: &str, who: &Controller) -> Option<bool> {
         match self.locks.get(camera) {
-            Some(l) if l.holder == *who => self.locks.remove(camera).map(|l| l.moving),
+            Some(l) if l.holder.same_as(who) => self.locks.remove(camera).map(|l| l.moving),
             _ => None,
         }
     }
@@ -481,6 +498,20 @@ mod tests {
     }
 
     #[test]
+    fn a_priority_change_keeps_the_holder_its_lock() {
+        // Policy reload: the same viewer now asks with another priority.
+        let mut a = arbiter();
+        let t0 = Instant::now();
+        a.request("cam", &who("carabinieri", "rossi", 50), true, t0);
+        let lowered = who("carabinieri", "rossi", 20);
+        assert_eq!(a.request("cam", &lowered, true, t0), Grant::Granted { preempted: None });
+        assert_eq!(a.holder("cam", t0).map(|h| h.controller.priority), Some(20));
+        let raised = who("carabinieri", "rossi", 80);
+        assert_eq!(a.request("cam", &raised, true, t0), Grant::Granted { preempted: None });
+        assert_eq!(a.release("cam", &lowered), Some(true));
+    }
+
+    #[test]
     fn unrenewed_move_is_stopped_then_the_lock_lapses() {
         let mut a = arbiter();
         let t0 = Instant::now();
@@ -533,6 +564,17 @@ mod tests {
         );
         assert_eq!(a.release("c", &qu), Some(true));
         assert_eq!(a.locked(), 0);
+    }
+
+    #[test]
+    fn only_json_content_types_pass() {
+        for ok in ["application/json", "Application/JSON; charset=utf-8", " application/json "] {
+            assert!(is_json_content_type(Some(ok)), "{ok}");
+        }
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "", "json"] {
+            assert!(!is_json_content_type(Some(bad)), "{bad}");
+        }
+        assert!(!is_json_content_type(None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::auth::{self, Auth, Viewer};
 use crate::upstream::{Upstreams, PTZ_TIMEOUT};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,6 +31,19 @@ use tracing::{debug, info, warn};
 /// Largest command body accepted (a command is a few dozen bytes).
 const MAX_BODY: usize = 4096;
 
+/// A viewer's command for a camera, as the API hands it upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtzRequest<'a> {
+    /// Camera id.
+    pub camera: &'a str,
+    /// Account name (`anonymous` on a relay without accounts).
+    pub viewer: &'a str,
+    /// The command.
+    pub command: PtzCommand,
+    /// How long to wait for the agent's answer.
+    pub wait: Duration,
+}
+
 /// What the PTZ API needs from the upstream side; implemented by
 /// [`Upstreams`], and by fakes in tests.
 pub trait PtzUpstream: Send + Sync + 'static {
@@ -38,14 +51,8 @@ pub trait PtzUpstream: Send + Sync + 'static {
     fn site(&self) -> String;
     /// Cameras this site may see, with the site's PTZ right on each.
     fn catalog(&self) -> Vec<CatalogEntry>;
-    /// Sends a command for `viewer` and waits at most `wait` for the answer.
-    fn command<'a>(
-        &'a self,
-        camera: &'a str,
-        viewer: &'a str,
-        command: PtzCommand,
-        wait: Duration,
-    ) -> BoxFuture<'a, PtzReply>;
+    /// Sends a viewer's command up and waits at most its `wait` for the answer.
+    fn command<'a>(&'a self, request: PtzRequest<'a>) -> BoxFuture<'a, PtzReply>;
     /// The camera's lock holder as last reported upstream.
     fn holder(&self, camera: &str) -> Option<PtzHolder>;
 }
@@ -59,14 +66,8 @@ impl PtzUpstream for Upstreams {
         Upstreams::catalog(self)
     }
 
-    fn command<'a>(
-        &'a self,
-        camera: &'a str,
-        viewer: &'a str,
-        command: PtzCommand,
-        wait: Duration,
-    ) -> BoxFuture<'a, PtzReply> {
-        Box::pin(self.ptz(camera, viewer, command, wait))
+    fn command<'a>(&'a self, r: PtzRequest<'a>) -> BoxFuture<'a, PtzReply> {
+        Box::pin(self.ptz(r.camera, r.viewer, r.command, r.wait))
     }
 
     fn holder(&self, camera: &str) -> Option<PtzHolder> {
@@ -174,8 +175,9 @@ impl PtzState {
         if let Some(c) = lock(&self.presets).get(camera).filter(|c| c.until > now) {
             return c.presets.clone();
         }
+        let wait = self.settings.presets_timeout;
         let reply =
-            self.upstream.command(camera, viewer, PtzCommand::Presets, self.settings.presets_timeout).await;
+            self.upstream.command(PtzRequest { camera, viewer, command: PtzCommand::Presets, wait }).await;
         let (presets, ttl) = match reply {
             PtzReply::Done { presets, .. } => (presets, self.settings.presets_ttl),
             PtzReply::Refused { code, reason, .. } => {
@@ -278,10 +280,15 @@ fn describe_command(c: &PtzCommand) -> String {
     }
 }
 
+fn is_json(headers: &HeaderMap) -> bool {
+    ponte_proto::ptz::is_json_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+}
+
 async fn command(
     State(state): State<Arc<PtzState>>,
     Extension(viewer): Extension<Viewer>,
     Path(camera): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let who = viewer.audit_name();
@@ -304,6 +311,7 @@ async fn command(
         }
         return resp;
     }
+    let json = is_json(&headers);
     let parsed: Result<PtzCommand, String> = serde_json::from_slice::<PtzCommand>(&body)
         .map_err(|e| {
             format!("the body is not a PTZ command ({e}); send e.g. {{\"op\":\"move\",\"pan\":500}}")
@@ -347,6 +355,12 @@ async fn command(
         );
         return refuse(PtzErrorCode::Forbidden, reason.clone(), reason);
     }
+    if !json {
+        let reason = format!("camera `{camera}`: send the command with Content-Type: application/json");
+        let mut resp = refuse(PtzErrorCode::Invalid, reason.clone(), reason);
+        *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return resp;
+    }
     let cmd = match parsed {
         Ok(c) => c,
         Err(e) => {
@@ -355,7 +369,11 @@ async fn command(
         }
     };
     let is_presets = cmd == PtzCommand::Presets;
-    let r = state.upstream.command(&camera, viewer.name(), cmd, state.settings.command_timeout).await;
+    let wait = state.settings.command_timeout;
+    let r = state
+        .upstream
+        .command(PtzRequest { camera: &camera, viewer: viewer.name(), command: cmd, wait })
+        .await;
     match &r {
         PtzReply::Done { presets, .. } => {
             debug!(camera = %camera, viewer = viewer.name(), command = %what, "PTZ command done");
@@ -403,15 +421,9 @@ mod tests {
             self.catalog.clone()
         }
 
-        fn command<'a>(
-            &'a self,
-            camera: &'a str,
-            viewer: &'a str,
-            command: PtzCommand,
-            _wait: Duration,
-        ) -> BoxFuture<'a, PtzReply> {
-            lock(&self.asked).push((camera.to_owned(), viewer.to_owned(), command.clone()));
-            let answer = match command {
+        fn command<'a>(&'a self, r: PtzRequest<'a>) -> BoxFuture<'a, PtzReply> {
+            lock(&self.asked).push((r.camera.to_owned(), r.viewer.to_owned(), r.command.clone()));
+            let answer = match r.command {
                 PtzCommand::Presets => PtzReply::Done {
                     holder: None,
                     presets: vec![PtzPreset { token: "1".into(), name: "Ingresso".into() }],
@@ -499,9 +511,20 @@ mod tests {
 
     /// One HTTP/1.1 request per connection: status and body.
     async fn http(h: &Harness, method: &str, path: &str, who: Option<&str>, body: &str) -> (u16, String) {
+        http_as(h, method, path, who, "application/json", body).await
+    }
+
+    async fn http_as(
+        h: &Harness,
+        method: &str,
+        path: &str,
+        who: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, String) {
         let mut conn = tokio::net::TcpStream::connect(h.addr).await.unwrap();
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         );
         if let Some(who) = who {
@@ -553,6 +576,11 @@ mod tests {
             assert_eq!(status, 400, "{bad}: {body}");
             assert!(body.contains("\"code\":\"invalid\""), "{body}");
         }
+        // A form or text POST (what another web page can send without a
+        // CORS preflight) is refused.
+        let (status, body) = http_as(&h, "POST", "/api/ptz/zaist", Some("anna"), "text/plain", MOVE).await;
+        assert_eq!(status, 415, "{body}");
+        assert!(body.contains("Content-Type: application/json"), "{body}");
         assert!(lock(&h.upstream.asked).is_empty(), "nothing refused here went upstream");
 
         // Allowed: forwarded with the account as viewer.
@@ -590,6 +618,7 @@ mod tests {
             ("anna", "zaist", "invalid"),
             ("anna", "zaist", "invalid"),
             ("anna", "zaist", "invalid"),
+            ("anna", "zaist", "invalid"),
             ("anna", "zaist", "done"),
             ("anna", "zaist", "locked"),
         ]
@@ -598,9 +627,9 @@ mod tests {
         .collect();
         assert_eq!(got, want);
         assert!(lines[0]["reason"].as_str().unwrap().contains("outside the cameras of viewer `anna`"));
-        assert_eq!(lines[8]["reason"], "move pan=500 tilt=0 zoom=0");
-        assert!(lines[9]["reason"].as_str().unwrap().contains("bruno@questura"));
-        assert_eq!(ponte_proto::audit::verify(std::slice::from_ref(&h.audit_path)), Ok(10));
+        assert_eq!(lines[9]["reason"], "move pan=500 tilt=0 zoom=0");
+        assert!(lines[10]["reason"].as_str().unwrap().contains("bruno@questura"));
+        assert_eq!(ponte_proto::audit::verify(std::slice::from_ref(&h.audit_path)), Ok(11));
     }
 
     /// `GET` tells the page whether to show the pad; holder and presets only

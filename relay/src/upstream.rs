@@ -135,6 +135,21 @@ struct Inner {
     ptz_notices: u64,
 }
 
+/// A PTZ request waiting for its answer; dropping it forgets the request.
+struct PendingPtz<'a> {
+    upstreams: &'a Upstreams,
+    link: u64,
+    id: u64,
+}
+
+impl Drop for PendingPtz<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.upstreams.lock().links.get_mut(&self.link) {
+            link.ptz_pending.remove(&self.id);
+        }
+    }
+}
+
 /// Upstream links and the tracks they feed.
 pub struct Upstreams {
     site: String,
@@ -458,6 +473,10 @@ impl Upstreams {
                 format!("camera `{camera}` is not in the catalog of site `{}`", self.site),
             );
         };
+        // Forgets the request however the wait ends, also when the viewer's
+        // HTTP request is dropped mid-wait: an agent that never answers must
+        // not fill the link's table.
+        let _pending = PendingPtz { upstreams: self, link: link_id, id };
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(reply)) => {
                 // A reply carries the holder as of its answer (a refusal
@@ -483,9 +502,6 @@ impl Upstreams {
                 ),
             ),
             Err(_) => {
-                if let Some(link) = self.lock().links.get_mut(&link_id) {
-                    link.ptz_pending.remove(&id);
-                }
                 warn!(camera, viewer, op, upstream = %peer, request = id, "PTZ command unanswered");
                 PtzReply::refused(
                     PtzErrorCode::Timeout,
@@ -1438,6 +1454,22 @@ mod tests {
             panic!("{reply:?}")
         };
         assert!(reason.contains("link to its agent is down"), "{reason}");
+    }
+
+    /// A viewer that gives up mid-wait (its HTTP request dropped) leaves no
+    /// pending entry behind, so a silent agent cannot fill the link's table.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_ptz_request_is_forgotten() {
+        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let (l1, mut rx) = up.attach("master");
+        up.on_control(l1, "master", Control::Catalog { cameras: vec![ptz_entry("dome")] }).unwrap();
+        let u = up.clone();
+        let waiting = tokio::spawn(async move { u.ptz("dome", "anna", PtzCommand::Stop, PTZ_TIMEOUT).await });
+        let Some(Control::Ptz { .. }) = rx.recv().await else { panic!("no Ptz") };
+        assert_eq!(up.lock().links[&l1].ptz_pending.len(), 1);
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert!(up.lock().links[&l1].ptz_pending.is_empty(), "the cancelled request is forgotten");
     }
 
     /// The fibre cut as the relay sees it: the link goes, the viewer stays,

@@ -72,6 +72,26 @@ pub fn bin_path(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs `ponte-relay ARGS` (`passwd`, `token`, ...) with `stdin`; its
+/// stdout, or an error with its output unless it exits 0.
+pub fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin_path("ponte-relay")?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting ponte-relay {args:?}"))?;
+    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("ponte-relay {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(stdout)
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

@@ -15,6 +15,21 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// Where `./scripts/test` puts the ONVIF schemas (`PONTE_ONVIF_WSDL` overrides).
 pub const DEFAULT_SCHEMAS: &str = "/var/cache/ponte-onvif/wsdl";
 
+/// `[[site]]` tables of agent.toml for the PTZ tests: `carabinieri` may
+/// steer at priority 50, `questura` sees the cameras without PTZ.
+pub const PTZ_SITES: &str = r#"
+[[site]]
+id = "carabinieri"
+allow = ["*"]
+ptz = true
+ptz_priority = 50
+
+[[site]]
+id = "questura"
+allow = ["*"]
+ptz = false
+"#;
+
 /// One operation the camera received, as `GET /recorded` lists it.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct RecordedOp {

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
-use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, RecordedOp};
+use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, RecordedOp, PTZ_SITES};
 use ponte_tests::quic::FakeRelay;
 use ponte_tests::{bin_path, http_request, AgentConfig, Device, Pki, Proc, RelayTarget};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,24 +16,7 @@ const DEADMAN_MS: u64 = 1500;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn policy() -> String {
-    format!(
-        r#"
-[ptz]
-lock_idle_secs = 10
-deadman_ms = {DEADMAN_MS}
-
-[[site]]
-id = "carabinieri"
-allow = ["*"]
-ptz = true
-ptz_priority = 50
-
-[[site]]
-id = "questura"
-allow = ["*"]
-ptz = false
-"#
-    )
+    format!("[ptz]\nlock_idle_secs = 10\ndeadman_ms = {DEADMAN_MS}\n{PTZ_SITES}")
 }
 
 fn moves(ops: &[RecordedOp]) -> Vec<&RecordedOp> {

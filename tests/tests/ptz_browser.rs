@@ -8,12 +8,10 @@
 //! sees no pad, its POST gets 403 and the relay audits the refusal.
 //! Assertions are on what the camera recorded.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, RecordedOp};
-use ponte_tests::{bin_path, http_request, Chromium, Device, HttpResponse, Stack, StackSpec};
+use ponte_tests::{http_request, relay_cli, Chromium, Device, HttpResponse, Stack, StackSpec};
 use serde_json::{json, Value};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const CAMERA: &str = "zaist-mantova";
@@ -21,24 +19,6 @@ const ANNA_PASSWORD: &str = "torrazzo-112-metri";
 const BRUNO_PASSWORD: &str = "battistero-ottagono";
 /// Budget of each wait.
 const T: Duration = Duration::from_secs(15);
-
-/// Runs `ponte-relay ARGS` with `stdin`; error unless it exits 0.
-fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {
-    let mut child = Command::new(bin_path("ponte-relay")?)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting ponte-relay {args:?}"))?;
-    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("ponte-relay {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(stdout)
-}
 
 /// `anna` may steer, `bruno` may not (no `ptz`), `ops` is the harness's token.
 fn relay_accounts() -> Result<(String, String)> {

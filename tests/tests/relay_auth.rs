@@ -5,11 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::{
-    bin_path, catalog_camera_ids, http_request, Chromium, Device, HttpResponse, Stack, StackSpec,
+    catalog_camera_ids, http_request, relay_cli, Chromium, Device, HttpResponse, Stack, StackSpec,
 };
 use serde_json::Value;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Timeout of one request (a failed login alone takes 1 s).
@@ -21,24 +19,6 @@ const PLAY_TIMEOUT: Duration = Duration::from_secs(20);
 
 const ZAIST_PASSWORD: &str = "rotatoria-mantova-2026";
 const ANNA_PASSWORD: &str = "torrazzo-112-metri";
-
-/// Runs `ponte-relay ARGS` with `stdin`; error unless it exits 0.
-fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {
-    let mut child = Command::new(bin_path("ponte-relay")?)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting ponte-relay {args:?}"))?;
-    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("ponte-relay {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(stdout)
-}
 
 /// The accounts of the test relay, made with the real CLI.
 struct Accounts {
