@@ -298,6 +298,49 @@ impl Plan {
     }
 }
 
+/// Where a replay camera's frames fall in time. Real cameras are not in
+/// step: each has its own clock phase within the frame period and its own
+/// place in the GOP cycle. Replay cameras started together (a batch of
+/// subscriptions) would otherwise send every frame, and every IDR, at the
+/// same instant, a burst no real deployment sees. Each camera gets a fixed
+/// phase from a hash of its id and stream, so runs are repeatable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Phase {
+    /// Offset within the frame period, in millionths of a period.
+    frame_ppm: u64,
+    /// Frames from the first IDR to the second (1..=GOP length); later
+    /// GOPs are whole.
+    first_gop: usize,
+    /// Frames per GOP.
+    gop: usize,
+}
+
+impl Phase {
+    fn of(spec: &ReplaySpec, gop: usize) -> Self {
+        // FNV-1a: stable across runs and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in spec.camera_id.bytes().chain(spec.width.to_be_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let gop = gop.max(1);
+        Self { frame_ppm: h % 1_000_000, first_gop: 1 + ((h >> 24) % gop as u64) as usize, gop }
+    }
+
+    /// Delay of the second frame's slot past one period after the first.
+    fn offset(&self, period: Duration) -> Duration {
+        Duration::from_nanos((period.as_nanos() as u64).saturating_mul(self.frame_ppm) / 1_000_000)
+    }
+
+    /// Index in the encoded GOP of the camera's `n`th frame since it started.
+    fn gop_index(&self, n: usize) -> usize {
+        if n < self.first_gop {
+            n
+        } else {
+            (n - self.first_gop) % self.gop
+        }
+    }
+}
+
 /// Runs the camera for ever: idle while nobody subscribes, replaying in
 /// real time (from the IDR) while someone does.
 pub fn spawn(spec: ReplaySpec, writer: TrackWriter) -> tokio::task::JoinHandle<()> {
@@ -321,6 +364,7 @@ async fn run(spec: ReplaySpec, writer: TrackWriter) {
     let mut buf = BytesMut::new();
     let fps = u64::from(spec.fps);
     let period = Duration::from_nanos(1_000_000_000 / fps);
+    let phase = Phase::of(&spec, plan.gop.frames.len());
     loop {
         if subscribers.wait_for(|&n| n > 0).await.is_err() || writer.is_closed() {
             return;
@@ -330,18 +374,22 @@ async fn run(spec: ReplaySpec, writer: TrackWriter) {
         let start = tokio::time::Instant::now();
         let base_pts =
             synthetic::to_90khz(start.into_std().saturating_duration_since(synthetic::monotonic_epoch()));
-        let mut ticker = tokio::time::interval_at(start, period);
+        // The IDR goes out at once (time to first frame); the frames after
+        // it keep this camera's phase (see `Phase`).
+        let first = start + phase.offset(period);
+        let mut ticker = tokio::time::interval_at(first + period, period);
         // Late (CPU starved): drop frames as a camera would, never burst.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut index = 0usize;
+        let micros = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        writer.push(plan.frame(0, micros(), base_pts, &mut buf));
         loop {
             tokio::select! {
                 tick = ticker.tick() => {
-                    let slot = ((tick - start).as_nanos() * u128::from(fps) + 500_000_000) / 1_000_000_000;
+                    let slot = 1 + ((tick - (first + period)).as_nanos() * u128::from(fps) + 500_000_000) / 1_000_000_000;
                     let pts = base_pts + slot as u64 * u64::from(CLOCK_RATE) / fps;
-                    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-                    writer.push(plan.frame(index, micros, pts, &mut buf));
                     index += 1;
+                    writer.push(plan.frame(phase.gop_index(index), micros(), pts, &mut buf));
                 }
                 r = subscribers.wait_for(|&n| n == 0) => {
                     if r.is_err() { return; }
@@ -352,7 +400,7 @@ async fn run(spec: ReplaySpec, writer: TrackWriter) {
         // Restarting costs nothing, so there is no linger: stop at once, and
         // nobody may start on pictures from before the pause.
         writer.clear_cache();
-        info!(camera = %spec.camera_id, frames = index, "replay camera: no viewers, idle");
+        info!(camera = %spec.camera_id, frames = index + 1, "replay camera: no viewers, idle");
     }
 }
 
@@ -409,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn cameras_get_their_own_repeatable_phase() {
+        let spec = |id: &str| ReplaySpec::for_quality(id, Quality::Main, &ReplaySettings::default());
+        let phases: Vec<Phase> = (0..64).map(|i| Phase::of(&spec(&format!("t-{i:04}")), 50)).collect();
+        assert_eq!(phases[7], Phase::of(&spec("t-0007"), 50), "same camera, same phase");
+        let sub = ReplaySpec::for_quality("t-0007", Quality::Sub, &ReplaySettings::default());
+        assert_ne!(phases[7], Phase::of(&sub, 50), "its substream has a phase of its own");
+        // Spread over the frame period and the GOP, not bunched.
+        let quarters = |f: &dyn Fn(&Phase) -> usize| {
+            let mut q = [0; 4];
+            phases.iter().for_each(|p| q[f(p)] += 1);
+            q
+        };
+        assert!(quarters(&|p| (p.frame_ppm / 250_000) as usize).iter().all(|&n| n >= 8));
+        assert!(quarters(&|p| (p.first_gop - 1) * 4 / 50).iter().all(|&n| n >= 8));
+        let period = Duration::from_millis(40);
+        assert!(phases.iter().all(|p| p.offset(period) < period && (1..=50).contains(&p.first_gop)));
+        // IDR first, a shortened first GOP, then whole GOPs.
+        let p = Phase { frame_ppm: 0, first_gop: 3, gop: 5 };
+        let idx: Vec<usize> = (0..14).map(|n| p.gop_index(n)).collect();
+        assert_eq!(idx, [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]);
+    }
+
+    #[test]
     fn settings_are_checked() {
         assert!(ReplaySettings::default().validate().is_ok());
         let huge = ReplaySettings { main_kbps: Some(900_000), fps: Some(1), ..Default::default() };
@@ -432,8 +503,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(counters.frames_in(), 0, "nothing replayed while nobody watches");
 
-        let mut reader = hub.subscribe(&key).expect("published");
+        // Before subscribing: the camera sends its IDR the moment it is watched.
         let subscribed = h264::unix_micros_now();
+        let mut reader = hub.subscribe(&key).expect("published");
         let started = std::time::Instant::now();
         let mut items = Vec::new();
         while started.elapsed() < Duration::from_millis(600) {

@@ -203,6 +203,7 @@ impl Fanout {
         let per_gbit = |cpu: &CpuUse, gbps: f64| if gbps > 0.0 { cpu.cpu_secs / (gbps * wall) } else { 0.0 };
         let (agent_cpu, relay_cpu) = (procs[0], procs[1]);
         let (end_to_end, agent_hop, relay_hop) = hops(&sub_samples, &probe_samples);
+        dump_samples(self.tracks, &sub_samples, &probe_samples);
         Ok(Step {
             tracks: self.tracks,
             offered_gbps,
@@ -231,6 +232,23 @@ impl Fanout {
         self.set_tracks(k).await?;
         tokio::time::sleep(Duration::from_secs_f64(self.params.settle_secs)).await;
         self.measure().await
+    }
+}
+
+/// With `PONTE_BENCH_SAMPLES=<dir>`, writes each step's raw samples to
+/// `<dir>/samples-<tracks>.csv` (`who,track,capture_us,recv_us`; who is
+/// `probe` or `sub`) for a closer look at a latency distribution.
+fn dump_samples(tracks: usize, subs: &[Sample], probe: &[Sample]) {
+    let Some(dir) = std::env::var_os("PONTE_BENCH_SAMPLES") else { return };
+    let mut out = String::from("who,track,capture_us,recv_us\n");
+    for (who, samples) in [("probe", probe), ("sub", subs)] {
+        for s in samples {
+            out.push_str(&format!("{who},{},{},{}\n", s.track, s.capture, s.recv));
+        }
+    }
+    let path = std::path::Path::new(&dir).join(format!("samples-{tracks}.csv"));
+    if let Err(e) = std::fs::write(&path, out) {
+        eprintln!("ponte-bench: cannot write {}: {e}", path.display());
     }
 }
 
@@ -474,8 +492,9 @@ pub async fn latency(params: &FanoutParams, max_gbps: f64, fractions: &[u32]) ->
     let tracks_for =
         |pct: u32| ((f64::from(pct) / 100.0 * max_gbps / params.per_track_gbps()).round() as usize).max(1);
     let most = fractions.iter().map(|&p| tracks_for(p)).max().unwrap_or(1);
+    let least = fractions.iter().map(|&p| tracks_for(p)).min().unwrap_or(1);
     let mut f = Fanout::start(params, most).await?;
-    f.probe_tracks(PROBE_TRACKS.min(tracks_for(fractions[0]))).await?;
+    f.probe_tracks(PROBE_TRACKS.min(least)).await?;
     let mut levels = Vec::new();
     for &pct in fractions {
         let s = f.step(tracks_for(pct)).await?;

@@ -115,6 +115,9 @@ struct Cli {
     /// Latency: the fan-out maximum (Gbit/s) to take shares of, instead of measuring it first.
     #[arg(long)]
     max_gbps: Option<f64>,
+    /// Latency: loads to measure, percent of the fan-out maximum, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,90")]
+    loads: Vec<u32>,
     /// City: tracks (lens × quality) to reach, the inventory first (0 = the inventory alone).
     #[arg(long, default_value_t = 120)]
     tracks: usize,
@@ -326,7 +329,7 @@ async fn run_latency(cli: &Cli, st: &mut RunState) -> Result<Output> {
     if cli.window_secs.is_none() && !cli.smoke {
         params.window_secs = 10.0;
     }
-    let levels = fanout::latency(&params, max, &[10, 50, 90]).await?;
+    let levels = fanout::latency(&params, max, &cli.loads).await?;
     let (tables, checks) = fanout::latency_tables(&levels, max);
     let notes = vec![
         "Agent hop: SEI capture time → arrival at a probe the agent feeds directly. Relay hop: for the same frame, arrival \
@@ -361,7 +364,9 @@ async fn run_ttff(cli: &Cli) -> Result<Output> {
     }
     notes.push(
         "QUIC: `Subscribe` sent by a cascade downstream of the relay → first frame complete. WHEP: \
-         `ponteViewer.play()` in the relay's viewer page → `framesDecoded > 0` (getStats polled every 2 ms)."
+         `ponteViewer.play()` in the relay's viewer page → first decoded frame handed to the compositor \
+         (`requestVideoFrameCallback` on the page's video element). getStats phases are up to 50 ms late: \
+         Chromium caches the stats report for 50 ms."
             .into(),
     );
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "paths": paths }) })

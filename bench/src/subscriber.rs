@@ -7,6 +7,7 @@
 
 use crate::scan::FrameScanner;
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use ponte_proto::h264;
 use ponte_proto::media::Quality;
 use ponte_proto::session::{self, ControlSender};
@@ -160,18 +161,27 @@ impl Listener {
     }
 }
 
+/// Chunks taken from a stream at once.
+const READ_BATCH: usize = 32;
+
 /// Meters one GOP stream until it ends (or is reset as superseded).
 async fn read_media(mut recv: quinn::RecvStream, meter: Arc<Meter>) {
     let mut scan = FrameScanner::default();
     let mut first = true;
-    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
-        let pushed = scan.push(&chunk.bytes, |subscription, len, prefix| {
-            meter.on_frame(subscription, first, len, prefix);
-            first = false;
-        });
-        if pushed.is_err() {
-            let _ = recv.stop(0u32.into());
-            return;
+    // Everything received so far in one call: one lock of the connection
+    // and one wake-up per batch of packets, not per packet.
+    let mut chunks: [Bytes; READ_BATCH] = std::array::from_fn(|_| Bytes::new());
+    while let Ok(Some(n)) = recv.read_chunks(&mut chunks).await {
+        for chunk in &mut chunks[..n] {
+            let pushed = scan.push(chunk, |subscription, len, prefix| {
+                meter.on_frame(subscription, first, len, prefix);
+                first = false;
+            });
+            *chunk = Bytes::new();
+            if pushed.is_err() {
+                let _ = recv.stop(0u32.into());
+                return;
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
 //! ttff: time from subscribing to the first decodable frame, for a QUIC
 //! subscriber (a cascade downstream: `Subscribe` sent → first frame of a
 //! GOP stream, always a keyframe, complete) and for a WHEP viewer in
-//! headless Chromium (`ponteViewer.play()` → `framesDecoded > 0`).
+//! headless Chromium (`ponteViewer.play()` → the first decoded frame handed
+//! to the compositor, from `requestVideoFrameCallback`; getStats is cached
+//! for 50 ms by Chromium, too coarse for this).
 //!
 //! Cold: nobody watched the camera, so the relay subscribes upstream and
 //! the agent starts the replay camera. Warm: the camera already flows
@@ -99,11 +101,17 @@ pub struct WhepPhases {
     pub ice_connected: Option<f64>,
     /// ICE and DTLS connected.
     pub connected: Option<f64>,
-    /// First RTP bytes counted by the browser.
+    /// First RTP bytes counted by the browser (getStats: up to 50 ms late,
+    /// Chromium caches its stats report for 50 ms).
     pub first_bytes: Option<f64>,
-    /// First frame assembled.
+    /// First frame assembled: its last packet's arrival
+    /// (`requestVideoFrameCallback` metadata), else from getStats.
     pub first_frame_received: Option<f64>,
-    /// First frame decoded: the ttff.
+    /// `framesDecoded > 0` seen in getStats (up to 50 ms late, cached).
+    pub stats_decoded: Option<f64>,
+    /// First frame decoded and handed to the compositor: the ttff. From the
+    /// video element's `requestVideoFrameCallback` (`presentationTime`);
+    /// getStats' `framesDecoded > 0` only where that is missing.
     pub first_frame_decoded: f64,
 }
 
@@ -137,12 +145,31 @@ async fn whep_first_frame(browser: &Chromium, camera: &str) -> Result<WhepPhases
             }}; \
             try {{ \
                 v.play(cam, 'main').catch((e) => {{ failed = String(e); }}); \
+                const video = document.getElementById('video'); \
+                const rvfc = !!video && 'requestVideoFrameCallback' in video; \
+                let hooked = false; \
                 for (;;) {{ \
+                    if (rvfc && !hooked && video.srcObject) {{ \
+                        hooked = true; \
+                        video.requestVideoFrameCallback((now, m) => {{ \
+                            marks.shown = (m.presentationTime ?? now) - t0; \
+                            if (m.receiveTime !== undefined) marks.received = m.receiveTime - t0; \
+                        }}); \
+                    }} \
                     const s = await v.stats(); \
                     const t = performance.now() - t0; \
                     if (s.bytesReceived > 0 && marks.firstBytes === undefined) marks.firstBytes = t; \
                     if (s.framesReceived > 0 && marks.firstFrameReceived === undefined) marks.firstFrameReceived = t; \
-                    if (s.framesDecoded > 0) {{ marks.firstFrameDecoded = t; return marks; }} \
+                    /* once shown, polls on only so the getStats phases get filled in */ \
+                    if (s.framesDecoded > 0 && marks.statsDecoded === undefined) marks.statsDecoded = t; \
+                    if (marks.shown !== undefined && (marks.statsDecoded !== undefined || t > marks.shown + 200)) {{ \
+                        marks.firstFrameDecoded = marks.shown; \
+                        if (marks.received !== undefined) marks.firstFrameReceived = marks.received; \
+                        return marks; \
+                    }} \
+                    if (marks.statsDecoded !== undefined && (!hooked || t > marks.statsDecoded + 500)) {{ \
+                        marks.firstFrameDecoded = marks.statsDecoded; return marks; \
+                    }} \
                     if (failed) throw new Error(failed); \
                     if (t > {}) throw new Error('no frame decoded'); \
                     await new Promise((r) => setTimeout(r, 2)); \
@@ -278,9 +305,10 @@ pub fn tables(paths: &[Path], params: &TtffParams) -> (Vec<Table>, Vec<Check>) {
                 "answer",
                 "ICE connected",
                 "DTLS connected",
-                "first RTP bytes",
+                "first RTP bytes (getStats)",
                 "first frame received",
                 "first frame decoded",
+                "framesDecoded > 0 (getStats)",
             ],
         );
         for p in whep {
@@ -303,6 +331,7 @@ pub fn tables(paths: &[Path], params: &TtffParams) -> (Vec<Table>, Vec<Check>) {
                 median(&|x| x.first_bytes),
                 median(&|x| x.first_frame_received),
                 median(&|x| Some(x.first_frame_decoded)),
+                median(&|x| x.stats_decoded),
             ]);
         }
         tables.push(phases);
