@@ -6,9 +6,8 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
-use ponte_tests::{bin_path, free_tcp_port, http_get, Device, Proc, Stack, StackSpec};
+use ponte_tests::{free_tcp_port, http_get, relay_cli, Device, Proc, Stack, StackSpec};
 use serde_json::Value;
-use std::io::Write as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -291,22 +290,6 @@ async fn real_clients_read_h265_from_a_real_camera_through_the_relay() -> Result
     assert!(d.out_time_us >= 5_000_000 && d.frames >= 140, "5 s at 30 fps: {} frames", d.frames);
     gstreamer_plays(&url, "tcp", 320, 240).await?;
     Ok(())
-}
-
-/// Runs `ponte-relay ARGS` with `stdin`; its stdout.
-fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {
-    let mut child = std::process::Command::new(bin_path("ponte-relay")?)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("ponte-relay {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One raw request on a fresh connection; the response head.
