@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
+use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
 use ponte_proto::wire::{Control, SubscribeErrorCode};
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
@@ -232,13 +233,15 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
         "site-a",
         format!("[[downstream]]\nsite = \"site-b\"\naddr = \"{}\"\n", fake_b.endpoint.local_addr()?),
     );
-    let policy = |allow: &str| format!("[[site]]\nid = \"site-a\"\nallow = [{allow}]\n");
-    let mut agent = agent_config(
-        &pki,
-        &a,
-        vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
-        policy("\"camera:cam-a\""),
-    );
+    let policy = |allow: &str| format!("[[site]]\nid = \"site-a\"\nallow = [{allow}]\nptz = true\n");
+    // cam-a is a (simulated) PTZ dome that site A may steer.
+    let dome = Device {
+        kind: "dome-ptz".into(),
+        extra: "[device.synthetic]\nptz = true\n".into(),
+        ..Device::synthetic("cam-a")
+    };
+    let mut agent =
+        agent_config(&pki, &a, vec![dome, Device::synthetic("cam-b")], policy("\"camera:cam-a\""));
     let agent_toml = agent.write(dir.path().join("agent.toml"))?;
     let _a_proc = spawn("ponte-relay", "relay-a", &a.write(dir.path().join("a.toml"))?)?;
     let mut agent_proc = spawn("ponte-agent", "agent", &agent_toml)?;
@@ -254,6 +257,16 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     }
     let ids: Vec<&str> = b.catalog.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["cam-a"], "the downstream sees what A's site may see, no more");
+
+    // A steers cam-a under its own site's identity, so it does not lend that
+    // right down the cascade: no PTZ in B's catalog, and B's PTZ is refused.
+    let a_catalog = wait_catalog(&a.base_url(), 1, T).await?;
+    assert!(a_catalog.to_string().contains(r#""ptz":true"#), "A may steer cam-a: {a_catalog}");
+    assert!(b.catalog.iter().all(|c| !c.ptz), "{:?}", b.catalog);
+    match b.ptz(7, "cam-a", "b-operator", PtzCommand::Move { pan: 500, tilt: 0, zoom: 0 }).await? {
+        PtzReply::Refused { code: PtzErrorCode::Unsupported, .. } => {}
+        other => anyhow::bail!("a cascade child's PTZ must be refused as unsupported, got {other:?}"),
+    }
 
     // cam-b exists at the agent but not for site A: unknown downstream too.
     match b.subscribe(1, "cam-b", Quality::Main).await? {
