@@ -135,6 +135,34 @@ struct Inner {
     ptz_notices: u64,
 }
 
+impl Link {
+    /// A fresh link: no catalog, subscriptions or PTZ requests yet.
+    fn new(peer: String, addr: SocketAddr, conn: quinn::Connection, ctl: mpsc::Sender<Control>) -> Link {
+        Link {
+            peer,
+            addr,
+            conn,
+            bytes: Arc::new(AtomicU64::new(0)),
+            catalog: Vec::new(),
+            ctl,
+            subs: HashMap::new(),
+            next_sub: 1,
+            ptz_pending: HashMap::new(),
+            next_ptz: 1,
+        }
+    }
+}
+
+impl Inner {
+    /// Registers `link` under a new id.
+    fn add_link(&mut self, link: Link) -> u64 {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.links.insert(id, link);
+        id
+    }
+}
+
 /// A PTZ request waiting for its answer; dropping it forgets the request.
 struct PendingPtz<'a> {
     upstreams: &'a Upstreams,
@@ -696,27 +724,7 @@ impl Upstreams {
             .await
             .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
-        let link_id = {
-            let mut inner = self.lock();
-            let id = inner.next_link;
-            inner.next_link += 1;
-            inner.links.insert(
-                id,
-                Link {
-                    peer: peer.clone(),
-                    addr,
-                    conn: conn.clone(),
-                    bytes: Arc::new(AtomicU64::new(0)),
-                    catalog: Vec::new(),
-                    ctl: ctl_tx,
-                    subs: HashMap::new(),
-                    next_sub: 1,
-                    ptz_pending: HashMap::new(),
-                    next_ptz: 1,
-                },
-            );
-            id
-        };
+        let link_id = self.lock().add_link(Link::new(peer.clone(), addr, conn.clone(), ctl_tx));
         let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         let result = loop {
@@ -1084,25 +1092,8 @@ mod tests {
         /// Registers a link as `run_link` does, without its session.
         fn attach(&self, peer: &str) -> (u64, mpsc::Receiver<Control>) {
             let (ctl, rx) = mpsc::channel(4);
-            let mut inner = self.lock();
-            let id = inner.next_link;
-            inner.next_link += 1;
-            inner.links.insert(
-                id,
-                Link {
-                    peer: peer.to_owned(),
-                    addr: ([127, 0, 0, 1], 7443).into(),
-                    conn: connection(),
-                    bytes: Arc::default(),
-                    catalog: Vec::new(),
-                    ctl,
-                    subs: HashMap::new(),
-                    next_sub: 1,
-                    ptz_pending: HashMap::new(),
-                    next_ptz: 1,
-                },
-            );
-            (id, rx)
+            let link = Link::new(peer.to_owned(), ([127, 0, 0, 1], 7443).into(), connection(), ctl);
+            (self.lock().add_link(link), rx)
         }
 
         /// Tracks and links agree on who feeds whom.
