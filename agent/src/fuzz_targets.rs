@@ -2,7 +2,7 @@
 //! part of the test suite.
 
 use crate::config::AgentConfig;
-use ponte_fuzz::{class_of, fuzz};
+use ponte_fuzz::{class_of_message, fuzz};
 
 /// The config loader: any TOML-ish text is an error or a config, never a panic.
 #[test]
@@ -25,9 +25,6 @@ fn fuzz_agent_config() {
     ];
     fuzz("agent_config", dict, |data| {
         let text = String::from_utf8_lossy(data);
-        let r = AgentConfig::from_toml(&text);
-        class_of(
-            r.map(|_| ()).map_err(|e| e.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
-        )
+        class_of_message(&AgentConfig::from_toml(&text))
     });
 }

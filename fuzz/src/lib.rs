@@ -301,6 +301,16 @@ pub fn class_of(value: impl std::fmt::Debug) -> u64 {
     fnv(format!("{value:?}").as_bytes())
 }
 
+/// The outcome class of a config loader's `Result`: ok, or the first three
+/// words of the error message (the values a message quotes do not split it).
+pub fn class_of_message<T, E: std::fmt::Display>(r: &Result<T, E>) -> u64 {
+    class_of(
+        r.as_ref()
+            .map(|_| ())
+            .map_err(|e| e.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+    )
+}
+
 /// The outcome class of a `Result`: the error's variant name (its Debug text
 /// up to the first `(` or `{`), or `ok` mixed with `detail`.
 pub fn class_of_result<T, E: std::fmt::Debug>(r: &Result<T, E>, detail: u64) -> u64 {
