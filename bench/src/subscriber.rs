@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use ponte_proto::h264;
 use ponte_proto::media::Quality;
-use ponte_proto::session::{self, ControlSender};
+use ponte_proto::session::{self, ControlSender, UniStreamWindow};
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{CatalogEntry, Control, Role, PROTOCOL_VERSION};
 use ponte_tests::Pki;
@@ -157,7 +157,17 @@ impl Listener {
                 }
             })
         };
-        Ok(Subscriber { site: site.clone(), conn, tx, answers, catalog, meter, tasks: vec![control, media] })
+        Ok(Subscriber {
+            site: site.clone(),
+            conn,
+            tx,
+            answers,
+            catalog,
+            meter,
+            tasks: vec![control, media],
+            live: 0,
+            window: UniStreamWindow::default(),
+        })
     }
 }
 
@@ -196,6 +206,9 @@ pub struct Subscriber {
     /// What arrived.
     pub meter: Arc<Meter>,
     tasks: Vec<JoinHandle<()>>,
+    /// Subscriptions sent and not ended, and the GOP stream credit they got.
+    live: usize,
+    window: UniStreamWindow,
 }
 
 impl Subscriber {
@@ -228,6 +241,7 @@ impl Subscriber {
         timeout: Duration,
     ) -> Result<()> {
         let mut waiting = HashSet::new();
+        self.grant(wanted.len());
         for (track, camera, quality) in wanted {
             let id = subscription_id(*track, *quality);
             self.tx.send(&Control::Subscribe { id, camera: camera.clone(), quality: *quality }).await?;
@@ -239,9 +253,16 @@ impl Subscriber {
     /// Sends one `Subscribe` without waiting; returns when it was sent.
     pub async fn subscribe_nowait(&mut self, track: u32, camera: &str, quality: Quality) -> Result<Instant> {
         let id = subscription_id(track, quality);
+        self.grant(1);
         let at = Instant::now();
         self.tx.send(&Control::Subscribe { id, camera: camera.to_owned(), quality }).await?;
         Ok(at)
+    }
+
+    /// Counts `more` subscriptions and grants their GOP streams, as a relay does.
+    fn grant(&mut self, more: usize) {
+        self.live = self.live.saturating_add(more);
+        self.window.fit_connection(&self.conn, self.live);
     }
 
     async fn wait_answers(&mut self, mut waiting: HashSet<u64>, timeout: Duration) -> Result<()> {
@@ -262,6 +283,7 @@ impl Subscriber {
     /// Ends subscriptions.
     pub async fn unsubscribe(&mut self, ids: impl IntoIterator<Item = u64>) -> Result<()> {
         for id in ids {
+            self.live = self.live.saturating_sub(1);
             self.tx.send(&Control::Unsubscribe { id }).await?;
         }
         Ok(())

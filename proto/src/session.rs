@@ -32,6 +32,70 @@ pub enum SessionError {
     Closed,
 }
 
+/// Stream credit a receiver of GOP streams grants its peer when a
+/// connection starts (QUIC `max_streams` for unidirectional streams).
+pub const INITIAL_UNI_STREAMS: u32 = 256;
+/// The most stream credit a receiver ever grants one connection.
+pub const MAX_UNI_STREAMS: u32 = 4096;
+
+/// The unidirectional stream credit a receiver of GOP streams grants its
+/// peer, grown with the subscriptions on the connection.
+///
+/// Each subscription has at most two GOP streams open at the sender (the
+/// current one and a superseded one draining), and a stream's credit comes
+/// back once the receiver has read it to its end or its reset. The credit
+/// has a memory cost that stays: quinn 0.11 keeps one receive state per
+/// credited stream slot and reuses it for the stream that takes the slot
+/// next (quinn-rs/quinn#2600), so a receiver that granted 4096 streams holds
+/// 4096 states once 4096 GOPs went by. Granting what the subscriptions need
+/// keeps that proportional to the subscriptions a link ever carried. The
+/// credit never shrinks: quinn cannot hand the states back.
+#[derive(Debug, Clone)]
+pub struct UniStreamWindow {
+    granted: u32,
+}
+
+impl Default for UniStreamWindow {
+    fn default() -> Self {
+        Self { granted: INITIAL_UNI_STREAMS }
+    }
+}
+
+impl UniStreamWindow {
+    /// The credit `subscriptions` need: four streams each, with room for
+    /// stragglers, in powers of two so it is announced rarely.
+    pub fn needed(subscriptions: usize) -> u32 {
+        let want = (subscriptions.saturating_mul(4)).saturating_add(64);
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        want.checked_next_power_of_two()
+            .unwrap_or(MAX_UNI_STREAMS)
+            .clamp(INITIAL_UNI_STREAMS, MAX_UNI_STREAMS)
+    }
+
+    /// The new credit to announce when `subscriptions` need more than is
+    /// granted, else `None`.
+    pub fn fit(&mut self, subscriptions: usize) -> Option<u32> {
+        let needed = Self::needed(subscriptions);
+        (needed > self.granted).then(|| {
+            self.granted = needed;
+            needed
+        })
+    }
+
+    /// Grows `conn`'s credit when `subscriptions` need more.
+    pub fn fit_connection(&mut self, conn: &quinn::Connection, subscriptions: usize) {
+        if let Some(n) = self.fit(subscriptions) {
+            conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(n));
+            tracing::debug!(streams = n, subscriptions, "granted the peer more GOP streams");
+        }
+    }
+
+    /// The credit granted so far.
+    pub fn granted(&self) -> u32 {
+        self.granted
+    }
+}
+
 /// QUIC application error codes used when closing.
 pub mod close_code {
     /// Normal shutdown.
@@ -350,5 +414,108 @@ pub async fn read_gop_stream(
             Err(quinn::ReadError::Reset(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts_at_the_initial_credit_and_grows_in_powers_of_two() {
+        let mut w = UniStreamWindow::default();
+        assert_eq!(w.granted(), INITIAL_UNI_STREAMS);
+        assert_eq!(w.fit(0), None);
+        assert_eq!(w.fit(48), None, "48 subscriptions need 256: already granted");
+        assert_eq!(w.fit(49), Some(512));
+        assert_eq!(w.fit(10), None, "credit never shrinks");
+        assert_eq!(w.granted(), 512);
+        assert_eq!(w.fit(512), Some(4096));
+        assert_eq!(w.fit(usize::MAX), None, "capped at the maximum");
+        assert_eq!(w.granted(), MAX_UNI_STREAMS);
+    }
+
+    #[test]
+    fn every_subscription_gets_four_streams_until_the_cap() {
+        let mut last = 0;
+        for subs in 0..2000usize {
+            let n = UniStreamWindow::needed(subs);
+            assert!(n >= last, "needed() is monotonic");
+            assert!(n == MAX_UNI_STREAMS || n as usize >= subs * 4 + 64, "{subs} subscriptions: {n}");
+            assert!(n.is_power_of_two());
+            last = n;
+        }
+    }
+
+    /// A CA and one leaf for `name` (server and client auth), as PEM.
+    fn identity(name: &str) -> crate::tls::Identity {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        leaf.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        crate::tls::Identity::from_pem(&ca.pem(), &leaf.pem(), &key.serialize_pem()).unwrap()
+    }
+
+    /// Opens streams on `conn` (writing a byte on each so the peer sees it)
+    /// until opening one more would wait for credit; returns them.
+    async fn open_until_blocked(conn: &quinn::Connection) -> Vec<quinn::SendStream> {
+        let mut open = Vec::new();
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_millis(300), conn.open_uni()).await;
+            match next {
+                Ok(Ok(mut s)) => {
+                    s.write_all(b"g").await.unwrap();
+                    open.push(s);
+                }
+                Ok(Err(e)) => panic!("open_uni: {e}"),
+                Err(_) => return open,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_grants_the_streams_its_subscriptions_need_over_real_quic() {
+        let id = identity("localhost");
+        let opts = crate::tls::TransportOptions::default();
+        let server = crate::tls::server_config(&id, &opts).unwrap();
+        let receiver = quinn::Endpoint::server(server, ([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = receiver.local_addr().unwrap();
+        let mut sender = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+        sender.set_default_client_config(crate::tls::client_config(&id, &opts).unwrap());
+        let (to_receiver, accepted) =
+            tokio::join!(async { sender.connect(addr, "localhost").unwrap().await.unwrap() }, async {
+                receiver.accept().await.unwrap().await.unwrap()
+            });
+        // The receiver holds every stream open, as a slow reader would.
+        let held = tokio::spawn({
+            let conn = accepted.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok(s) = conn.accept_uni().await {
+                    held.push(s);
+                }
+                held.len()
+            }
+        });
+        let first = open_until_blocked(&to_receiver).await;
+        assert_eq!(first.len(), INITIAL_UNI_STREAMS as usize, "the initial credit, no more");
+
+        let mut window = UniStreamWindow::default();
+        window.fit_connection(&accepted, 10);
+        assert_eq!(window.granted(), INITIAL_UNI_STREAMS, "10 subscriptions fit the initial credit");
+        window.fit_connection(&accepted, 200);
+        assert_eq!(window.granted(), 1024);
+        let more = open_until_blocked(&to_receiver).await;
+        assert_eq!(first.len() + more.len(), 1024, "the sender may open what was granted, and waits after");
+
+        to_receiver.close(0u32.into(), b"done");
+        accepted.closed().await;
+        assert_eq!(held.await.unwrap(), 1024);
     }
 }

@@ -120,8 +120,10 @@ fn transport(opts: &TransportOptions) -> quinn::TransportConfig {
     if let Ok(idle) = quinn::IdleTimeout::try_from(opts.idle_timeout) {
         t.max_idle_timeout(Some(idle));
     }
-    // One stream per GOP per subscription: room for many cameras at once.
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(4096));
+    // One stream per GOP per subscription. A receiver grows this with its
+    // subscriptions (`session::UniStreamWindow`): every credited slot keeps
+    // memory for the life of the connection.
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(crate::session::INITIAL_UNI_STREAMS));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
     // Windows sized for tens of Mbit/s per stream on a sub-10 ms fibre.
     t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));

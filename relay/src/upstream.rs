@@ -22,7 +22,7 @@
 use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::Quality;
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzHolder, PtzReply};
-use ponte_proto::session::{self, SessionError};
+use ponte_proto::session::{self, SessionError, UniStreamWindow};
 use ponte_proto::status::{CameraStatus, LinkStatus};
 use ponte_proto::wire::{
     CatalogEntry, Control, MediaEvent, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION,
@@ -112,6 +112,8 @@ struct Link {
     ctl: mpsc::Sender<Control>,
     subs: HashMap<u64, TrackKey>,
     next_sub: u64,
+    /// GOP stream credit granted to the peer, grown with `subs`.
+    window: UniStreamWindow,
     /// PTZ commands sent on this session and not answered yet, by request id.
     ptz_pending: HashMap<u64, oneshot::Sender<PtzReply>>,
     next_ptz: u64,
@@ -147,9 +149,19 @@ impl Link {
             ctl,
             subs: HashMap::new(),
             next_sub: 1,
+            window: UniStreamWindow::default(),
             ptz_pending: HashMap::new(),
             next_ptz: 1,
         }
+    }
+}
+
+impl Link {
+    /// Records a subscription sent on this link, granting the peer stream
+    /// credit for its GOPs.
+    fn add_sub(&mut self, sub_id: u64, key: TrackKey) {
+        self.subs.insert(sub_id, key);
+        self.window.fit_connection(&self.conn, self.subs.len());
     }
 }
 
@@ -391,7 +403,7 @@ impl Upstreams {
                     reason: format!("the link to `{}` is congested or closing; retry in a moment", link.peer),
                 });
             }
-            link.subs.insert(sub_id, key.clone());
+            link.add_sub(sub_id, key.clone());
             let ingest = Arc::new(Ingest {
                 writer: hub::track(key.clone()),
                 latest_gop: AtomicU64::new(0),
@@ -636,7 +648,7 @@ impl Upstreams {
             return false;
         }
         link.next_sub += 1;
-        link.subs.insert(sub_id, key.clone());
+        link.add_sub(sub_id, key.clone());
         let down_for = t.orphaned.map(|s| s.elapsed()).unwrap_or_default();
         info!(
             camera = %key.camera,
