@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Name of the browser session cookie.
@@ -151,6 +151,9 @@ pub struct Viewer {
     scope: Arc<Scope>,
     /// The account's `ptz` right (outside the scope: it adds no camera).
     ptz: bool,
+    /// The browser session (cookie) it came through: its streams end when
+    /// that session logs out.
+    login: Option<Arc<str>>,
 }
 
 impl Viewer {
@@ -161,11 +164,16 @@ impl Viewer {
             kind: ViewerKind::Anonymous,
             scope: Arc::new(Scope::ALL),
             ptz: false,
+            login: None,
         }
     }
 
     fn new(name: &str, kind: ViewerKind, scope: Scope) -> Viewer {
-        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false }
+        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false, login: None }
+    }
+
+    fn through_login(self, login: Option<Arc<str>>) -> Viewer {
+        Viewer { login, ..self }
     }
 
     fn with_ptz(self, ptz: bool) -> Viewer {
@@ -447,6 +455,21 @@ impl Accounts {
         (self.accounts.len(), self.tokens.len())
     }
 
+    /// What `viewer` is under these accounts: its account or token as now
+    /// configured, `None` when it is gone (or, for the anonymous viewer,
+    /// when the relay now has accounts).
+    pub fn current(&self, viewer: &Viewer) -> Option<Viewer> {
+        match viewer.kind {
+            ViewerKind::Anonymous => {
+                self.is_open().then(|| Viewer { ptz: viewer.ptz, ..Viewer::anonymous() })
+            }
+            ViewerKind::Account => self.accounts.get(&*viewer.name).map(|a| a.viewer.clone()),
+            ViewerKind::Token => {
+                self.tokens.iter().find(|t| t.viewer.name == viewer.name).map(|t| t.viewer.clone())
+            }
+        }
+    }
+
     /// Checks a user name and password: an account's argon2id hash, or a
     /// token name with the token as password. Slow on purpose (argon2, tens
     /// of milliseconds): call it off the async threads.
@@ -601,6 +624,25 @@ impl SessionTable {
         self.sessions.remove(id).map(|s| s.viewer)
     }
 
+    /// Whether the session is still open (idle ones count until purged).
+    pub fn contains(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// Gives every session its viewer as `current` now sees it, ending those
+    /// for which it says `None`; returns how many ended.
+    pub fn refresh(&mut self, mut current: impl FnMut(&Viewer) -> Option<Viewer>) -> usize {
+        let before = self.sessions.len();
+        self.sessions.retain(|_, slot| match current(&slot.viewer) {
+            Some(viewer) => {
+                slot.viewer = viewer;
+                true
+            }
+            None => false,
+        });
+        before - self.sessions.len()
+    }
+
     /// Live (not yet purged) sessions.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -734,6 +776,10 @@ impl VerifiedCache {
         let slot = self.slot(user, password);
         self.entries.insert(slot, (viewer, now));
     }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 // ---- the service -------------------------------------------------------------
@@ -775,6 +821,17 @@ impl Default for AuthSettings {
     }
 }
 
+/// What a reload of accounts changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// `[[viewer]]` accounts now.
+    pub viewers: usize,
+    /// `[[token]]`s now.
+    pub tokens: usize,
+    /// Browser sessions ended because their viewer is gone.
+    pub logins_ended: usize,
+}
+
 /// Why a login was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -786,7 +843,11 @@ pub enum Refusal {
 
 /// Accounts, sessions and the login brake, shared by every egress.
 pub struct Auth {
-    accounts: Arc<Accounts>,
+    /// Swapped whole by [`Auth::reload`].
+    accounts: Mutex<Arc<Accounts>>,
+    /// Bumped when accounts are reloaded or a browser logs out: live
+    /// streams check their viewer again ([`Auth::recheck`]).
+    changes: watch::Sender<u64>,
     settings: AuthSettings,
     audit: Arc<RelayAudit>,
     sessions: Mutex<SessionTable>,
@@ -805,7 +866,8 @@ impl Auth {
     /// Authentication with these accounts, writing logins to `audit`.
     pub fn new(accounts: Accounts, audit: Arc<RelayAudit>, settings: AuthSettings) -> Self {
         Self {
-            accounts: Arc::new(accounts),
+            accounts: Mutex::new(Arc::new(accounts)),
+            changes: watch::Sender::new(0),
             sessions: Mutex::new(SessionTable::new(settings.session_idle, settings.max_sessions)),
             throttle: Mutex::new(LoginThrottle::new(
                 settings.login_burst,
@@ -826,7 +888,66 @@ impl Auth {
 
     /// True when the relay has no accounts and no tokens.
     pub fn is_open(&self) -> bool {
-        self.accounts.is_open()
+        self.accounts().is_open()
+    }
+
+    fn accounts(&self) -> Arc<Accounts> {
+        lock(&self.accounts).clone()
+    }
+
+    /// Takes new accounts and tokens (a config reload): browser sessions of
+    /// removed viewers end, the others see their new cameras; cached
+    /// credentials are forgotten; live streams are told to check again.
+    pub fn reload(&self, accounts: Accounts) -> ReloadReport {
+        let accounts = Arc::new(accounts);
+        let (viewers, tokens) = accounts.counts();
+        *lock(&self.accounts) = accounts.clone();
+        lock(&self.verified).clear();
+        let logins_ended = lock(&self.sessions).refresh(|v| accounts.current(v));
+        self.changes.send_modify(|n| *n += 1);
+        ReloadReport { viewers, tokens, logins_ended }
+    }
+
+    /// Notified when accounts change or a browser logs out.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The viewer as the current accounts see it, or why it may no longer
+    /// watch anything (account or token removed, its browser session logged
+    /// out, an open relay that now has accounts).
+    pub fn recheck(&self, viewer: &Viewer) -> Result<Viewer, String> {
+        let now = match self.accounts().current(viewer) {
+            Some(now) => now,
+            None if viewer.kind == ViewerKind::Anonymous => {
+                return Err("the relay now has accounts: viewers must log in".to_owned())
+            }
+            None => return Err(format!("viewer `{}` was removed from the relay's accounts", viewer.name)),
+        };
+        if let Some(login) = &viewer.login {
+            if !lock(&self.sessions).contains(login) {
+                return Err(format!("viewer `{}` logged out", viewer.name));
+            }
+        }
+        Ok(now.through_login(viewer.login.clone()))
+    }
+
+    /// [`Auth::recheck`], then whether the viewer as it is now may still
+    /// watch `cam` (the site catalog's entry, when it still lists the
+    /// camera) at `quality`. A stream the answer is `Err` for must end.
+    pub fn may_still_watch(
+        &self,
+        viewer: &Viewer,
+        cam: Option<&CatalogEntry>,
+        quality: Quality,
+    ) -> Result<Viewer, String> {
+        let now = self.recheck(viewer)?;
+        if let Some(cam) = cam {
+            now.check(cam, quality).map_err(|refusal| match refusal {
+                ScopeRefusal::Hidden(why) | ScopeRefusal::Quality(why) => why,
+            })?;
+        }
+        Ok(now)
     }
 
     /// Charges a login attempt by `client`; `Err` while it must wait.
@@ -884,7 +1005,7 @@ impl Auth {
         }
         let checked = {
             let _slot = self.hashing.acquire().await.map_err(|_| Refusal::BadCredentials)?;
-            let accounts = self.accounts.clone();
+            let accounts = self.accounts();
             let (user, password) = (user.to_owned(), password.to_owned());
             tokio::task::spawn_blocking(move || accounts.verify_password(&user, &password))
                 .await
@@ -905,7 +1026,7 @@ impl Auth {
     /// Checks a bearer token from `client`.
     pub async fn check_bearer(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
         self.begin_attempt(client)?;
-        match self.accounts.check_token(token) {
+        match self.accounts().check_token(token) {
             Some(viewer) => {
                 lock(&self.throttle).succeeded(client, Instant::now());
                 Ok(viewer)
@@ -922,11 +1043,12 @@ impl Auth {
     /// calls [`Auth::login_ok`] or [`Auth::login_failed`] (after
     /// [`Auth::begin_attempt`]).
     pub fn digest_ha1(&self, user: &str) -> Option<(String, Viewer)> {
-        self.accounts.digest_ha1(user)
+        self.accounts().digest_ha1(user)
     }
 
     fn session(&self, id: &str) -> Option<Viewer> {
-        lock(&self.sessions).get(id, Instant::now())
+        let viewer = lock(&self.sessions).get(id, Instant::now())?;
+        Some(viewer.through_login(Some(Arc::from(id))))
     }
 
     /// Who is asking: the anonymous viewer on an open relay, else the
@@ -1093,6 +1215,8 @@ async fn logout(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, heade
     if let Some(viewer) = session_cookie(&headers).and_then(|id| lock(&auth.sessions).remove(id)) {
         info!(viewer = viewer.name(), client = %client, "logout");
         auth.audit.logout(viewer.name(), client);
+        // The streams this browser session opened end with it.
+        auth.changes.send_modify(|n| *n += 1);
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -1493,5 +1617,85 @@ mod tests {
         assert_eq!(lines[2]["viewer"], "nobody");
         assert!(!log.contains("correct horse") && !log.contains("\"wrong\""), "{log}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    #[tokio::test]
+    async fn reload_and_logout_revoke_exactly_what_they_take_away() {
+        let audit = Arc::new(RelayAudit::disabled("carabinieri"));
+        let (token, digest) = new_token();
+        let vms = |cameras: Option<Vec<String>>| TokenConfig {
+            name: "vms".into(),
+            token_sha256: digest.clone(),
+            cameras,
+            max_quality: None,
+            ptz: false,
+        };
+        let before = Accounts::from_config(
+            &[viewer("anna", phc(), None, None), viewer("zaist", phc(), None, None)],
+            &[vms(None)],
+        )
+        .unwrap();
+        let auth = Auth::new(before, audit, AuthSettings::default());
+        let mut changes = auth.changes();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let anna = auth.verify(ip, "anna", "correct horse", "test").await.unwrap();
+        let zaist = auth.verify(ip, "zaist", "correct horse", "test").await.unwrap();
+        lock(&auth.sessions).insert("s-anna".into(), anna, Instant::now());
+        lock(&auth.sessions).insert("s-zaist".into(), zaist, Instant::now());
+        let anna = auth.session("s-anna").unwrap();
+        let zaist = auth.session("s-zaist").unwrap();
+        let vms_viewer = auth.accounts().check_token(&token).unwrap();
+        let (zaist_cam, po_cam) = (&catalog()[0], &catalog()[1]);
+        for v in [&anna, &zaist, &vms_viewer] {
+            assert!(auth.may_still_watch(v, Some(po_cam), Quality::Main).is_ok(), "{}", v.name());
+        }
+
+        // Zaist is removed, the VMS narrowed to one camera at `sub`, anna stays.
+        let after = Accounts::from_config(
+            &[viewer("anna", phc(), None, None)],
+            &[TokenConfig {
+                max_quality: Some(Quality::Sub),
+                ..vms(Some(vec!["camera:zaist-mantova".into()]))
+            }],
+        )
+        .unwrap();
+        let report = auth.reload(after);
+        assert_eq!(report, ReloadReport { viewers: 1, tokens: 1, logins_ended: 1 });
+        assert!(changes.has_changed().unwrap(), "live streams are told");
+        changes.mark_unchanged();
+        assert!(auth.may_still_watch(&anna, Some(po_cam), Quality::Main).is_ok());
+        let gone = auth.may_still_watch(&zaist, Some(po_cam), Quality::Main).unwrap_err();
+        assert_eq!(gone, "viewer `zaist` was removed from the relay's accounts");
+        assert!(auth.session("s-zaist").is_none(), "zaist's browser session ended");
+        let hidden = auth.may_still_watch(&vms_viewer, Some(po_cam), Quality::Main).unwrap_err();
+        assert!(hidden.contains("outside the cameras of viewer `vms`"), "{hidden}");
+        let capped = auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Main).unwrap_err();
+        assert!(capped.contains("at `sub` quality only"), "{capped}");
+        assert!(auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Sub).is_ok());
+        assert!(
+            auth.may_still_watch(&vms_viewer, None, Quality::Main).is_ok(),
+            "a camera the site lost is the upstream's business"
+        );
+        // Cached credentials of a removed account no longer pass.
+        assert_eq!(
+            auth.check_basic(ip, "zaist", "correct horse", "rtsp").await.unwrap_err(),
+            Refusal::BadCredentials
+        );
+
+        // Logging out revokes what that browser session opened, nothing else.
+        let other = auth.verify(ip, "anna", "correct horse", "test").await.unwrap();
+        lock(&auth.sessions).insert("s-anna-2".into(), other, Instant::now());
+        let other = auth.session("s-anna-2").unwrap();
+        lock(&auth.sessions).remove("s-anna");
+        let out = auth.may_still_watch(&anna, Some(po_cam), Quality::Main).unwrap_err();
+        assert_eq!(out, "viewer `anna` logged out");
+        assert!(auth.may_still_watch(&other, Some(po_cam), Quality::Main).is_ok());
+
+        // An open relay that gets accounts: the anonymous viewer must log in.
+        let open = Auth::open(Arc::new(RelayAudit::disabled("carabinieri")));
+        let anonymous = Viewer::anonymous();
+        assert!(open.may_still_watch(&anonymous, Some(po_cam), Quality::Main).is_ok());
+        open.reload(Accounts::from_config(&[viewer("anna", phc(), None, None)], &[]).unwrap());
+        let closed = open.may_still_watch(&anonymous, Some(po_cam), Quality::Main).unwrap_err();
+        assert!(closed.contains("must log in"), "{closed}");
     }
 }

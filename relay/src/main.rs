@@ -97,7 +97,7 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn run(cfg: RelayConfig) -> Result<()> {
+async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     let id = Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).context("loading `[tls]` files")?;
     let own = id.chain.first().and_then(|c| tls::site_of_certificate(c));
     if own.as_deref() != Some(cfg.relay.site.as_str()) {
@@ -152,7 +152,9 @@ async fn run(cfg: RelayConfig) -> Result<()> {
     let state = Arc::new(
         whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
     );
+    state.spawn_access_watch();
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
+    tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone()));
     let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone(), audit: audit.clone() };
     let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
     let status = StatusState {
@@ -284,6 +286,63 @@ fn webrtc_ip(cfg: &RelayConfig) -> std::net::IpAddr {
     cfg.relay.http_listen.ip()
 }
 
+/// `SIGHUP` (`systemctl reload ponte-relay`): reads the config file again
+/// and applies its `[[viewer]]` and `[[token]]` tables. Browser sessions,
+/// WHEP viewers and RTSP clients whose account is gone, or no longer
+/// covers the camera or quality they watch, end at once (audited as
+/// `view-stop`, "access revoked"). An invalid file is refused, naming the
+/// problem, and the running accounts stay.
+async fn reload_on_hangup(path: PathBuf, running: RelayConfig, auth: Arc<auth::Auth>) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP: account changes need a restart");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            let loaded = RelayConfig::load(&path).and_then(|cfg| {
+                let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;
+                Ok((cfg, accounts))
+            });
+            let (cfg, accounts) = match loaded {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(config = %path.display(), "reload refused, the running accounts stay: {e:#}");
+                    continue;
+                }
+            };
+            let rest = |c: &RelayConfig| {
+                let mut c = c.clone();
+                c.viewers.clear();
+                c.tokens.clear();
+                serde_json::to_string(&c).ok()
+            };
+            if rest(&cfg) != rest(&running) {
+                tracing::warn!(
+                    "reload applies `[[viewer]]` and `[[token]]` only; restart the relay to apply the other changes"
+                );
+            }
+            let report = auth.reload(accounts);
+            if report.viewers + report.tokens == 0 {
+                tracing::warn!(
+                    "NO AUTHENTICATION after reload: the config has no [[viewer]] and no [[token]]"
+                );
+            }
+            tracing::info!(
+                viewers = report.viewers,
+                tokens = report.tokens,
+                logins_ended = report.logins_ended,
+                "accounts reloaded"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, running, auth);
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -306,7 +365,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.cmd {
-        Cmd::Run { config } => run(RelayConfig::load(&config)?).await,
+        Cmd::Run { config } => run(RelayConfig::load(&config)?, config).await,
         Cmd::Status { url, json, watch } => {
             let code = ponte_proto::mgmt::status_cli(&url, json, watch.map(Duration::from_secs)).await;
             std::process::exit(code)

@@ -180,14 +180,15 @@ pub struct SessionInfo {
 }
 
 struct SessionEntry {
-    /// Name of the viewer that opened it: only it may DELETE it.
-    viewer: String,
+    /// The viewer that opened it: only it may DELETE it.
+    viewer: Viewer,
     audit_viewer: Option<String>,
     camera: String,
     quality: Quality,
     started: Instant,
-    /// Dropping it (DELETE) tells the session task to end.
-    _stop: oneshot::Sender<()>,
+    /// Dropping it (DELETE) tells the session task to end; sending ends it
+    /// for that reason.
+    stop: oneshot::Sender<End>,
 }
 
 /// Shared state of the WHEP endpoint.
@@ -227,6 +228,43 @@ impl WhepState {
     /// Requires viewers from `auth` and writes views to `audit`.
     pub fn with_access(self, auth: Arc<Auth>, audit: Arc<RelayAudit>) -> Self {
         Self { auth, audit, ..self }
+    }
+
+    /// Ends every session whose viewer may no longer watch its camera:
+    /// account or token removed or narrowed by a reload, browser logged out.
+    /// Returns how many ended.
+    pub fn recheck_access(&self) -> usize {
+        let catalog = self.source.catalog();
+        let revoked: Vec<(String, SessionEntry, String)> = {
+            let mut sessions = self.lock_sessions();
+            let mut out = Vec::new();
+            for (id, s) in sessions.iter_mut() {
+                let cam = catalog.iter().find(|c| c.id == s.camera);
+                match self.auth.may_still_watch(&s.viewer, cam, s.quality) {
+                    Ok(viewer) => s.viewer = viewer,
+                    Err(why) => out.push((id.clone(), why)),
+                }
+            }
+            out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (id, s, why))).collect()
+        };
+        let n = revoked.len();
+        for (id, s, why) in revoked {
+            info!(session = %id, camera = %s.camera, viewer = s.viewer.name(), %why, "WHEP: access revoked");
+            let _ = s.stop.send(End::Revoked(why));
+        }
+        n
+    }
+
+    /// Watches `auth` for reloads and logouts and ends what they revoke.
+    pub fn spawn_access_watch(self: &Arc<Self>) {
+        let mut changes = self.auth.changes();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(state) = me.upgrade() else { return };
+                state.recheck_access();
+            }
+        });
     }
 
     /// Requests refused by a limit, by limit.
@@ -327,7 +365,7 @@ async fn end_session(
     let removed = {
         let mut sessions = state.lock_sessions();
         match sessions.get(&id) {
-            Some(s) if s.viewer == viewer.name() => sessions.remove(&id),
+            Some(s) if s.viewer.name() == viewer.name() => sessions.remove(&id),
             _ => None,
         }
     };
@@ -482,12 +520,12 @@ async fn offer(
     state.lock_sessions().insert(
         id.clone(),
         SessionEntry {
-            viewer: viewer.name().to_owned(),
+            viewer: viewer.clone(),
             audit_viewer: viewer.audit_name().map(str::to_owned),
             camera: camera.clone(),
             quality,
             started,
-            _stop: stop_tx,
+            stop: stop_tx,
         },
     );
     info!(session = %id, camera = %camera, quality = q, viewer = viewer.name(), "WHEP session answered");
@@ -886,6 +924,8 @@ enum End {
     TrackEnded,
     Unsupported(Codec),
     WriteFailed(String),
+    /// The viewer may no longer watch it (reload, logout), and why.
+    Revoked(String),
 }
 
 impl std::fmt::Display for End {
@@ -899,6 +939,7 @@ impl std::fmt::Display for End {
             End::TrackEnded => f.write_str("the camera's track ended"),
             End::Unsupported(codec) => write!(f, "the camera switched to {}", codec.name()),
             End::WriteFailed(e) => write!(f, "sending RTP failed: {e}"),
+            End::Revoked(why) => write!(f, "access revoked: {why}"),
         }
     }
 }
@@ -915,7 +956,8 @@ struct Session {
     reader: TrackReader,
     /// The first item, read while answering, and whether it was already queued.
     first: Option<(HubItem, bool)>,
-    stop: oneshot::Receiver<()>,
+    /// A reason, or the sender dropped (DELETE): the session ends.
+    stop: oneshot::Receiver<End>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -951,8 +993,13 @@ impl Session {
         );
     }
 
-    fn stopped(&mut self) -> bool {
-        !matches!(self.stop.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    /// Why the session was told to end, if it was.
+    fn stopped(&mut self) -> Option<End> {
+        match self.stop.try_recv() {
+            Ok(end) => Some(end),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(End::Deleted),
+        }
     }
 
     async fn wait_connected(&mut self, settings: &WhepSettings) -> Result<(), End> {
@@ -965,7 +1012,7 @@ impl Session {
                 _ => {}
             }
             tokio::select! {
-                _ = &mut self.stop => return Err(End::Deleted),
+                end = &mut self.stop => return Err(end.unwrap_or(End::Deleted)),
                 changed = self.peer.states.changed() => {
                     if changed.is_err() {
                         return Err(End::Closed);
@@ -982,8 +1029,8 @@ impl Session {
         let mut pending = self.first.take();
         let mut disconnected_since: Option<Instant> = None;
         loop {
-            if self.stopped() {
-                return End::Deleted;
+            if let Some(end) = self.stopped() {
+                return end;
             }
             match *self.peer.states.borrow_and_update() {
                 RTCPeerConnectionState::Failed => return End::Failed,
@@ -1003,7 +1050,7 @@ impl Session {
             } else {
                 let grace_end = disconnected_since.map(|s| s + settings.disconnect_grace);
                 tokio::select! {
-                    _ = &mut self.stop => return End::Deleted,
+                    end = &mut self.stop => return end.unwrap_or(End::Deleted),
                     changed = self.peer.states.changed() => {
                         if changed.is_err() {
                             return End::Closed;

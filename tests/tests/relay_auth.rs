@@ -5,10 +5,15 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::{
-    catalog_camera_ids, http_request, relay_cli, Chromium, Device, HttpResponse, Stack, StackSpec,
+    catalog_camera_ids, free_tcp_port, http_request, relay_cli, Chromium, Device, HttpResponse, Stack,
+    StackSpec,
 };
 use serde_json::Value;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Timeout of one request (a failed login alone takes 1 s).
 const T: Duration = Duration::from_secs(10);
@@ -19,6 +24,7 @@ const PLAY_TIMEOUT: Duration = Duration::from_secs(20);
 
 const ZAIST_PASSWORD: &str = "rotatoria-mantova-2026";
 const ANNA_PASSWORD: &str = "torrazzo-112-metri";
+const NVR_PASSWORD: &str = "registratore-sala-2";
 
 /// The accounts of the test relay, made with the real CLI.
 struct Accounts {
@@ -26,7 +32,19 @@ struct Accounts {
     ops: String,
     /// The site's VMS: `po-lungofiume` only.
     vms: String,
+    /// The `[[viewer]]` and `[[token]]` tables, by name.
+    tables: Tables,
     relay_extra: String,
+}
+
+struct Tables {
+    anna: String,
+    zaist: String,
+    ops: String,
+    /// Without a `cameras` key: the tests add the one they need.
+    vms: String,
+    /// The site's video recorder, an RTSP Digest account; no `cameras` key either.
+    nvr: String,
 }
 
 fn accounts() -> Result<Accounts> {
@@ -45,21 +63,33 @@ fn accounts() -> Result<Accounts> {
     };
     let (ops, ops_table) = token("ops")?;
     let (vms, vms_table) = token("vms")?;
+    let tables = Tables {
+        anna: format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n", hash(ANNA_PASSWORD)?),
+        zaist: format!(
+            "[[viewer]]\nuser = \"zaist\"\npassword_hash = \"{}\"\ncameras = [\"zone:Zaist\"]\n",
+            hash(ZAIST_PASSWORD)?
+        ),
+        ops: format!("{ops_table}\n"),
+        vms: format!("{vms_table}\n"),
+        nvr: relay_cli(&["passwd", "--user", "nvr", "--rtsp-digest"], &format!("{NVR_PASSWORD}\n"))?,
+    };
     let relay_extra = format!(
-        "[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n\n\
-         [[viewer]]\nuser = \"zaist\"\npassword_hash = \"{}\"\ncameras = [\"zone:Zaist\"]\n\n\
-         {ops_table}\n\n{vms_table}\ncameras = [\"camera:po-lungofiume\"]\n",
-        hash(ANNA_PASSWORD)?,
-        hash(ZAIST_PASSWORD)?,
+        "{}\n{}\n{}\n{}cameras = [\"camera:po-lungofiume\"]\n\n{}cameras = [\"camera:po-lungofiume\"]\n",
+        tables.anna, tables.zaist, tables.ops, tables.vms, tables.nvr
     );
-    Ok(Accounts { ops, vms, relay_extra })
+    Ok(Accounts { ops, vms, tables, relay_extra })
 }
 
 async fn start() -> Result<(Stack, Accounts)> {
+    start_with("").await
+}
+
+/// The stack with the test accounts and `extra` relay TOML.
+async fn start_with(extra: &str) -> Result<(Stack, Accounts)> {
     let accounts = accounts()?;
     let stack = Stack::start_with(StackSpec {
         devices: Device::zaist_and_po(),
-        relay_extra: accounts.relay_extra.clone(),
+        relay_extra: format!("{}\n{extra}", accounts.relay_extra),
         catalog_token: Some(accounts.ops.clone()),
         ..StackSpec::default()
     })
@@ -231,29 +261,28 @@ fn num(stats: &Value, key: &str) -> u64 {
     stats.get(key).and_then(Value::as_f64).unwrap_or(0.0) as u64
 }
 
-#[tokio::test]
-async fn browser_logs_in_through_the_form_and_plays_its_camera() -> Result<()> {
-    let _heavy = ponte_tests::e2e_lock();
-    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
-        return Ok(());
-    }
-    let (mut stack, accounts) = start().await?;
-    let browser = Chromium::launch().await?;
-
-    // A deep link while logged out: the page shows its login form.
-    browser.navigate(&format!("{}/?camera=zaist-mantova", stack.base_url())).await?;
+/// Opens the deep link to `camera` logged out, fills the page's login form
+/// as a person would and waits until `FRAMES` frames are decoded; returns
+/// the player's stats.
+async fn log_in_and_play(
+    browser: &Chromium,
+    stack: &Stack,
+    user: &str,
+    password: &str,
+    camera: &str,
+) -> Result<Value> {
+    browser.navigate(&format!("{}/?camera={camera}", stack.base_url())).await?;
     ponte_tests::wait_until("the login form", T, Duration::from_millis(50), || async {
         let shown = browser.eval("!document.getElementById('login').hidden").await?;
         Ok((shown == true).then_some(()))
     })
     .await?;
-
-    // Fill the real form and submit it, as a person would.
     let submit = format!(
-        "(() => {{ document.getElementById('login-user').value = 'zaist'; \
+        "(() => {{ document.getElementById('login-user').value = {}; \
            document.getElementById('login-password').value = {}; \
            document.getElementById('login-form').requestSubmit(); return true; }})()",
-        serde_json::to_string(ZAIST_PASSWORD)?
+        serde_json::to_string(user)?,
+        serde_json::to_string(password)?
     );
     let start = Instant::now();
     browser.eval(&submit).await?;
@@ -271,9 +300,22 @@ async fn browser_logs_in_through_the_form_and_plays_its_camera() -> Result<()> {
         last = browser.eval(STATS_JS).await.unwrap_or_default();
     }
     eprintln!(
-        "logged in and decoded {FRAMES} frames in {:.0} ms: {last}",
+        "{user} logged in and decoded {FRAMES} frames in {:.0} ms: {last}",
         start.elapsed().as_secs_f64() * 1e3
     );
+    Ok(last)
+}
+
+#[tokio::test]
+async fn browser_logs_in_through_the_form_and_plays_its_camera() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
+        return Ok(());
+    }
+    let (mut stack, accounts) = start().await?;
+    let browser = Chromium::launch().await?;
+
+    let last = log_in_and_play(&browser, &stack, "zaist", ZAIST_PASSWORD, "zaist-mantova").await?;
     assert_eq!((num(&last, "frameWidth"), num(&last, "frameHeight")), (640, 360), "{last}");
 
     // The page lists only the viewer's camera, and script cannot read the session cookie.
@@ -331,5 +373,202 @@ async fn browser_logs_in_through_the_form_and_plays_its_camera() -> Result<()> {
     for p in [&mut stack.relay, &mut stack.agent] {
         assert!(p.try_exit()?.is_none(), "{} exited", p.label());
     }
+    Ok(())
+}
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+
+/// A VMS or recorder reading one RTSP stream with ffmpeg (decoding to nowhere) until
+/// the relay closes it or `secs` of video are read.
+struct RtspReader {
+    frames: Arc<AtomicU64>,
+    done: tokio::task::JoinHandle<Result<(Instant, std::process::ExitStatus, String)>>,
+}
+
+impl RtspReader {
+    fn start(url: &str, secs: u32) -> Result<RtspReader> {
+        let mut child = tokio::process::Command::new(FFMPEG)
+            .args(["-hide_banner", "-nostats", "-v", "error", "-rtsp_transport", "tcp", "-i", url])
+            .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress", "pipe:1", "-stats_period", "0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting ffmpeg")?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let mut lines = BufReader::new(child.stdout.take().context("ffmpeg stdout")?).lines();
+        let mut stderr = child.stderr.take().context("ffmpeg stderr")?;
+        let counter = frames.clone();
+        let done = tokio::spawn(async move {
+            let errors = tokio::spawn(async move {
+                let mut s = String::new();
+                let _ = stderr.read_to_string(&mut s).await;
+                s
+            });
+            while let Some(line) = lines.next_line().await? {
+                if let Some(n) = line.strip_prefix("frame=").and_then(|v| v.trim().parse().ok()) {
+                    counter.store(n, Ordering::Relaxed);
+                }
+            }
+            let status = child.wait().await?;
+            Ok((Instant::now(), status, errors.await.unwrap_or_default()))
+        });
+        Ok(RtspReader { frames, done })
+    }
+
+    fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+}
+
+/// `/api/status` as the unrestricted `ops` token sees it.
+async fn status(stack: &Stack, accounts: &Accounts) -> Value {
+    let ops = format!("Bearer {}", accounts.ops);
+    request(stack, "GET", "/api/status", &[("Authorization", &ops)], b"").await.json().unwrap_or(Value::Null)
+}
+
+/// Ids of the live WHEP sessions in a status document.
+fn whep_sessions(status: &Value) -> Vec<String> {
+    let viewers = status["viewers"].as_array().cloned().unwrap_or_default();
+    viewers.iter().filter_map(|v| v["id"].as_str().map(str::to_owned)).collect()
+}
+
+/// Polls Chromium's decoded-frame count until it has not moved for `quiet`;
+/// returns when it last moved and the count.
+async fn decoding_stops(browser: &Chromium, quiet: Duration) -> Result<(Instant, u64)> {
+    let mut last = (Instant::now(), num(&browser.eval(STATS_JS).await?, "framesDecoded"));
+    let deadline = Instant::now() + T;
+    while last.0.elapsed() < quiet {
+        if Instant::now() > deadline {
+            bail!("Chromium never stopped decoding ({} frames)", last.1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frames = num(&browser.eval(STATS_JS).await.unwrap_or_default(), "framesDecoded");
+        if frames != last.1 {
+            last = (Instant::now(), frames);
+        }
+    }
+    Ok(last)
+}
+
+/// Accounts change under running streams: a browser logging out ends the
+/// WHEP session it opened; `systemctl reload` (SIGHUP) with an account
+/// removed and the recorder's account narrowed ends the removed viewer's
+/// browser stream and cuts the recorder's RTSP connection to the camera it lost, and
+/// nothing else; a broken config is refused and changes nothing.
+#[tokio::test]
+async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium")
+        || !ponte_tests::require_program(FFMPEG, "ffmpeg")
+    {
+        return Ok(());
+    }
+    let rtsp_port = free_tcp_port();
+    let rtsp = format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n");
+    let (mut stack, accounts) = start_with(&rtsp).await?;
+    let browser = Chromium::launch().await?;
+    log_in_and_play(&browser, &stack, "zaist", ZAIST_PASSWORD, "zaist-mantova").await?;
+    let rtsp_url = |camera: &str| format!("rtsp://nvr:{NVR_PASSWORD}@127.0.0.1:{rtsp_port}/{camera}");
+    let vms = RtspReader::start(&rtsp_url("po-lungofiume"), 120)?;
+    ponte_tests::wait_until("the recorder to decode", T, Duration::from_millis(50), || async {
+        Ok((vms.frames() >= 15).then_some(()))
+    })
+    .await?;
+
+    // Anna opens a WHEP session with a real browser offer, then logs out.
+    let (_, anna) = login(&stack, "anna", ANNA_PASSWORD).await;
+    let anna = anna.context("anna's cookie")?;
+    let offer = browser.eval(OFFER_JS).await?;
+    let offer = offer.as_str().context("the browser made no offer")?;
+    let sdp = ("Content-Type", "application/sdp");
+    let resp =
+        request(&stack, "POST", "/whep/po-lungofiume", &[("Cookie", &anna), sdp], offer.as_bytes()).await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let location = resp.header("location").context("Location of the WHEP session")?;
+    let anna_session = location.rsplit('/').next().unwrap_or_default().to_owned();
+    assert!(whep_sessions(&status(&stack, &accounts).await).contains(&anna_session));
+    let zaist_frames = num(&browser.eval(STATS_JS).await?, "framesDecoded");
+    let logout = Instant::now();
+    assert_eq!(request(&stack, "POST", "/logout", &[("Cookie", &anna)], b"").await.status, 204);
+    let ended =
+        ponte_tests::wait_until("anna's WHEP session to end", T, Duration::from_millis(20), || async {
+            Ok((!whep_sessions(&status(&stack, &accounts).await).contains(&anna_session)).then(Instant::now))
+        })
+        .await?;
+    let logout_ms = ended.duration_since(logout).as_secs_f64() * 1e3;
+    let stop =
+        ponte_tests::wait_until("the audit of anna's session", T, Duration::from_millis(50), || async {
+            let lines = audit_lines(&stack)?;
+            Ok(lines
+                .into_iter()
+                .find(|l| l["action"] == "view-stop" && l["session"] == anna_session.as_str()))
+        })
+        .await?;
+    assert_eq!(stop["reason"], "access revoked: viewer `anna` logged out", "{stop}");
+    assert_eq!(stop["viewer"], "anna", "{stop}");
+    // Nobody else was touched.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(num(&browser.eval(STATS_JS).await?, "framesDecoded") > zaist_frames + 5, "zaist plays on");
+    assert_eq!(whep_sessions(&status(&stack, &accounts).await).len(), 1, "zaist's session stays");
+    let vms_frames = vms.frames();
+
+    // Reload: zaist removed, the recorder narrowed to the camera it did not watch.
+    let t = &accounts.tables;
+    let mut cfg = stack.relay_config.clone();
+    cfg.extra = format!("{}\n{}\n{}cameras = [\"camera:zaist-mantova\"]\n\n{rtsp}", t.anna, t.ops, t.nvr);
+    let relay_toml = stack.dir().join("relay.toml");
+    cfg.write(&relay_toml)?;
+    let hup = Instant::now();
+    stack.relay.signal(libc::SIGHUP)?;
+    let (vms_end, vms_status, vms_errors) = tokio::time::timeout(T, vms.done)
+        .await
+        .context("the recorder's RTSP connection was never cut")???;
+    let (browser_stop, browser_frames) = decoding_stops(&browser, Duration::from_millis(1500)).await?;
+    let rtsp_cut_ms = vms_end.duration_since(hup).as_secs_f64() * 1e3;
+    let browser_ms = browser_stop.saturating_duration_since(hup).as_secs_f64() * 1e3;
+    println!(
+        "figure: access revocation: WHEP session gone {logout_ms:.0} ms after logout; after SIGHUP the recorder's \
+         RTSP connection cut at {rtsp_cut_ms:.0} ms ({vms_frames}+ frames decoded before, ffmpeg {vms_status}), \
+         the removed viewer's last frame decoded at {browser_ms:.0} ms ({browser_frames} frames in all)"
+    );
+    assert!(vms_frames >= 15, "the recorder decoded before the reload");
+    assert!(rtsp_cut_ms < 2000.0, "RTSP cut {rtsp_cut_ms:.0} ms after SIGHUP; ffmpeg said: {vms_errors}");
+    assert!(browser_ms < 2000.0, "the removed viewer stopped decoding {browser_ms:.0} ms after SIGHUP");
+    assert!(whep_sessions(&status(&stack, &accounts).await).is_empty());
+    let lines = audit_lines(&stack)?;
+    let revoked = |viewer: &str, camera: &str| {
+        lines.iter().find(|l| {
+            l["action"] == "view-stop"
+                && l["viewer"] == viewer
+                && l["camera"] == camera
+                && l["reason"].as_str().is_some_and(|r| r.starts_with("access revoked"))
+        })
+    };
+    let zaist_stop = revoked("zaist", "zaist-mantova").with_context(|| format!("{lines:?}"))?;
+    assert_eq!(zaist_stop["reason"], "access revoked: viewer `zaist` was removed from the relay's accounts");
+    revoked("nvr", "po-lungofiume").with_context(|| format!("the recorder's RTSP view-stop: {lines:?}"))?;
+
+    // Narrowed, not removed: the recorder reads its new camera; its old one is refused.
+    let narrowed = RtspReader::start(&rtsp_url("zaist-mantova"), 2)?;
+    let (_, ok, errors) = tokio::time::timeout(T, narrowed.done).await???;
+    assert!(ok.success() && narrowed.frames.load(Ordering::Relaxed) > 0, "{ok}: {errors}");
+    let refused = RtspReader::start(&rtsp_url("po-lungofiume"), 2)?;
+    let (_, status_old, _) = tokio::time::timeout(T, refused.done).await???;
+    assert!(!status_old.success(), "the recorder may no longer read po-lungofiume");
+    // Zaist can no longer log in; anna still can.
+    assert_eq!(login(&stack, "zaist", ZAIST_PASSWORD).await.0.status, 401);
+    assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204);
+
+    // A broken config is refused; the running accounts stay.
+    std::fs::write(&relay_toml, "[relay]\nsite = \"carabinieri\"\nnot toml at all")?;
+    stack.relay.signal(libc::SIGHUP)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204, "anna's account stays");
+    for p in [&mut stack.relay, &mut stack.agent] {
+        assert!(p.try_exit()?.is_none(), "{} exited", p.label());
+    }
+    verify_audit(&stack)?;
     Ok(())
 }

@@ -52,6 +52,11 @@ impl RtspAuth {
         Self { auth, allow_basic, secret: rand::random(), nonce_ttl: NONCE_TTL }
     }
 
+    /// The relay's accounts these credentials are checked against.
+    pub fn accounts(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
     /// Records a successful RTSP login (audit, and refunds the login brake).
     pub fn login_ok(&self, client: IpAddr, viewer: &Viewer, via: &str) {
         self.auth.login_ok(client, viewer, via);

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Methods this server implements, for `Public` and `Allow`.
@@ -242,6 +242,8 @@ pub struct RtspServer {
     local_addr: SocketAddr,
     udp: Option<UdpPair>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Per connection: told to close when access to a stream of it is revoked.
+    closers: Mutex<HashMap<u64, Arc<Notify>>>,
     connections: Arc<Semaphore>,
     next_conn: AtomicU64,
     me: Weak<RtspServer>,
@@ -269,6 +271,7 @@ impl RtspServer {
             local_addr,
             udp,
             sessions: Mutex::new(HashMap::new()),
+            closers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             me: me.clone(),
         }))
@@ -299,6 +302,7 @@ impl RtspServer {
     pub async fn serve(self: Arc<Self>) {
         let Some(listener) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
         tokio::spawn(self.clone().reap());
+        tokio::spawn(self.clone().watch_access());
         if let Some(udp) = &self.udp {
             tokio::spawn(self.clone().udp_liveness(udp.rtp.clone()));
             tokio::spawn(self.clone().udp_liveness(udp.rtcp.clone()));
@@ -344,6 +348,43 @@ impl RtspServer {
         }
     }
 
+    /// Ends the sessions whose viewer may no longer watch them when the
+    /// relay's accounts are reloaded or a browser logs out.
+    async fn watch_access(self: Arc<Self>) {
+        let mut changes = self.auth.accounts().changes();
+        while changes.changed().await.is_ok() {
+            self.recheck_access();
+        }
+    }
+
+    /// Ends every session whose viewer may no longer watch its camera, and
+    /// closes the connection it came on; returns how many ended.
+    pub fn recheck_access(&self) -> usize {
+        let catalog = self.source.catalog();
+        let auth = self.auth.accounts();
+        let revoked: Vec<(Session, String)> = {
+            let mut sessions = self.lock();
+            let mut out = Vec::new();
+            for (id, s) in sessions.iter_mut() {
+                let cam = catalog.iter().find(|c| c.id == s.camera);
+                match auth.may_still_watch(&s.viewer, cam, s.quality) {
+                    Ok(viewer) => s.viewer = viewer,
+                    Err(why) => out.push((id.clone(), why)),
+                }
+            }
+            out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (s, why))).collect()
+        };
+        let n = revoked.len();
+        for (s, why) in revoked {
+            info!(camera = %s.camera, peer = %s.peer, viewer = s.viewer.name(), %why, "RTSP: access revoked; closing the client's connection");
+            if let Some(closer) = self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&s.conn) {
+                closer.notify_one();
+            }
+            s.end("access revoked (account removed or narrowed)");
+        }
+        n
+    }
+
     /// Receiver reports (and NAT openers) on the server's UDP ports keep
     /// UDP sessions alive.
     async fn udp_liveness(self: Arc<Self>, socket: Arc<UdpSocket>) {
@@ -370,6 +411,8 @@ impl RtspServer {
         let (out, out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(wr, out_rx, self.settings.write_stall));
         let mut conn = Conn { id, peer, local, out, next_channel: 0, logged_in: None };
+        let closer = Arc::new(Notify::new());
+        self.closers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, closer.clone());
         debug!(%peer, connection = id, "RTSP client connected");
         let mut framer = Framer::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -384,6 +427,7 @@ impl RtspServer {
                         _ => "writer ended".into(),
                     };
                 }
+                _ = closer.notified() => break "access revoked".into(),
             };
             let n = match read {
                 // A UDP client may keep its sessions alive with RTCP alone.
@@ -415,6 +459,7 @@ impl RtspServer {
                 }
             }
         };
+        self.closers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         let ended = self.end_connection(id);
         drop(conn);
         if !writer_done {
