@@ -52,6 +52,14 @@ pub struct WhepSection {
     /// WHEP offers one client address may make per minute (0: no limit).
     #[serde(default = "default_whep_offers_per_minute")]
     pub offers_per_minute: u32,
+    /// UDP ports for WebRTC media, one per session, e.g. `"40000-40199"`:
+    /// the range to open in a firewall. Unset: an ephemeral port each.
+    #[serde(default)]
+    pub udp_ports: Option<crate::media_ports::PortRange>,
+    /// Address WebRTC media binds and offers to browsers. Unset: the IP of
+    /// `relay.http_listen` (every interface when that is a wildcard).
+    #[serde(default)]
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for WhepSection {
@@ -60,6 +68,8 @@ impl Default for WhepSection {
             max_sessions: default_whep_max_sessions(),
             max_per_camera: default_whep_max_per_camera(),
             offers_per_minute: default_whep_offers_per_minute(),
+            udp_ports: None,
+            media_ip: None,
         }
     }
 }
@@ -285,6 +295,16 @@ impl RelayConfig {
         if self.whep.max_sessions == 0 || self.whep.max_per_camera == 0 {
             bail!("`whep.max_sessions` and `whep.max_per_camera` must be at least 1 (defaults 64 and 16)");
         }
+        if let Some(ports) = self.whep.udp_ports {
+            if ports.len() < self.whep.max_sessions {
+                bail!(
+                    "`whep.udp_ports` = \"{ports}\" holds {} ports but `whep.max_sessions` is {}: every WHEP \
+                     session needs a port of its own; widen the range or lower `whep.max_sessions`",
+                    ports.len(),
+                    self.whep.max_sessions
+                );
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for d in &self.downstreams {
             if d.site == self.relay.site {
@@ -425,5 +445,26 @@ mod tests {
         let err = format!("{:#}", RelayConfig::load(&p).unwrap_err());
         assert!(err.contains("http_lisen"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn media_port_range_is_checked_against_the_session_limit() {
+        let base = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let cfg = RelayConfig::from_toml(&format!("{base}[whep]\nudp_ports = \"40000-40063\"\n")).unwrap();
+        assert_eq!(cfg.whep.udp_ports.map(|r| r.len()), Some(64));
+        let small = format!("{base}[whep]\nudp_ports = \"40000-40009\"\n");
+        let err = format!("{:#}", RelayConfig::from_toml(&small).unwrap_err());
+        assert!(
+            err.contains("`whep.udp_ports` = \"40000-40009\" holds 10 ports") && err.contains("max_sessions"),
+            "{err}"
+        );
+        let fits = format!(
+            "{base}[whep]\nudp_ports = \"40000-40009\"\nmax_sessions = 10\nmedia_ip = \"10.20.0.5\"\n"
+        );
+        let cfg = RelayConfig::from_toml(&fits).unwrap();
+        assert_eq!(cfg.whep.media_ip, Some("10.20.0.5".parse().unwrap()));
+        let bad = format!("{base}[whep]\nudp_ports = \"40000\"\n");
+        let err = format!("{:#}", RelayConfig::from_toml(&bad).unwrap_err());
+        assert!(err.contains("udp_ports") && err.contains("LOW-HIGH"), "{err}");
     }
 }

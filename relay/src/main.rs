@@ -8,6 +8,7 @@ mod config;
 #[cfg(test)]
 mod fuzz_targets;
 mod limits;
+mod media_ports;
 mod page;
 mod ptz;
 mod rtsp;
@@ -126,7 +127,8 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
     let whep_settings = whep::WhepSettings {
-        udp_addrs: vec![format!("{}:0", webrtc_ip(&cfg))],
+        udp_addrs: vec![std::net::SocketAddr::new(webrtc_ip(&cfg), 0).to_string()],
+        udp_ports: cfg.whep.udp_ports,
         max_sessions: cfg.whep.max_sessions,
         max_per_camera: cfg.whep.max_per_camera,
         offers_per_minute: cfg.whep.offers_per_minute,
@@ -280,10 +282,10 @@ async fn status_json(
     }))
 }
 
-/// The IP WebRTC media is offered on: the HTTP listen IP, unless it is a
-/// wildcard (then every interface).
+/// The IP WebRTC media is offered on: `whep.media_ip`, else the HTTP listen
+/// IP; a wildcard means every interface.
 fn webrtc_ip(cfg: &RelayConfig) -> std::net::IpAddr {
-    cfg.relay.http_listen.ip()
+    cfg.whep.media_ip.unwrap_or_else(|| cfg.relay.http_listen.ip())
 }
 
 /// `SIGHUP` (`systemctl reload ponte-relay`): reads the config file again

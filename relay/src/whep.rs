@@ -25,6 +25,7 @@
 
 use crate::audit::{RelayAudit, Viewing};
 use crate::auth::{self, Auth, ScopeRefusal, Viewer};
+use crate::media_ports::{PortLease, PortPool, PortRange};
 use crate::page;
 use crate::upstream::{SubscribeFailure, Upstreams};
 use axum::body::Bytes;
@@ -49,6 +50,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -99,6 +101,9 @@ pub struct WhepSettings {
     /// non-loopback interface with an ephemeral port per session; give a
     /// concrete address (e.g. `127.0.0.1:0`) to pin one interface.
     pub udp_addrs: Vec<String>,
+    /// UDP ports for media, one leased per session (`whep.udp_ports`);
+    /// `None`: the ports of `udp_addrs` as given (0: ephemeral).
+    pub udp_ports: Option<PortRange>,
     /// Most concurrent sessions; more are refused with 503 (`whep.max_sessions`).
     pub max_sessions: usize,
     /// Most concurrent sessions on one camera (`whep.max_per_camera`).
@@ -120,6 +125,7 @@ impl Default for WhepSettings {
     fn default() -> Self {
         Self {
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            udp_ports: None,
             max_sessions: 64,
             max_per_camera: 16,
             offers_per_minute: 30,
@@ -201,6 +207,8 @@ pub struct WhepState {
     offer_rate: Option<crate::limits::OfferRate>,
     refusals: Arc<crate::limits::Refusals>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
+    /// Media ports to lease, when `settings.udp_ports` is set.
+    ports: Option<Arc<PortPool>>,
 }
 
 impl WhepState {
@@ -220,6 +228,7 @@ impl WhepState {
             slots: Arc::new(Semaphore::new(settings.max_sessions)),
             offer_rate: crate::limits::OfferRate::new(settings.offers_per_minute),
             refusals: Arc::default(),
+            ports: settings.udp_ports.map(PortPool::new),
             settings,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -265,6 +274,28 @@ impl WhepState {
                 state.recheck_access();
             }
         });
+    }
+
+    /// The addresses a new session's media binds: `settings.udp_addrs`,
+    /// on a port leased from `whep.udp_ports` when that is set.
+    fn media_addrs(&self, camera: &str) -> Result<(Vec<String>, Option<PortLease>), Reject> {
+        let Some(pool) = &self.ports else { return Ok((self.settings.udp_addrs.clone(), None)) };
+        let addrs: Vec<SocketAddr> = self.settings.udp_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let ip = addrs.first().map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), SocketAddr::ip);
+        let Some(lease) = pool.lease(ip) else {
+            self.refusals.hit("whep.udp_ports");
+            warn!(camera, ports = %pool.range(), "WHEP: no free UDP port for media");
+            return Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "camera `{camera}`: every UDP port of `whep.udp_ports` ({}) is in use; close another \
+                     viewer, or widen the range",
+                    pool.range()
+                ),
+            ));
+        };
+        let addrs = addrs.iter().map(|a| SocketAddr::new(a.ip(), lease.port()).to_string()).collect();
+        Ok((addrs, Some(lease)))
     }
 
     /// Requests refused by a limit, by limit.
@@ -513,7 +544,9 @@ async fn offer(
         return Err(h265_reject(&camera, quality));
     }
 
-    let peer = Peer::answer(&state.settings, &camera, offer).await?;
+    let (udp_addrs, port) = state.media_addrs(&camera)?;
+    let mut peer = Peer::answer(&state.settings, udp_addrs, &camera, offer).await?;
+    peer.port = port;
     let id = session_id();
     let (stop_tx, stop_rx) = oneshot::channel();
     let started = Instant::now();
@@ -806,6 +839,9 @@ struct Peer {
     payload_type: u8,
     states: watch::Receiver<RTCPeerConnectionState>,
     answer_sdp: String,
+    /// The media port leased for it (`whep.udp_ports`), given back when the
+    /// session is over and its peer connection closed.
+    port: Option<PortLease>,
 }
 
 impl Peer {
@@ -813,6 +849,7 @@ impl Peer {
     /// answer (with every host candidate) is ready.
     async fn answer(
         settings: &WhepSettings,
+        udp_addrs: Vec<String>,
         camera: &str,
         offer: RTCSessionDescription,
     ) -> Result<Peer, Reject> {
@@ -846,7 +883,7 @@ impl Peer {
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(PeerEvents { state: state_tx, gathered: gathered_tx }))
-            .with_udp_addrs(settings.udp_addrs.clone())
+            .with_udp_addrs(udp_addrs)
             .with_setting_engine(
                 webrtc::peer_connection::SettingEngineBuilder::new()
                     .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
@@ -898,7 +935,7 @@ impl Peer {
             .await
             .map(|d| d.sdp)
             .ok_or_else(|| internal("produce an answer", &"no local description"))?;
-        Ok(Peer { pc, track, ssrc, payload_type, states, answer_sdp })
+        Ok(Peer { pc, track, ssrc, payload_type, states, answer_sdp, port: None })
     }
 }
 
@@ -1527,6 +1564,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
     fn test_settings() -> WhepSettings {
         WhepSettings {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            udp_ports: None,
             max_sessions: 4,
             max_per_camera: 3,
             offers_per_minute: 0,
@@ -1858,6 +1896,65 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         assert_eq!(state.slots.available_permits(), 4);
         producer.abort();
         let _ = pc.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn media_goes_through_a_leased_port_of_the_configured_range() {
+        let source = fake(vec![entry("duomo", Codec::H264)]);
+        let writer = publish(&source.hub, "duomo");
+        for n in 0..5 {
+            push_frame(&writer, n);
+        }
+        // One port: a range the firewall would open, free on this machine.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let settings =
+            WhepSettings { udp_ports: Some(PortRange { low: port, high: port }), ..test_settings() };
+        let (addr, state) = serve(source, settings).await;
+        let producer = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            for n in 5.. {
+                tick.tick().await;
+                push_frame(&writer, n);
+            }
+        });
+        let candidate_ports = |sdp: &str| -> Vec<u16> {
+            sdp.lines()
+                .filter(|l| l.starts_with("a=candidate:"))
+                .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+                .collect()
+        };
+
+        let (pc, offer, _, received) = viewer().await;
+        let reply = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let ports = candidate_ports(&reply.body);
+        assert!(!ports.is_empty() && ports.iter().all(|p| *p == port), "{ports:?} in {}", reply.body);
+        let location = reply.headers["location"].clone();
+        pc.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("10 frames through the leased port", || received.frames.load(Ordering::Relaxed) >= 10)
+            .await;
+
+        // The range is used up: the next viewer is told which key to widen.
+        let (pc2, offer2, _, _) = viewer().await;
+        let refused = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer2.as_bytes()).await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert!(refused.body.contains("`whep.udp_ports`"), "{}", refused.body);
+        assert_eq!(state.refusals().get("whep.udp_ports"), Some(&1));
+
+        // The session ends: its port comes back for the next viewer.
+        assert_eq!(http(addr, "DELETE", &location, None, b"").await.status, 200);
+        let pool = state.ports.clone().unwrap();
+        eventually("the port to come back", || pool.in_use() == 0).await;
+        let (pc3, offer3, _, received3) = viewer().await;
+        let reply = http(addr, "POST", "/whep/duomo", Some("application/sdp"), offer3.as_bytes()).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert!(candidate_ports(&reply.body).iter().all(|p| *p == port));
+        pc3.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
+        eventually("frames for the next viewer", || received3.frames.load(Ordering::Relaxed) >= 5).await;
+        producer.abort();
+        for pc in [pc, pc2, pc3] {
+            let _ = pc.close().await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
