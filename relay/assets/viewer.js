@@ -17,6 +17,12 @@
   const PTZ_SPEED = 500;
   const PTZ_REPEAT_MS = 500;
   const PTZ_POLL_MS = 1500;
+  // A picture that stops moving must never pass for live: after this long
+  // without a newly decoded frame the page says NOT LIVE, and asks the relay
+  // why (the master room paused the camera, or the link to it is down).
+  const STALE_AFTER_MS = 2000;
+  const FRESHNESS_POLL_MS = 500;
+  const STALE_ASK_EVERY = 4; // freshness polls between two questions to the relay
 
   const statusEl = document.getElementById('status');
   const video = document.getElementById('video');
@@ -129,6 +135,7 @@
 
   function stop() {
     generation += 1;
+    clearStale();
     ptzHide();
     deleteSession();
     if (pc) {
@@ -494,6 +501,73 @@
     return out;
   }
 
+  // ---- freshness: a frozen picture is flagged, with the relay's reason ----
+  let stale = null; // { since, state, text } while no new frame arrives
+  let lastFrames = -1;
+  let lastFrameAt = 0;
+  let staleAsks = 0;
+  let watching = false;
+
+  function clearStale() {
+    stale = null;
+    lastFrames = -1;
+    video.classList.remove('stale');
+  }
+
+  async function liveState(camera, quality) {
+    try {
+      const resp = await fetch(`/api/live/${encodeURIComponent(camera)}?quality=${quality}`);
+      const s = resp.ok ? await resp.json() : {};
+      if (s.state === 'paused') {
+        return { state: s.state, text: `The master room paused this camera to stay within the link budget (${s.reason}); it resumes by itself.` };
+      }
+      if (s.state === 'upstream-lost') {
+        return { state: s.state, text: `The link to the master room (${s.upstream}) is down; the picture resumes by itself when it returns.` };
+      }
+      return { state: s.state || 'unknown', text: 'The stream has stalled.' };
+    } catch (err) {
+      return { state: 'unknown', text: 'The relay does not answer.' };
+    }
+  }
+
+  async function watchFreshness() {
+    if (!pc || !current || (status !== 'playing' && status !== 'stale')) {
+      lastFrames = -1;
+      return;
+    }
+    const gen = generation;
+    const { framesDecoded } = await stats();
+    if (gen !== generation) return;
+    const now = Date.now();
+    if (framesDecoded !== lastFrames) {
+      const wasStale = stale !== null;
+      lastFrames = framesDecoded;
+      lastFrameAt = now;
+      if (wasStale) {
+        clearStale();
+        lastFrames = framesDecoded;
+        setStatus('playing', (label) => `Playing ${label}`);
+      }
+      return;
+    }
+    if (now - lastFrameAt < STALE_AFTER_MS) return;
+    if (!stale || staleAsks % STALE_ASK_EVERY === 0) {
+      const why = await liveState(current.camera, current.quality);
+      if (gen !== generation) return;
+      stale = { since: lastFrameAt, ...why };
+    }
+    staleAsks += 1;
+    video.classList.add('stale');
+    const secs = Math.round((Date.now() - stale.since) / 1000);
+    setStatus('stale', (label) => `NOT LIVE: no new picture of ${label} for ${secs} s. ${stale.text}`);
+  }
+
+  setInterval(() => {
+    if (watching) return;
+    watching = true;
+    watchFreshness().catch(() => {}).finally(() => { watching = false; });
+  }, FRESHNESS_POLL_MS);
+
   function state() {
     return {
       camera: current ? current.camera : null,
@@ -503,6 +577,7 @@
       session: sessionUrl,
       viewer,
       connectionState: pc ? pc.connectionState : 'closed',
+      stale: stale ? { state: stale.state, sinceMs: Date.now() - stale.since } : null,
     };
   }
 

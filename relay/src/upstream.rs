@@ -86,6 +86,8 @@ struct RelayTrack {
     peer: String,
     /// When it lost its upstream (orphaned), if it has none now.
     orphaned: Option<Instant>,
+    /// Why and since when the upstream holds it back (shaping), if it does.
+    paused: Option<(String, Instant)>,
     ingest: Arc<Ingest>,
     pending: Option<oneshot::Sender<Result<(), SubscribeFailure>>>,
 }
@@ -94,6 +96,28 @@ impl RelayTrack {
     fn fed_by(&self, link_id: u64) -> bool {
         self.feed.is_some_and(|(l, _)| l == link_id)
     }
+}
+
+/// Whether a watched camera's picture is live at this relay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum TrackState {
+    /// Frames flow from the upstream.
+    Live,
+    /// The upstream holds the stream back (the link budget, at the agent).
+    Paused {
+        /// The upstream's reason.
+        reason: String,
+        /// Seconds since it paused.
+        since_secs: u64,
+    },
+    /// The link to the upstream is down; the relay waits for it to return.
+    UpstreamLost {
+        /// Site of the upstream that fed it.
+        upstream: String,
+        /// Seconds since the link went.
+        since_secs: u64,
+    },
 }
 
 /// The catalog of a link that went down, kept through the reconnect grace.
@@ -351,6 +375,39 @@ impl Upstreams {
         self.catalog_version.subscribe()
     }
 
+    /// Marks the track fed by `link`'s subscription `sub` paused for
+    /// `reason`, or running again; returns its key.
+    fn set_paused(&self, link: u64, sub: u64, reason: Option<&str>) -> Option<TrackKey> {
+        let mut inner = self.lock();
+        let key = inner.links.get(&link)?.subs.get(&sub)?.clone();
+        let t = inner.tracks.get_mut(&key).filter(|t| t.feed == Some((link, sub)))?;
+        match reason {
+            Some(why) => {
+                t.paused.get_or_insert_with(|| (why.to_owned(), Instant::now()));
+            }
+            None => t.paused = None,
+        }
+        Some(key)
+    }
+
+    /// Whether a watched camera's picture is live here: held back by the
+    /// upstream (shaping) or waiting for a lost upstream to come back.
+    /// `None` when nobody here watches it.
+    pub fn track_state(&self, camera: &str, quality: Quality) -> Option<TrackState> {
+        let inner = self.lock();
+        let t = inner.tracks.get(&TrackKey::new(camera, quality))?;
+        let secs = |since: Instant| since.elapsed().as_secs();
+        Some(match (&t.orphaned, &t.paused) {
+            (Some(since), _) => {
+                TrackState::UpstreamLost { since_secs: secs(*since), upstream: t.peer.clone() }
+            }
+            (None, Some((reason, since))) => {
+                TrackState::Paused { since_secs: secs(*since), reason: reason.clone() }
+            }
+            (None, None) => TrackState::Live,
+        })
+    }
+
     /// Media bytes received from all upstreams.
     pub fn bytes_received(&self) -> u64 {
         self.bytes_received.load(Ordering::Relaxed)
@@ -422,6 +479,7 @@ impl Upstreams {
                     feed: Some((link_id, sub_id)),
                     peer: link.peer.clone(),
                     orphaned: None,
+                    paused: None,
                     ingest,
                     pending: Some(tx),
                 },
@@ -661,6 +719,7 @@ impl Upstreams {
         // The new subscription numbers its GOPs from 1 again.
         t.ingest.latest_gop.store(0, Ordering::Release);
         t.feed = Some((link_id, sub_id));
+        t.paused = None;
         t.peer = link.peer.clone();
         t.orphaned = None;
         true
@@ -850,14 +909,12 @@ impl Upstreams {
             // Shaping at the agent: the track stays open (viewers keep their
             // session) and resumes at a keyframe.
             Control::Paused { id, reason } => {
-                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
-                if let Some(key) = key {
+                if let Some(key) = self.set_paused(link_id, id, Some(&reason)) {
                     info!(peer, camera = %key.camera, quality = key.quality.name(), %reason, "upstream paused a stream");
                 }
             }
             Control::Resumed { id } => {
-                let key = self.lock().links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
-                if let Some(key) = key {
+                if let Some(key) = self.set_paused(link_id, id, None) {
                     info!(peer, camera = %key.camera, quality = key.quality.name(), "upstream resumed a stream");
                 }
             }
@@ -1490,11 +1547,22 @@ mod tests {
         up.on_control(l1, "master", Control::SubscribeOk { id, codec: Codec::H264 }).unwrap();
         let mut reader = viewer.await.unwrap().unwrap();
         up.lock().tracks.values().for_each(|t| t.ingest.latest_gop.store(9, Ordering::Relaxed));
+        let state = || up.track_state("c0", Quality::Main);
+        assert_eq!(state(), Some(TrackState::Live));
+        assert_eq!(up.track_state("c0", Quality::Sub), None, "nobody watches the substream");
+        // Shaping at the agent holds it back, then lets it go.
+        up.on_control(l1, "master", Control::Paused { id, reason: "link budget".into() }).unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(state(), Some(TrackState::Paused { reason: "link budget".into(), since_secs: 3 }));
+        up.on_control(l1, "master", Control::Resumed { id }).unwrap();
+        assert_eq!(state(), Some(TrackState::Live));
+        up.on_control(l1, "master", Control::Paused { id, reason: "link budget".into() }).unwrap();
 
         up.drop_link(l1);
         assert_eq!(up.catalog().len(), 1, "the lost catalog is kept through the grace");
         assert!(up.lock().tracks.values().all(|t| t.orphaned.is_some()));
         tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(state(), Some(TrackState::UpstreamLost { upstream: "master".into(), since_secs: 10 }));
         assert!(reader.try_next().is_none(), "the viewer is still there, waiting");
         assert!(!up.lock().tracks.is_empty());
 
@@ -1510,6 +1578,7 @@ mod tests {
             assert_eq!(t.feed, Some((l2, id2)));
             assert_eq!(t.ingest.latest_gop.load(Ordering::Relaxed), 0, "GOP numbering starts over");
         }
+        assert_eq!(state(), Some(TrackState::Live), "a pause of the old link does not outlive it");
         up.check();
 
         // Gone for longer than the grace: the viewer's stream ends.

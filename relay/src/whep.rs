@@ -27,7 +27,7 @@ use crate::audit::{RelayAudit, Viewing};
 use crate::auth::{self, Auth, ScopeRefusal, Viewer};
 use crate::media_ports::{PortLease, PortPool, PortRange};
 use crate::page;
-use crate::upstream::{SubscribeFailure, Upstreams};
+use crate::upstream::{SubscribeFailure, TrackState, Upstreams};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -150,6 +150,10 @@ pub trait CameraSource: Send + Sync + 'static {
         camera: &'a str,
         quality: Quality,
     ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>>;
+    /// Whether a watched camera's picture is live; `None` when unwatched.
+    fn track_state(&self, _camera: &str, _quality: Quality) -> Option<TrackState> {
+        None
+    }
 }
 
 impl CameraSource for Upstreams {
@@ -167,6 +171,10 @@ impl CameraSource for Upstreams {
         quality: Quality,
     ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
         Box::pin(Upstreams::subscribe(self, camera, quality))
+    }
+
+    fn track_state(&self, camera: &str, quality: Quality) -> Option<TrackState> {
+        Upstreams::track_state(self, camera, quality)
     }
 }
 
@@ -332,6 +340,7 @@ pub fn router(state: Arc<WhepState>) -> Router {
     let need_viewer = axum::middleware::from_fn_with_state(auth.clone(), auth::require_viewer);
     Router::new()
         .route("/api/catalog", get(catalog))
+        .route("/api/live/{camera}", get(live))
         .route("/whep/{camera}", post(offer))
         .route("/whep/session/{id}", delete(end_session))
         .route_layer(need_viewer)
@@ -384,6 +393,39 @@ async fn catalog(State(state): State<Arc<WhepState>>, Extension(viewer): Extensi
     };
     // Per viewer: no shared cache may keep it.
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// The `quality` query parameter (default `main`).
+fn quality_param(camera: &str, quality: Option<&str>) -> Result<Quality, Reject> {
+    match quality {
+        None | Some("") => Ok(Quality::Main),
+        Some(q) => q
+            .parse::<Quality>()
+            .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: {e}"))),
+    }
+}
+
+/// `GET /api/live/{camera}[?quality=sub]`: whether the picture of a camera
+/// the viewer watches is live here. The viewer page asks when frames stop,
+/// so an operator never takes a frozen picture for a live one.
+async fn live(
+    State(state): State<Arc<WhepState>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(camera): Path<String>,
+    Query(query): Query<OfferQuery>,
+) -> Result<Response, Reject> {
+    let quality = quality_param(&camera, query.quality.as_deref())?;
+    if !viewer.narrow(state.source.catalog()).iter().any(|c| c.id == camera) {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            format!("camera `{camera}` is not in your catalog; pick a camera listed at /api/catalog"),
+        ));
+    }
+    let body = match state.source.track_state(&camera, quality) {
+        Some(track) => serde_json::to_value(track).unwrap_or_default(),
+        None => serde_json::json!({ "state": "unwatched" }),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 async fn end_session(
@@ -440,12 +482,7 @@ async fn offer(
             ));
         }
     }
-    let quality = match query.quality.as_deref() {
-        None | Some("") => Quality::Main,
-        Some(q) => q
-            .parse::<Quality>()
-            .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: {e}")))?,
-    };
+    let quality = quality_param(&camera, query.quality.as_deref())?;
     let site_catalog = state.source.catalog();
     let entry = site_catalog.iter().find(|c| c.id == camera);
     if !viewer.unrestricted() {

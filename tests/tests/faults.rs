@@ -419,6 +419,19 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
         catalog["cameras"].as_array().map_or(0, Vec::len) == 5,
         "the page keeps listing the cameras through the cut: {catalog}"
     );
+    // The operator is told the picture is frozen, and why.
+    let frozen = ponte_tests::wait_until(
+        "the page to flag the frozen picture",
+        T,
+        Duration::from_millis(100),
+        || async {
+            let state = browser.eval(STATE_JS).await?;
+            Ok((state["stale"]["state"] == "upstream-lost").then(|| (Instant::now(), state)))
+        },
+    )
+    .await?;
+    let notice = frozen.1["message"].as_str().unwrap_or_default().to_owned();
+    ensure!(notice.starts_with("NOT LIVE") && notice.contains("link to the master room"), "{notice}");
     tokio::time::sleep(cut.saturating_sub(cut_at.elapsed())).await;
     let during = viewer.drain();
     let stray = during.iter().filter(|f| f.at > cut_at + Duration::from_millis(500)).count();
@@ -448,6 +461,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
     let post = viewer.collect(window).await;
     let post_rates = rates(&post, window);
     let after = browser.eval(STATE_JS).await?;
+    ensure!(after["stale"].is_null() && after["status"] == "playing", "live again on the page: {after}");
 
     // One full resumed GOP per stream decodes with ffmpeg.
     let mut decoded = Vec::new();
@@ -466,10 +480,12 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
         "figure: fibre cut {} s, 5 streams: relay saw the link down {:.1} s after the cut; \
          after repair every stream's first keyframe at {:?} ms (max {max_resume:.0} ms); \
          Chromium decoding again after {browser_resume:.0} ms on the same WHEP session; \
+         the page said NOT LIVE (link down) {:.1} s after the cut: {notice:?}; \
          frame rate before {:?} fps, after {:?} fps; resumed GOPs decoded by ffmpeg: {decoded:?} frames",
         cut.as_secs(),
         down_seen.duration_since(cut_at).as_secs_f64(),
         resume_ms.iter().map(|m| m.round() as u64).collect::<Vec<_>>(),
+        frozen.0.duration_since(cut_at).as_secs_f64(),
         pre_rates.values().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
         post_rates.values().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
     );
