@@ -467,7 +467,8 @@ mod tests {
     async fn open_until_blocked(conn: &quinn::Connection) -> Vec<quinn::SendStream> {
         let mut open = Vec::new();
         loop {
-            let next = tokio::time::timeout(std::time::Duration::from_millis(300), conn.open_uni()).await;
+            // Long enough for the credit to cross loopback on a busy machine.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(1), conn.open_uni()).await;
             match next {
                 Ok(Ok(mut s)) => {
                     s.write_all(b"g").await.unwrap();

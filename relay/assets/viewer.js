@@ -43,6 +43,13 @@
   let current = null; // { camera, quality }
   let status = 'idle';
   let message = '';
+  // Freshness of the picture: frames decoded at the last poll and when that
+  // count last moved; `stale` ({ since, state, text }) while it does not.
+  let stale = null;
+  let lastFrames = -1;
+  let lastFrameAt = 0;
+  let staleAsks = 0;
+  let watching = false;
   // Status text as a function of the camera's label, so it can be redrawn
   // once the catalog (and with it the camera's name) has arrived.
   let describe = () => 'Pick a camera.';
@@ -502,21 +509,17 @@
   }
 
   // ---- freshness: a frozen picture is flagged, with the relay's reason ----
-  let stale = null; // { since, state, text } while no new frame arrives
-  let lastFrames = -1;
-  let lastFrameAt = 0;
-  let staleAsks = 0;
-  let watching = false;
-
   function clearStale() {
     stale = null;
+    staleAsks = 0;
     lastFrames = -1;
     video.classList.remove('stale');
   }
 
   async function liveState(camera, quality) {
     try {
-      const resp = await fetch(`/api/live/${encodeURIComponent(camera)}?quality=${quality}`);
+      const signal = AbortSignal.timeout ? AbortSignal.timeout(1500) : undefined;
+      const resp = await fetch(`/api/live/${encodeURIComponent(camera)}?quality=${quality}`, { signal });
       const s = resp.ok ? await resp.json() : {};
       if (s.state === 'paused') {
         return { state: s.state, text: `The master room paused this camera to stay within the link budget (${s.reason}); it resumes by itself.` };
@@ -530,36 +533,45 @@
     }
   }
 
+  function showStale() {
+    video.classList.add('stale');
+    const secs = Math.round((Date.now() - stale.since) / 1000);
+    const text = stale.text;
+    setStatus('stale', (label) => `NOT LIVE: no new picture of ${label} for ${secs} s. ${text}`.trim());
+  }
+
   async function watchFreshness() {
-    if (!pc || !current || (status !== 'playing' && status !== 'stale')) {
-      lastFrames = -1;
+    const live = () => pc && current && (status === 'playing' || status === 'stale');
+    if (!live()) {
+      // Stopped, failed or reconnecting: that status says what happens.
+      if (stale || lastFrames !== -1) clearStale();
       return;
     }
     const gen = generation;
     const { framesDecoded } = await stats();
-    if (gen !== generation) return;
+    if (gen !== generation || !live()) return;
     const now = Date.now();
     if (framesDecoded !== lastFrames) {
       const wasStale = stale !== null;
       lastFrames = framesDecoded;
       lastFrameAt = now;
       if (wasStale) {
-        clearStale();
-        lastFrames = framesDecoded;
+        stale = null;
+        staleAsks = 0;
+        video.classList.remove('stale');
         setStatus('playing', (label) => `Playing ${label}`);
       }
       return;
     }
     if (now - lastFrameAt < STALE_AFTER_MS) return;
-    if (!stale || staleAsks % STALE_ASK_EVERY === 0) {
-      const why = await liveState(current.camera, current.quality);
-      if (gen !== generation) return;
-      stale = { since: lastFrameAt, ...why };
-    }
-    staleAsks += 1;
-    video.classList.add('stale');
-    const secs = Math.round((Date.now() - stale.since) / 1000);
-    setStatus('stale', (label) => `NOT LIVE: no new picture of ${label} for ${secs} s. ${stale.text}`);
+    // Say it at once; the relay's reason follows when it answers.
+    if (!stale) stale = { since: lastFrameAt, state: 'unknown', text: '' };
+    showStale();
+    if (staleAsks++ % STALE_ASK_EVERY !== 0) return;
+    const why = await liveState(current.camera, current.quality);
+    if (gen !== generation || !stale || !live()) return;
+    Object.assign(stale, why);
+    showStale();
   }
 
   setInterval(() => {

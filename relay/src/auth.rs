@@ -154,6 +154,9 @@ pub struct Viewer {
     /// The browser session (cookie) it came through: its streams end when
     /// that session logs out.
     login: Option<Arc<str>>,
+    /// Fingerprint of the credentials it proved (password hash, HA1 or
+    /// token digest): a reload that changes them revokes it like a removal.
+    credential: [u8; 8],
 }
 
 impl Viewer {
@@ -165,11 +168,20 @@ impl Viewer {
             scope: Arc::new(Scope::ALL),
             ptz: false,
             login: None,
+            credential: [0; 8],
         }
     }
 
-    fn new(name: &str, kind: ViewerKind, scope: Scope) -> Viewer {
-        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false, login: None }
+    fn new(name: &str, kind: ViewerKind, scope: Scope, secrets: &[&[u8]]) -> Viewer {
+        let mut h = Sha256::new();
+        for secret in secrets {
+            h.update((secret.len() as u64).to_le_bytes());
+            h.update(secret);
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        let mut credential = [0; 8];
+        credential.copy_from_slice(&digest[..8]);
+        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false, login: None, credential }
     }
 
     fn through_login(self, login: Option<Arc<str>>) -> Viewer {
@@ -420,7 +432,13 @@ impl Accounts {
             out.accounts.insert(
                 v.user.clone(),
                 Account {
-                    viewer: Viewer::new(&v.user, ViewerKind::Account, scope).with_ptz(v.ptz),
+                    viewer: Viewer::new(
+                        &v.user,
+                        ViewerKind::Account,
+                        scope,
+                        &[v.password_hash.as_bytes(), ha1.as_deref().unwrap_or_default().as_bytes()],
+                    )
+                    .with_ptz(v.ptz),
                     phc: v.password_hash.clone(),
                     ha1,
                 },
@@ -439,7 +457,7 @@ impl Accounts {
                 bail!("{what}: the same token is configured twice; give each client its own (`ponte-relay token`)");
             }
             let scope = Scope::compile(&what, t.cameras.as_deref(), t.max_quality)?;
-            let viewer = Viewer::new(&t.name, ViewerKind::Token, scope).with_ptz(t.ptz);
+            let viewer = Viewer::new(&t.name, ViewerKind::Token, scope, &[&digest]).with_ptz(t.ptz);
             out.tokens.push(Token { viewer, digest });
         }
         Ok(out)
@@ -456,18 +474,17 @@ impl Accounts {
     }
 
     /// What `viewer` is under these accounts: its account or token as now
-    /// configured, `None` when it is gone (or, for the anonymous viewer,
-    /// when the relay now has accounts).
+    /// configured, `None` when it is gone or its credentials changed (or,
+    /// for the anonymous viewer, when the relay now has accounts).
     pub fn current(&self, viewer: &Viewer) -> Option<Viewer> {
-        match viewer.kind {
+        let now = match viewer.kind {
             ViewerKind::Anonymous => {
-                self.is_open().then(|| Viewer { ptz: viewer.ptz, ..Viewer::anonymous() })
+                return self.is_open().then(|| Viewer { ptz: viewer.ptz, ..Viewer::anonymous() })
             }
-            ViewerKind::Account => self.accounts.get(&*viewer.name).map(|a| a.viewer.clone()),
-            ViewerKind::Token => {
-                self.tokens.iter().find(|t| t.viewer.name == viewer.name).map(|t| t.viewer.clone())
-            }
-        }
+            ViewerKind::Account => self.accounts.get(&*viewer.name).map(|a| &a.viewer),
+            ViewerKind::Token => self.tokens.iter().find(|t| t.viewer.name == viewer.name).map(|t| &t.viewer),
+        }?;
+        (now.credential == viewer.credential).then(|| now.clone())
     }
 
     /// Checks a user name and password: an account's argon2id hash, or a
@@ -922,7 +939,12 @@ impl Auth {
             None if viewer.kind == ViewerKind::Anonymous => {
                 return Err("the relay now has accounts: viewers must log in".to_owned())
             }
-            None => return Err(format!("viewer `{}` was removed from the relay's accounts", viewer.name)),
+            None => {
+                return Err(format!(
+                    "viewer `{}` was removed from the relay's accounts, or its credentials changed",
+                    viewer.name
+                ))
+            }
         };
         if let Some(login) = &viewer.login {
             if !lock(&self.sessions).contains(login) {
@@ -989,7 +1011,8 @@ impl Auth {
         password: &str,
         via: &str,
     ) -> Result<Viewer, Refusal> {
-        if let Some(viewer) = lock(&self.verified).get(user, password, Instant::now()) {
+        let cached = lock(&self.verified).get(user, password, Instant::now());
+        if let Some(viewer) = cached.and_then(|v| self.accounts().current(&v)) {
             return Ok(viewer);
         }
         let viewer = self.verify(client, user, password, via).await?;
@@ -1005,11 +1028,18 @@ impl Auth {
         }
         let checked = {
             let _slot = self.hashing.acquire().await.map_err(|_| Refusal::BadCredentials)?;
-            let accounts = self.accounts();
-            let (user, password) = (user.to_owned(), password.to_owned());
-            tokio::task::spawn_blocking(move || accounts.verify_password(&user, &password))
-                .await
-                .unwrap_or(Err(BadCredentials::WrongPassword))
+            loop {
+                let accounts = self.accounts();
+                let (user, password) = (user.to_owned(), password.to_owned());
+                let against = accounts.clone();
+                let checked = tokio::task::spawn_blocking(move || against.verify_password(&user, &password))
+                    .await
+                    .unwrap_or(Err(BadCredentials::WrongPassword));
+                // Accounts reloaded while hashing: check against the new ones.
+                if Arc::ptr_eq(&accounts, &self.accounts()) {
+                    break checked;
+                }
+            }
         };
         match checked {
             Ok(viewer) => {
@@ -1047,7 +1077,13 @@ impl Auth {
     }
 
     fn session(&self, id: &str) -> Option<Viewer> {
-        let viewer = lock(&self.sessions).get(id, Instant::now())?;
+        let mut sessions = lock(&self.sessions);
+        let stored = sessions.get(id, Instant::now())?;
+        // A login that finished while a reload removed its account.
+        let Some(viewer) = self.accounts().current(&stored) else {
+            sessions.remove(id);
+            return None;
+        };
         Some(viewer.through_login(Some(Arc::from(id))))
     }
 
@@ -1374,7 +1410,12 @@ mod tests {
 
     fn compiled(cameras: Option<&[&str]>, max: Option<Quality>) -> Viewer {
         let cameras: Option<Vec<String>> = cameras.map(|c| c.iter().map(|s| s.to_string()).collect());
-        Viewer::new("anna", ViewerKind::Account, Scope::compile("test", cameras.as_deref(), max).unwrap())
+        Viewer::new(
+            "anna",
+            ViewerKind::Account,
+            Scope::compile("test", cameras.as_deref(), max).unwrap(),
+            &[],
+        )
     }
 
     #[test]
@@ -1664,7 +1705,7 @@ mod tests {
         changes.mark_unchanged();
         assert!(auth.may_still_watch(&anna, Some(po_cam), Quality::Main).is_ok());
         let gone = auth.may_still_watch(&zaist, Some(po_cam), Quality::Main).unwrap_err();
-        assert_eq!(gone, "viewer `zaist` was removed from the relay's accounts");
+        assert_eq!(gone, "viewer `zaist` was removed from the relay's accounts, or its credentials changed");
         assert!(auth.session("s-zaist").is_none(), "zaist's browser session ended");
         let hidden = auth.may_still_watch(&vms_viewer, Some(po_cam), Quality::Main).unwrap_err();
         assert!(hidden.contains("outside the cameras of viewer `vms`"), "{hidden}");
@@ -1680,6 +1721,19 @@ mod tests {
             auth.check_basic(ip, "zaist", "correct horse", "rtsp").await.unwrap_err(),
             Refusal::BadCredentials
         );
+
+        // A new token under the same name: the old one's streams end.
+        let (_, new_digest) = new_token();
+        auth.reload(
+            Accounts::from_config(
+                &[viewer("anna", phc(), None, None)],
+                &[TokenConfig { token_sha256: new_digest, ..vms(None) }],
+            )
+            .unwrap(),
+        );
+        let changed = auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Sub).unwrap_err();
+        assert!(changed.contains("credentials changed"), "{changed}");
+        assert!(auth.accounts().check_token(&token).is_none());
 
         // Logging out revokes what that browser session opened, nothing else.
         let other = auth.verify(ip, "anna", "correct horse", "test").await.unwrap();

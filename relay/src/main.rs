@@ -126,6 +126,11 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
+    if let Some(ip) = cfg.whep.media_ip {
+        std::net::UdpSocket::bind((ip, 0)).with_context(|| {
+            format!("`whep.media_ip` = {ip}: cannot bind a UDP socket there; give an address of this host")
+        })?;
+    }
     let whep_settings = whep::WhepSettings {
         udp_addrs: vec![std::net::SocketAddr::new(webrtc_ip(&cfg), 0).to_string()],
         udp_ports: cfg.whep.udp_ports,

@@ -1535,6 +1535,19 @@ mod tests {
     /// The fibre cut as the relay sees it: the link goes, the viewer stays,
     /// the agent comes back, the track is subscribed again under a new id on
     /// the new link, and its GOP numbering starts over.
+    #[tokio::test]
+    async fn a_link_grants_gop_streams_as_its_subscriptions_grow() {
+        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let (l, _rx) = up.attach("master");
+        let mut inner = up.lock();
+        let link = inner.links.get_mut(&l).unwrap();
+        assert_eq!(link.window.granted(), session::INITIAL_UNI_STREAMS);
+        for n in 0..60 {
+            link.add_sub(n, TrackKey::new(format!("c{n}"), Quality::Main));
+        }
+        assert_eq!(link.window.granted(), 512, "60 subscriptions need 304 streams: the next power of two");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lost_link_orphans_the_track_and_a_new_link_adopts_it() {
         let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));

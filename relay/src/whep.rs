@@ -90,6 +90,8 @@ const MAX_FRAME_TICKS: u64 = 10 * 90_000;
 /// relay's side of a new session by up to that much before DTLS can start
 /// (measured: DTLS connected 150 ms after ICE, 15 ms at this pace).
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a session's end waits for its peer connection to close.
+const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Checks per candidate pair: with the pace above, the same 1.4 s as the
 /// default before a pair is given up.
 const ICE_MAX_BINDING_REQUESTS: u16 = 70;
@@ -415,16 +417,20 @@ async fn live(
     Query(query): Query<OfferQuery>,
 ) -> Result<Response, Reject> {
     let quality = quality_param(&camera, query.quality.as_deref())?;
-    if !viewer.narrow(state.source.catalog()).iter().any(|c| c.id == camera) {
+    if !viewer.narrow(state.source.catalog()).iter().any(|c| c.id == camera && c.qualities.contains(&quality))
+    {
         return Err(Reject::new(
             StatusCode::NOT_FOUND,
-            format!("camera `{camera}` is not in your catalog; pick a camera listed at /api/catalog"),
+            format!(
+                "camera `{camera}` at `{}` quality is not in your catalog; pick one listed at /api/catalog",
+                quality.name()
+            ),
         ));
     }
-    let body = match state.source.track_state(&camera, quality) {
-        Some(track) => serde_json::to_value(track).unwrap_or_default(),
-        None => serde_json::json!({ "state": "unwatched" }),
-    };
+    // Nobody watching it here reads as live: whether another operator
+    // watches a camera is not this viewer's business.
+    let track = state.source.track_state(&camera, quality).unwrap_or(TrackState::Live);
+    let body = serde_json::to_value(track).unwrap_or_default();
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
@@ -598,6 +604,16 @@ async fn offer(
             stop: stop_tx,
         },
     );
+    // Accounts may have been reloaded, or this browser logged out, while
+    // the answer was being built: the access watcher may have looked at the
+    // sessions before this one was in, so look at it once more.
+    let catalog = state.source.catalog();
+    if let Err(why) = state.auth.may_still_watch(&viewer, catalog.iter().find(|c| c.id == camera), quality) {
+        state.lock_sessions().remove(&id);
+        info!(camera = %camera, viewer = viewer.name(), %why, "WHEP: access revoked while answering");
+        state.audit.refused(viewer.audit_name(), &camera, quality, "forbidden", &why);
+        return Err(Reject::new(StatusCode::FORBIDDEN, format!("camera `{camera}`: access revoked: {why}")));
+    }
     info!(session = %id, camera = %camera, quality = q, viewer = viewer.name(), "WHEP session answered");
     state
         .audit
@@ -1049,15 +1065,23 @@ impl Session {
             Err(end) => end,
         };
         let Session { id, viewer, quality, started, camera, mut peer, reader, _permit: permit, .. } = self;
-        // The slot is free as soon as the session is over, not once the
-        // peer connection has finished closing.
-        drop(permit);
         // Unsubscribe first: the camera may stop crossing the fibre.
         drop(reader);
         state.lock_sessions().remove(&id);
-        if let Err(e) = peer.pc.close().await {
-            warn!(session = %id, camera = %camera, error = %e, "WHEP: closing the peer connection failed");
+        match timeout(PEER_CLOSE_TIMEOUT, peer.pc.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(session = %id, camera = %camera, error = %e, "WHEP: closing the peer connection failed")
+            }
+            Err(_) => {
+                warn!(session = %id, camera = %camera, "WHEP: the peer connection took too long to close")
+            }
         }
+        // The slot and the media port go together, once the port is closed:
+        // a range exactly `whep.max_sessions` wide never refuses a viewer
+        // while a slot is free.
+        drop(peer);
+        drop(permit);
         let Sent { frames, bytes } = sent;
         info!(session = %id, camera = %camera, frames, bytes, "WHEP session ended: {end}");
         state.audit.view_stop(
@@ -1929,8 +1953,9 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         eventually("the reader to be dropped", || *subscribers.borrow() == 0).await;
         assert_eq!(state.sessions().len(), 0);
         assert_eq!(http(addr, "DELETE", &location, None, b"").await.status, 404);
-        // The permit came back: the limit counts live sessions only.
-        assert_eq!(state.slots.available_permits(), 4);
+        // The permit comes back once the peer connection is closed: the
+        // limit counts live sessions only.
+        eventually("the permit to come back", || state.slots.available_permits() == 4).await;
         producer.abort();
         let _ = pc.close().await;
     }

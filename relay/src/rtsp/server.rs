@@ -362,7 +362,7 @@ impl RtspServer {
     pub fn recheck_access(&self) -> usize {
         let catalog = self.source.catalog();
         let auth = self.auth.accounts();
-        let revoked: Vec<(Session, String)> = {
+        let (revoked, close): (Vec<(Session, String)>, Vec<u64>) = {
             let mut sessions = self.lock();
             let mut out = Vec::new();
             for (id, s) in sessions.iter_mut() {
@@ -372,15 +372,27 @@ impl RtspServer {
                     Err(why) => out.push((id.clone(), why)),
                 }
             }
-            out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (s, why))).collect()
+            let revoked: Vec<(Session, String)> =
+                out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (s, why))).collect();
+            // A connection is closed when nothing it may still watch is left
+            // on it; other sessions on it go on.
+            let mut close: Vec<u64> = revoked.iter().map(|(s, _)| s.conn).collect();
+            close.sort_unstable();
+            close.dedup();
+            close.retain(|conn| !sessions.values().any(|s| s.conn == *conn));
+            (revoked, close)
         };
         let n = revoked.len();
         for (s, why) in revoked {
-            info!(camera = %s.camera, peer = %s.peer, viewer = s.viewer.name(), %why, "RTSP: access revoked; closing the client's connection");
-            if let Some(closer) = self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&s.conn) {
+            info!(camera = %s.camera, peer = %s.peer, viewer = s.viewer.name(), %why, "RTSP: access revoked");
+            s.end("access revoked (account removed or narrowed)");
+        }
+        let closers = self.closers.lock().unwrap_or_else(|e| e.into_inner());
+        for conn in close {
+            if let Some(closer) = closers.get(&conn) {
+                debug!(connection = conn, "RTSP: closing a connection left with nothing it may watch");
                 closer.notify_one();
             }
-            s.end("access revoked (account removed or narrowed)");
         }
         n
     }
@@ -706,6 +718,7 @@ impl RtspServer {
         };
         let id = format!("{:016x}", rand::random::<u64>());
         let control_url = format!("{}{}", target.base_url(url), sdp::TRACK_CONTROL);
+        let (who, camera, quality) = (viewer.clone(), target.camera.clone(), target.quality);
         info!(
             peer = %conn.peer,
             camera = %target.camera,
@@ -736,6 +749,19 @@ impl RtspServer {
             end_reason: "torn down by the client",
         };
         self.lock().insert(id.clone(), session);
+        // Accounts may have been reloaded while the camera was subscribed:
+        // the access watcher may have looked before this session was in.
+        let catalog = self.source.catalog();
+        if let Err(why) =
+            self.auth.accounts().may_still_watch(&who, catalog.iter().find(|c| c.id == camera), quality)
+        {
+            if let Some(s) = self.lock().remove(&id) {
+                s.end("access revoked (account removed or narrowed)");
+            }
+            info!(peer = %conn.peer, camera = %camera, viewer = who.name(), %why, "RTSP: access revoked during SETUP");
+            self.audit.refused(who.audit_name(), &camera, quality, "forbidden", &why);
+            return Err(Reply::new(StatusCode::Forbidden));
+        }
         Ok(Reply::ok()
             .header("Transport", transport)
             .header("Session", format!("{id};timeout={}", self.settings.session_timeout.as_secs())))
