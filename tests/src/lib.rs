@@ -72,6 +72,22 @@ pub fn bin_path(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts `ffmpeg -rtsp_transport TRANSPORT -i URL -t SECS -f null -` as a
+/// VMS would read a stream: `-v error` (anything on stderr is a decoding or
+/// protocol error) and `-progress` lines on stdout (`frame=N`, ...), both
+/// piped; killed when dropped.
+pub fn spawn_ffmpeg_reader(url: &str, transport: &str, secs: u32) -> Result<tokio::process::Child> {
+    tokio::process::Command::new("/usr/bin/ffmpeg")
+        .args(["-hide_banner", "-nostats", "-v", "error", "-rtsp_transport", transport, "-i", url])
+        .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress", "pipe:1", "-stats_period", "0.1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting ffmpeg")
+}
+
 /// Runs `ponte-relay ARGS` (`passwd`, `token`, ...) with `stdin`; its
 /// stdout, or an error with its output unless it exits 0.
 pub fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {

@@ -9,7 +9,6 @@ use ponte_tests::{
     StackSpec,
 };
 use serde_json::Value;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -387,15 +386,7 @@ struct RtspReader {
 
 impl RtspReader {
     fn start(url: &str, secs: u32) -> Result<RtspReader> {
-        let mut child = tokio::process::Command::new(FFMPEG)
-            .args(["-hide_banner", "-nostats", "-v", "error", "-rtsp_transport", "tcp", "-i", url])
-            .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress", "pipe:1", "-stats_period", "0.1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting ffmpeg")?;
+        let mut child = ponte_tests::spawn_ffmpeg_reader(url, "tcp", secs)?;
         let frames = Arc::new(AtomicU64::new(0));
         let mut lines = BufReader::new(child.stdout.take().context("ffmpeg stdout")?).lines();
         let mut stderr = child.stderr.take().context("ffmpeg stderr")?;

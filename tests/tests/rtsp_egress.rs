@@ -110,16 +110,7 @@ struct Decode {
 /// lines read as they come to time the first decoded frame.
 async fn ffmpeg_decode(url: &str, transport: &str, secs: u32) -> Result<Decode> {
     let started = Instant::now();
-    let secs = secs.to_string();
-    let mut child = tokio::process::Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostats", "-v", "error", "-rtsp_transport", transport, "-i", url])
-        .args(["-t", &secs, "-f", "null", "-", "-progress", "pipe:1", "-stats_period", "0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting ffmpeg")?;
+    let mut child = ponte_tests::spawn_ffmpeg_reader(url, transport, secs)?;
     let mut stderr = child.stderr.take().context("ffmpeg stderr")?;
     let errors = tokio::spawn(async move {
         let mut s = String::new();
