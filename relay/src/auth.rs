@@ -463,6 +463,11 @@ impl Accounts {
         Ok(out)
     }
 
+    /// True when some account has `rtsp_digest_ha1` (can answer RTSP Digest).
+    pub fn has_digest(&self) -> bool {
+        self.accounts.values().any(|a| a.ha1.is_some())
+    }
+
     /// True when no account and no token is configured: no authentication.
     pub fn is_open(&self) -> bool {
         self.accounts.is_empty() && self.tokens.is_empty()
@@ -910,6 +915,11 @@ impl Auth {
 
     fn accounts(&self) -> Arc<Accounts> {
         lock(&self.accounts).clone()
+    }
+
+    /// True when some account can answer RTSP Digest.
+    pub fn has_digest_accounts(&self) -> bool {
+        self.accounts().has_digest()
     }
 
     /// Takes new accounts and tokens (a config reload): browser sessions of

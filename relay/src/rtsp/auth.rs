@@ -136,8 +136,16 @@ impl RtspAuth {
         }
     }
 
-    /// `WWW-Authenticate` values for a 401 at `now`: Digest, then Basic when allowed.
+    /// `WWW-Authenticate` values for a 401 at `now`: Digest, then Basic when
+    /// allowed. With Basic allowed and no account able to answer Digest
+    /// (none has `rtsp_digest_ha1`), Basic alone: clients such as ffmpeg
+    /// and GStreamer pick Digest whenever it is offered, and a token or an
+    /// account without HA1 would then never get in.
     pub fn challenges(&self, stale: bool, now: u64) -> Vec<String> {
+        let basic = format!("Basic realm=\"{RTSP_REALM}\"");
+        if self.allow_basic && !self.auth.has_digest_accounts() {
+            return vec![basic];
+        }
         // No `qop`: RFC 2069-style Digest is what every RTSP client speaks;
         // answers with `qop=auth` are accepted all the same.
         let mut digest =
@@ -147,7 +155,7 @@ impl RtspAuth {
         }
         let mut out = vec![digest];
         if self.allow_basic {
-            out.push(format!("Basic realm=\"{RTSP_REALM}\""));
+            out.push(basic);
         }
         out
     }
@@ -258,6 +266,13 @@ pub(crate) mod tests {
     /// Accounts: `vms` (Digest and Basic, every camera), `guard` (Digest,
     /// only `cam-a`), `basic-only` (no HA1), token `nvr`.
     pub fn test_auth() -> Arc<Auth> {
+        let settings =
+            AuthSettings { failed_login_delay: Duration::from_millis(1), ..AuthSettings::default() };
+        Arc::new(Auth::new(test_auth_accounts(), Arc::new(RelayAudit::disabled("test")), settings))
+    }
+
+    /// The accounts of [`test_auth`].
+    fn test_auth_accounts() -> Accounts {
         let viewer = |user: &str, password: &str, cameras: Option<Vec<String>>, digest: bool| ViewerConfig {
             user: user.into(),
             password_hash: hash_password(password).expect("hashing"),
@@ -278,10 +293,7 @@ pub(crate) mod tests {
             max_quality: None,
             ptz: false,
         }];
-        let accounts = Accounts::from_config(&viewers, &tokens).expect("accounts");
-        let settings =
-            AuthSettings { failed_login_delay: Duration::from_millis(1), ..AuthSettings::default() };
-        Arc::new(Auth::new(accounts, Arc::new(RelayAudit::disabled("test")), settings))
+        Accounts::from_config(&viewers, &tokens).expect("accounts")
     }
 
     /// What a client computes for a challenge (RFC 2069 style, or with qop).
@@ -376,6 +388,27 @@ pub(crate) mod tests {
             assert!(name(&auth.check("DESCRIBE", Some(bad), client, 0).await).is_none(), "{bad}");
         }
         assert_eq!(auth.challenges(false, 0)[1], "Basic realm=\"ponte\"");
+    }
+
+    #[test]
+    fn basic_alone_is_offered_when_no_account_can_answer_digest() {
+        let token = TokenConfig {
+            name: "vms".into(),
+            token_sha256: crate::auth::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"vms-token")),
+            cameras: None,
+            max_quality: None,
+            ptz: false,
+        };
+        let accounts = Accounts::from_config(&[], std::slice::from_ref(&token)).expect("accounts");
+        let auth =
+            Arc::new(Auth::new(accounts, Arc::new(RelayAudit::disabled("test")), AuthSettings::default()));
+        let rtsp = RtspAuth::new(auth.clone(), true);
+        assert_eq!(rtsp.challenges(false, 0), ["Basic realm=\"ponte\""], "tokens only: Basic alone");
+        assert!(RtspAuth::new(auth.clone(), false).challenges(false, 0)[0].starts_with("Digest"));
+        // A Digest account appears with a reload: both are offered again.
+        auth.reload(test_auth_accounts());
+        let offered = rtsp.challenges(false, 0);
+        assert!(offered.len() == 2 && offered[0].starts_with("Digest") && offered[1].starts_with("Basic"));
     }
 
     #[tokio::test]
