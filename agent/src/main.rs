@@ -24,6 +24,7 @@ mod uplink;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::AgentConfig;
+use ponte_proto::session;
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -159,7 +160,12 @@ pub struct Agent {
     config: AgentConfig,
     status: ponte_proto::mgmt::StatusFeed,
     ptz: ptz::PtzService,
+    /// The QUIC endpoint every uplink dials from.
+    endpoint: quinn::Endpoint,
 }
+
+/// How long a shutting-down agent waits for its session closes to go out.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Agent {
     /// Starts cameras and uplinks.
@@ -229,7 +235,17 @@ impl Agent {
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
         });
-        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz })
+        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz, endpoint })
+    }
+
+    /// Closes every relay session at once, so relays show the link down
+    /// now (not after their idle timeout) and their viewers' streams end
+    /// cleanly; waits briefly for the closes to go out.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await.is_err() {
+            tracing::debug!("relay sessions still closing after {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
     }
 
     /// Applies a new config's policies; the rest of the config needs a restart.
@@ -370,7 +386,9 @@ async fn main() -> Result<()> {
                 .with_context(|| {
                     format!("binding the management port on TCP {mgmt} (`management.listen`)")
                 })?;
-            run_until_shutdown(&mut agent, &config).await
+            let result = run_until_shutdown(&mut agent, &config).await;
+            agent.shutdown().await;
+            result
         }
         Cmd::Status { url, json, watch } => {
             let code =
