@@ -174,8 +174,20 @@ async fn gstreamer_plays(url: &str, protocols: &str, width: u64, height: u64) ->
     )
     .await?;
     eprintln!("gst-launch rtspsrc {url} ({protocols}): {:.0} ms", r.elapsed.as_secs_f64() * 1e3);
-    if !r.ok || !r.stdout.contains("Got EOS") {
+    // Thirty decoded frames reach the sink, which ends the pipeline (EOS).
+    // rtspsrc sometimes reports a failed write of its own TEARDOWN while
+    // the pipeline is already being freed after the EOS (the server has
+    // answered and the socket is closing): that is not playback failing.
+    let after_eos = r.stdout.split_once("Got EOS").map(|(_, rest)| rest).unwrap_or_default();
+    let shutdown_only = !r.ok && after_eos.contains("Freeing pipeline");
+    if !r.stdout.contains("Got EOS") || (!r.ok && !shutdown_only) {
         bail!("gst-launch-1.0 rtspsrc {url} {protocols} did not play:\n{}\n{}", r.stdout, r.stderr);
+    }
+    if shutdown_only {
+        eprintln!(
+            "gst-launch rtspsrc {url}: played to EOS; an error while tearing down after it: {}",
+            r.stderr.trim()
+        );
     }
     Ok(())
 }
