@@ -843,6 +843,12 @@ impl Default for AuthSettings {
     }
 }
 
+/// A live stream as an egress (WHEP, RTSP) keeps it, for [`Auth::sweep`].
+pub trait LiveStream {
+    /// Its viewer, camera and quality.
+    fn watching(&mut self) -> (&mut Viewer, &str, Quality);
+}
+
 /// What a reload of accounts changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -965,21 +971,42 @@ impl Auth {
     }
 
     /// [`Auth::recheck`], then whether the viewer as it is now may still
-    /// watch `cam` (the site catalog's entry, when it still lists the
-    /// camera) at `quality`. A stream the answer is `Err` for must end.
+    /// watch `camera` at `quality`, as the site `catalog` lists it (a
+    /// camera the site lost is the upstream's business). A stream the
+    /// answer is `Err` for must end.
     pub fn may_still_watch(
         &self,
         viewer: &Viewer,
-        cam: Option<&CatalogEntry>,
+        catalog: &[CatalogEntry],
+        camera: &str,
         quality: Quality,
     ) -> Result<Viewer, String> {
         let now = self.recheck(viewer)?;
-        if let Some(cam) = cam {
+        if let Some(cam) = catalog.iter().find(|c| c.id == camera) {
             now.check(cam, quality).map_err(|refusal| match refusal {
                 ScopeRefusal::Hidden(why) | ScopeRefusal::Quality(why) => why,
             })?;
         }
         Ok(now)
+    }
+
+    /// After accounts changed: keeps the `streams` their viewer may still
+    /// watch (each given its viewer as the accounts now see it), and takes
+    /// out and returns the others, each with its id and why it must end.
+    pub fn sweep<S: LiveStream>(
+        &self,
+        catalog: &[CatalogEntry],
+        streams: &mut HashMap<String, S>,
+    ) -> Vec<(String, S, String)> {
+        let mut revoked = Vec::new();
+        for (id, stream) in streams.iter_mut() {
+            let (viewer, camera, quality) = stream.watching();
+            match self.may_still_watch(viewer, catalog, camera, quality) {
+                Ok(now) => *viewer = now,
+                Err(why) => revoked.push((id.clone(), why)),
+            }
+        }
+        revoked.into_iter().filter_map(|(id, why)| streams.remove(&id).map(|s| (id, s, why))).collect()
     }
 
     /// Charges a login attempt by `client`; `Err` while it must wait.
@@ -1695,9 +1722,9 @@ mod tests {
         let anna = auth.session("s-anna").unwrap();
         let zaist = auth.session("s-zaist").unwrap();
         let vms_viewer = auth.accounts().check_token(&token).unwrap();
-        let (zaist_cam, po_cam) = (&catalog()[0], &catalog()[1]);
+        let cat = catalog();
         for v in [&anna, &zaist, &vms_viewer] {
-            assert!(auth.may_still_watch(v, Some(po_cam), Quality::Main).is_ok(), "{}", v.name());
+            assert!(auth.may_still_watch(v, &cat, "po-lungofiume", Quality::Main).is_ok(), "{}", v.name());
         }
 
         // Zaist is removed, the VMS narrowed to one camera at `sub`, anna stays.
@@ -1713,17 +1740,17 @@ mod tests {
         assert_eq!(report, ReloadReport { viewers: 1, tokens: 1, logins_ended: 1 });
         assert!(changes.has_changed().unwrap(), "live streams are told");
         changes.mark_unchanged();
-        assert!(auth.may_still_watch(&anna, Some(po_cam), Quality::Main).is_ok());
-        let gone = auth.may_still_watch(&zaist, Some(po_cam), Quality::Main).unwrap_err();
+        assert!(auth.may_still_watch(&anna, &cat, "po-lungofiume", Quality::Main).is_ok());
+        let gone = auth.may_still_watch(&zaist, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert_eq!(gone, "viewer `zaist` was removed from the relay's accounts, or its credentials changed");
         assert!(auth.session("s-zaist").is_none(), "zaist's browser session ended");
-        let hidden = auth.may_still_watch(&vms_viewer, Some(po_cam), Quality::Main).unwrap_err();
+        let hidden = auth.may_still_watch(&vms_viewer, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert!(hidden.contains("outside the cameras of viewer `vms`"), "{hidden}");
-        let capped = auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Main).unwrap_err();
+        let capped = auth.may_still_watch(&vms_viewer, &cat, "zaist-mantova", Quality::Main).unwrap_err();
         assert!(capped.contains("at `sub` quality only"), "{capped}");
-        assert!(auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Sub).is_ok());
+        assert!(auth.may_still_watch(&vms_viewer, &cat, "zaist-mantova", Quality::Sub).is_ok());
         assert!(
-            auth.may_still_watch(&vms_viewer, None, Quality::Main).is_ok(),
+            auth.may_still_watch(&vms_viewer, &cat, "gone-camera", Quality::Main).is_ok(),
             "a camera the site lost is the upstream's business"
         );
         // Cached credentials of a removed account no longer pass.
@@ -1741,7 +1768,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let changed = auth.may_still_watch(&vms_viewer, Some(zaist_cam), Quality::Sub).unwrap_err();
+        let changed = auth.may_still_watch(&vms_viewer, &cat, "zaist-mantova", Quality::Sub).unwrap_err();
         assert!(changed.contains("credentials changed"), "{changed}");
         assert!(auth.accounts().check_token(&token).is_none());
 
@@ -1750,16 +1777,16 @@ mod tests {
         lock(&auth.sessions).insert("s-anna-2".into(), other, Instant::now());
         let other = auth.session("s-anna-2").unwrap();
         lock(&auth.sessions).remove("s-anna");
-        let out = auth.may_still_watch(&anna, Some(po_cam), Quality::Main).unwrap_err();
+        let out = auth.may_still_watch(&anna, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert_eq!(out, "viewer `anna` logged out");
-        assert!(auth.may_still_watch(&other, Some(po_cam), Quality::Main).is_ok());
+        assert!(auth.may_still_watch(&other, &cat, "po-lungofiume", Quality::Main).is_ok());
 
         // An open relay that gets accounts: the anonymous viewer must log in.
         let open = Auth::open(Arc::new(RelayAudit::disabled("carabinieri")));
         let anonymous = Viewer::anonymous();
-        assert!(open.may_still_watch(&anonymous, Some(po_cam), Quality::Main).is_ok());
+        assert!(open.may_still_watch(&anonymous, &cat, "po-lungofiume", Quality::Main).is_ok());
         open.reload(Accounts::from_config(&[viewer("anna", phc(), None, None)], &[]).unwrap());
-        let closed = open.may_still_watch(&anonymous, Some(po_cam), Quality::Main).unwrap_err();
+        let closed = open.may_still_watch(&anonymous, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert!(closed.contains("must log in"), "{closed}");
     }
 }

@@ -198,13 +198,18 @@ pub struct SessionInfo {
 struct SessionEntry {
     /// The viewer that opened it: only it may DELETE it.
     viewer: Viewer,
-    audit_viewer: Option<String>,
     camera: String,
     quality: Quality,
     started: Instant,
     /// Dropping it (DELETE) tells the session task to end; sending ends it
     /// for that reason.
     stop: oneshot::Sender<End>,
+}
+
+impl auth::LiveStream for SessionEntry {
+    fn watching(&mut self) -> (&mut Viewer, &str, Quality) {
+        (&mut self.viewer, &self.camera, self.quality)
+    }
 }
 
 /// Shared state of the WHEP endpoint.
@@ -254,18 +259,7 @@ impl WhepState {
     /// Returns how many ended.
     pub fn recheck_access(&self) -> usize {
         let catalog = self.source.catalog();
-        let revoked: Vec<(String, SessionEntry, String)> = {
-            let mut sessions = self.lock_sessions();
-            let mut out = Vec::new();
-            for (id, s) in sessions.iter_mut() {
-                let cam = catalog.iter().find(|c| c.id == s.camera);
-                match self.auth.may_still_watch(&s.viewer, cam, s.quality) {
-                    Ok(viewer) => s.viewer = viewer,
-                    Err(why) => out.push((id.clone(), why)),
-                }
-            }
-            out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (id, s, why))).collect()
-        };
+        let revoked = self.auth.sweep(&catalog, &mut self.lock_sessions());
         let n = revoked.len();
         for (id, s, why) in revoked {
             info!(session = %id, camera = %s.camera, viewer = s.viewer.name(), %why, "WHEP: access revoked");
@@ -320,7 +314,7 @@ impl WhepState {
             .iter()
             .map(|(id, s)| SessionInfo {
                 id: id.clone(),
-                viewer: s.audit_viewer.clone(),
+                viewer: s.viewer.audit_name().map(str::to_owned),
                 camera: s.camera.clone(),
                 quality: s.quality,
                 age_secs: s.started.elapsed().as_secs(),
@@ -595,20 +589,12 @@ async fn offer(
     let started = Instant::now();
     state.lock_sessions().insert(
         id.clone(),
-        SessionEntry {
-            viewer: viewer.clone(),
-            audit_viewer: viewer.audit_name().map(str::to_owned),
-            camera: camera.clone(),
-            quality,
-            started,
-            stop: stop_tx,
-        },
+        SessionEntry { viewer: viewer.clone(), camera: camera.clone(), quality, started, stop: stop_tx },
     );
     // Accounts may have been reloaded, or this browser logged out, while
     // the answer was being built: the access watcher may have looked at the
     // sessions before this one was in, so look at it once more.
-    let catalog = state.source.catalog();
-    if let Err(why) = state.auth.may_still_watch(&viewer, catalog.iter().find(|c| c.id == camera), quality) {
+    if let Err(why) = state.auth.may_still_watch(&viewer, &state.source.catalog(), &camera, quality) {
         state.lock_sessions().remove(&id);
         info!(camera = %camera, viewer = viewer.name(), %why, "WHEP: access revoked while answering");
         state.audit.refused(viewer.audit_name(), &camera, quality, "forbidden", &why);

@@ -361,29 +361,19 @@ impl RtspServer {
     /// closes the connection it came on; returns how many ended.
     pub fn recheck_access(&self) -> usize {
         let catalog = self.source.catalog();
-        let auth = self.auth.accounts();
-        let (revoked, close): (Vec<(Session, String)>, Vec<u64>) = {
+        let (revoked, close) = {
             let mut sessions = self.lock();
-            let mut out = Vec::new();
-            for (id, s) in sessions.iter_mut() {
-                let cam = catalog.iter().find(|c| c.id == s.camera);
-                match auth.may_still_watch(&s.viewer, cam, s.quality) {
-                    Ok(viewer) => s.viewer = viewer,
-                    Err(why) => out.push((id.clone(), why)),
-                }
-            }
-            let revoked: Vec<(Session, String)> =
-                out.into_iter().filter_map(|(id, why)| sessions.remove(&id).map(|s| (s, why))).collect();
+            let revoked = self.auth.accounts().sweep(&catalog, &mut sessions);
             // A connection is closed when nothing it may still watch is left
             // on it; other sessions on it go on.
-            let mut close: Vec<u64> = revoked.iter().map(|(s, _)| s.conn).collect();
+            let mut close: Vec<u64> = revoked.iter().map(|(_, s, _)| s.conn).collect();
             close.sort_unstable();
             close.dedup();
             close.retain(|conn| !sessions.values().any(|s| s.conn == *conn));
             (revoked, close)
         };
         let n = revoked.len();
-        for (s, why) in revoked {
+        for (_, s, why) in revoked {
             info!(camera = %s.camera, peer = %s.peer, viewer = s.viewer.name(), %why, "RTSP: access revoked");
             s.end("access revoked (account removed or narrowed)");
         }
@@ -751,9 +741,7 @@ impl RtspServer {
         self.lock().insert(id.clone(), session);
         // Accounts may have been reloaded while the camera was subscribed:
         // the access watcher may have looked before this session was in.
-        let catalog = self.source.catalog();
-        if let Err(why) =
-            self.auth.accounts().may_still_watch(&who, catalog.iter().find(|c| c.id == camera), quality)
+        if let Err(why) = self.auth.accounts().may_still_watch(&who, &self.source.catalog(), &camera, quality)
         {
             if let Some(s) = self.lock().remove(&id) {
                 s.end("access revoked (account removed or narrowed)");

@@ -192,6 +192,12 @@ impl Session {
     }
 }
 
+impl crate::auth::LiveStream for Session {
+    fn watching(&mut self) -> (&mut Viewer, &str, Quality) {
+        (&mut self.viewer, &self.camera, self.quality)
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(pump) = self.pump.take() {
