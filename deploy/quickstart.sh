@@ -24,6 +24,9 @@ cat > relay.toml <<TOML
 site = "carabinieri"
 quic_listen = "127.0.0.1:$QUIC_PORT"
 http_listen = "127.0.0.1:$HTTP_PORT"
+# A loopback trial without accounts; a relay in service has [[viewer]] accounts
+# and refuses to start without them (deploy/README.md, "Viewer accounts").
+allow_anonymous = true
 [tls]
 ca = "pki/ca.pem"
 cert = "pki/carabinieri.pem"

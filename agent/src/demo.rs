@@ -124,6 +124,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         println!("  {site:<12} viewer: {url}");
     }
     println!(
+        "  access:       the demo relays have no accounts (`relay.allow_anonymous = true`, loopback only); \
+         a real relay refuses to start without `[[viewer]]` or `[[token]]` accounts"
+    );
+    println!(
         "  status pages: http://{agent_mgmt}/ (agent), http://127.0.0.1:{}/ and :{} (relays)",
         args.http_port + 11,
         args.http_port + 12
@@ -198,7 +202,7 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
 
 fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr, mgmt: SocketAddr) -> String {
     format!(
-        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n# demo: no accounts, so let its viewers steer the (simulated) PTZ domes\nopen_ptz = true\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
+        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n# demo only: no accounts on loopback; a real relay refuses to start without them\nallow_anonymous = true\n# and without accounts, let its viewers steer the (simulated) PTZ domes\nopen_ptz = true\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
         dir.join("ca.pem"),
         dir.join(format!("{site}.pem")),
         dir.join(format!("{site}.key")),

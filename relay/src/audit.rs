@@ -23,6 +23,8 @@ pub mod action {
     pub const REFUSED: &str = "refused";
     /// A PTZ command of a viewer: carried out, or refused here or upstream.
     pub const PTZ: &str = "ptz";
+    /// A QUIC peer that tried to feed this relay without being one of its upstreams.
+    pub const UPSTREAM: &str = "upstream";
 }
 
 /// One viewing, as the audit log names it.
@@ -123,6 +125,19 @@ impl RelayAudit {
             action: action::REFUSED.into(),
             outcome: outcome.to_owned(),
             reason: Some(reason.to_owned()),
+            ..Default::default()
+        });
+    }
+
+    /// A peer refused as an upstream: `peer` is the site its certificate
+    /// names, `addr` where it came from.
+    pub fn upstream_refused(&self, peer: &str, addr: std::net::SocketAddr, reason: &str) {
+        self.write(AuditRecord {
+            viewer: Some(format!("site:{peer}")),
+            action: action::UPSTREAM.into(),
+            outcome: "forbidden".into(),
+            reason: Some(reason.to_owned()),
+            client: Some(addr.to_string()),
             ..Default::default()
         });
     }

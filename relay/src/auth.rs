@@ -205,6 +205,19 @@ impl Viewer {
         self.ptz && cam.ptz && self.may_see(cam)
     }
 
+    /// Whether `other` is the same account or token as this viewer.
+    pub fn same_account(&self, other: &Viewer) -> bool {
+        self.name == other.name && self.kind == other.kind
+    }
+
+    /// Whether `other` came through the same login (browser session, or
+    /// the same credentials) as this viewer: only it may end this viewer's
+    /// streams. On a relay without accounts every viewer is the same
+    /// anonymous one, and the stream's unguessable id alone is the key.
+    pub fn same_holder(&self, other: &Viewer) -> bool {
+        self.same_account(other) && self.login == other.login && self.credential == other.credential
+    }
+
     /// Account or token name (`anonymous` on a relay without accounts).
     pub fn name(&self) -> &str {
         &self.name
@@ -682,69 +695,121 @@ pub fn new_session_id() -> String {
 /// Per-client limit on login attempts: `burst` attempts at once, then one
 /// per `interval` (a GCRA). Every attempt is charged when it starts, so
 /// parallel guesses cannot slip past; a successful one is refunded.
+///
+/// A client is its address. An IPv6 /64 (one SLAAC LAN, or one host that
+/// owns a whole /64 and rotates through it) has a limit of its own,
+/// [`PREFIX_FACTOR`] times looser: a host cannot lock every operator of its
+/// LAN out by failing logins, and one that hops addresses is still braked.
 pub struct LoginThrottle {
-    /// Per client: when its charged attempts will have drained.
-    clients: HashMap<IpAddr, Instant>,
-    burst: u32,
-    interval: Duration,
-    max_clients: usize,
+    per_address: Gcra,
+    per_prefix: Gcra,
 }
 
-impl LoginThrottle {
-    /// A limiter remembering at most `max_clients` clients.
-    pub fn new(burst: u32, interval: Duration, max_clients: usize) -> Self {
-        Self { clients: HashMap::new(), burst: burst.max(1), interval, max_clients: max_clients.max(1) }
+/// How many times more attempts an IPv6 /64 gets than one address of it.
+pub const PREFIX_FACTOR: u32 = 16;
+
+/// One generic cell rate limit per key, remembering at most `max_keys` keys.
+struct Gcra {
+    /// Per key: when its charged attempts will have drained.
+    drained: HashMap<IpAddr, Instant>,
+    burst: u32,
+    interval: Duration,
+    max_keys: usize,
+}
+
+impl Gcra {
+    fn new(burst: u32, interval: Duration, max_keys: usize) -> Self {
+        Self { drained: HashMap::new(), burst: burst.max(1), interval, max_keys: max_keys.max(1) }
     }
 
-    /// Charges an attempt by `client`, or says how long it must wait.
-    pub fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let client = throttle_key(client);
-        let tolerance = self.interval * (self.burst - 1);
-        let drained = self.clients.get(&client).copied().unwrap_or(now).max(now);
+    /// When `key`'s attempts drain now, or how long it must wait.
+    fn check(&self, key: IpAddr, now: Instant) -> Result<Instant, Duration> {
+        let tolerance = self.interval.saturating_mul(self.burst - 1);
+        let drained = self.drained.get(&key).copied().unwrap_or(now).max(now);
         let allowed_at = drained.checked_sub(tolerance).unwrap_or(now);
         if allowed_at > now {
             return Err(allowed_at - now);
         }
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
-            self.clients.retain(|_, drained| *drained > now);
-            if self.clients.len() >= self.max_clients {
-                let oldest = self.clients.iter().min_by_key(|(_, d)| **d).map(|(ip, _)| *ip);
+        Ok(drained)
+    }
+
+    /// Charges an attempt that [`Gcra::check`] allowed.
+    fn charge(&mut self, key: IpAddr, drained: Instant, now: Instant) {
+        if !self.drained.contains_key(&key) && self.drained.len() >= self.max_keys {
+            self.drained.retain(|_, d| *d > now);
+            if self.drained.len() >= self.max_keys {
+                let oldest = self.drained.iter().min_by_key(|(_, d)| **d).map(|(k, _)| *k);
                 if let Some(oldest) = oldest {
-                    self.clients.remove(&oldest);
+                    self.drained.remove(&oldest);
                 }
             }
         }
-        self.clients.insert(client, drained + self.interval);
-        Ok(())
+        self.drained.insert(key, drained + self.interval);
+    }
+
+    fn refund(&mut self, key: IpAddr, now: Instant) {
+        if let Some(drained) = self.drained.get_mut(&key) {
+            *drained = drained.checked_sub(self.interval).unwrap_or(now);
+            if *drained <= now {
+                self.drained.remove(&key);
+            }
+        }
+    }
+}
+
+impl LoginThrottle {
+    /// A limiter remembering at most `max_clients` clients (and as many /64s).
+    pub fn new(burst: u32, interval: Duration, max_clients: usize) -> Self {
+        Self {
+            per_address: Gcra::new(burst, interval, max_clients),
+            per_prefix: Gcra::new(burst.saturating_mul(PREFIX_FACTOR), interval / PREFIX_FACTOR, max_clients),
+        }
+    }
+
+    /// Charges an attempt by `client`, or says how long it must wait.
+    pub fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let (address, prefix) = throttle_keys(client);
+        let by_address = self.per_address.check(address, now);
+        let by_prefix = prefix.map(|p| self.per_prefix.check(p, now)).transpose();
+        match (by_address, by_prefix) {
+            (Ok(a), Ok(p)) => {
+                self.per_address.charge(address, a, now);
+                if let (Some(key), Some(p)) = (prefix, p) {
+                    self.per_prefix.charge(key, p, now);
+                }
+                Ok(())
+            }
+            (Err(a), Err(p)) => Err(a.max(p)),
+            (Err(wait), _) | (_, Err(wait)) => Err(wait),
+        }
     }
 
     /// Refunds the attempt of a client whose credentials were right.
     pub fn succeeded(&mut self, client: IpAddr, now: Instant) {
-        let client = throttle_key(client);
-        if let Some(drained) = self.clients.get_mut(&client) {
-            *drained = drained.checked_sub(self.interval).unwrap_or(now);
-            if *drained <= now {
-                self.clients.remove(&client);
-            }
+        let (address, prefix) = throttle_keys(client);
+        self.per_address.refund(address, now);
+        if let Some(prefix) = prefix {
+            self.per_prefix.refund(prefix, now);
         }
     }
 
     /// Clients remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.clients.len()
+        self.per_address.drained.len()
     }
 }
 
-/// IPv4 as is; IPv6 by its /64 (one host usually owns a whole /64).
-fn throttle_key(ip: IpAddr) -> IpAddr {
+/// The address a login attempt is charged to (an IPv4-mapped IPv6 address
+/// as its IPv4), and for IPv6 also its /64.
+fn throttle_keys(ip: IpAddr) -> (IpAddr, Option<IpAddr>) {
     match ip {
-        IpAddr::V4(_) => ip,
+        IpAddr::V4(_) => (ip, None),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
+            Some(v4) => (IpAddr::V4(v4), None),
             None => {
                 let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                (ip, Some(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))))
             }
         },
     }
@@ -1636,11 +1701,19 @@ mod tests {
         th.begin(b, t0 + 13 * s).unwrap();
         th.begin(c, t0 + 13 * s).unwrap();
         assert!(th.len() <= 2);
-        // IPv6 clients count per /64.
-        let mut th = LoginThrottle::new(1, 12 * s, 10);
-        th.begin("2001:db8::1".parse().unwrap(), t0).unwrap();
-        assert!(th.begin("2001:db8::2".parse().unwrap(), t0).is_err());
-        assert!(th.begin("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+        // IPv6 clients count per address: one braked host does not lock its
+        // /64 out, but the /64 as a whole has a looser limit of its own.
+        let mut th = LoginThrottle::new(1, 12 * s, 100);
+        let host = |n: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n));
+        th.begin(host(1), t0).unwrap();
+        assert!(th.begin(host(1), t0).is_err(), "the guessing host is braked");
+        for n in 2..=PREFIX_FACTOR as u16 {
+            assert_eq!(th.begin(host(n), t0), Ok(()), "a colleague on the same LAN logs in");
+        }
+        assert!(th.begin(host(999), t0).is_err(), "a host hopping through its /64 is braked too");
+        assert!(th.begin("2001:db8:0:1::1".parse().unwrap(), t0).is_ok(), "another /64 is not");
+        th.succeeded(host(2), t0);
+        assert!(th.begin(host(1000), t0).is_ok(), "a success refunds the /64 too");
     }
 
     #[test]

@@ -11,10 +11,15 @@
 //! outside this relay's catalog is `unknown`: a cascade never widens what
 //! its site was granted.
 //!
+//! Every downstream subscription is audited here as a viewing by
+//! `cascade:<site>` (start, refusal, end with its duration), so the parent's
+//! log says which relay below took which camera and for how long.
+//!
 //! PTZ control does not cross a cascade: the agent grants PTZ to this site,
 //! not to the sites below, so the catalog sent down says `ptz = false` and a
 //! downstream's `Ptz` is answered `unsupported`.
 
+use crate::audit::{RelayAudit, Viewing};
 use crate::upstream::Upstreams;
 use ponte_proto::hub::TrackReader;
 use ponte_proto::media::Quality;
@@ -306,6 +311,7 @@ async fn run_session(
                                 upstreams.site()
                             );
                             info!(site, camera = %camera, "downstream subscription refused: not in our catalog");
+                            upstreams.audit().refused(Some(&cascade_viewer(site)), &camera, quality, "unknown", &reason);
                             if let Err(e) = tx.send(&Control::SubscribeError { id, code: SubscribeErrorCode::Unknown, reason }).await {
                                 break Err(e);
                             }
@@ -432,10 +438,13 @@ struct ServeSpec {
 async fn serve(spec: ServeSpec, upstreams: Arc<Upstreams>) {
     let ServeSpec { id, entry, quality, conn, priorities, replies, link } = spec;
     let camera = entry.id.clone();
+    let viewer = cascade_viewer(&link.target.site);
+    let audit = upstreams.audit();
     let reader: TrackReader = match upstreams.subscribe(&camera, quality).await {
         Ok(r) => r,
         Err(f) => {
             info!(site = %link.target.site, camera = %camera, code = f.code.name(), "downstream subscription refused upstream");
+            audit.refused(Some(&viewer), &camera, quality, f.code.name(), &f.reason);
             let _ = replies.send(Control::SubscribeError { id, code: f.code, reason: f.reason }).await;
             return;
         }
@@ -443,7 +452,47 @@ async fn serve(spec: ServeSpec, upstreams: Arc<Upstreams>) {
     if replies.send(Control::SubscribeOk { id, codec: entry.codec }).await.is_err() {
         return;
     }
+    let session = format!("cascade-{}-{id}", link.target.site);
+    let viewing = Viewing { viewer: Some(&viewer), camera: &camera, quality, session: &session };
+    audit.view_start(viewing, "cascade");
+    // Written however the subscription ends, also when its task is
+    // aborted (an unsubscribe, or the link going down).
+    let _stop = ViewStop {
+        audit,
+        viewer: &viewer,
+        camera: &camera,
+        quality,
+        session: &session,
+        started: Instant::now(),
+    };
     pump(id, &camera, quality, reader, GopSender::new(conn, id, priorities), &link, &replies).await;
+}
+
+/// How the audit names a downstream relay's subscriptions.
+fn cascade_viewer(site: &str) -> String {
+    format!("cascade:{site}")
+}
+
+/// Writes the `view-stop` of a downstream subscription when dropped.
+struct ViewStop<'a> {
+    audit: &'a RelayAudit,
+    viewer: &'a str,
+    camera: &'a str,
+    quality: Quality,
+    session: &'a str,
+    started: Instant,
+}
+
+impl Drop for ViewStop<'_> {
+    fn drop(&mut self) {
+        let v = Viewing {
+            viewer: Some(self.viewer),
+            camera: self.camera,
+            quality: self.quality,
+            session: self.session,
+        };
+        self.audit.view_stop(v, self.started.elapsed(), "the downstream relay's subscription ended");
+    }
 }
 
 async fn pump(

@@ -60,6 +60,10 @@ pub struct WhepSection {
     /// `relay.http_listen` (every interface when that is a wildcard).
     #[serde(default)]
     pub media_ip: Option<std::net::IpAddr>,
+    /// Most concurrent WHEP sessions of one viewer account or token, so one
+    /// account (or one stolen password) cannot take every slot.
+    #[serde(default = "default_whep_max_per_viewer")]
+    pub max_per_viewer: usize,
 }
 
 impl Default for WhepSection {
@@ -70,6 +74,7 @@ impl Default for WhepSection {
             offers_per_minute: default_whep_offers_per_minute(),
             udp_ports: None,
             media_ip: None,
+            max_per_viewer: default_whep_max_per_viewer(),
         }
     }
 }
@@ -80,6 +85,10 @@ fn default_whep_max_sessions() -> usize {
 
 fn default_whep_max_per_camera() -> usize {
     16
+}
+
+fn default_whep_max_per_viewer() -> usize {
+    8
 }
 
 fn default_whep_offers_per_minute() -> u32 {
@@ -192,7 +201,27 @@ pub struct RelaySection {
     /// the right is per account (`ptz = true`).
     #[serde(default)]
     pub open_ptz: bool,
+    /// Site identities (from their certificates) that may feed this relay,
+    /// most preferred first: the agent's `master`, or for a cascade child its
+    /// parent relay's site. Any other certificate of the deployment CA is
+    /// refused: it could otherwise inject cameras, shadow real ones, or
+    /// receive the site's PTZ commands. A camera listed by two of them is
+    /// taken from the first listed.
+    #[serde(default = "default_upstreams")]
+    pub upstreams: Vec<String>,
+    /// Serve without `[[viewer]]`/`[[token]]` accounts: every viewer who
+    /// reaches the page sees every camera of the site. Off by default: a relay
+    /// without accounts refuses to start unless this is set (the demo sets it).
+    #[serde(default)]
+    pub allow_anonymous: bool,
 }
+
+fn default_upstreams() -> Vec<String> {
+    vec![MASTER_SITE.to_owned()]
+}
+
+/// The site id of the master room's agent, reserved for it.
+pub const MASTER_SITE: &str = "master";
 
 fn default_reconnect_grace() -> u64 {
     60
@@ -274,8 +303,43 @@ impl RelayConfig {
             bail!("`relay.site` = {site:?}: use lowercase letters, digits and `-`");
         }
         // Accounts are checked here so a bad hash or selector names the file.
-        crate::auth::Accounts::from_config(&self.viewers, &self.tokens)?;
+        let accounts = crate::auth::Accounts::from_config(&self.viewers, &self.tokens)?;
+        if accounts.is_open() && !self.relay.allow_anonymous {
+            bail!(
+                "no [[viewer]] and no [[token]]: this relay would show every camera of site `{site}` to anyone \
+                 who reaches it. Add accounts (`ponte-relay passwd --user NAME`, `ponte-relay token`), or set \
+                 `relay.allow_anonymous = true` to serve without them on a network you trust"
+            );
+        }
+        if self.relay.open_ptz && !self.relay.allow_anonymous {
+            bail!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`");
+        }
+        self.check_upstreams()?;
         self.check_rtsp_and_cascade()
+    }
+
+    fn check_upstreams(&self) -> Result<()> {
+        let site = &self.relay.site;
+        if site == MASTER_SITE {
+            bail!("`relay.site` = \"{MASTER_SITE}\" is reserved for the master room's agent: name the relay after its site");
+        }
+        if self.relay.upstreams.is_empty() {
+            bail!("`relay.upstreams` is empty: list the site that feeds this relay (`[\"{MASTER_SITE}\"]`, or the parent relay's site in a cascade)");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for up in &self.relay.upstreams {
+            if up == site {
+                bail!("`relay.upstreams` lists {up:?}, this relay itself: a relay cannot feed itself");
+            }
+            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                bail!("`relay.upstreams` entry {up:?}: a site id is lowercase letters, digits and `-`");
+            }
+            if !seen.insert(up) {
+                bail!("`relay.upstreams` lists {up:?} twice");
+            }
+        }
+        Ok(())
     }
 
     fn check_rtsp_and_cascade(&self) -> Result<()> {
@@ -292,8 +356,11 @@ impl RelayConfig {
                 bail!("`rtsp.session_timeout_secs` must be at least 1 (60 is usual)");
             }
         }
-        if self.whep.max_sessions == 0 || self.whep.max_per_camera == 0 {
-            bail!("`whep.max_sessions` and `whep.max_per_camera` must be at least 1 (defaults 64 and 16)");
+        if self.whep.max_sessions == 0 || self.whep.max_per_camera == 0 || self.whep.max_per_viewer == 0 {
+            bail!(
+                "`whep.max_sessions`, `whep.max_per_camera` and `whep.max_per_viewer` must be at least 1 \
+                 (defaults 64, 16 and 8)"
+            );
         }
         if let Some(ports) = self.whep.udp_ports {
             if ports.len() < self.whep.max_sessions {
@@ -332,13 +399,40 @@ fn env_overrides() -> config::Environment {
 mod tests {
     use super::*;
 
+    /// As shipped, the examples have their accounts commented out: the
+    /// relay refuses them until the admin adds one (or says it runs open).
     #[test]
-    fn example_configs_load() {
+    fn example_configs_load_once_accounts_or_anonymity_are_set() {
         for site in ["carabinieri", "questura"] {
             let p =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/examples/relay-{site}.toml"));
-            let c = RelayConfig::load(&p).unwrap();
+            // Text, not `load`: another test sets `PONTE_RELAY__ALLOW_ANONYMOUS` meanwhile.
+            let shipped = std::fs::read_to_string(&p).unwrap();
+            let err = format!("{:#}", RelayConfig::from_toml(&shipped).unwrap_err());
+            assert!(err.contains("relay.allow_anonymous") && err.contains("ponte-relay passwd"), "{err}");
+            let text = shipped.replace("# allow_anonymous = false", "allow_anonymous = true");
+            let c = RelayConfig::from_toml(&text).unwrap();
             assert_eq!(c.relay.site, site);
+            assert_eq!(c.relay.upstreams, ["master"]);
+            assert_eq!(c.whep.max_per_viewer, 8);
+        }
+    }
+
+    #[test]
+    fn upstreams_and_anonymity_mistakes_are_refused_naming_the_key() {
+        let base = "[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        for (relay, needle) in [
+            ("site = \"x\"", "relay.allow_anonymous"),
+            ("site = \"x\"\nopen_ptz = true\nallow_anonymous = false", "relay.allow_anonymous"),
+            ("site = \"master\"\nallow_anonymous = true", "reserved for the master room"),
+            ("site = \"x\"\nallow_anonymous = true\nupstreams = []", "`relay.upstreams` is empty"),
+            ("site = \"x\"\nallow_anonymous = true\nupstreams = [\"x\"]", "cannot feed itself"),
+            ("site = \"x\"\nallow_anonymous = true\nupstreams = [\"master\", \"master\"]", "twice"),
+            ("site = \"x\"\nallow_anonymous = true\nupstreams = [\"Master\"]", "lowercase"),
+        ] {
+            let err =
+                format!("{:#}", RelayConfig::from_toml(&format!("[relay]\n{relay}\n{base}")).unwrap_err());
+            assert!(err.contains(needle), "{relay}: {err}");
         }
     }
 
@@ -427,8 +521,11 @@ mod tests {
     fn environment_overrides_use_the_documented_form() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/relay-carabinieri.toml");
         std::env::set_var("PONTE_RELAY__RECONNECT_GRACE_SECS", "17");
+        // The example has no accounts: it loads only once told to run open.
+        std::env::set_var("PONTE_RELAY__ALLOW_ANONYMOUS", "true");
         let c = RelayConfig::load(&p);
         std::env::remove_var("PONTE_RELAY__RECONNECT_GRACE_SECS");
+        std::env::remove_var("PONTE_RELAY__ALLOW_ANONYMOUS");
         assert_eq!(c.unwrap().relay.reconnect_grace_secs, 17);
     }
 
@@ -449,7 +546,7 @@ mod tests {
 
     #[test]
     fn media_port_range_is_checked_against_the_session_limit() {
-        let base = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let base = "[relay]\nsite = \"x\"\nallow_anonymous = true\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
         let cfg = RelayConfig::from_toml(&format!("{base}[whep]\nudp_ports = \"40000-40063\"\n")).unwrap();
         assert_eq!(cfg.whep.udp_ports.map(|r| r.len()), Some(64));
         let small = format!("{base}[whep]\nudp_ports = \"40000-40009\"\n");

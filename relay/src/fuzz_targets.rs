@@ -96,6 +96,8 @@ fn fuzz_relay_config() {
         b"[[token]]\n",
         b"[[downstream]]\n",
         b"site = \"x\"\n",
+        b"allow_anonymous = true\n",
+        b"upstreams = [\"master\"]\n",
         b"listen = \"127.0.0.1:0\"\n",
         b"udp_port = 65535\n",
         b"= ",

@@ -118,11 +118,17 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         id.key.secret_der(),
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
+    let audit = audit::RelayAudit::open(&cfg.audit.path, &cfg.relay.site, cfg.audit.max_mb << 20)
+        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display()))?;
+    let audit = Arc::new(audit);
     let upstreams = Upstreams::new(
         &cfg.relay.site,
+        cfg.relay.upstreams.clone(),
+        audit.clone(),
         Duration::from_secs(cfg.relay.linger_secs),
         Duration::from_secs(cfg.relay.reconnect_grace_secs),
     );
+    tracing::info!(upstreams = ?cfg.relay.upstreams, "accepting upstream sessions from these sites only");
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
@@ -136,17 +142,15 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         udp_ports: cfg.whep.udp_ports,
         max_sessions: cfg.whep.max_sessions,
         max_per_camera: cfg.whep.max_per_camera,
+        max_per_viewer: cfg.whep.max_per_viewer,
         offers_per_minute: cfg.whep.offers_per_minute,
         ..Default::default()
     };
-    let audit = audit::RelayAudit::open(&cfg.audit.path, &cfg.relay.site, cfg.audit.max_mb << 20)
-        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display()))?;
-    let audit = Arc::new(audit);
     let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;
     if accounts.is_open() {
         tracing::warn!(
             http = %cfg.relay.http_listen,
-            "NO AUTHENTICATION: the config has no [[viewer]] and no [[token]], so anyone who reaches \
+            "NO AUTHENTICATION (`relay.allow_anonymous = true`): anyone who reaches \
              http://{}/ sees every camera of this site; add accounts (`ponte-relay passwd`, `ponte-relay token`)",
             cfg.relay.http_listen
         );

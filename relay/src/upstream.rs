@@ -18,7 +18,19 @@
 //! (`PtzResult`) is matched by id. A command nobody answers in time is
 //! answered `timeout`, one whose link is down or goes down `unavailable`.
 //! The latest `PtzLock` notice per camera says who holds its lock.
+//!
+//! Trust: a valid certificate of the deployment CA is not enough to feed
+//! this relay. Only the sites listed in `relay.upstreams` (the agent's
+//! `master`, or a cascade child's parent relay) may; any other identity is
+//! closed with `FORBIDDEN` before it says a word, logged and audited with
+//! its certificate's site and address. Otherwise another partner's relay
+//! could inject or shadow cameras, adopt orphaned streams during a fibre
+//! cut, receive this site's PTZ commands and viewer names, or re-label a
+//! camera's zone to widen a narrowed account. Each camera's catalog entry
+//! comes from exactly one link: the first listed in `relay.upstreams` that
+//! carries it (the newest link of that site); a duplicate is ignored.
 
+use crate::audit::RelayAudit;
 use ponte_proto::hub::{self, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::Quality;
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzHolder, PtzReply};
@@ -27,7 +39,8 @@ use ponte_proto::status::{CameraStatus, LinkStatus};
 use ponte_proto::wire::{
     CatalogEntry, Control, MediaEvent, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION,
 };
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +158,8 @@ struct Link {
 
 #[derive(Default)]
 struct Inner {
+    /// `relay.upstreams`: the sites that may feed this relay, most preferred first.
+    trusted: Vec<String>,
     links: HashMap<u64, Link>,
     tracks: HashMap<TrackKey, RelayTrack>,
     next_link: u64,
@@ -190,6 +205,23 @@ impl Link {
 }
 
 impl Inner {
+    /// How much a link is preferred as a camera's source: its site's place
+    /// in `relay.upstreams`, then the newest link of that site (an agent
+    /// that restarted is reached on its new link at once).
+    fn preference(&self, link_id: u64, peer: &str) -> (usize, Reverse<u64>) {
+        (self.trusted.iter().position(|t| t == peer).unwrap_or(usize::MAX), Reverse(link_id))
+    }
+
+    /// The one link whose catalog entry for `camera` counts, and that
+    /// carries its subscriptions and PTZ commands.
+    fn carrier(&self, camera: &str) -> Option<u64> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.catalog.iter().any(|c| c.id == camera))
+            .min_by_key(|(id, l)| self.preference(**id, &l.peer))
+            .map(|(id, _)| *id)
+    }
+
     /// Registers `link` under a new id.
     fn add_link(&mut self, link: Link) -> u64 {
         let id = self.next_link;
@@ -217,6 +249,7 @@ impl Drop for PendingPtz<'_> {
 /// Upstream links and the tracks they feed.
 pub struct Upstreams {
     site: String,
+    audit: Arc<RelayAudit>,
     linger: Duration,
     /// How long an orphaned track waits for an upstream before it ends.
     grace: Duration,
@@ -242,14 +275,22 @@ pub struct LinkInfo {
 }
 
 impl Upstreams {
-    /// A relay for `site` with no upstream yet: a track nobody watches is
-    /// unsubscribed after `linger`, one whose upstream is lost ends after `grace`.
-    pub fn new(site: impl Into<String>, linger: Duration, grace: Duration) -> Arc<Self> {
+    /// A relay for `site` with no upstream yet, fed only by the `trusted`
+    /// sites (most preferred first): a track nobody watches is unsubscribed
+    /// after `linger`, one whose upstream is lost ends after `grace`.
+    pub fn new(
+        site: impl Into<String>,
+        trusted: Vec<String>,
+        audit: Arc<RelayAudit>,
+        linger: Duration,
+        grace: Duration,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             site: site.into(),
+            audit,
             linger,
             grace,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner { trusted, ..Inner::default() }),
             bytes_received: AtomicU64::new(0),
             catalog_version: tokio::sync::watch::channel(0).0,
             me: me.clone(),
@@ -265,17 +306,32 @@ impl Upstreams {
         &self.site
     }
 
-    /// Cameras this site may see, across all upstream links.
+    /// The relay's audit log.
+    pub fn audit(&self) -> &Arc<RelayAudit> {
+        &self.audit
+    }
+
+    /// Whether the site `peer` (from its certificate) may feed this relay.
+    pub fn trusts(&self, peer: &str) -> bool {
+        self.lock().trusted.iter().any(|t| t == peer)
+    }
+
+    /// Cameras this site may see, across all upstream links: each entry
+    /// from the one link that carries the camera (then, through the
+    /// reconnect grace, from lost catalogs).
     pub fn catalog(&self) -> Vec<CatalogEntry> {
         let inner = self.lock();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let now = Instant::now();
-        let lost = inner.lost.values().filter(|l| now.saturating_duration_since(l.since) < self.grace);
-        let mut out: Vec<CatalogEntry> = inner
-            .links
-            .values()
-            .map(|l| &l.catalog)
-            .chain(lost.map(|l| &l.catalog))
+        let mut live: Vec<(&u64, &Link)> = inner.links.iter().collect();
+        live.sort_by_key(|(id, l)| inner.preference(**id, &l.peer));
+        let mut lost: Vec<(&String, &LostCatalog)> =
+            inner.lost.iter().filter(|(_, l)| now.saturating_duration_since(l.since) < self.grace).collect();
+        lost.sort_by_key(|(peer, _)| inner.preference(0, peer));
+        let mut out: Vec<CatalogEntry> = live
+            .into_iter()
+            .map(|(_, l)| &l.catalog)
+            .chain(lost.into_iter().map(|(_, l)| &l.catalog))
             .flat_map(|c| c.iter())
             .filter(|c| seen.insert(c.id.clone()))
             .cloned()
@@ -422,9 +478,10 @@ impl Upstreams {
                 // An orphan too: its viewers wait for the link to come back.
                 return Ok(t.ingest.writer.subscribe());
             }
+            let carrier = inner.carrier(camera);
             let Inner { links, tracks, next_generation, .. } = &mut *inner;
-            let found = links.iter_mut().find(|(_, l)| l.catalog.iter().any(|c| c.id == camera));
-            let Some((&link_id, link)) = found else {
+            let found = carrier.and_then(|id| links.get_mut(&id).map(|l| (id, l)));
+            let Some((link_id, link)) = found else {
                 drop(inner);
                 if self.catalog().iter().any(|c| c.id == camera) {
                     return Err(SubscribeFailure {
@@ -516,15 +573,8 @@ impl Upstreams {
         let op = command.name();
         let sent = {
             let mut inner = self.lock();
-            let mut carriers: Vec<(u64, &mut Link)> = inner
-                .links
-                .iter_mut()
-                .filter(|(_, l)| l.catalog.iter().any(|c| c.id == camera))
-                .map(|(id, l)| (*id, l))
-                .collect();
-            // A link granting PTZ on the camera first, then the oldest.
-            carriers.sort_by_key(|(id, l)| (!l.catalog.iter().any(|c| c.id == camera && c.ptz), *id));
-            match carriers.into_iter().next() {
+            let carrier = inner.carrier(camera);
+            match carrier.and_then(|id| inner.links.get_mut(&id).map(|l| (id, l))) {
                 None => None,
                 Some((link_id, link)) => {
                     if link.ptz_pending.len() >= MAX_PTZ_PENDING {
@@ -692,14 +742,15 @@ impl Upstreams {
     /// Subscribes an orphaned track again on a link whose catalog lists its
     /// camera, if one is up. True when a subscription was sent.
     fn adopt(&self, inner: &mut Inner, key: &TrackKey) -> bool {
+        let carrier = inner.carrier(&key.camera);
         let Inner { links, tracks, .. } = inner;
         let Some(t) = tracks.get_mut(key).filter(|t| t.orphaned.is_some()) else { return false };
-        let carries =
-            |l: &Link| l.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality));
-        // The upstream that fed it before first, then any other.
-        let mut candidates: Vec<(&u64, &mut Link)> = links.iter_mut().filter(|(_, l)| carries(l)).collect();
-        candidates.sort_by_key(|(id, l)| (l.peer != t.peer, **id));
-        let Some((&link_id, link)) = candidates.into_iter().next() else { return false };
+        let Some((link_id, link)) = carrier.and_then(|id| links.get_mut(&id).map(|l| (id, l))) else {
+            return false;
+        };
+        if !link.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality)) {
+            return false;
+        }
         let sub_id = link.next_sub;
         let msg = Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality };
         if link.ctl.try_send(msg).is_err() {
@@ -770,6 +821,16 @@ impl Upstreams {
                     }
                 };
                 let peer = ponte_proto::tls::peer_site(&conn).unwrap_or_else(|| "?".into());
+                if !this.trusts(&peer) {
+                    let why = format!(
+                        "site `{peer}` is not one of this relay's upstreams (`relay.upstreams`): a certificate \
+                         of the deployment CA alone may not feed a relay"
+                    );
+                    warn!(peer = %peer, addr = %remote, "refused an upstream session: {why}");
+                    this.audit.upstream_refused(&peer, remote, &why);
+                    conn.close(session::close_code::FORBIDDEN.into(), b"not an upstream of this relay");
+                    return;
+                }
                 info!(peer = %peer, addr = %remote, "upstream connected");
                 match this.run_link(conn.clone(), peer.clone(), remote).await {
                     Ok(()) => info!(peer = %peer, addr = %remote, "upstream session ended"),
@@ -791,9 +852,24 @@ impl Upstreams {
         addr: SocketAddr,
     ) -> Result<(), SessionError> {
         let hello = Control::Hello { version: PROTOCOL_VERSION, node: self.site.clone(), role: Role::Relay };
-        let (mut tx, mut rx, _) = tokio::time::timeout(HELLO_TIMEOUT, session::accept_control(&conn, &hello))
-            .await
-            .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+        let (mut tx, mut rx, said) =
+            tokio::time::timeout(HELLO_TIMEOUT, session::accept_control(&conn, &hello))
+                .await
+                .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+        // The master room's site speaks as the agent; any other trusted site
+        // is a parent relay of a cascade.
+        let expected = if peer == crate::config::MASTER_SITE { Role::Agent } else { Role::Relay };
+        if let Control::Hello { role, .. } = said {
+            if role != expected {
+                let why = format!(
+                    "site `{peer}` said it is {role:?} but may only feed this relay as {expected:?} \
+                     (`master` is the agent, any other upstream a parent relay)"
+                );
+                self.audit.upstream_refused(&peer, addr, &why);
+                conn.close(session::close_code::FORBIDDEN.into(), b"wrong role for this identity");
+                return Err(SessionError::Protocol(why));
+            }
+        }
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
         let link_id = self.lock().add_link(Link::new(peer.clone(), addr, conn.clone(), ctl_tx));
         let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
@@ -819,12 +895,34 @@ impl Upstreams {
 
     fn on_control(&self, link_id: u64, peer: &str, msg: Control) -> Result<(), SessionError> {
         match msg {
-            Control::Catalog { cameras } => {
+            Control::Catalog { mut cameras } => {
                 info!(peer, cameras = cameras.len(), "catalog received");
+                let mut ids = HashSet::new();
+                cameras.retain(|c| {
+                    let first = ids.insert(c.id.clone());
+                    if !first {
+                        warn!(peer, camera = %c.id, "catalog lists the camera twice: the first entry counts");
+                    }
+                    first
+                });
                 let gone: Vec<TrackKey> = {
                     let mut inner = self.lock();
                     // This upstream is back: its old catalog is replaced.
                     inner.lost.remove(peer);
+                    for (other_id, other) in inner.links.iter().filter(|(id, _)| **id != link_id) {
+                        for c in cameras.iter().filter(|c| other.catalog.iter().any(|o| o.id == c.id)) {
+                            let (ours, theirs) =
+                                (inner.preference(link_id, peer), inner.preference(*other_id, &other.peer));
+                            let counts = if ours < theirs { peer } else { other.peer.as_str() };
+                            warn!(
+                                peer,
+                                other = %other.peer,
+                                camera = %c.id,
+                                counts,
+                                "two upstream links list the same camera: only the entry of `{counts}` counts (relay.upstreams order)"
+                            );
+                        }
+                    }
                     let Some(link) = inner.links.get_mut(&link_id) else { return Ok(()) };
                     link.catalog = cameras;
                     let link = &*link;
@@ -894,8 +992,8 @@ impl Upstreams {
                 }
             }
             Control::PtzLock { camera, holder } => {
-                let listed =
-                    self.lock().links.get(&link_id).is_some_and(|l| l.catalog.iter().any(|c| c.id == camera));
+                // Only the link that carries the camera speaks for its lock.
+                let listed = self.lock().carrier(&camera) == Some(link_id);
                 if listed {
                     let who = holder.as_ref().map(|h| h.controller.label());
                     info!(peer, camera = %camera, holder = who.as_deref().unwrap_or("nobody"), "PTZ lock changed hands");
@@ -903,7 +1001,7 @@ impl Upstreams {
                     inner.ptz_notices += 1;
                     Self::set_holder(&mut inner, &camera, holder, Instant::now());
                 } else {
-                    debug!(peer, camera = %camera, "PTZ lock notice for a camera not in this link's catalog: ignored");
+                    debug!(peer, camera = %camera, "PTZ lock notice for a camera this link does not carry: ignored");
                 }
             }
             // Shaping at the agent: the track stays open (viewers keep their
@@ -1185,6 +1283,18 @@ mod tests {
         }
     }
 
+    /// A relay fed by `master` (first) and `shard`, auditing nothing.
+    fn test_upstreams(grace: Duration) -> Arc<Upstreams> {
+        let audit = Arc::new(RelayAudit::disabled("site"));
+        Upstreams::new(
+            "site",
+            vec!["master".into(), "shard".into()],
+            audit,
+            Duration::from_millis(300),
+            grace,
+        )
+    }
+
     fn entry(camera: &str, sub: bool) -> CatalogEntry {
         CatalogEntry {
             id: camera.into(),
@@ -1216,7 +1326,7 @@ mod tests {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let up = Upstreams::new("site", Duration::from_millis(300), grace);
+                let up = test_upstreams(grace);
                 let mut links: Vec<(u64, String, mpsc::Receiver<Control>)> = Vec::new();
                 let mut asking = Vec::new();
                 let mut readers: Vec<TrackReader> = Vec::new();
@@ -1367,7 +1477,7 @@ mod tests {
     /// lapses with its lock.
     #[tokio::test(start_paused = true)]
     async fn ptz_commands_are_matched_by_id_and_holders_remembered() {
-        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let up = test_upstreams(Duration::from_secs(60));
         let (l1, mut rx) = up.attach("master");
         up.on_control(
             l1,
@@ -1473,7 +1583,7 @@ mod tests {
     /// and so is every command until a link is back.
     #[tokio::test(start_paused = true)]
     async fn ptz_times_out_and_a_lost_link_answers_unavailable() {
-        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let up = test_upstreams(Duration::from_secs(60));
         let (l1, mut rx) = up.attach("master");
         up.on_control(l1, "master", Control::Catalog { cameras: vec![ptz_entry("dome")] }).unwrap();
         let u = up.clone();
@@ -1520,7 +1630,7 @@ mod tests {
     /// pending entry behind, so a silent agent cannot fill the link's table.
     #[tokio::test(start_paused = true)]
     async fn a_dropped_ptz_request_is_forgotten() {
-        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let up = test_upstreams(Duration::from_secs(60));
         let (l1, mut rx) = up.attach("master");
         up.on_control(l1, "master", Control::Catalog { cameras: vec![ptz_entry("dome")] }).unwrap();
         let u = up.clone();
@@ -1537,7 +1647,7 @@ mod tests {
     /// the new link, and its GOP numbering starts over.
     #[tokio::test]
     async fn a_link_grants_gop_streams_as_its_subscriptions_grow() {
-        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let up = test_upstreams(Duration::from_secs(60));
         let (l, _rx) = up.attach("master");
         let mut inner = up.lock();
         let link = inner.links.get_mut(&l).unwrap();
@@ -1550,7 +1660,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_link_orphans_the_track_and_a_new_link_adopts_it() {
-        let up = Upstreams::new("site", Duration::from_millis(300), Duration::from_secs(60));
+        let up = test_upstreams(Duration::from_secs(60));
         let (l1, mut rx1) = up.attach("master");
         up.on_control(l1, "master", Control::Catalog { cameras: vec![entry("c0", false)] }).unwrap();
         let u = up.clone();
@@ -1602,5 +1712,68 @@ mod tests {
         }
         assert!(reader.next().await.is_none(), "ended after the grace");
         assert!(up.catalog().is_empty());
+    }
+
+    /// A camera id listed by two trusted links is never merged: its entry,
+    /// subscriptions, PTZ commands and lock notices belong to the first site
+    /// of `relay.upstreams` that lists it, and a catalog listing an id twice
+    /// keeps the first entry.
+    #[tokio::test(start_paused = true)]
+    async fn a_camera_listed_by_two_links_comes_from_the_preferred_one() {
+        let up = test_upstreams(Duration::from_secs(60));
+        let (shard, mut rx_shard) = up.attach("shard");
+        let mut shadow = entry("c0", false);
+        shadow.zone = "widened".into();
+        shadow.ptz = true;
+        let own = entry("c1", false);
+        up.on_control(shard, "shard", Control::Catalog { cameras: vec![shadow.clone(), own.clone()] })
+            .unwrap();
+        assert_eq!(up.catalog()[0].zone, "widened", "alone, the shard's entry counts");
+        let (master, mut rx_master) = up.attach("master");
+        let mut twice = entry("c0", false);
+        twice.name = "second copy".into();
+        up.on_control(master, "master", Control::Catalog { cameras: vec![entry("c0", false), twice] })
+            .unwrap();
+        let catalog = up.catalog();
+        assert_eq!(catalog.len(), 2, "{catalog:?}");
+        let c0 = catalog.iter().find(|c| c.id == "c0").unwrap();
+        assert_eq!((c0.zone.as_str(), c0.name.as_str(), c0.ptz), ("z", "c0", false), "master's first entry");
+        assert_eq!(up.lock().links[&master].catalog.len(), 1, "the duplicate in one catalog is dropped");
+
+        // Subscriptions go to the carrier: master for c0, the shard for c1.
+        let u = up.clone();
+        let viewer = tokio::spawn(async move { u.subscribe("c0", Quality::Main).await });
+        let Some(Control::Subscribe { id, camera, .. }) = rx_master.recv().await else {
+            panic!("no subscribe")
+        };
+        assert_eq!(camera, "c0");
+        up.on_control(master, "master", Control::SubscribeOk { id, codec: Codec::H264 }).unwrap();
+        viewer.await.unwrap().unwrap();
+        assert!(rx_shard.try_recv().is_err(), "the shard is not asked for c0");
+
+        // PTZ for c0 goes up the master's link only, and only its lock notices count.
+        let u = up.clone();
+        let ptz =
+            tokio::spawn(async move { u.ptz("c0", "anna", PtzCommand::Stop, Duration::from_secs(1)).await });
+        let Some(Control::Ptz { camera, viewer, .. }) = rx_master.recv().await else { panic!("no PTZ") };
+        assert_eq!((camera.as_str(), viewer.as_str()), ("c0", "anna"));
+        assert!(rx_shard.try_recv().is_err(), "the shard never sees the site's PTZ commands or viewers");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let _ = ptz.await;
+        up.on_control(
+            shard,
+            "shard",
+            Control::PtzLock { camera: "c0".into(), holder: Some(holder("mallory", 9000)) },
+        )
+        .unwrap();
+        assert!(up.ptz_holder("c0").is_none(), "a lock notice from a link that does not carry c0 is ignored");
+        up.on_control(
+            master,
+            "master",
+            Control::PtzLock { camera: "c0".into(), holder: Some(holder("anna", 9000)) },
+        )
+        .unwrap();
+        assert!(up.ptz_holder("c0").is_some());
+        up.check();
     }
 }

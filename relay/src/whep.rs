@@ -110,6 +110,8 @@ pub struct WhepSettings {
     pub max_sessions: usize,
     /// Most concurrent sessions on one camera (`whep.max_per_camera`).
     pub max_per_camera: usize,
+    /// Most concurrent sessions of one account or token (`whep.max_per_viewer`).
+    pub max_per_viewer: usize,
     /// Offers one client address may make per minute; 0: no limit
     /// (`whep.offers_per_minute`). More are refused with 429.
     pub offers_per_minute: u32,
@@ -130,6 +132,7 @@ impl Default for WhepSettings {
             udp_ports: None,
             max_sessions: 64,
             max_per_camera: 16,
+            max_per_viewer: 8,
             offers_per_minute: 30,
             first_frame_timeout: Duration::from_secs(10),
             gather_timeout: Duration::from_secs(5),
@@ -183,7 +186,7 @@ impl CameraSource for Upstreams {
 /// A live WHEP session, for status output.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionInfo {
-    /// Session id (the last segment of its `Location`).
+    /// The first 8 characters of the session id (the last segment of its `Location`).
     pub id: String,
     /// Who watches (`null` on a relay without accounts).
     pub viewer: Option<String>,
@@ -313,7 +316,9 @@ impl WhepState {
             .lock_sessions()
             .iter()
             .map(|(id, s)| SessionInfo {
-                id: id.clone(),
+                // Enough to tell sessions apart: the whole id is the
+                // capability to end it, and stays with its viewer.
+                id: id.chars().take(8).collect(),
                 viewer: s.viewer.audit_name().map(str::to_owned),
                 camera: s.camera.clone(),
                 quality: s.quality,
@@ -438,7 +443,7 @@ async fn end_session(
     let removed = {
         let mut sessions = state.lock_sessions();
         match sessions.get(&id) {
-            Some(s) if s.viewer.name() == viewer.name() => sessions.remove(&id),
+            Some(s) if s.viewer.same_holder(&viewer) => sessions.remove(&id),
             _ => None,
         }
     };
@@ -542,6 +547,20 @@ async fn offer(
                  (`whep.max_per_camera`); close another viewer of it or try again later"
             ),
         ));
+    }
+
+    if viewer.audit_name().is_some() {
+        let of_viewer = state.lock_sessions().values().filter(|s| s.viewer.same_account(&viewer)).count();
+        if of_viewer >= state.settings.max_per_viewer {
+            state.refusals.hit("whep.max_per_viewer");
+            let why = format!(
+                "viewer `{}` already has {of_viewer} WHEP sessions on this relay, the limit per account \
+                 (`whep.max_per_viewer`); close one of them (another tab or screen) and try again",
+                viewer.name()
+            );
+            state.audit.refused(viewer.audit_name(), &camera, quality, "over-limit", &why);
+            return Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE, why));
+        }
     }
 
     let mut reader = state.source.subscribe(&camera, quality).await.map_err(|f| {
@@ -1619,6 +1638,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
             gather_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
             disconnect_grace: Duration::from_secs(1),
+            max_per_viewer: 8,
         }
     }
 
@@ -2175,6 +2195,10 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let cookie_value = set_cookie.split(';').next().unwrap().to_owned();
         assert_eq!(cookie_value.len(), "ponte_session=".len() + 64, "{cookie_value}");
         let cookie = ("Cookie", cookie_value.as_str());
+        // Anna in a second browser: the same account, another login.
+        let reply = http_with(addr, "POST", "/login", &[form], b"user=anna&password=correct+horse").await;
+        let other_browser = reply.headers["set-cookie"].split(';').next().unwrap().to_owned();
+        assert_ne!(other_browser, cookie_value);
 
         // Anna sees the Centro zone only; Zaist is answered like a camera that does not exist.
         let reply = http_with(addr, "GET", "/api/catalog", &[cookie], b"").await;
@@ -2215,8 +2239,13 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         pc.set_remote_description(RTCSessionDescription::answer(reply.body).unwrap()).await.unwrap();
         eventually("the cached frames", || received.frames.load(Ordering::Relaxed) >= 3).await;
         assert_eq!(state.sessions()[0].viewer.as_deref(), Some("anna"));
+        assert_eq!(state.sessions()[0].id.len(), 8, "status never shows a whole session id");
+        assert!(location.rsplit('/').next().unwrap().starts_with(&state.sessions()[0].id));
         assert_eq!(http_with(addr, "DELETE", &location, &[auth_header], b"").await.status, 404);
         assert_eq!(state.sessions().len(), 1, "the VMS cannot end anna's session");
+        let other = ("Cookie", other_browser.as_str());
+        assert_eq!(http_with(addr, "DELETE", &location, &[other], b"").await.status, 404);
+        assert_eq!(state.sessions().len(), 1, "nor can anna's other browser");
         assert_eq!(http_with(addr, "DELETE", &location, &[cookie], b"").await.status, 200);
         eventually("view-stop in the audit log", || {
             std::fs::read_to_string(&audit_path).is_ok_and(|t| t.contains("view-stop"))
@@ -2243,6 +2272,7 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
             [
                 "login failed anna null",
                 "login ok anna null",
+                "login ok anna null",
                 "refused unknown anna zaist",
                 "refused unknown anna nowhere",
                 "refused forbidden vms duomo",
@@ -2254,10 +2284,62 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
             "{text}"
         );
         assert!(!text.contains("correct horse") && !text.contains(&token), "no secrets in the audit log");
-        let stop = &lines[7];
-        assert_eq!(stop["session"], lines[6]["session"]);
+        let stop = &lines[8];
+        assert_eq!(stop["session"], lines[7]["session"]);
         assert!(stop["duration_ms"].as_u64().unwrap() > 0, "{stop}");
         assert_eq!(ponte_proto::audit::verify(&[audit_path]), Ok(lines.len()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One account cannot take every slot: `whep.max_per_viewer` refuses
+    /// its next stream (503 naming the key, audited); another account plays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_per_account_are_limited() {
+        use crate::auth::{Accounts, AuthSettings, TokenConfig};
+        let source = fake(vec![entry("duomo", Codec::H264)]);
+        let writer = publish(&source.hub, "duomo");
+        push_frame(&writer, 0);
+        let (one, one_sha256) = crate::auth::new_token();
+        let (two, two_sha256) = crate::auth::new_token();
+        let token = |name: &str, token_sha256: String| TokenConfig {
+            name: name.into(),
+            token_sha256,
+            cameras: None,
+            max_quality: None,
+            ptz: false,
+        };
+        let accounts =
+            Accounts::from_config(&[], &[token("wall", one_sha256), token("vms", two_sha256)]).unwrap();
+        let audit = Arc::new(RelayAudit::disabled("carabinieri"));
+        let auth = Arc::new(Auth::new(accounts, audit.clone(), AuthSettings::default()));
+        let settings = WhepSettings { max_per_viewer: 1, ..test_settings() };
+        let state = Arc::new(WhepState::with_source(Arc::new(source), settings).with_access(auth, audit));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sdp = ("Content-Type", "application/sdp");
+        let (wall, vms) = (format!("Bearer {one}"), format!("Bearer {two}"));
+        let (pc1, offer1, _, _) = viewer().await;
+        let (pc2, offer2, _, _) = viewer().await;
+        let (pc3, offer3, _, _) = viewer().await;
+        let first =
+            http_with(addr, "POST", "/whep/duomo", &[("Authorization", &wall), sdp], offer1.as_bytes()).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        let second =
+            http_with(addr, "POST", "/whep/duomo", &[("Authorization", &wall), sdp], offer2.as_bytes()).await;
+        assert_eq!(second.status, 503, "{}", second.body);
+        assert!(
+            second.body.contains("`whep.max_per_viewer`") && second.body.contains("`wall`"),
+            "{}",
+            second.body
+        );
+        let other =
+            http_with(addr, "POST", "/whep/duomo", &[("Authorization", &vms), sdp], offer3.as_bytes()).await;
+        assert_eq!(other.status, 201, "another account still plays: {}", other.body);
+        assert_eq!(state.refusals().get("whep.max_per_viewer"), Some(&1));
+        for pc in [pc1, pc2, pc3] {
+            let _ = pc.close().await;
+        }
     }
 }

@@ -145,23 +145,34 @@ pub struct RelayConfig {
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub tls: TlsPaths,
-    /// Raw TOML appended at the end of the file; start it with a table header.
+    /// Raw TOML: keys before its first table header go into `[relay]`
+    /// (`upstreams = [...]`), the tables are appended at the end of the file.
     pub extra: String,
 }
 
 impl RelayConfig {
-    /// The TOML text.
+    /// The TOML text. Lines of `extra` before its first table header are
+    /// keys of `[relay]` (`upstreams = ["carabinieri"]`). A relay without
+    /// `[[viewer]]` or `[[token]]` in `extra` gets `allow_anonymous = true`
+    /// unless those lines set it.
     pub fn to_toml(&self) -> String {
+        let (relay_keys, tables) = split_relay_keys(&self.extra);
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "[relay]\nsite = {}\nquic_listen = {}\nhttp_listen = {}\n",
+            "[relay]\nsite = {}\nquic_listen = {}\nhttp_listen = {}",
             q(&self.site),
             q(&self.quic_listen.to_string()),
             q(&self.http_listen.to_string())
         );
+        let has_accounts = tables.contains("[[viewer]]") || tables.contains("[[token]]");
+        if !has_accounts && !relay_keys.contains("allow_anonymous") {
+            s.push_str("allow_anonymous = true\n");
+        }
+        push_extra(&mut s, relay_keys);
+        s.push('\n');
         write_tls(&mut s, &self.tls);
-        push_extra(&mut s, &self.extra);
+        push_extra(&mut s, tables);
         if !self.extra.contains("[management]") {
             let _ = writeln!(s, "\n[management]\nlisten = \"127.0.0.1:0\"");
         }
@@ -186,6 +197,18 @@ impl RelayConfig {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http_listen)
     }
+}
+
+/// `extra` split at its first table header: the keys before it, the tables from it.
+fn split_relay_keys(extra: &str) -> (&str, &str) {
+    let mut at = 0;
+    for line in extra.split_inclusive('\n') {
+        if line.trim_start().starts_with('[') {
+            break;
+        }
+        at += line.len();
+    }
+    extra.split_at(at)
 }
 
 fn write_tls(s: &mut String, tls: &TlsPaths) {
@@ -267,7 +290,8 @@ mod tests {
         let toml = cfg.to_toml();
         assert!(
             toml.starts_with(
-                "[relay]\nsite = \"carabinieri\"\nquic_listen = \"127.0.0.1:7443\"\nhttp_listen = \"127.0.0.1:8080\"\n\n\
+                "[relay]\nsite = \"carabinieri\"\nquic_listen = \"127.0.0.1:7443\"\nhttp_listen = \"127.0.0.1:8080\"\n\
+                 allow_anonymous = true\n\n\
                  [tls]\nca = \"/p/ca.pem\"\ncert = \"/p/master.pem\"\nkey = \"/p/master.key\"\n\n"
             ),
             "{toml}"
@@ -275,5 +299,18 @@ mod tests {
         assert!(toml.contains("\n[audit]\npath = \"/p/relay-carabinieri-audit.log\"\n"), "{toml}");
         assert_eq!(cfg.audit_path(), Path::new("/p/relay-carabinieri-audit.log"));
         assert_eq!(cfg.base_url(), "http://127.0.0.1:8080");
+        // Keys before the first table go to `[relay]`; accounts turn anonymity off.
+        let cfg = RelayConfig {
+            extra: "upstreams = [\"carabinieri\"]\n[[token]]\nname = \"vms\"\n".into(),
+            site: "questura-vms".into(),
+            ..cfg
+        };
+        let toml = cfg.to_toml();
+        assert!(
+            toml.contains("http_listen = \"127.0.0.1:8080\"\nupstreams = [\"carabinieri\"]\n\n[tls]"),
+            "{toml}"
+        );
+        assert!(!toml.contains("allow_anonymous"), "{toml}");
+        assert!(toml.contains("\n[[token]]\nname = \"vms\"\n"), "{toml}");
     }
 }

@@ -155,7 +155,8 @@ async fn browser_on_the_downstream_relay_decodes_and_the_link_carries_one_copy()
     let _heavy = ponte_tests::e2e_lock();
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "site-a", "site-b"]).await?;
-    let b = relay_config(&pki, "site-b", String::new());
+    // B is fed by A, not by the master room.
+    let b = relay_config(&pki, "site-b", "upstreams = [\"site-a\"]\n".into());
     // A feeds B, and also lists a downstream `site-x` at B's address: the
     // TLS name (`localhost`) checks out, the site in the certificate does not.
     let a = relay_config(
