@@ -510,7 +510,9 @@ impl PtsMap {
         let last = self.last;
         let offset = *self.offset.get_or_insert_with(|| {
             let base = match last {
-                Some(l) => now.max(l + 1),
+                // `last` reaches u64::MAX when a camera's timestamps run
+                // away (the pts saturates below): no overflow on reconnect.
+                Some(l) => now.max(l.saturating_add(1)),
                 None => now,
             };
             i128::from(base) - t

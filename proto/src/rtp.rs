@@ -379,6 +379,36 @@ mod tests {
     }
 
     #[test]
+    fn mtu_and_nal_sizes_at_the_edges() {
+        for codec in [Codec::H264, Codec::H265] {
+            let fits = MIN_MTU - HEADER_LEN;
+            // A NAL that just fits travels whole; one byte more is split.
+            for (len, packets) in [(fits, 1), (fits + 1, 2)] {
+                let mut nal = vec![0x26, 0x01];
+                nal.resize(len, 9);
+                let au = annex_b(&[&nal]);
+                for mtu in [0, 1, MIN_MTU] {
+                    let got = Packetizer::new(codec, 96, 1, u16::MAX, mtu).packetize(&au, u32::MAX);
+                    assert_eq!(got.len(), packets, "{codec:?} NAL of {len} at MTU {mtu}");
+                    assert!(got.iter().all(|p| p.len() <= MIN_MTU));
+                    assert_eq!(depacketize(codec, &got), vec![nal.clone()]);
+                    assert_eq!(got[0].sequence, u16::MAX, "the sequence wraps, it does not overflow");
+                }
+            }
+            // No MTU is too large: a huge one means nothing is split.
+            let big = annex_b(&[&vec![0x26; 70_000]]);
+            assert_eq!(Packetizer::new(codec, 96, 1, 0, usize::MAX).packetize(&big, 0).len(), 1);
+        }
+        // Sender reports and NTP times at the ends of their ranges.
+        assert_eq!(ntp_timestamp(0) >> 32, NTP_UNIX_OFFSET);
+        let _ = ntp_timestamp(u64::MAX);
+        let _ = sender_report(u32::MAX, u64::MAX, u32::MAX, u32::MAX, u32::MAX);
+        let mut clock = RtpClock::new(u32::MAX);
+        assert_eq!(clock.stamp(u64::MAX), u32::MAX);
+        assert_eq!(clock.stamp(0), u32::MAX.wrapping_add(DEFAULT_FRAME_TICKS), "a pts jump back");
+    }
+
+    #[test]
     fn h265_large_nal_becomes_fu_with_a_two_byte_payload_header() {
         let mut idr = vec![0x26, 0x01]; // IDR_W_RADL, tid 1
         idr.extend((0..3000u32).map(|i| (i % 200) as u8 + 4));

@@ -315,6 +315,9 @@ pub enum MediaEvent {
     Frame(Frame),
 }
 
+/// Most a media decoder reserves ahead of the bytes it has received.
+const EAGER_RESERVE: usize = 64 * 1024;
+
 /// Incremental decoder of one media stream.
 #[derive(Debug, Default)]
 pub struct MediaDecoder {
@@ -358,13 +361,24 @@ impl MediaDecoder {
         if flags & !FLAG_KEYFRAME != 0 {
             return Err(WireError::Invalid("frame flags"));
         }
+        // `len` is at most MAX_FRAME_LEN here, so the sum cannot overflow.
         if self.buf.len() < FRAME_HEADER_LEN + len {
-            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
+            // Room for the frame grows with what arrived, not with what the
+            // peer announced: 13 bytes claiming 16 MiB reserve 64 KiB.
+            let missing = FRAME_HEADER_LEN + len - self.buf.len();
+            self.buf.reserve(missing.min(self.buf.len().max(EAGER_RESERVE)));
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER_LEN);
         let payload = self.buf.split_to(len).freeze();
         Ok(Some(MediaEvent::Frame(Frame { pts, keyframe: flags & FLAG_KEYFRAME != 0, payload })))
+    }
+
+    /// Bytes the decoder has room for (tests: announced lengths do not
+    /// allocate).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Checks the stream ended cleanly (not inside a header or frame).
@@ -517,6 +531,54 @@ mod tests {
         let mut huge = BytesMut::new();
         huge.put_u32(u32::MAX);
         assert!(matches!(Control::decode(&mut huge), Err(WireError::TooLong { .. })));
+    }
+
+    #[test]
+    fn peer_lengths_at_and_beyond_the_limits() {
+        // Control: the length prefix is checked before `4 + len` is formed.
+        for (len, too_long) in
+            [(u32::MAX, true), (MAX_CONTROL_LEN as u32 + 1, true), (MAX_CONTROL_LEN as u32, false)]
+        {
+            let mut buf = BytesMut::new();
+            buf.put_u32(len);
+            buf.put_slice(b"{}");
+            let got = Control::decode(&mut buf);
+            assert_eq!(matches!(got, Err(WireError::TooLong { .. })), too_long, "{len}: {got:?}");
+            if !too_long {
+                assert_eq!(got, Ok(None), "waits for the body");
+            }
+        }
+        // Frames: u32::MAX and one past the limit are refused; the limit
+        // itself waits for its bytes without reserving them up front.
+        let mut stream = BytesMut::new();
+        header().encode(&mut stream);
+        for (len, too_long) in
+            [(u32::MAX, true), (MAX_FRAME_LEN as u32 + 1, true), (MAX_FRAME_LEN as u32, false)]
+        {
+            let mut d = MediaDecoder::new();
+            d.push(&stream);
+            assert!(matches!(d.poll(), Ok(Some(MediaEvent::Header(_)))));
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h[9..].copy_from_slice(&len.to_be_bytes());
+            d.push(&h);
+            let got = d.poll();
+            assert_eq!(matches!(got, Err(WireError::TooLong { .. })), too_long, "{len}: {got:?}");
+            if !too_long {
+                assert_eq!(got, Ok(None));
+                assert!(d.capacity() <= 2 * EAGER_RESERVE, "13 bytes reserved {} bytes", d.capacity());
+                d.push(&vec![7u8; 300_000]);
+                assert_eq!(d.poll(), Ok(None));
+                assert!(d.capacity() <= 4 * 300_000, "room follows the bytes received: {}", d.capacity());
+            }
+        }
+        // Parameter sets: a u16 length above the limit is refused.
+        let mut raw = BytesMut::new();
+        GopHeader { config: CodecConfig { parameter_sets: vec![], ..header().config }, ..header() }
+            .encode(&mut raw);
+        let count_at = raw.len() - 1;
+        raw[count_at] = 1;
+        raw.put_u16(u16::MAX);
+        assert!(matches!(decode_gop_header(&raw), Err(WireError::TooLong { what: "parameter set", .. })));
     }
 
     #[test]

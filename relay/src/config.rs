@@ -120,6 +120,22 @@ pub struct RtspSection {
     /// Most concurrent RTSP client connections.
     #[serde(default = "default_rtsp_max")]
     pub max_connections: usize,
+    /// Most concurrent RTSP connections from one client address, so one
+    /// host cannot take every slot.
+    #[serde(default = "default_rtsp_max_per_client")]
+    pub max_connections_per_client: usize,
+    /// A connection that has not logged in this many seconds after it
+    /// opened is closed, whatever it sends meanwhile.
+    #[serde(default = "default_rtsp_auth_deadline")]
+    pub auth_deadline_secs: u64,
+}
+
+fn default_rtsp_max_per_client() -> usize {
+    16
+}
+
+fn default_rtsp_auth_deadline() -> u64 {
+    10
 }
 
 fn default_rtsp_max() -> usize {
@@ -355,6 +371,16 @@ impl RelayConfig {
             if rtsp.session_timeout_secs == 0 {
                 bail!("`rtsp.session_timeout_secs` must be at least 1 (60 is usual)");
             }
+            if rtsp.max_connections_per_client == 0 {
+                bail!("`rtsp.max_connections_per_client` must be at least 1 (16 is the default)");
+            }
+            if rtsp.auth_deadline_secs == 0 || rtsp.auth_deadline_secs > 300 {
+                bail!(
+                    "`rtsp.auth_deadline_secs` = {} must be between 1 and 300 (10 is the default): \
+                     a connection that has not logged in by then is closed",
+                    rtsp.auth_deadline_secs
+                );
+            }
         }
         if self.whep.max_sessions == 0 || self.whep.max_per_camera == 0 || self.whep.max_per_viewer == 0 {
             bail!(
@@ -563,5 +589,26 @@ mod tests {
         let bad = format!("{base}[whep]\nudp_ports = \"40000\"\n");
         let err = format!("{:#}", RelayConfig::from_toml(&bad).unwrap_err());
         assert!(err.contains("udp_ports") && err.contains("LOW-HIGH"), "{err}");
+    }
+
+    #[test]
+    fn rtsp_connection_caps_and_login_deadline_have_safe_defaults() {
+        let base = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[rtsp]\nlisten = \"127.0.0.1:8554\"\n";
+        let rtsp = RelayConfig::from_toml(base).unwrap().rtsp.unwrap();
+        assert_eq!(
+            (rtsp.max_connections, rtsp.max_connections_per_client, rtsp.auth_deadline_secs),
+            (256, 16, 10)
+        );
+        let set = format!("{base}max_connections_per_client = 4\nauth_deadline_secs = 3\n");
+        let rtsp = RelayConfig::from_toml(&set).unwrap().rtsp.unwrap();
+        assert_eq!((rtsp.max_connections_per_client, rtsp.auth_deadline_secs), (4, 3));
+        for (bad, key) in [
+            ("max_connections_per_client = 0", "rtsp.max_connections_per_client"),
+            ("auth_deadline_secs = 0", "rtsp.auth_deadline_secs"),
+            ("auth_deadline_secs = 86400", "rtsp.auth_deadline_secs"),
+        ] {
+            let err = format!("{:#}", RelayConfig::from_toml(&format!("{base}{bad}\n")).unwrap_err());
+            assert!(err.contains(&format!("`{key}`")), "{bad}: {err}");
+        }
     }
 }

@@ -44,6 +44,15 @@ fn fuzz_rtsp_request() {
         b"CSeq: 1\r\n",
         b"Content-Length: 10\r\n",
         b"Content-Length: 99999999999999999999\r\n",
+        // Lengths that parse but overflow `head + body` (u64::MAX - 68 wraps
+        // a 69-byte head to 0), and the limit's edges.
+        b"Content-Length: 18446744073709551547\r\n",
+        b"Content-Length: 18446744073709551615\r\n",
+        b"Content-Length: 18446744073709551600\r\n",
+        b"Content-Length: 9223372036854775808\r\n",
+        b"Content-Length: 4294967295\r\n",
+        b"Content-Length: 8192\r\n",
+        b"Content-Length: +1\r\n",
         b"Session: 1\r\n",
         b"\r\n\r\n",
         b"$\x00\xff\xff",

@@ -252,6 +252,8 @@ async fn start_rtsp(
         session_timeout: Duration::from_secs(section.session_timeout_secs),
         max_sessions: section.max_sessions,
         max_connections: section.max_connections,
+        max_connections_per_client: section.max_connections_per_client,
+        auth_deadline: Duration::from_secs(section.auth_deadline_secs),
         ..Default::default()
     };
     let rtsp_auth = Arc::new(rtsp::RtspAuth::new(auth.clone(), section.basic));

@@ -448,3 +448,15 @@ fn pts_continue_across_sessions() {
     m.new_session();
     assert_eq!(m.map(0, 90_000, 500_000), 500_000);
 }
+
+#[test]
+fn runaway_camera_timestamps_saturate_and_never_overflow() {
+    let mut m = PtsMap::default();
+    // A camera's extended RTP time at the far end, at the slowest clock rate.
+    assert_eq!(m.map(0, 1, 0), 0);
+    assert_eq!(m.map(i64::MAX, 1, 0), u64::MAX);
+    m.new_session();
+    assert_eq!(m.map(0, 1, 0), u64::MAX, "a new session after a saturated one does not wrap");
+    assert_eq!(m.map(i64::MIN, 1, 0), 0, "time running backwards stops at 0");
+    assert_eq!(m.map(5, 0, 0), u64::MAX, "a clock rate of 0 from the SDP is taken as 1");
+}

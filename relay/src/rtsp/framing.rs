@@ -89,61 +89,77 @@ impl Framer {
                 return None;
             }
         }
-        // Bare line ends between messages are tolerated (some clients send
-        // them as keep-alives).
-        while matches!(self.buf.first(), Some(b'\r' | b'\n')) {
-            self.buf.advance(1);
-        }
-        match self.buf.first()? {
-            b'$' => {
-                if self.buf.len() < 4 {
-                    return None;
-                }
-                let channel = self.buf[1];
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]);
-                self.buf.advance(4);
-                self.skip = usize::from(len);
-                Some(Inbound::Interleaved { channel, len })
+        loop {
+            // Bare line ends between messages are tolerated (some clients
+            // send them as keep-alives).
+            while matches!(self.buf.first(), Some(b'\r' | b'\n')) {
+                self.buf.advance(1);
             }
-            _ => self.request(),
+            match self.buf.first()? {
+                b'$' => {
+                    if self.buf.len() < 4 {
+                        return None;
+                    }
+                    let channel = self.buf[1];
+                    let len = u16::from_be_bytes([self.buf[2], self.buf[3]]);
+                    self.buf.advance(4);
+                    self.skip = usize::from(len);
+                    return Some(Inbound::Interleaved { channel, len });
+                }
+                // A response to nothing we asked is dropped; a loop, not
+                // recursion, so a buffer full of them cannot run the stack out.
+                _ => match self.request()? {
+                    Framed::Item(item) => return Some(item),
+                    Framed::Ignored => {}
+                },
+            }
         }
     }
 
-    fn request(&mut self) -> Option<Inbound> {
+    fn request(&mut self) -> Option<Framed> {
         let window = &self.buf[..self.buf.len().min(MAX_REQUEST_BYTES)];
         let Some(head_end) = find(window, b"\r\n\r\n").map(|i| i + 4) else {
             if self.buf.len() >= MAX_REQUEST_BYTES {
-                return Some(self.fatal(
+                return Some(Framed::Item(self.fatal(
                     StatusCode::BadRequest,
                     None,
                     format!("request header exceeds {MAX_REQUEST_BYTES} bytes"),
-                ));
+                )));
             }
             return None;
         };
         let head = &self.buf[..head_end];
         let cseq = header(head, "cseq").map(str::to_owned);
-        let body_len = match header(head, "content-length").map(|v| v.parse::<usize>()) {
-            None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
-                return Some(self.fatal(StatusCode::BadRequest, cseq, "invalid Content-Length".into()))
+        let lengths: Vec<&str> = headers(head, "content-length").collect();
+        // The peer's number is checked before any arithmetic: a length near
+        // u64::MAX once wrapped `head_end + body_len` to a small number.
+        let body_len = match lengths.as_slice() {
+            [] => 0,
+            [one] => match one.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    let reason = format!("invalid Content-Length {:?}", truncate(one));
+                    return Some(Framed::Item(self.fatal(StatusCode::BadRequest, cseq, reason)));
+                }
+            },
+            _ => {
+                let reason = "more than one Content-Length".to_owned();
+                return Some(Framed::Item(self.fatal(StatusCode::BadRequest, cseq, reason)));
             }
         };
-        if head_end + body_len > MAX_REQUEST_BYTES {
-            return Some(self.fatal(
-                StatusCode::RequestMessageBodyTooLarge,
-                cseq,
-                format!("request of {} bytes exceeds {MAX_REQUEST_BYTES}", head_end + body_len),
-            ));
-        }
-        if self.buf.len() < head_end + body_len {
+        let Some(total) = request_len(head_end, body_len) else {
+            let reason = format!(
+                "Content-Length {body_len} after a {head_end}-byte header exceeds the {MAX_REQUEST_BYTES}-byte limit"
+            );
+            return Some(Framed::Item(self.fatal(StatusCode::RequestMessageBodyTooLarge, cseq, reason)));
+        };
+        if self.buf.len() < total {
             return None;
         }
         let lines = head.split(|&b| b == b'\n').count().saturating_sub(3);
-        let message = self.buf.split_to(head_end + body_len);
+        let message = self.buf.split_to(total);
         let refuse = |status, reason: String| {
-            Some(Inbound::Refused(Refusal { status, cseq: cseq.clone(), reason, fatal: false }))
+            Some(Framed::Item(Inbound::Refused(Refusal { status, cseq: cseq.clone(), reason, fatal: false })))
         };
         if lines > MAX_HEADERS {
             return refuse(StatusCode::BadRequest, format!("more than {MAX_HEADERS} header lines"));
@@ -161,15 +177,12 @@ impl Framer {
         }
         match Message::<Vec<u8>>::parse(&message[..]) {
             Ok((Message::Request(req), _)) if req.version() == Version::V1_0 => {
-                Some(Inbound::Request(Box::new(req)))
+                Some(Framed::Item(Inbound::Request(Box::new(req))))
             }
             Ok((Message::Request(_), _)) => {
                 refuse(StatusCode::RTSPVersionNotSupported, "only RTSP/1.0 is supported".into())
             }
-            Ok((Message::Response(_), _)) => {
-                // A response to nothing we asked: ignore it.
-                self.poll()
-            }
+            Ok((Message::Response(_), _)) => Some(Framed::Ignored),
             Ok((Message::Data(_), _)) | Err(_) => refuse(StatusCode::BadRequest, "malformed request".into()),
         }
     }
@@ -181,13 +194,39 @@ impl Framer {
     }
 }
 
+/// What [`Framer::request`] took off the buffer.
+enum Framed {
+    /// Something for the connection to act on.
+    Item(Inbound),
+    /// A response from the client: dropped.
+    Ignored,
+}
+
+/// Bytes of a request whose head takes `head_end` bytes and whose body the
+/// peer announced as `body_len`; `None` when that exceeds
+/// [`MAX_REQUEST_BYTES`] (whatever the number, no overflow).
+fn request_len(head_end: usize, body_len: u64) -> Option<usize> {
+    let body = usize::try_from(body_len).ok()?;
+    head_end.checked_add(body).filter(|&n| n <= MAX_REQUEST_BYTES)
+}
+
+/// At most 32 characters of a peer's value, for a log line.
+fn truncate(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Value of header `name` (lower case) in a raw request head, trimmed.
-fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
-    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+fn header<'a>(head: &'a [u8], name: &'a str) -> Option<&'a str> {
+    headers(head, name).next()
+}
+
+/// Every value of header `name` in a raw request head, trimmed.
+fn headers<'a>(head: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    head.split(|&b| b == b'\n').skip(1).filter_map(move |line| {
         let line = std::str::from_utf8(line).ok()?;
         let (n, v) = line.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -281,6 +320,82 @@ GET_PARAMETER rtsp://h/cam RTSP/1.0\r\nCSeq: 2\r\nContent-Length: 4\r\n\r\nping\
         let mut f = Framer::new();
         f.push(b"SET_PARAMETER rtsp://h/c RTSP/1.0\r\nCSeq: 4\r\nContent-Length: -1\r\n\r\n");
         assert!(refusal(&f.poll().unwrap()).fatal);
+    }
+
+    /// A request whose `Content-Length` makes `head + body` exactly
+    /// `2^64 + wrap_to` bytes: what used to wrap to `wrap_to` in release
+    /// builds (and panic in debug ones).
+    fn wrapping_request(wrap_to: u64) -> Vec<u8> {
+        let head = |len: u64| {
+            format!("SET_PARAMETER rtsp://h/c RTSP/1.0\r\nCSeq: 5\r\nContent-Length: {len}\r\n\r\n")
+        };
+        // Any length near u64::MAX has 20 digits: the head's size is fixed.
+        let head_len = head(u64::MAX).len() as u64;
+        head(u64::MAX - head_len + 1 + wrap_to).into_bytes()
+    }
+
+    #[test]
+    fn content_lengths_near_u64_max_are_fatal_not_wrapped() {
+        for wrap_to in [0, 1, 40] {
+            let mut f = Framer::new();
+            f.push(&wrapping_request(wrap_to));
+            f.push(b"OPTIONS * RTSP/1.0\r\nCSeq: 6\r\n\r\n");
+            let got = all(&mut f);
+            assert_eq!(got.len(), 1, "one refusal, then nothing: {got:?}");
+            let r = refusal(&got[0]);
+            assert_eq!(
+                (r.status, r.cseq.as_deref(), r.fatal),
+                (StatusCode::RequestMessageBodyTooLarge, Some("5"), true)
+            );
+        }
+        let head = "SET_PARAMETER rtsp://h/c RTSP/1.0\r\nCSeq: 7\r\nContent-Length: ";
+        for len in [u64::MAX, u64::MAX - 1, 1 << 63, u64::from(u32::MAX), usize::MAX as u64, 8193] {
+            let mut f = Framer::new();
+            f.push(format!("{head}{len}\r\n\r\n").as_bytes());
+            let r = refusal(&f.poll().expect("a refusal")).clone();
+            assert_eq!((r.status, r.fatal), (StatusCode::RequestMessageBodyTooLarge, true), "{len}");
+        }
+        // The largest request that fits is taken, one byte more is not.
+        let head_len = format!("{head}0000\r\n\r\n").len();
+        for (extra, fits) in [(0, true), (1, false)] {
+            let body = MAX_REQUEST_BYTES - head_len + extra;
+            let mut f = Framer::new();
+            f.push(format!("{head}{body:04}\r\n\r\n").as_bytes());
+            f.push(&vec![b'x'; body]);
+            match f.poll() {
+                Some(Inbound::Request(r)) if fits => assert_eq!(r.body().len(), body),
+                Some(Inbound::Refused(r)) if !fits => assert!(r.fatal),
+                other => panic!("body of {body}: {other:?}"),
+            }
+        }
+        assert_eq!(request_len(usize::MAX, 1), None);
+        assert_eq!(request_len(10, u64::MAX), None);
+        assert_eq!(request_len(10, 20), Some(30));
+    }
+
+    #[test]
+    fn two_content_lengths_are_fatal() {
+        let mut f = Framer::new();
+        f.push(b"SET_PARAMETER rtsp://h/c RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 0\r\ncontent-length: 4\r\n\r\nabcd");
+        let r = refusal(&f.poll().expect("a refusal")).clone();
+        assert_eq!((r.status, r.fatal), (StatusCode::BadRequest, true));
+    }
+
+    #[test]
+    fn a_buffer_full_of_responses_is_dropped_without_recursion() {
+        let mut f = Framer::new();
+        for _ in 0..20_000 {
+            f.push(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n");
+        }
+        f.push(b"OPTIONS * RTSP/1.0\r\nCSeq: 2\r\n\r\n");
+        // On a small stack, as a tokio worker's would be under load.
+        let got = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || all(&mut f).len())
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(got, 1);
     }
 
     proptest! {

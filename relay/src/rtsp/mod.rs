@@ -4,11 +4,13 @@
 //! accounts, and the same narrowing of the catalog as WHEP.
 //!
 //! - [`framing`]: the request stream, limits and malformed input (sans-IO);
+//! - [`admission`]: connection caps, in all and per client address;
 //! - [`sdp`]: the DESCRIBE answer;
 //! - [`auth`]: Digest/Basic on top of the relay's accounts ([`crate::auth`]);
 //! - [`session`]: one client's RTP pump;
 //! - [`server`]: listener, connections, methods, session table.
 
+mod admission;
 mod auth;
 pub(crate) mod framing;
 mod sdp;

@@ -7,7 +7,8 @@
 //! upstream subscription WHEP uses, so a camera crosses the link once
 //! whatever the number of RTSP and WHEP viewers.
 
-use super::auth::{Outcome, RtspAuth};
+use super::admission::{Admission, Slot};
+use super::auth::{Asked, Outcome, RtspAuth};
 use super::framing::{Framer, Inbound, Refusal};
 use super::sdp;
 use super::session::{self, Counters, Numbering, PumpSpec, Session, SessionInfo, Sink};
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 /// Methods this server implements, for `Public` and `Allow`.
@@ -58,6 +59,11 @@ pub struct RtspSettings {
     pub write_stall: Duration,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most concurrent client connections from one address.
+    pub max_connections_per_client: usize,
+    /// A connection that has not logged in (or, on a relay without
+    /// accounts, asked for a stream) this long after it opened is closed.
+    pub auth_deadline: Duration,
     /// Most concurrent sessions.
     pub max_sessions: usize,
     /// Largest RTP packet, header included.
@@ -74,6 +80,8 @@ impl Default for RtspSettings {
             first_frame_timeout: Duration::from_secs(10),
             write_stall: Duration::from_secs(10),
             max_connections: 256,
+            max_connections_per_client: 16,
+            auth_deadline: Duration::from_secs(10),
             max_sessions: 256,
             mtu: ponte_proto::rtp::DEFAULT_MTU,
         }
@@ -230,6 +238,9 @@ struct Conn {
     next_channel: u8,
     /// Viewer whose login was recorded on this connection.
     logged_in: Option<String>,
+    /// Some request of this connection passed authentication (the
+    /// anonymous viewer's included): the login deadline no longer applies.
+    authenticated: bool,
 }
 
 /// The RTSP egress of a relay.
@@ -244,7 +255,9 @@ pub struct RtspServer {
     sessions: Mutex<HashMap<String, Session>>,
     /// Per connection: told to close when access to a stream of it is revoked.
     closers: Mutex<HashMap<u64, Arc<Notify>>>,
-    connections: Arc<Semaphore>,
+    admission: Arc<Admission>,
+    /// Connections refused by a limit, for a log that does not flood.
+    refused: AtomicU64,
     next_conn: AtomicU64,
     me: Weak<RtspServer>,
 }
@@ -262,7 +275,8 @@ impl RtspServer {
         let udp =
             if settings.udp { Some(UdpPair::bind(local_addr.ip(), settings.udp_port).await?) } else { None };
         Ok(Arc::new_cyclic(|me| Self {
-            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            admission: Admission::new(settings.max_connections, settings.max_connections_per_client),
+            refused: AtomicU64::new(0),
             settings,
             source,
             auth,
@@ -317,11 +331,23 @@ impl RtspServer {
                     continue;
                 }
             };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                warn!(%peer, max = self.settings.max_connections, "RTSP connection refused: too many clients");
-                continue;
+            let slot = match self.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    // Closed at once: an attacker's sockets never reach a task.
+                    drop(stream);
+                    let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    let (total, per_client) =
+                        (self.settings.max_connections, self.settings.max_connections_per_client);
+                    if n.is_power_of_two() || n.is_multiple_of(1000) {
+                        warn!(%peer, limit = full.key(), max_connections = total, max_connections_per_client = per_client, refused_so_far = n, "RTSP connection refused: `{}` reached", full.key());
+                    } else {
+                        debug!(%peer, limit = full.key(), "RTSP connection refused");
+                    }
+                    continue;
+                }
             };
-            tokio::spawn(self.clone().connection(stream, peer, permit));
+            tokio::spawn(self.clone().connection(stream, peer, slot));
         }
     }
 
@@ -405,23 +431,36 @@ impl RtspServer {
         }
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, _slot: Slot) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let local = stream.local_addr().unwrap_or(self.local_addr);
         let _ = stream.set_nodelay(true);
         let (mut rd, wr) = stream.into_split();
         let (out, out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(wr, out_rx, self.settings.write_stall));
-        let mut conn = Conn { id, peer, local, out, next_channel: 0, logged_in: None };
+        let mut conn = Conn { id, peer, local, out, next_channel: 0, logged_in: None, authenticated: false };
         let closer = Arc::new(Notify::new());
         self.closers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, closer.clone());
         debug!(%peer, connection = id, "RTSP client connected");
         let mut framer = Framer::new();
         let mut buf = vec![0u8; 16 * 1024];
         let mut writer_done = false;
+        let (idle, login) = (self.settings.session_timeout, self.settings.auth_deadline);
+        let login_by = Instant::now() + login;
+        // Requests and interleaved frames count as activity; bare line ends
+        // (a keep-alive any socket can send) do not.
+        let mut active_at = Instant::now();
         let why: String = 'conn: loop {
+            let now = Instant::now();
+            let wait = if conn.authenticated {
+                (active_at + idle).saturating_duration_since(now)
+            } else if now < login_by {
+                login_by - now
+            } else {
+                break format!("not logged in within {login:?} of connecting");
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(self.settings.session_timeout, rd.read(&mut buf)) => r,
+                r = tokio::time::timeout(wait, rd.read(&mut buf)) => r,
                 w = &mut writer => {
                     writer_done = true;
                     break match w {
@@ -432,9 +471,15 @@ impl RtspServer {
                 _ = closer.notified() => break "access revoked".into(),
             };
             let n = match read {
+                Err(_) if !conn.authenticated => {
+                    break format!("not logged in within {login:?} of connecting")
+                }
                 // A UDP client may keep its sessions alive with RTCP alone.
-                Err(_) if self.lock().values().any(|s| s.conn == id) => continue,
-                Err(_) => break format!("silent for {:?}", self.settings.session_timeout),
+                Err(_) if self.lock().values().any(|s| s.conn == id) => {
+                    active_at = Instant::now();
+                    continue;
+                }
+                Err(_) => break format!("idle for {idle:?}"),
                 Ok(Ok(0)) => break "closed by the client".into(),
                 Ok(Err(e)) => break format!("read failed: {e}"),
                 Ok(Ok(n)) => n,
@@ -442,6 +487,7 @@ impl RtspServer {
             self.touch_connection(id);
             framer.push(&buf[..n]);
             while let Some(inbound) = framer.poll() {
+                active_at = Instant::now();
                 let (reply, fatal) = match inbound {
                     Inbound::Interleaved { channel, len } => {
                         tracing::trace!(%peer, channel, len, "interleaved frame from the client (RTCP)");
@@ -526,17 +572,23 @@ impl RtspServer {
     /// The viewer a request comes from (the anonymous one on a relay
     /// without accounts), or the 401/503 to answer.
     async fn authenticate(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Viewer, Reply> {
-        let method = <&str>::from(req.method());
+        let asked = Asked {
+            method: <&str>::from(req.method()),
+            uri: req.request_uri(),
+            proven: conn.logged_in.as_deref(),
+        };
         let authorization = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
         let now = unix_secs();
         let client = conn.peer.ip();
-        match self.auth.check(method, authorization, client, now).await {
+        match self.auth.check(asked, authorization, client, now).await {
             Outcome::Viewer(v) => {
                 if v.audit_name().is_some() && conn.logged_in.as_deref() != Some(v.name()) {
-                    // One `login` audit line per connection, not per request.
+                    // One `login` audit line per connection, not per request
+                    // (and the attempt the check took is refunded).
                     self.auth.login_ok(client, &v, "RTSP");
                     conn.logged_in = Some(v.name().to_owned());
                 }
+                conn.authenticated = true;
                 Ok(v)
             }
             Outcome::Challenge { stale } => {

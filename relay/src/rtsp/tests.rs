@@ -709,3 +709,67 @@ async fn a_long_gop_backlog_is_sent_whole_then_live_frames() {
     assert!(packets.iter().filter(|p| p.marker).count() >= 200, "every frame arrived");
     assert_eq!(server.sessions()[0].frames_skipped, 0);
 }
+
+/// True when the server closes `s` within `within` (reads EOF or an error).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_address_holds_its_share_of_connections_and_the_unauthenticated_are_closed_at_the_deadline() {
+    let deadline = Duration::from_millis(400);
+    let settings =
+        RtspSettings { max_connections_per_client: 3, auth_deadline: deadline, ..RtspSettings::default() };
+    let (server, source) =
+        server_with(settings, Arc::new(Auth::open(Arc::new(RelayAudit::disabled("t")))), false).await;
+    let (_cam, _) = run_camera(Camera::publish(&source.hub, "cam-a", 100), Duration::from_millis(20));
+    let addr = server.local_addr();
+    let url = format!("rtsp://{addr}/cam-a");
+    // A client that asked for a stream (the anonymous viewer of an open relay).
+    let mut viewer = Client::connect(addr).await;
+    assert_eq!(viewer.request("DESCRIBE", &url, &[]).await.status, 200);
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Beyond the per-address cap: closed at once.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_millis(200)).await,
+        "a fourth connection from one address"
+    );
+    // The idle ones dribble line ends and answer OPTIONS, and are closed at
+    // the deadline all the same.
+    let mut dribbler = idle.pop().unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..20 {
+            if dribbler.write_all(b"\r\n").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        closed_within(&mut dribbler, Duration::from_millis(10)).await
+    });
+    let mut options = idle.pop().unwrap();
+    options.write_all(format!("OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes()).await.unwrap();
+    assert!(
+        closed_within(&mut options, deadline * 3).await,
+        "an unauthenticated connection outlived the deadline"
+    );
+    assert!(opened.elapsed() >= deadline - Duration::from_millis(50), "closed before the deadline");
+    assert!(dribble.await.unwrap(), "line ends kept a connection past the deadline");
+    // The authenticated one lives on, and slots were given back.
+    assert_eq!(viewer.request("OPTIONS", &url, &[]).await.status, 200);
+    let mut again = Client::connect(addr).await;
+    assert_eq!(again.request("OPTIONS", &url, &[]).await.status, 200);
+}
