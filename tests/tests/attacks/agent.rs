@@ -302,6 +302,81 @@ async fn subscribed_camera_name_cannot_forge_an_agent_log_line() -> Result<()> {
     Ok(())
 }
 
+/// `ponte-agent pki issue --site ca`: the site's files would be `ca.pem`
+/// and `ca.key`. Before the fix the CLI wrote them over the CA's own
+/// certificate and key (the CA was lost, and a site held a CA-named
+/// key). Now it is refused and the CA is untouched; `--site master`, the
+/// agent's own identity, still works; and reissuing over a key file left
+/// world-readable, or over a symbolic link to a readable file, writes a new
+/// 0600 file instead of writing through.
+#[tokio::test]
+async fn pki_issue_cannot_overwrite_the_ca_or_write_a_key_through_a_readable_file() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master"]).await?;
+    let before = (std::fs::read(pki.ca_cert())?, std::fs::read(pki.ca_key())?);
+    let out = std::process::Command::new(ponte_tests::bin_path("ponte-agent")?)
+        .args(["pki", "issue", "--dir"])
+        .arg(pki.dir())
+        .args(["--site", "ca"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pki issue --site ca succeeded");
+    assert!(stderr.contains("site id `ca` is reserved"), "{stderr}");
+    assert_eq!((std::fs::read(pki.ca_cert())?, std::fs::read(pki.ca_key())?), before, "the CA was overwritten");
+
+    let mode = |p: &std::path::Path| -> Result<u32> { Ok(std::fs::symlink_metadata(p)?.permissions().mode() & 0o777) };
+    std::fs::set_permissions(pki.key("master"), std::fs::Permissions::from_mode(0o644))?;
+    let public = dir.path().join("public.txt");
+    std::fs::write(&public, "readable by all")?;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))?;
+    std::os::unix::fs::symlink(&public, pki.key("questura"))?;
+    pki.issue("master", &["localhost"], &["127.0.0.1"]).await?;
+    pki.issue("questura", &[], &[]).await?;
+    for site in ["master", "questura"] {
+        assert_eq!(mode(&pki.key(site))?, 0o600, "{site}.key");
+        assert!(std::fs::symlink_metadata(pki.key(site))?.is_file(), "{site}.key is a file of its own");
+    }
+    assert_eq!(std::fs::read_to_string(&public)?, "readable by all", "a key was written through the link");
+    assert_eq!(mode(&pki.ca_key())?, 0o600);
+    Ok(())
+}
+
+/// The audit logs name viewers, sites and client addresses. Before the fix
+/// both nodes created them world-readable (0644 under the usual umask) and
+/// kept an existing 0644 file so. Now both are 0600 once the node has
+/// opened them, while the nodes serve as usual.
+#[tokio::test]
+async fn audit_files_are_readable_by_the_node_only() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
+    let agent_audit = pki.dir().join("agent-audit.log");
+    std::fs::write(&agent_audit, "")?;
+    std::fs::set_permissions(&agent_audit, std::fs::Permissions::from_mode(0o644))?;
+    let relay = FakeRelay::listen(&pki, "carabinieri")?;
+    let (agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)], "")?;
+    let mut session = relay.accept().await?;
+    assert_eq!(session.subscribe(1, FIXED, Quality::Main).await?, Answer::Ok);
+    let mode = |p: &std::path::Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    assert!(std::fs::metadata(&agent_audit)?.len() > 0, "the agent audits into the file");
+    assert_eq!(mode(&agent_audit)?, 0o600, "the agent's audit log");
+    drop(agent);
+
+    let (token, table) = ptz_token("ops")?;
+    let stack = Stack::start_with(StackSpec {
+        devices: vec![Device::synthetic(FIXED)],
+        relay_extra: table,
+        catalog_token: Some(token),
+        ..StackSpec::default()
+    })
+    .await?;
+    let relay_audit = stack.relay_config.audit_path();
+    assert_eq!(mode(&relay_audit)?, 0o600, "the relay's audit log");
+    assert_eq!(mode(&stack.pki.dir().join("agent-audit.log"))?, 0o600, "a new agent audit log");
+    Ok(())
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(value: &str) -> String {
     value
