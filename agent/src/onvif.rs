@@ -1047,8 +1047,9 @@ mod tests {
     #[test]
     fn hostile_answers_are_bounded_errors() {
         // Thousands of presets: an error naming the count, not a list of megabytes.
-        let many: String =
-            (0..3000).map(|i| format!("<tptz:Preset token=\"{i}\"><tt:Name>p{i}</tt:Name></tptz:Preset>")).collect();
+        let many: String = (0..3000)
+            .map(|i| format!("<tptz:Preset token=\"{i}\"><tt:Name>p{i}</tt:Name></tptz:Preset>"))
+            .collect();
         let body = wrap(&format!("<tptz:GetPresetsResponse>{many}</tptz:GetPresetsResponse>"));
         let e = run("GetPresets", 200, &body, parse_presets).unwrap_err();
         assert!(matches!(e, OnvifError::Parse { .. }), "{e:?}");
@@ -1093,7 +1094,8 @@ mod tests {
         // Deeply nested subcodes.
         let mut code = "<SOAP-ENV:Value>s:Sender</SOAP-ENV:Value>".to_owned();
         for _ in 0..100 {
-            code = format!("<SOAP-ENV:Value>ter:X</SOAP-ENV:Value><SOAP-ENV:Subcode>{code}</SOAP-ENV:Subcode>");
+            code =
+                format!("<SOAP-ENV:Value>ter:X</SOAP-ENV:Value><SOAP-ENV:Subcode>{code}</SOAP-ENV:Subcode>");
         }
         let deep = wrap(&format!("<SOAP-ENV:Fault><SOAP-ENV:Code>{code}</SOAP-ENV:Code></SOAP-ENV:Fault>"));
         let e = run("Stop", 500, &deep, |_| Ok(())).unwrap_err();

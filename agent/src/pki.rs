@@ -192,9 +192,15 @@ mod tests {
             assert!(std::fs::symlink_metadata(&key).unwrap().file_type().is_file(), "{site}");
             assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"), "{site}");
         }
-        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "public", "the link was not written through");
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "public",
+            "the link was not written through"
+        );
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -807,8 +807,7 @@ const WITHHELD: &str = "[address withheld]";
 /// (`10.1.2.3`, `10.1.2.3:80`, `fd00::5`, `[fd00::5]:8080`, also after `=`,
 /// `@` or `/`) replaced by [`WITHHELD`].
 fn withhold_addresses(text: &str) -> String {
-    let is_delimiter =
-        |c: char| c.is_whitespace() || c.is_control() || "\"'`<>(){},;".contains(c);
+    let is_delimiter = |c: char| c.is_whitespace() || c.is_control() || "\"'`<>(){},;".contains(c);
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find(|c: char| !is_delimiter(c)) {

@@ -66,7 +66,8 @@ impl<W: fmt::Write> fmt::Write for Escaping<W> {
 /// Control characters, and the characters that move or reorder text
 /// without being control characters (line/paragraph separators, bidi).
 fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn write_escaped(out: &mut impl fmt::Write, c: char) -> fmt::Result {
@@ -119,7 +120,8 @@ mod tests {
 
     #[test]
     fn names_and_messages_cannot_forge_a_line_or_drive_the_terminal() {
-        let forged = "mallory\n2026-01-01T00:00:00.000000Z  INFO ponte_relay: login viewer=\"admin\"\r\u{1b}[2K";
+        let forged =
+            "mallory\n2026-01-01T00:00:00.000000Z  INFO ponte_relay: login viewer=\"admin\"\r\u{1b}[2K";
         for ansi in [false, true] {
             let out = text_log(ansi, || {
                 let span = tracing::info_span!("session", site = %forged);
@@ -143,7 +145,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_unchanged() {
-        assert_eq!(escape_controls("camera `zaist-mantova`: àèì 10.1.2.3"), "camera `zaist-mantova`: àèì 10.1.2.3");
+        assert_eq!(
+            escape_controls("camera `zaist-mantova`: àèì 10.1.2.3"),
+            "camera `zaist-mantova`: àèì 10.1.2.3"
+        );
         assert_eq!(escape_controls("a\nb\u{0}\u{7f}"), "a\\nb\\u{0}\\u{7f}");
     }
 }

@@ -542,7 +542,8 @@ mod tests {
         use crate::ptz::{PtzErrorCode, PtzPreset};
         let presets: Vec<PtzPreset> =
             (0..20_000).map(|i| PtzPreset { token: i.to_string(), name: "\"".repeat(40) }).collect();
-        let big = Control::PtzResult { id: 9, reply: PtzReply::Done { holder: None, presets, position: None } };
+        let big =
+            Control::PtzResult { id: 9, reply: PtzReply::Done { holder: None, presets, position: None } };
         let mut buf = BytesMut::new();
         big.encode(&mut buf).unwrap();
         assert!(buf.len() <= 4 + MAX_CONTROL_LEN);

@@ -108,10 +108,13 @@ fn systemd_units_are_sandboxed_to_an_exposure_of_2_or_less() -> Result<()> {
             .args(["security", "--offline=yes", "--no-pager"])
             .arg(&path)
             .output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let exposure: f64 = text
             .lines()
-            .find_map(|l| l.split_once("Overall exposure level for ")?.1.split_once(": ")?.1.split(' ').next())
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?.1.split_once(": ")?.1.split(' ').next()
+            })
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no exposure level in systemd-analyze's answer: {text}"))?;
         println!("{bin}.service: exposure {exposure}");
@@ -129,7 +132,10 @@ fn systemd_units_are_sandboxed_to_an_exposure_of_2_or_less() -> Result<()> {
             assert_eq!(unit_values(&unit, key), [want], "{bin}.service: {key}");
         }
         assert_eq!(unit_values(&unit, "SystemCallFilter")[0], "@system-service", "{bin}.service");
-        assert!(unit_values(&unit, "RestrictAddressFamilies")[0].starts_with("AF_INET AF_INET6"), "{bin}.service");
+        assert!(
+            unit_values(&unit, "RestrictAddressFamilies")[0].starts_with("AF_INET AF_INET6"),
+            "{bin}.service"
+        );
     }
     Ok(())
 }
@@ -182,7 +188,8 @@ fn syscall_set(name: &str, seen: &mut std::collections::BTreeSet<String>) -> Res
     if !name.starts_with('@') {
         return Ok(vec![name.to_owned()]);
     }
-    let out = std::process::Command::new(SYSTEMD_ANALYZE).args(["syscall-filter", "--no-pager", name]).output()?;
+    let out =
+        std::process::Command::new(SYSTEMD_ANALYZE).args(["syscall-filter", "--no-pager", name]).output()?;
     anyhow::ensure!(out.status.success(), "systemd-analyze syscall-filter {name}: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut calls = Vec::new();
@@ -233,7 +240,11 @@ impl Traced {
 
     fn signal_node(&self, signal: i32) -> Result<()> {
         // SAFETY: plain kill(2) on the traced node, a child of our child.
-        anyhow::ensure!(unsafe { libc::kill(self.node_pid()?, signal) } == 0, "kill: {}", std::io::Error::last_os_error());
+        anyhow::ensure!(
+            unsafe { libc::kill(self.node_pid()?, signal) } == 0,
+            "kill: {}",
+            std::io::Error::last_os_error()
+        );
         Ok(())
     }
 
@@ -293,11 +304,17 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
         devices: vec![dome, Device::synthetic("cam")],
         extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\n".into(),
     };
-    let mut relay_node =
-        Traced::start("ponte-relay", &relay.write(dir.path().join("relay.toml"))?, dir.path().join("relay.st"))?;
+    let mut relay_node = Traced::start(
+        "ponte-relay",
+        &relay.write(dir.path().join("relay.toml"))?,
+        dir.path().join("relay.st"),
+    )?;
     let relay_mgmt = relay_node.proc.management_url(Duration::from_secs(20)).await?;
-    let mut agent_node =
-        Traced::start("ponte-agent", &agent.write(dir.path().join("agent.toml"))?, dir.path().join("agent.st"))?;
+    let mut agent_node = Traced::start(
+        "ponte-agent",
+        &agent.write(dir.path().join("agent.toml"))?,
+        dir.path().join("agent.st"),
+    )?;
     let agent_mgmt = agent_node.proc.management_url(Duration::from_secs(20)).await?;
     ponte_tests::wait_catalog_as(&relay.base_url(), 2, Duration::from_secs(30), Some(&token)).await?;
 
@@ -306,7 +323,10 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
     let progress = String::from_utf8_lossy(&ffmpeg.stdout);
     let frames: u64 =
         progress.lines().filter_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).max().unwrap_or(0);
-    assert!(ffmpeg.status.success() && frames > 10, "ffmpeg decoded {frames} frames through the traced nodes");
+    assert!(
+        ffmpeg.status.success() && frames > 10,
+        "ffmpeg decoded {frames} frames through the traced nodes"
+    );
     let auth = format!("Bearer {token}");
     let ptz = ponte_tests::http_request(
         "POST",
@@ -333,7 +353,10 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
         let outside: Vec<&String> = used.difference(&allowed).collect();
         println!("{bin}: {} syscalls used, all within its unit's filter of {}", used.len(), allowed.len());
         assert!(used.len() > 30, "{bin}: strace saw only {used:?}");
-        assert!(outside.is_empty(), "{bin}.service's SystemCallFilter forbids {outside:?}, which the node uses");
+        assert!(
+            outside.is_empty(),
+            "{bin}.service's SystemCallFilter forbids {outside:?}, which the node uses"
+        );
     }
     Ok(())
 }
@@ -405,12 +428,18 @@ fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports(
                 // Kubernetes reads YAML 1.1: `0400` is octal.
                 let mode = &volume["secret"]["defaultMode"];
                 assert!(
-                    mode.as_u64() == Some(0o400) || mode.as_str() == Some("0400") || mode.as_f64() == Some(400.0),
+                    mode.as_u64() == Some(0o400)
+                        || mode.as_str() == Some("0400")
+                        || mode.as_f64() == Some(400.0),
                     "{file}: volume `{name}` must be a Secret with defaultMode 0400, got {mode:?}"
                 );
             }
         }
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"), "{file}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault"),
+            "{file}"
+        );
         assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{file}");
         let container = &pod["containers"][0];
         assert_eq!(container["securityContext"]["capabilities"]["drop"][0].as_str(), Some("ALL"), "{file}");
@@ -422,13 +451,21 @@ fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports(
             .and_then(|e| e["value"].as_str())
             .with_context(|| format!("{file}: PONTE_MANAGEMENT__LISTEN"))?;
         assert!(listen.starts_with("$(POD_IP):"), "{file}: management listens on {listen}");
-        assert!(env.iter().any(|e| e["name"] == "POD_IP"
-            && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"), "{file}: POD_IP");
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "POD_IP" && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"),
+            "{file}: POD_IP"
+        );
 
         let policy = &docs[2];
         let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-        assert_eq!(&policy["spec"]["podSelector"]["matchLabels"], labels, "{file}: the policy selects the pods");
-        assert!(policy["spec"]["policyTypes"].as_sequence().is_some_and(|t| t.iter().any(|t| t == "Ingress")));
+        assert_eq!(
+            &policy["spec"]["podSelector"]["matchLabels"], labels,
+            "{file}: the policy selects the pods"
+        );
+        assert!(policy["spec"]["policyTypes"]
+            .as_sequence()
+            .is_some_and(|t| t.iter().any(|t| t == "Ingress")));
         let served = port_list(&container["ports"], "containerPort");
         let mut admitted = Vec::new();
         for rule in policy["spec"]["ingress"].as_sequence().context("ingress rules")? {

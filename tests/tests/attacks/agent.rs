@@ -104,8 +104,11 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     let rtsp_port = free_tcp_port();
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![dome, Device::synthetic(FIXED)],
-        agent_extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n".into(),
-        relay_extra: format!("{table}\n[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nbasic = true\nudp = false\n"),
+        agent_extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n"
+            .into(),
+        relay_extra: format!(
+            "{table}\n[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nbasic = true\nudp = false\n"
+        ),
         catalog_token: Some(token.clone()),
         ..StackSpec::default()
     })
@@ -246,7 +249,10 @@ async fn relay_login_name_cannot_forge_a_log_line() -> Result<()> {
     assert!(lines.iter().all(|l| !l.contains(['\u{1b}', '\u{7}'])), "a raw terminal escape in the log");
     let audit = std::fs::read_to_string(stack.relay_config.audit_path())?;
     assert!(
-        audit.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|l| l["viewer"] == evil.as_str()),
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| l["viewer"] == evil.as_str()),
         "the audit keeps the typed name exactly"
     );
     assert!(stack.relay.try_exit()?.is_none(), "the relay exited");
@@ -323,9 +329,15 @@ async fn pki_issue_cannot_overwrite_the_ca_or_write_a_key_through_a_readable_fil
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "pki issue --site ca succeeded");
     assert!(stderr.contains("site id `ca` is reserved"), "{stderr}");
-    assert_eq!((std::fs::read(pki.ca_cert())?, std::fs::read(pki.ca_key())?), before, "the CA was overwritten");
+    assert_eq!(
+        (std::fs::read(pki.ca_cert())?, std::fs::read(pki.ca_key())?),
+        before,
+        "the CA was overwritten"
+    );
 
-    let mode = |p: &std::path::Path| -> Result<u32> { Ok(std::fs::symlink_metadata(p)?.permissions().mode() & 0o777) };
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::symlink_metadata(p)?.permissions().mode() & 0o777)
+    };
     std::fs::set_permissions(pki.key("master"), std::fs::Permissions::from_mode(0o644))?;
     let public = dir.path().join("public.txt");
     std::fs::write(&public, "readable by all")?;
@@ -358,7 +370,8 @@ async fn audit_files_are_readable_by_the_node_only() -> Result<()> {
     let (agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)], "")?;
     let mut session = relay.accept().await?;
     assert_eq!(session.subscribe(1, FIXED, Quality::Main).await?, Answer::Ok);
-    let mode = |p: &std::path::Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    let mode =
+        |p: &std::path::Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
     assert!(std::fs::metadata(&agent_audit)?.len() > 0, "the agent audits into the file");
     assert_eq!(mode(&agent_audit)?, 0o600, "the agent's audit log");
     drop(agent);
