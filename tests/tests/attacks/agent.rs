@@ -164,7 +164,8 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     let asked_ms = started.elapsed().as_millis();
     // The link still carries PTZ: the same camera's status comes back.
     let (after_status, after, _) = ask(r#"{"op":"status"}"#).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 3 s of a 15 fps camera: about 45 frames.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     watching.store(false, Ordering::Relaxed);
     let link_events = watch.await?;
     println!(
