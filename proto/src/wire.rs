@@ -239,7 +239,7 @@ impl Control {
             let Control::PtzResult { id, .. } = self else { return Err(too_long(json.len())) };
             let reason = format!(
                 "the camera's answer makes a message of {} bytes, over the {MAX_CONTROL_LEN}-byte limit of \
-                 the link; see the agent's log",
+                 the link to the master: ask the master room to check the camera",
                 json.len()
             );
             let refusal = PtzReply::refused(crate::ptz::PtzErrorCode::CameraError, reason);
