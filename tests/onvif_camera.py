@@ -2,7 +2,7 @@
 """A test ONVIF PTZ camera for ponte's tests, checked against the standard.
 
 usage: onvif_camera.py [--port N] [--user U --password P] [--presets 1:Ingresso,2:Rotatoria]
-                       [--auth-status 400|401] [--schemas DIR] [--check] [--self-test]
+                       [--auth-status 400|401] [--hostile] [--schemas DIR] [--check] [--self-test]
 
 Serves SOAP 1.2 over HTTP: /onvif/ptz_service (ContinuousMove, Stop,
 GotoPreset, GetPresets, GetStatus) and /onvif/media_service (GetProfiles: one
@@ -18,6 +18,13 @@ the answer is a SOAP fault env:Sender/ter:NotAuthorized (HTTP --auth-status,
 env:Sender/ter:InvalidArgs. The camera keeps a simulated position that
 integrates the ContinuousMove velocities (1 unit/s at full speed) until Stop
 or the move's Timeout.
+
+With --hostile the camera attacks its client, still within the 1 MiB an
+answer may have: GetPresets lists thousands of presets whose names are
+hundreds of `"` (a JSON escape doubles each one), and GotoPreset fails with
+a fault whose reason is half a megabyte of them, led by the camera's internal
+URL (`http://10.66.1.23/...`) and a C1 control. Those answers skip the
+response schema check (they break it on purpose); requests are still checked.
 
 Every operation is recorded: `GET /recorded` returns a JSON array of
 {"op", "profile", "pan", "tilt", "zoom", "preset", "timeout", "t", "valid",
@@ -74,6 +81,11 @@ PANTILT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSp
 ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
 MAX_BODY = 1 << 20
 CREATED_SKEW_S = 300
+# --hostile: what an answer may hold and stay under the client's 1 MiB.
+HOSTILE_ANSWER = 1_000_000
+HOSTILE_NAME = '"' * 200
+HOSTILE_URL = "http://10.66.1.23/onvif/ptz_service"
+HOSTILE_FAULT = "%s refused the request\n\x9b2J" % HOSTILE_URL + '"' * 540_000
 
 try:
     from lxml import etree
@@ -174,8 +186,9 @@ class Camera:
     """The simulated PTZ head, its presets, credentials and the recording."""
 
     def __init__(self, schemas, user=None, password=None, presets=(), auth_status=400,
-                 default_timeout=10.0):
+                 default_timeout=10.0, hostile=False):
         self.schemas = schemas
+        self.hostile = hostile
         self.user, self.password = user, password
         self.auth_status = auth_status
         self.default_timeout = default_timeout
@@ -285,6 +298,11 @@ class Camera:
                 v = self.vel
                 self.vel = (0.0 if stop_pt else v[0], 0.0 if stop_pt else v[1], 0.0 if stop_zoom else v[2])
                 return E("StopResponse")
+            if op == "GotoPreset" and self.hostile:
+                record["preset"] = element.findtext(q(TPTZ, "PresetToken"))
+                raise Fault(400, "Sender", ["ter:InvalidArgVal", "ter:NoToken"], HOSTILE_FAULT)
+            if op == "GetPresets" and self.hostile:
+                return self.hostile_presets(E("GetPresetsResponse"))
             if op == "GotoPreset":
                 token = element.findtext(q(TPTZ, "PresetToken"))
                 record["preset"] = token
@@ -317,6 +335,19 @@ class Camera:
             etree.SubElement(status, q(TT, "UtcTime")).text = \
                 datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             return response
+
+    def hostile_presets(self, response):
+        """As many presets with names of `"` as fit in HOSTILE_ANSWER bytes."""
+        empty = len(envelope_bytes(copy.deepcopy(response)))
+        one = len(envelope_bytes(self._hostile_preset(copy.deepcopy(response), 0))) - empty
+        for i in range((HOSTILE_ANSWER - empty) // one):
+            self._hostile_preset(response, i)
+        return response
+
+    def _hostile_preset(self, response, i):
+        preset = etree.SubElement(response, q(TPTZ, "Preset"), token=str(100000 + i))
+        etree.SubElement(preset, q(TT, "Name")).text = HOSTILE_NAME
+        return response
 
     def profiles_response(self):
         response = etree.Element(q(TRT, "GetProfilesResponse"), nsmap={"trt": TRT, "tt": TT})
@@ -398,7 +429,7 @@ class Camera:
         if not record["valid"]:
             raise Fault(400, "Sender", ["ter:InvalidArgs"], "; ".join(record["errors"]))
         response = self.operate(op, ns, element, record)
-        errors = self.schemas.errors(response)
+        errors = [] if self.hostile else self.schemas.errors(response)
         if errors:
             for error in errors:
                 invalid("response: %s" % error)
@@ -577,6 +608,19 @@ def self_test(schemas):
     broken = camera.operate("GetStatus", TPTZ, status, {})
     broken[0].find(q(TT, "MoveStatus"))[0].text = "SPINNING"
     check(schemas.errors(broken), "MoveStatus SPINNING accepted")
+    # The hostile answers stay under the client's 1 MiB, and their JSON would not.
+    hostile = Camera(schemas, hostile=True)
+    body = envelope_bytes(hostile.operate("GetPresets", TPTZ, op_of(GOOD_REQUESTS[3]), {}))
+    presets = body.count(b"<tptz:Preset ")
+    check(900_000 < len(body) < MAX_BODY and presets > 3000, "hostile presets: %d bytes" % len(body))
+    check(presets * (len(HOSTILE_NAME) * 2 + 20) > MAX_BODY, "hostile presets as JSON exceed 1 MiB")
+    try:
+        hostile.operate("GotoPreset", TPTZ, op_of(GOOD_REQUESTS[2]), {})
+        check(False, "hostile GotoPreset answered")
+    except Fault as fault:
+        body = envelope_bytes(fault_element(fault))
+        check(len(body) < MAX_BODY and HOSTILE_URL.encode() in body, "hostile fault: %d bytes" % len(body))
+        check(fault.reason.count('"') * 2 > MAX_BODY, "hostile fault as JSON exceeds 1 MiB")
     # A short session over HTTP with digest auth.
     camera = Camera(schemas, user="admin", password="secret", presets=[("1", "Ingresso")])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(camera))
@@ -623,6 +667,8 @@ def main():
     parser.add_argument("--presets", default="1:Ingresso,2:Rotatoria")
     parser.add_argument("--auth-status", type=int, default=400, choices=(400, 401))
     parser.add_argument("--default-timeout", type=float, default=10.0)
+    parser.add_argument("--hostile", action="store_true",
+                        help="answer GetPresets and GotoPreset with oversized, hostile content")
     parser.add_argument("--schemas", default=os.environ.get("PONTE_ONVIF_WSDL") or DEFAULT_SCHEMAS)
     parser.add_argument("--check", action="store_true", help="exit 0 when lxml and the schemas load")
     parser.add_argument("--self-test", action="store_true")
@@ -639,7 +685,7 @@ def main():
         self_test(schemas)
         return
     camera = Camera(schemas, opts.user, opts.password, parse_presets(opts.presets), opts.auth_status,
-                    opts.default_timeout)
+                    opts.default_timeout, opts.hostile)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", opts.port), make_handler(camera))
     server.daemon_threads = True
     print("LISTENING %d" % server.server_address[1], flush=True)

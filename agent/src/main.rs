@@ -140,15 +140,9 @@ enum PkiCmd {
     },
 }
 
+/// Text lines escape control characters (log injection); see `ponte_proto::logging`.
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    ponte_proto::logging::init(format);
 }
 
 /// A running agent: cameras and one uplink per relay.

@@ -8,6 +8,14 @@
 //! and even in the SOAP version of their faults. Each exchange opens its own
 //! connection and the whole of it is bounded by the device's timeout, so a
 //! dead camera costs a PTZ command its timeout and nothing more.
+//!
+//! A camera's answer is untrusted input that travels on to the partner sites
+//! (presets, fault text in a `PtzResult`): everything read from it is
+//! bounded here ([`MAX_PRESETS`] presets, names of [`MAX_NAME_CHARS`]
+//! characters, fault text of [`MAX_FAULT_CHARS`]) and stripped of control
+//! characters, and an answer beyond those bounds is an error of that one
+//! command. Unbounded, a 1 MiB answer made a `PtzResult` over the
+//! control-message limit and the relay closed the whole site link (issue 15).
 
 use crate::config::Secret;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -28,6 +36,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// Largest answer read from a camera.
 const MAX_RESPONSE: usize = 1 << 20;
+/// Most presets relayed from one camera (PTZ domes offer 100 to 300).
+pub const MAX_PRESETS: usize = 512;
+/// Longest preset name kept, in characters (ONVIF's `tt:Name` is at most 64).
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest fault reason kept, in characters.
+pub const MAX_FAULT_CHARS: usize = 512;
+/// Longest fault code kept, in characters, and the most code levels.
+const MAX_CODE_CHARS: usize = 64;
+const MAX_CODE_LEVELS: usize = 8;
 
 const NS_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
 const NS_TPTZ: &str = "http://www.onvif.org/ver20/ptz/wsdl";
@@ -327,7 +344,7 @@ impl OnvifPtz {
             "<tptz:GetPresets><tptz:ProfileToken>{}</tptz:ProfileToken></tptz:GetPresets>",
             escape(&profile)
         );
-        self.call(Service::Ptz, "GetPresets", &body, |r| Ok(parse_presets(r))).await
+        self.call(Service::Ptz, "GetPresets", &body, parse_presets).await
     }
 
     /// Position and motion.
@@ -542,19 +559,19 @@ fn interpret<T>(
     let expected = format!("{operation}Response");
     let response = body.children().find(Node::is_element).ok_or_else(|| parse("empty SOAP Body".into()))?;
     if response.tag_name().name() != expected {
-        return Err(parse(format!("expected {expected}, got {}", response.tag_name().name())));
+        return Err(parse(format!("expected {expected}, got {}", clean(response.tag_name().name(), 64))));
     }
     extract(response).map_err(parse)
 }
 
 /// First characters of a body, on one line, for messages.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(160) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None if one_line.is_empty() => "empty body".into(),
-        None => one_line,
+    let head = &body[..body.len().min(4096)];
+    let one_line = clean(&String::from_utf8_lossy(head), 160);
+    if one_line.is_empty() {
+        "empty body".into()
+    } else {
+        one_line
     }
 }
 
@@ -580,13 +597,39 @@ fn text<'a>(node: Node<'a, 'a>) -> &'a str {
     node.text().map(str::trim).unwrap_or_default()
 }
 
-/// Local part of a QName value (`ter:NoToken` → `NoToken`).
+/// Local part of a QName value (`ter:NoToken` → `NoToken`), cleaned.
 fn local(qname: &str) -> String {
-    qname.rsplit(':').next().unwrap_or(qname).trim().to_owned()
+    clean(qname.rsplit(':').next().unwrap_or(qname), MAX_CODE_CHARS)
+}
+
+/// Device text made fit for a message: control characters and runs of
+/// whitespace become one space, and it is cut to `max` characters (with
+/// `…`).
+fn clean(raw: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    for word in raw.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+        if count > 0 {
+            out.push(' ');
+            count += 1;
+        }
+        for c in word.chars() {
+            if count >= max {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            count += 1;
+        }
+    }
+    out
 }
 
 /// The fault in a SOAP Body, SOAP 1.2 (Code/Value, Subcode…, Reason/Text)
-/// or SOAP 1.1 (faultcode, faultstring).
+/// or SOAP 1.1 (faultcode, faultstring); codes and reason bounded.
 fn parse_fault(body: Node) -> Option<SoapFault> {
     let fault = child(body, "Fault")?;
     let mut codes = Vec::new();
@@ -594,6 +637,10 @@ fn parse_fault(body: Node) -> Option<SoapFault> {
     if let Some(code) = child(fault, "Code") {
         let mut level = Some(code);
         while let Some(l) = level {
+            if codes.len() == MAX_CODE_LEVELS {
+                codes.push("…".to_owned());
+                break;
+            }
             if let Some(v) = child(l, "Value") {
                 codes.push(local(text(v)));
             }
@@ -605,26 +652,28 @@ fn parse_fault(body: Node) -> Option<SoapFault> {
                 t.attribute(("http://www.w3.org/XML/1998/namespace", "lang"))
                     .is_some_and(|l| l.starts_with("en"))
             });
-            reason = english.or(texts.first()).map(|t| text(*t).to_owned()).unwrap_or_default();
+            reason = english.or(texts.first()).map(|t| clean(text(*t), MAX_FAULT_CHARS)).unwrap_or_default();
         }
     } else {
         if let Some(c) = child(fault, "faultcode") {
             codes.push(local(text(c)));
         }
         if let Some(s) = child(fault, "faultstring") {
-            reason = text(s).to_owned();
+            reason = clean(text(s), MAX_FAULT_CHARS);
         }
     }
     // ONVIF 1.x-style detail text, when the reason is empty.
     if reason.is_empty() {
         if let Some(d) = child(fault, "Detail").or_else(|| child(fault, "detail")) {
-            reason = d
-                .descendants()
-                .filter_map(|n| n.text())
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let mut joined = String::new();
+            for t in d.descendants().filter_map(|n| n.text()).map(str::trim).filter(|t| !t.is_empty()) {
+                if joined.len() > 4 * MAX_FAULT_CHARS {
+                    break;
+                }
+                joined.push_str(t);
+                joined.push(' ');
+            }
+            reason = clean(&joined, MAX_FAULT_CHARS);
         }
     }
     if reason.is_empty() {
@@ -633,17 +682,28 @@ fn parse_fault(body: Node) -> Option<SoapFault> {
     Some(SoapFault { codes, reason })
 }
 
-/// GetPresetsResponse → presets (entries without a token are skipped).
-fn parse_presets(response: Node) -> Vec<PtzPreset> {
-    children(response, "Preset")
-        .filter_map(|p| {
-            let token = p.attribute("token")?.trim();
-            (!token.is_empty()).then(|| PtzPreset {
-                token: token.to_owned(),
-                name: child(p, "Name").map(|n| text(n).to_owned()).unwrap_or_default(),
-            })
-        })
-        .collect()
+/// GetPresetsResponse → presets (entries without a token are skipped). More
+/// than [`MAX_PRESETS`], or a token no `GotoPreset` could send back, make
+/// the answer unusable; names are cleaned and cut to [`MAX_NAME_CHARS`].
+fn parse_presets(response: Node) -> Result<Vec<PtzPreset>, String> {
+    let mut presets = Vec::new();
+    for p in children(response, "Preset") {
+        let Some(token) = p.attribute("token").map(str::trim).filter(|t| !t.is_empty()) else { continue };
+        if presets.len() == MAX_PRESETS {
+            let total = children(response, "Preset").count();
+            return Err(format!("the camera lists {total} presets; ponte relays at most {MAX_PRESETS}"));
+        }
+        if token.len() > MAX_PRESET_LEN || token.chars().any(char::is_control) {
+            return Err(format!(
+                "preset token {:?} is not a ReferenceToken (1 to {MAX_PRESET_LEN} bytes, no control \
+                 characters)",
+                clean(token, 32)
+            ));
+        }
+        let name = child(p, "Name").map(|n| clean(text(n), MAX_NAME_CHARS)).unwrap_or_default();
+        presets.push(PtzPreset { token: token.to_owned(), name });
+    }
+    Ok(presets)
 }
 
 /// GetStatusResponse → position per mille and motion.
@@ -900,7 +960,7 @@ mod tests {
 <tptz:Preset token="2"><tt:Name>Rotatoria &amp; via Po</tt:Name></tptz:Preset><tptz:Preset token="3"/>
 <tptz:Preset><tt:Name>tokenless</tt:Name></tptz:Preset></tptz:GetPresetsResponse>"#,
         );
-        let list = run("GetPresets", 200, &presets, |r| Ok(parse_presets(r))).unwrap();
+        let list = run("GetPresets", 200, &presets, parse_presets).unwrap();
         let got: Vec<(&str, &str)> = list.iter().map(|p| (p.token.as_str(), p.name.as_str())).collect();
         assert_eq!(got, [("1", "Ingresso"), ("2", "Rotatoria & via Po"), ("3", "")]);
 
@@ -982,6 +1042,82 @@ mod tests {
         let bytes =
             HttpAnswer { status: 200, www_authenticate: None, body: Bytes::from_static(&[0xff, 0xfe, 0x00]) };
         assert!(interpret("d", "Stop", &endpoint(), &bytes, |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn hostile_answers_are_bounded_errors() {
+        // Thousands of presets: an error naming the count, not a list of megabytes.
+        let many: String = (0..3000)
+            .map(|i| format!("<tptz:Preset token=\"{i}\"><tt:Name>p{i}</tt:Name></tptz:Preset>"))
+            .collect();
+        let body = wrap(&format!("<tptz:GetPresetsResponse>{many}</tptz:GetPresetsResponse>"));
+        let e = run("GetPresets", 200, &body, parse_presets).unwrap_err();
+        assert!(matches!(e, OnvifError::Parse { .. }), "{e:?}");
+        assert!(e.to_string().contains("lists 3000 presets; ponte relays at most 512"), "{e}");
+        assert_eq!(e.code(), PtzErrorCode::CameraError);
+        // Exactly the limit is fine; names are cleaned and cut.
+        let huge = format!("a\u{9b}31m\nb{}", "\"".repeat(200));
+        let limit: String = (0..MAX_PRESETS)
+            .map(|i| format!("<tptz:Preset token=\"{i}\"><tt:Name>{}</tt:Name></tptz:Preset>", escape(&huge)))
+            .collect();
+        let body = wrap(&format!("<tptz:GetPresetsResponse>{limit}</tptz:GetPresetsResponse>"));
+        let list = run("GetPresets", 200, &body, parse_presets).unwrap();
+        assert_eq!(list.len(), MAX_PRESETS);
+        assert_eq!(list[0].name.chars().count(), MAX_NAME_CHARS + 1, "{:?}", list[0].name);
+        assert!(list[0].name.starts_with("a 31m b\"\"") && list[0].name.ends_with('…'), "{:?}", list[0].name);
+        let json = serde_json::to_vec(&list).unwrap();
+        assert!(json.len() < 128 << 10, "{} bytes", json.len());
+        // A token GotoPreset could not send back.
+        for token in ["x".repeat(65), "a\u{85}b".to_owned()] {
+            let body = wrap(&format!(
+                "<tptz:GetPresetsResponse><tptz:Preset token=\"{}\"/></tptz:GetPresetsResponse>",
+                escape(&token)
+            ));
+            let e = run("GetPresets", 200, &body, parse_presets).unwrap_err();
+            assert!(e.to_string().contains("is not a ReferenceToken"), "{e}");
+        }
+
+        // A fault of a megabyte, with control characters and a URL.
+        let reason = format!("see http://10.1.2.3/admin\u{9b}2J\r\nforged {}", "x".repeat(1 << 20));
+        let fault = wrap(&format!(
+            "<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:{}</SOAP-ENV:Value></SOAP-ENV:Code>\
+             <SOAP-ENV:Reason><SOAP-ENV:Text xml:lang=\"en\">{}</SOAP-ENV:Text></SOAP-ENV:Reason></SOAP-ENV:Fault>",
+            "R".repeat(10_000),
+            escape(&reason)
+        ));
+        let e = run("GotoPreset", 400, &fault, |_| Ok(())).unwrap_err();
+        let OnvifError::Fault { code, reason, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(code.chars().count(), MAX_CODE_CHARS + 1);
+        assert_eq!(reason.chars().count(), MAX_FAULT_CHARS + 1);
+        assert!(reason.starts_with("see http://10.1.2.3/admin 2J forged xxx"), "{reason}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
+        // Deeply nested subcodes.
+        let mut code = "<SOAP-ENV:Value>s:Sender</SOAP-ENV:Value>".to_owned();
+        for _ in 0..100 {
+            code =
+                format!("<SOAP-ENV:Value>ter:X</SOAP-ENV:Value><SOAP-ENV:Subcode>{code}</SOAP-ENV:Subcode>");
+        }
+        let deep = wrap(&format!("<SOAP-ENV:Fault><SOAP-ENV:Code>{code}</SOAP-ENV:Code></SOAP-ENV:Fault>"));
+        let e = run("Stop", 500, &deep, |_| Ok(())).unwrap_err();
+        let OnvifError::Fault { code, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(code.split('/').count(), MAX_CODE_LEVELS + 1, "{code}");
+        // An unexpected element with a huge name; a huge non-XML error page.
+        let odd = wrap(&format!("<{0}/>", "Z".repeat(100_000)));
+        let e = run("Stop", 200, &odd, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().len() < 1024, "{e}");
+        let page = format!("<html>\u{1b}]0;pwned\u{7}{}</html>", "y".repeat(1 << 20));
+        let e = run("Stop", 503, &page, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().len() < 1024 && !e.to_string().chars().any(char::is_control), "{e}");
+    }
+
+    #[test]
+    fn cleaning_keeps_words_and_cuts_on_characters() {
+        assert_eq!(clean("  a\n\tb  ", 10), "a b");
+        assert_eq!(clean("abcdef", 3), "abc…");
+        assert_eq!(clean("ab cdef", 3), "ab…");
+        assert_eq!(clean("àèìòù", 2), "àè…");
+        assert_eq!(clean("abc", 3), "abc");
+        assert_eq!(clean("\u{1b}\u{9b}\u{0}", 10), "");
     }
 
     #[test]

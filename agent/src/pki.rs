@@ -15,16 +15,42 @@ pub fn ca_paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("ca.key"))
 }
 
+/// Site ids `pki issue` refuses: `ca` would overwrite the CA's own
+/// `ca.pem` and `ca.key` with a site's.
+const RESERVED_SITES: &[(&str, &str)] =
+    &[("ca", "its files would be `ca.pem` and `ca.key`, overwriting the CA's own certificate and key")];
+
+/// Writes a private key readable by its owner only (0600), whatever was at
+/// `path` before: the key goes to a new file beside it, created 0600, which
+/// then replaces `path` (an old 0644 file is not written through, and a
+/// symbolic link is replaced, not followed).
 fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let context = || format!("writing `{}`", path.display());
+    let name = path.file_name().with_context(|| format!("`{}` names no file", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).with_context(|| format!("writing `{}`", path.display()))?;
-    f.write_all(pem.as_bytes()).with_context(|| format!("writing `{}`", path.display()))
+    let written = (|| -> std::io::Result<()> {
+        let mut f = opts.open(&tmp)?;
+        #[cfg(unix)]
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(context)
 }
 
 /// Creates a new CA in `dir` (refuses to overwrite one).
@@ -62,6 +88,9 @@ pub fn issue(
 ) -> Result<(PathBuf, PathBuf)> {
     if !crate::config::valid_id(site) {
         bail!("site id {site:?}: use lowercase letters, digits and `-`");
+    }
+    if let Some((_, why)) = RESERVED_SITES.iter().find(|(name, _)| *name == site) {
+        bail!("site id `{site}` is reserved: {why}; choose another site id");
     }
     let (ca_cert_path, ca_key_path) = ca_paths(dir);
     let ca_pem = std::fs::read_to_string(&ca_cert_path).with_context(|| {
@@ -117,6 +146,62 @@ mod tests {
         let id = ponte_proto::tls::Identity::load(&dir.join("ca.pem"), &cert, &key).unwrap();
         assert_eq!(ponte_proto::tls::site_of_certificate(&id.chain[0]).as_deref(), Some("questura"));
         ponte_proto::tls::server_config(&id, &Default::default()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ponte-pki-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn site_ca_is_refused_and_the_ca_survives() {
+        let dir = scratch("reserved");
+        init(&dir, "test CA").unwrap();
+        let (ca, ca_key) = ca_paths(&dir);
+        let before = (std::fs::read(&ca).unwrap(), std::fs::read(&ca_key).unwrap());
+        let e = issue(&dir, "ca", &[], &[], 30).unwrap_err().to_string();
+        assert!(e.contains("site id `ca` is reserved") && e.contains("ca.key"), "{e}");
+        assert_eq!((std::fs::read(&ca).unwrap(), std::fs::read(&ca_key).unwrap()), before);
+        // The agent's own identity stays possible.
+        issue(&dir, "master", &[], &[], 30).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_0600_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("modes");
+        init(&dir, "test CA").unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("ca.key")), 0o600);
+        // An old world-readable key file, and one that is a link to a readable file elsewhere.
+        let key = dir.join("questura.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let elsewhere = dir.join("public.txt");
+        std::fs::write(&elsewhere, "public").unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("carabinieri.key")).unwrap();
+        for site in ["questura", "carabinieri"] {
+            let (_, key) = issue(&dir, site, &[], &[], 30).unwrap();
+            assert_eq!(mode(&key), 0o600, "{site}");
+            assert!(std::fs::symlink_metadata(&key).unwrap().file_type().is_file(), "{site}");
+            assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"), "{site}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "public",
+            "the link was not written through"
+        );
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -190,7 +190,7 @@ impl AuditLog {
                 _ => (GENESIS.to_owned(), 0),
             },
         };
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_append(&path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path,
@@ -244,7 +244,7 @@ impl AuditLog {
             }
         }
         std::fs::rename(&self.path, rotated(&self.path, 1))?;
-        w.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        w.file = open_append(&self.path)?;
         w.size = 0;
         Ok(())
     }
@@ -258,6 +258,26 @@ impl AuditLog {
     pub fn head(&self) -> String {
         self.w.lock().unwrap_or_else(|e| e.into_inner()).prev.clone()
     }
+}
+
+/// Opens the live file for appending, readable by the node's user only
+/// (0600): created so, and an existing file made so (the audit names
+/// viewers, sites and client addresses). Rotated files keep the mode.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path)?;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    opts.open(path)
 }
 
 /// `audit.log.N`.
@@ -356,6 +376,31 @@ mod tests {
         let mut missing = files.clone();
         missing.remove(1);
         assert!(verify(&missing).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn audit_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = tmp("modes");
+        // An existing world-readable file (an older version, a copy) is made 0600.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = AuditLog::open(&path, "master", 600).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        for i in 0..20 {
+            log.write(rec(i)).unwrap();
+        }
+        let files = chain_files(&path);
+        assert!(files.len() > 2, "{files:?}");
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        // A new file is 0600 whatever the umask lets through.
+        let fresh = tmp("fresh");
+        AuditLog::open(&fresh, "master", 600).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
     }
 
     #[test]

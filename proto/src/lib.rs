@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod h264;
 pub mod h265;
 pub mod hub;
+pub mod logging;
 pub mod media;
 #[cfg(feature = "mgmt")]
 pub mod mgmt;

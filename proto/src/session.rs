@@ -127,7 +127,7 @@ impl ControlSender {
     /// Sends one message.
     pub async fn send(&mut self, msg: &Control) -> Result<(), SessionError> {
         self.buf.clear();
-        msg.encode(&mut self.buf);
+        msg.encode(&mut self.buf)?;
         self.send.write_all(&self.buf).await?;
         Ok(())
     }

@@ -227,11 +227,29 @@ pub enum Control {
 }
 
 impl Control {
-    /// Appends the length-prefixed encoding of this message to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        out.put_u32(json.len() as u32);
+    /// Appends the length-prefixed encoding of this message to `out`. A
+    /// message the peer would refuse as too long is never sent: a
+    /// `PtzResult` becomes a `camera-error` refusal of that one command (a
+    /// camera's oversized answer must not cost the site its session), any
+    /// other message is an error and nothing is appended.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), WireError> {
+        let too_long = |len| WireError::TooLong { what: "control message", len, max: MAX_CONTROL_LEN };
+        let mut json = serde_json::to_vec(self).map_err(|e| WireError::BadControl(e.to_string()))?;
+        if json.len() > MAX_CONTROL_LEN {
+            let Control::PtzResult { id, .. } = self else { return Err(too_long(json.len())) };
+            let reason = format!(
+                "the camera's answer makes a message of {} bytes, over the {MAX_CONTROL_LEN}-byte limit of \
+                 the link to the master: ask the master room to check the camera",
+                json.len()
+            );
+            let refusal = PtzReply::refused(crate::ptz::PtzErrorCode::CameraError, reason);
+            json = serde_json::to_vec(&Control::PtzResult { id: *id, reply: refusal })
+                .map_err(|e| WireError::BadControl(e.to_string()))?;
+        }
+        let len = u32::try_from(json.len()).map_err(|_| too_long(json.len()))?;
+        out.put_u32(len);
         out.put_slice(&json);
+        Ok(())
     }
 
     /// Decodes one message from the front of `buf`, advancing it.
@@ -515,7 +533,7 @@ mod tests {
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {
-            m.encode(&mut buf);
+            m.encode(&mut buf).unwrap();
         }
         for m in &msgs {
             assert_eq!(Control::decode(&mut buf).unwrap().as_ref(), Some(m));
@@ -579,6 +597,29 @@ mod tests {
         raw[count_at] = 1;
         raw.put_u16(u16::MAX);
         assert!(matches!(decode_gop_header(&raw), Err(WireError::TooLong { what: "parameter set", .. })));
+    }
+
+    #[test]
+    fn an_oversized_ptz_result_goes_out_as_a_refusal_and_nothing_else_oversized_goes_out() {
+        use crate::ptz::{PtzErrorCode, PtzPreset};
+        let presets: Vec<PtzPreset> =
+            (0..20_000).map(|i| PtzPreset { token: i.to_string(), name: "\"".repeat(40) }).collect();
+        let big =
+            Control::PtzResult { id: 9, reply: PtzReply::Done { holder: None, presets, position: None } };
+        let mut buf = BytesMut::new();
+        big.encode(&mut buf).unwrap();
+        assert!(buf.len() <= 4 + MAX_CONTROL_LEN);
+        match Control::decode(&mut buf).unwrap() {
+            Some(Control::PtzResult { id: 9, reply: PtzReply::Refused { code, reason, .. } }) => {
+                assert_eq!(code, PtzErrorCode::CameraError);
+                assert!(reason.contains("over the 1048576-byte limit"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let paused = Control::Paused { id: 1, reason: "x".repeat(MAX_CONTROL_LEN) };
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        assert!(matches!(paused.encode(&mut buf), Err(WireError::TooLong { .. })));
+        assert_eq!(&buf[..], b"kept", "nothing appended");
     }
 
     #[test]

@@ -66,11 +66,19 @@ pub struct OnvifCameraOptions {
     pub presets: String,
     /// HTTP status of NotAuthorized faults (400 or 401).
     pub auth_status: u16,
+    /// A hostile camera (`--hostile`): GetPresets lists thousands of presets
+    /// with names of 200 `"`, GotoPreset fails with a half-megabyte fault
+    /// that names its internal URL ([`HOSTILE_URL`]); each answer fits in
+    /// 1 MiB as XML and not as JSON.
+    pub hostile: bool,
 }
+
+/// The internal URL a hostile camera puts in its fault text.
+pub const HOSTILE_URL: &str = "http://10.66.1.23/onvif/ptz_service";
 
 impl Default for OnvifCameraOptions {
     fn default() -> Self {
-        Self { credentials: None, presets: "1:Ingresso,2:Rotatoria".into(), auth_status: 400 }
+        Self { credentials: None, presets: "1:Ingresso,2:Rotatoria".into(), auth_status: 400, hostile: false }
     }
 }
 
@@ -133,6 +141,9 @@ impl OnvifCamera {
             .arg(schema_dir());
         if let Some((user, password)) = &options.credentials {
             cmd.args(["--user", user, "--password", password]);
+        }
+        if options.hostile {
+            cmd.arg("--hostile");
         }
         let mut proc = Proc::spawn_command("onvif-camera", cmd)?;
         let line = proc

@@ -6,3 +6,5 @@
 //! The attacks are grouped by the boundary they cross, one file each.
 #[path = "attacks/rtsp.rs"]
 mod rtsp;
+#[path = "attacks/agent.rs"]
+mod agent;

@@ -236,7 +236,7 @@ async fn garbage_on_the_control_stream_closes_only_that_session() -> Result<()> 
         if hello_first {
             let mut buf = bytes::BytesMut::new();
             Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role: Role::Agent }
-                .encode(&mut buf);
+                .encode(&mut buf)?;
             send.write_all(&buf).await?;
         }
         let junk: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
