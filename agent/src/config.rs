@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// PTZ arbitration timings.
     #[serde(default)]
     pub ptz: PtzSection,
+    /// Master-room operators allowed on the management port's control routes.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<crate::operators::OperatorConfig>,
 }
 
 /// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
@@ -111,25 +114,9 @@ impl PtzSection {
     }
 }
 
-/// `[management]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManagementSection {
-    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz` and the status page.
-    /// Loopback by default: open it deliberately (e.g. for Prometheus).
-    #[serde(default = "default_management")]
-    pub listen: SocketAddr,
-}
-
-impl Default for ManagementSection {
-    fn default() -> Self {
-        Self { listen: default_management() }
-    }
-}
-
-fn default_management() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
+/// `[management]`: status, metrics, health, the status page and the
+/// master-room PTZ API (default 127.0.0.1:9090).
+pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9090>;
 
 /// `[policy]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -638,6 +625,8 @@ impl AgentConfig {
             p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
         }
         self.ptz.validate()?;
+        self.management.check().map_err(anyhow::Error::msg)?;
+        crate::operators::Operators::from_config(&self.operators)?;
         jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         })?;
