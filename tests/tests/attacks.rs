@@ -4,3 +4,5 @@
 //! legitimate clients meanwhile, and the audit line where one is due.
 //!
 //! The attacks are grouped by the boundary they cross, one file each.
+#[path = "attacks/http.rs"]
+mod http;
