@@ -764,6 +764,36 @@ source = "synthetic"
         assert_eq!(c.relays.len(), 2);
     }
 
+    /// The commented `[[operator]]` examples are real config: uncommented,
+    /// with a real hash and digest, they load.
+    #[test]
+    fn example_operators_load_once_uncommented() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent-minimal.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let (_, digest) = crate::operators::new_token();
+        let phc = crate::operators::hash_password("example password").unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if ["[[operator]]", "name = ", "password_hash = ", "token_sha256 = "]
+                        .iter()
+                        .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replace("$argon2id$v=19$m=19456,t=2,p=1$...$...", &phc)
+            .replace("<64 hex digits>", &digest);
+        let c = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#}\n{uncommented}"));
+        let names: Vec<&str> = c.operators.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["sala-1", "vms-sala"]);
+        assert_eq!(c.management.listen, "127.0.0.1:9090".parse().unwrap());
+    }
+
     #[test]
     fn loads_and_derives_lens_ids() {
         let c = parse(BASE).unwrap();

@@ -284,12 +284,13 @@ impl Agent {
     pub fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
         let access = access::Access::new(&cfg)?;
         let same = |a: &AgentConfig, b: &AgentConfig| {
-            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit)).ok()
-                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit)).ok()
+            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit, &a.management)).ok()
+                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit, &b.management))
+                    .ok()
         };
         let operators = operators::Operators::from_config(&cfg.operators)?;
         if !same(&self.config, &cfg) {
-            tracing::warn!("reload applies `[[site]]`, `[policy]`, `[ptz]` and `[[operator]]` only; restart the agent to apply changes to relays, devices, TLS or audit");
+            tracing::warn!("reload applies `[[site]]`, `[policy]`, `[ptz]` and `[[operator]]` only; restart the agent to apply changes to relays, devices, TLS, audit or the management port");
         }
         self.access.send_replace(Arc::new(access));
         self.operators.reload(operators);

@@ -100,7 +100,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 }
 
 /// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
-fn hash_password(password: &str) -> Result<String> {
+pub(crate) fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| anyhow!("cannot encode a salt: {e}"))?;
     let hash = Argon2::default()

@@ -61,7 +61,10 @@ fn post_json(path: &str, host: &str, headers: &str, body: &str) -> String {
 }
 
 fn addr_of(url: &str) -> Result<SocketAddr> {
-    url.trim_start_matches("http://").trim_end_matches('/').parse().with_context(|| format!("not host:port: {url}"))
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("not host:port: {url}"))
 }
 
 fn num(stats: &Value, key: &str) -> u64 {
