@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// PTZ arbitration timings.
     #[serde(default)]
     pub ptz: PtzSection,
+    /// Master-room operators allowed on the management port's control routes.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<crate::operators::OperatorConfig>,
 }
 
 /// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
@@ -111,25 +114,9 @@ impl PtzSection {
     }
 }
 
-/// `[management]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManagementSection {
-    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz` and the status page.
-    /// Loopback by default: open it deliberately (e.g. for Prometheus).
-    #[serde(default = "default_management")]
-    pub listen: SocketAddr,
-}
-
-impl Default for ManagementSection {
-    fn default() -> Self {
-        Self { listen: default_management() }
-    }
-}
-
-fn default_management() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
+/// `[management]`: status, metrics, health, the status page and the
+/// master-room PTZ API (default 127.0.0.1:9090).
+pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9090>;
 
 /// `[policy]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -638,6 +625,8 @@ impl AgentConfig {
             p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
         }
         self.ptz.validate()?;
+        self.management.check().map_err(anyhow::Error::msg)?;
+        crate::operators::Operators::from_config(&self.operators)?;
         jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         })?;
@@ -773,6 +762,36 @@ source = "synthetic"
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent-minimal.toml");
         let c = AgentConfig::load(&p).unwrap();
         assert_eq!(c.relays.len(), 2);
+    }
+
+    /// The commented `[[operator]]` examples are real config: uncommented,
+    /// with a real hash and digest, they load.
+    #[test]
+    fn example_operators_load_once_uncommented() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent-minimal.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let (_, digest) = crate::operators::new_token();
+        let phc = crate::operators::hash_password("example password").unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if ["[[operator]]", "name = ", "password_hash = ", "token_sha256 = "]
+                        .iter()
+                        .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replace("$argon2id$v=19$m=19456,t=2,p=1$...$...", &phc)
+            .replace("<64 hex digits>", &digest);
+        let c = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#}\n{uncommented}"));
+        let names: Vec<&str> = c.operators.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["sala-1", "vms-sala"]);
+        assert_eq!(c.management.listen, "127.0.0.1:9090".parse().unwrap());
     }
 
     #[test]

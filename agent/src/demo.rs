@@ -75,6 +75,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for d in devices.iter_mut().filter(|d| d.kind == crate::config::DeviceKind::DomePtz) {
         d.synthetic.get_or_insert_with(Default::default).ptz = true;
     }
+    let (operator_token, operator_digest) = crate::operators::new_token();
     let config = AgentConfig {
         agent: AgentSection {
             id: "master".into(),
@@ -89,13 +90,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16 },
         management: Default::default(),
         ptz: Default::default(),
+        // The master room's PTZ API needs a credential: a token made for this run.
+        operators: vec![crate::operators::OperatorConfig {
+            name: "sala".into(),
+            password_hash: None,
+            token_sha256: Some(operator_digest),
+        }],
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();
+    let http = config.management.http_options();
     let agent = crate::Agent::start(config)?;
     let agent_mgmt = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.http_port + 10);
     let agent_mgmt =
-        ponte_proto::mgmt::spawn_with(agent_mgmt, agent.status_feed(), agent.management_routes())
+        ponte_proto::mgmt::spawn_with(agent_mgmt, agent.status_feed(), agent.management_routes(), http)
             .await
             .with_context(|| format!("binding the agent's management port {agent_mgmt}"))?;
 
@@ -135,7 +143,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("  on-call CLI:  ponte-agent status --url http://{agent_mgmt}   ponte-relay status --url http://127.0.0.1:{}", args.http_port + 11);
     println!(
         "  PTZ:          the carabinieri may steer the (simulated) domes from the viewer page; the master room \
-         takes over with `curl -H 'content-type: application/json' 'http://{agent_mgmt}/api/ptz/<camera>?operator=sala' -d '{{\"op\":\"stop\"}}'`"
+         (operator `sala`) takes over with `curl -H 'authorization: Bearer {operator_token}' -H 'content-type: application/json' \
+         http://{agent_mgmt}/api/ptz/<camera> -d '{{\"op\":\"stop\"}}'`"
     );
     println!("Open a viewer URL in a browser and click a camera. Press Ctrl-C to stop.");
     println!();

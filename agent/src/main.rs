@@ -9,6 +9,7 @@ mod demo;
 mod fuzz_targets;
 mod inventory;
 mod onvif;
+mod operators;
 mod pattern;
 mod pki;
 mod ptz;
@@ -77,6 +78,27 @@ enum Cmd {
     Pki {
         #[command(subcommand)]
         cmd: PkiCmd,
+    },
+    /// Make `[[operator]]` entries for the master-room PTZ API.
+    Operator {
+        #[command(subcommand)]
+        cmd: OperatorCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Read a password from stdin and print an `[[operator]]` table with its argon2id hash (HTTP Basic).
+    Passwd {
+        /// Operator name (the Basic user name, and the name in the audit log).
+        #[arg(long)]
+        name: String,
+    },
+    /// Print a new random bearer token and the `[[operator]]` table holding its SHA-256.
+    Token {
+        /// Operator (or script) name in the audit log.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -154,6 +176,8 @@ pub struct Agent {
     config: AgentConfig,
     status: ponte_proto::mgmt::StatusFeed,
     ptz: ptz::PtzService,
+    /// Who may use the management port's control routes.
+    operators: Arc<operators::OperatorAuth>,
     /// The QUIC endpoint every uplink dials from.
     endpoint: quinn::Endpoint,
 }
@@ -178,8 +202,16 @@ impl Agent {
                     format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display())
                 })?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
+        let operators = operators::Operators::from_config(&cfg.operators)?;
+        if operators.len() == 0 {
+            tracing::warn!(
+                "no [[operator]] configured: the master-room PTZ API answers 403 until one is added \
+                 (`ponte-agent operator passwd --name NAME`)"
+            );
+        }
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
         let audit = Arc::new(audit);
+        let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
         let clock = uplink::Clock::from_env(&cfg.policy.timezone)?;
         let ptz = ptz::PtzService::start(ptz::Setup {
             config: cfg.ptz.arbiter(),
@@ -229,7 +261,7 @@ impl Agent {
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
         });
-        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz, endpoint })
+        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz, operators, endpoint })
     }
 
     /// Closes every relay session at once, so relays show the link down
@@ -246,13 +278,17 @@ impl Agent {
     pub fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
         let access = access::Access::new(&cfg)?;
         let same = |a: &AgentConfig, b: &AgentConfig| {
-            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit)).ok()
-                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit)).ok()
+            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit, &a.management)).ok()
+                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit, &b.management))
+                    .ok()
         };
+        let operators = operators::Operators::from_config(&cfg.operators)?;
         if !same(&self.config, &cfg) {
-            tracing::warn!("reload applies `[[site]]`, `[policy]` and `[ptz]` only; restart the agent to apply changes to relays, devices, TLS or audit");
+            tracing::warn!("reload applies `[[site]]`, `[policy]`, `[ptz]` and `[[operator]]` only; restart the agent to apply changes to relays, devices, TLS, audit or the management port");
         }
         self.access.send_replace(Arc::new(access));
+        self.operators.reload(operators);
+        self.config.operators = cfg.operators.clone();
         self.ptz.set_config(cfg.ptz.arbiter());
         self.config.sites = cfg.sites.clone();
         self.config.policy = cfg.policy.clone();
@@ -266,10 +302,13 @@ impl Agent {
         self.status.clone()
     }
 
-    /// Routes the agent serves beside the status on the management port:
-    /// the master room's PTZ API.
+    /// The control routes of the management port (the master room's PTZ
+    /// API), behind the operator credential check.
     pub fn management_routes(&self) -> axum::Router {
-        ptz::master_api::routes(self.ptz.clone())
+        ptz::master_api::routes(self.ptz.clone()).route_layer(axum::middleware::from_fn_with_state(
+            self.operators.clone(),
+            operators::require_operator,
+        ))
     }
 
     /// State of each relay link.
@@ -374,12 +413,11 @@ async fn main() -> Result<()> {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             let mgmt = cfg.management.listen;
+            let http = cfg.management.http_options();
             let mut agent = Agent::start(cfg)?;
-            ponte_proto::mgmt::spawn_with(mgmt, agent.status_feed(), agent.management_routes())
+            ponte_proto::mgmt::spawn_with(mgmt, agent.status_feed(), agent.management_routes(), http)
                 .await
-                .with_context(|| {
-                    format!("binding the management port on TCP {mgmt} (`management.listen`)")
-                })?;
+                .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
             let result = run_until_shutdown(&mut agent, &config).await;
             agent.shutdown().await;
             result
@@ -407,6 +445,8 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Demo(args) => demo::run(args).await,
+        Cmd::Operator { cmd: OperatorCmd::Passwd { name } } => operators::passwd_cli(&name),
+        Cmd::Operator { cmd: OperatorCmd::Token { name } } => operators::token_cli(&name),
         Cmd::Pki { cmd: PkiCmd::Init { dir, name } } => {
             let path = pki::init(&dir, &name)?;
             println!("created CA {}", path.display());

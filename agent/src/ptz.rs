@@ -941,23 +941,23 @@ async fn worker(camera: String, device: Arc<dyn PtzDevice>, core: Arc<Core>, mut
     }
 }
 
-/// The master room's PTZ API, mounted on the management port: the same
-/// commands as the sites', at top priority, audited under site `master`.
+/// The master room's PTZ API, the control routes of the management port:
+/// the same commands as the sites', at top priority, audited under site
+/// `master` with the name of the operator who authenticated (the
+/// [`crate::operators::require_operator`] layer puts it in the request).
 pub mod master_api {
     use super::{PtzService, Requester};
+    use crate::operators::Operator;
     use axum::body::Bytes;
-    use axum::extract::{Path, Query, State};
+    use axum::extract::{Path, State};
     use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
-    use axum::{Json, Router};
+    use axum::{Extension, Json, Router};
     use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
-    use std::collections::HashMap;
 
-    /// Operator name used for the presets lookup of `GET /api/ptz/{camera}`.
-    const LOOKUP: &str = "master-room";
-
-    /// `GET /api/ptz`, `GET /api/ptz/{camera}`, `POST /api/ptz/{camera}?operator=NAME`.
+    /// `GET /api/ptz`, `GET /api/ptz/{camera}`, `POST /api/ptz/{camera}`;
+    /// put the operator layer in front.
     pub fn routes(service: PtzService) -> Router {
         Router::new()
             .route("/api/ptz", get(list))
@@ -976,10 +976,9 @@ pub mod master_api {
 
     async fn show(
         State(service): State<PtzService>,
+        Extension(Operator(operator)): Extension<Operator>,
         Path(camera): Path<String>,
-        Query(query): Query<HashMap<String, String>>,
     ) -> Response {
-        let operator = query.get("operator").cloned().unwrap_or_else(|| LOOKUP.to_owned());
         let who = Requester::Master { operator };
         match service.submit(&who, &camera, &PtzCommand::Presets).reply().await {
             PtzReply::Done { holder, presets, .. } => {
@@ -1007,8 +1006,8 @@ pub mod master_api {
 
     async fn command(
         State(service): State<PtzService>,
+        Extension(Operator(operator)): Extension<Operator>,
         Path(camera): Path<String>,
-        Query(query): Query<HashMap<String, String>>,
         headers: HeaderMap,
         body: Bytes,
     ) -> Response {
@@ -1019,12 +1018,6 @@ pub mod master_api {
             );
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(reply)).into_response();
         }
-        let Some(operator) = query.get("operator").filter(|o| !o.is_empty()).cloned() else {
-            return answer(PtzReply::refused(
-                PtzErrorCode::Invalid,
-                "name the operator: POST /api/ptz/{camera}?operator=NAME (it goes into the audit log)",
-            ));
-        };
         let command: PtzCommand = match serde_json::from_slice(&body) {
             Ok(c) => c,
             Err(e) => {
@@ -1397,8 +1390,9 @@ windows = ["daily 22:00-06:00"]
     async fn the_master_api_takes_json_commands_only() {
         let r = rig(Duration::ZERO);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api/ptz/dome?operator=sala", listener.local_addr().unwrap());
-        let app = master_api::routes(r.service.clone());
+        let url = format!("http://{}/api/ptz/dome", listener.local_addr().unwrap());
+        let operator = crate::operators::Operator("sala".into());
+        let app = master_api::routes(r.service.clone()).layer(axum::Extension(operator));
         tokio::spawn(async move { axum::serve(listener, app).await });
         let post = |content_type: &'static str| {
             let url = url.clone();

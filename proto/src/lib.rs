@@ -5,6 +5,8 @@ pub mod audit;
 pub mod endpoint;
 pub mod h264;
 pub mod h265;
+#[cfg(feature = "mgmt")]
+pub mod http_server;
 pub mod hub;
 pub mod logging;
 pub mod media;

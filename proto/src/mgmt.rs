@@ -1,13 +1,19 @@
 //! The management port every node serves, and the `status` CLI that reads
 //! it: `/healthz`, `/readyz`, `/status` (JSON), `/metrics` (Prometheus) and
-//! `/` (the human status page), all rendered from one `StatusDoc`.
+//! `/` (the human status page), all rendered from one `StatusDoc`. These
+//! read-only routes ask for no credential (Prometheus and the kubelet read
+//! them); a node's control routes beside them (the agent's master-room PTZ
+//! API) bring their own credential layer. The port runs the guarded
+//! [`crate::http_server`]: Host check, connection caps, read timeouts.
 
+use crate::http_server::HttpOptions;
 use crate::status::{Health, StatusDoc};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +26,7 @@ pub type StatusFeed = watch::Receiver<Arc<StatusDoc>>;
 /// How often nodes refresh their status document.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Routes of the management port.
+/// The read-only routes of the management port.
 pub fn router(feed: StatusFeed) -> Router {
     Router::new()
         .route("/", get(page))
@@ -31,20 +37,111 @@ pub fn router(feed: StatusFeed) -> Router {
         .with_state(feed)
 }
 
-/// Binds the management port (so a busy port fails start-up with a clear
-/// error) and serves it in the background.
-pub async fn spawn(listen: SocketAddr, feed: StatusFeed) -> std::io::Result<SocketAddr> {
-    spawn_with(listen, feed, Router::new()).await
+/// `[management]` of both nodes; `PORT` is the node's default port
+/// (loopback: open it deliberately, e.g. for Prometheus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSection<const PORT: u16> {
+    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz`, the
+    /// status page (and the agent's master-room PTZ API).
+    #[serde(default = "default_listen::<PORT>")]
+    pub listen: SocketAddr,
+    /// Names and addresses clients reach the port by, beyond `localhost`
+    /// and its IP addresses (the DNS-rebinding guard).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Connections open at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    #[serde(default = "default_max_per_client")]
+    pub max_connections_per_client: usize,
+    /// Seconds a client has to send a request head (and again its body).
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// Seconds without a byte either way before a connection is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
 }
 
-/// Like [`spawn`], with the node's own routes (e.g. the agent's PTZ API) beside.
-pub async fn spawn_with(listen: SocketAddr, feed: StatusFeed, extra: Router) -> std::io::Result<SocketAddr> {
+impl<const PORT: u16> Default for ManagementSection<PORT> {
+    fn default() -> Self {
+        Self {
+            listen: default_listen::<PORT>(),
+            allowed_hosts: Vec::new(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_per_client(),
+            read_timeout_secs: default_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+        }
+    }
+}
+
+impl<const PORT: u16> ManagementSection<PORT> {
+    /// The port's HTTP guards.
+    pub fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            name: "management port",
+            keys: "management.",
+            allowed_hosts: self.allowed_hosts.clone(),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
+
+    /// Checks the keys; the error names the key and the fix.
+    pub fn check(&self) -> Result<(), String> {
+        self.http_options().check(self.listen)
+    }
+}
+
+fn default_listen<const PORT: u16>() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], PORT))
+}
+
+fn default_max_connections() -> usize {
+    crate::http_server::DEFAULT_MANAGEMENT_MAX_CONNECTIONS
+}
+
+fn default_max_per_client() -> usize {
+    crate::http_server::DEFAULT_MANAGEMENT_MAX_PER_CLIENT
+}
+
+fn default_read_timeout() -> u64 {
+    crate::http_server::DEFAULT_READ_TIMEOUT_SECS
+}
+
+fn default_idle_timeout() -> u64 {
+    crate::http_server::DEFAULT_IDLE_TIMEOUT_SECS
+}
+
+/// Binds the management port (so a busy port fails start-up with a clear
+/// error) and serves it in the background.
+pub async fn spawn(
+    listen: SocketAddr,
+    feed: StatusFeed,
+    options: HttpOptions,
+) -> std::io::Result<SocketAddr> {
+    spawn_with(listen, feed, Router::new(), options).await
+}
+
+/// Like [`spawn`], with the node's control routes beside the read-only
+/// ones; `control` must carry its own credential layer.
+pub async fn spawn_with(
+    listen: SocketAddr,
+    feed: StatusFeed,
+    control: Router,
+    options: HttpOptions,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listen = listener.local_addr()?;
+    options.check(listen).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     tracing::info!(%listen, "management port: /status /metrics /healthz /readyz and the status page");
-    let app = router(feed).merge(extra);
+    let app = router(feed).merge(control);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = crate::http_server::serve(listener, app, options, std::future::pending()).await {
             tracing::error!(error = %e, "management port failed");
         }
     });

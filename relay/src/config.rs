@@ -146,25 +146,8 @@ fn default_rtsp_timeout() -> u64 {
     60
 }
 
-/// `[management]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManagementSection {
-    /// TCP address of `/status`, `/metrics`, `/healthz`, `/readyz` and the status page.
-    /// Loopback by default: open it deliberately (e.g. for Prometheus).
-    #[serde(default = "default_management")]
-    pub listen: std::net::SocketAddr,
-}
-
-impl Default for ManagementSection {
-    fn default() -> Self {
-        Self { listen: default_management() }
-    }
-}
-
-fn default_management() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 9091))
-}
+/// `[management]`: status, metrics, health, the status page (default 127.0.0.1:9091).
+pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9091>;
 
 /// `[audit]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +187,22 @@ pub struct RelaySection {
     /// TCP address of the viewer page and WHEP.
     #[serde(default = "default_http")]
     pub http_listen: SocketAddr,
+    /// Names and addresses operators reach the viewer page by, beyond
+    /// `localhost` and this host's IP addresses (the DNS-rebinding guard).
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<String>,
+    /// Viewer-port connections open at once.
+    #[serde(default = "default_http_max_connections")]
+    pub http_max_connections: usize,
+    /// Viewer-port connections open at once from one client address.
+    #[serde(default = "default_http_max_per_client")]
+    pub http_max_connections_per_client: usize,
+    /// Seconds a client has to send a request head (and again its body).
+    #[serde(default = "default_http_read_timeout")]
+    pub http_read_timeout_secs: u64,
+    /// Seconds without a byte either way before a connection is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub http_idle_timeout_secs: u64,
     /// Seconds a stream with no viewers stays subscribed upstream.
     #[serde(default = "default_linger")]
     pub linger_secs: u64,
@@ -238,6 +237,37 @@ fn default_upstreams() -> Vec<String> {
 
 /// The site id of the master room's agent, reserved for it.
 pub const MASTER_SITE: &str = "master";
+
+impl RelaySection {
+    /// The viewer port's HTTP guards.
+    pub fn http_options(&self) -> ponte_proto::http_server::HttpOptions {
+        ponte_proto::http_server::HttpOptions {
+            name: "viewer page",
+            keys: "relay.http_",
+            allowed_hosts: self.http_allowed_hosts.clone(),
+            max_connections: self.http_max_connections,
+            max_connections_per_client: self.http_max_connections_per_client,
+            read_timeout: std::time::Duration::from_secs(self.http_read_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout_secs),
+        }
+    }
+}
+
+fn default_http_max_connections() -> usize {
+    ponte_proto::http_server::DEFAULT_VIEWER_MAX_CONNECTIONS
+}
+
+fn default_http_max_per_client() -> usize {
+    ponte_proto::http_server::DEFAULT_VIEWER_MAX_PER_CLIENT
+}
+
+fn default_http_read_timeout() -> u64 {
+    ponte_proto::http_server::DEFAULT_READ_TIMEOUT_SECS
+}
+
+fn default_http_idle_timeout() -> u64 {
+    ponte_proto::http_server::DEFAULT_IDLE_TIMEOUT_SECS
+}
 
 fn default_reconnect_grace() -> u64 {
     60
@@ -331,6 +361,8 @@ impl RelayConfig {
             bail!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`");
         }
         self.check_upstreams()?;
+        self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg)?;
+        self.management.check().map_err(anyhow::Error::msg)?;
         self.check_rtsp_and_cascade()
     }
 

@@ -170,7 +170,7 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         started: std::time::Instant::now(),
     };
     let mgmt = cfg.management.listen;
-    ponte_proto::mgmt::spawn(mgmt, feed)
+    ponte_proto::mgmt::spawn(mgmt, feed, cfg.management.http_options())
         .await
         .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
     let ptz = Arc::new(ptz::PtzState::new(
@@ -195,9 +195,11 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         "relay started; viewer page at http://{}/",
         cfg.relay.http_listen
     );
-    // Connection info: the login brake counts failures per client address.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    // The guarded server gives handlers the client's address (`ConnectInfo`):
+    // the login brake counts failures per client address.
+    ponte_proto::http_server::serve(listener, app, cfg.relay.http_options(), shutdown_signal())
+        .await
+        .context("HTTP server (`relay.http_listen`)")?;
     Ok(())
 }
 

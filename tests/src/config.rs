@@ -211,6 +211,21 @@ fn split_relay_keys(extra: &str) -> (&str, &str) {
     extra.split_at(at)
 }
 
+/// An agent `[[operator]]` with a bearer token, made by the real
+/// `ponte-agent operator token --name NAME`: the token and the table.
+pub fn operator_token(name: &str) -> Result<(String, String)> {
+    let out = crate::agent_cli(&["operator", "token", "--name", name], "")?;
+    let token = out.lines().next().context("no token line")?.trim().to_owned();
+    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    Ok((token, format!("{}\n", table.join("\n"))))
+}
+
+/// An agent `[[operator]]` with a password (HTTP Basic), made by the real
+/// `ponte-agent operator passwd --name NAME`: the table.
+pub fn operator_password(name: &str, password: &str) -> Result<String> {
+    crate::agent_cli(&["operator", "passwd", "--name", name], &format!("{password}\n"))
+}
+
 fn write_tls(s: &mut String, tls: &TlsPaths) {
     let _ = writeln!(
         s,

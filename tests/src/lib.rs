@@ -28,7 +28,9 @@ pub mod rtsp_camera;
 mod stack;
 
 pub use cdp::{Chromium, Page};
-pub use config::{AgentConfig, Device, RelayConfig, RelayTarget, TlsPaths};
+pub use config::{
+    operator_password, operator_token, AgentConfig, Device, RelayConfig, RelayTarget, TlsPaths,
+};
 pub use http::{
     catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
 };
@@ -91,19 +93,28 @@ pub fn spawn_ffmpeg_reader(url: &str, transport: &str, secs: u32) -> Result<toki
 /// Runs `ponte-relay ARGS` (`passwd`, `token`, ...) with `stdin`; its
 /// stdout, or an error with its output unless it exits 0.
 pub fn relay_cli(args: &[&str], stdin: &str) -> Result<String> {
+    cli("ponte-relay", args, stdin)
+}
+
+/// Runs `ponte-agent ARGS` (`operator token`, ...) as [`relay_cli`] does.
+pub fn agent_cli(args: &[&str], stdin: &str) -> Result<String> {
+    cli("ponte-agent", args, stdin)
+}
+
+fn cli(bin: &str, args: &[&str], stdin: &str) -> Result<String> {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(bin_path("ponte-relay")?)
+    let mut child = Command::new(bin_path(bin)?)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting ponte-relay {args:?}"))?;
+        .with_context(|| format!("starting {bin} {args:?}"))?;
     child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
     let out = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!("ponte-relay {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!("{bin} {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
     }
     Ok(stdout)
 }

@@ -8,3 +8,5 @@
 mod rtsp;
 #[path = "attacks/agent.rs"]
 mod agent;
+#[path = "attacks/http.rs"]
+mod http;

@@ -135,6 +135,26 @@ async fn demo_prints_two_viewer_urls_and_a_camera_plays_in_chromium() -> Result<
     );
     println!("PTZ: carabinieri moved {dome}; questura refused with {}", refused.status);
 
+    // The master room takes the dome over with the command the demo printed
+    // (its operator token); without the token the agent refuses.
+    let line = demo.wait_for_line("authorization: Bearer ", Duration::from_secs(5)).await?;
+    let token =
+        line.split("authorization: Bearer ").nth(1).and_then(|r| r.split('\'').next()).context("token")?;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains("/api/ptz/"))
+        .with_context(|| format!("no PTZ URL in {line:?}"))?
+        .replace("<camera>", &dome);
+    let bearer = format!("Bearer {token}");
+    let stop = br#"{"op":"stop"}"#;
+    let t = Duration::from_secs(5);
+    let anonymous = ponte_tests::http_request("POST", &url, &json, stop, t).await?;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    let headers = [json[0], ("authorization", bearer.as_str())];
+    let master = ponte_tests::http_request("POST", &url, &headers, br#"{"op":"move","pan":-400}"#, t).await?;
+    assert_eq!(master.status, 200, "{}", master.text());
+    assert!(master.text().contains(r#""viewer":"sala""#), "{}", master.text());
+
     // Ctrl-C stops the agent and both relays, and removes the throw-away PKI.
     let pki_dir = std::env::temp_dir().join(format!("ponte-demo-{}", demo.pid()));
     assert!(pki_dir.exists(), "{pki_dir:?}");

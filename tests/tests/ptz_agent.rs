@@ -1,6 +1,7 @@
 //! PTZ control through the real agent, against a schema-checked ONVIF
 //! camera: a permitted site steers it, a site without the right is refused
-//! and audited, the master room's HTTP API pre-empts a site, and a move
+//! and audited, the master room's HTTP API (an operator with a token)
+//! pre-empts a site, and a move
 //! whose controller stops renewing (or whose relay session vanishes) is
 //! stopped. Assertions are on what the camera recorded.
 
@@ -31,15 +32,12 @@ fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
-async fn post(url: &str, body: &str) -> Result<(u16, serde_json::Value)> {
-    let r = http_request(
-        "POST",
-        url,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .await?;
+/// `POST url` with a JSON body, as the operator holding `bearer` when given.
+async fn post(url: &str, body: &str, bearer: Option<&str>) -> Result<(u16, serde_json::Value)> {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(auth.as_deref().map(|a| ("Authorization", a)));
+    let r = http_request("POST", url, &headers, body.as_bytes(), Duration::from_secs(10)).await?;
     let json = r.json().unwrap_or(serde_json::Value::Null);
     Ok((r.status, json))
 }
@@ -62,6 +60,7 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
     let camera = OnvifCamera::start("admin", "secret").await?;
     let cc = FakeRelay::listen(&pki, "carabinieri")?;
     let qu = FakeRelay::listen(&pki, "questura")?;
+    let (token, operator) = ponte_tests::operator_token("sala")?;
 
     let mut dome = Device::synthetic(CAMERA);
     dome.kind = "dome-ptz".into();
@@ -79,7 +78,7 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
             RelayTarget { site: "questura".into(), addr: qu.endpoint.local_addr()? },
         ],
         devices: vec![dome, Device::synthetic("po-lungofiume")],
-        extra: policy(),
+        extra: format!("{}\n{operator}", policy()),
     };
     let path = cfg.write(dir.path().join("agent.toml"))?;
     let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
@@ -130,9 +129,9 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
 
     // (c) The master room pre-empts the site through the management port.
     let url = format!("{mgmt}/api/ptz/{CAMERA}");
-    let (status, body) = post(&url, r#"{"op":"move","pan":-300}"#).await?;
-    assert_eq!(status, 400, "the operator must be named: {body}");
-    let (status, body) = post(&format!("{url}?operator=sala"), r#"{"op":"move","pan":-300}"#).await?;
+    let (status, body) = post(&format!("{url}?operator=sala"), r#"{"op":"move","pan":-300}"#, None).await?;
+    assert_eq!(status, 401, "the operator must authenticate: {body}");
+    let (status, body) = post(&url, r#"{"op":"move","pan":-300}"#, Some(&token)).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["holder"]["site"], "master", "{body}");
     assert_eq!(body["holder"]["priority"], 100, "{body}");
@@ -155,10 +154,13 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
         }
         other => panic!("the site lost the lock to the master room, got {other:?}"),
     }
-    let list = ponte_tests::http_get(&format!("{mgmt}/api/ptz")).await?.json()?;
+    let bearer = format!("Bearer {token}");
+    let list = http_request("GET", &format!("{mgmt}/api/ptz"), &[("Authorization", &bearer)], b"", WAIT)
+        .await?
+        .json()?;
     assert_eq!(list[0]["camera"], CAMERA, "{list}");
     assert_eq!(list[0]["holder"]["viewer"], "sala", "{list}");
-    let (status, body) = post(&format!("{url}?operator=sala"), r#"{"op":"release"}"#).await?;
+    let (status, body) = post(&url, r#"{"op":"release"}"#, Some(&token)).await?;
     assert_eq!((status, body["holder"].is_null()), (200, true), "{body}");
     camera.wait_for(Duration::from_secs(5), |ops| stops_after(ops, moves(ops)[1].t).is_some()).await?;
     assert_eq!(c.next_ptz_lock().await?.1, None, "the release is announced");

@@ -155,10 +155,13 @@ async fn the_viewer_page_steers_the_dome_and_an_account_without_ptz_cannot() -> 
         camera.media_url()
     );
     let (ops_token, relay_extra) = relay_accounts()?;
+    // The master-room operator who takes the dome over, with a token.
+    let (operator_token, operator) = ponte_tests::operator_token("sala")?;
     let mut stack = Stack::start_with(StackSpec {
         devices,
-        agent_extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n"
-            .into(),
+        agent_extra: format!(
+            "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n\n{operator}"
+        ),
         relay_extra,
         catalog_token: Some(ops_token.clone()),
         ..StackSpec::default()
@@ -260,9 +263,11 @@ async fn the_viewer_page_steers_the_dome_and_an_account_without_ptz_cannot() -> 
     // 50): the page, polling, says who holds it, and anna's next press is
     // refused with the holder named.
     let mgmt = stack.agent.management_url(T).await?;
-    let url = format!("{mgmt}/api/ptz/{CAMERA}?operator=sala");
+    let url = format!("{mgmt}/api/ptz/{CAMERA}");
     let body = br#"{"op":"move","pan":0,"tilt":-300,"zoom":0}"#;
-    let taken = http_request("POST", &url, &[("Content-Type", "application/json")], body, T).await?;
+    let bearer = format!("Bearer {operator_token}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+    let taken = http_request("POST", &url, &headers, body, T).await?;
     assert_eq!(taken.status, 200, "{}", taken.text());
     let status = ponte_tests::wait_until(
         "the page to name the master room",

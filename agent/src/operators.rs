@@ -1,0 +1,595 @@
+//! Master-room operators: who may use the control routes of the management
+//! port (the PTZ API, which steers every dome at top priority, pre-empting
+//! the partner sites). Each `[[operator]]` has an argon2id password (HTTP
+//! Basic) or a bearer token kept as its SHA-256, as the relay's
+//! `[[viewer]]` and `[[token]]`; `ponte-agent operator passwd|token` makes
+//! them. The read-only routes (status, metrics, health) stay open.
+//!
+//! Every request that does not authenticate is charged to its client
+//! address before anything is checked (5 at once, then one per 12 s; the
+//! right password does not pass a braked client), answered after a 1 s
+//! delay, and audited (`action = "login"`, `site = "master"`, the client's
+//! address). The PTZ audit lines name the operator who authenticated: no
+//! query parameter or header can choose that name. With no `[[operator]]`
+//! configured the control routes answer 403 naming the key to add.
+
+use anyhow::{anyhow, bail, Context, Result};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use ponte_proto::audit::{AuditLog, AuditRecord};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// The config key operators are added under, for messages.
+const KEY: &str = "[[operator]]";
+
+/// `[[operator]]`: a master-room operator (or script) allowed on the
+/// control routes, with `password_hash` (HTTP Basic) or `token_sha256`
+/// (`Authorization: Bearer <token>`), from `ponte-agent operator passwd|token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Name in the audit log (and the Basic user name).
+    pub name: String,
+    /// argon2id PHC string of the password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Hex SHA-256 of a bearer token.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+/// The authenticated operator, put into the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator(pub String);
+
+enum Secret {
+    Password(String),
+    Token([u8; 32]),
+}
+
+/// The configured operators, checked and ready.
+#[derive(Default)]
+pub struct Operators {
+    by_name: HashMap<String, Secret>,
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 {
+        bail!("{what}: the name must be 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_control() || c == ':' || c == '"' || c.is_whitespace()) {
+        bail!("{what}: the name may not contain spaces, quotes, `:` or control characters");
+    }
+    Ok(())
+}
+
+/// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
+pub(crate) fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| anyhow!("cannot encode a salt: {e}"))?;
+    let hash = Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
+    Ok(hash.to_string())
+}
+
+/// A valid argon2id hash nobody knows the password of, checked for unknown
+/// names so that they take as long as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&hex(&rand::random::<[u8; 32]>())).unwrap_or_default())
+}
+
+impl Operators {
+    /// Checks and compiles the `[[operator]]` tables.
+    pub fn from_config(list: &[OperatorConfig]) -> Result<Operators> {
+        let mut by_name = HashMap::new();
+        let mut tokens = Vec::new();
+        for o in list {
+            let what = format!("[[operator]] `{}`", o.name);
+            check_name(&what, &o.name)?;
+            let secret = match (&o.password_hash, &o.token_sha256) {
+                (Some(phc), None) => {
+                    let hash = PasswordHash::new(phc).map_err(|e| {
+                        anyhow!("{what}: `password_hash` is not a PHC string ({e}); make one with `ponte-agent operator passwd`")
+                    })?;
+                    if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
+                        bail!("{what}: `password_hash` uses `{}`; only argon2id is accepted (`ponte-agent operator passwd`)", hash.algorithm);
+                    }
+                    let params = argon2::Params::try_from(&hash)
+                        .map_err(|e| anyhow!("{what}: `password_hash` has unusable argon2 parameters ({e})"))?;
+                    // Each check costs this much memory and time: refuse what would stall the agent.
+                    if params.m_cost() > 256 * 1024 || params.t_cost() > 16 || params.p_cost() > 8 {
+                        bail!("{what}: `password_hash` asks for m={} KiB, t={}, p={}; keep m <= 262144, t <= 16, p <= 8", params.m_cost(), params.t_cost(), params.p_cost());
+                    }
+                    Secret::Password(phc.clone())
+                }
+                (None, Some(digest)) => {
+                    let digest = parse_digest(digest).with_context(|| {
+                        format!("{what}: `token_sha256` must be 64 hex digits, the SHA-256 of the token (`ponte-agent operator token`)")
+                    })?;
+                    if tokens.contains(&digest) {
+                        bail!("{what}: the same token is configured twice; give each operator its own");
+                    }
+                    tokens.push(digest);
+                    Secret::Token(digest)
+                }
+                _ => bail!("{what}: set exactly one of `password_hash` (`ponte-agent operator passwd`) and `token_sha256` (`ponte-agent operator token`)"),
+            };
+            if by_name.insert(o.name.clone(), secret).is_some() {
+                bail!("{what}: the name is used twice");
+            }
+        }
+        Ok(Operators { by_name })
+    }
+
+    /// Operators configured.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Checks a name and password (argon2: tens of milliseconds, call it
+    /// off the async threads); `Err` says why, for the audit.
+    fn verify_password(&self, name: &str, password: &str) -> Result<String, &'static str> {
+        match self.by_name.get(name) {
+            Some(Secret::Password(phc)) => {
+                let ok = PasswordHash::new(phc)
+                    .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+                if ok {
+                    Ok(name.to_owned())
+                } else {
+                    Err("wrong password")
+                }
+            }
+            Some(Secret::Token(_)) => Err("a token operator sent a password"),
+            None => {
+                if let Ok(h) = PasswordHash::new(decoy_hash()) {
+                    let _ = Argon2::default().verify_password(password.as_bytes(), &h);
+                }
+                Err("unknown operator")
+            }
+        }
+    }
+
+    /// The operator holding `token`, if any.
+    fn check_token(&self, token: &str) -> Option<String> {
+        let digest = sha256(token.as_bytes());
+        // Look at every token whatever matches, so timing tells nothing.
+        let mut found = None;
+        for (name, secret) in &self.by_name {
+            if let Secret::Token(d) = secret {
+                if same_bytes(d, &digest) {
+                    found = Some(name.clone());
+                }
+            }
+        }
+        found
+    }
+}
+
+// ---- the brake (sans-IO) ----------------------------------------------------------
+
+/// Per-client limit on unauthenticated requests: `burst` at once, then one
+/// per `interval` (a GCRA). Charged before anything is checked, refunded
+/// when the credential was right.
+struct Brake {
+    /// Per client: when its charged attempts will have drained.
+    clients: HashMap<IpAddr, Instant>,
+    burst: u32,
+    interval: Duration,
+    max_clients: usize,
+}
+
+impl Brake {
+    fn new(burst: u32, interval: Duration, max_clients: usize) -> Self {
+        Self { clients: HashMap::new(), burst: burst.max(1), interval, max_clients: max_clients.max(1) }
+    }
+
+    /// Charges an attempt by `client`, or says how long it must wait.
+    fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let client = client.to_canonical();
+        let tolerance = self.interval * (self.burst - 1);
+        let drained = self.clients.get(&client).copied().unwrap_or(now).max(now);
+        let allowed_at = drained.checked_sub(tolerance).unwrap_or(now);
+        if allowed_at > now {
+            return Err(allowed_at - now);
+        }
+        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
+            self.clients.retain(|_, d| *d > now);
+            if self.clients.len() >= self.max_clients {
+                let oldest = self.clients.iter().min_by_key(|(_, d)| **d).map(|(ip, _)| *ip);
+                if let Some(oldest) = oldest {
+                    self.clients.remove(&oldest);
+                }
+            }
+        }
+        self.clients.insert(client, drained + self.interval);
+        Ok(())
+    }
+
+    /// Refunds the attempt of a client whose credential was right.
+    fn succeeded(&mut self, client: IpAddr, now: Instant) {
+        let client = client.to_canonical();
+        if let Some(drained) = self.clients.get_mut(&client) {
+            *drained = drained.checked_sub(self.interval).unwrap_or(now);
+            if *drained <= now {
+                self.clients.remove(&client);
+            }
+        }
+    }
+}
+
+// ---- the HTTP layer -----------------------------------------------------------------
+
+/// Operators, the brake and the audit, shared by the control routes.
+pub struct OperatorAuth {
+    operators: Mutex<Arc<Operators>>,
+    brake: Mutex<Brake>,
+    audit: Arc<AuditLog>,
+    /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
+    hashing: Semaphore,
+    failure_delay: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a request was not let through.
+struct Refusal {
+    status: StatusCode,
+    /// `failed` (wrong credential), `refused` (none, or no operators), `throttled`.
+    outcome: &'static str,
+    /// Who the client claimed to be (`?` when unknown).
+    claimed: String,
+    /// For the audit and the log.
+    why: String,
+    /// For the client.
+    message: String,
+}
+
+impl OperatorAuth {
+    /// Checks credentials against `operators`, auditing refusals to `audit`.
+    pub fn new(operators: Operators, audit: Arc<AuditLog>) -> Self {
+        Self {
+            operators: Mutex::new(Arc::new(operators)),
+            brake: Mutex::new(Brake::new(5, Duration::from_secs(12), 4096)),
+            audit,
+            hashing: Semaphore::new(2),
+            failure_delay: Duration::from_secs(1),
+        }
+    }
+
+    /// Takes new operators (a config reload); a removed operator's next request is refused.
+    pub fn reload(&self, operators: Operators) {
+        *lock(&self.operators) = Arc::new(operators);
+    }
+
+    fn operators(&self) -> Arc<Operators> {
+        lock(&self.operators).clone()
+    }
+
+    /// Who is asking, or why not.
+    async fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<String, Refusal> {
+        let operators = self.operators();
+        let refusal = |status, outcome, claimed: &str, why: &str, message: String| Refusal {
+            status,
+            outcome,
+            claimed: claimed.chars().take(64).collect(),
+            why: why.to_owned(),
+            message,
+        };
+        if let Err(wait) = lock(&self.brake).begin(client, Instant::now()) {
+            let secs = wait.as_secs() + 1;
+            let message = format!("too many refused requests from here: retry in {secs} s");
+            return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "throttled", "?", "client braked", message));
+        }
+        if operators.len() == 0 {
+            let message = format!(
+                "no master-room operator is configured: add an `{KEY}` to agent.toml \
+                 (`ponte-agent operator passwd --name NAME` or `ponte-agent operator token --name NAME`) \
+                 and reload the agent"
+            );
+            return Err(refusal(
+                StatusCode::FORBIDDEN,
+                "refused",
+                "?",
+                "no [[operator]] configured",
+                message,
+            ));
+        }
+        let unauthorized = |outcome, claimed: &str, why: &str| {
+            let message = "the master-room PTZ API needs an operator credential: HTTP Basic \
+                           (`curl -u NAME`) or `Authorization: Bearer <token>`"
+                .to_owned();
+            refusal(StatusCode::UNAUTHORIZED, outcome, claimed, why, message)
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(unauthorized("refused", "?", "no credential"));
+        };
+        let (scheme, rest) = value.to_str().ok().and_then(|v| v.split_once(' ')).unwrap_or(("", ""));
+        let checked = if scheme.eq_ignore_ascii_case("bearer") {
+            operators.check_token(rest.trim()).ok_or(("?".to_owned(), "unknown token"))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            let Some((name, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                return Err(unauthorized("failed", "?", "unreadable Basic credential"));
+            };
+            let (name, password) = (name.to_owned(), password.to_owned());
+            let _slot =
+                self.hashing.acquire().await.map_err(|_| unauthorized("failed", &name, "shutting down"))?;
+            let against = operators.clone();
+            let claimed = name.clone();
+            tokio::task::spawn_blocking(move || against.verify_password(&name, &password))
+                .await
+                .unwrap_or(Err("password check failed"))
+                .map_err(|why| (claimed, why))
+        } else {
+            return Err(unauthorized("failed", "?", "neither Basic nor Bearer"));
+        };
+        match checked {
+            Ok(name) => {
+                lock(&self.brake).succeeded(client, Instant::now());
+                Ok(name)
+            }
+            Err((claimed, why)) => Err(unauthorized("failed", &claimed, why)),
+        }
+    }
+
+    /// Logs and audits a refusal, waits the failure delay, answers.
+    async fn refuse(&self, r: Refusal, client: IpAddr, what: &str) -> Response {
+        tracing::warn!(operator = %r.claimed, client = %client, request = what, "master-room API refused: {}", r.why);
+        let record = AuditRecord {
+            site: Some(ponte_proto::ptz::MASTER_SITE.to_owned()),
+            viewer: Some(r.claimed),
+            action: "login".into(),
+            outcome: r.outcome.into(),
+            reason: Some(format!("{what}: {}", r.why)),
+            client: Some(client.to_string()),
+            ..Default::default()
+        };
+        if let Err(e) = self.audit.write(record) {
+            tracing::error!(error = %e, path = %self.audit.path().display(), "cannot write the audit log");
+        }
+        tokio::time::sleep(self.failure_delay).await;
+        let mut resp =
+            (r.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", r.message))
+                .into_response();
+        if r.status == StatusCode::UNAUTHORIZED {
+            let challenge = HeaderValue::from_static("Basic realm=\"ponte master room\", charset=\"UTF-8\"");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("12"));
+        }
+        resp
+    }
+}
+
+/// Layer in front of the control routes: puts the [`Operator`] into the
+/// request, or answers 401 (no or wrong credential), 403 (no operator
+/// configured) or 429 (client braked), audited.
+pub async fn require_operator(
+    State(auth): State<Arc<OperatorAuth>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    match auth.authenticate(req.headers(), client).await {
+        Ok(name) => {
+            req.extensions_mut().insert(Operator(name));
+            next.run(req).await
+        }
+        Err(refusal) => {
+            let what: String = format!("{} {}", req.method(), req.uri().path()).chars().take(120).collect();
+            auth.refuse(refusal, client, &what).await
+        }
+    }
+}
+
+// ---- CLI ----------------------------------------------------------------------------
+
+/// `ponte-agent operator passwd --name NAME`: reads the password from stdin,
+/// prints the `[[operator]]` table with its argon2id hash.
+pub fn passwd_cli(name: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    check_name("--name", name)?;
+    if std::io::stdin().is_terminal() {
+        eprint!("password (shown as you type): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("empty password: pipe or type the password on stdin, e.g. `ponte-agent operator passwd --name {name} < file`");
+    }
+    if password.chars().count() < 10 {
+        eprintln!("warning: a password of fewer than 10 characters is easy to guess");
+    }
+    println!("[[operator]]\nname = \"{name}\"\npassword_hash = \"{}\"", hash_password(password)?);
+    Ok(())
+}
+
+/// A new random bearer token (256 bits, hex) and its SHA-256 for `token_sha256`.
+pub fn new_token() -> (String, String) {
+    let token = hex(&rand::random::<[u8; 32]>());
+    let digest = hex(&sha256(token.as_bytes()));
+    (token, digest)
+}
+
+/// `ponte-agent operator token --name NAME`: prints a new token (line 1)
+/// and the `[[operator]]` table holding its SHA-256.
+pub fn token_cli(name: &str) -> Result<()> {
+    check_name("--name", name)?;
+    let (token, digest) = new_token();
+    println!("{token}");
+    println!();
+    println!("# Give the line above to `{name}` (send it as `Authorization: Bearer <token>`);");
+    println!("# the agent keeps only its SHA-256:");
+    println!("[[operator]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, password: Option<&str>, token: Option<&str>) -> OperatorConfig {
+        OperatorConfig {
+            name: name.into(),
+            password_hash: password.map(|p| hash_password(p).unwrap()),
+            token_sha256: token.map(|t| hex(&sha256(t.as_bytes()))),
+        }
+    }
+
+    #[test]
+    fn operators_check_passwords_and_tokens() {
+        let ops = Operators::from_config(&[
+            config("sala", Some("torrazzo-112-metri"), None),
+            config("script", None, Some("abc")),
+        ])
+        .unwrap();
+        assert_eq!(ops.verify_password("sala", "torrazzo-112-metri"), Ok("sala".into()));
+        assert_eq!(ops.verify_password("sala", "wrong"), Err("wrong password"));
+        assert_eq!(ops.verify_password("nobody", "torrazzo-112-metri"), Err("unknown operator"));
+        assert_eq!(ops.verify_password("script", "abc"), Err("a token operator sent a password"));
+        assert_eq!(ops.check_token("abc"), Some("script".into()));
+        assert_eq!(ops.check_token("abd"), None);
+    }
+
+    #[test]
+    fn operator_mistakes_name_the_key_and_the_fix() {
+        let both = OperatorConfig { token_sha256: Some("00".repeat(32)), ..config("a", Some("p"), None) };
+        let cases = [
+            (vec![config("a", None, None)], "set exactly one of `password_hash`"),
+            (vec![both], "set exactly one"),
+            (
+                vec![OperatorConfig { password_hash: Some("secret".into()), ..config("a", None, None) }],
+                "operator passwd",
+            ),
+            (
+                vec![OperatorConfig { token_sha256: Some("abc".into()), ..config("a", None, None) }],
+                "64 hex digits",
+            ),
+            (vec![config("a b", None, Some("t"))], "may not contain spaces"),
+            (vec![config("a", None, Some("t")), config("b", None, Some("t"))], "same token"),
+            (vec![config("a", None, Some("t")), config("a", None, Some("u"))], "used twice"),
+        ];
+        for (list, want) in cases {
+            let err =
+                format!("{:#}", Operators::from_config(&list).err().unwrap_or_else(|| panic!("{want}")));
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_brake_holds_after_the_burst_and_refunds_successes() {
+        let mut b = Brake::new(3, Duration::from_secs(12), 2);
+        let t = Instant::now();
+        let (x, y) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        for _ in 0..3 {
+            assert!(b.begin(x, t).is_ok());
+        }
+        let wait = b.begin(x, t).unwrap_err();
+        assert!(wait > Duration::from_secs(11) && wait <= Duration::from_secs(12), "{wait:?}");
+        assert!(b.begin(y, t).is_ok(), "another address is not braked");
+        b.succeeded(y, t);
+        assert!(b.begin(x, t + Duration::from_secs(12)).is_ok(), "one more after the interval");
+    }
+
+    fn request(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn no_operator_means_403_and_wrong_credentials_401() {
+        let dir = std::env::temp_dir().join(format!("ponte-operators-{}", std::process::id()));
+        let audit = Arc::new(AuditLog::open(dir.join("audit.log"), "master", 1 << 20).unwrap());
+        let client = "127.0.0.2".parse().unwrap();
+        let none = OperatorAuth::new(Operators::default(), audit.clone());
+        let r = none.authenticate(&request(Some("Bearer x")), client).await.err().unwrap();
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(
+            r.message.contains("`[[operator]]`") && r.message.contains("ponte-agent operator"),
+            "{}",
+            r.message
+        );
+
+        let ops = Operators::from_config(&[
+            config("sala", Some("torrazzo-112-metri"), None),
+            config("script", None, Some("abc")),
+        ])
+        .unwrap();
+        let auth = OperatorAuth::new(ops, audit);
+        let basic = |u: &str, p: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        };
+        assert_eq!(auth.authenticate(&request(Some("Bearer abc")), client).await.ok(), Some("script".into()));
+        assert_eq!(
+            auth.authenticate(&request(Some(&basic("sala", "torrazzo-112-metri"))), client).await.ok(),
+            Some("sala".into())
+        );
+        for (h, claimed) in [
+            (None, "?"),
+            (Some("Bearer abd".to_owned()), "?"),
+            (Some(basic("sala", "x")), "sala"),
+            (Some("Digest x".to_owned()), "?"),
+        ] {
+            let r = auth.authenticate(&request(h.as_deref()), client).await.err().unwrap();
+            assert_eq!((r.status, r.claimed.as_str()), (StatusCode::UNAUTHORIZED, claimed), "{h:?}");
+        }
+        // Four refusals and the burst of five is spent: even the right password waits.
+        let _ = auth.authenticate(&request(None), client).await;
+        let r = auth.authenticate(&request(Some("Bearer abc")), client).await.err().unwrap();
+        assert_eq!((r.status, r.outcome), (StatusCode::TOO_MANY_REQUESTS, "throttled"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
