@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn rtsp_connection_caps_and_login_deadline_have_safe_defaults() {
-        let base = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[rtsp]\nlisten = \"127.0.0.1:8554\"\n";
+        let base = "[relay]\nsite = \"x\"\nallow_anonymous = true\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[rtsp]\nlisten = \"127.0.0.1:8554\"\n";
         let rtsp = RelayConfig::from_toml(base).unwrap().rtsp.unwrap();
         assert_eq!(
             (rtsp.max_connections, rtsp.max_connections_per_client, rtsp.auth_deadline_secs),
