@@ -25,6 +25,7 @@ mod pki;
 mod procs;
 pub mod quic;
 pub mod rtsp_camera;
+mod rtsp_reader;
 mod stack;
 
 pub use cdp::{Chromium, Page};
@@ -36,6 +37,7 @@ pub use http::{
 };
 pub use pki::Pki;
 pub use procs::Proc;
+pub use rtsp_reader::RtspReader;
 pub use stack::{Stack, StackSpec};
 
 use anyhow::{bail, Context, Result};

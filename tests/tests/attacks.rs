@@ -4,9 +4,11 @@
 //! legitimate clients meanwhile, and the audit line where one is due.
 //!
 //! The attacks are grouped by the boundary they cross, one file each.
-#[path = "attacks/rtsp.rs"]
-mod rtsp;
+#[path = "attacks/access.rs"]
+mod access;
 #[path = "attacks/agent.rs"]
 mod agent;
 #[path = "attacks/http.rs"]
 mod http;
+#[path = "attacks/rtsp.rs"]
+mod rtsp;

@@ -21,13 +21,13 @@ use tokio::net::TcpSocket;
 const T: Duration = Duration::from_secs(20);
 /// Where the attacks come from; legitimate clients use 127.0.0.1.
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-const ANNA_PASSWORD: &str = "torrazzo-112-metri";
+pub(super) const ANNA_PASSWORD: &str = "torrazzo-112-metri";
 const SALA_PASSWORD: &str = "sala-operativa-2026";
 /// Frames the browser must decode.
 const FRAMES: u64 = 30;
 
 /// `anna` (a viewer) and the harness's `ops` token, made by the real CLI.
-fn relay_accounts() -> Result<(String, String)> {
+pub(super) fn relay_accounts() -> Result<(String, String)> {
     let phc = relay_cli(&["passwd"], &format!("{ANNA_PASSWORD}\n"))?.trim().to_owned();
     let out = relay_cli(&["token", "--name", "ops"], "")?;
     let ops = out.lines().next().context("no token line")?.trim().to_owned();
@@ -73,7 +73,7 @@ fn num(stats: &Value, key: &str) -> u64 {
 
 /// Opens `url`, logs in through the page's form as `anna` and waits for
 /// `FRAMES` decoded frames; returns how long that took from the login.
-async fn log_in_and_play(browser: &Chromium, url: &str) -> Result<Duration> {
+pub(super) async fn log_in_and_play(browser: &Chromium, url: &str) -> Result<Duration> {
     browser.navigate(url).await?;
     ponte_tests::wait_until("the login form", T, Duration::from_millis(50), || async {
         Ok((browser.eval("!document.getElementById('login').hidden").await? == true).then_some(()))
