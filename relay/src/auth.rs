@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Name of the browser session cookie.
 pub const SESSION_COOKIE: &str = "ponte_session";
@@ -784,6 +784,15 @@ impl LoginThrottle {
         }
     }
 
+    /// How long `client` must wait before its next attempt, without
+    /// charging one; `None` when it may try now.
+    pub fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let (address, prefix) = throttle_keys(client);
+        let by_address = self.per_address.check(address, now).err();
+        let by_prefix = prefix.and_then(|p| self.per_prefix.check(p, now).err());
+        by_address.max(by_prefix)
+    }
+
     /// Refunds the attempt of a client whose credentials were right.
     pub fn succeeded(&mut self, client: IpAddr, now: Instant) {
         let (address, prefix) = throttle_keys(client);
@@ -1079,6 +1088,18 @@ impl Auth {
         lock(&self.throttle).begin(client, Instant::now()).map_err(Refusal::Throttled)
     }
 
+    /// A braked attempt, refused unchecked: audited and answered after the
+    /// failed-login delay as a wrong password is, so the brake cannot be
+    /// probed faster than passwords can be tried.
+    pub async fn braked(&self, client: IpAddr, user: &str, via: &str, wait: Duration) -> Refusal {
+        let why = format!(
+            "refused unchecked: too many failed logins from this address (next try in {} s)",
+            wait.as_secs().max(1)
+        );
+        self.login_failed(client, user, via, &why).await;
+        Refusal::Throttled(wait)
+    }
+
     /// Records a failed login (log, audit; the attempt stays charged).
     /// RTSP Digest failures go here too.
     pub fn record_failure(&self, client: IpAddr, user: &str, via: &str, why: &str) {
@@ -1113,6 +1134,12 @@ impl Auth {
         password: &str,
         via: &str,
     ) -> Result<Viewer, Refusal> {
+        // A braked client may not confirm a guess against credentials a
+        // legitimate client had verified lately.
+        let braked = lock(&self.throttle).wait(client, Instant::now());
+        if let Some(wait) = braked {
+            return Err(self.braked(client, user, via, wait).await);
+        }
         let cached = lock(&self.verified).get(user, password, Instant::now());
         if let Some(viewer) = cached.and_then(|v| self.accounts().current(&v)) {
             return Ok(viewer);
@@ -1124,9 +1151,8 @@ impl Auth {
 
     /// Braked, audited argon2 check, off the async threads.
     async fn verify(&self, client: IpAddr, user: &str, password: &str, via: &str) -> Result<Viewer, Refusal> {
-        if let Err(refusal) = self.begin_attempt(client) {
-            debug!(viewer = user, client = %client, via, "login attempt throttled");
-            return Err(refusal);
+        if let Err(Refusal::Throttled(wait)) = self.begin_attempt(client) {
+            return Err(self.braked(client, user, via, wait).await);
         }
         let checked = {
             let _slot = self.hashing.acquire().await.map_err(|_| Refusal::BadCredentials)?;
@@ -1157,7 +1183,9 @@ impl Auth {
 
     /// Checks a bearer token from `client`.
     pub async fn check_bearer(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
-        self.begin_attempt(client)?;
+        if let Err(Refusal::Throttled(wait)) = self.begin_attempt(client) {
+            return Err(self.braked(client, "?", "bearer token", wait).await);
+        }
         match self.accounts().check_token(token) {
             Some(viewer) => {
                 lock(&self.throttle).succeeded(client, Instant::now());
@@ -1760,10 +1788,14 @@ mod tests {
         assert_eq!(auth.check_basic(ip, "anna", "wrong", "rtsp").await.unwrap_err(), Refusal::BadCredentials);
         assert_eq!(auth.check_basic(ip, "nobody", "x", "rtsp").await.unwrap_err(), Refusal::BadCredentials);
         assert!(matches!(auth.check_basic(ip, "anna", "wrong", "rtsp").await, Err(Refusal::Throttled(_))));
+        // Braked, even the right (cached) password is refused unchecked.
+        let braked = auth.check_basic(ip, "anna", "correct horse", "rtsp").await;
+        assert!(matches!(braked, Err(Refusal::Throttled(_))), "{braked:?}");
         let log = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let outcomes: Vec<&str> = lines.iter().map(|l| l["outcome"].as_str().unwrap()).collect();
-        assert_eq!(outcomes, ["ok", "failed", "failed"], "{log}");
+        assert_eq!(outcomes, ["ok", "failed", "failed", "failed", "failed"], "{log}");
+        assert!(lines[4]["reason"].as_str().unwrap().contains("refused unchecked"), "{log}");
         assert_eq!(lines[1]["reason"], "rtsp: wrong password");
         assert_eq!(lines[2]["viewer"], "nobody");
         assert!(!log.contains("correct horse") && !log.contains("\"wrong\""), "{log}");

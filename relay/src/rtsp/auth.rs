@@ -105,35 +105,29 @@ impl RtspAuth {
         if scheme.eq_ignore_ascii_case("digest") {
             self.check_digest(asked, rest, client, now).await
         } else if scheme.eq_ignore_ascii_case("basic") && self.allow_basic {
-            self.check_basic(asked, rest.trim(), client).await
+            self.check_basic(rest.trim(), client).await
         } else {
             // A scheme we did not offer: nothing to verify, ask again.
             Outcome::Challenge { stale: false }
         }
     }
 
-    async fn check_basic(&self, asked: Asked<'_>, token: &str, client: IpAddr) -> Outcome {
+    async fn check_basic(&self, token: &str, client: IpAddr) -> Outcome {
         let decoded = BASE64.decode(token).ok().and_then(|b| String::from_utf8(b).ok());
         let (user, password) = decoded.as_deref().and_then(|s| s.split_once(':')).unwrap_or(("?", ""));
-        // The attempt is taken here, not only inside `Auth::check_basic`:
-        // credentials it verified lately skip its brake, so a braked client
-        // could otherwise confirm a guess that a legitimate client had just
-        // used. A new login then costs two attempts and its success refunds
-        // both (`Auth::check_basic`, then the connection's `login_ok`).
-        if asked.proven != Some(user) {
+        if decoded.as_deref().and_then(|s| s.split_once(':')).is_none() {
             if let Err(Refusal::Throttled(wait)) = self.auth.begin_attempt(client) {
                 return self.braked(client, user, "RTSP Basic", wait).await;
             }
-        }
-        if decoded.as_deref().and_then(|s| s.split_once(':')).is_none() {
             self.auth.login_failed(client, user, "RTSP Basic", "malformed Basic credentials").await;
             return Outcome::Challenge { stale: false };
         }
-        // Audits a failure itself.
+        // Braked before anything is verified (its cache too), audited and
+        // delayed by `Auth` itself.
         match self.auth.check_basic(client, user, password, "RTSP Basic").await {
             Ok(viewer) => Outcome::Viewer(viewer),
             Err(Refusal::BadCredentials) => Outcome::Challenge { stale: false },
-            Err(Refusal::Throttled(wait)) => self.braked(client, user, "RTSP Basic", wait).await,
+            Err(Refusal::Throttled(wait)) => Outcome::Throttled(wait),
         }
     }
 
@@ -207,11 +201,7 @@ impl RtspAuth {
     /// A braked attempt: audited and answered after the failed-login delay,
     /// as a wrong password would be, so the brake cannot be probed faster.
     async fn braked(&self, client: IpAddr, user: &str, via: &str, wait: Duration) -> Outcome {
-        let why = format!(
-            "refused unchecked: too many failed logins from this address (next try in {} s)",
-            wait.as_secs().max(1)
-        );
-        self.auth.login_failed(client, user, via, &why).await;
+        self.auth.braked(client, user, via, wait).await;
         Outcome::Throttled(wait)
     }
 
