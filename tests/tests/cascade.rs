@@ -225,7 +225,9 @@ async fn browser_on_the_downstream_relay_decodes_and_the_link_carries_one_copy()
     let text = std::fs::read_to_string(a.audit_path())?;
     let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let of_b = |action: &str| {
-        lines.iter().find(|l| l["action"] == action && l["viewer"] == "cascade:site-b" && l["camera"] == "cam-a")
+        lines
+            .iter()
+            .find(|l| l["action"] == action && l["viewer"] == "cascade:site-b" && l["camera"] == "cam-a")
     };
     assert!(of_b("view-start").is_some(), "{text}");
     let stop = of_b("view-stop").with_context(|| format!("no view-stop of site-b: {text}"))?;

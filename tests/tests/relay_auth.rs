@@ -478,15 +478,16 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
         request(&stack, "POST", "/whep/po-lungofiume", &[("Cookie", &anna), sdp], offer.as_bytes()).await;
     assert_eq!(resp.status, 201, "{}", resp.text());
     let location = resp.header("location").context("Location of the WHEP session")?;
+    let anna_session = location.rsplit('/').next().unwrap_or_default().to_owned();
     // Status shows the first 8 characters of a session id, never the whole.
-    let anna_session: String = location.rsplit('/').next().unwrap_or_default().chars().take(8).collect();
-    assert!(whep_sessions(&status(&stack, &accounts).await).contains(&anna_session));
+    let anna_shown: String = anna_session.chars().take(8).collect();
+    assert!(whep_sessions(&status(&stack, &accounts).await).contains(&anna_shown));
     let zaist_frames = num(&browser.eval(STATS_JS).await?, "framesDecoded");
     let logout = Instant::now();
     assert_eq!(request(&stack, "POST", "/logout", &[("Cookie", &anna)], b"").await.status, 204);
     let ended =
         ponte_tests::wait_until("anna's WHEP session to end", T, Duration::from_millis(20), || async {
-            Ok((!whep_sessions(&status(&stack, &accounts).await).contains(&anna_session)).then(Instant::now))
+            Ok((!whep_sessions(&status(&stack, &accounts).await).contains(&anna_shown)).then(Instant::now))
         })
         .await?;
     let logout_ms = ended.duration_since(logout).as_secs_f64() * 1e3;
