@@ -268,6 +268,16 @@ impl Slots {
     pub fn open(&self) -> usize {
         self.total
     }
+
+    /// Connections `client` has open now.
+    pub fn of(&self, client: IpAddr) -> usize {
+        self.per_client.get(&client.to_canonical()).copied().unwrap_or(0)
+    }
+
+    /// Clients with a connection open now.
+    pub fn clients(&self) -> usize {
+        self.per_client.len()
+    }
 }
 
 // ---- the server -----------------------------------------------------------------

@@ -8,40 +8,26 @@
 //! Addresses are counted as they are (an IPv4-mapped IPv6 address as its
 //! IPv4 one): the cap is per host, like the total, not per network.
 
-use std::collections::HashMap;
+use ponte_proto::http_server::Slots;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Connections held, in all and per client address.
+pub use ponte_proto::http_server::Full;
+
+/// Connections held, in all and per client address: the HTTP ports' slot
+/// table, with this server's caps.
 #[derive(Debug)]
 pub struct Admission {
     max_total: usize,
     max_per_client: usize,
-    held: Mutex<Held>,
+    held: Mutex<Slots>,
 }
 
-#[derive(Debug, Default)]
-struct Held {
-    total: usize,
-    per_client: HashMap<IpAddr, usize>,
-}
-
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
-    /// `rtsp.max_connections` are open.
-    Total,
-    /// This address holds `rtsp.max_connections_per_client` already.
-    Client,
-}
-
-impl Full {
-    /// The config key of the limit.
-    pub fn key(self) -> &'static str {
-        match self {
-            Full::Total => "rtsp.max_connections",
-            Full::Client => "rtsp.max_connections_per_client",
-        }
+/// The config key of the limit a refusal reached.
+pub fn key(full: Full) -> &'static str {
+    match full {
+        Full::Total => "rtsp.max_connections",
+        Full::Client => "rtsp.max_connections_per_client",
     }
 }
 
@@ -63,23 +49,13 @@ impl Admission {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Held> {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A slot for a connection from `client`, or which limit is reached.
     pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Slot, Full> {
-        let client = client.to_canonical();
-        let mut held = self.lock();
-        if held.total >= self.max_total {
-            return Err(Full::Total);
-        }
-        let mine = held.per_client.entry(client).or_default();
-        if *mine >= self.max_per_client {
-            return Err(Full::Client);
-        }
-        *mine += 1;
-        held.total += 1;
+        self.lock().take(client, self.max_total, self.max_per_client)?;
         Ok(Slot { admission: self.clone(), client })
     }
 
@@ -87,20 +63,13 @@ impl Admission {
     #[cfg(test)]
     pub fn held(&self, client: IpAddr) -> (usize, usize) {
         let held = self.lock();
-        (held.total, held.per_client.get(&client.to_canonical()).copied().unwrap_or(0))
+        (held.open(), held.of(client))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.admission.lock();
-        held.total = held.total.saturating_sub(1);
-        if let Some(n) = held.per_client.get_mut(&self.client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                held.per_client.remove(&self.client);
-            }
-        }
+        self.admission.lock().release(self.client);
     }
 }
 
@@ -128,8 +97,8 @@ mod tests {
         let c: IpAddr = [10, 0, 0, 3].into();
         let _c1 = adm.admit(c).unwrap();
         assert_eq!(adm.admit(c).unwrap_err(), Full::Total, "5 held in all");
-        assert_eq!(Full::Total.key(), "rtsp.max_connections");
-        assert_eq!(Full::Client.key(), "rtsp.max_connections_per_client");
+        assert_eq!(key(Full::Total), "rtsp.max_connections");
+        assert_eq!(key(Full::Client), "rtsp.max_connections_per_client");
     }
 
     #[test]
@@ -140,6 +109,6 @@ mod tests {
         assert_eq!(slots.len(), 16);
         drop(slots);
         assert_eq!(adm.held(a), (0, 0));
-        assert!(adm.lock().per_client.is_empty());
+        assert_eq!(adm.lock().clients(), 0);
     }
 }

@@ -7,7 +7,7 @@
 //! upstream subscription WHEP uses, so a camera crosses the link once
 //! whatever the number of RTSP and WHEP viewers.
 
-use super::admission::{Admission, Slot};
+use super::admission::{self, Admission, Slot};
 use super::auth::{Asked, Outcome, RtspAuth};
 use super::framing::{Framer, Inbound, Refusal};
 use super::sdp;
@@ -340,9 +340,9 @@ impl RtspServer {
                     let (total, per_client) =
                         (self.settings.max_connections, self.settings.max_connections_per_client);
                     if n.is_power_of_two() || n.is_multiple_of(1000) {
-                        warn!(%peer, limit = full.key(), max_connections = total, max_connections_per_client = per_client, refused_so_far = n, "RTSP connection refused: `{}` reached", full.key());
+                        warn!(%peer, limit = admission::key(full), max_connections = total, max_connections_per_client = per_client, refused_so_far = n, "RTSP connection refused: `{}` reached", admission::key(full));
                     } else {
-                        debug!(%peer, limit = full.key(), "RTSP connection refused");
+                        debug!(%peer, limit = admission::key(full), "RTSP connection refused");
                     }
                     continue;
                 }

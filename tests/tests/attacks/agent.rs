@@ -9,12 +9,13 @@ use ponte_proto::ptz::{PtzErrorCode, PtzReply};
 use ponte_proto::wire::SubscribeErrorCode;
 use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, OnvifCameraOptions, HOSTILE_URL};
 use ponte_tests::quic::{Answer, FakeRelay};
-use ponte_tests::{free_tcp_port, http_get, http_request, relay_cli, Device, Pki, Stack, StackSpec};
+use ponte_tests::{
+    free_tcp_port, http_get, http_request, relay_cli, Device, Pki, RtspReader, Stack, StackSpec,
+};
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DOME: &str = "zaist-mantova";
 const FIXED: &str = "po-lungofiume";
@@ -26,45 +27,6 @@ fn ptz_token(name: &str) -> Result<(String, String)> {
     let token = out.lines().next().context("no token line")?.trim().to_owned();
     let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
     Ok((token, format!("{}\nptz = true\n", table.join("\n"))))
-}
-
-/// ffmpeg reading one RTSP stream; its decoded-frame count as it goes, and
-/// the longest time the count stood still.
-struct Reader {
-    frames: Arc<AtomicU64>,
-    longest_stall_ms: Arc<AtomicU64>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Reader {
-    fn start(url: &str, secs: u32) -> Result<Reader> {
-        let mut child = ponte_tests::spawn_ffmpeg_reader(url, "tcp", secs)?;
-        let mut lines = BufReader::new(child.stdout.take().context("ffmpeg stdout")?).lines();
-        let frames = Arc::new(AtomicU64::new(0));
-        let longest_stall_ms = Arc::new(AtomicU64::new(0));
-        let (count, stall) = (frames.clone(), longest_stall_ms.clone());
-        let task = tokio::spawn(async move {
-            let _child = child;
-            let mut moved = Instant::now();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Some(n) = line.strip_prefix("frame=").and_then(|v| v.trim().parse::<u64>().ok()) else {
-                    continue;
-                };
-                if n > count.load(Ordering::Relaxed) {
-                    if count.load(Ordering::Relaxed) > 0 {
-                        stall.fetch_max(moved.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    }
-                    moved = Instant::now();
-                    count.store(n, Ordering::Relaxed);
-                }
-            }
-        });
-        Ok(Reader { frames, longest_stall_ms, _task: task })
-    }
-
-    fn frames(&self) -> u64 {
-        self.frames.load(Ordering::Relaxed)
-    }
 }
 
 /// The relay's link to the master as `/status` shows it: (state, bytes received).
@@ -116,7 +78,7 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     let mgmt = stack.relay.management_url(T).await?;
 
     // The site watches another camera meanwhile.
-    let reader = Reader::start(&format!("rtsp://sala:{token}@127.0.0.1:{rtsp_port}/{FIXED}"), 60)?;
+    let reader = RtspReader::start(&format!("rtsp://sala:{token}@127.0.0.1:{rtsp_port}/{FIXED}"), 60)?;
     ponte_tests::wait_until("ffmpeg to decode the fixed camera", T, Duration::from_millis(50), || async {
         Ok((reader.frames() >= 15).then_some(()))
     })
@@ -172,7 +134,7 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
         "hostile camera: presets answered {status} ({presets_len} bytes), goto_preset {goto_status} \
          ({goto_len} bytes) in {asked_ms} ms; {} frames decoded meanwhile, longest stall {} ms",
         reader.frames() - frames_before,
-        reader.longest_stall_ms.load(Ordering::Relaxed)
+        reader.longest_stall().as_millis()
     );
 
     for (status, reply) in [(status, &presets), (goto_status, &goto)] {
@@ -193,7 +155,7 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     let (state, bytes_after) = master_link(&mgmt).await?;
     assert!(state == "up" && bytes_after > bytes_before, "{state}, {bytes_before} → {bytes_after}");
     assert!(reader.frames() > frames_before + 30, "the fixed camera kept playing: {}", reader.frames());
-    assert!(reader.longest_stall_ms.load(Ordering::Relaxed) < 2000, "no stall in the fixed camera's video");
+    assert!(reader.longest_stall() < Duration::from_millis(2000), "no stall in the fixed camera's video");
 
     // The agent's own audit keeps the camera's text (bounded), the URL included.
     let audit = std::fs::read_to_string(stack.pki.dir().join("agent-audit.log"))?;

@@ -7,13 +7,11 @@
 
 use anyhow::{bail, Context, Result};
 use md5::{Digest as _, Md5};
-use ponte_tests::{free_tcp_port, relay_cli, Device, Stack, StackSpec};
+use ponte_tests::{free_tcp_port, relay_cli, Device, RtspReader, Stack, StackSpec};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const VMS_PASSWORD: &str = "videosorveglianza-2026";
@@ -43,63 +41,8 @@ async fn start(extra: &str) -> Result<(Stack, u16)> {
 }
 
 /// The legitimate VMS: ffmpeg decoding `camera` with the `vms` account.
-struct Player {
-    frames: Arc<AtomicU64>,
-    done: tokio::task::JoinHandle<Result<(std::process::ExitStatus, String)>>,
-}
-
-impl Player {
-    fn start(port: u16, camera: &str, secs: u32) -> Result<Player> {
-        let url = format!("rtsp://vms:{VMS_PASSWORD}@127.0.0.1:{port}/{camera}");
-        let mut child = ponte_tests::spawn_ffmpeg_reader(&url, "tcp", secs)?;
-        let mut lines = BufReader::new(child.stdout.take().context("ffmpeg stdout")?).lines();
-        let mut stderr = child.stderr.take().context("ffmpeg stderr")?;
-        let frames = Arc::new(AtomicU64::new(0));
-        let counter = frames.clone();
-        let done = tokio::spawn(async move {
-            let errors = tokio::spawn(async move {
-                let mut s = String::new();
-                let _ = stderr.read_to_string(&mut s).await;
-                s
-            });
-            while let Some(line) = lines.next_line().await? {
-                if let Some(n) = line.strip_prefix("frame=").and_then(|v| v.trim().parse().ok()) {
-                    counter.store(n, Ordering::Relaxed);
-                }
-            }
-            Ok((child.wait().await?, errors.await.unwrap_or_default()))
-        });
-        Ok(Player { frames, done })
-    }
-
-    fn frames(&self) -> u64 {
-        self.frames.load(Ordering::Relaxed)
-    }
-
-    /// Waits until ffmpeg has decoded `n` frames.
-    async fn decodes(&self, n: u64, within: Duration) -> Result<()> {
-        ponte_tests::wait_until("ffmpeg to decode frames", within, Duration::from_millis(100), || async {
-            let got = self.frames();
-            if got >= n {
-                Ok(Some(()))
-            } else {
-                bail!("{got} of {n} frames")
-            }
-        })
-        .await
-    }
-
-    /// ffmpeg's exit (it plays for its `secs`) and errors; a clean run only.
-    async fn finish(self) -> Result<u64> {
-        let (status, errors) = tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .context("ffmpeg never ended")???;
-        let frames = self.frames.load(Ordering::Relaxed);
-        if !status.success() || !errors.trim().is_empty() {
-            bail!("ffmpeg exited {status} after {frames} frames: {errors}");
-        }
-        Ok(frames)
-    }
+fn player(port: u16, camera: &str, secs: u32) -> Result<RtspReader> {
+    RtspReader::start(&format!("rtsp://vms:{VMS_PASSWORD}@127.0.0.1:{port}/{camera}"), secs)
 }
 
 /// A TCP connection to the relay's RTSP port from `source`.
@@ -228,7 +171,7 @@ async fn rtsp_content_length_overflow_is_refused() -> Result<()> {
     }
     let _heavy = ponte_tests::e2e_lock();
     let (mut stack, port) = start("").await?;
-    let player = Player::start(port, "cam-a", 6)?;
+    let player = player(port, "cam-a", 6)?;
     player.decodes(15, Duration::from_secs(15)).await?;
 
     let head = |len: u64| {
@@ -279,7 +222,7 @@ async fn rtsp_digest_guessing_is_braked_even_for_the_right_password() -> Result<
     // the rest (and then the right password) meet the brake.
     let guess = |i: usize| digest(&nonce, "vms", &format!("guess-{i}"), "DESCRIBE", &url);
     let (guessers, rounds) = (8, 3);
-    let player = Player::start(port, "cam-a", 5)?;
+    let player = player(port, "cam-a", 5)?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for g in 0..guessers {
@@ -340,7 +283,7 @@ async fn rtsp_digest_answer_replayed_on_another_uri_is_refused() -> Result<()> {
     }
     let _heavy = ponte_tests::e2e_lock();
     let (stack, port) = start("").await?;
-    let player = Player::start(port, "cam-a", 4)?;
+    let player = player(port, "cam-a", 4)?;
     let (cam_a, cam_b) = (format!("rtsp://127.0.0.1:{port}/cam-a"), format!("rtsp://127.0.0.1:{port}/cam-b"));
     let mut c = Raw::connect(port).await?;
     let nonce = c.request("DESCRIBE", &cam_a, None).await?.nonce()?;
@@ -407,7 +350,7 @@ async fn rtsp_slowloris_from_one_address_leaves_others_playing() -> Result<()> {
     assert_eq!(held.len(), 16, "connections the attacker holds (300 opened)");
 
     // The VMS at another address logs in and plays while they are held.
-    let player = Player::start(port, "cam-a", 3)?;
+    let player = player(port, "cam-a", 3)?;
     player.decodes(10, Duration::from_secs(10)).await?;
 
     // The held ones are closed at the deadline, dribbling or not.
