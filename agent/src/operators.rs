@@ -431,19 +431,13 @@ pub async fn require_operator(
 
 // ---- CLI ----------------------------------------------------------------------------
 
-/// `ponte-agent operator passwd --name NAME`: reads the password from stdin,
-/// prints the `[[operator]]` table with its argon2id hash.
+/// `ponte-agent operator passwd --name NAME`: reads the password (twice,
+/// without echo, from a terminal; one line from a pipe), prints the
+/// `[[operator]]` table with its argon2id hash.
 pub fn passwd_cli(name: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
     check_name("--name", name)?;
-    if std::io::stdin().is_terminal() {
-        eprint!("password (shown as you type): ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = ponte_proto::password_prompt::read_new_password()?;
+    let password = password.as_str();
     if password.is_empty() {
         bail!("empty password: pipe or type the password on stdin, e.g. `ponte-agent operator passwd --name {name} < file`");
     }

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod media;
 #[cfg(feature = "mgmt")]
 pub mod mgmt;
+pub mod password_prompt;
 pub mod policy;
 pub mod ptz;
 pub mod rtp;

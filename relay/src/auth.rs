@@ -551,18 +551,12 @@ impl Accounts {
 
 // ---- CLI helpers ---------------------------------------------------------------
 
-/// `ponte-relay passwd`: reads one line from stdin, prints its argon2id hash
-/// (or, with `user`, a `[[viewer]]` table; with `rtsp_digest`, its HA1 too).
+/// `ponte-relay passwd`: reads the password (twice, without echo, from a
+/// terminal; one line from a pipe), prints its argon2id hash (or, with
+/// `user`, a `[[viewer]]` table; with `rtsp_digest`, its HA1 too).
 pub fn passwd_cli(user: Option<&str>, rtsp_digest: bool) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if std::io::stdin().is_terminal() {
-        eprint!("password (shown as you type): ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = ponte_proto::password_prompt::read_new_password()?;
+    let password = password.as_str();
     if password.is_empty() {
         bail!("empty password: pipe or type the password on stdin, e.g. `ponte-relay passwd < file`");
     }
