@@ -104,7 +104,16 @@ impl Scope {
     fn compile(what: &str, cameras: Option<&[String]>, max_quality: Option<Quality>) -> Result<Scope> {
         let cameras = match cameras {
             None => None,
-            Some(list) => Some(list.iter().map(|s| parse_selector(what, s)).collect::<Result<Vec<_>>>()?),
+            Some(list) => {
+                let selectors = list.iter().map(|s| parse_selector(what, s)).collect::<Result<Vec<_>>>()?;
+                // `*` selects every camera of the site: the same scope as no
+                // `cameras` key, so the whole-site routes (status) accept it.
+                if selectors.contains(&Selector::All) {
+                    None
+                } else {
+                    Some(selectors)
+                }
+            }
         };
         Ok(Scope { cameras, max_quality: max_quality.unwrap_or(Quality::Main) })
     }
@@ -1324,7 +1333,7 @@ pub async fn require_whole_site(
             StatusCode::FORBIDDEN,
             &format!(
                 "viewer `{}` sees part of the site only; the status covers all of it: \
-                 use an account without `cameras` and `max_quality`",
+                 use an account without `max_quality` and without `cameras` (or with `cameras = [\"*\"]`)",
                 viewer.name()
             ),
         ),

@@ -31,6 +31,9 @@ struct Accounts {
     ops: String,
     /// The site's VMS: `po-lungofiume` only.
     vms: String,
+    /// The control room's video wall: `cameras = ["*"]`, the whole site as
+    /// the deploy examples write it.
+    wall: String,
     /// The `[[viewer]]` and `[[token]]` tables, by name.
     tables: Tables,
     relay_extra: String,
@@ -62,6 +65,7 @@ fn accounts() -> Result<Accounts> {
     };
     let (ops, ops_table) = token("ops")?;
     let (vms, vms_table) = token("vms")?;
+    let (wall, wall_table) = token("wall")?;
     let tables = Tables {
         anna: format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n", hash(ANNA_PASSWORD)?),
         zaist: format!(
@@ -73,10 +77,11 @@ fn accounts() -> Result<Accounts> {
         nvr: relay_cli(&["passwd", "--user", "nvr", "--rtsp-digest"], &format!("{NVR_PASSWORD}\n"))?,
     };
     let relay_extra = format!(
-        "{}\n{}\n{}\n{}cameras = [\"camera:po-lungofiume\"]\n\n{}cameras = [\"camera:po-lungofiume\"]\n",
+        "{}\n{}\n{}\n{}cameras = [\"camera:po-lungofiume\"]\n\n{}cameras = [\"camera:po-lungofiume\"]\n\n\
+         {wall_table}\ncameras = [\"*\"]\n",
         tables.anna, tables.zaist, tables.ops, tables.vms, tables.nvr
     );
-    Ok(Accounts { ops, vms, tables, relay_extra })
+    Ok(Accounts { ops, vms, wall, tables, relay_extra })
 }
 
 async fn start() -> Result<(Stack, Accounts)> {
@@ -217,6 +222,10 @@ async fn accounts_gate_the_catalog_and_whep_and_refusals_are_audited() -> Result
     assert_eq!(request(&stack, "GET", "/api/catalog", &[wrong], b"").await.status, 401);
     let ops = format!("Bearer {}", accounts.ops);
     assert_eq!(request(&stack, "GET", "/api/status", &[("Authorization", &ops)], b"").await.status, 200);
+    // `cameras = ["*"]` is the whole site too: it sees the status.
+    let wall = format!("Bearer {}", accounts.wall);
+    let resp = request(&stack, "GET", "/api/status", &[("Authorization", &wall)], b"").await;
+    assert_eq!(resp.status, 200, "a `cameras = [\"*\"]` token: {}", resp.text());
 
     // The status shows the whole site: not for a narrowed viewer.
     assert_eq!(request(&stack, "GET", "/api/status", &[as_zaist], b"").await.status, 403);
