@@ -78,6 +78,9 @@ struct State {
     consumers: Vec<Consumer>,
     next_id: u64,
     closed: bool,
+    /// Why the track was ended by a revocation (the upstream withdrew the
+    /// camera), for consumers that must say so rather than "stream ended".
+    revoked: Option<Arc<str>>,
 }
 
 struct Shared {
@@ -129,6 +132,7 @@ pub fn track(key: TrackKey) -> TrackWriter {
                 consumers: Vec::new(),
                 next_id: 0,
                 closed: false,
+                revoked: None,
             }),
             subscribers: watch::channel(0).0,
             counters: TrackCounters::default(),
@@ -246,6 +250,19 @@ impl TrackWriter {
         st.caching = false;
     }
 
+    /// Ends the track because access to it was revoked (`why` says by whom
+    /// and what): consumers see `None` and then [`TrackReader::revoked`].
+    pub fn revoke(&self, why: &str) {
+        let mut st = self.shared.lock();
+        // Set before the consumers' queues close: a consumer that sees the
+        // end finds the reason.
+        if !st.closed {
+            st.revoked = Some(Arc::from(why));
+        }
+        drop(st);
+        self.close();
+    }
+
     /// Ends the track: consumers drain what they have, then see `None`.
     pub fn close(&self) {
         let mut st = self.shared.lock();
@@ -300,6 +317,11 @@ impl TrackReader {
     /// Current decoder configuration of the track.
     pub fn config(&self) -> Option<Arc<CodecConfig>> {
         self.shared.lock().config.clone()
+    }
+
+    /// Why the track ended, when it was revoked ([`TrackWriter::revoke`]).
+    pub fn revoked(&self) -> Option<Arc<str>> {
+        self.shared.lock().revoked.clone()
     }
 
     /// Another consumer of the same track, starting at the cached GOP.
@@ -414,6 +436,22 @@ mod tests {
         assert_eq!(r.next().await.unwrap().frame.pts, 4);
         w.push(frame(5, false));
         assert_eq!(r.next().await.unwrap().frame.pts, 5);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_track_ends_with_its_reason_and_a_closed_one_without() {
+        let revoked = track(TrackKey::new("c", Quality::Main));
+        let mut r = revoked.subscribe();
+        revoked.revoke("withdrawn");
+        assert!(r.next().await.is_none());
+        assert_eq!(r.revoked().as_deref(), Some("withdrawn"));
+        // A revoke after the end changes nothing: the track just ended.
+        let closed = track(TrackKey::new("c", Quality::Main));
+        let mut r = closed.subscribe();
+        closed.close();
+        closed.revoke("too late");
+        assert!(r.next().await.is_none());
+        assert_eq!(r.revoked(), None);
     }
 
     #[tokio::test]

@@ -177,6 +177,21 @@
     });
   }
 
+  // The relay says why it ended a stream (access revoked, camera gone) on
+  // the session URL; the page shows that rather than a bare "closed".
+  async function explainEnd(gen) {
+    const url = sessionUrl;
+    if (!url) return;
+    try {
+      const resp = await fetch(url, { cache: 'no-store' });
+      if (resp.status !== 410 || gen !== generation) return;
+      const why = (await resp.text()).trim();
+      if (gen === generation) setStatus('error', (label) => `${label}: ${why}`);
+    } catch (err) {
+      // The relay does not answer: the "closed" status stands.
+    }
+  }
+
   async function play(cameraId, quality) {
     quality = quality === 'sub' ? 'sub' : 'main';
     stop();
@@ -203,6 +218,7 @@
       if (s === 'failed' || s === 'closed') {
         setStatus('error', (label) =>
           `Connection to ${label} ${s}; the relay may have ended the stream. Click the camera to retry.`);
+        explainEnd(gen);
       } else if (s === 'disconnected') {
         setStatus('connecting', (label) => `Connection to ${label} interrupted; waiting for it to come back…`);
       } else if (s === 'connected' && status !== 'playing') {
@@ -519,6 +535,11 @@
   async function liveState(camera, quality) {
     try {
       const signal = AbortSignal.timeout ? AbortSignal.timeout(1500) : undefined;
+      if (sessionUrl) {
+        // The relay ended the stream (access revoked, ...): say why.
+        const ended = await fetch(sessionUrl, { cache: 'no-store', signal });
+        if (ended.status === 410) return { state: 'ended', text: (await ended.text()).trim() };
+      }
       const resp = await fetch(`/api/live/${encodeURIComponent(camera)}?quality=${quality}`, { signal });
       const s = resp.ok ? await resp.json() : {};
       if (s.state === 'paused') {

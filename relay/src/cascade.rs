@@ -507,9 +507,16 @@ async fn pump(
     let mut last = gops.counters();
     loop {
         let Some(item) = reader.next().await else {
-            let reason = format!("camera `{camera}` stopped delivering video upstream");
-            let _ =
-                replies.send(Control::SubscribeError { id, code: SubscribeErrorCode::Offline, reason }).await;
+            // A revocation upstream is passed on as one, so the child relay
+            // ends its viewers' streams as revoked too.
+            let (code, reason) = match reader.revoked() {
+                Some(why) => (SubscribeErrorCode::Forbidden, format!("access revoked: {why}")),
+                None => (
+                    SubscribeErrorCode::Offline,
+                    format!("camera `{camera}` stopped delivering video upstream"),
+                ),
+            };
+            let _ = replies.send(Control::SubscribeError { id, code, reason }).await;
             return;
         };
         if gops.send(&item, quality).await.is_err() {

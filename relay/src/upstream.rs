@@ -806,6 +806,39 @@ impl Upstreams {
         }
     }
 
+    /// Why a viewer of `camera` lost it when upstream `peer` withdrew it.
+    fn withdrawn(&self, peer: &str, camera: &str) -> String {
+        let who = if peer == crate::config::MASTER_SITE {
+            "the master room".to_owned()
+        } else {
+            format!("upstream relay `{peer}`")
+        };
+        format!("{who} withdrew camera `{camera}` from site `{}`", self.site)
+    }
+
+    /// Ends a track whose access the upstream revoked: its readers see the
+    /// end with `why` ([`TrackReader::revoked`]), a waiting subscriber a
+    /// `forbidden` refusal.
+    fn revoke_track(&self, key: &TrackKey, why: &str) {
+        let mut inner = self.lock();
+        if let Some(mut t) = inner.tracks.remove(key) {
+            if let Some((link_id, sub_id)) = t.feed {
+                if let Some(link) = inner.links.get_mut(&link_id) {
+                    link.subs.remove(&sub_id);
+                }
+            }
+            drop(inner);
+            info!(camera = %key.camera, quality = key.quality.name(), %why, "access revoked upstream: the track ends");
+            if let Some(tx) = t.pending.take() {
+                let _ = tx.send(Err(SubscribeFailure {
+                    code: SubscribeErrorCode::Forbidden,
+                    reason: format!("access revoked: {why}"),
+                }));
+            }
+            t.ingest.writer.revoke(why);
+        }
+    }
+
     /// Accepts upstream sessions for ever.
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
@@ -949,8 +982,12 @@ impl Upstreams {
                     );
                     gone
                 };
+                // The upstream no longer grants these cameras to this site
+                // (its policy or camera list changed): a revocation, which
+                // viewers are told as such and their connections closed.
                 for key in gone {
-                    self.end_track(&key, None);
+                    let why = self.withdrawn(peer, &key.camera);
+                    self.revoke_track(&key, &why);
                 }
                 self.adopt_orphans();
                 self.update_keepers();
@@ -975,6 +1012,13 @@ impl Upstreams {
                     let established = inner.tracks.get(&key).is_some_and(|t| t.pending.is_none());
                     if code == SubscribeErrorCode::Offline && established {
                         Self::orphan(&mut inner, &key, Instant::now());
+                    } else if code == SubscribeErrorCode::Forbidden && established {
+                        // Forbidden after it was granted: the upstream's
+                        // policy revoked it (e.g. a time window closed).
+                        drop(inner);
+                        let why =
+                            format!("{} ({})", self.withdrawn(peer, &key.camera), upstream_why(&reason));
+                        self.revoke_track(&key, &why);
                     } else {
                         drop(inner);
                         self.end_track(&key, Some(SubscribeFailure { code, reason }));
@@ -1192,6 +1236,12 @@ impl Upstreams {
 }
 
 /// One phrase telling on-call staff what a refused handshake most likely means.
+/// The upstream's reason for a revocation, without the "access revoked: "
+/// it starts with (the relay's own reason says that already).
+fn upstream_why(reason: &str) -> &str {
+    reason.strip_prefix("access revoked: ").unwrap_or(reason)
+}
+
 fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
     let text = e.to_string();
     if text.contains("no certificates") {

@@ -48,7 +48,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -225,9 +225,16 @@ pub struct WhepState {
     offer_rate: Option<crate::limits::OfferRate>,
     refusals: Arc<crate::limits::Refusals>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
+    /// Sessions the relay ended lately, with their viewer and why: the page
+    /// asks (`GET` on the session URL) when its connection closes, so the
+    /// operator reads "access revoked: ..." rather than a bare "closed".
+    ended: Mutex<VecDeque<(String, Viewer, String)>>,
     /// Media ports to lease, when `settings.udp_ports` is set.
     ports: Option<Arc<PortPool>>,
 }
+
+/// How many ended sessions [`WhepState`] remembers the reason of.
+const ENDED_KEPT: usize = 256;
 
 impl WhepState {
     /// WHEP over the relay's upstreams.
@@ -249,6 +256,7 @@ impl WhepState {
             ports: settings.udp_ports.map(PortPool::new),
             settings,
             sessions: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -266,9 +274,26 @@ impl WhepState {
         let n = revoked.len();
         for (id, s, why) in revoked {
             info!(session = %id, camera = %s.camera, viewer = s.viewer.name(), %why, "WHEP: access revoked");
-            let _ = s.stop.send(End::Revoked(why));
+            let end = End::Revoked(why);
+            self.remember_end(&id, s.viewer.clone(), &end);
+            let _ = s.stop.send(end);
         }
         n
+    }
+
+    /// Keeps why a session ended for its viewer's page to ask.
+    fn remember_end(&self, id: &str, viewer: Viewer, end: &End) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.len() >= ENDED_KEPT {
+            ended.pop_front();
+        }
+        ended.push_back((id.to_owned(), viewer, end.to_string()));
+    }
+
+    /// Why the relay ended session `id`, if it did lately and `viewer` opened it.
+    fn end_of(&self, id: &str, viewer: &Viewer) -> Option<String> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.iter().rev().find(|(i, v, _)| i == id && v.same_holder(viewer)).map(|(_, _, why)| why.clone())
     }
 
     /// Watches `auth` for reloads and logouts and ends what they revoke.
@@ -343,7 +368,7 @@ pub fn router(state: Arc<WhepState>) -> Router {
         .route("/api/catalog", get(catalog))
         .route("/api/live/{camera}", get(live))
         .route("/whep/{camera}", post(offer))
-        .route("/whep/session/{id}", delete(end_session))
+        .route("/whep/session/{id}", delete(end_session).get(session_state))
         .route_layer(need_viewer)
         .route("/", get(viewer_page))
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
@@ -431,6 +456,33 @@ async fn live(
     let track = state.source.track_state(&camera, quality).unwrap_or(TrackState::Live);
     let body = serde_json::to_value(track).unwrap_or_default();
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// `GET /whep/session/{id}`: 200 while the session lives, 410 with the
+/// reason once the relay ended it (the page asks when its connection
+/// closes), 404 for a session this viewer does not have.
+async fn session_state(
+    State(state): State<Arc<WhepState>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    let live = state.lock_sessions().get(&id).is_some_and(|s| s.viewer.same_holder(&viewer));
+    if live {
+        return (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "live\n").into_response();
+    }
+    match state.end_of(&id, &viewer) {
+        Some(why) => (
+            StatusCode::GONE,
+            [(header::CACHE_CONTROL, "no-store")],
+            format!("the relay ended this stream: {why}\n"),
+        )
+            .into_response(),
+        None => Reject::new(
+            StatusCode::NOT_FOUND,
+            format!("WHEP session `{id}` does not exist (it ended or never started)"),
+        )
+        .into_response(),
+    }
 }
 
 async fn end_session(
@@ -1072,7 +1124,12 @@ impl Session {
         let Session { id, viewer, quality, started, camera, mut peer, reader, _permit: permit, .. } = self;
         // Unsubscribe first: the camera may stop crossing the fibre.
         drop(reader);
-        state.lock_sessions().remove(&id);
+        let entry = state.lock_sessions().remove(&id);
+        // Still listed: the relay ends it (not DELETE, not a sweep, which
+        // took it out and remembered why themselves).
+        if let Some(entry) = entry {
+            state.remember_end(&id, entry.viewer, &end);
+        }
         match timeout(PEER_CLOSE_TIMEOUT, peer.pc.close()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -1163,7 +1220,7 @@ impl Session {
                     _ = sleep_until_opt(grace_end) => continue,
                     item = self.reader.next() => match item {
                         Some(item) => (item, false),
-                        None => return End::TrackEnded,
+                        None => return self.reader.revoked().map_or(End::TrackEnded, |why| End::Revoked(why.to_string())),
                     },
                 }
             };

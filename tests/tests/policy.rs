@@ -6,8 +6,10 @@ use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::wire::{Control, SubscribeErrorCode};
 use ponte_tests::quic::{Answer, FakeRelay};
-use ponte_tests::{bin_path, Device, Pki};
+use ponte_tests::{bin_path, free_tcp_port, Chromium, Device, Pki, Stack, StackSpec};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn device(id: &str, zone: &str, tags: &[&str]) -> Device {
     let mut d = Device::synthetic(id);
@@ -239,5 +241,183 @@ async fn a_stream_ends_when_the_sites_time_window_closes() -> Result<()> {
         s.subscribe(2, "night", Quality::Sub).await?,
         Answer::Refused(SubscribeErrorCode::Forbidden, _)
     ));
+    Ok(())
+}
+
+/// A VMS that plays `camera` over interleaved TCP and then only reads: it
+/// ignores the RTCP BYE and sends no keep-alive, so the relay alone decides
+/// when the connection ends (ffmpeg would end by itself on the BYE).
+async fn raw_rtsp_play(port: u16, camera: &str) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let base = format!("rtsp://127.0.0.1:{port}/{camera}");
+    let describe = rtsp_exchange(
+        &mut stream,
+        &format!("DESCRIBE {base} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"),
+    )
+    .await?;
+    anyhow::ensure!(describe.starts_with("RTSP/1.0 200"), "DESCRIBE: {describe}");
+    let control = describe
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=control:"))
+        .find(|c| *c != "*")
+        .context("a track control in the SDP")?
+        .trim()
+        .to_owned();
+    let setup = rtsp_exchange(
+        &mut stream,
+        &format!("SETUP {base}/{control} RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"),
+    )
+    .await?;
+    anyhow::ensure!(setup.starts_with("RTSP/1.0 200"), "SETUP: {setup}");
+    let session = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("Session:"))
+        .and_then(|v| v.split(';').next())
+        .context("a Session header")?
+        .trim()
+        .to_owned();
+    // PLAY's reply comes mixed with the first RTP packets: not parsed.
+    stream
+        .write_all(format!("PLAY {base} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n").as_bytes())
+        .await?;
+    Ok(stream)
+}
+
+/// Sends one request and reads its reply (head and body) before any media flows.
+async fn rtsp_exchange(stream: &mut TcpStream, request: &str) -> Result<String> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len = text[..head_end]
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length:").or_else(|| l.strip_prefix("Content-length:")))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + len {
+                return Ok(text);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => anyhow::bail!("connection closed after {text:?}"),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("no whole reply to {request:?} within 10 s: {text:?}"),
+        }
+    }
+}
+
+/// The master withdraws a camera from the site (agent `[[site]]` edited,
+/// SIGHUP to the agent) under a real relay: the relay ends that camera's
+/// RTSP connection and WHEP session within a second, the browser page says
+/// access was revoked, the relay's audit records a revocation, and the
+/// other camera plays on.
+#[tokio::test]
+async fn a_camera_withdrawn_by_the_master_ends_rtsp_and_whep_at_the_relay() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
+        return Ok(());
+    }
+    let rtsp_port = free_tcp_port();
+    let stack = Stack::start_with(StackSpec {
+        devices: vec![device("keep", "Centro", &[]), device("drop", "Centro", &[])],
+        agent_extra: "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n".into(),
+        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n"),
+        ..StackSpec::default()
+    })
+    .await?;
+    let mut stack = stack;
+    let browser = Chromium::launch().await?;
+    browser.navigate(&format!("{}/?camera=drop", stack.base_url())).await?;
+    let frames = || async {
+        let v =
+            browser.eval("(async () => (await window.ponteViewer.stats())?.framesDecoded ?? 0)()").await?;
+        Ok::<u64, anyhow::Error>(v.as_f64().unwrap_or(0.0) as u64)
+    };
+    ponte_tests::wait_until(
+        "the browser to play `drop`",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { Ok((frames().await? >= 10).then_some(())) },
+    )
+    .await?;
+    let mut dropped = raw_rtsp_play(rtsp_port, "drop").await?;
+    let mut kept = raw_rtsp_play(rtsp_port, "keep").await?;
+    // Media flows on both connections.
+    let mut chunk = vec![0u8; 64 * 1024];
+    for (name, stream) in [("drop", &mut dropped), ("keep", &mut kept)] {
+        let mut got = 0;
+        while got < 20_000 {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => got += n,
+                other => anyhow::bail!("RTSP `{name}` delivered {got} bytes, then {other:?}"),
+            }
+        }
+    }
+
+    // The master takes `drop` away from the site.
+    let agent_toml = stack.dir().join("agent.toml");
+    let text = std::fs::read_to_string(&agent_toml)?
+        .replace("allow = [\"*\"]", "allow = [\"*\"]\ndeny = [\"camera:drop\"]");
+    std::fs::write(&agent_toml, text)?;
+    let hup = Instant::now();
+    stack.agent.signal(libc::SIGHUP)?;
+    // The withdrawn camera's connection is closed by the relay; read until then.
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(90), dropped.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break hup.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => anyhow::bail!("the RTSP connection of `drop` stayed open 90 s after the revocation"),
+        }
+    };
+    println!("figure: RTSP connection of the withdrawn camera closed {} ms after SIGHUP", closed.as_millis());
+    assert!(closed <= Duration::from_secs(1), "the RTSP connection closed {closed:?} after SIGHUP");
+    // The other camera's connection plays on.
+    let mut got = 0;
+    while got < 20_000 {
+        match tokio::time::timeout(Duration::from_secs(5), kept.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            other => anyhow::bail!("RTSP `keep` stopped after the revocation of `drop`: {other:?}"),
+        }
+    }
+
+    // The page says why its stream ended.
+    let message = ponte_tests::wait_until(
+        "the page to say the access was revoked",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let state = browser.eval("window.ponteViewer.state()").await?;
+            let message = state["message"].as_str().unwrap_or_default().to_owned();
+            Ok(message.contains("access revoked").then_some((hup.elapsed(), message)))
+        },
+    )
+    .await?;
+    println!("figure: the page said why {} ms after SIGHUP: {}", message.0.as_millis(), message.1);
+    assert!(message.1.contains("withdrew camera `drop`"), "{}", message.1);
+
+    // The relay's audit: both viewings of `drop` stopped as revocations.
+    let audit = stack.relay_config.audit_path();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&audit)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let stops: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["action"] == "view-stop" && l["camera"] == "drop").collect();
+    assert_eq!(stops.len(), 2, "an RTSP and a WHEP view-stop of `drop`: {lines:?}");
+    for stop in stops {
+        let reason = stop["reason"].as_str().unwrap_or_default();
+        assert_eq!(
+            reason, "access revoked: the master room withdrew camera `drop` from site `carabinieri`",
+            "{stop}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l["action"] == "view-stop" && l["camera"] == "keep"),
+        "`keep` was not touched: {lines:?}"
+    );
+    assert!(stack.relay.try_exit()?.is_none(), "the relay runs on");
     Ok(())
 }

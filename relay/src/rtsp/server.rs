@@ -22,6 +22,7 @@ use ponte_proto::media::Quality;
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
 use rtsp_types::headers::{self, RtpLowerTransport, RtpProfile, Transport, TransportMode, Transports};
 use rtsp_types::{Method, Request, StatusCode, Url};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -788,7 +789,7 @@ impl RtspServer {
             counters: Arc::new(Counters::default()),
             audit: self.audit.clone(),
             playing_since: None,
-            end_reason: "torn down by the client",
+            end_reason: "torn down by the client".into(),
         };
         self.lock().insert(id.clone(), session);
         // Accounts may have been reloaded while the camera was subscribed:
@@ -872,16 +873,33 @@ impl RtspServer {
     }
 
     fn pump_ended(&self, id: &str, camera: &str, end: session::End) {
-        let removed = self.lock().remove(id);
-        if let Some(mut s) = removed {
-            // This runs on the pump's own task: do not abort it.
-            s.pump.take();
-            info!(peer = %s.peer, camera, reason = %end, "RTSP session ended");
-            s.end(match end {
-                session::End::TrackEnded => "the camera stream ended",
-                session::End::CodecChanged(_) => "the camera changed codec",
-                session::End::ClientGone => "the client stopped reading",
-            });
+        let (removed, left_empty) = {
+            let mut sessions = self.lock();
+            let removed = sessions.remove(id);
+            let left_empty = removed.as_ref().is_some_and(|s| !sessions.values().any(|o| o.conn == s.conn));
+            (removed, left_empty)
+        };
+        let Some(mut s) = removed else { return };
+        // This runs on the pump's own task: do not abort it.
+        s.pump.take();
+        info!(peer = %s.peer, camera, viewer = s.viewer.name(), reason = %end, "RTSP session ended");
+        let conn = s.conn;
+        let revoked = matches!(end, session::End::Revoked(_));
+        let why: Cow<'static, str> = match end {
+            session::End::TrackEnded => "the camera stream ended".into(),
+            session::End::Revoked(why) => format!("access revoked: {why}").into(),
+            session::End::CodecChanged(_) => "the camera changed codec".into(),
+            session::End::ClientGone => "the client stopped reading".into(),
+        };
+        s.end(why);
+        // A revocation closes the connection as a relay account's removal
+        // does (the BYE alone leaves clients such as ffmpeg waiting on an
+        // open socket); other sessions on it go on.
+        if revoked && left_empty {
+            if let Some(closer) = self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&conn) {
+                debug!(connection = conn, "RTSP: closing a connection whose stream was revoked upstream");
+                closer.notify_one();
+            }
         }
     }
 

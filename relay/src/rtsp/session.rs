@@ -13,6 +13,7 @@ use ponte_proto::media::{Codec, Quality};
 use ponte_proto::rtp::{self, Packetizer, RtpClock};
 use ponte_proto::{h264, h265};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -99,10 +100,12 @@ impl Numbering {
 }
 
 /// Why a pump stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// The camera track ended (upstream gone or camera offline).
     TrackEnded,
+    /// The upstream revoked the site's access to the camera, and why.
+    Revoked(Arc<str>),
     /// The track switched codec: the client's SDP no longer applies.
     CodecChanged(Codec),
     /// The client's connection is gone.
@@ -113,6 +116,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::TrackEnded => f.write_str("the camera stream ended"),
+            End::Revoked(why) => write!(f, "access revoked: {why}"),
             End::CodecChanged(c) => write!(f, "the camera switched to {}", c.name()),
             End::ClientGone => f.write_str("the client connection closed"),
         }
@@ -158,7 +162,7 @@ pub struct Session {
     /// Since when media flows (for the audit's view-stop).
     pub playing_since: Option<Instant>,
     /// Why the session ends, for the audit; set before it is dropped.
-    pub end_reason: &'static str,
+    pub end_reason: Cow<'static, str>,
 }
 
 impl Session {
@@ -168,8 +172,8 @@ impl Session {
     }
 
     /// Ends the session for `why` (recorded in the audit's view-stop).
-    pub fn end(mut self, why: &'static str) {
-        self.end_reason = why;
+    pub fn end(mut self, why: impl Into<Cow<'static, str>>) {
+        self.end_reason = why.into();
     }
 
     /// Status row.
@@ -212,7 +216,7 @@ impl Drop for Session {
                     session: &self.id,
                 },
                 since.elapsed(),
-                self.end_reason,
+                &self.end_reason,
             );
         }
     }
@@ -286,7 +290,7 @@ pub async fn pump(spec: PumpSpec, first: Option<HubItem>, mut reader: TrackReade
             Some(item) => item,
             None => match reader.next().await {
                 Some(item) => item,
-                None => break End::TrackEnded,
+                None => break reader.revoked().map_or(End::TrackEnded, End::Revoked),
             },
         };
         if item.config.codec != codec {
