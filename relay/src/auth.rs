@@ -15,6 +15,7 @@
 //! [`Viewer::may_see`] / [`Viewer::check`] / [`Viewer::narrow`].
 
 use crate::audit::RelayAudit;
+use crate::session_store::{self, StoredSession};
 use anyhow::{anyhow, bail, Context, Result};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -132,7 +133,7 @@ fn parse_selector(what: &str, text: &str) -> Result<Selector> {
 }
 
 /// How a viewer proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ViewerKind {
     /// A relay without accounts: nobody logged in.
@@ -613,7 +614,9 @@ struct SessionSlot {
     last_seen: Instant,
 }
 
-/// Browser sessions by cookie value, each ending after `idle` without use.
+/// Browser sessions, each ending after `idle` without use. Kept by the
+/// SHA-256 of the cookie, so what is written to disk
+/// ([`crate::session_store`]) cannot be replayed as a cookie.
 pub struct SessionTable {
     sessions: HashMap<String, SessionSlot>,
     idle: Duration,
@@ -632,6 +635,7 @@ impl SessionTable {
 
     /// Opens a session under `id` (a fresh random value, see [`new_session_id`]).
     pub fn insert(&mut self, id: String, viewer: Viewer, now: Instant) {
+        let id = cookie_key(&id);
         if self.sessions.len() >= self.max {
             let idle = self.idle;
             self.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) < idle);
@@ -647,6 +651,7 @@ impl SessionTable {
 
     /// The session's viewer, marking it used at `now`; `None` if unknown or idle too long.
     pub fn get(&mut self, id: &str, now: Instant) -> Option<Viewer> {
+        let id = &cookie_key(id);
         let expired = self.expired(self.sessions.get(id)?, now);
         if expired {
             self.sessions.remove(id);
@@ -659,12 +664,69 @@ impl SessionTable {
 
     /// Ends a session.
     pub fn remove(&mut self, id: &str) -> Option<Viewer> {
-        self.sessions.remove(id).map(|s| s.viewer)
+        self.sessions.remove(&cookie_key(id)).map(|s| s.viewer)
     }
 
     /// Whether the session is still open (idle ones count until purged).
     pub fn contains(&self, id: &str) -> bool {
-        self.sessions.contains_key(id)
+        self.sessions.contains_key(&cookie_key(id))
+    }
+
+    /// The sessions to store: live ones, with their last use on the wall
+    /// clock (`now` is `now_unix` seconds since the epoch).
+    pub fn snapshot(&self, now: Instant, now_unix: u64) -> Vec<StoredSession> {
+        let mut out: Vec<StoredSession> = self
+            .sessions
+            .iter()
+            .filter(|(_, slot)| !self.expired(slot, now) && slot.viewer.kind != ViewerKind::Anonymous)
+            .map(|(key, slot)| StoredSession {
+                cookie_sha256: key.clone(),
+                kind: slot.viewer.kind,
+                name: slot.viewer.name.to_string(),
+                credential: hex(&slot.viewer.credential),
+                last_seen_unix: now_unix
+                    .saturating_sub(now.saturating_duration_since(slot.last_seen).as_secs()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.cookie_sha256.cmp(&b.cookie_sha256));
+        out
+    }
+
+    /// Takes back stored sessions (at start) whose viewer `current` still
+    /// knows with the same credentials and that have not been idle too
+    /// long; returns how many came back.
+    pub fn restore(
+        &mut self,
+        stored: Vec<StoredSession>,
+        mut current: impl FnMut(&Viewer) -> Option<Viewer>,
+        now: Instant,
+        now_unix: u64,
+    ) -> usize {
+        let mut n = 0;
+        for s in stored {
+            let idle_for = Duration::from_secs(now_unix.saturating_sub(s.last_seen_unix));
+            let (Some(last_seen), Some(credential)) =
+                (now.checked_sub(idle_for), credential_from_hex(&s.credential))
+            else {
+                continue;
+            };
+            if idle_for >= self.idle || s.cookie_sha256.len() != 64 || self.sessions.len() >= self.max {
+                continue;
+            }
+            let was = Viewer {
+                name: Arc::from(s.name.as_str()),
+                kind: s.kind,
+                scope: Arc::new(Scope::ALL),
+                ptz: false,
+                login: None,
+                credential,
+            };
+            if let Some(viewer) = current(&was) {
+                self.sessions.insert(s.cookie_sha256, SessionSlot { viewer, last_seen });
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Gives every session its viewer as `current` now sees it, ending those
@@ -691,6 +753,22 @@ impl SessionTable {
 /// A new session id: 256 random bits, hex.
 pub fn new_session_id() -> String {
     hex(&rand::random::<[u8; 32]>())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What the session table (and the file) keeps of a cookie: its SHA-256.
+fn cookie_key(cookie: &str) -> String {
+    hex(&sha256(cookie.as_bytes()))
+}
+
+fn credential_from_hex(text: &str) -> Option<[u8; 8]> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(u64::to_be_bytes)
 }
 
 // ---- failed-login brake (sans-IO) -------------------------------------------
@@ -903,6 +981,8 @@ pub struct AuthSettings {
     /// On a relay without accounts, whether the anonymous viewer may steer
     /// PTZ cameras (`relay.open_ptz`; trusted rooms and the demo only).
     pub open_ptz: bool,
+    /// Where browser sessions are kept across restarts (`None`: in memory only).
+    pub sessions_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -916,6 +996,7 @@ impl Default for AuthSettings {
             max_clients: 4096,
             verified_ttl: Duration::from_secs(600),
             open_ptz: false,
+            sessions_file: None,
         }
     }
 }
@@ -956,6 +1037,10 @@ pub struct Auth {
     settings: AuthSettings,
     audit: Arc<RelayAudit>,
     sessions: Mutex<SessionTable>,
+    /// Held while the sessions file is written: writes go out in order.
+    saving: Mutex<()>,
+    /// A session was used since the file was last written (its idle time moved).
+    sessions_used: std::sync::atomic::AtomicBool,
     throttle: Mutex<LoginThrottle>,
     verified: Mutex<VerifiedCache>,
     /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
@@ -970,10 +1055,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Auth {
     /// Authentication with these accounts, writing logins to `audit`.
     pub fn new(accounts: Accounts, audit: Arc<RelayAudit>, settings: AuthSettings) -> Self {
+        let mut sessions = SessionTable::new(settings.session_idle, settings.max_sessions);
+        if let Some(path) = &settings.sessions_file {
+            match session_store::load(path) {
+                Ok(stored) => {
+                    let kept = stored.len();
+                    let back = sessions.restore(stored, |v| accounts.current(v), Instant::now(), unix_now());
+                    info!(file = %path.display(), restored = back, dropped = kept - back, "browser sessions restored");
+                }
+                Err(e) => warn!("browser sessions not restored, operators log in again: {e:#}"),
+            }
+        }
         Self {
             accounts: Mutex::new(Arc::new(accounts)),
             changes: watch::Sender::new(0),
-            sessions: Mutex::new(SessionTable::new(settings.session_idle, settings.max_sessions)),
+            sessions: Mutex::new(sessions),
+            saving: Mutex::new(()),
+            sessions_used: std::sync::atomic::AtomicBool::new(false),
             throttle: Mutex::new(LoginThrottle::new(
                 settings.login_burst,
                 settings.login_interval,
@@ -1014,8 +1112,49 @@ impl Auth {
         *lock(&self.accounts) = accounts.clone();
         lock(&self.verified).clear();
         let logins_ended = lock(&self.sessions).refresh(|v| accounts.current(v));
+        // At once: a session of a removed account must not come back with a restart.
+        self.save_sessions();
         self.changes.send_modify(|n| *n += 1);
         ReloadReport { viewers, tokens, logins_ended }
+    }
+
+    /// Writes the browser sessions to `sessions_file` (blocking: call it
+    /// off the async threads, or where a short wait is fine).
+    pub fn save_sessions(&self) {
+        let Some(path) = &self.settings.sessions_file else { return };
+        let _saving = lock(&self.saving);
+        self.sessions_used.store(false, std::sync::atomic::Ordering::Relaxed);
+        let snapshot = lock(&self.sessions).snapshot(Instant::now(), unix_now());
+        if let Err(e) = session_store::save(path, &snapshot) {
+            warn!("browser sessions not saved: a restart may log operators out or keep a logged-out session: {e:#}");
+        }
+    }
+
+    /// [`Auth::save_sessions`] on a blocking thread, waited for.
+    pub async fn save_sessions_now(self: &Arc<Self>) {
+        if self.settings.sessions_file.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.save_sessions()).await;
+    }
+
+    /// Saves the sessions every `every` when one was used meanwhile, so
+    /// idle expiry counts from their last use after a restart too.
+    pub fn spawn_session_saver(self: &Arc<Self>, every: Duration) {
+        if self.settings.sessions_file.is_none() {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(auth) = me.upgrade() else { return };
+                if auth.sessions_used.load(std::sync::atomic::Ordering::Relaxed) {
+                    auth.save_sessions_now().await;
+                }
+            }
+        });
     }
 
     /// Notified when accounts change or a browser logs out.
@@ -1212,6 +1351,7 @@ impl Auth {
     fn session(&self, id: &str) -> Option<Viewer> {
         let mut sessions = lock(&self.sessions);
         let stored = sessions.get(id, Instant::now())?;
+        self.sessions_used.store(true, std::sync::atomic::Ordering::Relaxed);
         // A login that finished while a reload removed its account.
         let Some(viewer) = self.accounts().current(&stored) else {
             sessions.remove(id);
@@ -1366,6 +1506,7 @@ async fn login(
         Ok(viewer) => {
             let id = new_session_id();
             lock(&auth.sessions).insert(id.clone(), viewer, Instant::now());
+            auth.save_sessions_now().await;
             let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
             let mut resp = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -1384,6 +1525,8 @@ async fn logout(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, heade
     if let Some(viewer) = session_cookie(&headers).and_then(|id| lock(&auth.sessions).remove(id)) {
         info!(viewer = viewer.name(), client = %client, "logout");
         auth.audit.logout(viewer.name(), client);
+        // On disk before the answer: a restart must not bring it back.
+        auth.save_sessions_now().await;
         // The streams this browser session opened end with it.
         auth.changes.send_modify(|n| *n += 1);
     }
@@ -1707,6 +1850,31 @@ mod tests {
         assert!(table.get("c", t0 + Duration::from_secs(12)).is_some());
         assert_eq!(new_session_id().len(), 64);
         assert_ne!(new_session_id(), new_session_id());
+    }
+
+    #[test]
+    fn stored_sessions_come_back_by_cookie_hash_unless_idle_or_unknown() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let unix = 1_800_000_000;
+        let mut table = SessionTable::new(12 * hour, 10);
+        table.insert("cookie-a".into(), compiled(None, None), t0);
+        table.insert("cookie-old".into(), compiled(None, None), t0);
+        assert!(table.get("cookie-a", t0 + 10 * hour).is_some());
+        let stored = table.snapshot(t0 + 11 * hour, unix);
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().all(|s| s.cookie_sha256.len() == 64 && !s.cookie_sha256.contains("cookie")));
+        // Restarted two hours later: `cookie-old` was idle 13 h by then.
+        let t1 = Instant::now() + 24 * hour;
+        let mut back = SessionTable::new(12 * hour, 10);
+        let n = back.restore(stored.clone(), |v| Some(v.clone()), t1, unix + 2 * 3600);
+        assert_eq!(n, 1);
+        assert!(back.get("cookie-a", t1).is_some());
+        assert!(back.get("cookie-old", t1).is_none());
+        // An account the config no longer has (or with other credentials) stays out.
+        let mut gone = SessionTable::new(12 * hour, 10);
+        assert_eq!(gone.restore(stored, |_| None, t1, unix), 0);
+        assert!(gone.get("cookie-a", t1).is_none());
     }
 
     #[test]

@@ -149,6 +149,18 @@ fn default_rtsp_timeout() -> u64 {
 /// `[management]`: status, metrics, health, the status page (default 127.0.0.1:9091).
 pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9091>;
 
+impl RelayConfig {
+    /// Where the browser sessions are kept: `relay.state_dir`, else the
+    /// audit log's directory.
+    pub fn sessions_file(&self) -> PathBuf {
+        let dir = match &self.relay.state_dir {
+            Some(dir) => dir.clone(),
+            None => self.audit.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        };
+        dir.join(crate::session_store::FILE_NAME)
+    }
+}
+
 /// `[audit]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +241,11 @@ pub struct RelaySection {
     /// without accounts refuses to start unless this is set (the demo sets it).
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// Directory for what the relay keeps across restarts (the browser
+    /// sessions, `relay-sessions.json`). Unset: the audit log's directory
+    /// (`/var/lib/ponte` by default).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn default_upstreams() -> Vec<String> {

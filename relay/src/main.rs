@@ -12,6 +12,7 @@ mod media_ports;
 mod page;
 mod ptz;
 mod rtsp;
+mod session_store;
 mod status;
 mod upstream;
 mod whep;
@@ -24,6 +25,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use upstream::Upstreams;
+
+/// How often browser sessions used since the last save are written again
+/// (their idle time): a restart loses at most this much of it.
+const SESSION_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Parser)]
 #[command(name = "ponte-relay", version, about = "ponte relay: QUIC in from the agent, WHEP out to browsers")]
@@ -152,8 +157,13 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         let (viewers, tokens) = accounts.counts();
         tracing::info!(viewers, tokens, audit = %cfg.audit.path.display(), "viewers must log in");
     }
-    let settings = auth::AuthSettings { open_ptz: cfg.relay.open_ptz, ..Default::default() };
+    let settings = auth::AuthSettings {
+        open_ptz: cfg.relay.open_ptz,
+        sessions_file: Some(cfg.sessions_file()),
+        ..Default::default()
+    };
     let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), settings));
+    auth.spawn_session_saver(SESSION_SAVE_EVERY);
     let state = Arc::new(
         whep::WhepState::new(upstreams.clone(), whep_settings).with_access(auth.clone(), audit.clone()),
     );

@@ -577,3 +577,92 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
     verify_audit(&stack)?;
     Ok(())
 }
+
+/// Stops the relay and starts it again on the same config file; returns
+/// once its viewer port answers.
+async fn restart_relay(stack: &mut Stack) -> Result<()> {
+    stack.relay.terminate(T).await?;
+    let mut cmd = std::process::Command::new(ponte_tests::bin_path("ponte-relay")?);
+    cmd.arg("run").arg("--config").arg(stack.dir().join("relay.toml")).env("RUST_LOG", "info");
+    stack.relay = ponte_tests::Proc::spawn_command("ponte-relay", cmd)?;
+    let base = stack.base_url();
+    ponte_tests::wait_until("the restarted relay's viewer port", T, Duration::from_millis(50), || async {
+        ponte_tests::http_get(&format!("{base}/")).await.map(Some)
+    })
+    .await?;
+    Ok(())
+}
+
+/// The status of `GET /api/catalog` with `cookie`, at relay `base`.
+async fn catalog_status(base: &str, cookie: &str) -> u16 {
+    match http_request("GET", &format!("{base}/api/catalog"), &[("Cookie", cookie)], b"", T).await {
+        Ok(resp) => resp.status,
+        Err(e) => panic!("GET /api/catalog: {e:#}"),
+    }
+}
+
+/// Browser sessions survive a relay restart (an upgrade): the same cookie
+/// still works; a logged-out one does not come back; nor does one of an
+/// account removed from the config while the relay was down, nor one whose
+/// password changed. The file keeps only hashes of the cookies, mode 0600.
+#[tokio::test]
+async fn browser_sessions_survive_a_restart_and_stay_revocable() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let (mut stack, accounts) = start().await?;
+    let cookie = |user: &str, password: &str| {
+        let stack = &stack;
+        let (user, password) = (user.to_owned(), password.to_owned());
+        async move { login(stack, &user, &password).await.1.with_context(|| format!("{user}'s cookie")) }
+    };
+    let anna = cookie("anna", ANNA_PASSWORD).await?;
+    let zaist = cookie("zaist", ZAIST_PASSWORD).await?;
+    let left = cookie("anna", ANNA_PASSWORD).await?;
+    assert_eq!(request(&stack, "POST", "/logout", &[("Cookie", &left)], b"").await.status, 204);
+    let base = stack.base_url();
+    let catalog = |c: String| {
+        let base = base.clone();
+        async move { catalog_status(&base, &c).await }
+    };
+    assert_eq!(catalog(anna.clone()).await, 200);
+    assert_eq!(catalog(zaist.clone()).await, 200);
+    assert_eq!(catalog(left.clone()).await, 401);
+
+    let started = Instant::now();
+    restart_relay(&mut stack).await?;
+    eprintln!("figure: relay restarted in {} ms", started.elapsed().as_millis());
+    assert_eq!(catalog(anna.clone()).await, 200, "anna stays logged in across the restart");
+    assert_eq!(catalog(zaist.clone()).await, 200, "zaist stays logged in across the restart");
+    assert_eq!(catalog(left.clone()).await, 401, "a logged-out session does not come back");
+
+    // The file beside the audit log: hashes only, private.
+    let file = stack.relay_config.audit_path().with_file_name("relay-sessions.json");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    for c in [&anna, &zaist, &left] {
+        let value = c.split_once('=').map_or(c.as_str(), |(_, v)| v);
+        assert!(!text.contains(value), "a cookie in clear in {}: {text}", file.display());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
+
+    // Zaist removed while the relay is down: its session does not come back.
+    let t = &accounts.tables;
+    let mut cfg = stack.relay_config.clone();
+    cfg.extra = format!("{}\n{}\n", t.anna, t.ops);
+    cfg.write(stack.dir().join("relay.toml"))?;
+    restart_relay(&mut stack).await?;
+    assert_eq!(catalog(zaist.clone()).await, 401, "the removed account's session ended");
+    assert_eq!(catalog(anna.clone()).await, 200);
+
+    // Anna's password changed (a reload): her session ends, and stays ended after a restart.
+    let new_hash = relay_cli(&["passwd"], "una-password-nuova-2027\n")?.trim().to_owned();
+    cfg.extra = format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{new_hash}\"\n\n{}\n", t.ops);
+    cfg.write(stack.dir().join("relay.toml"))?;
+    stack.relay.signal(libc::SIGHUP)?;
+    ponte_tests::wait_until("the reload to end anna's session", T, Duration::from_millis(50), || async {
+        Ok((catalog(anna.clone()).await == 401).then_some(()))
+    })
+    .await?;
+    restart_relay(&mut stack).await?;
+    assert_eq!(catalog(anna.clone()).await, 401, "a changed password's session stays ended");
+    Ok(())
+}
