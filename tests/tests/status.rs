@@ -2,7 +2,8 @@
 //! codes, and Prometheus metrics, against the real agent and relay.
 
 use anyhow::{Context, Result};
-use ponte_tests::{bin_path, http_get, Device, Stack};
+use ponte_tests::{bin_path, free_tcp_port, http_get, Device, RtspReader, Stack, StackSpec};
+use serde_json::Value;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -77,6 +78,98 @@ async fn management_endpoints_and_status_cli_tell_the_truth() -> Result<()> {
     let restarted = std::time::Instant::now();
     wait_for_exit_code("ponte-relay", &relay_url, 0, Duration::from_secs(10)).await?;
     println!("relay back to OK {:?} after the agent restarted", restarted.elapsed());
+    Ok(())
+}
+
+/// The row of `link` in `ponte-* status`'s LINKS table, split in columns:
+/// peer, direction, state, rtt ms, tx Mbit/s, rx Mbit/s, subs, drops.
+fn table_row(text: &str, link: &str) -> Result<Vec<String>> {
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(link))
+        .with_context(|| format!("no LINKS row for `{link}` in: {text}"))?;
+    Ok(row.split_whitespace().take(8).map(str::to_owned).collect())
+}
+
+/// The value of the series `name{labels}` in a Prometheus text exposition.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn agent_link(doc: &Value) -> Result<Value> {
+    doc["links"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["peer"] == "carabinieri"))
+        .cloned()
+        .with_context(|| format!("no carabinieri link: {doc}"))
+}
+
+/// The agent's row for a relay link carries that session's traffic: while
+/// a VMS reads two cameras over the relay's RTSP port, the agent's status
+/// (page JSON, `status --json`, the CLI table) and `/metrics` show two
+/// subscriptions, a round-trip time, and sent bytes that grow between
+/// two reads — the figures on-call staff at the master watch per partner.
+#[tokio::test]
+async fn agent_link_rows_count_each_relays_traffic() -> Result<()> {
+    if !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg") {
+        return Ok(());
+    }
+    let rtsp = free_tcp_port();
+    let mut stack = Stack::start_with(StackSpec {
+        devices: vec![Device::synthetic("cam-s"), Device::synthetic("cam-t")],
+        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\n"),
+        ..StackSpec::default()
+    })
+    .await?;
+    let agent_url = stack.agent.management_url(T).await?;
+    let readers = [
+        RtspReader::start(&format!("rtsp://127.0.0.1:{rtsp}/cam-s"), 30)?,
+        RtspReader::start(&format!("rtsp://127.0.0.1:{rtsp}/cam-t"), 30)?,
+    ];
+    for r in &readers {
+        r.decodes(10, T).await?;
+    }
+    let first =
+        ponte_tests::wait_until("two subscriptions on the link", T, Duration::from_millis(250), || async {
+            let link = agent_link(&http_get(&format!("{agent_url}/status")).await?.json()?)?;
+            Ok((link["subscriptions"] == 2).then_some(link))
+        })
+        .await?;
+    // Two sampling periods later the link has sent more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = agent_link(&http_get(&format!("{agent_url}/status")).await?.json()?)?;
+    let bytes = |l: &Value| l["bytes_sent"].as_u64().unwrap_or(0);
+    println!("agent link row: {second}");
+    assert!(
+        bytes(&first) > 0 && bytes(&second) > bytes(&first),
+        "bytes_sent must grow: {first} then {second}"
+    );
+    assert_eq!(second["subscriptions"], 2, "{second}");
+    let rtt = second["rtt_ms"].as_f64().with_context(|| format!("no rtt_ms: {second}"))?;
+    assert!(rtt > 0.0 && rtt < 1000.0, "loopback rtt_ms {rtt}");
+    assert!(second["send_bps"].as_f64().unwrap_or(0.0) > 10_000.0, "two cameras' bitrate: {second}");
+    assert_eq!(second["addr"], stack.relay_config.quic_listen.to_string(), "{second}");
+
+    let (code, text) = status_cli("ponte-agent", &agent_url, false)?;
+    assert_eq!(code, 0, "{text}");
+    let row = table_row(&text, "carabinieri")?;
+    assert_eq!(row[6], "2", "subs column: {text}");
+    assert!(row[3].parse::<f64>().is_ok_and(|r| r > 0.0), "rtt column: {text}");
+    assert!(row[4].parse::<f64>().is_ok_and(|tx| tx > 0.0), "tx column: {text}");
+
+    let (_, json) = status_cli("ponte-agent", &agent_url, true)?;
+    let cli = agent_link(&serde_json::from_str(&json).with_context(|| json.clone())?)?;
+    assert_eq!(cli["subscriptions"], 2, "{cli}");
+    assert!(bytes(&cli) >= bytes(&second), "{cli}");
+    assert!(cli["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{cli}");
+
+    let metrics = http_get(&format!("{agent_url}/metrics")).await?.text();
+    let link = "{link=\"carabinieri\",direction=\"to-relay\"}";
+    assert_eq!(sample(&metrics, &format!("ponte_link_subscriptions{link}")), Some(2.0), "{metrics}");
+    let sent = sample(&metrics, &format!("ponte_link_sent_bytes_total{link}")).unwrap_or(0.0);
+    assert!(sent >= bytes(&second) as f64, "ponte_link_sent_bytes_total {sent}: {metrics}");
+    let rtt = sample(&metrics, &format!("ponte_link_rtt_seconds{link}")).unwrap_or(0.0);
+    assert!(rtt > 0.0 && rtt < 1.0, "ponte_link_rtt_seconds {rtt}: {metrics}");
     Ok(())
 }
 
