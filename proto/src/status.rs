@@ -307,11 +307,13 @@ impl StatusDoc {
             "1 when the camera stream delivers video.",
             self.cameras.iter().map(|c| (cam(c), if c.state == "online" { 1.0 } else { 0.0 })).collect(),
         );
+        // A byte counter, not a bit/s gauge: promtool's lint wants base
+        // units, and `rate()` over a counter misses no burst between scrapes.
         metric(
-            "ponte_camera_bitrate_bits_per_second",
-            "gauge",
-            "Bitrate of the camera stream over the last sampling interval.",
-            self.cameras.iter().map(|c| (cam(c), c.bitrate_bps)).collect(),
+            "ponte_camera_received_bytes_total",
+            "counter",
+            "Media bytes received for the camera stream (from the camera on an agent, from upstream on a relay).",
+            self.cameras.iter().map(|c| (cam(c), c.bytes as f64)).collect(),
         );
         metric(
             "ponte_camera_frames_total",
@@ -642,6 +644,21 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} has a TYPE line");
+        }
+    }
+
+    /// The naming rules `promtool check metrics` lints (the e2e test runs
+    /// promtool itself on live nodes): counters end in `_total`, nothing
+    /// else does, units are base units.
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        for line in doc().prometheus().lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+            for unit in ["bits", "_ms", "milliseconds", "kilobytes", "megabytes", "minutes"] {
+                assert!(!name.contains(unit), "{name}: use base units");
+            }
         }
     }
 

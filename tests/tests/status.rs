@@ -188,25 +188,95 @@ async fn wait_for_exit_code(bin: &str, url: &str, want: i32, within: Duration) -
     }
 }
 
-/// Runs `promtool check metrics` when promtool is installed (Debian `prometheus`).
+/// `promtool check metrics` (Debian `prometheus`) on `metrics`: no error
+/// and no lint (exit 0, nothing printed), as a Prometheus admin would check
+/// a new target.
 fn check_with_promtool(metrics: &str) -> Result<()> {
-    let Ok(mut child) = std::process::Command::new("promtool")
+    if !ponte_tests::require_program("/usr/bin/promtool", "prometheus") {
+        return Ok(());
+    }
+    let mut child = std::process::Command::new("/usr/bin/promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        ponte_tests::require(false, "promtool", "apt-get install prometheus");
-        return Ok(());
-    };
+        .context("starting promtool")?;
     use std::io::Write;
     child.stdin.take().context("stdin")?.write_all(metrics.as_bytes())?;
     let out = child.wait_with_output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    // promtool lints (e.g. counter naming) exit 3; only hard errors fail here.
-    assert!(out.status.code() != Some(1), "promtool rejected the metrics: {text}");
-    println!("promtool: {}", if text.trim().is_empty() { "clean" } else { text.trim() });
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "promtool check metrics exited {:?}: {text}\n{metrics}",
+        out.status.code()
+    );
+    Ok(())
+}
+
+/// Both nodes' `/metrics` pass `promtool check metrics` without a lint
+/// with everything configured that adds series: RTSP, relay accounts, PTZ
+/// (a synthetic dome, an operator, a command), a site with a link budget,
+/// and video flowing.
+#[tokio::test]
+async fn metrics_pass_promtool_lint_with_everything_configured() -> Result<()> {
+    if !ponte_tests::require_program("/usr/bin/promtool", "prometheus")
+        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
+    {
+        return Ok(());
+    }
+    let out = ponte_tests::relay_cli(&["token", "--name", "ops"], "")?;
+    let token = out.lines().next().context("no token")?.trim().to_owned();
+    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
+    let hash = ponte_tests::relay_cli(&["passwd"], "anna-password-1\n")?;
+    let viewer = format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n", hash.trim());
+    let (_, operator) = ponte_tests::operator_token("sala")?;
+    let rtsp = free_tcp_port();
+    let mut dome = Device::synthetic("dome");
+    dome.kind = "dome-ptz".into();
+    dome.extra = "[device.synthetic]\nptz = true".into();
+    let mut stack = Stack::start_with(StackSpec {
+        devices: vec![dome, Device::synthetic("cam")],
+        agent_extra: format!(
+            "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nbudget_mbps = 20\n\n{operator}"
+        ),
+        relay_extra: format!(
+            "{}\nptz = true\n\n{viewer}\n[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\nbasic = true\n",
+            table.join("\n")
+        ),
+        catalog_token: Some(token.clone()),
+        ..StackSpec::default()
+    })
+    .await?;
+    let agent_url = stack.agent.management_url(T).await?;
+    let relay_url = stack.relay.management_url(T).await?;
+    let reader = RtspReader::start(&format!("rtsp://ops:{token}@127.0.0.1:{rtsp}/cam"), 20)?;
+    reader.decodes(10, T).await?;
+    let auth = format!("Bearer {token}");
+    let ptz = ponte_tests::http_request(
+        "POST",
+        &format!("{}/api/ptz/dome", stack.base_url()),
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        br#"{"op":"move","pan":300}"#,
+        T,
+    )
+    .await?;
+    assert_eq!(ptz.status, 200, "{}", ptz.text());
+    // The samplers see the subscription, the shaping row and the command.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (node, url) in [("agent", &agent_url), ("relay", &relay_url)] {
+        let metrics = http_get(&format!("{url}/metrics")).await?.ensure_success()?.text();
+        assert!(metrics.contains("ponte_camera_up{camera=\"cam\""), "{node}: {metrics}");
+        check_with_promtool(&metrics).with_context(|| format!("{node} /metrics"))?;
+        println!(
+            "{node}: {} series, promtool clean",
+            metrics.lines().filter(|l| !l.starts_with('#')).count()
+        );
+    }
+    let agent = http_get(&format!("{agent_url}/metrics")).await?.text();
+    for present in ["ponte_shaping_degraded{site=\"carabinieri\"", "ponte_ptz_commands_total{outcome="] {
+        assert!(agent.contains(present), "the agent exports {present}: {agent}");
+    }
     Ok(())
 }
 
