@@ -81,8 +81,10 @@ pub fn spawn(
                                     b"unexpected site identity",
                                 );
                                 let e = format!(
-                                    "relay at {} presented identity {:?}, expected site `{}`",
-                                    target.addr, peer, target.site
+                                    "relay at {} presented {}, expected site `{}`",
+                                    target.addr,
+                                    ponte_proto::tls::describe_identity(peer.as_deref()),
+                                    target.site
                                 );
                                 (Outcome::Refused, e)
                             } else {
@@ -828,7 +830,7 @@ impl Session<'_> {
         if shaper.budget() != budget {
             info!(
                 site = self.site,
-                budget_mbps = budget.bps.map(|b| b / 1e6),
+                budget_mbps = %mbps_or_unlimited(budget.bps),
                 burst_kb = budget.burst_bytes / 1024.0,
                 "shaping: new link budget"
             );
@@ -875,7 +877,7 @@ impl Session<'_> {
             match capacity {
                 Some(c) => warn!(
                     site = self.site,
-                    capacity_mbps = c / 1e6,
+                    capacity_mbps = mbps(c),
                     lost_bytes = st.path.lost_bytes,
                     rtt_ms = st.path.rtt.as_secs_f64() * 1e3,
                     "shaping: the path is congested; shaping to what it delivers"
@@ -932,9 +934,9 @@ impl Session<'_> {
                 .collect();
             debug!(
                 site = self.site,
-                effective_mbps = snapshot.effective_bps.map(|b| b / 1e6),
-                planned_mbps = snapshot.planned_bps / 1e6,
-                sent_mbps = snapshot.sent_bps / 1e6,
+                effective_mbps = %mbps_or_unlimited(snapshot.effective_bps),
+                planned_mbps = mbps(snapshot.planned_bps),
+                sent_mbps = mbps(snapshot.sent_bps),
                 overhead = snapshot.overhead,
                 rungs = %rungs.join(" "),
                 "shaping: link"
@@ -942,6 +944,18 @@ impl Session<'_> {
         }
         self.shared.shaping.publish(snapshot);
     }
+}
+
+/// Bit/s as Mbit/s for a log line: one decimal, never negative (a sum of
+/// rates can come out a hair below zero, which printed `-0.0`).
+fn mbps(bps: f64) -> f64 {
+    // `+ 0.0` turns a remaining -0.0 into 0.0.
+    (bps / 1e5).round().max(0.0) / 10.0 + 0.0
+}
+
+/// [`mbps`] of a budget, `unlimited` without one.
+fn mbps_or_unlimited(bps: Option<f64>) -> String {
+    bps.map_or_else(|| "unlimited".to_owned(), |b| mbps(b).to_string())
 }
 
 /// Index of a quality's reader and meter in a pump.
@@ -1101,8 +1115,8 @@ impl Pump {
 
     fn log_change(&self, c: &RungChange, shaped: bool) {
         let from = c.from.map_or("-", Rung::name);
-        let budget_mbps = c.budget_bps.map(|b| (b / 1e5).round() / 10.0);
-        let planned_mbps = (c.planned_bps / 1e5).round() / 10.0;
+        let budget_mbps = mbps_or_unlimited(c.budget_bps);
+        let planned_mbps = mbps(c.planned_bps);
         if shaped {
             info!(
                 site = %self.site,
@@ -1111,7 +1125,7 @@ impl Pump {
                 from,
                 to = c.to.name(),
                 reason = c.reason.name(),
-                budget_mbps,
+                %budget_mbps,
                 planned_mbps,
                 "shaping: rung changed"
             );
@@ -1192,5 +1206,21 @@ impl Pump {
         self.stats.gops.store(now.gops, Ordering::Relaxed);
         self.stats.gops_reset.store(now.gops_reset, Ordering::Relaxed);
         self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbps_reads_well_in_a_log_line() {
+        assert_eq!(mbps(-1e-9).to_string(), "0", "no negative zero");
+        assert_eq!(mbps(-0.0).to_string(), "0");
+        assert_eq!(mbps(-3e6).to_string(), "0");
+        assert_eq!(mbps(16e6).to_string(), "16");
+        assert_eq!(mbps(2_349_999.0).to_string(), "2.3");
+        assert_eq!(mbps_or_unlimited(None), "unlimited");
+        assert_eq!(mbps_or_unlimited(Some(20e6)), "20");
     }
 }

@@ -30,6 +30,16 @@ impl Health {
         }
     }
 
+    /// How the status page and `status` spell it: `OK`, `DEGRADED`, `DOWN`
+    /// (the JSON keeps serde's lowercase).
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Degraded => "DEGRADED",
+            Health::Down => "DOWN",
+        }
+    }
+
     fn colour(self) -> &'static str {
         match self {
             Health::Ok => "green",
@@ -396,8 +406,8 @@ impl StatusDoc {
             self.version,
             self.uptime_secs,
             match self.health {
-                Health::Ok => "OK".to_owned(),
-                h => format!("{} — {}", format!("{h:?}").to_uppercase(), self.problems.join("; ")),
+                Health::Ok => Health::Ok.label().to_owned(),
+                h => format!("{} — {}", h.label(), self.problems.join("; ")),
             }
         );
         let _ = writeln!(out, "\nLINKS");
@@ -493,16 +503,16 @@ impl StatusDoc {
         let _ = write!(
             out,
             "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-             <title>ponte {role} {node}: {health:?}</title><style>\
+             <title>ponte {role} {node}: {health}</title><style>\
              body{{font:14px system-ui,sans-serif;margin:1.5em;background:#111;color:#eee}}\
              table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{padding:.25em .7em;text-align:left;border-bottom:1px solid #333}}\
              .green{{color:#4c4}}.grey{{color:#888}}.amber{{color:#fb3}}.red{{color:#f55}}.dot{{font-size:1.2em}}\
              h1{{font-size:1.3em}}h2{{font-size:1.1em;margin-top:1em}}</style></head><body>\
-             <h1><span class='dot {colour}'>&#9679;</span> ponte {role} <b>{node}</b> — {health:?}</h1>\
+             <h1><span class='dot {colour}'>&#9679;</span> ponte {role} <b>{node}</b> — {health}</h1>\
              <p>version {version}, up {uptime}s{problems}</p>",
             role = html(&self.role),
             node = html(&self.node),
-            health = self.health,
+            health = self.health.label(),
             colour = self.health.colour(),
             version = html(&self.version),
             uptime = self.uptime_secs,
@@ -669,6 +679,10 @@ mod tests {
         assert!(page.contains("class='dot red'"));
         let table = doc().table();
         assert!(table.contains("DEGRADED"), "{table}");
+        // One spelling on the page and in the CLI.
+        assert!(page.contains(": DEGRADED</title>") && page.contains("— DEGRADED</h1>"), "{page}");
+        let ok = StatusDoc { health: Health::Ok, ..doc() };
+        assert!(ok.html().contains("— OK</h1>") && ok.table().contains("s: OK\n"), "{}", ok.table());
     }
 
     #[test]
