@@ -297,6 +297,20 @@ fn alert_rules_and_dashboard_are_valid() -> Result<()> {
     let exported = ponte_proto::status::StatusDoc::default().prometheus();
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/ponte-dashboard.json"))?)?;
+    // The nodes name themselves only on ponte_build_info: a legend that
+    // shows the node (or role) must join it.
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let target = &panel["targets"][0];
+        let legend = target["legendFormat"].as_str().unwrap_or_default();
+        let expr = target["expr"].as_str().unwrap_or_default();
+        if legend.contains("{{node}}") || legend.contains("{{role}}") {
+            assert!(
+                expr.contains("on(instance, job) group_left(node, role) ponte_build_info"),
+                "panel {}: `{expr}` has no node label for its legend `{legend}`",
+                panel["title"]
+            );
+        }
+    }
     let mut exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .context("panels")?
