@@ -589,6 +589,13 @@ impl AgentConfig {
             .add_source(env_overrides())
             .build()
             .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                let text = std::fs::read_to_string(path).ok();
+                anyhow::anyhow!(ponte_proto::config_error::explain::<AgentConfig>(
+                    &e.to_string(),
+                    text.as_deref()
+                ))
+            })
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -601,7 +608,10 @@ impl AgentConfig {
         let cfg: AgentConfig = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .and_then(|c| c.try_deserialize())?;
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                anyhow::anyhow!(ponte_proto::config_error::explain::<AgentConfig>(&e.to_string(), Some(text)))
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -696,6 +706,23 @@ zone = "Zaist"
 type = "fixed-quad-optic"
 source = "synthetic"
 "#;
+
+    #[test]
+    fn a_bad_site_entry_is_named_by_id_position_and_line() {
+        let toml = format!(
+            "{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n\n\
+             [[site]]\nid = \"questura\"\nallow = [\"*\"]\nbudget_mbps = \"lots\"\n"
+        );
+        let line = toml.lines().position(|l| l.starts_with("budget_mbps")).unwrap() + 1;
+        let err = format!("{:#}", parse(&toml).unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "`[[site]]` #2 (id \"questura\"), key `budget_mbps` (line {line}): invalid type"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("site[1]"), "{err}");
+    }
 
     #[test]
     fn shaping_budget_priorities_and_synthetic_bitrates_load() {

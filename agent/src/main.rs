@@ -228,6 +228,7 @@ impl Agent {
             audit,
             clock,
             shaping: uplink::ShapingBoard::default(),
+            links: uplink::LinkBoard::default(),
             limits: Arc::new(uplink::SessionLimits {
                 max_subscriptions: cfg.agent.max_subscriptions_per_session,
                 ..Default::default()
@@ -257,6 +258,7 @@ impl Agent {
             cameras: cameras.clone(),
             links: links.clone(),
             shaping: shared.shaping.clone(),
+            figures: shared.links.clone(),
             audit: shared.audit.clone(),
             limits: shared.limits.clone(),
             ptz: ptz.clone(),

@@ -20,6 +20,8 @@ pub struct Sources {
     pub links: Vec<(String, watch::Receiver<LinkState>)>,
     /// Each site link's shaping ladder.
     pub shaping: crate::uplink::ShapingBoard,
+    /// Each relay link's traffic (rtt, bytes, subscriptions).
+    pub figures: crate::uplink::LinkBoard,
     /// The audit log (its write failures are alerted on).
     pub audit: Arc<ponte_proto::audit::AuditLog>,
     /// Session limits and their refusals.
@@ -77,10 +79,21 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
                 LinkState::Connecting { last_error: None } => ("connecting", None),
                 LinkState::Connecting { last_error: Some(e) } => ("down", Some(e)),
             };
+            let f = src.figures.figures(site);
+            let key = format!("relay link {site}");
+            let send_bps = meter.rate(&key, f.bytes_sent, now);
+            keys.insert(key);
             LinkStatus {
                 peer: site.clone(),
                 direction: "to-relay".into(),
                 state: state.into(),
+                addr: f.addr.map(|a| a.to_string()).unwrap_or_default(),
+                rtt_ms: f.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                lost_packets: f.lost_packets,
+                bytes_sent: f.bytes_sent,
+                send_bps,
+                subscriptions: f.subscriptions,
+                drops: f.drops,
                 last_error,
                 ..Default::default()
             }

@@ -26,7 +26,7 @@ use ponte_proto::wire::{Control, Role, StatsReport, SubscribeErrorCode, PROTOCOL
 use rand::Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -81,8 +81,10 @@ pub fn spawn(
                                     b"unexpected site identity",
                                 );
                                 let e = format!(
-                                    "relay at {} presented identity {:?}, expected site `{}`",
-                                    target.addr, peer, target.site
+                                    "relay at {} presented {}, expected site `{}`",
+                                    target.addr,
+                                    ponte_proto::tls::describe_identity(peer.as_deref()),
+                                    target.site
                                 );
                                 (Outcome::Refused, e)
                             } else {
@@ -176,6 +178,77 @@ impl ShapingBoard {
     }
 }
 
+/// The live figures of every relay link, for status and `/metrics`: each
+/// session registers its connection and counters here while it runs, and
+/// the status sampler reads them every couple of seconds (a short std lock,
+/// never held across an `.await`; nothing on the media path touches it).
+#[derive(Clone, Default)]
+pub struct LinkBoard(Arc<Mutex<BTreeMap<String, LinkEntry>>>);
+
+/// One site's link: its session while up, and what earlier sessions sent.
+#[derive(Default)]
+struct LinkEntry {
+    live: Option<(quinn::Connection, Arc<SessionCounters>)>,
+    earlier_bytes: u64,
+    earlier_drops: u64,
+}
+
+/// A relay link's traffic as the status document reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkFigures {
+    /// The relay's address, while up.
+    pub addr: Option<std::net::SocketAddr>,
+    /// QUIC's smoothed round-trip time, while up.
+    pub rtt: Option<Duration>,
+    /// Packets declared lost since the link came up.
+    pub lost_packets: u64,
+    /// Media bytes sent to the site since the agent started.
+    pub bytes_sent: u64,
+    /// Active subscriptions of the session.
+    pub subscriptions: u32,
+    /// GOP streams reset as stale since the agent started.
+    pub drops: u64,
+}
+
+impl LinkBoard {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, LinkEntry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The figures of `site`'s link (zeros for a link never up).
+    pub fn figures(&self, site: &str) -> LinkFigures {
+        let board = self.lock();
+        let Some(entry) = board.get(site) else { return LinkFigures::default() };
+        let mut f =
+            LinkFigures { bytes_sent: entry.earlier_bytes, drops: entry.earlier_drops, ..Default::default() };
+        if let Some((conn, counters)) = &entry.live {
+            // The dual-stack socket sees an IPv4 relay as ::ffff:a.b.c.d.
+            let addr = conn.remote_address();
+            f.addr = Some(std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port()));
+            f.rtt = Some(conn.rtt());
+            f.lost_packets = conn.stats().path.lost_packets;
+            f.bytes_sent += counters.bytes_sent.load(Ordering::Relaxed);
+            f.drops += counters.gops_dropped.load(Ordering::Relaxed);
+            f.subscriptions = counters.subscriptions.load(Ordering::Relaxed);
+        }
+        f
+    }
+
+    fn open(&self, site: &str, conn: quinn::Connection, counters: Arc<SessionCounters>) {
+        self.lock().entry(site.to_owned()).or_default().live = Some((conn, counters));
+    }
+
+    /// The session ended: its counts join the earlier sessions'.
+    fn close(&self, site: &str) {
+        let mut board = self.lock();
+        let Some(entry) = board.get_mut(site) else { return };
+        if let Some((_, counters)) = entry.live.take() {
+            entry.earlier_bytes += counters.bytes_sent.load(Ordering::Relaxed);
+            entry.earlier_drops += counters.gops_dropped.load(Ordering::Relaxed);
+        }
+    }
+}
+
 /// One site link's shaping, as a status page shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LinkSnapshot {
@@ -246,6 +319,8 @@ impl SiteShaping {
 struct SessionCounters {
     bytes_sent: AtomicU64,
     gops_dropped: AtomicU64,
+    /// `subs.len()`, kept here for the status sampler.
+    subscriptions: AtomicU32,
 }
 
 /// Everything a session needs besides its connection.
@@ -263,6 +338,8 @@ pub struct Shared {
     pub clock: Clock,
     /// Where sessions publish their shaping state.
     pub shaping: ShapingBoard,
+    /// Where sessions register their connection and counters.
+    pub links: LinkBoard,
     /// Limits on what a relay may ask.
     pub limits: Arc<SessionLimits>,
     /// PTZ control (checks, arbitration, camera workers).
@@ -407,6 +484,8 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
     for change in s.shared.ptz.holders() {
         s.forward_lock(change).await?;
     }
+    // From here every way out passes the `close` below.
+    s.shared.links.open(site, conn.clone(), s.counters.clone());
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
     let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
@@ -462,6 +541,8 @@ async fn run_session(site: &str, conn: quinn::Connection, mut shared: Shared) ->
         }
     };
     s.shared.shaping.remove(site);
+    s.counters.subscriptions.store(0, Ordering::Relaxed);
+    s.shared.links.close(site);
     // Cameras this site was moving stop now, not at the dead-man.
     s.shared.ptz.drop_site(site);
     for (_, sub) in s.subs.drain() {
@@ -694,6 +775,7 @@ impl Session<'_> {
                 let stats = Arc::new(SubStats::default());
                 let task = self.pump(id, camera.clone(), ladder, reader, stats.clone());
                 self.subs.insert(id, Subscription { camera, quality, task, stats });
+                self.counters.subscriptions.store(self.subs.len() as u32, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -735,7 +817,9 @@ impl Session<'_> {
     /// Forgets a subscription (the caller ends its task).
     fn drop_sub(&mut self, id: u64) -> Option<Subscription> {
         self.shaping.lock().remove(id);
-        self.subs.remove(&id)
+        let sub = self.subs.remove(&id);
+        self.counters.subscriptions.store(self.subs.len() as u32, Ordering::Relaxed);
+        sub
     }
 
     /// Applies the site's budget and priorities after a policy reload.
@@ -746,7 +830,7 @@ impl Session<'_> {
         if shaper.budget() != budget {
             info!(
                 site = self.site,
-                budget_mbps = budget.bps.map(|b| b / 1e6),
+                budget_mbps = %mbps_or_unlimited(budget.bps),
                 burst_kb = budget.burst_bytes / 1024.0,
                 "shaping: new link budget"
             );
@@ -793,7 +877,7 @@ impl Session<'_> {
             match capacity {
                 Some(c) => warn!(
                     site = self.site,
-                    capacity_mbps = c / 1e6,
+                    capacity_mbps = mbps(c),
                     lost_bytes = st.path.lost_bytes,
                     rtt_ms = st.path.rtt.as_secs_f64() * 1e3,
                     "shaping: the path is congested; shaping to what it delivers"
@@ -850,9 +934,9 @@ impl Session<'_> {
                 .collect();
             debug!(
                 site = self.site,
-                effective_mbps = snapshot.effective_bps.map(|b| b / 1e6),
-                planned_mbps = snapshot.planned_bps / 1e6,
-                sent_mbps = snapshot.sent_bps / 1e6,
+                effective_mbps = %mbps_or_unlimited(snapshot.effective_bps),
+                planned_mbps = mbps(snapshot.planned_bps),
+                sent_mbps = mbps(snapshot.sent_bps),
                 overhead = snapshot.overhead,
                 rungs = %rungs.join(" "),
                 "shaping: link"
@@ -860,6 +944,18 @@ impl Session<'_> {
         }
         self.shared.shaping.publish(snapshot);
     }
+}
+
+/// Bit/s as Mbit/s for a log line: one decimal, never negative (a sum of
+/// rates can come out a hair below zero, which printed `-0.0`).
+fn mbps(bps: f64) -> f64 {
+    // `+ 0.0` turns a remaining -0.0 into 0.0.
+    (bps / 1e5).round().max(0.0) / 10.0 + 0.0
+}
+
+/// [`mbps`] of a budget, `unlimited` without one.
+fn mbps_or_unlimited(bps: Option<f64>) -> String {
+    bps.map_or_else(|| "unlimited".to_owned(), |b| mbps(b).to_string())
 }
 
 /// Index of a quality's reader and meter in a pump.
@@ -1019,8 +1115,8 @@ impl Pump {
 
     fn log_change(&self, c: &RungChange, shaped: bool) {
         let from = c.from.map_or("-", Rung::name);
-        let budget_mbps = c.budget_bps.map(|b| (b / 1e5).round() / 10.0);
-        let planned_mbps = (c.planned_bps / 1e5).round() / 10.0;
+        let budget_mbps = mbps_or_unlimited(c.budget_bps);
+        let planned_mbps = mbps(c.planned_bps);
         if shaped {
             info!(
                 site = %self.site,
@@ -1029,7 +1125,7 @@ impl Pump {
                 from,
                 to = c.to.name(),
                 reason = c.reason.name(),
-                budget_mbps,
+                %budget_mbps,
                 planned_mbps,
                 "shaping: rung changed"
             );
@@ -1110,5 +1206,21 @@ impl Pump {
         self.stats.gops.store(now.gops, Ordering::Relaxed);
         self.stats.gops_reset.store(now.gops_reset, Ordering::Relaxed);
         self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbps_reads_well_in_a_log_line() {
+        assert_eq!(mbps(-1e-9).to_string(), "0", "no negative zero");
+        assert_eq!(mbps(-0.0).to_string(), "0");
+        assert_eq!(mbps(-3e6).to_string(), "0");
+        assert_eq!(mbps(16e6).to_string(), "16");
+        assert_eq!(mbps(2_349_999.0).to_string(), "2.3");
+        assert_eq!(mbps_or_unlimited(None), "unlimited");
+        assert_eq!(mbps_or_unlimited(Some(20e6)), "20");
     }
 }

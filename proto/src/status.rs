@@ -30,6 +30,16 @@ impl Health {
         }
     }
 
+    /// How the status page and `status` spell it: `OK`, `DEGRADED`, `DOWN`
+    /// (the JSON keeps serde's lowercase).
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Degraded => "DEGRADED",
+            Health::Down => "DOWN",
+        }
+    }
+
     fn colour(self) -> &'static str {
         match self {
             Health::Ok => "green",
@@ -307,11 +317,13 @@ impl StatusDoc {
             "1 when the camera stream delivers video.",
             self.cameras.iter().map(|c| (cam(c), if c.state == "online" { 1.0 } else { 0.0 })).collect(),
         );
+        // A byte counter, not a bit/s gauge: promtool's lint wants base
+        // units, and `rate()` over a counter misses no burst between scrapes.
         metric(
-            "ponte_camera_bitrate_bits_per_second",
-            "gauge",
-            "Bitrate of the camera stream over the last sampling interval.",
-            self.cameras.iter().map(|c| (cam(c), c.bitrate_bps)).collect(),
+            "ponte_camera_received_bytes_total",
+            "counter",
+            "Media bytes received for the camera stream (from the camera on an agent, from upstream on a relay).",
+            self.cameras.iter().map(|c| (cam(c), c.bytes as f64)).collect(),
         );
         metric(
             "ponte_camera_frames_total",
@@ -394,8 +406,8 @@ impl StatusDoc {
             self.version,
             self.uptime_secs,
             match self.health {
-                Health::Ok => "OK".to_owned(),
-                h => format!("{} — {}", format!("{h:?}").to_uppercase(), self.problems.join("; ")),
+                Health::Ok => Health::Ok.label().to_owned(),
+                h => format!("{} — {}", h.label(), self.problems.join("; ")),
             }
         );
         let _ = writeln!(out, "\nLINKS");
@@ -491,16 +503,16 @@ impl StatusDoc {
         let _ = write!(
             out,
             "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-             <title>ponte {role} {node}: {health:?}</title><style>\
+             <title>ponte {role} {node}: {health}</title><style>\
              body{{font:14px system-ui,sans-serif;margin:1.5em;background:#111;color:#eee}}\
              table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{padding:.25em .7em;text-align:left;border-bottom:1px solid #333}}\
              .green{{color:#4c4}}.grey{{color:#888}}.amber{{color:#fb3}}.red{{color:#f55}}.dot{{font-size:1.2em}}\
              h1{{font-size:1.3em}}h2{{font-size:1.1em;margin-top:1em}}</style></head><body>\
-             <h1><span class='dot {colour}'>&#9679;</span> ponte {role} <b>{node}</b> — {health:?}</h1>\
+             <h1><span class='dot {colour}'>&#9679;</span> ponte {role} <b>{node}</b> — {health}</h1>\
              <p>version {version}, up {uptime}s{problems}</p>",
             role = html(&self.role),
             node = html(&self.node),
-            health = self.health,
+            health = self.health.label(),
             colour = self.health.colour(),
             version = html(&self.version),
             uptime = self.uptime_secs,
@@ -645,6 +657,21 @@ mod tests {
         }
     }
 
+    /// The naming rules `promtool check metrics` lints (the e2e test runs
+    /// promtool itself on live nodes): counters end in `_total`, nothing
+    /// else does, units are base units.
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        for line in doc().prometheus().lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+            for unit in ["bits", "_ms", "milliseconds", "kilobytes", "megabytes", "minutes"] {
+                assert!(!name.contains(unit), "{name}: use base units");
+            }
+        }
+    }
+
     #[test]
     fn html_escapes_and_colours() {
         let page = doc().html();
@@ -652,6 +679,10 @@ mod tests {
         assert!(page.contains("class='dot red'"));
         let table = doc().table();
         assert!(table.contains("DEGRADED"), "{table}");
+        // One spelling on the page and in the CLI.
+        assert!(page.contains(": DEGRADED</title>") && page.contains("— DEGRADED</h1>"), "{page}");
+        let ok = StatusDoc { health: Health::Ok, ..doc() };
+        assert!(ok.html().contains("— OK</h1>") && ok.table().contains("s: OK\n"), "{}", ok.table());
     }
 
     #[test]

@@ -197,9 +197,24 @@ pub fn site_of_certificate(der: &[u8]) -> Option<String> {
     })
 }
 
+/// A peer's site identity as an error message names it: identity `x`, or
+/// a certificate without a site name (not `Some("x")` / `None`).
+pub fn describe_identity(site: Option<&str>) -> String {
+    site.map_or_else(|| "a certificate without a site name".to_owned(), |s| format!("identity `{s}`"))
+}
+
 /// The site id of a connection's peer, from its verified certificate.
 pub fn peer_site(conn: &quinn::Connection) -> Option<String> {
     let any = conn.peer_identity()?;
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     site_of_certificate(certs.first()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identities_read_without_rust_debug_form() {
+        assert_eq!(super::describe_identity(Some("questura")), "identity `questura`");
+        assert_eq!(super::describe_identity(None), "a certificate without a site name");
+    }
 }

@@ -213,9 +213,11 @@ async fn dial(
                         if peer.as_deref() != Some(target.site.as_str()) {
                             conn.close(session::close_code::FORBIDDEN.into(), b"unexpected site identity");
                             Err(format!(
-                                "downstream relay at {} presented identity {:?}, expected site `{}`: \
+                                "downstream relay at {} presented {}, expected site `{}`: \
                              check `[[downstream]]` site and addr",
-                                target.addr, peer, target.site
+                                target.addr,
+                                ponte_proto::tls::describe_identity(peer.as_deref()),
+                                target.site
                             ))
                         } else {
                             info!(site = %target.site, addr = %target.addr, "downstream link up");

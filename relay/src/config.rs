@@ -341,6 +341,13 @@ impl RelayConfig {
             .add_source(env_overrides())
             .build()
             .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                let text = std::fs::read_to_string(path).ok();
+                anyhow::anyhow!(ponte_proto::config_error::explain::<RelayConfig>(
+                    &e.to_string(),
+                    text.as_deref()
+                ))
+            })
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -353,7 +360,10 @@ impl RelayConfig {
         let cfg: RelayConfig = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .and_then(|c| c.try_deserialize())?;
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                anyhow::anyhow!(ponte_proto::config_error::explain::<RelayConfig>(&e.to_string(), Some(text)))
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -617,6 +627,15 @@ mod tests {
         let err = format!("{:#}", RelayConfig::load(&p).unwrap_err());
         assert!(err.contains("http_lisen"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bad_viewer_entry_is_named_by_user_position_and_line() {
+        let text = "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n\
+                    [[viewer]]\nuser = \"anna\"\npassword_hash = \"h\"\n\
+                    [[viewer]]\nuser = \"bruno\"\npassword_hash = \"h\"\nptz = [1, 2]\n";
+        let err = format!("{:#}", RelayConfig::from_toml(text).unwrap_err());
+        assert!(err.contains("`[[viewer]]` #2 (user \"bruno\"), key `ptz` (line 13): invalid type"), "{err}");
     }
 
     #[test]

@@ -127,7 +127,7 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         Duration::from_secs(cfg.relay.linger_secs),
         Duration::from_secs(cfg.relay.reconnect_grace_secs),
     );
-    tracing::info!(upstreams = ?cfg.relay.upstreams, "accepting upstream sessions from these sites only");
+    tracing::info!(upstreams = %cfg.relay.upstreams.join(", "), "accepting upstream sessions from these sites only");
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
 
@@ -274,7 +274,7 @@ async fn start_rtsp(
     }
     tracing::info!(
         listen = %server.local_addr(),
-        udp_ports = ?server.udp_ports(),
+        udp_ports = %server.udp_ports_text(),
         "RTSP server started; streams at rtsp://{}/<camera>[/sub]",
         server.local_addr()
     );

@@ -521,3 +521,94 @@ async fn status_page_renders_in_a_browser_with_link_and_camera_rows() -> Result<
     assert!(h1.as_str().unwrap_or("").contains("red"), "down is red: {h1}");
     Ok(())
 }
+
+/// Label names of every series in a Prometheus text exposition, by metric.
+fn exported_series(
+    text: &str,
+) -> std::collections::BTreeMap<String, Vec<std::collections::BTreeSet<String>>> {
+    let mut out: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (name, labels) = series_parts(line.rsplit_once(' ').map_or(line, |(s, _)| s));
+        out.entry(name).or_default().push(labels.into_keys().collect());
+    }
+    out
+}
+
+/// `name{a="x",b="y"}` as the name and its labels (values without quotes).
+fn series_parts(series: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let (name, rest) = series.split_once('{').unwrap_or((series, "}"));
+    let labels = rest
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect();
+    (name.trim().to_owned(), labels)
+}
+
+/// The alert rules fire as they should on the series the nodes export:
+/// `promtool test rules` runs deploy/prometheus/ponte-rules.test.yml, whose
+/// input series must each carry a metric name and label set an agent or a
+/// relay really exports (plus the scrape's `instance` and `job`), so the
+/// rules cannot drift from the exporters unnoticed.
+#[test]
+fn alert_rules_fire_on_the_series_the_nodes_export() -> Result<()> {
+    use ponte_proto::status::{CameraStatus, LinkStatus, ShapingStatus, StatusDoc};
+    if !require_program("/usr/bin/promtool", "prometheus") {
+        return Ok(());
+    }
+    let dir = root().join("deploy/prometheus");
+    let out = std::process::Command::new("/usr/bin/promtool")
+        .args(["test", "rules", "ponte-rules.test.yml"])
+        .current_dir(&dir)
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool test rules: {text}");
+    println!("{}", text.trim());
+
+    // One of everything a node can export: a link, a camera, a shaped
+    // subscription, a limit refusal, a PTZ command.
+    let doc = StatusDoc {
+        node: "master".into(),
+        role: "agent".into(),
+        links: vec![LinkStatus {
+            peer: "carabinieri".into(),
+            direction: "to-relay".into(),
+            state: "up".into(),
+            rtt_ms: Some(1.0),
+            ..Default::default()
+        }],
+        cameras: vec![CameraStatus { id: "cam".into(), quality: "main".into(), ..Default::default() }],
+        shaping: vec![ShapingStatus {
+            site: "carabinieri".into(),
+            camera: "cam".into(),
+            rung: "sub".into(),
+            ..Default::default()
+        }],
+        limit_refusals: [("agent.max_subscriptions_per_session".to_owned(), 1)].into_iter().collect(),
+        ptz_commands: [("allowed".to_owned(), 1)].into_iter().collect(),
+        ..Default::default()
+    };
+    let exported = exported_series(&doc.prometheus());
+    let tests: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("ponte-rules.test.yml"))?)?;
+    let mut checked = 0;
+    for test in tests["tests"].as_sequence().context("tests")? {
+        for input in test["input_series"].as_sequence().context("input_series")? {
+            let series = input["series"].as_str().context("series")?;
+            let (name, mut labels) = series_parts(series);
+            for scrape in ["instance", "job"] {
+                assert!(
+                    labels.remove(scrape).is_some(),
+                    "{series}: Prometheus adds `{scrape}` when it scrapes"
+                );
+            }
+            let names: std::collections::BTreeSet<String> = labels.into_keys().collect();
+            let real = exported.get(&name).with_context(|| format!("{series}: no node exports `{name}`"))?;
+            assert!(real.contains(&names), "{series}: the nodes export `{name}` with labels {real:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} input series");
+    Ok(())
+}

@@ -302,6 +302,12 @@ impl RtspServer {
         self.udp.as_ref().map(|u| u.ports)
     }
 
+    /// The same as an admin reads it in a log line: `40000-40001`, or
+    /// `off` when the server offers TCP only.
+    pub fn udp_ports_text(&self) -> String {
+        self.udp_ports().map_or_else(|| "off".to_owned(), |(rtp, rtcp)| format!("{rtp}-{rtcp}"))
+    }
+
     /// Current sessions, for status.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         let mut out: Vec<SessionInfo> = self.lock().values().map(Session::info).collect();
@@ -650,7 +656,7 @@ impl RtspServer {
                 Err(Reply::new(StatusCode::ServiceUnavailable))
             }
             Err(_) => {
-                info!(camera = %target.camera, timeout = ?self.settings.first_frame_timeout, "RTSP: no video from the camera in time");
+                info!(camera = %target.camera, timeout_secs = self.settings.first_frame_timeout.as_secs_f64(), "RTSP: no video from the camera in time");
                 Err(Reply::new(StatusCode::ServiceUnavailable))
             }
         }

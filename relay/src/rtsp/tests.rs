@@ -495,6 +495,7 @@ async fn plays_over_udp_unicast_and_keepalives_hold_the_session() {
     let (sp, sq) = server.udp_ports().unwrap();
     assert!(transport.contains(&format!("client_port={p}-{q};server_port={sp}-{sq}")), "{transport}");
     assert_eq!(sp % 2, 0);
+    assert_eq!(server.udp_ports_text(), format!("{sp}-{sq}"), "the log line's form");
     let session = s.header("Session").unwrap().split(';').next().unwrap().to_owned();
     assert_eq!(c.request("PLAY", &url, &[("Session", &session)]).await.status, 200);
     let mut buf = [0u8; 2048];
