@@ -374,3 +374,59 @@ mod tests {
         assert!(!version.has_changed().expect("open"));
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn synthetic(id: &str, zone: &str) -> Device {
+        Device { id: id.into(), name: id.into(), zone: zone.into(), ..Device::default() }
+    }
+
+    /// Drains `reader` until its track ends; false if it is still open after 2 s.
+    async fn ends(reader: &mut TrackReader) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), async { while reader.next().await.is_some() {} })
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn apply_restarts_only_what_changed() {
+        let cams = Cameras::start(&[synthetic("keep", "a"), synthetic("gone", "a"), synthetic("edit", "a")]);
+        let mut keep = cams.subscribe("keep", Quality::Sub).expect("keep");
+        let mut gone = cams.subscribe("gone", Quality::Sub).expect("gone");
+        let mut edit = cams.subscribe("edit", Quality::Sub).expect("edit");
+        let mut version = cams.catalog_version();
+
+        let same = cams.apply(&[synthetic("keep", "a"), synthetic("gone", "a"), synthetic("edit", "a")]);
+        assert!(same.is_empty(), "{same:?}");
+        assert!(!version.has_changed().expect("open"), "an unchanged config leaves the catalog alone");
+
+        let changes = cams.apply(&[synthetic("keep", "a"), synthetic("new", "a"), synthetic("edit", "b")]);
+        assert_eq!(
+            changes,
+            DeviceChanges {
+                added: vec!["new".into()],
+                changed: vec!["edit".into()],
+                removed: vec!["gone".into()]
+            }
+        );
+        assert!(version.has_changed().expect("open"));
+        let ids: Vec<String> = cams.catalog().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["keep", "new", "edit"]);
+        assert_eq!(cams.catalog()[2].zone, "b");
+        assert!(!cams.lists("gone", Quality::Sub) && cams.lists("new", Quality::Main));
+
+        assert!(ends(&mut gone).await, "a removed device's track ends");
+        assert!(cams.subscribe("gone", Quality::Sub).is_none());
+        assert!(ends(&mut edit).await, "a changed device's old track ends");
+        assert!(cams.subscribe("edit", Quality::Sub).is_some(), "and a new one replaces it");
+        // The unchanged device's track is the same one, still open.
+        match tokio::time::timeout(Duration::from_millis(300), keep.next()).await {
+            Ok(None) => panic!("an unchanged device's track must not end"),
+            Ok(Some(_)) | Err(_) => {}
+        }
+        assert_eq!(cams.cameras().len(), 6, "three devices, two streams each");
+    }
+}
