@@ -14,12 +14,48 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// All cameras of this agent.
+/// All cameras of this agent. Devices can be added, replaced and removed
+/// while it runs (config reload); the others keep their sources.
 pub struct Cameras {
     hub: Hub,
     catalog: Arc<LiveCatalog>,
+    /// Running devices in config order.
+    devices: Mutex<Vec<RunningDevice>>,
+}
+
+/// What a reload did to the devices, by device id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeviceChanges {
+    /// New `[[device]]` entries, started.
+    pub added: Vec<String>,
+    /// Entries that differ from the running ones, restarted.
+    pub changed: Vec<String>,
+    /// Entries gone from the config, stopped.
+    pub removed: Vec<String>,
+}
+
+impl DeviceChanges {
+    /// True when no device was touched.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// One device's sources, stopped when dropped.
+struct RunningDevice {
+    device: Device,
     streams: Vec<StreamEntry>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RunningDevice {
+    fn drop(&mut self) {
+        // Aborting drops each source's track writer: the track ends and its
+        // readers (relay sessions' pumps) see the end at once.
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// The catalog, corrected when a camera turns out to deliver another codec
@@ -30,8 +66,12 @@ struct LiveCatalog {
 }
 
 impl LiveCatalog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CatalogEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn set_codec(&self, camera: &str, codec: Codec) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         let Some(entry) = entries.iter_mut().find(|e| e.id == camera) else { return };
         if entry.codec == codec {
             return;
@@ -62,104 +102,68 @@ impl Cameras {
         let hub = Hub::new();
         let catalog =
             Arc::new(LiveCatalog { entries: Mutex::new(catalog_of(devices)), version: watch::channel(0).0 });
-        let mut tasks = Vec::new();
-        let mut streams = Vec::new();
-        let now = SystemTime::now();
+        let running = devices.iter().map(|d| start_device(&hub, &catalog, d)).collect();
+        Self { hub, catalog, devices: Mutex::new(running) }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Vec<RunningDevice>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings the running devices in line with `devices` (a validated
+    /// config): unchanged ones keep their sources and connections, new and
+    /// changed ones start, removed and changed ones stop. The catalog is
+    /// updated (and its version bumped) before any source stops, so the
+    /// sessions revoke a removed camera as such rather than as an outage.
+    pub fn apply(&self, devices: &[Device]) -> DeviceChanges {
+        let mut changes = DeviceChanges::default();
+        let mut old: Vec<RunningDevice> = std::mem::take(&mut *self.running());
+        let mut next = Vec::with_capacity(devices.len());
+        let mut retired = Vec::new();
         for d in devices {
-            let lenses = d.lens_count();
-            for lens in 1..=lenses {
-                let id = d.camera_id(lens);
-                let label = if lenses > 1 {
-                    format!("{} / {} #{lens}", d.zone, d.name)
-                } else {
-                    format!("{} / {}", d.zone, d.name)
-                };
-                match d.source {
-                    SourceKind::Synthetic => {
-                        let settings = d.synthetic.clone().unwrap_or_default();
-                        let specs = [Quality::Main, Quality::Sub]
-                            .map(|q| (q, SyntheticSpec::for_quality(&id, &label, q, &settings)));
-                        for (quality, spec) in specs {
-                            let writer = hub.publish(TrackKey::new(&id, quality));
-                            let status = Arc::new(StreamStatus::new(
-                                &id,
-                                &d.id,
-                                lens,
-                                quality,
-                                CameraState::Idle,
-                                now,
-                            ));
-                            status.set_media(Codec::H264, spec.width, spec.height);
-                            streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
-                            tasks.push(synthetic::spawn(spec, writer));
-                        }
-                    }
-                    SourceKind::Replay => {
-                        let settings = d.replay.clone().unwrap_or_default();
-                        for quality in [Quality::Main, Quality::Sub] {
-                            let spec = ReplaySpec::for_quality(&id, quality, &settings);
-                            let writer = hub.publish(TrackKey::new(&id, quality));
-                            let status = Arc::new(StreamStatus::new(
-                                &id,
-                                &d.id,
-                                lens,
-                                quality,
-                                CameraState::Idle,
-                                now,
-                            ));
-                            status.set_media(Codec::H264, spec.width, spec.height);
-                            streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
-                            tasks.push(replay::spawn(spec, writer));
-                        }
-                    }
-                    SourceKind::Rtsp => {
-                        let Some(source) = d.lens_source(lens) else { continue };
-                        let credentials = d.credentials().unwrap_or_else(|e| {
-                            tracing::error!(camera = %id, "{e:#}");
-                            None
-                        });
-                        let urls = [(Quality::Main, Some(&source.main)), (Quality::Sub, source.sub.as_ref())];
-                        for (quality, url) in urls {
-                            let Some(url) = url else { continue };
-                            let writer = hub.publish(TrackKey::new(&id, quality));
-                            let first = if d.on_demand { CameraState::Idle } else { CameraState::Connecting };
-                            let status = Arc::new(StreamStatus::new(&id, &d.id, lens, quality, first, now));
-                            streams.push(StreamEntry {
-                                status: status.clone(),
-                                probe: writer.probe(),
-                                synthetic: false,
-                            });
-                            let spec = RtspSpec::new(
-                                &id,
-                                quality,
-                                url,
-                                credentials.clone(),
-                                d.transport,
-                                d.stall_timeout(),
-                                d.on_demand,
-                            );
-                            match spec {
-                                Ok(spec) => {
-                                    let hook: CodecHook = {
-                                        let (catalog, id) = (catalog.clone(), id.clone());
-                                        Arc::new(move |codec| catalog.set_codec(&id, codec))
-                                    };
-                                    tasks.push(rtsp::spawn(spec, writer, status, hook));
-                                }
-                                Err(e) => disabled(&status, writer, &format!("{e:#}")),
-                            }
-                        }
-                    }
+            match old.iter().position(|r| r.device.id == d.id) {
+                Some(i) if old[i].device == *d => next.push(old.swap_remove(i)),
+                Some(i) => {
+                    changes.changed.push(d.id.clone());
+                    retired.push(old.swap_remove(i));
+                    next.push(start_device(&self.hub, &self.catalog, d));
+                }
+                None => {
+                    changes.added.push(d.id.clone());
+                    next.push(start_device(&self.hub, &self.catalog, d));
                 }
             }
         }
-        Self { hub, catalog, streams, tasks }
+        for r in old {
+            changes.removed.push(r.device.id.clone());
+            retired.push(r);
+        }
+        if changes.is_empty() {
+            *self.running() = next;
+            return changes;
+        }
+        {
+            // Unchanged devices keep their entries (with any codec correction).
+            let mut entries = self.catalog.lock();
+            let previous = std::mem::take(&mut *entries);
+            for d in devices {
+                if changes.changed.contains(&d.id) || changes.added.contains(&d.id) {
+                    entries.extend(catalog_of(std::slice::from_ref(d)));
+                } else {
+                    entries.extend(previous.iter().filter(|e| e.device == d.id).cloned());
+                }
+            }
+        }
+        *self.running() = next;
+        self.catalog.version.send_modify(|v| *v += 1);
+        drop(retired);
+        changes
     }
 
     /// The full catalog (before any site policy), with each camera's codec
     /// as delivered once known.
     pub fn catalog(&self) -> Vec<CatalogEntry> {
-        self.catalog.entries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.catalog.lock().clone()
     }
 
     /// Changes whenever [`Cameras::catalog`] does: sessions re-send it.
@@ -170,8 +174,9 @@ impl Cameras {
     /// State and counters of every camera stream (lens × quality), for the
     /// status page and `ponte-agent status`.
     pub fn cameras(&self) -> Vec<CameraSnapshot> {
-        self.streams
+        self.running()
             .iter()
+            .flat_map(|d| &d.streams)
             .map(|s| {
                 let mut snap = s.status.snapshot(&s.probe);
                 if s.synthetic {
@@ -186,6 +191,93 @@ impl Cameras {
     pub fn subscribe(&self, camera: &str, quality: Quality) -> Option<TrackReader> {
         self.hub.subscribe(&TrackKey::new(camera, quality))
     }
+
+    /// Whether the catalog lists `camera` at `quality`.
+    pub fn lists(&self, camera: &str, quality: Quality) -> bool {
+        self.catalog.lock().iter().any(|c| c.id == camera && c.qualities.contains(&quality))
+    }
+}
+
+/// Starts the sources of one device: a task per lens and quality.
+fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDevice {
+    let mut tasks = Vec::new();
+    let mut streams = Vec::new();
+    let now = SystemTime::now();
+    let lenses = d.lens_count();
+    for lens in 1..=lenses {
+        let id = d.camera_id(lens);
+        let label = if lenses > 1 {
+            format!("{} / {} #{lens}", d.zone, d.name)
+        } else {
+            format!("{} / {}", d.zone, d.name)
+        };
+        match d.source {
+            SourceKind::Synthetic => {
+                let settings = d.synthetic.clone().unwrap_or_default();
+                let specs = [Quality::Main, Quality::Sub]
+                    .map(|q| (q, SyntheticSpec::for_quality(&id, &label, q, &settings)));
+                for (quality, spec) in specs {
+                    let writer = hub.publish(TrackKey::new(&id, quality));
+                    let status =
+                        Arc::new(StreamStatus::new(&id, &d.id, lens, quality, CameraState::Idle, now));
+                    status.set_media(Codec::H264, spec.width, spec.height);
+                    streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
+                    tasks.push(synthetic::spawn(spec, writer));
+                }
+            }
+            SourceKind::Replay => {
+                let settings = d.replay.clone().unwrap_or_default();
+                for quality in [Quality::Main, Quality::Sub] {
+                    let spec = ReplaySpec::for_quality(&id, quality, &settings);
+                    let writer = hub.publish(TrackKey::new(&id, quality));
+                    let status =
+                        Arc::new(StreamStatus::new(&id, &d.id, lens, quality, CameraState::Idle, now));
+                    status.set_media(Codec::H264, spec.width, spec.height);
+                    streams.push(StreamEntry { status, probe: writer.probe(), synthetic: true });
+                    tasks.push(replay::spawn(spec, writer));
+                }
+            }
+            SourceKind::Rtsp => {
+                let Some(source) = d.lens_source(lens) else { continue };
+                let credentials = d.credentials().unwrap_or_else(|e| {
+                    tracing::error!(camera = %id, "{e:#}");
+                    None
+                });
+                let urls = [(Quality::Main, Some(&source.main)), (Quality::Sub, source.sub.as_ref())];
+                for (quality, url) in urls {
+                    let Some(url) = url else { continue };
+                    let writer = hub.publish(TrackKey::new(&id, quality));
+                    let first = if d.on_demand { CameraState::Idle } else { CameraState::Connecting };
+                    let status = Arc::new(StreamStatus::new(&id, &d.id, lens, quality, first, now));
+                    streams.push(StreamEntry {
+                        status: status.clone(),
+                        probe: writer.probe(),
+                        synthetic: false,
+                    });
+                    let spec = RtspSpec::new(
+                        &id,
+                        quality,
+                        url,
+                        credentials.clone(),
+                        d.transport,
+                        d.stall_timeout(),
+                        d.on_demand,
+                    );
+                    match spec {
+                        Ok(spec) => {
+                            let hook: CodecHook = {
+                                let (catalog, id) = (catalog.clone(), id.clone());
+                                Arc::new(move |codec| catalog.set_codec(&id, codec))
+                            };
+                            tasks.push(rtsp::spawn(spec, writer, status, hook));
+                        }
+                        Err(e) => disabled(&status, writer, &format!("{e:#}")),
+                    }
+                }
+            }
+        }
+    }
+    RunningDevice { device: d.clone(), streams, tasks }
 }
 
 /// A stream that cannot run (its URL is unusable): offline for good, with
@@ -216,14 +308,6 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
         }
     }
     out
-}
-
-impl Drop for Cameras {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -288,5 +372,59 @@ mod tests {
         assert_eq!(cams.catalog()[2].codec, Codec::H265);
         cams.catalog.set_codec("quad-2", Codec::H265);
         assert!(!version.has_changed().expect("open"));
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn synthetic(id: &str, zone: &str) -> Device {
+        Device { id: id.into(), name: id.into(), zone: zone.into(), ..Device::default() }
+    }
+
+    /// Drains `reader` until its track ends; false if it is still open after 2 s.
+    async fn ends(reader: &mut TrackReader) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), async { while reader.next().await.is_some() {} })
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn apply_restarts_only_what_changed() {
+        let cams = Cameras::start(&[synthetic("keep", "a"), synthetic("gone", "a"), synthetic("edit", "a")]);
+        let mut keep = cams.subscribe("keep", Quality::Sub).expect("keep");
+        let mut gone = cams.subscribe("gone", Quality::Sub).expect("gone");
+        let mut edit = cams.subscribe("edit", Quality::Sub).expect("edit");
+        let version = cams.catalog_version();
+
+        let same = cams.apply(&[synthetic("keep", "a"), synthetic("gone", "a"), synthetic("edit", "a")]);
+        assert!(same.is_empty(), "{same:?}");
+        assert!(!version.has_changed().expect("open"), "an unchanged config leaves the catalog alone");
+
+        let changes = cams.apply(&[synthetic("keep", "a"), synthetic("new", "a"), synthetic("edit", "b")]);
+        assert_eq!(
+            changes,
+            DeviceChanges {
+                added: vec!["new".into()],
+                changed: vec!["edit".into()],
+                removed: vec!["gone".into()]
+            }
+        );
+        assert!(version.has_changed().expect("open"));
+        let ids: Vec<String> = cams.catalog().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["keep", "new", "edit"]);
+        assert_eq!(cams.catalog()[2].zone, "b");
+        assert!(!cams.lists("gone", Quality::Sub) && cams.lists("new", Quality::Main));
+
+        assert!(ends(&mut gone).await, "a removed device's track ends");
+        assert!(cams.subscribe("gone", Quality::Sub).is_none());
+        assert!(ends(&mut edit).await, "a changed device's old track ends");
+        assert!(cams.subscribe("edit", Quality::Sub).is_some(), "and a new one replaces it");
+        // The unchanged device's track is the same one, still open.
+        let next = tokio::time::timeout(Duration::from_millis(300), keep.next()).await;
+        assert!(!matches!(next, Ok(None)), "an unchanged device's track must not end");
+        assert_eq!(cams.cameras().len(), 6, "three devices, two streams each");
     }
 }

@@ -215,7 +215,7 @@ fn yes() -> bool {
 }
 
 /// `[[relay]]`: one partner site's relay.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayTarget {
     /// Site id; the relay's certificate must name it (SAN `site:<id>` or DNS).
@@ -292,7 +292,7 @@ pub enum RtspTransport {
 }
 
 /// `[[device.lens]]`: the streams of one lens of an RTSP device.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LensSource {
     /// Main stream URL (`rtsp://host[:port]/path`).
@@ -323,8 +323,10 @@ impl Serialize for Secret {
     }
 }
 
-/// `[[device]]`: one physical camera with one or more lenses.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[[device]]`: one physical camera with one or more lenses. `PartialEq`
+/// compares every key, passwords included: a reload restarts exactly the
+/// devices whose entry changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
     /// Stable id (lowercase letters, digits, `-`).

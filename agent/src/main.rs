@@ -15,6 +15,7 @@ mod pki;
 mod ptz;
 mod ptz_sim;
 mod redial;
+mod reload;
 mod replay;
 mod rtsp;
 mod status;
@@ -24,7 +25,7 @@ mod uplink;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::AgentConfig;
+use config::{AgentConfig, RelayTarget};
 use ponte_proto::session;
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use std::net::IpAddr;
@@ -169,10 +170,13 @@ fn init_logging(format: &str) {
 
 /// A running agent: cameras and one uplink per relay.
 pub struct Agent {
-    links: Vec<(String, watch::Receiver<uplink::LinkState>)>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _cameras: Arc<cameras::Cameras>,
+    /// Link states for the status page, edited as relays come and go.
+    links: status::LinkList,
+    uplinks: Vec<uplink::Uplink>,
+    cameras: Arc<cameras::Cameras>,
     access: watch::Sender<Arc<access::Access>>,
+    /// The config in force: the new file's live parts after each reload,
+    /// the start-up values of what needs a restart.
     config: AgentConfig,
     status: ponte_proto::mgmt::StatusFeed,
     ptz: ptz::PtzService,
@@ -180,6 +184,10 @@ pub struct Agent {
     operators: Arc<operators::OperatorAuth>,
     /// The QUIC endpoint every uplink dials from.
     endpoint: quinn::Endpoint,
+    /// TLS client config of the uplinks (relays added on reload use it too).
+    client: quinn::ClientConfig,
+    /// What every relay session shares.
+    shared: uplink::Shared,
 }
 
 /// How long a shutting-down agent waits for its session closes to go out.
@@ -235,24 +243,7 @@ impl Agent {
             }),
             ptz: ptz.clone(),
         };
-        let mut links = Vec::new();
-        let mut tasks = Vec::new();
-        for target in cfg.relays.clone() {
-            let site = target.site.clone();
-            if !cfg.sites.iter().any(|p| p.id == site) {
-                tracing::warn!(site = %site, "no [[site]] policy for this relay: it will see no camera");
-            }
-            let (state, task) = uplink::spawn(target, endpoint.clone(), client.clone(), shared.clone());
-            links.push((site, state));
-            tasks.push(task);
-        }
-        tracing::info!(
-            node = %cfg.agent.id,
-            cameras = cameras.catalog().len(),
-            relays = links.len(),
-            audit = %cfg.audit.path.display(),
-            "agent started"
-        );
+        let links = status::LinkList::default();
         let status = status::spawn_sampler(status::Sources {
             node: cfg.agent.id.clone(),
             cameras: cameras.clone(),
@@ -263,7 +254,51 @@ impl Agent {
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
         });
-        Ok(Self { links, tasks, _cameras: cameras, access, config: cfg, status, ptz, operators, endpoint })
+        let mut agent = Self {
+            links,
+            uplinks: Vec::new(),
+            cameras,
+            access,
+            config: cfg,
+            status,
+            ptz,
+            operators,
+            endpoint,
+            client,
+            shared,
+        };
+        for target in agent.config.relays.clone() {
+            agent.start_uplink(target);
+        }
+        tracing::info!(
+            node = %agent.config.agent.id,
+            cameras = agent.cameras.catalog().len(),
+            relays = agent.uplinks.len(),
+            audit = %agent.config.audit.path.display(),
+            "agent started"
+        );
+        Ok(agent)
+    }
+
+    /// Starts dialling one relay.
+    fn start_uplink(&mut self, target: RelayTarget) {
+        if !self.config.sites.iter().any(|p| p.id == target.site) {
+            tracing::warn!(site = %target.site, "no [[site]] policy for this relay: it will see no camera");
+        }
+        let up = uplink::spawn(target, self.endpoint.clone(), self.client.clone(), self.shared.clone());
+        self.lock_links().push((up.target.site.clone(), up.state.clone()));
+        self.uplinks.push(up);
+    }
+
+    /// Closes one relay's session (telling it `reason`) and stops dialling it.
+    async fn stop_uplink(&mut self, site: &str, reason: &str) {
+        self.lock_links().retain(|(s, _)| s != site);
+        let Some(i) = self.uplinks.iter().position(|u| u.target.site == site) else { return };
+        self.uplinks.swap_remove(i).stop(reason).await;
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, Vec<(String, watch::Receiver<uplink::LinkState>)>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes every relay session at once, so relays show the link down
@@ -276,26 +311,70 @@ impl Agent {
         }
     }
 
-    /// Applies a new config's policies; the rest of the config needs a restart.
-    pub fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
+    /// Applies a new, validated config: policies, operators and PTZ
+    /// timings; devices, relays and sites one by one, leaving what did not
+    /// change untouched (see [`reload`]). Keys that need a restart are
+    /// logged by name and not applied. Fails, applying nothing, when part
+    /// of the new config cannot be built.
+    pub async fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
+        // Everything that can fail comes first, so a refusal leaves the
+        // running config whole.
         let access = access::Access::new(&cfg)?;
-        let same = |a: &AgentConfig, b: &AgentConfig| {
-            serde_json::to_string(&(&a.agent, &a.tls, &a.relays, &a.devices, &a.audit, &a.management)).ok()
-                == serde_json::to_string(&(&b.agent, &b.tls, &b.relays, &b.devices, &b.audit, &b.management))
-                    .ok()
-        };
         let operators = operators::Operators::from_config(&cfg.operators)?;
-        if !same(&self.config, &cfg) {
-            tracing::warn!("reload applies `[[site]]`, `[policy]`, `[ptz]` and `[[operator]]` only; restart the agent to apply changes to relays, devices, TLS, audit or the management port");
+        let ptz_cameras = reload::touched_cameras(&self.config.devices, &cfg.devices);
+        let ptz_devices = ptz::devices(&reload::started_devices(&self.config.devices, &cfg.devices))?;
+        let restart = reload::restart_keys(&self.config, &cfg);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "reload: these keys changed but need a restart of the agent; the running values stay in force"
+            );
         }
+
+        // Cameras first: a removed camera leaves the catalog (sessions
+        // revoke it) before its source stops.
+        let devices = self.cameras.apply(&cfg.devices);
+        self.ptz.replace_devices(&ptz_cameras, ptz_devices);
+        for id in &devices.added {
+            tracing::info!(device = %id, "reload: device added");
+        }
+        for id in &devices.changed {
+            tracing::info!(device = %id, "reload: device changed; restarted");
+        }
+        for id in &devices.removed {
+            tracing::info!(device = %id, "reload: device removed; its cameras are withdrawn");
+        }
+
+        // Policies: every session re-evaluates its site (added sites get
+        // their catalog, removed ones lose everything).
         self.access.send_replace(Arc::new(access));
         self.operators.reload(operators);
-        self.config.operators = cfg.operators.clone();
         self.ptz.set_config(cfg.ptz.arbiter());
         self.config.sites = cfg.sites.clone();
         self.config.policy = cfg.policy.clone();
         self.config.ptz = cfg.ptz.clone();
-        tracing::info!(sites = cfg.sites.len(), "policy reloaded");
+        self.config.operators = cfg.operators.clone();
+        self.config.devices = cfg.devices.clone();
+
+        // Relays: only those whose entry changed.
+        let plan = reload::relay_plan(&self.config.relays, &cfg.relays);
+        for (site, reason) in &plan.stop {
+            tracing::info!(site = %site, reason = %reason, "reload: closing the relay session");
+            self.stop_uplink(site, reason).await;
+        }
+        self.config.relays = cfg.relays.clone();
+        for target in plan.start {
+            tracing::info!(site = %target.site, addr = %target.addr, "reload: dialling the relay");
+            self.start_uplink(target);
+        }
+        tracing::info!(
+            sites = cfg.sites.len(),
+            devices_added = devices.added.len(),
+            devices_changed = devices.changed.len(),
+            devices_removed = devices.removed.len(),
+            relays = self.uplinks.len(),
+            "policy reloaded"
+        );
         Ok(())
     }
 
@@ -315,15 +394,7 @@ impl Agent {
 
     /// State of each relay link.
     pub fn links(&self) -> Vec<(String, watch::Receiver<uplink::LinkState>)> {
-        self.links.clone()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.lock_links().clone()
     }
 }
 
@@ -343,7 +414,7 @@ pub async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
-/// Runs until SIGINT/SIGTERM; SIGHUP reloads the policy from `path`.
+/// Runs until SIGINT/SIGTERM; SIGHUP reloads the config from `path`.
 async fn run_until_shutdown(agent: &mut Agent, path: &std::path::Path) -> Result<()> {
     #[cfg(unix)]
     {
@@ -354,10 +425,13 @@ async fn run_until_shutdown(agent: &mut Agent, path: &std::path::Path) -> Result
             tokio::select! {
                 r = &mut shutdown => return r,
                 _ = hup.recv() => {
-                    tracing::info!(config = %path.display(), "SIGHUP: reloading policy");
-                    match AgentConfig::load(path).and_then(|cfg| agent.reload(cfg)) {
-                        Ok(()) => {}
-                        Err(e) => tracing::error!("reload refused, the previous policy stays in force: {e:#}"),
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                    let result = match AgentConfig::load(path) {
+                        Ok(cfg) => agent.reload(cfg).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!("reload refused, the previous config stays in force: {e:#}");
                     }
                 }
             }

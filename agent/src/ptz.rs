@@ -255,7 +255,8 @@ struct AuditLine {
 
 struct Inner {
     core: Arc<Core>,
-    workers: HashMap<String, mpsc::Sender<Job>>,
+    /// One queue per steerable camera; replaced per camera on reload.
+    workers: Mutex<HashMap<String, mpsc::Sender<Job>>>,
     cameras: Arc<Cameras>,
     access: watch::Receiver<Arc<Access>>,
     clock: Clock,
@@ -268,6 +269,25 @@ impl Drop for Inner {
         // Lets the timer task notice the service is gone.
         self.wake.notify_one();
     }
+}
+
+impl Inner {
+    fn workers(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<Job>>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue of a steerable camera (a clone: no lock held while used).
+    fn worker(&self, camera: &str) -> Option<mpsc::Sender<Job>> {
+        self.workers().get(camera).cloned()
+    }
+}
+
+/// Starts the worker that talks to one camera's PTZ endpoint; it ends when
+/// its queue's last sender is dropped, after the jobs already queued.
+fn start_worker(camera: String, device: Arc<dyn PtzDevice>, core: &Arc<Core>) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(worker(camera, device, core.clone(), rx));
+    tx
 }
 
 /// The agent's PTZ service: shared by every relay session and the
@@ -332,14 +352,12 @@ impl PtzService {
         });
         let mut workers = HashMap::new();
         for (camera, device) in setup.devices {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(worker(camera.clone(), device, core.clone(), rx));
-            workers.insert(camera, tx);
+            workers.insert(camera.clone(), start_worker(camera, device, &core));
         }
         let wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             core,
-            workers,
+            workers: Mutex::new(workers),
             cameras: setup.cameras,
             access: setup.access,
             clock: setup.clock,
@@ -356,6 +374,20 @@ impl PtzService {
         self.inner.wake.notify_one();
     }
 
+    /// Config reload: the PTZ endpoints of `cameras` (those of added,
+    /// changed and removed devices) are replaced by `devices`; a camera
+    /// missing from `devices` is no longer steerable. Other cameras keep
+    /// their worker and queue.
+    pub fn replace_devices(&self, cameras: &[String], mut devices: HashMap<String, Arc<dyn PtzDevice>>) {
+        let mut workers = self.inner.workers();
+        for camera in cameras {
+            workers.remove(camera);
+            if let Some(device) = devices.remove(camera) {
+                workers.insert(camera.clone(), start_worker(camera.clone(), device, &self.inner.core));
+            }
+        }
+    }
+
     /// Lock changes, for the relay sessions to forward as `PtzLock`.
     pub fn subscribe_locks(&self) -> broadcast::Receiver<LockChange> {
         self.inner.locks.subscribe()
@@ -364,11 +396,10 @@ impl PtzService {
     /// Current holders of every locked camera.
     pub fn holders(&self) -> Vec<LockChange> {
         let now = Instant::now();
+        let cameras: Vec<String> = self.inner.workers().keys().cloned().collect();
         let arbiter = self.inner.core.arbiter();
-        let mut out: Vec<LockChange> = self
-            .inner
-            .workers
-            .keys()
+        let mut out: Vec<LockChange> = cameras
+            .iter()
             .filter_map(|c| arbiter.holder(c, now).map(|h| LockChange { camera: c.clone(), holder: Some(h) }))
             .collect();
         out.sort_by(|a, b| a.camera.cmp(&b.camera));
@@ -456,7 +487,7 @@ impl PtzService {
         if let Err(e) = command.validate() {
             refuse!(PtzErrorCode::Invalid, format!("camera `{camera}`: {e}"), None);
         }
-        let Some(worker) = inner.workers.get(camera) else {
+        let Some(worker) = inner.worker(camera) else {
             let reason = format!(
                 "camera `{camera}` has no [device.onvif] url in agent.toml: the master room must configure \
                  its ONVIF PTZ service before it can be steered"
@@ -571,7 +602,7 @@ impl PtzService {
             releases,
             reply: Some(tx),
         };
-        enqueue(worker, permit, job);
+        enqueue(&worker, permit, job);
         drop(arbiter);
         Pending(Err(rx))
     }
@@ -664,8 +695,8 @@ impl PtzService {
                         releases: false,
                         reply: None,
                     };
-                    if let Some(worker) = self.inner.workers.get(&camera) {
-                        enqueue(worker, worker.try_reserve().ok(), job);
+                    if let Some(worker) = self.inner.worker(&camera) {
+                        enqueue(&worker, worker.try_reserve().ok(), job);
                     }
                     // After a session ended the lock is gone too; a dead-man
                     // stop leaves it held until idle.
@@ -709,7 +740,7 @@ impl PtzService {
             .filter(|c| c.kind == DeviceKind::DomePtz.name())
             .map(|c| MasterCamera {
                 holder: arbiter.holder(&c.id, now),
-                steerable: self.inner.workers.contains_key(&c.id),
+                steerable: self.inner.worker(&c.id).is_some(),
                 camera: c.id,
                 name: c.name,
                 zone: c.zone,

@@ -16,8 +16,8 @@ pub struct Sources {
     pub node: String,
     /// Cameras.
     pub cameras: Arc<Cameras>,
-    /// Each relay link's state.
-    pub links: Vec<(String, watch::Receiver<LinkState>)>,
+    /// Each relay link's state; the agent edits the list on reload.
+    pub links: LinkList,
     /// Each site link's shaping ladder.
     pub shaping: crate::uplink::ShapingBoard,
     /// Each relay link's traffic (rtt, bytes, subscriptions).
@@ -29,6 +29,10 @@ pub struct Sources {
     /// PTZ commands by outcome.
     pub ptz: crate::ptz::PtzService,
 }
+
+/// The relay links by site, shared with the agent (which adds and removes
+/// links when `[[relay]]` entries change on reload).
+pub type LinkList = Arc<std::sync::Mutex<Vec<(String, watch::Receiver<LinkState>)>>>;
 
 /// One row per shaped subscription, from the uplinks' snapshots.
 fn shaping_rows(board: &crate::uplink::ShapingBoard) -> Vec<ponte_proto::status::ShapingStatus> {
@@ -69,8 +73,9 @@ pub fn spawn_sampler(src: Sources) -> StatusFeed {
 fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
     let now = Instant::now();
     let mut keys = HashSet::new();
-    let links: Vec<LinkStatus> = src
-        .links
+    let links: Vec<(String, watch::Receiver<LinkState>)> =
+        src.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let links: Vec<LinkStatus> = links
         .iter()
         .map(|(site, state)| {
             let state = state.borrow().clone();

@@ -20,16 +20,38 @@ pub enum SessionError {
     Connection(#[from] quinn::ConnectionError),
     /// A stream write failed.
     #[error("write: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(quinn::WriteError),
     /// A stream read failed.
     #[error("read: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(quinn::ReadError),
     /// The peer broke the session's rules (e.g. wrong first message).
     #[error("{0}")]
     Protocol(String),
     /// The control stream ended.
     #[error("control stream closed by peer")]
     Closed,
+}
+
+// A stream that failed because the connection went is reported as the
+// connection's error: that one carries the peer's close reason ("closed by
+// peer: relay removed from the agent's config"), which quinn's stream
+// errors print only as "connection lost".
+impl From<quinn::ReadError> for SessionError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::ConnectionLost(c) => SessionError::Connection(c),
+            e => SessionError::Read(e),
+        }
+    }
+}
+
+impl From<quinn::WriteError> for SessionError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::ConnectionLost(c) => SessionError::Connection(c),
+            e => SessionError::Write(e),
+        }
+    }
 }
 
 /// Stream credit a receiver of GOP streams grants its peer when a
