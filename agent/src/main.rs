@@ -128,6 +128,11 @@ enum AuditCmd {
         /// The live file (rotated `.N` files beside it are included), or files oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Accept a chain that starts after lines that are not there and
+        /// that no `audit-file-deleted` line accounts for (part of an
+        /// archive, or files an older ponte deleted silently).
+        #[arg(long)]
+        allow_missing_start: bool,
     },
 }
 
@@ -196,11 +201,7 @@ impl Agent {
         let endpoint = ponte_proto::endpoint::bind(any6, None)
             .or_else(|_| ponte_proto::endpoint::bind(any4, None))
             .context("opening the QUIC socket")?;
-        let audit =
-            ponte_proto::audit::AuditLog::open(&cfg.audit.path, &cfg.agent.id, cfg.audit.max_mb << 20)
-                .with_context(|| {
-                    format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display())
-                })?;
+        let audit = cfg.audit.open(&cfg.agent.id)?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
         let operators = operators::Operators::from_config(&cfg.operators)?;
         if operators.len() == 0 {
@@ -250,6 +251,7 @@ impl Agent {
             cameras = cameras.catalog().len(),
             relays = links.len(),
             audit = %cfg.audit.path.display(),
+            retention = %cfg.audit.retention().describe(),
             "agent started"
         );
         let status = status::spawn_sampler(status::Sources {
@@ -431,18 +433,8 @@ async fn main() -> Result<()> {
             let cfg = AgentConfig::load(&config)?;
             explain(&cfg, &site, camera.as_deref(), at.as_deref())
         }
-        Cmd::Audit { cmd: AuditCmd::Verify { files } } => {
-            let files = if files.len() == 1 { ponte_proto::audit::chain_files(&files[0]) } else { files };
-            match ponte_proto::audit::verify(&files) {
-                Ok(n) => {
-                    println!("audit log intact: {n} lines in {} file(s)", files.len());
-                    Ok(())
-                }
-                Err(broken) => {
-                    eprintln!("audit log BROKEN at {broken}");
-                    std::process::exit(1);
-                }
-            }
+        Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
+            std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
         }
         Cmd::Demo(args) => demo::run(args).await,
         Cmd::Operator { cmd: OperatorCmd::Passwd { name } } => operators::passwd_cli(&name),
