@@ -618,13 +618,18 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 impl AgentConfig {
-    /// Loads a config file, applying `PONTE_<SECTION>__<KEY>` environment overrides.
+    /// Loads a config file, applying the `PONTE_*` environment overrides
+    /// (rules in [`ponte_proto::config_env`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg: AgentConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_overrides())
-            .build()
-            .and_then(|c| c.try_deserialize())
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Self::load`] with these variables instead of the process's.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self> {
+        let cfg: AgentConfig = ponte_proto::config_env::load(path, vars)
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -690,16 +695,6 @@ impl AgentConfig {
         }
         Ok(())
     }
-}
-
-/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
-/// Only variables of that form: other `PONTE_*` variables (tool and test
-/// settings such as `PONTE_CLOCK_START`) are not config keys.
-fn env_overrides() -> config::Environment {
-    let vars: config::Map<String, String> = std::env::vars()
-        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
-        .collect();
-    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
 }
 
 #[cfg(test)]
@@ -829,6 +824,50 @@ source = "synthetic"
         let names: Vec<&str> = c.operators.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["sala-1", "vms-sala"]);
         assert_eq!(c.management.listen, "127.0.0.1:9090".parse().unwrap());
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        list.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    /// `[[site]]`, `[[relay]]`, `[[device]]` are reached by their number
+    /// from 1; a variable that names nothing stops the load, named.
+    #[test]
+    fn environment_reaches_array_tables_and_refuses_what_names_nothing() {
+        let dir = std::env::temp_dir().join(format!("ponte-cfg-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("agent.toml");
+        std::fs::write(&p, format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
+        let c = AgentConfig::load_with(
+            &p,
+            vars(&[
+                ("PONTE_SITE__1__BUDGET_MBPS", "20"),
+                ("PONTE_RELAY__1__ADDR", "127.0.0.1:9443"),
+                ("PONTE_DEVICE__1__ZONE", "Po"),
+                ("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].compile().unwrap().budget_mbps, Some(20.0));
+        assert_eq!(c.relays[0].addr, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!((c.devices[0].zone.as_str(), c.devices[0].id.as_str()), ("Po", "zaist"));
+        assert_eq!(c.agent.max_subscriptions_per_session, 64);
+        let err = format!(
+            "{:#}",
+            AgentConfig::load_with(
+                &p,
+                vars(&[
+                    ("PONTE_SITE__2__BUDGET_MBPS", "20"),
+                    ("PONTE_AGENT_ID", "x"),
+                    ("PONTE_OPERATOR__1__NAME", "a")
+                ])
+            )
+            .unwrap_err()
+        );
+        for want in ["PONTE_SITE__2__BUDGET_MBPS", "PONTE_AGENT_ID", "PONTE_OPERATOR__1__NAME", "agent.toml"]
+        {
+            assert!(err.contains(want), "{want}: {err}");
+        }
     }
 
     #[test]

@@ -353,13 +353,18 @@ fn yes() -> bool {
 }
 
 impl RelayConfig {
-    /// Loads a config file, applying `PONTE_<SECTION>__<KEY>` environment overrides.
+    /// Loads a config file, applying the `PONTE_*` environment overrides
+    /// (rules in [`ponte_proto::config_env`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg: RelayConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_overrides())
-            .build()
-            .and_then(|c| c.try_deserialize())
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Self::load`] with these variables instead of the process's.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self> {
+        let cfg: RelayConfig = ponte_proto::config_env::load(path, vars)
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -478,16 +483,6 @@ impl RelayConfig {
         }
         Ok(())
     }
-}
-
-/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
-/// Only variables of that form: other `PONTE_*` variables (tool and test
-/// settings such as `PONTE_CLOCK_START`) are not config keys.
-fn env_overrides() -> config::Environment {
-    let vars: config::Map<String, String> = std::env::vars()
-        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
-        .collect();
-    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
 }
 
 #[cfg(test)]
@@ -622,6 +617,50 @@ mod tests {
         std::env::remove_var("PONTE_RELAY__RECONNECT_GRACE_SECS");
         std::env::remove_var("PONTE_RELAY__ALLOW_ANONYMOUS");
         assert_eq!(c.unwrap().relay.reconnect_grace_secs, 17);
+    }
+
+    /// `[[viewer]]` and `[[token]]` are reached by their number from 1; a
+    /// variable that names nothing stops the load, named.
+    #[test]
+    fn environment_reaches_accounts_and_refuses_what_names_nothing() {
+        let phc = crate::auth::hash_password("example password").unwrap();
+        let dir = std::env::temp_dir().join(format!("ponte-relay-cfg-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("relay.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n\
+                 [[viewer]]\nuser = \"anna\"\npassword_hash = \"{phc}\"\n"
+            ),
+        )
+        .unwrap();
+        let vars = |list: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            list.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
+        let c = RelayConfig::load_with(&p, vars(&[("PONTE_VIEWER__1__PTZ", "true")])).unwrap();
+        assert!(c.viewers[0].ptz);
+        let err = format!(
+            "{:#}",
+            RelayConfig::load_with(
+                &p,
+                vars(&[
+                    ("PONTE_VIEWER__2__PTZ", "true"),
+                    ("PONTE_TOKEN__1__NAME", "vms"),
+                    ("PONTE_RELAY__SITEE", "y")
+                ])
+            )
+            .unwrap_err()
+        );
+        for want in [
+            "`PONTE_VIEWER__2__PTZ`: the file has 1 `[[viewer]]` table(s)",
+            "`PONTE_TOKEN__1__NAME`: the file has 0 `[[token]]` table(s)",
+            "`PONTE_RELAY__SITEE` names `relay.sitee`, which is not a key",
+            "relay.toml",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
