@@ -647,54 +647,126 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: ids, duplicates, lens counts.
+    /// Checks what serde cannot: ids, duplicates, lens counts; the error
+    /// lists every problem found, one a line.
     pub fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().unwrap_or_else(|| anyhow::anyhow!("invalid config"))),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} problems:\n{}", lines.join("\n"))
+            }
+        }
+    }
+
+    /// Every problem of the config, each naming its key.
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        let mut problems = Vec::new();
+        let mut check = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
         if !valid_id(&self.agent.id) {
-            bail!("`agent.id` = {:?}: use lowercase letters, digits and `-`", self.agent.id);
+            check(Err(anyhow::anyhow!(
+                "`agent.id` = {:?}: use lowercase letters, digits and `-`",
+                self.agent.id
+            )));
         }
         let mut sites = HashSet::new();
         for r in &self.relays {
             if !sites.insert(&r.site) {
-                bail!("`relay.site` = {:?} appears twice", r.site);
+                check(Err(anyhow::anyhow!("`relay.site` = {:?} appears twice", r.site)));
             }
         }
         let mut policy_sites = HashSet::new();
         for p in &self.sites {
             if !policy_sites.insert(&p.id) {
-                bail!("`site.id` = {:?} appears twice", p.id);
+                check(Err(anyhow::anyhow!("`site.id` = {:?} appears twice", p.id)));
             }
-            p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
+            check(p.compile().map(drop).with_context(|| format!("`[[site]]` {:?}", p.id)));
         }
-        self.audit.validate()?;
-        self.ptz.validate()?;
-        self.management.check().map_err(anyhow::Error::msg)?;
-        crate::operators::Operators::from_config(&self.operators)?;
-        jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
+        check(self.audit.validate());
+        check(self.ptz.validate());
+        check(self.management.check().map_err(anyhow::Error::msg));
+        check(crate::operators::Operators::from_config(&self.operators).map(drop));
+        check(jiff::tz::TimeZone::get(&self.policy.timezone).map(drop).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
-        })?;
+        }));
         let mut ids = HashSet::new();
         let mut device_ids = HashSet::new();
         for d in &self.devices {
-            if !valid_id(&d.id) {
-                bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
-            }
-            if !device_ids.insert(&d.id) {
-                bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
-            }
-            d.validate_source()?;
-            let n = d.lens_count();
-            if !(1..=8).contains(&n) {
-                bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);
-            }
-            for lens in 1..=n {
-                let cam = d.camera_id(lens);
-                if !ids.insert(cam.clone()) {
-                    bail!("device `{}`: camera id `{cam}` is used twice; device ids must be unique", d.id);
-                }
+            check(d.validate(&mut device_ids, &mut ids));
+        }
+        problems
+    }
+}
+
+impl Device {
+    /// Checks one device: its id, source and lenses, against the ids of
+    /// the devices and cameras before it.
+    fn validate<'a>(&'a self, device_ids: &mut HashSet<&'a String>, ids: &mut HashSet<String>) -> Result<()> {
+        let d = self;
+        if !valid_id(&d.id) {
+            bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
+        }
+        if !device_ids.insert(&d.id) {
+            bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
+        }
+        d.validate_source()?;
+        let n = d.lens_count();
+        if !(1..=8).contains(&n) {
+            bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);
+        }
+        for lens in 1..=n {
+            let cam = d.camera_id(lens);
+            if !ids.insert(cam.clone()) {
+                bail!("device `{}`: camera id `{cam}` is used twice; device ids must be unique", d.id);
             }
         }
         Ok(())
     }
+}
+
+/// `ponte-agent config check --config FILE`: loads the config as `run`
+/// does and reads what it names (`[tls]` files, the audit directory, camera
+/// passwords from the environment); prints every problem, each naming its
+/// key, and returns the exit code (0 OK, 1 problems).
+pub fn check_cli(path: &Path) -> i32 {
+    let mut report = ponte_proto::config_check::Report::new(path);
+    let (cfg, env_problems) = ponte_proto::config_env::load_report::<AgentConfig>(path, std::env::vars_os());
+    for p in env_problems {
+        report.add(p);
+    }
+    let Some(cfg) = cfg else { return report.finish("") };
+    for p in cfg.problems() {
+        report.add_error(p.as_ref());
+    }
+    let (_, tls) = ponte_proto::tls::check_files(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        ponte_proto::config_check::unix_now(),
+    );
+    for p in tls {
+        report.add(p);
+    }
+    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
+        report.add(p);
+    }
+    let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
+    report.finish(&format!(
+        "agent `{}`: {} relay(s), {} device(s), {cameras} camera(s), {} [[site]] polic(ies), {} operator(s); audit `{}`, {}",
+        cfg.agent.id,
+        cfg.relays.len(),
+        cfg.devices.len(),
+        cfg.sites.len(),
+        cfg.operators.len(),
+        cfg.audit.path.display(),
+        cfg.audit.retention().describe()
+    ))
 }
 
 #[cfg(test)]

@@ -69,6 +69,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Check a config as `run` would load it; exit 0 OK, 1 with every problem listed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Check the audit log.
     Audit {
         #[command(subcommand)]
@@ -118,6 +123,16 @@ enum PolicyCmd {
         /// Evaluate at this local time (`2026-11-25T21:30`, policy time zone) instead of now.
         #[arg(long)]
         at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load the config (environment overrides included), read the files it names, report every problem.
+    Check {
+        /// Path of agent.toml.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -433,6 +448,7 @@ async fn main() -> Result<()> {
             let cfg = AgentConfig::load(&config)?;
             explain(&cfg, &site, camera.as_deref(), at.as_deref())
         }
+        Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
         Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
             std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
         }

@@ -240,36 +240,65 @@ pub fn load<T: Serialize + DeserializeOwned>(
     path: &Path,
     vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
 ) -> Result<T, LoadError> {
-    let one = |e: String| LoadError { problems: vec![e] };
+    match load_report(path, vars) {
+        (Some(cfg), problems) if problems.is_empty() => Ok(cfg),
+        (_, problems) => Err(LoadError { problems }),
+    }
+}
+
+/// [`load`] for `config check`: the variable problems, and the config read
+/// with the overrides that are sound, so that its own problems can be
+/// reported too.
+pub fn load_report<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> (Option<T>, Vec<String>) {
     let file = || config::File::from(path).format(config::FileFormat::Toml);
-    let (overrides, mut problems) = parse_vars(vars);
+    let (mut overrides, mut problems) = parse_vars(vars);
     if !overrides.is_empty() {
         // The key tree: the file read alone, defaults filled in; if it is
         // valid only with the overrides, the raw file.
-        let alone = config::Config::builder().add_source(file()).build().map_err(|e| one(e.to_string()))?;
+        let alone = match config::Config::builder().add_source(file()).build() {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(e.to_string());
+                return (None, problems);
+            }
+        };
         let (tree, strict) = match alone.clone().try_deserialize::<T>() {
             Ok(cfg) => (serde_json::to_value(&cfg).unwrap_or_default(), true),
             Err(_) => (alone.try_deserialize::<serde_json::Value>().unwrap_or_default(), false),
         };
-        problems.extend(overrides.iter().filter_map(|ov| check(&tree, ov, strict).err()));
-    }
-    if !problems.is_empty() {
-        return Err(LoadError { problems });
+        overrides.retain(|ov| match check(&tree, ov, strict) {
+            Ok(()) => true,
+            Err(e) => {
+                problems.push(e);
+                false
+            }
+        });
     }
     let mut builder = config::Config::builder().add_source(file());
     for ov in &overrides {
-        builder = builder
-            .set_override(ov.expression(), ov.value.clone())
-            .map_err(|e| one(format!("`{}` ({}): {e}", ov.var, ov.key())))?;
+        builder = match builder.set_override(ov.expression(), ov.value.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("`{}` ({}): {e}", ov.var, ov.key()));
+                return (None, problems);
+            }
+        };
     }
-    builder.build().and_then(|c| c.try_deserialize()).map_err(|e| {
-        let mut msg = e.to_string();
-        if !overrides.is_empty() {
-            let vars: Vec<&str> = overrides.iter().map(|o| o.var.as_str()).collect();
-            msg.push_str(&format!(" (with the environment overrides {})", vars.join(", ")));
+    match builder.build().and_then(|c| c.try_deserialize()) {
+        Ok(cfg) => (Some(cfg), problems),
+        Err(e) => {
+            let mut msg = e.to_string();
+            if !overrides.is_empty() {
+                let vars: Vec<&str> = overrides.iter().map(|o| o.var.as_str()).collect();
+                msg.push_str(&format!(" (with the environment overrides {})", vars.join(", ")));
+            }
+            problems.push(msg);
+            (None, problems)
         }
-        one(msg)
-    })
+    }
 }
 
 #[cfg(test)]

@@ -382,30 +382,52 @@ impl RelayConfig {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: the site id, accounts, RTSP and cascade.
+    /// Checks what serde cannot: the site id, accounts, RTSP and cascade;
+    /// the error lists every problem found, one a line.
     fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().unwrap_or_else(|| anyhow::anyhow!("invalid config"))),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} problems:\n{}", lines.join("\n"))
+            }
+        }
+    }
+
+    /// Every problem of the config, each naming its key.
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        let mut problems = Vec::new();
+        let mut check = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
         let site = &self.relay.site;
         if site.is_empty() || !site.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            bail!("`relay.site` = {site:?}: use lowercase letters, digits and `-`");
+            check(Err(anyhow::anyhow!("`relay.site` = {site:?}: use lowercase letters, digits and `-`")));
         }
         // Accounts are checked here so a bad hash or selector names the file.
-        let accounts = crate::auth::Accounts::from_config(&self.viewers, &self.tokens)?;
-        if accounts.is_open() && !self.relay.allow_anonymous {
-            bail!(
+        match crate::auth::Accounts::from_config(&self.viewers, &self.tokens) {
+            Ok(accounts) if accounts.is_open() && !self.relay.allow_anonymous => check(Err(anyhow::anyhow!(
                 "no [[viewer]] and no [[token]]: this relay would show every camera of site `{site}` to anyone \
                  who reaches it. Add accounts (`ponte-relay passwd --user NAME`, `ponte-relay token`), or set \
                  `relay.allow_anonymous = true` to serve without them on a network you trust"
-            );
+            ))),
+            Ok(_) => {}
+            Err(e) => check(Err(e)),
         }
         if self.relay.open_ptz && !self.relay.allow_anonymous {
-            bail!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`");
+            check(Err(anyhow::anyhow!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`")));
         }
-        self.check_upstreams()?;
-        self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg)?;
-        self.audit.validate()?;
-        self.management.check().map_err(anyhow::Error::msg)?;
-        self.check_rtsp_and_cascade()
+        check(self.check_upstreams());
+        check(self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg));
+        check(self.audit.validate());
+        check(self.management.check().map_err(anyhow::Error::msg));
+        check(self.check_rtsp_and_cascade());
+        problems
     }
 
     fn check_upstreams(&self) -> Result<()> {
@@ -483,6 +505,59 @@ impl RelayConfig {
         }
         Ok(())
     }
+}
+
+/// `ponte-relay config check --config FILE`: loads the config as `run`
+/// does and reads what it names (`[tls]` files and the site they name, the
+/// audit directory); prints every problem, each naming its key, and returns
+/// the exit code (0 OK, 1 problems).
+pub fn check_cli(path: &Path) -> i32 {
+    let mut report = ponte_proto::config_check::Report::new(path);
+    let (cfg, env_problems) = ponte_proto::config_env::load_report::<RelayConfig>(path, std::env::vars_os());
+    for p in env_problems {
+        report.add(p);
+    }
+    let Some(cfg) = cfg else { return report.finish("") };
+    for p in cfg.problems() {
+        report.add_error(p.as_ref());
+    }
+    let (id, tls) = ponte_proto::tls::check_files(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        ponte_proto::config_check::unix_now(),
+    );
+    for p in tls {
+        report.add(p);
+    }
+    // As `run` refuses it: the certificate must name this relay's site.
+    if let Some(id) = id {
+        let own = id.chain.first().and_then(|c| ponte_proto::tls::site_of_certificate(c));
+        if own.as_deref() != Some(cfg.relay.site.as_str()) {
+            report.add(format!(
+                "`tls.cert` names site {own:?} but `relay.site` is {:?}: issue a certificate with \
+                 `ponte-agent pki issue --site {}`",
+                cfg.relay.site, cfg.relay.site
+            ));
+        }
+    }
+    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
+        report.add(p);
+    }
+    let accounts = if cfg.viewers.is_empty() && cfg.tokens.is_empty() {
+        "no accounts (`relay.allow_anonymous`)".to_owned()
+    } else {
+        format!("{} viewer(s), {} token(s)", cfg.viewers.len(), cfg.tokens.len())
+    };
+    report.finish(&format!(
+        "relay `{}`: {accounts}, fed by {}; viewer page on {}{}; audit `{}`, {}",
+        cfg.relay.site,
+        cfg.relay.upstreams.join(", "),
+        cfg.relay.http_listen,
+        cfg.rtsp.as_ref().map(|r| format!(", RTSP on {}", r.listen)).unwrap_or_default(),
+        cfg.audit.path.display(),
+        cfg.audit.retention().describe()
+    ))
 }
 
 #[cfg(test)]

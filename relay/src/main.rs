@@ -70,10 +70,25 @@ enum Cmd {
         #[arg(long, default_value = "vms")]
         name: String,
     },
+    /// Check a config as `run` would load it; exit 0 OK, 1 with every problem listed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Check the relay's audit log.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load the config (environment overrides included), read the files it names, report every problem.
+    Check {
+        /// Path of relay.toml.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -385,6 +400,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),
         Cmd::Token { name } => auth::token_cli(&name),
+        Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
         Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
             std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
         }
