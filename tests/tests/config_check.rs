@@ -156,5 +156,12 @@ async fn config_check_passes_a_good_config_and_names_every_fault_of_a_bad_one() 
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("`PONTE_SITE__3__BUDGET_MBPS`: the file has 1 `[[site]]` table(s)"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    // A typo (one underscore): it used to be ignored and the agent ran.
+    let mut cmd = Command::new(bin_path("ponte-agent")?);
+    cmd.args(["run", "--config", &good.to_string_lossy()]).env("PONTE_AGENT_ID", "x");
+    let mut agent = ponte_tests::Proc::spawn_command("ponte-agent", cmd)?;
+    let status = agent.wait_exit(Duration::from_secs(10)).await?;
+    assert!(!status.success(), "{}", agent.tail(20));
+    agent.wait_for_line("`PONTE_AGENT_ID`: not a config override", Duration::from_secs(5)).await?;
     Ok(())
 }
