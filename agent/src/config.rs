@@ -137,7 +137,8 @@ fn default_tz() -> String {
     "Europe/Rome".into()
 }
 
-/// `[audit]`
+/// `[audit]`: where the audit goes, when it rotates and how long rotated
+/// files are kept (both limits 0 by default: nothing is ever deleted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
@@ -147,11 +148,46 @@ pub struct AuditSection {
     /// Rotate when the file exceeds this many MiB.
     #[serde(default = "default_audit_mb")]
     pub max_mb: u64,
+    /// Delete a rotated file this many days after its last line; 0 = never.
+    #[serde(default)]
+    pub keep_days: u64,
+    /// Keep at most this many rotated files; 0 = no limit.
+    #[serde(default)]
+    pub keep_files: u64,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
-        Self { path: default_audit_path(), max_mb: default_audit_mb() }
+        Self { path: default_audit_path(), max_mb: default_audit_mb(), keep_days: 0, keep_files: 0 }
+    }
+}
+
+impl AuditSection {
+    /// What the log keeps.
+    pub fn retention(&self) -> ponte_proto::audit::Retention {
+        ponte_proto::audit::Retention { keep_days: self.keep_days, keep_files: self.keep_files }
+    }
+
+    /// Opens the log as `run` does, with the clock of the host.
+    pub fn open(&self, node: &str) -> Result<ponte_proto::audit::AuditLog> {
+        ponte_proto::audit::AuditLog::open_with(
+            &self.path,
+            node,
+            self.max_mb << 20,
+            self.retention(),
+            std::sync::Arc::new(std::time::SystemTime::now),
+        )
+        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", self.path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_mb == 0 || self.max_mb > 1 << 20 {
+            bail!("`audit.max_mb` = {}: expected 1 to {} MiB (64 is the default)", self.max_mb, 1u64 << 20);
+        }
+        if self.keep_days > 100 * 366 {
+            bail!("`audit.keep_days` = {}: at most {} (0 keeps files for ever)", self.keep_days, 100 * 366);
+        }
+        Ok(())
     }
 }
 
@@ -584,20 +620,18 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 impl AgentConfig {
-    /// Loads a config file, applying `PONTE_<SECTION>__<KEY>` environment overrides.
+    /// Loads a config file, applying the `PONTE_*` environment overrides
+    /// (rules in [`ponte_proto::config_env`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg: AgentConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_overrides())
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                let text = std::fs::read_to_string(path).ok();
-                anyhow::anyhow!(ponte_proto::config_error::explain::<AgentConfig>(
-                    &e.to_string(),
-                    text.as_deref()
-                ))
-            })
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Self::load`] with these variables instead of the process's.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self> {
+        let cfg: AgentConfig = ponte_proto::config_env::load(path, vars)
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -618,63 +652,126 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: ids, duplicates, lens counts.
+    /// Checks what serde cannot: ids, duplicates, lens counts; the error
+    /// lists every problem found, one a line.
     pub fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().unwrap_or_else(|| anyhow::anyhow!("invalid config"))),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} problems:\n{}", lines.join("\n"))
+            }
+        }
+    }
+
+    /// Every problem of the config, each naming its key.
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        let mut problems = Vec::new();
+        let mut check = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
         if !valid_id(&self.agent.id) {
-            bail!("`agent.id` = {:?}: use lowercase letters, digits and `-`", self.agent.id);
+            check(Err(anyhow::anyhow!(
+                "`agent.id` = {:?}: use lowercase letters, digits and `-`",
+                self.agent.id
+            )));
         }
         let mut sites = HashSet::new();
         for r in &self.relays {
             if !sites.insert(&r.site) {
-                bail!("`relay.site` = {:?} appears twice", r.site);
+                check(Err(anyhow::anyhow!("`relay.site` = {:?} appears twice", r.site)));
             }
         }
         let mut policy_sites = HashSet::new();
         for p in &self.sites {
             if !policy_sites.insert(&p.id) {
-                bail!("`site.id` = {:?} appears twice", p.id);
+                check(Err(anyhow::anyhow!("`site.id` = {:?} appears twice", p.id)));
             }
-            p.compile().with_context(|| format!("`[[site]]` {:?}", p.id))?;
+            check(p.compile().map(drop).with_context(|| format!("`[[site]]` {:?}", p.id)));
         }
-        self.ptz.validate()?;
-        self.management.check().map_err(anyhow::Error::msg)?;
-        crate::operators::Operators::from_config(&self.operators)?;
-        jiff::tz::TimeZone::get(&self.policy.timezone).with_context(|| {
+        check(self.audit.validate());
+        check(self.ptz.validate());
+        check(self.management.check().map_err(anyhow::Error::msg));
+        check(crate::operators::Operators::from_config(&self.operators).map(drop));
+        check(jiff::tz::TimeZone::get(&self.policy.timezone).map(drop).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
-        })?;
+        }));
         let mut ids = HashSet::new();
         let mut device_ids = HashSet::new();
         for d in &self.devices {
-            if !valid_id(&d.id) {
-                bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
-            }
-            if !device_ids.insert(&d.id) {
-                bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
-            }
-            d.validate_source()?;
-            let n = d.lens_count();
-            if !(1..=8).contains(&n) {
-                bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);
-            }
-            for lens in 1..=n {
-                let cam = d.camera_id(lens);
-                if !ids.insert(cam.clone()) {
-                    bail!("device `{}`: camera id `{cam}` is used twice; device ids must be unique", d.id);
-                }
+            check(d.validate(&mut device_ids, &mut ids));
+        }
+        problems
+    }
+}
+
+impl Device {
+    /// Checks one device: its id, source and lenses, against the ids of
+    /// the devices and cameras before it.
+    fn validate<'a>(&'a self, device_ids: &mut HashSet<&'a String>, ids: &mut HashSet<String>) -> Result<()> {
+        let d = self;
+        if !valid_id(&d.id) {
+            bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
+        }
+        if !device_ids.insert(&d.id) {
+            bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
+        }
+        d.validate_source()?;
+        let n = d.lens_count();
+        if !(1..=8).contains(&n) {
+            bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);
+        }
+        for lens in 1..=n {
+            let cam = d.camera_id(lens);
+            if !ids.insert(cam.clone()) {
+                bail!("device `{}`: camera id `{cam}` is used twice; device ids must be unique", d.id);
             }
         }
         Ok(())
     }
 }
 
-/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
-/// Only variables of that form: other `PONTE_*` variables (tool and test
-/// settings such as `PONTE_CLOCK_START`) are not config keys.
-fn env_overrides() -> config::Environment {
-    let vars: config::Map<String, String> = std::env::vars()
-        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
-        .collect();
-    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
+/// `ponte-agent config check --config FILE`: loads the config as `run`
+/// does and reads what it names (`[tls]` files, the audit directory, camera
+/// passwords from the environment); prints every problem, each naming its
+/// key, and returns the exit code (0 OK, 1 problems).
+pub fn check_cli(path: &Path) -> i32 {
+    let mut report = ponte_proto::config_check::Report::new(path);
+    let (cfg, env_problems) = ponte_proto::config_env::load_report::<AgentConfig>(path, std::env::vars_os());
+    for p in env_problems {
+        report.add(p);
+    }
+    let Some(cfg) = cfg else { return report.finish("") };
+    for p in cfg.problems() {
+        report.add_error(p.as_ref());
+    }
+    let (_, tls) = ponte_proto::tls::check_files(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        ponte_proto::config_check::unix_now(),
+    );
+    for p in tls {
+        report.add(p);
+    }
+    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
+        report.add(p);
+    }
+    let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
+    report.finish(&format!(
+        "agent `{}`: {} relay(s), {} device(s), {cameras} camera(s), {} [[site]] polic(ies), {} operator(s); audit `{}`, {}",
+        cfg.agent.id,
+        cfg.relays.len(),
+        cfg.devices.len(),
+        cfg.sites.len(),
+        cfg.operators.len(),
+        cfg.audit.path.display(),
+        cfg.audit.retention().describe()
+    ))
 }
 
 #[cfg(test)]
@@ -821,6 +918,50 @@ source = "synthetic"
         let names: Vec<&str> = c.operators.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["sala-1", "vms-sala"]);
         assert_eq!(c.management.listen, "127.0.0.1:9090".parse().unwrap());
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        list.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    /// `[[site]]`, `[[relay]]`, `[[device]]` are reached by their number
+    /// from 1; a variable that names nothing stops the load, named.
+    #[test]
+    fn environment_reaches_array_tables_and_refuses_what_names_nothing() {
+        let dir = std::env::temp_dir().join(format!("ponte-cfg-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("agent.toml");
+        std::fs::write(&p, format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
+        let c = AgentConfig::load_with(
+            &p,
+            vars(&[
+                ("PONTE_SITE__1__BUDGET_MBPS", "20"),
+                ("PONTE_RELAY__1__ADDR", "127.0.0.1:9443"),
+                ("PONTE_DEVICE__1__ZONE", "Po"),
+                ("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].compile().unwrap().budget_mbps, Some(20.0));
+        assert_eq!(c.relays[0].addr, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!((c.devices[0].zone.as_str(), c.devices[0].id.as_str()), ("Po", "zaist"));
+        assert_eq!(c.agent.max_subscriptions_per_session, 64);
+        let err = format!(
+            "{:#}",
+            AgentConfig::load_with(
+                &p,
+                vars(&[
+                    ("PONTE_SITE__2__BUDGET_MBPS", "20"),
+                    ("PONTE_AGENT_ID", "x"),
+                    ("PONTE_OPERATOR__1__NAME", "a")
+                ])
+            )
+            .unwrap_err()
+        );
+        for want in ["PONTE_SITE__2__BUDGET_MBPS", "PONTE_AGENT_ID", "PONTE_OPERATOR__1__NAME", "agent.toml"]
+        {
+            assert!(err.contains(want), "{want}: {err}");
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         devices,
         policy: PolicySection::default(),
         sites: demo_grants()?,
-        audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16 },
+        audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16, ..Default::default() },
         management: Default::default(),
         ptz: Default::default(),
         // The master room's PTZ API needs a credential: a token made for this run.

@@ -70,6 +70,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Check a config as `run` would load it; exit 0 OK, 1 with every problem listed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Check the audit log.
     Audit {
         #[command(subcommand)]
@@ -123,12 +128,27 @@ enum PolicyCmd {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load the config (environment overrides included), read the files it names, report every problem.
+    Check {
+        /// Path of agent.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify the hash chain of an audit log (and its rotated files); exit 1 at the first broken line.
     Verify {
         /// The live file (rotated `.N` files beside it are included), or files oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Accept a chain that starts after lines that are not there and
+        /// that no `audit-file-deleted` line accounts for (part of an
+        /// archive, or files an older ponte deleted silently).
+        #[arg(long)]
+        allow_missing_start: bool,
     },
 }
 
@@ -204,11 +224,7 @@ impl Agent {
         let endpoint = ponte_proto::endpoint::bind(any6, None)
             .or_else(|_| ponte_proto::endpoint::bind(any4, None))
             .context("opening the QUIC socket")?;
-        let audit =
-            ponte_proto::audit::AuditLog::open(&cfg.audit.path, &cfg.agent.id, cfg.audit.max_mb << 20)
-                .with_context(|| {
-                    format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display())
-                })?;
+        let audit = cfg.audit.open(&cfg.agent.id)?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
         let operators = operators::Operators::from_config(&cfg.operators)?;
         if operators.len() == 0 {
@@ -275,6 +291,7 @@ impl Agent {
             cameras = agent.cameras.catalog().len(),
             relays = agent.uplinks.len(),
             audit = %agent.config.audit.path.display(),
+            retention = %agent.config.audit.retention().describe(),
             "agent started"
         );
         Ok(agent)
@@ -507,18 +524,9 @@ async fn main() -> Result<()> {
             let cfg = AgentConfig::load(&config)?;
             explain(&cfg, &site, camera.as_deref(), at.as_deref())
         }
-        Cmd::Audit { cmd: AuditCmd::Verify { files } } => {
-            let files = if files.len() == 1 { ponte_proto::audit::chain_files(&files[0]) } else { files };
-            match ponte_proto::audit::verify(&files) {
-                Ok(n) => {
-                    println!("audit log intact: {n} lines in {} file(s)", files.len());
-                    Ok(())
-                }
-                Err(broken) => {
-                    eprintln!("audit log BROKEN at {broken}");
-                    std::process::exit(1);
-                }
-            }
+        Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
+        Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
+            std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
         }
         Cmd::Demo(args) => demo::run(args).await,
         Cmd::Operator { cmd: OperatorCmd::Passwd { name } } => operators::passwd_cli(&name),

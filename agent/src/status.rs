@@ -178,5 +178,10 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         .filter(|(_, n)| *n > 0)
         .collect(),
         ptz_commands: src.ptz.counts(),
+        audit: {
+            // Sampling is also what trims a quiet log on time.
+            src.audit.enforce_retention();
+            Some(src.audit.retention_status())
+        },
     }
 }

@@ -2,6 +2,8 @@
 //! and fan-out hub (sans-IO), and on top the QUIC session both ends speak.
 
 pub mod audit;
+pub mod config_check;
+pub mod config_env;
 pub mod config_error;
 pub mod endpoint;
 pub mod h264;

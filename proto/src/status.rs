@@ -190,6 +190,36 @@ pub struct StatusDoc {
     /// `failed`, `preempted`, `stopped`, `released`); agents only.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ptz_commands: std::collections::BTreeMap<String, u64>,
+    /// The audit files, their retention and the files due for deletion
+    /// soon (a notice: it does not change `health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::RetentionStatus>,
+}
+
+impl StatusDoc {
+    /// The audit notice for the table and the page: files due for deletion
+    /// (ship them off the host first) and a stuck retention.
+    pub fn audit_notices(&self) -> Vec<String> {
+        let Some(a) = &self.audit else { return Vec::new() };
+        let mut out: Vec<String> = a
+            .due_for_deletion
+            .iter()
+            .map(|f| {
+                let when = match f.deleted_in_secs {
+                    Some(s) => format!("in {}h{:02}m", s / 3600, s % 3600 / 60),
+                    None => "at the next rotation".to_owned(),
+                };
+                format!(
+                    "audit file {} ({} to {}) will be deleted {when} by retention: copy it off the host first",
+                    f.file, f.first_time, f.last_time
+                )
+            })
+            .collect();
+        if let Some(b) = &a.blocked {
+            out.push(format!("audit retention is stuck: {b}"));
+        }
+        out
+    }
 }
 
 /// Turns monotonically growing byte counters into rates between samples.
@@ -386,6 +416,38 @@ impl StatusDoc {
             "Audit lines that could not be written (disk full, permissions).",
             vec![(String::new(), self.audit_write_errors as f64)],
         );
+        if let Some(a) = &self.audit {
+            metric(
+                "ponte_audit_rotated_files",
+                "gauge",
+                "Rotated audit files kept on this host beside the live one.",
+                vec![(String::new(), a.rotated_files as f64)],
+            );
+            metric(
+                "ponte_audit_oldest_file_age_seconds",
+                "gauge",
+                "Age of the oldest audit line kept on this host (first line of the oldest file).",
+                vec![(String::new(), a.oldest_line_age_secs as f64)],
+            );
+            metric(
+                "ponte_audit_files_due_for_deletion",
+                "gauge",
+                "Rotated audit files retention deletes within 24 hours (or at the next rotation under keep_files).",
+                vec![(String::new(), a.due_for_deletion.len() as f64)],
+            );
+            metric(
+                "ponte_audit_files_deleted_total",
+                "counter",
+                "Rotated audit files deleted by retention since start, each recorded in the log.",
+                vec![(String::new(), a.deleted_since_start as f64)],
+            );
+            metric(
+                "ponte_audit_retention_blocked",
+                "gauge",
+                "1 while retention cannot delete (an unreadable oldest file, a failed removal).",
+                vec![(String::new(), if a.blocked.is_some() { 1.0 } else { 0.0 })],
+            );
+        }
         let mut by_kind: Vec<(String, f64)> = Vec::new();
         for kind in ["whep", "rtsp"] {
             let n = self.viewers.iter().filter(|v| v.kind == kind).count();
@@ -485,6 +547,13 @@ impl StatusDoc {
                     "  {:<12} {:<44} {:<15} {:<9} step-downs {:<4} dropped GOPs {}",
                     s.site, s.camera, s.rung, s.priority, s.step_downs, s.gops_dropped
                 );
+            }
+        }
+        if let Some(a) = &self.audit {
+            let _ =
+                writeln!(out, "\nAUDIT  {}: {} rotated file(s); {}", a.path, a.rotated_files, a.retention);
+            for notice in self.audit_notices() {
+                let _ = writeln!(out, "  WARNING: {notice}");
             }
         }
         if !self.recent_errors.is_empty() {
@@ -601,6 +670,23 @@ impl StatusDoc {
             }
             out.push_str("</table>");
         }
+        if let Some(a) = &self.audit {
+            let _ = write!(
+                out,
+                "<h2>Audit</h2><p>{}: {} rotated file(s); {}</p>",
+                html(&a.path),
+                a.rotated_files,
+                html(&a.retention)
+            );
+            let notices = self.audit_notices();
+            if !notices.is_empty() {
+                out.push_str("<ul>");
+                for n in notices {
+                    let _ = write!(out, "<li class=amber>{}</li>", html(&n));
+                }
+                out.push_str("</ul>");
+            }
+        }
         if !self.recent_errors.is_empty() {
             out.push_str("<h2>Recent errors</h2><ul>");
             for e in &self.recent_errors {
@@ -683,6 +769,35 @@ mod tests {
         assert!(page.contains(": DEGRADED</title>") && page.contains("— DEGRADED</h1>"), "{page}");
         let ok = StatusDoc { health: Health::Ok, ..doc() };
         assert!(ok.html().contains("— OK</h1>") && ok.table().contains("s: OK\n"), "{}", ok.table());
+    }
+
+    #[test]
+    fn audit_files_due_for_deletion_are_announced_everywhere() {
+        let mut d = doc();
+        d.audit = Some(crate::audit::RetentionStatus {
+            path: "/var/lib/ponte/relay-audit.log".into(),
+            retention: "rotated files deleted 90 days after their last line (`audit.keep_days`)".into(),
+            keep_days: 90,
+            rotated_files: 3,
+            oldest_line_age_secs: 90 * 86_400 - 3600,
+            due_for_deletion: vec![crate::audit::DueFile {
+                file: "/var/lib/ponte/relay-audit.log.3".into(),
+                first_time: "2026-01-01T00:00:00Z".into(),
+                last_time: "2026-01-02T00:00:00Z".into(),
+                deleted_in_secs: Some(3600 + 120),
+            }],
+            ..Default::default()
+        });
+        let want =
+            "relay-audit.log.3 (2026-01-01T00:00:00Z to 2026-01-02T00:00:00Z) will be deleted in 1h02m";
+        assert!(d.table().contains(want), "{}", d.table());
+        assert!(d.html().contains(want), "{}", d.html());
+        let text = d.prometheus();
+        assert!(text.contains("ponte_audit_files_due_for_deletion 1\n"), "{text}");
+        assert!(text.contains("ponte_audit_oldest_file_age_seconds 7772400\n"), "{text}");
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.contains("\"due_for_deletion\":[{\"file\""), "{json}");
+        assert_eq!(serde_json::from_str::<StatusDoc>(&json).unwrap(), d);
     }
 
     #[test]

@@ -173,6 +173,84 @@ pub fn client_config(id: &Identity, opts: &TransportOptions) -> Result<quinn::Cl
     Ok(client)
 }
 
+/// What `config check` finds wrong with the `[tls]` files, each problem
+/// naming its key (`tls.ca`, `tls.cert`, `tls.key`); the identity when all
+/// three load. Checks that each parses, that the key is the certificate's,
+/// that the certificate chains to the CA and is valid at `now_unix`.
+pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option<Identity>, Vec<String>) {
+    let mut problems = Vec::new();
+    let ca_certs = certs("CA certificate", ca).map_err(|e| problems.push(format!("`tls.ca`: {e}"))).ok();
+    let chain = certs("certificate", cert).map_err(|e| problems.push(format!("`tls.cert`: {e}"))).ok();
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| problems.push(format!("`tls.key`: private key `{}`: {e}", key.display())))
+        .ok();
+    let (Some(ca_certs), Some(chain), Some(key_der)) = (ca_certs, chain, key_der) else {
+        return (None, problems);
+    };
+    let id = Identity { ca: ca_certs, chain, key: Arc::new(key_der) };
+    if let Some(leaf) = id.chain.first() {
+        use x509_parser::prelude::*;
+        if let Ok((_, x)) = X509Certificate::from_der(leaf) {
+            let validity = x.validity();
+            let (from, until) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+            if now_unix > until {
+                problems.push(format!(
+                    "`tls.cert`: certificate `{}` expired on {}: issue a new one (`ponte-agent pki issue`)",
+                    cert.display(),
+                    validity.not_after
+                ));
+            } else if now_unix < from {
+                problems.push(format!(
+                    "`tls.cert`: certificate `{}` is valid only from {} (is this host's clock right?)",
+                    cert.display(),
+                    validity.not_before
+                ));
+            }
+        }
+        let mut roots = RootCertStore::empty();
+        for c in &id.ca {
+            let _ = roots.add(c.clone());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The node's own certificate must pass the check its peers make.
+        let verified =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    let now = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+                        now_unix.max(0) as u64,
+                    ));
+                    v.verify_client_cert(leaf, &id.chain[1..], now).map(drop).map_err(|e| e.to_string())
+                });
+        if let Err(e) = verified {
+            if !problems.iter().any(|p| p.starts_with("`tls.cert`")) {
+                problems.push(format!(
+                    "`tls.cert`: certificate `{}` is not accepted by the CA `{}`: {e}",
+                    cert.display(),
+                    ca.display()
+                ));
+            }
+        }
+        let keys_match = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(id.chain.clone(), id.key.clone_key())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = keys_match {
+            problems.push(format!(
+                "`tls.key`: private key `{}` does not go with certificate `{}`: {e}",
+                key.display(),
+                cert.display()
+            ));
+        }
+    }
+    (Some(id), problems)
+}
+
 /// The site id a certificate names: SAN URI `site:<id>`, else the first DNS
 /// SAN, else the subject CN.
 pub fn site_of_certificate(der: &[u8]) -> Option<String> {

@@ -5,7 +5,6 @@
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::media::Quality;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 use tracing::error;
 
@@ -53,8 +52,22 @@ impl RelayAudit {
         self.log.as_ref().map_or(0, AuditLog::write_errors)
     }
 
-    /// Opens (or continues) the log at `path`.
-    pub fn open(path: &Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
+    /// The log opened by `[audit]`.
+    pub fn new(log: AuditLog, site: &str) -> Self {
+        Self { log: Some(log), site: site.to_owned() }
+    }
+
+    /// Deletes what retention no longer keeps (each deletion recorded) and
+    /// tells what is kept and what is due for deletion.
+    pub fn retention(&self) -> Option<ponte_proto::audit::RetentionStatus> {
+        let log = self.log.as_ref()?;
+        log.enforce_retention();
+        Some(log.retention_status())
+    }
+
+    /// Opens (or continues) the log at `path`, keeping every file (tests).
+    #[cfg(test)]
+    pub fn open(path: &std::path::Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
         Ok(Self { log: Some(AuditLog::open(path, site, max_bytes)?), site: site.to_owned() })
     }
 
@@ -154,22 +167,6 @@ impl RelayAudit {
             reason: Some(detail.to_owned()),
             ..Default::default()
         });
-    }
-}
-
-/// `ponte-relay audit verify FILE...`: one file means it and its rotated
-/// predecessors; several are taken oldest first. Exits 1 at a broken line.
-pub fn verify_cli(files: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
-    let files = if files.len() == 1 { ponte_proto::audit::chain_files(&files[0]) } else { files };
-    match ponte_proto::audit::verify(&files) {
-        Ok(n) => {
-            println!("audit log intact: {n} lines in {} file(s)", files.len());
-            Ok(())
-        }
-        Err(broken) => {
-            eprintln!("audit log BROKEN at {broken}");
-            std::process::exit(1);
-        }
     }
 }
 

@@ -161,7 +161,8 @@ impl RelayConfig {
     }
 }
 
-/// `[audit]`
+/// `[audit]`: where the audit goes, when it rotates and how long rotated
+/// files are kept (both limits 0 by default: nothing is ever deleted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
@@ -171,11 +172,46 @@ pub struct AuditSection {
     /// Rotate the file past this size, in MiB.
     #[serde(default = "default_audit_mb")]
     pub max_mb: u64,
+    /// Delete a rotated file this many days after its last line; 0 = never.
+    #[serde(default)]
+    pub keep_days: u64,
+    /// Keep at most this many rotated files; 0 = no limit.
+    #[serde(default)]
+    pub keep_files: u64,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
-        Self { path: default_audit_path(), max_mb: default_audit_mb() }
+        Self { path: default_audit_path(), max_mb: default_audit_mb(), keep_days: 0, keep_files: 0 }
+    }
+}
+
+impl AuditSection {
+    /// What the log keeps.
+    pub fn retention(&self) -> ponte_proto::audit::Retention {
+        ponte_proto::audit::Retention { keep_days: self.keep_days, keep_files: self.keep_files }
+    }
+
+    /// Opens the log as `run` does, with the clock of the host.
+    pub fn open(&self, node: &str) -> Result<ponte_proto::audit::AuditLog> {
+        ponte_proto::audit::AuditLog::open_with(
+            &self.path,
+            node,
+            self.max_mb << 20,
+            self.retention(),
+            std::sync::Arc::new(std::time::SystemTime::now),
+        )
+        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", self.path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_mb == 0 || self.max_mb > 1 << 20 {
+            bail!("`audit.max_mb` = {}: expected 1 to {} MiB (64 is the default)", self.max_mb, 1u64 << 20);
+        }
+        if self.keep_days > 100 * 366 {
+            bail!("`audit.keep_days` = {}: at most {} (0 keeps files for ever)", self.keep_days, 100 * 366);
+        }
+        Ok(())
     }
 }
 
@@ -334,20 +370,18 @@ fn yes() -> bool {
 }
 
 impl RelayConfig {
-    /// Loads a config file, applying `PONTE_<SECTION>__<KEY>` environment overrides.
+    /// Loads a config file, applying the `PONTE_*` environment overrides
+    /// (rules in [`ponte_proto::config_env`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg: RelayConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_overrides())
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                let text = std::fs::read_to_string(path).ok();
-                anyhow::anyhow!(ponte_proto::config_error::explain::<RelayConfig>(
-                    &e.to_string(),
-                    text.as_deref()
-                ))
-            })
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Self::load`] with these variables instead of the process's.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self> {
+        let cfg: RelayConfig = ponte_proto::config_env::load(path, vars)
             .with_context(|| format!("config file `{}`", path.display()))?;
         cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
         Ok(cfg)
@@ -368,29 +402,52 @@ impl RelayConfig {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: the site id, accounts, RTSP and cascade.
+    /// Checks what serde cannot: the site id, accounts, RTSP and cascade;
+    /// the error lists every problem found, one a line.
     fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().unwrap_or_else(|| anyhow::anyhow!("invalid config"))),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} problems:\n{}", lines.join("\n"))
+            }
+        }
+    }
+
+    /// Every problem of the config, each naming its key.
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        let mut problems = Vec::new();
+        let mut check = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
         let site = &self.relay.site;
         if site.is_empty() || !site.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            bail!("`relay.site` = {site:?}: use lowercase letters, digits and `-`");
+            check(Err(anyhow::anyhow!("`relay.site` = {site:?}: use lowercase letters, digits and `-`")));
         }
         // Accounts are checked here so a bad hash or selector names the file.
-        let accounts = crate::auth::Accounts::from_config(&self.viewers, &self.tokens)?;
-        if accounts.is_open() && !self.relay.allow_anonymous {
-            bail!(
+        match crate::auth::Accounts::from_config(&self.viewers, &self.tokens) {
+            Ok(accounts) if accounts.is_open() && !self.relay.allow_anonymous => check(Err(anyhow::anyhow!(
                 "no [[viewer]] and no [[token]]: this relay would show every camera of site `{site}` to anyone \
                  who reaches it. Add accounts (`ponte-relay passwd --user NAME`, `ponte-relay token`), or set \
                  `relay.allow_anonymous = true` to serve without them on a network you trust"
-            );
+            ))),
+            Ok(_) => {}
+            Err(e) => check(Err(e)),
         }
         if self.relay.open_ptz && !self.relay.allow_anonymous {
-            bail!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`");
+            check(Err(anyhow::anyhow!("`relay.open_ptz` applies to relays without accounts only: set `relay.allow_anonymous = true`, or give accounts `ptz = true`")));
         }
-        self.check_upstreams()?;
-        self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg)?;
-        self.management.check().map_err(anyhow::Error::msg)?;
-        self.check_rtsp_and_cascade()
+        check(self.check_upstreams());
+        check(self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg));
+        check(self.audit.validate());
+        check(self.management.check().map_err(anyhow::Error::msg));
+        check(self.check_rtsp_and_cascade());
+        problems
     }
 
     fn check_upstreams(&self) -> Result<()> {
@@ -470,14 +527,57 @@ impl RelayConfig {
     }
 }
 
-/// `PONTE_<SECTION>__<KEY>=value` environment overrides, as documented.
-/// Only variables of that form: other `PONTE_*` variables (tool and test
-/// settings such as `PONTE_CLOCK_START`) are not config keys.
-fn env_overrides() -> config::Environment {
-    let vars: config::Map<String, String> = std::env::vars()
-        .filter(|(k, _)| k.strip_prefix("PONTE_").is_some_and(|rest| rest.contains("__")))
-        .collect();
-    config::Environment::with_prefix("PONTE").prefix_separator("_").separator("__").source(Some(vars))
+/// `ponte-relay config check --config FILE`: loads the config as `run`
+/// does and reads what it names (`[tls]` files and the site they name, the
+/// audit directory); prints every problem, each naming its key, and returns
+/// the exit code (0 OK, 1 problems).
+pub fn check_cli(path: &Path) -> i32 {
+    let mut report = ponte_proto::config_check::Report::new(path);
+    let (cfg, env_problems) = ponte_proto::config_env::load_report::<RelayConfig>(path, std::env::vars_os());
+    for p in env_problems {
+        report.add(p);
+    }
+    let Some(cfg) = cfg else { return report.finish("") };
+    for p in cfg.problems() {
+        report.add_error(p.as_ref());
+    }
+    let (id, tls) = ponte_proto::tls::check_files(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        ponte_proto::config_check::unix_now(),
+    );
+    for p in tls {
+        report.add(p);
+    }
+    // As `run` refuses it: the certificate must name this relay's site.
+    if let Some(id) = id {
+        let own = id.chain.first().and_then(|c| ponte_proto::tls::site_of_certificate(c));
+        if own.as_deref() != Some(cfg.relay.site.as_str()) {
+            report.add(format!(
+                "`tls.cert` names site {own:?} but `relay.site` is {:?}: issue a certificate with \
+                 `ponte-agent pki issue --site {}`",
+                cfg.relay.site, cfg.relay.site
+            ));
+        }
+    }
+    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
+        report.add(p);
+    }
+    let accounts = if cfg.viewers.is_empty() && cfg.tokens.is_empty() {
+        "no accounts (`relay.allow_anonymous`)".to_owned()
+    } else {
+        format!("{} viewer(s), {} token(s)", cfg.viewers.len(), cfg.tokens.len())
+    };
+    report.finish(&format!(
+        "relay `{}`: {accounts}, fed by {}; viewer page on {}{}; audit `{}`, {}",
+        cfg.relay.site,
+        cfg.relay.upstreams.join(", "),
+        cfg.relay.http_listen,
+        cfg.rtsp.as_ref().map(|r| format!(", RTSP on {}", r.listen)).unwrap_or_default(),
+        cfg.audit.path.display(),
+        cfg.audit.retention().describe()
+    ))
 }
 
 #[cfg(test)]
@@ -612,6 +712,50 @@ mod tests {
         std::env::remove_var("PONTE_RELAY__RECONNECT_GRACE_SECS");
         std::env::remove_var("PONTE_RELAY__ALLOW_ANONYMOUS");
         assert_eq!(c.unwrap().relay.reconnect_grace_secs, 17);
+    }
+
+    /// `[[viewer]]` and `[[token]]` are reached by their number from 1; a
+    /// variable that names nothing stops the load, named.
+    #[test]
+    fn environment_reaches_accounts_and_refuses_what_names_nothing() {
+        let phc = crate::auth::hash_password("example password").unwrap();
+        let dir = std::env::temp_dir().join(format!("ponte-relay-cfg-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("relay.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[relay]\nsite = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n\
+                 [[viewer]]\nuser = \"anna\"\npassword_hash = \"{phc}\"\n"
+            ),
+        )
+        .unwrap();
+        let vars = |list: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            list.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
+        let c = RelayConfig::load_with(&p, vars(&[("PONTE_VIEWER__1__PTZ", "true")])).unwrap();
+        assert!(c.viewers[0].ptz);
+        let err = format!(
+            "{:#}",
+            RelayConfig::load_with(
+                &p,
+                vars(&[
+                    ("PONTE_VIEWER__2__PTZ", "true"),
+                    ("PONTE_TOKEN__1__NAME", "vms"),
+                    ("PONTE_RELAY__SITEE", "y")
+                ])
+            )
+            .unwrap_err()
+        );
+        for want in [
+            "`PONTE_VIEWER__2__PTZ`: the file has 1 `[[viewer]]` table(s)",
+            "`PONTE_TOKEN__1__NAME`: the file has 0 `[[token]]` table(s)",
+            "`PONTE_RELAY__SITEE` names `relay.sitee`, which is not a key",
+            "relay.toml",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

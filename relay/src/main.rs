@@ -75,10 +75,25 @@ enum Cmd {
         #[arg(long, default_value = "vms")]
         name: String,
     },
+    /// Check a config as `run` would load it; exit 0 OK, 1 with every problem listed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Check the relay's audit log.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load the config (environment overrides included), read the files it names, report every problem.
+    Check {
+        /// Path of relay.toml.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -89,6 +104,11 @@ enum AuditCmd {
         /// The live file (rotated `.N` files beside it are included), or files oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Accept a chain that starts after lines that are not there and
+        /// that no `audit-file-deleted` line accounts for (part of an
+        /// archive, or files an older ponte deleted silently).
+        #[arg(long)]
+        allow_missing_start: bool,
     },
 }
 
@@ -117,8 +137,7 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         id.key.secret_der(),
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
-    let audit = audit::RelayAudit::open(&cfg.audit.path, &cfg.relay.site, cfg.audit.max_mb << 20)
-        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", cfg.audit.path.display()))?;
+    let audit = audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site)?, &cfg.relay.site);
     let audit = Arc::new(audit);
     let upstreams = Upstreams::new(
         &cfg.relay.site,
@@ -391,6 +410,9 @@ async fn main() -> Result<()> {
         }
         Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),
         Cmd::Token { name } => auth::token_cli(&name),
-        Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit::verify_cli(files),
+        Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
+        Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
+            std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
+        }
     }
 }

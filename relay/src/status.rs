@@ -136,5 +136,6 @@ fn sample(
         audit_write_errors: egress.audit.write_errors(),
         limit_refusals: whep.refusals(),
         ptz_commands: Default::default(),
+        audit: egress.audit.retention(),
     }
 }

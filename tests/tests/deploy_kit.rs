@@ -66,6 +66,9 @@ fn systemd_units_verify() -> Result<()> {
         // The units name the installed path; point them at the built binary.
         let text = std::fs::read_to_string(root().join(format!("deploy/systemd/{bin}.service")))?;
         assert!(text.contains(&format!("ExecStart=/usr/local/bin/{bin} run --config /etc/ponte/")), "{text}");
+        // A bad config is refused before start, with every problem listed.
+        let check = format!("ExecStartPre=/usr/local/bin/{bin} config check --config /etc/ponte/");
+        assert!(text.contains(&check), "{text}");
         let unit = dir.path().join(format!("{bin}.service"));
         std::fs::write(
             &unit,
@@ -385,6 +388,15 @@ fn kubernetes_manifests_have_the_expected_kinds_ports_and_probes() -> Result<()>
         assert_eq!(container["readinessProbe"]["httpGet"]["port"].as_str(), Some(probe_port), "{file}");
         assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"), "{file}");
         assert_eq!(container["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false), "{file}");
+        // `config check` runs first, with the node's environment and mounts.
+        let init = &docs[0]["spec"]["template"]["spec"]["initContainers"][0];
+        let args: Vec<&str> =
+            init["args"].as_sequence().context("init args")?.iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(&args[..3], ["config", "check", "--config"], "{file}");
+        assert_eq!(args[3], container["args"][2].as_str().context("run --config")?, "{file}");
+        for key in ["image", "command", "env", "volumeMounts", "securityContext"] {
+            assert_eq!(init[key], container[key], "{file}: the config check's {key} is the node's");
+        }
     }
     Ok(())
 }
