@@ -20,7 +20,7 @@
 //! [`SKIPS`]: a step the test cannot or need not run, listed in its output).
 
 use anyhow::{bail, ensure, Context, Result};
-use ponte_tests::{bin_path, require, require_program, require_root};
+use ponte_tests::{bin_path, require_program, require_root};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -452,8 +452,11 @@ async fn the_admin_guide_runs_as_written() -> Result<()> {
                  -frames:v 30 -f null - -progress pipe:1 | grep '^frame=' | tail -n 1"
             ),
         )?;
-        let frames: u64 =
-            out.lines().filter_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).last().unwrap_or(0);
+        let frames: u64 = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("frame=")?.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0);
         ensure!(frames >= 30, "{site}: ffmpeg decoded {frames} frames of {camera_id}{quality}: {out}");
         println!(
             "{site}: catalog = policy ({} cameras), {camera_id}{quality} played {frames} frames over RTSP",
