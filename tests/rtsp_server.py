@@ -3,11 +3,13 @@
 serving live H.264 (/h264) and H.265 (/h265) test patterns.
 
 usage: rtsp_server.py PORT [--protocols tcp|udp|tcp+udp] [--user U --password P]
-                           [--record DIR]
+                           [--record DIR] [--mount PATH=CODEC ...]
 Prints `ready port=N` once listening, `client connected`, `session N` per
 RTSP session created (SETUP), `transport ...` per SETUP, `client closed`.
 --record tees the encoder's output (Annex-B, exactly what is packetized) to
 DIR/<codec>-<n>.es, one file per pipeline run, so tests can compare bytes.
+--mount serves a codec's stream at a vendor-style path too (e.g.
+/Streaming/Channels/101=h264), so a guide's camera URL can be used as is.
 Run with Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0).
 """
 import argparse
@@ -30,6 +32,7 @@ args.add_argument("--protocols", default="tcp+udp", choices=PROTOCOLS)
 args.add_argument("--user")
 args.add_argument("--password")
 args.add_argument("--record")
+args.add_argument("--mount", action="append", default=[])
 opts = args.parse_args()
 Gst.init(None)
 say = lambda *words: print(*words, flush=True)  # noqa: E731
@@ -64,6 +67,10 @@ for codec, encoder in ENCODERS.items():
             say(f"recording {path}")
     factory.connect("media-configure", configure)
     server.get_mount_points().add_factory(f"/{codec}", factory)
+    for extra in opts.mount:
+        path, _, wanted = extra.partition("=")
+        if wanted == codec:
+            server.get_mount_points().add_factory(path, factory)
 
 
 def on_setup(_client, ctx):

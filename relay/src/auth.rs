@@ -579,7 +579,7 @@ pub fn passwd_cli(user: Option<&str>, rtsp_digest: bool) -> Result<()> {
         Some(user) => {
             check_name("--user", user)?;
             println!("[[viewer]]\nuser = \"{user}\"\npassword_hash = \"{phc}\"");
-            println!("# cameras = [\"zone:Zaist\", \"camera:po-lungofiume\"]   # optional: fewer cameras than the site");
+            println!("# cameras = [\"zone:Zaist\", \"camera:po-largo-moreni\"]  # optional: fewer cameras than the site");
             println!("# max_quality = \"sub\"                                   # optional");
             println!("# ptz = true                                            # optional: may steer the site's PTZ cameras");
             if rtsp_digest {
@@ -600,8 +600,10 @@ pub fn token_cli(name: &str) -> Result<()> {
     let (token, digest) = new_token();
     println!("{token}");
     println!();
-    println!("# Give the line above to `{name}` (send it as `Authorization: Bearer <token>`,");
-    println!("# or as RTSP password with user `{name}`); the relay keeps only its SHA-256:");
+    println!("# Give the line above to `{name}`: over HTTP it sends `Authorization: Bearer <token>`;");
+    println!("# over RTSP it logs in as user `{name}` with the token as password, which needs");
+    println!("# `[rtsp] basic = true` (Basic: in clear, the site's private LAN only).");
+    println!("# The relay keeps only its SHA-256:");
     println!("[[token]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
     println!("# cameras = [\"zone:Zaist\"]   # optional: fewer cameras than the site");
     Ok(())
