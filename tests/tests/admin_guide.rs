@@ -57,11 +57,11 @@ const CAMERA_ADDR: &str = "10.1.2.3";
 const CAMERA_USER: &str = "ponte";
 const CAMERA_PASSWORD: &str = "Zaist-2026-cam";
 
-/// Units whose `systemctl reload` the shim turns into a restart, while the
-/// node does not apply the guide's change on SIGHUP: the agent's added
-/// `[[device]]`, `[[relay]]` and `[[site]]` (issue 16's sibling work on
-/// SIGHUP reload). Empty it once the agent applies them on reload.
-const RELOAD_RESTARTS: &str = "ponte-agent";
+/// Units whose `systemctl reload` the shim turns into a restart (a node
+/// that did not apply the guide's change on SIGHUP would need one). Empty:
+/// the agent applies added `[[device]]`, `[[relay]]` and `[[site]]` entries
+/// on reload, and the guide's steps prove it.
+const RELOAD_RESTARTS: &str = "";
 
 #[derive(Debug)]
 struct Block {
@@ -257,9 +257,9 @@ impl Lab {
         let mut child = Command::new("nsenter")
             .args(["-t", &h.anchor.pid().to_string(), "-m", "-n", "--", "env", "-i", &path, "HOME=/root"])
             .arg("LANG=C.UTF-8")
-            .arg(format!("PONTE_GUIDE_STATE={}", h.state.display()))
-            .arg(format!("PONTE_GUIDE_HOSTS={}", self.host_map))
-            .arg(format!("PONTE_GUIDE_RELOAD_RESTARTS={RELOAD_RESTARTS}"))
+            .arg(format!("GUIDE_TEST_STATE={}", h.state.display()))
+            .arg(format!("GUIDE_TEST_HOSTS={}", self.host_map))
+            .arg(format!("GUIDE_TEST_RELOAD_RESTARTS={RELOAD_RESTARTS}"))
             .args(["bash", "-c", &script])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
