@@ -224,7 +224,7 @@ impl Agent {
         let endpoint = ponte_proto::endpoint::bind(any6, None)
             .or_else(|_| ponte_proto::endpoint::bind(any4, None))
             .context("opening the QUIC socket")?;
-        let audit = cfg.audit.open(&cfg.agent.id)?;
+        let audit = cfg.audit.open(&cfg.agent.id).map_err(anyhow::Error::msg)?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
         let operators = operators::Operators::from_config(&cfg.operators)?;
         if operators.len() == 0 {

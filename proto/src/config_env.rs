@@ -52,22 +52,16 @@ pub struct Override {
 impl Override {
     /// The key as the guide writes it: `site[2].budget_mbps` (from 1).
     pub fn key(&self) -> String {
-        let mut s = String::new();
-        for step in &self.path {
-            match step {
-                Step::Key(k) if s.is_empty() => s.push_str(k),
-                Step::Key(k) => {
-                    s.push('.');
-                    s.push_str(k);
-                }
-                Step::Item(i) => s.push_str(&format!("[{}]", i + 1)),
-            }
-        }
-        s
+        self.render(1)
     }
 
     /// The key as the config crate's path expression (0-based).
     fn expression(&self) -> String {
+        self.render(0)
+    }
+
+    /// The path with table items numbered from `first`.
+    fn render(&self, first: usize) -> String {
         let mut s = String::new();
         for step in &self.path {
             match step {
@@ -76,7 +70,7 @@ impl Override {
                     s.push('.');
                     s.push_str(k);
                 }
-                Step::Item(i) => s.push_str(&format!("[{i}]")),
+                Step::Item(i) => s.push_str(&format!("[{}]", i + first)),
             }
         }
         s

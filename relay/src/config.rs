@@ -161,67 +161,9 @@ impl RelayConfig {
     }
 }
 
-/// `[audit]`: where the audit goes, when it rotates and how long rotated
-/// files are kept (both limits 0 by default: nothing is ever deleted).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSection {
-    /// Audit file (JSON lines, hash-chained).
-    #[serde(default = "default_audit_path")]
-    pub path: PathBuf,
-    /// Rotate the file past this size, in MiB.
-    #[serde(default = "default_audit_mb")]
-    pub max_mb: u64,
-    /// Delete a rotated file this many days after its last line; 0 = never.
-    #[serde(default)]
-    pub keep_days: u64,
-    /// Keep at most this many rotated files; 0 = no limit.
-    #[serde(default)]
-    pub keep_files: u64,
-}
-
-impl Default for AuditSection {
-    fn default() -> Self {
-        Self { path: default_audit_path(), max_mb: default_audit_mb(), keep_days: 0, keep_files: 0 }
-    }
-}
-
-impl AuditSection {
-    /// What the log keeps.
-    pub fn retention(&self) -> ponte_proto::audit::Retention {
-        ponte_proto::audit::Retention { keep_days: self.keep_days, keep_files: self.keep_files }
-    }
-
-    /// Opens the log as `run` does, with the clock of the host.
-    pub fn open(&self, node: &str) -> Result<ponte_proto::audit::AuditLog> {
-        ponte_proto::audit::AuditLog::open_with(
-            &self.path,
-            node,
-            self.max_mb << 20,
-            self.retention(),
-            std::sync::Arc::new(std::time::SystemTime::now),
-        )
-        .with_context(|| format!("opening the audit log `{}` (`audit.path`)", self.path.display()))
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.max_mb == 0 || self.max_mb > 1 << 20 {
-            bail!("`audit.max_mb` = {}: expected 1 to {} MiB (64 is the default)", self.max_mb, 1u64 << 20);
-        }
-        if self.keep_days > 100 * 366 {
-            bail!("`audit.keep_days` = {}: at most {} (0 keeps files for ever)", self.keep_days, 100 * 366);
-        }
-        Ok(())
-    }
-}
-
-fn default_audit_path() -> PathBuf {
-    PathBuf::from("/var/lib/ponte/relay-audit.log")
-}
-
-fn default_audit_mb() -> u64 {
-    64
-}
+/// `[audit]`: where the audit goes, when it rotates, how long rotated files
+/// are kept (nothing is deleted by default).
+pub type AuditSection = ponte_proto::audit::AuditSection<{ ponte_proto::audit::RELAY }>;
 
 /// `[relay]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -444,7 +386,7 @@ impl RelayConfig {
         }
         check(self.check_upstreams());
         check(self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg));
-        check(self.audit.validate());
+        check(self.audit.check().map_err(anyhow::Error::msg));
         check(self.management.check().map_err(anyhow::Error::msg));
         check(self.check_rtsp_and_cascade());
         problems

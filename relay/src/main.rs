@@ -137,7 +137,8 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         id.key.secret_der(),
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
-    let audit = audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site)?, &cfg.relay.site);
+    let audit =
+        audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site);
     let audit = Arc::new(audit);
     let upstreams = Upstreams::new(
         &cfg.relay.site,
