@@ -14,7 +14,18 @@ use std::collections::HashMap;
 pub struct Access {
     sites: HashMap<String, SitePolicy>,
     tz: jiff::tz::TimeZone,
-    tags: HashMap<String, Vec<String>>,
+    /// Per camera id: its device, zone and type as this config has them,
+    /// and its tags. A catalog entry that does not match is not granted
+    /// (see [`Access::current`]).
+    known: HashMap<String, Known>,
+}
+
+/// What the config this policy was compiled with says of a camera.
+struct Known {
+    device: String,
+    zone: String,
+    kind: String,
+    tags: Vec<String>,
 }
 
 /// One row of `policy explain`.
@@ -39,13 +50,21 @@ impl Access {
         }
         let tz = jiff::tz::TimeZone::get(&cfg.policy.timezone)
             .with_context(|| format!("`policy.timezone` = {:?}", cfg.policy.timezone))?;
-        let mut tags = HashMap::new();
+        let mut known = HashMap::new();
         for d in &cfg.devices {
             for lens in 1..=d.lens_count() {
-                tags.insert(d.camera_id(lens), d.tags.clone());
+                known.insert(
+                    d.camera_id(lens),
+                    Known {
+                        device: d.id.clone(),
+                        zone: d.zone.clone(),
+                        kind: d.kind.name().to_owned(),
+                        tags: d.tags.clone(),
+                    },
+                );
             }
         }
-        Ok(Self { sites, tz, tags })
+        Ok(Self { sites, tz, known })
     }
 
     /// The policy of a site, if it has one (no policy: it sees nothing).
@@ -68,15 +87,24 @@ impl Access {
             device: &c.device,
             zone: &c.zone,
             kind: &c.kind,
-            tags: self.tags.get(&c.id).map(Vec::as_slice).unwrap_or(&[]),
+            tags: self.known.get(&c.id).map(|k| k.tags.as_slice()).unwrap_or(&[]),
         }
+    }
+
+    /// Whether this policy was compiled with the config `c` comes from. On
+    /// a reload the live catalog and the policy change one after the
+    /// other: a camera added (or re-tagged, moved to another zone) is not
+    /// granted until the policy that knows its tags is in force, so a
+    /// `deny = ["tag:..."]` can never miss it for a moment (fail closed).
+    fn current(&self, c: &CatalogEntry) -> bool {
+        self.known.get(&c.id).is_some_and(|k| k.device == c.device && k.zone == c.zone && k.kind == c.kind)
     }
 
     /// The catalog a site receives: only what it may see, at the qualities it may get.
     pub fn catalog(&self, site: &str, full: &[CatalogEntry]) -> Vec<CatalogEntry> {
         let Some(p) = self.sites.get(site) else { return Vec::new() };
         full.iter()
-            .filter(|c| matches!(p.visibility(&self.facts(c)), Visibility::Granted(_)))
+            .filter(|c| self.current(c) && matches!(p.visibility(&self.facts(c)), Visibility::Granted(_)))
             .filter_map(|c| {
                 let qualities = p.qualities(&c.qualities);
                 (!qualities.is_empty()).then(|| CatalogEntry {
@@ -92,6 +120,10 @@ impl Access {
     /// Whether `site` may receive `camera` at `quality` at `now`.
     pub fn evaluate(&self, site: &str, camera: &CatalogEntry, quality: Quality, now: LocalTime) -> Decision {
         match self.sites.get(site) {
+            Some(_) if !self.current(camera) => Decision::Deny {
+                hidden: true,
+                reason: format!("camera `{}` is changing with a config reload; ask again", camera.id),
+            },
             Some(p) => p.evaluate(&self.facts(camera), quality, now),
             None => Decision::Deny {
                 hidden: true,
@@ -113,6 +145,9 @@ impl Access {
             (PtzErrorCode::Unknown, format!("camera `{}` is not in the catalog of site `{site}`", camera.id))
         };
         let Some(p) = self.sites.get(site) else { return Err(unknown()) };
+        if !self.current(camera) {
+            return Err(unknown());
+        }
         let facts = self.facts(camera);
         if !matches!(p.visibility(&facts), Visibility::Granted(_))
             || p.qualities(&camera.qualities).is_empty()
@@ -205,5 +240,68 @@ impl Access {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[agent]
+id = "master"
+[tls]
+ca = "ca.pem"
+cert = "master.pem"
+key = "master.key"
+[[relay]]
+site = "questura"
+addr = "127.0.0.1:7443"
+[[site]]
+id = "questura"
+allow = ["zone:Giuseppina"]
+deny = ["tag:hospital"]
+[[device]]
+id = "piazza"
+name = "piazza"
+zone = "Giuseppina"
+type = "fixed"
+source = "synthetic"
+"#;
+
+    const HOSPITAL: &str = r#"
+[[device]]
+id = "osp-2"
+name = "ospedale"
+zone = "Giuseppina"
+type = "fixed"
+tags = ["hospital"]
+source = "synthetic"
+"#;
+
+    fn cfg(text: &str) -> AgentConfig {
+        AgentConfig::from_toml(text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
+    }
+
+    /// On a reload the catalog can change before the policy does: a camera
+    /// the running policy does not know (its tags unknown) is not granted,
+    /// so a `deny` on its tag never misses it.
+    #[test]
+    fn a_camera_the_policy_does_not_know_yet_is_not_granted() {
+        let old = Access::new(&cfg(BASE)).unwrap();
+        let new_cfg = cfg(&format!("{BASE}{HOSPITAL}"));
+        let catalog = crate::cameras::catalog_of(&new_cfg.devices);
+        let ids = |a: &Access| a.catalog("questura", &catalog).into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(&old), ["piazza"]);
+        let osp = catalog.iter().find(|c| c.id == "osp-2").unwrap();
+        let now = LocalTime { weekday: 0, minute: 600 };
+        assert!(matches!(old.evaluate("questura", osp, Quality::Main, now), Decision::Deny { hidden: true, .. }));
+        let new = Access::new(&new_cfg).unwrap();
+        assert_eq!(ids(&new), ["piazza"]);
+        assert!(matches!(new.evaluate("questura", osp, Quality::Main, now), Decision::Deny { hidden: true, .. }));
+        // Moved to another zone: not granted under the old facts either.
+        let moved = cfg(&BASE.replace("zone = \"Giuseppina\"", "zone = \"Po\""));
+        let moved_catalog = crate::cameras::catalog_of(&moved.devices);
+        assert!(old.catalog("questura", &moved_catalog).is_empty());
     }
 }
