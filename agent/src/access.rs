@@ -295,10 +295,16 @@ source = "synthetic"
         assert_eq!(ids(&old), ["piazza"]);
         let osp = catalog.iter().find(|c| c.id == "osp-2").unwrap();
         let now = LocalTime { weekday: 0, minute: 600 };
-        assert!(matches!(old.evaluate("questura", osp, Quality::Main, now), Decision::Deny { hidden: true, .. }));
+        assert!(matches!(
+            old.evaluate("questura", osp, Quality::Main, now),
+            Decision::Deny { hidden: true, .. }
+        ));
         let new = Access::new(&new_cfg).unwrap();
         assert_eq!(ids(&new), ["piazza"]);
-        assert!(matches!(new.evaluate("questura", osp, Quality::Main, now), Decision::Deny { hidden: true, .. }));
+        assert!(matches!(
+            new.evaluate("questura", osp, Quality::Main, now),
+            Decision::Deny { hidden: true, .. }
+        ));
         // Moved to another zone: not granted under the old facts either.
         let moved = cfg(&BASE.replace("zone = \"Giuseppina\"", "zone = \"Po\""));
         let moved_catalog = crate::cameras::catalog_of(&moved.devices);

@@ -1527,10 +1527,11 @@ async fn logout(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, heade
     if let Some(viewer) = session_cookie(&headers).and_then(|id| lock(&auth.sessions).remove(id)) {
         info!(viewer = viewer.name(), client = %client, "logout");
         auth.audit.logout(viewer.name(), client);
+        // The streams this browser session opened end with it (first: the
+        // save below may be slow, or this request dropped meanwhile).
+        auth.changes.send_modify(|n| *n += 1);
         // On disk before the answer: a restart must not bring it back.
         auth.save_sessions_now().await;
-        // The streams this browser session opened end with it.
-        auth.changes.send_modify(|n| *n += 1);
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

@@ -503,6 +503,9 @@ pub fn check_cli(path: &Path) -> i32 {
             ));
         }
     }
+    if let Err(p) = ponte_proto::config_check::check_writable("relay.state_dir", &cfg.sessions_file()) {
+        report.add(p);
+    }
     if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
         report.add(p);
     }

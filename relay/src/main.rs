@@ -177,9 +177,20 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         let (viewers, tokens) = accounts.counts();
         tracing::info!(viewers, tokens, audit = %cfg.audit.path.display(), "viewers must log in");
     }
+    // Sessions are kept across restarts there: a directory that cannot be
+    // written would let a logout come back after the next restart.
+    let sessions_file = cfg.sessions_file();
+    if let Some(dir) = sessions_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| {
+            format!("creating `{}` for the browser sessions (`relay.state_dir`)", dir.display())
+        })?;
+    }
+    ponte_proto::config_check::check_writable("relay.state_dir", &sessions_file)
+        .map_err(anyhow::Error::msg)?;
     let settings = auth::AuthSettings {
         open_ptz: cfg.relay.open_ptz,
-        sessions_file: Some(cfg.sessions_file()),
+        sessions_file: Some(sessions_file),
         ..Default::default()
     };
     let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), settings));

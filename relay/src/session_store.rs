@@ -76,6 +76,13 @@ pub fn save(path: &Path, sessions: &[StoredSession]) -> Result<()> {
     })?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    // The rename itself must reach the disk: after a power cut the old
+    // file could otherwise come back, with a session logged out since.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", dir.display()))?;
+    }
     Ok(())
 }
 
