@@ -153,6 +153,15 @@ pub struct DeletedFile {
     pub sha256: String,
     /// Hash of its last line: the next line's `prev`, where the kept chain starts.
     pub last_hash: String,
+    /// `prev` of its first line: where it joined the lines before it.
+    #[serde(default)]
+    pub first_prev: String,
+    /// Every line before this file was accounted for when it was deleted:
+    /// it started at the genesis, or where an earlier deletion line ended.
+    /// `false` means older files had already been removed by hand (or by
+    /// an older ponte), and `audit verify` still says so.
+    #[serde(default)]
+    pub start_accounted: bool,
 }
 
 /// One audit event.
@@ -281,7 +290,7 @@ pub fn verify_with(files: &[PathBuf], allow_missing_start: bool) -> Result<usize
     let mut count = 0;
     // Where the chain starts when not at the genesis: (file, prev, seq).
     let mut start: Option<(String, String, u64)> = None;
-    let mut anchors: Vec<(String, u64)> = Vec::new();
+    let mut anchors: Vec<(String, u64, bool)> = Vec::new();
     for path in files {
         let file_name = path.display().to_string();
         let broken = |line: usize, reason: String| BrokenLine { file: file_name.clone(), line, reason };
@@ -300,7 +309,7 @@ pub fn verify_with(files: &[PathBuf], allow_missing_start: bool) -> Result<usize
                 start = Some((file_name.clone(), fields.prev.clone(), fields.seq));
             }
             if let Some(d) = fields.deleted.filter(|_| fields.action == ACTION_FILE_DELETED) {
-                anchors.push((d.last_hash, d.last_seq));
+                anchors.push((d.last_hash, d.last_seq, d.start_accounted));
             }
             last_seq = Some(fields.seq);
             prev = Some(fields.hash);
@@ -308,8 +317,22 @@ pub fn verify_with(files: &[PathBuf], allow_missing_start: bool) -> Result<usize
         }
     }
     if let Some((file, prev, seq)) = start {
-        let anchored = anchors.iter().any(|(hash, last)| *hash == prev && last + 1 == seq);
-        if !anchored && !allow_missing_start {
+        let anchor = anchors.iter().find(|(hash, last, _)| *hash == prev && last + 1 == seq);
+        if let Some((_, _, false)) = anchor.filter(|_| !allow_missing_start) {
+            return Err(BrokenLine {
+                file,
+                line: 1,
+                reason: format!(
+                    "the chain starts at seq {seq}, where retention deleted the file before it, but \
+                     the `{ACTION_FILE_DELETED}` line says lines before that file were already \
+                     missing when it was deleted: older audit files had been removed by hand (or \
+                     by an older ponte, which deleted past 30 rotated files silently). Give the \
+                     older files too, oldest first, or pass `--allow-missing-start` to check only \
+                     these"
+                ),
+            });
+        }
+        if anchor.is_none() && !allow_missing_start {
             return Err(BrokenLine {
                 file,
                 line: 1,
@@ -332,12 +355,13 @@ struct LineInfo {
     seq: u64,
     time: String,
     hash: String,
+    prev: String,
 }
 
 impl LineInfo {
     fn parse(line: &str) -> Option<Self> {
         let f: Fields = serde_json::from_str(line).ok()?;
-        Some(Self { seq: f.seq, time: f.time, hash: f.hash })
+        Some(Self { seq: f.seq, time: f.time, hash: f.hash, prev: f.prev })
     }
 }
 
@@ -347,12 +371,38 @@ impl LineInfo {
 struct RotatedFile {
     first: Option<LineInfo>,
     last: Option<LineInfo>,
+    /// Its deletion is recorded but the file could not be removed yet:
+    /// the next try removes it without a second record.
+    recorded: bool,
 }
 
 impl RotatedFile {
     fn read(path: &Path) -> Self {
-        Self { first: first_line(path).ok().flatten(), last: last_line(path).ok().flatten() }
+        Self { first: first_line(path).ok().flatten(), last: last_line(path).ok().flatten(), recorded: false }
     }
+}
+
+/// The end of the most recent deletion line: `(last_hash, last_seq,
+/// start_accounted)`, where the next file must start for the chain before
+/// it to stay accounted for.
+type DeletionEnd = (String, u64, bool);
+
+/// The most recent `audit-file-deleted` line in `files` (oldest first).
+fn last_deletion_in(files: &[PathBuf]) -> Option<DeletionEnd> {
+    let mut found = None;
+    for path in files {
+        let Ok(f) = File::open(path) else { continue };
+        for line in BufReader::new(f).lines().map_while(Result::ok) {
+            if !line.contains(ACTION_FILE_DELETED) {
+                continue;
+            }
+            let Ok(fields) = serde_json::from_str::<Fields>(&line) else { continue };
+            if let Some(d) = fields.deleted.filter(|_| fields.action == ACTION_FILE_DELETED) {
+                found = Some((d.last_hash, d.last_seq, d.start_accounted));
+            }
+        }
+    }
+    found
 }
 
 struct Writer {
@@ -368,6 +418,8 @@ struct Writer {
     deleted: u64,
     /// Why retention is stuck, if it is.
     blocked: Option<String>,
+    /// The most recent deletion line, once looked for (`None`: not yet).
+    last_deletion: Option<Option<DeletionEnd>>,
 }
 
 /// Wall clock of the log: line times and file ages (a fake one in tests).
@@ -512,6 +564,7 @@ impl AuditLog {
                 rotated,
                 deleted: 0,
                 blocked: None,
+                last_deletion: None,
             }),
             errors: Default::default(),
         };
@@ -550,7 +603,7 @@ impl AuditLog {
         w.file.write_all(b"\n")?;
         w.file.sync_data()?;
         w.size += line.len() as u64 + 1;
-        let info = LineInfo { seq: w.seq, time: record.time, hash: hash.clone() };
+        let info = LineInfo { seq: w.seq, time: record.time, hash: hash.clone(), prev: w.prev.clone() };
         w.live = Some(match w.live.take() {
             Some((first, _)) => (first, info),
             None => (info.clone(), info),
@@ -569,7 +622,7 @@ impl AuditLog {
         }
         std::fs::rename(&self.path, rotated(&self.path, 1))?;
         let (first, last) = w.live.take().unzip();
-        w.rotated.insert(0, RotatedFile { first, last });
+        w.rotated.insert(0, RotatedFile { first, last, recorded: false });
         w.file = open_append(&self.path)?;
         w.size = 0;
         Ok(())
@@ -638,6 +691,26 @@ impl AuditLog {
                 ));
                 break;
             };
+            if oldest.recorded {
+                // Recorded on an earlier try whose removal failed.
+                if let Err(e) = std::fs::remove_file(&path) {
+                    w.blocked =
+                        Some(format!("cannot delete {} (its deletion is recorded): {e}", path.display()));
+                    break;
+                }
+                w.rotated.pop();
+                w.deleted += 1;
+                w.blocked = None;
+                continue;
+            }
+            if w.last_deletion.is_none() {
+                let mut files: Vec<PathBuf> =
+                    (1..=w.rotated.len()).rev().map(|n| rotated(&self.path, n)).collect();
+                files.push(self.path.clone());
+                w.last_deletion = Some(last_deletion_in(&files));
+            }
+            let start_accounted = (first.seq == 0 && first.prev == GENESIS)
+                || matches!(&w.last_deletion, Some(Some((hash, seq, true))) if *hash == first.prev && seq + 1 == first.seq);
             let sha256 = match file_sha256(&path) {
                 Ok(h) => h,
                 Err(e) => {
@@ -654,12 +727,23 @@ impl AuditLog {
                 last_time: last.time,
                 sha256,
                 last_hash: last.hash,
+                first_prev: first.prev,
+                start_accounted,
+            };
+            let gap = if start_accounted {
+                String::new()
+            } else {
+                format!(
+                    "; the lines before it (seq < {}) were already missing, removed without a \
+                     deletion line (by hand, or by an older ponte)",
+                    deleted.first_seq
+                )
             };
             let record = AuditRecord {
                 action: ACTION_FILE_DELETED.into(),
                 outcome: "deleted".into(),
                 reason: Some(format!(
-                    "{name} deleted by retention: {why}; it held lines {} to {}, {} to {}, sha256 {}",
+                    "{name} deleted by retention: {why}; it held lines {} to {}, {} to {}, sha256 {}{gap}",
                     deleted.first_seq,
                     deleted.last_seq,
                     deleted.first_time,
@@ -675,10 +759,14 @@ impl AuditLog {
                 w.blocked = Some(format!("cannot record the deletion of {}: {e}", path.display()));
                 break;
             }
+            w.last_deletion = Some(Some((deleted.last_hash.clone(), deleted.last_seq, start_accounted)));
             // Recording may have rotated: the oldest file is the last one still.
             let path = rotated(&self.path, w.rotated.len());
             if let Err(e) = std::fs::remove_file(&path) {
-                w.blocked = Some(format!("cannot delete {}: {e}", path.display()));
+                w.blocked = Some(format!("cannot delete {} (its deletion is recorded): {e}", path.display()));
+                if let Some(oldest) = w.rotated.last_mut() {
+                    oldest.recorded = true;
+                }
                 break;
             }
             w.rotated.pop();
@@ -691,6 +779,7 @@ impl AuditLog {
                 first_time = %deleted.first_time,
                 last_time = %deleted.last_time,
                 sha256 = %deleted.sha256,
+                start_accounted,
                 "audit file deleted by retention: {why}"
             );
         }
@@ -1033,6 +1122,34 @@ mod tests {
         std::fs::remove_file(&files[0]).unwrap();
         let err = verify(&chain_files(&path)).unwrap_err();
         assert!(err.reason.contains("starts at seq"), "{err}");
+        assert!(verify_with(&chain_files(&path), true).is_ok());
+    }
+
+    #[test]
+    fn retention_does_not_hide_files_removed_by_hand_before_it() {
+        let path = tmp("by-hand-then-retention");
+        let (clock, _) = fake_clock(T0);
+        let log = AuditLog::open_with(&path, "master", 600, Retention::default(), clock.clone()).unwrap();
+        for i in 0..30 {
+            log.write(rec(i)).unwrap();
+        }
+        drop(log);
+        // Someone removes the oldest file by hand, then retention is set.
+        let files = chain_files(&path);
+        assert!(files.len() >= 4, "{files:?}");
+        std::fs::remove_file(&files[0]).unwrap();
+        let retention = Retention { keep_days: 0, keep_files: 1 };
+        let log = AuditLog::open_with(&path, "master", 600, retention, clock).unwrap();
+        log.write(rec(99)).unwrap();
+        assert!(log.retention_status().deleted_since_start > 0);
+        let deleted: Vec<AuditRecord> =
+            deletion_lines(&path).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let first = deleted[0].deleted.clone().unwrap();
+        assert!(!first.start_accounted, "{first:?}");
+        assert!(deleted[0].reason.as_deref().unwrap().contains("already missing"), "{:?}", deleted[0]);
+        // The deletion lines do not launder the gap: verify still fails.
+        let err = verify(&chain_files(&path)).unwrap_err();
+        assert!(err.reason.contains("already missing"), "{err}");
         assert!(verify_with(&chain_files(&path), true).is_ok());
     }
 

@@ -2,7 +2,7 @@
 //! passwd`: from a terminal without echo and twice (a typo nobody saw would
 //! lock the account out), from a pipe as one line (scripts feed it that way).
 
-use rustix::termios::{self, LocalModes, OptionalActions, Termios};
+use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 use std::io::{BufRead, IsTerminal, Write};
 
 /// Why no password was read.
@@ -14,7 +14,12 @@ pub enum PromptError {
     Echo(rustix::io::Errno),
     #[error("the two passwords differ: nothing was written; run the command again")]
     Mismatch,
+    #[error("interrupted: nothing was written")]
+    Interrupted,
 }
+
+/// The byte Ctrl-C sends when the terminal does not turn it into SIGINT.
+const CTRL_C: u8 = 0x03;
 
 /// Reads a new password: on a terminal, prompts on stderr and reads it
 /// twice with echo off; otherwise reads one line. The line end is removed.
@@ -44,7 +49,12 @@ fn read_hidden(prompt: &str) -> Result<String, PromptError> {
     let line = read_line(&mut stdin.lock());
     // The Enter the user typed was not echoed either.
     let _ = writeln!(stderr);
-    line
+    match line {
+        // Ctrl-C ends the line (see EchoOff) instead of killing the process
+        // with echo still off.
+        Ok(l) if l.as_bytes().contains(&CTRL_C) => Err(PromptError::Interrupted),
+        other => other,
+    }
 }
 
 fn read_line(input: &mut impl BufRead) -> Result<String, PromptError> {
@@ -69,6 +79,11 @@ impl<'a> EchoOff<'a> {
         // editing, Ctrl-U) and signals.
         quiet.local_modes.remove(LocalModes::ECHO | LocalModes::ECHOE | LocalModes::ECHOK);
         quiet.local_modes.remove(LocalModes::ECHONL);
+        // A signal would kill the process before Drop puts echo back, and
+        // leave the admin's shell blind: Ctrl-C becomes a line end the
+        // reader sees (canonical mode ends a line at VEOL too).
+        quiet.local_modes.remove(LocalModes::ISIG);
+        quiet.special_codes[SpecialCodeIndex::VEOL] = CTRL_C;
         termios::tcsetattr(stdin, OptionalActions::Flush, &quiet).map_err(PromptError::Echo)?;
         Ok(EchoOff { stdin, saved })
     }

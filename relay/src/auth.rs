@@ -706,6 +706,11 @@ impl SessionTable {
     ) -> usize {
         let mut n = 0;
         for s in stored {
+            // Last seen in the future: the clock went back (a lost RTC, a
+            // bad NTP step), so how long it was idle is unknown: not taken back.
+            if s.last_seen_unix > now_unix.saturating_add(CLOCK_SLACK_SECS) {
+                continue;
+            }
             let idle_for = Duration::from_secs(now_unix.saturating_sub(s.last_seen_unix));
             let (Some(last_seen), Some(credential)) =
                 (now.checked_sub(idle_for), credential_from_hex(&s.credential))
@@ -751,6 +756,10 @@ impl SessionTable {
         self.sessions.len()
     }
 }
+
+/// How far in the future a stored session's last use may be (clock steps
+/// between the save and the restart) and still be taken back.
+const CLOCK_SLACK_SECS: u64 = 60;
 
 /// A new session id: 256 random bits, hex.
 pub fn new_session_id() -> String {
@@ -1876,8 +1885,11 @@ mod tests {
         assert!(back.get("cookie-old", t1).is_none());
         // An account the config no longer has (or with other credentials) stays out.
         let mut gone = SessionTable::new(12 * hour, 10);
-        assert_eq!(gone.restore(stored, |_| None, t1, unix), 0);
+        assert_eq!(gone.restore(stored.clone(), |_| None, t1, unix), 0);
         assert!(gone.get("cookie-a", t1).is_none());
+        // A clock that went back a day: how long they were idle is unknown.
+        let mut behind = SessionTable::new(12 * hour, 10);
+        assert_eq!(behind.restore(stored, |v| Some(v.clone()), t1, unix - 24 * 3600), 0);
     }
 
     #[test]

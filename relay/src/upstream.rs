@@ -962,7 +962,9 @@ impl Upstreams {
                     let mut gone: Vec<TrackKey> = link
                         .subs
                         .values()
-                        .filter(|k| !link.catalog.iter().any(|c| c.id == k.camera))
+                        .filter(|k| {
+                            !link.catalog.iter().any(|c| c.id == k.camera && c.qualities.contains(&k.quality))
+                        })
                         .cloned()
                         .collect();
                     // Orphans this upstream fed before and no longer grants.

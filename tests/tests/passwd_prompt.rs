@@ -22,6 +22,8 @@ struct Typed {
     /// Everything the terminal showed (prompts, echo, errors).
     screen: String,
     stdout: String,
+    /// The terminal echoes again once the command has exited.
+    echo_after: bool,
 }
 
 /// Runs `bin args` with stdin and stderr on a pseudo-terminal (stdout piped,
@@ -73,8 +75,9 @@ fn type_at_terminal(bin: &str, args: &[&str], prompts: &[&str], answers: &[&str]
     let mut stdout = String::new();
     child.stdout.take().context("stdout")?.read_to_string(&mut stdout)?;
     let status = child.wait()?;
+    let echo_after = echo_is_on(&master)?;
     let _ = reader.join();
-    Ok(Typed { status, screen: shown(), stdout })
+    Ok(Typed { status, screen: shown(), stdout, echo_after })
 }
 
 /// A pseudo-terminal's master (as a file) and slave side.
@@ -90,6 +93,19 @@ fn open_pty() -> Result<(File, OwnedFd)> {
     }
     // SAFETY: both fds were just opened by openpty and are owned by nobody else.
     Ok(unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+}
+
+/// The terminal's ECHO flag (the master side shares the slave's modes).
+fn echo_is_on(master: &File) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: termios is plain data, zeroed is a valid value; tcgetattr
+    // fills it from an fd this function borrows.
+    let mut modes: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; the fd is open for the duration of the call.
+    if unsafe { libc::tcgetattr(master.as_raw_fd(), &mut modes) } != 0 {
+        bail!("tcgetattr: {}", std::io::Error::last_os_error());
+    }
+    Ok(modes.c_lflag & libc::ECHO != 0)
 }
 
 fn verifies(phc: &str, password: &str) -> bool {
@@ -132,6 +148,23 @@ fn passwd_at_a_terminal_refuses_two_different_passwords() -> Result<()> {
         assert!(!typed.status.success(), "a mismatch must fail: {what}");
         assert!(typed.screen.contains("differ"), "the error says why: {what}");
         assert!(phc_in(&typed.stdout).is_none(), "nothing is written on a mismatch: {what}");
+    }
+    Ok(())
+}
+
+#[test]
+fn ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back() -> Result<()> {
+    for (bin, args) in commands() {
+        // Ctrl-C in the middle of the second answer.
+        let typed = type_at_terminal(bin, &args, &["password", "again"], &[PASSWORD, "ponte\u{3}"])?;
+        let what = format!(
+            "{bin} {args:?}: status {}, terminal {:?}, stdout {:?}",
+            typed.status, typed.screen, typed.stdout
+        );
+        assert!(!typed.status.success(), "Ctrl-C must fail: {what}");
+        assert!(typed.screen.contains("interrupted"), "the error says why: {what}");
+        assert!(phc_in(&typed.stdout).is_none(), "nothing is written on Ctrl-C: {what}");
+        assert!(typed.echo_after, "the terminal was left without echo: {what}");
     }
     Ok(())
 }
