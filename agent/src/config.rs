@@ -5,7 +5,10 @@ use ponte_proto::media::{Codec, Quality};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub use ponte_proto::endpoint::TransportSection;
+pub use ponte_proto::tls::TlsSection;
 
 /// The whole agent config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,37 +162,6 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 512;
 
 fn default_max_subscriptions() -> u32 {
     DEFAULT_MAX_SUBSCRIPTIONS
-}
-
-/// `[tls]`: PEM files issued by `ponte-agent pki`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// Deployment CA certificate.
-    pub ca: PathBuf,
-    /// This node's certificate.
-    pub cert: PathBuf,
-    /// This node's private key.
-    pub key: PathBuf,
-}
-
-/// `[transport]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransportSection {
-    /// UDP segmentation offload (turn off on NICs/VMs that mishandle it).
-    #[serde(default = "yes")]
-    pub gso: bool,
-}
-
-impl Default for TransportSection {
-    fn default() -> Self {
-        Self { gso: true }
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `[[relay]]`: one partner site's relay.
@@ -683,26 +655,12 @@ impl Device {
 /// key, and returns the exit code (0 OK, 1 problems).
 pub fn check_cli(path: &Path) -> i32 {
     let mut report = ponte_proto::config_check::Report::new(path);
-    let (cfg, env_problems) = ponte_proto::config_env::load_report::<AgentConfig>(path, std::env::vars_os());
-    for p in env_problems {
-        report.add(p);
-    }
-    let Some(cfg) = cfg else { return report.finish("") };
+    let Some(cfg) = report.load::<AgentConfig>() else { return report.finish("") };
     for p in cfg.problems() {
         report.add_error(p.as_ref());
     }
-    let (_, tls) = ponte_proto::tls::check_files(
-        &cfg.tls.ca,
-        &cfg.tls.cert,
-        &cfg.tls.key,
-        ponte_proto::config_check::unix_now(),
-    );
-    for p in tls {
-        report.add(p);
-    }
-    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
-        report.add(p);
-    }
+    report.tls(&cfg.tls);
+    report.writable("audit.path", &cfg.audit.path);
     let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
     report.finish(&format!(
         "agent `{}`: {} relay(s), {} device(s), {cameras} camera(s), {} [[site]] polic(ies), {} operator(s); audit `{}`, {}",

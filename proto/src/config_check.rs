@@ -4,6 +4,8 @@
 //! of stopping at the first. Run before start (`ExecStartPre=` in the
 //! systemd units) so a bad edit is refused with the whole list.
 
+use crate::tls::{Identity, TlsSection};
+use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The problems found in one config file.
@@ -48,6 +50,29 @@ impl Report {
         let chain: Vec<String> =
             std::iter::successors(Some(error), |e| e.source()).map(|e| e.to_string()).collect();
         self.add(chain.join(": "));
+    }
+
+    /// Loads the config as `run` does (`PONTE_*` overrides from the
+    /// environment), recording what stops the load; `None` when it failed.
+    pub fn load<T: Serialize + DeserializeOwned>(&mut self) -> Option<T> {
+        let (cfg, problems) = crate::config_env::load_report::<T>(&self.file, std::env::vars_os());
+        self.problems.extend(problems);
+        cfg
+    }
+
+    /// Reads the `[tls]` files (parse, key matches certificate, chains to
+    /// the CA, not expired); the node's identity when they are usable.
+    pub fn tls(&mut self, tls: &TlsSection) -> Option<Identity> {
+        let (id, problems) = crate::tls::check_files(&tls.ca, &tls.cert, &tls.key, unix_now());
+        self.problems.extend(problems);
+        id
+    }
+
+    /// [`check_writable`], recorded.
+    pub fn writable(&mut self, key: &str, path: &Path) {
+        if let Err(p) = check_writable(key, path) {
+            self.add(p);
+        }
     }
 
     /// True when nothing was found.

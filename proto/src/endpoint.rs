@@ -6,6 +6,25 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// `[transport]` of a node's config.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// UDP segmentation offload (turn off on NICs/VMs that mishandle it).
+    #[serde(default = "yes")]
+    pub gso: bool,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        Self { gso: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Socket buffer asked for (the kernel caps it at `net.core.rmem_max` /
 /// `wmem_max`; raise those for multi-Gbit/s links).
 pub const SOCKET_BUFFER: usize = 8 << 20;

@@ -12,6 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `[tls]` of a node's config: PEM files issued by `ponte-agent pki`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Deployment CA certificate.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use ponte_proto::endpoint::TransportSection;
+pub use ponte_proto::tls::TlsSection;
+
 /// The whole relay config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,33 +283,6 @@ fn default_linger() -> u64 {
     5
 }
 
-/// `[tls]`: PEM files issued by `ponte-agent pki`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// Deployment CA certificate.
-    pub ca: PathBuf,
-    /// This relay's certificate.
-    pub cert: PathBuf,
-    /// This relay's private key.
-    pub key: PathBuf,
-}
-
-/// `[transport]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransportSection {
-    /// UDP segmentation offload.
-    #[serde(default = "yes")]
-    pub gso: bool,
-}
-
-impl Default for TransportSection {
-    fn default() -> Self {
-        Self { gso: true }
-    }
-}
-
 fn yes() -> bool {
     true
 }
@@ -475,23 +451,11 @@ impl RelayConfig {
 /// the exit code (0 OK, 1 problems).
 pub fn check_cli(path: &Path) -> i32 {
     let mut report = ponte_proto::config_check::Report::new(path);
-    let (cfg, env_problems) = ponte_proto::config_env::load_report::<RelayConfig>(path, std::env::vars_os());
-    for p in env_problems {
-        report.add(p);
-    }
-    let Some(cfg) = cfg else { return report.finish("") };
+    let Some(cfg) = report.load::<RelayConfig>() else { return report.finish("") };
     for p in cfg.problems() {
         report.add_error(p.as_ref());
     }
-    let (id, tls) = ponte_proto::tls::check_files(
-        &cfg.tls.ca,
-        &cfg.tls.cert,
-        &cfg.tls.key,
-        ponte_proto::config_check::unix_now(),
-    );
-    for p in tls {
-        report.add(p);
-    }
+    let id = report.tls(&cfg.tls);
     // As `run` refuses it: the certificate must name this relay's site.
     if let Some(id) = id {
         let own = id.chain.first().and_then(|c| ponte_proto::tls::site_of_certificate(c));
@@ -503,12 +467,8 @@ pub fn check_cli(path: &Path) -> i32 {
             ));
         }
     }
-    if let Err(p) = ponte_proto::config_check::check_writable("relay.state_dir", &cfg.sessions_file()) {
-        report.add(p);
-    }
-    if let Err(p) = ponte_proto::config_check::check_writable("audit.path", &cfg.audit.path) {
-        report.add(p);
-    }
+    report.writable("relay.state_dir", &cfg.sessions_file());
+    report.writable("audit.path", &cfg.audit.path);
     let accounts = if cfg.viewers.is_empty() && cfg.tokens.is_empty() {
         "no accounts (`relay.allow_anonymous`)".to_owned()
     } else {
