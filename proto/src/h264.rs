@@ -158,16 +158,26 @@ pub fn find_capture_time(access_unit: &[u8]) -> Option<u64> {
     nal_units(access_unit).find_map(parse_capture_time_sei)
 }
 
-/// Prepends SPS/PPS (raw NALs) to an IDR access unit that lacks them, so a
-/// decoder joining at this keyframe can start. Returns the input unchanged
-/// (no copy) when they are already there.
+/// Prepends the SPS/PPS (raw NALs) an IDR access unit lacks, so a decoder
+/// joining at this keyframe can start; a set already in the unit is not
+/// repeated. Returns the input unchanged (no copy) when none is missing.
 pub fn with_parameter_sets(access_unit: &Bytes, sets: &[Bytes]) -> Bytes {
     let (sps, pps) = parameter_sets(access_unit);
-    if (sps.is_some() && pps.is_some()) || sets.is_empty() {
+    if sps.is_some() && pps.is_some() {
         return access_unit.clone();
     }
-    let mut out =
-        BytesMut::with_capacity(access_unit.len() + sets.iter().map(|p| p.len() + 4).sum::<usize>());
+    let present = |t| (t == nal::SPS && sps.is_some()) || (t == nal::PPS && pps.is_some());
+    prepend(access_unit, sets.iter().filter(|ps| !nal_type(ps).is_some_and(present)))
+}
+
+/// `access_unit` with `sets` in front, each behind a start code; the input
+/// itself (no copy) when `sets` is empty.
+pub(crate) fn prepend<'a>(access_unit: &Bytes, sets: impl Iterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let extra: usize = sets.clone().map(|ps| ps.len() + 4).sum();
+    if extra == 0 {
+        return access_unit.clone();
+    }
+    let mut out = BytesMut::with_capacity(access_unit.len() + extra);
     for ps in sets {
         out.put_slice(&[0, 0, 0, 1]);
         out.put_slice(ps);
@@ -219,7 +229,11 @@ mod tests {
         let out = with_parameter_sets(&au, &ps);
         assert_eq!(&out[..], &[0, 0, 0, 1, 0x67, 7, 0, 0, 0, 1, 0x68, 8, 0, 0, 0, 1, 0x65, 1]);
         let again = with_parameter_sets(&out, &ps);
-        assert_eq!(again, out);
+        assert_eq!(again.as_ptr(), out.as_ptr(), "no copy when both are there");
+        // Only what is missing is added.
+        let only_sps = Bytes::from_static(&[0, 0, 0, 1, 0x67, 7, 0, 0, 0, 1, 0x65, 1]);
+        let out = with_parameter_sets(&only_sps, &ps);
+        assert_eq!(&out[..], &[0, 0, 0, 1, 0x68, 8, 0, 0, 0, 1, 0x67, 7, 0, 0, 0, 1, 0x65, 1]);
     }
 
     proptest! {

@@ -1,8 +1,8 @@
 //! H.265 Annex-B helpers: NAL types, keyframe (IRAP) detection and parameter
 //! sets. NAL iteration is shared with H.264 ([`crate::h264::nal_units`]).
 
-use crate::h264::nal_units;
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::h264::{nal_units, prepend};
+use bytes::Bytes;
 
 /// H.265 NAL unit types ponte cares about.
 pub mod nal {
@@ -72,21 +72,21 @@ pub fn parameter_sets(access_unit: &[u8]) -> ParameterSets<'_> {
     found
 }
 
-/// Prepends VPS/SPS/PPS (raw NALs) to an IRAP access unit that lacks them, so
-/// a decoder joining at this keyframe can start. Returns the input unchanged
-/// (no copy) when they are already there.
+/// Prepends the VPS/SPS/PPS (raw NALs) an IRAP access unit lacks, so a
+/// decoder joining at this keyframe can start; a set already in the unit is
+/// not repeated. Returns the input unchanged (no copy) when none is missing.
 pub fn with_parameter_sets(access_unit: &Bytes, sets: &[Bytes]) -> Bytes {
-    if parameter_sets(access_unit).complete() || sets.is_empty() {
+    let found = parameter_sets(access_unit);
+    if found.complete() {
         return access_unit.clone();
     }
-    let mut out =
-        BytesMut::with_capacity(access_unit.len() + sets.iter().map(|p| p.len() + 4).sum::<usize>());
-    for ps in sets {
-        out.put_slice(&[0, 0, 0, 1]);
-        out.put_slice(ps);
-    }
-    out.put_slice(access_unit);
-    out.freeze()
+    let present = |t| match t {
+        nal::VPS => found.vps.is_some(),
+        nal::SPS => found.sps.is_some(),
+        nal::PPS => found.pps.is_some(),
+        _ => false,
+    };
+    prepend(access_unit, sets.iter().filter(|ps| !nal_type(ps).is_some_and(present)))
 }
 
 #[cfg(test)]
@@ -133,6 +133,9 @@ mod tests {
         assert_eq!(full, annex_b(&[&VPS, &SPS, &PPS, &IDR]));
         let again = with_parameter_sets(&full, &sets);
         assert_eq!(again.as_ptr(), full.as_ptr(), "no copy when already complete");
+        // Only what is missing is added.
+        let no_vps = annex_b(&[&SPS, &PPS, &IDR]);
+        assert_eq!(with_parameter_sets(&no_vps, &sets), annex_b(&[&VPS, &SPS, &PPS, &IDR]));
     }
 
     proptest! {

@@ -229,14 +229,22 @@ impl RtpClock {
         Self { last_pts: None, timestamp: first_timestamp }
     }
 
-    /// Timestamp of the frame with `pts`.
+    /// Timestamp of the frame with `pts`: its pts step, or one nominal frame
+    /// when the step is zero, backwards or beyond [`MAX_STEP_TICKS`] (two
+    /// frames never share a timestamp, which receivers read as one picture).
     pub fn stamp(&mut self, pts: u64) -> u32 {
-        if let Some(last) = self.last_pts {
-            let step = match pts.checked_sub(last) {
-                Some(d) if d <= MAX_STEP_TICKS => d as u32,
-                _ => DEFAULT_FRAME_TICKS,
-            };
-            self.timestamp = self.timestamp.wrapping_add(step);
+        let step = match self.last_pts.map(|last| pts.checked_sub(last)) {
+            Some(Some(d)) if d > 0 && d <= MAX_STEP_TICKS => d as u32,
+            _ => DEFAULT_FRAME_TICKS,
+        };
+        self.advance(pts, step)
+    }
+
+    /// Timestamp of the frame with `pts`, `ticks` after the previous one
+    /// whatever its pts says (a backlog played out faster than real time).
+    pub fn advance(&mut self, pts: u64, ticks: u32) -> u32 {
+        if self.last_pts.is_some() {
+            self.timestamp = self.timestamp.wrapping_add(ticks);
         }
         self.last_pts = Some(pts);
         self.timestamp

@@ -34,11 +34,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use bytes::BytesMut;
 use futures_util::future::BoxFuture;
-use ponte_proto::h264;
+use ponte_proto::egress::{Arrival, EgressGate, Verdict};
 use ponte_proto::hub::{HubItem, TrackReader};
-use ponte_proto::media::{Codec, CodecConfig, Quality};
+use ponte_proto::media::{Codec, Quality};
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
 use rtc::rtp;
@@ -78,14 +77,6 @@ const H264_PAYLOAD_TYPE: u8 = 102;
 /// RTP packet size (header included), as webrtc-rs' own sample tracks use.
 const RTP_MTU: usize = 1200;
 const RTP_HEADER_BYTES: usize = 12;
-/// 90 kHz ticks of one frame at 15 fps, used when pts cannot tell.
-const DEFAULT_FRAME_TICKS: u32 = 6_000;
-/// Frames of a backlog (the cached GOP, or frames queued while connecting)
-/// are stamped this close together, so the browser shows the newest one at
-/// once instead of replaying the backlog in real time.
-const CATCH_UP_TICKS: u32 = 90;
-/// A pts step larger than this is a discontinuity (camera restart), not time.
-const MAX_FRAME_TICKS: u64 = 10 * 90_000;
 /// ICE connectivity-check pace. webrtc-rs' default (200 ms) delays the
 /// relay's side of a new session by up to that much before DTLS can start
 /// (measured: DTLS connected 150 ms after ICE, 15 ms at this pace).
@@ -624,9 +615,9 @@ async fn offer(
     // An item already queued comes from the cached GOP: a backlog to catch up on.
     let q = quality.name();
     let (first, first_queued) = match reader.try_next() {
-        Some(item) => (item, true),
+        Some(item) => (item, Arrival::Queued),
         None => match timeout(state.settings.first_frame_timeout, reader.next()).await {
-            Ok(Some(item)) => (item, false),
+            Ok(Some(item)) => (item, Arrival::Live),
             Ok(None) => {
                 return Err(Reject::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -1101,8 +1092,8 @@ struct Session {
     camera: String,
     peer: Peer,
     reader: TrackReader,
-    /// The first item, read while answering, and whether it was already queued.
-    first: Option<(HubItem, bool)>,
+    /// The first item, read while answering, and how it arrived.
+    first: Option<(HubItem, Arrival)>,
     /// A reason, or the sender dropped (DELETE): the session ends.
     stop: oneshot::Receiver<End>,
     _permit: OwnedSemaphorePermit,
@@ -1184,7 +1175,7 @@ impl Session {
     }
 
     async fn pump(&mut self, settings: &WhepSettings, sent: &mut Sent) -> End {
-        let mut gate = FrameGate::new(rand::random());
+        let mut gate = EgressGate::new(Codec::H264, rand::random());
         let mut packetizer = H264Packetizer::new(self.peer.ssrc, self.peer.payload_type, rand::random());
         let mut pending = self.first.take();
         let mut disconnected_since: Option<Instant> = None;
@@ -1203,10 +1194,10 @@ impl Session {
                 }
                 _ => disconnected_since = None,
             }
-            let (item, queued) = if let Some(first) = pending.take() {
+            let (item, arrival) = if let Some(first) = pending.take() {
                 first
             } else if let Some(item) = self.reader.try_next() {
-                (item, true)
+                (item, Arrival::Queued)
             } else {
                 let grace_end = disconnected_since.map(|s| s + settings.disconnect_grace);
                 tokio::select! {
@@ -1219,15 +1210,15 @@ impl Session {
                     }
                     _ = sleep_until_opt(grace_end) => continue,
                     item = self.reader.next() => match item {
-                        Some(item) => (item, false),
+                        Some(item) => (item, Arrival::Live),
                         None => return self.reader.revoked().map_or(End::TrackEnded, |why| End::Revoked(why.to_string())),
                     },
                 }
             };
-            let (payload, timestamp) = match gate.accept(&item, queued) {
-                Gate::Skip => continue,
-                Gate::Unsupported(codec) => return End::Unsupported(codec),
-                Gate::Send { payload, timestamp } => (payload, timestamp),
+            let (payload, timestamp) = match gate.accept(&item, arrival) {
+                Verdict::Skip => continue,
+                Verdict::CodecChanged(codec) => return End::Unsupported(codec),
+                Verdict::Send { payload, timestamp } => (payload, timestamp),
             };
             for packet in packetizer.packetize(&payload, timestamp) {
                 if let Err(e) = self.peer.track.write_rtp(packet).await {
@@ -1245,124 +1236,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// What to do with one hub item.
-#[derive(Debug, PartialEq, Eq)]
-enum Gate {
-    /// Not decodable yet (no keyframe since the start or a gap): drop it.
-    Skip,
-    /// The track is not H.264; the session must end.
-    Unsupported(Codec),
-    /// Send this access unit with this RTP timestamp.
-    Send { payload: Bytes, timestamp: u32 },
-}
-
-/// Decides which frames go out and stamps them: starts at a keyframe, waits
-/// for the next keyframe after a gap, repairs keyframes that lack SPS/PPS, and
-/// maps pts to RTP time, compressing a backlog so playback starts at the live
-/// edge.
-#[derive(Debug)]
-struct FrameGate {
-    waiting_for_key: bool,
-    catching_up: bool,
-    gop_seq: Option<u64>,
-    last_pts: Option<u64>,
-    timestamp: u32,
-}
-
-impl FrameGate {
-    fn new(first_timestamp: u32) -> Self {
-        Self {
-            waiting_for_key: true,
-            catching_up: true,
-            gop_seq: None,
-            last_pts: None,
-            timestamp: first_timestamp,
-        }
-    }
-
-    /// `queued`: the item was already waiting when asked for (a backlog),
-    /// rather than arriving live.
-    fn accept(&mut self, item: &HubItem, queued: bool) -> Gate {
-        if item.config.codec != Codec::H264 {
-            return Gate::Unsupported(item.config.codec);
-        }
-        if let Some(prev) = self.gop_seq {
-            if item.gop_seq != prev {
-                // A new GOP must open with its keyframe; otherwise frames were lost.
-                if !item.frame.keyframe {
-                    self.waiting_for_key = true;
-                }
-                // GOPs were skipped: the reader fell behind, what follows is a backlog.
-                if item.gop_seq > prev.saturating_add(1) {
-                    self.catching_up = true;
-                }
-            }
-        }
-        self.gop_seq = Some(item.gop_seq);
-        if self.waiting_for_key {
-            if !item.frame.keyframe {
-                return Gate::Skip;
-            }
-            self.waiting_for_key = false;
-        }
-        if !queued {
-            self.catching_up = false;
-        }
-        let pts = item.frame.pts;
-        if let Some(last) = self.last_pts {
-            let step = if self.catching_up {
-                CATCH_UP_TICKS
-            } else {
-                match pts.checked_sub(last) {
-                    Some(d) if d > 0 && d <= MAX_FRAME_TICKS => d as u32,
-                    _ => DEFAULT_FRAME_TICKS,
-                }
-            };
-            self.timestamp = self.timestamp.wrapping_add(step);
-        }
-        self.last_pts = Some(pts);
-        let payload = if item.frame.keyframe {
-            with_parameter_sets(&item.frame.payload, &item.config)
-        } else {
-            item.frame.payload.clone()
-        };
-        Gate::Send { payload, timestamp: self.timestamp }
-    }
-}
-
-/// Returns the access unit with SPS/PPS from `config` in front when it holds
-/// an IDR slice but lacks them; otherwise the same bytes, uncopied.
-fn with_parameter_sets(access_unit: &Bytes, config: &CodecConfig) -> Bytes {
-    let (mut idr, mut sps, mut pps) = (false, false, false);
-    for nal in h264::nal_units(access_unit) {
-        match h264::nal_type(nal) {
-            Some(h264::nal::IDR) => idr = true,
-            Some(h264::nal::SPS) => sps = true,
-            Some(h264::nal::PPS) => pps = true,
-            _ => {}
-        }
-    }
-    if !idr || (sps && pps) {
-        return access_unit.clone();
-    }
-    let missing: Vec<&Bytes> = [(h264::nal::SPS, sps), (h264::nal::PPS, pps)]
-        .into_iter()
-        .filter(|&(_, present)| !present)
-        .filter_map(|(nal_type, _)| config.parameter_set(nal_type))
-        .collect();
-    if missing.is_empty() {
-        return access_unit.clone();
-    }
-    let extra: usize = missing.iter().map(|ps| ps.len() + 4).sum();
-    let mut out = BytesMut::with_capacity(extra + access_unit.len());
-    for ps in missing {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(ps);
-    }
-    out.extend_from_slice(access_unit);
-    out.freeze()
 }
 
 /// Splits H.264 access units into RTP packets (RFC 6184 mode 1: single NAL,
@@ -1415,7 +1288,7 @@ impl H264Packetizer {
 mod tests {
     use super::*;
     use ponte_proto::hub::{Hub, TrackKey, TrackWriter};
-    use ponte_proto::media::Frame;
+    use ponte_proto::media::{CodecConfig, Frame};
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1517,98 +1390,6 @@ a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01
         let mut nal = vec![0x41];
         nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
         nal
-    }
-
-    fn item(gop_seq: u64, pts: u64, keyframe: bool, payload: Bytes) -> HubItem {
-        HubItem { gop_seq, config: config(Codec::H264), frame: Frame { pts, keyframe, payload } }
-    }
-
-    fn key(gop_seq: u64, pts: u64) -> HubItem {
-        item(gop_seq, pts, true, annex_b(&[SPS, PPS, &idr(50)]))
-    }
-
-    fn delta(gop_seq: u64, pts: u64) -> HubItem {
-        item(gop_seq, pts, false, annex_b(&[&slice(20)]))
-    }
-
-    fn stamp(gate: &mut FrameGate, item: &HubItem, queued: bool) -> Option<u32> {
-        match gate.accept(item, queued) {
-            Gate::Send { timestamp, .. } => Some(timestamp),
-            Gate::Skip => None,
-            Gate::Unsupported(c) => panic!("unexpected codec {c:?}"),
-        }
-    }
-
-    #[test]
-    fn gate_starts_at_a_keyframe() {
-        let mut gate = FrameGate::new(1000);
-        assert_eq!(stamp(&mut gate, &delta(1, 0), false), None);
-        assert_eq!(stamp(&mut gate, &delta(1, 6000), false), None);
-        assert_eq!(stamp(&mut gate, &key(2, 12_000), false), Some(1000));
-        assert_eq!(stamp(&mut gate, &delta(2, 18_000), false), Some(7000));
-    }
-
-    #[test]
-    fn gate_compresses_a_backlog_then_follows_pts() {
-        let mut gate = FrameGate::new(u32::MAX - 100);
-        // The cached GOP, all queued: stamped 1 ms apart.
-        assert_eq!(stamp(&mut gate, &key(7, 90_000), true), Some(u32::MAX - 100));
-        assert_eq!(stamp(&mut gate, &delta(7, 96_000), true), Some(u32::MAX - 10));
-        assert_eq!(stamp(&mut gate, &delta(7, 102_000), true), Some(79));
-        // Live frames: pts spacing, wrapping like RTP time does.
-        assert_eq!(stamp(&mut gate, &delta(7, 108_000), false), Some(6079));
-        assert_eq!(stamp(&mut gate, &delta(7, 111_000), false), Some(9079));
-        // Once live, a frame that happens to be queued keeps its pts spacing.
-        assert_eq!(stamp(&mut gate, &delta(7, 114_000), true), Some(12_079));
-        // A pts jump backwards (camera restart) advances one default frame.
-        assert_eq!(stamp(&mut gate, &key(8, 5), false), Some(18_079));
-    }
-
-    #[test]
-    fn gate_waits_for_the_next_keyframe_after_a_gap() {
-        let mut gate = FrameGate::new(0);
-        assert_eq!(stamp(&mut gate, &key(1, 0), false), Some(0));
-        assert_eq!(stamp(&mut gate, &delta(1, 6000), false), Some(6000));
-        // GOP 2 lost its keyframe: its deltas cannot be decoded.
-        assert_eq!(stamp(&mut gate, &delta(2, 18_000), false), None);
-        assert_eq!(stamp(&mut gate, &delta(2, 24_000), false), None);
-        // GOP 3 arrives live: real time elapsed since the last frame sent.
-        assert_eq!(stamp(&mut gate, &key(3, 30_000), false), Some(30_000));
-        assert_eq!(stamp(&mut gate, &delta(3, 36_000), false), Some(36_000));
-        // The hub skipped this slow reader from GOP 3 to GOP 5; what follows
-        // was already queued, a backlog to get through quickly.
-        assert_eq!(stamp(&mut gate, &key(5, 90_000), true), Some(36_090));
-        assert_eq!(stamp(&mut gate, &delta(5, 96_000), true), Some(36_180));
-        assert_eq!(stamp(&mut gate, &delta(5, 102_000), false), Some(42_180));
-    }
-
-    #[test]
-    fn gate_refuses_h265() {
-        let mut gate = FrameGate::new(0);
-        let mut hevc = key(1, 0);
-        hevc.config = config(Codec::H265);
-        assert_eq!(gate.accept(&hevc, false), Gate::Unsupported(Codec::H265));
-    }
-
-    #[test]
-    fn keyframes_without_parameter_sets_get_them_from_the_config() {
-        let bare = annex_b(&[&idr(10)]);
-        let fixed = with_parameter_sets(&bare, &config(Codec::H264));
-        assert_eq!(fixed, annex_b(&[SPS, PPS, &idr(10)]));
-        let only_sps = annex_b(&[SPS, &idr(10)]);
-        assert_eq!(with_parameter_sets(&only_sps, &config(Codec::H264)), annex_b(&[PPS, SPS, &idr(10)]));
-        // Complete keyframes and non-IDR frames are passed through uncopied.
-        let complete = annex_b(&[SPS, PPS, &idr(10)]);
-        let same = with_parameter_sets(&complete, &config(Codec::H264));
-        assert_eq!(same.as_ptr(), complete.as_ptr());
-        let p = annex_b(&[&slice(10)]);
-        assert_eq!(with_parameter_sets(&p, &config(Codec::H264)).as_ptr(), p.as_ptr());
-        // Through the gate as well.
-        let mut gate = FrameGate::new(0);
-        match gate.accept(&item(1, 0, true, bare), false) {
-            Gate::Send { payload, .. } => assert!(h264::parameter_sets(&payload).0.is_some()),
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]

@@ -8,10 +8,11 @@
 use crate::audit::{RelayAudit, Viewing};
 use crate::auth::Viewer;
 use bytes::{BufMut, Bytes, BytesMut};
+use ponte_proto::egress::{Arrival, EgressGate, Verdict};
+use ponte_proto::h264;
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::{Codec, Quality};
-use ponte_proto::rtp::{self, Packetizer, RtpClock};
-use ponte_proto::{h264, h265};
+use ponte_proto::rtp::{self, Packetizer};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -278,9 +279,7 @@ pub async fn pump(spec: PumpSpec, first: Option<HubItem>, mut reader: TrackReade
         numbering.sequence.load(Ordering::Relaxed),
         mtu,
     );
-    let mut clock = RtpClock::new(numbering.first_timestamp);
-    let mut waiting_for_key = true;
-    let mut gop: Option<u64> = None;
+    let mut gate = EgressGate::new(codec, numbering.first_timestamp);
     let mut next_report = Instant::now();
     let (mut packets_sent, mut octets_sent) = (0u32, 0u32);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -293,33 +292,16 @@ pub async fn pump(spec: PumpSpec, first: Option<HubItem>, mut reader: TrackReade
                 None => break reader.revoked().map_or(End::TrackEnded, End::Revoked),
             },
         };
-        if item.config.codec != codec {
-            break End::CodecChanged(item.config.codec);
-        }
-        if gop.is_some_and(|g| g != item.gop_seq) && !item.frame.keyframe {
-            // A GOP began without its keyframe: frames were lost upstream.
-            waiting_for_key = true;
-        }
-        gop = Some(item.gop_seq);
-        if paused.load(Ordering::Relaxed) {
-            counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
-            waiting_for_key = true;
-            continue;
-        }
-        if waiting_for_key && !item.frame.keyframe {
-            counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        waiting_for_key = false;
-        let payload = if item.frame.keyframe {
-            match codec {
-                Codec::H264 => h264::with_parameter_sets(&item.frame.payload, &item.config.parameter_sets),
-                Codec::H265 => h265::with_parameter_sets(&item.frame.payload, &item.config.parameter_sets),
+        let verdict =
+            if paused.load(Ordering::Relaxed) { gate.hold(&item) } else { gate.accept(&item, Arrival::Live) };
+        let (payload, timestamp) = match verdict {
+            Verdict::Send { payload, timestamp } => (payload, timestamp),
+            Verdict::Skip => {
+                counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-        } else {
-            item.frame.payload.clone()
+            Verdict::CodecChanged(codec) => break End::CodecChanged(codec),
         };
-        let timestamp = clock.stamp(item.frame.pts);
         let packets = packetizer.packetize(&payload, timestamp);
         let report = (Instant::now() >= next_report).then(|| {
             next_report = Instant::now() + SENDER_REPORT_EVERY;
