@@ -15,6 +15,7 @@ mod rtsp;
 mod session_store;
 mod status;
 mod upstream;
+mod web;
 mod whep;
 
 use anyhow::{Context, Result};
@@ -220,7 +221,7 @@ async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         audit.clone(),
         ptz::PtzSettings::default(),
     ));
-    let app = whep::router(state).merge(ptz::router(ptz)).merge(
+    let app = web::router(state).merge(ptz::router(ptz)).merge(
         axum::Router::new()
             .route("/api/status", axum::routing::get(status_json))
             .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))
