@@ -57,20 +57,9 @@ pub(super) fn check_name(what: &str, name: &str) -> Result<()> {
 }
 
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.trim();
-    if text.len() != 2 * N || !text.is_ascii() {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text.trim(), &mut out).ok()?;
     Some(out)
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(super) fn sha256(data: &[u8]) -> [u8; 32] {
@@ -79,14 +68,14 @@ pub(super) fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Equality that takes the same time wherever the first difference is.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 /// A valid argon2id hash of nothing anyone knows, verified for unknown users
 /// so that they take as long as a wrong password.
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&hex(&rand::random::<[u8; 32]>())).unwrap_or_default())
+    DECOY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 32]>())).unwrap_or_default())
 }
 
 /// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
@@ -102,13 +91,13 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Hex MD5(`user:ponte:password`): the RTSP Digest HA1 of a viewer.
 pub fn digest_ha1(user: &str, password: &str) -> String {
     use md5::Digest as _;
-    hex(&md5::Md5::digest(format!("{user}:{RTSP_REALM}:{password}").as_bytes()))
+    hex::encode(md5::Md5::digest(format!("{user}:{RTSP_REALM}:{password}").as_bytes()))
 }
 
 /// A new random bearer token (256 bits, hex) and its SHA-256 for `token_sha256`.
 pub fn new_token() -> (String, String) {
-    let token = hex(&rand::random::<[u8; 32]>());
-    let digest = hex(&sha256(token.as_bytes()));
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let digest = hex::encode(sha256(token.as_bytes()));
     (token, digest)
 }
 
@@ -148,7 +137,7 @@ impl Accounts {
             }
             let ha1 = match &v.rtsp_digest_ha1 {
                 None => None,
-                Some(text) => Some(hex(&parse_hex::<16>(text).with_context(|| {
+                Some(text) => Some(hex::encode(parse_hex::<16>(text).with_context(|| {
                     format!("{what}: `rtsp_digest_ha1` must be 32 hex digits (`ponte-relay passwd --user {} --rtsp-digest`)", v.user)
                 })?)),
             };

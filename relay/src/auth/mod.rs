@@ -34,7 +34,7 @@ mod viewer;
 
 pub use accounts::Accounts;
 #[cfg(test)]
-pub use accounts::{digest_ha1, hash_password, hex, new_token};
+pub use accounts::{digest_ha1, hash_password, new_token};
 pub use cli::{passwd_cli, token_cli};
 pub use config::{TokenConfig, ViewerConfig};
 pub use http::{require_viewer, require_whole_site, router};

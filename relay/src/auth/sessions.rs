@@ -1,6 +1,6 @@
 //! Browser sessions (sans-IO: time is passed in).
 
-use super::accounts::{hex, sha256};
+use super::accounts::sha256;
 use super::viewer::Scope;
 use super::{Viewer, ViewerKind};
 use crate::session_store::StoredSession;
@@ -82,7 +82,7 @@ impl SessionTable {
                 cookie_sha256: key.clone(),
                 kind: slot.viewer.kind,
                 name: slot.viewer.name.to_string(),
-                credential: hex(&slot.viewer.credential),
+                credential: hex::encode(slot.viewer.credential),
                 last_seen_unix: now_unix
                     .saturating_sub(now.saturating_duration_since(slot.last_seen).as_secs()),
             })
@@ -160,7 +160,7 @@ const CLOCK_SLACK_SECS: u64 = 60;
 
 /// A new session id: 256 random bits, hex.
 pub fn new_session_id() -> String {
-    hex(&rand::random::<[u8; 32]>())
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -169,7 +169,7 @@ pub(super) fn unix_now() -> u64 {
 
 /// What the session table (and the file) keeps of a cookie: its SHA-256.
 fn cookie_key(cookie: &str) -> String {
-    hex(&sha256(cookie.as_bytes()))
+    hex::encode(sha256(cookie.as_bytes()))
 }
 
 fn credential_from_hex(text: &str) -> Option<[u8; 8]> {
