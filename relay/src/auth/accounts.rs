@@ -4,11 +4,10 @@
 use super::viewer::Scope;
 use super::{TokenConfig, Viewer, ViewerConfig, ViewerKind, RTSP_REALM};
 use anyhow::{anyhow, bail, Context, Result};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use sha2::{Digest, Sha256};
+use ponte_proto::credentials::{self, parse_hex, same_bytes, sha256, CredentialError, Decoy};
 use std::collections::HashMap;
-use std::sync::OnceLock;
+
+pub use ponte_proto::credentials::{hash_password, new_token};
 
 struct Account {
     viewer: Viewer,
@@ -26,6 +25,8 @@ struct Token {
 pub struct Accounts {
     accounts: HashMap<String, Account>,
     tokens: Vec<Token>,
+    /// Verified for unknown users, so they take as long as a wrong password.
+    decoy: Option<&'static Decoy>,
 }
 
 /// Why credentials did not check out (for logs and audit, never for the client).
@@ -47,45 +48,7 @@ impl BadCredentials {
 }
 
 pub(super) fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 64 {
-        bail!("{what}: the name must be 1 to 64 characters");
-    }
-    if name.chars().any(|c| c.is_control() || c == ':' || c == '"' || c.is_whitespace()) {
-        bail!("{what}: the name may not contain spaces, quotes, `:` or control characters");
-    }
-    Ok(())
-}
-
-fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    hex::decode_to_slice(text.trim(), &mut out).ok()?;
-    Some(out)
-}
-
-pub(super) fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-/// Equality that takes the same time wherever the first difference is.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
-}
-
-/// A valid argon2id hash of nothing anyone knows, verified for unknown users
-/// so that they take as long as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 32]>())).unwrap_or_default())
-}
-
-/// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
-pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| anyhow!("cannot encode a salt: {e}"))?;
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
-    Ok(hash.to_string())
+    credentials::check_name(name).map_err(|e| anyhow!("{what}: {e}"))
 }
 
 /// Hex MD5(`user:ponte:password`): the RTSP Digest HA1 of a viewer.
@@ -94,17 +57,13 @@ pub fn digest_ha1(user: &str, password: &str) -> String {
     hex::encode(md5::Md5::digest(format!("{user}:{RTSP_REALM}:{password}").as_bytes()))
 }
 
-/// A new random bearer token (256 bits, hex) and its SHA-256 for `token_sha256`.
-pub fn new_token() -> (String, String) {
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    let digest = hex::encode(sha256(token.as_bytes()));
-    (token, digest)
-}
-
 impl Accounts {
     /// Checks and compiles the `[[viewer]]` and `[[token]]` tables.
     pub fn from_config(viewers: &[ViewerConfig], tokens: &[TokenConfig]) -> Result<Accounts> {
-        let mut out = Accounts::default();
+        let decoy = Decoy::get().map_err(|e| {
+            anyhow!("cannot build the decoy hash that makes unknown users as slow as wrong passwords: {e}")
+        })?;
+        let mut out = Accounts { decoy: Some(decoy), ..Accounts::default() };
         let mut names = std::collections::HashSet::new();
         for v in viewers {
             let what = format!("[[viewer]] `{}`", v.user);
@@ -112,29 +71,17 @@ impl Accounts {
             if !names.insert(v.user.clone()) {
                 bail!("{what}: the name is used twice (viewer and token names share one namespace)");
             }
-            let hash = PasswordHash::new(&v.password_hash).map_err(|e| {
-                anyhow!(
-                    "{what}: `password_hash` is not a PHC string ({e}); make one with `ponte-relay passwd`"
-                )
+            // Each login costs the hash's memory and time: check_phc refuses
+            // what would stall the relay.
+            credentials::check_phc(&v.password_hash).map_err(|e| match e {
+                CredentialError::NotPhc(_) | CredentialError::NotArgon2id(_) => {
+                    anyhow!("{what}: {e}; make one with `ponte-relay passwd`")
+                }
+                CredentialError::TooCostly { .. } => {
+                    anyhow!("{what}: {e} (`ponte-relay passwd` uses m=19456, t=2, p=1)")
+                }
+                e => anyhow!("{what}: {e}"),
             })?;
-            if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
-                bail!(
-                    "{what}: `password_hash` uses `{}`; only argon2id is accepted: make one with `ponte-relay passwd`",
-                    hash.algorithm
-                );
-            }
-            let params = argon2::Params::try_from(&hash)
-                .map_err(|e| anyhow!("{what}: `password_hash` has unusable argon2 parameters ({e})"))?;
-            // Each login costs this much memory and time: refuse what would stall the relay.
-            if params.m_cost() > 256 * 1024 || params.t_cost() > 16 || params.p_cost() > 8 {
-                bail!(
-                    "{what}: `password_hash` asks for m={} KiB, t={}, p={}; keep m <= 262144, t <= 16, p <= 8 \
-                     (`ponte-relay passwd` uses m=19456, t=2, p=1)",
-                    params.m_cost(),
-                    params.t_cost(),
-                    params.p_cost()
-                );
-            }
             let ha1 = match &v.rtsp_digest_ha1 {
                 None => None,
                 Some(text) => Some(hex::encode(parse_hex::<16>(text).with_context(|| {
@@ -210,8 +157,7 @@ impl Accounts {
     /// of milliseconds): call it off the async threads.
     pub fn verify_password(&self, user: &str, password: &str) -> Result<Viewer, BadCredentials> {
         if let Some(account) = self.accounts.get(user) {
-            let ok = PasswordHash::new(&account.phc)
-                .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok());
+            let ok = credentials::verify_password(&account.phc, password);
             return if ok { Ok(account.viewer.clone()) } else { Err(BadCredentials::WrongPassword) };
         }
         if let Some(token) = self.tokens.iter().find(|t| t.viewer.name() == user) {
@@ -222,8 +168,9 @@ impl Accounts {
             };
         }
         // As slow as a wrong password, so timing does not tell which users exist.
-        if let Ok(hash) = PasswordHash::new(decoy_hash()) {
-            let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+        // (No decoy only in the default, empty accounts: no name to hide.)
+        if let Some(decoy) = self.decoy {
+            decoy.burn(password);
         }
         Err(BadCredentials::UnknownUser)
     }

@@ -1,9 +1,9 @@
 //! Browser sessions (sans-IO: time is passed in).
 
-use super::accounts::sha256;
 use super::viewer::Scope;
 use super::{Viewer, ViewerKind};
 use crate::session_store::StoredSession;
+use ponte_proto::credentials::sha256;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
