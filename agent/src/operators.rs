@@ -14,19 +14,18 @@
 //! configured the control routes answer 403 naming the key to add.
 
 use anyhow::{anyhow, bail, Context, Result};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use ponte_proto::audit::{AuditLog, AuditRecord};
+use ponte_proto::credentials::{self, parse_hex, same_bytes, sha256, CredentialError, Decoy};
+pub use ponte_proto::credentials::{hash_password, new_token};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -62,58 +61,12 @@ enum Secret {
 #[derive(Default)]
 pub struct Operators {
     by_name: HashMap<String, Secret>,
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Equality that takes the same time wherever the first difference is.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn parse_digest(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    /// Verified for unknown names, so they take as long as a wrong password.
+    decoy: Option<&'static Decoy>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 64 {
-        bail!("{what}: the name must be 1 to 64 characters");
-    }
-    if name.chars().any(|c| c.is_control() || c == ':' || c == '"' || c.is_whitespace()) {
-        bail!("{what}: the name may not contain spaces, quotes, `:` or control characters");
-    }
-    Ok(())
-}
-
-/// argon2id (default parameters: 19 MiB, 2 passes) PHC string of a password.
-pub(crate) fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| anyhow!("cannot encode a salt: {e}"))?;
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
-    Ok(hash.to_string())
-}
-
-/// A valid argon2id hash nobody knows the password of, checked for unknown
-/// names so that they take as long as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&hex(&rand::random::<[u8; 32]>())).unwrap_or_default())
+    credentials::check_name(name).map_err(|e| anyhow!("{what}: {e}"))
 }
 
 impl Operators {
@@ -126,22 +79,17 @@ impl Operators {
             check_name(&what, &o.name)?;
             let secret = match (&o.password_hash, &o.token_sha256) {
                 (Some(phc), None) => {
-                    let hash = PasswordHash::new(phc).map_err(|e| {
-                        anyhow!("{what}: `password_hash` is not a PHC string ({e}); make one with `ponte-agent operator passwd`")
+                    // Each check costs the hash's memory and time: check_phc
+                    // refuses what would stall the agent.
+                    credentials::check_phc(phc).map_err(|e| match e {
+                        CredentialError::NotPhc(_) => anyhow!("{what}: {e}; make one with `ponte-agent operator passwd`"),
+                        CredentialError::NotArgon2id(_) => anyhow!("{what}: {e} (`ponte-agent operator passwd`)"),
+                        e => anyhow!("{what}: {e}"),
                     })?;
-                    if hash.algorithm != argon2::Algorithm::Argon2id.ident() {
-                        bail!("{what}: `password_hash` uses `{}`; only argon2id is accepted (`ponte-agent operator passwd`)", hash.algorithm);
-                    }
-                    let params = argon2::Params::try_from(&hash)
-                        .map_err(|e| anyhow!("{what}: `password_hash` has unusable argon2 parameters ({e})"))?;
-                    // Each check costs this much memory and time: refuse what would stall the agent.
-                    if params.m_cost() > 256 * 1024 || params.t_cost() > 16 || params.p_cost() > 8 {
-                        bail!("{what}: `password_hash` asks for m={} KiB, t={}, p={}; keep m <= 262144, t <= 16, p <= 8", params.m_cost(), params.t_cost(), params.p_cost());
-                    }
                     Secret::Password(phc.clone())
                 }
                 (None, Some(digest)) => {
-                    let digest = parse_digest(digest).with_context(|| {
+                    let digest = parse_hex::<32>(digest).with_context(|| {
                         format!("{what}: `token_sha256` must be 64 hex digits, the SHA-256 of the token (`ponte-agent operator token`)")
                     })?;
                     if tokens.contains(&digest) {
@@ -156,7 +104,12 @@ impl Operators {
                 bail!("{what}: the name is used twice");
             }
         }
-        Ok(Operators { by_name })
+        let decoy = Decoy::get().map_err(|e| {
+            anyhow!(
+                "cannot build the decoy hash that makes unknown operators as slow as wrong passwords: {e}"
+            )
+        })?;
+        Ok(Operators { by_name, decoy: Some(decoy) })
     }
 
     /// Operators configured.
@@ -169,8 +122,7 @@ impl Operators {
     fn verify_password(&self, name: &str, password: &str) -> Result<String, &'static str> {
         match self.by_name.get(name) {
             Some(Secret::Password(phc)) => {
-                let ok = PasswordHash::new(phc)
-                    .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+                let ok = credentials::verify_password(phc, password);
                 if ok {
                     Ok(name.to_owned())
                 } else {
@@ -179,8 +131,9 @@ impl Operators {
             }
             Some(Secret::Token(_)) => Err("a token operator sent a password"),
             None => {
-                if let Ok(h) = PasswordHash::new(decoy_hash()) {
-                    let _ = Argon2::default().verify_password(password.as_bytes(), &h);
+                // (No decoy only in the default, empty table: no name to hide.)
+                if let Some(decoy) = self.decoy {
+                    decoy.burn(password);
                 }
                 Err("unknown operator")
             }
@@ -448,13 +401,6 @@ pub fn passwd_cli(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A new random bearer token (256 bits, hex) and its SHA-256 for `token_sha256`.
-pub fn new_token() -> (String, String) {
-    let token = hex(&rand::random::<[u8; 32]>());
-    let digest = hex(&sha256(token.as_bytes()));
-    (token, digest)
-}
-
 /// `ponte-agent operator token --name NAME`: prints a new token (line 1)
 /// and the `[[operator]]` table holding its SHA-256.
 pub fn token_cli(name: &str) -> Result<()> {
@@ -476,7 +422,7 @@ mod tests {
         OperatorConfig {
             name: name.into(),
             password_hash: password.map(|p| hash_password(p).unwrap()),
-            token_sha256: token.map(|t| hex(&sha256(t.as_bytes()))),
+            token_sha256: token.map(|t| hex::encode(sha256(t.as_bytes()))),
         }
     }
 

@@ -211,7 +211,7 @@ struct Chained<'a> {
 const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex_of(&Sha256::digest(data))
+    hex::encode(Sha256::digest(data))
 }
 
 /// Formats a chained line (without newline) and returns it with its hash.
@@ -456,16 +456,7 @@ fn last_line(path: &Path) -> std::io::Result<Option<LineInfo>> {
 fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut File::open(path)?, &mut hasher)?;
-    Ok(hex_of(&hasher.finalize()))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Unix seconds of an RFC 3339 time (a line's `time`).

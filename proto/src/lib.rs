@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config_check;
 pub mod config_env;
 pub mod config_error;
+pub mod credentials;
 pub mod egress;
 pub mod endpoint;
 pub mod h264;

@@ -9,7 +9,8 @@
 //! the token as password) only when `[rtsp] basic = true`, since it sends
 //! the password in clear on the site LAN.
 //!
-//! Nonces are stateless: the issue time and a keyed MD5 over it, so a nonce
+//! Nonces are stateless: the issue time and an HMAC-SHA256 over it (the
+//! first 128 bits, so a nonce is as long as it was with MD5), so a nonce
 //! can be checked and aged without a table; an expired one is answered with
 //! `stale=TRUE` and clients retry without asking the user again.
 //!
@@ -27,11 +28,18 @@
 use crate::auth::{Auth, Refusal, Viewer, RTSP_REALM};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use rtsp_types::Url;
+use sha2::Sha256;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// Bytes of the HMAC-SHA256 tag a nonce carries (128 bits).
+const NONCE_TAG_LEN: usize = 16;
 
 /// How long a nonce is accepted after it was issued.
 pub const NONCE_TTL: Duration = Duration::from_secs(300);
@@ -65,7 +73,8 @@ pub struct Asked<'a> {
 pub struct RtspAuth {
     auth: Arc<Auth>,
     allow_basic: bool,
-    secret: [u8; 16],
+    /// HMAC key of the nonces: one SHA-256 block, random per process.
+    secret: [u8; 64],
     nonce_ttl: Duration,
 }
 
@@ -192,7 +201,7 @@ impl RtspAuth {
         };
         let expected = digest_response(&ha1, asked.method, uri, nonce, get("qop"), get("nc"), get("cnonce"))
             .ok_or_else(|| "Digest qop other than `auth`, or qop without nc and cnonce".to_owned())?;
-        if !constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
+        if !bool::from(expected.as_bytes().ct_eq(response.to_ascii_lowercase().as_bytes())) {
             return Err("wrong password".into());
         }
         Ok(viewer)
@@ -229,25 +238,25 @@ impl RtspAuth {
         out
     }
 
-    fn mac(&self, issued: &str) -> String {
-        let mut h = Md5::new();
-        h.update(self.secret);
-        h.update(issued.as_bytes());
-        hex(&h.finalize())
+    fn mac(&self, issued: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new((&self.secret).into());
+        mac.update(issued.as_bytes());
+        mac
     }
 
     fn nonce(&self, now: u64) -> String {
         let issued = format!("{now:016x}");
-        let mac = self.mac(&issued);
-        format!("{issued}{mac}")
+        let tag = self.mac(&issued).finalize().into_bytes();
+        format!("{issued}{}", hex::encode(&tag[..NONCE_TAG_LEN]))
     }
 
     /// Seconds since a nonce we issued was made; `None` if we did not issue it.
     fn nonce_age(&self, nonce: &str, now: u64) -> Option<u64> {
-        let (issued, mac) = (nonce.get(..16)?, nonce.get(16..)?);
-        if !constant_time_eq(self.mac(issued).as_bytes(), mac.as_bytes()) {
-            return None;
-        }
+        let (issued, tag) = (nonce.get(..16)?, nonce.get(16..)?);
+        let mut tag_bytes = [0u8; NONCE_TAG_LEN];
+        hex::decode_to_slice(tag, &mut tag_bytes).ok()?;
+        // Constant time, so the tag cannot be guessed byte by byte.
+        self.mac(issued).verify_truncated_left(&tag_bytes).ok()?;
         let at = u64::from_str_radix(issued, 16).ok()?;
         Some(now.saturating_sub(at))
     }
@@ -301,15 +310,7 @@ fn digest_response(
 }
 
 fn md5_hex(data: &[u8]) -> String {
-    hex(&Md5::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    hex::encode(Md5::digest(data))
 }
 
 /// Parses `k=v, k="quoted, value"` lists (auth-param syntax).
@@ -383,7 +384,7 @@ pub(crate) mod tests {
         ];
         let tokens = vec![TokenConfig {
             name: "nvr".into(),
-            token_sha256: crate::auth::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"nvr-token")),
+            token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"nvr-token")),
             cameras: None,
             max_quality: None,
             ptz: false,
@@ -505,7 +506,7 @@ pub(crate) mod tests {
     fn basic_alone_is_offered_when_no_account_can_answer_digest() {
         let token = TokenConfig {
             name: "vms".into(),
-            token_sha256: crate::auth::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"vms-token")),
+            token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"vms-token")),
             cameras: None,
             max_quality: None,
             ptz: false,
