@@ -290,7 +290,7 @@ source = "synthetic"
     fn a_camera_the_policy_does_not_know_yet_is_not_granted() {
         let old = Access::new(&cfg(BASE)).unwrap();
         let new_cfg = cfg(&format!("{BASE}{HOSPITAL}"));
-        let catalog = crate::cameras::catalog_of(&new_cfg.devices);
+        let catalog = crate::sources::cameras::catalog_of(&new_cfg.devices);
         let ids = |a: &Access| a.catalog("questura", &catalog).into_iter().map(|c| c.id).collect::<Vec<_>>();
         assert_eq!(ids(&old), ["piazza"]);
         let osp = catalog.iter().find(|c| c.id == "osp-2").unwrap();
@@ -307,7 +307,7 @@ source = "synthetic"
         ));
         // Moved to another zone: not granted under the old facts either.
         let moved = cfg(&BASE.replace("zone = \"Giuseppina\"", "zone = \"Po\""));
-        let moved_catalog = crate::cameras::catalog_of(&moved.devices);
+        let moved_catalog = crate::sources::cameras::catalog_of(&moved.devices);
         assert!(old.catalog("questura", &moved_catalog).is_empty());
     }
 }

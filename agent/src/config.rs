@@ -327,11 +327,11 @@ pub struct Device {
     pub synthetic: Option<SyntheticSettings>,
     /// Replay: bitrate, frame rate and GOP of the replayed streams.
     #[serde(default)]
-    pub replay: Option<crate::replay::ReplaySettings>,
+    pub replay: Option<crate::sources::replay::ReplaySettings>,
     /// `dome-ptz`: the camera's ONVIF PTZ service (`[device.onvif]`);
     /// without it the dome cannot be steered.
     #[serde(default)]
-    pub onvif: Option<crate::onvif::OnvifSettings>,
+    pub onvif: Option<crate::ptz::onvif::OnvifSettings>,
 }
 
 /// `[device.synthetic]`: overrides of the synthetic camera's defaults
@@ -386,7 +386,7 @@ impl Device {
                 bail!("device `{id}`: `[device.synthetic]` only applies to `source = \"synthetic\"`");
             }
             for q in [Quality::Main, Quality::Sub] {
-                crate::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
+                crate::sources::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
                     .validate()
                     .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
             }
@@ -516,12 +516,12 @@ impl Device {
 /// URL is echoed without its credentials).
 fn check_rtsp_url(raw: &str) -> Result<()> {
     let url = url::Url::parse(raw)
-        .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e})", crate::rtsp::redact_url(raw)))?;
+        .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e})", crate::sources::rtsp::redact_url(raw)))?;
     if url.scheme() != "rtsp" {
-        bail!("{:?}: expected an `rtsp://` URL", crate::rtsp::redact_url(raw));
+        bail!("{:?}: expected an `rtsp://` URL", crate::sources::rtsp::redact_url(raw));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        bail!("{:?}: the URL names no host", crate::rtsp::redact_url(raw));
+        bail!("{:?}: the URL names no host", crate::sources::rtsp::redact_url(raw));
     }
     Ok(())
 }

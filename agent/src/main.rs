@@ -2,32 +2,25 @@
 //! streams out over QUIC to the partner relays.
 
 mod access;
-mod cameras;
 mod config;
-mod demo;
 #[cfg(test)]
 mod fuzz_targets;
-mod inventory;
-mod onvif;
 mod operators;
-mod pattern;
-mod pki;
+mod ops;
 mod ptz;
-mod ptz_sim;
 mod redial;
 mod reload;
-mod replay;
-mod rtsp;
+mod sources;
 mod status;
-mod supervision;
-mod synthetic;
 mod uplink;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::{AgentConfig, RelayTarget};
+use ops::{demo, pki};
 use ponte_proto::session;
 use ponte_proto::tls::{self, Identity, TransportOptions};
+use sources::cameras;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

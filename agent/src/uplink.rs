@@ -11,8 +11,8 @@
 //! publishes a [`LinkSnapshot`] on the [`ShapingBoard`] for status pages.
 
 use crate::access::Access;
-use crate::cameras::Cameras;
 use crate::config::RelayTarget;
+use crate::sources::cameras::Cameras;
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::Quality;

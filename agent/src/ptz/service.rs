@@ -13,8 +13,8 @@
 //! worker, so a pre-empted controller never steers under the new holder.
 
 use crate::access::Access;
-use crate::cameras::Cameras;
 use crate::config::{Device, DeviceKind};
+use crate::sources::cameras::Cameras;
 use crate::uplink::Clock;
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::ptz::{
@@ -50,13 +50,13 @@ pub struct DeviceError {
     pub message: String,
 }
 
-impl From<crate::onvif::OnvifError> for DeviceError {
-    fn from(e: crate::onvif::OnvifError) -> Self {
+impl From<crate::ptz::onvif::OnvifError> for DeviceError {
+    fn from(e: crate::ptz::onvif::OnvifError) -> Self {
         DeviceError { code: e.code(), message: e.to_string() }
     }
 }
 
-impl PtzDevice for crate::onvif::OnvifPtz {
+impl PtzDevice for crate::ptz::onvif::OnvifPtz {
     fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output> {
         Box::pin(async move {
             Ok(match op {
@@ -326,7 +326,7 @@ pub fn devices(devices: &[Device]) -> anyhow::Result<HashMap<String, Arc<dyn Ptz
         let Some(settings) = &d.onvif else {
             if d.synthetic.as_ref().is_some_and(|s| s.ptz) {
                 let camera = d.camera_id(1);
-                out.insert(camera.clone(), Arc::new(crate::ptz_sim::SimulatedDome::new(&camera)));
+                out.insert(camera.clone(), Arc::new(crate::ptz::sim::SimulatedDome::new(&camera)));
             }
             continue;
         };
@@ -335,7 +335,7 @@ pub fn devices(devices: &[Device]) -> anyhow::Result<HashMap<String, Arc<dyn Ptz
             Some((u, p)) => (Some(u.as_str()), Some(p.as_str())),
             None => (None, None),
         };
-        let client = crate::onvif::OnvifPtz::new(&d.id, settings, user, password)
+        let client = crate::ptz::onvif::OnvifPtz::new(&d.id, settings, user, password)
             .with_context(|| format!("`[device.onvif]` of device `{}`", d.id))?;
         out.insert(d.camera_id(1), Arc::new(client));
     }
@@ -1182,7 +1182,7 @@ windows = ["daily 22:00-06:00"]
     fn time_windows_bound_the_ptz_right() {
         let cfg = config();
         let access = Access::new(&cfg).unwrap();
-        let catalog = crate::cameras::catalog_of(&cfg.devices);
+        let catalog = crate::sources::cameras::catalog_of(&cfg.devices);
         let dome = catalog.iter().find(|c| c.id == "dome").unwrap();
         let noon = ponte_proto::policy::LocalTime { weekday: 2, minute: 12 * 60 };
         let night = ponte_proto::policy::LocalTime { weekday: 2, minute: 23 * 60 };

@@ -8,7 +8,7 @@
 //! that lacks them, so a viewer can start at any GOP.
 
 use crate::config::RtspTransport;
-use crate::supervision::{Backoff, CameraState, StreamStatus};
+use crate::sources::supervision::{Backoff, CameraState, StreamStatus};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ponte_proto::hub::TrackWriter;

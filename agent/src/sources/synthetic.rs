@@ -3,7 +3,7 @@
 //! encodes in real time, on its own OS thread, while someone does.
 
 use crate::config::SyntheticSettings;
-use crate::pattern::Pattern;
+use crate::sources::pattern::Pattern;
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use openh264::encoder::{

@@ -2,10 +2,10 @@
 //! source, and the catalog that describes them to sites.
 
 use crate::config::{Device, SourceKind};
-use crate::replay::{self, ReplaySpec};
-use crate::rtsp::{self, CodecHook, RtspSpec};
-use crate::supervision::{CameraSnapshot, CameraState, StreamStatus};
-use crate::synthetic::{self, SyntheticSpec};
+use crate::sources::replay::{self, ReplaySpec};
+use crate::sources::rtsp::{self, CodecHook, RtspSpec};
+use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
+use crate::sources::synthetic::{self, SyntheticSpec};
 use ponte_proto::hub::{Hub, TrackKey, TrackProbe, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, Quality};
 use ponte_proto::wire::CatalogEntry;
