@@ -243,6 +243,34 @@ impl Access {
     }
 }
 
+/// The policy's wall clock: real time, optionally shifted so tests (and
+/// rehearsals) can start the agent at a chosen moment, e.g. just before a
+/// time window closes: `PONTE_CLOCK_START=2026-11-25T19:59:58` (policy time zone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    offset: jiff::SignedDuration,
+}
+
+impl Clock {
+    /// Real time, or shifted to start at `PONTE_CLOCK_START` if set.
+    pub fn from_env(tz: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let Ok(start) = std::env::var("PONTE_CLOCK_START") else { return Ok(Self::default()) };
+        let civil: jiff::civil::DateTime = start
+            .parse()
+            .with_context(|| format!("PONTE_CLOCK_START={start:?}: expected e.g. 2026-11-25T19:59:58"))?;
+        let at = civil.to_zoned(jiff::tz::TimeZone::get(tz)?)?.timestamp();
+        let offset = at.duration_since(jiff::Timestamp::now());
+        tracing::warn!(start = %start, "PONTE_CLOCK_START is set: policy time is shifted");
+        Ok(Self { offset })
+    }
+
+    /// Current time.
+    pub fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now().checked_add(self.offset).unwrap_or_else(|_| jiff::Timestamp::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod ops;
 mod ptz;
 mod redial;
 mod reload;
+mod secret;
 mod sources;
 mod status;
 mod uplink;
@@ -229,7 +230,7 @@ impl Agent {
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
         let audit = Arc::new(audit);
         let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
-        let clock = uplink::Clock::from_env(&cfg.policy.timezone)?;
+        let clock = access::Clock::from_env(&cfg.policy.timezone)?;
         let ptz = ptz::PtzService::start(ptz::Setup {
             config: cfg.ptz.arbiter(),
             cameras: cameras.clone(),

@@ -17,7 +17,7 @@
 //! command. Unbounded, a 1 MiB answer made a `PtzResult` over the
 //! control-message limit and the relay closed the whole site link (issue 15).
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;

@@ -13,9 +13,9 @@
 //! worker, so a pre-empted controller never steers under the new holder.
 
 use crate::access::Access;
-use crate::config::{Device, DeviceKind};
+use crate::access::Clock;
 use crate::sources::cameras::Cameras;
-use crate::uplink::Clock;
+use crate::sources::device::{Device, DeviceKind};
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::ptz::{
     Controller, Expiry, Grant, PtzArbiter, PtzCommand, PtzErrorCode, PtzHolder, PtzPosition, PtzPreset,

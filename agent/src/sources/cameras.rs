@@ -1,7 +1,7 @@
 //! The agent's cameras: one hub track per lens and quality, each fed by its
 //! source, and the catalog that describes them to sites.
 
-use crate::config::{Device, SourceKind};
+use crate::sources::device::{Device, SourceKind};
 use crate::sources::replay::{self, ReplaySpec};
 use crate::sources::rtsp::{self, CodecHook, RtspSpec};
 use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
@@ -313,7 +313,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceKind, LensSource};
+    use crate::sources::device::{DeviceKind, LensSource};
     use std::time::Duration;
 
     #[tokio::test]

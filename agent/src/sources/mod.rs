@@ -3,6 +3,7 @@
 //! stream, and the registry that starts them and describes them to sites.
 
 pub mod cameras;
+pub mod device;
 pub mod pattern;
 pub mod replay;
 pub mod rtsp;
