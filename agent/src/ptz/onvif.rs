@@ -17,6 +17,7 @@
 //! command. Unbounded, a 1 MiB answer made a `PtzResult` over the
 //! control-message limit and the relay closed the whole site link (issue 15).
 
+use crate::ptz::device::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
 use crate::secret::Secret;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -854,6 +855,35 @@ fn created_now() -> String {
         t.second(),
         t.millisecond()
     )
+}
+
+impl From<OnvifError> for DeviceError {
+    fn from(e: OnvifError) -> Self {
+        DeviceError { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl PtzDevice for OnvifPtz {
+    fn execute<'a>(&'a self, op: &'a DeviceOp) -> DeviceFuture<'a, Output> {
+        Box::pin(async move {
+            Ok(match op {
+                DeviceOp::Move { pan, tilt, zoom, timeout } => {
+                    self.continuous_move(*pan, *tilt, *zoom, Some(*timeout)).await?;
+                    Output::Nothing
+                }
+                DeviceOp::Stop => {
+                    self.stop().await?;
+                    Output::Nothing
+                }
+                DeviceOp::Goto(token) => {
+                    self.goto_preset(token).await?;
+                    Output::Nothing
+                }
+                DeviceOp::Presets => Output::Presets(self.presets().await?),
+                DeviceOp::Status => Output::Position(self.status().await?),
+            })
+        })
+    }
 }
 
 #[cfg(test)]
