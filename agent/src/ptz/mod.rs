@@ -10,5 +10,4 @@ pub mod service;
 pub mod sim;
 pub mod withhold;
 
-pub use device::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
 pub use service::{devices, session_gate, LockChange, PtzService, Requester, Setup};

@@ -2,9 +2,9 @@
 //! type, lenses and video source. The camera registry starts cameras from
 //! it and the PTZ service finds its domes in it; the config loader reads and
 //! validates it (`config.rs`), the drivers define their own tables
-//! (`[device.synthetic]`, `[device.replay]`, `[device.onvif]`).
+//! (`[device.synthetic]`, `[device.replay]`); the `[device.onvif]` table is
+//! here so that the PTZ drivers depend on the sources, never the reverse.
 
-use crate::ptz::onvif::OnvifSettings;
 use crate::secret::Secret;
 use crate::sources::replay::ReplaySettings;
 use crate::sources::rtsp::RtspTransport;
@@ -155,4 +155,28 @@ impl Device {
             format!("{}-{lens}", self.id)
         }
     }
+}
+
+/// `[device.onvif]` table of a device in agent.toml: the dome's ONVIF PTZ
+/// service, read by [`crate::ptz::onvif`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnvifSettings {
+    /// PTZ service URL, e.g. `http://10.1.2.3/onvif/ptz_service`.
+    pub url: String,
+    /// Media service URL for GetProfiles; default: same host, `/onvif/media_service`.
+    #[serde(default)]
+    pub media_url: Option<String>,
+    /// Profile token; None = the first profile with a PTZ configuration (GetProfiles).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// WS-UsernameToken user; default: the device's RTSP user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// WS-UsernameToken password; default: the device's RTSP password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Timeout of one request in milliseconds (default 2000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }

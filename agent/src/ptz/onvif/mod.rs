@@ -20,13 +20,12 @@
 mod soap;
 
 use crate::ptz::device::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
-use crate::secret::Secret;
+pub use crate::sources::device::OnvifSettings;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT, WWW_AUTHENTICATE};
 use ponte_proto::ptz::{PtzErrorCode, PtzPosition, PtzPreset, VELOCITY_MAX};
 use roxmltree::Node;
-use serde::{Deserialize, Serialize};
 use soap::{
     check_token, clean, continuous_move_body, created_now, envelope, escape, excerpt, first_ptz_profile,
     parse_fault, parse_presets, parse_status, security_header, soap_body, NS_TPTZ, NS_TRT,
@@ -40,29 +39,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// Largest answer read from a camera.
 const MAX_RESPONSE: usize = 1 << 20;
-/// `[device.onvif]` table of a device in agent.toml.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnvifSettings {
-    /// PTZ service URL, e.g. `http://10.1.2.3/onvif/ptz_service`.
-    pub url: String,
-    /// Media service URL for GetProfiles; default: same host, `/onvif/media_service`.
-    #[serde(default)]
-    pub media_url: Option<String>,
-    /// Profile token; None = the first profile with a PTZ configuration (GetProfiles).
-    #[serde(default)]
-    pub profile: Option<String>,
-    /// WS-UsernameToken user; default: the device's RTSP user.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// WS-UsernameToken password; default: the device's RTSP password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Timeout of one request in milliseconds (default 2000).
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-}
-
 /// Why an ONVIF request failed; messages name the camera and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OnvifError {

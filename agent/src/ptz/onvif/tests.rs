@@ -1,5 +1,6 @@
 use super::soap::*;
 use super::*;
+use crate::secret::Secret;
 use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, OnvifCameraOptions, RecordedOp};
 use std::time::Instant;
 

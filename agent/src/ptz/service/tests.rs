@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::AgentConfig;
-use crate::ptz::{master_api, DeviceFuture};
+use crate::ptz::device::DeviceFuture;
+use crate::ptz::master_api;
 use ponte_proto::ptz::{PtzPosition, PtzPreset};
 
 /// Records what the service asked, with when.
