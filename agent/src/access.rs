@@ -243,6 +243,34 @@ impl Access {
     }
 }
 
+/// The policy's wall clock: real time, optionally shifted so tests (and
+/// rehearsals) can start the agent at a chosen moment, e.g. just before a
+/// time window closes: `PONTE_CLOCK_START=2026-11-25T19:59:58` (policy time zone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    offset: jiff::SignedDuration,
+}
+
+impl Clock {
+    /// Real time, or shifted to start at `PONTE_CLOCK_START` if set.
+    pub fn from_env(tz: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let Ok(start) = std::env::var("PONTE_CLOCK_START") else { return Ok(Self::default()) };
+        let civil: jiff::civil::DateTime = start
+            .parse()
+            .with_context(|| format!("PONTE_CLOCK_START={start:?}: expected e.g. 2026-11-25T19:59:58"))?;
+        let at = civil.to_zoned(jiff::tz::TimeZone::get(tz)?)?.timestamp();
+        let offset = at.duration_since(jiff::Timestamp::now());
+        tracing::warn!(start = %start, "PONTE_CLOCK_START is set: policy time is shifted");
+        Ok(Self { offset })
+    }
+
+    /// Current time.
+    pub fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now().checked_add(self.offset).unwrap_or_else(|_| jiff::Timestamp::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +318,7 @@ source = "synthetic"
     fn a_camera_the_policy_does_not_know_yet_is_not_granted() {
         let old = Access::new(&cfg(BASE)).unwrap();
         let new_cfg = cfg(&format!("{BASE}{HOSPITAL}"));
-        let catalog = crate::cameras::catalog_of(&new_cfg.devices);
+        let catalog = crate::sources::cameras::catalog_of(&new_cfg.devices);
         let ids = |a: &Access| a.catalog("questura", &catalog).into_iter().map(|c| c.id).collect::<Vec<_>>();
         assert_eq!(ids(&old), ["piazza"]);
         let osp = catalog.iter().find(|c| c.id == "osp-2").unwrap();
@@ -307,7 +335,7 @@ source = "synthetic"
         ));
         // Moved to another zone: not granted under the old facts either.
         let moved = cfg(&BASE.replace("zone = \"Giuseppina\"", "zone = \"Po\""));
-        let moved_catalog = crate::cameras::catalog_of(&moved.devices);
+        let moved_catalog = crate::sources::cameras::catalog_of(&moved.devices);
         assert!(old.catalog("questura", &moved_catalog).is_empty());
     }
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 pub use ponte_proto::endpoint::TransportSection;
 pub use ponte_proto::tls::TlsSection;
 
+pub use crate::sources::device::{Device, DeviceKind, LensSource, SourceKind};
+
 /// The whole agent config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,202 +179,6 @@ pub struct RelayTarget {
     pub server_name: Option<String>,
 }
 
-/// Camera type of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceKind {
-    /// Motorised PTZ dome.
-    DomePtz,
-    /// Fixed dome.
-    Dome,
-    /// Fixed camera with two lenses.
-    FixedBiOptic,
-    /// Fixed camera with four lenses.
-    FixedQuadOptic,
-    /// Plain fixed camera.
-    #[default]
-    Fixed,
-}
-
-impl DeviceKind {
-    /// Kebab-case name, as in config and catalog.
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceKind::DomePtz => "dome-ptz",
-            DeviceKind::Dome => "dome",
-            DeviceKind::FixedBiOptic => "fixed-bi-optic",
-            DeviceKind::FixedQuadOptic => "fixed-quad-optic",
-            DeviceKind::Fixed => "fixed",
-        }
-    }
-
-    /// Lens count implied by the type.
-    pub fn lenses(self) -> u8 {
-        match self {
-            DeviceKind::FixedBiOptic => 2,
-            DeviceKind::FixedQuadOptic => 4,
-            _ => 1,
-        }
-    }
-}
-
-/// Where a device's video comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// Built-in test pattern encoded to H.264.
-    #[default]
-    Synthetic,
-    /// An IP camera pulled over RTSP (`[[device.lens]]` URLs).
-    Rtsp,
-    /// One GOP of the test pattern encoded once, padded to a bitrate and
-    /// replayed (`[device.replay]`): load without encoding cost, for benchmarks.
-    Replay,
-}
-
-/// How RTP travels from an RTSP camera.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RtspTransport {
-    /// Interleaved in the RTSP TCP connection: survives firewalls and NAT.
-    #[default]
-    Tcp,
-    /// Separate UDP ports: less latency on a clean LAN, no retransmission.
-    Udp,
-}
-
-/// `[[device.lens]]`: the streams of one lens of an RTSP device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LensSource {
-    /// Main stream URL (`rtsp://host[:port]/path`).
-    pub main: String,
-    /// Substream URL, if the camera has one.
-    #[serde(default)]
-    pub sub: Option<String>,
-    /// Codec hint for the main stream until the camera has been reached
-    /// (overrides the device's `codec`).
-    #[serde(default)]
-    pub codec: Option<Codec>,
-}
-
-/// A password from the config file: never printed by `Debug` or serialized.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
-
-/// `[[device]]`: one physical camera with one or more lenses. `PartialEq`
-/// compares every key, passwords included: a reload restarts exactly the
-/// devices whose entry changed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Device {
-    /// Stable id (lowercase letters, digits, `-`).
-    pub id: String,
-    /// Human name (place).
-    pub name: String,
-    /// Zone / neighbourhood.
-    #[serde(default)]
-    pub zone: String,
-    /// Camera type.
-    #[serde(rename = "type")]
-    pub kind: DeviceKind,
-    /// Number of lenses (defaults to what the type implies).
-    #[serde(default)]
-    pub lenses: Option<u8>,
-    /// Free tags for policy.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Video source.
-    pub source: SourceKind,
-    /// RTSP: one `[[device.lens]]` table per lens, in lens order.
-    #[serde(default, rename = "lens")]
-    pub lens_sources: Vec<LensSource>,
-    /// RTSP: user name for Basic/Digest authentication.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// RTSP: password (prefer `password_env`).
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// RTSP: name of the environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// RTSP: `tcp` (default) or `udp`.
-    #[serde(default)]
-    pub transport: RtspTransport,
-    /// RTSP: reconnect when no frame arrived for this many seconds (default 5).
-    #[serde(default)]
-    pub stall_secs: Option<u64>,
-    /// RTSP: pull only while someone watches, instead of always.
-    #[serde(default)]
-    pub on_demand: bool,
-    /// RTSP: codec the main streams deliver, announced until the camera is
-    /// reached (`h264` by default).
-    #[serde(default)]
-    pub codec: Option<Codec>,
-    /// Synthetic: size and bitrate of the test pattern's streams.
-    #[serde(default)]
-    pub synthetic: Option<SyntheticSettings>,
-    /// Replay: bitrate, frame rate and GOP of the replayed streams.
-    #[serde(default)]
-    pub replay: Option<crate::replay::ReplaySettings>,
-    /// `dome-ptz`: the camera's ONVIF PTZ service (`[device.onvif]`);
-    /// without it the dome cannot be steered.
-    #[serde(default)]
-    pub onvif: Option<crate::onvif::OnvifSettings>,
-}
-
-/// `[device.synthetic]`: overrides of the synthetic camera's defaults
-/// (main 640×360 at 800 kbit/s, sub 320×180 at 200 kbit/s).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyntheticSettings {
-    /// Main stream bitrate, kbit/s.
-    #[serde(default)]
-    pub main_kbps: Option<u32>,
-    /// Substream bitrate, kbit/s.
-    #[serde(default)]
-    pub sub_kbps: Option<u32>,
-    /// Main stream width, pixels (even).
-    #[serde(default)]
-    pub main_width: Option<u16>,
-    /// Main stream height, pixels (even).
-    #[serde(default)]
-    pub main_height: Option<u16>,
-    /// `dome-ptz` only: answer PTZ commands with a simulated dome (for
-    /// demos and tests), when the device has no `[device.onvif]`.
-    #[serde(default)]
-    pub ptz: bool,
-}
-
-impl Device {
-    /// Lens count.
-    pub fn lens_count(&self) -> u8 {
-        self.lenses.unwrap_or(self.kind.lenses())
-    }
-
-    /// Camera id of lens `n` (from 1): the device id for a single lens.
-    pub fn camera_id(&self, lens: u8) -> String {
-        if self.lens_count() == 1 {
-            self.id.clone()
-        } else {
-            format!("{}-{lens}", self.id)
-        }
-    }
-}
-
 /// Default of `stall_secs`.
 pub const DEFAULT_STALL_SECS: u64 = 5;
 
@@ -386,7 +192,7 @@ impl Device {
                 bail!("device `{id}`: `[device.synthetic]` only applies to `source = \"synthetic\"`");
             }
             for q in [Quality::Main, Quality::Sub] {
-                crate::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
+                crate::sources::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
                     .validate()
                     .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
             }
@@ -435,10 +241,10 @@ impl Device {
                 }
                 for (i, lens) in self.lens_sources.iter().enumerate() {
                     let n = i + 1;
-                    check_rtsp_url(&lens.main)
+                    crate::sources::rtsp::check_url(&lens.main)
                         .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
                     if let Some(sub) = &lens.sub {
-                        check_rtsp_url(sub)
+                        crate::sources::rtsp::check_url(sub)
                             .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
                     }
                 }
@@ -510,20 +316,6 @@ impl Device {
     pub fn stall_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.stall_secs.unwrap_or(DEFAULT_STALL_SECS))
     }
-}
-
-/// Accepts `rtsp://host[:port]/...` and names what is wrong otherwise (the
-/// URL is echoed without its credentials).
-fn check_rtsp_url(raw: &str) -> Result<()> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e})", crate::rtsp::redact_url(raw)))?;
-    if url.scheme() != "rtsp" {
-        bail!("{:?}: expected an `rtsp://` URL", crate::rtsp::redact_url(raw));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        bail!("{:?}: the URL names no host", crate::rtsp::redact_url(raw));
-    }
-    Ok(())
 }
 
 /// True for ids usable in URLs and config keys.
@@ -677,6 +469,7 @@ pub fn check_cli(path: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::rtsp::RtspTransport;
 
     fn parse(toml: &str) -> Result<AgentConfig> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

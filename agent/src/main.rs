@@ -2,32 +2,26 @@
 //! streams out over QUIC to the partner relays.
 
 mod access;
-mod cameras;
 mod config;
-mod demo;
 #[cfg(test)]
 mod fuzz_targets;
-mod inventory;
-mod onvif;
 mod operators;
-mod pattern;
-mod pki;
+mod ops;
 mod ptz;
-mod ptz_sim;
 mod redial;
 mod reload;
-mod replay;
-mod rtsp;
+mod secret;
+mod sources;
 mod status;
-mod supervision;
-mod synthetic;
 mod uplink;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::{AgentConfig, RelayTarget};
+use ops::{demo, pki};
 use ponte_proto::session;
 use ponte_proto::tls::{self, Identity, TransportOptions};
+use sources::cameras;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,7 +230,7 @@ impl Agent {
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
         let audit = Arc::new(audit);
         let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
-        let clock = uplink::Clock::from_env(&cfg.policy.timezone)?;
+        let clock = access::Clock::from_env(&cfg.policy.timezone)?;
         let ptz = ptz::PtzService::start(ptz::Setup {
             config: cfg.ptz.arbiter(),
             cameras: cameras.clone(),

@@ -1,7 +1,7 @@
 //! The agent's status document, sampled every couple of seconds from the
 //! relay links and the camera streams.
 
-use crate::cameras::Cameras;
+use crate::sources::cameras::Cameras;
 use crate::uplink::LinkState;
 use ponte_proto::mgmt::{StatusFeed, SAMPLE_EVERY};
 use ponte_proto::status::{CameraStatus, Health, LinkStatus, RateMeter, StatusDoc};

@@ -10,9 +10,9 @@
 //! session feeds the shaper the QUIC path's capacity and overhead, and
 //! publishes a [`LinkSnapshot`] on the [`ShapingBoard`] for status pages.
 
-use crate::access::Access;
-use crate::cameras::Cameras;
+use crate::access::{Access, Clock};
 use crate::config::RelayTarget;
+use crate::sources::cameras::Cameras;
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::Quality;
@@ -428,34 +428,6 @@ pub struct SessionLimits {
     pub max_subscriptions: u32,
     /// Subscriptions refused by it since start.
     pub refused: AtomicU64,
-}
-
-/// The policy's wall clock: real time, optionally shifted so tests (and
-/// rehearsals) can start the agent at a chosen moment, e.g. just before a
-/// time window closes: `PONTE_CLOCK_START=2026-11-25T19:59:58` (policy time zone).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Clock {
-    offset: jiff::SignedDuration,
-}
-
-impl Clock {
-    /// Real time, or shifted to start at `PONTE_CLOCK_START` if set.
-    pub fn from_env(tz: &str) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let Ok(start) = std::env::var("PONTE_CLOCK_START") else { return Ok(Self::default()) };
-        let civil: jiff::civil::DateTime = start
-            .parse()
-            .with_context(|| format!("PONTE_CLOCK_START={start:?}: expected e.g. 2026-11-25T19:59:58"))?;
-        let at = civil.to_zoned(jiff::tz::TimeZone::get(tz)?)?.timestamp();
-        let offset = at.duration_since(jiff::Timestamp::now());
-        tracing::warn!(start = %start, "PONTE_CLOCK_START is set: policy time is shifted");
-        Ok(Self { offset })
-    }
-
-    /// Current time.
-    pub fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now().checked_add(self.offset).unwrap_or_else(|_| jiff::Timestamp::now())
-    }
 }
 
 /// How often subscriptions are re-checked against the policy (time windows).

@@ -3,7 +3,7 @@
 //! timeout honoured like a real camera's, so the loopback demo's PTZ pad and
 //! the arbitration can be tried without a camera.
 
-use crate::ptz::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
+use crate::ptz::device::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
 use ponte_proto::ptz::{PtzErrorCode, PtzPosition, PtzPreset};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 
 /// The reference inventory shipped with ponte.
-pub const CREMONA_CSV: &str = include_str!("../../deploy/examples/cremona/cameras.csv");
+pub const CREMONA_CSV: &str = include_str!("../../../deploy/examples/cremona/cameras.csv");
 
 /// Lowercase ASCII slug: letters and digits, runs of anything else as `-`.
 pub fn slug(s: &str) -> String {

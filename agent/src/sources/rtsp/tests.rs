@@ -3,7 +3,7 @@
 //! connection dropped, wrong credentials.
 
 use super::*;
-use crate::synthetic::{FrameSource, SyntheticSpec};
+use crate::sources::synthetic::{FrameSource, SyntheticSpec};
 use ponte_proto::hub::{Hub, HubItem, TrackKey, TrackReader};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -7,7 +7,7 @@
 //! Every replay camera of one size, frame rate and GOP shows the same
 //! picture: the GOP is encoded once per process and shared.
 
-use crate::synthetic::{self, FrameSource, SyntheticSpec};
+use crate::sources::synthetic::{self, FrameSource, SyntheticSpec};
 use anyhow::{ensure, Context as _};
 use bytes::{BufMut, Bytes, BytesMut};
 use ponte_proto::h264::{self, nal};

@@ -5,7 +5,8 @@
 use crate::config::{
     AgentConfig, AgentSection, AuditSection, PolicySection, RelayTarget, TlsSection, TransportSection,
 };
-use crate::{inventory, pki, uplink};
+use crate::ops::{inventory, pki};
+use crate::uplink;
 use anyhow::{bail, Context, Result};
 use ponte_proto::policy::SitePolicyConfig;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -182,7 +183,7 @@ async fn futures_select_all<F: std::future::Future + Unpin>(
 }
 
 /// The Cremona example config, whose `[[site]]` grants the demo uses.
-const CREMONA_AGENT_TOML: &str = include_str!("../../deploy/examples/cremona/agent.toml");
+const CREMONA_AGENT_TOML: &str = include_str!("../../../deploy/examples/cremona/agent.toml");
 
 /// Different, realistic grants for the two partner forces, as in
 /// `deploy/examples/cremona/agent.toml`: the Carabinieri see the whole city

@@ -1,11 +1,11 @@
 //! The agent's cameras: one hub track per lens and quality, each fed by its
 //! source, and the catalog that describes them to sites.
 
-use crate::config::{Device, SourceKind};
-use crate::replay::{self, ReplaySpec};
-use crate::rtsp::{self, CodecHook, RtspSpec};
-use crate::supervision::{CameraSnapshot, CameraState, StreamStatus};
-use crate::synthetic::{self, SyntheticSpec};
+use crate::sources::device::{Device, SourceKind};
+use crate::sources::replay::{self, ReplaySpec};
+use crate::sources::rtsp::{self, CodecHook, RtspSpec};
+use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
+use crate::sources::synthetic::{self, SyntheticSpec};
 use ponte_proto::hub::{Hub, TrackKey, TrackProbe, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, Quality};
 use ponte_proto::wire::CatalogEntry;
@@ -313,7 +313,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceKind, LensSource};
+    use crate::sources::device::{DeviceKind, LensSource};
     use std::time::Duration;
 
     #[tokio::test]

@@ -2,8 +2,7 @@
 //! pulled on demand like an IP camera. It idles while nobody subscribes and
 //! encodes in real time, on its own OS thread, while someone does.
 
-use crate::config::SyntheticSettings;
-use crate::pattern::Pattern;
+use crate::sources::pattern::Pattern;
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use openh264::encoder::{
@@ -14,12 +13,36 @@ use openh264::{OpenH264API, Timestamp};
 use ponte_proto::h264::{self, nal};
 use ponte_proto::hub::TrackWriter;
 use ponte_proto::media::{Codec, CodecConfig, Frame, Quality, CLOCK_RATE};
+use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
+
+/// `[device.synthetic]`: overrides of the synthetic camera's defaults
+/// (main 640×360 at 800 kbit/s, sub 320×180 at 200 kbit/s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSettings {
+    /// Main stream bitrate, kbit/s.
+    #[serde(default)]
+    pub main_kbps: Option<u32>,
+    /// Substream bitrate, kbit/s.
+    #[serde(default)]
+    pub sub_kbps: Option<u32>,
+    /// Main stream width, pixels (even).
+    #[serde(default)]
+    pub main_width: Option<u16>,
+    /// Main stream height, pixels (even).
+    #[serde(default)]
+    pub main_height: Option<u16>,
+    /// `dome-ptz` only: answer PTZ commands with a simulated dome (for
+    /// demos and tests), when the device has no `[device.onvif]`.
+    #[serde(default)]
+    pub ptz: bool,
+}
 
 /// How long the camera keeps encoding after the last viewer left, so a viewer
 /// switching back and forth does not wait for a fresh encoder each time.

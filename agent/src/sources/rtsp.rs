@@ -7,8 +7,7 @@
 //! assembles them); only parameter sets are added in front of a keyframe
 //! that lacks them, so a viewer can start at any GOP.
 
-use crate::config::RtspTransport;
-use crate::supervision::{Backoff, CameraState, StreamStatus};
+use crate::sources::supervision::{Backoff, CameraState, StreamStatus};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ponte_proto::hub::TrackWriter;
@@ -16,6 +15,7 @@ use ponte_proto::media::{Codec, CodecConfig, Frame, Quality, CLOCK_RATE};
 use ponte_proto::{h264, h265};
 use retina::client::{Credentials, PlayOptions, Session, SetupOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -110,6 +110,31 @@ fn decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| s.to_owned())
+}
+
+/// How RTP travels from an RTSP camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection: survives firewalls and NAT.
+    #[default]
+    Tcp,
+    /// Separate UDP ports: less latency on a clean LAN, no retransmission.
+    Udp,
+}
+
+/// Accepts `rtsp://host[:port]/...` and names what is wrong otherwise (the
+/// URL is echoed without its credentials).
+pub fn check_url(raw: &str) -> anyhow::Result<()> {
+    let url =
+        url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e})", redact_url(raw)))?;
+    if url.scheme() != "rtsp" {
+        anyhow::bail!("{:?}: expected an `rtsp://` URL", redact_url(raw));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        anyhow::bail!("{:?}: the URL names no host", redact_url(raw));
+    }
+    Ok(())
 }
 
 /// The URL with any `user:password@` replaced by `***@`, for logs and

@@ -1,0 +1,6 @@
+//! Operating the deployment rather than relaying: the certificate authority
+//! (`pki`), the loopback demo and the Cremona inventory it runs on.
+
+pub mod demo;
+pub mod inventory;
+pub mod pki;
