@@ -900,3 +900,6 @@ impl UpstreamState {
 fn upstream_why(reason: &str) -> &str {
     reason.strip_prefix("access revoked: ").unwrap_or(reason)
 }
+
+#[cfg(test)]
+mod tests;
