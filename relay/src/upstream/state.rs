@@ -6,7 +6,7 @@
 //! that the shell (`super`) executes: sending on a link's control stream,
 //! answering a waiting subscriber, ending or revoking a track's readers.
 //! No quinn, no tokio, no lock in here, so the tests drive it with a
-//! scripted upstream and a simulated clock in microseconds of real time,
+//! scripted upstream and a simulated clock, in milliseconds of real time,
 //! the way quinn-proto's tests drive a `Connection`.
 
 use ponte_proto::hub::TrackKey;
@@ -137,6 +137,10 @@ pub struct Track {
     pub paused: Option<(String, Instant)>,
     /// A subscriber waits for the upstream's first answer.
     pub pending: bool,
+    /// When it was orphaned before its latest adoption: a re-subscription
+    /// that could not be sent leaves it orphaned since then, so a congested
+    /// link never stretches the grace.
+    lost_since: Option<Instant>,
 }
 
 /// The catalog of a link that went down, kept through the reconnect grace.
@@ -382,6 +386,7 @@ impl UpstreamState {
                 orphaned: None,
                 paused: None,
                 pending: true,
+                lost_since: None,
             },
         );
         info!(camera = %key.camera, quality = key.quality.name(), upstream = %plan.peer, subscription = sub_id, "subscribing upstream");
@@ -499,9 +504,12 @@ impl UpstreamState {
             Control::SubscribeOk { id, .. } => {
                 let key = self.links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
                 if let Some(key) = key {
-                    if let Some(t) = self.tracks.get_mut(&key).filter(|t| t.pending) {
-                        t.pending = false;
-                        out.push(Action::Resolve { track: key, result: Ok(()) });
+                    if let Some(t) = self.tracks.get_mut(&key) {
+                        t.lost_since = None;
+                        if t.pending {
+                            t.pending = false;
+                            out.push(Action::Resolve { track: key, result: Ok(()) });
+                        }
                     }
                 }
             }
@@ -710,8 +718,10 @@ impl UpstreamState {
         let mut out = Vec::new();
         if let Control::Subscribe { id, .. } = msg {
             if let Some(key) = self.fed_track(link, *id).cloned() {
-                if self.tracks.get(&key).is_some_and(|t| !t.pending) {
-                    self.orphan(&key, now, &mut out);
+                if let Some(since) =
+                    self.tracks.get(&key).filter(|t| !t.pending).map(|t| t.lost_since.unwrap_or(now))
+                {
+                    self.orphan(&key, since, &mut out);
                 }
             }
         }
@@ -860,7 +870,7 @@ impl UpstreamState {
         t.feed = Some((link_id, sub_id));
         t.paused = None;
         t.peer = link.peer.clone();
-        t.orphaned = None;
+        t.lost_since = t.orphaned.take();
         let msg = Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality };
         out.push(Action::Send { link: link_id, msg });
         out.push(Action::Adopted { track: key.clone() });

@@ -467,3 +467,28 @@ fn a_duplicate_camera_id_from_a_second_link_is_ignored() {
     assert_eq!(p.state.plan_ptz("c0", "anna", PtzCommand::Stop, p.now).unwrap().link, master);
     p.state.check();
 }
+
+/// A re-subscription that cannot be sent (the link's queue is full) leaves
+/// the track orphaned since the link loss, not since the failed send: a
+/// congested link does not stretch the grace.
+#[test]
+fn an_unsent_adoption_keeps_the_grace_of_the_link_loss() {
+    let mut p = Pair::new();
+    let l1 = p.connect("master", Agent::with(&["c0"]));
+    let generation = p.subscribe("c0").unwrap();
+    p.deliver();
+    let lost_at = p.now;
+    p.cut(l1);
+    p.advance(Duration::from_secs(20));
+    let l2 = p.connect("master", Agent::with(&["c0"]));
+    let (_, msg) = p.wire.pop_back().expect("a re-subscription");
+    let actions = p.state.unsent(l2, &msg, p.now);
+    assert_eq!(actions, vec![Action::Orphaned { track: key("c0") }]);
+    assert_eq!(p.state.tracks[&key("c0")].orphaned, Some(lost_at));
+    p.state.check();
+    p.now = lost_at + GRACE;
+    // The link still cannot take it: the grace of the first loss ends it.
+    let mut idle = None;
+    let (wake, actions) = p.state.tend(&key("c0"), generation, 1, &mut idle, p.now);
+    assert_eq!((wake, actions), (None, vec![Action::End { track: key("c0"), failure: None }]));
+}
