@@ -3,13 +3,14 @@
 
 use crate::config::RelayConfig;
 use crate::rtsp::framing::{Framer, Inbound, MAX_REQUEST_BYTES};
+use crate::upstream::state::tests::entry;
 use crate::upstream::state::{Action, LinkId, UpstreamState};
 use crate::whep::check_offer;
 use ponte_fuzz::{class_of, class_of_message, fuzz};
 use ponte_proto::hub::TrackKey;
 use ponte_proto::media::{Codec, Quality};
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
-use ponte_proto::wire::{CatalogEntry, Control, StatsReport, SubscribeErrorCode};
+use ponte_proto::wire::{Control, StatsReport, SubscribeErrorCode};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -129,21 +130,6 @@ fn fuzz_relay_config() {
 
 const CAMERAS: [&str; 3] = ["c0", "c1", "c2"];
 
-fn catalog_entry(camera: &str, sub: bool) -> CatalogEntry {
-    CatalogEntry {
-        id: camera.into(),
-        device: camera.into(),
-        lens: 1,
-        name: camera.into(),
-        zone: "z".into(),
-        kind: "dome-ptz".into(),
-        codec: Codec::H264,
-        qualities: if sub { vec![Quality::Main, Quality::Sub] } else { vec![Quality::Main] },
-        ptz: true,
-        always_on: false,
-    }
-}
-
 /// The relay's upstream table with the shell's bookkeeping around it:
 /// each link's outbox (what the scripted upstream reads), viewers per
 /// track, each track's generation and idle clock, the lost-catalog wakes.
@@ -253,7 +239,7 @@ fn fuzz_relay_control() {
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| b & (1 << i) != 0)
-                        .map(|(i, c)| catalog_entry(c, b & (8 << i) != 0))
+                        .map(|(i, c)| entry(c, b & (8 << i) != 0))
                         .collect();
                     let actions = h.state.on_control(id, Control::Catalog { cameras }, now);
                     h.run(actions.expect("a catalog is fine"));

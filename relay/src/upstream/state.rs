@@ -912,4 +912,4 @@ fn upstream_why(reason: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

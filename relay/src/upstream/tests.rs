@@ -1,6 +1,7 @@
 //! The shell over real channels and tokio's paused clock; the state
 //! machine's own scenarios are in `state`'s tests.
 
+use super::state::tests::{entry, holder};
 use super::*;
 use ponte_proto::media::Codec;
 use ponte_proto::tls::{self, Identity, TransportOptions};
@@ -77,34 +78,8 @@ fn test_upstreams(grace: Duration) -> Arc<Upstreams> {
     Upstreams::new("site", vec!["master".into(), "shard".into()], audit, Duration::from_millis(300), grace)
 }
 
-fn entry(camera: &str, sub: bool) -> CatalogEntry {
-    CatalogEntry {
-        id: camera.into(),
-        device: camera.into(),
-        lens: 1,
-        name: camera.into(),
-        zone: "z".into(),
-        kind: "fixed".into(),
-        codec: Codec::H264,
-        qualities: if sub { vec![Quality::Main, Quality::Sub] } else { vec![Quality::Main] },
-        ptz: false,
-        always_on: false,
-    }
-}
-
 fn ptz_entry(camera: &str) -> CatalogEntry {
     CatalogEntry { kind: "dome-ptz".into(), ptz: true, ..entry(camera, false) }
-}
-
-fn holder(viewer: &str, ms: u64) -> ponte_proto::ptz::PtzHolder {
-    ponte_proto::ptz::PtzHolder {
-        controller: ponte_proto::ptz::Controller {
-            site: "questura".into(),
-            viewer: viewer.into(),
-            priority: 10,
-        },
-        expires_in_ms: ms,
-    }
 }
 
 /// Commands go up with fresh ids, answers are matched by id whatever

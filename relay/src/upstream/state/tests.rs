@@ -20,7 +20,11 @@ struct Agent {
 
 impl Agent {
     fn with(cameras: &[&str]) -> Agent {
-        Agent { catalog: cameras.iter().map(|c| entry(c)).collect(), answers_ptz: true, ..Agent::default() }
+        Agent {
+            catalog: cameras.iter().map(|c| entry(c, true)).collect(),
+            answers_ptz: true,
+            ..Agent::default()
+        }
     }
 
     fn answer(&self, msg: &Control) -> Option<Control> {
@@ -43,22 +47,24 @@ impl Agent {
     }
 }
 
-fn entry(camera: &str) -> CatalogEntry {
+/// A fixed camera offering the main stream, and the substream if `sub`.
+pub(crate) fn entry(camera: &str, sub: bool) -> CatalogEntry {
     CatalogEntry {
         id: camera.into(),
         device: camera.into(),
         lens: 1,
         name: camera.into(),
         zone: "z".into(),
-        kind: "dome-ptz".into(),
+        kind: "fixed".into(),
         codec: Codec::H264,
-        qualities: vec![Quality::Main, Quality::Sub],
-        ptz: true,
+        qualities: if sub { vec![Quality::Main, Quality::Sub] } else { vec![Quality::Main] },
+        ptz: false,
         always_on: false,
     }
 }
 
-fn holder(viewer: &str, ms: u64) -> PtzHolder {
+/// `viewer` of the Questura holding a PTZ lock for `ms` more.
+pub(crate) fn holder(viewer: &str, ms: u64) -> PtzHolder {
     PtzHolder {
         controller: Controller { site: "questura".into(), viewer: viewer.into(), priority: 10 },
         expires_in_ms: ms,
@@ -296,7 +302,7 @@ fn a_catalog_withdrawal_during_a_reload_revokes() {
     assert!(p.drain().is_empty());
 
     // A policy window closing on a granted stream: forbidden after ok.
-    p.from(l2, Control::Catalog { cameras: vec![entry("c1")] });
+    p.from(l2, Control::Catalog { cameras: vec![entry("c1", true)] });
     p.subscribe("c1").unwrap();
     p.deliver();
     p.drain();
@@ -441,11 +447,12 @@ fn ptz_answers_racing_a_link_loss() {
 #[test]
 fn a_duplicate_camera_id_from_a_second_link_is_ignored() {
     let mut p = Pair::new();
-    let mut shadow = entry("c0");
+    let mut shadow = entry("c0", true);
     shadow.zone = "widened".into();
-    let shard = p.connect("shard", Agent { catalog: vec![shadow, entry("c9")], ..Agent::with(&[]) });
+    let shard = p.connect("shard", Agent { catalog: vec![shadow, entry("c9", true)], ..Agent::with(&[]) });
     assert_eq!(p.state.catalog(p.now)[0].zone, "widened", "alone, the shard's entry counts");
-    let master = p.connect("master", Agent { catalog: vec![entry("c0"), entry("c0")], ..Agent::with(&[]) });
+    let master = p
+        .connect("master", Agent { catalog: vec![entry("c0", true), entry("c0", true)], ..Agent::with(&[]) });
     assert_eq!(p.state.links[&master].catalog.len(), 1, "an id listed twice in a catalog: the first counts");
     let catalog = p.state.catalog(p.now);
     assert_eq!(
