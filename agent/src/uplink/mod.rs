@@ -10,14 +10,17 @@
 //! session feeds the shaper the QUIC path's capacity and overhead, and
 //! publishes a [`boards::LinkSnapshot`] on the [`ShapingBoard`] for status pages.
 //!
-//! Layout: [`shell`] runs one session's `select!` loop over the QUIC
-//! connection; [`pump`] sends one subscription's media, GOP by GOP;
-//! [`boards`] is what sessions publish for status pages and `/metrics`.
-//! This file dials the relays.
+//! Layout: [`state`] is the session's sans-IO core (subscriptions, access
+//! rechecks, PTZ lock filtering, stats), which decides and returns actions;
+//! [`shell`] runs one session's `select!` loop over the QUIC connection and
+//! executes them; [`pump`] sends one subscription's media, GOP by GOP, as
+//! the site's shaper decides; [`boards`] is what sessions publish for
+//! status pages and `/metrics`. This file dials the relays.
 
 mod boards;
 mod pump;
 mod shell;
+pub mod state;
 
 pub use boards::{LinkBoard, ShapingBoard};
 

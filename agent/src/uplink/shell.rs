@@ -1,20 +1,22 @@
-//! One relay session: the `select!` loop over the QUIC connection, its
-//! control stream, policy and catalog changes, PTZ lock notices and timers.
+//! One relay session: the `select!` loop over the QUIC connection. It
+//! translates what happens (the relay's control messages, policy and
+//! catalog changes, PTZ lock notices, pump replies, timer ticks) into calls
+//! on the session's [`SessionState`] and executes the actions it returns;
+//! it also measures the QUIC path for the shaper and publishes the
+//! session's figures.
 
 use super::boards::{LinkSnapshot, SessionCounters, SubStats, SubscriptionSnapshot};
 use super::pump::{slot, Pump, SiteShaping};
+use super::state::{Action, SessionState};
 use super::Shared;
-use crate::access::Access;
-use ponte_proto::audit::AuditRecord;
 use ponte_proto::hub::TrackReader;
 use ponte_proto::media::Quality;
-use ponte_proto::policy::Decision;
 use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SendCounters, SessionError};
 use ponte_proto::shaping::{
     Hysteresis, Ladder, PathEstimator, PathSample, RateMeter, Rung, Shaper, IP_UDP_OVERHEAD,
 };
-use ponte_proto::wire::{Control, Role, StatsReport, SubscribeErrorCode, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use ponte_proto::wire::{Control, Role, PROTOCOL_VERSION};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,12 +24,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-struct Subscription {
-    camera: String,
-    quality: Quality,
+/// A running pump.
+struct Running {
     task: JoinHandle<()>,
     stats: Arc<SubStats>,
 }
+
 /// How often subscriptions are re-checked against the policy (time windows).
 const POLICY_TICK: Duration = Duration::from_millis(500);
 /// How often the path is measured and the shaping snapshot published.
@@ -62,9 +64,12 @@ struct Session<'a> {
     site: &'a str,
     conn: quinn::Connection,
     shared: Shared,
-    access: Arc<Access>,
+    state: SessionState,
     tx: ControlSender,
-    subs: HashMap<u64, Subscription>,
+    pumps: HashMap<u64, Running>,
+    /// The track opened for [`Action::OpenCamera`], until its
+    /// [`Action::StartPump`].
+    opened: Option<(u64, TrackReader)>,
     counters: Arc<SessionCounters>,
     priorities: Arc<PriorityClock>,
     reply_tx: mpsc::Sender<Control>,
@@ -72,31 +77,6 @@ struct Session<'a> {
     path: PathMeter,
     /// Bounds the PTZ answers not yet written.
     ptz_under_way: Arc<tokio::sync::Semaphore>,
-    /// The catalog last sent to the relay.
-    sent_catalog: Option<Vec<ponte_proto::wire::CatalogEntry>>,
-}
-
-fn audit(
-    shared: &Shared,
-    site: &str,
-    camera: Option<&str>,
-    quality: Option<Quality>,
-    action: &str,
-    outcome: &str,
-    reason: Option<String>,
-) {
-    let record = AuditRecord {
-        site: Some(site.to_owned()),
-        camera: camera.map(str::to_owned),
-        quality: quality.map(|q| q.name().to_owned()),
-        action: action.to_owned(),
-        outcome: outcome.to_owned(),
-        reason,
-        ..Default::default()
-    };
-    if let Err(e) = shared.audit.write(record) {
-        error!(site, error = %e, path = %shared.audit.path().display(), "cannot write the audit log");
-    }
 }
 
 pub(super) async fn run_session(
@@ -110,29 +90,33 @@ pub(super) async fn run_session(
     // only this task writes the control stream.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Control>(64);
     let access = shared.access.borrow_and_update().clone();
-    let budget = access.budget(site);
+    let state = SessionState::new(site, access, shared.limits.max_subscriptions);
+    let budget = state.budget();
     let mut access_rx = shared.access.clone();
     let mut catalog_rx = shared.cameras.catalog_version();
     let mut s = Session {
         site,
         conn: conn.clone(),
         shared,
-        access,
+        state,
         tx,
-        subs: HashMap::new(),
+        pumps: HashMap::new(),
+        opened: None,
         counters: Arc::new(SessionCounters::default()),
         priorities: Arc::new(PriorityClock::default()),
         reply_tx,
         shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
         path: PathMeter::default(),
         ptz_under_way: crate::ptz::session_gate(),
-        sent_catalog: None,
     };
     let mut ptz_locks = s.shared.ptz.subscribe_locks();
-    s.send_catalog().await?;
+    let catalog = s.shared.cameras.catalog();
+    let actions = s.state.send_catalog(&catalog);
+    s.execute(actions).await?;
     // Who holds the cameras this site may steer, as of now.
     for change in s.shared.ptz.holders() {
-        s.forward_lock(change).await?;
+        let actions = s.state.lock_changed(change.camera, change.holder, &catalog);
+        s.execute(actions).await?;
     }
     // From here every way out passes the `close` below.
     s.shared.links.open(site, conn.clone(), s.counters.clone());
@@ -140,54 +124,48 @@ pub(super) async fn run_session(
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
     let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
     let result = loop {
-        tokio::select! {
-            msg = rx.recv() => {
-                let r = match msg { Ok(m) => s.handle(m).await, Err(e) => Err(e) };
-                if let Err(e) = r { break Err(e); }
-            }
-            Some(reply) = reply_rx.recv() => {
-                if let Control::SubscribeError { id, .. } = &reply { s.drop_sub(*id); }
-                if let Err(e) = s.tx.send(&reply).await { break Err(e); }
-            }
+        let actions = tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(m) => match s.state.handle(m, &s.shared.cameras.catalog(), s.shared.clock.now()) {
+                    Ok(actions) => actions,
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e),
+            },
+            Some(reply) = reply_rx.recv() => s.state.reply(reply),
             changed = access_rx.changed() => {
                 if changed.is_err() { break Ok(()); }
-                s.access = access_rx.borrow_and_update().clone();
-                info!(site, "policy reloaded");
-                s.apply_shaping_policy();
-                if let Err(e) = s.send_catalog().await { break Err(e); }
-                if let Err(e) = s.recheck("policy reloaded").await { break Err(e); }
+                let access = access_rx.borrow_and_update().clone();
+                s.state.policy_reloaded(access, &s.shared.cameras.catalog(), s.shared.clock.now())
             }
             changed = catalog_rx.changed() => {
                 if changed.is_err() { break Ok(()); }
                 catalog_rx.borrow_and_update();
-                if let Err(e) = s.send_catalog().await { break Err(e); }
-                if let Err(e) = s.recheck("camera catalog changed").await { break Err(e); }
+                s.state.catalog_changed(&s.shared.cameras.catalog(), s.shared.clock.now())
             }
-            _ = policy_tick.tick() => {
-                if let Err(e) = s.recheck("time window closed").await { break Err(e); }
-            }
-            _ = shaping_tick.tick() => s.measure_and_publish(),
+            _ = policy_tick.tick() => s.state.tick(&s.shared.cameras.catalog(), s.shared.clock.now()),
+            _ = shaping_tick.tick() => { s.measure_and_publish(); Vec::new() }
             change = ptz_locks.recv() => match change {
-                Ok(change) => if let Err(e) = s.forward_lock(change).await { break Err(e); },
+                Ok(change) => s.state.lock_changed(change.camera, change.holder, &s.shared.cameras.catalog()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     warn!(site, missed = n, "ptz: lock notices lagged; the next command refreshes the holder");
+                    Vec::new()
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break Ok(()),
             },
             _ = stats.tick() => {
-                let ended: Vec<u64> = s.subs.iter().filter(|(_, sub)| sub.task.is_finished()).map(|(id, _)| *id).collect();
-                for id in ended {
-                    s.drop_sub(id);
-                }
-                let report = StatsReport {
-                    subscriptions: s.subs.len() as u32,
-                    bytes_sent: s.counters.bytes_sent.load(Ordering::Relaxed),
-                    gops_dropped: s.counters.gops_dropped.load(Ordering::Relaxed),
-                    ..Default::default()
-                };
-                if let Err(e) = s.tx.send(&Control::Stats(report)).await { break Err(e); }
+                let finished: Vec<u64> =
+                    s.pumps.iter().filter(|(_, p)| p.task.is_finished()).map(|(id, _)| *id).collect();
+                s.state.stats(
+                    &finished,
+                    s.counters.bytes_sent.load(Ordering::Relaxed),
+                    s.counters.gops_dropped.load(Ordering::Relaxed),
+                )
             }
             e = conn.closed() => break Err(e.into()),
+        };
+        if let Err(e) = s.execute(actions).await {
+            break Err(e);
         }
     };
     s.shared.shaping.remove(site);
@@ -195,17 +173,15 @@ pub(super) async fn run_session(
     s.shared.links.close(site);
     // Cameras this site was moving stop now, not at the dead-man.
     s.shared.ptz.drop_site(site);
-    for (_, sub) in s.subs.drain() {
-        sub.task.abort();
-        audit(
-            &s.shared,
-            site,
-            Some(&sub.camera),
-            Some(sub.quality),
-            "unsubscribe",
-            "ended",
-            Some("session ended".into()),
-        );
+    let actions = s.state.end();
+    // The control stream is gone or broken: only the local actions matter.
+    for action in actions {
+        match action {
+            Action::Send(_) => {}
+            other => {
+                let _ = s.execute(vec![other]).await;
+            }
+        }
     }
     if let Err(SessionError::Wire(_) | SessionError::Protocol(_)) = &result {
         conn.close(session::close_code::PROTOCOL.into(), b"protocol violation");
@@ -214,225 +190,59 @@ pub(super) async fn run_session(
 }
 
 impl Session<'_> {
-    /// Tells the relay about a PTZ lock change if its site may steer the camera.
-    async fn forward_lock(&mut self, change: crate::ptz::LockChange) -> Result<(), SessionError> {
-        let catalog = self.shared.cameras.catalog();
-        if !crate::ptz::PtzService::site_may_see_lock(&self.access, self.site, &catalog, &change.camera) {
-            return Ok(());
-        }
-        self.tx.send(&Control::PtzLock { camera: change.camera, holder: change.holder }).await
-    }
-
-    async fn send_catalog(&mut self) -> Result<(), SessionError> {
-        let cameras = self.access.catalog(self.site, &self.shared.cameras.catalog());
-        if self.sent_catalog.as_ref() == Some(&cameras) {
-            // A device of another site, or one this site may not see,
-            // changed: nothing to tell this relay.
-            return Ok(());
-        }
-        self.sent_catalog = Some(cameras.clone());
-        audit(
-            &self.shared,
-            self.site,
-            None,
-            None,
-            "catalog",
-            "sent",
-            Some(format!("{} cameras", cameras.len())),
-        );
-        if cameras.is_empty() && self.access.site(self.site).is_none() {
-            warn!(site = self.site, "site has no [[site]] policy in the agent config: it sees no camera");
-        }
-        self.tx.send(&Control::Catalog { cameras }).await
-    }
-
-    fn now(&self) -> ponte_proto::policy::LocalTime {
-        self.access.local_time(self.shared.clock.now())
-    }
-
-    /// Ends every subscription the current policy no longer allows.
-    async fn recheck(&mut self, why: &str) -> Result<(), SessionError> {
-        let now = self.now();
-        let mut revoked = Vec::new();
-        let catalog = self.shared.cameras.catalog();
-        for (id, sub) in &self.subs {
-            let entry = catalog.iter().find(|c| c.id == sub.camera);
-            let decision = match entry {
-                Some(e) => self.access.evaluate(self.site, e, sub.quality, now),
-                None => {
-                    Decision::Deny { hidden: true, reason: format!("camera `{}` was removed", sub.camera) }
-                }
-            };
-            if let Decision::Deny { reason, .. } = decision {
-                revoked.push((*id, reason));
-            }
-        }
-        for (id, reason) in revoked {
-            let Some(sub) = self.drop_sub(id) else { continue };
-            sub.task.abort();
-            warn!(site = self.site, camera = %sub.camera, quality = sub.quality.name(), %reason, "access revoked ({why})");
-            audit(
-                &self.shared,
-                self.site,
-                Some(&sub.camera),
-                Some(sub.quality),
-                "revoked",
-                "ended",
-                Some(reason.clone()),
-            );
-            let reason = format!("access revoked: {reason}");
-            self.tx
-                .send(&Control::SubscribeError { id, code: SubscribeErrorCode::Forbidden, reason })
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn refuse(
-        &mut self,
-        id: u64,
-        camera: &str,
-        quality: Quality,
-        code: SubscribeErrorCode,
-        told: String,
-        audited: String,
-    ) -> Result<(), SessionError> {
-        info!(site = self.site, camera, quality = quality.name(), code = code.name(), reason = %audited, "subscribe refused");
-        audit(&self.shared, self.site, Some(camera), Some(quality), "refused", code.name(), Some(audited));
-        self.tx.send(&Control::SubscribeError { id, code, reason: told }).await
-    }
-
-    async fn handle(&mut self, msg: Control) -> Result<(), SessionError> {
-        match msg {
-            Control::Subscribe { id, camera, quality } => self.subscribe(id, camera, quality).await?,
-            Control::Unsubscribe { id } => {
-                if let Some(sub) = self.drop_sub(id) {
-                    info!(site = self.site, camera = %sub.camera, subscription = id, "unsubscribe");
-                    audit(
-                        &self.shared,
-                        self.site,
-                        Some(&sub.camera),
-                        Some(sub.quality),
-                        "unsubscribe",
-                        "ended",
-                        None,
-                    );
-                    sub.task.abort();
-                }
-            }
-            Control::Stats(_) => {}
-            Control::Ptz { id, camera, viewer, command } => {
-                // Decided and queued now (so commands keep their order);
-                // the camera's answer goes back through the reply channel,
-                // without holding up this loop.
-                // A relay without accounts may not name its viewers.
-                let viewer = if viewer.is_empty() { "anonymous".to_owned() } else { viewer };
-                let who = crate::ptz::Requester::Site { site: self.site.to_owned(), viewer };
-                self.shared.ptz.answer_relay(
-                    &self.ptz_under_way,
-                    &self.reply_tx,
-                    &who,
-                    id,
-                    &camera,
-                    &command,
-                );
-            }
-            other => {
-                return Err(SessionError::Protocol(format!(
-                    "relay sent `{}`, which only an agent may send",
-                    session::kind(&other)
-                )))
-            }
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, id: u64, camera: String, quality: Quality) -> Result<(), SessionError> {
-        if let Some(old) = self.drop_sub(id) {
-            old.task.abort();
-        }
-        let site = self.site;
-        // A camera the site may not see is answered exactly like one that
-        // does not exist: the relay never learns it is there.
-        let unknown =
-            format!("camera `{camera}` ({}) is not in the catalog of site `{site}`", quality.name());
-        let entry = self
-            .shared
-            .cameras
-            .catalog()
-            .iter()
-            .find(|c| c.id == camera && c.qualities.contains(&quality))
-            .cloned();
-        let Some(entry) = entry else {
-            return self
-                .refuse(id, &camera, quality, SubscribeErrorCode::Unknown, unknown.clone(), unknown)
-                .await;
-        };
-        match self.access.evaluate(site, &entry, quality, self.now()) {
-            Decision::Deny { hidden: true, reason } => {
-                return self.refuse(id, &camera, quality, SubscribeErrorCode::Unknown, unknown, reason).await;
-            }
-            Decision::Deny { hidden: false, reason } => {
-                return self
-                    .refuse(id, &camera, quality, SubscribeErrorCode::Forbidden, reason.clone(), reason)
-                    .await;
-            }
-            Decision::Allow { rule } => {
-                let max = self.shared.limits.max_subscriptions;
-                if self.subs.len() as u32 >= max {
-                    self.shared.limits.refused.fetch_add(1, Ordering::Relaxed);
-                    let reason = format!(
-                        "this session already holds {max} subscriptions, the agent's limit \
-                         (`agent.max_subscriptions_per_session`); unsubscribe others first"
-                    );
-                    return self
-                        .refuse(id, &camera, quality, SubscribeErrorCode::OverBudget, reason.clone(), reason)
-                        .await;
-                }
-                if let Some(max) = self.access.max_streams(site) {
-                    if self.subs.len() as u32 >= max {
-                        let reason =
-                            format!("site `{site}` already receives its maximum of {max} concurrent streams");
-                        return self
-                            .refuse(
-                                id,
-                                &camera,
-                                quality,
-                                SubscribeErrorCode::OverBudget,
-                                reason.clone(),
-                                reason,
-                            )
-                            .await;
+    /// Carries out the state's actions, in order.
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), SessionError> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(msg) => self.tx.send(&msg).await?,
+                Action::Audit(record) => {
+                    if let Err(e) = self.shared.audit.write(*record) {
+                        error!(site = self.site, error = %e, path = %self.shared.audit.path().display(), "cannot write the audit log");
                     }
                 }
-                let Some(reader) = self.shared.cameras.subscribe(&camera, quality) else {
-                    let reason = format!("camera `{camera}` has no {} stream right now", quality.name());
-                    return self
-                        .refuse(id, &camera, quality, SubscribeErrorCode::Offline, reason.clone(), reason)
-                        .await;
-                };
-                info!(site, camera = %camera, quality = quality.name(), subscription = id, %rule, "subscribe");
-                audit(
-                    &self.shared,
-                    site,
-                    Some(&camera),
-                    Some(quality),
-                    "subscribe",
-                    "allowed",
-                    Some(format!("rule `{rule}`")),
-                );
-                self.tx.send(&Control::SubscribeOk { id, codec: entry.codec }).await?;
-                let ladder = Ladder {
-                    top: Rung::of_quality(quality),
-                    has_sub: entry.qualities.contains(&Quality::Sub),
-                };
-                let priority = self.access.priority(site, &entry);
-                self.shaping.lock().add(id, priority, ladder);
-                let stats = Arc::new(SubStats::default());
-                let task = self.pump(id, camera.clone(), ladder, reader, stats.clone());
-                self.subs.insert(id, Subscription { camera, quality, task, stats });
-                self.counters.subscriptions.store(self.subs.len() as u32, Ordering::Relaxed);
+                Action::OpenCamera { id, camera, quality } => {
+                    let reader = self.shared.cameras.subscribe(&camera, quality);
+                    let opened = reader.is_some();
+                    self.opened = reader.map(|r| (id, r));
+                    for next in self.state.camera_opened(id, opened).into_iter().rev() {
+                        queue.push_front(next);
+                    }
+                }
+                Action::StartPump { id, camera, ladder, priority } => {
+                    let Some((_, reader)) = self.opened.take_if(|(o, _)| *o == id) else { continue };
+                    self.shaping.lock().add(id, priority, ladder);
+                    let stats = Arc::new(SubStats::default());
+                    let task = self.pump(id, camera, ladder, reader, stats.clone());
+                    self.pumps.insert(id, Running { task, stats });
+                }
+                Action::StopPump { id } => {
+                    self.shaping.lock().remove(id);
+                    if let Some(p) = self.pumps.remove(&id) {
+                        p.task.abort();
+                    }
+                }
+                Action::Ptz { id, camera, viewer, command } => {
+                    // Decided and queued now (so commands keep their order);
+                    // the camera's answer goes back through the reply
+                    // channel, without holding up this loop.
+                    let who = crate::ptz::Requester::Site { site: self.site.to_owned(), viewer };
+                    self.shared.ptz.answer_relay(
+                        &self.ptz_under_way,
+                        &self.reply_tx,
+                        &who,
+                        id,
+                        &camera,
+                        &command,
+                    );
+                }
+                Action::SetBudget(budget) => self.shaping.lock().set_budget(budget),
+                Action::SetPriority { id, priority } => self.shaping.lock().set_priority(id, priority),
+                Action::LimitRefused => {
+                    self.shared.limits.refused.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            self.counters.subscriptions.store(self.state.len() as u32, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -468,35 +278,6 @@ impl Session<'_> {
             last: SendCounters::default(),
         };
         tokio::spawn(pump.run())
-    }
-
-    /// Forgets a subscription (the caller ends its task).
-    fn drop_sub(&mut self, id: u64) -> Option<Subscription> {
-        self.shaping.lock().remove(id);
-        let sub = self.subs.remove(&id);
-        self.counters.subscriptions.store(self.subs.len() as u32, Ordering::Relaxed);
-        sub
-    }
-
-    /// Applies the site's budget and priorities after a policy reload.
-    fn apply_shaping_policy(&mut self) {
-        let catalog = self.shared.cameras.catalog();
-        let budget = self.access.budget(self.site);
-        let mut shaper = self.shaping.lock();
-        if shaper.budget() != budget {
-            info!(
-                site = self.site,
-                budget_mbps = %mbps_or_unlimited(budget.bps),
-                burst_kb = budget.burst_bytes / 1024.0,
-                "shaping: new link budget"
-            );
-            shaper.set_budget(budget);
-        }
-        for (id, sub) in &self.subs {
-            if let Some(entry) = catalog.iter().find(|c| c.id == sub.camera) {
-                shaper.set_priority(*id, self.access.priority(self.site, entry));
-            }
-        }
     }
 
     /// Measures the QUIC path, feeds the shaper, publishes the snapshot.
@@ -551,16 +332,17 @@ impl Session<'_> {
                 .view()
                 .into_iter()
                 .filter_map(|v| {
-                    let sub = self.subs.get(&v.id)?;
+                    let sub = self.state.subscription(v.id)?;
+                    let stats = &self.pumps.get(&v.id)?.stats;
                     Some(SubscriptionSnapshot {
                         id: v.id,
                         camera: sub.camera.clone(),
                         requested: sub.quality,
                         priority: v.priority,
                         rung: v.rung,
-                        bytes_sent: sub.stats.bytes.load(Ordering::Relaxed),
-                        gops_sent: sub.stats.gops.load(Ordering::Relaxed),
-                        gops_reset: sub.stats.gops_reset.load(Ordering::Relaxed),
+                        bytes_sent: stats.bytes.load(Ordering::Relaxed),
+                        gops_sent: stats.gops.load(Ordering::Relaxed),
+                        gops_reset: stats.gops_reset.load(Ordering::Relaxed),
                         step_downs: v.step_downs,
                         rung_changes: v.changes,
                     })
