@@ -1,0 +1,413 @@
+//! One relay session: the `select!` loop over the QUIC connection. It
+//! translates what happens (the relay's control messages, policy and
+//! catalog changes, PTZ lock notices, pump replies, timer ticks) into calls
+//! on the session's [`SessionState`] and executes the actions it returns;
+//! it also measures the QUIC path for the shaper and publishes the
+//! session's figures.
+
+use super::boards::{LinkSnapshot, SessionCounters, SubStats, SubscriptionSnapshot};
+use super::pump::{slot, Pump, SiteShaping};
+use super::state::{Action, SessionState};
+use super::Shared;
+use ponte_proto::hub::TrackReader;
+use ponte_proto::media::Quality;
+use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SendCounters, SessionError};
+use ponte_proto::shaping::{
+    Hysteresis, Ladder, PathEstimator, PathSample, RateMeter, Rung, Shaper, IP_UDP_OVERHEAD,
+};
+use ponte_proto::wire::{Control, Role, PROTOCOL_VERSION};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+/// A running pump.
+struct Running {
+    task: JoinHandle<()>,
+    stats: Arc<SubStats>,
+}
+
+/// How often subscriptions are re-checked against the policy (time windows).
+const POLICY_TICK: Duration = Duration::from_millis(500);
+/// How often the path is measured and the shaping snapshot published.
+const SHAPING_TICK: Duration = Duration::from_millis(500);
+/// How often the link's shaping summary is logged (debug level).
+const SHAPING_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Path measurements of a session, fed to its shaper.
+struct PathMeter {
+    estimator: PathEstimator,
+    last: Option<(Instant, u64, u64)>,
+    overhead: f64,
+    sent_bps: f64,
+    limited: bool,
+    last_log: Option<Instant>,
+}
+
+impl Default for PathMeter {
+    fn default() -> Self {
+        Self {
+            estimator: PathEstimator::new(),
+            last: None,
+            overhead: 1.05,
+            sent_bps: 0.0,
+            limited: false,
+            last_log: None,
+        }
+    }
+}
+
+struct Session<'a> {
+    site: &'a str,
+    conn: quinn::Connection,
+    shared: Shared,
+    state: SessionState,
+    tx: ControlSender,
+    pumps: HashMap<u64, Running>,
+    /// The track opened for [`Action::OpenCamera`], until its
+    /// [`Action::StartPump`].
+    opened: Option<(u64, TrackReader)>,
+    counters: Arc<SessionCounters>,
+    priorities: Arc<PriorityClock>,
+    reply_tx: mpsc::Sender<Control>,
+    shaping: Arc<SiteShaping>,
+    path: PathMeter,
+    /// Bounds the PTZ answers not yet written.
+    ptz_under_way: Arc<tokio::sync::Semaphore>,
+}
+
+pub(super) async fn run_session(
+    site: &str,
+    conn: quinn::Connection,
+    mut shared: Shared,
+) -> Result<(), SessionError> {
+    let hello = Control::Hello { version: PROTOCOL_VERSION, node: shared.node.clone(), role: Role::Agent };
+    let (tx, mut rx, _peer) = session::open_control(&conn, &hello).await?;
+    // Replies from pump tasks (e.g. a camera track that ended) funnel here so
+    // only this task writes the control stream.
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Control>(64);
+    let access = shared.access.borrow_and_update().clone();
+    let state = SessionState::new(site, access, shared.limits.max_subscriptions);
+    let budget = state.budget();
+    let mut access_rx = shared.access.clone();
+    let mut catalog_rx = shared.cameras.catalog_version();
+    let mut s = Session {
+        site,
+        conn: conn.clone(),
+        shared,
+        state,
+        tx,
+        pumps: HashMap::new(),
+        opened: None,
+        counters: Arc::new(SessionCounters::default()),
+        priorities: Arc::new(PriorityClock::default()),
+        reply_tx,
+        shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
+        path: PathMeter::default(),
+        ptz_under_way: crate::ptz::session_gate(),
+    };
+    let mut ptz_locks = s.shared.ptz.subscribe_locks();
+    let catalog = s.shared.cameras.catalog();
+    let actions = s.state.send_catalog(&catalog);
+    s.execute(actions).await?;
+    // Who holds the cameras this site may steer, as of now.
+    for change in s.shared.ptz.holders() {
+        let actions = s.state.lock_changed(change.camera, change.holder, &catalog);
+        s.execute(actions).await?;
+    }
+    // From here every way out passes the `close` below.
+    s.shared.links.open(site, conn.clone(), s.counters.clone());
+    let mut stats = tokio::time::interval(Duration::from_secs(5));
+    let mut policy_tick = tokio::time::interval(POLICY_TICK);
+    let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
+    let result = loop {
+        let actions = tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(m) => match s.state.handle(m, &s.shared.cameras.catalog(), s.shared.clock.now()) {
+                    Ok(actions) => actions,
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e),
+            },
+            Some(reply) = reply_rx.recv() => s.state.reply(reply),
+            changed = access_rx.changed() => {
+                if changed.is_err() { break Ok(()); }
+                let access = access_rx.borrow_and_update().clone();
+                s.state.policy_reloaded(access, &s.shared.cameras.catalog(), s.shared.clock.now())
+            }
+            changed = catalog_rx.changed() => {
+                if changed.is_err() { break Ok(()); }
+                catalog_rx.borrow_and_update();
+                s.state.catalog_changed(&s.shared.cameras.catalog(), s.shared.clock.now())
+            }
+            _ = policy_tick.tick() => s.state.tick(&s.shared.cameras.catalog(), s.shared.clock.now()),
+            _ = shaping_tick.tick() => { s.measure_and_publish(); Vec::new() }
+            change = ptz_locks.recv() => match change {
+                Ok(change) => s.state.lock_changed(change.camera, change.holder, &s.shared.cameras.catalog()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(site, missed = n, "ptz: lock notices lagged; the next command refreshes the holder");
+                    Vec::new()
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break Ok(()),
+            },
+            _ = stats.tick() => {
+                let finished: Vec<u64> =
+                    s.pumps.iter().filter(|(_, p)| p.task.is_finished()).map(|(id, _)| *id).collect();
+                s.state.stats(
+                    &finished,
+                    s.counters.bytes_sent.load(Ordering::Relaxed),
+                    s.counters.gops_dropped.load(Ordering::Relaxed),
+                )
+            }
+            e = conn.closed() => break Err(e.into()),
+        };
+        if let Err(e) = s.execute(actions).await {
+            break Err(e);
+        }
+    };
+    s.shared.shaping.remove(site);
+    s.counters.subscriptions.store(0, Ordering::Relaxed);
+    s.shared.links.close(site);
+    // Cameras this site was moving stop now, not at the dead-man.
+    s.shared.ptz.drop_site(site);
+    let actions = s.state.end();
+    // The control stream is gone or broken: only the local actions matter.
+    for action in actions {
+        match action {
+            Action::Send(_) => {}
+            other => {
+                let _ = s.execute(vec![other]).await;
+            }
+        }
+    }
+    if let Err(SessionError::Wire(_) | SessionError::Protocol(_)) = &result {
+        conn.close(session::close_code::PROTOCOL.into(), b"protocol violation");
+    }
+    result
+}
+
+impl Session<'_> {
+    /// Carries out the state's actions, in order.
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), SessionError> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(msg) => self.tx.send(&msg).await?,
+                Action::Audit(record) => {
+                    if let Err(e) = self.shared.audit.write(*record) {
+                        error!(site = self.site, error = %e, path = %self.shared.audit.path().display(), "cannot write the audit log");
+                    }
+                }
+                Action::OpenCamera { id, camera, quality } => {
+                    let reader = self.shared.cameras.subscribe(&camera, quality);
+                    let opened = reader.is_some();
+                    self.opened = reader.map(|r| (id, r));
+                    for next in self.state.camera_opened(id, opened).into_iter().rev() {
+                        queue.push_front(next);
+                    }
+                }
+                Action::StartPump { id, camera, ladder, priority } => {
+                    let Some((_, reader)) = self.opened.take_if(|(o, _)| *o == id) else { continue };
+                    self.shaping.lock().add(id, priority, ladder);
+                    let stats = Arc::new(SubStats::default());
+                    let task = self.pump(id, camera, ladder, reader, stats.clone());
+                    self.pumps.insert(id, Running { task, stats });
+                }
+                Action::StopPump { id } => {
+                    self.shaping.lock().remove(id);
+                    if let Some(p) = self.pumps.remove(&id) {
+                        p.task.abort();
+                    }
+                }
+                Action::Ptz { id, camera, viewer, command } => {
+                    // Decided and queued now (so commands keep their order);
+                    // the camera's answer goes back through the reply
+                    // channel, without holding up this loop.
+                    let who = crate::ptz::Requester::Site { site: self.site.to_owned(), viewer };
+                    self.shared.ptz.answer_relay(
+                        &self.ptz_under_way,
+                        &self.reply_tx,
+                        &who,
+                        id,
+                        &camera,
+                        &command,
+                    );
+                }
+                Action::SetBudget(budget) => self.shaping.lock().set_budget(budget),
+                Action::SetPriority { id, priority } => self.shaping.lock().set_priority(id, priority),
+                Action::LimitRefused => {
+                    self.shared.limits.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.counters.subscriptions.store(self.state.len() as u32, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn pump(
+        &self,
+        id: u64,
+        camera: String,
+        ladder: Ladder,
+        reader: TrackReader,
+        stats: Arc<SubStats>,
+    ) -> JoinHandle<()> {
+        let mut readers = [None, None];
+        let top = ladder.quality(ladder.top).unwrap_or(Quality::Main);
+        readers[slot(top)] = Some(reader);
+        let pump = Pump {
+            site: self.site.to_owned(),
+            id,
+            camera,
+            ladder,
+            cameras: self.shared.cameras.clone(),
+            shaping: self.shaping.clone(),
+            stats,
+            counters: self.counters.clone(),
+            reply_tx: self.reply_tx.clone(),
+            gops: GopSender::new(self.conn.clone(), id, self.priorities.clone()),
+            readers,
+            meters: [RateMeter::default(), RateMeter::default()],
+            clocks: [None, None],
+            target: None,
+            sending: None,
+            paused: false,
+            last: SendCounters::default(),
+        };
+        tokio::spawn(pump.run())
+    }
+
+    /// Measures the QUIC path, feeds the shaper, publishes the snapshot.
+    fn measure_and_publish(&mut self) {
+        let now = Instant::now();
+        let st = self.conn.stats();
+        let payload = self.counters.bytes_sent.load(Ordering::Relaxed);
+        let sample = PathSample {
+            sent_bytes: st.udp_tx.bytes,
+            sent_datagrams: st.udp_tx.datagrams,
+            lost_bytes: st.path.lost_bytes,
+            rtt: st.path.rtt,
+            min_rtt: st.path.min_rtt,
+            offered_bytes: payload,
+        };
+        let capacity = self.path.estimator.update(now, sample);
+        let wire = st.udp_tx.bytes + st.udp_tx.datagrams * IP_UDP_OVERHEAD;
+        if let Some((t, w, p)) = self.path.last {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            let (dw, dp) = (wire.saturating_sub(w), payload.saturating_sub(p));
+            if dt > 0.0 {
+                self.path.sent_bps = dw as f64 * 8.0 / dt;
+            }
+            // Enough media to say what the headers cost (not while media
+            // piles up in QUIC's buffers: then less goes out than comes in).
+            if dp > 64 * 1024 && capacity.is_none() {
+                let ratio = (dw as f64 / dp as f64).clamp(1.0, 1.5);
+                self.path.overhead = self.path.overhead * 0.8 + ratio * 0.2;
+            }
+        }
+        self.path.last = Some((now, wire, payload));
+        if capacity.is_some() != self.path.limited {
+            self.path.limited = capacity.is_some();
+            match capacity {
+                Some(c) => warn!(
+                    site = self.site,
+                    capacity_mbps = mbps(c),
+                    lost_bytes = st.path.lost_bytes,
+                    rtt_ms = st.path.rtt.as_secs_f64() * 1e3,
+                    "shaping: the path is congested; shaping to what it delivers"
+                ),
+                None => info!(site = self.site, "shaping: the path is clear again; back to the link budget"),
+            }
+        }
+        let snapshot = {
+            let mut shaper = self.shaping.lock();
+            shaper.set_path_capacity(capacity);
+            shaper.set_overhead(self.path.overhead);
+            let effective = shaper.effective_bps();
+            let budget = shaper.budget();
+            let subscriptions = shaper
+                .view()
+                .into_iter()
+                .filter_map(|v| {
+                    let sub = self.state.subscription(v.id)?;
+                    let stats = &self.pumps.get(&v.id)?.stats;
+                    Some(SubscriptionSnapshot {
+                        id: v.id,
+                        camera: sub.camera.clone(),
+                        requested: sub.quality,
+                        priority: v.priority,
+                        rung: v.rung,
+                        bytes_sent: stats.bytes.load(Ordering::Relaxed),
+                        gops_sent: stats.gops.load(Ordering::Relaxed),
+                        gops_reset: stats.gops_reset.load(Ordering::Relaxed),
+                        step_downs: v.step_downs,
+                        rung_changes: v.changes,
+                    })
+                })
+                .collect();
+            LinkSnapshot {
+                site: self.site.to_owned(),
+                budget_bps: budget.bps,
+                burst_bytes: budget.burst_bytes,
+                path_capacity_bps: capacity,
+                effective_bps: effective,
+                planned_bps: shaper.planned_bps(),
+                sent_bps: self.path.sent_bps,
+                budget_use: effective.map(|e| self.path.sent_bps / e),
+                overhead: self.path.overhead,
+                bytes_sent: payload,
+                gops_reset: self.counters.gops_dropped.load(Ordering::Relaxed),
+                subscriptions,
+            }
+        };
+        if self.path.last_log.is_none_or(|t| now.saturating_duration_since(t) >= SHAPING_LOG_EVERY) {
+            self.path.last_log = Some(now);
+            let rungs: Vec<String> = snapshot
+                .subscriptions
+                .iter()
+                .map(|s| format!("{}={}", s.camera, s.rung.map_or("-", Rung::name)))
+                .collect();
+            debug!(
+                site = self.site,
+                effective_mbps = %mbps_or_unlimited(snapshot.effective_bps),
+                planned_mbps = mbps(snapshot.planned_bps),
+                sent_mbps = mbps(snapshot.sent_bps),
+                overhead = snapshot.overhead,
+                rungs = %rungs.join(" "),
+                "shaping: link"
+            );
+        }
+        self.shared.shaping.publish(snapshot);
+    }
+}
+
+/// Bit/s as Mbit/s for a log line: one decimal, never negative (a sum of
+/// rates can come out a hair below zero, which printed `-0.0`).
+pub(super) fn mbps(bps: f64) -> f64 {
+    // `+ 0.0` turns a remaining -0.0 into 0.0.
+    (bps / 1e5).round().max(0.0) / 10.0 + 0.0
+}
+
+/// [`mbps`] of a budget, `unlimited` without one.
+pub(super) fn mbps_or_unlimited(bps: Option<f64>) -> String {
+    bps.map_or_else(|| "unlimited".to_owned(), |b| mbps(b).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbps_reads_well_in_a_log_line() {
+        assert_eq!(mbps(-1e-9).to_string(), "0", "no negative zero");
+        assert_eq!(mbps(-0.0).to_string(), "0");
+        assert_eq!(mbps(-3e6).to_string(), "0");
+        assert_eq!(mbps(16e6).to_string(), "16");
+        assert_eq!(mbps(2_349_999.0).to_string(), "2.3");
+        assert_eq!(mbps_or_unlimited(None), "unlimited");
+        assert_eq!(mbps_or_unlimited(Some(20e6)), "20");
+    }
+}
