@@ -3,7 +3,8 @@
 //! blocks the fan-out: it reads the hub's bounded per-viewer queue, so a
 //! client slower than the camera is skipped to the next keyframe by the hub,
 //! and one that stops reading altogether is dropped by its connection's
-//! writer.
+//! writer. Which frames go out, and their RTP time, is decided by the egress
+//! gate WHEP uses too ([`ponte_proto::egress`]).
 
 use crate::audit::{RelayAudit, Viewing};
 use crate::auth::Viewer;
