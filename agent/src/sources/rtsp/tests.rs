@@ -303,7 +303,7 @@ async fn wrong_credentials_say_authentication_failed_without_the_password() {
     let url = camera.url().replace("rtsp://", "rtsp://admin:s3cret-pw@");
     let run = start(spec(&url, None));
     let CameraState::Offline { last_error, .. } = wait_state(&run.status, "offline").await else {
-        unreachable!()
+        panic!("the state was just waited for")
     };
     assert!(last_error.contains("authentication failed"), "{last_error}");
     assert!(!last_error.contains("s3cret-pw"), "{last_error}");
@@ -324,7 +324,7 @@ async fn unreachable_camera_goes_offline_and_returns_within_a_second_of_coming_b
     };
     let run = start(spec(&format!("rtsp://127.0.0.1:{port}/cam"), None));
     let CameraState::Offline { last_error, .. } = wait_state(&run.status, "offline").await else {
-        unreachable!()
+        panic!("the state was just waited for")
     };
     assert!(last_error.contains("127.0.0.1"), "{last_error}");
     // Let the backoff grow past the probe interval.
@@ -359,7 +359,7 @@ async fn a_silent_camera_is_detected_as_stalled_and_reconnected() {
         next(&mut run.reader).await;
     }
     let CameraState::Offline { last_error, .. } = wait_state(&run.status, "offline").await else {
-        unreachable!()
+        panic!("the state was just waited for")
     };
     assert_eq!(last_error, "no video for 0.7 s: stream stalled");
     let again = next(&mut run.reader).await;
