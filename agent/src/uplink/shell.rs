@@ -6,7 +6,7 @@
 //! session's figures.
 
 use super::boards::{LinkSnapshot, SessionCounters, SubStats, SubscriptionSnapshot};
-use super::pump::{slot, Pump, SiteShaping};
+use super::pump::{slot, Gate, Pump, SiteShaping};
 use super::state::{Action, SessionState};
 use super::Shared;
 use ponte_proto::hub::TrackReader;
@@ -272,9 +272,7 @@ impl Session<'_> {
             readers,
             meters: [RateMeter::default(), RateMeter::default()],
             clocks: [None, None],
-            target: None,
-            sending: None,
-            paused: false,
+            gate: Gate::new(id, ladder),
             last: SendCounters::default(),
         };
         tokio::spawn(pump.run())
