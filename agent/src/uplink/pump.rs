@@ -63,13 +63,8 @@ pub(super) struct Pump {
     pub(super) meters: [RateMeter; 2],
     /// Per stream: (pts, instant) the meter's media clock started at.
     pub(super) clocks: [Option<(u64, Instant)>; 2],
-    /// The rung the shaper chose at the last GOP boundary.
-    pub(super) target: Option<Rung>,
-    /// The stream whose GOPs go out now, and the rung they go out at; it
-    /// lags `target` until the target stream's next keyframe.
-    pub(super) sending: Option<(Quality, Rung)>,
-    /// The relay was told this subscription is paused.
-    pub(super) paused: bool,
+    /// Which frames go out.
+    pub(super) gate: Gate,
     pub(super) last: SendCounters,
 }
 
@@ -89,8 +84,7 @@ impl Pump {
                 if quality != self.top() {
                     // The substream went away: carry on with main alone.
                     self.readers[slot(quality)] = None;
-                    if self.sending.is_some_and(|(q, _)| q == quality) {
-                        self.sending = None;
+                    if self.gate.stream_ended(quality) {
                         self.gops.end_gop();
                     }
                     continue;
@@ -118,46 +112,21 @@ impl Pump {
         let keyframe = item.frame.keyframe;
         let at = self.media_time(quality, item.frame.pts, now);
         self.meters[slot(quality)].record(at, item.frame.payload.len() as u64, keyframe);
-        if keyframe && self.decides_on(quality) {
+        if keyframe && self.gate.decides_on(quality, self.readers[slot(Quality::Sub)].is_some()) {
             self.decide(now).await;
         }
-        let Some(target) = self.target else { return Ok(()) };
-        if target == Rung::Paused {
-            if self.sending.take().is_some() {
+        match self.gate.on_frame(quality, keyframe) {
+            Verdict::Skip => return Ok(()),
+            Verdict::EndGop => {
                 self.gops.end_gop();
+                return Ok(());
             }
-            return Ok(());
-        }
-        // Switch (stream or rung) only at a keyframe of the target stream:
-        // the receiver's decoder starts clean on it.
-        if keyframe && self.ladder.quality(target) == Some(quality) {
-            self.sending = Some((quality, target));
-        }
-        let Some((sending, rung)) = self.sending else { return Ok(()) };
-        if sending != quality || (rung == Rung::KeyframesOnly && !keyframe) {
-            return Ok(());
+            Verdict::Send => {}
         }
         self.gops.send(&item, quality).await?;
         self.shaping.lock().on_sent(item.frame.payload.len() as u64, now);
         self.account();
         Ok(())
-    }
-
-    /// GOP boundaries that count: those of the stream being sent, else of
-    /// the stream awaited, else (paused) of the cheapest stream read.
-    fn decides_on(&self, quality: Quality) -> bool {
-        let on = match (self.target, self.sending) {
-            (None, _) => return true,
-            (_, Some((q, _))) => q,
-            (Some(t), None) => self.ladder.quality(t).unwrap_or_else(|| {
-                if self.readers[slot(Quality::Sub)].is_some() {
-                    Quality::Sub
-                } else {
-                    self.top()
-                }
-            }),
-        };
-        on == quality
     }
 
     async fn decide(&mut self, now: Instant) {
@@ -177,15 +146,9 @@ impl Pump {
         if let Some(change) = change {
             self.log_change(&change, shaped);
         }
-        if rung == Rung::Paused && !self.paused {
-            self.paused = true;
-            let msg = Control::Paused { id: self.id, reason: PAUSED_REASON.into() };
-            let _ = self.reply_tx.send(msg).await;
-        } else if rung != Rung::Paused && self.paused {
-            self.paused = false;
-            let _ = self.reply_tx.send(Control::Resumed { id: self.id }).await;
+        if let Some(notice) = self.gate.set_target(rung) {
+            let _ = self.reply_tx.send(notice).await;
         }
-        self.target = Some(rung);
     }
 
     fn log_change(&self, c: &RungChange, shaped: bool) {
@@ -213,15 +176,18 @@ impl Pump {
     /// the one it sends.
     fn ensure_readers(&mut self, shaped: bool) {
         let top = self.top();
-        let awaited = self.target.and_then(|t| self.ladder.quality(t));
+        let awaited = self.gate.target.and_then(|t| self.ladder.quality(t));
         for q in QUALITIES {
             let on_ladder = self.ladder.has(Rung::of_quality(q));
             let needed = on_ladder
-                && (shaped || q == top || self.sending.is_some_and(|(s, _)| s == q) || awaited == Some(q));
+                && (shaped
+                    || q == top
+                    || self.gate.sending.is_some_and(|(s, _)| s == q)
+                    || awaited == Some(q));
             let i = slot(q);
             if needed && self.readers[i].is_none() {
                 let Some(mut reader) = self.cameras.subscribe(&self.camera, q) else { continue };
-                if self.target.is_some() {
+                if self.gate.target.is_some() {
                     // The cached GOP is older than what was sent already:
                     // wait for this stream's next live keyframe instead.
                     while reader.try_next().is_some() {}
@@ -281,5 +247,175 @@ impl Pump {
         self.stats.gops.store(now.gops, Ordering::Relaxed);
         self.stats.gops_reset.store(now.gops_reset, Ordering::Relaxed);
         self.last = now;
+    }
+}
+
+/// Which of a subscription's frames go out: the pump's sans-IO part. The
+/// shaper picks a rung at GOP boundaries ([`Gate::set_target`]); a switch of
+/// stream or rung waits for a keyframe of the target stream, so the relay's
+/// decoder starts clean on it.
+#[derive(Debug)]
+pub(super) struct Gate {
+    id: u64,
+    ladder: Ladder,
+    /// The rung the shaper chose at the last GOP boundary.
+    target: Option<Rung>,
+    /// The stream whose GOPs go out now, and the rung they go out at; it
+    /// lags `target` until the target stream's next keyframe.
+    sending: Option<(Quality, Rung)>,
+    /// The relay was told this subscription is paused.
+    paused: bool,
+}
+
+/// What to do with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Send it.
+    Send,
+    /// Not this one.
+    Skip,
+    /// Not this one, and the GOP being sent ends here (paused).
+    EndGop,
+}
+
+impl Gate {
+    /// Subscription `id` on `ladder`, before the shaper's first decision.
+    pub(super) fn new(id: u64, ladder: Ladder) -> Self {
+        Self { id, ladder, target: None, sending: None, paused: false }
+    }
+
+    /// GOP boundaries that count: those of the stream being sent, else of
+    /// the stream awaited, else (paused) of the cheapest stream read
+    /// (`sub_read`: the substream is being read).
+    pub(super) fn decides_on(&self, quality: Quality, sub_read: bool) -> bool {
+        let on = match (self.target, self.sending) {
+            (None, _) => return true,
+            (_, Some((q, _))) => q,
+            (Some(t), None) => self.ladder.quality(t).unwrap_or_else(|| {
+                if sub_read {
+                    Quality::Sub
+                } else {
+                    self.ladder.quality(self.ladder.top).unwrap_or(Quality::Main)
+                }
+            }),
+        };
+        on == quality
+    }
+
+    /// The shaper's choice at a GOP boundary; returns the notice the relay
+    /// gets when the subscription pauses or resumes.
+    pub(super) fn set_target(&mut self, rung: Rung) -> Option<Control> {
+        let notice = if rung == Rung::Paused && !self.paused {
+            self.paused = true;
+            Some(Control::Paused { id: self.id, reason: PAUSED_REASON.into() })
+        } else if rung != Rung::Paused && self.paused {
+            self.paused = false;
+            Some(Control::Resumed { id: self.id })
+        } else {
+            None
+        };
+        self.target = Some(rung);
+        notice
+    }
+
+    /// A frame of `quality` arrived (after any decision it triggered).
+    pub(super) fn on_frame(&mut self, quality: Quality, keyframe: bool) -> Verdict {
+        let Some(target) = self.target else { return Verdict::Skip };
+        if target == Rung::Paused {
+            return if self.sending.take().is_some() { Verdict::EndGop } else { Verdict::Skip };
+        }
+        // Switch (stream or rung) only at a keyframe of the target stream:
+        // the receiver's decoder starts clean on it.
+        if keyframe && self.ladder.quality(target) == Some(quality) {
+            self.sending = Some((quality, target));
+        }
+        let Some((sending, rung)) = self.sending else { return Verdict::Skip };
+        if sending != quality || (rung == Rung::KeyframesOnly && !keyframe) {
+            return Verdict::Skip;
+        }
+        Verdict::Send
+    }
+
+    /// A stream below the top ended; true if its GOP was going out (the
+    /// caller ends it).
+    pub(super) fn stream_ended(&mut self, quality: Quality) -> bool {
+        if self.sending.is_some_and(|(q, _)| q == quality) {
+            self.sending = None;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Quality::{Main, Sub};
+    use Verdict::{EndGop, Send, Skip};
+
+    const LADDER: Ladder = Ladder { top: Rung::Main, has_sub: true };
+
+    /// Feeds one GOP of `quality` (a keyframe and `n - 1` frames), deciding
+    /// `rung` at its keyframe as the pump does, and returns the verdicts.
+    fn gop(g: &mut Gate, quality: Quality, n: usize, rung: Option<Rung>) -> Vec<Verdict> {
+        (0..n)
+            .map(|i| {
+                if i == 0 && g.decides_on(quality, true) {
+                    if let Some(r) = rung {
+                        g.set_target(r);
+                    }
+                }
+                g.on_frame(quality, i == 0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_goes_out_before_the_first_decision_and_main_flows_whole() {
+        let mut g = Gate::new(1, LADDER);
+        assert_eq!(g.on_frame(Main, true), Skip);
+        assert_eq!(gop(&mut g, Main, 3, Some(Rung::Main)), [Send, Send, Send]);
+    }
+
+    #[test]
+    fn over_budget_the_main_stream_is_dropped_at_the_substreams_next_keyframe() {
+        let mut g = Gate::new(1, LADDER);
+        assert_eq!(gop(&mut g, Main, 3, Some(Rung::Main)), [Send, Send, Send]);
+        // The shaper steps down at main's next GOP boundary; main keeps
+        // going (no gap) until the substream's next keyframe, then stops.
+        assert_eq!(gop(&mut g, Main, 2, Some(Rung::Sub)), [Send, Send]);
+        assert_eq!(g.on_frame(Sub, false), Skip, "no switch in the middle of a GOP");
+        assert_eq!(gop(&mut g, Sub, 3, None), [Send, Send, Send]);
+        assert_eq!(gop(&mut g, Main, 2, None), [Skip, Skip]);
+        assert!(g.decides_on(Sub, true) && !g.decides_on(Main, true), "the stream sent decides");
+    }
+
+    #[test]
+    fn keyframes_only_drops_every_other_frame_and_paused_drops_whole_gops() {
+        let mut g = Gate::new(7, LADDER);
+        assert_eq!(gop(&mut g, Main, 2, Some(Rung::Main)), [Send, Send]);
+        assert_eq!(gop(&mut g, Main, 1, None), [Send]);
+        g.set_target(Rung::KeyframesOnly);
+        assert_eq!(gop(&mut g, Sub, 4, None), [Send, Skip, Skip, Skip]);
+        // Paused: the relay is told once, the GOP under way ends, and
+        // nothing goes out until it resumes.
+        assert_eq!(g.set_target(Rung::Paused), Some(Control::Paused { id: 7, reason: PAUSED_REASON.into() }));
+        assert_eq!(g.set_target(Rung::Paused), None, "told once");
+        assert_eq!(g.on_frame(Sub, false), EndGop);
+        assert_eq!(gop(&mut g, Sub, 3, None), [Skip, Skip, Skip]);
+        assert!(g.decides_on(Sub, true), "paused, the cheapest stream read decides");
+        assert!(!g.decides_on(Sub, false));
+        assert_eq!(g.set_target(Rung::Sub), Some(Control::Resumed { id: 7 }));
+        assert_eq!(gop(&mut g, Sub, 2, None), [Send, Send]);
+    }
+
+    #[test]
+    fn a_substream_that_ends_ends_its_gop() {
+        let mut g = Gate::new(1, LADDER);
+        g.set_target(Rung::Sub);
+        assert_eq!(g.on_frame(Sub, true), Send);
+        assert!(g.stream_ended(Sub));
+        assert!(!g.stream_ended(Sub));
+        assert_eq!(g.on_frame(Sub, false), Skip);
     }
 }

@@ -6,7 +6,7 @@
 //! session's figures.
 
 use super::boards::{LinkSnapshot, SessionCounters, SubStats, SubscriptionSnapshot};
-use super::pump::{slot, Pump, SiteShaping};
+use super::pump::{slot, Gate, Pump, SiteShaping};
 use super::state::{Action, SessionState};
 use super::Shared;
 use ponte_proto::hub::TrackReader;
@@ -173,16 +173,9 @@ pub(super) async fn run_session(
     s.shared.links.close(site);
     // Cameras this site was moving stop now, not at the dead-man.
     s.shared.ptz.drop_site(site);
-    let actions = s.state.end();
     // The control stream is gone or broken: only the local actions matter.
-    for action in actions {
-        match action {
-            Action::Send(_) => {}
-            other => {
-                let _ = s.execute(vec![other]).await;
-            }
-        }
-    }
+    let ended = s.state.end();
+    s.execute_local(ended);
     if let Err(SessionError::Wire(_) | SessionError::Protocol(_)) = &result {
         conn.close(session::close_code::PROTOCOL.into(), b"protocol violation");
     }
@@ -195,12 +188,15 @@ impl Session<'_> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Send(msg) => self.tx.send(&msg).await?,
-                Action::Audit(record) => {
-                    if let Err(e) = self.shared.audit.write(*record) {
-                        error!(site = self.site, error = %e, path = %self.shared.audit.path().display(), "cannot write the audit log");
+                Action::Send(msg) => {
+                    if let Err(e) = self.tx.send(&msg).await {
+                        // What the state already decided still ends its
+                        // pumps and reaches the audit log.
+                        self.execute_local(queue);
+                        return Err(e);
                     }
                 }
+                Action::Audit(record) => self.write_audit(*record),
                 Action::OpenCamera { id, camera, quality } => {
                     let reader = self.shared.cameras.subscribe(&camera, quality);
                     let opened = reader.is_some();
@@ -216,12 +212,7 @@ impl Session<'_> {
                     let task = self.pump(id, camera, ladder, reader, stats.clone());
                     self.pumps.insert(id, Running { task, stats });
                 }
-                Action::StopPump { id } => {
-                    self.shaping.lock().remove(id);
-                    if let Some(p) = self.pumps.remove(&id) {
-                        p.task.abort();
-                    }
-                }
+                Action::StopPump { id } => self.stop_pump(id),
                 Action::Ptz { id, camera, viewer, command } => {
                     // Decided and queued now (so commands keep their order);
                     // the camera's answer goes back through the reply
@@ -245,6 +236,35 @@ impl Session<'_> {
             self.counters.subscriptions.store(self.state.len() as u32, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Carries out the actions that need no control stream (audit lines,
+    /// pumps stopped), once it is gone; the rest are moot.
+    fn execute_local(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for action in actions {
+            match action {
+                Action::Audit(record) => self.write_audit(*record),
+                Action::StopPump { id } => self.stop_pump(id),
+                _ => {}
+            }
+        }
+        for (_, p) in self.pumps.drain() {
+            p.task.abort();
+        }
+        self.counters.subscriptions.store(self.state.len() as u32, Ordering::Relaxed);
+    }
+
+    fn write_audit(&self, record: ponte_proto::audit::AuditRecord) {
+        if let Err(e) = self.shared.audit.write(record) {
+            error!(site = self.site, error = %e, path = %self.shared.audit.path().display(), "cannot write the audit log");
+        }
+    }
+
+    fn stop_pump(&mut self, id: u64) {
+        self.shaping.lock().remove(id);
+        if let Some(p) = self.pumps.remove(&id) {
+            p.task.abort();
+        }
     }
 
     fn pump(
@@ -272,9 +292,7 @@ impl Session<'_> {
             readers,
             meters: [RateMeter::default(), RateMeter::default()],
             clocks: [None, None],
-            target: None,
-            sending: None,
-            paused: false,
+            gate: Gate::new(id, ladder),
             last: SendCounters::default(),
         };
         tokio::spawn(pump.run())
