@@ -8,7 +8,6 @@ mod fuzz_targets;
 mod operators;
 mod ops;
 mod ptz;
-mod redial;
 mod reload;
 mod secret;
 mod sources;

@@ -1,5 +1,5 @@
 //! Dialling: one task per relay dials it, runs a session while the link is
-//! up, and redials (see [`crate::redial`]) until told to stop.
+//! up, and redials (see [`super::redial`]) until told to stop.
 
 use super::shell::run_session;
 use super::Shared;
@@ -67,7 +67,7 @@ async fn stop_requested(stop: &mut watch::Receiver<Option<String>>) -> String {
 
 /// Dials `target` until stopped, running a session whenever the link is
 /// up. A relay that does not answer is probed about once a second (see
-/// [`crate::redial`]), so a session is back within a second or so of a
+/// [`super::redial`]), so a session is back within a second or so of a
 /// fibre repair or a relay restart.
 pub fn spawn(
     target: RelayTarget,
@@ -96,7 +96,7 @@ async fn dial_loop(
     state_tx: &watch::Sender<LinkState>,
     stop: &mut watch::Receiver<Option<String>>,
 ) -> String {
-    use crate::redial::{Outcome, Redial};
+    use super::redial::{Outcome, Redial};
     let server_name = target.server_name.clone().unwrap_or_else(|| target.site.clone());
     let mut redial = Redial::new();
     // Unanswered probes are logged once, then every 30 s, not each second.

@@ -13,14 +13,15 @@
 //! Layout: [`state`] is the session's sans-IO core (subscriptions, access
 //! rechecks, PTZ lock filtering, stats), which decides and returns actions;
 //! [`shell`] runs one session's `select!` loop over the QUIC connection and
-//! executes them; [`pump`] sends one subscription's media, GOP by GOP, as
+//! executes them; [`dial`] dials each relay and redials it with [`redial`]'s backoff; [`pump`] sends one subscription's media, GOP by GOP, as
 //! the site's shaper decides (its frame gating is the sans-IO
 //! [`pump::Gate`]); [`boards`] is what sessions publish for status pages and
-//! `/metrics`; [`dial`] dials each relay and redials it.
+//! `/metrics`.
 
 mod boards;
 mod dial;
 mod pump;
+mod redial;
 mod shell;
 pub mod state;
 
