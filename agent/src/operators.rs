@@ -22,6 +22,7 @@ use base64::Engine as _;
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::credentials::{self, parse_hex, same_bytes, sha256, CredentialError, Decoy};
 pub use ponte_proto::credentials::{hash_password, new_token};
+use ponte_proto::login_brake::Gcra;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -162,49 +163,22 @@ impl Operators {
 /// per `interval` (a GCRA). Charged before anything is checked, refunded
 /// when the credential was right.
 struct Brake {
-    /// Per client: when its charged attempts will have drained.
-    clients: HashMap<IpAddr, Instant>,
-    burst: u32,
-    interval: Duration,
-    max_clients: usize,
+    clients: Gcra<IpAddr>,
 }
 
 impl Brake {
     fn new(burst: u32, interval: Duration, max_clients: usize) -> Self {
-        Self { clients: HashMap::new(), burst: burst.max(1), interval, max_clients: max_clients.max(1) }
+        Self { clients: Gcra::new(burst, interval, max_clients) }
     }
 
     /// Charges an attempt by `client`, or says how long it must wait.
     fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let client = client.to_canonical();
-        let tolerance = self.interval * (self.burst - 1);
-        let drained = self.clients.get(&client).copied().unwrap_or(now).max(now);
-        let allowed_at = drained.checked_sub(tolerance).unwrap_or(now);
-        if allowed_at > now {
-            return Err(allowed_at - now);
-        }
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
-            self.clients.retain(|_, d| *d > now);
-            if self.clients.len() >= self.max_clients {
-                let oldest = self.clients.iter().min_by_key(|(_, d)| **d).map(|(ip, _)| *ip);
-                if let Some(oldest) = oldest {
-                    self.clients.remove(&oldest);
-                }
-            }
-        }
-        self.clients.insert(client, drained + self.interval);
-        Ok(())
+        self.clients.begin(client.to_canonical(), now)
     }
 
     /// Refunds the attempt of a client whose credential was right.
     fn succeeded(&mut self, client: IpAddr, now: Instant) {
-        let client = client.to_canonical();
-        if let Some(drained) = self.clients.get_mut(&client) {
-            *drained = drained.checked_sub(self.interval).unwrap_or(now);
-            if *drained <= now {
-                self.clients.remove(&client);
-            }
-        }
+        self.clients.refund(client.to_canonical(), now);
     }
 }
 

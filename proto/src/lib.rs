@@ -14,6 +14,7 @@ pub mod h265;
 pub mod http_server;
 pub mod hub;
 pub mod logging;
+pub mod login_brake;
 pub mod media;
 #[cfg(feature = "mgmt")]
 pub mod mgmt;

@@ -1,6 +1,6 @@
 //! The failed-login brake (sans-IO): a GCRA per client address and per IPv6 /64.
 
-use std::collections::HashMap;
+use ponte_proto::login_brake::Gcra;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -13,61 +13,12 @@ use std::time::{Duration, Instant};
 /// [`PREFIX_FACTOR`] times looser: a host cannot lock every operator of its
 /// LAN out by failing logins, and one that hops addresses is still braked.
 pub struct LoginThrottle {
-    per_address: Gcra,
-    per_prefix: Gcra,
+    per_address: Gcra<IpAddr>,
+    per_prefix: Gcra<IpAddr>,
 }
 
 /// How many times more attempts an IPv6 /64 gets than one address of it.
 pub const PREFIX_FACTOR: u32 = 16;
-
-/// One generic cell rate limit per key, remembering at most `max_keys` keys.
-struct Gcra {
-    /// Per key: when its charged attempts will have drained.
-    drained: HashMap<IpAddr, Instant>,
-    burst: u32,
-    interval: Duration,
-    max_keys: usize,
-}
-
-impl Gcra {
-    fn new(burst: u32, interval: Duration, max_keys: usize) -> Self {
-        Self { drained: HashMap::new(), burst: burst.max(1), interval, max_keys: max_keys.max(1) }
-    }
-
-    /// When `key`'s attempts drain now, or how long it must wait.
-    fn check(&self, key: IpAddr, now: Instant) -> Result<Instant, Duration> {
-        let tolerance = self.interval.saturating_mul(self.burst - 1);
-        let drained = self.drained.get(&key).copied().unwrap_or(now).max(now);
-        let allowed_at = drained.checked_sub(tolerance).unwrap_or(now);
-        if allowed_at > now {
-            return Err(allowed_at - now);
-        }
-        Ok(drained)
-    }
-
-    /// Charges an attempt that [`Gcra::check`] allowed.
-    fn charge(&mut self, key: IpAddr, drained: Instant, now: Instant) {
-        if !self.drained.contains_key(&key) && self.drained.len() >= self.max_keys {
-            self.drained.retain(|_, d| *d > now);
-            if self.drained.len() >= self.max_keys {
-                let oldest = self.drained.iter().min_by_key(|(_, d)| **d).map(|(k, _)| *k);
-                if let Some(oldest) = oldest {
-                    self.drained.remove(&oldest);
-                }
-            }
-        }
-        self.drained.insert(key, drained + self.interval);
-    }
-
-    fn refund(&mut self, key: IpAddr, now: Instant) {
-        if let Some(drained) = self.drained.get_mut(&key) {
-            *drained = drained.checked_sub(self.interval).unwrap_or(now);
-            if *drained <= now {
-                self.drained.remove(&key);
-            }
-        }
-    }
-}
 
 impl LoginThrottle {
     /// A limiter remembering at most `max_clients` clients (and as many /64s).
@@ -117,7 +68,7 @@ impl LoginThrottle {
     /// Clients remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.per_address.drained.len()
+        self.per_address.len()
     }
 }
 
