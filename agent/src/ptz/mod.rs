@@ -10,4 +10,4 @@ pub mod service;
 pub mod sim;
 pub mod withhold;
 
-pub use service::{devices, session_gate, LockChange, PtzService, Requester, Setup};
+pub use service::{devices, session_gate, PtzService, Requester, Setup};
