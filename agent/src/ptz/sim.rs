@@ -38,9 +38,9 @@ impl SimState {
     pub fn advance(&mut self, now: Instant) {
         let end = self.until.map_or(now, |u| u.min(now));
         let dt = end.saturating_duration_since(self.since).as_secs_f64();
-        for (i, p) in self.position.iter_mut().enumerate() {
+        for (i, (p, v)) in self.position.iter_mut().zip(self.velocity).enumerate() {
             let lo = if i == 2 { 0.0 } else { -1000.0 };
-            *p = (*p + self.velocity[i] / 1000.0 * SPEED * dt).clamp(lo, 1000.0);
+            *p = (*p + v / 1000.0 * SPEED * dt).clamp(lo, 1000.0);
         }
         self.since = now;
         if self.until.is_some_and(|u| u <= now) {

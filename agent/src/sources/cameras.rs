@@ -122,7 +122,7 @@ impl Cameras {
         let mut retired = Vec::new();
         for d in devices {
             match old.iter().position(|r| r.device.id == d.id) {
-                Some(i) if old[i].device == *d => next.push(old.swap_remove(i)),
+                Some(i) if old.get(i).is_some_and(|r| r.device == *d) => next.push(old.swap_remove(i)),
                 Some(i) => {
                     changes.changed.push(d.id.clone());
                     retired.push(old.swap_remove(i));

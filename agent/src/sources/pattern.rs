@@ -118,8 +118,9 @@ impl Pattern {
         // A horizontal luma ramp under the bars: texture the encoder must keep.
         canvas.fill_rect(0, bars_end, w, h - band - bars_end, (16, 128, 128));
         for row in bars_end..h - band {
-            for col in 0..w {
-                canvas.buf[row * w + col] = (16 + col * (235 - 16) / w) as u8;
+            let Some(line) = canvas.buf.get_mut(row * w..(row + 1) * w) else { break };
+            for (col, px) in line.iter_mut().enumerate() {
+                *px = (16 + col * (235 - 16) / w) as u8;
             }
         }
         canvas.fill_rect(0, h - band, w, band, BAND);
@@ -147,15 +148,21 @@ impl<'a> Canvas<'a> {
             return;
         }
         for row in y..y1 {
-            self.buf[row * w + x..row * w + x1].fill(colour.0);
+            if let Some(line) = self.buf.get_mut(row * w + x..row * w + x1) {
+                line.fill(colour.0);
+            }
         }
         let cw = w / 2;
         let u_base = w * h;
         let v_base = u_base + cw * (h / 2);
         let (cx0, cx1) = (x / 2, x1 / 2);
         for crow in y / 2..y1 / 2 {
-            self.buf[u_base + crow * cw + cx0..u_base + crow * cw + cx1].fill(colour.1);
-            self.buf[v_base + crow * cw + cx0..v_base + crow * cw + cx1].fill(colour.2);
+            if let Some(line) = self.buf.get_mut(u_base + crow * cw + cx0..u_base + crow * cw + cx1) {
+                line.fill(colour.1);
+            }
+            if let Some(line) = self.buf.get_mut(v_base + crow * cw + cx0..v_base + crow * cw + cx1) {
+                line.fill(colour.2);
+            }
         }
     }
 
@@ -165,7 +172,8 @@ impl<'a> Canvas<'a> {
         let span = 2 * u16::from(amplitude) + 1;
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let w = self.width;
-        for chunk in self.buf[rows.start * w..rows.end * w].chunks_mut(8) {
+        let Some(luma) = self.buf.get_mut(rows.start * w..rows.end * w) else { return };
+        for chunk in luma.chunks_mut(8) {
             // xorshift64: a few cycles per 8 pixels.
             state ^= state << 13;
             state ^= state >> 7;
@@ -198,10 +206,11 @@ impl<'a> Canvas<'a> {
                     if row >= h {
                         return;
                     }
-                    let line = &mut self.buf[row * w + gx..row * w + gx + advance];
-                    for bit in 0..8 {
+                    let Some(line) = self.buf.get_mut(row * w + gx..row * w + gx + advance) else { return };
+                    // `line` is 8 × `scale` long (`scale` ≥ 1 inside this loop): one cell per bit.
+                    for (bit, cell) in line.chunks_exact_mut(scale).enumerate() {
                         if bits & (1 << bit) != 0 {
-                            line[bit * scale..(bit + 1) * scale].fill(TEXT_LUMA);
+                            cell.fill(TEXT_LUMA);
                         }
                     }
                 }

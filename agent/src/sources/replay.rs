@@ -271,11 +271,11 @@ impl Plan {
     }
 
     /// Builds frame `index` (modulo the GOP) with `capture_micros` in its
-    /// SEI, cut from `buf` (refilled in large chunks).
-    fn frame(&self, index: usize, capture_micros: u64, pts: u64, buf: &mut BytesMut) -> Frame {
-        let i = index % self.gop.frames.len();
-        let f = &self.gop.frames[i];
-        let filler = self.filler[i];
+    /// SEI, cut from `buf` (refilled in large chunks); `None` only for an
+    /// empty GOP, which the encoding step never returns.
+    fn frame(&self, index: usize, capture_micros: u64, pts: u64, buf: &mut BytesMut) -> Option<Frame> {
+        let i = index.checked_rem(self.gop.frames.len())?;
+        let (f, &filler) = self.gop.frames.get(i).zip(self.filler.get(i))?;
         let len = f.head.len()
             + SEI_LEN
             + 8
@@ -294,7 +294,7 @@ impl Plan {
             buf.put_bytes(0xFF, filler);
             buf.put_u8(0x80);
         }
-        Frame { pts, keyframe: f.keyframe, payload: buf.split().freeze() }
+        Some(Frame { pts, keyframe: f.keyframe, payload: buf.split().freeze() })
     }
 }
 
@@ -382,14 +382,18 @@ async fn run(spec: ReplaySpec, writer: TrackWriter) {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut index = 0usize;
         let micros = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        writer.push(plan.frame(0, micros(), base_pts, &mut buf));
+        if let Some(frame) = plan.frame(0, micros(), base_pts, &mut buf) {
+            writer.push(frame);
+        }
         loop {
             tokio::select! {
                 tick = ticker.tick() => {
                     let slot = 1 + ((tick - (first + period)).as_nanos() * u128::from(fps) + 500_000_000) / 1_000_000_000;
                     let pts = base_pts + slot as u64 * u64::from(CLOCK_RATE) / fps;
                     index += 1;
-                    writer.push(plan.frame(phase.gop_index(index), micros(), pts, &mut buf));
+                    if let Some(frame) = plan.frame(phase.gop_index(index), micros(), pts, &mut buf) {
+                        writer.push(frame);
+                    }
                 }
                 r = subscribers.wait_for(|&n| n == 0) => {
                     if r.is_err() { return; }
@@ -430,7 +434,7 @@ mod tests {
             let mut shared = 0;
             for i in 0..30usize {
                 let micros = 1_764_000_000_000_000 + i as u64 * 66_666;
-                let frame = plan.frame(i, micros, i as u64 * 6_000, &mut buf);
+                let frame = plan.frame(i, micros, i as u64 * 6_000, &mut buf).expect("a frame");
                 assert_eq!(frame.keyframe, i % 15 == 0, "frame {i}");
                 assert_eq!(h264::find_capture_time(&frame.payload), Some(micros));
                 let types = nal_types(&frame.payload);

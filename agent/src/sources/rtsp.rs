@@ -351,7 +351,9 @@ impl Puller<'_> {
             };
             last_frame = tokio::time::Instant::now();
             if frame.has_new_parameters() {
-                if let Some(ParametersRef::Video(p)) = demuxed.streams()[stream].parameters() {
+                if let Some(ParametersRef::Video(p)) =
+                    demuxed.streams().get(stream).and_then(|s| s.parameters())
+                {
                     self.apply_parameters(p);
                 }
             }
@@ -429,7 +431,7 @@ impl Puller<'_> {
                 false,
             ));
         };
-        if let Some(ParametersRef::Video(p)) = session.streams()[stream].parameters() {
+        if let Some(ParametersRef::Video(p)) = session.streams().get(stream).and_then(|s| s.parameters()) {
             self.apply_parameters(p);
         }
         let transport = match spec.transport {

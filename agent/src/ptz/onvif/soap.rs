@@ -49,7 +49,7 @@ impl SoapFault {
 
 /// First characters of a body, on one line, for messages.
 pub(super) fn excerpt(body: &[u8]) -> String {
-    let head = &body[..body.len().min(4096)];
+    let head = body.get(..4096).unwrap_or(body);
     let one_line = clean(&String::from_utf8_lossy(head), 160);
     if one_line.is_empty() {
         "empty body".into()
