@@ -65,7 +65,7 @@ impl Framer {
         if self.skip > 0 && self.buf.is_empty() {
             let n = self.skip.min(data.len());
             self.skip -= n;
-            data = &data[n..];
+            data = data.get(n..).unwrap_or_default();
         }
         self.buf.extend_from_slice(data);
     }
@@ -97,11 +97,10 @@ impl Framer {
             }
             match self.buf.first()? {
                 b'$' => {
-                    if self.buf.len() < 4 {
+                    let &[_, channel, hi, lo, ..] = self.buf.as_ref() else {
                         return None;
-                    }
-                    let channel = self.buf[1];
-                    let len = u16::from_be_bytes([self.buf[2], self.buf[3]]);
+                    };
+                    let len = u16::from_be_bytes([hi, lo]);
                     self.buf.advance(4);
                     self.skip = usize::from(len);
                     return Some(Inbound::Interleaved { channel, len });
@@ -117,8 +116,8 @@ impl Framer {
     }
 
     fn request(&mut self) -> Option<Framed> {
-        let window = &self.buf[..self.buf.len().min(MAX_REQUEST_BYTES)];
-        let Some(head_end) = find(window, b"\r\n\r\n").map(|i| i + 4) else {
+        let window = self.buf.get(..MAX_REQUEST_BYTES).unwrap_or(&self.buf);
+        let Some(head) = find(window, b"\r\n\r\n").and_then(|i| window.get(..i + 4)) else {
             if self.buf.len() >= MAX_REQUEST_BYTES {
                 return Some(Framed::Item(self.fatal(
                     StatusCode::BadRequest,
@@ -128,7 +127,7 @@ impl Framer {
             }
             return None;
         };
-        let head = &self.buf[..head_end];
+        let head_end = head.len();
         let cseq = header(head, "cseq").map(str::to_owned);
         let lengths: Vec<&str> = headers(head, "content-length").collect();
         // The peer's number is checked before any arithmetic: a length near

@@ -85,8 +85,8 @@ pub fn describe(config: &CodecConfig, title: &str, session_id: u64, server_ip: I
 fn h264_fmtp(config: &CodecConfig) -> String {
     let mut fmtp = String::from("packetization-mode=1");
     let sps = config.parameter_set(h264::nal::SPS);
-    if let Some(sps) = sps.filter(|s| s.len() >= 4) {
-        fmtp.push_str(&format!(";profile-level-id={:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]));
+    if let Some(&[_, profile, constraints, level, ..]) = sps.map(|s| s.as_ref()) {
+        fmtp.push_str(&format!(";profile-level-id={profile:02x}{constraints:02x}{level:02x}"));
     }
     let sets: Vec<String> = [h264::nal::SPS, h264::nal::PPS]
         .into_iter()

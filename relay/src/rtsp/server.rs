@@ -492,7 +492,8 @@ impl RtspServer {
                 Ok(Ok(n)) => n,
             };
             self.touch_connection(id);
-            framer.push(&buf[..n]);
+            // A read returns at most `buf.len()` bytes.
+            framer.push(buf.get(..n).unwrap_or_default());
             while let Some(inbound) = framer.poll() {
                 active_at = Instant::now();
                 let (reply, fatal) = match inbound {
