@@ -28,11 +28,26 @@ impl SiteShaping {
         self.shaper.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-/// Index of a quality's reader and meter in a pump.
-pub(super) fn slot(q: Quality) -> usize {
-    match q {
-        Quality::Main => 0,
-        Quality::Sub => 1,
+/// One value per stream of a camera: a pump's readers, meters, clocks.
+#[derive(Debug, Default)]
+pub(super) struct PerStream<T> {
+    pub(super) main: T,
+    pub(super) sub: T,
+}
+
+impl<T> PerStream<T> {
+    pub(super) fn of(&self, q: Quality) -> &T {
+        match q {
+            Quality::Main => &self.main,
+            Quality::Sub => &self.sub,
+        }
+    }
+
+    pub(super) fn of_mut(&mut self, q: Quality) -> &mut T {
+        match q {
+            Quality::Main => &mut self.main,
+            Quality::Sub => &mut self.sub,
+        }
     }
 }
 
@@ -58,11 +73,11 @@ pub(super) struct Pump {
     pub(super) counters: Arc<SessionCounters>,
     pub(super) reply_tx: mpsc::Sender<Control>,
     pub(super) gops: GopSender,
-    /// Main and substream readers (index: [`slot`]).
-    pub(super) readers: [Option<TrackReader>; 2],
-    pub(super) meters: [RateMeter; 2],
+    /// Main and substream readers.
+    pub(super) readers: PerStream<Option<TrackReader>>,
+    pub(super) meters: PerStream<RateMeter>,
     /// Per stream: (pts, instant) the meter's media clock started at.
-    pub(super) clocks: [Option<(u64, Instant)>; 2],
+    pub(super) clocks: PerStream<Option<(u64, Instant)>>,
     /// Which frames go out.
     pub(super) gate: Gate,
     pub(super) last: SendCounters,
@@ -75,7 +90,7 @@ impl Pump {
 
     pub(super) async fn run(mut self) {
         loop {
-            let [main, sub] = &mut self.readers;
+            let PerStream { main, sub } = &mut self.readers;
             let (quality, item) = tokio::select! {
                 item = next_item(main) => (Quality::Main, item),
                 item = next_item(sub) => (Quality::Sub, item),
@@ -83,7 +98,7 @@ impl Pump {
             let Some(item) = item else {
                 if quality != self.top() {
                     // The substream went away: carry on with main alone.
-                    self.readers[slot(quality)] = None;
+                    *self.readers.of_mut(quality) = None;
                     if self.gate.stream_ended(quality) {
                         self.gops.end_gop();
                     }
@@ -111,8 +126,8 @@ impl Pump {
         let now = Instant::now();
         let keyframe = item.frame.keyframe;
         let at = self.media_time(quality, item.frame.pts, now);
-        self.meters[slot(quality)].record(at, item.frame.payload.len() as u64, keyframe);
-        if keyframe && self.gate.decides_on(quality, self.readers[slot(Quality::Sub)].is_some()) {
+        self.meters.of_mut(quality).record(at, item.frame.payload.len() as u64, keyframe);
+        if keyframe && self.gate.decides_on(quality, self.readers.sub.is_some()) {
             self.decide(now).await;
         }
         match self.gate.on_frame(quality, keyframe) {
@@ -184,19 +199,18 @@ impl Pump {
                     || q == top
                     || self.gate.sending.is_some_and(|(s, _)| s == q)
                     || awaited == Some(q));
-            let i = slot(q);
-            if needed && self.readers[i].is_none() {
+            if needed && self.readers.of(q).is_none() {
                 let Some(mut reader) = self.cameras.subscribe(&self.camera, q) else { continue };
                 if self.gate.target.is_some() {
                     // The cached GOP is older than what was sent already:
                     // wait for this stream's next live keyframe instead.
                     while reader.try_next().is_some() {}
                 }
-                self.readers[i] = Some(reader);
-                self.meters[i] = RateMeter::default();
-                self.clocks[i] = None;
-            } else if !needed && self.readers[i].is_some() {
-                self.readers[i] = None;
+                *self.readers.of_mut(q) = Some(reader);
+                *self.meters.of_mut(q) = RateMeter::default();
+                *self.clocks.of_mut(q) = None;
+            } else if !needed && self.readers.of(q).is_some() {
+                *self.readers.of_mut(q) = None;
             }
         }
     }
@@ -204,8 +218,7 @@ impl Pump {
     /// A frame's time on its stream's media clock (pts), so a cached GOP
     /// delivered at once on subscribing is measured at its real pace.
     fn media_time(&mut self, quality: Quality, pts: u64, now: Instant) -> Instant {
-        let i = slot(quality);
-        if let Some((pts0, t0)) = self.clocks[i] {
+        if let Some((pts0, t0)) = *self.clocks.of(quality) {
             if let Some(d) = pts.checked_sub(pts0) {
                 let at =
                     t0 + Duration::from_micros(d * 1_000_000 / u64::from(ponte_proto::media::CLOCK_RATE));
@@ -214,16 +227,16 @@ impl Pump {
                     return at;
                 }
             }
-            self.meters[i] = RateMeter::default();
+            *self.meters.of_mut(quality) = RateMeter::default();
         }
-        self.clocks[i] = Some((pts, now));
+        *self.clocks.of_mut(quality) = Some((pts, now));
         now
     }
 
     fn rates(&mut self, now: Instant) -> StreamRates {
-        let kf = self.ladder.quality(Rung::KeyframesOnly).map_or(0, slot);
-        let mut rate = |i: usize, keyframes: bool| {
-            let m = &mut self.meters[i];
+        let kf = self.ladder.quality(Rung::KeyframesOnly).unwrap_or(Quality::Main);
+        let mut rate = |q: Quality, keyframes: bool| {
+            let m = self.meters.of_mut(q);
             let at = m.latest().unwrap_or(now);
             if keyframes {
                 m.keyframes_bps(at)
@@ -232,8 +245,8 @@ impl Pump {
             }
         };
         StreamRates {
-            main_bps: if self.ladder.has(Rung::Main) { rate(0, false) } else { None },
-            sub_bps: if self.ladder.has(Rung::Sub) { rate(1, false) } else { None },
+            main_bps: if self.ladder.has(Rung::Main) { rate(Quality::Main, false) } else { None },
+            sub_bps: if self.ladder.has(Rung::Sub) { rate(Quality::Sub, false) } else { None },
             keyframes_bps: rate(kf, true),
         }
     }

@@ -6,15 +6,13 @@
 //! session's figures.
 
 use super::boards::{LinkSnapshot, SessionCounters, SubStats, SubscriptionSnapshot};
-use super::pump::{slot, Gate, Pump, SiteShaping};
+use super::pump::{Gate, PerStream, Pump, SiteShaping};
 use super::state::{Action, SessionState};
 use super::Shared;
 use ponte_proto::hub::TrackReader;
 use ponte_proto::media::Quality;
 use ponte_proto::session::{self, ControlSender, GopSender, PriorityClock, SendCounters, SessionError};
-use ponte_proto::shaping::{
-    Hysteresis, Ladder, PathEstimator, PathSample, RateMeter, Rung, Shaper, IP_UDP_OVERHEAD,
-};
+use ponte_proto::shaping::{Hysteresis, Ladder, PathEstimator, PathSample, Rung, Shaper, IP_UDP_OVERHEAD};
 use ponte_proto::wire::{Control, Role, PROTOCOL_VERSION};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -275,9 +273,9 @@ impl Session<'_> {
         reader: TrackReader,
         stats: Arc<SubStats>,
     ) -> JoinHandle<()> {
-        let mut readers = [None, None];
+        let mut readers = PerStream::default();
         let top = ladder.quality(ladder.top).unwrap_or(Quality::Main);
-        readers[slot(top)] = Some(reader);
+        *readers.of_mut(top) = Some(reader);
         let pump = Pump {
             site: self.site.to_owned(),
             id,
@@ -290,8 +288,8 @@ impl Session<'_> {
             reply_tx: self.reply_tx.clone(),
             gops: GopSender::new(self.conn.clone(), id, self.priorities.clone()),
             readers,
-            meters: [RateMeter::default(), RateMeter::default()],
-            clocks: [None, None],
+            meters: PerStream::default(),
+            clocks: PerStream::default(),
             gate: Gate::new(id, ladder),
             last: SendCounters::default(),
         };

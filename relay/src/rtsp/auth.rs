@@ -247,7 +247,8 @@ impl RtspAuth {
     fn nonce(&self, now: u64) -> String {
         let issued = format!("{now:016x}");
         let tag = self.mac(&issued).finalize().into_bytes();
-        format!("{issued}{}", hex::encode(&tag[..NONCE_TAG_LEN]))
+        // A SHA-256 tag is 32 bytes, NONCE_TAG_LEN is 16.
+        format!("{issued}{}", hex::encode(tag.get(..NONCE_TAG_LEN).unwrap_or(&tag)))
     }
 
     /// Seconds since a nonce we issued was made; `None` if we did not issue it.
