@@ -874,7 +874,10 @@ pub fn chain_files(path: &Path) -> Vec<PathBuf> {
 /// rotated predecessors; several are taken oldest first. Returns the exit
 /// code: 0 intact, 1 broken (the line is named).
 pub fn verify_cli(files: Vec<PathBuf>, allow_missing_start: bool) -> i32 {
-    let files = if files.len() == 1 { chain_files(&files[0]) } else { files };
+    let files = match files.as_slice() {
+        [one] => chain_files(one),
+        _ => files,
+    };
     match verify_with(&files, allow_missing_start) {
         Ok(n) => {
             println!("audit log intact: {n} lines in {} file(s)", files.len());

@@ -75,9 +75,8 @@ pub fn reset_config(secret: &[u8]) -> quinn::EndpointConfig {
     h.update(b"ponte/1 connection id key\0");
     h.update(secret);
     let digest = h.finalize();
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&digest[..8]);
-    let key = u64::from_le_bytes(key);
+    // A SHA-256 digest always has the 8 bytes.
+    let key = digest.first_chunk::<8>().map_or(0, |k| u64::from_le_bytes(*k));
     cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(key)));
     cfg
 }

@@ -152,14 +152,15 @@ impl TimeWindow {
                 let (a, b) = (day(a).ok_or_else(err)?, day(b).ok_or_else(err)?);
                 let mut i = a;
                 loop {
-                    days[i] = true;
+                    *days.get_mut(i).ok_or_else(err)? = true;
                     if i == b {
                         break;
                     }
                     i = (i + 1) % 7;
                 }
             } else {
-                days[day(item).ok_or_else(err)?] = true;
+                let i = day(item).ok_or_else(err)?;
+                *days.get_mut(i).ok_or_else(err)? = true;
             }
         }
         let (a, b) = hours.split_once('-').ok_or_else(err)?;
@@ -173,13 +174,14 @@ impl TimeWindow {
     /// True when `t` falls inside the window.
     pub fn contains(&self, t: LocalTime) -> bool {
         let day = (t.weekday % 7) as usize;
+        let listed = |d: usize| self.days.get(d) == Some(&true);
         if self.start < self.end {
-            self.days[day] && t.minute >= self.start && t.minute < self.end
+            listed(day) && t.minute >= self.start && t.minute < self.end
         } else {
             // Overnight: the part after start on a listed day, or the part
             // before end on the day after a listed day.
             let yesterday = (day + 6) % 7;
-            (self.days[day] && t.minute >= self.start) || (self.days[yesterday] && t.minute < self.end)
+            (listed(day) && t.minute >= self.start) || (listed(yesterday) && t.minute < self.end)
         }
     }
 }

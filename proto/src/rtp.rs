@@ -60,7 +60,8 @@ impl RtpPacket {
 
     /// Fragmentation header bytes in front of the body (empty for a single NAL packet).
     pub fn prefix(&self) -> &[u8] {
-        &self.prefix[..usize::from(self.prefix_len)]
+        // prefix_len is 0, 2 or 3, set by the packetiser.
+        self.prefix.get(..usize::from(self.prefix_len)).unwrap_or_default()
     }
 
     /// Appends the packet in wire format to `out`.
@@ -163,7 +164,10 @@ impl Packetizer {
     /// RFC 6184 §5.8: FU indicator (F, NRI of the NAL; type 28), FU header
     /// (S, E, original type), then the NAL without its one-byte header.
     fn fragment_h264(&mut self, out: &mut Vec<RtpPacket>, timestamp: u32, nal: Bytes) {
-        let header = nal[0];
+        let Some(&header) = nal.first() else {
+            // Cannot happen: nal_units yields no empty NAL.
+            return;
+        };
         let indicator = (header & 0xe0) | H264_FU_A;
         let chunk = self.max_payload - 2;
         let body = nal.slice(1..);
@@ -184,14 +188,13 @@ impl Packetizer {
     /// RFC 7798 §4.4.3: payload header (the NAL's two bytes with type 49),
     /// FU header (S, E, original type), then the NAL without its header.
     fn fragment_h265(&mut self, out: &mut Vec<RtpPacket>, timestamp: u32, nal: Bytes) {
-        if nal.len() < 3 {
+        let &[header, hdr1, _, ..] = &*nal else {
             // Cannot happen (a NAL this short fits any MTU); keep it whole.
             self.push(out, timestamp, [0; 3], 0, nal);
             return;
-        }
-        let nal_type = (nal[0] >> 1) & 0x3f;
-        let hdr0 = (nal[0] & 0x81) | (H265_FU << 1);
-        let hdr1 = nal[1];
+        };
+        let nal_type = (header >> 1) & 0x3f;
+        let hdr0 = (header & 0x81) | (H265_FU << 1);
         let chunk = self.max_payload - 3;
         let body = nal.slice(2..);
         let count = body.len().div_ceil(chunk);

@@ -167,9 +167,17 @@ impl Ladder {
 }
 
 fn step(r: Rung, d: i8) -> Rung {
-    const ALL: [Rung; 4] = [Rung::Paused, Rung::KeyframesOnly, Rung::Sub, Rung::Main];
-    let i = (r as i8 + d).clamp(0, 3) as usize;
-    ALL[i]
+    match r as i8 + d {
+        ..=0 => Rung::Paused,
+        1 => Rung::KeyframesOnly,
+        2 => Rung::Sub,
+        _ => Rung::Main,
+    }
+}
+
+/// The rung `plan` gives subscription `id`; one it does not list gets nothing.
+fn rung_in(plan: &BTreeMap<u64, Rung>, id: u64) -> Rung {
+    plan.get(&id).copied().unwrap_or(Rung::Paused)
 }
 
 /// Measured payload bitrates of a subscription's streams, bit/s (`None`
@@ -529,11 +537,11 @@ impl Shaper {
                 if !s.ladder.has(r) {
                     return;
                 }
-                let cur = plan[&id];
+                let cur = rung_in(plan, id);
                 if s.ladder.below(r) != cur {
                     return;
                 }
-                let fits = r <= cap[s.priority.index()]
+                let fits = cap.get(s.priority.index()).is_some_and(|&c| r <= c)
                     && match (self.cost(s, r), self.cost(s, cur)) {
                         (Some(to), Some(from)) => {
                             let ok = used + (to - from) <= budget_bps;
@@ -581,8 +589,8 @@ impl Shaper {
         let keep_budget = full * (1.0 - self.hysteresis.headroom / 2.0);
         let plan_full = self.plan(full);
         let plan_up = self.plan(climb_budget);
-        let target_full = plan_full[&id];
-        let target_up = plan_up[&id];
+        let target_full = rung_in(&plan_full, id);
+        let target_up = rung_in(&plan_up, id);
         let Some(cur) = cur else {
             let mut r = if s.measured() {
                 target_up
@@ -615,7 +623,7 @@ impl Shaper {
             let starved = self.subs.iter().any(|(&o, os)| {
                 o != id
                     && os.measured()
-                    && os.rung.is_some_and(|r| r < plan_up[&o])
+                    && os.rung.is_some_and(|r| r < rung_in(&plan_up, o))
                     && self.may_climb(os, now)
             });
             let outranked = self.subs.iter().any(|(&o, os)| {
@@ -631,7 +639,7 @@ impl Shaper {
             // a running subscription is still being measured.
             let all_measured = self.subs.values().all(|o| o.rung.is_none() || o.measured());
             if self.may_climb(s, now) && all_measured && !self.in_debt(now) {
-                let s = &self.subs[&id];
+                let Some(s) = self.subs.get(&id) else { return (cur, None) };
                 if let Some(next) = s.ladder.above(cur) {
                     let fits = match (self.cost(s, next), self.cost(s, cur)) {
                         (Some(to), Some(from)) => planned - from + to <= climb_budget,

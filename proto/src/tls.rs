@@ -200,7 +200,7 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option
         return (None, problems);
     };
     let id = Identity { ca: ca_certs, chain, key: Arc::new(key_der) };
-    if let Some(leaf) = id.chain.first() {
+    if let Some((leaf, intermediates)) = id.chain.split_first() {
         use x509_parser::prelude::*;
         if let Ok((_, x)) = X509Certificate::from_der(leaf) {
             let validity = x.validity();
@@ -233,7 +233,7 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option
                     let now = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
                         now_unix.max(0) as u64,
                     ));
-                    v.verify_client_cert(leaf, &id.chain[1..], now).map(drop).map_err(|e| e.to_string())
+                    v.verify_client_cert(leaf, intermediates, now).map(drop).map_err(|e| e.to_string())
                 });
         if let Err(e) = verified {
             if !problems.iter().any(|p| p.starts_with("`tls.cert`")) {

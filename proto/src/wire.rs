@@ -255,10 +255,10 @@ impl Control {
     /// Decodes one message from the front of `buf`, advancing it.
     /// Returns `Ok(None)` when more bytes are needed.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Control>, WireError> {
-        if buf.len() < 4 {
+        let Some((len, _)) = buf.split_first_chunk::<4>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
         if len > MAX_CONTROL_LEN {
             return Err(WireError::TooLong { what: "control message", len, max: MAX_CONTROL_LEN });
         }
@@ -366,10 +366,10 @@ impl MediaDecoder {
                 }
             };
         }
-        if self.buf.len() < FRAME_HEADER_LEN {
+        let Some((header, _)) = self.buf.split_first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
-        }
-        let mut h = &self.buf[..FRAME_HEADER_LEN];
+        };
+        let mut h: &[u8] = header;
         let pts = h.get_u64();
         let flags = h.get_u8();
         let len = h.get_u32() as usize;
@@ -416,8 +416,10 @@ fn decode_gop_header(buf: &[u8]) -> Result<Option<(GopHeader, usize)>, WireError
     const FIXED: usize = 2 + 1 + 8 + 1 + 8 + 1 + 2 + 2 + 1;
     if r.len() < FIXED {
         // Reject a wrong magic as early as possible.
-        if r.len() >= 3 && (r[..2] != MEDIA_MAGIC || r[2] != MEDIA_VERSION) {
-            return Err(WireError::BadMagic { magic: [r[0], r[1]], version: r[2] });
+        if let &[m0, m1, version, ..] = r {
+            if [m0, m1] != MEDIA_MAGIC || version != MEDIA_VERSION {
+                return Err(WireError::BadMagic { magic: [m0, m1], version });
+            }
         }
         return Ok(None);
     }
@@ -442,11 +444,11 @@ fn decode_gop_header(buf: &[u8]) -> Result<Option<(GopHeader, usize)>, WireError
         if len > MAX_PARAMETER_SET_LEN {
             return Err(WireError::TooLong { what: "parameter set", len, max: MAX_PARAMETER_SET_LEN });
         }
-        if r.len() < len {
+        let Some((set, rest)) = r.split_at_checked(len) else {
             return Ok(None);
-        }
-        parameter_sets.push(Bytes::copy_from_slice(&r[..len]));
-        r.advance(len);
+        };
+        parameter_sets.push(Bytes::copy_from_slice(set));
+        r = rest;
     }
     let used = buf.len() - r.len();
     let config = CodecConfig { codec, width, height, parameter_sets };
