@@ -118,6 +118,11 @@ impl Operators {
         self.by_name.len()
     }
 
+    /// No operator configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
     /// Checks a name and password (argon2: tens of milliseconds, call it
     /// off the async threads); `Err` says why, for the audit.
     fn verify_password(&self, name: &str, password: &str) -> Result<String, &'static str> {
@@ -247,7 +252,7 @@ impl OperatorAuth {
             let message = format!("too many refused requests from here: retry in {secs} s");
             return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "throttled", "?", "client braked", message));
         }
-        if operators.len() == 0 {
+        if operators.is_empty() {
             let message = format!(
                 "no master-room operator is configured: add an `{KEY}` to agent.toml \
                  (`ponte-agent operator passwd --name NAME` or `ponte-agent operator token --name NAME`) \

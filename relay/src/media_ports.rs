@@ -23,6 +23,11 @@ impl PortRange {
     pub fn len(&self) -> usize {
         usize::from(self.high - self.low) + 1
     }
+
+    /// Never: a range holds at least its `low` port.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 impl TryFrom<String> for PortRange {

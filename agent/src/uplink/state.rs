@@ -144,6 +144,11 @@ impl SessionState {
         self.subs.len()
     }
 
+    /// No subscription granted.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
     fn local_time(&self, now: jiff::Timestamp) -> LocalTime {
         self.access.local_time(now)
     }

@@ -1,0 +1,284 @@
+//! The running agent: cameras, one uplink per relay, the management port;
+//! reload on SIGHUP and a clean shutdown.
+
+use crate::config::{AgentConfig, RelayTarget};
+use crate::sources::cameras;
+use crate::{access, operators, ptz, reload, status, uplink};
+use anyhow::{Context, Result};
+use ponte_proto::session;
+use ponte_proto::tls::{self, Identity, TransportOptions};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A running agent: cameras and one uplink per relay.
+pub struct Agent {
+    /// Link states for the status page, edited as relays come and go.
+    links: status::LinkList,
+    uplinks: Vec<uplink::Uplink>,
+    cameras: Arc<cameras::Cameras>,
+    access: watch::Sender<Arc<access::Access>>,
+    /// The config in force: the new file's live parts after each reload,
+    /// the start-up values of what needs a restart.
+    config: AgentConfig,
+    status: ponte_proto::mgmt::StatusFeed,
+    ptz: ptz::PtzService,
+    /// Who may use the management port's control routes.
+    operators: Arc<operators::OperatorAuth>,
+    /// The QUIC endpoint every uplink dials from.
+    endpoint: quinn::Endpoint,
+    /// TLS client config of the uplinks (relays added on reload use it too).
+    client: quinn::ClientConfig,
+    /// What every relay session shares.
+    shared: uplink::Shared,
+}
+
+/// How long a shutting-down agent waits for its session closes to go out.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Agent {
+    /// Starts cameras and uplinks.
+    pub fn start(cfg: AgentConfig) -> Result<Self> {
+        let id = Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).context("loading `[tls]` files")?;
+        let opts = TransportOptions { gso: cfg.transport.gso, ..Default::default() };
+        let client = tls::client_config(&id, &opts)?;
+        let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+        let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
+        let endpoint = ponte_proto::endpoint::bind(any6, None)
+            .or_else(|_| ponte_proto::endpoint::bind(any4, None))
+            .context("opening the QUIC socket")?;
+        let audit = cfg.audit.open(&cfg.agent.id).map_err(anyhow::Error::msg)?;
+        let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
+        let operators = operators::Operators::from_config(&cfg.operators)?;
+        if operators.is_empty() {
+            tracing::warn!(
+                "no [[operator]] configured: the master-room PTZ API answers 403 until one is added \
+                 (`ponte-agent operator passwd --name NAME`)"
+            );
+        }
+        let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
+        let audit = Arc::new(audit);
+        let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
+        let clock = access::Clock::from_env(&cfg.policy.timezone)?;
+        let ptz = ptz::PtzService::start(ptz::Setup {
+            config: cfg.ptz.arbiter(),
+            cameras: cameras.clone(),
+            access: access_rx.clone(),
+            clock,
+            audit: audit.clone(),
+            devices: ptz::devices(&cfg.devices)?,
+        });
+        let shared = uplink::Shared {
+            node: cfg.agent.id.clone(),
+            cameras: cameras.clone(),
+            access: access_rx,
+            audit,
+            clock,
+            shaping: uplink::ShapingBoard::default(),
+            links: uplink::LinkBoard::default(),
+            limits: Arc::new(uplink::SessionLimits {
+                max_subscriptions: cfg.agent.max_subscriptions_per_session,
+                ..Default::default()
+            }),
+            ptz: ptz.clone(),
+        };
+        let links = status::LinkList::default();
+        let status = status::spawn_sampler(status::Sources {
+            node: cfg.agent.id.clone(),
+            cameras: cameras.clone(),
+            links: links.clone(),
+            shaping: shared.shaping.clone(),
+            figures: shared.links.clone(),
+            audit: shared.audit.clone(),
+            limits: shared.limits.clone(),
+            ptz: ptz.clone(),
+        });
+        let mut agent = Self {
+            links,
+            uplinks: Vec::new(),
+            cameras,
+            access,
+            config: cfg,
+            status,
+            ptz,
+            operators,
+            endpoint,
+            client,
+            shared,
+        };
+        for target in agent.config.relays.clone() {
+            agent.start_uplink(target);
+        }
+        tracing::info!(
+            node = %agent.config.agent.id,
+            cameras = agent.cameras.catalog().len(),
+            relays = agent.uplinks.len(),
+            audit = %agent.config.audit.path.display(),
+            retention = %agent.config.audit.retention().describe(),
+            "agent started"
+        );
+        Ok(agent)
+    }
+
+    /// Starts dialling one relay.
+    fn start_uplink(&mut self, target: RelayTarget) {
+        if !self.config.sites.iter().any(|p| p.id == target.site) {
+            tracing::warn!(site = %target.site, "no [[site]] policy for this relay: it will see no camera");
+        }
+        let up = uplink::spawn(target, self.endpoint.clone(), self.client.clone(), self.shared.clone());
+        self.lock_links().push((up.target.site.clone(), up.state.clone()));
+        self.uplinks.push(up);
+    }
+
+    /// Closes one relay's session (telling it `reason`) and stops dialling it.
+    async fn stop_uplink(&mut self, site: &str, reason: &str) {
+        self.lock_links().retain(|(s, _)| s != site);
+        let Some(i) = self.uplinks.iter().position(|u| u.target.site == site) else { return };
+        self.uplinks.swap_remove(i).stop(reason).await;
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, Vec<(String, watch::Receiver<uplink::LinkState>)>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes every relay session at once, so relays show the link down
+    /// now (not after their idle timeout) and their viewers' streams end
+    /// cleanly; waits briefly for the closes to go out.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await.is_err() {
+            tracing::debug!("relay sessions still closing after {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+    }
+
+    /// Applies a new, validated config: policies, operators and PTZ
+    /// timings; devices, relays and sites one by one, leaving what did not
+    /// change untouched (see [`reload`]). Keys that need a restart are
+    /// logged by name and not applied. Fails, applying nothing, when part
+    /// of the new config cannot be built.
+    pub async fn reload(&mut self, cfg: AgentConfig) -> Result<()> {
+        // Everything that can fail comes first, so a refusal leaves the
+        // running config whole.
+        let access = access::Access::new(&cfg)?;
+        let operators = operators::Operators::from_config(&cfg.operators)?;
+        let ptz_cameras = reload::touched_cameras(&self.config.devices, &cfg.devices);
+        let ptz_devices = ptz::devices(&reload::started_devices(&self.config.devices, &cfg.devices))?;
+        let restart = reload::restart_keys(&self.config, &cfg);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "reload: these keys changed but need a restart of the agent; the running values stay in force"
+            );
+        }
+
+        // Cameras first: a removed camera leaves the catalog (sessions
+        // revoke it) before its source stops.
+        let devices = self.cameras.apply(&cfg.devices);
+        self.ptz.replace_devices(&ptz_cameras, ptz_devices);
+        for id in &devices.added {
+            tracing::info!(device = %id, "reload: device added");
+        }
+        for id in &devices.changed {
+            tracing::info!(device = %id, "reload: device changed; restarted");
+        }
+        for id in &devices.removed {
+            tracing::info!(device = %id, "reload: device removed; its cameras are withdrawn");
+        }
+
+        // Policies: every session re-evaluates its site (added sites get
+        // their catalog, removed ones lose everything).
+        self.access.send_replace(Arc::new(access));
+        self.operators.reload(operators);
+        self.ptz.set_config(cfg.ptz.arbiter());
+        self.config.sites = cfg.sites.clone();
+        self.config.policy = cfg.policy.clone();
+        self.config.ptz = cfg.ptz.clone();
+        self.config.operators = cfg.operators.clone();
+        self.config.devices = cfg.devices.clone();
+
+        // Relays: only those whose entry changed.
+        let plan = reload::relay_plan(&self.config.relays, &cfg.relays);
+        for (site, reason) in &plan.stop {
+            tracing::info!(site = %site, reason = %reason, "reload: closing the relay session");
+            self.stop_uplink(site, reason).await;
+        }
+        self.config.relays = cfg.relays.clone();
+        for target in plan.start {
+            tracing::info!(site = %target.site, addr = %target.addr, "reload: dialling the relay");
+            self.start_uplink(target);
+        }
+        tracing::info!(
+            sites = cfg.sites.len(),
+            devices_added = devices.added.len(),
+            devices_changed = devices.changed.len(),
+            devices_removed = devices.removed.len(),
+            relays = self.uplinks.len(),
+            "policy reloaded"
+        );
+        Ok(())
+    }
+
+    /// The status document feed for the management port.
+    pub fn status_feed(&self) -> ponte_proto::mgmt::StatusFeed {
+        self.status.clone()
+    }
+
+    /// The control routes of the management port (the master room's PTZ
+    /// API), behind the operator credential check.
+    pub fn management_routes(&self) -> axum::Router {
+        ptz::master_api::routes(self.ptz.clone()).route_layer(axum::middleware::from_fn_with_state(
+            self.operators.clone(),
+            operators::require_operator,
+        ))
+    }
+
+    /// State of each relay link.
+    pub fn links(&self) -> Vec<(String, watch::Receiver<uplink::LinkState>)> {
+        self.lock_links().clone()
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Runs until SIGINT/SIGTERM; SIGHUP reloads the config from `path`.
+pub async fn run_until_shutdown(agent: &mut Agent, path: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                r = &mut shutdown => return r,
+                _ = hup.recv() => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                    let result = match AgentConfig::load(path) {
+                        Ok(cfg) => agent.reload(cfg).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!("reload refused, the previous config stays in force: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (agent, path);
+        shutdown_signal().await
+    }
+}
