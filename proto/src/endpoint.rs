@@ -75,7 +75,7 @@ pub fn reset_config(secret: &[u8]) -> quinn::EndpointConfig {
     h.update(b"ponte/1 connection id key\0");
     h.update(secret);
     let digest = h.finalize();
-    // A SHA-256 digest always has the 8 bytes.
+    // SHA-256 gives 32 bytes: the first 8 are always there, 0 is never used.
     let key = digest.first_chunk::<8>().map_or(0, |k| u64::from_le_bytes(*k));
     cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(key)));
     cfg
