@@ -36,7 +36,7 @@
 //! and the timers, feeds the state machine and executes what it returns.
 //! The lock around the state is never held across an `.await`.
 
-pub(crate) mod state;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
