@@ -215,13 +215,16 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Formats a chained line (without newline) and returns it with its hash.
-pub fn chain_line(seq: u64, record: &AuditRecord, prev: &str) -> (String, String) {
-    let body = serde_json::to_string(&Chained { seq, record, prev }).unwrap_or_else(|_| "{}".into());
+///
+/// A record that does not serialise is an error, never an empty line that
+/// would still chain.
+pub fn chain_line(seq: u64, record: &AuditRecord, prev: &str) -> Result<(String, String), serde_json::Error> {
+    let body = serde_json::to_string(&Chained { seq, record, prev })?;
     let hash = sha256_hex(body.as_bytes());
     let mut line = body;
     line.pop(); // the closing brace
     line.push_str(&format!(",\"hash\":\"{hash}\"}}"));
-    (line, hash)
+    Ok((line, hash))
 }
 
 /// Where a chain is broken.
@@ -586,7 +589,7 @@ impl AuditLog {
         if record.node.is_empty() {
             record.node = self.node.clone();
         }
-        let (line, hash) = chain_line(w.seq, &record, &w.prev);
+        let (line, hash) = chain_line(w.seq, &record, &w.prev).map_err(std::io::Error::other)?;
         if w.size > 0 && w.size + line.len() as u64 + 1 > self.max_bytes {
             self.rotate(w)?;
         }
