@@ -368,14 +368,10 @@ pub async fn require_operator(
 /// `[[operator]]` table with its argon2id hash.
 pub fn passwd_cli(name: &str) -> Result<()> {
     check_name("--name", name)?;
-    let password = ponte_proto::password_prompt::read_new_password()?;
+    let password = ponte_proto::password_prompt::read_password_to_store(&format!(
+        "ponte-agent operator passwd --name {name} < file"
+    ))?;
     let password = password.as_str();
-    if password.is_empty() {
-        bail!("empty password: pipe or type the password on stdin, e.g. `ponte-agent operator passwd --name {name} < file`");
-    }
-    if password.chars().count() < 10 {
-        eprintln!("warning: a password of fewer than 10 characters is easy to guess");
-    }
     println!("[[operator]]\nname = \"{name}\"\npassword_hash = \"{}\"", hash_password(password)?);
     Ok(())
 }

@@ -16,6 +16,25 @@ pub enum PromptError {
     Mismatch,
     #[error("interrupted: nothing was written")]
     Interrupted,
+    #[error("empty password: pipe or type the password on stdin, e.g. `{0}`")]
+    Empty(String),
+}
+
+/// Passwords shorter than this get a warning (they still work).
+const SHORT_PASSWORD_CHARS: usize = 10;
+
+/// [`read_new_password`] for a command that stores it: an empty one is
+/// refused (`example` shows how to pipe it in), a short one warned about on
+/// stderr.
+pub fn read_password_to_store(example: &str) -> Result<String, PromptError> {
+    let password = read_new_password()?;
+    if password.is_empty() {
+        return Err(PromptError::Empty(example.to_owned()));
+    }
+    if password.chars().count() < SHORT_PASSWORD_CHARS {
+        eprintln!("warning: a password of fewer than {SHORT_PASSWORD_CHARS} characters is easy to guess");
+    }
+    Ok(password)
 }
 
 /// The byte Ctrl-C sends when the terminal does not turn it into SIGINT.

@@ -2,20 +2,14 @@
 
 use super::accounts::{check_name, digest_ha1, hash_password, new_token};
 use super::RTSP_REALM;
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 /// `ponte-relay passwd`: reads the password (twice, without echo, from a
 /// terminal; one line from a pipe), prints its argon2id hash (or, with
 /// `user`, a `[[viewer]]` table; with `rtsp_digest`, its HA1 too).
 pub fn passwd_cli(user: Option<&str>, rtsp_digest: bool) -> Result<()> {
-    let password = ponte_proto::password_prompt::read_new_password()?;
+    let password = ponte_proto::password_prompt::read_password_to_store("ponte-relay passwd < file")?;
     let password = password.as_str();
-    if password.is_empty() {
-        bail!("empty password: pipe or type the password on stdin, e.g. `ponte-relay passwd < file`");
-    }
-    if password.chars().count() < 10 {
-        eprintln!("warning: a password of fewer than 10 characters is easy to guess");
-    }
     let phc = hash_password(password)?;
     match user {
         None => println!("{phc}"),
