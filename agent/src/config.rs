@@ -418,14 +418,19 @@ mod tests {
     use crate::sources::rtsp::RtspTransport;
     use ponte_proto::media::Codec;
 
-    fn parse(toml: &str) -> Result<AgentConfig> {
+    /// `toml` written to an `agent.toml` of its own.
+    fn file(toml: &str) -> Result<std::path::PathBuf> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ponte-cfg-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let p = dir.join("agent.toml");
         std::fs::write(&p, toml)?;
-        AgentConfig::load(&p)
+        Ok(p)
+    }
+
+    fn parse(toml: &str) -> Result<AgentConfig> {
+        AgentConfig::load(&file(toml)?)
     }
 
     const BASE: &str = r#"
@@ -568,10 +573,7 @@ source = "synthetic"
     /// from 1; a variable that names nothing stops the load, named.
     #[test]
     fn environment_reaches_array_tables_and_refuses_what_names_nothing() {
-        let dir = std::env::temp_dir().join(format!("ponte-cfg-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("agent.toml");
-        std::fs::write(&p, format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
+        let p = file(&format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
         let c = AgentConfig::load_with(
             &p,
             vars(&[
@@ -799,10 +801,7 @@ codec = "h264"
     /// environment is refused like one in the file.
     #[test]
     fn environment_sets_source_keys_the_file_leaves_out() {
-        let dir = std::env::temp_dir().join(format!("ponte-cfg-env-src-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("agent.toml");
-        std::fs::write(&p, format!("{BASE}{RTSP}")).unwrap();
+        let p = file(&format!("{BASE}{RTSP}")).unwrap();
         let c = AgentConfig::load_with(
             &p,
             vars(&[("PONTE_DEVICE__2__ON_DEMAND", "true"), ("PONTE_DEVICE__1__SYNTHETIC__MAIN_KBPS", "900")]),
