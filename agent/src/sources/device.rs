@@ -97,7 +97,7 @@ pub struct LensSource {
 /// compares every key, passwords included: a reload restarts exactly the
 /// devices whose entry changed.
 ///
-/// Read and written through [`RawDevice`], the table as the file spells
+/// Read and written through `RawDevice`, the table as the file spells
 /// it: serde's internally tagged enums cannot refuse unknown keys, so the
 /// flat table is read with `deny_unknown_fields` and converted, refusing a
 /// key of another source by name.
