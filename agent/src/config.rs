@@ -1,7 +1,7 @@
 //! Agent configuration: TOML file plus `PONTE_*` environment overrides.
 
 use anyhow::{bail, Context, Result};
-use ponte_proto::media::{Codec, Quality};
+use ponte_proto::media::Quality;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -10,7 +10,9 @@ use std::path::Path;
 pub use ponte_proto::endpoint::TransportSection;
 pub use ponte_proto::tls::TlsSection;
 
-pub use crate::sources::device::{Device, DeviceKind, LensSource, SourceKind};
+pub use crate::sources::device::{
+    Device, DeviceKind, LensSource, RtspSource, Source, SourceKind, DEFAULT_STALL_SECS,
+};
 
 /// The whole agent config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,29 +181,24 @@ pub struct RelayTarget {
     pub server_name: Option<String>,
 }
 
-/// Default of `stall_secs`.
-pub const DEFAULT_STALL_SECS: u64 = 5;
-
 impl Device {
     /// Checks the source settings: RTSP devices need one `[[device.lens]]`
-    /// per lens with rtsp:// URLs; synthetic ones take no RTSP keys.
+    /// per lens with rtsp:// URLs (keys of another source were refused
+    /// when the table was read).
     fn validate_source(&self) -> Result<()> {
         let id = &self.id;
-        if let Some(settings) = &self.synthetic {
-            if self.source != SourceKind::Synthetic {
-                bail!("device `{id}`: `[device.synthetic]` only applies to `source = \"synthetic\"`");
-            }
+        if let Source::Synthetic(settings) = &self.source {
             for q in [Quality::Main, Quality::Sub] {
                 crate::sources::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
                     .validate()
                     .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
             }
-        }
-        if self.synthetic.as_ref().is_some_and(|s| s.ptz) && self.kind != DeviceKind::DomePtz {
-            bail!(
-                "device `{id}`: `device.synthetic.ptz` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
-                self.kind.name()
-            );
+            if settings.ptz && self.kind != DeviceKind::DomePtz {
+                bail!(
+                    "device `{id}`: `device.synthetic.ptz` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
+                    self.kind.name()
+                );
+            }
         }
         if self.onvif.is_some() && self.kind != DeviceKind::DomePtz {
             bail!(
@@ -209,112 +206,61 @@ impl Device {
                 self.kind.name()
             );
         }
-        if let Some(settings) = &self.replay {
-            if self.source != SourceKind::Replay {
-                bail!("device `{id}`: `[device.replay]` only applies to `source = \"replay\"`");
+        match &self.source {
+            Source::Synthetic(_) => {}
+            Source::Replay(settings) => {
+                settings.validate().with_context(|| format!("`[device.replay]` of device `{id}`"))?;
             }
-            settings.validate().with_context(|| format!("`[device.replay]` of device `{id}`"))?;
-        }
-        match self.source {
-            SourceKind::Synthetic | SourceKind::Replay => {
-                let rtsp_keys = [
-                    ("device.lens", !self.lens_sources.is_empty()),
-                    ("device.username", self.username.is_some()),
-                    ("device.password", self.password.is_some()),
-                    ("device.password_env", self.password_env.is_some()),
-                    ("device.stall_secs", self.stall_secs.is_some()),
-                    ("device.codec", self.codec.is_some()),
-                ];
-                if let Some((key, _)) = rtsp_keys.iter().find(|(_, set)| *set) {
-                    bail!("device `{id}`: `{key}` only applies to `source = \"rtsp\"`");
-                }
-            }
-            SourceKind::Rtsp => {
-                let want = usize::from(self.lens_count());
-                if self.lens_sources.len() != want {
-                    bail!(
-                        "device `{id}`: {} `[[device.lens]]` table(s) for a `{}` with {want} lens(es): \
-                         add one `[[device.lens]]` with `main = \"rtsp://...\"` per lens, or set `lenses`",
-                        self.lens_sources.len(),
-                        self.kind.name()
-                    );
-                }
-                for (i, lens) in self.lens_sources.iter().enumerate() {
-                    let n = i + 1;
-                    crate::sources::rtsp::check_url(&lens.main)
-                        .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
-                    if let Some(sub) = &lens.sub {
-                        crate::sources::rtsp::check_url(sub)
-                            .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
-                    }
-                }
-                if self.password.is_some() && self.password_env.is_some() {
-                    bail!("device `{id}`: set `device.password` or `device.password_env`, not both");
-                }
-                if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
-                    bail!("device `{id}`: a password needs `device.username`");
-                }
-                if let Some(var) = &self.password_env {
-                    if var.to_ascii_uppercase().starts_with("PONTE_") {
-                        bail!(
-                            "device `{id}`: `device.password_env` = {var:?}: variables named PONTE_* are read as \
-                             config overrides; pick another name, e.g. CAMERA_PASSWORD"
-                        );
-                    }
-                    if std::env::var_os(var).is_none() {
-                        bail!("device `{id}`: `device.password_env` names `{var}`, which is not set in the environment");
-                    }
-                }
-                if self.stall_secs == Some(0) {
-                    bail!("device `{id}`: `device.stall_secs` must be at least 1");
-                }
-            }
+            Source::Rtsp(rtsp) => rtsp.validate(id, self.kind, self.lens_count())?,
         }
         Ok(())
     }
+}
 
-    /// RTSP credentials (`username` with `password` or `password_env`), read
-    /// from the environment at call time.
-    pub fn credentials(&self) -> Result<Option<(String, String)>> {
-        let Some(user) = &self.username else { return Ok(None) };
-        let password = match (&self.password, &self.password_env) {
-            (Some(p), _) => p.0.clone(),
-            (None, Some(var)) => std::env::var(var).with_context(|| {
-                format!("device `{}`: `device.password_env` names `{var}`, which is not set", self.id)
-            })?,
-            (None, None) => String::new(),
-        };
-        Ok(Some((user.clone(), password)))
-    }
-
-    /// Qualities lens `n` (from 1) offers: synthetic cameras both, RTSP
-    /// lenses `sub` only when a substream URL is configured.
-    pub fn qualities(&self, lens: u8) -> Vec<Quality> {
-        let has_sub = match self.source {
-            SourceKind::Synthetic | SourceKind::Replay => true,
-            SourceKind::Rtsp => self.lens_source(lens).is_some_and(|l| l.sub.is_some()),
-        };
-        if has_sub {
-            vec![Quality::Main, Quality::Sub]
-        } else {
-            vec![Quality::Main]
+impl RtspSource {
+    /// Checks the RTSP keys of device `id`, a `kind` with `lenses` lenses.
+    fn validate(&self, id: &str, kind: DeviceKind, lenses: u8) -> Result<()> {
+        let want = usize::from(lenses);
+        if self.lenses.len() != want {
+            bail!(
+                "device `{id}`: {} `[[device.lens]]` table(s) for a `{}` with {want} lens(es): \
+                 add one `[[device.lens]]` with `main = \"rtsp://...\"` per lens, or set `lenses`",
+                self.lenses.len(),
+                kind.name()
+            );
         }
-    }
-
-    /// Codec announced for lens `n` until the camera tells: the lens's
-    /// `codec`, else the device's, else H.264.
-    pub fn codec_hint(&self, lens: u8) -> Codec {
-        self.lens_source(lens).and_then(|l| l.codec).or(self.codec).unwrap_or(Codec::H264)
-    }
-
-    /// The `[[device.lens]]` table of lens `n` (from 1).
-    pub fn lens_source(&self, lens: u8) -> Option<&LensSource> {
-        self.lens_sources.get(usize::from(lens).checked_sub(1)?)
-    }
-
-    /// Stall timeout of an RTSP device.
-    pub fn stall_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.stall_secs.unwrap_or(DEFAULT_STALL_SECS))
+        for (i, lens) in self.lenses.iter().enumerate() {
+            let n = i + 1;
+            crate::sources::rtsp::check_url(&lens.main)
+                .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
+            if let Some(sub) = &lens.sub {
+                crate::sources::rtsp::check_url(sub)
+                    .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
+            }
+        }
+        if self.password.is_some() && self.password_env.is_some() {
+            bail!("device `{id}`: set `device.password` or `device.password_env`, not both");
+        }
+        if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
+            bail!("device `{id}`: a password needs `device.username`");
+        }
+        if let Some(var) = &self.password_env {
+            if var.to_ascii_uppercase().starts_with("PONTE_") {
+                bail!(
+                    "device `{id}`: `device.password_env` = {var:?}: variables named PONTE_* are read as \
+                     config overrides; pick another name, e.g. CAMERA_PASSWORD"
+                );
+            }
+            if std::env::var_os(var).is_none() {
+                bail!(
+                    "device `{id}`: `device.password_env` names `{var}`, which is not set in the environment"
+                );
+            }
+        }
+        if self.stall_secs == Some(0) {
+            bail!("device `{id}`: `device.stall_secs` must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -470,15 +416,21 @@ pub fn check_cli(path: &Path) -> i32 {
 mod tests {
     use super::*;
     use crate::sources::rtsp::RtspTransport;
+    use ponte_proto::media::Codec;
 
-    fn parse(toml: &str) -> Result<AgentConfig> {
+    /// `toml` written to an `agent.toml` of its own.
+    fn file(toml: &str) -> Result<std::path::PathBuf> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ponte-cfg-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let p = dir.join("agent.toml");
         std::fs::write(&p, toml)?;
-        AgentConfig::load(&p)
+        Ok(p)
+    }
+
+    fn parse(toml: &str) -> Result<AgentConfig> {
+        AgentConfig::load(&file(toml)?)
     }
 
     const BASE: &str = r#"
@@ -524,7 +476,7 @@ source = "synthetic"
              priority = {{ critical = [\"camera:zaist-1\"], low = [\"zone:Zaist\"] }}\n"
         );
         let c = parse(&toml).unwrap();
-        let s = c.devices[0].synthetic.as_ref().unwrap();
+        let s = c.devices[0].source.synthetic().unwrap();
         assert_eq!(
             (s.main_kbps, s.main_width, s.main_height, s.sub_kbps),
             (Some(4000), Some(960), Some(540), Some(500))
@@ -571,7 +523,7 @@ source = "synthetic"
         assert!(err.contains("only applies to `type = \"dome-ptz\"`"), "{err}");
         let sim = "[[device]]\nid = \"dome\"\nname = \"d\"\ntype = \"dome-ptz\"\nsource = \"synthetic\"\n\
                    [device.synthetic]\nptz = true\n";
-        assert!(parse(&format!("{BASE}{sim}")).unwrap().devices[1].synthetic.as_ref().unwrap().ptz);
+        assert!(parse(&format!("{BASE}{sim}")).unwrap().devices[1].source.synthetic().unwrap().ptz);
         let err = format!("{:#}", parse(&format!("{BASE}{}", sim.replace("dome-ptz", "fixed"))).unwrap_err());
         assert!(err.contains("`device.synthetic.ptz`"), "{err}");
     }
@@ -621,10 +573,7 @@ source = "synthetic"
     /// from 1; a variable that names nothing stops the load, named.
     #[test]
     fn environment_reaches_array_tables_and_refuses_what_names_nothing() {
-        let dir = std::env::temp_dir().join(format!("ponte-cfg-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("agent.toml");
-        std::fs::write(&p, format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
+        let p = file(&format!("{BASE}[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n")).unwrap();
         let c = AgentConfig::load_with(
             &p,
             vars(&[
@@ -702,11 +651,12 @@ codec = "h264"
     fn rtsp_device_loads_with_lenses_qualities_and_codec_hints() {
         let c = parse(&format!("{BASE}{RTSP}")).unwrap();
         let d = &c.devices[1];
-        assert_eq!((d.source, d.transport, d.lens_count()), (SourceKind::Rtsp, RtspTransport::Udp, 2));
+        let rtsp = d.source.rtsp().unwrap();
+        assert_eq!((rtsp.transport, d.lens_count()), (RtspTransport::Udp, 2));
         assert_eq!(d.qualities(1), [Quality::Main, Quality::Sub]);
         assert_eq!(d.qualities(2), [Quality::Main], "no `sub` URL, no substream");
         assert_eq!((d.codec_hint(1), d.codec_hint(2)), (Codec::H265, Codec::H264));
-        assert_eq!(d.stall_timeout(), std::time::Duration::from_secs(7));
+        assert_eq!(rtsp.stall_timeout(), std::time::Duration::from_secs(7));
         assert_eq!(d.credentials().unwrap(), Some(("ponte".into(), "s3cret".into())));
         assert!(!format!("{c:?}").contains("s3cret"), "Debug never shows a password");
         // Synthetic devices offer both qualities, H.264.
@@ -743,5 +693,126 @@ codec = "h264"
             assert!(err.contains("agent.toml"), "error should name the file: {err}");
             assert!(!err.contains("s3cret") && !err.contains(":pw@"), "no password in errors: {err}");
         }
+    }
+
+    /// The file's `[[device]]` tables written back by `Serialize`.
+    fn write_devices(devices: &[Device]) -> String {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            device: &'a [Device],
+        }
+        toml::to_string(&Doc { device: devices }).unwrap()
+    }
+
+    #[test]
+    fn each_source_round_trips_through_the_file() {
+        let replay = "[[device]]\nid = \"bench\"\nname = \"b\"\ntype = \"dome\"\nsource = \"replay\"\n\
+                      [device.replay]\nmain_kbps = 6000\nfps = 30\n";
+        let plain = "[[device]]\nid = \"plain\"\nname = \"p\"\ntype = \"dome\"\nsource = \"synthetic\"\n";
+        // Passwords are written as `***` (never serialized): the RTSP device
+        // here has a user without one.
+        let rtsp = RTSP.replace("password = \"s3cret\"\n", "on_demand = true\n");
+        let toml = format!(
+            "{BASE}[device.synthetic]\nmain_kbps = 4000\nsub_kbps = 500\n{rtsp}{replay}{plain}\
+             [device.onvif]\nurl = \"http://10.1.2.3/onvif/ptz_service\"\n"
+        )
+        .replace("name = \"p\"\ntype = \"dome\"", "name = \"p\"\ntype = \"dome-ptz\"");
+        let c = parse(&toml).unwrap();
+        let kinds: Vec<SourceKind> = c.devices.iter().map(|d| d.source.kind()).collect();
+        assert_eq!(
+            kinds,
+            [SourceKind::Synthetic, SourceKind::Rtsp, SourceKind::Replay, SourceKind::Synthetic]
+        );
+        let rtsp = c.devices[1].source.rtsp().unwrap();
+        assert_eq!((rtsp.lenses.len(), rtsp.on_demand, rtsp.codec), (2, true, Some(Codec::H265)));
+
+        let written = write_devices(&c.devices);
+        let head = BASE.split("[[device]]").next().unwrap();
+        let again = parse(&format!("{head}{written}")).unwrap_or_else(|e| panic!("{e:#}\n{written}"));
+        assert_eq!(again.devices, c.devices, "{written}");
+        for key in ["transport =", "on_demand =", "[device.replay]", "[device.synthetic]"] {
+            assert_eq!(written.matches(key).count(), 1, "{key} only for its source:\n{written}");
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_source_is_refused_by_name_and_line() {
+        let synthetic = "[[device]]\nid = \"s\"\nname = \"s\"\ntype = \"dome\"\nsource = \"synthetic\"\n";
+        let cases = [
+            (
+                synthetic.replace("synthetic\"\n", "synthetic\"\n[[device.lens]]\nmain = \"rtsp://h/\"\n"),
+                "device.lens",
+            ),
+            (format!("{synthetic}username = \"u\"\n"), "device.username"),
+            (format!("{synthetic}password = \"s3cret\"\n"), "device.password"),
+            (format!("{synthetic}password_env = \"CAMERA_PASSWORD\"\n"), "device.password_env"),
+            (format!("{synthetic}transport = \"udp\"\n"), "device.transport"),
+            (format!("{synthetic}stall_secs = 3\n"), "device.stall_secs"),
+            (format!("{synthetic}on_demand = true\n"), "device.on_demand"),
+            (format!("{synthetic}codec = \"h265\"\n"), "device.codec"),
+            (synthetic.replace("\"synthetic\"", "\"replay\"") + "on_demand = false\n", "device.on_demand"),
+        ];
+        let line = BASE.lines().count() + 1;
+        for (device, key) in cases {
+            let err = format!("{:#}", parse(&format!("{BASE}{device}")).expect_err(key));
+            assert!(
+                err.contains(&format!(
+                    "`[[device]]` #2 (id \"s\") (line {line}): device `s`: `{key}` only applies to `source = \"rtsp\"`"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        let tables = [
+            (RTSP.to_owned() + "[device.synthetic]\nmain_kbps = 1\n", "[device.synthetic]", "synthetic"),
+            (RTSP.to_owned() + "[device.replay]\nfps = 5\n", "[device.replay]", "replay"),
+            (synthetic.to_owned() + "[device.replay]\nfps = 5\n", "[device.replay]", "replay"),
+            (
+                synthetic.replace("\"synthetic\"", "\"replay\"") + "[device.synthetic]\n",
+                "[device.synthetic]",
+                "synthetic",
+            ),
+        ];
+        for (device, key, source) in tables {
+            let err = format!("{:#}", parse(&format!("{BASE}{device}")).expect_err(key));
+            assert!(err.contains(&format!("`{key}` only applies to `source = \"{source}\"`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_whatever_the_source() {
+        for (toml, typo) in [
+            (format!("{BASE}{}", RTSP.replace("stall_secs = 7", "stall_sec = 7")), "stall_sec"),
+            (format!("{BASE}{}", RTSP.replace("sub = ", "substream = ")), "substream"),
+            (BASE.replace("zone = ", "zoen = "), "zoen"),
+            (format!("{BASE}[device.synthetic]\nmain_kpbs = 1\n"), "main_kpbs"),
+            (
+                format!("{BASE}{}", RTSP.replace("\"rtsp\"", "\"replay\"") + "[device.replay]\nfsp = 1\n"),
+                "fsp",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&toml).expect_err(typo));
+            assert!(err.contains(&format!("unknown field `{typo}`")), "{err}");
+        }
+    }
+
+    /// The environment reaches the keys of the device's source even when
+    /// the file leaves them out, and a key of another source set from the
+    /// environment is refused like one in the file.
+    #[test]
+    fn environment_sets_source_keys_the_file_leaves_out() {
+        let p = file(&format!("{BASE}{RTSP}")).unwrap();
+        let c = AgentConfig::load_with(
+            &p,
+            vars(&[("PONTE_DEVICE__2__ON_DEMAND", "true"), ("PONTE_DEVICE__1__SYNTHETIC__MAIN_KBPS", "900")]),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(c.devices[1].source.rtsp().unwrap().on_demand);
+        assert_eq!(c.devices[0].source.synthetic().unwrap().main_kbps, Some(900));
+        let err = format!(
+            "{:#}",
+            AgentConfig::load_with(&p, vars(&[("PONTE_DEVICE__1__USERNAME", "u")])).unwrap_err()
+        );
+        assert!(err.contains("`device.username` only applies to `source = \"rtsp\"`"), "{err}");
     }
 }

@@ -20,9 +20,18 @@ pub fn explain<T: DeserializeOwned>(message: &str, text: Option<&str>) -> String
     let what = what.trim();
     // Without a key it is a syntax error, whose message has its line.
     let Some(key) = key else { return what.to_owned() };
-    let line = text.and_then(|t| line_of_error::<T>(t));
+    let entry = split_entry(key);
+    let line = text.and_then(|t| {
+        let at = error_offset::<T>(t)?;
+        // An entry refused as a whole (a `try_from` conversion) is placed
+        // by the `toml` crate at the array's first `[[table]]`: its own
+        // header is nearer the mark.
+        let header = entry.and_then(|(table, index, _)| entry_offset(t, table, index));
+        let at = header.map_or(at, |h| at.max(h));
+        Some(t.get(..at)?.matches('\n').count() + 1)
+    });
     let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-    match split_entry(key) {
+    match entry {
         Some((table, index, rest)) => {
             let id =
                 text.and_then(|t| entry_id(t, table, index)).map(|id| format!(" ({id})")).unwrap_or_default();
@@ -47,11 +56,16 @@ fn entry_id(text: &str, table: &str, index: usize) -> Option<String> {
     ID_KEYS.iter().find_map(|k| Some(format!("{k} {:?}", entry.get(*k)?.as_str()?)))
 }
 
-/// The 1-based line where the `toml` crate finds the same error.
-fn line_of_error<T: DeserializeOwned>(text: &str) -> Option<usize> {
-    let err = toml::from_str::<T>(text).err()?;
-    let start = err.span()?.start;
-    Some(text.get(..start)?.matches('\n').count() + 1)
+/// Where the `[[table]]` header of entry `index` starts.
+fn entry_offset(text: &str, table: &str, index: usize) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let toml::de::DeValue::Array(entries) = doc.get_ref().get(table)?.get_ref() else { return None };
+    Some(entries.get(index)?.span().start)
+}
+
+/// Where the `toml` crate finds the same error.
+fn error_offset<T: DeserializeOwned>(text: &str) -> Option<usize> {
+    toml::from_str::<T>(text).err()?.span().map(|s| s.start)
 }
 
 #[cfg(test)]
@@ -81,6 +95,41 @@ mod tests {
             explain::<Cfg>(m, Some(TEXT)),
             "`[[site]]` #2 (id \"questura\"), key `budget_mbps` (line 6): invalid type: string \"lots\", \
              expected a floating point"
+        );
+    }
+
+    /// A `[[site]]` refused as a whole, after its keys were read.
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(try_from = "Site")]
+    struct Picky(#[allow(dead_code)] Site);
+
+    impl TryFrom<Site> for Picky {
+        type Error = &'static str;
+        fn try_from(site: Site) -> Result<Self, &'static str> {
+            if site.id == "questura" {
+                return Err("refused");
+            }
+            Ok(Picky(site))
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct PickyCfg {
+        site: Vec<Picky>,
+    }
+
+    #[test]
+    fn an_entry_refused_as_a_whole_is_at_its_own_header() {
+        let text = TEXT.replace("budget_mbps = \"lots\"", "budget_mbps = 3.0");
+        assert_eq!(
+            explain::<PickyCfg>("refused for key `site[1]`", Some(&text)),
+            "`[[site]]` #2 (id \"questura\") (line 4): refused"
+        );
+        // A key refused inside an entry stays at its own line.
+        assert_eq!(
+            explain::<Cfg>("invalid type for key `site[1]budget_mbps`", Some(TEXT)),
+            "`[[site]]` #2 (id \"questura\"), key `budget_mbps` (line 6): invalid type"
         );
     }
 

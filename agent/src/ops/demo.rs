@@ -74,7 +74,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut devices = inventory::parse(inventory::CREMONA_CSV)?;
     // No camera to steer on loopback: the domes answer PTZ with a simulation.
     for d in devices.iter_mut().filter(|d| d.kind == crate::config::DeviceKind::DomePtz) {
-        d.synthetic.get_or_insert_with(Default::default).ptz = true;
+        if let crate::config::Source::Synthetic(settings) = &mut d.source {
+            settings.ptz = true;
+        }
     }
     let (operator_token, operator_digest) = crate::operators::new_token();
     let config = AgentConfig {

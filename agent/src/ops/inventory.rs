@@ -1,7 +1,7 @@
 //! The Cremona inventory (`deploy/examples/cremona/cameras.csv`) as devices,
 //! used by the demo.
 
-use crate::config::{Device, DeviceKind, SourceKind};
+use crate::config::{Device, DeviceKind, Source};
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 
@@ -82,7 +82,7 @@ pub fn parse(csv: &str) -> Result<Vec<Device>> {
             kind,
             lenses: Some(lenses),
             tags: tags_from_notes(notes),
-            source: SourceKind::Synthetic,
+            source: Source::Synthetic(Default::default()),
             ..Device::default()
         });
     }
@@ -119,16 +119,17 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/cremona/agent.toml");
         let cfg = crate::config::AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(cfg.devices.len(), 30);
-        let lenses: usize = cfg.devices.iter().map(|d| d.lens_sources.len()).sum();
+        let rtsp: Vec<_> = cfg.devices.iter().filter_map(|d| d.source.rtsp()).collect();
+        assert_eq!(rtsp.len(), 30, "every device is an RTSP camera");
+        let lenses: usize = rtsp.iter().map(|r| r.lenses.len()).sum();
         assert_eq!(lenses, 43);
         let inventory = parse(CREMONA_CSV).unwrap();
-        for (d, i) in cfg.devices.iter().zip(&inventory) {
+        for ((d, r), i) in cfg.devices.iter().zip(&rtsp).zip(&inventory) {
             assert_eq!(
                 (&d.id, &d.name, &d.zone, d.kind, d.lens_count()),
                 (&i.id, &i.name, &i.zone, i.kind, i.lens_count())
             );
-            assert_eq!(d.source, SourceKind::Rtsp);
-            assert!(d.lens_sources.iter().all(|l| l.main.starts_with("rtsp://camera.invalid/")), "{}", d.id);
+            assert!(r.lenses.iter().all(|l| l.main.starts_with("rtsp://camera.invalid/")), "{}", d.id);
         }
     }
 }

@@ -239,7 +239,7 @@ pub fn devices(devices: &[Device]) -> anyhow::Result<HashMap<String, Arc<dyn Ptz
             continue;
         }
         let Some(settings) = &d.onvif else {
-            if d.synthetic.as_ref().is_some_and(|s| s.ptz) {
+            if d.source.synthetic().is_some_and(|s| s.ptz) {
                 let camera = d.camera_id(1);
                 out.insert(camera.clone(), Arc::new(crate::ptz::sim::SimulatedDome::new(&camera)));
             }

@@ -1,7 +1,7 @@
 //! The agent's cameras: one hub track per lens and quality, each fed by its
 //! source, and the catalog that describes them to sites.
 
-use crate::sources::device::{Device, SourceKind};
+use crate::sources::device::{Device, Source};
 use crate::sources::replay::{self, ReplaySpec};
 use crate::sources::rtsp::{self, CodecHook, RtspSpec};
 use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
@@ -211,11 +211,10 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
         } else {
             format!("{} / {}", d.zone, d.name)
         };
-        match d.source {
-            SourceKind::Synthetic => {
-                let settings = d.synthetic.clone().unwrap_or_default();
+        match &d.source {
+            Source::Synthetic(settings) => {
                 let specs = [Quality::Main, Quality::Sub]
-                    .map(|q| (q, SyntheticSpec::for_quality(&id, &label, q, &settings)));
+                    .map(|q| (q, SyntheticSpec::for_quality(&id, &label, q, settings)));
                 for (quality, spec) in specs {
                     let writer = hub.publish(TrackKey::new(&id, quality));
                     let status =
@@ -225,10 +224,9 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
                     tasks.push(synthetic::spawn(spec, writer));
                 }
             }
-            SourceKind::Replay => {
-                let settings = d.replay.clone().unwrap_or_default();
+            Source::Replay(settings) => {
                 for quality in [Quality::Main, Quality::Sub] {
-                    let spec = ReplaySpec::for_quality(&id, quality, &settings);
+                    let spec = ReplaySpec::for_quality(&id, quality, settings);
                     let writer = hub.publish(TrackKey::new(&id, quality));
                     let status =
                         Arc::new(StreamStatus::new(&id, &d.id, lens, quality, CameraState::Idle, now));
@@ -237,9 +235,9 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
                     tasks.push(replay::spawn(spec, writer));
                 }
             }
-            SourceKind::Rtsp => {
-                let Some(source) = d.lens_source(lens) else { continue };
-                let credentials = d.credentials().unwrap_or_else(|e| {
+            Source::Rtsp(rtsp) => {
+                let Some(source) = rtsp.lens(lens) else { continue };
+                let credentials = rtsp.credentials(&d.id).unwrap_or_else(|e| {
                     tracing::error!(camera = %id, "{e:#}");
                     None
                 });
@@ -247,7 +245,7 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
                 for (quality, url) in urls {
                     let Some(url) = url else { continue };
                     let writer = hub.publish(TrackKey::new(&id, quality));
-                    let first = if d.on_demand { CameraState::Idle } else { CameraState::Connecting };
+                    let first = if rtsp.on_demand { CameraState::Idle } else { CameraState::Connecting };
                     let status = Arc::new(StreamStatus::new(&id, &d.id, lens, quality, first, now));
                     streams.push(StreamEntry {
                         status: status.clone(),
@@ -259,9 +257,9 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
                         quality,
                         url,
                         credentials.clone(),
-                        d.transport,
-                        d.stall_timeout(),
-                        d.on_demand,
+                        rtsp.transport,
+                        rtsp.stall_timeout(),
+                        rtsp.on_demand,
                     );
                     match spec {
                         Ok(spec) => {
@@ -313,7 +311,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::device::{DeviceKind, LensSource};
+    use crate::sources::device::{DeviceKind, LensSource, RtspSource};
     use std::time::Duration;
 
     #[tokio::test]
@@ -331,8 +329,10 @@ mod tests {
                 id: "quad".into(),
                 name: "q".into(),
                 kind: DeviceKind::FixedQuadOptic,
-                source: SourceKind::Rtsp,
-                lens_sources: (1..=4).map(lens).collect(),
+                source: Source::Rtsp(RtspSource {
+                    lenses: (1..=4).map(lens).collect(),
+                    ..Default::default()
+                }),
                 ..Device::default()
             },
         ];
