@@ -1,0 +1,146 @@
+//! Methods on an existing session: PLAY (starting the pump), PAUSE,
+//! TEARDOWN and GET/SET_PARAMETER keep-alives, and which connection may act
+//! on a session.
+use super::connection::Conn;
+use super::reply::Reply;
+use super::setup::session_id;
+use super::RtspServer;
+use crate::audit::Viewing;
+use crate::rtsp::session::{self, PumpSpec};
+use rtsp_types::{Method, Request, StatusCode};
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tracing::{debug, info};
+
+impl RtspServer {
+    /// The session a request names, if the request may act on it: requests
+    /// on the connection that created it are trusted; from elsewhere the
+    /// same viewer must authenticate.
+    async fn session_access(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<String, Reply> {
+        let not_found = || Reply::new(StatusCode::SessionNotFound);
+        let id = session_id(req).ok_or_else(not_found)?;
+        let (owner, viewer) = {
+            let mut sessions = self.lock();
+            let s = sessions.get_mut(&id).ok_or_else(not_found)?;
+            s.last_seen = Instant::now();
+            (s.conn, s.viewer.name().to_owned())
+        };
+        if owner != conn.id {
+            let who = self.authenticate(conn, req).await?;
+            if who.name() != viewer {
+                return Err(not_found());
+            }
+        }
+        Ok(id)
+    }
+
+    pub(super) async fn play(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Reply, Reply> {
+        let id = self.session_access(conn, req).await?;
+        let mut sessions = self.lock();
+        let s = sessions.get_mut(&id).ok_or_else(|| Reply::new(StatusCode::SessionNotFound))?;
+        let mut rtp_info =
+            format!("url={};seq={}", s.control_url, s.numbering.sequence.load(Ordering::Relaxed));
+        if let Some((reader, first)) = s.pending.take() {
+            let _ = write!(rtp_info, ";rtptime={}", s.numbering.first_timestamp);
+            let spec = PumpSpec {
+                codec: s.codec,
+                mtu: self.settings.mtu,
+                sink: s.sink.clone(),
+                numbering: s.numbering.clone(),
+                counters: s.counters.clone(),
+                paused: s.paused.clone(),
+            };
+            let me = self.me.clone();
+            let (sid, camera) = (id.clone(), s.camera.clone());
+            s.pump = Some(tokio::spawn(async move {
+                let end = session::pump(spec, Some(first), reader).await;
+                if let Some(me) = me.upgrade() {
+                    me.pump_ended(&sid, &camera, end);
+                }
+            }));
+            info!(peer = %s.peer, camera = %s.camera, quality = s.quality.name(), viewer = s.viewer.name(), transport = s.sink.kind(), "RTSP playing");
+            s.playing_since = Some(Instant::now());
+            self.audit.view_start(
+                Viewing {
+                    viewer: s.viewer.audit_name(),
+                    camera: &s.camera,
+                    quality: s.quality,
+                    session: &id,
+                },
+                &format!("RTSP/{}", s.sink.kind()),
+            );
+        }
+        s.paused.store(false, Ordering::Relaxed);
+        Ok(Reply::ok()
+            .header("Session", format!("{id};timeout={}", self.settings.session_timeout.as_secs()))
+            .header("Range", "npt=now-")
+            .header("RTP-Info", rtp_info))
+    }
+
+    fn pump_ended(&self, id: &str, camera: &str, end: session::End) {
+        let (removed, left_empty) = {
+            let mut sessions = self.lock();
+            let removed = sessions.remove(id);
+            let left_empty = removed.as_ref().is_some_and(|s| !sessions.values().any(|o| o.conn == s.conn));
+            (removed, left_empty)
+        };
+        let Some(mut s) = removed else { return };
+        // This runs on the pump's own task: do not abort it.
+        s.pump.take();
+        info!(peer = %s.peer, camera, viewer = s.viewer.name(), reason = %end, "RTSP session ended");
+        let conn = s.conn;
+        let revoked = matches!(end, session::End::Revoked(_));
+        let why: Cow<'static, str> = match end {
+            session::End::TrackEnded => "the camera stream ended".into(),
+            session::End::Revoked(why) => format!("access revoked: {why}").into(),
+            session::End::CodecChanged(_) => "the camera changed codec".into(),
+            session::End::ClientGone => "the client stopped reading".into(),
+        };
+        s.end(why);
+        // A revocation closes the connection as a relay account's removal
+        // does (the BYE alone leaves clients such as ffmpeg waiting on an
+        // open socket); other sessions on it go on.
+        if revoked && left_empty {
+            if let Some(closer) = self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&conn) {
+                debug!(connection = conn, "RTSP: closing a connection whose stream was revoked upstream");
+                closer.notify_one();
+            }
+        }
+    }
+
+    pub(super) async fn pause(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Reply, Reply> {
+        let id = self.session_access(conn, req).await?;
+        let sessions = self.lock();
+        let s = sessions.get(&id).ok_or_else(|| Reply::new(StatusCode::SessionNotFound))?;
+        if s.pump.is_none() {
+            return Err(Reply::new(StatusCode::MethodNotValidInThisState));
+        }
+        s.paused.store(true, Ordering::Relaxed);
+        Ok(Reply::ok().header("Session", id))
+    }
+
+    pub(super) async fn teardown(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Reply, Reply> {
+        let id = self.session_access(conn, req).await?;
+        let removed = self.lock().remove(&id);
+        if let Some(s) = removed {
+            info!(peer = %s.peer, camera = %s.camera, "RTSP session torn down by the client");
+            s.end("torn down by the client");
+        }
+        Ok(Reply::ok())
+    }
+
+    /// GET_PARAMETER / SET_PARAMETER: keep-alives. Parameters themselves are
+    /// not supported.
+    pub(super) async fn parameter(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Reply, Reply> {
+        let id = if session_id(req).is_some() { Some(self.session_access(conn, req).await?) } else { None };
+        if req.method() == Method::SetParameter && !req.body().is_empty() {
+            return Err(Reply::new(StatusCode::ParameterNotUnderstood));
+        }
+        Ok(match id {
+            Some(id) => Reply::ok().header("Session", id),
+            None => Reply::ok(),
+        })
+    }
+}
