@@ -1,6 +1,7 @@
 //! One client connection: the read loop with its login deadline and idle
 //! timeout, framing, authentication of each request, dispatch by method,
 //! and the writer that gives up on a client that reads nothing.
+
 use super::reply::Reply;
 use super::{RtspServer, OUT_QUEUE, PUBLIC};
 use crate::auth::Viewer;

@@ -1,5 +1,6 @@
 //! DESCRIBE: the cameras a viewer may see, subscribing to one, and the
 //! RTSP status a refused subscription maps to.
+
 use super::connection::Conn;
 use super::reply::Reply;
 use super::target::Target;

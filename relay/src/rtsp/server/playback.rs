@@ -1,6 +1,7 @@
 //! Methods on an existing session: PLAY (starting the pump), PAUSE,
 //! TEARDOWN and GET/SET_PARAMETER keep-alives, and which connection may act
 //! on a session.
+
 use super::connection::Conn;
 use super::reply::Reply;
 use super::setup::session_id;

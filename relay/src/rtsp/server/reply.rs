@@ -1,4 +1,5 @@
 //! A response being built, encoded with its CSeq and reason phrase.
+
 use bytes::Bytes;
 use rtsp_types::StatusCode;
 use std::fmt::Write as _;

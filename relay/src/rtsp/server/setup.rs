@@ -1,5 +1,6 @@
 //! SETUP: the transport a client asks for and the one we accept
 //! (interleaved TCP or UDP unicast), and the session it creates or joins.
+
 use super::connection::Conn;
 use super::reply::Reply;
 use super::target::Target;

@@ -1,6 +1,7 @@
 //! Sessions ended from outside a request: a client gone quiet past the
 //! session timeout, and a viewer whose access was revoked by an account
 //! reload or a logout (its connection closed when nothing is left on it).
+
 use super::RtspServer;
 use crate::rtsp::session::Session;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! What a URL names: a camera at a quality, and the base URL its track
 //! control resolves against.
+
 use crate::rtsp::sdp;
 use ponte_proto::media::Quality;
 use rtsp_types::Url;

@@ -1,5 +1,6 @@
 //! The server's UDP sockets (RTP on an even port, RTCP on the next), and
 //! the receiver reports on them that keep UDP sessions alive.
+
 use super::RtspServer;
 use std::net::IpAddr;
 use std::sync::Arc;
