@@ -5,7 +5,8 @@
 
 use super::*;
 use ponte_proto::media::{Codec, Quality};
-use ponte_proto::ptz::Controller;
+use ponte_proto::ptz::{Controller, PtzCommand, PtzErrorCode, PtzReply};
+use ponte_proto::wire::{Control, SubscribeErrorCode};
 use std::collections::VecDeque;
 
 /// What a scripted upstream answers.

@@ -1,0 +1,83 @@
+//! Tracks that lost their upstream: kept with their viewers, subscribed
+//! again on a link that carries the camera, or orphaned again when the
+//! re-subscription could not be sent.
+
+use super::action::Action;
+use super::{LinkId, UpstreamState};
+use ponte_proto::hub::TrackKey;
+use ponte_proto::wire::Control;
+use std::time::Instant;
+use tracing::info;
+
+impl UpstreamState {
+    /// A message of an action could not be sent (the link's queue is full or
+    /// closing): a subscription that did not go out leaves its track orphaned
+    /// again, to be retried.
+    pub fn unsent(&mut self, link: LinkId, msg: &Control, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Control::Subscribe { id, .. } = msg {
+            if let Some(key) = self.fed_track(link, *id).cloned() {
+                if let Some(since) =
+                    self.tracks.get(&key).filter(|t| !t.pending).map(|t| t.lost_since.unwrap_or(now))
+                {
+                    self.orphan(&key, since, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps a track and its viewers, without an upstream for now.
+    pub(super) fn orphan(&mut self, key: &TrackKey, now: Instant, out: &mut Vec<Action>) {
+        let Some(t) = self.tracks.get_mut(key) else { return };
+        if let Some((link_id, sub_id)) = t.feed.take() {
+            if let Some(link) = self.links.get_mut(&link_id) {
+                link.subs.remove(&sub_id);
+            }
+        }
+        t.orphaned.get_or_insert(now);
+        // A viewer arriving meanwhile must wait for fresh video.
+        out.push(Action::Orphaned { track: key.clone() });
+    }
+
+    /// Subscribes every orphan again that a link can feed now.
+    pub(super) fn adopt_orphans(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let orphans: Vec<TrackKey> =
+            self.tracks.iter().filter(|(_, t)| t.orphaned.is_some()).map(|(k, _)| k.clone()).collect();
+        for key in orphans {
+            self.adopt(&key, now, out);
+        }
+    }
+
+    /// Subscribes an orphaned track again on a link whose catalog lists its
+    /// camera, if one is up.
+    pub(super) fn adopt(&mut self, key: &TrackKey, now: Instant, out: &mut Vec<Action>) {
+        let carrier = self.carrier(&key.camera);
+        let Some(t) = self.tracks.get_mut(key).filter(|t| t.orphaned.is_some()) else { return };
+        let Some((link_id, link)) = carrier.and_then(|id| self.links.get_mut(&id).map(|l| (id, l))) else {
+            return;
+        };
+        if !link.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality)) {
+            return;
+        }
+        let sub_id = link.next_sub;
+        link.next_sub += 1;
+        link.subs.insert(sub_id, key.clone());
+        let down_for = t.orphaned.map(|s| now.saturating_duration_since(s)).unwrap_or_default();
+        info!(
+            camera = %key.camera,
+            quality = key.quality.name(),
+            upstream = %link.peer,
+            subscription = sub_id,
+            down_ms = down_for.as_millis() as u64,
+            "upstream back: subscribing again for the viewers that waited"
+        );
+        t.feed = Some((link_id, sub_id));
+        t.paused = None;
+        t.peer = link.peer.clone();
+        t.lost_since = t.orphaned.take();
+        let msg = Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality };
+        out.push(Action::Send { link: link_id, msg });
+        out.push(Action::Adopted { track: key.clone() });
+    }
+}
