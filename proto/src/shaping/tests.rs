@@ -1,5 +1,7 @@
 use super::*;
+use crate::media::Quality;
 use proptest::prelude::*;
+use std::time::Duration;
 
 const MBIT: f64 = 1e6;
 

@@ -1,0 +1,95 @@
+//! What the path delivers, estimated from QUIC's loss, RTT and buffered
+//! bytes: the measured capacity that caps the effective budget.
+
+use std::time::{Duration, Instant};
+
+/// Cumulative counters of a QUIC connection (as `quinn::Connection::stats`
+/// reports them) and of the media the application handed to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PathSample {
+    /// UDP payload bytes sent.
+    pub sent_bytes: u64,
+    /// UDP datagrams sent.
+    pub sent_datagrams: u64,
+    /// Bytes declared lost.
+    pub lost_bytes: u64,
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Smallest round-trip time seen.
+    pub min_rtt: Duration,
+    /// Media bytes the application wrote to its streams.
+    pub offered_bytes: u64,
+}
+
+/// How long after the last congestion sign the path counts as limited.
+pub const CONGESTION_MEMORY: Duration = Duration::from_secs(10);
+/// IP + UDP header bytes per datagram (IPv4).
+pub const IP_UDP_OVERHEAD: u64 = 28;
+/// Share of lost bytes that counts as congestion (sporadic loss does not).
+pub const LOSS_SHARE: f64 = 0.01;
+/// Queueing delay (smoothed RTT above the minimum) that counts as congestion.
+pub const QUEUE_DELAY: Duration = Duration::from_millis(50);
+/// Wire bytes per media byte assumed when comparing offered and delivered.
+const NOMINAL_OVERHEAD: f64 = 1.03;
+
+/// Estimates what the path delivers. Congestion shows as loss (beyond a
+/// sporadic share) or a standing queue (smoothed RTT well above the
+/// minimum), two samples running, or as media piling up in QUIC's buffers
+/// (more written than delivered, three samples running). While any of these was seen within
+/// [`CONGESTION_MEMORY`], the capacity is the rate the path delivered
+/// while congested (not since: once shaped below it, the sender is
+/// application-limited again and its rate says nothing about the path); a
+/// quiet link has no measured limit.
+#[derive(Debug, Clone, Default)]
+pub struct PathEstimator {
+    last: Option<(Instant, PathSample)>,
+    congested_at: Option<Instant>,
+    capacity_bps: Option<f64>,
+    backlog_streak: u32,
+    signal_streak: u32,
+}
+
+impl PathEstimator {
+    /// New estimator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds a sample; returns the capacity estimate, wire bit/s.
+    pub fn update(&mut self, now: Instant, s: PathSample) -> Option<f64> {
+        if let Some((t, prev)) = self.last {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            if dt > 0.0 {
+                let wire = |x: &PathSample| x.sent_bytes + x.sent_datagrams * IP_UDP_OVERHEAD;
+                let sent = wire(&s).saturating_sub(wire(&prev)) as f64;
+                let lost = s.lost_bytes.saturating_sub(prev.lost_bytes) as f64;
+                let offered = s.offered_bytes.saturating_sub(prev.offered_bytes) as f64 * NOMINAL_OVERHEAD;
+                let delivered = (sent - lost).max(0.0) * 8.0 / dt;
+                let lossy = lost > 0.0 && lost > sent * LOSS_SHARE;
+                let queued = s.rtt > s.min_rtt + QUEUE_DELAY.max(s.min_rtt);
+                let piling = offered > 64.0 * 1024.0 && offered * 8.0 / dt > delivered * 1.25;
+                self.backlog_streak = if piling { self.backlog_streak + 1 } else { 0 };
+                // A single bad sample (a loss burst, a qdisc change) is not
+                // congestion; two in a row are.
+                self.signal_streak = if lossy || queued { self.signal_streak + 1 } else { 0 };
+                if self.signal_streak >= 2 || self.backlog_streak >= 3 {
+                    let was = self
+                        .congested_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_MEMORY);
+                    self.capacity_bps = Some(match self.capacity_bps {
+                        Some(c) if was => c * 0.7 + delivered * 0.3,
+                        _ => delivered,
+                    });
+                    self.congested_at = Some(now);
+                }
+            }
+        }
+        self.last = Some((now, s));
+        let congested =
+            self.congested_at.is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_MEMORY);
+        if !congested {
+            self.capacity_bps = None;
+        }
+        self.capacity_bps
+    }
+}
