@@ -1,8 +1,12 @@
+use super::worker::QUEUE;
 use super::*;
 use crate::config::AgentConfig;
-use crate::ptz::device::DeviceFuture;
+use crate::ptz::device::{DeviceFuture, DeviceOp, Output};
 use crate::ptz::master_api;
+use ponte_proto::ptz::PtzCommand;
 use ponte_proto::ptz::{PtzPosition, PtzPreset};
+use ponte_proto::wire::Control;
+use std::time::Duration;
 
 /// Records what the service asked, with when.
 #[derive(Default)]
