@@ -144,16 +144,13 @@ impl EgressGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{
+        annex_b, idr, slice, H265_IDR as IDR5, H265_PPS as PPS5, H265_SPS as SPS5, H265_VPS as VPS5, PPS,
+    };
     use crate::media::{CodecConfig, Frame};
     use std::sync::Arc;
 
     const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
-    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
-    // H.265 NAL headers: type << 1, then layer/temporal id byte 0x01.
-    const VPS5: &[u8] = &[0x40, 0x01, 0x0c];
-    const SPS5: &[u8] = &[0x42, 0x01, 0x01];
-    const PPS5: &[u8] = &[0x44, 0x01, 0xc1];
-    const IDR5: &[u8] = &[0x26, 0x01, 0xaf];
 
     fn config(codec: Codec) -> Arc<CodecConfig> {
         let parameter_sets = match codec {
@@ -161,27 +158,6 @@ mod tests {
             Codec::H265 => vec![Bytes::from_static(VPS5), Bytes::from_static(SPS5), Bytes::from_static(PPS5)],
         };
         Arc::new(CodecConfig { codec, width: 640, height: 360, parameter_sets })
-    }
-
-    fn annex_b(nals: &[&[u8]]) -> Bytes {
-        let mut out = Vec::new();
-        for nal in nals {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(nal);
-        }
-        Bytes::from(out)
-    }
-
-    fn idr(len: usize) -> Vec<u8> {
-        let mut nal = vec![0x65];
-        nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
-        nal
-    }
-
-    fn slice(len: usize) -> Vec<u8> {
-        let mut nal = vec![0x41];
-        nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
-        nal
     }
 
     fn item(gop_seq: u64, pts: u64, keyframe: bool, payload: Bytes) -> HubItem {

@@ -92,6 +92,7 @@ pub fn with_parameter_sets(access_unit: &Bytes, sets: &[Bytes]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::annex_b;
     use proptest::prelude::*;
 
     // NAL headers: type << 1, then layer/temporal id byte 0x01.
@@ -100,15 +101,6 @@ mod tests {
     const PPS: [u8; 3] = [0x44, 0x01, 0xc1];
     const IDR: [u8; 3] = [0x26, 0x01, 0xaf]; // IDR_W_RADL (19)
     const TRAIL: [u8; 3] = [0x02, 0x01, 0xd0]; // TRAIL_R (1)
-
-    fn annex_b(nals: &[&[u8]]) -> Bytes {
-        let mut out = Vec::new();
-        for n in nals {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(n);
-        }
-        Bytes::from(out)
-    }
 
     #[test]
     fn types_and_keyframes() {

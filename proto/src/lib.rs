@@ -8,6 +8,8 @@ pub mod config_error;
 pub mod credentials;
 pub mod egress;
 pub mod endpoint;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod h264;
 pub mod h265;
 #[cfg(feature = "mgmt")]

@@ -312,16 +312,8 @@ pub fn bye(ssrc: u32) -> [u8; BYE_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::annex_b;
     use proptest::prelude::*;
-
-    fn annex_b(nals: &[&[u8]]) -> Bytes {
-        let mut out = Vec::new();
-        for n in nals {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(n);
-        }
-        Bytes::from(out)
-    }
 
     /// Reassembles NAL units from packets the way a receiver does.
     fn depacketize(codec: Codec, packets: &[RtpPacket]) -> Vec<Vec<u8>> {

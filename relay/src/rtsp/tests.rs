@@ -9,6 +9,7 @@ use crate::upstream::SubscribeFailure;
 use crate::whep::CameraSource;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use ponte_proto::fixtures::{annex_b, PPS};
 use ponte_proto::hub::{Hub, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, CodecConfig, Frame, Quality};
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
@@ -19,7 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47];
-const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 const T: Duration = Duration::from_secs(5);
 
 struct FakeSource {
@@ -63,15 +63,6 @@ fn entry(id: &str) -> CatalogEntry {
         ptz: false,
         always_on: false,
     }
-}
-
-fn annex_b(nals: &[&[u8]]) -> Bytes {
-    let mut out = Vec::new();
-    for n in nals {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(n);
-    }
-    Bytes::from(out)
 }
 
 /// A camera track publishing H.264 frames: every `gop`th one an IDR of

@@ -8,6 +8,7 @@ use crate::upstream::SubscribeFailure;
 use crate::web::router;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use ponte_proto::fixtures::{annex_b, idr, slice, PPS};
 use ponte_proto::hub::{Hub, TrackKey, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, CodecConfig, Frame};
 use ponte_proto::rtp::{DEFAULT_MTU, HEADER_LEN};
@@ -28,7 +29,6 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80];
-const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
 fn config(codec: Codec) -> Arc<CodecConfig> {
     Arc::new(CodecConfig {
@@ -37,27 +37,6 @@ fn config(codec: Codec) -> Arc<CodecConfig> {
         height: 360,
         parameter_sets: vec![Bytes::from_static(SPS), Bytes::from_static(PPS)],
     })
-}
-
-fn annex_b(nals: &[&[u8]]) -> Bytes {
-    let mut out = Vec::new();
-    for nal in nals {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(nal);
-    }
-    Bytes::from(out)
-}
-
-fn idr(len: usize) -> Vec<u8> {
-    let mut nal = vec![0x65];
-    nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
-    nal
-}
-
-fn slice(len: usize) -> Vec<u8> {
-    let mut nal = vec![0x41];
-    nal.extend((0..len).map(|i| (i % 200) as u8 + 5));
-    nal
 }
 
 #[test]
