@@ -22,10 +22,15 @@ fn printed(what: &str, text: &str) -> Result<Printed> {
     toml::from_str(text).with_context(|| format!("{what} printed tables that are not the config's:\n{text}"))
 }
 
+/// The one `[[table]]` of `list` that `what` printed in `out`.
+fn only<T>(what: &str, out: &str, table: &str, list: Vec<T>) -> Result<T> {
+    list.into_iter().next().with_context(|| format!("{what}: no [[{table}]] in {out}"))
+}
+
 /// The first line (a bearer token) and the tables after it.
-fn token_and_tables<'a>(what: &str, out: &'a str) -> Result<(String, &'a str)> {
+fn token_and_tables(what: &str, out: &str) -> Result<(String, Printed)> {
     let (token, rest) = out.split_once('\n').with_context(|| format!("{what}: no token line in {out:?}"))?;
-    Ok((token.trim().to_owned(), rest))
+    Ok((token.trim().to_owned(), printed(what, rest)?))
 }
 
 /// A relay `[[viewer]]` `user` with `password`, hashed by `ponte-relay passwd`:
@@ -41,7 +46,7 @@ pub fn relay_viewer(user: &str, password: &str) -> Result<ViewerConfig> {
 pub fn relay_digest_viewer(user: &str, password: &str) -> Result<ViewerConfig> {
     let what = "`ponte-relay passwd --rtsp-digest`";
     let out = crate::relay_cli(&["passwd", "--user", user, "--rtsp-digest"], &format!("{password}\n"))?;
-    printed(what, &out)?.viewer.into_iter().next().with_context(|| format!("{what}: no [[viewer]] in {out}"))
+    only(what, &out, "viewer", printed(what, &out)?.viewer)
 }
 
 /// A relay `[[token]]` made by `ponte-relay token --name NAME`: the token and
@@ -50,12 +55,7 @@ pub fn relay_token(name: &str) -> Result<(String, TokenConfig)> {
     let what = "`ponte-relay token`";
     let out = crate::relay_cli(&["token", "--name", name], "")?;
     let (token, tables) = token_and_tables(what, &out)?;
-    let table = printed(what, tables)?
-        .token
-        .into_iter()
-        .next()
-        .with_context(|| format!("{what}: no [[token]] in {out}"))?;
-    Ok((token, table))
+    Ok((token, only(what, &out, "token", tables.token)?))
 }
 
 /// An agent `[[operator]]` with a bearer token, made by the real
@@ -64,12 +64,7 @@ pub fn operator_token(name: &str) -> Result<(String, OperatorConfig)> {
     let what = "`ponte-agent operator token`";
     let out = crate::agent_cli(&["operator", "token", "--name", name], "")?;
     let (token, tables) = token_and_tables(what, &out)?;
-    let table = printed(what, tables)?
-        .operator
-        .into_iter()
-        .next()
-        .with_context(|| format!("{what}: no [[operator]] in {out}"))?;
-    Ok((token, table))
+    Ok((token, only(what, &out, "operator", tables.operator)?))
 }
 
 /// An agent `[[operator]]` with a password (HTTP Basic), made by the real
@@ -77,9 +72,5 @@ pub fn operator_token(name: &str) -> Result<(String, OperatorConfig)> {
 pub fn operator_password(name: &str, password: &str) -> Result<OperatorConfig> {
     let what = "`ponte-agent operator passwd`";
     let out = crate::agent_cli(&["operator", "passwd", "--name", name], &format!("{password}\n"))?;
-    printed(what, &out)?
-        .operator
-        .into_iter()
-        .next()
-        .with_context(|| format!("{what}: no [[operator]] in {out}"))
+    only(what, &out, "operator", printed(what, &out)?.operator)
 }

@@ -577,8 +577,9 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
     assert_eq!(login(&stack, "zaist", ZAIST_PASSWORD).await.0.status, 401);
     assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204);
 
-    // A broken config is refused; the running accounts stay.
-    std::fs::write(&relay_toml, "[relay]\nsite = \"carabinieri\"\nnot toml at all")?;
+    // A broken config is refused; the running accounts stay (text no typed
+    // config can hold).
+    ponte_tests::raw_toml(&relay_toml, "[relay]\nsite = \"carabinieri\"\nnot toml at all")?;
     stack.relay.signal(libc::SIGHUP)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204, "anna's account stays");
