@@ -181,6 +181,41 @@ pub struct RelayTarget {
     pub server_name: Option<String>,
 }
 
+impl RelayTarget {
+    /// A relay of `site` at `addr`, its certificate checked against the site id.
+    pub fn new(site: impl Into<String>, addr: SocketAddr) -> Self {
+        Self { site: site.into(), addr, server_name: None }
+    }
+}
+
+impl AgentSection {
+    /// Node `id` with the default subscription limit.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into(), max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS }
+    }
+}
+
+impl AgentConfig {
+    /// Agent `id` with `tls` and every other section at the default a file
+    /// without it gets: no relays, devices, sites or operators (tests and
+    /// benchmarks build configs from here rather than from TOML text).
+    pub fn new(id: impl Into<String>, tls: TlsSection) -> Self {
+        Self {
+            agent: AgentSection::new(id),
+            tls,
+            transport: TransportSection::default(),
+            relays: Vec::new(),
+            devices: Vec::new(),
+            policy: PolicySection::default(),
+            sites: Vec::new(),
+            audit: AuditSection::default(),
+            management: ManagementSection::default(),
+            ptz: PtzSection::default(),
+            operators: Vec::new(),
+        }
+    }
+}
+
 impl Device {
     /// Checks the source settings: RTSP devices need one `[[device.lens]]`
     /// per lens with rtsp:// URLs (keys of another source were refused
@@ -562,7 +597,7 @@ source = "synthetic"
         let c = parse(&uncommented).unwrap_or_else(|e| panic!("{e:#}\n{uncommented}"));
         let names: Vec<&str> = c.operators.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["sala-1", "vms-sala"]);
-        assert_eq!(c.management.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(c.management.listen, "127.0.0.1:9090".parse::<SocketAddr>().unwrap());
     }
 
     fn vars(list: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
@@ -585,7 +620,7 @@ source = "synthetic"
         )
         .unwrap();
         assert_eq!(c.sites[0].compile().unwrap().budget_mbps, Some(20.0));
-        assert_eq!(c.relays[0].addr, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(c.relays[0].addr, "127.0.0.1:9443".parse::<SocketAddr>().unwrap());
         assert_eq!((c.devices[0].zone.as_str(), c.devices[0].id.as_str()), ("Po", "zaist"));
         assert_eq!(c.agent.max_subscriptions_per_session, 64);
         let err = format!(

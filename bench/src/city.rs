@@ -12,6 +12,7 @@ use crate::machine::{CpuUse, CpuWindow};
 use crate::report::{Check, Table};
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
+use ponte_proto::policy::SitePolicyConfig;
 use ponte_tests::Device;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -93,10 +94,13 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
         devices.push(params.replay.device(&format!("extra-{:02}", i + 1), "fixed", 1, &[]));
     }
     let cameras: Vec<String> = devices.iter().flat_map(Device::camera_ids).collect();
-    let mut policy = String::new();
-    for site in SITES {
-        policy.push_str(&format!("[[site]]\nid = \"{site}\"\nallow = [\"*\"]\nalways_on = [\"*\"]\n\n"));
-    }
+    let policy = SITES
+        .iter()
+        .map(|site| SitePolicyConfig {
+            always_on: vec!["*".into()],
+            ..ponte_tests::site_policy(site, &["*"])
+        })
+        .collect();
     let mut cluster = Cluster::start(ClusterSpec {
         devices,
         cameras: cameras.len(),
@@ -105,7 +109,7 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
             .map(|s| RelaySpec { site: (*s).into(), downstreams: vec![format!("{s}-vms")] })
             .collect(),
         probe: false,
-        agent_extra: policy,
+        sites: Some(policy),
     })
     .await?;
     let subs: Vec<(u32, String, Quality)> =

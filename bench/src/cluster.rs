@@ -5,6 +5,8 @@
 
 use crate::subscriber::{Listener, Subscriber};
 use anyhow::{Context, Result};
+use ponte_proto::policy::SitePolicyConfig;
+use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::{
     bin_path, free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Device, Pki, Proc,
     RelayConfig, RelayTarget,
@@ -77,8 +79,8 @@ pub struct ClusterSpec {
     pub relays: Vec<RelaySpec>,
     /// Whether the agent also feeds a bench probe directly.
     pub probe: bool,
-    /// Raw TOML appended to agent.toml (e.g. `[[site]]` policies).
-    pub agent_extra: String,
+    /// The agent's `[[site]]` policies; `None`: every site sees every camera.
+    pub sites: Option<Vec<SitePolicyConfig>>,
 }
 
 /// A started relay.
@@ -150,20 +152,22 @@ impl Cluster {
         let mut relays = Vec::new();
         let mut listeners = Vec::new();
         for r in &spec.relays {
-            let mut extra = String::new();
+            let mut config = RelayConfig::new(
+                &r.site,
+                localhost(free_udp_port()),
+                localhost(free_tcp_port()),
+                pki.tls(&r.site),
+            );
             let mut mine = Vec::new();
             for d in &r.downstreams {
                 let l = Listener::listen(&pki, d)?;
-                let _ = writeln!(extra, "[[downstream]]\nsite = {d:?}\naddr = \"{}\"\n", l.addr()?);
+                config.downstreams.push(DownstreamConfig {
+                    site: d.clone(),
+                    addr: l.addr()?,
+                    server_name: None,
+                });
                 mine.push(l);
             }
-            let config = RelayConfig {
-                site: r.site.clone(),
-                quic_listen: localhost(free_udp_port()),
-                http_listen: localhost(free_tcp_port()),
-                tls: pki.tls(&r.site),
-                extra,
-            };
             let toml = config.write(dir.path().join(format!("relay-{}.toml", r.site)))?;
             // No linger: a track the bench leaves stops crossing the link at
             // once, so each load step measures only what it asks for.
@@ -181,18 +185,15 @@ impl Cluster {
         let probe = if spec.probe { Some(Listener::listen(&pki, PROBE)?) } else { None };
         let mut targets: Vec<RelayTarget> = relays
             .iter()
-            .map(|r| RelayTarget { site: r.config.site.clone(), addr: r.config.quic_listen })
+            .map(|r| RelayTarget::new(&r.config.relay.site, r.config.relay.quic_listen))
             .collect();
         if let Some(p) = &probe {
-            targets.push(RelayTarget { site: PROBE.into(), addr: p.addr()? });
+            targets.push(RelayTarget::new(PROBE, p.addr()?));
         }
-        let agent_config = AgentConfig {
-            id: "master".into(),
-            tls: pki.tls("master"),
-            relays: targets,
-            devices: spec.devices.clone(),
-            extra: spec.agent_extra.clone(),
-        };
+        let mut agent_config = AgentConfig::new("master", pki.tls("master"), targets, spec.devices.clone());
+        if let Some(sites) = &spec.sites {
+            agent_config.sites = sites.clone();
+        }
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let agent = spawn("ponte-agent", "agent", &agent_toml, &[])?;
 

@@ -129,14 +129,9 @@ impl Fanout {
             site: "relay".into(),
             downstreams: (1..=params.subscribers).map(|k| format!("sub-{k}")).collect(),
         }];
-        let cluster = Cluster::start(ClusterSpec {
-            devices,
-            cameras: tracks,
-            relays,
-            probe: true,
-            agent_extra: String::new(),
-        })
-        .await?;
+        let cluster =
+            Cluster::start(ClusterSpec { devices, cameras: tracks, relays, probe: true, sites: None })
+                .await?;
         Ok(Self { cluster, params: params.clone(), tracks: 0 })
     }
 

@@ -7,9 +7,8 @@ use crate::cluster::{Cluster, ClusterSpec, RelaySpec, Replay};
 use crate::machine::process_rss;
 use crate::report::{Check, Table};
 use anyhow::{Context, Result};
-use ponte_tests::AgentConfig;
+use ponte_proto::policy::SitePolicyConfig;
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// Knobs of the memory run.
@@ -45,12 +44,11 @@ fn tag(levels: &[usize], i: usize) -> String {
     format!("upto-{upto}")
 }
 
-fn policy(levels: &[usize], streams: usize) -> String {
-    let on: Vec<String> =
-        levels.iter().filter(|&&l| l > 0 && l <= streams).map(|l| format!("\"tag:upto-{l}\"")).collect();
-    let mut s = String::from("[[site]]\nid = \"relay\"\nallow = [\"*\"]\n");
-    let _ = writeln!(s, "always_on = [{}]", on.join(", "));
-    s
+fn policy(levels: &[usize], streams: usize) -> Vec<SitePolicyConfig> {
+    let mut site = ponte_tests::site_policy("relay", &["*"]);
+    site.always_on =
+        levels.iter().filter(|&&l| l > 0 && l <= streams).map(|l| format!("tag:upto-{l}")).collect();
+    vec![site]
 }
 
 async fn ingest_mbps(cluster: &Cluster, over: Duration) -> Result<f64> {
@@ -73,14 +71,15 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
         cameras: most,
         relays: vec![RelaySpec { site: "relay".into(), downstreams: vec![] }],
         probe: false,
-        agent_extra: policy(levels, 0),
+        sites: Some(policy(levels, 0)),
     })
     .await?;
     let per_stream_mbps = f64::from(params.replay.main_kbps) / 1e3;
     let mut out = Vec::new();
     for &streams in levels {
         if streams > 0 {
-            let cfg = AgentConfig { extra: policy(levels, streams), ..cluster.agent_config.clone() };
+            let mut cfg = cluster.agent_config.clone();
+            cfg.sites = policy(levels, streams);
             cfg.write(&cluster.agent_toml)?;
             cluster.agent.signal(libc::SIGHUP)?;
             let want = 0.9 * per_stream_mbps * streams as f64;

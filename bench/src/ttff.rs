@@ -198,7 +198,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
         cameras: n,
         relays: vec![RelaySpec { site: "relay".into(), downstreams: vec!["sub-1".into(), "sub-2".into()] }],
         probe: false,
-        agent_extra: String::new(),
+        sites: None,
     })
     .await?;
     let base = cluster.relays[0].config.base_url();

@@ -149,6 +149,23 @@ fn default_rtsp_timeout() -> u64 {
     60
 }
 
+impl RtspSection {
+    /// An RTSP server on `listen` with every other key at its default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            udp: true,
+            udp_port: None,
+            basic: false,
+            session_timeout_secs: default_rtsp_timeout(),
+            max_sessions: default_rtsp_max(),
+            max_connections: default_rtsp_max(),
+            max_connections_per_client: default_rtsp_max_per_client(),
+            auth_deadline_secs: default_rtsp_auth_deadline(),
+        }
+    }
+}
+
 /// `[management]`: status, metrics, health, the status page (default 127.0.0.1:9091).
 pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9091>;
 
@@ -227,6 +244,49 @@ pub struct RelaySection {
     /// (`/var/lib/ponte` by default).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+}
+
+impl RelaySection {
+    /// Site `site` with every other key at the default a file without it
+    /// gets (anonymous viewers refused, fed by the master).
+    pub fn new(site: impl Into<String>) -> Self {
+        Self {
+            site: site.into(),
+            quic_listen: default_quic(),
+            http_listen: default_http(),
+            http_allowed_hosts: Vec::new(),
+            http_max_connections: default_http_max_connections(),
+            http_max_connections_per_client: default_http_max_per_client(),
+            http_read_timeout_secs: default_http_read_timeout(),
+            http_idle_timeout_secs: default_http_idle_timeout(),
+            linger_secs: default_linger(),
+            reconnect_grace_secs: default_reconnect_grace(),
+            open_ptz: false,
+            upstreams: default_upstreams(),
+            allow_anonymous: false,
+            state_dir: None,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// `relay` with `tls` and every other section at the default a file
+    /// without it gets: no accounts, no RTSP, no downstreams (tests and
+    /// benchmarks build configs from here rather than from TOML text).
+    pub fn new(relay: RelaySection, tls: TlsSection) -> Self {
+        Self {
+            relay,
+            tls,
+            transport: TransportSection::default(),
+            viewers: Vec::new(),
+            tokens: Vec::new(),
+            audit: AuditSection::default(),
+            management: ManagementSection::default(),
+            whep: WhepSection::default(),
+            rtsp: None,
+            downstreams: Vec::new(),
+        }
+    }
 }
 
 fn default_upstreams() -> Vec<String> {

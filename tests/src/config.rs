@@ -1,25 +1,24 @@
-//! Writers for `agent.toml` and `relay.toml` in the formats the binaries read.
+//! `agent.toml` and `relay.toml` for the tests: the binaries' own typed
+//! configs ([`ponte_agent::config::AgentConfig`],
+//! [`ponte_relay::config::RelayConfig`]) with the harness's defaults, written
+//! with `toml::to_string`, so a test config is always one the binaries read
+//! (the unit tests below load what is written through their loaders).
+//!
+//! The agent's `[[device]]` entries are still the harness's [`Device`], written
+//! as TOML tables: the agent's device type is being reshaped (source-specific
+//! keys into one `source` enum, same file format) and the tests keep one
+//! stable way to describe a camera meanwhile.
 
 use anyhow::{Context, Result};
-use std::fmt::Write as _;
+use ponte_agent::config as agent;
+use ponte_proto::policy::SitePolicyConfig;
+use ponte_relay::config as relay;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-/// The `[tls]` table: CA certificate, own certificate and key.
-#[derive(Clone, Debug)]
-pub struct TlsPaths {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// One `[[relay]]` entry of the agent: the site's certificate identity and
-/// its QUIC address.
-#[derive(Clone, Debug)]
-pub struct RelayTarget {
-    pub site: String,
-    pub addr: SocketAddr,
-}
+pub use ponte_agent::config::RelayTarget;
+pub use ponte_proto::tls::TlsSection;
 
 /// One `[[device]]` entry of the agent.
 #[derive(Clone, Debug)]
@@ -31,7 +30,9 @@ pub struct Device {
     pub kind: String,
     pub lenses: u32,
     pub source: String,
-    /// Raw TOML lines appended inside this `[[device]]` table (e.g. `url = "rtsp://..."`).
+    /// Device-level TOML appended inside this `[[device]]` table, e.g.
+    /// `tags = [..]`, `[device.synthetic]`, `[[device.lens]]`, `[device.onvif]`.
+    /// Raw text until the agent's device type settles (see the module doc).
     pub extra: String,
 }
 
@@ -71,65 +72,77 @@ impl Device {
             (1..=self.lenses).map(|i| format!("{}-{i}", self.id)).collect()
         }
     }
+
+    /// The `[[device]]` table.
+    fn to_table(&self) -> Result<toml::Table> {
+        let mut head = toml::Table::new();
+        head.insert("id".into(), self.id.clone().into());
+        head.insert("name".into(), self.name.clone().into());
+        head.insert("zone".into(), self.zone.clone().into());
+        head.insert("type".into(), self.kind.clone().into());
+        head.insert("lenses".into(), i64::from(self.lenses).into());
+        head.insert("source".into(), self.source.clone().into());
+        // `extra` may open `[device.x]` tables: read it inside a whole
+        // document so those land in this device.
+        let text = format!("[[device]]\n{head}\n{}\n", self.extra);
+        let mut doc: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("device `{}`: `extra` is not TOML:\n{text}", self.id))?;
+        match doc.remove("device") {
+            Some(toml::Value::Array(mut list)) if list.len() == 1 => match list.pop() {
+                Some(toml::Value::Table(table)) => Ok(table),
+                _ => anyhow::bail!("device `{}`: not a table", self.id),
+            },
+            _ => anyhow::bail!("device `{}`: `extra` opened another `[[device]]`:\n{text}", self.id),
+        }
+    }
 }
 
-/// `agent.toml`.
+/// A `[[site]]` that may see the cameras `allow` selects (nothing else set).
+pub fn site_policy(id: &str, allow: &[&str]) -> SitePolicyConfig {
+    SitePolicyConfig {
+        id: id.to_owned(),
+        allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+        ..SitePolicyConfig::default()
+    }
+}
+
+/// `agent.toml`: the agent's config with the harness's devices. Derefs to
+/// the agent's [`agent::AgentConfig`], whose `devices` stay empty.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    pub id: String,
-    pub tls: TlsPaths,
-    pub relays: Vec<RelayTarget>,
+    /// Everything but the devices.
+    pub node: agent::AgentConfig,
+    /// The `[[device]]` entries.
     pub devices: Vec<Device>,
-    /// Raw TOML appended at the end of the file; start it with a table
-    /// header (e.g. `[[policy]]`) so its keys do not land in the last device.
-    pub extra: String,
 }
 
 impl AgentConfig {
+    /// Agent `id` feeding `relays`, with the harness's defaults: every
+    /// relay's site may see every camera (`[[site]] allow = ["*"]`), the
+    /// audit log sits beside the PKI, the management port is picked by the
+    /// node (`127.0.0.1:0`, see `Proc::management_url`).
+    pub fn new(id: &str, tls: TlsSection, relays: Vec<RelayTarget>, devices: Vec<Device>) -> AgentConfig {
+        let audit = beside_pki(&tls, "agent-audit.log");
+        let mut node = agent::AgentConfig::new(id, tls);
+        node.sites = relays.iter().map(|r| site_policy(&r.site, &["*"])).collect();
+        node.relays = relays;
+        node.audit.path = audit;
+        node.management.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        AgentConfig { node, devices }
+    }
+
     /// The TOML text.
-    pub fn to_toml(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "[agent]\nid = {}\n", q(&self.id));
-        write_tls(&mut s, &self.tls);
-        for r in &self.relays {
-            let _ = writeln!(s, "[[relay]]\nsite = {}\naddr = {}\n", q(&r.site), q(&r.addr.to_string()));
-        }
-        for d in &self.devices {
-            let _ = writeln!(
-                s,
-                "[[device]]\nid = {}\nname = {}\nzone = {}\ntype = {}\nlenses = {}\nsource = {}",
-                q(&d.id),
-                q(&d.name),
-                q(&d.zone),
-                q(&d.kind),
-                d.lenses,
-                q(&d.source)
-            );
-            push_extra(&mut s, &d.extra);
-            s.push('\n');
-        }
-        push_extra(&mut s, &self.extra);
-        // Defaults a test can override through `extra`: every relay's site
-        // may see every camera, and the audit log sits beside the PKI.
-        if !self.extra.contains("[[site]]") {
-            for r in &self.relays {
-                let _ = writeln!(s, "\n[[site]]\nid = {}\nallow = [\"*\"]", q(&r.site));
-            }
-        }
-        if !self.extra.contains("[audit]") {
-            let dir = self.tls.ca.parent().unwrap_or(Path::new("."));
-            let _ = writeln!(s, "\n[audit]\npath = {}", q(&dir.join("agent-audit.log").to_string_lossy()));
-        }
-        if !self.extra.contains("[management]") {
-            // Port 0: the node logs the port it got (see `Proc::management_url`).
-            let _ = writeln!(s, "\n[management]\nlisten = \"127.0.0.1:0\"");
-        }
-        s
+    pub fn to_toml(&self) -> Result<String> {
+        let mut doc = toml::Table::try_from(&self.node).context("the agent config as TOML")?;
+        let devices =
+            self.devices.iter().map(|d| d.to_table().map(toml::Value::Table)).collect::<Result<_>>()?;
+        doc.insert("device".into(), toml::Value::Array(devices));
+        toml::to_string(&doc).context("writing the agent config")
     }
 
     /// Write the TOML to `path`; returns `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<PathBuf> {
-        write_file(path.as_ref(), &self.to_toml())
+        write_file(path.as_ref(), &self.to_toml()?)
     }
 
     /// Every camera id the devices yield, in order.
@@ -138,111 +151,105 @@ impl AgentConfig {
     }
 }
 
-/// `relay.toml`.
+impl Deref for AgentConfig {
+    type Target = agent::AgentConfig;
+    fn deref(&self) -> &Self::Target {
+        &self.node
+    }
+}
+
+impl DerefMut for AgentConfig {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.node
+    }
+}
+
+/// `relay.toml`: the relay's config. Derefs to [`relay::RelayConfig`].
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    pub site: String,
-    pub quic_listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    pub tls: TlsPaths,
-    /// Raw TOML: keys before its first table header go into `[relay]`
-    /// (`upstreams = [...]`), the tables are appended at the end of the file.
-    pub extra: String,
+    pub node: relay::RelayConfig,
 }
 
 impl RelayConfig {
-    /// The TOML text. Lines of `extra` before its first table header are
-    /// keys of `[relay]` (`upstreams = ["carabinieri"]`). A relay without
-    /// `[[viewer]]` or `[[token]]` in `extra` gets `allow_anonymous = true`
-    /// unless those lines set it.
-    pub fn to_toml(&self) -> String {
-        let (relay_keys, tables) = split_relay_keys(&self.extra);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "[relay]\nsite = {}\nquic_listen = {}\nhttp_listen = {}",
-            q(&self.site),
-            q(&self.quic_listen.to_string()),
-            q(&self.http_listen.to_string())
-        );
-        let has_accounts = tables.contains("[[viewer]]") || tables.contains("[[token]]");
-        if !has_accounts && !relay_keys.contains("allow_anonymous") {
-            s.push_str("allow_anonymous = true\n");
-        }
-        push_extra(&mut s, relay_keys);
-        s.push('\n');
-        write_tls(&mut s, &self.tls);
-        push_extra(&mut s, tables);
-        if !self.extra.contains("[management]") {
-            let _ = writeln!(s, "\n[management]\nlisten = \"127.0.0.1:0\"");
-        }
-        // The relay's audit log sits beside the PKI, as the agent's does.
-        if !self.extra.contains("[audit]") {
-            let _ = writeln!(s, "\n[audit]\npath = {}", q(&self.audit_path().to_string_lossy()));
-        }
-        s
+    /// Relay `site` on these addresses, with the harness's defaults:
+    /// `allow_anonymous = true` (until [`Self::viewer`] or [`Self::token`]
+    /// add an account), the audit log beside the PKI
+    /// (`relay-<site>-audit.log`), the management port picked by the node.
+    pub fn new(site: &str, quic_listen: SocketAddr, http_listen: SocketAddr, tls: TlsSection) -> RelayConfig {
+        let audit = beside_pki(&tls, &format!("relay-{site}-audit.log"));
+        let mut section = relay::RelaySection::new(site);
+        section.quic_listen = quic_listen;
+        section.http_listen = http_listen;
+        section.allow_anonymous = true;
+        let mut node = relay::RelayConfig::new(section, tls);
+        node.audit.path = audit;
+        node.management.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        RelayConfig { node }
     }
 
-    /// Where the relay writes its audit log unless `extra` has an `[audit]` table.
+    /// Adds a `[[viewer]]`; a relay with accounts is no longer anonymous.
+    pub fn viewer(&mut self, viewer: ponte_relay::auth::ViewerConfig) -> &mut Self {
+        self.node.viewers.push(viewer);
+        self.node.relay.allow_anonymous = false;
+        self
+    }
+
+    /// Adds a `[[token]]`; a relay with accounts is no longer anonymous.
+    pub fn token(&mut self, token: ponte_relay::auth::TokenConfig) -> &mut Self {
+        self.node.tokens.push(token);
+        self.node.relay.allow_anonymous = false;
+        self
+    }
+
+    /// An RTSP server on `127.0.0.1:port` (`[rtsp]` defaults otherwise).
+    pub fn rtsp_on(&mut self, port: u16) -> &mut relay::RtspSection {
+        self.node.rtsp.insert(relay::RtspSection::new(SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(&self.node).context("writing the relay config")
+    }
+
+    /// Where the relay writes its audit log.
     pub fn audit_path(&self) -> PathBuf {
-        self.tls.ca.parent().unwrap_or(Path::new(".")).join(format!("relay-{}-audit.log", self.site))
+        self.node.audit.path.clone()
     }
 
     /// Write the TOML to `path`; returns `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<PathBuf> {
-        write_file(path.as_ref(), &self.to_toml())
+        write_file(path.as_ref(), &self.to_toml()?)
     }
 
     /// `http://<http_listen>`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http_listen)
+        format!("http://{}", self.node.relay.http_listen)
     }
 }
 
-/// `extra` split at its first table header: the keys before it, the tables from it.
-fn split_relay_keys(extra: &str) -> (&str, &str) {
-    let mut at = 0;
-    for line in extra.split_inclusive('\n') {
-        if line.trim_start().starts_with('[') {
-            break;
-        }
-        at += line.len();
+impl Deref for RelayConfig {
+    type Target = relay::RelayConfig;
+    fn deref(&self) -> &Self::Target {
+        &self.node
     }
-    extra.split_at(at)
 }
 
-/// An agent `[[operator]]` with a bearer token, made by the real
-/// `ponte-agent operator token --name NAME`: the token and the table.
-pub fn operator_token(name: &str) -> Result<(String, String)> {
-    let out = crate::agent_cli(&["operator", "token", "--name", name], "")?;
-    let token = out.lines().next().context("no token line")?.trim().to_owned();
-    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    Ok((token, format!("{}\n", table.join("\n"))))
-}
-
-/// An agent `[[operator]]` with a password (HTTP Basic), made by the real
-/// `ponte-agent operator passwd --name NAME`: the table.
-pub fn operator_password(name: &str, password: &str) -> Result<String> {
-    crate::agent_cli(&["operator", "passwd", "--name", name], &format!("{password}\n"))
-}
-
-fn write_tls(s: &mut String, tls: &TlsPaths) {
-    let _ = writeln!(
-        s,
-        "[tls]\nca = {}\ncert = {}\nkey = {}\n",
-        q(&tls.ca.to_string_lossy()),
-        q(&tls.cert.to_string_lossy()),
-        q(&tls.key.to_string_lossy())
-    );
-}
-
-fn push_extra(s: &mut String, extra: &str) {
-    if !extra.is_empty() {
-        s.push_str(extra);
-        if !extra.ends_with('\n') {
-            s.push('\n');
-        }
+impl DerefMut for RelayConfig {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.node
     }
+}
+
+/// TOML text written as is, for tests that feed the binaries malformed or
+/// unusual files on purpose (`config check` messages, refusals at start):
+/// a typed config cannot hold what they need to write.
+pub fn raw_toml(path: impl AsRef<Path>, text: &str) -> Result<PathBuf> {
+    write_file(path.as_ref(), text)
+}
+
+/// `name` in the directory of the CA certificate.
+fn beside_pki(tls: &TlsSection, name: &str) -> PathBuf {
+    tls.ca.parent().unwrap_or(Path::new(".")).join(name)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<PathBuf> {
@@ -250,82 +257,99 @@ fn write_file(path: &Path, text: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// A TOML basic string. JSON string syntax as serde_json writes it is a
-/// subset of TOML's basic strings.
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ponte_relay::auth::{TokenConfig, ViewerConfig};
 
-    fn tls() -> TlsPaths {
-        TlsPaths { ca: "/p/ca.pem".into(), cert: "/p/master.pem".into(), key: "/p/master.key".into() }
+    fn tls() -> TlsSection {
+        TlsSection { ca: "/p/ca.pem".into(), cert: "/p/master.pem".into(), key: "/p/master.key".into() }
     }
 
     #[test]
-    fn agent_toml_has_the_agreed_layout() {
+    fn agent_config_is_what_the_agent_loads() {
         let mut quad = Device::synthetic("porta");
         quad.kind = "fixed-quad-optic".into();
         quad.lenses = 4;
         quad.name = "via \"Po\" \\ nord".into();
-        let cfg = AgentConfig {
-            id: "master".into(),
-            tls: tls(),
-            relays: vec![RelayTarget { site: "carabinieri".into(), addr: "127.0.0.1:7443".parse().unwrap() }],
-            devices: vec![Device::synthetic("a"), quad],
-            extra: "[[policy]]\nsite = \"carabinieri\"".into(),
-        };
-        let toml = cfg.to_toml();
-        assert!(toml.starts_with("[agent]\nid = \"master\"\n"), "{toml}");
-        assert!(
-            toml.contains("[tls]\nca = \"/p/ca.pem\"\ncert = \"/p/master.pem\"\nkey = \"/p/master.key\"\n")
+        quad.extra = "tags = [\"park\"]\n[device.synthetic]\nmain_kbps = 900\n".into();
+        let mut cfg = AgentConfig::new(
+            "master",
+            tls(),
+            vec![RelayTarget::new("carabinieri", "127.0.0.1:7443".parse().unwrap())],
+            vec![Device::synthetic("a"), quad],
         );
-        assert!(toml.contains("[[relay]]\nsite = \"carabinieri\"\naddr = \"127.0.0.1:7443\"\n"));
-        assert!(toml.contains("type = \"fixed-quad-optic\"\nlenses = 4\nsource = \"synthetic\""));
-        assert!(toml.contains(r#"name = "via \"Po\" \\ nord""#), "{toml}");
-        assert!(toml.contains("[[policy]]\nsite = \"carabinieri\"\n"), "{toml}");
-        // Defaults the extra TOML did not set: every relay's site sees every
-        // camera, the management port is picked by the node.
-        assert!(toml.contains("[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]"), "{toml}");
-        assert!(toml.contains("[management]\nlisten = \"127.0.0.1:0\""), "{toml}");
+        cfg.ptz.deadman_ms = 5000;
+        let toml = cfg.to_toml().unwrap();
+        let loaded = agent::AgentConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+        assert_eq!(loaded.agent.id, "master");
+        assert_eq!(loaded.relays, cfg.relays);
+        assert_eq!(loaded.tls.ca, Path::new("/p/ca.pem"));
+        assert_eq!(loaded.sites, [site_policy("carabinieri", &["*"])]);
+        assert_eq!(loaded.audit.path, Path::new("/p/agent-audit.log"));
+        assert_eq!(loaded.management.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(loaded.ptz.deadman_ms, 5000);
+        let ids: Vec<_> = loaded.devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["a", "porta"]);
+        let porta = &loaded.devices[1];
+        assert_eq!(
+            (porta.name.as_str(), porta.lenses, &porta.tags),
+            ("via \"Po\" \\ nord", Some(4), &vec!["park".into()])
+        );
+        assert_eq!(porta.source.synthetic().map(|s| s.main_kbps), Some(Some(900)));
         assert_eq!(cfg.camera_ids(), ["a", "porta-1", "porta-2", "porta-3", "porta-4"]);
     }
 
     #[test]
-    fn relay_toml_has_the_agreed_layout() {
-        let cfg = RelayConfig {
-            site: "carabinieri".into(),
-            quic_listen: "127.0.0.1:7443".parse().unwrap(),
-            http_listen: "127.0.0.1:8080".parse().unwrap(),
-            tls: tls(),
-            extra: String::new(),
-        };
-        let toml = cfg.to_toml();
-        assert!(
-            toml.starts_with(
-                "[relay]\nsite = \"carabinieri\"\nquic_listen = \"127.0.0.1:7443\"\nhttp_listen = \"127.0.0.1:8080\"\n\
-                 allow_anonymous = true\n\n\
-                 [tls]\nca = \"/p/ca.pem\"\ncert = \"/p/master.pem\"\nkey = \"/p/master.key\"\n\n"
-            ),
-            "{toml}"
+    fn relay_config_is_what_the_relay_loads() {
+        let cfg = RelayConfig::new(
+            "carabinieri",
+            "127.0.0.1:7443".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+            tls(),
         );
-        assert!(toml.contains("\n[audit]\npath = \"/p/relay-carabinieri-audit.log\"\n"), "{toml}");
+        let toml = cfg.to_toml().unwrap();
+        let loaded = relay::RelayConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+        assert!(loaded.relay.allow_anonymous);
+        assert_eq!(loaded.relay.quic_listen, "127.0.0.1:7443".parse::<SocketAddr>().unwrap());
+        assert_eq!(loaded.audit.path, Path::new("/p/relay-carabinieri-audit.log"));
         assert_eq!(cfg.audit_path(), Path::new("/p/relay-carabinieri-audit.log"));
         assert_eq!(cfg.base_url(), "http://127.0.0.1:8080");
-        // Keys before the first table go to `[relay]`; accounts turn anonymity off.
-        let cfg = RelayConfig {
-            extra: "upstreams = [\"carabinieri\"]\n[[token]]\nname = \"vms\"\n".into(),
-            site: "questura-vms".into(),
-            ..cfg
+
+        // Accounts turn anonymity off; every section a test sets survives.
+        let mut cfg = RelayConfig {
+            node: relay::RelayConfig { relay: relay::RelaySection::new("questura-vms"), ..cfg.node },
         };
-        let toml = cfg.to_toml();
-        assert!(
-            toml.contains("http_listen = \"127.0.0.1:8080\"\nupstreams = [\"carabinieri\"]\n\n[tls]"),
-            "{toml}"
-        );
-        assert!(!toml.contains("allow_anonymous"), "{toml}");
-        assert!(toml.contains("\n[[token]]\nname = \"vms\"\n"), "{toml}");
+        cfg.relay.upstreams = vec!["carabinieri".into()];
+        cfg.relay.allow_anonymous = true;
+        cfg.token(TokenConfig::new("vms", "ab".repeat(32)));
+        let phc = ponte_proto::credentials::hash_password("torrazzo-112-metri").unwrap();
+        let mut anna = ViewerConfig::new("anna", phc);
+        anna.cameras = Some(vec!["zone:Zaist".into()]);
+        cfg.viewer(anna);
+        cfg.rtsp_on(8554).basic = true;
+        cfg.downstreams.push(ponte_relay::cascade::DownstreamConfig {
+            site: "questura".into(),
+            addr: "127.0.0.1:7444".parse().unwrap(),
+            server_name: None,
+        });
+        let toml = cfg.to_toml().unwrap();
+        let loaded = relay::RelayConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+        assert!(!loaded.relay.allow_anonymous, "{toml}");
+        assert_eq!(loaded.relay.upstreams, ["carabinieri"]);
+        assert_eq!(loaded.tokens[0].name, "vms");
+        assert_eq!(loaded.viewers[0].cameras, Some(vec!["zone:Zaist".into()]));
+        assert!(loaded.rtsp.as_ref().is_some_and(|r| r.basic && r.listen.port() == 8554), "{toml}");
+        assert_eq!(loaded.downstreams[0].site, "questura");
+    }
+
+    #[test]
+    fn a_device_cannot_open_another_device() {
+        let mut d = Device::synthetic("a");
+        d.extra = "[[device]]\nid = \"b\"\n".into();
+        let mut cfg = AgentConfig::new("master", tls(), Vec::new(), vec![d]);
+        assert!(cfg.to_toml().is_err());
+        cfg.devices[0].extra = "not toml".into();
+        assert!(cfg.to_toml().is_err());
     }
 }

@@ -6,7 +6,8 @@
 //!   (with its process group) on drop;
 //! - [`Pki`]: a deployment CA and site certificates made by the real
 //!   `ponte-agent pki` CLI;
-//! - [`AgentConfig`] / [`RelayConfig`]: TOML config writers;
+//! - [`AgentConfig`] / [`RelayConfig`]: the binaries' typed configs with
+//!   the harness's defaults, written as TOML; accounts made by the real CLIs;
 //! - [`http_get`], [`wait_http_ok`], [`wait_catalog`]: a tiny HTTP/1.1 client;
 //! - [`Chromium`]: headless Chromium driven over the DevTools protocol;
 //! - [`Stack`]: PKI + one relay + one agent, started and ready.
@@ -16,6 +17,7 @@
 //!   (H.264/H.265, TCP/UDP, digest auth), counting its RTSP sessions.
 //! - [`onvif_camera::OnvifCamera`]: a schema-checked test ONVIF PTZ camera.
 
+mod accounts;
 mod cdp;
 mod config;
 mod http;
@@ -28,17 +30,16 @@ pub mod rtsp_camera;
 mod rtsp_reader;
 mod stack;
 
+pub use accounts::{operator_password, operator_token, relay_digest_viewer, relay_token, relay_viewer};
 pub use cdp::{Chromium, Page};
-pub use config::{
-    operator_password, operator_token, AgentConfig, Device, RelayConfig, RelayTarget, TlsPaths,
-};
+pub use config::{raw_toml, site_policy, AgentConfig, Device, RelayConfig, RelayTarget, TlsSection};
 pub use http::{
     catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
 };
 pub use pki::Pki;
 pub use procs::Proc;
 pub use rtsp_reader::RtspReader;
-pub use stack::{Stack, StackSpec};
+pub use stack::{Stack, StackSpec, Tweak};
 
 use anyhow::{bail, Context, Result};
 use std::future::Future;

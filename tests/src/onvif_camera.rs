@@ -15,8 +15,17 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// Where `./scripts/test` puts the ONVIF schemas (`PONTE_ONVIF_WSDL` overrides).
 pub const DEFAULT_SCHEMAS: &str = "/var/cache/ponte-onvif/wsdl";
 
-/// `[[site]]` tables of agent.toml for the PTZ tests: `carabinieri` may
-/// steer at priority 50, `questura` sees the cameras without PTZ.
+/// The `[[site]]`s of the PTZ tests: `carabinieri` may steer at priority
+/// 50, `questura` sees the cameras without PTZ.
+pub fn ptz_sites() -> Vec<ponte_proto::policy::SitePolicyConfig> {
+    let mut carabinieri = crate::site_policy("carabinieri", &["*"]);
+    carabinieri.ptz = true;
+    carabinieri.ptz_priority = 50;
+    vec![carabinieri, crate::site_policy("questura", &["*"])]
+}
+
+/// [`ptz_sites`] as agent.toml text, for the agent's own unit tests that
+/// read TOML (`agent/src/ptz/service/tests.rs`).
 pub const PTZ_SITES: &str = r#"
 [[site]]
 id = "carabinieri"
@@ -219,6 +228,16 @@ mod tests {
             "{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn ptz_sites_text_and_values_agree() {
+        #[derive(Deserialize)]
+        struct Sites {
+            site: Vec<ponte_proto::policy::SitePolicyConfig>,
+        }
+        let sites: Sites = toml::from_str(PTZ_SITES).unwrap();
+        assert_eq!(sites.site, ptz_sites());
     }
 
     #[test]

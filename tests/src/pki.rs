@@ -1,6 +1,6 @@
 //! A deployment PKI made by the real `ponte-agent pki` CLI.
 
-use crate::config::TlsPaths;
+use crate::config::TlsSection;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,8 +80,8 @@ impl Pki {
     }
 
     /// CA, certificate and key of `site`, as the configs want them.
-    pub fn tls(&self, site: &str) -> TlsPaths {
-        TlsPaths { ca: self.ca_cert(), cert: self.cert(site), key: self.key(site) }
+    pub fn tls(&self, site: &str) -> TlsSection {
+        TlsSection { ca: self.ca_cert(), cert: self.cert(site), key: self.key(site) }
     }
 }
 

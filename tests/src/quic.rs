@@ -45,33 +45,25 @@ impl FakeRelay {
         Ok(Self { endpoint: quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?, site: site.into() })
     }
 
-    /// Writes agent.toml (with `extra` TOML) pointing at this endpoint and starts the agent.
-    pub fn spawn_agent(
-        &self,
-        pki: &Pki,
-        dir: &Path,
-        devices: Vec<Device>,
-        extra: &str,
-    ) -> Result<(Proc, PathBuf)> {
-        self.spawn_agent_env(pki, dir, devices, extra, &[])
+    /// The agent config `master` would get to feed this endpoint.
+    pub fn agent_config(&self, pki: &Pki, devices: Vec<Device>) -> Result<AgentConfig> {
+        let relay = RelayTarget::new(&self.site, self.endpoint.local_addr()?);
+        Ok(AgentConfig::new("master", pki.tls("master"), vec![relay], devices))
     }
 
-    /// Like `spawn_agent`, with extra environment variables.
-    pub fn spawn_agent_env(
+    /// Writes agent.toml pointing at this endpoint and starts the agent.
+    pub fn spawn_agent(&self, pki: &Pki, dir: &Path, devices: Vec<Device>) -> Result<(Proc, PathBuf)> {
+        self.spawn_agent_with(dir, &self.agent_config(pki, devices)?, &[])
+    }
+
+    /// Writes `cfg` (e.g. from [`Self::agent_config`]) to `dir/agent.toml`
+    /// and starts the agent with extra environment variables.
+    pub fn spawn_agent_with(
         &self,
-        pki: &Pki,
         dir: &Path,
-        devices: Vec<Device>,
-        extra: &str,
+        cfg: &AgentConfig,
         env: &[(&str, &str)],
     ) -> Result<(Proc, PathBuf)> {
-        let cfg = AgentConfig {
-            id: "master".into(),
-            tls: pki.tls("master"),
-            relays: vec![RelayTarget { site: self.site.clone(), addr: self.endpoint.local_addr()? }],
-            devices,
-            extra: extra.into(),
-        };
         let path = cfg.write(dir.join("agent.toml"))?;
         let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
         cmd.arg("run").arg("--config").arg(&path).env("RUST_LOG", "info");

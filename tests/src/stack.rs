@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What to start. `Default` gives site `carabinieri`, agent `master`, no
@@ -16,17 +17,19 @@ pub struct StackSpec {
     pub agent_id: String,
     pub relay_site: String,
     pub devices: Vec<Device>,
-    /// Raw TOML appended to agent.toml (start with a table header).
-    pub agent_extra: String,
-    /// Raw TOML appended to relay.toml (start with a table header).
-    pub relay_extra: String,
+    /// Changes to agent.toml after the harness set relays, TLS and defaults
+    /// (sites, operators, `[ptz]`...).
+    pub agent: Tweak<AgentConfig>,
+    /// Changes to relay.toml after the harness set ports, TLS and defaults
+    /// (accounts, `[rtsp]`, `[whep]`...).
+    pub relay: Tweak<RelayConfig>,
     /// Cameras the catalog must list before the stack counts as up; `None`
     /// means every camera of every device.
     pub expect_cameras: Option<usize>,
     /// Budget for the relay's HTTP to answer and for the catalog to fill.
     pub ready_timeout: Duration,
     /// Bearer token the readiness check sends to `/api/catalog`: a relay
-    /// with accounts (`[[viewer]]`/`[[token]]` in `relay_extra`) answers 401
+    /// with accounts (`[[viewer]]`/`[[token]]`) answers 401
     /// without one.
     pub catalog_token: Option<String>,
 }
@@ -37,12 +40,66 @@ impl Default for StackSpec {
             agent_id: "master".into(),
             relay_site: "carabinieri".into(),
             devices: Vec::new(),
-            agent_extra: String::new(),
-            relay_extra: String::new(),
+            agent: Tweak::default(),
+            relay: Tweak::default(),
             expect_cameras: None,
             ready_timeout: Duration::from_secs(30),
             catalog_token: None,
         }
+    }
+}
+
+/// A change a test makes to a config the harness built:
+/// `Tweak::relay(move |r| r.rtsp_on(port).basic = true)`. The default
+/// changes nothing.
+pub struct Tweak<T>(Option<Arc<Change<T>>>);
+
+/// The change itself.
+type Change<T> = dyn Fn(&mut T) + Send + Sync;
+
+impl<T> Tweak<T> {
+    /// `f` applied to the config.
+    pub fn new(f: impl Fn(&mut T) + Send + Sync + 'static) -> Self {
+        Tweak(Some(Arc::new(f)))
+    }
+
+    /// Applies the change to `config`.
+    pub fn apply(&self, config: &mut T) {
+        if let Some(f) = &self.0 {
+            f(config);
+        }
+    }
+}
+
+impl Tweak<AgentConfig> {
+    /// A change to agent.toml (names the type for the closure).
+    pub fn agent(f: impl Fn(&mut AgentConfig) + Send + Sync + 'static) -> Self {
+        Tweak::new(f)
+    }
+}
+
+impl Tweak<RelayConfig> {
+    /// A change to relay.toml (names the type for the closure).
+    pub fn relay(f: impl Fn(&mut RelayConfig) + Send + Sync + 'static) -> Self {
+        Tweak::new(f)
+    }
+}
+
+impl<T> Default for Tweak<T> {
+    fn default() -> Self {
+        Tweak(None)
+    }
+}
+
+impl<T> Clone for Tweak<T> {
+    fn clone(&self) -> Self {
+        Tweak(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Tweak<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Tweak(..)" } else { "Tweak(none)" })
     }
 }
 
@@ -72,20 +129,20 @@ impl Stack {
         let pki =
             Pki::create(dir.path().join("pki"), &[spec.agent_id.as_str(), spec.relay_site.as_str()]).await?;
         let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let relay_config = RelayConfig {
-            site: spec.relay_site.clone(),
-            quic_listen: localhost(free_udp_port()),
-            http_listen: localhost(free_tcp_port()),
-            tls: pki.tls(&spec.relay_site),
-            extra: spec.relay_extra.clone(),
-        };
-        let agent_config = AgentConfig {
-            id: spec.agent_id.clone(),
-            tls: pki.tls(&spec.agent_id),
-            relays: vec![RelayTarget { site: spec.relay_site.clone(), addr: relay_config.quic_listen }],
-            devices: spec.devices.clone(),
-            extra: spec.agent_extra.clone(),
-        };
+        let mut relay_config = RelayConfig::new(
+            &spec.relay_site,
+            localhost(free_udp_port()),
+            localhost(free_tcp_port()),
+            pki.tls(&spec.relay_site),
+        );
+        spec.relay.apply(&mut relay_config);
+        let mut agent_config = AgentConfig::new(
+            &spec.agent_id,
+            pki.tls(&spec.agent_id),
+            vec![RelayTarget::new(&spec.relay_site, relay_config.relay.quic_listen)],
+            spec.devices.clone(),
+        );
+        spec.agent.apply(&mut agent_config);
         let relay_toml = relay_config.write(dir.path().join("relay.toml"))?;
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
 

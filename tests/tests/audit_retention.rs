@@ -57,13 +57,15 @@ async fn retention_records_each_deletion_warns_a_day_ahead_and_verify_passes() -
     write_history(&audit)?;
     let before = ponte_proto::audit::chain_files(&audit).len();
 
-    let cfg = RelayConfig {
-        site: "carabinieri".into(),
-        quic_listen: format!("127.0.0.1:{}", free_udp_port()).parse()?,
-        http_listen: format!("127.0.0.1:{}", free_tcp_port()).parse()?,
-        tls: pki.tls("carabinieri"),
-        extra: format!("[audit]\npath = {:?}\nmax_mb = 1\nkeep_days = 30\n", audit.to_string_lossy()),
-    };
+    let mut cfg = RelayConfig::new(
+        "carabinieri",
+        format!("127.0.0.1:{}", free_udp_port()).parse()?,
+        format!("127.0.0.1:{}", free_tcp_port()).parse()?,
+        pki.tls("carabinieri"),
+    );
+    cfg.audit.path = audit.clone();
+    cfg.audit.max_mb = 1;
+    cfg.audit.keep_days = 30;
     let config = cfg.write(dir.path().join("relay.toml"))?;
     let mut cmd = std::process::Command::new(bin_path("ponte-relay")?);
     cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info");

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
 use ponte_proto::wire::{Control, SubscribeErrorCode};
+use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
-    bin_path, free_tcp_port, free_udp_port, http_get, wait_catalog, AgentConfig, Chromium, Device, Page, Pki,
-    Proc, RelayConfig, RelayTarget,
+    bin_path, free_tcp_port, free_udp_port, http_get, site_policy, wait_catalog, AgentConfig, Chromium,
+    Device, Page, Pki, Proc, RelayConfig, RelayTarget,
 };
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,24 +39,18 @@ fn spawn(bin: &str, label: &str, config: &Path) -> Result<Proc> {
     Proc::spawn_command(label, cmd)
 }
 
-fn relay_config(pki: &Pki, site: &str, extra: String) -> RelayConfig {
-    RelayConfig {
-        site: site.into(),
-        quic_listen: localhost(free_udp_port()),
-        http_listen: localhost(free_tcp_port()),
-        tls: pki.tls(site),
-        extra,
-    }
+fn relay_config(pki: &Pki, site: &str) -> RelayConfig {
+    RelayConfig::new(site, localhost(free_udp_port()), localhost(free_tcp_port()), pki.tls(site))
 }
 
-fn agent_config(pki: &Pki, relay: &RelayConfig, devices: Vec<Device>, extra: String) -> AgentConfig {
-    AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![RelayTarget { site: relay.site.clone(), addr: relay.quic_listen }],
-        devices,
-        extra,
-    }
+fn agent_config(pki: &Pki, relay: &RelayConfig, devices: Vec<Device>) -> AgentConfig {
+    let target = RelayTarget::new(&relay.relay.site, relay.relay.quic_listen);
+    AgentConfig::new("master", pki.tls("master"), vec![target], devices)
+}
+
+/// A `[[downstream]]` of `site` at `addr`.
+fn downstream_at(site: &str, addr: SocketAddr) -> DownstreamConfig {
+    DownstreamConfig { site: site.into(), addr, server_name: None }
 }
 
 async fn status(relay: &RelayConfig) -> Result<Value> {
@@ -85,7 +80,7 @@ async fn bytes(a: &RelayConfig, b: &RelayConfig) -> Result<Bytes> {
     let (sa, sb) = (status(a).await?, status(b).await?);
     Ok(Bytes {
         a_in: sa["bytes_received"].as_u64().context("A bytes_received")?,
-        a_to_b: downstream(&sa, &b.site)["bytes_sent"].as_u64().context("A downstream bytes_sent")?,
+        a_to_b: downstream(&sa, &b.relay.site)["bytes_sent"].as_u64().context("A downstream bytes_sent")?,
         b_in: sb["bytes_received"].as_u64().context("B bytes_received")?,
         at: Instant::now(),
     })
@@ -156,19 +151,19 @@ async fn browser_on_the_downstream_relay_decodes_and_the_link_carries_one_copy()
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "site-a", "site-b"]).await?;
     // B is fed by A, not by the master room.
-    let b = relay_config(&pki, "site-b", "upstreams = [\"site-a\"]\n".into());
+    let mut b = relay_config(&pki, "site-b");
+    b.relay.upstreams = vec!["site-a".into()];
     // A feeds B, and also lists a downstream `site-x` at B's address: the
     // TLS name (`localhost`) checks out, the site in the certificate does not.
-    let a = relay_config(
-        &pki,
-        "site-a",
-        format!(
-            "[[downstream]]\nsite = \"site-b\"\naddr = \"{0}\"\n\n\
-             [[downstream]]\nsite = \"site-x\"\naddr = \"{0}\"\nserver_name = \"localhost\"\n",
-            b.quic_listen
-        ),
-    );
-    let agent = agent_config(&pki, &a, vec![Device::synthetic("cam-a")], String::new());
+    let mut a = relay_config(&pki, "site-a");
+    a.downstreams = vec![
+        downstream_at("site-b", b.relay.quic_listen),
+        DownstreamConfig {
+            server_name: Some("localhost".into()),
+            ..downstream_at("site-x", b.relay.quic_listen)
+        },
+    ];
+    let agent = agent_config(&pki, &a, vec![Device::synthetic("cam-a")]);
     let _b_proc = spawn("ponte-relay", "relay-b", &b.write(dir.path().join("b.toml"))?)?;
     let _a_proc = spawn("ponte-relay", "relay-a", &a.write(dir.path().join("a.toml"))?)?;
     let _agent = spawn("ponte-agent", "agent", &agent.write(dir.path().join("agent.toml"))?)?;
@@ -241,20 +236,21 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     let pki = Pki::create(dir.path().join("pki"), &["master", "site-a", "site-b"]).await?;
     // The downstream is a test endpoint speaking the protocol itself.
     let fake_b = FakeRelay::listen(&pki, "site-b")?;
-    let a = relay_config(
-        &pki,
-        "site-a",
-        format!("[[downstream]]\nsite = \"site-b\"\naddr = \"{}\"\n", fake_b.endpoint.local_addr()?),
-    );
-    let policy = |allow: &str| format!("[[site]]\nid = \"site-a\"\nallow = [{allow}]\nptz = true\n");
+    let mut a = relay_config(&pki, "site-a");
+    a.downstreams = vec![downstream_at("site-b", fake_b.endpoint.local_addr()?)];
+    let policy = |allow: &str| {
+        let mut site = site_policy("site-a", &[allow]);
+        site.ptz = true;
+        vec![site]
+    };
     // cam-a is a (simulated) PTZ dome that site A may steer.
     let dome = Device {
         kind: "dome-ptz".into(),
         extra: "[device.synthetic]\nptz = true\n".into(),
         ..Device::synthetic("cam-a")
     };
-    let mut agent =
-        agent_config(&pki, &a, vec![dome, Device::synthetic("cam-b")], policy("\"camera:cam-a\""));
+    let mut agent = agent_config(&pki, &a, vec![dome, Device::synthetic("cam-b")]);
+    agent.sites = policy("camera:cam-a");
     let agent_toml = agent.write(dir.path().join("agent.toml"))?;
     let _a_proc = spawn("ponte-relay", "relay-a", &a.write(dir.path().join("a.toml"))?)?;
     let mut agent_proc = spawn("ponte-agent", "agent", &agent_toml)?;
@@ -312,7 +308,7 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
     assert_eq!(downstream(&sa, "site-b")["subscriptions"], 1, "{sa}");
 
     // The agent widens site A's policy: A re-sends its catalog downstream.
-    agent.extra = policy("\"*\"");
+    agent.sites = policy("*");
     agent.write(&agent_toml)?;
     agent_proc.signal(libc::SIGHUP)?;
     let deadline = Instant::now() + T;

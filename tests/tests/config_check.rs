@@ -5,7 +5,10 @@
 //! PKI; and a `PONTE_*` variable that names nothing stops `run` itself.
 
 use anyhow::Result;
-use ponte_tests::{bin_path, free_udp_port, AgentConfig, Device, Pki, RelayTarget};
+use ponte_tests::{
+    bin_path, free_tcp_port, free_udp_port, AgentConfig, Device, Pki, RelayConfig, RelayTarget, TlsSection,
+};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -29,17 +32,18 @@ fn check(bin: &str, config: &Path, env: &[(&str, String)]) -> Result<(i32, Strin
     run(bin, &["config", "check", "--config", &config.to_string_lossy()], env)
 }
 
-fn agent_config(pki: &Pki, extra: &str) -> AgentConfig {
-    AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![RelayTarget {
-            site: "carabinieri".into(),
-            addr: format!("127.0.0.1:{}", free_udp_port()).parse().expect("socket address"),
-        }],
-        devices: vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
-        extra: extra.into(),
-    }
+fn agent_config(pki: &Pki) -> AgentConfig {
+    let relay = RelayTarget::new("carabinieri", localhost(free_udp_port()));
+    AgentConfig::new(
+        "master",
+        pki.tls("master"),
+        vec![relay],
+        vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
+    )
+}
+
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 #[tokio::test]
@@ -48,16 +52,18 @@ async fn config_check_passes_a_good_config_and_names_every_fault_of_a_bad_one() 
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri", "questura"]).await?;
 
     // Good: exit 0 and a one-line summary; an override of the first [[site]] is fine.
-    let good = agent_config(&pki, "").write(dir.path().join("agent.toml"))?;
+    let good = agent_config(&pki).write(dir.path().join("agent.toml"))?;
     let (code, text) = check("ponte-agent", &good, &[("PONTE_SITE__1__BUDGET_MBPS", "20".into())])?;
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with(&format!("OK: {}", good.display())), "{text}");
     assert!(text.contains("1 relay(s), 2 device(s)") && text.contains("kept for ever"), "{text}");
 
     // Bad: faults in the file, in the environment, in the files it names.
-    let extra = "[ptz]\ndeadman_ms = 50\n[policy]\ntimezone = \"Mars/Olympus\"\n\
-                 [audit]\npath = \"/proc/ponte-nowhere/agent-audit.log\"\nmax_mb = 0\n";
-    let mut bad = agent_config(&pki, extra);
+    let mut bad = agent_config(&pki);
+    bad.ptz.deadman_ms = 50;
+    bad.policy.timezone = "Mars/Olympus".into();
+    bad.audit.path = "/proc/ponte-nowhere/agent-audit.log".into();
+    bad.audit.max_mb = 0;
     bad.tls.key = pki.key("carabinieri");
     let bad = bad.write(dir.path().join("bad-agent.toml"))?;
     let env = [
@@ -86,29 +92,28 @@ async fn config_check_passes_a_good_config_and_names_every_fault_of_a_bad_one() 
     assert!(!text.contains("PONTE_RELAY__1__ADDR"), "a sound override is no problem: {text}");
 
     // A relay whose certificate names another site, and a missing CA.
-    let relay = dir.path().join("relay.toml");
-    std::fs::write(
-        &relay,
-        format!(
-            "[relay]\nsite = \"carabinieri\"\nallow_anonymous = true\nupstreams = [\"carabinieri\"]\n\
-             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[audit]\npath = {:?}\nkeep_days = 90\n",
-            dir.path().join("missing-ca.pem"),
-            pki.cert("questura"),
-            pki.key("questura"),
-            dir.path().join("relay-audit.log"),
-        ),
-    )?;
+    let mut cfg = RelayConfig::new(
+        "carabinieri",
+        localhost(free_udp_port()),
+        localhost(free_tcp_port()),
+        TlsSection {
+            ca: dir.path().join("missing-ca.pem"),
+            cert: pki.cert("questura"),
+            key: pki.key("questura"),
+        },
+    );
+    cfg.relay.upstreams = vec!["carabinieri".into()];
+    cfg.audit.path = dir.path().join("relay-audit.log");
+    cfg.audit.keep_days = 90;
+    let relay = cfg.write(dir.path().join("relay.toml"))?;
     let (code, text) = check("ponte-relay", &relay, &[])?;
     assert_eq!(code, 1, "{text}");
     for key in ["`relay.upstreams`", "`tls.ca`"] {
         assert!(text.contains(key), "{key}: {text}");
     }
-    std::fs::write(
-        &relay,
-        std::fs::read_to_string(&relay)?
-            .replace("upstreams = [\"carabinieri\"]\n", "")
-            .replace(&format!("{:?}", dir.path().join("missing-ca.pem")), &format!("{:?}", pki.ca_cert())),
-    )?;
+    cfg.relay.upstreams = vec!["master".into()];
+    cfg.tls.ca = pki.ca_cert();
+    cfg.write(&relay)?;
     let (code, text) = check("ponte-relay", &relay, &[])?;
     assert_eq!(code, 1, "{text}");
     assert!(

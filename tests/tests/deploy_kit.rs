@@ -283,30 +283,29 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
     }
     let dir = tempfile::tempdir()?;
     let pki = ponte_tests::Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
-    let out = ponte_tests::relay_cli(&["token", "--name", "ops"], "")?;
-    let token = out.lines().next().context("no token")?.trim().to_owned();
-    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
+    let (token, mut ops) = ponte_tests::relay_token("ops")?;
+    ops.ptz = true;
     let rtsp_port = free_tcp_port();
-    let relay = ponte_tests::RelayConfig {
-        site: "carabinieri".into(),
-        quic_listen: format!("127.0.0.1:{}", free_udp_port()).parse()?,
-        http_listen: format!("127.0.0.1:{}", free_tcp_port()).parse()?,
-        tls: pki.tls("carabinieri"),
-        extra: format!(
-            "{}\nptz = true\n\n[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nbasic = true\nudp = false\n",
-            table.join("\n")
-        ),
-    };
+    let mut relay = ponte_tests::RelayConfig::new(
+        "carabinieri",
+        format!("127.0.0.1:{}", free_udp_port()).parse()?,
+        format!("127.0.0.1:{}", free_tcp_port()).parse()?,
+        pki.tls("carabinieri"),
+    );
+    relay.token(ops);
+    let rtsp = relay.rtsp_on(rtsp_port);
+    rtsp.basic = true;
+    rtsp.udp = false;
     let mut dome = Device::synthetic("dome");
     dome.kind = "dome-ptz".into();
     dome.extra = "[device.synthetic]\nptz = true".into();
-    let agent = ponte_tests::AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![ponte_tests::RelayTarget { site: "carabinieri".into(), addr: relay.quic_listen }],
-        devices: vec![dome, Device::synthetic("cam")],
-        extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\n".into(),
-    };
+    let mut agent = ponte_tests::AgentConfig::new(
+        "master",
+        pki.tls("master"),
+        vec![ponte_tests::RelayTarget::new("carabinieri", relay.relay.quic_listen)],
+        vec![dome, Device::synthetic("cam")],
+    );
+    agent.sites[0].ptz = true;
     let mut relay_node = Traced::start(
         "ponte-relay",
         &relay.write(dir.path().join("relay.toml"))?,

@@ -21,6 +21,7 @@ use ponte_proto::h264;
 use ponte_proto::media::Quality;
 use ponte_proto::session::ControlReceiver;
 use ponte_proto::wire::Control;
+use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::netns::NetnsPair;
 use ponte_tests::quic::{Answer, FakeRelay, ReceivedFrame};
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
@@ -94,7 +95,8 @@ struct Rig {
 
 struct RigSpec {
     devices: Vec<Device>,
-    relay_extra: String,
+    /// An RTSP server (TCP only) on `127.0.0.1:port`.
+    rtsp_port: Option<u16>,
     /// Cut-able fibre between agent and relay.
     fibre: bool,
 }
@@ -110,33 +112,31 @@ impl Rig {
         let dir = tempfile::Builder::new().prefix("ponte-faults-").tempdir()?;
         let pki = Pki::create(dir.path().join("pki"), &["master", SITE, DOWNSTREAM]).await?;
         let downstream = FakeRelay::listen(&pki, DOWNSTREAM)?;
-        let relay_config = RelayConfig {
-            site: SITE.into(),
-            quic_listen: localhost(free_udp_port()),
-            http_listen: localhost(free_tcp_port()),
-            tls: pki.tls(SITE),
-            extra: format!(
-                "[[downstream]]\nsite = {DOWNSTREAM:?}\naddr = \"{}\"\n{}",
-                downstream.endpoint.local_addr()?,
-                spec.relay_extra
-            ),
-        };
+        let mut relay_config =
+            RelayConfig::new(SITE, localhost(free_udp_port()), localhost(free_tcp_port()), pki.tls(SITE));
+        relay_config.downstreams = vec![DownstreamConfig {
+            site: DOWNSTREAM.into(),
+            addr: downstream.endpoint.local_addr()?,
+            server_name: None,
+        }];
+        if let Some(port) = spec.rtsp_port {
+            relay_config.rtsp_on(port).udp = false;
+        }
         let relay_toml = relay_config.write(dir.path().join("relay.toml"))?;
         let (fibre, relay_addr) = if spec.fibre {
             let net = NetnsPair::create("fault")?;
-            let forward = net.forward_udp(&net.b, 7443, relay_config.quic_listen)?;
+            let forward = net.forward_udp(&net.b, 7443, relay_config.relay.quic_listen)?;
             let addr = SocketAddr::from((net.b.addr, 7443));
             (Some(Fibre { net, _forward: forward }), addr)
         } else {
-            (None, relay_config.quic_listen)
+            (None, relay_config.relay.quic_listen)
         };
-        let agent_config = AgentConfig {
-            id: "master".into(),
-            tls: pki.tls("master"),
-            relays: vec![RelayTarget { site: SITE.into(), addr: relay_addr }],
-            devices: spec.devices,
-            extra: String::new(),
-        };
+        let agent_config = AgentConfig::new(
+            "master",
+            pki.tls("master"),
+            vec![RelayTarget::new(SITE, relay_addr)],
+            spec.devices,
+        );
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let mut relay = spawn_node("ponte-relay", "relay", &relay_toml)?;
         let mgmt = relay.management_url(T).await?;
@@ -382,7 +382,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
     }
     let _heavy = ponte_tests::e2e_lock();
     let (mut rig, fibre) =
-        Rig::start(RigSpec { devices: cameras(5, ""), relay_extra: String::new(), fibre: true }).await?;
+        Rig::start(RigSpec { devices: cameras(5, ""), rtsp_port: None, fibre: true }).await?;
     let fibre = fibre.context("fibre")?;
     rig.catalog(5).await?;
     let cams = ["cam-0", "cam-1", "cam-2", "cam-3", "cam-4"];
@@ -512,8 +512,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
 #[tokio::test]
 async fn relay_restart_the_agent_redials_and_reconnecting_viewers_get_video_within_2s() -> Result<()> {
     let _heavy = ponte_tests::e2e_lock();
-    let (mut rig, _) =
-        Rig::start(RigSpec { devices: cameras(2, ""), relay_extra: String::new(), fibre: false }).await?;
+    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2, ""), rtsp_port: None, fibre: false }).await?;
     rig.catalog(2).await?;
     let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
     ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
@@ -553,8 +552,7 @@ async fn relay_restart_the_agent_redials_and_reconnecting_viewers_get_video_with
 #[tokio::test]
 async fn agent_restart_the_relay_serves_its_page_reports_the_link_down_and_resumes() -> Result<()> {
     let _heavy = ponte_tests::e2e_lock();
-    let (mut rig, _) =
-        Rig::start(RigSpec { devices: cameras(2, ""), relay_extra: String::new(), fibre: false }).await?;
+    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2, ""), rtsp_port: None, fibre: false }).await?;
     rig.catalog(2).await?;
     let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
     ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
@@ -624,8 +622,7 @@ async fn camera_restart_viewers_behind_the_relay_get_video_again_within_5s() -> 
         source: "rtsp".into(),
         extra: format!("[[device.lens]]\nmain = {:?}\n", camera.url("h264")),
     };
-    let (mut rig, _) =
-        Rig::start(RigSpec { devices: vec![device], relay_extra: String::new(), fibre: false }).await?;
+    let (mut rig, _) = Rig::start(RigSpec { devices: vec![device], rtsp_port: None, fibre: false }).await?;
     rig.catalog(1).await?;
     let mut viewer = view(&rig.downstream, &["cam-rtsp"]).await?;
     ensure!(!viewer.collect(Duration::from_secs(2)).await.is_empty(), "video before the restart");
@@ -759,7 +756,7 @@ async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_boun
     // 0.5 MB/s for each of them, plainly visible in its RSS.
     let (rig, _) = Rig::start(RigSpec {
         devices: cameras(1, "[device.synthetic]\nmain_kbps = 4000\n"),
-        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n"),
+        rtsp_port: Some(rtsp_port),
         fibre: false,
     })
     .await?;
@@ -870,7 +867,8 @@ async fn subscriptions_beyond_the_session_limit_are_refused_and_counted() -> Res
     let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
     let relay = FakeRelay::listen(&pki, SITE)?;
     let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "2")];
-    let (mut agent, _) = relay.spawn_agent_env(&pki, dir.path(), cameras(3, ""), "", &env)?;
+    let (mut agent, _) =
+        relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(3, ""))?, &env)?;
     let mgmt = agent.management_url(T).await?;
     let mut s = relay.accept().await?;
     assert_eq!(s.subscribe(1, "cam-0", Quality::Main).await?, Answer::Ok);
@@ -908,7 +906,8 @@ async fn random_control_sequences_never_take_the_agent_down() -> Result<()> {
     let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
     let relay = FakeRelay::listen(&pki, SITE)?;
     let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "4")];
-    let (mut agent, _) = relay.spawn_agent_env(&pki, dir.path(), cameras(2, ""), "", &env)?;
+    let (mut agent, _) =
+        relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(2, ""))?, &env)?;
     let mut rng = rand::rng();
     let mut closed_as_violation = 0;
     let mut sent = 0;

@@ -4,9 +4,10 @@
 
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
+use ponte_proto::policy::SitePolicyConfig;
 use ponte_proto::wire::{Control, SubscribeErrorCode};
 use ponte_tests::quic::{Answer, FakeRelay};
-use ponte_tests::{bin_path, free_tcp_port, Chromium, Device, Pki, Stack, StackSpec};
+use ponte_tests::{bin_path, free_tcp_port, site_policy, Chromium, Device, Pki, Stack, StackSpec, Tweak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,14 +26,15 @@ fn agent_cli(args: &[&str]) -> Result<std::process::Output> {
     Ok(std::process::Command::new(bin_path("ponte-agent")?).args(args).output()?)
 }
 
-const GRANT: &str = r#"
-[[site]]
-id = "carabinieri"
-allow = ["zone:centro", "camera:po-c"]
-deny = ["tag:hospital"]
-max_quality = "sub"
-max_streams = 1
-"#;
+/// Site `carabinieri`: zone Centro and `po-c`, no hospital, sub at most, one stream.
+fn grant() -> SitePolicyConfig {
+    SitePolicyConfig {
+        deny: vec!["tag:hospital".into()],
+        max_quality: Some(Quality::Sub),
+        max_streams: Some(1),
+        ..site_policy("carabinieri", &["zone:centro", "camera:po-c"])
+    }
+}
 
 #[tokio::test]
 async fn a_site_gets_only_its_grant_whatever_it_sends_and_every_decision_is_audited() -> Result<()> {
@@ -45,7 +47,9 @@ async fn a_site_gets_only_its_grant_whatever_it_sends_and_every_decision_is_audi
         device("po-c", "Po", &[]),
         device("po-d", "Po", &[]),
     ];
-    let (_agent, config) = relay.spawn_agent(&pki, dir.path(), devices, GRANT)?;
+    let mut cfg = relay.agent_config(&pki, devices)?;
+    cfg.sites = vec![grant()];
+    let (_agent, config) = relay.spawn_agent_with(dir.path(), &cfg, &[])?;
     let mut s = relay.accept().await?;
 
     // The catalog lists only the grant, at the capped quality.
@@ -137,8 +141,9 @@ async fn reload_revokes_within_a_second_and_leaves_the_other_stream_untouched() 
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
     let devices = vec![device("keep", "Centro", &[]), device("drop", "Centro", &[])];
-    let open = "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n";
-    let (mut agent, config) = relay.spawn_agent(&pki, dir.path(), devices, open)?;
+    // The default: the site sees every camera.
+    let mut cfg = relay.agent_config(&pki, devices)?;
+    let (mut agent, config) = relay.spawn_agent_with(dir.path(), &cfg, &[])?;
     let mut s = relay.accept().await?;
     let mut media = s.collect_media();
     assert_eq!(s.subscribe(1, "keep", Quality::Sub).await?, Answer::Ok);
@@ -155,9 +160,8 @@ async fn reload_revokes_within_a_second_and_leaves_the_other_stream_untouched() 
     assert!(seen[1] > 20 && seen[2] > 20, "both streams flow before the reload: {seen:?}");
 
     // Tighten the policy and reload with SIGHUP.
-    let text = std::fs::read_to_string(&config)?
-        .replace("allow = [\"*\"]", "allow = [\"*\"]\ndeny = [\"camera:drop\"]");
-    std::fs::write(&config, text)?;
+    cfg.sites[0].deny = vec!["camera:drop".into()];
+    cfg.write(&config)?;
     let sent = Instant::now();
     agent.signal(libc::SIGHUP)?;
     let mut revoked_after = None;
@@ -199,8 +203,11 @@ async fn reload_revokes_within_a_second_and_leaves_the_other_stream_untouched() 
     let log = std::fs::read_to_string(pki.dir().join("agent-audit.log"))?;
     assert!(log.lines().any(|l| l.contains("\"action\":\"revoked\"") && l.contains("\"camera\":\"drop\"")));
 
-    // A broken config is refused and the policy in force stays.
-    std::fs::write(&config, std::fs::read_to_string(&config)?.replace("deny = ", "dney = "))?;
+    // A broken config is refused and the policy in force stays (a typo
+    // only raw text can hold).
+    let broken = std::fs::read_to_string(&config)?.replace("deny = ", "dney = ");
+    assert!(broken.contains("dney = "), "{broken}");
+    ponte_tests::raw_toml(&config, &broken)?;
     let before = agent.line_count();
     agent.signal(libc::SIGHUP)?;
     agent.wait_for_line_from(before, "reload refused", Duration::from_secs(5)).await?;
@@ -217,11 +224,11 @@ async fn a_stream_ends_when_the_sites_time_window_closes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
-    let grant = "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nwindows = [\"daily 08:00-20:00\"]\n";
+    let mut cfg = relay.agent_config(&pki, vec![device("night", "Centro", &[])])?;
+    cfg.sites[0].windows = vec!["daily 08:00-20:00".into()];
     // The agent's policy clock starts two seconds before the window closes.
     let env = [("PONTE_CLOCK_START", "2026-11-25T19:59:57")];
-    let (_agent, _) =
-        relay.spawn_agent_env(&pki, dir.path(), vec![device("night", "Centro", &[])], grant, &env)?;
+    let (_agent, _) = relay.spawn_agent_with(dir.path(), &cfg, &env)?;
     let mut s = relay.accept().await?;
     let t0 = Instant::now();
     assert_eq!(s.subscribe(1, "night", Quality::Sub).await?, Answer::Ok);
@@ -325,8 +332,7 @@ async fn a_camera_withdrawn_by_the_master_ends_rtsp_and_whep_at_the_relay() -> R
     let rtsp_port = free_tcp_port();
     let stack = Stack::start_with(StackSpec {
         devices: vec![device("keep", "Centro", &[]), device("drop", "Centro", &[])],
-        agent_extra: "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n".into(),
-        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n"),
+        relay: Tweak::relay(move |relay| relay.rtsp_on(rtsp_port).udp = false),
         ..StackSpec::default()
     })
     .await?;
@@ -360,10 +366,9 @@ async fn a_camera_withdrawn_by_the_master_ends_rtsp_and_whep_at_the_relay() -> R
     }
 
     // The master takes `drop` away from the site.
-    let agent_toml = stack.dir().join("agent.toml");
-    let text = std::fs::read_to_string(&agent_toml)?
-        .replace("allow = [\"*\"]", "allow = [\"*\"]\ndeny = [\"camera:drop\"]");
-    std::fs::write(&agent_toml, text)?;
+    let mut cfg = stack.agent_config.clone();
+    cfg.sites[0].deny = vec!["camera:drop".into()];
+    cfg.write(stack.dir().join("agent.toml"))?;
     let hup = Instant::now();
     stack.agent.signal(libc::SIGHUP)?;
     // The withdrawn camera's connection is closed by the relay; read until then.

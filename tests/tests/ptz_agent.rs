@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
-use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, RecordedOp, PTZ_SITES};
+use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera, RecordedOp};
 use ponte_tests::quic::FakeRelay;
 use ponte_tests::{bin_path, http_request, AgentConfig, Device, Pki, Proc, RelayTarget};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,8 +16,11 @@ const CAMERA: &str = "zaist-mantova";
 const DEADMAN_MS: u64 = 1500;
 const WAIT: Duration = Duration::from_secs(10);
 
-fn policy() -> String {
-    format!("[ptz]\nlock_idle_secs = 10\ndeadman_ms = {DEADMAN_MS}\n{PTZ_SITES}")
+/// `[ptz]` with a 10 s lock and the dead-man above, and the PTZ test sites.
+fn policy(cfg: &mut AgentConfig) {
+    cfg.ptz.lock_idle_secs = 10;
+    cfg.ptz.deadman_ms = DEADMAN_MS;
+    cfg.sites = ptz_sites();
 }
 
 fn moves(ops: &[RecordedOp]) -> Vec<&RecordedOp> {
@@ -70,16 +73,14 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
         camera.ptz_url(),
         camera.media_url()
     );
-    let cfg = AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![
-            RelayTarget { site: "carabinieri".into(), addr: cc.endpoint.local_addr()? },
-            RelayTarget { site: "questura".into(), addr: qu.endpoint.local_addr()? },
-        ],
-        devices: vec![dome, Device::synthetic("po-lungofiume")],
-        extra: format!("{}\n{operator}", policy()),
-    };
+    let relays = vec![
+        RelayTarget::new("carabinieri", cc.endpoint.local_addr()?),
+        RelayTarget::new("questura", qu.endpoint.local_addr()?),
+    ];
+    let mut cfg =
+        AgentConfig::new("master", pki.tls("master"), relays, vec![dome, Device::synthetic("po-lungofiume")]);
+    policy(&mut cfg);
+    cfg.operators = vec![operator];
     let path = cfg.write(dir.path().join("agent.toml"))?;
     let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
     cmd.arg("run").arg("--config").arg(&path).env("RUST_LOG", "info");

@@ -9,8 +9,11 @@
 //! Assertions are on what the camera recorded.
 
 use anyhow::{Context, Result};
-use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, RecordedOp};
-use ponte_tests::{http_request, relay_cli, Chromium, Device, HttpResponse, Stack, StackSpec};
+use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera, RecordedOp};
+use ponte_tests::{
+    http_request, relay_cli, relay_token, relay_viewer, Chromium, Device, HttpResponse, RelayConfig, Stack,
+    StackSpec, Tweak,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,20 +24,15 @@ const BRUNO_PASSWORD: &str = "battistero-ottagono";
 const T: Duration = Duration::from_secs(15);
 
 /// `anna` may steer, `bruno` may not (no `ptz`), `ops` is the harness's token.
-fn relay_accounts() -> Result<(String, String)> {
-    let hash = |password: &str| -> Result<String> {
-        Ok(relay_cli(&["passwd"], &format!("{password}\n"))?.trim().to_owned())
-    };
-    let out = relay_cli(&["token", "--name", "ops"], "")?;
-    let ops = out.lines().next().context("no token line")?.trim().to_owned();
-    let table = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-    let extra = format!(
-        "[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\nptz = true\n\n\
-         [[viewer]]\nuser = \"bruno\"\npassword_hash = \"{}\"\n\n{table}\n",
-        hash(ANNA_PASSWORD)?,
-        hash(BRUNO_PASSWORD)?,
-    );
-    Ok((ops, extra))
+fn relay_accounts() -> Result<(String, Tweak<RelayConfig>)> {
+    let mut anna = relay_viewer("anna", ANNA_PASSWORD)?;
+    anna.ptz = true;
+    let bruno = relay_viewer("bruno", BRUNO_PASSWORD)?;
+    let (ops, table) = relay_token("ops")?;
+    let accounts = Tweak::relay(move |relay| {
+        relay.viewer(anna.clone()).viewer(bruno.clone()).token(table.clone());
+    });
+    Ok((ops, accounts))
 }
 
 fn unix_now() -> f64 {
@@ -154,15 +152,16 @@ async fn the_viewer_page_steers_the_dome_and_an_account_without_ptz_cannot() -> 
         camera.ptz_url(),
         camera.media_url()
     );
-    let (ops_token, relay_extra) = relay_accounts()?;
+    let (ops_token, accounts) = relay_accounts()?;
     // The master-room operator who takes the dome over, with a token.
     let (operator_token, operator) = ponte_tests::operator_token("sala")?;
     let mut stack = Stack::start_with(StackSpec {
         devices,
-        agent_extra: format!(
-            "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n\n{operator}"
-        ),
-        relay_extra,
+        agent: Tweak::agent(move |agent| {
+            agent.sites = ptz_sites()[..1].to_vec();
+            agent.operators = vec![operator.clone()];
+        }),
+        relay: accounts,
         catalog_token: Some(ops_token.clone()),
         ..StackSpec::default()
     })

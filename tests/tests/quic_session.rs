@@ -26,13 +26,8 @@ async fn fake_relay(pki: &Pki) -> Result<quinn::Endpoint> {
 }
 
 fn spawn_agent(pki: &Pki, dir: &std::path::Path, relay: SocketAddr, devices: Vec<Device>) -> Result<Proc> {
-    let cfg = AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![RelayTarget { site: "carabinieri".into(), addr: relay }],
-        devices,
-        extra: String::new(),
-    };
+    let cfg =
+        AgentConfig::new("master", pki.tls("master"), vec![RelayTarget::new("carabinieri", relay)], devices);
     let path = cfg.write(dir.join("agent.toml"))?;
     let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
     cmd.arg("run").arg("--config").arg(path).env("RUST_LOG", "info");
@@ -172,7 +167,7 @@ async fn dial(
 #[tokio::test]
 async fn relay_refuses_foreign_ca_and_anonymous_clients_and_says_why() -> Result<()> {
     let stack = Stack::start(vec![Device::synthetic("cam-b")]).await?;
-    let quic = stack.relay_config.quic_listen;
+    let quic = stack.relay_config.relay.quic_listen;
     let other = Pki::create(stack.dir().join("other-pki"), &["master"]).await?;
 
     // A certificate from another CA, while trusting the real CA (so the
@@ -224,7 +219,7 @@ async fn relay_refuses_foreign_ca_and_anonymous_clients_and_says_why() -> Result
 #[tokio::test]
 async fn garbage_on_the_control_stream_closes_only_that_session() -> Result<()> {
     let stack = Stack::start(vec![Device::synthetic("cam-c")]).await?;
-    let quic = stack.relay_config.quic_listen;
+    let quic = stack.relay_config.relay.quic_listen;
     let me = identity(&stack.pki, "master")?;
     let client = tls::client_config(&me, &TransportOptions::default())?;
 

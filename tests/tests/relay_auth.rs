@@ -4,9 +4,10 @@
 //! checked by `ponte-relay audit verify`.
 
 use anyhow::{bail, Context, Result};
+use ponte_relay::auth::{TokenConfig, ViewerConfig};
 use ponte_tests::{
-    catalog_camera_ids, free_tcp_port, http_request, relay_cli, Chromium, Device, HttpResponse, Stack,
-    StackSpec,
+    catalog_camera_ids, free_tcp_port, http_request, relay_cli, relay_digest_viewer, relay_token,
+    relay_viewer, Chromium, Device, HttpResponse, RelayConfig, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,64 +37,72 @@ struct Accounts {
     wall: String,
     /// The `[[viewer]]` and `[[token]]` tables, by name.
     tables: Tables,
-    relay_extra: String,
 }
 
+#[derive(Clone)]
 struct Tables {
-    anna: String,
-    zaist: String,
-    ops: String,
-    /// Without a `cameras` key: the tests add the one they need.
-    vms: String,
-    /// The site's video recorder, an RTSP Digest account; no `cameras` key either.
-    nvr: String,
+    anna: ViewerConfig,
+    zaist: ViewerConfig,
+    ops: TokenConfig,
+    /// `po-lungofiume` only.
+    vms: TokenConfig,
+    /// The site's video recorder, an RTSP Digest account: `po-lungofiume` only.
+    nvr: ViewerConfig,
+    /// `cameras = ["*"]`.
+    wall: TokenConfig,
+}
+
+impl Tables {
+    /// Every account on `relay`.
+    fn add_to(&self, relay: &mut RelayConfig) {
+        for v in [&self.anna, &self.zaist, &self.nvr] {
+            relay.viewer(v.clone());
+        }
+        for t in [&self.ops, &self.vms, &self.wall] {
+            relay.token(t.clone());
+        }
+    }
 }
 
 fn accounts() -> Result<Accounts> {
-    let hash = |password: &str| -> Result<String> {
-        let phc = relay_cli(&["passwd"], &format!("{password}\n"))?.trim().to_owned();
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
-        Ok(phc)
-    };
-    // `ponte-relay token` prints the token, then the `[[token]]` table.
-    let token = |name: &str| -> Result<(String, String)> {
-        let out = relay_cli(&["token", "--name", name], "")?;
-        let token = out.lines().next().context("no token line")?.trim().to_owned();
-        let table = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-        assert!(table.contains(&format!("name = \"{name}\"")), "{out}");
-        Ok((token, table))
-    };
-    let (ops, ops_table) = token("ops")?;
-    let (vms, vms_table) = token("vms")?;
-    let (wall, wall_table) = token("wall")?;
+    let po = || Some(vec!["camera:po-lungofiume".to_owned()]);
+    let (ops, ops_table) = relay_token("ops")?;
+    let (vms, mut vms_table) = relay_token("vms")?;
+    vms_table.cameras = po();
+    let (wall, mut wall_table) = relay_token("wall")?;
+    wall_table.cameras = Some(vec!["*".into()]);
+    let mut zaist = relay_viewer("zaist", ZAIST_PASSWORD)?;
+    zaist.cameras = Some(vec!["zone:Zaist".into()]);
+    let mut nvr = relay_digest_viewer("nvr", NVR_PASSWORD)?;
+    nvr.cameras = po();
     let tables = Tables {
-        anna: format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n", hash(ANNA_PASSWORD)?),
-        zaist: format!(
-            "[[viewer]]\nuser = \"zaist\"\npassword_hash = \"{}\"\ncameras = [\"zone:Zaist\"]\n",
-            hash(ZAIST_PASSWORD)?
-        ),
-        ops: format!("{ops_table}\n"),
-        vms: format!("{vms_table}\n"),
-        nvr: relay_cli(&["passwd", "--user", "nvr", "--rtsp-digest"], &format!("{NVR_PASSWORD}\n"))?,
+        anna: relay_viewer("anna", ANNA_PASSWORD)?,
+        zaist,
+        ops: ops_table,
+        vms: vms_table,
+        nvr,
+        wall: wall_table,
     };
-    let relay_extra = format!(
-        "{}\n{}\n{}\n{}cameras = [\"camera:po-lungofiume\"]\n\n{}cameras = [\"camera:po-lungofiume\"]\n\n\
-         {wall_table}\ncameras = [\"*\"]\n",
-        tables.anna, tables.zaist, tables.ops, tables.vms, tables.nvr
-    );
-    Ok(Accounts { ops, vms, wall, tables, relay_extra })
+    Ok(Accounts { ops, vms, wall, tables })
 }
 
 async fn start() -> Result<(Stack, Accounts)> {
-    start_with("").await
+    start_with(None).await
 }
 
-/// The stack with the test accounts and `extra` relay TOML.
-async fn start_with(extra: &str) -> Result<(Stack, Accounts)> {
+/// The stack with the test accounts, and an RTSP server on `rtsp_port`
+/// (TCP only) if given.
+async fn start_with(rtsp_port: Option<u16>) -> Result<(Stack, Accounts)> {
     let accounts = accounts()?;
+    let tables = accounts.tables.clone();
     let stack = Stack::start_with(StackSpec {
         devices: Device::zaist_and_po(),
-        relay_extra: format!("{}\n{extra}", accounts.relay_extra),
+        relay: Tweak::relay(move |relay| {
+            tables.add_to(relay);
+            if let Some(port) = rtsp_port {
+                relay.rtsp_on(port).udp = false;
+            }
+        }),
         catalog_token: Some(accounts.ops.clone()),
         ..StackSpec::default()
     })
@@ -466,8 +475,7 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
         return Ok(());
     }
     let rtsp_port = free_tcp_port();
-    let rtsp = format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nudp = false\n");
-    let (mut stack, accounts) = start_with(&rtsp).await?;
+    let (mut stack, accounts) = start_with(Some(rtsp_port)).await?;
     let browser = Chromium::launch().await?;
     log_in_and_play(&browser, &stack, "zaist", ZAIST_PASSWORD, "zaist-mantova").await?;
     let rtsp_url = |camera: &str| format!("rtsp://nvr:{NVR_PASSWORD}@127.0.0.1:{rtsp_port}/{camera}");
@@ -519,7 +527,10 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
     // Reload: zaist removed, the recorder narrowed to the camera it did not watch.
     let t = &accounts.tables;
     let mut cfg = stack.relay_config.clone();
-    cfg.extra = format!("{}\n{}\n{}cameras = [\"camera:zaist-mantova\"]\n\n{rtsp}", t.anna, t.ops, t.nvr);
+    let mut nvr = t.nvr.clone();
+    nvr.cameras = Some(vec!["camera:zaist-mantova".into()]);
+    cfg.viewers = vec![t.anna.clone(), nvr];
+    cfg.tokens = vec![t.ops.clone()];
     let relay_toml = stack.dir().join("relay.toml");
     cfg.write(&relay_toml)?;
     let hup = Instant::now();
@@ -566,8 +577,9 @@ async fn reload_and_logout_end_exactly_the_streams_they_revoke() -> Result<()> {
     assert_eq!(login(&stack, "zaist", ZAIST_PASSWORD).await.0.status, 401);
     assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204);
 
-    // A broken config is refused; the running accounts stay.
-    std::fs::write(&relay_toml, "[relay]\nsite = \"carabinieri\"\nnot toml at all")?;
+    // A broken config is refused; the running accounts stay (text no typed
+    // config can hold).
+    ponte_tests::raw_toml(&relay_toml, "[relay]\nsite = \"carabinieri\"\nnot toml at all")?;
     stack.relay.signal(libc::SIGHUP)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(login(&stack, "anna", ANNA_PASSWORD).await.0.status, 204, "anna's account stays");
@@ -647,7 +659,8 @@ async fn browser_sessions_survive_a_restart_and_stay_revocable() -> Result<()> {
     // Zaist removed while the relay is down: its session does not come back.
     let t = &accounts.tables;
     let mut cfg = stack.relay_config.clone();
-    cfg.extra = format!("{}\n{}\n", t.anna, t.ops);
+    cfg.viewers = vec![t.anna.clone()];
+    cfg.tokens = vec![t.ops.clone()];
     cfg.write(stack.dir().join("relay.toml"))?;
     restart_relay(&mut stack).await?;
     assert_eq!(catalog(zaist.clone()).await, 401, "the removed account's session ended");
@@ -655,7 +668,7 @@ async fn browser_sessions_survive_a_restart_and_stay_revocable() -> Result<()> {
 
     // Anna's password changed (a reload): her session ends, and stays ended after a restart.
     let new_hash = relay_cli(&["passwd"], "una-password-nuova-2027\n")?.trim().to_owned();
-    cfg.extra = format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{new_hash}\"\n\n{}\n", t.ops);
+    cfg.viewers = vec![ViewerConfig::new("anna", new_hash)];
     cfg.write(stack.dir().join("relay.toml"))?;
     stack.relay.signal(libc::SIGHUP)?;
     ponte_tests::wait_until("the reload to end anna's session", T, Duration::from_millis(50), || async {

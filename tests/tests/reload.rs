@@ -5,8 +5,8 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::{
-    bin_path, catalog_camera_ids, free_tcp_port, free_udp_port, http_get, wait_catalog, wait_until,
-    AgentConfig, Device, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
+    bin_path, catalog_camera_ids, free_tcp_port, free_udp_port, http_get, site_policy, wait_catalog,
+    wait_until, AgentConfig, Device, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -25,13 +25,9 @@ fn spawn(bin: &str, config: &Path) -> Result<Proc> {
 fn relay_config(pki: &Pki, site: &str) -> (RelayConfig, u16) {
     let rtsp = free_tcp_port();
     let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let config = RelayConfig {
-        site: site.into(),
-        quic_listen: localhost(free_udp_port()),
-        http_listen: localhost(free_tcp_port()),
-        tls: pki.tls(site),
-        extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\n"),
-    };
+    let mut config =
+        RelayConfig::new(site, localhost(free_udp_port()), localhost(free_tcp_port()), pki.tls(site));
+    config.rtsp_on(rtsp);
     (config, rtsp)
 }
 
@@ -65,14 +61,9 @@ async fn sighup_adds_and_removes_cameras_and_relays_without_touching_the_others(
     let (second, second_rtsp) = relay_config(&pki, "questura");
     let mut first_proc = spawn("ponte-relay", &first.write(dir.path().join("carabinieri.toml"))?)?;
     let mut second_proc = spawn("ponte-relay", &second.write(dir.path().join("questura.toml"))?)?;
-    let to = |r: &RelayConfig| RelayTarget { site: r.site.clone(), addr: r.quic_listen };
-    let mut config = AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![to(&first)],
-        devices: vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
-        extra: String::new(),
-    };
+    let to = |r: &RelayConfig| RelayTarget::new(&r.relay.site, r.relay.quic_listen);
+    let devices = vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")];
+    let mut config = AgentConfig::new("master", pki.tls("master"), vec![to(&first)], devices);
     let agent_toml = dir.path().join("agent.toml");
     let mut agent = spawn("ponte-agent", &config.write(&agent_toml)?)?;
     wait_catalog(&first.base_url(), 2, Duration::from_secs(30)).await?;
@@ -96,9 +87,7 @@ async fn sighup_adds_and_removes_cameras_and_relays_without_touching_the_others(
     // (b) A new relay and its site: it gets its catalog and plays; the first
     // relay's session stays the one it had.
     config.relays.push(to(&second));
-    config.extra = "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\n\n\
-                    [[site]]\nid = \"questura\"\nallow = [\"camera:cam-a\", \"camera:cam-c\"]\n"
-        .into();
+    config.sites.push(site_policy("questura", &["camera:cam-a", "camera:cam-c"]));
     let sent = reload(&mut agent, &config, &agent_toml)?;
     wait_catalog(&second.base_url(), 2, Duration::from_secs(10))
         .await
@@ -148,7 +137,7 @@ async fn sighup_adds_and_removes_cameras_and_relays_without_touching_the_others(
     // dialled again.
     // A key that needs a restart is named, not applied.
     config.relays.retain(|r| r.site != "questura");
-    config.extra.push_str("\n[management]\nlisten = \"127.0.0.1:1\"\n");
+    config.management.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
     let agent_before = agent.line_count();
     let before = second_proc.line_count();
     let sent = reload(&mut agent, &config, &agent_toml)?;

@@ -6,7 +6,10 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
-use ponte_tests::{free_tcp_port, http_get, relay_cli, Device, Proc, Stack, StackSpec};
+use ponte_tests::{
+    free_tcp_port, http_get, relay_digest_viewer, relay_token, Device, Proc, RelayConfig, Stack, StackSpec,
+    Tweak,
+};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -192,8 +195,11 @@ async fn gstreamer_plays(url: &str, protocols: &str, width: u64, height: u64) ->
     Ok(())
 }
 
-fn rtsp_extra(port: u16) -> String {
-    format!("[rtsp]\nlisten = \"127.0.0.1:{port}\"\n")
+/// A relay with RTSP on `127.0.0.1:port`.
+fn rtsp_on(port: u16) -> Tweak<RelayConfig> {
+    Tweak::relay(move |relay| {
+        relay.rtsp_on(port);
+    })
 }
 
 async fn status(stack: &Stack) -> Result<Value> {
@@ -212,7 +218,7 @@ async fn real_clients_read_h264_main_and_sub_over_tcp_and_udp() -> Result<()> {
     let port = free_tcp_port();
     let stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a")],
-        relay_extra: rtsp_extra(port),
+        relay: rtsp_on(port),
         ..StackSpec::default()
     })
     .await?;
@@ -278,12 +284,9 @@ async fn real_clients_read_h265_from_a_real_camera_through_the_relay() -> Result
         source: "rtsp".into(),
         extra: format!("codec = \"h265\"\n[[device.lens]]\nmain = {:?}\n", camera.url("h265")),
     };
-    let _stack = Stack::start_with(StackSpec {
-        devices: vec![device],
-        relay_extra: rtsp_extra(port),
-        ..StackSpec::default()
-    })
-    .await?;
+    let _stack =
+        Stack::start_with(StackSpec { devices: vec![device], relay: rtsp_on(port), ..StackSpec::default() })
+            .await?;
     let url = format!("rtsp://127.0.0.1:{port}/cam-hevc");
     let hevc = Probe { codec: "hevc".into(), width: 320, height: 240 };
     assert_eq!(ffprobe(&url, "tcp").await?.0, hevc);
@@ -321,19 +324,18 @@ async fn digest_auth_with_the_relay_accounts_and_narrowing() -> Result<()> {
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let vms = relay_cli(&["passwd", "--user", "vms", "--rtsp-digest"], "vms-password-2026\n")?;
-    let guard = relay_cli(&["passwd", "--user", "guard", "--rtsp-digest"], "guard-password-2026\n")?;
-    assert!(vms.contains("rtsp_digest_ha1 = \""), "{vms}");
-    let token = relay_cli(&["token", "--name", "ops"], "")?;
-    let ops = token.lines().next().context("token")?.trim().to_owned();
-    let ops_table: String =
-        token.lines().skip(1).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let vms = relay_digest_viewer("vms", "vms-password-2026")?;
+    let mut guard = relay_digest_viewer("guard", "guard-password-2026")?;
+    assert!(vms.rtsp_digest_ha1.is_some(), "{vms:?}");
+    guard.cameras = Some(vec!["camera:cam-a".into()]);
+    let (ops, ops_table) = relay_token("ops")?;
     let port = free_tcp_port();
-    let relay_extra =
-        format!("{}\n{vms}\n{guard}cameras = [\"camera:cam-a\"]\n\n{ops_table}\n", rtsp_extra(port));
     let _stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
-        relay_extra,
+        relay: Tweak::relay(move |relay| {
+            relay.rtsp_on(port);
+            relay.viewer(vms.clone()).viewer(guard.clone()).token(ops_table.clone());
+        }),
         catalog_token: Some(ops),
         ..StackSpec::default()
     })
@@ -377,7 +379,7 @@ async fn hostile_requests_leave_the_server_serving_others() -> Result<()> {
     let port = free_tcp_port();
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a")],
-        relay_extra: rtsp_extra(port),
+        relay: rtsp_on(port),
         ..StackSpec::default()
     })
     .await?;

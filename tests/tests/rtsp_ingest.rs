@@ -51,10 +51,9 @@ fn spawn_agent(
 ) -> Result<Proc> {
     let relays = relays
         .iter()
-        .map(|r| Ok(RelayTarget { site: r.site.clone(), addr: r.endpoint.local_addr()? }))
+        .map(|r| Ok(RelayTarget::new(&r.site, r.endpoint.local_addr()?)))
         .collect::<Result<Vec<_>>>()?;
-    let cfg =
-        AgentConfig { id: "master".into(), tls: pki.tls("master"), relays, devices, extra: String::new() };
+    let cfg = AgentConfig::new("master", pki.tls("master"), relays, devices);
     let path = cfg.write(dir.join("agent.toml"))?;
     let mut cmd = std::process::Command::new(bin_path("ponte-agent")?);
     cmd.arg("run").arg("--config").arg(path).env("RUST_LOG", "info");

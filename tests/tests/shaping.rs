@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use ponte_proto::h264;
 use ponte_proto::media::Quality;
+use ponte_proto::policy::{PriorityConfig, SitePolicyConfig};
 use ponte_proto::session::read_gop_stream;
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{Control, MediaEvent};
@@ -48,11 +49,18 @@ fn priority(i: usize) -> &'static str {
     }
 }
 
-fn site_policy(mbps: f64) -> String {
-    format!(
-        "\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nbudget_mbps = {mbps:.1}\nburst_kb = {BURST_KB}\n\
-         priority = {{ critical = [\"camera:cam-0\"], high = [\"camera:cam-1\", \"camera:cam-2\"], low = [\"tag:park\"] }}\n"
-    )
+/// Site `carabinieri` sees everything within `mbps`: cam-0 critical,
+/// cam-1 and cam-2 high, the `park` cameras low.
+fn site_policy(mbps: f64) -> SitePolicyConfig {
+    let mut site = ponte_tests::site_policy("carabinieri", &["*"]);
+    site.budget_mbps = Some(mbps);
+    site.burst_kb = Some(BURST_KB);
+    site.priority = PriorityConfig {
+        critical: vec!["camera:cam-0".into()],
+        high: vec!["camera:cam-1".into(), "camera:cam-2".into()],
+        low: vec!["tag:park".into()],
+    };
+    site
 }
 
 /// One frame as received.
@@ -176,13 +184,9 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
             d
         })
         .collect();
-    let cfg = AgentConfig {
-        id: "master".into(),
-        tls: pki.tls("master"),
-        relays: vec![RelayTarget { site: "carabinieri".into(), addr: (net.b.addr, QUIC_PORT).into() }],
-        devices,
-        extra: site_policy(BUDGET_MBPS),
-    };
+    let relays = vec![RelayTarget::new("carabinieri", (net.b.addr, QUIC_PORT).into())];
+    let mut cfg = AgentConfig::new("master", pki.tls("master"), relays, devices);
+    cfg.sites = vec![site_policy(BUDGET_MBPS)];
     let config = cfg.write(dir.path().join("agent.toml"))?;
     let mut cmd = net.command(&net.a, bin_path("ponte-agent")?);
     cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info,ponte_agent::uplink=debug");
@@ -222,9 +226,8 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
 
     // Widen the link and raise the budget by reloading the config.
     net.cap(&net.a, "60mbit", "64kb", "100ms")?;
-    let text =
-        std::fs::read_to_string(&config)?.replace(&site_policy(BUDGET_MBPS), &site_policy(RAISED_MBPS));
-    std::fs::write(&config, text)?;
+    cfg.sites = vec![site_policy(RAISED_MBPS)];
+    cfg.write(&config)?;
     let before = agent.line_count();
     let t_reload = Instant::now();
     agent.signal(libc::SIGHUP)?;
@@ -502,11 +505,16 @@ async fn a_spent_budget_pauses_streams_with_a_notice_and_a_reload_resumes_them()
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
-    let policy = |mbps: &str| {
-        format!("\n[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nbudget_mbps = {mbps}\npriority = {{ low = [\"camera:b\"] }}\n")
+    let policy = |mbps: f64| {
+        let mut site = ponte_tests::site_policy("carabinieri", &["*"]);
+        site.budget_mbps = Some(mbps);
+        site.priority.low = vec!["camera:b".into()];
+        vec![site]
     };
     let devices = vec![Device::synthetic("a"), Device::synthetic("b")];
-    let (mut agent, config) = relay.spawn_agent(&pki, dir.path(), devices, &policy("0.001"))?;
+    let mut cfg = relay.agent_config(&pki, devices)?;
+    cfg.sites = policy(0.001);
+    let (mut agent, config) = relay.spawn_agent_with(dir.path(), &cfg, &[])?;
     let mut s = relay.accept().await?;
     let mut gops = collect_gops(s.conn.clone());
     assert_eq!(s.subscribe(1, "a", Quality::Main).await?, Answer::Ok);
@@ -534,7 +542,8 @@ async fn a_spent_budget_pauses_streams_with_a_notice_and_a_reload_resumes_them()
     assert_eq!(late, 0, "frames still flowing {:?} after both paused", paused_at.elapsed());
 
     // Raise the budget: both resume, at a keyframe.
-    std::fs::write(&config, std::fs::read_to_string(&config)?.replace(&policy("0.001"), &policy("50")))?;
+    cfg.sites = policy(50.0);
+    cfg.write(&config)?;
     agent.signal(libc::SIGHUP)?;
     let mut resumed = std::collections::BTreeSet::new();
     while resumed.len() < 2 {

@@ -2,7 +2,7 @@
 //! codes, and Prometheus metrics, against the real agent and relay.
 
 use anyhow::{Context, Result};
-use ponte_tests::{bin_path, free_tcp_port, http_get, Device, RtspReader, Stack, StackSpec};
+use ponte_tests::{bin_path, free_tcp_port, http_get, Device, RtspReader, Stack, StackSpec, Tweak};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -117,7 +117,9 @@ async fn agent_link_rows_count_each_relays_traffic() -> Result<()> {
     let rtsp = free_tcp_port();
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-s"), Device::synthetic("cam-t")],
-        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\n"),
+        relay: Tweak::relay(move |relay| {
+            relay.rtsp_on(rtsp);
+        }),
         ..StackSpec::default()
     })
     .await?;
@@ -148,7 +150,7 @@ async fn agent_link_rows_count_each_relays_traffic() -> Result<()> {
     let rtt = second["rtt_ms"].as_f64().with_context(|| format!("no rtt_ms: {second}"))?;
     assert!(rtt > 0.0 && rtt < 1000.0, "loopback rtt_ms {rtt}");
     assert!(second["send_bps"].as_f64().unwrap_or(0.0) > 10_000.0, "two cameras' bitrate: {second}");
-    assert_eq!(second["addr"], stack.relay_config.quic_listen.to_string(), "{second}");
+    assert_eq!(second["addr"], stack.relay_config.relay.quic_listen.to_string(), "{second}");
 
     let (code, text) = status_cli("ponte-agent", &agent_url, false)?;
     assert_eq!(code, 0, "{text}");
@@ -225,11 +227,9 @@ async fn metrics_pass_promtool_lint_with_everything_configured() -> Result<()> {
     {
         return Ok(());
     }
-    let out = ponte_tests::relay_cli(&["token", "--name", "ops"], "")?;
-    let token = out.lines().next().context("no token")?.trim().to_owned();
-    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
-    let hash = ponte_tests::relay_cli(&["passwd"], "anna-password-1\n")?;
-    let viewer = format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{}\"\n", hash.trim());
+    let (token, mut ops) = ponte_tests::relay_token("ops")?;
+    ops.ptz = true;
+    let anna = ponte_tests::relay_viewer("anna", "anna-password-1")?;
     let (_, operator) = ponte_tests::operator_token("sala")?;
     let rtsp = free_tcp_port();
     let mut dome = Device::synthetic("dome");
@@ -237,13 +237,15 @@ async fn metrics_pass_promtool_lint_with_everything_configured() -> Result<()> {
     dome.extra = "[device.synthetic]\nptz = true".into();
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![dome, Device::synthetic("cam")],
-        agent_extra: format!(
-            "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nbudget_mbps = 20\n\n{operator}"
-        ),
-        relay_extra: format!(
-            "{}\nptz = true\n\n{viewer}\n[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\nbasic = true\n",
-            table.join("\n")
-        ),
+        agent: Tweak::agent(move |agent| {
+            agent.sites[0].ptz = true;
+            agent.sites[0].budget_mbps = Some(20.0);
+            agent.operators = vec![operator.clone()];
+        }),
+        relay: Tweak::relay(move |relay| {
+            relay.token(ops.clone()).viewer(anna.clone());
+            relay.rtsp_on(rtsp).basic = true;
+        }),
         catalog_token: Some(token.clone()),
         ..StackSpec::default()
     })

@@ -27,6 +27,21 @@ pub struct ViewerConfig {
     pub ptz: bool,
 }
 
+impl ViewerConfig {
+    /// Viewer `user` with an argon2id `password_hash`: every camera of the
+    /// site, main quality, no RTSP Digest, no PTZ.
+    pub fn new(user: impl Into<String>, password_hash: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password_hash: password_hash.into(),
+            cameras: None,
+            max_quality: None,
+            rtsp_digest_ha1: None,
+            ptz: false,
+        }
+    }
+}
+
 /// `[[token]]`: a machine client (VMS, script) with a bearer token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,4 +59,18 @@ pub struct TokenConfig {
     /// As for viewers.
     #[serde(default)]
     pub ptz: bool,
+}
+
+impl TokenConfig {
+    /// Token `name` with the hex SHA-256 of its secret: every camera of the
+    /// site, main quality, no PTZ.
+    pub fn new(name: impl Into<String>, token_sha256: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            token_sha256: token_sha256.into(),
+            cameras: None,
+            max_quality: None,
+            ptz: false,
+        }
+    }
 }

@@ -12,7 +12,7 @@ use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{CatalogEntry, Control, Role, PROTOCOL_VERSION};
 use ponte_tests::{
     bin_path, free_tcp_port, http_get, http_request, Chromium, Device, HttpResponse, Pki, Proc, RelayConfig,
-    RtspReader, Stack, StackSpec,
+    RtspReader, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -80,7 +80,9 @@ async fn rogue_upstream_with_a_partner_certificate_is_refused() -> Result<()> {
     let rtsp = free_tcp_port();
     let stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a")],
-        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{rtsp}\"\n"),
+        relay: Tweak::relay(move |relay| {
+            relay.rtsp_on(rtsp);
+        }),
         ..StackSpec::default()
     })
     .await?;
@@ -88,9 +90,11 @@ async fn rogue_upstream_with_a_partner_certificate_is_refused() -> Result<()> {
     let vms = RtspReader::start(&format!("rtsp://127.0.0.1:{rtsp}/cam-a"), 15)?;
     vms.decodes(10, T).await?;
 
-    let why = pose_as_upstream(&stack.pki, "questura", Role::Agent, stack.relay_config.quic_listen).await?;
+    let why =
+        pose_as_upstream(&stack.pki, "questura", Role::Agent, stack.relay_config.relay.quic_listen).await?;
     println!("rogue relay closed: {why}");
-    let why = pose_as_upstream(&stack.pki, "master", Role::Relay, stack.relay_config.quic_listen).await?;
+    let why =
+        pose_as_upstream(&stack.pki, "master", Role::Relay, stack.relay_config.relay.quic_listen).await?;
     println!("master posing as a relay closed: {why}");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -126,13 +130,13 @@ async fn relay_without_accounts_refuses_to_start() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["carabinieri"]).await?;
     let localhost = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let cfg = RelayConfig {
-        site: "carabinieri".into(),
-        quic_listen: localhost(ponte_tests::free_udp_port()),
-        http_listen: localhost(free_tcp_port()),
-        tls: pki.tls("carabinieri"),
-        extra: "allow_anonymous = false\n".into(),
-    };
+    let mut cfg = RelayConfig::new(
+        "carabinieri",
+        localhost(ponte_tests::free_udp_port()),
+        localhost(free_tcp_port()),
+        pki.tls("carabinieri"),
+    );
+    cfg.relay.allow_anonymous = false;
     let path = cfg.write(dir.path().join("relay.toml"))?;
     let mut cmd = Command::new(bin_path("ponte-relay")?);
     cmd.arg("run").arg("--config").arg(&path);
@@ -171,10 +175,13 @@ async fn whep_session_cannot_be_ended_or_crowded_out_by_another_login() -> Resul
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (ops, tables) = relay_accounts()?;
+    let (ops, accounts) = relay_accounts()?;
     let stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a")],
-        relay_extra: format!("{tables}\n[whep]\nmax_per_viewer = 1\n"),
+        relay: Tweak::relay(move |relay| {
+            accounts.add_to(relay);
+            relay.whep.max_per_viewer = 1;
+        }),
         catalog_token: Some(ops.clone()),
         ..StackSpec::default()
     })
@@ -306,18 +313,18 @@ async fn login_guessing_from_one_ipv6_host_does_not_lock_out_its_lan() -> Result
     if !ponte_tests::require_root() || !ponte_tests::require_program("/usr/bin/curl", "curl") {
         return Ok(());
     }
-    let (_, tables) = relay_accounts()?;
+    let (_, accounts) = relay_accounts()?;
     let lan = V6Lan::create(&[1, 7, 0x66])?;
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["carabinieri"]).await?;
     let relay_ip = V6Lan::addr(1);
-    let cfg = RelayConfig {
-        site: "carabinieri".into(),
-        quic_listen: format!("[{relay_ip}]:7443").parse()?,
-        http_listen: format!("[{relay_ip}]:8080").parse()?,
-        tls: pki.tls("carabinieri"),
-        extra: tables,
-    };
+    let mut cfg = RelayConfig::new(
+        "carabinieri",
+        format!("[{relay_ip}]:7443").parse()?,
+        format!("[{relay_ip}]:8080").parse()?,
+        pki.tls("carabinieri"),
+    );
+    accounts.add_to(&mut cfg);
     let path = cfg.write(dir.path().join("relay.toml"))?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &lan.ns]).arg(bin_path("ponte-relay")?).arg("run").arg("--config").arg(&path);

@@ -7,10 +7,14 @@ use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::ptz::{PtzErrorCode, PtzReply};
 use ponte_proto::wire::SubscribeErrorCode;
-use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, OnvifCameraOptions, HOSTILE_URL};
+use ponte_relay::auth::TokenConfig;
+use ponte_tests::onvif_camera::{
+    ptz_sites, require_onvif_camera, OnvifCamera, OnvifCameraOptions, HOSTILE_URL,
+};
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
-    free_tcp_port, http_get, http_request, relay_cli, Device, Pki, RtspReader, Stack, StackSpec,
+    free_tcp_port, http_get, http_request, relay_token, relay_viewer, Device, Pki, RtspReader, Stack,
+    StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -22,11 +26,10 @@ const FIXED: &str = "po-lungofiume";
 const T: Duration = Duration::from_secs(20);
 
 /// `ponte-relay token --name NAME` with `ptz = true`: the token and its table.
-fn ptz_token(name: &str) -> Result<(String, String)> {
-    let out = relay_cli(&["token", "--name", name], "")?;
-    let token = out.lines().next().context("no token line")?.trim().to_owned();
-    let table: Vec<&str> = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
-    Ok((token, format!("{}\nptz = true\n", table.join("\n"))))
+fn ptz_token(name: &str) -> Result<(String, TokenConfig)> {
+    let (token, mut table) = relay_token(name)?;
+    table.ptz = true;
+    Ok((token, table))
 }
 
 /// The relay's link to the master as `/status` shows it: (state, bytes received).
@@ -66,11 +69,13 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     let rtsp_port = free_tcp_port();
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![dome, Device::synthetic(FIXED)],
-        agent_extra: "[[site]]\nid = \"carabinieri\"\nallow = [\"*\"]\nptz = true\nptz_priority = 50\n"
-            .into(),
-        relay_extra: format!(
-            "{table}\n[rtsp]\nlisten = \"127.0.0.1:{rtsp_port}\"\nbasic = true\nudp = false\n"
-        ),
+        agent: Tweak::agent(|agent| agent.sites = ptz_sites()[..1].to_vec()),
+        relay: Tweak::relay(move |relay| {
+            relay.token(table.clone());
+            let rtsp = relay.rtsp_on(rtsp_port);
+            rtsp.basic = true;
+            rtsp.udp = false;
+        }),
         catalog_token: Some(token.clone()),
         ..StackSpec::default()
     })
@@ -182,11 +187,13 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
 async fn relay_login_name_cannot_forge_a_log_line() -> Result<()> {
     const FORGED: &str = "INFO ponte_relay::auth: login viewer=anna";
     let evil = format!("m\n{FORGED}\u{1b}]0;pwned\u{7}");
-    let phc = relay_cli(&["passwd"], "torrazzo-112-metri\n")?.trim().to_owned();
+    let anna = relay_viewer("anna", "torrazzo-112-metri")?;
     let (token, table) = ptz_token("ops")?;
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic(FIXED)],
-        relay_extra: format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{phc}\"\n\n{table}\n"),
+        relay: Tweak::relay(move |relay| {
+            relay.viewer(anna.clone()).token(table.clone());
+        }),
         catalog_token: Some(token),
         ..StackSpec::default()
     })
@@ -235,7 +242,7 @@ async fn subscribed_camera_name_cannot_forge_an_agent_log_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
-    let (mut agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)], "")?;
+    let (mut agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)])?;
     let mut session = relay.accept().await?;
     let mut media = session.collect_media();
 
@@ -330,7 +337,7 @@ async fn audit_files_are_readable_by_the_node_only() -> Result<()> {
     std::fs::write(&agent_audit, "")?;
     std::fs::set_permissions(&agent_audit, std::fs::Permissions::from_mode(0o644))?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
-    let (agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)], "")?;
+    let (agent, _) = relay.spawn_agent(&pki, dir.path(), vec![Device::synthetic(FIXED)])?;
     let mut session = relay.accept().await?;
     assert_eq!(session.subscribe(1, FIXED, Quality::Main).await?, Answer::Ok);
     let mode =
@@ -342,7 +349,9 @@ async fn audit_files_are_readable_by_the_node_only() -> Result<()> {
     let (token, table) = ptz_token("ops")?;
     let stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic(FIXED)],
-        relay_extra: table,
+        relay: Tweak::relay(move |relay| {
+            relay.token(table.clone());
+        }),
         catalog_token: Some(token),
         ..StackSpec::default()
     })

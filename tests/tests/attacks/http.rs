@@ -6,9 +6,10 @@
 use anyhow::{bail, Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::ptz::{PtzCommand, PtzReply};
-use ponte_tests::onvif_camera::{require_onvif_camera, OnvifCamera, PTZ_SITES};
+use ponte_relay::auth::{TokenConfig, ViewerConfig};
+use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera};
 use ponte_tests::quic::{FakeRelay, ReceivedFrame};
-use ponte_tests::{relay_cli, Chromium, Device, Pki, Stack, StackSpec};
+use ponte_tests::{relay_token, relay_viewer, Chromium, Device, Pki, RelayConfig, Stack, StackSpec, Tweak};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,12 +28,28 @@ const SALA_PASSWORD: &str = "sala-operativa-2026";
 const FRAMES: u64 = 30;
 
 /// `anna` (a viewer) and the harness's `ops` token, made by the real CLI.
-pub(super) fn relay_accounts() -> Result<(String, String)> {
-    let phc = relay_cli(&["passwd"], &format!("{ANNA_PASSWORD}\n"))?.trim().to_owned();
-    let out = relay_cli(&["token", "--name", "ops"], "")?;
-    let ops = out.lines().next().context("no token line")?.trim().to_owned();
-    let table = out.lines().skip(1).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-    Ok((ops, format!("[[viewer]]\nuser = \"anna\"\npassword_hash = \"{phc}\"\n\n{table}\n")))
+#[derive(Clone)]
+pub(super) struct RelayAccounts {
+    anna: ViewerConfig,
+    ops: TokenConfig,
+}
+
+impl RelayAccounts {
+    /// Both accounts on `relay`.
+    pub(super) fn add_to(&self, relay: &mut RelayConfig) {
+        relay.viewer(self.anna.clone()).token(self.ops.clone());
+    }
+
+    /// [`Self::add_to`] as a stack's relay change.
+    pub(super) fn tweak(self) -> Tweak<RelayConfig> {
+        Tweak::relay(move |relay| self.add_to(relay))
+    }
+}
+
+/// The `ops` token and [`RelayAccounts`].
+pub(super) fn relay_accounts() -> Result<(String, RelayAccounts)> {
+    let (ops, table) = relay_token("ops")?;
+    Ok((ops, RelayAccounts { anna: relay_viewer("anna", ANNA_PASSWORD)?, ops: table }))
 }
 
 /// One request over a connection from `from`; the status and the whole answer.
@@ -152,10 +169,10 @@ async fn slowloris_from_one_address_does_not_stop_a_login_and_play() -> Result<(
     if !ponte_tests::require_program(Chromium::binary(), "chromium") {
         return Ok(());
     }
-    let (ops, relay_extra) = relay_accounts()?;
+    let (ops, accounts) = relay_accounts()?;
     let mut stack = Stack::start_with(StackSpec {
         devices: Device::zaist_and_po(),
-        relay_extra,
+        relay: accounts.tweak(),
         catalog_token: Some(ops),
         ..StackSpec::default()
     })
@@ -283,8 +300,12 @@ async fn ptz_api_without_an_operator_credential_is_refused() -> Result<()> {
     );
     let (token, script) = ponte_tests::operator_token("script")?;
     let sala = ponte_tests::operator_password("sala", SALA_PASSWORD)?;
-    let extra = format!("[ptz]\nlock_idle_secs = 30\ndeadman_ms = 5000\n{PTZ_SITES}\n{sala}\n{script}");
-    let (mut agent, _) = relay.spawn_agent(&pki, dir.path(), devices, &extra)?;
+    let mut cfg = relay.agent_config(&pki, devices)?;
+    cfg.ptz.lock_idle_secs = 30;
+    cfg.ptz.deadman_ms = 5000;
+    cfg.sites = ptz_sites();
+    cfg.operators = vec![sala, script];
+    let (mut agent, _) = relay.spawn_agent_with(dir.path(), &cfg, &[])?;
     let mgmt = addr_of(&agent.management_url(T).await?)?;
     let mut site = relay.accept().await?;
     let mut frames = site.collect_media();
@@ -414,12 +435,12 @@ async fn dns_rebinding_host_is_refused_on_every_http_port() -> Result<()> {
     if !ponte_tests::require_program(Chromium::binary(), "chromium") {
         return Ok(());
     }
-    let (ops, relay_extra) = relay_accounts()?;
+    let (ops, accounts) = relay_accounts()?;
     let (token, operator) = ponte_tests::operator_token("sala")?;
     let mut stack = Stack::start_with(StackSpec {
         devices: Device::zaist_and_po(),
-        relay_extra,
-        agent_extra: operator,
+        relay: accounts.tweak(),
+        agent: Tweak::agent(move |agent| agent.operators = vec![operator.clone()]),
         catalog_token: Some(ops.clone()),
         ..StackSpec::default()
     })

@@ -7,7 +7,9 @@
 
 use anyhow::{bail, Context, Result};
 use md5::{Digest as _, Md5};
-use ponte_tests::{free_tcp_port, relay_cli, Device, RtspReader, Stack, StackSpec};
+use ponte_tests::{
+    free_tcp_port, relay_digest_viewer, relay_token, Device, RtspReader, Stack, StackSpec, Tweak,
+};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -20,19 +22,23 @@ const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Every failed login is answered this late (the relay's default).
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(900);
 
-/// A relay with RTSP on 127.0.0.1 and `extra` keys in `[rtsp]`, fed two
-/// synthetic cameras; Digest account `vms` (both cameras) made by the real
-/// `ponte-relay passwd`, and a token for the harness.
-async fn start(extra: &str) -> Result<(Stack, u16)> {
-    let vms = relay_cli(&["passwd", "--user", "vms", "--rtsp-digest"], &format!("{VMS_PASSWORD}\n"))?;
-    let token = relay_cli(&["token", "--name", "ops"], "")?;
-    let ops = token.lines().next().context("token")?.trim().to_owned();
-    let ops_table: String =
-        token.lines().skip(1).filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+/// A relay with RTSP on 127.0.0.1 (`rtsp.auth_deadline_secs` if given,
+/// defaults otherwise), fed two synthetic cameras; Digest account `vms`
+/// (both cameras) made by the real `ponte-relay passwd`, and a token for the
+/// harness.
+async fn start(auth_deadline_secs: Option<u64>) -> Result<(Stack, u16)> {
+    let vms = relay_digest_viewer("vms", VMS_PASSWORD)?;
+    let (ops, ops_table) = relay_token("ops")?;
     let port = free_tcp_port();
     let stack = Stack::start_with(StackSpec {
         devices: vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")],
-        relay_extra: format!("[rtsp]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n{vms}\n{ops_table}\n"),
+        relay: Tweak::relay(move |relay| {
+            let rtsp = relay.rtsp_on(port);
+            if let Some(secs) = auth_deadline_secs {
+                rtsp.auth_deadline_secs = secs;
+            }
+            relay.viewer(vms.clone()).token(ops_table.clone());
+        }),
         catalog_token: Some(ops),
         ..StackSpec::default()
     })
@@ -170,7 +176,7 @@ async fn rtsp_content_length_overflow_is_refused() -> Result<()> {
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (mut stack, port) = start("").await?;
+    let (mut stack, port) = start(None).await?;
     let player = player(port, "cam-a", 6)?;
     player.decodes(15, Duration::from_secs(15)).await?;
 
@@ -211,7 +217,7 @@ async fn rtsp_digest_guessing_is_braked_even_for_the_right_password() -> Result<
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (stack, port) = start("").await?;
+    let (stack, port) = start(None).await?;
     let url = format!("rtsp://127.0.0.1:{port}/cam-a");
     let mut first = Raw::connect(port).await?;
     let challenge = first.request("DESCRIBE", &url, None).await?;
@@ -282,7 +288,7 @@ async fn rtsp_digest_answer_replayed_on_another_uri_is_refused() -> Result<()> {
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (stack, port) = start("").await?;
+    let (stack, port) = start(None).await?;
     let player = player(port, "cam-a", 4)?;
     let (cam_a, cam_b) = (format!("rtsp://127.0.0.1:{port}/cam-a"), format!("rtsp://127.0.0.1:{port}/cam-b"));
     let mut c = Raw::connect(port).await?;
@@ -318,7 +324,7 @@ async fn rtsp_slowloris_from_one_address_leaves_others_playing() -> Result<()> {
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (mut stack, port) = start(&format!("auth_deadline_secs = {}\n", DEADLINE.as_secs())).await?;
+    let (mut stack, port) = start(Some(DEADLINE.as_secs())).await?;
     let started = Instant::now();
     let mut sockets = Vec::new();
     for _ in 0..300 {
