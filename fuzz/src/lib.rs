@@ -242,6 +242,27 @@ pub fn fuzz(name: &str, dict: &[&[u8]], target: impl Fn(&[u8]) -> u64) -> Report
     report
 }
 
+/// `dict` in libFuzzer's dictionary format (`-dict=FILE`): one quoted token
+/// a line, bytes outside printable ASCII as `\xNN`.
+pub fn libfuzzer_dict(target: &str, dict: &[&[u8]]) -> String {
+    let mut out = format!(
+        "# libFuzzer dictionary of `{target}`, written from ponte_fuzz::targets::{target}::DICT\n\
+         # (PONTE_FUZZ_BLESS=1 cargo test -p ponte-fuzz --test targets libfuzzer); do not edit.\n"
+    );
+    for (i, token) in dict.iter().enumerate() {
+        let quoted: String = token
+            .iter()
+            .map(|&b| match b {
+                b'"' | b'\\' => format!("\\{}", char::from(b)),
+                0x20..=0x7e => char::from(b).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect();
+        out.push_str(&format!("t{i}=\"{quoted}\"\n"));
+    }
+    out
+}
+
 /// Interesting values for lengths and counters.
 const INTERESTING: &[u64] =
     &[0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x1_0000, 0x7fff_ffff, 0xffff_ffff];

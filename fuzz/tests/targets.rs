@@ -38,3 +38,32 @@ fn every_target_is_smoked_and_has_a_corpus() {
         assert!(ponte_fuzz::corpus_dir(t.name).is_dir(), "fuzz/corpus/{}/ is missing", t.name);
     }
 }
+
+/// The libFuzzer side has an entry and a dictionary for every target, and
+/// each dictionary says what `DICT` says (`PONTE_FUZZ_BLESS=1` rewrites them).
+#[test]
+fn libfuzzer_entries_and_dicts_match_the_targets() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("libfuzzer");
+    let bless = std::env::var_os("PONTE_FUZZ_BLESS").is_some();
+    for t in targets::ALL {
+        let entry = dir.join("fuzz_targets").join(format!("{}.rs", t.name));
+        let code = std::fs::read_to_string(&entry).unwrap_or_default();
+        assert!(
+            code.contains(&format!("ponte_fuzz::targets::{}::run(data)", t.name)),
+            "{} calls its target",
+            entry.display()
+        );
+        let path = dir.join("dicts").join(format!("{}.dict", t.name));
+        let want = ponte_fuzz::libfuzzer_dict(t.name, t.dict);
+        if bless {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            have,
+            want,
+            "{} is stale: PONTE_FUZZ_BLESS=1 cargo test -p ponte-fuzz --test targets libfuzzer",
+            path.display()
+        );
+    }
+}
