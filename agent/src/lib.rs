@@ -1,12 +1,10 @@
 //! ponte-agent: runs at the master room, pulls each camera once and fans the
 //! streams out over QUIC to the partner relays. The binary (`main.rs`) is
-//! its command line; this library is the node, so tests, fuzz targets and
-//! benchmarks can use its types.
+//! its command line; this library is the node, so tests, fuzz targets
+//! (`ponte-fuzz`) and benchmarks can use its types.
 
 pub mod access;
 pub mod config;
-#[cfg(test)]
-mod fuzz_targets;
 pub mod node;
 pub mod operators;
 pub mod ops;

@@ -1,23 +1,44 @@
-//! A small mutational fuzzer that runs on stable Rust as an ordinary test.
+//! The fuzz targets of proto, agent and relay ([`targets`]), and a small
+//! mutational fuzzer that runs them on stable Rust as ordinary tests.
 //!
-//! cargo-fuzz needs a nightly compiler, which this project does not have; a
-//! fuzz target here is a `#[test]` that calls [`fuzz`] with a closure. The
-//! closure gets bytes and returns an *outcome class* (a hash of what the code
-//! did: which error, how many items it parsed). Inputs that produce a class
-//! not seen before join the pool that later inputs are mutated from, a cheap
-//! stand-in for coverage feedback. A panic fails the test with the input (hex)
-//! and saves it for replay.
+//! Each target is `targets::<name>::run(data) -> u64`: it feeds the bytes to
+//! the code under test, panics when an invariant breaks, and returns an
+//! *outcome class* (a hash of what the code did: which error, how many items
+//! it parsed). Two engines drive the same functions:
 //!
+//! - **cargo fuzz (libFuzzer)**, the real fuzzer: coverage-guided, needs a
+//!   nightly compiler, lives in `fuzz/libfuzzer/` (its own workspace, so the
+//!   stable build never sees `libfuzzer-sys`), one `fuzz_targets/<name>.rs`
+//!   per target and a dictionary in `fuzz/libfuzzer/dicts/<name>.dict`
+//!   (written from the `DICT` consts by `scripts/fuzz --dicts`):
+//!
+//!   ```sh
+//!   cargo +nightly fuzz run --fuzz-dir fuzz/libfuzzer wire_control /tmp/wc fuzz/corpus/wire_control \
+//!       -- -dict=fuzz/libfuzzer/dicts/wire_control.dict -max_total_time=600
+//!   scripts/fuzz 600          # every target, one at a time, seeds copied to a scratch dir
+//!   ```
+//!
+//! - **[`fuzz`], the stable runner**: the smoke run in the test suite
+//!   (`fuzz/tests/targets.rs`, 1 s per target), and the fallback of
+//!   `scripts/fuzz` where nightly is missing (`scripts/fuzz --stable 600`).
+//!   Inputs that produce an outcome class not seen before join the pool that
+//!   later inputs are mutated from, a cheap stand-in for coverage feedback
+//!   (measured against libFuzzer in BENCHMARKS.md, "Coverage-guided
+//!   fuzzing"). A panic fails the test with the input (hex) and saves it for
+//!   replay.
+//!
+//! The stable runner's knobs:
 //! - Seeds: every file in `fuzz/corpus/<target>/` (kept in the repository,
-//!   crashers found once stay there as regressions), replayed first.
+//!   crashers found once stay there as regressions), replayed first;
+//!   `PONTE_FUZZ_CORPUS=<dir>` reads `<dir>/<target>/` instead.
 //! - Budget: `PONTE_FUZZ_SECS` (default 1 s: the smoke run of the test suite)
 //!   and `PONTE_FUZZ_EXECS` (default unlimited), whichever ends first.
 //! - `PONTE_FUZZ_SEED` makes a run repeatable (the seed is printed).
-//! - `PONTE_FUZZ_SAVE=1` writes new pool entries back into the corpus.
+//! - `PONTE_FUZZ_SAVE=1` writes new pool entries back into the corpus
+//!   directory (point `PONTE_FUZZ_CORPUS` at a scratch copy for long runs).
 //! - `PONTE_FUZZ_REPORT=<file>` appends one JSON line per target run.
-//!
-//! Long runs: `PONTE_FUZZ_SECS=600 cargo test --release <crate> fuzz_ -- --test-threads=1`
-//! (`scripts/fuzz` runs every target).
+
+pub mod targets;
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -91,9 +112,13 @@ fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// The corpus directory of `target`.
+/// The corpus directory of `target`: `fuzz/corpus/<target>`, or
+/// `$PONTE_FUZZ_CORPUS/<target>`.
 pub fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target)
+    match std::env::var_os("PONTE_FUZZ_CORPUS") {
+        Some(root) => PathBuf::from(root).join(target),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target),
+    }
 }
 
 fn load_corpus(target: &str) -> Vec<Vec<u8>> {
@@ -215,6 +240,27 @@ pub fn fuzz(name: &str, dict: &[&[u8]], target: impl Fn(&[u8]) -> u64) -> Report
         }
     }
     report
+}
+
+/// `dict` in libFuzzer's dictionary format (`-dict=FILE`): one quoted token
+/// a line, bytes outside printable ASCII as `\xNN`.
+pub fn libfuzzer_dict(target: &str, dict: &[&[u8]]) -> String {
+    let mut out = format!(
+        "# libFuzzer dictionary of `{target}`, written from ponte_fuzz::targets::{target}::DICT\n\
+         # (PONTE_FUZZ_BLESS=1 cargo test -p ponte-fuzz --test targets libfuzzer); do not edit.\n"
+    );
+    for (i, token) in dict.iter().enumerate() {
+        let quoted: String = token
+            .iter()
+            .map(|&b| match b {
+                b'"' | b'\\' => format!("\\{}", char::from(b)),
+                0x20..=0x7e => char::from(b).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect();
+        out.push_str(&format!("t{i}=\"{quoted}\"\n"));
+    }
+    out
 }
 
 /// Interesting values for lengths and counters.

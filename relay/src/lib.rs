@@ -7,8 +7,6 @@ pub mod audit;
 pub mod auth;
 pub mod cascade;
 pub mod config;
-#[cfg(test)]
-mod fuzz_targets;
 pub mod limits;
 pub mod media_ports;
 pub mod node;

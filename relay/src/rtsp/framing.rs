@@ -70,8 +70,8 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
-    /// Bytes buffered and not yet framed.
-    #[cfg(test)]
+    /// Bytes buffered and not yet framed (bounded by the limits; the fuzz
+    /// target `ponte_fuzz::targets::rtsp_request` checks it).
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

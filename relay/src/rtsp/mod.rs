@@ -12,7 +12,7 @@
 
 mod admission;
 mod auth;
-pub(crate) mod framing;
+pub mod framing;
 mod sdp;
 mod server;
 mod session;

@@ -37,8 +37,9 @@ mod source;
 mod tests;
 
 pub(crate) use http::{quality_param, QualityQuery, Reject};
-#[cfg(test)]
-pub(crate) use offer::check_offer;
+/// The SDP check an offer passes before webrtc-rs sees it (public for the
+/// fuzz target `ponte_fuzz::targets::whep_offer`).
+pub use offer::{check_offer, OfferError};
 pub use source::CameraSource;
 
 use crate::audit::RelayAudit;

@@ -158,21 +158,44 @@ impl UpstreamState {
         self.trusted.iter().any(|t| t == peer)
     }
 
-    /// Tracks and links agree on who feeds whom; panics if not (tests and fuzzing).
-    #[cfg(test)]
-    pub fn check(&self) {
+    /// Where tracks and links disagree on who feeds whom, or `None` when
+    /// they agree: the table's invariant, for tests and the fuzz target
+    /// (`ponte_fuzz::targets::relay_control`).
+    pub fn inconsistency(&self) -> Option<String> {
         for (key, t) in &self.tracks {
-            assert_eq!(t.feed.is_none(), t.orphaned.is_some(), "{key}: fed xor orphaned");
+            if t.feed.is_none() != t.orphaned.is_some() {
+                return Some(format!(
+                    "{key}: fed xor orphaned (feed {:?}, orphaned {:?})",
+                    t.feed, t.orphaned
+                ));
+            }
             if let Some((l, s)) = t.feed {
-                let link = self.links.get(&l).unwrap_or_else(|| panic!("{key} fed by a gone link"));
-                assert_eq!(link.subs.get(&s), Some(key), "{key}: the link knows its subscription");
+                let Some(link) = self.links.get(&l) else {
+                    return Some(format!("{key} fed by a gone link {l}"));
+                };
+                if link.subs.get(&s) != Some(key) {
+                    return Some(format!("{key}: link {l} does not know subscription {s}"));
+                }
             }
         }
         for (l, link) in &self.links {
             for (s, key) in &link.subs {
-                let t = self.tracks.get(key).unwrap_or_else(|| panic!("link {l} sub {s}: no track {key}"));
-                assert_eq!(t.feed, Some((*l, *s)), "{key}: one feed");
+                let Some(t) = self.tracks.get(key) else {
+                    return Some(format!("link {l} sub {s}: no track {key}"));
+                };
+                if t.feed != Some((*l, *s)) {
+                    return Some(format!("{key}: fed by {:?}, also by link {l} sub {s}", t.feed));
+                }
             }
+        }
+        None
+    }
+
+    /// Panics when [`Self::inconsistency`] finds one.
+    #[cfg(test)]
+    pub fn check(&self) {
+        if let Some(why) = self.inconsistency() {
+            panic!("upstream table inconsistent: {why}");
         }
     }
 }

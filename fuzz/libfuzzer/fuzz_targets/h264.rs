@@ -1,0 +1,6 @@
+//! libFuzzer entry of `ponte_fuzz::targets::h264`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ponte_fuzz::targets::h264::run(data);
+});
