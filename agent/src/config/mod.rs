@@ -1,0 +1,451 @@
+//! Agent configuration: TOML file plus `PONTE_*` environment overrides.
+
+use anyhow::{bail, Context, Result};
+use ponte_proto::media::Quality;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub use ponte_proto::endpoint::TransportSection;
+pub use ponte_proto::tls::TlsSection;
+
+pub use crate::sources::device::{
+    Device, DeviceKind, LensSource, RtspSource, Source, SourceKind, DEFAULT_STALL_SECS,
+};
+
+/// The whole agent config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node.
+    pub agent: AgentSection,
+    /// Trust anchor and identity.
+    pub tls: TlsSection,
+    /// QUIC transport knobs.
+    #[serde(default)]
+    pub transport: TransportSection,
+    /// Relays this agent feeds (it dials each one).
+    #[serde(default, rename = "relay")]
+    pub relays: Vec<RelayTarget>,
+    /// Camera devices.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<Device>,
+    /// Policy settings shared by all sites.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// Per-site access policy, one `[[site]]` per partner site.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<ponte_proto::policy::SitePolicyConfig>,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// Management port (status page, JSON, metrics, master-room PTZ API).
+    #[serde(default)]
+    pub management: ManagementSection,
+    /// PTZ arbitration timings.
+    #[serde(default)]
+    pub ptz: PtzSection,
+    /// Master-room operators allowed on the management port's control routes.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<crate::operators::OperatorConfig>,
+}
+
+/// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtzSection {
+    /// A controller's lock lapses after this many seconds without a command.
+    #[serde(default = "default_lock_idle_secs")]
+    pub lock_idle_secs: u64,
+    /// A continuous move not renewed within this many milliseconds is
+    /// stopped (dead-man); also sent to the camera as the move's timeout.
+    #[serde(default = "default_deadman_ms")]
+    pub deadman_ms: u64,
+}
+
+impl Default for PtzSection {
+    fn default() -> Self {
+        Self { lock_idle_secs: default_lock_idle_secs(), deadman_ms: default_deadman_ms() }
+    }
+}
+
+fn default_lock_idle_secs() -> u64 {
+    15
+}
+
+fn default_deadman_ms() -> u64 {
+    1500
+}
+
+/// Accepted range of `ptz.lock_idle_secs`.
+const LOCK_IDLE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Accepted range of `ptz.deadman_ms`.
+const DEADMAN_MS: std::ops::RangeInclusive<u64> = 200..=60_000;
+
+impl PtzSection {
+    /// The arbiter's timings.
+    pub fn arbiter(&self) -> ponte_proto::ptz::ArbiterConfig {
+        ponte_proto::ptz::ArbiterConfig {
+            lock_idle: std::time::Duration::from_secs(self.lock_idle_secs),
+            deadman: std::time::Duration::from_millis(self.deadman_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !LOCK_IDLE_SECS.contains(&self.lock_idle_secs) {
+            bail!(
+                "`ptz.lock_idle_secs` = {}: expected {} to {} seconds",
+                self.lock_idle_secs,
+                LOCK_IDLE_SECS.start(),
+                LOCK_IDLE_SECS.end()
+            );
+        }
+        if !DEADMAN_MS.contains(&self.deadman_ms) {
+            bail!(
+                "`ptz.deadman_ms` = {}: expected {} to {} milliseconds",
+                self.deadman_ms,
+                DEADMAN_MS.start(),
+                DEADMAN_MS.end()
+            );
+        }
+        if self.deadman_ms > self.lock_idle_secs * 1000 {
+            bail!(
+                "`ptz.deadman_ms` = {} is longer than `ptz.lock_idle_secs` = {}: a move would outlive \
+                 its lock; lower `deadman_ms` or raise `lock_idle_secs`",
+                self.deadman_ms,
+                self.lock_idle_secs
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[management]`: status, metrics, health, the status page and the
+/// master-room PTZ API (default 127.0.0.1:9090).
+pub type ManagementSection = ponte_proto::mgmt::ManagementSection<9090>;
+
+/// `[policy]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// IANA time zone of the time windows.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self { timezone: default_tz() }
+    }
+}
+
+fn default_tz() -> String {
+    "Europe/Rome".into()
+}
+
+/// `[audit]`: where the audit goes, when it rotates, how long rotated files
+/// are kept (nothing is deleted by default).
+pub type AuditSection = ponte_proto::audit::AuditSection<{ ponte_proto::audit::AGENT }>;
+
+/// `[agent]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Node id (also the name in its certificate).
+    pub id: String,
+    /// Most subscriptions one relay session may hold at once; more are
+    /// refused (`over-budget`) naming this key.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_session: u32,
+}
+
+/// Default of `agent.max_subscriptions_per_session`: every lens of a large
+/// city twice (main and sub), with room to spare.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 512;
+
+fn default_max_subscriptions() -> u32 {
+    DEFAULT_MAX_SUBSCRIPTIONS
+}
+
+/// `[[relay]]`: one partner site's relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayTarget {
+    /// Site id; the relay's certificate must name it (SAN `site:<id>` or DNS).
+    pub site: String,
+    /// UDP address of the relay's QUIC listener.
+    pub addr: SocketAddr,
+    /// TLS server name to verify (defaults to the site id).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl RelayTarget {
+    /// A relay of `site` at `addr`, its certificate checked against the site id.
+    pub fn new(site: impl Into<String>, addr: SocketAddr) -> Self {
+        Self { site: site.into(), addr, server_name: None }
+    }
+}
+
+impl AgentSection {
+    /// Node `id` with the default subscription limit.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into(), max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS }
+    }
+}
+
+impl AgentConfig {
+    /// Agent `id` with `tls` and every other section at the default a file
+    /// without it gets: no relays, devices, sites or operators (tests and
+    /// benchmarks build configs from here rather than from TOML text).
+    pub fn new(id: impl Into<String>, tls: TlsSection) -> Self {
+        Self {
+            agent: AgentSection::new(id),
+            tls,
+            transport: TransportSection::default(),
+            relays: Vec::new(),
+            devices: Vec::new(),
+            policy: PolicySection::default(),
+            sites: Vec::new(),
+            audit: AuditSection::default(),
+            management: ManagementSection::default(),
+            ptz: PtzSection::default(),
+            operators: Vec::new(),
+        }
+    }
+}
+
+impl Device {
+    /// Checks the source settings: RTSP devices need one `[[device.lens]]`
+    /// per lens with rtsp:// URLs (keys of another source were refused
+    /// when the table was read).
+    fn validate_source(&self) -> Result<()> {
+        let id = &self.id;
+        if let Source::Synthetic(settings) = &self.source {
+            for q in [Quality::Main, Quality::Sub] {
+                crate::sources::synthetic::SyntheticSpec::for_quality(id, "", q, settings)
+                    .validate()
+                    .with_context(|| format!("`[device.synthetic]` of device `{id}`"))?;
+            }
+            if settings.ptz && self.kind != DeviceKind::DomePtz {
+                bail!(
+                    "device `{id}`: `device.synthetic.ptz` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
+                    self.kind.name()
+                );
+            }
+        }
+        if self.onvif.is_some() && self.kind != DeviceKind::DomePtz {
+            bail!(
+                "device `{id}`: `[device.onvif]` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
+                self.kind.name()
+            );
+        }
+        match &self.source {
+            Source::Synthetic(_) => {}
+            Source::Replay(settings) => {
+                settings.validate().with_context(|| format!("`[device.replay]` of device `{id}`"))?;
+            }
+            Source::Rtsp(rtsp) => rtsp.validate(id, self.kind, self.lens_count())?,
+        }
+        Ok(())
+    }
+}
+
+impl RtspSource {
+    /// Checks the RTSP keys of device `id`, a `kind` with `lenses` lenses.
+    fn validate(&self, id: &str, kind: DeviceKind, lenses: u8) -> Result<()> {
+        let want = usize::from(lenses);
+        if self.lenses.len() != want {
+            bail!(
+                "device `{id}`: {} `[[device.lens]]` table(s) for a `{}` with {want} lens(es): \
+                 add one `[[device.lens]]` with `main = \"rtsp://...\"` per lens, or set `lenses`",
+                self.lenses.len(),
+                kind.name()
+            );
+        }
+        for (i, lens) in self.lenses.iter().enumerate() {
+            let n = i + 1;
+            crate::sources::rtsp::check_url(&lens.main)
+                .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
+            if let Some(sub) = &lens.sub {
+                crate::sources::rtsp::check_url(sub)
+                    .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
+            }
+        }
+        if self.password.is_some() && self.password_env.is_some() {
+            bail!("device `{id}`: set `device.password` or `device.password_env`, not both");
+        }
+        if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
+            bail!("device `{id}`: a password needs `device.username`");
+        }
+        if let Some(var) = &self.password_env {
+            if var.to_ascii_uppercase().starts_with("PONTE_") {
+                bail!(
+                    "device `{id}`: `device.password_env` = {var:?}: variables named PONTE_* are read as \
+                     config overrides; pick another name, e.g. CAMERA_PASSWORD"
+                );
+            }
+            if std::env::var_os(var).is_none() {
+                bail!(
+                    "device `{id}`: `device.password_env` names `{var}`, which is not set in the environment"
+                );
+            }
+        }
+        if self.stall_secs == Some(0) {
+            bail!("device `{id}`: `device.stall_secs` must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// True for ids usable in URLs and config keys.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl AgentConfig {
+    /// Loads a config file, applying the `PONTE_*` environment overrides
+    /// (rules in [`ponte_proto::config_env`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, std::env::vars_os())
+    }
+
+    /// [`Self::load`] with these variables instead of the process's.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self> {
+        let cfg: AgentConfig = ponte_proto::config_env::load(path, vars)
+            .with_context(|| format!("config file `{}`", path.display()))?;
+        cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses and checks TOML text alone (no environment overrides): what
+    /// `load` does with a file, for tests and the fuzz target.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: AgentConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                anyhow::anyhow!(ponte_proto::config_error::explain::<AgentConfig>(&e.to_string(), Some(text)))
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: ids, duplicates, lens counts; the error
+    /// lists every problem found, one a line.
+    pub fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.into_iter().next().unwrap_or_else(|| anyhow::anyhow!("invalid config"))),
+            n => {
+                let lines: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} problems:\n{}", lines.join("\n"))
+            }
+        }
+    }
+
+    /// Every problem of the config, each naming its key.
+    pub fn problems(&self) -> Vec<anyhow::Error> {
+        let mut problems = Vec::new();
+        let mut check = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
+        if !valid_id(&self.agent.id) {
+            check(Err(anyhow::anyhow!(
+                "`agent.id` = {:?}: use lowercase letters, digits and `-`",
+                self.agent.id
+            )));
+        }
+        let mut sites = HashSet::new();
+        for r in &self.relays {
+            if !sites.insert(&r.site) {
+                check(Err(anyhow::anyhow!("`relay.site` = {:?} appears twice", r.site)));
+            }
+        }
+        let mut policy_sites = HashSet::new();
+        for p in &self.sites {
+            if !policy_sites.insert(&p.id) {
+                check(Err(anyhow::anyhow!("`site.id` = {:?} appears twice", p.id)));
+            }
+            check(p.compile().map(drop).with_context(|| format!("`[[site]]` {:?}", p.id)));
+        }
+        check(self.audit.check().map_err(anyhow::Error::msg));
+        check(self.ptz.validate());
+        check(self.management.check().map_err(anyhow::Error::msg));
+        check(crate::operators::Operators::from_config(&self.operators).map(drop));
+        check(jiff::tz::TimeZone::get(&self.policy.timezone).map(drop).with_context(|| {
+            format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
+        }));
+        let mut ids = HashSet::new();
+        let mut device_ids = HashSet::new();
+        for d in &self.devices {
+            check(d.validate(&mut device_ids, &mut ids));
+        }
+        problems
+    }
+}
+
+impl Device {
+    /// Checks one device: its id, source and lenses, against the ids of
+    /// the devices and cameras before it.
+    fn validate<'a>(&'a self, device_ids: &mut HashSet<&'a String>, ids: &mut HashSet<String>) -> Result<()> {
+        let d = self;
+        if !valid_id(&d.id) {
+            bail!("`device.id` = {:?}: use lowercase letters, digits and `-`", d.id);
+        }
+        if !device_ids.insert(&d.id) {
+            bail!("`device.id` = {:?} appears twice; device ids must be unique", d.id);
+        }
+        d.validate_source()?;
+        let n = d.lens_count();
+        if !(1..=8).contains(&n) {
+            bail!("device `{}`: `lenses` = {n}: expected 1 to 8", d.id);
+        }
+        for lens in 1..=n {
+            let cam = d.camera_id(lens);
+            if !ids.insert(cam.clone()) {
+                bail!("device `{}`: camera id `{cam}` is used twice; device ids must be unique", d.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ponte-agent config check --config FILE`: loads the config as `run`
+/// does and reads what it names (`[tls]` files, the audit directory, camera
+/// passwords from the environment); prints every problem, each naming its
+/// key, and returns the exit code (0 OK, 1 problems).
+pub fn check_cli(path: &Path) -> i32 {
+    let mut report = ponte_proto::config_check::Report::new(path);
+    let Some(cfg) = report.load::<AgentConfig>() else { return report.finish("") };
+    for p in cfg.problems() {
+        report.add_error(p.as_ref());
+    }
+    report.tls(&cfg.tls);
+    report.writable("audit.path", &cfg.audit.path);
+    let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
+    report.finish(&format!(
+        "agent `{}`: {} relay(s), {} device(s), {cameras} camera(s), {} [[site]] polic(ies), {} operator(s); audit `{}`, {}",
+        cfg.agent.id,
+        cfg.relays.len(),
+        cfg.devices.len(),
+        cfg.sites.len(),
+        cfg.operators.len(),
+        cfg.audit.path.display(),
+        cfg.audit.retention().describe()
+    ))
+}
+
+#[cfg(test)]
+mod tests;
