@@ -17,6 +17,7 @@
 //!   is one of the tool settings in [`TOOL_VARIABLES`]: a typo never passes
 //!   silently.
 
+use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -294,6 +295,41 @@ pub fn load_report<T: Serialize + DeserializeOwned>(
             (None, problems)
         }
     }
+}
+
+/// A node's whole config file (`agent.toml`, `relay.toml`): what serde reads,
+/// plus the checks serde cannot make. Both nodes load through
+/// [`load_checked`] and [`from_toml`], so a file and a test's TOML text go
+/// through the same steps.
+pub trait NodeConfig: Serialize + DeserializeOwned {
+    /// Checks what serde cannot (ids, duplicates, cross-references); the
+    /// error lists every problem found, one a line.
+    fn validate(&self) -> anyhow::Result<()>;
+}
+
+/// Reads and checks the config file at `path` with the `PONTE_*`
+/// overrides of `vars`; every error names the file.
+pub fn load_checked<T: NodeConfig>(
+    path: &Path,
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> anyhow::Result<T> {
+    let cfg: T = load(path, vars).with_context(|| format!("config file `{}`", path.display()))?;
+    cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
+    Ok(cfg)
+}
+
+/// Parses and checks TOML text alone (no environment overrides): what
+/// [`load_checked`] does with a file, for tests and the fuzz targets. A
+/// key serde refuses is named with its line
+/// ([`crate::config_error::explain`]).
+pub fn from_toml<T: NodeConfig>(text: &str) -> anyhow::Result<T> {
+    let cfg: T = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| anyhow::anyhow!(crate::config_error::explain::<T>(&e.to_string(), Some(text))))?;
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Relay configuration: TOML file plus `PONTE_*` environment overrides.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -359,25 +359,13 @@ impl RelayConfig {
         path: &Path,
         vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     ) -> Result<Self> {
-        let cfg: RelayConfig = ponte_proto::config_env::load(path, vars)
-            .with_context(|| format!("config file `{}`", path.display()))?;
-        cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
-        Ok(cfg)
+        ponte_proto::config_env::load_checked(path, vars)
     }
 
     /// Parses and checks TOML text alone (no environment overrides): what
     /// `load` does with a file, for tests and the fuzz target.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn from_toml(text: &str) -> Result<Self> {
-        let cfg: RelayConfig = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                anyhow::anyhow!(ponte_proto::config_error::explain::<RelayConfig>(&e.to_string(), Some(text)))
-            })?;
-        cfg.validate()?;
-        Ok(cfg)
+        ponte_proto::config_env::from_toml(text)
     }
 
     /// Checks what serde cannot: the site id, accounts, RTSP and cascade;
@@ -502,6 +490,12 @@ impl RelayConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ponte_proto::config_env::NodeConfig for RelayConfig {
+    fn validate(&self) -> Result<()> {
+        RelayConfig::validate(self)
     }
 }
 

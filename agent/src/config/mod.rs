@@ -318,25 +318,13 @@ impl AgentConfig {
         path: &Path,
         vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     ) -> Result<Self> {
-        let cfg: AgentConfig = ponte_proto::config_env::load(path, vars)
-            .with_context(|| format!("config file `{}`", path.display()))?;
-        cfg.validate().with_context(|| format!("config file `{}`", path.display()))?;
-        Ok(cfg)
+        ponte_proto::config_env::load_checked(path, vars)
     }
 
     /// Parses and checks TOML text alone (no environment overrides): what
     /// `load` does with a file, for tests and the fuzz target.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn from_toml(text: &str) -> Result<Self> {
-        let cfg: AgentConfig = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                anyhow::anyhow!(ponte_proto::config_error::explain::<AgentConfig>(&e.to_string(), Some(text)))
-            })?;
-        cfg.validate()?;
-        Ok(cfg)
+        ponte_proto::config_env::from_toml(text)
     }
 
     /// Checks what serde cannot: ids, duplicates, lens counts; the error
@@ -393,6 +381,12 @@ impl AgentConfig {
             check(d.validate(&mut device_ids, &mut ids));
         }
         problems
+    }
+}
+
+impl ponte_proto::config_env::NodeConfig for AgentConfig {
+    fn validate(&self) -> Result<()> {
+        AgentConfig::validate(self)
     }
 }
 
