@@ -16,8 +16,6 @@ use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -100,36 +98,17 @@ struct PeerEvents {
     gathered: watch::Sender<bool>,
 }
 
-pub(super) type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-// `PeerConnectionEventHandler` is an `#[async_trait]` trait; these are the
-// signatures that macro expands to, written out so the relay does not need
-// the macro crate for two non-blocking callbacks (they run on the driver).
+// Callbacks run on the connection's driver and must not block.
+#[async_trait::async_trait]
 impl PeerConnectionEventHandler for PeerEvents {
-    fn on_ice_gathering_state_change<'life0, 'async_trait>(
-        &'life0 self,
-        state: RTCIceGatheringState,
-    ) -> HandlerFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             self.gathered.send_replace(true);
         }
-        Box::pin(std::future::ready(()))
     }
 
-    fn on_connection_state_change<'life0, 'async_trait>(
-        &'life0 self,
-        state: RTCPeerConnectionState,
-    ) -> HandlerFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.state.send_replace(PeerState::from(state));
-        Box::pin(std::future::ready(()))
     }
 }
 

@@ -10,7 +10,7 @@ mod packetizer;
 mod routes;
 mod sessions;
 
-use super::peer::{HandlerFuture, H264_FMTP};
+use super::peer::H264_FMTP;
 use super::*;
 use crate::upstream::SubscribeFailure;
 use crate::web::router;
@@ -197,41 +197,19 @@ struct Viewer {
     received: Arc<Received>,
 }
 
+#[async_trait::async_trait]
 impl PeerConnectionEventHandler for Viewer {
-    fn on_ice_gathering_state_change<'life0, 'async_trait>(
-        &'life0 self,
-        state: RTCIceGatheringState,
-    ) -> HandlerFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
             self.gathered.send_replace(true);
         }
-        Box::pin(std::future::ready(()))
     }
 
-    fn on_connection_state_change<'life0, 'async_trait>(
-        &'life0 self,
-        state: RTCPeerConnectionState,
-    ) -> HandlerFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.state.send_replace(state);
-        Box::pin(std::future::ready(()))
     }
 
-    fn on_track<'life0, 'async_trait>(
-        &'life0 self,
-        track: Arc<dyn TrackRemote>,
-    ) -> HandlerFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let received = self.received.clone();
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
@@ -245,7 +223,6 @@ impl PeerConnectionEventHandler for Viewer {
                 }
             }
         });
-        Box::pin(std::future::ready(()))
     }
 }
 
