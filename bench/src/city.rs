@@ -13,8 +13,9 @@ use crate::report::{Check, Table};
 use anyhow::{Context, Result};
 use ponte_proto::media::Quality;
 use ponte_proto::policy::SitePolicyConfig;
-use ponte_tests::Device;
-use serde::Serialize;
+use ponte_tests::{Device, DeviceExt, DeviceKind};
+use serde::de::IntoDeserializer as _;
+use serde::{Deserialize as _, Serialize};
 use std::time::{Duration, Instant};
 
 /// The reference inventory.
@@ -76,9 +77,13 @@ fn inventory(replay: &Replay, points: usize) -> Result<(Vec<Device>, usize)> {
             [_, _, kind, count, ..] => (kind.trim(), count.trim()),
             _ => anyhow::bail!("inventory line {}: expected zone,location,camera_type,lenses", n + 2),
         };
-        let count: u32 = count.parse().with_context(|| format!("inventory line {}: lenses", n + 2))?;
+        let kind =
+            DeviceKind::deserialize(kind.into_deserializer()).map_err(|e: serde::de::value::Error| {
+                anyhow::anyhow!("inventory line {}: camera_type {kind:?}: {e}", n + 2)
+            })?;
+        let count: u8 = count.parse().with_context(|| format!("inventory line {}: lenses", n + 2))?;
         devices.push(replay.device(&format!("cremona-{:02}", n + 1), kind, count, &[]));
-        lenses += count as usize;
+        lenses += usize::from(count);
     }
     Ok((devices, lenses))
 }
@@ -91,7 +96,7 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
     let want_lenses = params.tracks.div_ceil(2);
     let extra_lenses = want_lenses.saturating_sub(inventory_lenses);
     for i in 0..extra_lenses {
-        devices.push(params.replay.device(&format!("extra-{:02}", i + 1), "fixed", 1, &[]));
+        devices.push(params.replay.device(&format!("extra-{:02}", i + 1), DeviceKind::Fixed, 1, &[]));
     }
     let cameras: Vec<String> = devices.iter().flat_map(Device::camera_ids).collect();
     let policy = SITES

@@ -8,10 +8,9 @@ use anyhow::{Context, Result};
 use ponte_proto::policy::SitePolicyConfig;
 use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::{
-    bin_path, free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Device, Pki, Proc,
-    RelayConfig, RelayTarget,
+    bin_path, free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Device, DeviceKind, Pki, Proc,
+    RelayConfig, RelayTarget, ReplaySettings, Source,
 };
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,25 +35,21 @@ pub struct Replay {
 
 impl Replay {
     /// A replay device (`source = "replay"`) with policy `tags`.
-    pub fn device(&self, id: &str, kind: &str, lenses: u32, tags: &[&str]) -> Device {
-        let mut extra = String::new();
-        if !tags.is_empty() {
-            let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
-            let _ = writeln!(extra, "tags = [{}]", tags.join(", "));
-        }
-        let _ = write!(
-            extra,
-            "[device.replay]\nmain_kbps = {}\nsub_kbps = {}\nfps = {}\ngop_frames = {}",
-            self.main_kbps, self.sub_kbps, self.fps, self.gop_frames
-        );
+    pub fn device(&self, id: &str, kind: DeviceKind, lenses: u8, tags: &[&str]) -> Device {
         Device {
             id: id.to_owned(),
             name: id.to_owned(),
             zone: "bench".into(),
-            kind: kind.into(),
-            lenses,
-            source: "replay".into(),
-            extra,
+            kind,
+            lenses: Some(lenses),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            source: Source::Replay(ReplaySettings {
+                main_kbps: Some(self.main_kbps),
+                sub_kbps: Some(self.sub_kbps),
+                fps: Some(self.fps),
+                gop_frames: Some(self.gop_frames),
+            }),
+            onvif: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::subscriber::{subscription_id, Sample, Subscriber};
 use crate::transport::TransportResult;
 use anyhow::Result;
 use ponte_proto::media::Quality;
+use ponte_tests::DeviceKind;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -124,7 +125,8 @@ pub struct Fanout {
 impl Fanout {
     /// Starts agent, relay and subscribers with `tracks` replay tracks.
     pub async fn start(params: &FanoutParams, tracks: usize) -> Result<Self> {
-        let devices = (0..tracks).map(|i| params.replay.device(&camera(i), "fixed", 1, &[])).collect();
+        let devices =
+            (0..tracks).map(|i| params.replay.device(&camera(i), DeviceKind::Fixed, 1, &[])).collect();
         let relays = vec![RelaySpec {
             site: "relay".into(),
             downstreams: (1..=params.subscribers).map(|k| format!("sub-{k}")).collect(),

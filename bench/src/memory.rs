@@ -8,6 +8,7 @@ use crate::machine::process_rss;
 use crate::report::{Check, Table};
 use anyhow::{Context, Result};
 use ponte_proto::policy::SitePolicyConfig;
+use ponte_tests::DeviceKind;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,7 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
     let levels = &params.levels;
     let most = levels.iter().copied().max().unwrap_or(0).max(1);
     let devices = (0..most)
-        .map(|i| params.replay.device(&format!("m-{i:04}"), "fixed", 1, &[tag(levels, i).as_str()]))
+        .map(|i| params.replay.device(&format!("m-{i:04}"), DeviceKind::Fixed, 1, &[tag(levels, i).as_str()]))
         .collect();
     let mut cluster = Cluster::start(ClusterSpec {
         devices,

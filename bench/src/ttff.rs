@@ -15,7 +15,7 @@ use crate::stats::Dist;
 use crate::subscriber::{subscription_id, Subscriber};
 use anyhow::{bail, Context, Result};
 use ponte_proto::media::Quality;
-use ponte_tests::Chromium;
+use ponte_tests::{Chromium, DeviceKind};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -192,7 +192,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
     // start, and the browser initialises WebRTC on its first playback.
     let n = 2 * r + 1;
     let warmup = 2 * r;
-    let devices = (0..n).map(|i| params.replay.device(&camera(i), "fixed", 1, &[])).collect();
+    let devices = (0..n).map(|i| params.replay.device(&camera(i), DeviceKind::Fixed, 1, &[])).collect();
     let mut cluster = Cluster::start(ClusterSpec {
         devices,
         cameras: n,

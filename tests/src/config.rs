@@ -4,10 +4,12 @@
 //! with `toml::to_string`, so a test config is always one the binaries read
 //! (the unit tests below load what is written through their loaders).
 //!
-//! The agent's `[[device]]` entries are still the harness's [`Device`], written
-//! as TOML tables: the agent's device type is being reshaped (source-specific
-//! keys into one `source` enum, same file format) and the tests keep one
-//! stable way to describe a camera meanwhile.
+//! The agent's `[[device]]` entries are its own [`Device`] as well, with the
+//! harness's shorthands in [`DeviceExt`] (a synthetic camera, a simulated PTZ
+//! dome, the two Cremona cameras, an RTSP camera from a URL). One thing is
+//! written differently from the agent's own serialization: a [`Secret`]
+//! serializes as `***`, and the tests' cameras need the real password in the
+//! file (see [`AgentConfig::to_toml`]).
 
 use anyhow::{Context, Result};
 use ponte_agent::config as agent;
@@ -17,83 +19,99 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-pub use ponte_agent::config::RelayTarget;
+pub use ponte_agent::config::{Device, DeviceKind, LensSource, RelayTarget, RtspSource, Source};
+pub use ponte_agent::secret::Secret;
+pub use ponte_agent::sources::device::OnvifSettings;
+pub use ponte_agent::sources::replay::ReplaySettings;
+pub use ponte_agent::sources::rtsp::RtspTransport;
+pub use ponte_agent::sources::synthetic::SyntheticSettings;
 pub use ponte_proto::tls::TlsSection;
 
-/// One `[[device]]` entry of the agent.
-#[derive(Clone, Debug)]
-pub struct Device {
-    pub id: String,
-    pub name: String,
-    pub zone: String,
-    /// `type` in TOML: dome-ptz | dome | fixed-bi-optic | fixed-quad-optic | fixed.
-    pub kind: String,
-    pub lenses: u32,
-    pub source: String,
-    /// Device-level TOML appended inside this `[[device]]` table, e.g.
-    /// `tags = [..]`, `[device.synthetic]`, `[[device.lens]]`, `[device.onvif]`.
-    /// Raw text until the agent's device type settles (see the module doc).
-    pub extra: String,
-}
-
-impl Device {
+/// The harness's shorthands for the agent's [`Device`]; everything else is
+/// set on its fields (`d.tags`, `d.source`, `d.onvif`, ...).
+pub trait DeviceExt: Sized {
     /// A single-lens synthetic fixed camera named after its id, zone `test`.
-    pub fn synthetic(id: &str) -> Device {
-        Device {
-            id: id.to_string(),
-            name: format!("synthetic {id}"),
-            zone: "test".to_string(),
-            kind: "fixed".to_string(),
-            lenses: 1,
-            source: "synthetic".to_string(),
-            extra: String::new(),
-        }
-    }
+    fn synthetic(id: &str) -> Self;
+
+    /// [`DeviceExt::synthetic`] as a `dome-ptz` that answers PTZ commands
+    /// with a simulated dome (`[device.synthetic] ptz = true`).
+    fn simulated_dome(id: &str) -> Self;
 
     /// Two synthetic Cremona cameras in different zones: the PTZ dome
-    /// `zaist-mantova` (zone `Zaist`) and the fixed `po-lungofiume` (zone `Po`).
-    pub fn zaist_and_po() -> Vec<Device> {
-        let mut ptz = Device::synthetic("zaist-mantova");
-        ptz.name = "rotatoria via Mantova / via Zaist".into();
-        ptz.zone = "Zaist".into();
-        ptz.kind = "dome-ptz".into();
-        let mut fixed = Device::synthetic("po-lungofiume");
-        fixed.name = "lungo Po, imbarcadero".into();
-        fixed.zone = "Po".into();
-        vec![ptz, fixed]
-    }
+    /// `zaist-mantova` (zone `Zaist`, not steerable until given a
+    /// `[device.onvif]`) and the fixed `po-lungofiume` (zone `Po`).
+    fn zaist_and_po() -> Vec<Self>;
+
+    /// A single-lens fixed RTSP camera `rtsp {id}`, zone `test`, pulling
+    /// `url` as its main stream; the RTSP keys are the agent's defaults
+    /// (set them with [`DeviceExt::rtsp_mut`]).
+    fn rtsp(id: &str, url: &str) -> Self;
+
+    /// The RTSP keys of an RTSP device. Panics on another source: a test
+    /// that sets RTSP keys on a synthetic camera is wrong.
+    fn rtsp_mut(&mut self) -> &mut RtspSource;
 
     /// The camera ids this device yields: its id for one lens,
     /// `<id>-1` .. `<id>-N` otherwise.
-    pub fn camera_ids(&self) -> Vec<String> {
-        if self.lenses <= 1 {
-            vec![self.id.clone()]
-        } else {
-            (1..=self.lenses).map(|i| format!("{}-{i}", self.id)).collect()
+    fn camera_ids(&self) -> Vec<String>;
+}
+
+impl DeviceExt for Device {
+    fn synthetic(id: &str) -> Device {
+        Device {
+            id: id.to_owned(),
+            name: format!("synthetic {id}"),
+            zone: "test".to_owned(),
+            kind: DeviceKind::Fixed,
+            source: Source::Synthetic(SyntheticSettings::default()),
+            ..Device::default()
         }
     }
 
-    /// The `[[device]]` table.
-    fn to_table(&self) -> Result<toml::Table> {
-        let mut head = toml::Table::new();
-        head.insert("id".into(), self.id.clone().into());
-        head.insert("name".into(), self.name.clone().into());
-        head.insert("zone".into(), self.zone.clone().into());
-        head.insert("type".into(), self.kind.clone().into());
-        head.insert("lenses".into(), i64::from(self.lenses).into());
-        head.insert("source".into(), self.source.clone().into());
-        // `extra` may open `[device.x]` tables: read it inside a whole
-        // document so those land in this device.
-        let text = format!("[[device]]\n{head}\n{}\n", self.extra);
-        let mut doc: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("device `{}`: `extra` is not TOML:\n{text}", self.id))?;
-        match doc.remove("device") {
-            Some(toml::Value::Array(mut list)) if list.len() == 1 => match list.pop() {
-                Some(toml::Value::Table(table)) => Ok(table),
-                _ => anyhow::bail!("device `{}`: not a table", self.id),
-            },
-            _ => anyhow::bail!("device `{}`: `extra` opened another `[[device]]`:\n{text}", self.id),
+    fn simulated_dome(id: &str) -> Device {
+        Device {
+            kind: DeviceKind::DomePtz,
+            source: Source::Synthetic(SyntheticSettings { ptz: true, ..SyntheticSettings::default() }),
+            ..Device::synthetic(id)
         }
+    }
+
+    fn zaist_and_po() -> Vec<Device> {
+        let ptz = Device {
+            name: "rotatoria via Mantova / via Zaist".into(),
+            zone: "Zaist".into(),
+            kind: DeviceKind::DomePtz,
+            ..Device::synthetic("zaist-mantova")
+        };
+        let fixed = Device {
+            name: "lungo Po, imbarcadero".into(),
+            zone: "Po".into(),
+            ..Device::synthetic("po-lungofiume")
+        };
+        vec![ptz, fixed]
+    }
+
+    fn rtsp(id: &str, url: &str) -> Device {
+        let lens = LensSource { main: url.to_owned(), sub: None, codec: None };
+        Device {
+            id: id.to_owned(),
+            name: format!("rtsp {id}"),
+            zone: "test".to_owned(),
+            kind: DeviceKind::Fixed,
+            source: Source::Rtsp(RtspSource { lenses: vec![lens], ..RtspSource::default() }),
+            ..Device::default()
+        }
+    }
+
+    fn rtsp_mut(&mut self) -> &mut RtspSource {
+        match &mut self.source {
+            Source::Rtsp(rtsp) => rtsp,
+            other => panic!("device `{}` is a `{}` source, not RTSP", self.id, other.kind().name()),
+        }
+    }
+
+    fn camera_ids(&self) -> Vec<String> {
+        (1..=self.lens_count()).map(|lens| self.camera_id(lens)).collect()
     }
 }
 
@@ -106,37 +124,42 @@ pub fn site_policy(id: &str, allow: &[&str]) -> SitePolicyConfig {
     }
 }
 
-/// `agent.toml`: the agent's config with the harness's devices. Derefs to
-/// the agent's [`agent::AgentConfig`], whose `devices` stay empty.
+/// `agent.toml`: the agent's config, devices included. Derefs to the
+/// agent's [`agent::AgentConfig`] (`cfg.devices`, `cfg.sites`, ...).
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// Everything but the devices.
     pub node: agent::AgentConfig,
-    /// The `[[device]]` entries.
-    pub devices: Vec<Device>,
 }
 
 impl AgentConfig {
-    /// Agent `id` feeding `relays`, with the harness's defaults: every
-    /// relay's site may see every camera (`[[site]] allow = ["*"]`), the
-    /// audit log sits beside the PKI, the management port is picked by the
-    /// node (`127.0.0.1:0`, see `Proc::management_url`).
+    /// Agent `id` feeding `relays` from `devices`, with the harness's
+    /// defaults: every relay's site may see every camera (`[[site]] allow =
+    /// ["*"]`), the audit log sits beside the PKI, the management port is
+    /// picked by the node (`127.0.0.1:0`, see `Proc::management_url`).
     pub fn new(id: &str, tls: TlsSection, relays: Vec<RelayTarget>, devices: Vec<Device>) -> AgentConfig {
         let audit = beside_pki(&tls, "agent-audit.log");
         let mut node = agent::AgentConfig::new(id, tls);
         node.sites = relays.iter().map(|r| site_policy(&r.site, &["*"])).collect();
         node.relays = relays;
+        node.devices = devices;
         node.audit.path = audit;
         node.management.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        AgentConfig { node, devices }
+        AgentConfig { node }
     }
 
-    /// The TOML text.
+    /// The TOML text: the agent's serialization, with the devices' real
+    /// passwords.
     pub fn to_toml(&self) -> Result<String> {
         let mut doc = toml::Table::try_from(&self.node).context("the agent config as TOML")?;
-        let devices =
-            self.devices.iter().map(|d| d.to_table().map(toml::Value::Table)).collect::<Result<_>>()?;
-        doc.insert("device".into(), toml::Value::Array(devices));
+        // A `Secret` serializes as `***` so that the agent never writes a
+        // password out; the tests' RTSP and ONVIF cameras check the one in
+        // the file, so it is put back here, in the written table only.
+        if let Some(toml::Value::Array(tables)) = doc.get_mut("device") {
+            anyhow::ensure!(tables.len() == self.node.devices.len(), "the agent config wrote other devices");
+            for (device, table) in self.node.devices.iter().zip(tables) {
+                real_passwords(device, table).with_context(|| format!("device `{}`", device.id))?;
+            }
+        }
         toml::to_string(&doc).context("writing the agent config")
     }
 
@@ -147,8 +170,23 @@ impl AgentConfig {
 
     /// Every camera id the devices yield, in order.
     pub fn camera_ids(&self) -> Vec<String> {
-        self.devices.iter().flat_map(Device::camera_ids).collect()
+        self.node.devices.iter().flat_map(Device::camera_ids).collect()
     }
+}
+
+/// Overwrites the `***` of `device`'s passwords (RTSP `password`,
+/// `[device.onvif] password`) in its written `[[device]]` table with the
+/// real ones.
+fn real_passwords(device: &Device, table: &mut toml::Value) -> Result<()> {
+    let table = table.as_table_mut().context("not a table")?;
+    if let Some(Secret(password)) = device.source.rtsp().and_then(|r| r.password.as_ref()) {
+        table.insert("password".into(), password.clone().into());
+    }
+    if let Some(Secret(password)) = device.onvif.as_ref().and_then(|o| o.password.as_ref()) {
+        let onvif = table.get_mut("onvif").and_then(toml::Value::as_table_mut).context("no `onvif` table")?;
+        onvif.insert("password".into(), password.clone().into());
+    }
+    Ok(())
 }
 
 impl Deref for AgentConfig {
@@ -260,6 +298,7 @@ fn write_file(path: &Path, text: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ponte_proto::media::Codec;
     use ponte_relay::auth::{TokenConfig, ViewerConfig};
 
     fn tls() -> TlsSection {
@@ -268,19 +307,39 @@ mod tests {
 
     #[test]
     fn agent_config_is_what_the_agent_loads() {
-        let mut quad = Device::synthetic("porta");
-        quad.kind = "fixed-quad-optic".into();
-        quad.lenses = 4;
-        quad.name = "via \"Po\" \\ nord".into();
-        quad.extra = "tags = [\"park\"]\n[device.synthetic]\nmain_kbps = 900\n".into();
+        let quad = Device {
+            kind: DeviceKind::FixedQuadOptic,
+            name: "via \"Po\" \\ nord".into(),
+            tags: vec!["park".into()],
+            source: Source::Synthetic(SyntheticSettings {
+                main_kbps: Some(900),
+                ..SyntheticSettings::default()
+            }),
+            ..Device::synthetic("porta")
+        };
+        let mut cam = Device::rtsp("ingresso", "rtsp://10.0.0.7:554/Streaming/101");
+        let rtsp = cam.rtsp_mut();
+        rtsp.codec = Some(Codec::H265);
+        rtsp.username = Some("ponte".into());
+        rtsp.password = Some(Secret("Pa55=\"rtsp\"".into()));
+        rtsp.transport = RtspTransport::Udp;
+        let mut steered = Device::zaist_and_po().remove(0);
+        steered.onvif = Some(OnvifSettings {
+            url: "http://127.0.0.1:8899/onvif/ptz_service".into(),
+            username: Some("admin".into()),
+            password: Some(Secret("torrazzo-onvif".into())),
+            ..OnvifSettings::default()
+        });
+        let devices = vec![Device::synthetic("a"), quad, Device::simulated_dome("dome"), cam, steered];
         let mut cfg = AgentConfig::new(
             "master",
             tls(),
             vec![RelayTarget::new("carabinieri", "127.0.0.1:7443".parse().unwrap())],
-            vec![Device::synthetic("a"), quad],
+            devices,
         );
         cfg.ptz.deadman_ms = 5000;
         let toml = cfg.to_toml().unwrap();
+        assert!(!toml.contains("***"), "a password written masked:\n{toml}");
         let loaded = agent::AgentConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
         assert_eq!(loaded.agent.id, "master");
         assert_eq!(loaded.relays, cfg.relays);
@@ -289,15 +348,29 @@ mod tests {
         assert_eq!(loaded.audit.path, Path::new("/p/agent-audit.log"));
         assert_eq!(loaded.management.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
         assert_eq!(loaded.ptz.deadman_ms, 5000);
+        // Every key of every device, passwords included (`Device`'s
+        // `PartialEq` compares them), then the ones the tests rely on.
+        assert_eq!(loaded.devices, cfg.devices, "{toml}");
         let ids: Vec<_> = loaded.devices.iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["a", "porta"]);
+        assert_eq!(ids, ["a", "porta", "dome", "ingresso", "zaist-mantova"]);
         let porta = &loaded.devices[1];
         assert_eq!(
-            (porta.name.as_str(), porta.lenses, &porta.tags),
-            ("via \"Po\" \\ nord", Some(4), &vec!["park".into()])
+            (porta.name.as_str(), porta.lens_count(), &porta.tags),
+            ("via \"Po\" \\ nord", 4, &vec!["park".into()])
         );
         assert_eq!(porta.source.synthetic().map(|s| s.main_kbps), Some(Some(900)));
-        assert_eq!(cfg.camera_ids(), ["a", "porta-1", "porta-2", "porta-3", "porta-4"]);
+        let dome = &loaded.devices[2];
+        assert_eq!((dome.kind, dome.source.synthetic().map(|s| s.ptz)), (DeviceKind::DomePtz, Some(true)));
+        let cam = loaded.devices[3].source.rtsp().expect("an RTSP device");
+        assert_eq!(cam.lens(1).map(|l| l.main.as_str()), Some("rtsp://10.0.0.7:554/Streaming/101"));
+        assert_eq!((loaded.devices[3].codec_hint(1), cam.transport), (Codec::H265, RtspTransport::Udp));
+        assert_eq!(cam.credentials("ingresso").unwrap(), Some(("ponte".into(), "Pa55=\"rtsp\"".into())));
+        let onvif = loaded.devices[4].onvif.as_ref().expect("`[device.onvif]`");
+        assert_eq!(onvif.password.as_ref().map(|p| p.0.as_str()), Some("torrazzo-onvif"));
+        assert_eq!(
+            cfg.camera_ids(),
+            ["a", "porta-1", "porta-2", "porta-3", "porta-4", "dome", "ingresso", "zaist-mantova"]
+        );
     }
 
     #[test]
@@ -341,15 +414,5 @@ mod tests {
         assert_eq!(loaded.viewers[0].cameras, Some(vec!["zone:Zaist".into()]));
         assert!(loaded.rtsp.as_ref().is_some_and(|r| r.basic && r.listen.port() == 8554), "{toml}");
         assert_eq!(loaded.downstreams[0].site, "questura");
-    }
-
-    #[test]
-    fn a_device_cannot_open_another_device() {
-        let mut d = Device::synthetic("a");
-        d.extra = "[[device]]\nid = \"b\"\n".into();
-        let mut cfg = AgentConfig::new("master", tls(), Vec::new(), vec![d]);
-        assert!(cfg.to_toml().is_err());
-        cfg.devices[0].extra = "not toml".into();
-        assert!(cfg.to_toml().is_err());
     }
 }

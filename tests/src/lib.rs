@@ -7,7 +7,9 @@
 //! - [`Pki`]: a deployment CA and site certificates made by the real
 //!   `ponte-agent pki` CLI;
 //! - [`AgentConfig`] / [`RelayConfig`]: the binaries' typed configs with
-//!   the harness's defaults, written as TOML; accounts made by the real CLIs;
+//!   the harness's defaults, written as TOML; cameras are the agent's own
+//!   [`Device`], with shorthands in [`DeviceExt`]; accounts made by the real
+//!   CLIs;
 //! - [`http_get`], [`wait_http_ok`], [`wait_catalog`]: a tiny HTTP/1.1 client;
 //! - [`Chromium`]: headless Chromium driven over the DevTools protocol;
 //! - [`Stack`]: PKI + one relay + one agent, started and ready.
@@ -32,7 +34,11 @@ mod stack;
 
 pub use accounts::{operator_password, operator_token, relay_digest_viewer, relay_token, relay_viewer};
 pub use cdp::{Chromium, Page};
-pub use config::{raw_toml, site_policy, AgentConfig, Device, RelayConfig, RelayTarget, TlsSection};
+pub use config::{
+    raw_toml, site_policy, AgentConfig, Device, DeviceExt, DeviceKind, LensSource, OnvifSettings,
+    RelayConfig, RelayTarget, ReplaySettings, RtspSource, RtspTransport, Secret, Source, SyntheticSettings,
+    TlsSection,
+};
 pub use http::{
     catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
 };

@@ -177,6 +177,18 @@ impl OnvifCamera {
         format!("http://127.0.0.1:{}/onvif/media_service", self.port)
     }
 
+    /// `[device.onvif]` of a dome steered through this camera: its PTZ and
+    /// media services, as `username` with `password`.
+    pub fn settings(&self, username: &str, password: &str) -> crate::OnvifSettings {
+        crate::OnvifSettings {
+            url: self.ptz_url(),
+            media_url: Some(self.media_url()),
+            username: Some(username.to_owned()),
+            password: Some(crate::Secret(password.to_owned())),
+            ..crate::OnvifSettings::default()
+        }
+    }
+
     /// Every operation received so far, oldest first.
     pub async fn recorded(&self) -> Result<Vec<RecordedOp>> {
         let url = format!("http://127.0.0.1:{}/recorded", self.port);

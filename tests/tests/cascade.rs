@@ -12,7 +12,7 @@ use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
     bin_path, free_tcp_port, free_udp_port, http_get, site_policy, wait_catalog, AgentConfig, Chromium,
-    Device, Page, Pki, Proc, RelayConfig, RelayTarget,
+    Device, DeviceExt, Page, Pki, Proc, RelayConfig, RelayTarget,
 };
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -244,11 +244,7 @@ async fn a_downstream_gets_the_upstream_catalog_never_more_and_gops_on_demand() 
         vec![site]
     };
     // cam-a is a (simulated) PTZ dome that site A may steer.
-    let dome = Device {
-        kind: "dome-ptz".into(),
-        extra: "[device.synthetic]\nptz = true\n".into(),
-        ..Device::synthetic("cam-a")
-    };
+    let dome = Device::simulated_dome("cam-a");
     let mut agent = agent_config(&pki, &a, vec![dome, Device::synthetic("cam-b")]);
     agent.sites = policy("camera:cam-a");
     let agent_toml = agent.write(dir.path().join("agent.toml"))?;

@@ -6,7 +6,8 @@
 
 use anyhow::Result;
 use ponte_tests::{
-    bin_path, free_tcp_port, free_udp_port, AgentConfig, Device, Pki, RelayConfig, RelayTarget, TlsSection,
+    bin_path, free_tcp_port, free_udp_port, AgentConfig, Device, DeviceExt, Pki, RelayConfig, RelayTarget,
+    TlsSection,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -5,7 +5,8 @@
 
 use anyhow::{Context, Result};
 use ponte_tests::{
-    bin_path, free_tcp_port, free_udp_port, http_get, require_program, Chromium, Device, Proc, Stack,
+    bin_path, free_tcp_port, free_udp_port, http_get, require_program, Chromium, Device, DeviceExt, Proc,
+    Stack,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -296,9 +297,7 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
     let rtsp = relay.rtsp_on(rtsp_port);
     rtsp.basic = true;
     rtsp.udp = false;
-    let mut dome = Device::synthetic("dome");
-    dome.kind = "dome-ptz".into();
-    dome.extra = "[device.synthetic]\nptz = true".into();
+    let dome = Device::simulated_dome("dome");
     let mut agent = ponte_tests::AgentConfig::new(
         "master",
         pki.tls("master"),

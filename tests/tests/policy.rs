@@ -7,7 +7,9 @@ use ponte_proto::media::Quality;
 use ponte_proto::policy::SitePolicyConfig;
 use ponte_proto::wire::{Control, SubscribeErrorCode};
 use ponte_tests::quic::{Answer, FakeRelay};
-use ponte_tests::{bin_path, free_tcp_port, site_policy, Chromium, Device, Pki, Stack, StackSpec, Tweak};
+use ponte_tests::{
+    bin_path, free_tcp_port, site_policy, Chromium, Device, DeviceExt, Pki, Stack, StackSpec, Tweak,
+};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,10 +17,7 @@ use tokio::net::TcpStream;
 fn device(id: &str, zone: &str, tags: &[&str]) -> Device {
     let mut d = Device::synthetic(id);
     d.zone = zone.into();
-    if !tags.is_empty() {
-        let list: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
-        d.extra = format!("tags = [{}]", list.join(", "));
-    }
+    d.tags = tags.iter().map(|t| (*t).to_owned()).collect();
     d
 }
 

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
 use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera, RecordedOp};
 use ponte_tests::quic::FakeRelay;
-use ponte_tests::{bin_path, http_request, AgentConfig, Device, Pki, Proc, RelayTarget};
+use ponte_tests::{
+    bin_path, http_request, AgentConfig, Device, DeviceExt, DeviceKind, Pki, Proc, RelayTarget,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const CAMERA: &str = "zaist-mantova";
@@ -66,13 +68,9 @@ async fn sites_and_the_master_room_steer_a_camera_through_the_agent() -> Result<
     let (token, operator) = ponte_tests::operator_token("sala")?;
 
     let mut dome = Device::synthetic(CAMERA);
-    dome.kind = "dome-ptz".into();
+    dome.kind = DeviceKind::DomePtz;
     dome.zone = "Zaist".into();
-    dome.extra = format!(
-        "[device.onvif]\nurl = {:?}\nmedia_url = {:?}\nusername = \"admin\"\npassword = \"secret\"",
-        camera.ptz_url(),
-        camera.media_url()
-    );
+    dome.onvif = Some(camera.settings("admin", "secret"));
     let relays = vec![
         RelayTarget::new("carabinieri", cc.endpoint.local_addr()?),
         RelayTarget::new("questura", qu.endpoint.local_addr()?),

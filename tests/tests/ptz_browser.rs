@@ -11,8 +11,8 @@
 use anyhow::{Context, Result};
 use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera, RecordedOp};
 use ponte_tests::{
-    http_request, relay_cli, relay_token, relay_viewer, Chromium, Device, HttpResponse, RelayConfig, Stack,
-    StackSpec, Tweak,
+    http_request, relay_cli, relay_token, relay_viewer, Chromium, Device, DeviceExt, HttpResponse,
+    RelayConfig, Stack, StackSpec, Tweak,
 };
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,11 +147,7 @@ async fn the_viewer_page_steers_the_dome_and_an_account_without_ptz_cannot() -> 
     }
     let camera = OnvifCamera::start("admin", "secret").await?;
     let mut devices = Device::zaist_and_po();
-    devices[0].extra = format!(
-        "[device.onvif]\nurl = {:?}\nmedia_url = {:?}\nusername = \"admin\"\npassword = \"secret\"",
-        camera.ptz_url(),
-        camera.media_url()
-    );
+    devices[0].onvif = Some(camera.settings("admin", "secret"));
     let (ops_token, accounts) = relay_accounts()?;
     // The master-room operator who takes the dome over, with a token.
     let (operator_token, operator) = ponte_tests::operator_token("sala")?;

@@ -8,7 +8,7 @@ use ponte_proto::media::Quality;
 use ponte_proto::session::{self, read_gop_stream};
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{Control, MediaEvent, Role, SubscribeErrorCode, PROTOCOL_VERSION};
-use ponte_tests::{bin_path, http_get, AgentConfig, Device, Pki, Proc, RelayTarget, Stack};
+use ponte_tests::{bin_path, http_get, AgentConfig, Device, DeviceExt, Pki, Proc, RelayTarget, Stack};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

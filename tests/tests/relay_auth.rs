@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use ponte_relay::auth::{TokenConfig, ViewerConfig};
 use ponte_tests::{
     catalog_camera_ids, free_tcp_port, http_request, relay_cli, relay_digest_viewer, relay_token,
-    relay_viewer, Chromium, Device, HttpResponse, RelayConfig, Stack, StackSpec, Tweak,
+    relay_viewer, Chromium, Device, DeviceExt, HttpResponse, RelayConfig, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};

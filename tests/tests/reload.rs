@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use ponte_tests::{
     bin_path, catalog_camera_ids, free_tcp_port, free_udp_port, http_get, site_policy, wait_catalog,
-    wait_until, AgentConfig, Device, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
+    wait_until, AgentConfig, Device, DeviceExt, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

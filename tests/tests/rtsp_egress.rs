@@ -5,10 +5,11 @@
 //! requests leave the server serving.
 
 use anyhow::{bail, Context, Result};
+use ponte_proto::media::Codec;
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
 use ponte_tests::{
-    free_tcp_port, http_get, relay_digest_viewer, relay_token, Device, Proc, RelayConfig, Stack, StackSpec,
-    Tweak,
+    free_tcp_port, http_get, relay_digest_viewer, relay_token, Device, DeviceExt, Proc, RelayConfig, Stack,
+    StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::process::Stdio;
@@ -275,15 +276,8 @@ async fn real_clients_read_h265_from_a_real_camera_through_the_relay() -> Result
     let _heavy = ponte_tests::e2e_lock();
     let camera = RtspCamera::start(CameraOptions::default()).await?;
     let port = free_tcp_port();
-    let device = Device {
-        id: "cam-hevc".into(),
-        name: "rtsp hevc".into(),
-        zone: "test".into(),
-        kind: "fixed".into(),
-        lenses: 1,
-        source: "rtsp".into(),
-        extra: format!("codec = \"h265\"\n[[device.lens]]\nmain = {:?}\n", camera.url("h265")),
-    };
+    let mut device = Device::rtsp("cam-hevc", &camera.url("h265"));
+    device.rtsp_mut().codec = Some(Codec::H265);
     let _stack =
         Stack::start_with(StackSpec { devices: vec![device], relay: rtsp_on(port), ..StackSpec::default() })
             .await?;

@@ -18,7 +18,8 @@ use ponte_proto::{h264, h265};
 use ponte_tests::quic::{AgentSession, Answer, FakeRelay, ReceivedFrame};
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
 use ponte_tests::{
-    bin_path, http_get, http_request, AgentConfig, Device, Pki, Proc, RelayTarget, Stack, StackSpec,
+    bin_path, http_get, http_request, AgentConfig, Device, DeviceExt, Pki, Proc, RelayTarget, RtspSource,
+    RtspTransport, Secret, Stack, StackSpec,
 };
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -28,17 +29,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 const T: Duration = Duration::from_secs(20);
 
-/// A single-lens RTSP device; `settings` are device-level TOML lines.
-fn rtsp_device(id: &str, url: &str, settings: &str) -> Device {
-    Device {
-        id: id.into(),
-        name: format!("rtsp {id}"),
-        zone: "test".into(),
-        kind: "fixed".into(),
-        lenses: 1,
-        source: "rtsp".into(),
-        extra: format!("{settings}[[device.lens]]\nmain = {url:?}\n"),
-    }
+/// A single-lens RTSP device pulling `url`; `settings` sets its RTSP keys.
+fn rtsp_device(id: &str, url: &str, settings: impl FnOnce(&mut RtspSource)) -> Device {
+    let mut device = Device::rtsp(id, url);
+    settings(device.rtsp_mut());
+    device
 }
 
 /// Starts the agent with `devices`, dialling every relay in `relays`.
@@ -242,7 +237,7 @@ async fn h264_over_tcp_reaches_two_sites_byte_identical_through_one_rtsp_session
     .await?;
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri", "questura"]).await?;
     let (cc, qu) = (FakeRelay::listen(&pki, "carabinieri")?, FakeRelay::listen(&pki, "questura")?);
-    let device = rtsp_device("cam-tcp", &camera.url("h264"), "transport = \"tcp\"\n");
+    let device = rtsp_device("cam-tcp", &camera.url("h264"), |r| r.transport = RtspTransport::Tcp);
     let mut agent = spawn_agent(&pki, dir.path(), &[&cc, &qu], vec![device], &[])?;
     let (mut a, mut b) = tokio::try_join!(cc.accept(), qu.accept())?;
     for s in [&a, &b] {
@@ -336,7 +331,7 @@ async fn h264_over_udp_arrives_keyframe_led_and_identical() -> Result<()> {
     let mut rig = Rig::start(
         options,
         true,
-        |c| vec![rtsp_device("cam-udp", &c.url("h264"), "transport = \"udp\"\n")],
+        |c| vec![rtsp_device("cam-udp", &c.url("h264"), |r| r.transport = RtspTransport::Udp)],
         &[],
     )
     .await?;
@@ -364,7 +359,7 @@ async fn h265_over_tcp_travels_unchanged_and_the_catalog_learns_the_codec() -> R
     let mut rig = Rig::start(
         CameraOptions::default(),
         true,
-        |c| vec![rtsp_device("cam-hevc", &c.url("h265"), "")],
+        |c| vec![rtsp_device("cam-hevc", &c.url("h265"), |_| {})],
         &[],
     )
     .await?;
@@ -404,8 +399,14 @@ async fn digest_auth_streams_with_the_right_password_and_reports_the_wrong_one_w
         ..Default::default()
     };
     let devices = |c: &RtspCamera| {
-        let good = "username = \"ponte\"\npassword_env = \"CAMERA_GOOD_PASSWORD\"\n";
-        let bad = "username = \"ponte\"\npassword = \"Wrong-Pa55word\"\n";
+        let good = |r: &mut RtspSource| {
+            r.username = Some("ponte".into());
+            r.password_env = Some("CAMERA_GOOD_PASSWORD".into());
+        };
+        let bad = |r: &mut RtspSource| {
+            r.username = Some("ponte".into());
+            r.password = Some(Secret("Wrong-Pa55word".into()));
+        };
         vec![rtsp_device("cam-good", &c.url("h264"), good), rtsp_device("cam-bad", &c.url("h264"), bad)]
     };
     let env = [("CAMERA_GOOD_PASSWORD", "Right-Pa55word")];
@@ -438,7 +439,8 @@ async fn camera_restart_goes_offline_then_streams_again_to_the_same_subscriber()
     }
     let _heavy = ponte_tests::e2e_lock();
     let options = CameraOptions { protocols: Some("tcp"), ..Default::default() };
-    let mut rig = Rig::start(options, false, |c| vec![rtsp_device("cam-r", &c.url("h264"), "")], &[]).await?;
+    let mut rig =
+        Rig::start(options, false, |c| vec![rtsp_device("cam-r", &c.url("h264"), |_| {})], &[]).await?;
     let (before, mut rx) = rig.watch("cam-r", Duration::from_secs(2)).await?;
     check_gops(&before, Codec::H264)?;
     let last = before.last().context("frames before the outage")?.clone();
@@ -487,7 +489,7 @@ async fn whep_refuses_an_h265_camera_naming_the_substream_or_rtsp() -> Result<()
     let camera = RtspCamera::start(CameraOptions::default()).await?;
     // No codec hint: the relay learns H.265 from the agent's corrected catalog.
     let stack = Stack::start_with(StackSpec {
-        devices: vec![rtsp_device("cam-hevc", &camera.url("h265"), "")],
+        devices: vec![rtsp_device("cam-hevc", &camera.url("h265"), |_| {})],
         ..StackSpec::default()
     })
     .await?;

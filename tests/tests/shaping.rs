@@ -21,7 +21,9 @@ use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{Control, MediaEvent};
 use ponte_tests::netns::NetnsPair;
 use ponte_tests::quic::{Answer, FakeRelay};
-use ponte_tests::{bin_path, AgentConfig, Device, Pki, Proc, RelayTarget};
+use ponte_tests::{
+    bin_path, AgentConfig, Device, DeviceExt, Pki, Proc, RelayTarget, Source, SyntheticSettings,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,10 +179,16 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     let devices: Vec<Device> = (0..CAMERAS)
         .map(|i| {
             let mut d = Device::synthetic(&format!("cam-{i}"));
-            let tags = if priority(i) == "low" { "tags = [\"park\"]\n" } else { "" };
-            d.extra = format!(
-                "{tags}[device.synthetic]\nmain_kbps = 4400\nsub_kbps = 500\nmain_width = 960\nmain_height = 540"
-            );
+            if priority(i) == "low" {
+                d.tags = vec!["park".into()];
+            }
+            d.source = Source::Synthetic(SyntheticSettings {
+                main_kbps: Some(4400),
+                sub_kbps: Some(500),
+                main_width: Some(960),
+                main_height: Some(540),
+                ..SyntheticSettings::default()
+            });
             d
         })
         .collect();

@@ -2,7 +2,9 @@
 //! codes, and Prometheus metrics, against the real agent and relay.
 
 use anyhow::{Context, Result};
-use ponte_tests::{bin_path, free_tcp_port, http_get, Device, RtspReader, Stack, StackSpec, Tweak};
+use ponte_tests::{
+    bin_path, free_tcp_port, http_get, Device, DeviceExt, RtspReader, Stack, StackSpec, Tweak,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -232,9 +234,7 @@ async fn metrics_pass_promtool_lint_with_everything_configured() -> Result<()> {
     let anna = ponte_tests::relay_viewer("anna", "anna-password-1")?;
     let (_, operator) = ponte_tests::operator_token("sala")?;
     let rtsp = free_tcp_port();
-    let mut dome = Device::synthetic("dome");
-    dome.kind = "dome-ptz".into();
-    dome.extra = "[device.synthetic]\nptz = true".into();
+    let dome = Device::simulated_dome("dome");
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![dome, Device::synthetic("cam")],
         agent: Tweak::agent(move |agent| {

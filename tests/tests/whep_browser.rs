@@ -3,7 +3,7 @@
 //! only when the browser has decoded frames of the expected size.
 
 use anyhow::{bail, Context, Result};
-use ponte_tests::{Chromium, Device, Stack};
+use ponte_tests::{Chromium, Device, DeviceExt, Stack};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

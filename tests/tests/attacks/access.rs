@@ -11,8 +11,8 @@ use ponte_proto::session::{self, close_code};
 use ponte_proto::tls::{self, Identity, TransportOptions};
 use ponte_proto::wire::{CatalogEntry, Control, Role, PROTOCOL_VERSION};
 use ponte_tests::{
-    bin_path, free_tcp_port, http_get, http_request, Chromium, Device, HttpResponse, Pki, Proc, RelayConfig,
-    RtspReader, Stack, StackSpec, Tweak,
+    bin_path, free_tcp_port, http_get, http_request, Chromium, Device, DeviceExt, HttpResponse, Pki, Proc,
+    RelayConfig, RtspReader, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::path::Path;

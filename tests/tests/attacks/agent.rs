@@ -13,8 +13,8 @@ use ponte_tests::onvif_camera::{
 };
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
-    free_tcp_port, http_get, http_request, relay_token, relay_viewer, Device, Pki, RtspReader, Stack,
-    StackSpec, Tweak,
+    free_tcp_port, http_get, http_request, relay_token, relay_viewer, Device, DeviceExt, DeviceKind,
+    OnvifSettings, Pki, RtspReader, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -60,11 +60,12 @@ async fn hostile_camera_answer_does_not_drop_the_site_link() -> Result<()> {
     })
     .await?;
     let mut dome = Device::synthetic(DOME);
-    dome.kind = "dome-ptz".into();
-    dome.extra = format!(
-        "[device.onvif]\nurl = {:?}\nprofile = \"Profile_1\"\nusername = \"admin\"\npassword = \"secret\"",
-        camera.ptz_url()
-    );
+    dome.kind = DeviceKind::DomePtz;
+    dome.onvif = Some(OnvifSettings {
+        media_url: None,
+        profile: Some("Profile_1".into()),
+        ..camera.settings("admin", "secret")
+    });
     let (token, table) = ptz_token("sala")?;
     let rtsp_port = free_tcp_port();
     let mut stack = Stack::start_with(StackSpec {

@@ -9,7 +9,9 @@ use ponte_proto::ptz::{PtzCommand, PtzReply};
 use ponte_relay::auth::{TokenConfig, ViewerConfig};
 use ponte_tests::onvif_camera::{ptz_sites, require_onvif_camera, OnvifCamera};
 use ponte_tests::quic::{FakeRelay, ReceivedFrame};
-use ponte_tests::{relay_token, relay_viewer, Chromium, Device, Pki, RelayConfig, Stack, StackSpec, Tweak};
+use ponte_tests::{
+    relay_token, relay_viewer, Chromium, Device, DeviceExt, Pki, RelayConfig, Stack, StackSpec, Tweak,
+};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,11 +295,7 @@ async fn ptz_api_without_an_operator_credential_is_refused() -> Result<()> {
     let camera = OnvifCamera::start("admin", "secret").await?;
     let relay = FakeRelay::listen(&pki, "carabinieri")?;
     let mut devices = Device::zaist_and_po();
-    devices[0].extra = format!(
-        "[device.onvif]\nurl = {:?}\nmedia_url = {:?}\nusername = \"admin\"\npassword = \"secret\"",
-        camera.ptz_url(),
-        camera.media_url()
-    );
+    devices[0].onvif = Some(camera.settings("admin", "secret"));
     let (token, script) = ponte_tests::operator_token("script")?;
     let sala = ponte_tests::operator_password("sala", SALA_PASSWORD)?;
     let mut cfg = relay.agent_config(&pki, devices)?;

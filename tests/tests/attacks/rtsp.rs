@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use md5::{Digest as _, Md5};
 use ponte_tests::{
-    free_tcp_port, relay_digest_viewer, relay_token, Device, RtspReader, Stack, StackSpec, Tweak,
+    free_tcp_port, relay_digest_viewer, relay_token, Device, DeviceExt, RtspReader, Stack, StackSpec, Tweak,
 };
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};

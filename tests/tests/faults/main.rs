@@ -26,7 +26,7 @@ use ponte_proto::media::Quality;
 use ponte_proto::wire::Control;
 use ponte_tests::quic::{Answer, FakeRelay, ReceivedFrame};
 use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, CameraOptions, RtspCamera};
-use ponte_tests::{free_tcp_port, http_get, Chromium, Device, Pki};
+use ponte_tests::{free_tcp_port, http_get, Chromium, Device, DeviceExt, Pki, Source, SyntheticSettings};
 use rig::{assert_running, cameras, cut_secs, spawn_node, Rig, RigSpec};
 use rtsp::{measure, rtsp_count_frames, rtsp_play, Health};
 use std::time::{Duration, Instant};
@@ -64,8 +64,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
         return Ok(());
     }
     let _heavy = ponte_tests::e2e_lock();
-    let (mut rig, fibre) =
-        Rig::start(RigSpec { devices: cameras(5, ""), rtsp_port: None, fibre: true }).await?;
+    let (mut rig, fibre) = Rig::start(RigSpec { devices: cameras(5), rtsp_port: None, fibre: true }).await?;
     let fibre = fibre.context("fibre")?;
     rig.catalog(5).await?;
     let cams = ["cam-0", "cam-1", "cam-2", "cam-3", "cam-4"];
@@ -195,7 +194,7 @@ async fn fibre_cut_viewers_stay_connected_and_every_stream_resumes_within_2s() -
 #[tokio::test]
 async fn relay_restart_the_agent_redials_and_reconnecting_viewers_get_video_within_2s() -> Result<()> {
     let _heavy = ponte_tests::e2e_lock();
-    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2, ""), rtsp_port: None, fibre: false }).await?;
+    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2), rtsp_port: None, fibre: false }).await?;
     rig.catalog(2).await?;
     let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
     ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
@@ -235,7 +234,7 @@ async fn relay_restart_the_agent_redials_and_reconnecting_viewers_get_video_with
 #[tokio::test]
 async fn agent_restart_the_relay_serves_its_page_reports_the_link_down_and_resumes() -> Result<()> {
     let _heavy = ponte_tests::e2e_lock();
-    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2, ""), rtsp_port: None, fibre: false }).await?;
+    let (mut rig, _) = Rig::start(RigSpec { devices: cameras(2), rtsp_port: None, fibre: false }).await?;
     rig.catalog(2).await?;
     let mut viewer = view(&rig.downstream, &["cam-0", "cam-1"]).await?;
     ensure!(!viewer.collect(Duration::from_secs(1)).await.is_empty(), "video before the restart");
@@ -296,15 +295,7 @@ async fn camera_restart_viewers_behind_the_relay_get_video_again_within_5s() -> 
     let _heavy = ponte_tests::e2e_lock();
     let mut camera =
         RtspCamera::start(CameraOptions { protocols: Some("tcp"), ..Default::default() }).await?;
-    let device = Device {
-        id: "cam-rtsp".into(),
-        name: "rtsp camera".into(),
-        zone: "test".into(),
-        kind: "fixed".into(),
-        lenses: 1,
-        source: "rtsp".into(),
-        extra: format!("[[device.lens]]\nmain = {:?}\n", camera.url("h264")),
-    };
+    let device = Device::rtsp("cam-rtsp", &camera.url("h264"));
     let (mut rig, _) = Rig::start(RigSpec { devices: vec![device], rtsp_port: None, fibre: false }).await?;
     rig.catalog(1).await?;
     let mut viewer = view(&rig.downstream, &["cam-rtsp"]).await?;
@@ -343,12 +334,9 @@ async fn stalled_and_slow_viewers_do_not_hurt_healthy_ones_and_memory_stays_boun
     let rtsp_port = free_tcp_port();
     // 4 Mbit/s: a relay that buffered for stalled clients would grow by
     // 0.5 MB/s for each of them, plainly visible in its RSS.
-    let (rig, _) = Rig::start(RigSpec {
-        devices: cameras(1, "[device.synthetic]\nmain_kbps = 4000\n"),
-        rtsp_port: Some(rtsp_port),
-        fibre: false,
-    })
-    .await?;
+    let mut devices = cameras(1);
+    devices[0].source = Source::Synthetic(SyntheticSettings { main_kbps: Some(4000), ..Default::default() });
+    let (rig, _) = Rig::start(RigSpec { devices, rtsp_port: Some(rtsp_port), fibre: false }).await?;
     rig.catalog(1).await?;
     let mut viewer = view(&rig.downstream, &["cam-0"]).await?;
     let (rtsp_frames, rtsp_reader) = rtsp_count_frames(rtsp_play(rtsp_port, "cam-0").await?);
@@ -456,8 +444,7 @@ async fn subscriptions_beyond_the_session_limit_are_refused_and_counted() -> Res
     let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
     let relay = FakeRelay::listen(&pki, SITE)?;
     let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "2")];
-    let (mut agent, _) =
-        relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(3, ""))?, &env)?;
+    let (mut agent, _) = relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(3))?, &env)?;
     let mgmt = agent.management_url(T).await?;
     let mut s = relay.accept().await?;
     assert_eq!(s.subscribe(1, "cam-0", Quality::Main).await?, Answer::Ok);
@@ -495,8 +482,7 @@ async fn random_control_sequences_never_take_the_agent_down() -> Result<()> {
     let pki = Pki::create(dir.path().join("pki"), &["master", SITE]).await?;
     let relay = FakeRelay::listen(&pki, SITE)?;
     let env = [("PONTE_AGENT__MAX_SUBSCRIPTIONS_PER_SESSION", "4")];
-    let (mut agent, _) =
-        relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(2, ""))?, &env)?;
+    let (mut agent, _) = relay.spawn_agent_with(dir.path(), &relay.agent_config(&pki, cameras(2))?, &env)?;
     let mut rng = rand::rng();
     let mut closed_as_violation = 0;
     let mut sent = 0;

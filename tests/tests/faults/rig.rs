@@ -6,8 +6,8 @@ use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::netns::NetnsPair;
 use ponte_tests::quic::FakeRelay;
 use ponte_tests::{
-    bin_path, free_tcp_port, free_udp_port, wait_catalog, AgentConfig, Device, Pki, Proc, RelayConfig,
-    RelayTarget,
+    bin_path, free_tcp_port, free_udp_port, wait_catalog, AgentConfig, Device, DeviceExt, Pki, Proc,
+    RelayConfig, RelayTarget,
 };
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,15 +22,9 @@ pub(crate) fn cut_secs() -> u64 {
     std::env::var("PONTE_FIBRE_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30)
 }
 
-/// Synthetic cameras `cam-0`..`cam-{n-1}`; `extra` goes into each device.
-pub(crate) fn cameras(n: usize, extra: &str) -> Vec<Device> {
-    (0..n)
-        .map(|i| {
-            let mut d = Device::synthetic(&format!("cam-{i}"));
-            d.extra = extra.to_owned();
-            d
-        })
-        .collect()
+/// Synthetic cameras `cam-0`..`cam-{n-1}`.
+pub(crate) fn cameras(n: usize) -> Vec<Device> {
+    (0..n).map(|i| Device::synthetic(&format!("cam-{i}"))).collect()
 }
 
 pub(crate) fn spawn_node(bin: &str, label: &str, config: &Path) -> Result<Proc> {
