@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub const VELOCITY_MAX: i16 = 1000;
 /// PTZ priority of the master room's own operators: above every site (0-99).
 pub const MASTER_PRIORITY: u8 = 100;
-/// Site id the master room's operators act under in audit lines and lock holders.
+/// The master room's site id: what its operators act under in audit lines
+/// and lock holders, and the agent's identity, which relays reserve for it.
 pub const MASTER_SITE: &str = "master";
 /// Longest preset token accepted.
 pub const MAX_PRESET_LEN: usize = 64;

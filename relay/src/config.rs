@@ -177,7 +177,7 @@ impl RelayConfig {
             Some(dir) => dir.clone(),
             None => self.audit.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
         };
-        dir.join(crate::session_store::FILE_NAME)
+        dir.join(crate::auth::session_store::FILE_NAME)
     }
 }
 
@@ -294,7 +294,7 @@ fn default_upstreams() -> Vec<String> {
 }
 
 /// The site id of the master room's agent, reserved for it.
-pub const MASTER_SITE: &str = "master";
+pub use ponte_proto::ptz::MASTER_SITE;
 
 impl RelaySection {
     /// The viewer port's HTTP guards.

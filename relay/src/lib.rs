@@ -13,7 +13,6 @@ pub mod node;
 pub mod page;
 pub mod ptz;
 pub mod rtsp;
-pub mod session_store;
 pub mod status;
 pub mod upstream;
 pub mod web;

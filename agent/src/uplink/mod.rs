@@ -66,3 +66,31 @@ pub struct SessionLimits {
     /// Subscriptions refused by it since start.
     pub refused: AtomicU64,
 }
+
+/// Bit/s as Mbit/s for a log line: one decimal, never negative (a sum of
+/// rates can come out a hair below zero, which printed `-0.0`).
+fn mbps(bps: f64) -> f64 {
+    // `+ 0.0` turns a remaining -0.0 into 0.0.
+    (bps / 1e5).round().max(0.0) / 10.0 + 0.0
+}
+
+/// [`mbps`] of a budget, `unlimited` without one.
+fn mbps_or_unlimited(bps: Option<f64>) -> String {
+    bps.map_or_else(|| "unlimited".to_owned(), |b| mbps(b).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbps_reads_well_in_a_log_line() {
+        assert_eq!(mbps(-1e-9).to_string(), "0", "no negative zero");
+        assert_eq!(mbps(-0.0).to_string(), "0");
+        assert_eq!(mbps(-3e6).to_string(), "0");
+        assert_eq!(mbps(16e6).to_string(), "16");
+        assert_eq!(mbps(2_349_999.0).to_string(), "2.3");
+        assert_eq!(mbps_or_unlimited(None), "unlimited");
+        assert_eq!(mbps_or_unlimited(Some(20e6)), "20");
+    }
+}

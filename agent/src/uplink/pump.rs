@@ -2,7 +2,7 @@
 //! site's shaper at each GOP boundary which rung to send, and sends GOPs.
 
 use super::boards::{SessionCounters, SubStats};
-use super::shell::{mbps, mbps_or_unlimited};
+use super::{mbps, mbps_or_unlimited};
 use crate::sources::cameras::Cameras;
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::Quality;

@@ -63,3 +63,25 @@ pub fn chain_files(path: &Path) -> Vec<PathBuf> {
     files.push(path.to_owned());
     files
 }
+
+/// A rotated file (`audit.log.N`): its first and last lines, `None` when
+/// they cannot be read (retention then stops at it rather than guess).
+#[derive(Debug, Clone)]
+pub(super) struct RotatedFile {
+    pub(super) first: Option<LineInfo>,
+    pub(super) last: Option<LineInfo>,
+    /// Its deletion is recorded but the file could not be removed yet:
+    /// the next try removes it without a second record.
+    pub(super) recorded: bool,
+}
+
+impl RotatedFile {
+    pub(super) fn read(path: &Path) -> Self {
+        Self { first: first_line(path).ok().flatten(), last: last_line(path).ok().flatten(), recorded: false }
+    }
+}
+
+/// The end of the most recent deletion line: `(last_hash, last_seq,
+/// start_accounted)`, where the next file must start for the chain before
+/// it to stay accounted for.
+pub(super) type DeletionEnd = (String, u64, bool);

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::files::{first_line, last_line, open_append};
+use super::files::{DeletionEnd, RotatedFile};
 use super::record::{rfc3339, LineInfo};
-use super::retention::{DeletionEnd, RotatedFile};
 use super::{chain_line, rotated, AuditRecord, Retention, GENESIS};
 pub(super) struct Writer {
     pub(super) file: File,

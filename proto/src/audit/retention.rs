@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::files::{file_sha256, first_line, last_line};
+use super::files::{file_sha256, DeletionEnd};
 use super::log::Writer;
-use super::record::{Fields, LineInfo};
+use super::record::Fields;
 use super::{rotated, AuditLog, AuditRecord, DeletedFile, ACTION_FILE_DELETED, DELETION_NOTICE, GENESIS};
 /// Under `keep_files`, the oldest file is reported due once the live file
 /// is this full (percent): the next rotation deletes it.
@@ -45,28 +45,6 @@ impl Retention {
         }
     }
 }
-
-/// A rotated file (`audit.log.N`): its first and last lines, `None` when
-/// they cannot be read (retention then stops at it rather than guess).
-#[derive(Debug, Clone)]
-pub(super) struct RotatedFile {
-    pub(super) first: Option<LineInfo>,
-    pub(super) last: Option<LineInfo>,
-    /// Its deletion is recorded but the file could not be removed yet:
-    /// the next try removes it without a second record.
-    pub(super) recorded: bool,
-}
-
-impl RotatedFile {
-    pub(super) fn read(path: &Path) -> Self {
-        Self { first: first_line(path).ok().flatten(), last: last_line(path).ok().flatten(), recorded: false }
-    }
-}
-
-/// The end of the most recent deletion line: `(last_hash, last_seq,
-/// start_accounted)`, where the next file must start for the chain before
-/// it to stay accounted for.
-pub(super) type DeletionEnd = (String, u64, bool);
 
 /// The most recent `audit-file-deleted` line in `files` (oldest first).
 pub(super) fn last_deletion_in(files: &[PathBuf]) -> Option<DeletionEnd> {

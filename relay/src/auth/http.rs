@@ -1,7 +1,7 @@
 //! The HTTP pieces: `POST /login`, `POST /logout`, and the layers that put
 //! a [`Viewer`](super::Viewer) in front of the catalog, WHEP and status.
 
-use super::service::lock;
+use super::lock;
 use super::sessions::new_session_id;
 use super::{Auth, Refusal, SESSION_COOKIE};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};

@@ -24,10 +24,17 @@ mod accounts;
 mod cache;
 mod cli;
 mod config;
+/// Locks one of the auth tables; each stays consistent even if a holder
+/// panicked.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod fixtures;
 mod http;
 mod service;
+pub mod session_store;
 mod sessions;
 mod throttle;
 mod viewer;

@@ -4,17 +4,17 @@
 use super::accounts::BadCredentials;
 use super::cache::VerifiedCache;
 use super::http::{session_cookie, throttled, unauthorized};
+use super::session_store;
 use super::sessions::unix_now;
-use super::{Accounts, LoginThrottle, ScopeRefusal, SessionTable, Viewer, ViewerKind};
+use super::{lock, Accounts, LoginThrottle, ScopeRefusal, SessionTable, Viewer, ViewerKind};
 use crate::audit::RelayAudit;
-use crate::session_store;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use ponte_proto::media::Quality;
 use ponte_proto::wire::CatalogEntry;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
@@ -103,11 +103,6 @@ pub struct Auth {
     verified: Mutex<VerifiedCache>,
     /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
     hashing: Semaphore,
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each table stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Auth {

@@ -1,8 +1,8 @@
 //! Browser sessions (sans-IO: time is passed in).
 
+use super::session_store::StoredSession;
 use super::viewer::Scope;
 use super::{Viewer, ViewerKind};
-use crate::session_store::StoredSession;
 use ponte_proto::credentials::sha256;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ struct SessionSlot {
 
 /// Browser sessions, each ending after `idle` without use. Kept by the
 /// SHA-256 of the cookie, so what is written to disk
-/// ([`crate::session_store`]) cannot be replayed as a cookie.
+/// ([`super::session_store`]) cannot be replayed as a cookie.
 pub struct SessionTable {
     sessions: HashMap<String, SessionSlot>,
     idle: Duration,

@@ -608,7 +608,7 @@ impl Upstreams {
                 .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
         // The master room's site speaks as the agent; any other trusted site
         // is a parent relay of a cascade.
-        let expected = if peer == crate::config::MASTER_SITE { Role::Agent } else { Role::Relay };
+        let expected = if peer == ponte_proto::ptz::MASTER_SITE { Role::Agent } else { Role::Relay };
         if let Control::Hello { role, .. } = said {
             if role != expected {
                 let why = format!(

@@ -354,7 +354,7 @@ impl SessionState {
         if budget != self.budget {
             info!(
                 site = %self.site,
-                budget_mbps = %super::shell::mbps_or_unlimited(budget.bps),
+                budget_mbps = %crate::uplink::mbps_or_unlimited(budget.bps),
                 burst_kb = budget.burst_bytes / 1024.0,
                 "shaping: new link budget"
             );

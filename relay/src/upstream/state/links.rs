@@ -193,7 +193,7 @@ impl UpstreamState {
 
     /// Why a viewer of `camera` lost it when upstream `peer` withdrew it.
     pub(super) fn withdrawn(&self, peer: &str, camera: &str) -> String {
-        let who = if peer == crate::config::MASTER_SITE {
+        let who = if peer == ponte_proto::ptz::MASTER_SITE {
             "the master room".to_owned()
         } else {
             format!("upstream relay `{peer}`")

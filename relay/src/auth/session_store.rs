@@ -24,7 +24,7 @@ pub struct StoredSession {
     /// Hex SHA-256 of the cookie value.
     pub cookie_sha256: String,
     /// `account` or `token`.
-    pub kind: crate::auth::ViewerKind,
+    pub kind: super::ViewerKind,
     /// Account user or token name.
     pub name: String,
     /// Hex fingerprint of the credentials the login proved.
