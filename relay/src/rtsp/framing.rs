@@ -48,6 +48,10 @@ pub struct Framer {
     skip: usize,
     /// Set once a fatal refusal was returned: nothing more is parsed.
     broken: bool,
+    /// Leading bytes of `buf` already searched for the end of a request
+    /// head without finding it, so a head that arrives a byte at a time is
+    /// scanned once, not once per byte (zeroed whenever `buf` moves).
+    scanned: usize,
 }
 
 impl Framer {
@@ -84,6 +88,7 @@ impl Framer {
         if self.skip > 0 {
             let n = self.skip.min(self.buf.len());
             self.buf.advance(n);
+            self.scanned = 0;
             self.skip -= n;
             if self.skip > 0 {
                 return None;
@@ -94,6 +99,7 @@ impl Framer {
             // send them as keep-alives).
             while matches!(self.buf.first(), Some(b'\r' | b'\n')) {
                 self.buf.advance(1);
+                self.scanned = 0;
             }
             match self.buf.first()? {
                 b'$' => {
@@ -102,6 +108,7 @@ impl Framer {
                     };
                     let len = u16::from_be_bytes([hi, lo]);
                     self.buf.advance(4);
+                    self.scanned = 0;
                     self.skip = usize::from(len);
                     return Some(Inbound::Interleaved { channel, len });
                 }
@@ -117,7 +124,11 @@ impl Framer {
 
     fn request(&mut self) -> Option<Framed> {
         let window = self.buf.get(..MAX_REQUEST_BYTES).unwrap_or(&self.buf);
-        let Some(head) = find(window, b"\r\n\r\n").and_then(|i| window.get(..i + 4)) else {
+        // The terminator may straddle what was scanned and what is new.
+        let from = self.scanned.saturating_sub(3).min(window.len());
+        let found = window.get(from..).and_then(|new| find(new, b"\r\n\r\n")).map(|i| from + i);
+        let Some(head) = found.and_then(|i| window.get(..i + 4)) else {
+            self.scanned = window.len();
             if self.buf.len() >= MAX_REQUEST_BYTES {
                 return Some(Framed::Item(self.fatal(
                     StatusCode::BadRequest,
@@ -157,6 +168,7 @@ impl Framer {
         }
         let lines = head.split(|&b| b == b'\n').count().saturating_sub(3);
         let message = self.buf.split_to(total);
+        self.scanned = 0;
         let refuse = |status, reason: String| {
             Some(Framed::Item(Inbound::Refused(Refusal { status, cseq: cseq.clone(), reason, fatal: false })))
         };
@@ -189,6 +201,7 @@ impl Framer {
     fn fatal(&mut self, status: StatusCode, cseq: Option<String>, reason: String) -> Inbound {
         self.broken = true;
         self.buf.clear();
+        self.scanned = 0;
         Inbound::Refused(Refusal { status, cseq, reason, fatal: true })
     }
 }
@@ -271,6 +284,32 @@ GET_PARAMETER rtsp://h/cam RTSP/1.0\r\nCSeq: 2\r\nContent-Length: 4\r\n\r\nping\
             other => panic!("{other:?}"),
         }
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn a_long_head_dribbled_a_byte_at_a_time_is_framed_once_and_scanned_once() {
+        // Headers up to just under the limit, sent one byte per read (a
+        // slow or hostile client): one request comes out, and the head is
+        // searched about once per byte, not once per byte per byte read.
+        let mut wire = b"OPTIONS rtsp://h/cam RTSP/1.0\r\nCSeq: 1\r\n".to_vec();
+        while wire.len() < MAX_REQUEST_BYTES - 200 {
+            wire.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        let mut searched = 0;
+        for b in &wire {
+            f.push(std::slice::from_ref(b));
+            searched += f.buffered() - f.scanned.saturating_sub(3).min(f.buffered());
+            got.extend(all(&mut f));
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], Inbound::Refused(r) if r.status == StatusCode::BadRequest && !r.fatal),
+            "{got:?}"
+        );
+        assert!(searched < 5 * wire.len(), "{searched} bytes searched for a {}-byte head", wire.len());
     }
 
     #[test]
