@@ -128,6 +128,66 @@ impl NetnsPair {
         Ok(())
     }
 
+    /// Drops `percent` % of the packets `end` sends on its veth, at random
+    /// (nftables `numgen random`: a dirty connector, a flapping optic; netem
+    /// is not available here); 0 removes the loss. A second call replaces
+    /// the rate.
+    pub fn drop_randomly(&self, end: &End, percent: u8) -> Result<()> {
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &end.ns, "nft"];
+            all.extend_from_slice(args);
+            run("ip", &all)
+        };
+        let _ = nft(&["delete", "table", "inet", "ponte_loss"]);
+        if percent == 0 {
+            return Ok(());
+        }
+        nft(&["add", "table", "inet", "ponte_loss"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "ponte_loss",
+            "out",
+            "{ type filter hook output priority 0 ; policy accept ; }",
+        ])?;
+        let below = percent.min(100).to_string();
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "ponte_loss",
+            "out",
+            "oifname",
+            &end.dev,
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            &below,
+            "counter",
+            "drop",
+        ])?;
+        Ok(())
+    }
+
+    /// Packets `end`'s veth has dropped on the way out, by the nftables rule
+    /// of [`NetnsPair::drop_randomly`] (its counter).
+    pub fn dropped_packets(&self, end: &End) -> Result<u64> {
+        let out = run("ip", &["netns", "exec", &end.ns, "nft", "-j", "list", "table", "inet", "ponte_loss"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `nft -j list table`")?;
+        let packets = v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["rule"]["expr"].as_array())
+            .flatten()
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum();
+        Ok(packets)
+    }
+
     /// Bytes `end`'s veth has transmitted (Ethernet frames, after the qdisc).
     pub fn tx_bytes(&self, end: &End) -> Result<u64> {
         let json = ip(&["-n", &end.ns, "-s", "-j", "link", "show", "dev", &end.dev])?;

@@ -53,7 +53,7 @@ pub use decide::{ChangeReason, RungChange};
 pub use inputs::{Budget, Hysteresis, StreamRates};
 pub use ladder::{Ladder, Priority, Rung};
 pub use path_estimator::{
-    PathEstimator, PathSample, CONGESTION_MEMORY, IP_UDP_OVERHEAD, LOSS_SHARE, QUEUE_DELAY,
+    PathEstimator, PathSample, CONGESTION_MEMORY, IP_UDP_OVERHEAD, LOSS_BEHIND, LOSS_SHARE, QUEUE_DELAY,
 };
 pub use rate_meter::{RateMeter, RATE_MIN_SPAN, RATE_WINDOW};
 

@@ -29,13 +29,25 @@ pub const IP_UDP_OVERHEAD: u64 = 28;
 pub const LOSS_SHARE: f64 = 0.01;
 /// Queueing delay (smoothed RTT above the minimum) that counts as congestion.
 pub const QUEUE_DELAY: Duration = Duration::from_millis(50);
+/// How far the delivery rate may trail what was written, during loss,
+/// before the loss counts as congestion (keyframes written at the end of a
+/// sample and sent in the next one make up the rest).
+pub const LOSS_BEHIND: f64 = 1.1;
 /// Wire bytes per media byte assumed when comparing offered and delivered.
 const NOMINAL_OVERHEAD: f64 = 1.03;
 
-/// Estimates what the path delivers. Congestion shows as loss (beyond a
-/// sporadic share) or a standing queue (smoothed RTT well above the
-/// minimum), two samples running, or as media piling up in QUIC's buffers
-/// (more written than delivered, three samples running). While any of these was seen within
+/// Estimates what the path delivers. Congestion shows as a standing queue
+/// (smoothed RTT well above the minimum) or as loss (beyond a sporadic
+/// share) while the delivery rate falls behind what was written, two
+/// samples running, or as media piling up in QUIC's buffers (more written
+/// than delivered by a wide margin, three samples running). Loss alone is
+/// not congestion: on a path that drops packets at random (a dirty
+/// connector, a flapping optic) while its capacity is ample, QUIC
+/// retransmits and the delivery rate keeps up with what was written; read
+/// as congestion, that loss would step the cameras down, the delivery rate
+/// with them, and the estimate with it, a spiral down to keyframes (the
+/// delivery rate and the RTT tell congestion, as in BBR, not the lost-bytes
+/// count). While any of these was seen within
 /// [`CONGESTION_MEMORY`], the capacity is the rate the path delivered
 /// while congested (not since: once shaped below it, the sender is
 /// application-limited again and its rate says nothing about the path); a
@@ -67,11 +79,14 @@ impl PathEstimator {
                 let delivered = (sent - lost).max(0.0) * 8.0 / dt;
                 let lossy = lost > 0.0 && lost > sent * LOSS_SHARE;
                 let queued = s.rtt > s.min_rtt + QUEUE_DELAY.max(s.min_rtt);
-                let piling = offered > 64.0 * 1024.0 && offered * 8.0 / dt > delivered * 1.25;
+                let written = offered > 64.0 * 1024.0;
+                let piling = written && offered * 8.0 / dt > delivered * 1.25;
+                let behind = written && offered * 8.0 / dt > delivered * LOSS_BEHIND;
                 self.backlog_streak = if piling { self.backlog_streak + 1 } else { 0 };
                 // A single bad sample (a loss burst, a qdisc change) is not
                 // congestion; two in a row are.
-                self.signal_streak = if lossy || queued { self.signal_streak + 1 } else { 0 };
+                let signal = queued || (lossy && behind);
+                self.signal_streak = if signal { self.signal_streak + 1 } else { 0 };
                 if self.signal_streak >= 2 || self.backlog_streak >= 3 {
                     let was = self
                         .congested_at

@@ -212,6 +212,22 @@ fn path_estimator_sees_a_limit_only_under_congestion() {
         assert_eq!(p.update(at(i), s), None, "sample {i}");
     }
 
+    // Random loss on an ample path (5 %, every sample): QUIC retransmits,
+    // the delivery rate keeps up with what was written: no limit, however
+    // long it lasts.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    for i in 0..40 {
+        step(&mut s, 160_000, 173_000, 8_650);
+        assert_eq!(p.update(at(i), s), None, "sample {i}");
+    }
+    // The same loss while the delivery rate falls behind is congestion.
+    for i in 40..43 {
+        step(&mut s, 160_000, 150_000, 8_650);
+        p.update(at(i), s);
+    }
+    assert!(p.update(at(43), s).is_some());
+
     // A standing queue: RTT far above its minimum.
     let mut p = PathEstimator::new();
     let mut s = PathSample { rtt: Duration::from_millis(90), ..quiet };
