@@ -25,8 +25,14 @@ use std::path::Path;
 /// `PONTE_*` variables that are not config keys: read by the agent's test
 /// clock, the test harness, the benchmarks and the fuzz runner, whose
 /// nodes inherit them.
-pub const TOOL_VARIABLES: &[&str] =
-    &["PONTE_CLOCK_START", "PONTE_BIN_DIR", "PONTE_CHROMIUM", "PONTE_ONVIF_WSDL", "PONTE_FIBRE_CUT_SECS"];
+pub const TOOL_VARIABLES: &[&str] = &[
+    "PONTE_CLOCK_START",
+    "PONTE_BIN_DIR",
+    "PONTE_CHROMIUM",
+    "PONTE_ONVIF_WSDL",
+    "PONTE_FIBRE_CUT_SECS",
+    "PONTE_CPU_HOG",
+];
 /// Prefixes of the benchmark and fuzz runner settings.
 const TOOL_PREFIXES: &[&str] = &["PONTE_BENCH_", "PONTE_FUZZ_"];
 

@@ -386,6 +386,22 @@ impl GopSender {
         }
     }
 
+    /// Gives up on the GOP being sent, now, and on the one before it if it
+    /// is still queued: what QUIC holds of them is dropped. For a
+    /// subscription stepped down as the path narrows, whose queued frames
+    /// would reach the viewer late; the relay sees superseded GOPs and the
+    /// next GOP starts at a keyframe.
+    pub fn abandon(&mut self) {
+        if let Some(tx) = self.draining.take() {
+            let _ = tx.send(());
+        }
+        if let Some((_, _, mut stream)) = self.current.take() {
+            if stream.reset(quinn::VarInt::from_u32(close_code::SUPERSEDED)).is_ok() {
+                self.resets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Ends the subscription's media: the current GOP is reset.
     pub fn stop(&mut self) {
         self.draining.take();

@@ -138,9 +138,14 @@ fn transport(opts: &TransportOptions) -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(crate::session::INITIAL_UNI_STREAMS));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
     // Windows sized for tens of Mbit/s per stream on a sub-10 ms fibre.
+    // The receive windows only let the sender go: a node reads its streams
+    // as they arrive, so they hold no queue. The send window is the queue:
+    // the agent narrows it per site link to two GOPs of the shaper's
+    // effective budget (`shaping::send_window_for`) at the first shaping
+    // tick; this is its ceiling.
     t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
     t.receive_window(quinn::VarInt::from_u32(64 << 20));
-    t.send_window(64 << 20);
+    t.send_window(crate::shaping::MAX_SEND_WINDOW);
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     t.enable_segmentation_offload(opts.gso);
     t

@@ -309,6 +309,36 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A CPU hog: `workers` busy loops at nice 0 (each a `sh` spinning), for at
+/// most `limit` (coreutils `timeout` ends them even if the test dies),
+/// killed on drop. Tests that promise a bound "also with the machine busy"
+/// run their measurement under one.
+pub struct CpuHog {
+    workers: Vec<Proc>,
+}
+
+impl CpuHog {
+    /// Starts `workers` busy loops for at most `limit`.
+    pub fn start(workers: usize, limit: Duration) -> Result<CpuHog> {
+        let secs = limit.as_secs().max(1).to_string();
+        let workers = (0..workers)
+            .map(|i| {
+                Proc::spawn_command(&format!("hog-{i}"), {
+                    let mut cmd = Command::new("timeout");
+                    cmd.args([secs.as_str(), "sh", "-c", "while :; do :; done"]);
+                    cmd
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CpuHog { workers })
+    }
+
+    /// How many busy loops run.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

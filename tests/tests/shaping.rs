@@ -22,7 +22,7 @@ use ponte_proto::wire::{Control, MediaEvent};
 use ponte_tests::netns::NetnsPair;
 use ponte_tests::quic::{Answer, FakeRelay};
 use ponte_tests::{
-    bin_path, AgentConfig, Device, DeviceExt, Pki, Proc, RelayTarget, Source, SyntheticSettings,
+    bin_path, AgentConfig, CpuHog, Device, DeviceExt, Pki, Proc, RelayTarget, Source, SyntheticSettings,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -252,10 +252,20 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     // sent: 20 Mbit/s, or 70 % of what is sent when that is less.
     let narrowed_mbps = (sending_mbps * 0.7).clamp(4.0, 20.0).round();
     println!("sending {sending_mbps:.1} Mbit/s with every camera on main; narrowing the link to {narrowed_mbps} Mbit/s");
+    // The bound holds with the machine busy too: a busy loop per core at
+    // the agent's own nice level through the narrowed phase
+    // (`PONTE_CPU_HOG=0` for the quiet figure).
+    let hog_workers = match std::env::var("PONTE_CPU_HOG") {
+        Ok(n) => n.parse().context("PONTE_CPU_HOG: a number of busy loops")?,
+        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let hog = CpuHog::start(hog_workers, NARROWED + Duration::from_secs(5))?;
+    println!("narrowed phase with {} busy loops on the machine", hog.workers());
     net.cap(&net.a, &format!("{narrowed_mbps}mbit"), "64kb", "100ms")?;
     let t_narrow = Instant::now();
     tokio::time::sleep(NARROWED).await;
     let t_end = Instant::now();
+    drop(hog);
     // Nothing unexpected on the control stream until now; then stop.
     if control.is_finished() {
         control.await??;
@@ -322,6 +332,8 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
         _ => 2,
     };
     let mut latencies: [Vec<u64>; 3] = Default::default();
+    // The narrowed phase's latest frames, to say where a bad p99 comes from.
+    let mut worst: Vec<(u64, u64, Duration, &str, usize)> = Vec::new();
     let mut resets = [0usize; 3];
     let mut superseded = [0usize; 3];
     for (k, g) in all.iter().enumerate() {
@@ -344,16 +356,22 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
                 superseded[phase_of(f.at)] += 1;
             } else if let Some(l) = f.latency_us {
                 latencies[phase_of(f.at)].push(l);
+                if phase_of(f.at) == 2 {
+                    let index = g.frames.iter().position(|x| std::ptr::eq(x, f)).unwrap_or(0);
+                    worst.push((l, g.subscription, f.at - t_narrow, rung_of(g), index));
+                }
             }
         }
     }
     let mut p99s = Vec::new();
-    // Under a sudden overload (the narrowed link) media queues until the
-    // agent notices and the next GOPs step down; stale GOPs are reset, so
-    // the wait stays within about a GOP (2 s nominal, longer where the
-    // encoders drop frames: a GOP is 30 frames), plus the capture-to-send
-    // delay of encoders that share two cores with everything else (p50
-    // about 0.2 s on the CI machine).
+    // Under a sudden overload (the narrowed link, with a busy loop per
+    // core) media queues in the agent's QUIC send buffer until the agent
+    // sees the backlog (1-1.5 s); then every pump decides at once and the
+    // GOPs it steps down are cut, their queued frames dropped. The wait
+    // stays within a GOP (2 s nominal, longer where the encoders drop
+    // frames: a GOP is 30 frames) plus 0.5 s for encoders that share two
+    // busy cores with everything else (issue 18: measured p99 0.25 s quiet,
+    // 0.5-0.75 s loaded).
     let mut periods: Vec<Duration> = all
         .windows(2)
         .filter(|w| w[0].subscription == w[1].subscription)
@@ -384,6 +402,15 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
             superseded[phase],
         );
         p99s.push((name, p99, bound));
+    }
+    worst.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
+    for (l, cam, after, rung, index) in worst.iter().take(8) {
+        println!(
+            "  late on the narrowed link: cam-{cam} {rung} frame {index} of its GOP, {:.1} s after the narrowing, \
+             {:.0} ms capture→receive",
+            after.as_secs_f64(),
+            *l as f64 / 1e3
+        );
     }
     println!("{} GOP streams received in all", all.len());
 

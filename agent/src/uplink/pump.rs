@@ -9,7 +9,7 @@ use ponte_proto::media::Quality;
 use ponte_proto::session::{GopSender, SendCounters, SessionError};
 use ponte_proto::shaping::{Ladder, RateMeter, Rung, RungChange, Shaper, StreamRates};
 use ponte_proto::wire::{Control, SubscribeErrorCode};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -21,9 +21,17 @@ const PAUSED_REASON: &str = "link budget";
 /// The shaper of one site session, shared by its pumps.
 pub(super) struct SiteShaping {
     pub(super) shaper: Mutex<Shaper>,
+    /// Bumped each time the path is found narrower than the budget the
+    /// pumps decided under: each pump then decides at once, not at its
+    /// next GOP boundary, and cuts a GOP the decision steps down.
+    pub(super) narrowed: AtomicU64,
 }
 
 impl SiteShaping {
+    pub(super) fn new(shaper: Shaper) -> Self {
+        Self { shaper: Mutex::new(shaper), narrowed: AtomicU64::new(0) }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Shaper> {
         self.shaper.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,6 +89,8 @@ pub(super) struct Pump {
     /// Which frames go out.
     pub(super) gate: Gate,
     pub(super) last: SendCounters,
+    /// The [`SiteShaping::narrowed`] count this pump last decided under.
+    pub(super) narrowed_seen: u64,
 }
 
 impl Pump {
@@ -127,6 +137,18 @@ impl Pump {
         let keyframe = item.frame.keyframe;
         let at = self.media_time(quality, item.frame.pts, now);
         self.meters.of_mut(quality).record(at, item.frame.payload.len() as u64, keyframe);
+        let narrowed = self.shaping.narrowed.load(Ordering::Relaxed);
+        if narrowed != self.narrowed_seen && self.gate.target.is_some() {
+            // The path narrowed: decide now. Waiting for the GOP boundary
+            // would queue the rest of a GOP the path cannot carry, and the
+            // frames of lower classes behind it, seconds late.
+            self.narrowed_seen = narrowed;
+            self.decide(now).await;
+            if self.gate.step_down_now() {
+                self.gops.abandon();
+                debug!(site = %self.site, camera = %self.camera, subscription = self.id, "shaping: GOP cut: the path narrowed");
+            }
+        }
         if keyframe && self.gate.decides_on(quality, self.readers.sub.is_some()) {
             self.decide(now).await;
         }
@@ -349,6 +371,19 @@ impl Gate {
         Verdict::Send
     }
 
+    /// Applies a step down at once, mid-GOP: true if the GOP going out is
+    /// above the target (the caller gives it up); the target stream starts
+    /// at its next keyframe.
+    pub(super) fn step_down_now(&mut self) -> bool {
+        match (self.target, self.sending) {
+            (Some(target), Some((_, rung))) if target < rung => {
+                self.sending = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A stream below the top ended; true if its GOP was going out (the
     /// caller ends it).
     pub(super) fn stream_ended(&mut self, quality: Quality) -> bool {
@@ -420,6 +455,22 @@ mod tests {
         assert!(!g.decides_on(Sub, false));
         assert_eq!(g.set_target(Rung::Sub), Some(Control::Resumed { id: 7 }));
         assert_eq!(gop(&mut g, Sub, 2, None), [Send, Send]);
+    }
+
+    #[test]
+    fn a_step_down_at_once_cuts_the_gop_and_waits_for_the_targets_keyframe() {
+        let mut g = Gate::new(1, LADDER);
+        assert_eq!(gop(&mut g, Main, 3, Some(Rung::Main)), [Send, Send, Send]);
+        assert!(!g.step_down_now(), "on target: nothing to cut");
+        g.set_target(Rung::Sub);
+        assert!(g.step_down_now());
+        assert_eq!(g.on_frame(Main, false), Skip, "the rest of main's GOP stays home");
+        assert_eq!(g.on_frame(Sub, false), Skip, "no start in the middle of a GOP");
+        assert_eq!(gop(&mut g, Sub, 2, None), [Send, Send]);
+        // A climb never cuts.
+        g.set_target(Rung::Main);
+        assert!(!g.step_down_now());
+        assert_eq!(g.on_frame(Sub, false), Send);
     }
 
     #[test]

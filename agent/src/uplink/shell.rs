@@ -16,7 +16,7 @@ use ponte_proto::shaping::{Hysteresis, Ladder, PathEstimator, PathSample, Rung, 
 use ponte_proto::wire::{Control, Role, PROTOCOL_VERSION};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -43,6 +43,10 @@ struct PathMeter {
     sent_bps: f64,
     limited: bool,
     last_log: Option<Instant>,
+    /// The QUIC send window last applied.
+    send_window: u64,
+    /// The capacity the pumps were last told to decide at once under.
+    narrowed_to: Option<f64>,
 }
 
 impl Default for PathMeter {
@@ -54,6 +58,8 @@ impl Default for PathMeter {
             sent_bps: 0.0,
             limited: false,
             last_log: None,
+            send_window: 0,
+            narrowed_to: None,
         }
     }
 }
@@ -103,7 +109,7 @@ pub(super) async fn run_session(
         counters: Arc::new(SessionCounters::default()),
         priorities: Arc::new(PriorityClock::default()),
         reply_tx,
-        shaping: Arc::new(SiteShaping { shaper: Mutex::new(Shaper::new(budget, Hysteresis::default())) }),
+        shaping: Arc::new(SiteShaping::new(Shaper::new(budget, Hysteresis::default()))),
         path: PathMeter::default(),
         ptz_under_way: crate::ptz::session_gate(),
     };
@@ -292,6 +298,7 @@ impl Session<'_> {
             clocks: PerStream::default(),
             gate: Gate::new(id, ladder),
             last: SendCounters::default(),
+            narrowed_seen: self.shaping.narrowed.load(Ordering::Relaxed),
         };
         tokio::spawn(pump.run())
     }
@@ -338,10 +345,34 @@ impl Session<'_> {
                 None => info!(site = self.site, "shaping: the path is clear again; back to the link budget"),
             }
         }
+        // Found limited, or a fifth narrower than when last found: every
+        // pump decides at its next frame, not its next GOP.
+        let narrower = match (capacity, self.path.narrowed_to) {
+            (Some(_), None) => true,
+            (Some(c), Some(before)) => c < before * 0.8,
+            (None, _) => false,
+        };
+        if narrower {
+            self.path.narrowed_to = capacity;
+        } else if capacity.is_none() {
+            self.path.narrowed_to = None;
+        }
         let snapshot = {
             let mut shaper = self.shaping.lock();
             shaper.set_path_capacity(capacity);
+            if narrower {
+                // After the capacity is in: the pumps decide under it.
+                self.shaping.narrowed.fetch_add(1, Ordering::Relaxed);
+            }
             shaper.set_overhead(self.path.overhead);
+            let window = shaper.send_window();
+            if window != self.path.send_window {
+                // What QUIC may hold for this link follows the effective
+                // budget: a narrowed path cannot queue more than two GOPs.
+                self.conn.set_send_window(window);
+                debug!(site = self.site, send_window_bytes = window, "shaping: QUIC send window");
+                self.path.send_window = window;
+            }
             let effective = shaper.effective_bps();
             let budget = shaper.budget();
             let subscriptions = shaper

@@ -53,11 +53,41 @@ pub use decide::{ChangeReason, RungChange};
 pub use inputs::{Budget, Hysteresis, StreamRates};
 pub use ladder::{Ladder, Priority, Rung};
 pub use path_estimator::{
-    PathEstimator, PathSample, CONGESTION_MEMORY, IP_UDP_OVERHEAD, LOSS_BEHIND, LOSS_SHARE, QUEUE_DELAY,
+    PathEstimator, PathSample, BACKLOG_DELAY, BACKLOG_SAMPLES, CONGESTION_MEMORY, IP_UDP_OVERHEAD,
+    LOSS_BEHIND, LOSS_SHARE, QUEUE_DELAY,
 };
 pub use rate_meter::{RateMeter, RATE_MIN_SPAN, RATE_WINDOW};
 
 use std::collections::BTreeMap;
+
+/// Seconds of the effective budget a link's QUIC send window holds: two
+/// GOPs of 2 s, the GOP being sent and the one it superseded (reset when
+/// the next one completes). What the window holds is a queue the viewer
+/// waits behind when the path narrows faster than the shaper steps down.
+pub const SEND_WINDOW_SECS: f64 = 4.0;
+/// The smallest send window: a keyframe of a 4K main stream and then some,
+/// so a link shaped to a trickle still takes whole frames.
+pub const MIN_SEND_WINDOW: u64 = 2 << 20;
+/// The largest (no budget, no measured limit): what a 100 Mbit/s site
+/// sends in about five seconds.
+pub const MAX_SEND_WINDOW: u64 = 64 << 20;
+
+/// The QUIC send window for an effective budget, bit/s (`None`:
+/// unlimited): [`SEND_WINDOW_SECS`] of it, within
+/// [`MIN_SEND_WINDOW`]..=[`MAX_SEND_WINDOW`]. Bounding it bounds how much
+/// video can queue in the sender when the path delivers less than was
+/// planned: with the 64 MiB constant it was minutes at a few Mbit/s.
+pub fn send_window_for(effective_bps: Option<f64>) -> u64 {
+    match effective_bps {
+        Some(bps) if bps.is_finite() && bps > 0.0 => {
+            let bytes = bps / 8.0 * SEND_WINDOW_SECS;
+            // Saturating float → int: a huge budget is the maximum.
+            (bytes as u64).clamp(MIN_SEND_WINDOW, MAX_SEND_WINDOW)
+        }
+        Some(_) => MIN_SEND_WINDOW,
+        None => MAX_SEND_WINDOW,
+    }
+}
 use std::time::Instant;
 
 /// One subscription as the shaper sees it, for status.
@@ -209,6 +239,13 @@ impl Shaper {
             (Some(b), Some(p)) => Some(b.min(p)),
             (b, p) => b.or(p),
         }
+    }
+
+    /// How many bytes QUIC may hold for this link, sent but not
+    /// acknowledged or not yet sent ([`send_window_for`] of the effective
+    /// budget).
+    pub fn send_window(&self) -> u64 {
+        send_window_for(self.effective_bps())
     }
 
     /// Adds a subscription; its first [`Shaper::decide`] places it.

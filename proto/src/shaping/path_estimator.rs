@@ -35,6 +35,14 @@ pub const QUEUE_DELAY: Duration = Duration::from_millis(50);
 pub const LOSS_BEHIND: f64 = 1.1;
 /// Wire bytes per media byte assumed when comparing offered and delivered.
 const NOMINAL_OVERHEAD: f64 = 1.03;
+/// How many samples the sender's backlog is summed over (2 s at the
+/// agent's 500 ms shaping tick).
+pub const BACKLOG_SAMPLES: usize = 4;
+/// Media written but not delivered over the last [`BACKLOG_SAMPLES`], in
+/// seconds of the delivery rate, that counts as congestion: the queue a
+/// viewer would wait behind, grown inside QUIC's send buffer where the RTT
+/// does not show it (BBR paces, so the network queue stays short).
+pub const BACKLOG_DELAY: Duration = Duration::from_millis(250);
 
 /// Estimates what the path delivers. Congestion shows as a standing queue
 /// (smoothed RTT well above the minimum) or as loss (beyond a sporadic
@@ -52,6 +60,14 @@ const NOMINAL_OVERHEAD: f64 = 1.03;
 /// while congested (not since: once shaped below it, the sender is
 /// application-limited again and its rate says nothing about the path); a
 /// quiet link has no measured limit.
+///
+/// The sender's own queue leads the other signs: media written faster
+/// than the path delivers waits in QUIC's send buffer, where neither loss
+/// nor the RTT shows it. Written minus delivered over the last
+/// [`BACKLOG_SAMPLES`] beyond [`BACKLOG_DELAY`] of the delivery rate, and
+/// still growing, two samples running, is congestion: a path narrowed to
+/// 80 % of what is sent is seen within about 1.5 s, before a 2 s GOP's
+/// worth has queued (one sample could be ten cameras' keyframes at once).
 #[derive(Debug, Clone, Default)]
 pub struct PathEstimator {
     last: Option<(Instant, PathSample)>,
@@ -59,6 +75,10 @@ pub struct PathEstimator {
     capacity_bps: Option<f64>,
     backlog_streak: u32,
     signal_streak: u32,
+    queue_streak: u32,
+    /// (offered wire bytes, delivered bytes, seconds) of the last samples.
+    recent: [(f64, f64, f64); BACKLOG_SAMPLES],
+    next: usize,
 }
 
 impl PathEstimator {
@@ -83,11 +103,19 @@ impl PathEstimator {
                 let piling = written && offered * 8.0 / dt > delivered * 1.25;
                 let behind = written && offered * 8.0 / dt > delivered * LOSS_BEHIND;
                 self.backlog_streak = if piling { self.backlog_streak + 1 } else { 0 };
+                if let Some(slot) = self.recent.get_mut(self.next % BACKLOG_SAMPLES) {
+                    *slot = (offered, (sent - lost).max(0.0), dt);
+                }
+                self.next = self.next.wrapping_add(1);
+                // Still growing now: once shaped below the path, the
+                // queue drains and the samples before say nothing new.
+                let backlogged = written && offered > sent - lost && self.backlogged();
+                self.queue_streak = if backlogged { self.queue_streak + 1 } else { 0 };
                 // A single bad sample (a loss burst, a qdisc change) is not
                 // congestion; two in a row are.
                 let signal = queued || (lossy && behind);
                 self.signal_streak = if signal { self.signal_streak + 1 } else { 0 };
-                if self.signal_streak >= 2 || self.backlog_streak >= 3 {
+                if self.signal_streak >= 2 || self.backlog_streak >= 3 || self.queue_streak >= 2 {
                     let was = self
                         .congested_at
                         .is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_MEMORY);
@@ -106,5 +134,16 @@ impl PathEstimator {
             self.capacity_bps = None;
         }
         self.capacity_bps
+    }
+
+    /// True when what was written over the last samples exceeds what the
+    /// path delivered by more than [`BACKLOG_DELAY`] of its delivery rate.
+    fn backlogged(&self) -> bool {
+        let (offered, delivered, secs) =
+            self.recent.iter().fold((0.0, 0.0, 0.0), |(o, d, t), (o1, d1, t1)| (o + o1, d + d1, t + t1));
+        if secs <= 0.0 || delivered <= 0.0 {
+            return false;
+        }
+        (offered - delivered) / (delivered / secs) > BACKLOG_DELAY.as_secs_f64()
     }
 }

@@ -241,13 +241,40 @@ fn path_estimator_sees_a_limit_only_under_congestion() {
     let mut p = PathEstimator::new();
     let mut s = quiet;
     assert_eq!(p.update(at(0), s), None);
-    for i in 1..3 {
-        step(&mut s, 2_000_000, 1_250_000, 0);
-        assert_eq!(p.update(at(i), s), None, "a sample or two is not a trend");
-    }
     step(&mut s, 2_000_000, 1_250_000, 0);
-    let cap = p.update(at(3), s).unwrap();
+    assert_eq!(p.update(at(1), s), None, "a sample is not a trend");
+    step(&mut s, 2_000_000, 1_250_000, 0);
+    let cap = p.update(at(2), s).unwrap();
     assert!((19.0 * MBIT..21.0 * MBIT).contains(&cap), "{cap}");
+
+    // A path narrowed to 83 % of what is written: no loss, no RTT (the
+    // queue is in the sender), each sample only 1.2× behind (under the
+    // piling margin); the backlog is seen within 2 s (a GOP), before a
+    // GOP's worth has queued.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    p.update(at(0), s);
+    let mut seen = None;
+    for i in 1..=8 {
+        step(&mut s, 1_000_000, 860_000, 0);
+        if p.update(at(i), s).is_some() {
+            seen = Some(i);
+            break;
+        }
+    }
+    assert!(seen.is_some_and(|i| i <= 4), "seen at sample {seen:?}");
+    // A burst of keyframes (one sample far ahead, then caught up) is not.
+    let mut p = PathEstimator::new();
+    let mut s = quiet;
+    for i in 0..12 {
+        let (offered, sent) = match i % 4 {
+            1 => (1_500_000, 515_000),
+            2 => (0, 1_030_000),
+            _ => (500_000, 515_000),
+        };
+        step(&mut s, offered, sent, 0);
+        assert_eq!(p.update(at(i), s), None, "sample {i}");
+    }
 }
 
 #[test]
@@ -528,4 +555,24 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_send_window_holds_two_gops_of_the_effective_budget() {
+    assert_eq!(send_window_for(None), MAX_SEND_WINDOW, "no budget, no limit");
+    assert_eq!(send_window_for(Some(16e6)), 8_000_000, "16 Mbit/s: 4 s = 8 MB");
+    assert_eq!(send_window_for(Some(1e6)), MIN_SEND_WINDOW, "a trickle still takes a 4K keyframe");
+    assert_eq!(send_window_for(Some(10e9)), MAX_SEND_WINDOW);
+    assert_eq!(send_window_for(Some(f64::NAN)), MIN_SEND_WINDOW);
+    assert_eq!(send_window_for(Some(f64::INFINITY)), MIN_SEND_WINDOW);
+    assert_eq!(send_window_for(Some(-3.0)), MIN_SEND_WINDOW);
+
+    // The window follows the path: narrowed by a measured limit, wide
+    // again when the limit is forgotten.
+    let (mut s, _) = site(40.0, &[Normal]);
+    assert_eq!(s.send_window(), 20_000_000);
+    s.set_path_capacity(Some(10e6));
+    assert!(s.send_window() < 5_000_001, "{}", s.send_window());
+    s.set_path_capacity(None);
+    assert_eq!(s.send_window(), 20_000_000);
 }
