@@ -99,6 +99,13 @@ pub struct Step {
     pub agent_cpu_s_per_gbit: f64,
     /// Relay CPU seconds per Gbit it sent.
     pub relay_cpu_s_per_gbit: f64,
+    /// Relay egress per core it kept busy (moq-relay's and Janus's unit).
+    pub relay_gbps_per_core: f64,
+    /// Frames the subscribers received.
+    pub delivered_frames: u64,
+    /// The relay's context switches (all threads) per frame delivered: one
+    /// wake-up per frame per subscriber would be one or more.
+    pub relay_switches_per_frame: f64,
     /// Capture → subscriber, every frame of every subscriber.
     pub end_to_end: Dist,
     /// Capture → probe (the agent's hop), probe tracks only.
@@ -177,11 +184,13 @@ impl Fanout {
             m.take_samples();
         }
         let delivered0: u64 = subs.iter().map(|s| s.meter.bytes.load(Ordering::Relaxed)).sum();
+        let frames0: u64 = subs.iter().map(|s| s.meter.frames.load(Ordering::Relaxed)).sum();
         let probe0 = probe.map_or(0, |p| p.meter.bytes.load(Ordering::Relaxed));
         let relay0 = self.cluster.relay_bytes_received().await?[0];
         let cpu = CpuWindow::start(&pids)?;
         tokio::time::sleep(window).await;
         let delivered1: u64 = subs.iter().map(|s| s.meter.bytes.load(Ordering::Relaxed)).sum();
+        let frames1: u64 = subs.iter().map(|s| s.meter.frames.load(Ordering::Relaxed)).sum();
         let probe1 = probe.map_or(0, |p| p.meter.bytes.load(Ordering::Relaxed));
         let relay1 = self.cluster.relay_bytes_received().await?[0];
         let (wall, bench_cpu, procs) = cpu.finish()?;
@@ -218,6 +227,17 @@ impl Fanout {
             bench_cpu,
             agent_cpu_s_per_gbit: per_gbit(&agent_cpu, agent_out_gbps),
             relay_cpu_s_per_gbit: per_gbit(&relay_cpu, delivered_gbps),
+            relay_gbps_per_core: if relay_cpu.core_pct > 0.0 {
+                delivered_gbps / (relay_cpu.core_pct / 100.0)
+            } else {
+                0.0
+            },
+            delivered_frames: frames1 - frames0,
+            relay_switches_per_frame: if frames1 > frames0 {
+                relay_cpu.context_switches as f64 / (frames1 - frames0) as f64
+            } else {
+                0.0
+            },
             end_to_end,
             agent_hop,
             relay_hop,
@@ -387,6 +407,8 @@ pub fn fanout_tables(
             "bench CPU %",
             "agent CPU s/Gbit",
             "relay CPU s/Gbit",
+            "relay Gbit/s per core",
+            "relay switches per frame",
             "capture→subscriber ms p50/p99/max",
         ],
     );
@@ -403,6 +425,8 @@ pub fn fanout_tables(
             format!("{:.0}", s.bench_cpu.core_pct),
             format!("{:.2}", s.agent_cpu_s_per_gbit),
             format!("{:.2}", s.relay_cpu_s_per_gbit),
+            format!("{:.2}", s.relay_gbps_per_core),
+            format!("{:.2}", s.relay_switches_per_frame),
             s.end_to_end.cell(),
         ]);
     }
@@ -454,6 +478,16 @@ pub fn fanout_tables(
         ));
         cost.row(row("agent, per Gbit of relay egress", format!("{agent:.3}"), raw(&|_| 0.0)));
         cost.row(row("total", format!("{:.3}", relay + bench + agent), raw(&|t| t.cpu_secs_per_gbit)));
+        let per_core = |s: f64| if s > 0.0 { format!("{:.2}", 1.0 / s) } else { "-".into() };
+        cost.row(row(
+            "Gbit/s per core, sending side (1 / the first row)",
+            per_core(relay),
+            media
+                .iter()
+                .map(|m| per_core(m.sender_cpu_s_per_gbit))
+                .chain([per_core(transport.sender_cpu_s_per_gbit)])
+                .collect(),
+        ));
         tables.push(cost);
     }
     let checks = vec![Check {
@@ -517,6 +551,9 @@ pub fn latency_tables(levels: &[Level], max_gbps: f64) -> (Vec<Table>, Vec<Check
             "relay hop",
             "capture→subscriber",
             "samples (relay hop)",
+            "relay CPU %",
+            "relay Gbit/s per core",
+            "relay switches per frame",
         ],
     );
     let mut checks = Vec::new();
@@ -531,6 +568,9 @@ pub fn latency_tables(levels: &[Level], max_gbps: f64) -> (Vec<Table>, Vec<Check
             s.relay_hop.cell(),
             s.end_to_end.cell(),
             s.relay_hop.n.to_string(),
+            format!("{:.0}", s.relay_cpu.core_pct),
+            format!("{:.2}", s.relay_gbps_per_core),
+            format!("{:.2}", s.relay_switches_per_frame),
         ]);
         if l.load_pct == 50 {
             for (hop, d) in [("agent", &s.agent_hop), ("relay", &s.relay_hop)] {

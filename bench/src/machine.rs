@@ -197,6 +197,27 @@ fn stat_cpu(path: &str) -> Result<Duration> {
     Ok(Duration::from_micros(total * 1_000_000 / hz))
 }
 
+/// Context switches (voluntary and not) of every live thread of process
+/// `pid` ("self" for this one), summed over /proc/<pid>/task/*/status: a
+/// wake-up per frame shows here as one switch or more per frame.
+pub fn process_context_switches(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Resident set size of process `pid`, bytes (VmRSS).
 pub fn process_rss(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -214,8 +235,8 @@ pub fn process_rss(pid: u32) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct CpuWindow {
     started: Instant,
-    own: Duration,
-    procs: Vec<(u32, Duration)>,
+    own: (Duration, u64),
+    procs: Vec<(u32, Duration, u64)>,
 }
 
 /// CPU figures of one window.
@@ -225,6 +246,8 @@ pub struct CpuUse {
     pub cpu_secs: f64,
     /// Share of one core, percent (100 = one core busy all the time).
     pub core_pct: f64,
+    /// Context switches of the process's threads in the window.
+    pub context_switches: u64,
 }
 
 impl CpuWindow {
@@ -232,21 +255,35 @@ impl CpuWindow {
     pub fn start(pids: &[u32]) -> Result<Self> {
         Ok(Self {
             started: Instant::now(),
-            own: self_cpu(),
-            procs: pids.iter().map(|&p| Ok((p, process_cpu(p)?))).collect::<Result<_>>()?,
+            own: (self_cpu(), process_context_switches("self")),
+            procs: pids
+                .iter()
+                .map(|&p| Ok((p, process_cpu(p)?, process_context_switches(&p.to_string()))))
+                .collect::<Result<_>>()?,
         })
     }
 
     /// Ends the window: wall seconds, this process's CPU, each pid's CPU.
     pub fn finish(&self) -> Result<(f64, CpuUse, Vec<CpuUse>)> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-6);
-        let use_of =
-            |d: Duration| CpuUse { cpu_secs: d.as_secs_f64(), core_pct: 100.0 * d.as_secs_f64() / wall };
-        let own = use_of(self_cpu().saturating_sub(self.own));
+        let use_of = |d: Duration, switches: u64| CpuUse {
+            cpu_secs: d.as_secs_f64(),
+            core_pct: 100.0 * d.as_secs_f64() / wall,
+            context_switches: switches,
+        };
+        let own = use_of(
+            self_cpu().saturating_sub(self.own.0),
+            process_context_switches("self").saturating_sub(self.own.1),
+        );
         let procs = self
             .procs
             .iter()
-            .map(|&(p, before)| Ok(use_of(process_cpu(p)?.saturating_sub(before))))
+            .map(|&(p, before, switches)| {
+                Ok(use_of(
+                    process_cpu(p)?.saturating_sub(before),
+                    process_context_switches(&p.to_string()).saturating_sub(switches),
+                ))
+            })
             .collect::<Result<_>>()?;
         Ok((wall, own, procs))
     }
@@ -272,5 +309,6 @@ mod tests {
         // /proc ticks are coarser (10 ms) than getrusage.
         assert!((procs[0].cpu_secs - own.cpu_secs).abs() < 0.05, "{procs:?} vs {own:?}");
         assert!(!Machine::probe().cpu_model.is_empty());
+        assert!(process_context_switches("self") > 0);
     }
 }
