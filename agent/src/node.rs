@@ -6,7 +6,7 @@ use crate::sources::cameras;
 use crate::{access, operators, ptz, reload, status, uplink};
 use anyhow::{Context, Result};
 use ponte_proto::session;
-use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::tls::{self, Identity};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -39,12 +39,12 @@ impl Agent {
     /// Starts cameras and uplinks.
     pub fn start(cfg: AgentConfig) -> Result<Self> {
         let id = Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).context("loading `[tls]` files")?;
-        let opts = TransportOptions { gso: cfg.transport.gso, ..Default::default() };
+        let opts = cfg.transport.options();
         let client = tls::client_config(&id, &opts)?;
         let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
         let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
-        let endpoint = ponte_proto::endpoint::bind(any6, None)
-            .or_else(|_| ponte_proto::endpoint::bind(any4, None))
+        let endpoint = ponte_proto::endpoint::bind(any6, None, opts.max_udp_payload)
+            .or_else(|_| ponte_proto::endpoint::bind(any4, None, opts.max_udp_payload))
             .context("opening the QUIC socket")?;
         let audit = cfg.audit.open(&cfg.agent.id).map_err(anyhow::Error::msg)?;
         let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));

@@ -105,8 +105,12 @@ impl Listener {
     pub fn listen(pki: &Pki, site: &str) -> Result<Self> {
         let id = Identity::load(&pki.ca_cert(), &pki.cert(site), &pki.key(site))?;
         let server = tls::server_config(&id, &TransportOptions::default())?;
-        let endpoint = ponte_proto::endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Some(server))
-            .with_context(|| format!("listening as `{site}`"))?;
+        let endpoint = ponte_proto::endpoint::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(server),
+            ponte_proto::endpoint::DEFAULT_MAX_UDP_PAYLOAD,
+        )
+        .with_context(|| format!("listening as `{site}`"))?;
         Ok(Self { endpoint, site: site.to_owned() })
     }
 

@@ -116,13 +116,14 @@ pub async fn run(spec: TransportSpec) -> Result<TransportResult> {
         let (received, stop) = (received.clone(), stop.clone());
         spawn_side("bench-receiver", move || async move {
             // The sockets ponte's nodes use (large buffers).
-            let server = match endpoint::bind(loopback, Some(server_config)) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
+            let server =
+                match endpoint::bind(loopback, Some(server_config), endpoint::DEFAULT_MAX_UDP_PAYLOAD) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
             let addr = server.local_addr().map_err(|e| e.to_string());
             let _ = ready_tx.send(addr.map(|a| (a, thread_id())));
             let accept = async {
@@ -155,7 +156,8 @@ pub async fn run(spec: TransportSpec) -> Result<TransportResult> {
         let spec = spec.clone();
         spawn_side("bench-sender", move || async move {
             let connect = async {
-                let client = endpoint::bind(loopback, None).map_err(|e| e.to_string())?;
+                let client = endpoint::bind(loopback, None, endpoint::DEFAULT_MAX_UDP_PAYLOAD)
+                    .map_err(|e| e.to_string())?;
                 let chunk = Bytes::from(vec![0x5a; spec.chunk_bytes]);
                 let mut conns = Vec::new();
                 for _ in 0..spec.connections {

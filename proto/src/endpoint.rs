@@ -13,16 +13,66 @@ pub struct TransportSection {
     /// UDP segmentation offload (turn off on NICs/VMs that mishandle it).
     #[serde(default = "yes")]
     pub gso: bool,
+    /// The largest UDP payload QUIC sends and accepts, bytes: path MTU
+    /// discovery probes up to it. The default fits an Ethernet MTU of 1500
+    /// (1500 − 20 IPv4 − 8 UDP − 20 spare for tunnels); on a dedicated
+    /// fibre with jumbo frames end to end (MTU 9000) raise it to 8972 on
+    /// both ends (the deploy guide says when).
+    #[serde(default = "default_max_udp_payload")]
+    pub max_udp_payload: u16,
 }
 
 impl Default for TransportSection {
     fn default() -> Self {
-        Self { gso: true }
+        Self { gso: true, max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD }
     }
 }
 
+impl TransportSection {
+    /// The section's problems, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !MAX_UDP_PAYLOAD.contains(&self.max_udp_payload) {
+            out.push(format!(
+                "`transport.max_udp_payload` = {}: expected {} to {} bytes (1452 for an MTU of 1500, 8972 for 9000)",
+                self.max_udp_payload,
+                MAX_UDP_PAYLOAD.start(),
+                MAX_UDP_PAYLOAD.end()
+            ));
+        }
+        out
+    }
+
+    /// The transport options this section sets (the rest default).
+    pub fn options(&self) -> crate::tls::TransportOptions {
+        crate::tls::TransportOptions {
+            gso: self.gso,
+            max_udp_payload: self.max_udp_payload,
+            ..Default::default()
+        }
+    }
+}
+
+/// `transport.max_udp_payload` by default: an Ethernet MTU of 1500 with
+/// room for a tunnel header (quinn's own default bound).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1452;
+/// What QUIC allows: 1200 (its minimum) to 65527.
+pub const MAX_UDP_PAYLOAD: std::ops::RangeInclusive<u16> = 1200..=65_527;
+
 fn yes() -> bool {
     true
+}
+
+fn default_max_udp_payload() -> u16 {
+    DEFAULT_MAX_UDP_PAYLOAD
+}
+
+/// Endpoint settings: the largest datagram accepted follows
+/// `max_udp_payload` (at least quinn's 1472, so peers at the default are
+/// always read).
+pub fn endpoint_config(mut cfg: quinn::EndpointConfig, max_udp_payload: u16) -> quinn::EndpointConfig {
+    let _ = cfg.max_udp_payload_size(max_udp_payload.max(1472));
+    cfg
 }
 
 /// Socket buffer asked for (the kernel caps it at `net.core.rmem_max` /
@@ -46,9 +96,14 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 /// A QUIC endpoint on [`udp_socket`]: a server when `server` is given,
 /// otherwise a client-only endpoint.
-pub fn bind(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+pub fn bind(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    max_udp_payload: u16,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = udp_socket(addr)?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, Arc::new(quinn::TokioRuntime))
+    let cfg = endpoint_config(quinn::EndpointConfig::default(), max_udp_payload);
+    quinn::Endpoint::new(cfg, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// Like [`bind`], with a stateless-reset key derived from `secret` (the
@@ -60,9 +115,11 @@ pub fn bind_with_reset_secret(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
     secret: &[u8],
+    max_udp_payload: u16,
 ) -> std::io::Result<quinn::Endpoint> {
     let socket = udp_socket(addr)?;
-    quinn::Endpoint::new(reset_config(secret), server, socket, Arc::new(quinn::TokioRuntime))
+    let cfg = endpoint_config(reset_config(secret), max_udp_payload);
+    quinn::Endpoint::new(cfg, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// Endpoint config whose reset key is [`reset_key`]`(secret)`, with
@@ -116,9 +173,28 @@ mod tests {
 
     #[tokio::test]
     async fn binds_client_and_server_endpoints() {
-        let e = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let e = bind("127.0.0.1:0".parse().unwrap(), None, DEFAULT_MAX_UDP_PAYLOAD).unwrap();
         assert!(e.local_addr().unwrap().port() > 0);
-        let e6 = bind("[::]:0".parse().unwrap(), None);
+        let e6 = bind("[::]:0".parse().unwrap(), None, DEFAULT_MAX_UDP_PAYLOAD);
         assert!(e6.is_ok() || std::net::UdpSocket::bind("[::]:0").is_err());
+    }
+}
+
+#[cfg(test)]
+mod transport_section {
+    use super::*;
+
+    #[test]
+    fn max_udp_payload_defaults_to_ethernet_and_names_its_key_when_out_of_range() {
+        let t: TransportSection = toml::from_str("").unwrap();
+        assert_eq!((t.gso, t.max_udp_payload), (true, 1452));
+        assert!(t.problems().is_empty());
+        let jumbo: TransportSection = toml::from_str("max_udp_payload = 8972").unwrap();
+        assert!(jumbo.problems().is_empty());
+        assert_eq!(jumbo.options().max_udp_payload, 8972);
+        let small: TransportSection = toml::from_str("max_udp_payload = 576").unwrap();
+        let p = small.problems();
+        assert!(p.len() == 1 && p[0].contains("`transport.max_udp_payload` = 576"), "{p:?}");
+        assert!(toml::from_str::<TransportSection>("max_udp_payload = 70000").is_err(), "not a u16");
     }
 }

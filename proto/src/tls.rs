@@ -111,15 +111,31 @@ pub struct TransportOptions {
     pub keep_alive: Duration,
     /// Idle timeout after which a silent link is declared dead.
     pub idle_timeout: Duration,
+    /// Largest UDP payload path MTU discovery probes up to
+    /// (`transport.max_udp_payload`).
+    pub max_udp_payload: u16,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
         // A dedicated fibre has millisecond RTTs: three missed keep-alives
         // mean the link is gone, and on-call staff should see it at once.
-        Self { gso: true, keep_alive: Duration::from_secs(1), idle_timeout: Duration::from_secs(3) }
+        Self {
+            gso: true,
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            max_udp_payload: crate::endpoint::DEFAULT_MAX_UDP_PAYLOAD,
+        }
     }
 }
+
+/// The largest datagram sent with segmentation offload. quinn hands the
+/// kernel up to 10 datagrams per GSO send, and the kernel refuses a send
+/// over 64 KiB (EMSGSIZE), which quinn-udp drops without a word: with
+/// jumbo datagrams of 8972 bytes every batch was lost and the video went
+/// out in 1200-byte loss probes (found by `tests/tests/mtu.rs`). Above
+/// this size ponte sends one datagram per system call instead.
+pub const GSO_MAX_UDP_PAYLOAD: u16 = 6_500;
 
 fn transport(opts: &TransportOptions) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -147,7 +163,13 @@ fn transport(opts: &TransportOptions) -> quinn::TransportConfig {
     t.receive_window(quinn::VarInt::from_u32(64 << 20));
     t.send_window(crate::shaping::MAX_SEND_WINDOW);
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-    t.enable_segmentation_offload(opts.gso);
+    t.enable_segmentation_offload(opts.gso && opts.max_udp_payload <= GSO_MAX_UDP_PAYLOAD);
+    // Path MTU discovery up to the configured payload: 1452 fits Ethernet;
+    // jumbo frames on a dedicated fibre carry six times the media per
+    // datagram (and per packet of work on both ends).
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(opts.max_udp_payload);
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 

@@ -390,6 +390,9 @@ impl RelayConfig {
                 problems.push(e);
             }
         };
+        for p in self.transport.problems() {
+            check(Err(anyhow::anyhow!(p)));
+        }
         let site = &self.relay.site;
         if site.is_empty() || !site.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {

@@ -25,13 +25,14 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
             cfg.relay.site
         );
     }
-    let opts = TransportOptions { gso: cfg.transport.gso, ..Default::default() };
+    let opts = cfg.transport.options();
     let server = tls::server_config(&id, &opts)?;
     // Restarted, the relay resets its agents' old connections at once.
     let endpoint = ponte_proto::endpoint::bind_with_reset_secret(
         cfg.relay.quic_listen,
         Some(server),
         id.key.secret_der(),
+        opts.max_udp_payload,
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let audit =
@@ -162,8 +163,8 @@ fn start_cascade(
     let client = tls::client_config(id, opts)?;
     let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
-    let endpoint = ponte_proto::endpoint::bind(any6, None)
-        .or_else(|_| ponte_proto::endpoint::bind(any4, None))
+    let endpoint = ponte_proto::endpoint::bind(any6, None, opts.max_udp_payload)
+        .or_else(|_| ponte_proto::endpoint::bind(any4, None, opts.max_udp_payload))
         .context("binding a UDP socket to dial `[[downstream]]` relays")?;
     for d in &cfg.downstreams {
         tracing::info!(site = %d.site, addr = %d.addr, "cascade: feeding downstream relay");

@@ -188,11 +188,27 @@ impl NetnsPair {
         Ok(packets)
     }
 
+    /// Sets the MTU of `end`'s veth (both ends must match: 1500, or 9000 for
+    /// jumbo frames).
+    pub fn set_mtu(&self, end: &End, mtu: u16) -> Result<()> {
+        ip(&["-n", &end.ns, "link", "set", "dev", &end.dev, "mtu", &mtu.to_string()])?;
+        Ok(())
+    }
+
     /// Bytes `end`'s veth has transmitted (Ethernet frames, after the qdisc).
     pub fn tx_bytes(&self, end: &End) -> Result<u64> {
+        self.tx_stat(end, "bytes")
+    }
+
+    /// Packets `end`'s veth has transmitted (after the qdisc).
+    pub fn tx_packets(&self, end: &End) -> Result<u64> {
+        self.tx_stat(end, "packets")
+    }
+
+    fn tx_stat(&self, end: &End, what: &str) -> Result<u64> {
         let json = ip(&["-n", &end.ns, "-s", "-j", "link", "show", "dev", &end.dev])?;
         let v: serde_json::Value = serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
-        v[0]["stats64"]["tx"]["bytes"].as_u64().with_context(|| format!("no tx bytes in {json}"))
+        v[0]["stats64"]["tx"][what].as_u64().with_context(|| format!("no tx {what} in {json}"))
     }
 
     /// `ip netns exec <ns> <program>`: a command that runs inside `end`'s

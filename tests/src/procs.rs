@@ -96,6 +96,20 @@ impl Proc {
             .with_context(|| format!("no VmRSS in {path}"))
     }
 
+    /// CPU time the child has used (user + system, /proc/PID/stat), seconds.
+    pub fn cpu_secs(&self) -> Result<f64> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields count from after the command name's `)`; utime and stime
+        // are fields 14 and 15 of stat(5), so 12 and 13 of the rest.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| -> Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok((tick(11)? + tick(12)?) as f64 / hz)
+    }
+
     /// Open file descriptors of the child (entries of /proc/PID/fd).
     pub fn open_fds(&self) -> Result<usize> {
         let path = format!("/proc/{}/fd", self.child.id());

@@ -349,6 +349,9 @@ impl AgentConfig {
                 problems.push(e);
             }
         };
+        for p in self.transport.problems() {
+            check(Err(anyhow::anyhow!(p)));
+        }
         if !valid_id(&self.agent.id) {
             check(Err(anyhow::anyhow!(
                 "`agent.id` = {:?}: use lowercase letters, digits and `-`",
