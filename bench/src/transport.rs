@@ -85,13 +85,40 @@ async fn stopped(stop: &AtomicBool) {
 
 /// Runs `side` on an OS thread of its own with a single-threaded runtime,
 /// as if it were a node of its own; `side` reports its thread id once ready.
+/// `PONTE_BENCH_PIN_SENDER` / `PONTE_BENCH_PIN_RECEIVER` (a core number)
+/// pin the side's thread, to compare with a pinned relay
+/// (`PONTE_BENCH_WRAP_RELAY="taskset -c 0"`).
 fn spawn_side<F, Fut>(name: &str, side: F) -> Result<std::thread::JoinHandle<()>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    Ok(std::thread::Builder::new().name(name.into()).spawn(move || rt.block_on(side()))?)
+    let var = if name.ends_with("sender") { "PONTE_BENCH_PIN_SENDER" } else { "PONTE_BENCH_PIN_RECEIVER" };
+    let core = match std::env::var(var) {
+        Ok(v) => Some(v.parse::<usize>().with_context(|| format!("{var}={v:?}: a core number"))?),
+        Err(_) => None,
+    };
+    Ok(std::thread::Builder::new().name(name.into()).spawn(move || {
+        if let Some(core) = core {
+            pin_this_thread(core);
+        }
+        rt.block_on(side())
+    })?)
+}
+
+/// Pins the calling thread to `core` (best effort: a wrong number leaves it
+/// where it was, and the report's CPU figures say so).
+fn pin_this_thread(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity(0, ...) act on this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("ponte-bench: cannot pin a transport thread to core {core}");
+        }
+    }
 }
 
 fn thread_id() -> u32 {
