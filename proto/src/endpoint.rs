@@ -53,9 +53,7 @@ impl TransportSection {
     }
 }
 
-/// `transport.max_udp_payload` by default: an Ethernet MTU of 1500 with
-/// room for a tunnel header (quinn's own default bound).
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1452;
+pub use crate::tls::DEFAULT_MAX_UDP_PAYLOAD;
 /// What QUIC allows: 1200 (its minimum) to 65527.
 pub const MAX_UDP_PAYLOAD: std::ops::RangeInclusive<u16> = 1200..=65_527;
 

@@ -124,10 +124,14 @@ impl Default for TransportOptions {
             gso: true,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3),
-            max_udp_payload: crate::endpoint::DEFAULT_MAX_UDP_PAYLOAD,
+            max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
         }
     }
 }
+
+/// `transport.max_udp_payload` by default: an Ethernet MTU of 1500 with
+/// room for a tunnel header (quinn's own default bound).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1452;
 
 /// The largest datagram sent with segmentation offload. quinn hands the
 /// kernel up to 10 datagrams per GSO send, and the kernel refuses a send
