@@ -45,6 +45,42 @@ impl FakeRelay {
         Ok(Self { endpoint: quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?, site: site.into() })
     }
 
+    /// Listens on `socket` (e.g. one bound inside a network namespace,
+    /// `NetnsPair::bind_udp`) with `site`'s certificate and `opts`; the
+    /// socket gets the buffers the nodes ask for (the kernel's default drops
+    /// bursts of large datagrams) and the endpoint accepts datagrams up to
+    /// `opts.max_udp_payload`.
+    pub fn on_socket(
+        pki: &Pki,
+        site: &str,
+        socket: std::net::UdpSocket,
+        opts: &TransportOptions,
+    ) -> Result<Self> {
+        let id = Identity::load(&pki.ca_cert(), &pki.cert(site), &pki.key(site))?;
+        let server = tls::server_config(&id, opts)?;
+        let size = libc::c_int::try_from(ponte_proto::endpoint::SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // SAFETY: setsockopt on a socket we own, with an int option
+            // (best effort, as the nodes do).
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        let endpoint = quinn::Endpoint::new(
+            ponte_proto::endpoint::endpoint_config(quinn::EndpointConfig::default(), opts.max_udp_payload),
+            Some(server),
+            socket,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self { endpoint, site: site.into() })
+    }
+
     /// The agent config `master` would get to feed this endpoint.
     pub fn agent_config(&self, pki: &Pki, devices: Vec<Device>) -> Result<AgentConfig> {
         let relay = RelayTarget::new(&self.site, self.endpoint.local_addr()?);

@@ -8,10 +8,9 @@
 //! `PONTE_BIN_DIR=$CARGO_TARGET_DIR/release cargo test --release -p ponte-tests --test mtu -- --nocapture`
 
 use anyhow::{bail, Context, Result};
-use ponte_proto::endpoint::endpoint_config;
 use ponte_proto::media::Quality;
 use ponte_proto::session::read_gop_stream;
-use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::tls::TransportOptions;
 use ponte_proto::wire::MediaEvent;
 use ponte_tests::netns::NetnsPair;
 use ponte_tests::quic::{Answer, FakeRelay};
@@ -54,31 +53,8 @@ async fn run(pki: &Pki, dir: &std::path::Path, mtu: u16, payload: u16) -> Result
     net.set_mtu(&net.a, mtu)?;
     net.set_mtu(&net.b, mtu)?;
     let socket = net.bind_udp(&net.b, QUIC_PORT)?;
-    // Buffers as the nodes ask for (the default 208 KiB drops bursts of
-    // jumbo datagrams, and quinn then takes the large ones for a black hole).
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        let size = ponte_proto::endpoint::SOCKET_BUFFER as libc::c_int;
-        // SAFETY: setsockopt on a socket this test owns, with an int option.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-    let id = Identity::load(&pki.ca_cert(), &pki.cert("carabinieri"), &pki.key("carabinieri"))?;
     let opts = TransportOptions { max_udp_payload: payload, ..Default::default() };
-    let server = tls::server_config(&id, &opts)?;
-    let endpoint = quinn::Endpoint::new(
-        endpoint_config(quinn::EndpointConfig::default(), payload),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    let relay = FakeRelay { endpoint, site: "carabinieri".into() };
+    let relay = FakeRelay::on_socket(pki, "carabinieri", socket, &opts)?;
 
     let devices: Vec<Device> = (0..CAMERAS)
         .map(|i| {

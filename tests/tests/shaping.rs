@@ -17,10 +17,10 @@ use ponte_proto::h264;
 use ponte_proto::media::Quality;
 use ponte_proto::policy::{PriorityConfig, SitePolicyConfig};
 use ponte_proto::session::read_gop_stream;
-use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::tls::TransportOptions;
 use ponte_proto::wire::{Control, MediaEvent};
 use ponte_tests::netns::NetnsPair;
-use ponte_tests::quic::{Answer, FakeRelay};
+use ponte_tests::quic::{AgentSession, Answer, FakeRelay};
 use ponte_tests::{
     bin_path, AgentConfig, CpuHog, Device, DeviceExt, Pki, Proc, RelayTarget, Source, SyntheticSettings,
 };
@@ -147,32 +147,101 @@ fn rung_of(g: &RxGop) -> &'static str {
     }
 }
 
+/// Stops the agent and returns every GOP received, by subscription and
+/// sequence. GOPs still in flight end with the connection (the agent closes
+/// its sessions as it exits): their readers get a moment to report.
+async fn stop_and_collect(
+    agent: &mut Proc,
+    conn: &quinn::Connection,
+    gops: &mut mpsc::UnboundedReceiver<RxGop>,
+) -> Result<Vec<RxGop>> {
+    agent.terminate(Duration::from_secs(5)).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut all: Vec<RxGop> = Vec::new();
+    while let Ok(g) = gops.try_recv() {
+        all.push(g);
+    }
+    all.sort_by_key(|g| (g.subscription, g.seq));
+    Ok(all)
+}
+
+/// Writes an Annex B stream to `path` and decodes it with ffmpeg: its
+/// error lines (empty when clean; a failed ffmpeg without a word says so).
+fn ffmpeg_decode_errors(path: &std::path::Path, annex_b: &[u8]) -> Result<String> {
+    std::fs::write(path, annex_b)?;
+    let out = std::process::Command::new("/usr/bin/ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()?;
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    if errors.is_empty() && !out.status.success() {
+        return Ok(format!("ffmpeg exited with {}", out.status));
+    }
+    Ok(errors.join("\n"))
+}
+
+/// What the root tests here share: the agent's namespace A, a fake relay
+/// listening in B, a PKI, the end-to-end lock. `None` when the machine
+/// lacks root, iproute2, ffmpeg or `tool` (outside CI: skipped, loudly).
+struct NsRig {
+    _heavy: ponte_tests::E2eLock,
+    dir: tempfile::TempDir,
+    pki: Pki,
+    net: NetnsPair,
+    relay: FakeRelay,
+}
+
+impl NsRig {
+    async fn start(tag: &str, (tool, package): (&str, &str)) -> Result<Option<NsRig>> {
+        if !ponte_tests::require_root()
+            || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
+            || !ponte_tests::require_program(tool, package)
+            || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
+        {
+            return Ok(None);
+        }
+        let _heavy = ponte_tests::e2e_lock();
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
+        let net = NetnsPair::create(tag)?;
+        let socket = net.bind_udp(&net.b, QUIC_PORT)?;
+        let relay = FakeRelay::on_socket(&pki, "carabinieri", socket, &TransportOptions::default())?;
+        Ok(Some(NsRig { _heavy, dir, pki, net, relay }))
+    }
+
+    /// Starts the agent in A with `devices` and `sites`, dialling the relay
+    /// in B; returns its config (and file, for reloads), the process and
+    /// the session the relay accepted.
+    async fn agent(
+        &self,
+        devices: Vec<Device>,
+        sites: Vec<SitePolicyConfig>,
+    ) -> Result<(AgentConfig, std::path::PathBuf, Proc, AgentSession)> {
+        let relays = vec![RelayTarget::new("carabinieri", (self.net.b.addr, QUIC_PORT).into())];
+        let mut cfg = AgentConfig::new("master", self.pki.tls("master"), relays, devices);
+        cfg.sites = sites;
+        let config = cfg.write(self.dir.path().join("agent.toml"))?;
+        let mut cmd = self.net.command(&self.net.a, bin_path("ponte-agent")?);
+        cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info,ponte_agent::uplink=debug");
+        let agent = Proc::spawn_command("agent", cmd)?;
+        let s = self.relay.accept().await.context("the agent in namespace A never reached the relay in B")?;
+        Ok((cfg, config, agent, s))
+    }
+}
+
 #[tokio::test]
 async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_reload() -> Result<()> {
-    if !ponte_tests::require_root()
-        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
-        || !ponte_tests::require_program("/usr/sbin/tc", "iproute2")
-        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
-    {
+    let Some(rig) = NsRig::start("shape", ("/usr/sbin/tc", "iproute2")).await? else {
         return Ok(());
-    }
-    let _heavy = ponte_tests::e2e_lock();
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
-
+    };
     // The link: agent in A, relay in B, A→B capped at 20 Mbit/s.
-    let net = NetnsPair::create("shape")?;
-    net.cap(&net.a, "20mbit", "64kb", "100ms")?;
-    let socket = net.bind_udp(&net.b, QUIC_PORT)?;
-    let id = Identity::load(&pki.ca_cert(), &pki.cert("carabinieri"), &pki.key("carabinieri"))?;
-    let server = tls::server_config(&id, &TransportOptions::default())?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    let relay = FakeRelay { endpoint, site: "carabinieri".into() };
+    rig.net.cap(&rig.net.a, "20mbit", "64kb", "100ms")?;
 
     // Ten cameras: main 960×540 at ~4 Mbit/s (openh264 undershoots 640×360
     // at that rate), sub 320×180 at 0.5 Mbit/s; cam-7..9 tagged `park` (low).
@@ -192,15 +261,8 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
             d
         })
         .collect();
-    let relays = vec![RelayTarget::new("carabinieri", (net.b.addr, QUIC_PORT).into())];
-    let mut cfg = AgentConfig::new("master", pki.tls("master"), relays, devices);
-    cfg.sites = vec![site_policy(BUDGET_MBPS)];
-    let config = cfg.write(dir.path().join("agent.toml"))?;
-    let mut cmd = net.command(&net.a, bin_path("ponte-agent")?);
-    cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info,ponte_agent::uplink=debug");
-    let mut agent = Proc::spawn_command("agent", cmd)?;
-
-    let mut s = relay.accept().await.context("the agent in namespace A never reached the relay in B")?;
+    let (mut cfg, config, mut agent, mut s) = rig.agent(devices, vec![site_policy(BUDGET_MBPS)]).await?;
+    let NsRig { dir, net, .. } = &rig;
     let mut gops = collect_gops(s.conn.clone());
     for i in 0..CAMERAS {
         assert_eq!(s.subscribe(i as u64, &format!("cam-{i}"), Quality::Main).await?, Answer::Ok);
@@ -272,17 +334,7 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
     } else {
         control.abort();
     }
-    agent.terminate(Duration::from_secs(5)).await?;
-    // GOPs still in flight end with the connection (the agent closes its
-    // sessions as it exits): let their readers report.
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.conn.closed()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut all: Vec<RxGop> = Vec::new();
-    while let Ok(g) = gops.try_recv() {
-        all.push(g);
-    }
-    all.sort_by_key(|g| (g.subscription, g.seq));
+    let all = stop_and_collect(&mut agent, &s.conn, &mut gops).await?;
     if all.is_empty() {
         bail!("no GOP received");
     }
@@ -501,19 +553,13 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
                 annex_b.extend_from_slice(&f.payload);
             }
         }
-        std::fs::write(&path, &annex_b)?;
-        let out = std::process::Command::new("/usr/bin/ffmpeg")
-            .args(["-nostdin", "-v", "error", "-i"])
-            .arg(&path)
-            .args(["-f", "null", "-"])
-            .output()?;
-        let errors = String::from_utf8_lossy(&out.stderr);
+        let errors = ffmpeg_decode_errors(&path, &annex_b)?;
         println!(
             "  cam-{i}: {} bytes, sizes {sizes:?}, ffmpeg: {}",
             annex_b.len(),
-            if errors.trim().is_empty() { "clean" } else { "ERRORS" }
+            if errors.is_empty() { "clean" } else { "ERRORS" }
         );
-        if !out.status.success() || !errors.trim().is_empty() {
+        if !errors.is_empty() {
             problems.push(format!(
                 "cam-{i}: ffmpeg decode errors: {}",
                 errors.lines().take(5).collect::<Vec<_>>().join(" | ")
@@ -620,27 +666,9 @@ const KEPT_SHARE: f64 = 0.95;
 /// real cap: the test above.)
 #[tokio::test]
 async fn random_loss_on_an_ample_link_is_not_congestion() -> Result<()> {
-    if !ponte_tests::require_root()
-        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
-        || !ponte_tests::require_program("/usr/sbin/nft", "nftables")
-        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
-    {
+    let Some(rig) = NsRig::start("loss", ("/usr/sbin/nft", "nftables")).await? else {
         return Ok(());
-    }
-    let _heavy = ponte_tests::e2e_lock();
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
-    let net = NetnsPair::create("loss")?;
-    let socket = net.bind_udp(&net.b, QUIC_PORT)?;
-    let id = Identity::load(&pki.ca_cert(), &pki.cert("carabinieri"), &pki.key("carabinieri"))?;
-    let server = tls::server_config(&id, &TransportOptions::default())?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    let relay = FakeRelay { endpoint, site: "carabinieri".into() };
+    };
     let mut camera = Device::synthetic("cam-0");
     camera.source = Source::Synthetic(SyntheticSettings {
         main_kbps: Some(2500),
@@ -649,17 +677,10 @@ async fn random_loss_on_an_ample_link_is_not_congestion() -> Result<()> {
         main_height: Some(540),
         ..SyntheticSettings::default()
     });
-    let relays = vec![RelayTarget::new("carabinieri", (net.b.addr, QUIC_PORT).into())];
-    let mut cfg = AgentConfig::new("master", pki.tls("master"), relays, vec![camera]);
     let mut site = ponte_tests::site_policy("carabinieri", &["*"]);
     site.budget_mbps = Some(20.0);
-    cfg.sites = vec![site];
-    let config = cfg.write(dir.path().join("agent.toml"))?;
-    let mut cmd = net.command(&net.a, bin_path("ponte-agent")?);
-    cmd.arg("run").arg("--config").arg(&config).env("RUST_LOG", "info,ponte_agent::uplink=debug");
-    let mut agent = Proc::spawn_command("agent", cmd)?;
-
-    let mut s = relay.accept().await.context("the agent in namespace A never reached the relay in B")?;
+    let (_, _, mut agent, mut s) = rig.agent(vec![camera], vec![site]).await?;
+    let NsRig { dir, net, .. } = &rig;
     let mut gops = collect_gops(s.conn.clone());
     assert_eq!(s.subscribe(0, "cam-0", Quality::Main).await?, Answer::Ok);
     let t_sub = Instant::now();
@@ -683,14 +704,7 @@ async fn random_loss_on_an_ample_link_is_not_congestion() -> Result<()> {
     }
     net.drop_randomly(&net.a, 0)?;
     control.abort();
-    agent.terminate(Duration::from_secs(5)).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.conn.closed()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut all: Vec<RxGop> = Vec::new();
-    while let Ok(g) = gops.try_recv() {
-        all.push(g);
-    }
-    all.sort_by_key(|g| g.seq);
+    let all = stop_and_collect(&mut agent, &s.conn, &mut gops).await?;
 
     // Frames and rungs per phase.
     let mut problems = Vec::new();
@@ -748,16 +762,10 @@ async fn random_loss_on_an_ample_link_is_not_congestion() -> Result<()> {
             annex_b.extend_from_slice(&f.payload);
         }
     }
-    std::fs::write(&path, &annex_b)?;
-    let out = std::process::Command::new("/usr/bin/ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()?;
-    let errors = String::from_utf8_lossy(&out.stderr);
-    let error_lines = errors.lines().filter(|l| !l.trim().is_empty()).count();
+    let errors = ffmpeg_decode_errors(&path, &annex_b)?;
+    let error_lines = errors.lines().count();
     println!("decode: {} GOPs, {} bytes, {error_lines} ffmpeg error lines", all.len(), annex_b.len());
-    if !out.status.success() || error_lines > 0 {
+    if !errors.is_empty() {
         problems.push(format!("decode errors: {}", errors.lines().take(5).collect::<Vec<_>>().join(" | ")));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
