@@ -106,6 +106,9 @@ pub struct Step {
     /// The relay's context switches (all threads) per frame delivered: one
     /// wake-up per frame per subscriber would be one or more.
     pub relay_switches_per_frame: f64,
+    /// Instructions the relay executed per byte delivered, counted by
+    /// callgrind (`PONTE_BENCH_CALLGRIND`), else `None`.
+    pub relay_instructions_per_byte: Option<f64>,
     /// Capture → subscriber, every frame of every subscriber.
     pub end_to_end: Dist,
     /// Capture → probe (the agent's hop), probe tracks only.
@@ -187,8 +190,14 @@ impl Fanout {
         let frames0: u64 = subs.iter().map(|s| s.meter.frames.load(Ordering::Relaxed)).sum();
         let probe0 = probe.map_or(0, |p| p.meter.bytes.load(Ordering::Relaxed));
         let relay0 = self.cluster.relay_bytes_received().await?[0];
+        let relay_pid = pids.get(1).copied().unwrap_or_default();
+        let counting = crate::callgrind::dir().is_some();
+        if counting {
+            crate::callgrind::start(relay_pid)?;
+        }
         let cpu = CpuWindow::start(&pids)?;
         tokio::time::sleep(window).await;
+        let instructions = if counting { Some(crate::callgrind::finish(relay_pid)?) } else { None };
         let delivered1: u64 = subs.iter().map(|s| s.meter.bytes.load(Ordering::Relaxed)).sum();
         let frames1: u64 = subs.iter().map(|s| s.meter.frames.load(Ordering::Relaxed)).sum();
         let probe1 = probe.map_or(0, |p| p.meter.bytes.load(Ordering::Relaxed));
@@ -233,6 +242,9 @@ impl Fanout {
                 0.0
             },
             delivered_frames: frames1 - frames0,
+            relay_instructions_per_byte: instructions
+                .filter(|_| delivered1 > delivered0)
+                .map(|i| i as f64 / (delivered1 - delivered0) as f64),
             relay_switches_per_frame: if frames1 > frames0 {
                 relay_cpu.context_switches as f64 / (frames1 - frames0) as f64
             } else {
@@ -554,6 +566,7 @@ pub fn latency_tables(levels: &[Level], max_gbps: f64) -> (Vec<Table>, Vec<Check
             "relay CPU %",
             "relay Gbit/s per core",
             "relay switches per frame",
+            "relay instructions per byte",
         ],
     );
     let mut checks = Vec::new();
@@ -571,6 +584,7 @@ pub fn latency_tables(levels: &[Level], max_gbps: f64) -> (Vec<Table>, Vec<Check
             format!("{:.0}", s.relay_cpu.core_pct),
             format!("{:.2}", s.relay_gbps_per_core),
             format!("{:.2}", s.relay_switches_per_frame),
+            s.relay_instructions_per_byte.map_or("-".into(), |i| format!("{i:.1}")),
         ]);
         if l.load_pct == 50 {
             for (hop, d) in [("agent", &s.agent_hop), ("relay", &s.relay_hop)] {

@@ -5,6 +5,7 @@
 //! `cargo run --release -p ponte-bench -- <scenario>`; the agent and relay
 //! binaries of the same profile are built first when run through cargo.
 
+mod callgrind;
 mod city;
 mod cluster;
 mod fanout;
