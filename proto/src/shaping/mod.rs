@@ -32,8 +32,12 @@
 //! the climbing budget and nobody needs the room.
 //!
 //! The effective budget is the lower of the configured budget and the
-//! measured path capacity ([`PathEstimator`]), so a congested or lossy link
-//! degrades video here instead of queueing it in the network.
+//! measured path capacity ([`PathEstimator`]), so a congested link degrades
+//! video here instead of queueing it in the network (random loss on a link
+//! that still delivers is not congestion). When the path is found narrower,
+//! the shell asks at once instead of at the next GOP boundary, and cuts a
+//! GOP the answer steps down; [`send_window_for`] bounds what QUIC may hold
+//! meanwhile.
 //!
 //! The shaper and its per-subscription state are here, with the calls
 //! that keep them (budget, subscriptions, measurements); `ladder` holds
