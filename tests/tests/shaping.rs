@@ -33,7 +33,10 @@ const CAMERAS: usize = 10;
 const BUDGET_MBPS: f64 = 16.0;
 const BURST_KB: u64 = 256;
 const RAISED_MBPS: f64 = 56.0;
-const WARM_UP: Duration = Duration::from_secs(12);
+/// Before the capped window is measured: subscriptions start on sub, the
+/// first climbs come 10 s later and take effect at main's next keyframe (up
+/// to a 2 s GOP after), then arrive.
+const WARM_UP: Duration = Duration::from_secs(14);
 const MEASURE: Duration = Duration::from_secs(20);
 const AFTER_RELOAD: Duration = Duration::from_secs(11);
 const NARROWED: Duration = Duration::from_secs(9);
@@ -495,15 +498,21 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
         // getting them through its climbs; one that was (or may have just
         // stepped down to) keyframes-only gets a picture per GOP (2 s, longer
         // when the encoder drops frames).
+        // "Up to the reload" by capture time: a step down the agent took
+        // just before the reload reaches the relay just after it.
+        let captured = |f: &RxFrame| f.latency_us.map_or(f.at, |l| f.at - Duration::from_micros(l));
         let lead_in: Vec<&RxGop> = all
             .iter()
             .filter(|g| g.subscription == i)
             .filter(|g| {
-                g.frames.first().is_some_and(|f| f.at < t_reload && f.at + Duration::from_secs(4) >= t_reload)
+                g.frames
+                    .first()
+                    .map(captured)
+                    .is_some_and(|c| c < t_reload && c + Duration::from_secs(4) >= t_reload)
             })
             .collect();
         let last_before =
-            lead_in.iter().flat_map(|g| &g.frames).map(|f| f.at).filter(|at| *at < t_reload).max();
+            lead_in.iter().flat_map(|g| &g.frames).filter(|f| captured(f) < t_reload).map(|f| f.at).max();
         let before = lead_in.last().map(|g| rung_of(g));
         let streaming = !lead_in.is_empty()
             && lead_in.iter().all(|g| rung_of(g) != "keyframes-only")
