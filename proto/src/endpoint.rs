@@ -92,6 +92,14 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Asks for [`SOCKET_BUFFER`]-sized buffers on a socket bound elsewhere
+/// (e.g. inside a network namespace); best effort, as in [`udp_socket`].
+pub fn size_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+}
+
 /// A QUIC endpoint on [`udp_socket`]: a server when `server` is given,
 /// otherwise a client-only endpoint.
 pub fn bind(

@@ -58,20 +58,7 @@ impl FakeRelay {
     ) -> Result<Self> {
         let id = Identity::load(&pki.ca_cert(), &pki.cert(site), &pki.key(site))?;
         let server = tls::server_config(&id, opts)?;
-        let size = libc::c_int::try_from(ponte_proto::endpoint::SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-            // SAFETY: setsockopt on a socket we own, with an int option
-            // (best effort, as the nodes do).
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&socket),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        ponte_proto::endpoint::size_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             ponte_proto::endpoint::endpoint_config(quinn::EndpointConfig::default(), opts.max_udp_payload),
             Some(server),
