@@ -183,18 +183,7 @@ pub fn thread_cpu(tid: u32) -> Result<Duration> {
 }
 
 fn stat_cpu(path: &str) -> Result<Duration> {
-    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    // The command name may contain spaces: fields count from after its `)`.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let ticks = |i: usize| -> Result<u64> {
-        fields.get(i - 3).context("short stat")?.parse::<u64>().context("stat field is not a number")
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let total = ticks(14)? + ticks(15)?;
-    Ok(Duration::from_micros(total * 1_000_000 / hz))
+    ponte_tests::stat_cpu(path)
 }
 
 /// Context switches (voluntary and not) of every live thread of process

@@ -43,7 +43,7 @@ pub use http::{
     catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
 };
 pub use pki::Pki;
-pub use procs::{CpuHog, Proc};
+pub use procs::{stat_cpu, CpuHog, Proc};
 pub use rtsp_reader::RtspReader;
 pub use stack::{Stack, StackSpec, Tweak};
 

@@ -98,16 +98,7 @@ impl Proc {
 
     /// CPU time the child has used (user + system, /proc/PID/stat), seconds.
     pub fn cpu_secs(&self) -> Result<f64> {
-        let path = format!("/proc/{}/stat", self.child.id());
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields count from after the command name's `)`; utime and stime
-        // are fields 14 and 15 of stat(5), so 12 and 13 of the rest.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| -> Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok((tick(11)? + tick(12)?) as f64 / hz)
+        Ok(stat_cpu(&format!("/proc/{}/stat", self.child.id()))?.as_secs_f64())
     }
 
     /// Open file descriptors of the child (entries of /proc/PID/fd).
@@ -321,6 +312,22 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// User + system CPU time in a /proc `stat` file (of a process or a
+/// thread: `/proc/PID/stat`, `/proc/self/task/TID/stat`).
+pub fn stat_cpu(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // The command name may contain spaces: fields count from after its `)`.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i - 3).context("short stat")?.parse::<u64>().context("stat field is not a number")
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros((ticks(14)? + ticks(15)?) * 1_000_000 / hz))
 }
 
 /// A CPU hog: `workers` busy loops at nice 0 (each a `sh` spinning), for at
