@@ -109,7 +109,7 @@ pub struct Cluster {
 /// prefix such as `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`;
 /// `PONTE_BENCH_CALLGRIND=<dir>` wraps the relay in callgrind and counts
 /// its instructions over each measured window ([`crate::callgrind`]).
-fn spawn(bin: &str, label: &str, config: &std::path::Path, env: &[(&str, &str)]) -> Result<Proc> {
+pub fn spawn(bin: &str, label: &str, config: &std::path::Path, env: &[(&str, &str)]) -> Result<Proc> {
     let wrap_var = if bin == "ponte-agent" { "PONTE_BENCH_WRAP_AGENT" } else { "PONTE_BENCH_WRAP_RELAY" };
     let mut wrap = std::env::var(wrap_var).unwrap_or_default();
     if let (true, "ponte-relay", Some(dir)) = (wrap.is_empty(), bin, crate::callgrind::dir()) {

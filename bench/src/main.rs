@@ -13,6 +13,7 @@ mod machine;
 mod memory;
 mod report;
 mod scan;
+mod sizing;
 mod stats;
 mod subscriber;
 mod transport;
@@ -41,6 +42,8 @@ enum Scenario {
     Memory,
     /// The Cremona inventory, always on, to two relays: agent CPU.
     City,
+    /// Two agents, three relays: the cost of each stream and viewer, a check of that model, the sizing table.
+    Sizing,
     /// Every scenario above, in order, sharing the transport limit and fan-out maximum.
     All,
     /// Render the JSON reports as Markdown (`--update BENCHMARKS.md` rewrites its generated section).
@@ -56,19 +59,21 @@ impl Scenario {
             Scenario::Ttff => "ttff",
             Scenario::Memory => "memory",
             Scenario::City => "city",
+            Scenario::Sizing => "sizing",
             Scenario::All => "all",
             Scenario::Report => "report",
         }
     }
 }
 
-const ORDER: [Scenario; 6] = [
+const ORDER: [Scenario; 7] = [
     Scenario::TransportLimit,
     Scenario::Fanout,
     Scenario::Latency,
     Scenario::Ttff,
     Scenario::Memory,
     Scenario::City,
+    Scenario::Sizing,
 ];
 
 #[derive(Parser, Debug)]
@@ -128,6 +133,12 @@ struct Cli {
     /// Memory: stream counts, comma separated, starting at 0.
     #[arg(long, value_delimiter = ',')]
     levels: Option<Vec<usize>>,
+    /// Sizing: replay cameras on the first agent.
+    #[arg(long, default_value_t = 40)]
+    sizing_tracks: usize,
+    /// Sizing: WHEP viewers (Chromium).
+    #[arg(long, default_value_t = 8)]
+    viewers: usize,
     /// Report: rewrite the generated section of this Markdown file.
     #[arg(long)]
     update: Option<PathBuf>,
@@ -408,6 +419,30 @@ async fn run_city(cli: &Cli) -> Result<Output> {
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": c }) })
 }
 
+async fn run_sizing(cli: &Cli) -> Result<Output> {
+    let chromium = ponte_tests::Chromium::available();
+    let whep = !cli.no_whep && (chromium || ponte_tests::in_ci());
+    let smoke = cli.smoke;
+    let params = sizing::SizingParams {
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        tracks: if smoke { 2 } else { cli.sizing_tracks },
+        rtsp: if smoke { 1 } else { (cli.sizing_tracks / 5).max(1) },
+        viewers: match (whep, smoke) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => cli.viewers,
+        },
+        settle_secs: if smoke { 1.5 } else { 5.0 },
+        window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 15.0 }),
+    };
+    let r = sizing::run(&params).await?;
+    let (tables, checks, mut notes) = sizing::tables(&r, &params);
+    if !whep {
+        notes.push("WHEP viewers skipped (no Chromium, or --no-whep): the per-viewer cost reads 0.".into());
+    }
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
+}
+
 /// Prints a scenario's report and writes its JSON.
 fn finish(
     cli: &Cli,
@@ -483,6 +518,7 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
         Scenario::Ttff => run_ttff(cli).await,
         Scenario::Memory => run_memory(cli).await,
         Scenario::City => run_city(cli).await,
+        Scenario::Sizing => run_sizing(cli).await,
         Scenario::All | Scenario::Report => unreachable!("not a single scenario"),
     }
     .with_context(|| format!("scenario {}", scenario.name()));

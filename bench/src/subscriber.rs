@@ -114,6 +114,11 @@ impl Listener {
         Ok(Self { endpoint, site: site.to_owned() })
     }
 
+    /// The site it answers as.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
     /// The UDP address to dial.
     pub fn addr(&self) -> Result<SocketAddr> {
         Ok(self.endpoint.local_addr()?)
