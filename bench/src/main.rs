@@ -134,7 +134,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     levels: Option<Vec<usize>>,
     /// Sizing: replay cameras on the first agent.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     sizing_tracks: usize,
     /// Sizing: WHEP viewers (Chromium).
     #[arg(long, default_value_t = 8)]
@@ -432,8 +432,9 @@ async fn run_sizing(cli: &Cli) -> Result<Output> {
             (true, true) => 1,
             (true, false) => cli.viewers,
         },
-        settle_secs: if smoke { 1.5 } else { 5.0 },
-        window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 15.0 }),
+        // On-demand RTSP pulls linger 5 s after their last viewer.
+        settle_secs: if smoke { 1.5 } else { 6.0 },
+        window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 20.0 }),
     };
     let r = sizing::run(&params).await?;
     let (tables, checks, mut notes) = sizing::tables(&r, &params);

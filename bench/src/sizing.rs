@@ -81,6 +81,11 @@ pub struct Counts {
     pub sent_main: f64,
     /// Agent: substreams sent, one per link.
     pub sent_sub: f64,
+    /// Agent: main streams its replay cameras make (benchmark cameras, not
+    /// deployments: the validation's master-a).
+    pub replay_main: f64,
+    /// Agent: substreams its replay cameras make.
+    pub replay_sub: f64,
     /// Agent: main streams pulled from cameras over RTSP.
     pub pulled_main: f64,
     /// Agent: substreams pulled over RTSP.
@@ -105,14 +110,18 @@ pub struct Counts {
 /// cores (CPU seconds per second), and memory per stream.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Costs {
-    /// An agent with its links up and nothing flowing.
+    /// An agent with its links up and nothing flowing (mean of both).
     pub agent_idle: f64,
-    /// A relay with its links up and nothing flowing.
+    /// A relay with its links up and nothing flowing (mean of the three).
     pub relay_idle: f64,
     /// Agent, per main stream sent on one link.
     pub sent_main: f64,
     /// Agent, per substream sent on one link.
     pub sent_sub: f64,
+    /// Agent, per main stream a replay camera makes (validation only).
+    pub replay_main: f64,
+    /// Agent, per substream a replay camera makes (validation only).
+    pub replay_sub: f64,
     /// Agent, per main stream pulled over RTSP.
     pub pulled_main: f64,
     /// Agent, per substream pulled over RTSP.
@@ -147,6 +156,8 @@ impl Costs {
         self.agent_idle
             + c.sent_main * self.sent_main
             + c.sent_sub * self.sent_sub
+            + c.replay_main * self.replay_main
+            + c.replay_sub * self.replay_sub
             + c.pulled_main * self.pulled_main
             + c.pulled_sub * self.pulled_sub
     }
@@ -240,12 +251,16 @@ impl System {
     }
 
     async fn start(p: &SizingParams) -> Result<System> {
-        let dir = tempfile::Builder::new().prefix("ponte-bench-sizing-").tempdir().context("creating a temp dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("ponte-bench-sizing-")
+            .tempdir()
+            .context("creating a temp dir")?;
         let vms = ["r1-vms-1", "r1-vms-2", "r2-vms", "r3-vms"];
         let sites: Vec<&str> = ["master", "r1", "r2", "r3"].iter().chain(vms.iter()).copied().collect();
         let pki = Pki::create(dir.path().join("pki"), &sites).await?;
         let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let listeners: Vec<Listener> = vms.iter().map(|s| Listener::listen(&pki, s)).collect::<Result<_>>()?;
+        let listeners: Vec<Listener> =
+            vms.iter().map(|s| Listener::listen(&pki, s)).collect::<Result<_>>()?;
         let down = |l: &Listener| -> Result<DownstreamConfig> {
             Ok(DownstreamConfig { site: l.site().to_owned(), addr: l.addr()?, server_name: None })
         };
@@ -261,10 +276,16 @@ impl System {
         r2.downstreams.push(down(&listeners[2])?);
         let mut r1 = relay("r1", &["master"]);
         let rtsp_port = free_tcp_port();
-        r1.rtsp_on(rtsp_port);
+        // Every RTSP pull of master-b comes from 127.0.0.1, as a VMS
+        // reading many streams comes from one address (default cap 16).
+        r1.rtsp_on(rtsp_port).max_connections_per_client = 256;
         r1.downstreams.push(down(&listeners[0])?);
         r1.downstreams.push(down(&listeners[1])?);
-        r1.downstreams.push(DownstreamConfig { site: "r3".into(), addr: r3.relay.quic_listen, server_name: None });
+        r1.downstreams.push(DownstreamConfig {
+            site: "r3".into(),
+            addr: r3.relay.quic_listen,
+            server_name: None,
+        });
 
         let mut procs = Vec::new();
         let mut configs = Vec::new();
@@ -290,7 +311,11 @@ impl System {
             .map(|i| {
                 let url = format!("rtsp://127.0.0.1:{rtsp_port}/{}", camera('a', i));
                 let mut d = Device::rtsp(&camera('b', i), &url);
-                d.rtsp_mut().lenses[0].sub = Some(format!("{url}/sub"));
+                let rtsp = d.rtsp_mut();
+                rtsp.lenses[0].sub = Some(format!("{url}/sub"));
+                // Pulled only while watched, so the calibration can tell
+                // a pull from no pull (the default pulls every camera always).
+                rtsp.on_demand = true;
                 d
             })
             .collect();
@@ -507,7 +532,10 @@ async fn measure(
 
 /// Runs calibration and validation.
 pub async fn run(p: &SizingParams) -> Result<SizingResult> {
-    anyhow::ensure!(p.tracks >= 2 && p.rtsp >= 1 && p.rtsp <= p.tracks, "sizing needs tracks ≥ 2 and 1 ≤ rtsp ≤ tracks");
+    anyhow::ensure!(
+        p.tracks >= 2 && p.rtsp >= 1 && p.rtsp <= p.tracks,
+        "sizing needs tracks ≥ 2 and 1 ≤ rtsp ≤ tracks"
+    );
     let mut sys = System::start(p).await?;
     let (n, k, v) = (p.tracks, p.rtsp, p.viewers);
     let main = f64::from(p.replay.main_kbps) / 1e3;
@@ -523,7 +551,9 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     phases.push(measure(&sys, p, "sub × N, 1 downstream", n as f64 * sub, None).await?);
     sys.r1_vms[1].subscribe_many(&all_sub, t).await?;
     phases.push(measure(&sys, p, "sub × N, 2 downstreams", 2.0 * n as f64 * sub, None).await?);
-    for s in &mut sys.r1_vms {
+    sys.r2_vms.subscribe_many(&all_sub, t).await?;
+    phases.push(measure(&sys, p, "sub × N, 2 downstreams, + r2", 3.0 * n as f64 * sub, None).await?);
+    for s in sys.r1_vms.iter_mut().chain([&mut sys.r2_vms]) {
         s.unsubscribe(ids(&all_sub)).await?;
     }
 
@@ -532,12 +562,22 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     phases.push(measure(&sys, p, "main × N, 1 downstream", n as f64 * main, None).await?);
     sys.r1_vms[1].subscribe_many(&all_main, t).await?;
     phases.push(measure(&sys, p, "main × N, 2 downstreams", 2.0 * n as f64 * main, None).await?);
+    sys.r2_vms.subscribe_many(&all_main, t).await?;
+    phases.push(measure(&sys, p, "main × N, 2 downstreams, + r2", 3.0 * n as f64 * main, None).await?);
     sys.r1_vms[1].unsubscribe(ids(&all_main)).await?;
+    sys.r2_vms.unsubscribe(ids(&all_main)).await?;
+    // Each addition below is compared with a baseline taken just before it.
+    phases.push(measure(&sys, p, "main × N, 1 downstream, before RTSP", n as f64 * main, None).await?);
 
     // Agent b pulls a-00.. from r1 over RTSP and sends them to r2.
     let b_main = wants('b', 0..k, Quality::Main);
     sys.r2_vms.subscribe_many(&b_main, t).await?;
     phases.push(measure(&sys, p, "main × N + RTSP main × K", (n + k) as f64 * main, None).await?);
+    if std::env::var_os("PONTE_BENCH_DEBUG_RTSP").is_some() {
+        let st: serde_json::Value =
+            http_get(&format!("{}/api/status", sys.configs[0].base_url())).await?.json()?;
+        eprintln!("ponte-bench: r1 rtsp_sessions {}", st["rtsp_sessions"]);
+    }
     sys.r2_vms.unsubscribe(ids(&b_main)).await?;
     let b_sub = wants('b', 0..k, Quality::Sub);
     sys.r2_vms.subscribe_many(&b_sub, t).await?;
@@ -545,6 +585,7 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     sys.r2_vms.unsubscribe(ids(&b_sub)).await?;
 
     let browser = if v > 0 {
+        phases.push(measure(&sys, p, "main × N, 1 downstream, before WHEP", n as f64 * main, None).await?);
         let viewers = Viewers::open(&sys.configs[0].base_url()).await?;
         let cams: Vec<String> = (0..v).map(|i| camera('a', i % n)).collect();
         viewers.play(&cams).await?;
@@ -557,6 +598,7 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     sys.r1_vms[0].unsubscribe(ids(&all_main)).await?;
 
     let costs = fit(&phases, n as f64, k as f64, v as f64);
+    let idle = phases.first().map(|p| p.cores.clone()).unwrap_or_default();
 
     // Validation: a mix no calibration phase had.
     let half = n / 2;
@@ -578,16 +620,44 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     let checked = measure(&sys, p, "validation", expected, browser.as_ref()).await?;
     let vf = v2 as f64;
     let counts = vec![
-        Counts { sent_main: kf + hf, sent_sub: 2.0 * nf, ..Counts::default() },
+        Counts {
+            replay_main: kf.max(hf),
+            replay_sub: nf,
+            sent_main: kf + hf,
+            sent_sub: 2.0 * nf,
+            ..Counts::default()
+        },
         Counts { pulled_main: kf, sent_main: 2.0 * kf, ..Counts::default() },
-        Counts { in_main: 2.0 * kf, in_sub: nf, out_main: kf, out_sub: nf, rtsp_main: kf, ..Counts::default() },
-        Counts { in_main: hf + kf, in_sub: nf, out_main: hf + kf, out_sub: nf, whep: vf, ..Counts::default() },
+        Counts {
+            in_main: 2.0 * kf,
+            in_sub: nf,
+            out_main: kf,
+            out_sub: nf,
+            rtsp_main: kf,
+            ..Counts::default()
+        },
+        Counts {
+            in_main: hf + kf,
+            in_sub: nf,
+            out_main: hf + kf,
+            out_sub: nf,
+            whep: vf,
+            ..Counts::default()
+        },
         Counts { in_main: kf, in_sub: nf, out_main: kf, out_sub: nf, ..Counts::default() },
     ];
+    // Each node's own idle cost, plus what it carries.
     let predicted = counts
         .iter()
         .enumerate()
-        .map(|(i, c)| if i < 2 { costs.agent(c) } else { costs.relay(c) })
+        .map(|(i, c)| {
+            let own_idle = idle.get(i).copied().unwrap_or_default();
+            if i < 2 {
+                costs.agent(c) - costs.agent_idle + own_idle
+            } else {
+                costs.relay(c) - costs.relay_idle + own_idle
+            }
+        })
         .collect();
     let validation = Validation { counts, predicted, measured: checked.cores.clone() };
     phases.push(checked);
@@ -601,15 +671,30 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
 /// The costs from the calibration phases (in the order `run` takes them).
 fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Costs {
     let find = |name: &str| ph.iter().find(|p| p.name.starts_with(name));
-    let (Some(idle), Some(s1), Some(s2), Some(m1), Some(m2), Some(rm), Some(rs)) = (
+    let (
+        Some(idle),
+        Some(s1),
+        Some(s2),
+        Some(s3),
+        Some(m1),
+        Some(m2),
+        Some(m3),
+        Some(b1),
+        Some(rm),
+        Some(rs),
+    ) = (
         find("idle"),
         find("sub × N, 1"),
-        find("sub × N, 2"),
-        find("main × N, 1"),
-        find("main × N, 2"),
+        find("sub × N, 2 downstreams"),
+        find("sub × N, 2 downstreams, + r2"),
+        find("main × N, 1 downstream"),
+        find("main × N, 2 downstreams"),
+        find("main × N, 2 downstreams, + r2"),
+        find("main × N, 1 downstream, before RTSP"),
         find("main × N + RTSP main"),
         find("main × N + RTSP sub"),
-    ) else {
+    )
+    else {
         return Costs::default();
     };
     let d = |a: &Phase, b: &Phase, node: usize| a.cores[node] - b.cores[node];
@@ -617,25 +702,45 @@ fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Costs {
     let mut c = Costs {
         agent_idle: (idle.cores[A] + idle.cores[B]) / 2.0,
         relay_idle,
-        sent_main: d(m1, idle, A) / n,
-        sent_sub: d(s1, idle, A) / n,
+        sent_main: d(m3, m2, A) / n,
+        sent_sub: d(s3, s2, A) / n,
         out_main: d(m2, m1, R1) / n,
         out_sub: d(s2, s1, R1) / n,
-        rtsp_main: d(rm, m1, R1) / k,
+        rtsp_main: d(rm, b1, R1) / k,
         agent_idle_mb: (idle.rss_mb[A] + idle.rss_mb[B]) / 2.0,
         relay_idle_mb: (idle.rss_mb[R1] + idle.rss_mb[R2] + idle.rss_mb[R3]) / 3.0,
         agent_mb_main: (m1.rss_mb[A] - idle.rss_mb[A]) / n,
         relay_mb_main: (m1.rss_mb[R1] - idle.rss_mb[R1]) / n,
         ..Costs::default()
     };
+    c.replay_main = d(m1, idle, A) / n - c.sent_main;
+    c.replay_sub = d(s1, idle, A) / n - c.sent_sub;
     c.in_main = d(m1, idle, R1) / n - c.out_main;
     c.in_sub = d(s1, idle, R1) / n - c.out_sub;
     c.pulled_main = d(rm, idle, B) / k - c.sent_main;
     c.pulled_sub = d(rs, idle, B) / k - c.sent_sub;
     // r1 also takes the K substreams from agent a for the RTSP clients.
-    c.rtsp_sub = d(rs, m1, R1) / k - c.in_sub;
-    if let Some(w) = find("main × N + WHEP") {
-        c.whep = d(w, m1, R1) / v;
+    c.rtsp_sub = d(rs, b1, R1) / k - c.in_sub;
+    if let (Some(b2), Some(w)) = (find("main × N, 1 downstream, before WHEP"), find("main × N + WHEP")) {
+        c.whep = d(w, b2, R1) / v;
+    }
+    // A cost under the run's noise can come out below zero: it reads 0.
+    for x in [
+        &mut c.sent_main,
+        &mut c.sent_sub,
+        &mut c.replay_main,
+        &mut c.replay_sub,
+        &mut c.pulled_main,
+        &mut c.pulled_sub,
+        &mut c.in_main,
+        &mut c.in_sub,
+        &mut c.out_main,
+        &mut c.out_sub,
+        &mut c.whep,
+        &mut c.rtsp_main,
+        &mut c.rtsp_sub,
+    ] {
+        *x = x.max(0.0);
     }
     c
 }
@@ -703,15 +808,17 @@ pub struct Need {
 
 /// The model applied to a deployment. Sites watch different cameras (no
 /// sharing of main streams between sites: the worst case for the agent);
-/// every site keeps the same `subs` substreams on, so each is pulled once.
+/// every site keeps the same `subs` substreams on. The agent pulls every
+/// lens's main stream and substream all the time (the default; a camera
+/// with `on_demand = true` costs only while watched).
 pub fn need(d: &Deployment, c: &Costs, main_kbps: u32, sub_kbps: u32) -> Need {
     let (agents, sites) = (d.agents as f64, d.sites as f64);
     let (subs, mains) = (d.subs as f64, d.mains as f64);
     let agent = Counts {
         sent_main: sites * mains / agents,
         sent_sub: sites * subs / agents,
-        pulled_main: (sites * mains).min(d.lenses as f64) / agents,
-        pulled_sub: subs / agents,
+        pulled_main: d.lenses as f64 / agents,
+        pulled_sub: d.lenses as f64 / agents,
         ..Counts::default()
     };
     let children = d.children as f64;
@@ -735,8 +842,7 @@ pub fn need(d: &Deployment, c: &Costs, main_kbps: u32, sub_kbps: u32) -> Need {
     let sub_share = f64::from(sub_kbps) / f64::from(main_kbps.max(1));
     Need {
         agent_cores: c.agent(&agent),
-        agent_mb: c.agent_idle_mb
-            + c.agent_mb_main * (agent.pulled_main + agent.pulled_sub * sub_share),
+        agent_mb: c.agent_idle_mb + c.agent_mb_main * (agent.pulled_main + agent.pulled_sub * sub_share),
         agent_mbps: agent.sent_main * main + agent.sent_sub * sub,
         head_cores: c.relay(&head),
         head_mb: c.relay_idle_mb + c.relay_mb_main * (mains + subs * sub_share),
@@ -776,10 +882,12 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
         "Cost of each stream and viewer, % of one core (what the sizing table uses)",
         &["node", "what", "% of one core", "cores per 100"],
     );
-    let rows: [(&str, &str, f64); 13] = [
+    let rows: [(&str, &str, f64); 15] = [
         ("agent", "idle, links up", c.agent_idle),
         ("agent", "main stream sent to one relay", c.sent_main),
         ("agent", "substream sent to one relay", c.sent_sub),
+        ("agent", "replay camera, main (benchmark only)", c.replay_main),
+        ("agent", "replay camera, substream (benchmark only)", c.replay_sub),
         ("agent", "main stream pulled over RTSP", c.pulled_main),
         ("agent", "substream pulled over RTSP", c.pulled_sub),
         ("relay", "idle, links up", c.relay_idle),
@@ -824,56 +932,47 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
         }
         sum_p += pr;
         sum_m += me;
-        check.row(vec![
-            (*node).into(),
-            describe(&r.validation.counts[i]),
-            pct(pr),
-            pct(me),
-            shown,
-        ]);
+        check.row(vec![(*node).into(), describe(&r.validation.counts[i]), pct(pr), pct(me), shown]);
     }
     let total_err = (sum_p - sum_m) / sum_m.max(1e-6);
     check.row(vec!["all".into(), "".into(), pct(sum_p), pct(sum_m), format!("{:+.0}%", 100.0 * total_err)]);
 
     let mut sizing = Table::new(
         &format!(
-            "Sizing: what each node needs (main {} kbit/s, sub {} kbit/s per lens; cores = twice the model's need, at \
-             least 2)",
+            "Sizing: what each node needs (main {} kbit/s and sub {} kbit/s per lens; cores: provision (model), the \
+             provision twice the model's need and at least 2; RAM: the model's RSS)",
             r.main_kbps, r.sub_kbps
         ),
         &[
             "deployment",
             "cameras (lenses)",
-            "agents × cores, MB",
-            "agent egress Mbit/s",
-            "sites × relays",
             "per site: subs on, mains, viewers, VMS",
-            "head relay cores, MB",
+            "agents",
+            "agent cores",
+            "agent RAM MB",
+            "agent uplink Mbit/s",
+            "relays per site",
+            "head relay cores",
+            "head relay RAM MB",
             "cascade relay cores",
             "fibre per site Mbit/s",
         ],
     );
+    let cores = |need: f64| format!("{} ({:.2})", provision_cores(need), need);
     for d in deployments() {
         let n = need(&d, c, r.main_kbps, r.sub_kbps);
         sizing.row(vec![
             d.name.clone(),
             format!("{} ({})", d.cameras, d.lenses),
-            format!(
-                "{} × {} ({:.2} used), {:.0}",
-                d.agents,
-                provision_cores(n.agent_cores),
-                n.agent_cores,
-                n.agent_mb
-            ),
-            format!("{:.0}", n.agent_mbps),
-            format!("{} × {}", d.sites, 1 + d.children),
             format!("{}, {}, {}, {}", d.subs, d.mains, d.viewers, d.vms),
-            format!("{} ({:.2} used), {:.0}", provision_cores(n.head_cores), n.head_cores, n.head_mb),
-            if d.children > 0 {
-                format!("{} ({:.2} used)", provision_cores(n.child_cores), n.child_cores)
-            } else {
-                "-".into()
-            },
+            d.agents.to_string(),
+            cores(n.agent_cores),
+            format!("{:.0}", n.agent_mb),
+            format!("{:.0}", n.agent_mbps),
+            (1 + d.children).to_string(),
+            cores(n.head_cores),
+            format!("{:.0}", n.head_mb),
+            if d.children > 0 { cores(n.child_cores) } else { "-".into() },
             format!("{:.0}", n.site_mbps),
         ]);
     }
@@ -885,7 +984,8 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
     }];
     let notes = vec![
         "Costs are differences between calibration phases divided by the streams that changed: agent per stream sent \
-         = (main × N, 1 downstream − idle) / N at master-a; relay per downstream copy = (2 downstreams − 1 \
+         to one more relay = (+ r2 − 2 downstreams) / N at master-a, per replay stream made = the rest of (1 \
+         downstream − idle) / N; relay per downstream copy = (2 downstreams − 1 \
          downstream) / N at r1, per stream received = the rest; per RTSP pull = master-b's CPU with K cameras \
          watched, less K streams sent; per WHEP viewer and per RTSP client = r1's CPU over the main × N phase, \
          divided by V or K."
@@ -893,8 +993,9 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
         "master-b's cameras are r1's own RTSP streams (`rtsp://r1/a-NN`), so the agent's RTSP ingest is real and \
          costs no encoding. Chromium decodes every WHEP viewer's video; its CPU is not a node's and is not counted."
             .into(),
-        "Sizing rows assume each site watches different main streams (the agent's worst case) and all sites keep the \
-         same substreams on (each pulled once). A cascade's head relay serves the VMS over RTSP and feeds its child \
+        "Sizing rows assume the agent pulls every lens's main stream and substream all the time (the default; \
+         `on_demand = true` cameras cost only while watched), each site watches different main streams (the agent's \
+         worst case) and all sites keep the same substreams on. A cascade's head relay serves the VMS over RTSP and feeds its child \
          relays, which serve the browsers. Memory is RSS: idle plus the GOP cache of every stream (a substream counts \
          its share of a main stream's bytes)."
             .into(),
@@ -909,6 +1010,8 @@ fn describe(c: &Counts) -> String {
             parts.push(format!("{n:.0} {what}"));
         }
     };
+    add(c.replay_main, "main made");
+    add(c.replay_sub, "sub made");
     add(c.pulled_main, "RTSP pulls");
     add(c.sent_main, "main sent");
     add(c.sent_sub, "sub sent");
@@ -928,7 +1031,16 @@ mod tests {
 
     #[test]
     fn the_model_adds_up_and_provisions_headroom() {
-        let c = Costs { agent_idle: 0.01, sent_main: 0.002, pulled_main: 0.003, relay_idle: 0.005, in_main: 0.001, out_main: 0.002, whep: 0.01, ..Costs::default() };
+        let c = Costs {
+            agent_idle: 0.01,
+            sent_main: 0.002,
+            pulled_main: 0.003,
+            relay_idle: 0.005,
+            in_main: 0.001,
+            out_main: 0.002,
+            whep: 0.01,
+            ..Costs::default()
+        };
         let a = Counts { sent_main: 10.0, pulled_main: 5.0, ..Counts::default() };
         assert!((c.agent(&a) - (0.01 + 0.02 + 0.015)).abs() < 1e-9);
         let r = Counts { in_main: 10.0, out_main: 20.0, whep: 2.0, ..Counts::default() };

@@ -9,7 +9,7 @@ use ponte_tests::{bin_path, require_program, Chromium, Proc};
 use serde_json::Value;
 use std::time::Duration;
 
-/// The whole smoke run's budget (it takes about 20 s on 2 cores).
+/// The whole smoke run's budget (it takes about 50 s on 2 cores).
 const BUDGET: Duration = Duration::from_secs(180);
 
 fn report(dir: &std::path::Path, scenario: &str) -> Value {
@@ -104,4 +104,21 @@ async fn every_benchmark_scenario_runs_at_smoke_size() {
     let (want, got) = (f(&c["expected_mbps"]), f(&c["received_mbps"]));
     assert!((got - want).abs() <= 0.25 * want, "city: relays received {got} Mbit/s, want {want}");
     assert!(f(&c["agent"]["cpu_secs"]) > 0.0);
+
+    // Two agents, three relays: every phase delivered what it asked for
+    // (WHEP viewers included when Chromium runs), and every node was read.
+    let sizing = report(dir, "sizing");
+    let phases = sizing["data"]["result"]["phases"].as_array().expect("phases");
+    assert!(phases.len() >= 11, "{} phases", phases.len());
+    assert_eq!(phases.iter().any(|p| p["name"] == "main × N + WHEP × V"), whep);
+    for p in phases {
+        let (want, got) = (f(&p["expected_mbps"]), f(&p["received_mbps"]));
+        assert!(
+            (got - want).abs() <= 0.25 * want + 0.1,
+            "sizing phase {p}: received {got} Mbit/s, want {want}"
+        );
+        assert_eq!(p["cores"].as_array().map(Vec::len), Some(5), "{p}");
+    }
+    let v = &sizing["data"]["result"]["validation"];
+    assert_eq!(v["predicted"].as_array().map(Vec::len), Some(5), "{v}");
 }

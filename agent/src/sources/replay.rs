@@ -1,5 +1,8 @@
 //! Replay camera: one GOP of the synthetic test pattern, encoded once at
-//! start, padded with H.264 filler data to a configured bitrate and replayed
+//! start, padded to a configured bitrate with an SEI of opaque user data
+//! (which decoders skip and, unlike filler NAL units, every packetizer
+//! forwards: webrtc-rs drops filler data, so a WHEP viewer of a padded
+//! camera would receive a fifth of the bytes a real camera sends) and replayed
 //! in real time with fresh pts and a fresh capture-time SEI per frame. It
 //! loads agent, links and relays like a real camera at any bitrate without
 //! any encoding cost, which is what benchmarks need (`source = "replay"`).
@@ -23,8 +26,8 @@ use tokio::time::MissedTickBehavior;
 use tracing::{error, info};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
-/// Start code, NAL header and RBSP trailing byte of a filler NAL.
-const FILLER_OVERHEAD: usize = 4 + 1 + 1;
+/// UUID of the padding SEI (user data unregistered): opaque bytes.
+const PADDING_UUID: [u8; 16] = *b"ponte-padding-v1";
 /// Length of the capture-time SEI NAL with its start code (without the rare
 /// emulation-prevention bytes), for the padding plan.
 const SEI_LEN: usize = 4 + 1 + 27;
@@ -73,7 +76,7 @@ pub struct ReplaySpec {
     pub fps: u32,
     /// Frames per GOP.
     pub gop_frames: u32,
-    /// Bitrate the filler pads to, kbit/s.
+    /// Bitrate the padding fills up to, kbit/s.
     pub bitrate_kbps: u32,
 }
 
@@ -132,7 +135,7 @@ impl ReplaySpec {
     }
 
     fn gop_key(&self) -> GopKey {
-        // Encode below the target so filler, not the encoder, makes the rate.
+        // Encode below the target so padding, not the encoder, makes the rate.
         let kbps = match self.width {
             w if w >= 640 => 800,
             _ => 200,
@@ -246,11 +249,50 @@ fn encode_gop(key: GopKey) -> anyhow::Result<EncodedGop> {
     Ok(EncodedGop { config, frames })
 }
 
-/// An encoded GOP and the filler each of its frames gets to hit the bitrate.
+/// Bytes of a padding SEI NAL carrying `pad` opaque bytes, start code
+/// included: header, payload type, payload size (a 0xFF per 255), UUID,
+/// the bytes, RBSP trailing byte.
+fn padding_sei_len(pad: usize) -> usize {
+    let payload = PADDING_UUID.len() + pad;
+    4 + 1 + 1 + payload / 255 + 1 + payload + 1
+}
+
+/// Opaque bytes of the largest padding SEI that fits in `share` bytes;
+/// 0 = no padding SEI.
+fn padding_for(share: usize) -> usize {
+    let fixed = padding_sei_len(0);
+    if share <= fixed {
+        return 0;
+    }
+    let mut pad = (share - fixed) * 255 / 256;
+    while pad > 0 && padding_sei_len(pad) > share {
+        pad -= 1;
+    }
+    pad
+}
+
+/// Appends a padding SEI (start code included) of `pad` opaque bytes
+/// (0xAA: never a start code or an emulation-prevention sequence).
+fn put_padding_sei(pad: usize, buf: &mut BytesMut) {
+    buf.put_slice(&START_CODE);
+    buf.put_u8(nal::SEI);
+    buf.put_u8(5); // payload type: user data unregistered
+    let mut size = PADDING_UUID.len() + pad;
+    while size >= 255 {
+        buf.put_u8(0xFF);
+        size -= 255;
+    }
+    buf.put_u8(size as u8);
+    buf.put_slice(&PADDING_UUID);
+    buf.put_bytes(0xAA, pad);
+    buf.put_u8(0x80); // rbsp trailing bits
+}
+
+/// An encoded GOP and the padding each of its frames gets to hit the bitrate.
 struct Plan {
     gop: Arc<EncodedGop>,
-    /// Filler payload bytes (0xFF) per frame; 0 = no filler NAL.
-    filler: Vec<usize>,
+    /// Opaque padding bytes per frame; 0 = no padding SEI.
+    padding: Vec<usize>,
 }
 
 impl Plan {
@@ -261,13 +303,8 @@ impl Plan {
         let extra = target.saturating_sub(base);
         // Spread evenly: an IDR stays larger than the P frames, as with a
         // real camera, and no frame is bloated.
-        let filler = (0..n)
-            .map(|i| {
-                let share = extra / n + usize::from(i < extra % n);
-                share.saturating_sub(FILLER_OVERHEAD)
-            })
-            .collect();
-        Self { gop, filler }
+        let padding = (0..n).map(|i| padding_for(extra / n + usize::from(i < extra % n))).collect();
+        Self { gop, padding }
     }
 
     /// Builds frame `index` (modulo the GOP) with `capture_micros` in its
@@ -275,25 +312,20 @@ impl Plan {
     /// empty GOP, which the encoding step never returns.
     fn frame(&self, index: usize, capture_micros: u64, pts: u64, buf: &mut BytesMut) -> Option<Frame> {
         let i = index.checked_rem(self.gop.frames.len())?;
-        let (f, &filler) = self.gop.frames.get(i).zip(self.filler.get(i))?;
-        let len = f.head.len()
-            + SEI_LEN
-            + 8
-            + f.slices.len()
-            + if filler > 0 { filler + FILLER_OVERHEAD } else { 0 };
+        let (f, &pad) = self.gop.frames.get(i).zip(self.padding.get(i))?;
+        let len =
+            f.head.len() + SEI_LEN + 8 + f.slices.len() + if pad > 0 { padding_sei_len(pad) } else { 0 };
         if buf.capacity() < len {
             buf.reserve(len.max(CHUNK));
         }
         buf.put_slice(&f.head);
         buf.put_slice(&START_CODE);
         h264::put_capture_time_sei(capture_micros, buf);
-        buf.put_slice(&f.slices);
-        if filler > 0 {
-            buf.put_slice(&START_CODE);
-            buf.put_u8(nal::FILLER);
-            buf.put_bytes(0xFF, filler);
-            buf.put_u8(0x80);
+        // SEI goes before the picture's slices (H.264 7.4.1.2.3).
+        if pad > 0 {
+            put_padding_sei(pad, buf);
         }
+        buf.put_slice(&f.slices);
         Some(Frame { pts, keyframe: f.keyframe, payload: buf.split().freeze() })
     }
 }
@@ -422,6 +454,21 @@ mod tests {
         h264::nal_units(au).filter_map(h264::nal_type).collect()
     }
 
+    #[test]
+    fn padding_fills_its_share_to_within_two_bytes() {
+        assert_eq!(padding_for(0), 0);
+        assert_eq!(padding_for(padding_sei_len(0)), 0);
+        for share in (padding_sei_len(0) + 1..3_000).chain([19_990, 20_000, 65_536, 200_001]) {
+            let pad = padding_for(share);
+            let len = padding_sei_len(pad);
+            assert!(len <= share && len + 2 >= share, "share {share}: pad {pad} makes {len} bytes");
+            let mut buf = BytesMut::new();
+            put_padding_sei(pad, &mut buf);
+            assert_eq!(buf.len(), len, "share {share}");
+            assert_eq!(nal_types(&buf), [nal::SEI], "one NAL, no start code inside");
+        }
+    }
+
     #[tokio::test]
     async fn replayed_gop_hits_the_bitrate_decodes_and_shares_one_buffer() {
         for quality in [Quality::Main, Quality::Sub] {
@@ -438,13 +485,14 @@ mod tests {
                 assert_eq!(frame.keyframe, i % 15 == 0, "frame {i}");
                 assert_eq!(h264::find_capture_time(&frame.payload), Some(micros));
                 let types = nal_types(&frame.payload);
+                // Capture time, then padding, then the picture.
                 if frame.keyframe {
-                    assert_eq!(types[..4], [nal::SPS, nal::PPS, nal::SEI, nal::IDR]);
+                    assert_eq!(types[..5], [nal::SPS, nal::PPS, nal::SEI, nal::SEI, nal::IDR]);
                 } else {
-                    assert_eq!(types[0], nal::SEI);
+                    assert_eq!(types[..2], [nal::SEI, nal::SEI]);
                 }
-                assert_eq!(types.last(), Some(&nal::FILLER), "padded up to the bitrate");
-                let picture = decoder.decode(&frame.payload).expect("decodable with filler");
+                assert!(!types.contains(&nal::FILLER), "padding an RTP packetizer keeps");
+                let picture = decoder.decode(&frame.payload).expect("decodable with padding");
                 assert!(picture.is_some(), "frame {i} decodes to a picture");
                 total += frame.payload.len();
                 // Consecutive frames are slices of one buffer, not allocations of their own.
