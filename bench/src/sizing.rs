@@ -40,6 +40,36 @@ const R1: usize = 2;
 const R2: usize = 3;
 const R3: usize = 4;
 
+/// Phase names: `run` measures them, `fit` reads them back by these names.
+pub mod phase {
+    /// Nothing subscribed.
+    pub const IDLE: &str = "idle";
+    /// N substreams to one bench downstream of r1.
+    pub const SUB_1: &str = "sub × N, 1 downstream";
+    /// The same to a second downstream of r1.
+    pub const SUB_2: &str = "sub × N, 2 downstreams";
+    /// The same to r2 as well.
+    pub const SUB_R2: &str = "sub × N, 2 downstreams, + r2";
+    /// N main streams to one bench downstream of r1.
+    pub const MAIN_1: &str = "main × N, 1 downstream";
+    /// The same to a second downstream of r1.
+    pub const MAIN_2: &str = "main × N, 2 downstreams";
+    /// The same to r2 as well.
+    pub const MAIN_R2: &str = "main × N, 2 downstreams, + r2";
+    /// Baseline for the RTSP phases: N main and K substreams at r1.
+    pub const BEFORE_RTSP: &str = "main × N + sub × K, before RTSP";
+    /// K of master-b's cameras (main) watched through r2.
+    pub const RTSP_MAIN: &str = "+ RTSP main × K";
+    /// K of master-b's cameras (substream) watched through r2.
+    pub const RTSP_SUB: &str = "+ RTSP sub × K";
+    /// Baseline for the WHEP phase.
+    pub const BEFORE_WHEP: &str = "main × N + sub × K, before WHEP";
+    /// V Chromium viewers on r1.
+    pub const WHEP: &str = "+ WHEP × V";
+    /// The check.
+    pub const VALIDATION: &str = "validation";
+}
+
 /// Knobs of the sizing run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SizingParams {
@@ -148,6 +178,8 @@ pub struct Costs {
     pub agent_mb_main: f64,
     /// Relay RSS per main stream received, MB.
     pub relay_mb_main: f64,
+    /// Relay RSS per WHEP viewer, MB.
+    pub relay_mb_whep: f64,
 }
 
 impl Costs {
@@ -268,6 +300,8 @@ impl System {
             let mut c =
                 RelayConfig::new(site, localhost(free_udp_port()), localhost(free_tcp_port()), pki.tls(site));
             c.relay.upstreams = upstreams.iter().map(|s| (*s).to_owned()).collect();
+            // Every WHEP offer comes from 127.0.0.1 (default 30 a minute).
+            c.whep.offers_per_minute = 600;
             c
         };
         let mut r3 = relay("r3", &["r1"]);
@@ -543,61 +577,62 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     let t = Duration::from_secs(60);
     let mut phases = Vec::new();
 
-    phases.push(measure(&sys, p, "idle", 0.0, None).await?);
+    phases.push(measure(&sys, p, phase::IDLE, 0.0, None).await?);
 
     // Substreams first: RSS is kept by the allocator, so the smaller load goes first.
     let all_sub = wants('a', 0..n, Quality::Sub);
     sys.r1_vms[0].subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, "sub × N, 1 downstream", n as f64 * sub, None).await?);
+    phases.push(measure(&sys, p, phase::SUB_1, n as f64 * sub, None).await?);
     sys.r1_vms[1].subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, "sub × N, 2 downstreams", 2.0 * n as f64 * sub, None).await?);
+    phases.push(measure(&sys, p, phase::SUB_2, 2.0 * n as f64 * sub, None).await?);
     sys.r2_vms.subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, "sub × N, 2 downstreams, + r2", 3.0 * n as f64 * sub, None).await?);
+    phases.push(measure(&sys, p, phase::SUB_R2, 3.0 * n as f64 * sub, None).await?);
     for s in sys.r1_vms.iter_mut().chain([&mut sys.r2_vms]) {
         s.unsubscribe(ids(&all_sub)).await?;
     }
 
     let all_main = wants('a', 0..n, Quality::Main);
     sys.r1_vms[0].subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, "main × N, 1 downstream", n as f64 * main, None).await?);
+    phases.push(measure(&sys, p, phase::MAIN_1, n as f64 * main, None).await?);
     sys.r1_vms[1].subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, "main × N, 2 downstreams", 2.0 * n as f64 * main, None).await?);
+    phases.push(measure(&sys, p, phase::MAIN_2, 2.0 * n as f64 * main, None).await?);
     sys.r2_vms.subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, "main × N, 2 downstreams, + r2", 3.0 * n as f64 * main, None).await?);
+    phases.push(measure(&sys, p, phase::MAIN_R2, 3.0 * n as f64 * main, None).await?);
     sys.r1_vms[1].unsubscribe(ids(&all_main)).await?;
     sys.r2_vms.unsubscribe(ids(&all_main)).await?;
-    // Each addition below is compared with a baseline taken just before it.
-    phases.push(measure(&sys, p, "main × N, 1 downstream, before RTSP", n as f64 * main, None).await?);
+    // Each addition below is compared with a baseline taken just before
+    // it. r1 already receives the K substreams master-b will pull, so the
+    // RTSP phases add only the RTSP delivery at r1.
+    let k_sub = wants('a', 0..k, Quality::Sub);
+    sys.r1_vms[0].subscribe_many(&k_sub, t).await?;
+    let base = n as f64 * main + k as f64 * sub;
+    phases.push(measure(&sys, p, phase::BEFORE_RTSP, base, None).await?);
 
     // Agent b pulls a-00.. from r1 over RTSP and sends them to r2.
     let b_main = wants('b', 0..k, Quality::Main);
     sys.r2_vms.subscribe_many(&b_main, t).await?;
-    phases.push(measure(&sys, p, "main × N + RTSP main × K", (n + k) as f64 * main, None).await?);
-    if std::env::var_os("PONTE_BENCH_DEBUG_RTSP").is_some() {
-        let st: serde_json::Value =
-            http_get(&format!("{}/api/status", sys.configs[0].base_url())).await?.json()?;
-        eprintln!("ponte-bench: r1 rtsp_sessions {}", st["rtsp_sessions"]);
-    }
+    phases.push(measure(&sys, p, phase::RTSP_MAIN, base + k as f64 * main, None).await?);
     sys.r2_vms.unsubscribe(ids(&b_main)).await?;
     let b_sub = wants('b', 0..k, Quality::Sub);
     sys.r2_vms.subscribe_many(&b_sub, t).await?;
-    phases.push(measure(&sys, p, "main × N + RTSP sub × K", n as f64 * main + k as f64 * sub, None).await?);
+    phases.push(measure(&sys, p, phase::RTSP_SUB, base + k as f64 * sub, None).await?);
     sys.r2_vms.unsubscribe(ids(&b_sub)).await?;
 
     let browser = if v > 0 {
-        phases.push(measure(&sys, p, "main × N, 1 downstream, before WHEP", n as f64 * main, None).await?);
+        phases.push(measure(&sys, p, phase::BEFORE_WHEP, base, None).await?);
         let viewers = Viewers::open(&sys.configs[0].base_url()).await?;
         let cams: Vec<String> = (0..v).map(|i| camera('a', i % n)).collect();
         viewers.play(&cams).await?;
-        phases.push(measure(&sys, p, "main × N + WHEP × V", (n + v) as f64 * main, Some(&viewers)).await?);
+        phases.push(measure(&sys, p, phase::WHEP, base + v as f64 * main, Some(&viewers)).await?);
         viewers.stop().await?;
         Some(viewers)
     } else {
         None
     };
     sys.r1_vms[0].unsubscribe(ids(&all_main)).await?;
+    sys.r1_vms[0].unsubscribe(ids(&k_sub)).await?;
 
-    let costs = fit(&phases, n as f64, k as f64, v as f64);
+    let costs = fit(&phases, n as f64, k as f64, v as f64)?;
     let idle = phases.first().map(|p| p.cores.clone()).unwrap_or_default();
 
     // Validation: a mix no calibration phase had.
@@ -617,7 +652,7 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
         viewers.play(&cams).await?;
         expected += v2 as f64 * main;
     }
-    let checked = measure(&sys, p, "validation", expected, browser.as_ref()).await?;
+    let checked = measure(&sys, p, phase::VALIDATION, expected, browser.as_ref()).await?;
     let vf = v2 as f64;
     let counts = vec![
         Counts {
@@ -668,46 +703,28 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     Ok(SizingResult { phases, costs, validation, main_kbps: p.replay.main_kbps, sub_kbps: p.replay.sub_kbps })
 }
 
-/// The costs from the calibration phases (in the order `run` takes them).
-fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Costs {
-    let find = |name: &str| ph.iter().find(|p| p.name.starts_with(name));
-    let (
-        Some(idle),
-        Some(s1),
-        Some(s2),
-        Some(s3),
-        Some(m1),
-        Some(m2),
-        Some(m3),
-        Some(b1),
-        Some(rm),
-        Some(rs),
-    ) = (
-        find("idle"),
-        find("sub × N, 1"),
-        find("sub × N, 2 downstreams"),
-        find("sub × N, 2 downstreams, + r2"),
-        find("main × N, 1 downstream"),
-        find("main × N, 2 downstreams"),
-        find("main × N, 2 downstreams, + r2"),
-        find("main × N, 1 downstream, before RTSP"),
-        find("main × N + RTSP main"),
-        find("main × N + RTSP sub"),
-    )
-    else {
-        return Costs::default();
+/// The costs from the calibration phases, found by their [`phase`] names;
+/// `v` = 0 when there was no WHEP phase.
+fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Result<Costs> {
+    let find = |name: &str| {
+        ph.iter().find(|p| p.name == name).with_context(|| format!("no sizing phase `{name}` was measured"))
     };
+    let (idle, s1, s2, s3) =
+        (find(phase::IDLE)?, find(phase::SUB_1)?, find(phase::SUB_2)?, find(phase::SUB_R2)?);
+    let (m1, m2, m3) = (find(phase::MAIN_1)?, find(phase::MAIN_2)?, find(phase::MAIN_R2)?);
+    let (b1, rm, rs) = (find(phase::BEFORE_RTSP)?, find(phase::RTSP_MAIN)?, find(phase::RTSP_SUB)?);
     let d = |a: &Phase, b: &Phase, node: usize| a.cores[node] - b.cores[node];
-    let relay_idle = (idle.cores[R1] + idle.cores[R2] + idle.cores[R3]) / 3.0;
     let mut c = Costs {
-        agent_idle: (idle.cores[A] + idle.cores[B]) / 2.0,
-        relay_idle,
+        // Deployments run RTSP agents: master-b's idle, not the replay agent's.
+        agent_idle: idle.cores[B],
+        relay_idle: (idle.cores[R1] + idle.cores[R2] + idle.cores[R3]) / 3.0,
         sent_main: d(m3, m2, A) / n,
         sent_sub: d(s3, s2, A) / n,
         out_main: d(m2, m1, R1) / n,
         out_sub: d(s2, s1, R1) / n,
         rtsp_main: d(rm, b1, R1) / k,
-        agent_idle_mb: (idle.rss_mb[A] + idle.rss_mb[B]) / 2.0,
+        rtsp_sub: d(rs, b1, R1) / k,
+        agent_idle_mb: idle.rss_mb[B],
         relay_idle_mb: (idle.rss_mb[R1] + idle.rss_mb[R2] + idle.rss_mb[R3]) / 3.0,
         agent_mb_main: (m1.rss_mb[A] - idle.rss_mb[A]) / n,
         relay_mb_main: (m1.rss_mb[R1] - idle.rss_mb[R1]) / n,
@@ -719,10 +736,10 @@ fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Costs {
     c.in_sub = d(s1, idle, R1) / n - c.out_sub;
     c.pulled_main = d(rm, idle, B) / k - c.sent_main;
     c.pulled_sub = d(rs, idle, B) / k - c.sent_sub;
-    // r1 also takes the K substreams from agent a for the RTSP clients.
-    c.rtsp_sub = d(rs, b1, R1) / k - c.in_sub;
-    if let (Some(b2), Some(w)) = (find("main × N, 1 downstream, before WHEP"), find("main × N + WHEP")) {
+    if v > 0.0 {
+        let (b2, w) = (find(phase::BEFORE_WHEP)?, find(phase::WHEP)?);
         c.whep = d(w, b2, R1) / v;
+        c.relay_mb_whep = ((w.rss_mb[R1] - b2.rss_mb[R1]) / v).max(0.0);
     }
     // A cost under the run's noise can come out below zero: it reads 0.
     for x in [
@@ -742,7 +759,7 @@ fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Costs {
     ] {
         *x = x.max(0.0);
     }
-    c
+    Ok(c)
 }
 
 /// The deployments of the sizing table.
@@ -804,6 +821,8 @@ pub struct Need {
     pub site_mbps: f64,
     /// Cores a cascade child relay uses (0 without a cascade).
     pub child_cores: f64,
+    /// Cascade child relay RSS, MB (0 without a cascade).
+    pub child_mb: f64,
 }
 
 /// The model applied to a deployment. Sites watch different cameras (no
@@ -829,6 +848,8 @@ pub fn need(d: &Deployment, c: &Costs, main_kbps: u32, sub_kbps: u32) -> Need {
         out_sub: children * subs,
         whep: if d.children > 0 { 0.0 } else { d.viewers as f64 },
         rtsp_main: d.vms as f64,
+        // The substreams kept on feed the site's wall and VMS over RTSP.
+        rtsp_sub: subs,
         ..Counts::default()
     };
     let child = Counts {
@@ -845,9 +866,16 @@ pub fn need(d: &Deployment, c: &Costs, main_kbps: u32, sub_kbps: u32) -> Need {
         agent_mb: c.agent_idle_mb + c.agent_mb_main * (agent.pulled_main + agent.pulled_sub * sub_share),
         agent_mbps: agent.sent_main * main + agent.sent_sub * sub,
         head_cores: c.relay(&head),
-        head_mb: c.relay_idle_mb + c.relay_mb_main * (mains + subs * sub_share),
+        head_mb: c.relay_idle_mb + c.relay_mb_main * (mains + subs * sub_share) + c.relay_mb_whep * head.whep,
         site_mbps: mains * main + subs * sub,
         child_cores: if d.children > 0 { c.relay(&child) } else { 0.0 },
+        child_mb: if d.children > 0 {
+            c.relay_idle_mb
+                + c.relay_mb_main * (child.in_main + subs * sub_share)
+                + c.relay_mb_whep * child.whep
+        } else {
+            0.0
+        },
     }
 }
 
@@ -914,6 +942,12 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
         format!("{:.2} / {:.2}", c.agent_mb_main, c.relay_mb_main),
         "-".into(),
     ]);
+    model.row(vec![
+        "relay".into(),
+        "RSS per WHEP viewer, MB".into(),
+        format!("{:.2}", c.relay_mb_whep),
+        "-".into(),
+    ]);
 
     let mut check = Table::new(
         "Validation: both agents, all three relays, cascade, WHEP and RTSP at once; the model's prediction against \
@@ -939,8 +973,8 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
 
     let mut sizing = Table::new(
         &format!(
-            "Sizing: what each node needs (main {} kbit/s and sub {} kbit/s per lens; cores: provision (model), the \
-             provision twice the model's need and at least 2; RAM: the model's RSS)",
+            "Sizing: what each node needs (main {} kbit/s and sub {} kbit/s per lens). Cores: what to provision, twice \
+             the model's need (in brackets) and at least 2; RAM: the model's RSS",
             r.main_kbps, r.sub_kbps
         ),
         &[
@@ -955,6 +989,7 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
             "head relay cores",
             "head relay RAM MB",
             "cascade relay cores",
+            "cascade relay RAM MB",
             "fibre per site Mbit/s",
         ],
     );
@@ -973,6 +1008,7 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
             cores(n.head_cores),
             format!("{:.0}", n.head_mb),
             if d.children > 0 { cores(n.child_cores) } else { "-".into() },
+            if d.children > 0 { format!("{:.0}", n.child_mb) } else { "-".into() },
             format!("{:.0}", n.site_mbps),
         ]);
     }
@@ -987,17 +1023,20 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
          to one more relay = (+ r2 − 2 downstreams) / N at master-a, per replay stream made = the rest of (1 \
          downstream − idle) / N; relay per downstream copy = (2 downstreams − 1 \
          downstream) / N at r1, per stream received = the rest; per RTSP pull = master-b's CPU with K cameras \
-         watched, less K streams sent; per WHEP viewer and per RTSP client = r1's CPU over the main × N phase, \
-         divided by V or K."
+         watched, less K streams sent; per WHEP viewer and per RTSP client = r1's CPU over the baseline measured \
+         just before (N main and K substreams already at r1), divided by V or K. A cost below the run's noise \
+         reads 0."
             .into(),
         "master-b's cameras are r1's own RTSP streams (`rtsp://r1/a-NN`), so the agent's RTSP ingest is real and \
          costs no encoding. Chromium decodes every WHEP viewer's video; its CPU is not a node's and is not counted."
             .into(),
         "Sizing rows assume the agent pulls every lens's main stream and substream all the time (the default; \
          `on_demand = true` cameras cost only while watched), each site watches different main streams (the agent's \
-         worst case) and all sites keep the same substreams on. A cascade's head relay serves the VMS over RTSP and feeds its child \
-         relays, which serve the browsers. Memory is RSS: idle plus the GOP cache of every stream (a substream counts \
-         its share of a main stream's bytes)."
+         worst case) and all sites keep the same substreams on, read by the site's wall and VMS over RTSP at \
+         the head relay. A cascade's head relay serves the VMS over RTSP and feeds its child relays, which serve \
+         the browsers. Idle costs: master-b's (an RTSP agent, as deployed) and the relays' mean. Memory is RSS: \
+         idle plus the GOP cache of every stream (a substream counts its share of a main stream's bytes) plus \
+         each WHEP viewer's."
             .into(),
     ];
     (vec![phases, model, check, sizing], checks, notes)
@@ -1029,6 +1068,124 @@ fn describe(c: &Counts) -> String {
 mod tests {
     use super::*;
 
+    /// Phases as `run` would measure them if each node cost exactly `c`.
+    fn synthetic_phases(c: &Costs, n: f64, k: f64, v: f64) -> Vec<Phase> {
+        let at = |name: &str, nodes: [Counts; 5]| Phase {
+            name: name.into(),
+            cores: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, x)| if i < 2 { c.agent(x) } else { c.relay(x) })
+                .collect(),
+            rss_mb: vec![10.0; 5],
+            expected_mbps: 0.0,
+            received_mbps: 0.0,
+            wall_secs: 1.0,
+        };
+        let none = Counts::default();
+        let a = |main: f64, sub: f64, sent_main: f64, sent_sub: f64| Counts {
+            replay_main: main,
+            replay_sub: sub,
+            sent_main,
+            sent_sub,
+            ..none
+        };
+        let r1 = |in_main: f64, in_sub: f64, out_main: f64, out_sub: f64| Counts {
+            in_main,
+            in_sub,
+            out_main,
+            out_sub,
+            ..none
+        };
+        let base_r1 = Counts { in_main: n, in_sub: k, out_main: n, out_sub: k, ..none };
+        vec![
+            at(phase::IDLE, [none; 5]),
+            at(phase::SUB_1, [a(0.0, n, 0.0, n), none, r1(0.0, n, 0.0, n), none, none]),
+            at(phase::SUB_2, [a(0.0, n, 0.0, n), none, r1(0.0, n, 0.0, 2.0 * n), none, none]),
+            at(
+                phase::SUB_R2,
+                [a(0.0, n, 0.0, 2.0 * n), none, r1(0.0, n, 0.0, 2.0 * n), r1(0.0, n, 0.0, n), none],
+            ),
+            at(phase::MAIN_1, [a(n, 0.0, n, 0.0), none, r1(n, 0.0, n, 0.0), none, none]),
+            at(phase::MAIN_2, [a(n, 0.0, n, 0.0), none, r1(n, 0.0, 2.0 * n, 0.0), none, none]),
+            at(
+                phase::MAIN_R2,
+                [a(n, 0.0, 2.0 * n, 0.0), none, r1(n, 0.0, 2.0 * n, 0.0), r1(n, 0.0, n, 0.0), none],
+            ),
+            at(phase::BEFORE_RTSP, [a(n, k, n, k), none, base_r1, none, none]),
+            at(
+                phase::RTSP_MAIN,
+                [
+                    a(n, k, n, k),
+                    Counts { pulled_main: k, sent_main: k, ..none },
+                    Counts { rtsp_main: k, ..base_r1 },
+                    r1(k, 0.0, k, 0.0),
+                    none,
+                ],
+            ),
+            at(
+                phase::RTSP_SUB,
+                [
+                    a(n, k, n, k),
+                    Counts { pulled_sub: k, sent_sub: k, ..none },
+                    Counts { rtsp_sub: k, ..base_r1 },
+                    r1(0.0, k, 0.0, k),
+                    none,
+                ],
+            ),
+            at(phase::BEFORE_WHEP, [a(n, k, n, k), none, base_r1, none, none]),
+            at(phase::WHEP, [a(n, k, n, k), none, Counts { whep: v, ..base_r1 }, none, none]),
+        ]
+    }
+
+    #[test]
+    fn fit_recovers_the_costs_the_phases_were_made_with() {
+        let truth = Costs {
+            agent_idle: 0.001,
+            relay_idle: 0.001,
+            sent_main: 0.0009,
+            sent_sub: 0.0007,
+            replay_main: 0.0005,
+            replay_sub: 0.0004,
+            pulled_main: 0.0014,
+            pulled_sub: 0.0009,
+            in_main: 0.0014,
+            in_sub: 0.001,
+            out_main: 0.0006,
+            out_sub: 0.0002,
+            whep: 0.007,
+            rtsp_main: 0.0005,
+            rtsp_sub: 0.0003,
+            ..Costs::default()
+        };
+        let got =
+            fit(&synthetic_phases(&truth, 60.0, 12.0, 8.0), 60.0, 12.0, 8.0).expect("every phase is there");
+        let pairs = [
+            (got.agent_idle, truth.agent_idle),
+            (got.relay_idle, truth.relay_idle),
+            (got.sent_main, truth.sent_main),
+            (got.sent_sub, truth.sent_sub),
+            (got.replay_main, truth.replay_main),
+            (got.replay_sub, truth.replay_sub),
+            (got.pulled_main, truth.pulled_main),
+            (got.pulled_sub, truth.pulled_sub),
+            (got.in_main, truth.in_main),
+            (got.in_sub, truth.in_sub),
+            (got.out_main, truth.out_main),
+            (got.out_sub, truth.out_sub),
+            (got.whep, truth.whep),
+            (got.rtsp_main, truth.rtsp_main),
+            (got.rtsp_sub, truth.rtsp_sub),
+        ];
+        for (i, (g, t)) in pairs.iter().enumerate() {
+            assert!((g - t).abs() < 1e-9, "cost {i}: fitted {g}, made with {t}");
+        }
+        let mut missing = synthetic_phases(&truth, 60.0, 12.0, 8.0);
+        missing.retain(|p| p.name != phase::RTSP_SUB);
+        let e = fit(&missing, 60.0, 12.0, 8.0).expect_err("a phase is missing");
+        assert!(e.to_string().contains(phase::RTSP_SUB), "{e}");
+    }
+
     #[test]
     fn the_model_adds_up_and_provisions_headroom() {
         let c = Costs {
@@ -1039,6 +1196,7 @@ mod tests {
             in_main: 0.001,
             out_main: 0.002,
             whep: 0.01,
+            relay_idle_mb: 10.0,
             ..Costs::default()
         };
         let a = Counts { sent_main: 10.0, pulled_main: 5.0, ..Counts::default() };
@@ -1051,6 +1209,7 @@ mod tests {
             let n = need(&d, &c, 4_000, 500);
             assert!(n.agent_cores > 0.0 && n.head_cores > 0.0 && n.site_mbps > 0.0, "{d:?}");
             assert_eq!(n.child_cores > 0.0, d.children > 0);
+            assert_eq!(n.child_mb > 0.0, d.children > 0);
         }
     }
 }
