@@ -144,32 +144,8 @@ pub struct Costs {
     pub agent_idle: f64,
     /// A relay with its links up and nothing flowing (mean of the three).
     pub relay_idle: f64,
-    /// Agent, per main stream sent on one link.
-    pub sent_main: f64,
-    /// Agent, per substream sent on one link.
-    pub sent_sub: f64,
-    /// Agent, per main stream a replay camera makes (validation only).
-    pub replay_main: f64,
-    /// Agent, per substream a replay camera makes (validation only).
-    pub replay_sub: f64,
-    /// Agent, per main stream pulled over RTSP.
-    pub pulled_main: f64,
-    /// Agent, per substream pulled over RTSP.
-    pub pulled_sub: f64,
-    /// Relay, per main stream received.
-    pub in_main: f64,
-    /// Relay, per substream received.
-    pub in_sub: f64,
-    /// Relay, per main stream per QUIC downstream.
-    pub out_main: f64,
-    /// Relay, per substream per QUIC downstream.
-    pub out_sub: f64,
-    /// Relay, per WHEP viewer (main).
-    pub whep: f64,
-    /// Relay, per RTSP client of a main stream.
-    pub rtsp_main: f64,
-    /// Relay, per RTSP client of a substream.
-    pub rtsp_sub: f64,
+    /// Cores one of each load costs (one stream, one viewer), beyond idle.
+    pub unit: Counts,
     /// Agent RSS with nothing flowing, MB.
     pub agent_idle_mb: f64,
     /// Relay RSS with nothing flowing, MB.
@@ -183,27 +159,59 @@ pub struct Costs {
 }
 
 impl Costs {
-    /// Cores an agent needs for `c`.
+    /// Cores an agent needs for `c` (only the agent's fields count).
     pub fn agent(&self, c: &Counts) -> f64 {
-        self.agent_idle
-            + c.sent_main * self.sent_main
-            + c.sent_sub * self.sent_sub
-            + c.replay_main * self.replay_main
-            + c.replay_sub * self.replay_sub
-            + c.pulled_main * self.pulled_main
-            + c.pulled_sub * self.pulled_sub
+        self.agent_idle + self.unit.dot(c)
     }
 
-    /// Cores a relay needs for `c`.
+    /// Cores a relay needs for `c` (only the relay's fields count).
     pub fn relay(&self, c: &Counts) -> f64 {
-        self.relay_idle
-            + c.in_main * self.in_main
-            + c.in_sub * self.in_sub
-            + c.out_main * self.out_main
-            + c.out_sub * self.out_sub
-            + c.whep * self.whep
-            + c.rtsp_main * self.rtsp_main
-            + c.rtsp_sub * self.rtsp_sub
+        self.relay_idle + self.unit.dot(c)
+    }
+}
+
+impl Counts {
+    /// Every field, in declaration order.
+    fn values(&self) -> [f64; 13] {
+        [
+            self.sent_main,
+            self.sent_sub,
+            self.replay_main,
+            self.replay_sub,
+            self.pulled_main,
+            self.pulled_sub,
+            self.in_main,
+            self.in_sub,
+            self.out_main,
+            self.out_sub,
+            self.whep,
+            self.rtsp_main,
+            self.rtsp_sub,
+        ]
+    }
+
+    /// Every field, mutable, in declaration order.
+    fn values_mut(&mut self) -> [&mut f64; 13] {
+        [
+            &mut self.sent_main,
+            &mut self.sent_sub,
+            &mut self.replay_main,
+            &mut self.replay_sub,
+            &mut self.pulled_main,
+            &mut self.pulled_sub,
+            &mut self.in_main,
+            &mut self.in_sub,
+            &mut self.out_main,
+            &mut self.out_sub,
+            &mut self.whep,
+            &mut self.rtsp_main,
+            &mut self.rtsp_sub,
+        ]
+    }
+
+    /// Sum of the products of matching fields: counts × unit costs.
+    fn dot(&self, other: &Counts) -> f64 {
+        self.values().iter().zip(other.values()).map(|(a, b)| a * b).sum()
     }
 }
 
@@ -714,52 +722,42 @@ fn fit(ph: &[Phase], n: f64, k: f64, v: f64) -> Result<Costs> {
     let (m1, m2, m3) = (find(phase::MAIN_1)?, find(phase::MAIN_2)?, find(phase::MAIN_R2)?);
     let (b1, rm, rs) = (find(phase::BEFORE_RTSP)?, find(phase::RTSP_MAIN)?, find(phase::RTSP_SUB)?);
     let d = |a: &Phase, b: &Phase, node: usize| a.cores[node] - b.cores[node];
-    let mut c = Costs {
-        // Deployments run RTSP agents: master-b's idle, not the replay agent's.
-        agent_idle: idle.cores[B],
-        relay_idle: (idle.cores[R1] + idle.cores[R2] + idle.cores[R3]) / 3.0,
+    let mut u = Counts {
         sent_main: d(m3, m2, A) / n,
         sent_sub: d(s3, s2, A) / n,
         out_main: d(m2, m1, R1) / n,
         out_sub: d(s2, s1, R1) / n,
         rtsp_main: d(rm, b1, R1) / k,
         rtsp_sub: d(rs, b1, R1) / k,
+        ..Counts::default()
+    };
+    u.replay_main = d(m1, idle, A) / n - u.sent_main;
+    u.replay_sub = d(s1, idle, A) / n - u.sent_sub;
+    u.in_main = d(m1, idle, R1) / n - u.out_main;
+    u.in_sub = d(s1, idle, R1) / n - u.out_sub;
+    u.pulled_main = d(rm, idle, B) / k - u.sent_main;
+    u.pulled_sub = d(rs, idle, B) / k - u.sent_sub;
+    let mut relay_mb_whep = 0.0;
+    if v > 0.0 {
+        let (b2, w) = (find(phase::BEFORE_WHEP)?, find(phase::WHEP)?);
+        u.whep = d(w, b2, R1) / v;
+        relay_mb_whep = ((w.rss_mb[R1] - b2.rss_mb[R1]) / v).max(0.0);
+    }
+    // A cost under the run's noise can come out below zero: it reads 0.
+    for x in u.values_mut() {
+        *x = x.max(0.0);
+    }
+    Ok(Costs {
+        // Deployments run RTSP agents: master-b's idle, not the replay agent's.
+        agent_idle: idle.cores[B],
+        relay_idle: (idle.cores[R1] + idle.cores[R2] + idle.cores[R3]) / 3.0,
+        unit: u,
         agent_idle_mb: idle.rss_mb[B],
         relay_idle_mb: (idle.rss_mb[R1] + idle.rss_mb[R2] + idle.rss_mb[R3]) / 3.0,
         agent_mb_main: (m1.rss_mb[A] - idle.rss_mb[A]) / n,
         relay_mb_main: (m1.rss_mb[R1] - idle.rss_mb[R1]) / n,
-        ..Costs::default()
-    };
-    c.replay_main = d(m1, idle, A) / n - c.sent_main;
-    c.replay_sub = d(s1, idle, A) / n - c.sent_sub;
-    c.in_main = d(m1, idle, R1) / n - c.out_main;
-    c.in_sub = d(s1, idle, R1) / n - c.out_sub;
-    c.pulled_main = d(rm, idle, B) / k - c.sent_main;
-    c.pulled_sub = d(rs, idle, B) / k - c.sent_sub;
-    if v > 0.0 {
-        let (b2, w) = (find(phase::BEFORE_WHEP)?, find(phase::WHEP)?);
-        c.whep = d(w, b2, R1) / v;
-        c.relay_mb_whep = ((w.rss_mb[R1] - b2.rss_mb[R1]) / v).max(0.0);
-    }
-    // A cost under the run's noise can come out below zero: it reads 0.
-    for x in [
-        &mut c.sent_main,
-        &mut c.sent_sub,
-        &mut c.replay_main,
-        &mut c.replay_sub,
-        &mut c.pulled_main,
-        &mut c.pulled_sub,
-        &mut c.in_main,
-        &mut c.in_sub,
-        &mut c.out_main,
-        &mut c.out_sub,
-        &mut c.whep,
-        &mut c.rtsp_main,
-        &mut c.rtsp_sub,
-    ] {
-        *x = x.max(0.0);
-    }
-    Ok(c)
+        relay_mb_whep,
+    })
 }
 
 /// The deployments of the sizing table.
@@ -912,20 +910,20 @@ pub fn tables(r: &SizingResult, p: &SizingParams) -> (Vec<Table>, Vec<Check>, Ve
     );
     let rows: [(&str, &str, f64); 15] = [
         ("agent", "idle, links up", c.agent_idle),
-        ("agent", "main stream sent to one relay", c.sent_main),
-        ("agent", "substream sent to one relay", c.sent_sub),
-        ("agent", "replay camera, main (benchmark only)", c.replay_main),
-        ("agent", "replay camera, substream (benchmark only)", c.replay_sub),
-        ("agent", "main stream pulled over RTSP", c.pulled_main),
-        ("agent", "substream pulled over RTSP", c.pulled_sub),
+        ("agent", "main stream sent to one relay", c.unit.sent_main),
+        ("agent", "substream sent to one relay", c.unit.sent_sub),
+        ("agent", "replay camera, main (benchmark only)", c.unit.replay_main),
+        ("agent", "replay camera, substream (benchmark only)", c.unit.replay_sub),
+        ("agent", "main stream pulled over RTSP", c.unit.pulled_main),
+        ("agent", "substream pulled over RTSP", c.unit.pulled_sub),
         ("relay", "idle, links up", c.relay_idle),
-        ("relay", "main stream received", c.in_main),
-        ("relay", "substream received", c.in_sub),
-        ("relay", "main stream to one QUIC downstream", c.out_main),
-        ("relay", "substream to one QUIC downstream", c.out_sub),
-        ("relay", "browser viewer (WHEP, main)", c.whep),
-        ("relay", "RTSP client, main", c.rtsp_main),
-        ("relay", "RTSP client, substream", c.rtsp_sub),
+        ("relay", "main stream received", c.unit.in_main),
+        ("relay", "substream received", c.unit.in_sub),
+        ("relay", "main stream to one QUIC downstream", c.unit.out_main),
+        ("relay", "substream to one QUIC downstream", c.unit.out_sub),
+        ("relay", "browser viewer (WHEP, main)", c.unit.whep),
+        ("relay", "RTSP client, main", c.unit.rtsp_main),
+        ("relay", "RTSP client, substream", c.unit.rtsp_sub),
     ];
     for (node, what, cost) in rows {
         model.row(vec![node.into(), what.into(), pct(cost), format!("{:.2}", 100.0 * cost)]);
@@ -1143,41 +1141,28 @@ mod tests {
         let truth = Costs {
             agent_idle: 0.001,
             relay_idle: 0.001,
-            sent_main: 0.0009,
-            sent_sub: 0.0007,
-            replay_main: 0.0005,
-            replay_sub: 0.0004,
-            pulled_main: 0.0014,
-            pulled_sub: 0.0009,
-            in_main: 0.0014,
-            in_sub: 0.001,
-            out_main: 0.0006,
-            out_sub: 0.0002,
-            whep: 0.007,
-            rtsp_main: 0.0005,
-            rtsp_sub: 0.0003,
+            unit: Counts {
+                sent_main: 0.0009,
+                sent_sub: 0.0007,
+                replay_main: 0.0005,
+                replay_sub: 0.0004,
+                pulled_main: 0.0014,
+                pulled_sub: 0.0009,
+                in_main: 0.0014,
+                in_sub: 0.001,
+                out_main: 0.0006,
+                out_sub: 0.0002,
+                whep: 0.007,
+                rtsp_main: 0.0005,
+                rtsp_sub: 0.0003,
+            },
             ..Costs::default()
         };
         let got =
             fit(&synthetic_phases(&truth, 60.0, 12.0, 8.0), 60.0, 12.0, 8.0).expect("every phase is there");
-        let pairs = [
-            (got.agent_idle, truth.agent_idle),
-            (got.relay_idle, truth.relay_idle),
-            (got.sent_main, truth.sent_main),
-            (got.sent_sub, truth.sent_sub),
-            (got.replay_main, truth.replay_main),
-            (got.replay_sub, truth.replay_sub),
-            (got.pulled_main, truth.pulled_main),
-            (got.pulled_sub, truth.pulled_sub),
-            (got.in_main, truth.in_main),
-            (got.in_sub, truth.in_sub),
-            (got.out_main, truth.out_main),
-            (got.out_sub, truth.out_sub),
-            (got.whep, truth.whep),
-            (got.rtsp_main, truth.rtsp_main),
-            (got.rtsp_sub, truth.rtsp_sub),
-        ];
-        for (i, (g, t)) in pairs.iter().enumerate() {
+        assert!((got.agent_idle - truth.agent_idle).abs() < 1e-9);
+        assert!((got.relay_idle - truth.relay_idle).abs() < 1e-9);
+        for (i, (g, t)) in got.unit.values().iter().zip(truth.unit.values()).enumerate() {
             assert!((g - t).abs() < 1e-9, "cost {i}: fitted {g}, made with {t}");
         }
         let mut missing = synthetic_phases(&truth, 60.0, 12.0, 8.0);
@@ -1190,12 +1175,15 @@ mod tests {
     fn the_model_adds_up_and_provisions_headroom() {
         let c = Costs {
             agent_idle: 0.01,
-            sent_main: 0.002,
-            pulled_main: 0.003,
             relay_idle: 0.005,
-            in_main: 0.001,
-            out_main: 0.002,
-            whep: 0.01,
+            unit: Counts {
+                sent_main: 0.002,
+                pulled_main: 0.003,
+                in_main: 0.001,
+                out_main: 0.002,
+                whep: 0.01,
+                ..Counts::default()
+            },
             relay_idle_mb: 10.0,
             ..Costs::default()
         };
