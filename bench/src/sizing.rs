@@ -572,6 +572,28 @@ async fn measure(
     Ok(phase)
 }
 
+/// One quality's three steps: `wanted` (`mbps` in all) to one downstream
+/// of r1, to a second one, then to r2 as well; afterwards only r1's first
+/// downstream keeps them.
+async fn three_steps(
+    sys: &mut System,
+    p: &SizingParams,
+    wanted: &[(u32, String, Quality)],
+    mbps: f64,
+    names: [&str; 3],
+) -> Result<Vec<Phase>> {
+    let t = Duration::from_secs(60);
+    sys.r1_vms[0].subscribe_many(wanted, t).await?;
+    let one = measure(sys, p, names[0], mbps, None).await?;
+    sys.r1_vms[1].subscribe_many(wanted, t).await?;
+    let two = measure(sys, p, names[1], 2.0 * mbps, None).await?;
+    sys.r2_vms.subscribe_many(wanted, t).await?;
+    let r2 = measure(sys, p, names[2], 3.0 * mbps, None).await?;
+    sys.r1_vms[1].unsubscribe(ids(wanted)).await?;
+    sys.r2_vms.unsubscribe(ids(wanted)).await?;
+    Ok(vec![one, two, r2])
+}
+
 /// Runs calibration and validation.
 pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     anyhow::ensure!(
@@ -589,25 +611,12 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
 
     // Substreams first: RSS is kept by the allocator, so the smaller load goes first.
     let all_sub = wants('a', 0..n, Quality::Sub);
-    sys.r1_vms[0].subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, phase::SUB_1, n as f64 * sub, None).await?);
-    sys.r1_vms[1].subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, phase::SUB_2, 2.0 * n as f64 * sub, None).await?);
-    sys.r2_vms.subscribe_many(&all_sub, t).await?;
-    phases.push(measure(&sys, p, phase::SUB_R2, 3.0 * n as f64 * sub, None).await?);
-    for s in sys.r1_vms.iter_mut().chain([&mut sys.r2_vms]) {
-        s.unsubscribe(ids(&all_sub)).await?;
-    }
-
+    let steps = [phase::SUB_1, phase::SUB_2, phase::SUB_R2];
+    phases.extend(three_steps(&mut sys, p, &all_sub, n as f64 * sub, steps).await?);
+    sys.r1_vms[0].unsubscribe(ids(&all_sub)).await?;
     let all_main = wants('a', 0..n, Quality::Main);
-    sys.r1_vms[0].subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, phase::MAIN_1, n as f64 * main, None).await?);
-    sys.r1_vms[1].subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, phase::MAIN_2, 2.0 * n as f64 * main, None).await?);
-    sys.r2_vms.subscribe_many(&all_main, t).await?;
-    phases.push(measure(&sys, p, phase::MAIN_R2, 3.0 * n as f64 * main, None).await?);
-    sys.r1_vms[1].unsubscribe(ids(&all_main)).await?;
-    sys.r2_vms.unsubscribe(ids(&all_main)).await?;
+    let steps = [phase::MAIN_1, phase::MAIN_2, phase::MAIN_R2];
+    phases.extend(three_steps(&mut sys, p, &all_main, n as f64 * main, steps).await?);
     // Each addition below is compared with a baseline taken just before
     // it. r1 already receives the K substreams master-b will pull, so the
     // RTSP phases add only the RTSP delivery at r1.
