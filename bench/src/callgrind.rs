@@ -28,15 +28,21 @@ fn control(flag: &str, pid: u32) -> Result<()> {
     Ok(())
 }
 
-/// Opens a window: the relay's counters go to zero.
-pub fn start(pid: u32) -> Result<()> {
-    control("-z", pid)
+/// Opens a window: the relay's counters go to zero. `callgrind_control`
+/// runs on a blocking thread, off the runtime the measurement uses.
+pub async fn start(pid: u32) -> Result<()> {
+    tokio::task::spawn_blocking(move || control("-z", pid)).await.context("callgrind_control task")?
 }
 
 /// Closes the window: dumps the counters and returns the instructions
 /// executed since [`start`] (the newest dump of `pid`: its `totals:` or
-/// `summary:` line).
-pub fn finish(pid: u32) -> Result<u64> {
+/// `summary:` line). Waiting for the dump file happens on a blocking
+/// thread, not on the runtime's workers.
+pub async fn finish(pid: u32) -> Result<u64> {
+    tokio::task::spawn_blocking(move || dump_and_read(pid)).await.context("callgrind dump task")?
+}
+
+fn dump_and_read(pid: u32) -> Result<u64> {
     let dir = dir().context("PONTE_BENCH_CALLGRIND is not set")?;
     let before = newest_dump(&dir, pid)?;
     control("-d", pid)?;

@@ -193,11 +193,11 @@ impl Fanout {
         let relay_pid = pids.get(1).copied().unwrap_or_default();
         let counting = crate::callgrind::dir().is_some();
         if counting {
-            crate::callgrind::start(relay_pid)?;
+            crate::callgrind::start(relay_pid).await?;
         }
         let cpu = CpuWindow::start(&pids)?;
         tokio::time::sleep(window).await;
-        let instructions = if counting { Some(crate::callgrind::finish(relay_pid)?) } else { None };
+        let instructions = if counting { Some(crate::callgrind::finish(relay_pid).await?) } else { None };
         let delivered1: u64 = subs.iter().map(|s| s.meter.bytes.load(Ordering::Relaxed)).sum();
         let frames1: u64 = subs.iter().map(|s| s.meter.frames.load(Ordering::Relaxed)).sum();
         let probe1 = probe.map_or(0, |p| p.meter.bytes.load(Ordering::Relaxed));
