@@ -132,6 +132,42 @@ pub fn spawn(bin: &str, label: &str, config: &std::path::Path, env: &[(&str, &st
     Proc::spawn_command(label, cmd)
 }
 
+/// Writes `config` into `dir` and starts the relay. No linger: a track the
+/// bench leaves stops crossing the link at once, so each measurement sees
+/// only what it asks for.
+pub fn spawn_relay(config: &RelayConfig, dir: &std::path::Path) -> Result<Proc> {
+    let site = &config.relay.site;
+    let toml = config.write(dir.join(format!("relay-{site}.toml")))?;
+    spawn("ponte-relay", site, &toml, &[("PONTE_RELAY__LINGER_SECS", "0")])
+}
+
+/// Waits until every relay's HTTP listener answers.
+pub async fn wait_http<'a>(configs: impl IntoIterator<Item = &'a RelayConfig>) -> Result<()> {
+    for c in configs {
+        let base = c.base_url();
+        wait_until("the relay's HTTP listener", READY, Duration::from_millis(50), || async {
+            http_get(&format!("{base}/")).await.map(Some)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Accepts the session a relay dials to `listener`, in the background, and
+/// waits until its catalog lists `cameras`. Start every listener's accept
+/// at once: a dial left waiting in the accept queue would time out its
+/// handshake.
+pub fn accept_in_background(
+    listener: Listener,
+    cameras: usize,
+) -> tokio::task::JoinHandle<Result<Subscriber>> {
+    tokio::spawn(async move {
+        let mut s = listener.accept(READY).await?;
+        s.wait_catalog(cameras, READY).await?;
+        anyhow::Ok(s)
+    })
+}
+
 impl Cluster {
     /// Starts relays, then the agent; returns once every subscriber's
     /// catalog lists `spec.cameras` cameras.
@@ -168,20 +204,11 @@ impl Cluster {
                 });
                 mine.push(l);
             }
-            let toml = config.write(dir.path().join(format!("relay-{}.toml", r.site)))?;
-            // No linger: a track the bench leaves stops crossing the link at
-            // once, so each load step measures only what it asks for.
-            let proc = spawn("ponte-relay", &r.site, &toml, &[("PONTE_RELAY__LINGER_SECS", "0")])?;
+            let proc = spawn_relay(&config, dir.path())?;
             relays.push(RelayNode { proc, config, downstreams: Vec::new() });
             listeners.push(mine);
         }
-        for relay in &relays {
-            let base = relay.config.base_url();
-            wait_until("the relay's HTTP listener", READY, Duration::from_millis(50), || async {
-                http_get(&format!("{base}/")).await.map(Some)
-            })
-            .await?;
-        }
+        wait_http(relays.iter().map(|r| &r.config)).await?;
         let probe = if spec.probe { Some(Listener::listen(&pki, PROBE)?) } else { None };
         let mut targets: Vec<RelayTarget> = relays
             .iter()
@@ -197,16 +224,7 @@ impl Cluster {
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let agent = spawn("ponte-agent", "agent", &agent_toml, &[])?;
 
-        // Every listener accepts at once: a dial left waiting in the accept
-        // queue would time out its handshake.
-        let cameras = spec.cameras;
-        let accept = |l: Listener| {
-            tokio::spawn(async move {
-                let mut s = l.accept(READY).await?;
-                s.wait_catalog(cameras, READY).await?;
-                anyhow::Ok(s)
-            })
-        };
+        let accept = |l: Listener| accept_in_background(l, spec.cameras);
         let pending: Vec<Vec<_>> =
             listeners.into_iter().map(|mine| mine.into_iter().map(accept).collect()).collect();
         let probe = probe.map(accept);

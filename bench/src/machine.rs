@@ -174,16 +174,12 @@ impl OthersWindow {
 
 /// CPU time (utime + stime) of process `pid`, from /proc/<pid>/stat.
 pub fn process_cpu(pid: u32) -> Result<Duration> {
-    stat_cpu(&format!("/proc/{pid}/stat"))
+    ponte_tests::stat_cpu(&format!("/proc/{pid}/stat"))
 }
 
 /// CPU time of thread `tid` of this process.
 pub fn thread_cpu(tid: u32) -> Result<Duration> {
-    stat_cpu(&format!("/proc/self/task/{tid}/stat"))
-}
-
-fn stat_cpu(path: &str) -> Result<Duration> {
-    ponte_tests::stat_cpu(path)
+    ponte_tests::stat_cpu(&format!("/proc/self/task/{tid}/stat"))
 }
 
 /// Context switches (voluntary and not) of every live thread of process

@@ -16,7 +16,7 @@
 //! WHEP and RTSP at once), and the model's prediction for each node is
 //! compared with what it used.
 
-use crate::cluster::{spawn, Replay, READY};
+use crate::cluster::{accept_in_background, spawn, spawn_relay, wait_http, Replay, READY};
 use crate::machine::{process_rss, CpuWindow};
 use crate::report::{Check, Table};
 use crate::subscriber::{subscription_id, Listener, Subscriber};
@@ -24,8 +24,8 @@ use anyhow::{bail, Context, Result};
 use ponte_proto::media::Quality;
 use ponte_relay::cascade::DownstreamConfig;
 use ponte_tests::{
-    free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Chromium, Device, DeviceExt, DeviceKind,
-    Pki, Proc, RelayConfig, RelayTarget,
+    free_tcp_port, free_udp_port, AgentConfig, Chromium, Device, DeviceExt, DeviceKind, Pki, Proc,
+    RelayConfig, RelayTarget,
 };
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -167,6 +167,20 @@ impl Costs {
     /// Cores a relay needs for `c` (only the relay's fields count).
     pub fn relay(&self, c: &Counts) -> f64 {
         self.relay_idle + self.unit.dot(c)
+    }
+
+    /// An agent's RSS for `c`, MB: a GOP cache per stream pulled, a
+    /// substream's `sub_share` of a main stream's.
+    pub fn agent_mb(&self, c: &Counts, sub_share: f64) -> f64 {
+        self.agent_idle_mb + self.agent_mb_main * (c.pulled_main + c.pulled_sub * sub_share)
+    }
+
+    /// A relay's RSS for `c`, MB: a GOP cache per stream received, plus
+    /// each browser viewer's.
+    pub fn relay_mb(&self, c: &Counts, sub_share: f64) -> f64 {
+        self.relay_idle_mb
+            + self.relay_mb_main * (c.in_main + c.in_sub * sub_share)
+            + self.relay_mb_whep * c.whep
     }
 }
 
@@ -329,21 +343,9 @@ impl System {
             server_name: None,
         });
 
-        let mut procs = Vec::new();
-        let mut configs = Vec::new();
-        for c in [r1, r2, r3] {
-            let site = c.relay.site.clone();
-            let toml = c.write(dir.path().join(format!("relay-{site}.toml")))?;
-            procs.push(spawn("ponte-relay", &site, &toml, &[("PONTE_RELAY__LINGER_SECS", "0")])?);
-            configs.push(c);
-        }
-        for c in &configs {
-            let base = c.base_url();
-            wait_until("the relay's HTTP listener", READY, Duration::from_millis(50), || async {
-                http_get(&format!("{base}/")).await.map(Some)
-            })
-            .await?;
-        }
+        let configs = vec![r1, r2, r3];
+        let mut procs = configs.iter().map(|c| spawn_relay(c, dir.path())).collect::<Result<Vec<_>>>()?;
+        wait_http(&configs).await?;
         let targets = |configs: &[RelayConfig]| -> Vec<RelayTarget> {
             configs[..2].iter().map(|c| RelayTarget::new(&c.relay.site, c.relay.quic_listen)).collect()
         };
@@ -373,14 +375,7 @@ impl System {
         procs.splice(0..0, agents);
 
         let cameras = p.tracks + p.rtsp;
-        let accept = |l: Listener| {
-            tokio::spawn(async move {
-                let mut s = l.accept(READY).await?;
-                s.wait_catalog(cameras, READY).await?;
-                anyhow::Ok(s)
-            })
-        };
-        let tasks: Vec<_> = listeners.into_iter().map(accept).collect();
+        let tasks: Vec<_> = listeners.into_iter().map(|l| accept_in_background(l, cameras)).collect();
         let mut subs = Vec::new();
         for t in tasks {
             subs.push(t.await.context("accept task")??);
@@ -429,19 +424,9 @@ impl Viewers {
         Ok(viewers)
     }
 
-    /// Loads relay `base`'s viewer page and waits until it has loaded.
+    /// Loads relay `base`'s viewer page.
     async fn goto(&self, base: &str) -> Result<()> {
-        let url = format!("{base}/");
-        self.browser.navigate(&url).await?;
-        let js = format!(
-            "location.href.startsWith({}) && document.readyState === 'complete' && typeof window.ponteViewer === 'object'",
-            serde_json::to_string(&url)?
-        );
-        wait_until("the viewer page", Duration::from_secs(20), Duration::from_millis(50), || async {
-            Ok(self.browser.eval(&js).await?.as_bool().filter(|&b| b))
-        })
-        .await?;
-        Ok(())
+        crate::ttff::load_viewer_page(&self.browser, base).await
     }
 
     /// Starts a viewer of each camera's main stream; waits until every one
@@ -702,14 +687,7 @@ pub async fn run(p: &SizingParams) -> Result<SizingResult> {
     let predicted = counts
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let own_idle = idle.get(i).copied().unwrap_or_default();
-            if i < 2 {
-                costs.agent(c) - costs.agent_idle + own_idle
-            } else {
-                costs.relay(c) - costs.relay_idle + own_idle
-            }
-        })
+        .map(|(i, c)| idle.get(i).copied().unwrap_or_default() + costs.unit.dot(c))
         .collect();
     let validation = Validation { counts, predicted, measured: checked.cores.clone() };
     phases.push(checked);
@@ -870,19 +848,13 @@ pub fn need(d: &Deployment, c: &Costs, main_kbps: u32, sub_kbps: u32) -> Need {
     let sub_share = f64::from(sub_kbps) / f64::from(main_kbps.max(1));
     Need {
         agent_cores: c.agent(&agent),
-        agent_mb: c.agent_idle_mb + c.agent_mb_main * (agent.pulled_main + agent.pulled_sub * sub_share),
+        agent_mb: c.agent_mb(&agent, sub_share),
         agent_mbps: agent.sent_main * main + agent.sent_sub * sub,
         head_cores: c.relay(&head),
-        head_mb: c.relay_idle_mb + c.relay_mb_main * (mains + subs * sub_share) + c.relay_mb_whep * head.whep,
+        head_mb: c.relay_mb(&head, sub_share),
         site_mbps: mains * main + subs * sub,
         child_cores: if d.children > 0 { c.relay(&child) } else { 0.0 },
-        child_mb: if d.children > 0 {
-            c.relay_idle_mb
-                + c.relay_mb_main * (child.in_main + subs * sub_share)
-                + c.relay_mb_whep * child.whep
-        } else {
-            0.0
-        },
+        child_mb: if d.children > 0 { c.relay_mb(&child, sub_share) } else { 0.0 },
     }
 }
 

@@ -115,6 +115,25 @@ pub struct WhepPhases {
     pub first_frame_decoded: f64,
 }
 
+/// Loads relay `base`'s viewer page in `browser` and waits until its
+/// script is up (also when the tab showed another relay's page before).
+pub async fn load_viewer_page(browser: &Chromium, base: &str) -> Result<()> {
+    let url = format!("{base}/");
+    browser.navigate(&url).await?;
+    let js = format!(
+        "location.href.startsWith({}) && document.readyState === 'complete' && typeof window.ponteViewer === 'object'",
+        serde_json::to_string(&url)?
+    );
+    ponte_tests::wait_until(
+        "the viewer page",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async { Ok(browser.eval(&js).await?.as_bool().filter(|&b| b)) },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Plays `camera` in the viewer page and times its phases.
 async fn whep_first_frame(browser: &Chromium, camera: &str) -> Result<WhepPhases> {
     let js = format!(
@@ -222,16 +241,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
 
     if params.whep {
         let browser = Chromium::launch().await?;
-        browser.navigate(&format!("{base}/")).await?;
-        ponte_tests::wait_until(
-            "the viewer page",
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || async {
-                Ok(browser.eval("typeof window.ponteViewer === 'object'").await?.as_bool().filter(|&b| b))
-            },
-        )
-        .await?;
+        load_viewer_page(&browser, &base).await?;
         whep_first_frame(&browser, &camera(warmup)).await?;
         browser.eval("window.ponteViewer.stop()").await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
