@@ -155,9 +155,40 @@ enum PkiCmd {
         /// IP addresses the node is reached by.
         #[arg(long)]
         ip: Vec<IpAddr>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
+        /// Validity in days (short-lived: renew with `pki renew`).
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
         days: u32,
+        /// What it is for: `server` (a relay), `client` (the agent), `both`
+        /// (a relay that also dials a cascade). Default: `client` for
+        /// `master`, `server` for other sites.
+        #[arg(long, value_enum)]
+        usage: Option<pki::Usage>,
+    },
+    /// Issue a site's certificate again with a new key, same names and
+    /// usage (then copy it to the node and `systemctl reload`).
+    Renew {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Revoke certificates and write `crl.pem` (copy it to every node's
+    /// `tls.crl` and `systemctl reload`).
+    Revoke {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Revoke every unexpired certificate issued to this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Revoke the certificate with this serial (hex).
+        #[arg(long)]
+        serial: Option<String>,
     },
 }
 
@@ -241,9 +272,29 @@ async fn main() -> Result<()> {
             println!("created CA {}", path.display());
             Ok(())
         }
-        Cmd::Pki { cmd: PkiCmd::Issue { dir, site, dns, ip, days } } => {
-            let (cert, key) = pki::issue(&dir, &site, &dns, &ip, days)?;
-            println!("issued {} and {}", cert.display(), key.display());
+        Cmd::Pki { cmd: PkiCmd::Issue { dir, site, dns, ip, days, usage } } => {
+            let usage = usage.unwrap_or_else(|| pki::Usage::default_for(&site));
+            let (cert, key) = pki::issue(&dir, &site, &dns, &ip, days, usage)?;
+            println!("issued {} and {} ({usage:?} usage, {days} days)", cert.display(), key.display());
+            Ok(())
+        }
+        Cmd::Pki { cmd: PkiCmd::Renew { dir, site, days } } => {
+            let (cert, key) = pki::renew(&dir, &site, days)?;
+            println!(
+                "renewed {} and {} ({days} days); copy them to the node and reload it (SIGHUP): sessions stay up",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
+        Cmd::Pki { cmd: PkiCmd::Revoke { dir, site, serial } } => {
+            let (crl, added) = pki::revoke(&dir, site.as_deref(), serial.as_deref())?;
+            println!(
+                "revoked {} certificate(s) ({}); wrote {}: copy it to every node's `tls.crl` and reload them (SIGHUP)",
+                added.len(),
+                added.join(", "),
+                crl.display()
+            );
             Ok(())
         }
     }

@@ -6,7 +6,7 @@ use crate::sources::cameras;
 use crate::{access, operators, ptz, reload, status, uplink};
 use anyhow::{Context, Result};
 use ponte_proto::session;
-use ponte_proto::tls::{self, Identity};
+use ponte_proto::tls::LiveTls;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -38,9 +38,9 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 impl Agent {
     /// Starts cameras and uplinks.
     pub fn start(cfg: AgentConfig) -> Result<Self> {
-        let id = Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).context("loading `[tls]` files")?;
+        let live = LiveTls::load(&cfg.tls).context("loading `[tls]` files")?;
         let opts = cfg.transport.options();
-        let client = tls::client_config(&id, &opts)?;
+        let client = live.client_config(&opts)?;
         let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
         let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
         let endpoint = ponte_proto::endpoint::bind(any6, None, opts.max_udp_payload)
@@ -57,6 +57,12 @@ impl Agent {
         }
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
         let audit = Arc::new(audit);
+        let (revocation_audit, node) = (audit.clone(), cfg.agent.id.clone());
+        live.on_event(move |event| {
+            if let Err(e) = revocation_audit.write(event.record(&node)) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        });
         let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
         let clock = access::Clock::from_env(&cfg.policy.timezone)?;
         let ptz = ptz::PtzService::start(ptz::Setup {
@@ -80,6 +86,7 @@ impl Agent {
                 ..Default::default()
             }),
             ptz: ptz.clone(),
+            tls: live.clone(),
         };
         let links = status::LinkList::default();
         let status = status::spawn_sampler(status::Sources {
@@ -217,6 +224,20 @@ impl Agent {
         Ok(())
     }
 
+    /// Reads `tls.cert`, `tls.key` and `tls.crl` again (SIGHUP): the next
+    /// handshakes use the new pair; sessions of peers the list now
+    /// revokes are closed (audited). On an error the running files stay.
+    pub fn reload_tls(&self) {
+        match self.shared.tls.reload() {
+            Ok(report) => tracing::info!(
+                new_certificate = report.new_cert.as_deref().unwrap_or("unchanged"),
+                revoked = report.revoked,
+                "TLS files reloaded"
+            ),
+            Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
+        }
+    }
+
     /// The status document feed for the management port.
     pub fn status_feed(&self) -> ponte_proto::mgmt::StatusFeed {
         self.status.clone()
@@ -264,6 +285,7 @@ pub async fn run_until_shutdown(agent: &mut Agent, path: &std::path::Path) -> Re
             tokio::select! {
                 r = &mut shutdown => return r,
                 _ = hup.recv() => {
+                    agent.reload_tls();
                     tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
                     let result = match AgentConfig::load(path) {
                         Ok(cfg) => agent.reload(cfg).await,

@@ -23,6 +23,11 @@
 //!   other names must be listed. A request without `Host` (HTTP/1.0 probes)
 //!   passes: no browser sends one.
 //!
+//! - **eavesdropping**: with `tls` the port speaks HTTPS only (a TLS
+//!   handshake must finish within `read_timeout` too) and tells browsers to
+//!   stay on it (`Strict-Transport-Security`); [`redirect_router`] is the
+//!   plain-HTTP port that only sends them there.
+//!
 //! The accounting of slots ([`Slots`]) and the Host rule ([`AllowedHosts`])
 //! are plain structs; [`serve`] is the thin accept loop around them.
 
@@ -87,6 +92,10 @@ pub struct HttpOptions {
     pub read_timeout: Duration,
     /// A connection on which nothing moves for this long is closed.
     pub idle_timeout: Duration,
+    /// HTTPS: the port's TLS config (HTTP/2 and HTTP/1.1 by ALPN); every
+    /// answer then carries `Strict-Transport-Security`. `None`: plain
+    /// HTTP/1.1.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl HttpOptions {
@@ -448,6 +457,49 @@ pub async fn serve(
     Ok(())
 }
 
+/// The app of a plain-HTTP port beside an HTTPS one: every request is
+/// sent to the same host and path on `https_port` (308, so a POST stays a
+/// POST), nothing else is served. The Host check runs first, so it never
+/// redirects to a name this server does not answer to.
+pub fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |req: Request<Body>| async move { redirect(&req, https_port) })
+}
+
+fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<Body> {
+    let host = authority_of(req).ok().flatten().unwrap_or_default();
+    let host = strip_port(&host);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = if host.is_empty() {
+        None
+    } else if https_port == 443 {
+        Some(format!("https://{host}{path}"))
+    } else {
+        Some(format!("https://{host}:{https_port}{path}"))
+    };
+    let mut resp = Response::new(Body::from(match &target {
+        Some(t) => format!("this page is served over HTTPS: {t}\n"),
+        None => format!("this page is served over HTTPS, on port {https_port}\n"),
+    }));
+    *resp.status_mut() =
+        if target.is_some() { StatusCode::PERMANENT_REDIRECT } else { StatusCode::BAD_REQUEST };
+    if let Some(v) = target.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// `name`, `name:port`, `[v6]:port`, `10.0.0.5:80` → the host part.
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(v6, _)| authority.get(..v6.len() + 2)).unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
 async fn accept_failed(port: &Port, e: &io::Error) {
     use io::ErrorKind::*;
     // The peer gave up before we took it: nothing to do.
@@ -466,22 +518,68 @@ async fn accept_failed(port: &Port, e: &io::Error) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
-/// One connection: HTTP/1.1 with hyper's header-read timer, closed after
-/// `idle_timeout` without a byte either way, drained on shutdown.
-async fn connection(stream: TcpStream, client: SocketAddr, slot: Slot, mut stop: watch::Receiver<bool>) {
+/// One connection: TLS first on an HTTPS port, then HTTP/1.1 (or HTTP/2
+/// by ALPN) with hyper's header-read timer, closed after `idle_timeout`
+/// without a byte either way, drained on shutdown.
+async fn connection(stream: TcpStream, client: SocketAddr, slot: Slot, stop: watch::Receiver<bool>) {
     let port = slot.port.clone();
     let local = stream.local_addr().map(|a| a.ip()).unwrap_or(client.ip());
     let started = Instant::now();
     let moved = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(Watched { io: stream, started, moved: moved.clone() });
+    let watched = Watched { io: stream, started, moved: moved.clone() };
+    match port.options.tls.clone() {
+        None => http(watched, Peer { client, local, cert: None }, slot, stop, (started, moved), false).await,
+        Some(tls) => {
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(watched);
+            match tokio::time::timeout(port.options.read_timeout, accept).await {
+                Ok(Ok(stream)) => {
+                    let peer = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::tls::site_of_certificate(c))
+                        .map(ClientCertificate);
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    http(stream, Peer { client, local, cert: peer }, slot, stop, (started, moved), h2).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(port = port.options.name, client = %client, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    tracing::debug!(port = port.options.name, client = %client, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on an established connection (plain or TLS) until it ends.
+async fn http<I>(
+    io: I,
+    peer: Peer,
+    slot: Slot,
+    mut stop: watch::Receiver<bool>,
+    (started, moved): (Instant, Arc<AtomicU64>),
+    h2: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let port = slot.port.clone();
     let handler = port.clone();
+    let client = peer.client;
+    let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |req| {
-        let port = handler.clone();
-        async move { Ok::<_, Infallible>(handle(&port, req, client, local).await) }
+        let (port, peer) = (handler.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(&port, req, &peer).await) }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(port.options.read_timeout);
-    let conn = builder.serve_connection(io, service);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(port.options.read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    if !h2 {
+        builder = builder.http1_only();
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = port.options.idle_timeout;
     let mut draining = false;
@@ -510,8 +608,35 @@ async fn connection(stream: TcpStream, client: SocketAddr, slot: Slot, mut stop:
     drop(slot);
 }
 
+/// The client end of one connection.
+struct Peer {
+    client: SocketAddr,
+    local: IpAddr,
+    cert: Option<ClientCertificate>,
+}
+
+/// The site (or name) of the verified client certificate of an HTTPS
+/// connection, in a request's extensions (management ports with
+/// `client_ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub String);
+
+/// `Strict-Transport-Security` of every HTTPS answer: one year; browsers
+/// then refuse plain HTTP to this name, so a rogue host on the LAN cannot
+/// serve a look-alike login page over it.
+const HSTS: &str = "max-age=31536000";
+
 /// Host check, connection info and the body deadline, then the app.
-async fn handle(port: &Port, req: Request<Incoming>, client: SocketAddr, local: IpAddr) -> Response<Body> {
+async fn handle(port: &Port, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    let mut resp = route(port, req, peer).await;
+    if port.options.tls.is_some() {
+        resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    resp
+}
+
+async fn route(port: &Port, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    let (client, local) = (peer.client, peer.local);
     match authority_of(&req) {
         Ok(Some(a)) if !port.hosts.allows(&a, local) => return port.misdirected(Some(&a), client),
         Err(()) => return port.misdirected(None, client),
@@ -519,6 +644,9 @@ async fn handle(port: &Port, req: Request<Incoming>, client: SocketAddr, local: 
     }
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(ConnectInfo(client));
+    if let Some(cert) = &peer.cert {
+        parts.extensions.insert(cert.clone());
+    }
     let body = Body::new(ReadDeadline {
         body,
         deadline: Box::pin(tokio::time::sleep(port.options.read_timeout)),
@@ -693,6 +821,7 @@ mod tests {
             max_connections_per_client: 4,
             read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 

@@ -88,6 +88,7 @@ impl<const PORT: u16> ManagementSection<PORT> {
             max_connections_per_client: self.max_connections_per_client,
             read_timeout: Duration::from_secs(self.read_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            tls: None,
         }
     }
 

@@ -84,6 +84,11 @@ impl RelayAudit {
         }
     }
 
+    /// A peer refused or cut off because its certificate is revoked.
+    pub fn certificate(&self, event: &ponte_proto::tls::live::TlsEvent) {
+        self.write(event.record(""));
+    }
+
     /// A login attempt: `outcome` is `ok`, `failed` or `throttled`.
     pub fn login(&self, user: &str, client: IpAddr, outcome: &str, reason: String) {
         self.write(AuditRecord {

@@ -230,6 +230,7 @@ async fn dial(
                                 }
                             });
                             backoff = BACKOFF_MIN;
+                            let _revocation = upstreams.watch_peer(&conn);
                             let r = run_session(&link, conn.clone(), upstreams.clone()).await;
                             if let Err(SessionError::Wire(_) | SessionError::Protocol(_)) = &r {
                                 conn.close(session::close_code::PROTOCOL.into(), b"protocol violation");

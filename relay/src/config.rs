@@ -244,6 +244,18 @@ pub struct RelaySection {
     /// (`/var/lib/ponte` by default).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// HTTPS on `http_listen` (`[relay.https]`): the session cookie is then
+    /// `Secure` and browsers are told to stay on HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<ponte_proto::tls::https::HttpsSection>,
+    /// Hours a browser session lasts at most, however busy (an operator
+    /// logs in again each shift); the idle limit applies besides.
+    #[serde(default = "default_session_max_hours")]
+    pub session_max_hours: u64,
+}
+
+fn default_session_max_hours() -> u64 {
+    12
 }
 
 impl RelaySection {
@@ -265,6 +277,8 @@ impl RelaySection {
             upstreams: default_upstreams(),
             allow_anonymous: false,
             state_dir: None,
+            https: None,
+            session_max_hours: default_session_max_hours(),
         }
     }
 }
@@ -307,6 +321,7 @@ impl RelaySection {
             max_connections_per_client: self.http_max_connections_per_client,
             read_timeout: std::time::Duration::from_secs(self.http_read_timeout_secs),
             idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout_secs),
+            tls: None,
         }
     }
 }

@@ -5,7 +5,8 @@ use crate::config::RelayConfig;
 use crate::upstream::Upstreams;
 use crate::{audit, auth, cascade, ptz, rtsp, status, web, whep};
 use anyhow::{Context, Result};
-use ponte_proto::tls::{self, Identity, TransportOptions};
+use ponte_proto::tls::https::HttpsPair;
+use ponte_proto::tls::{self, LiveTls, TransportOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use std::time::Duration;
 const SESSION_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
-    let id = Identity::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).context("loading `[tls]` files")?;
+    let live = LiveTls::load(&cfg.tls).context("loading `[tls]` files")?;
+    let id = live.identity();
     let own = id.chain.first().and_then(|c| tls::site_of_certificate(c));
     if own.as_deref() != Some(cfg.relay.site.as_str()) {
         anyhow::bail!(
@@ -26,7 +28,7 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         );
     }
     let opts = cfg.transport.options();
-    let server = tls::server_config(&id, &opts)?;
+    let server = live.server_config(&opts)?;
     // Restarted, the relay resets its agents' old connections at once.
     let endpoint = ponte_proto::endpoint::bind_with_reset_secret(
         cfg.relay.quic_listen,
@@ -38,6 +40,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     let audit =
         audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site);
     let audit = Arc::new(audit);
+    let revocation_audit = audit.clone();
+    live.on_event(move |event| revocation_audit.certificate(&event));
     let upstreams = Upstreams::new(
         &cfg.relay.site,
         cfg.relay.upstreams.clone(),
@@ -46,8 +50,16 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         Duration::from_secs(cfg.relay.reconnect_grace_secs),
     );
     tracing::info!(upstreams = %cfg.relay.upstreams.join(", "), "accepting upstream sessions from these sites only");
+    upstreams.set_tls(live.clone());
     tokio::spawn(upstreams.clone().serve(endpoint));
-    let cascade = start_cascade(&cfg, &id, &opts, &upstreams)?;
+    let cascade = start_cascade(&cfg, &live, &opts, &upstreams)?;
+    let https = match &cfg.relay.https {
+        Some(h) => Some(
+            HttpsPair::load(&h.cert, &h.key, id.ca.clone())
+                .context("loading the HTTPS certificate (`relay.https.cert`, `relay.https.key`)")?,
+        ),
+        None => None,
+    };
 
     if let Some(ip) = cfg.whep.media_ip {
         std::net::UdpSocket::bind((ip, 0)).with_context(|| {
@@ -89,6 +101,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     let settings = auth::AuthSettings {
         open_ptz: cfg.relay.open_ptz,
         sessions_file: Some(sessions_file),
+        session_max_age: Duration::from_secs(cfg.relay.session_max_hours.saturating_mul(3600)),
+        secure_cookie: https.is_some(),
         ..Default::default()
     };
     let auth = Arc::new(auth::Auth::new(accounts, audit.clone(), settings));
@@ -98,7 +112,7 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     );
     state.spawn_access_watch();
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
-    tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone()));
+    tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone(), live.clone(), https.clone()));
     let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone(), audit: audit.clone() };
     let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
     let status = StatusState {
@@ -127,18 +141,44 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.relay.http_listen)
         .await
         .with_context(|| format!("binding HTTP on TCP {} (`relay.http_listen`)", cfg.relay.http_listen))?;
+    let mut http_options = cfg.relay.http_options();
+    if let Some(pair) = &https {
+        http_options.tls = Some(pair.server_config(None)?);
+        start_redirect(&cfg, listener.local_addr()?.port()).await?;
+    }
+    let scheme = if https.is_some() { "https" } else { "http" };
     tracing::info!(
         site = %cfg.relay.site,
         quic = %cfg.relay.quic_listen,
         http = %cfg.relay.http_listen,
-        "relay started; viewer page at http://{}/",
+        "relay started; viewer page at {scheme}://{}/",
         cfg.relay.http_listen
     );
     // The guarded server gives handlers the client's address (`ConnectInfo`):
     // the login brake counts failures per client address.
-    ponte_proto::http_server::serve(listener, app, cfg.relay.http_options(), shutdown_signal())
+    ponte_proto::http_server::serve(listener, app, http_options, shutdown_signal())
         .await
         .context("HTTP server (`relay.http_listen`)")?;
+    Ok(())
+}
+
+/// The plain-HTTP port that only sends browsers to HTTPS
+/// (`relay.https.redirect_listen`), if set.
+async fn start_redirect(cfg: &RelayConfig, https_port: u16) -> Result<()> {
+    let Some(addr) = cfg.relay.https.as_ref().and_then(|h| h.redirect_listen) else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTP on TCP {addr} (`relay.https.redirect_listen`)"))?;
+    let mut options = cfg.relay.http_options();
+    options.name = "HTTPS redirect";
+    tracing::info!(listen = %addr, "plain HTTP redirects to HTTPS");
+    tokio::spawn(async move {
+        let app = ponte_proto::http_server::redirect_router(https_port);
+        if let Err(e) = ponte_proto::http_server::serve(listener, app, options, std::future::pending()).await
+        {
+            tracing::error!(error = %e, "HTTPS redirect port stopped");
+        }
+    });
     Ok(())
 }
 
@@ -153,14 +193,14 @@ struct StatusState {
 /// Dials the `[[downstream]]` relays, if any, from a client endpoint of its own.
 fn start_cascade(
     cfg: &RelayConfig,
-    id: &Identity,
+    live: &LiveTls,
     opts: &TransportOptions,
     upstreams: &Arc<Upstreams>,
 ) -> Result<Arc<cascade::Cascade>> {
     if cfg.downstreams.is_empty() {
         return Ok(cascade::Cascade::none());
     }
-    let client = tls::client_config(id, opts)?;
+    let client = live.client_config(opts)?;
     let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
     let endpoint = ponte_proto::endpoint::bind(any6, None, opts.max_udp_payload)
@@ -234,13 +274,21 @@ fn webrtc_ip(cfg: &RelayConfig) -> std::net::IpAddr {
     cfg.whep.media_ip.unwrap_or_else(|| cfg.relay.http_listen.ip())
 }
 
-/// `SIGHUP` (`systemctl reload ponte-relay`): reads the config file again
-/// and applies its `[[viewer]]` and `[[token]]` tables. Browser sessions,
+/// `SIGHUP` (`systemctl reload ponte-relay`): reads the TLS files again
+/// (own certificate and key, `tls.crl`, the HTTPS pair: new handshakes use
+/// them, live sessions of a peer now revoked are closed), then the config
+/// file, and applies its `[[viewer]]` and `[[token]]` tables. Browser sessions,
 /// WHEP viewers and RTSP clients whose account is gone, or no longer
 /// covers the camera or quality they watch, end at once (audited as
 /// `view-stop`, "access revoked"). An invalid file is refused, naming the
 /// problem, and the running accounts stay.
-async fn reload_on_hangup(path: PathBuf, running: RelayConfig, auth: Arc<auth::Auth>) {
+async fn reload_on_hangup(
+    path: PathBuf,
+    running: RelayConfig,
+    auth: Arc<auth::Auth>,
+    live: LiveTls,
+    https: Option<Arc<HttpsPair>>,
+) {
     #[cfg(unix)]
     {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -251,6 +299,20 @@ async fn reload_on_hangup(path: PathBuf, running: RelayConfig, auth: Arc<auth::A
             }
         };
         while hup.recv().await.is_some() {
+            match live.reload() {
+                Ok(report) => tracing::info!(
+                    new_certificate = report.new_cert.as_deref().unwrap_or("unchanged"),
+                    revoked = report.revoked,
+                    "TLS files reloaded"
+                ),
+                Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
+            }
+            if let Some(pair) = &https {
+                match pair.reload() {
+                    Ok(changed) => tracing::info!(changed, "HTTPS certificate reloaded"),
+                    Err(e) => tracing::error!("HTTPS certificate reload refused, the running one stays: {e}"),
+                }
+            }
             let loaded = RelayConfig::load(&path).and_then(|cfg| {
                 let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;
                 Ok((cfg, accounts))
@@ -288,7 +350,7 @@ async fn reload_on_hangup(path: PathBuf, running: RelayConfig, auth: Arc<auth::A
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, running, auth);
+    let _ = (path, running, auth, live, https);
 }
 
 async fn shutdown_signal() {

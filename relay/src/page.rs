@@ -39,6 +39,34 @@ pub fn render(site: &str) -> String {
     out
 }
 
+/// The page's `Content-Security-Policy`: its one inline script and one
+/// inline style by their SHA-256, nothing else loaded from anywhere, never
+/// framed (clickjacking a PTZ pad), forms only to this relay. A script
+/// injected into the page (a camera name that slipped an escape) does not
+/// run.
+pub fn content_security_policy() -> &'static str {
+    static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let page = render("");
+        let hash = |open: &str, close: &str| {
+            use base64::Engine as _;
+            use sha2::Digest;
+            let body =
+                page.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map_or("", |(b, _)| b);
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body))
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+             media-src 'self' blob:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            hash("<script>", "</script>"),
+            hash("<style>", "</style>")
+        )
+    });
+    &CSP
+}
+
 /// Escapes text for use in HTML content and double-quoted attributes.
 fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

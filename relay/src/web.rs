@@ -39,8 +39,15 @@ pub fn router(state: Arc<WhepState>) -> Router {
         .merge(auth::router(auth))
 }
 
-async fn viewer_page(State(state): State<Arc<WhepState>>) -> Html<String> {
-    Html(page::render(&state.source().site()))
+async fn viewer_page(State(state): State<Arc<WhepState>>) -> Response {
+    let headers = [
+        (header::CONTENT_SECURITY_POLICY, page::content_security_policy()),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (headers, Html(page::render(&state.source().site()))).into_response()
 }
 
 #[derive(Serialize)]

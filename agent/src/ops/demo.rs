@@ -45,9 +45,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(d);
     pki::init(d, "ponte demo CA")?;
     let loopback = [IpAddr::V4(Ipv4Addr::LOCALHOST), args.bind];
-    pki::issue(d, "master", &["localhost".into()], &loopback, 30)?;
+    pki::issue(d, "master", &["localhost".into()], &loopback, 30, pki::Usage::Client)?;
     for site in SITES {
-        pki::issue(d, site, &["localhost".into()], &loopback, 30)?;
+        pki::issue(d, site, &["localhost".into()], &loopback, 30, pki::Usage::Both)?;
     }
 
     let relay_bin = sibling_binary("ponte-relay")?;
@@ -84,7 +84,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             id: "master".into(),
             max_subscriptions_per_session: crate::config::DEFAULT_MAX_SUBSCRIPTIONS,
         },
-        tls: TlsSection { ca: d.join("ca.pem"), cert: d.join("master.pem"), key: d.join("master.key") },
+        tls: TlsSection {
+            ca: d.join("ca.pem"),
+            cert: d.join("master.pem"),
+            key: d.join("master.key"),
+            crl: None,
+        },
         transport: TransportSection::default(),
         relays: targets,
         devices,

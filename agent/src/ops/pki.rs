@@ -1,11 +1,21 @@
-//! The deployment's own certificate authority: `ponte-agent pki init` and
-//! `ponte-agent pki issue`.
+//! The deployment's own certificate authority: `ponte-agent pki init`,
+//! `issue`, `renew` and `revoke`.
+//!
+//! Leaves live 90 days by default and carry only the usage they need
+//! (`server` for a relay, `client` for the agent, `both` for a relay that
+//! also dials a cascade), so a stolen box's key soon stops working even if
+//! nobody revokes it. Every certificate issued is noted in `issued.jsonl`
+//! (serial, site, expiry), so `revoke --site X` revokes every certificate
+//! that site still holds, the renewed one on a stolen box included, and
+//! writes `crl.pem`, which nodes read at start and on SIGHUP (`tls.crl`).
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -77,6 +87,101 @@ pub fn init(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(cert_path)
 }
 
+/// Default validity of a leaf certificate, in days.
+pub const DEFAULT_DAYS: u32 = 90;
+
+/// What a certificate may be used for (its extended key usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    /// Accepts connections: a relay (QUIC from the agent, HTTPS from browsers).
+    Server,
+    /// Dials: the agent.
+    Client,
+    /// A relay that also dials a cascade relay.
+    Both,
+}
+
+impl Usage {
+    /// The usage a site gets when `--usage` is not given: `client` for the
+    /// agent's `master` identity, `server` for a relay.
+    pub fn default_for(site: &str) -> Self {
+        if site == ponte_proto::ptz::MASTER_SITE || site.starts_with("master-") {
+            Usage::Client
+        } else {
+            Usage::Server
+        }
+    }
+
+    fn purposes(self) -> Vec<ExtendedKeyUsagePurpose> {
+        match self {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Both => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        }
+    }
+}
+
+/// One line of `issued.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// Certificate serial (hex).
+    pub serial: String,
+    /// Site it names.
+    pub site: String,
+    /// Not valid after (RFC 3339).
+    pub not_after: String,
+    /// Its usage.
+    pub usage: Usage,
+}
+
+const LEDGER: &str = "issued.jsonl";
+/// The revocation list `pki revoke` writes in the PKI directory.
+pub const CRL_FILE: &str = "crl.pem";
+
+fn ledger(dir: &Path) -> Result<Vec<Issued>> {
+    let path = dir.join(LEDGER);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("`{}` line {}: not an issued record", path.display(), n + 1))
+        })
+        .collect()
+}
+
+fn note_issued(dir: &Path, record: &Issued) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join(LEDGER);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening `{}`", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(record)?).with_context(|| format!("writing `{}`", path.display()))
+}
+
+/// The CA certificate and key of `dir`.
+fn load_ca(dir: &Path) -> Result<(rcgen::Certificate, KeyPair)> {
+    let (ca_cert_path, ca_key_path) = ca_paths(dir);
+    let ca_pem = std::fs::read_to_string(&ca_cert_path).with_context(|| {
+        format!("reading CA `{}` (run `ponte-agent pki init` first)", ca_cert_path.display())
+    })?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path).with_context(|| {
+        format!("reading CA key `{}` (on the offline CA machine: see the admin guide)", ca_key_path.display())
+    })?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing CA key")?;
+    let ca_params = CertificateParams::from_ca_cert_pem(&ca_pem).context("parsing CA certificate")?;
+    let ca = ca_params.self_signed(&ca_key).context("loading CA")?;
+    Ok((ca, ca_key))
+}
+
 /// Issues a certificate for a site (or the agent) signed by the CA in `dir`;
 /// writes `<site>.pem` and `<site>.key`.
 pub fn issue(
@@ -85,6 +190,7 @@ pub fn issue(
     dns: &[String],
     ips: &[IpAddr],
     days: u32,
+    usage: Usage,
 ) -> Result<(PathBuf, PathBuf)> {
     if !crate::config::valid_id(site) {
         bail!("site id {site:?}: use lowercase letters, digits and `-`");
@@ -92,16 +198,10 @@ pub fn issue(
     if let Some((_, why)) = RESERVED_SITES.iter().find(|(name, _)| *name == site) {
         bail!("site id `{site}` is reserved: {why}; choose another site id");
     }
-    let (ca_cert_path, ca_key_path) = ca_paths(dir);
-    let ca_pem = std::fs::read_to_string(&ca_cert_path).with_context(|| {
-        format!("reading CA `{}` (run `ponte-agent pki init` first)", ca_cert_path.display())
-    })?;
-    let ca_key_pem = std::fs::read_to_string(&ca_key_path)
-        .with_context(|| format!("reading CA key `{}`", ca_key_path.display()))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing CA key")?;
-    let ca_params = CertificateParams::from_ca_cert_pem(&ca_pem).context("parsing CA certificate")?;
-    let ca = ca_params.self_signed(&ca_key).context("loading CA")?;
-
+    if days == 0 {
+        bail!("`--days 0`: a certificate must be valid for at least a day");
+    }
+    let (ca, ca_key) = load_ca(dir)?;
     let key = KeyPair::generate().context("generating key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -117,18 +217,157 @@ pub fn issue(
     }
     sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.subject_alt_names = sans;
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = usage.purposes();
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(days.into());
+    let not_after =
+        params.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let cert = params.signed_by(&key, &ca, &ca_key).context("signing certificate")?;
     let cert_path = dir.join(format!("{site}.pem"));
     let key_path = dir.join(format!("{site}.key"));
+    let (serial, _) =
+        ponte_proto::tls::live::serial_of(cert.der()).context("reading back the new certificate")?;
     std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing `{}`", cert_path.display()))?;
     write_private(&key_path, &key.serialize_pem())?;
+    note_issued(dir, &Issued { serial, site: site.to_owned(), not_after, usage })?;
     Ok((cert_path, key_path))
+}
+
+/// Issues `<site>.pem` again with a new key, the same names and usage, for
+/// `days`: the node reloads it on SIGHUP without dropping its sessions.
+pub fn renew(dir: &Path, site: &str, days: u32) -> Result<(PathBuf, PathBuf)> {
+    use x509_parser::prelude::*;
+    let path = dir.join(format!("{site}.pem"));
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("reading `{}` (renew re-issues an existing certificate)", path.display()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
+    let cert = pem.parse_x509().map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) if *d != site => dns.push((*d).to_owned()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.extend(<[u8; 4]>::try_from(*b).ok().map(IpAddr::from)),
+                    16 => ips.extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let usage = match cert.extended_key_usage() {
+        Ok(Some(eku)) => match (eku.value.server_auth, eku.value.client_auth) {
+            (true, true) => Usage::Both,
+            (false, true) => Usage::Client,
+            _ => Usage::Server,
+        },
+        _ => Usage::default_for(site),
+    };
+    issue(dir, site, &dns, &ips, days, usage)
+}
+
+/// Revokes every unexpired certificate issued to `site` (or the one
+/// `serial`) and writes `crl.pem`; returns its path and the serials it
+/// added.
+pub fn revoke(dir: &Path, site: Option<&str>, serial: Option<&str>) -> Result<(PathBuf, Vec<String>)> {
+    let (ca, ca_key) = load_ca(dir)?;
+    let now = OffsetDateTime::now_utc();
+    let mut targets: Vec<String> = Vec::new();
+    if let Some(site) = site {
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        for r in ledger(dir)?.into_iter().filter(|r| r.site == site) {
+            let live = OffsetDateTime::parse(&r.not_after, rfc3339).map_or(true, |t| t > now);
+            if live {
+                targets.push(r.serial);
+            }
+        }
+        // Issued before the ledger existed: the site's current file.
+        if let Ok(pem) = std::fs::read(dir.join(format!("{site}.pem"))) {
+            if let Ok((_, p)) = x509_parser::pem::parse_x509_pem(&pem) {
+                if let Some((s, _)) = ponte_proto::tls::live::serial_of(&p.contents) {
+                    targets.push(s);
+                }
+            }
+        }
+        if targets.is_empty() {
+            bail!("no certificate issued to site `{site}` in `{}`", dir.display());
+        }
+    }
+    if let Some(serial) = serial {
+        let clean: String = serial.chars().filter(|c| *c != ':').collect::<String>().to_lowercase();
+        if clean.is_empty() || hex::decode(&clean).is_err() {
+            bail!("`--serial {serial}`: expected the certificate serial in hex (as `openssl x509 -serial` prints it)");
+        }
+        targets.push(clean.trim_start_matches("00").to_owned());
+    }
+    if targets.is_empty() {
+        bail!("say which certificate to revoke: `--site SITE` (all its certificates) or `--serial HEX`");
+    }
+    let crl_path = dir.join(CRL_FILE);
+    let mut entries = existing_revocations(&crl_path)?;
+    let mut added = Vec::new();
+    for t in targets {
+        if !entries.iter().any(|(s, _)| *s == t) && !added.contains(&t) {
+            added.push(t.clone());
+            entries.push((t, now));
+        }
+    }
+    let revoked_certs = entries
+        .iter()
+        .filter_map(|(serial, at)| {
+            Some(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&hex::decode(serial).ok()?),
+                revocation_time: *at,
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+        })
+        .collect();
+    let params = CertificateRevocationListParams {
+        this_update: now,
+        // Nodes do not expire the list (see `ponte_proto::tls::live`); a
+        // year keeps other readers (openssl crl) content.
+        next_update: now + Duration::days(365),
+        crl_number: SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or_default()),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca, &ca_key).context("signing the revocation list")?;
+    let pem = crl.pem().context("encoding the revocation list")?;
+    let tmp = dir.join(format!(".{CRL_FILE}.tmp"));
+    std::fs::write(&tmp, pem).with_context(|| format!("writing `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, &crl_path).with_context(|| format!("writing `{}`", crl_path.display()))?;
+    Ok((crl_path, added))
+}
+
+/// The serials and dates an existing `crl.pem` lists (none if it does not exist).
+fn existing_revocations(path: &Path) -> Result<Vec<(String, OffsetDateTime)>> {
+    use x509_parser::prelude::*;
+    let pem = match std::fs::read(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    };
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
+    let (_, crl) = CertificateRevocationList::from_der(&pem.contents)
+        .map_err(|e| anyhow::anyhow!("`{}`: not a CRL: {e}", path.display()))?;
+    Ok(crl
+        .iter_revoked_certificates()
+        .map(|r| {
+            let serial =
+                hex::encode(r.raw_serial().iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>());
+            let at = OffsetDateTime::from_unix_timestamp(r.revocation_date.timestamp())
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            (serial, at)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -142,7 +381,8 @@ mod tests {
         init(&dir, "test CA").unwrap();
         assert!(init(&dir, "again").is_err(), "must not overwrite a CA");
         let (cert, key) =
-            issue(&dir, "questura", &["localhost".into()], &["127.0.0.1".parse().unwrap()], 30).unwrap();
+            issue(&dir, "questura", &["localhost".into()], &["127.0.0.1".parse().unwrap()], 30, Usage::Both)
+                .unwrap();
         let id = ponte_proto::tls::Identity::load(&dir.join("ca.pem"), &cert, &key).unwrap();
         assert_eq!(ponte_proto::tls::site_of_certificate(&id.chain[0]).as_deref(), Some("questura"));
         ponte_proto::tls::server_config(&id, &Default::default()).unwrap();
@@ -162,11 +402,11 @@ mod tests {
         init(&dir, "test CA").unwrap();
         let (ca, ca_key) = ca_paths(&dir);
         let before = (std::fs::read(&ca).unwrap(), std::fs::read(&ca_key).unwrap());
-        let e = issue(&dir, "ca", &[], &[], 30).unwrap_err().to_string();
+        let e = issue(&dir, "ca", &[], &[], 30, Usage::Server).unwrap_err().to_string();
         assert!(e.contains("site id `ca` is reserved") && e.contains("ca.key"), "{e}");
         assert_eq!((std::fs::read(&ca).unwrap(), std::fs::read(&ca_key).unwrap()), before);
         // The agent's own identity stays possible.
-        issue(&dir, "master", &[], &[], 30).unwrap();
+        issue(&dir, "master", &[], &[], 30, Usage::Client).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -187,7 +427,7 @@ mod tests {
         std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.join("carabinieri.key")).unwrap();
         for site in ["questura", "carabinieri"] {
-            let (_, key) = issue(&dir, site, &[], &[], 30).unwrap();
+            let (_, key) = issue(&dir, site, &[], &[], 30, Usage::Server).unwrap();
             assert_eq!(mode(&key), 0o600, "{site}");
             assert!(std::fs::symlink_metadata(&key).unwrap().file_type().is_file(), "{site}");
             assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"), "{site}");

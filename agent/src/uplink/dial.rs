@@ -131,6 +131,7 @@ async fn dial_loop(
                             info!(site = %target.site, addr = %target.addr, "link up");
                             let _ = state_tx.send(LinkState::Up);
                             last_warned = None;
+                            let _revocation = shared.tls.watch_peer(&conn);
                             let session = run_session(&target.site, conn.clone(), shared.clone());
                             tokio::pin!(session);
                             let r = tokio::select! {

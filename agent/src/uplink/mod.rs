@@ -56,6 +56,8 @@ pub struct Shared {
     pub limits: Arc<SessionLimits>,
     /// PTZ control (checks, arbitration, camera workers).
     pub ptz: crate::ptz::PtzService,
+    /// This agent's certificates and revocation list.
+    pub tls: ponte_proto::tls::LiveTls,
 }
 
 /// Limits on what one relay session may ask, and how often they were hit.

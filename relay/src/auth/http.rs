@@ -129,7 +129,7 @@ async fn login(
             let id = new_session_id();
             lock(&auth.sessions).insert(id.clone(), viewer, Instant::now());
             auth.save_sessions_now().await;
-            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            let cookie = format!("{SESSION_COOKIE}={id}; {}", auth.cookie_attributes());
             let mut resp = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -154,7 +154,7 @@ async fn logout(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, heade
         auth.save_sessions_now().await;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let clear = format!("{SESSION_COOKIE}=; {}; Max-Age=0", auth.cookie_attributes());
     if let Ok(v) = HeaderValue::from_str(&clear) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -41,6 +41,11 @@ pub struct AuthSettings {
     pub open_ptz: bool,
     /// Where browser sessions are kept across restarts (`None`: in memory only).
     pub sessions_file: Option<std::path::PathBuf>,
+    /// A browser session ends this long after its login, however busy
+    /// (`relay.session_max_hours`).
+    pub session_max_age: Duration,
+    /// The session cookie is `Secure` (the viewer port serves HTTPS).
+    pub secure_cookie: bool,
 }
 
 impl Default for AuthSettings {
@@ -55,6 +60,8 @@ impl Default for AuthSettings {
             verified_ttl: Duration::from_secs(600),
             open_ptz: false,
             sessions_file: None,
+            session_max_age: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
         }
     }
 }
@@ -108,7 +115,8 @@ pub struct Auth {
 impl Auth {
     /// Authentication with these accounts, writing logins to `audit`.
     pub fn new(accounts: Accounts, audit: Arc<RelayAudit>, settings: AuthSettings) -> Self {
-        let mut sessions = SessionTable::new(settings.session_idle, settings.max_sessions);
+        let mut sessions = SessionTable::new(settings.session_idle, settings.max_sessions)
+            .with_max_age(settings.session_max_age);
         if let Some(path) = &settings.sessions_file {
             match session_store::load(path) {
                 Ok(stored) => {
@@ -140,6 +148,15 @@ impl Auth {
     /// No accounts: every request is the anonymous viewer.
     pub fn open(audit: Arc<RelayAudit>) -> Self {
         Self::new(Accounts::default(), audit, AuthSettings::default())
+    }
+
+    /// The attributes of the session cookie: `Secure` over HTTPS.
+    pub(super) fn cookie_attributes(&self) -> &'static str {
+        if self.settings.secure_cookie {
+            "Path=/; HttpOnly; SameSite=Strict; Secure"
+        } else {
+            "Path=/; HttpOnly; SameSite=Strict"
+        }
     }
 
     /// True when the relay has no accounts and no tokens.

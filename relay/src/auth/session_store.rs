@@ -31,6 +31,9 @@ pub struct StoredSession {
     pub credential: String,
     /// Last use, seconds since the Unix epoch.
     pub last_seen_unix: u64,
+    /// Login, seconds since the Unix epoch (absent in files of older relays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_unix: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,6 +101,7 @@ mod tests {
         assert_eq!(load(&path).unwrap(), Vec::new(), "no file: no sessions");
         let s = StoredSession {
             cookie_sha256: "ab".repeat(32),
+            created_unix: None,
             kind: crate::auth::ViewerKind::Account,
             name: "anna".into(),
             credential: "0011223344556677".into(),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 struct SessionSlot {
     viewer: Viewer,
     last_seen: Instant,
+    /// The login.
+    created: Instant,
 }
 
 /// Browser sessions, each ending after `idle` without use. Kept by the
@@ -19,25 +21,37 @@ struct SessionSlot {
 pub struct SessionTable {
     sessions: HashMap<String, SessionSlot>,
     idle: Duration,
+    /// However busy, a session ends this long after its login.
+    max_age: Duration,
     max: usize,
 }
 
 impl SessionTable {
     /// An empty table; at most `max` sessions (the least recently used goes first).
     pub fn new(idle: Duration, max: usize) -> Self {
-        Self { sessions: HashMap::new(), idle, max: max.max(1) }
+        Self { sessions: HashMap::new(), idle, max_age: Duration::MAX, max: max.max(1) }
+    }
+
+    /// Sessions also end `max_age` after their login, however busy.
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     fn expired(&self, slot: &SessionSlot, now: Instant) -> bool {
         now.saturating_duration_since(slot.last_seen) >= self.idle
+            || now.saturating_duration_since(slot.created) >= self.max_age
     }
 
     /// Opens a session under `id` (a fresh random value, see [`new_session_id`]).
     pub fn insert(&mut self, id: String, viewer: Viewer, now: Instant) {
         let id = cookie_key(&id);
         if self.sessions.len() >= self.max {
-            let idle = self.idle;
-            self.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) < idle);
+            let (idle, max_age) = (self.idle, self.max_age);
+            self.sessions.retain(|_, s| {
+                now.saturating_duration_since(s.last_seen) < idle
+                    && now.saturating_duration_since(s.created) < max_age
+            });
         }
         if self.sessions.len() >= self.max {
             let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone());
@@ -45,7 +59,7 @@ impl SessionTable {
                 self.sessions.remove(&oldest);
             }
         }
-        self.sessions.insert(id, SessionSlot { viewer, last_seen: now });
+        self.sessions.insert(id, SessionSlot { viewer, last_seen: now, created: now });
     }
 
     /// The session's viewer, marking it used at `now`; `None` if unknown or idle too long.
@@ -85,6 +99,9 @@ impl SessionTable {
                 credential: hex::encode(slot.viewer.credential),
                 last_seen_unix: now_unix
                     .saturating_sub(now.saturating_duration_since(slot.last_seen).as_secs()),
+                created_unix: Some(
+                    now_unix.saturating_sub(now.saturating_duration_since(slot.created).as_secs()),
+                ),
             })
             .collect();
         out.sort_by(|a, b| a.cookie_sha256.cmp(&b.cookie_sha256));
@@ -114,7 +131,16 @@ impl SessionTable {
             else {
                 continue;
             };
-            if idle_for >= self.idle || s.cookie_sha256.len() != 64 || self.sessions.len() >= self.max {
+            // Stored by a relay before `created_unix`: its login time is
+            // unknown, so its age counts from its last use.
+            let age =
+                Duration::from_secs(now_unix.saturating_sub(s.created_unix.unwrap_or(s.last_seen_unix)));
+            let Some(created) = now.checked_sub(age) else { continue };
+            if idle_for >= self.idle
+                || age >= self.max_age
+                || s.cookie_sha256.len() != 64
+                || self.sessions.len() >= self.max
+            {
                 continue;
             }
             let was = Viewer {
@@ -126,7 +152,7 @@ impl SessionTable {
                 credential,
             };
             if let Some(viewer) = current(&was) {
-                self.sessions.insert(s.cookie_sha256, SessionSlot { viewer, last_seen });
+                self.sessions.insert(s.cookie_sha256, SessionSlot { viewer, last_seen, created });
                 n += 1;
             }
         }

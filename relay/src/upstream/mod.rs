@@ -147,6 +147,9 @@ pub struct Upstreams {
     catalog_version: tokio::sync::watch::Sender<u64>,
     /// Handle to ourselves for the linger tasks a subscription spawns.
     me: std::sync::Weak<Upstreams>,
+    /// This relay's certificates and revocation list: sessions of a peer
+    /// it revokes are closed (unset in unit tests).
+    tls: std::sync::OnceLock<ponte_proto::tls::LiveTls>,
 }
 
 /// One row of the upstream link table, for status.
@@ -187,7 +190,18 @@ impl Upstreams {
             bytes_received: AtomicU64::new(0),
             catalog_version: tokio::sync::watch::channel(0).0,
             me: me.clone(),
+            tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the relay its live TLS (once, at start).
+    pub fn set_tls(&self, tls: ponte_proto::tls::LiveTls) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// Closes `conn` when its peer's certificate is revoked, while the guard lives.
+    pub fn watch_peer(&self, conn: &quinn::Connection) -> Option<ponte_proto::tls::live::PeerGuard> {
+        self.tls.get().map(|t| t.watch_peer(conn))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -561,6 +575,7 @@ impl Upstreams {
                     return;
                 }
                 info!(peer = %peer, addr = %remote, "upstream connected");
+                let _revocation = this.watch_peer(&conn);
                 match this.run_link(conn.clone(), peer.clone(), remote).await {
                     Ok(()) => info!(peer = %peer, addr = %remote, "upstream session ended"),
                     Err(e) => {
@@ -768,6 +783,8 @@ fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
     let text = e.to_string();
     if text.contains("no certificates") {
         "the peer presented no client certificate"
+    } else if text.contains("revoked") || text.contains("Revoked") {
+        "the peer's certificate is revoked (`tls.crl`)"
     } else if text.contains("certificate") {
         "the peer's certificate was not issued by this deployment's CA, or has expired"
     } else if text.contains("protocol") || text.contains("ALPN") || text.contains("application") {

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod https;
+pub mod live;
+
+pub use live::LiveTls;
+
 /// `[tls]` of a node's config: PEM files issued by `ponte-agent pki`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +27,10 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// This node's private key.
     pub key: PathBuf,
+    /// The deployment's revocation list (`crl.pem` from `ponte-agent pki
+    /// revoke`); read at start and on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 /// Why TLS material could not be loaded or used.
@@ -194,6 +203,10 @@ pub fn server_config(id: &Identity, opts: &TransportOptions) -> Result<quinn::Se
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .map_err(rustls_err)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    quic_server(cfg, opts)
+}
+
+fn quic_server(cfg: rustls::ServerConfig, opts: &TransportOptions) -> Result<quinn::ServerConfig, TlsError> {
     let quic = QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(Arc::new(transport(opts)));
@@ -210,6 +223,10 @@ pub fn client_config(id: &Identity, opts: &TransportOptions) -> Result<quinn::Cl
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(rustls_err)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    quic_client(cfg, opts)
+}
+
+fn quic_client(cfg: rustls::ClientConfig, opts: &TransportOptions) -> Result<quinn::ClientConfig, TlsError> {
     let quic = QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
     client.transport_config(Arc::new(transport(opts)));
