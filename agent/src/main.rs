@@ -177,6 +177,13 @@ enum PkiCmd {
         #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
         days: u32,
     },
+    /// Write `crl.pem` with the revocations so far (empty at first): deploy
+    /// it as every node's `tls.crl` before the day it is needed.
+    Crl {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Revoke certificates and write `crl.pem` (copy it to every node's
     /// `tls.crl` and `systemctl reload`).
     Revoke {
@@ -285,6 +292,11 @@ async fn main() -> Result<()> {
                 cert.display(),
                 key.display()
             );
+            Ok(())
+        }
+        Cmd::Pki { cmd: PkiCmd::Crl { dir } } => {
+            let path = pki::crl(&dir)?;
+            println!("wrote {}: copy it to every node's `tls.crl`", path.display());
             Ok(())
         }
         Cmd::Pki { cmd: PkiCmd::Revoke { dir, site, serial } } => {

@@ -98,6 +98,7 @@ impl Agent {
             audit: shared.audit.clone(),
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
+            tls: shared.tls.clone(),
         });
         let mut agent = Self {
             links,

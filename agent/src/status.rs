@@ -28,6 +28,8 @@ pub struct Sources {
     pub limits: Arc<crate::uplink::SessionLimits>,
     /// PTZ commands by outcome.
     pub ptz: crate::ptz::PtzService,
+    /// The agent's certificates (own, relays').
+    pub tls: ponte_proto::tls::LiveTls,
 }
 
 /// The relay links by site, shared with the agent (which adds and removes
@@ -149,6 +151,8 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
             if offline.len() > 5 { ", …" } else { "" }
         ));
     }
+    let (certificates, expiring) = ponte_proto::status::certificates(&src.node, Some(&src.tls), None);
+    problems.extend(expiring);
     let working_cameras = cameras.iter().any(|c| c.state == "online" || c.state == "idle");
     let health = if (!links.is_empty() && up == 0) || (!cameras.is_empty() && !working_cameras) {
         Health::Down
@@ -183,5 +187,6 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
             src.audit.enforce_retention();
             Some(src.audit.retention_status())
         },
+        certificates,
     }
 }

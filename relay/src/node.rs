@@ -113,7 +113,13 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     state.spawn_access_watch();
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
     tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone(), live.clone(), https.clone()));
-    let egress = status::Egress { rtsp: rtsp.clone(), cascade: cascade.clone(), audit: audit.clone() };
+    let egress = status::Egress {
+        rtsp: rtsp.clone(),
+        cascade: cascade.clone(),
+        audit: audit.clone(),
+        tls: Some(live.clone()),
+        https: https.clone(),
+    };
     let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
     let status = StatusState {
         upstreams: upstreams.clone(),

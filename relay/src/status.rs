@@ -20,6 +20,10 @@ pub struct Egress {
     pub cascade: Arc<Cascade>,
     /// The relay's audit log (its write failures are alerted on).
     pub audit: Arc<crate::audit::RelayAudit>,
+    /// The relay's certificates (QUIC identity, HTTPS).
+    pub tls: Option<ponte_proto::tls::LiveTls>,
+    /// The viewer port's HTTPS pair.
+    pub https: Option<Arc<ponte_proto::tls::https::HttpsPair>>,
 }
 
 /// Starts the sampler; the feed always holds the latest document.
@@ -121,6 +125,12 @@ fn sample(
         }
     }
     links.extend(downstreams);
+    let (certificates, expiring) =
+        ponte_proto::status::certificates(upstreams.site(), egress.tls.as_ref(), egress.https.as_deref());
+    if !expiring.is_empty() && health == Health::Ok {
+        health = Health::Degraded;
+    }
+    problems.extend(expiring);
     StatusDoc {
         node: upstreams.site().to_owned(),
         role: "relay".into(),
@@ -137,5 +147,6 @@ fn sample(
         limit_refusals: whep.refusals(),
         ptz_commands: Default::default(),
         audit: egress.audit.retention(),
+        certificates,
     }
 }

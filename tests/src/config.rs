@@ -302,7 +302,12 @@ mod tests {
     use ponte_relay::auth::{TokenConfig, ViewerConfig};
 
     fn tls() -> TlsSection {
-        TlsSection { ca: "/p/ca.pem".into(), cert: "/p/master.pem".into(), key: "/p/master.key".into() }
+        TlsSection {
+            ca: "/p/ca.pem".into(),
+            cert: "/p/master.pem".into(),
+            key: "/p/master.key".into(),
+            crl: None,
+        }
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl Pki {
     /// `ponte-agent pki issue --dir DIR --site SITE [--dns D]... [--ip I]...`.
     pub async fn issue(&self, site: &str, dns: &[&str], ips: &[&str]) -> Result<()> {
         let dir_arg = self.dir.to_string_lossy().into_owned();
-        let mut args = vec!["issue", "--dir", &dir_arg, "--site", site];
+        // Both usages: tests use one site's certificate as a QUIC client
+        // and server alike (fake agents, cascades, benchmarks); the default
+        // split is unit-tested in `ponte-agent`.
+        let mut args = vec!["issue", "--dir", &dir_arg, "--site", site, "--usage", "both"];
         for d in dns {
             args.extend(["--dns", d]);
         }
@@ -81,7 +84,7 @@ impl Pki {
 
     /// CA, certificate and key of `site`, as the configs want them.
     pub fn tls(&self, site: &str) -> TlsSection {
-        TlsSection { ca: self.ca_cert(), cert: self.cert(site), key: self.key(site) }
+        TlsSection { ca: self.ca_cert(), cert: self.cert(site), key: self.key(site), crl: None }
     }
 }
 

@@ -101,6 +101,7 @@ async fn config_check_passes_a_good_config_and_names_every_fault_of_a_bad_one() 
             ca: dir.path().join("missing-ca.pem"),
             cert: pki.cert("questura"),
             key: pki.key("questura"),
+            crl: None,
         },
     );
     cfg.relay.upstreams = vec!["carabinieri".into()];

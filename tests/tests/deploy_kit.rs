@@ -597,6 +597,12 @@ fn alert_rules_fire_on_the_series_the_nodes_export() -> Result<()> {
         }],
         limit_refusals: [("agent.max_subscriptions_per_session".to_owned(), 1)].into_iter().collect(),
         ptz_commands: [("allowed".to_owned(), 1)].into_iter().collect(),
+        certificates: vec![ponte_proto::status::CertificateStatus {
+            cert: "own".into(),
+            subject: "master".into(),
+            serial: "01".into(),
+            expires_in_secs: 86_400,
+        }],
         ..Default::default()
     };
     let exported = exported_series(&doc.prometheus());

@@ -275,7 +275,6 @@ pub fn renew(dir: &Path, site: &str, days: u32) -> Result<(PathBuf, PathBuf)> {
 /// `serial`) and writes `crl.pem`; returns its path and the serials it
 /// added.
 pub fn revoke(dir: &Path, site: Option<&str>, serial: Option<&str>) -> Result<(PathBuf, Vec<String>)> {
-    let (ca, ca_key) = load_ca(dir)?;
     let now = OffsetDateTime::now_utc();
     let mut targets: Vec<String> = Vec::new();
     if let Some(site) = site {
@@ -308,6 +307,20 @@ pub fn revoke(dir: &Path, site: Option<&str>, serial: Option<&str>) -> Result<(P
     if targets.is_empty() {
         bail!("say which certificate to revoke: `--site SITE` (all its certificates) or `--serial HEX`");
     }
+    publish(dir, targets)
+}
+
+/// Writes `crl.pem` again with what it already lists (an empty list the
+/// first time): deploy it with `tls.crl` before any revocation, so that a
+/// revocation later is a copy and a reload.
+pub fn crl(dir: &Path) -> Result<PathBuf> {
+    publish(dir, Vec::new()).map(|(path, _)| path)
+}
+
+/// Signs `crl.pem`: what it listed plus `targets`; returns the serials added.
+fn publish(dir: &Path, targets: Vec<String>) -> Result<(PathBuf, Vec<String>)> {
+    let (ca, ca_key) = load_ca(dir)?;
+    let now = OffsetDateTime::now_utc();
     let crl_path = dir.join(CRL_FILE);
     let mut entries = existing_revocations(&crl_path)?;
     let mut added = Vec::new();
@@ -443,5 +456,44 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn usages_default_by_role_and_revocation_lists_every_certificate_of_the_site() {
+        assert_eq!(Usage::default_for("master"), Usage::Client);
+        assert_eq!(Usage::default_for("questura"), Usage::Server);
+        let dir = scratch("revoke");
+        init(&dir, "test CA").unwrap();
+        let ca = ponte_proto::tls::live::Revoked::load;
+        let ca_certs = {
+            let (c, k) = issue(&dir, "probe", &[], &[], 1, Usage::Server).unwrap();
+            ponte_proto::tls::Identity::load(&dir.join("ca.pem"), &c, &k).unwrap().ca
+        };
+        let serial = |site: &str| {
+            let pem = std::fs::read(dir.join(format!("{site}.pem"))).unwrap();
+            let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+            ponte_proto::tls::live::serial_of(&p.contents).unwrap().0
+        };
+        issue(&dir, "questura", &[], &[], DEFAULT_DAYS, Usage::Server).unwrap();
+        let old = serial("questura");
+        renew(&dir, "questura", 30).unwrap();
+        let new = serial("questura");
+        assert_ne!(old, new);
+        issue(&dir, "carabinieri", &[], &[], DEFAULT_DAYS, Usage::Both).unwrap();
+        let empty = ca(&crl(&dir).unwrap(), &ca_certs).unwrap();
+        assert!(empty.is_empty());
+        let (path, added) = revoke(&dir, Some("questura"), None).unwrap();
+        assert_eq!(added.len(), 2, "the renewed certificate and the one before it: {added:?}");
+        let list = ca(&path, &ca_certs).unwrap();
+        assert!(list.contains(&old) && list.contains(&new) && !list.contains(&serial("carabinieri")));
+        // Revoking again adds nothing; a list signed by another CA is refused.
+        assert!(revoke(&dir, Some("questura"), None).unwrap().1.is_empty());
+        let other = scratch("revoke-other");
+        init(&other, "other CA").unwrap();
+        let foreign = crl(&other).unwrap();
+        let e = ca(&foreign, &ca_certs).unwrap_err().to_string();
+        assert!(e.contains("not signed by the deployment CA"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
     }
 }

@@ -152,6 +152,77 @@ pub struct ShapingStatus {
     pub step_downs: u64,
 }
 
+/// A certificate in use, and how long it has left.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// `own` (this node's QUIC identity), `https` (its web port) or `peer`.
+    pub cert: String,
+    /// Whose: this node's id, or the peer's site.
+    pub subject: String,
+    /// Serial (hex).
+    pub serial: String,
+    /// Seconds until it expires (negative: expired).
+    pub expires_in_secs: i64,
+}
+
+/// A certificate this close to expiry makes the node `degraded`.
+pub const CERTIFICATE_WARNING_SECS: i64 = 14 * 86_400;
+
+impl CertificateStatus {
+    /// From an expiry, at `now_unix`.
+    pub fn new(cert: &str, subject: &str, e: &crate::tls::live::Expiry, now_unix: i64) -> Self {
+        Self {
+            cert: cert.to_owned(),
+            subject: subject.to_owned(),
+            serial: e.serial.clone(),
+            expires_in_secs: e.not_after_unix.saturating_sub(now_unix),
+        }
+    }
+
+    /// The problem line when it expires within 14 days, naming it and the fix.
+    pub fn problem(&self) -> Option<String> {
+        if self.expires_in_secs >= CERTIFICATE_WARNING_SECS {
+            return None;
+        }
+        let whose = match self.cert.as_str() {
+            "peer" => format!("the certificate of peer `{}`", self.subject),
+            "https" => "this node's HTTPS certificate".to_owned(),
+            _ => "this node's certificate".to_owned(),
+        };
+        Some(if self.expires_in_secs <= 0 {
+            format!(
+                "{whose} (serial {}) has expired: renew it (`ponte-agent pki renew`) and reload",
+                self.serial
+            )
+        } else {
+            format!(
+                "{whose} (serial {}) expires in {} days {} h: renew it (`ponte-agent pki renew`) and reload",
+                self.serial,
+                self.expires_in_secs / 86_400,
+                self.expires_in_secs % 86_400 / 3600
+            )
+        })
+    }
+}
+
+/// The certificates of a node: its own, its HTTPS one, its peers'; with
+/// the problem lines for those near expiry.
+pub fn certificates(
+    node: &str,
+    live: Option<&crate::tls::LiveTls>,
+    https: Option<&crate::tls::https::HttpsPair>,
+) -> (Vec<CertificateStatus>, Vec<String>) {
+    let now = crate::config_check::unix_now();
+    let mut out = Vec::new();
+    if let Some(live) = live {
+        out.extend(live.own_expiry().map(|e| CertificateStatus::new("own", node, &e, now)));
+        out.extend(live.peer_expiries().iter().map(|e| CertificateStatus::new("peer", &e.subject, e, now)));
+    }
+    out.extend(https.and_then(|h| h.expiry()).map(|e| CertificateStatus::new("https", node, &e, now)));
+    let problems = out.iter().filter_map(CertificateStatus::problem).collect();
+    (out, problems)
+}
+
 /// A recent error, newest first in the document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEvent {
@@ -201,6 +272,9 @@ pub struct StatusDoc {
     /// soon (a notice: it does not change `health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::audit::RetentionStatus>,
+    /// Certificates in use and their expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
 }
 
 impl StatusDoc {

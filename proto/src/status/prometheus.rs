@@ -37,6 +37,19 @@ impl StatusDoc {
             vec![(String::new(), self.uptime_secs as f64)],
         );
         metric(
+            "ponte_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until a certificate in use expires (cert: own, https or peer).",
+            self.certificates
+                .iter()
+                .map(|c| {
+                    let labels =
+                        format!("cert=\"{}\",subject=\"{}\"", esc_label(&c.cert), esc_label(&c.subject));
+                    (labels, c.expires_in_secs as f64)
+                })
+                .collect(),
+        );
+        metric(
             "ponte_health",
             "gauge",
             "0 ok, 1 degraded, 2 down.",

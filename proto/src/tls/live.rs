@@ -168,6 +168,8 @@ struct Inner {
     /// Bumped at each reload that changed the revocation list.
     revocations: watch::Sender<u64>,
     events: OnceLock<Box<dyn Fn(TlsEvent) + Send + Sync>>,
+    /// Certificates of the peers with a live session (by connection id).
+    peers: std::sync::Mutex<std::collections::HashMap<usize, Expiry>>,
 }
 
 /// A node's TLS identity and revocation list, reloadable (see the module doc).
@@ -252,6 +254,7 @@ impl LiveTls {
             server_verifier,
             revocations: watch::Sender::new(0),
             events: OnceLock::new(),
+            peers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })))
     }
 
@@ -303,6 +306,18 @@ impl LiveTls {
         self.current().revoked.contains(serial)
     }
 
+    fn peers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<usize, Expiry>> {
+        self.0.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The certificates of the peers with a live session, by site.
+    pub fn peer_expiries(&self) -> Vec<Expiry> {
+        let mut out: Vec<Expiry> = self.peers().values().cloned().collect();
+        out.sort_by(|a, b| a.subject.cmp(&b.subject).then(a.serial.cmp(&b.serial)));
+        out.dedup();
+        out
+    }
+
     /// The own certificate's expiry.
     pub fn own_expiry(&self) -> Option<Expiry> {
         let (serial, not_after_unix) = self.current().identity.chain.first().and_then(|c| serial_of(c))?;
@@ -318,7 +333,12 @@ impl LiveTls {
         let live = self.clone();
         let conn = conn.clone();
         let mut changes = self.0.revocations.subscribe();
+        let key = conn.stable_id();
+        if let Some(e) = peer_expiry(&conn) {
+            self.peers().insert(key, e);
+        }
         tokio::spawn(async move {
+            let _forget = Forget(live.clone(), key);
             loop {
                 if live.is_revoked(&serial) {
                     conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
@@ -369,6 +389,15 @@ impl LiveTls {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
         Ok(())
+    }
+}
+
+/// Drops a session's peer certificate from the list when its watch ends.
+struct Forget(LiveTls, usize);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.peers().remove(&self.1);
     }
 }
 
