@@ -322,6 +322,12 @@ impl Chromium {
 
     /// Launch headless Chromium and open a blank page.
     pub async fn launch() -> Result<Chromium> {
+        Chromium::launch_with(&[]).await
+    }
+
+    /// [`Chromium::launch`] with extra command-line switches (e.g.
+    /// `--ignore-certificate-errors-spki-list=HASH` to trust a deployment CA).
+    pub async fn launch_with(extra: &[String]) -> Result<Chromium> {
         let profile = tempfile::Builder::new()
             .prefix("ponte-chromium-")
             .tempdir()
@@ -351,6 +357,7 @@ impl Chromium {
             "--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter",
             "--remote-debugging-port=0",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank");
         let mut proc = Proc::spawn_command("chromium", cmd)?;

@@ -364,6 +364,12 @@ impl LiveTls {
             .with_client_cert_verifier(Arc::new(ClientVerifier(self.clone())))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+        // No resumption: a resumed handshake skips the certificate check,
+        // so a peer revoked since its last full handshake would get back in
+        // (seen in `tests/tests/tls.rs` before this: two redials passed).
+        // Links are long-lived; a full handshake per dial costs nothing.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         super::quic_server(cfg, opts)
     }
 
@@ -377,6 +383,8 @@ impl LiveTls {
             .with_custom_certificate_verifier(Arc::new(ServerVerifier(self.clone())))
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+        // No resumption (see `server_config`).
+        cfg.resumption = rustls::client::Resumption::disabled();
         super::quic_client(cfg, opts)
     }
 
