@@ -249,8 +249,8 @@ async fn main() -> Result<()> {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             let mgmt = cfg.management.listen;
-            let http = cfg.management.http_options();
             let mut agent = Agent::start(cfg)?;
+            let http = agent.management_options()?;
             ponte_proto::mgmt::spawn_with(mgmt, agent.status_feed(), agent.management_routes(), http)
                 .await
                 .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;

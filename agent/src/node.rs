@@ -30,6 +30,8 @@ pub struct Agent {
     client: quinn::ClientConfig,
     /// What every relay session shares.
     shared: uplink::Shared,
+    /// The management port's HTTPS pair, reloaded with the TLS files.
+    management_https: Option<Arc<ponte_proto::tls::https::HttpsPair>>,
 }
 
 /// How long a shutting-down agent waits for its session closes to go out.
@@ -112,6 +114,7 @@ impl Agent {
             endpoint,
             client,
             shared,
+            management_https: None,
         };
         for target in agent.config.relays.clone() {
             agent.start_uplink(target);
@@ -237,6 +240,22 @@ impl Agent {
             ),
             Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
         }
+        if let Some(pair) = &self.management_https {
+            match pair.reload() {
+                Ok(changed) => tracing::info!(changed, "management HTTPS certificate reloaded"),
+                Err(e) => tracing::error!("management HTTPS reload refused, the running pair stays: {e}"),
+            }
+        }
+    }
+
+    /// The management port's HTTP guards with its HTTPS (`[management.https]`,
+    /// `management.client_ca`) loaded.
+    pub fn management_options(&mut self) -> Result<ponte_proto::http_server::HttpOptions> {
+        let (options, pair) = self.config.management.load_https(self.shared.tls.identity().ca).context(
+            "loading the management port's HTTPS files (`[management.https]`, `management.client_ca`)",
+        )?;
+        self.management_https = pair;
+        Ok(options)
     }
 
     /// The status document feed for the management port.

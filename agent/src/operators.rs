@@ -47,6 +47,10 @@ pub struct OperatorConfig {
     /// Hex SHA-256 of a bearer token.
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// Logs in only with a client certificate naming this operator, from
+    /// the CA of `management.client_ca` (no password, no token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub certificate: bool,
 }
 
 /// The authenticated operator, put into the request's extensions.
@@ -56,6 +60,8 @@ pub struct Operator(pub String);
 enum Secret {
     Password(String),
     Token([u8; 32]),
+    /// A client certificate on an mTLS management port only.
+    Certificate,
 }
 
 /// The configured operators, checked and ready.
@@ -79,6 +85,7 @@ impl Operators {
             let what = format!("[[operator]] `{}`", o.name);
             check_name(&what, &o.name)?;
             let secret = match (&o.password_hash, &o.token_sha256) {
+                (None, None) if o.certificate => Secret::Certificate,
                 (Some(phc), None) => {
                     // Each check costs the hash's memory and time: check_phc
                     // refuses what would stall the agent.
@@ -99,7 +106,7 @@ impl Operators {
                     tokens.push(digest);
                     Secret::Token(digest)
                 }
-                _ => bail!("{what}: set exactly one of `password_hash` (`ponte-agent operator passwd`) and `token_sha256` (`ponte-agent operator token`)"),
+                _ => bail!("{what}: set exactly one of `password_hash` (`ponte-agent operator passwd`), `token_sha256` (`ponte-agent operator token`) and `certificate = true` (an operator certificate, `management.client_ca`)"),
             };
             if by_name.insert(o.name.clone(), secret).is_some() {
                 bail!("{what}: the name is used twice");
@@ -136,6 +143,7 @@ impl Operators {
                 }
             }
             Some(Secret::Token(_)) => Err("a token operator sent a password"),
+            Some(Secret::Certificate) => Err("a certificate operator sent a password"),
             None => {
                 // (No decoy only in the default, empty table: no name to hide.)
                 if let Some(decoy) = self.decoy {
@@ -238,7 +246,12 @@ impl OperatorAuth {
     }
 
     /// Who is asking, or why not.
-    async fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<String, Refusal> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&str>,
+        client: IpAddr,
+    ) -> Result<String, Refusal> {
         let operators = self.operators();
         let refusal = |status, outcome, claimed: &str, why: &str, message: String| Refusal {
             status,
@@ -265,6 +278,12 @@ impl OperatorAuth {
                 "no [[operator]] configured",
                 message,
             ));
+        }
+        // A client certificate the port verified (`management.client_ca`)
+        // naming an operator is that operator's credential.
+        if let Some(name) = cert.filter(|n| operators.by_name.contains_key(*n)) {
+            lock(&self.brake).succeeded(client, Instant::now());
+            return Ok(name.to_owned());
         }
         let unauthorized = |outcome, claimed: &str, why: &str| {
             let message = "the master-room PTZ API needs an operator credential: HTTP Basic \
@@ -349,7 +368,8 @@ pub async fn require_operator(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    match auth.authenticate(req.headers(), client).await {
+    let cert = req.extensions().get::<ponte_proto::http_server::ClientCertificate>().map(|c| c.0.clone());
+    match auth.authenticate(req.headers(), cert.as_deref(), client).await {
         Ok(name) => {
             req.extensions_mut().insert(Operator(name));
             next.run(req).await
@@ -398,6 +418,7 @@ mod tests {
             name: name.into(),
             password_hash: password.map(|p| hash_password(p).unwrap()),
             token_sha256: token.map(|t| hex::encode(sha256(t.as_bytes()))),
+            certificate: false,
         }
     }
 

@@ -65,7 +65,44 @@ impl Report {
     pub fn tls(&mut self, tls: &TlsSection) -> Option<Identity> {
         let (id, problems) = crate::tls::check_files(&tls.ca, &tls.cert, &tls.key, unix_now());
         self.problems.extend(problems);
+        if let (Some(crl), Some(id)) = (&tls.crl, &id) {
+            match crate::tls::live::Revoked::load(crl, &id.ca) {
+                Ok(list) => {
+                    let own = id.chain.first().and_then(|c| crate::tls::live::serial_of(c));
+                    if let Some((serial, _)) = own.filter(|(s, _)| list.contains(s)) {
+                        self.add(format!(
+                            "`tls.cert`: this node's certificate (serial {serial}) is revoked by `tls.crl` `{}`: \
+                             issue a new one (`ponte-agent pki renew`)",
+                            crl.display()
+                        ));
+                    }
+                }
+                Err(e) => self.add(format!("`tls.crl`: {e}")),
+            }
+        }
         id
+    }
+
+    /// Reads an HTTPS pair (`key` is `relay.https` or `management.https`)
+    /// and a client CA, as the node will.
+    pub fn https(
+        &mut self,
+        key: &str,
+        https: Option<&crate::tls::https::HttpsSection>,
+        client_ca: Option<&Path>,
+        ca: Option<&Identity>,
+    ) {
+        if let Some(h) = https {
+            let ca = ca.map(|i| i.ca.clone()).unwrap_or_default();
+            if let Err(e) = crate::tls::https::HttpsPair::load(&h.cert, &h.key, ca) {
+                self.add(format!("`{key}`: {e}"));
+            }
+        }
+        if let Some(path) = client_ca {
+            if let Err(e) = crate::tls::https::load_client_ca(path) {
+                self.add(format!("`management.client_ca`: {e}"));
+            }
+        }
     }
 
     /// [`check_writable`], recorded.

@@ -62,6 +62,15 @@ pub struct ManagementSection<const PORT: u16> {
     /// Seconds without a byte either way before a connection is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// HTTPS on the port (`[management.https]`, `cert` and `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<crate::tls::https::HttpsSection>,
+    /// With `https`: every client must present a certificate issued by
+    /// this CA (the deployment's `ca.pem`: operators' certificates from
+    /// `ponte-agent pki issue --site NAME --usage client`; a certificate
+    /// naming an `[[operator]]` logs that operator in without a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl<const PORT: u16> Default for ManagementSection<PORT> {
@@ -73,6 +82,8 @@ impl<const PORT: u16> Default for ManagementSection<PORT> {
             max_connections_per_client: default_max_per_client(),
             read_timeout_secs: default_read_timeout(),
             idle_timeout_secs: default_idle_timeout(),
+            https: None,
+            client_ca: None,
         }
     }
 }
@@ -94,7 +105,34 @@ impl<const PORT: u16> ManagementSection<PORT> {
 
     /// Checks the keys; the error names the key and the fix.
     pub fn check(&self) -> Result<(), String> {
+        if self.client_ca.is_some() && self.https.is_none() {
+            return Err("`management.client_ca` needs HTTPS on the port: add `[management.https]` with \
+                        `cert` and `key`"
+                .into());
+        }
+        if self.https.as_ref().is_some_and(|h| h.redirect_listen.is_some()) {
+            return Err("`management.https.redirect_listen`: the management port has no redirect port; \
+                        clients (Prometheus, the status CLI) use https:// directly"
+                .into());
+        }
         self.http_options().check(self.listen)
+    }
+
+    /// The port's HTTP guards with its HTTPS loaded (`ca`: the deployment
+    /// CA, sent after a certificate it issued); the pair, for reloads.
+    pub fn load_https(
+        &self,
+        ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<(HttpOptions, Option<Arc<crate::tls::https::HttpsPair>>), crate::tls::TlsError> {
+        let mut options = self.http_options();
+        let Some(h) = &self.https else { return Ok((options, None)) };
+        let pair = crate::tls::https::HttpsPair::load(&h.cert, &h.key, ca)?;
+        let client_ca = match &self.client_ca {
+            Some(path) => Some(crate::tls::https::load_client_ca(path)?),
+            None => None,
+        };
+        options.tls = Some(pair.server_config(client_ca.as_deref())?);
+        Ok((options, Some(pair)))
     }
 }
 

@@ -428,6 +428,20 @@ impl RelayConfig {
         }
         check(self.check_upstreams());
         check(self.relay.http_options().check(self.relay.http_listen).map_err(anyhow::Error::msg));
+        if !(1..=720).contains(&self.relay.session_max_hours) {
+            check(Err(anyhow::anyhow!(
+                "`relay.session_max_hours` = {}: expected 1 to 720 (a browser session's longest life)",
+                self.relay.session_max_hours
+            )));
+        }
+        if let Some(r) = self.relay.https.as_ref().and_then(|h| h.redirect_listen) {
+            if r == self.relay.http_listen {
+                check(Err(anyhow::anyhow!(
+                    "`relay.https.redirect_listen` = {r} is `relay.http_listen` too: the redirect port must be \
+                     another one (usually port 80 beside HTTPS on 443)"
+                )));
+            }
+        }
         check(self.audit.check().map_err(anyhow::Error::msg));
         check(self.management.check().map_err(anyhow::Error::msg));
         check(self.check_rtsp_and_cascade());
@@ -528,6 +542,13 @@ pub fn check_cli(path: &Path) -> i32 {
         report.add_error(p.as_ref());
     }
     let id = report.tls(&cfg.tls);
+    report.https("relay.https", cfg.relay.https.as_ref(), None, id.as_ref());
+    report.https(
+        "management.https",
+        cfg.management.https.as_ref(),
+        cfg.management.client_ca.as_deref(),
+        id.as_ref(),
+    );
     // As `run` refuses it: the certificate must name this relay's site.
     if let Some(id) = id {
         let own = id.chain.first().and_then(|c| ponte_proto::tls::site_of_certificate(c));

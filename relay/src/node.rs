@@ -112,7 +112,6 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     );
     state.spawn_access_watch();
     let rtsp = start_rtsp(&cfg, &upstreams, &auth, &audit).await?;
-    tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone(), live.clone(), https.clone()));
     let egress = status::Egress {
         rtsp: rtsp.clone(),
         cascade: cascade.clone(),
@@ -129,9 +128,14 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         started: std::time::Instant::now(),
     };
     let mgmt = cfg.management.listen;
-    ponte_proto::mgmt::spawn(mgmt, feed, cfg.management.http_options())
+    let (mgmt_options, mgmt_https) = cfg.management.load_https(id.ca.clone()).context(
+        "loading the management port's HTTPS files (`[management.https]`, `management.client_ca`)",
+    )?;
+    ponte_proto::mgmt::spawn(mgmt, feed, mgmt_options)
         .await
         .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
+    let pairs: Vec<Arc<HttpsPair>> = https.iter().chain(mgmt_https.iter()).cloned().collect();
+    tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone(), live.clone(), pairs));
     let ptz = Arc::new(ptz::PtzState::new(
         upstreams.clone(),
         auth.clone(),
@@ -293,7 +297,7 @@ async fn reload_on_hangup(
     running: RelayConfig,
     auth: Arc<auth::Auth>,
     live: LiveTls,
-    https: Option<Arc<HttpsPair>>,
+    https: Vec<Arc<HttpsPair>>,
 ) {
     #[cfg(unix)]
     {
@@ -313,7 +317,7 @@ async fn reload_on_hangup(
                 ),
                 Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
             }
-            if let Some(pair) = &https {
+            for pair in &https {
                 match pair.reload() {
                     Ok(changed) => tracing::info!(changed, "HTTPS certificate reloaded"),
                     Err(e) => tracing::error!("HTTPS certificate reload refused, the running one stays: {e}"),

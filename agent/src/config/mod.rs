@@ -429,7 +429,13 @@ pub fn check_cli(path: &Path) -> i32 {
     for p in cfg.problems() {
         report.add_error(p.as_ref());
     }
-    report.tls(&cfg.tls);
+    let id = report.tls(&cfg.tls);
+    report.https(
+        "management.https",
+        cfg.management.https.as_ref(),
+        cfg.management.client_ca.as_deref(),
+        id.as_ref(),
+    );
     report.writable("audit.path", &cfg.audit.path);
     let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
     report.finish(&format!(

@@ -103,6 +103,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             name: "sala".into(),
             password_hash: None,
             token_sha256: Some(operator_digest),
+            certificate: false,
         }],
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
