@@ -40,7 +40,8 @@ pub use config::{
     TlsSection,
 };
 pub use http::{
-    catalog_camera_ids, http_get, http_request, wait_catalog, wait_catalog_as, wait_http_ok, HttpResponse,
+    catalog_camera_ids, http_get, http_request, trust_ca, wait_catalog, wait_catalog_as, wait_http_ok,
+    HttpResponse,
 };
 pub use pki::Pki;
 pub use procs::{stat_cpu, CpuHog, Proc};

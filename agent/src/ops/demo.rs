@@ -68,7 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .with_context(|| format!("starting `{}`", relay_bin.display()))?;
         children.push(child);
         targets.push(RelayTarget { site: site.to_string(), addr: quic, server_name: None });
-        urls.push((site, format!("http://{http}/")));
+        urls.push((site, format!("https://{http}/")));
     }
 
     let mut devices = inventory::parse(inventory::CREMONA_CSV)?;
@@ -140,6 +140,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for (site, url) in &urls {
         println!("  {site:<12} viewer: {url}");
     }
+    let ca_pem = std::fs::read(d.join("ca.pem")).context("reading the demo CA")?;
+    let pin = x509_parser::pem::parse_x509_pem(&ca_pem)
+        .ok()
+        .and_then(|(_, p)| ponte_proto::tls::https::spki_sha256_base64(&p.contents))
+        .unwrap_or_default();
+    println!(
+        "  HTTPS:        the relays' certificates come from this run's throw-away CA {}: import it in the \
+         browser, or start Chromium with --ignore-certificate-errors-spki-list={pin} --user-data-dir=$(mktemp -d)",
+        d.join("ca.pem").display()
+    );
     println!(
         "  access:       the demo relays have no accounts (`relay.allow_anonymous = true`, loopback only); \
          a real relay refuses to start without `[[viewer]]` or `[[token]]` accounts"
@@ -220,7 +230,9 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
 
 fn relay_config(dir: &Path, site: &str, quic: SocketAddr, http: SocketAddr, mgmt: SocketAddr) -> String {
     format!(
-        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n# demo only: no accounts on loopback; a real relay refuses to start without them\nallow_anonymous = true\n# and without accounts, let its viewers steer the (simulated) PTZ domes\nopen_ptz = true\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
+        "[relay]\nsite = \"{site}\"\nquic_listen = \"{quic}\"\nhttp_listen = \"{http}\"\n# demo only: no accounts on loopback; a real relay refuses to start without them\nallow_anonymous = true\n# and without accounts, let its viewers steer the (simulated) PTZ domes\nopen_ptz = true\n\n[relay.https]\ncert = {:?}\nkey = {:?}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[audit]\npath = {:?}\n\n[management]\nlisten = \"{mgmt}\"\n",
+        dir.join(format!("{site}.pem")),
+        dir.join(format!("{site}.key")),
         dir.join("ca.pem"),
         dir.join(format!("{site}.pem")),
         dir.join(format!("{site}.key")),
