@@ -491,7 +491,7 @@ mod tests {
         let audit = Arc::new(AuditLog::open(dir.join("audit.log"), "master", 1 << 20).unwrap());
         let client = "127.0.0.2".parse().unwrap();
         let none = OperatorAuth::new(Operators::default(), audit.clone());
-        let r = none.authenticate(&request(Some("Bearer x")), client).await.err().unwrap();
+        let r = none.authenticate(&request(Some("Bearer x")), None, client).await.err().unwrap();
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert!(
             r.message.contains("`[[operator]]`") && r.message.contains("ponte-agent operator"),
@@ -508,23 +508,28 @@ mod tests {
         let basic = |u: &str, p: &str| {
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
         };
-        assert_eq!(auth.authenticate(&request(Some("Bearer abc")), client).await.ok(), Some("script".into()));
         assert_eq!(
-            auth.authenticate(&request(Some(&basic("sala", "torrazzo-112-metri"))), client).await.ok(),
+            auth.authenticate(&request(Some("Bearer abc")), None, client).await.ok(),
+            Some("script".into())
+        );
+        assert_eq!(
+            auth.authenticate(&request(Some(&basic("sala", "torrazzo-112-metri"))), None, client).await.ok(),
             Some("sala".into())
         );
+        // A verified client certificate naming an operator is its credential.
+        assert_eq!(auth.authenticate(&request(None), Some("sala"), client).await.ok(), Some("sala".into()));
         for (h, claimed) in [
             (None, "?"),
             (Some("Bearer abd".to_owned()), "?"),
             (Some(basic("sala", "x")), "sala"),
             (Some("Digest x".to_owned()), "?"),
         ] {
-            let r = auth.authenticate(&request(h.as_deref()), client).await.err().unwrap();
+            let r = auth.authenticate(&request(h.as_deref()), None, client).await.err().unwrap();
             assert_eq!((r.status, r.claimed.as_str()), (StatusCode::UNAUTHORIZED, claimed), "{h:?}");
         }
         // Four refusals and the burst of five is spent: even the right password waits.
-        let _ = auth.authenticate(&request(None), client).await;
-        let r = auth.authenticate(&request(Some("Bearer abc")), client).await.err().unwrap();
+        let _ = auth.authenticate(&request(None), None, client).await;
+        let r = auth.authenticate(&request(Some("Bearer abc")), None, client).await.err().unwrap();
         assert_eq!((r.status, r.outcome), (StatusCode::TOO_MANY_REQUESTS, "throttled"));
         let _ = std::fs::remove_dir_all(&dir);
     }
