@@ -549,6 +549,21 @@ pub fn check_cli(path: &Path) -> i32 {
         cfg.management.client_ca.as_deref(),
         id.as_ref(),
     );
+    if let Some(leaf) = id.as_ref().and_then(|i| i.chain.first()) {
+        let usages = ponte_proto::tls::usages(leaf);
+        let site = &cfg.relay.site;
+        if !usages.server {
+            report.add(format!(
+                "`tls.cert` is not usable by a server, and the agent dials this relay: issue it with \
+                 `ponte-agent pki issue --site {site} --usage server` (`both` if it feeds `[[downstream]]` relays)"
+            ));
+        } else if !usages.client && !cfg.downstreams.is_empty() {
+            report.add(format!(
+                "`tls.cert` is not usable by a client, and this relay dials its `[[downstream]]` relays: issue it \
+                 with `ponte-agent pki issue --site {site} --usage both`"
+            ));
+        }
+    }
     // As `run` refuses it: the certificate must name this relay's site.
     if let Some(id) = id {
         let own = id.chain.first().and_then(|c| ponte_proto::tls::site_of_certificate(c));

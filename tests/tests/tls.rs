@@ -456,3 +456,93 @@ async fn renewed_certificate_is_used_by_the_next_handshake_and_streams_go_on() -
     assert!(!log.contains("upstream session closed") && !log.contains("upstream session ended"), "{log}");
     Ok(())
 }
+
+/// `management.client_ca`: the agent's management port takes only
+/// certificates of the deployment CA; an operator certificate logs its
+/// `[[operator]]` (`certificate = true`, no password) in to the PTZ API,
+/// and the audit names it; no certificate, or one of another CA, gets no
+/// TLS session at all.
+#[tokio::test]
+async fn management_port_with_client_ca_takes_operator_certificates() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program("/usr/bin/curl", "curl") {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new().prefix("ponte-tls-").tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master"]).await?;
+    pki_cli(&pki, &["issue", "--site", "rossi", "--usage", "client"])?;
+    let other = Pki::create(dir.path().join("other"), &["rossi"]).await?;
+    let mgmt = free_tcp_port();
+    let mut agent =
+        AgentConfig::new("master", pki.tls("master"), vec![], vec![Device::simulated_dome("dome")]);
+    agent.management.listen = localhost(mgmt);
+    agent.management.https =
+        Some(HttpsSection { cert: pki.cert("master"), key: pki.key("master"), redirect_listen: None });
+    agent.management.client_ca = Some(pki.ca_cert());
+    agent.operators = vec![ponte_agent::operators::OperatorConfig {
+        name: "rossi".into(),
+        password_hash: None,
+        token_sha256: None,
+        certificate: true,
+    }];
+    let toml = agent.write(dir.path().join("agent.toml"))?;
+    let check = ponte_tests::agent_cli(&["config", "check", "--config", &toml.to_string_lossy()], "")?;
+    assert!(check.starts_with("OK"), "{check}");
+    let _agent = spawn("ponte-agent", &toml)?;
+
+    let ca = pki.ca_cert().to_string_lossy().into_owned();
+    let base = format!("https://127.0.0.1:{mgmt}");
+    let (cert, key) =
+        (pki.cert("rossi").to_string_lossy().into_owned(), pki.key("rossi").to_string_lossy().into_owned());
+    let with_cert = |path: &str| {
+        vec![
+            "--cacert".to_owned(),
+            ca.clone(),
+            "--cert".to_owned(),
+            cert.clone(),
+            "--key".to_owned(),
+            key.clone(),
+            format!("{base}{path}"),
+        ]
+    };
+    let status =
+        ponte_tests::wait_until("the HTTPS management port", T, Duration::from_millis(100), || async {
+            let args = with_cert("/status");
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Ok(curl(&args).await.ok().filter(|r| r.status == 200))
+        })
+        .await?;
+    assert!(status.body.contains("\"node\":\"master\""), "{}", status.body);
+
+    let mut args = with_cert("/api/ptz/dome");
+    args.splice(
+        0..0,
+        ["-X", "POST", "-H", "content-type: application/json", "--data", r#"{"op":"stop"}"#]
+            .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stopped = curl(&args).await?;
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert!(stopped.body.contains(r#""viewer":"rossi""#), "{}", stopped.body);
+    let audit = audit_lines(&agent.audit.path);
+    assert!(
+        audit.iter().any(|l| l["action"] == "ptz" && l["viewer"] == "rossi"),
+        "no PTZ line for rossi: {audit:?}"
+    );
+
+    // No client certificate, or one of another CA: no TLS session.
+    assert!(
+        curl(&["--cacert", &ca, &format!("{base}/status")]).await.is_err(),
+        "served without a certificate"
+    );
+    let (oc, ok) = (
+        other.cert("rossi").to_string_lossy().into_owned(),
+        other.key("rossi").to_string_lossy().into_owned(),
+    );
+    let foreign = curl(&["--cacert", &ca, "--cert", &oc, "--key", &ok, &format!("{base}/status")]).await;
+    assert!(foreign.is_err(), "served a certificate of another CA");
+    // Plain HTTP on the port is not served either.
+    let plain = curl(&[&format!("http://127.0.0.1:{mgmt}/status")]).await;
+    assert!(plain.map_or(true, |r| r.status >= 400), "plain HTTP served");
+    Ok(())
+}

@@ -430,6 +430,16 @@ pub fn check_cli(path: &Path) -> i32 {
         report.add_error(p.as_ref());
     }
     let id = report.tls(&cfg.tls);
+    if let Some(leaf) = id.as_ref().and_then(|i| i.chain.first()) {
+        if !ponte_proto::tls::usages(leaf).client {
+            report.add(format!(
+                "`tls.cert` `{}` is not usable by a client, and the agent dials the relays: issue it with \
+                 `ponte-agent pki issue --site {} --usage client`",
+                cfg.tls.cert.display(),
+                cfg.agent.id
+            ));
+        }
+    }
     report.https(
         "management.https",
         cfg.management.https.as_ref(),

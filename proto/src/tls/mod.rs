@@ -272,17 +272,32 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option
             let _ = roots.add(c.clone());
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // The node's own certificate must pass the check its peers make.
-        let verified =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        // The node's own certificate must pass the check its peers make:
+        // as a client (the agent, a relay dialing a cascade) if it may be
+        // one, else as a server under its site name.
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(now_unix.max(0) as u64));
+        let roots = Arc::new(roots);
+        let verified = if usages(leaf).client {
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| e.to_string())
                 .and_then(|v| {
-                    let now = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
-                        now_unix.max(0) as u64,
-                    ));
                     v.verify_client_cert(leaf, intermediates, now).map(drop).map_err(|e| e.to_string())
-                });
+                })
+        } else {
+            let name = site_of_certificate(leaf)
+                .and_then(|s| rustls::pki_types::ServerName::try_from(s).ok())
+                .ok_or_else(|| "the certificate names no site".to_owned());
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    use rustls::client::danger::ServerCertVerifier as _;
+                    v.verify_server_cert(leaf, intermediates, &name?, &[], now)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+        };
         if let Err(e) = verified {
             if !problems.iter().any(|p| p.starts_with("`tls.cert`")) {
                 problems.push(format!(
@@ -309,6 +324,30 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option
         }
     }
     (Some(id), problems)
+}
+
+/// What a certificate may be used for (its extended key usage; none
+/// listed means any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usages {
+    /// TLS server (`serverAuth`): a relay.
+    pub server: bool,
+    /// TLS client (`clientAuth`): the agent, a relay dialing a cascade.
+    pub client: bool,
+}
+
+/// The usages of a certificate (both when it does not parse: the
+/// handshake will say more).
+pub fn usages(der: &[u8]) -> Usages {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Usages { server: true, client: true } };
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) => Usages {
+            server: eku.value.any || eku.value.server_auth,
+            client: eku.value.any || eku.value.client_auth,
+        },
+        _ => Usages { server: true, client: true },
+    }
 }
 
 /// The site id a certificate names: SAN URI `site:<id>`, else the first DNS
