@@ -812,6 +812,31 @@ mod tests {
         assert_eq!((s.open(), s.per_client.len()), (0, 0));
     }
 
+    #[test]
+    fn the_plain_port_sends_to_the_same_host_and_path_on_https() {
+        let req =
+            |host: &str, uri: &str| Request::builder().uri(uri).header(header::HOST, host).body(()).unwrap();
+        let loc = |r: Response<Body>| {
+            (r.status(), r.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned()))
+        };
+        assert_eq!(
+            loc(redirect(&req("relay.cc.lan", "/?camera=x"), 443)),
+            (StatusCode::PERMANENT_REDIRECT, Some("https://relay.cc.lan/?camera=x".into()))
+        );
+        assert_eq!(
+            loc(redirect(&req("10.20.0.10:80", "/login"), 8443)),
+            (StatusCode::PERMANENT_REDIRECT, Some("https://10.20.0.10:8443/login".into()))
+        );
+        assert_eq!(
+            loc(redirect(&req("[fd00::5]:80", "/"), 443)),
+            (StatusCode::PERMANENT_REDIRECT, Some("https://[fd00::5]/".into()))
+        );
+        let no_host = Request::builder().uri("/").body(()).unwrap();
+        assert_eq!(loc(redirect(&no_host, 443)), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(strip_port("name"), "name");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
     fn options() -> HttpOptions {
         HttpOptions {
             name: "test port",

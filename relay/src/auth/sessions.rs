@@ -239,6 +239,34 @@ mod tests {
     }
 
     #[test]
+    fn busy_sessions_end_at_their_absolute_lifetime_across_a_restart() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let mut table = SessionTable::new(hour, 10).with_max_age(12 * hour);
+        table.insert("a".into(), compiled(None, None), t0);
+        let half = hour / 2;
+        for n in 1..24 {
+            assert!(table.get("a", t0 + n * half).is_some(), "used every half hour, at {n} × 30 min");
+        }
+        assert!(table.get("a", t0 + 12 * hour).is_none(), "12 h after the login, however busy");
+        // Stored at 11 h, restored: the login time comes back with it.
+        let mut table = SessionTable::new(12 * hour, 10).with_max_age(12 * hour);
+        table.insert("b".into(), compiled(None, None), t0);
+        let unix = 1_900_000_000;
+        assert!(table.get("b", t0 + 11 * hour - Duration::from_secs(60)).is_some());
+        let stored = table.snapshot(t0 + 11 * hour, unix);
+        assert_eq!(stored.len(), 1);
+        let mut back = SessionTable::new(12 * hour, 10).with_max_age(12 * hour);
+        let later = t0 + 11 * hour;
+        assert_eq!(back.restore(stored.clone(), |v| Some(v.clone()), later, unix), 1);
+        assert!(back.get("b", later + Duration::from_secs(1800)).is_some());
+        assert!(back.get("b", later + hour).is_none(), "the restart did not renew it");
+        // Restored two hours later (the relay was down): already too old.
+        let mut late = SessionTable::new(12 * hour, 10).with_max_age(12 * hour);
+        assert_eq!(late.restore(stored, |v| Some(v.clone()), later, unix + 2 * 3600), 0);
+    }
+
+    #[test]
     fn stored_sessions_come_back_by_cookie_hash_unless_idle_or_unknown() {
         let t0 = Instant::now();
         let hour = Duration::from_secs(3600);
