@@ -72,6 +72,7 @@ impl Agent {
             cameras: cameras.clone(),
             access: access_rx,
             audit,
+            anchor_every: cfg.audit.anchor_every(),
             clock,
             shaping: uplink::ShapingBoard::default(),
             links: uplink::LinkBoard::default(),

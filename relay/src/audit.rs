@@ -2,9 +2,11 @@
 //! long, and what was refused. Hash-chained JSON lines
 //! ([`ponte_proto::audit::AuditLog`]), checked by `ponte-relay audit verify`.
 
-use ponte_proto::audit::{AuditLog, AuditRecord};
+use crate::watching::Watching;
+use ponte_proto::audit::{AnchoredHead, AuditLog, AuditRecord, ACTION_ANCHOR};
 use ponte_proto::media::Quality;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::error;
 
@@ -40,11 +42,18 @@ pub struct Viewing<'a> {
 }
 
 /// The relay's audit log. Writing never fails the caller: a write error is
-/// logged loudly (the log's chain head stays where it was).
+/// logged loudly (the log's chain head stays where it was). Every viewing
+/// it records is also on the [`Watching`] board, which the upstream links
+/// report to the agent.
 pub struct RelayAudit {
     log: Option<AuditLog>,
     site: String,
+    watching: Arc<Watching>,
+    anchor_every: Duration,
 }
+
+/// `audit.anchor_every_secs` by default.
+const ANCHOR_EVERY: Duration = Duration::from_secs(300);
 
 impl RelayAudit {
     /// Audit lines that could not be written since start.
@@ -54,7 +63,39 @@ impl RelayAudit {
 
     /// The log opened by `[audit]`.
     pub fn new(log: AuditLog, site: &str) -> Self {
-        Self { log: Some(log), site: site.to_owned() }
+        Self { log: Some(log), site: site.to_owned(), watching: Arc::default(), anchor_every: ANCHOR_EVERY }
+    }
+
+    /// Sends the head of this log to each peer every `every` (`audit.anchor_every_secs`).
+    pub fn with_anchor_every(self, every: Duration) -> Self {
+        Self { anchor_every: every, ..self }
+    }
+
+    /// How often the head of this log goes to each peer.
+    pub fn anchor_every(&self) -> Duration {
+        self.anchor_every
+    }
+
+    /// Who watches which camera here, by name.
+    pub fn watching(&self) -> &Arc<Watching> {
+        &self.watching
+    }
+
+    /// Sequence number and hash of the newest line, for `Control::AuditHead`.
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.log.as_ref()?.chain_head()
+    }
+
+    /// The head of a peer's audit chain (`node` as its `Hello` named it,
+    /// from the site `peer` its certificate names): an `anchor` line.
+    pub fn anchor(&self, peer: &str, node: &str, seq: u64, hash: String) {
+        self.write(AuditRecord {
+            viewer: Some(format!("site:{peer}")),
+            action: ACTION_ANCHOR.into(),
+            outcome: "recorded".into(),
+            anchor: Some(AnchoredHead { node: node.to_owned(), seq, hash }),
+            ..Default::default()
+        });
     }
 
     /// Deletes what retention no longer keeps (each deletion recorded) and
@@ -68,12 +109,12 @@ impl RelayAudit {
     /// Opens (or continues) the log at `path`, keeping every file (tests).
     #[cfg(test)]
     pub fn open(path: &std::path::Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
-        Ok(Self { log: Some(AuditLog::open(path, site, max_bytes)?), site: site.to_owned() })
+        Ok(Self::new(AuditLog::open(path, site, max_bytes)?, site))
     }
 
     /// A log that writes nothing (unit tests).
     pub fn disabled(site: &str) -> Self {
-        Self { log: None, site: site.to_owned() }
+        Self { log: None, site: site.to_owned(), watching: Arc::default(), anchor_every: ANCHOR_EVERY }
     }
 
     fn write(&self, mut record: AuditRecord) {
@@ -109,6 +150,7 @@ impl RelayAudit {
 
     /// A viewer started watching.
     pub fn view_start(&self, v: Viewing<'_>, how: &str) {
+        self.watching.start(v.viewer, v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_START.into(),
             outcome: "allowed".into(),
@@ -119,6 +161,7 @@ impl RelayAudit {
 
     /// A viewing ended after `lasted`, for `why`.
     pub fn view_stop(&self, v: Viewing<'_>, lasted: Duration, why: &str) {
+        self.watching.stop(v.viewer, v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_STOP.into(),
             outcome: "ended".into(),

@@ -36,7 +36,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let audit =
-        audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site);
+        audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site)
+            .with_anchor_every(cfg.audit.anchor_every());
     let audit = Arc::new(audit);
     let upstreams = Upstreams::new(
         &cfg.relay.site,

@@ -132,7 +132,7 @@ impl AgentSession {
 
     /// Subscribes and waits for the answer to that id.
     pub async fn subscribe(&mut self, id: u64, camera: &str, quality: Quality) -> Result<Answer> {
-        self.tx.send(&Control::Subscribe { id, camera: camera.into(), quality }).await?;
+        self.tx.send(&Control::Subscribe { id, camera: camera.into(), quality, viewer: None }).await?;
         loop {
             match self.next_control().await? {
                 Control::SubscribeOk { id: got, .. } if got == id => return Ok(Answer::Ok),

@@ -46,6 +46,8 @@ pub struct Shared {
     pub access: watch::Receiver<Arc<Access>>,
     /// Audit log.
     pub audit: Arc<AuditLog>,
+    /// How often the head of the audit log goes to each relay (`audit.anchor_every_secs`).
+    pub anchor_every: std::time::Duration,
     /// Wall clock the policy is evaluated against.
     pub clock: Clock,
     /// Where sessions publish their shaping state.

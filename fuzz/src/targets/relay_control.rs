@@ -160,14 +160,14 @@ pub fn run(data: &[u8]) -> u64 {
             6 if !h.links.is_empty() => {
                 // Only a subscriber may send these: a protocol error.
                 let id = h.links[pick(h.links.len())].0;
-                let msg = Control::Subscribe { id: 1, camera: camera.into(), quality };
+                let msg = Control::Subscribe { id: 1, camera: camera.into(), quality, viewer: None };
                 assert!(h.state.on_control(id, msg, now).is_err());
             }
             7 | 8 => {
                 let key = TrackKey::new(camera, quality);
                 if h.state.tracks.contains_key(&key) {
                     *h.viewers.entry(key).or_default() += 1;
-                } else if let Ok(plan) = h.state.plan_subscribe(&key, now) {
+                } else if let Ok(plan) = h.state.plan_subscribe(&key, None, now) {
                     let generation = h.state.subscribed(&key, &plan);
                     h.tended.insert(key, (generation, None));
                     h.run(vec![Action::Send { link: plan.link, msg: plan.msg }]);

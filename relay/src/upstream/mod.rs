@@ -396,6 +396,17 @@ impl Upstreams {
 
     /// Gets a reader for a camera, subscribing upstream if nobody here watches it yet.
     pub async fn subscribe(&self, camera: &str, quality: Quality) -> Result<TrackReader, SubscribeFailure> {
+        self.subscribe_as(camera, quality, None).await
+    }
+
+    /// [`Self::subscribe`] for `viewer`, whom a new upstream subscription
+    /// names to the upstream's audit.
+    pub async fn subscribe_as(
+        &self,
+        camera: &str,
+        quality: Quality,
+        viewer: Option<&str>,
+    ) -> Result<TrackReader, SubscribeFailure> {
         let key = TrackKey::new(camera, quality);
         let (reader, answer) = {
             let mut inner = self.lock();
@@ -403,7 +414,7 @@ impl Upstreams {
                 // An orphan too: its viewers wait for the link to come back.
                 return Ok(t.ingest.writer.subscribe());
             }
-            let plan = inner.state.plan_subscribe(&key, now())?;
+            let plan = inner.state.plan_subscribe(&key, viewer, now())?;
             let sent =
                 inner.links.get(&plan.link).is_some_and(|io| io.ctl.try_send(plan.msg.clone()).is_ok());
             if !sent {
@@ -515,13 +526,21 @@ impl Upstreams {
 
     /// Looks after one track for its whole life: wakes the state machine's
     /// [`UpstreamState::tend`] when it asks to, or when the viewer count changes.
+    /// Also tells the upstream who watches it, by name, when that changes.
     async fn keep(self: Arc<Self>, key: TrackKey, generation: u64, mut viewers: watch::Receiver<usize>) {
         let mut idle_since = None;
+        let mut names_rx = self.audit.watching().changes();
         loop {
+            names_rx.borrow_and_update();
+            let (names, more) = self.audit.watching().names(&key);
             let wake = {
                 let mut inner = self.lock();
                 let watching = *viewers.borrow_and_update();
-                let (wake, actions) = inner.state.tend(&key, generation, watching, &mut idle_since, now());
+                let (wake, mut actions) =
+                    inner.state.tend(&key, generation, watching, &mut idle_since, now());
+                if wake.is_some() {
+                    actions.extend(inner.state.viewers(&key, generation, names, more));
+                }
                 self.execute(&mut inner, actions);
                 match wake {
                     Some(at) => Instant::from_std(at),
@@ -531,6 +550,7 @@ impl Upstreams {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 changed = viewers.changed() => if changed.is_err() { return },
+                _ = names_rx.changed() => {}
             }
         }
     }
@@ -609,6 +629,10 @@ impl Upstreams {
         // The master room's site speaks as the agent; any other trusted site
         // is a parent relay of a cascade.
         let expected = if peer == ponte_proto::ptz::MASTER_SITE { Role::Agent } else { Role::Relay };
+        let node = match &said {
+            Control::Hello { node, .. } => node.clone(),
+            _ => peer.clone(),
+        };
         if let Control::Hello { role, .. } = said {
             if role != expected {
                 let why = format!(
@@ -624,11 +648,18 @@ impl Upstreams {
         let link_id = self.add_link(&peer, addr, conn.clone(), ctl_tx);
         let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
         let mut stats = tokio::time::interval(Duration::from_secs(5));
+        // The first tick is at once: the upstream anchors this log as the session starts.
+        let mut anchor = tokio::time::interval(self.audit.anchor_every());
         let result = loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    // The upstream's audit head, anchored in this relay's chain.
+                    Ok(Control::AuditHead { seq, hash }) => self.audit.anchor(&peer, &node, seq, hash),
                     Ok(msg) => if let Err(e) = self.on_control(link_id, &peer, msg) { break Err(e) },
                     Err(e) => break Err(e),
+                },
+                _ = anchor.tick() => if let Some((seq, hash)) = self.audit.head() {
+                    if let Err(e) = tx.send(&Control::AuditHead { seq, hash }).await { break Err(e) }
                 },
                 Some(out) = ctl_rx.recv() => if let Err(e) = tx.send(&out).await { break Err(e) },
                 _ = stats.tick() => {

@@ -253,7 +253,8 @@ async fn first_frame(
     camera: &str,
     quality: Quality,
 ) -> Result<(TrackReader, (HubItem, Arrival)), Reject> {
-    let mut reader = state.source.subscribe(camera, quality).await.map_err(|f| {
+    let name = viewer.audit_name().unwrap_or(crate::watching::ANONYMOUS);
+    let mut reader = state.source.subscribe_as(camera, quality, Some(name)).await.map_err(|f| {
         info!(camera = %camera, quality = quality.name(), viewer = viewer.name(), code = f.code.name(), reason = %f.reason, "WHEP: upstream refused");
         state.audit.refused(viewer.audit_name(), camera, quality, f.code.name(), &f.reason);
         subscribe_reject(camera, quality, &f)
