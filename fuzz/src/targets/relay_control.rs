@@ -1,7 +1,7 @@
 //! The relay's upstream table ([`UpstreamState`]) with the shell's
 //! bookkeeping around it: random sequences of upstream control messages,
 //! links coming and going, viewers subscribing and leaving, PTZ commands and
-//! answers, and time passing. The table stays consistent after every step,
+//! answers, viewer lists, and time passing. The table stays consistent after every step,
 //! nothing panics, messages only go to links that are up, and once every
 //! link is gone every track ends within the grace.
 
@@ -65,13 +65,17 @@ impl Harness {
         for key in keys {
             let Some((generation, mut idle)) = self.tended.get(&key).copied() else { continue };
             let viewers = self.viewers.get(&key).copied().unwrap_or(0);
-            let (wake, actions) = self.state.tend(&key, generation, viewers, &mut idle, self.now);
+            let (wake, mut actions) = self.state.tend(&key, generation, viewers, &mut idle, self.now);
             if let Some(t) = self.tended.get_mut(&key) {
                 t.1 = idle;
             }
             if wake.is_none() {
                 self.tended.remove(&key);
                 self.viewers.remove(&key);
+            } else {
+                // As the shell's `keep`: who watches, by name.
+                let names = (0..viewers.min(3)).map(|i| format!("v{i}")).collect();
+                actions.extend(self.state.viewers(&key, generation, names, 0));
             }
             self.run(actions);
         }
