@@ -2,7 +2,7 @@
 //! long, and what was refused. Hash-chained JSON lines
 //! ([`ponte_proto::audit::AuditLog`]), checked by `ponte-relay audit verify`.
 
-use crate::watching::Watching;
+use crate::watching::{upstream_name, Watching};
 use ponte_proto::audit::{AnchoredHead, AuditLog, AuditRecord, ACTION_ANCHOR};
 use ponte_proto::media::Quality;
 use std::net::IpAddr;
@@ -39,6 +39,9 @@ pub struct Viewing<'a> {
     pub quality: Quality,
     /// WHEP (or RTSP) session id.
     pub session: &'a str,
+    /// The viewer is a `[[token]]`: the agent's audit names it
+    /// `token:<name>@<site>` (`crate::watching::upstream_name`).
+    pub token: bool,
 }
 
 /// The relay's audit log. Writing never fails the caller: a write error is
@@ -150,7 +153,7 @@ impl RelayAudit {
 
     /// A viewer started watching.
     pub fn view_start(&self, v: Viewing<'_>, how: &str) {
-        self.watching.start(v.viewer, v.camera, v.quality);
+        self.watching.start(&upstream_name(v.viewer, v.token), v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_START.into(),
             outcome: "allowed".into(),
@@ -161,7 +164,7 @@ impl RelayAudit {
 
     /// A viewing ended after `lasted`, for `why`.
     pub fn view_stop(&self, v: Viewing<'_>, lasted: Duration, why: &str) {
-        self.watching.stop(v.viewer, v.camera, v.quality);
+        self.watching.stop(&upstream_name(v.viewer, v.token), v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_STOP.into(),
             outcome: "ended".into(),
@@ -235,7 +238,13 @@ mod tests {
         let audit = RelayAudit::open(&path, "carabinieri", 1 << 20).unwrap();
         let client: IpAddr = "10.1.2.3".parse().unwrap();
         audit.login("anna", client, "failed", "wrong password".into());
-        let v = Viewing { viewer: Some("anna"), camera: "duomo", quality: Quality::Sub, session: "abc" };
+        let v = Viewing {
+            viewer: Some("anna"),
+            camera: "duomo",
+            quality: Quality::Sub,
+            session: "abc",
+            token: false,
+        };
         audit.view_start(v, "WHEP");
         audit.view_stop(v, Duration::from_millis(1500), "deleted by the viewer");
         audit.refused(Some("anna"), "caserma", Quality::Main, "unknown", "outside the viewer's cameras");

@@ -470,7 +470,8 @@ async fn serve(spec: ServeSpec, upstreams: Arc<Upstreams>) {
         return;
     }
     let session = format!("cascade-{}-{id}", link.target.site);
-    let viewing = Viewing { viewer: Some(&viewer), camera: &camera, quality, session: &session };
+    let viewing =
+        Viewing { viewer: Some(&viewer), camera: &camera, quality, session: &session, token: false };
     audit.view_start(viewing, "cascade");
     // Written however the subscription ends, also when its task is
     // aborted (an unsubscribe, or the link going down).
@@ -507,6 +508,7 @@ impl Drop for ViewStop<'_> {
             camera: self.camera,
             quality: self.quality,
             session: self.session,
+            token: false,
         };
         self.audit.view_stop(v, self.started.elapsed(), "the downstream relay's subscription ended");
     }

@@ -17,6 +17,17 @@ use tokio::sync::watch;
 /// relay without accounts).
 pub const ANONYMOUS: &str = "anonymous";
 
+/// The name a viewer goes by upstream: its audit name (`None`: anonymous),
+/// `token:<name>` for a `[[token]]`, cut to what the wire carries. The
+/// agent adds `@<site>` from this relay's certificate.
+pub fn upstream_name(audit_name: Option<&str>, token: bool) -> String {
+    match audit_name {
+        None => ANONYMOUS.to_owned(),
+        Some(name) if token => wire_viewer(&format!("token:{name}")),
+        Some(name) => wire_viewer(name),
+    }
+}
+
 /// Viewers by track, with how many viewings each has open.
 #[derive(Debug)]
 pub struct Watching {
@@ -36,24 +47,23 @@ impl Watching {
         self.by_track.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `viewer` (`None`: anonymous) started watching `camera` at `quality`.
-    pub fn start(&self, viewer: Option<&str>, camera: &str, quality: Quality) {
-        let name = wire_viewer(viewer.unwrap_or(ANONYMOUS));
+    /// `name` ([`upstream_name`]) started watching `camera` at `quality`.
+    pub fn start(&self, name: &str, camera: &str, quality: Quality) {
+        let name = name.to_owned();
         *self.lock().entry(TrackKey::new(camera, quality)).or_default().entry(name).or_default() += 1;
         self.changes.send_modify(|v| *v += 1);
     }
 
-    /// One viewing of `viewer` ended.
-    pub fn stop(&self, viewer: Option<&str>, camera: &str, quality: Quality) {
-        let name = wire_viewer(viewer.unwrap_or(ANONYMOUS));
+    /// One viewing of `name` ended.
+    pub fn stop(&self, name: &str, camera: &str, quality: Quality) {
         let key = TrackKey::new(camera, quality);
         {
             let mut map = self.lock();
             let Some(names) = map.get_mut(&key) else { return };
-            if let Some(n) = names.get_mut(&name) {
+            if let Some(n) = names.get_mut(name) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    names.remove(&name);
+                    names.remove(name);
                 }
             }
             if names.is_empty() {
@@ -86,21 +96,29 @@ mod tests {
     fn names_count_viewings_and_stay_bounded() {
         let w = Watching::default();
         let key = TrackKey::new("duomo", Quality::Main);
-        w.start(Some("op"), "duomo", Quality::Main);
-        w.start(Some("op"), "duomo", Quality::Main);
-        w.start(None, "duomo", Quality::Main);
-        w.start(Some("anna"), "duomo", Quality::Sub);
+        w.start("op", "duomo", Quality::Main);
+        w.start("op", "duomo", Quality::Main);
+        w.start(ANONYMOUS, "duomo", Quality::Main);
+        w.start("anna", "duomo", Quality::Sub);
         assert_eq!(w.names(&key), (vec!["anonymous".to_owned(), "op".to_owned()], 0));
-        w.stop(Some("op"), "duomo", Quality::Main);
+        w.stop("op", "duomo", Quality::Main);
         assert_eq!(w.names(&key).0, ["anonymous", "op"], "op still has a viewing open");
-        w.stop(Some("op"), "duomo", Quality::Main);
-        w.stop(None, "duomo", Quality::Main);
-        w.stop(Some("nobody"), "duomo", Quality::Main);
+        w.stop("op", "duomo", Quality::Main);
+        w.stop(ANONYMOUS, "duomo", Quality::Main);
+        w.stop("nobody", "duomo", Quality::Main);
         assert_eq!(w.names(&key), (vec![], 0));
         for i in 0..MAX_VIEWERS + 3 {
-            w.start(Some(&format!("v{i:04}")), "duomo", Quality::Main);
+            w.start(&format!("v{i:04}"), "duomo", Quality::Main);
         }
         let (names, more) = w.names(&key);
         assert_eq!((names.len(), more), (MAX_VIEWERS, 3));
+    }
+
+    #[test]
+    fn upstream_names_tell_tokens_and_anonymous_viewers_apart() {
+        assert_eq!(upstream_name(Some("op"), false), "op");
+        assert_eq!(upstream_name(Some("vms"), true), "token:vms");
+        assert_eq!(upstream_name(None, false), "anonymous");
+        assert_eq!(upstream_name(Some(&"é".repeat(100)), false).len(), ponte_proto::wire::MAX_VIEWER_LEN);
     }
 }

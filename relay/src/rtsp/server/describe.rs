@@ -8,7 +8,6 @@ use super::RtspServer;
 use crate::auth::{ScopeRefusal, Viewer};
 use crate::rtsp::sdp;
 use crate::upstream::SubscribeFailure;
-use crate::watching::ANONYMOUS;
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
 use rtsp_types::{Request, StatusCode};
@@ -50,10 +49,10 @@ impl RtspServer {
         target: &Target,
         viewer: &Viewer,
     ) -> Result<(TrackReader, HubItem), Reply> {
-        let name = viewer.audit_name().unwrap_or(ANONYMOUS);
+        let name = viewer.upstream_name();
         let mut reader = self
             .source
-            .subscribe_as(&target.camera, target.quality, Some(name))
+            .subscribe_as(&target.camera, target.quality, Some(&name))
             .await
             .map_err(|f| subscribe_reply(&target.camera, &f))?;
         match tokio::time::timeout(self.settings.first_frame_timeout, reader.next()).await {
