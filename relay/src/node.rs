@@ -140,6 +140,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     ponte_proto::http_server::serve(listener, app, cfg.relay.http_options(), shutdown_signal())
         .await
         .context("HTTP server (`relay.http_listen`)")?;
+    // The upstreams anchor this log's head as of the shutdown.
+    upstreams.send_final_heads(std::time::Duration::from_millis(200)).await;
     Ok(())
 }
 

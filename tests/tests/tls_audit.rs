@@ -149,3 +149,37 @@ async fn each_agencys_log_names_the_operator_and_catches_a_cut_tail_of_the_other
     assert!(out.contains(&format!("anchored seq {newest} ")), "names the last anchored seq {newest}:\n{out}");
     Ok(())
 }
+
+/// With anchors an hour apart, the heads sent when the session comes up and
+/// when the agent shuts down are the only ones: the relay's log anchors the
+/// agent's last line, so even a one-line cut of its tail is caught.
+#[tokio::test]
+async fn the_agent_sends_its_last_head_when_it_shuts_down() -> Result<()> {
+    let _heavy = ponte_tests::e2e_lock();
+    let mut stack = Stack::start_with(StackSpec {
+        devices: vec![Device::synthetic("cam-a")],
+        agent: Tweak::agent(|agent| agent.audit.anchor_every_secs = 3600),
+        relay: Tweak::relay(|relay| relay.audit.anchor_every_secs = 3600),
+        ..StackSpec::default()
+    })
+    .await?;
+    let agent_log = stack.agent_config.audit.path.clone();
+    let relay_log = stack.relay_config.audit_path();
+    // Each side anchored the other's head as the session came up.
+    wait_until("the first anchors", Duration::from_secs(10), Duration::from_millis(100), || async {
+        let (a, r) = (anchored(&agent_log, "carabinieri")?.len(), anchored(&relay_log, "master")?.len());
+        Ok((a >= 1 && r >= 1).then_some(()))
+    })
+    .await?;
+    stack.agent.terminate(Duration::from_secs(10)).await?;
+    let heads = anchored(&relay_log, "master")?;
+    let last = lines(&agent_log)?.last().and_then(|l| l["seq"].as_u64()).context("empty agent log")?;
+    assert_eq!(heads.len(), 2, "the session's first head and the shutdown's: {heads:?}");
+    assert_eq!(heads.last(), Some(&last), "the shutdown head is the agent's last line");
+    let cut = stack.dir().join("agent-cut.log");
+    cut_tail(&agent_log, &cut, 1)?;
+    let (code, out) = verify("ponte-agent", &[Path::new("--anchors"), &relay_log, &cut])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("anchored seq {last} ")), "{out}");
+    Ok(())
+}

@@ -330,6 +330,19 @@ impl Upstreams {
         self.bytes_received.load(Ordering::Relaxed)
     }
 
+    /// Sends every upstream the head of this relay's audit log one last
+    /// time (shutdown), and gives the sends `grace` to go out.
+    pub async fn send_final_heads(&self, grace: Duration) {
+        let Some((seq, hash)) = self.audit.head() else { return };
+        {
+            let inner = self.lock();
+            for io in inner.links.values() {
+                let _ = io.ctl.try_send(Control::AuditHead { seq, hash: hash.clone() });
+            }
+        }
+        tokio::time::sleep(grace).await;
+    }
+
     /// Executes what the state machine decided, under the lock that
     /// produced it; messages that cannot be queued go back to it.
     fn execute(&self, inner: &mut Inner, actions: Vec<Action>) {
@@ -650,17 +663,27 @@ impl Upstreams {
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         // The first tick is at once: the upstream anchors this log as the session starts.
         let mut anchor = tokio::time::interval(self.audit.anchor_every());
+        // A brand-new log has no head at the first tick: its first line
+        // (the upstream's head, anchored) is sent at once instead.
+        let mut head_sent = false;
         let result = loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     // The upstream's audit head, anchored in this relay's chain.
-                    Ok(Control::AuditHead { seq, hash }) => self.audit.anchor(&peer, &node, seq, hash),
+                    Ok(Control::AuditHead { seq, hash }) => {
+                        self.audit.anchor(&peer, &node, seq, hash);
+                        if !head_sent {
+                            head_sent = true;
+                            if let Err(e) = self.send_head(&mut tx).await { break Err(e) }
+                        }
+                    }
                     Ok(msg) => if let Err(e) = self.on_control(link_id, &peer, msg) { break Err(e) },
                     Err(e) => break Err(e),
                 },
-                _ = anchor.tick() => if let Some((seq, hash)) = self.audit.head() {
-                    if let Err(e) = tx.send(&Control::AuditHead { seq, hash }).await { break Err(e) }
-                },
+                _ = anchor.tick() => {
+                    head_sent |= self.audit.head().is_some();
+                    if let Err(e) = self.send_head(&mut tx).await { break Err(e) }
+                }
                 Some(out) = ctl_rx.recv() => if let Err(e) = tx.send(&out).await { break Err(e) },
                 _ = stats.tick() => {
                     let report = StatsReport { bytes_received: self.bytes_received(), ..Default::default() };
@@ -672,6 +695,15 @@ impl Upstreams {
         media.abort();
         self.drop_link(link_id);
         result
+    }
+
+    /// Sends the head of this relay's audit log, if it has one, for the
+    /// upstream to anchor.
+    async fn send_head(&self, tx: &mut session::ControlSender) -> Result<(), SessionError> {
+        match self.audit.head() {
+            Some((seq, hash)) => tx.send(&Control::AuditHead { seq, hash }).await,
+            None => Ok(()),
+        }
     }
 
     /// Feeds a control message of `link_id` (from site `peer`) to the state machine.
