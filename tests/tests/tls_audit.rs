@@ -126,27 +126,31 @@ async fn each_agencys_log_names_the_operator_and_catches_a_cut_tail_of_the_other
     let (code, out) = verify("ponte-agent", &[Path::new("--anchors"), &relay_log, &agent_log])?;
     assert_eq!(code, 0, "the agent's intact log matches the relay's anchors:\n{out}");
 
-    // The relay's log cut by its last 5 lines still verifies alone; the
-    // agent's anchors name the newest head it lost.
-    let cut_relay = stack.dir().join("relay-cut.log");
-    cut_tail(&relay_log, &cut_relay, 5)?;
-    let (code, out) = verify("ponte-relay", &[&cut_relay])?;
+    // Each log cut by its last 5 lines still verifies alone; the other
+    // side's anchors name the newest head it lost.
+    cut_tail_is_caught(
+        "ponte-relay",
+        &relay_log,
+        "carabinieri",
+        &agent_log,
+        &stack.dir().join("relay-cut.log"),
+    )?;
+    cut_tail_is_caught("ponte-agent", &agent_log, "master", &relay_log, &stack.dir().join("agent-cut.log"))?;
+    Ok(())
+}
+
+/// `log` (of `node`) copied to `cut` without its last 5 lines passes
+/// `BIN audit verify` alone, and fails it against the anchors in `other`,
+/// naming the newest head of `node` that `other` anchored.
+fn cut_tail_is_caught(bin: &str, log: &Path, node: &str, other: &Path, cut: &Path) -> Result<()> {
+    cut_tail(log, cut, 5)?;
+    let (code, out) = verify(bin, &[cut])?;
     assert_eq!(code, 0, "a cut tail leaves the chain itself intact:\n{out}");
-    let newest = anchored(&agent_log, "carabinieri")?.into_iter().max().context("no anchor")?;
-    let (code, out) = verify("ponte-relay", &[Path::new("--anchors"), &agent_log, &cut_relay])?;
+    let newest = anchored(other, node)?.into_iter().max().context("no anchor")?;
+    let (code, out) = verify(bin, &[Path::new("--anchors"), other, cut])?;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("anchored seq {newest} ")), "names the last anchored seq {newest}:\n{out}");
     assert!(out.contains("cut or rewritten"), "{out}");
-
-    // The same the other way: the relay's anchors catch the agent's cut tail.
-    let cut_agent = stack.dir().join("agent-cut.log");
-    cut_tail(&agent_log, &cut_agent, 5)?;
-    let (code, out) = verify("ponte-agent", &[&cut_agent])?;
-    assert_eq!(code, 0, "{out}");
-    let newest = anchored(&relay_log, "master")?.into_iter().max().context("no anchor")?;
-    let (code, out) = verify("ponte-agent", &[Path::new("--anchors"), &relay_log, &cut_agent])?;
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("anchored seq {newest} ")), "names the last anchored seq {newest}:\n{out}");
     Ok(())
 }
 

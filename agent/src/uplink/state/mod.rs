@@ -222,27 +222,18 @@ impl SessionState {
         let before = std::mem::replace(&mut sub.viewers, now);
         let sub = sub.clone();
         let mut actions = Vec::new();
-        for v in sub.viewers.difference(&before) {
-            info!(site = %self.site, camera = %sub.camera, viewer = %v, "partner operator started watching");
-            let reason = (more > 0).then(|| format!("{more} more viewers at the site are not named"));
+        let unnamed = (more > 0).then(|| format!("{more} more viewers at the site are not named"));
+        let started = sub.viewers.difference(&before).map(|v| (v, "view-start", "allowed", unnamed.clone()));
+        let stopped = before.difference(&sub.viewers).map(|v| (v, "view-stop", "ended", None));
+        for (v, action, outcome, reason) in started.chain(stopped) {
+            info!(site = %self.site, camera = %sub.camera, viewer = %v, action, "partner operator");
             actions.push(self.audit_as(
                 Some(v.clone()),
                 Some(&sub.camera),
                 Some(sub.quality),
-                "view-start",
-                "allowed",
+                action,
+                outcome,
                 reason,
-            ));
-        }
-        for v in before.difference(&sub.viewers) {
-            info!(site = %self.site, camera = %sub.camera, viewer = %v, "partner operator stopped watching");
-            actions.push(self.audit_as(
-                Some(v.clone()),
-                Some(&sub.camera),
-                Some(sub.quality),
-                "view-stop",
-                "ended",
-                None,
             ));
         }
         actions
