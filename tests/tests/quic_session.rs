@@ -57,10 +57,10 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
         viewer: None,
     })
     .await?;
-    // Periodic Stats may come first; skip them.
+    // Periodic Stats and the audit head may come first; skip them.
     let answer = loop {
         match tokio::time::timeout(T, rx.recv()).await?? {
-            Control::Stats(_) => continue,
+            Control::Stats(_) | Control::AuditHead { .. } => continue,
             other => break other,
         }
     };
@@ -77,7 +77,7 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
     loop {
         match tokio::time::timeout(T, rx.recv()).await?? {
             Control::SubscribeOk { id: 1, .. } => break,
-            Control::Stats(_) => continue,
+            Control::Stats(_) | Control::AuditHead { .. } => continue,
             other => bail!("expected SubscribeOk, got {other:?}"),
         }
     }
