@@ -1,7 +1,8 @@
 //! Who watches which camera here, by name: fed by every audited viewing
 //! ([`crate::audit::RelayAudit::view_start`] and `view_stop`, which every
-//! egress calls: WHEP, RTSP, cascade), read by the upstream links, which
-//! tell the agent (`Control::Viewers`) so the master room's audit names
+//! egress calls: WHEP, RTSP, cascade), read by each track's keeper at its
+//! periodic look (within a second), which tells the agent
+//! (`Control::Viewers`) so the master room's audit names
 //! each partner operator, not only the site. The relay shares one upstream
 //! subscription per camera and quality among its viewers, so the agent
 //! would otherwise only hear of the first.
@@ -11,7 +12,6 @@ use ponte_proto::media::Quality;
 use ponte_proto::wire::{wire_viewer, MAX_VIEWERS};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
-use tokio::sync::watch;
 
 /// How the upstream names a viewer this relay did not authenticate (a
 /// relay without accounts).
@@ -29,17 +29,9 @@ pub fn upstream_name(audit_name: Option<&str>, token: bool) -> String {
 }
 
 /// Viewers by track, with how many viewings each has open.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Watching {
     by_track: Mutex<HashMap<TrackKey, BTreeMap<String, u32>>>,
-    /// Bumped at every change; the upstream links wake on it.
-    changes: watch::Sender<u64>,
-}
-
-impl Default for Watching {
-    fn default() -> Self {
-        Self { by_track: Mutex::default(), changes: watch::channel(0).0 }
-    }
 }
 
 impl Watching {
@@ -51,26 +43,22 @@ impl Watching {
     pub fn start(&self, name: &str, camera: &str, quality: Quality) {
         let name = name.to_owned();
         *self.lock().entry(TrackKey::new(camera, quality)).or_default().entry(name).or_default() += 1;
-        self.changes.send_modify(|v| *v += 1);
     }
 
     /// One viewing of `name` ended.
     pub fn stop(&self, name: &str, camera: &str, quality: Quality) {
         let key = TrackKey::new(camera, quality);
-        {
-            let mut map = self.lock();
-            let Some(names) = map.get_mut(&key) else { return };
-            if let Some(n) = names.get_mut(name) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    names.remove(name);
-                }
-            }
-            if names.is_empty() {
-                map.remove(&key);
+        let mut map = self.lock();
+        let Some(names) = map.get_mut(&key) else { return };
+        if let Some(n) = names.get_mut(name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                names.remove(name);
             }
         }
-        self.changes.send_modify(|v| *v += 1);
+        if names.is_empty() {
+            map.remove(&key);
+        }
     }
 
     /// Who watches `key`: at most [`MAX_VIEWERS`] names (sorted), and how
@@ -80,11 +68,6 @@ impl Watching {
         let Some(names) = map.get(key) else { return (Vec::new(), 0) };
         let more = names.len().saturating_sub(MAX_VIEWERS);
         (names.keys().take(MAX_VIEWERS).cloned().collect(), u32::try_from(more).unwrap_or(u32::MAX))
-    }
-
-    /// Notified at every change.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
     }
 }
 
