@@ -32,10 +32,14 @@ pub struct Agent {
     shared: uplink::Shared,
     /// The management port's HTTPS pair, reloaded with the TLS files.
     management_https: Option<Arc<ponte_proto::tls::https::HttpsPair>>,
+    /// Tells the sessions the agent shuts down.
+    shutting_down: watch::Sender<bool>,
 }
 
 /// How long a shutting-down agent waits for its session closes to go out.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a shutting-down agent gives its sessions to send the audit head.
+const HEAD_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Agent {
     /// Starts cameras and uplinks.
@@ -75,11 +79,14 @@ impl Agent {
             audit: audit.clone(),
             devices: ptz::devices(&cfg.devices)?,
         });
+        let shutting_down = watch::Sender::new(false);
         let shared = uplink::Shared {
             node: cfg.agent.id.clone(),
             cameras: cameras.clone(),
             access: access_rx,
             audit,
+            anchor_every: cfg.audit.anchor_every(),
+            shutting_down: shutting_down.subscribe(),
             clock,
             shaping: uplink::ShapingBoard::default(),
             links: uplink::LinkBoard::default(),
@@ -115,6 +122,7 @@ impl Agent {
             client,
             shared,
             management_https: None,
+            shutting_down,
         };
         for target in agent.config.relays.clone() {
             agent.start_uplink(target);
@@ -155,6 +163,10 @@ impl Agent {
     /// now (not after their idle timeout) and their viewers' streams end
     /// cleanly; waits briefly for the closes to go out.
     pub async fn shutdown(&self) {
+        // The relays anchor this log's head as of now (best effort: the
+        // sends get `HEAD_GRACE` before the connections close).
+        self.shutting_down.send_replace(true);
+        tokio::time::sleep(HEAD_GRACE).await;
         self.endpoint.close(session::close_code::NORMAL.into(), b"agent shutting down");
         if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await.is_err() {
             tracing::debug!("relay sessions still closing after {SHUTDOWN_GRACE:?}; exiting anyway");

@@ -253,7 +253,9 @@ impl Subscriber {
         self.grant(wanted.len());
         for (track, camera, quality) in wanted {
             let id = subscription_id(*track, *quality);
-            self.tx.send(&Control::Subscribe { id, camera: camera.clone(), quality: *quality }).await?;
+            self.tx
+                .send(&Control::Subscribe { id, camera: camera.clone(), quality: *quality, viewer: None })
+                .await?;
             waiting.insert(id);
         }
         self.wait_answers(waiting, timeout).await
@@ -264,7 +266,7 @@ impl Subscriber {
         let id = subscription_id(track, quality);
         self.grant(1);
         let at = Instant::now();
-        self.tx.send(&Control::Subscribe { id, camera: camera.to_owned(), quality }).await?;
+        self.tx.send(&Control::Subscribe { id, camera: camera.to_owned(), quality, viewer: None }).await?;
         Ok(at)
     }
 

@@ -235,6 +235,8 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::Ptz { .. } => "ptz",
         Control::PtzResult { .. } => "ptz_result",
         Control::PtzLock { .. } => "ptz_lock",
+        Control::Viewers { .. } => "viewers",
+        Control::AuditHead { .. } => "audit_head",
     }
 }
 

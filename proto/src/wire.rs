@@ -21,6 +21,13 @@ pub const MAX_PARAMETER_SET_LEN: usize = 4096;
 pub const MEDIA_MAGIC: [u8; 2] = *b"PG";
 /// Media framing version.
 pub const MEDIA_VERSION: u8 = 1;
+/// Longest viewer name a control message may carry (`Subscribe`, `Ptz`,
+/// `Viewers`): an account, token or cascade name, before the agent adds
+/// `@site`.
+pub const MAX_VIEWER_LEN: usize = 128;
+/// Most viewers one `Viewers` message may name; a relay with more viewers
+/// of one camera names the first ones (sorted) and the count.
+pub const MAX_VIEWERS: usize = 256;
 
 /// Why a decoder refused its input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -160,6 +167,34 @@ pub enum Control {
         camera: String,
         /// Requested quality.
         quality: Quality,
+        /// The viewer at the subscriber's site whose request opened it
+        /// (`op`, `token:name`, `cascade:<site>`); the agent records it as
+        /// `viewer@site`, the site taken from the peer's certificate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        viewer: Option<String>,
+    },
+    /// Who watches a subscription at the subscriber's site now (relay →
+    /// agent), sent whenever the list changes: the whole list, so the
+    /// agent's audit names each operator who starts or stops watching even
+    /// though the relay shares one subscription among its viewers.
+    Viewers {
+        /// Subscription id.
+        id: u64,
+        /// Viewer names, as in `Subscribe` (at most [`MAX_VIEWERS`]).
+        viewers: Vec<String>,
+        /// Viewers not named because the list was full.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u32,
+    },
+    /// The head of the sender's audit chain (both ways, every
+    /// `audit.anchor_every_secs` and at shutdown): the receiver writes it
+    /// into its own chain as an `anchor` line, so a cut or rewritten tail of
+    /// one agency's log is caught by the other agency's log.
+    AuditHead {
+        /// Sequence number of the sender's newest audit line.
+        seq: u64,
+        /// Its hash (64 hex digits).
+        hash: String,
     },
     /// Stop sending.
     Unsubscribe {
@@ -267,8 +302,64 @@ impl Control {
         }
         buf.advance(4);
         let body = buf.split_to(len);
-        serde_json::from_slice(&body).map(Some).map_err(|e| WireError::BadControl(e.to_string()))
+        let msg: Control = serde_json::from_slice(&body).map_err(|e| WireError::BadControl(e.to_string()))?;
+        msg.check_fields()?;
+        Ok(Some(msg))
     }
+
+    /// Refuses fields a peer may not send: viewer names too long or with
+    /// control characters, too many viewers, an audit hash that is not 64
+    /// hex digits.
+    fn check_fields(&self) -> Result<(), WireError> {
+        match self {
+            Control::Subscribe { viewer: Some(v), .. } | Control::Ptz { viewer: v, .. } => check_viewer(v),
+            Control::Viewers { viewers, .. } => {
+                if viewers.len() > MAX_VIEWERS {
+                    return Err(WireError::TooLong {
+                        what: "viewer list",
+                        len: viewers.len(),
+                        max: MAX_VIEWERS,
+                    });
+                }
+                viewers.iter().try_for_each(|v| check_viewer(v))
+            }
+            Control::AuditHead { hash, .. } => {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(WireError::Invalid("audit head hash"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Checks a viewer name as carried on the wire.
+pub fn check_viewer(name: &str) -> Result<(), WireError> {
+    if name.len() > MAX_VIEWER_LEN {
+        return Err(WireError::TooLong { what: "viewer name", len: name.len(), max: MAX_VIEWER_LEN });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(WireError::Invalid("viewer name"));
+    }
+    Ok(())
+}
+
+/// A viewer name cut to what the wire carries ([`MAX_VIEWER_LEN`] bytes, on
+/// a character boundary, control characters dropped).
+pub fn wire_viewer(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_VIEWER_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Header opening each media stream: one GOP of one subscription.
@@ -516,7 +607,16 @@ mod tests {
     fn control_round_trips_and_rejects_unknown_types() {
         let msgs = vec![
             Control::Hello { version: 1, node: "master".into(), role: Role::Agent },
-            Control::Subscribe { id: 3, camera: "zaist".into(), quality: Quality::Main },
+            Control::Subscribe { id: 3, camera: "zaist".into(), quality: Quality::Main, viewer: None },
+            Control::Subscribe {
+                id: 4,
+                camera: "zaist".into(),
+                quality: Quality::Sub,
+                viewer: Some("token:vms".into()),
+            },
+            Control::Viewers { id: 3, viewers: vec!["op".into(), "cascade:questura".into()], more: 0 },
+            Control::Viewers { id: 3, viewers: vec![], more: 2 },
+            Control::AuditHead { seq: 41, hash: "ab".repeat(32) },
             Control::SubscribeError { id: 3, code: SubscribeErrorCode::OverBudget, reason: "x".into() },
             Control::Paused { id: 3, reason: "link budget".into() },
             Control::Resumed { id: 3 },
@@ -551,6 +651,43 @@ mod tests {
         let mut huge = BytesMut::new();
         huge.put_u32(u32::MAX);
         assert!(matches!(Control::decode(&mut huge), Err(WireError::TooLong { .. })));
+    }
+
+    #[test]
+    fn viewer_names_and_audit_heads_are_bounded() {
+        let decode = |m: &Control| {
+            let mut buf = BytesMut::new();
+            m.encode(&mut buf).unwrap();
+            Control::decode(&mut buf)
+        };
+        let long = "v".repeat(MAX_VIEWER_LEN + 1);
+        let subscribe = |viewer: &str| Control::Subscribe {
+            id: 1,
+            camera: "c".into(),
+            quality: Quality::Main,
+            viewer: Some(viewer.into()),
+        };
+        assert!(matches!(decode(&subscribe(&long)), Err(WireError::TooLong { what: "viewer name", .. })));
+        assert!(matches!(decode(&subscribe("op\n{\"x\"")), Err(WireError::Invalid("viewer name"))));
+        assert!(decode(&subscribe(&"v".repeat(MAX_VIEWER_LEN))).is_ok());
+        let many = Control::Viewers { id: 1, viewers: vec!["a".into(); MAX_VIEWERS + 1], more: 0 };
+        assert!(matches!(decode(&many), Err(WireError::TooLong { what: "viewer list", .. })));
+        let ptz = Control::Ptz {
+            id: 1,
+            camera: "c".into(),
+            viewer: long.clone(),
+            command: crate::ptz::PtzCommand::Stop,
+        };
+        assert!(decode(&ptz).is_err());
+        for hash in ["", "zz", &"g".repeat(64), &"a".repeat(65)] {
+            let head = Control::AuditHead { seq: 1, hash: hash.into() };
+            assert_eq!(decode(&head), Err(WireError::Invalid("audit head hash")), "{hash}");
+        }
+        // What the relay sends is always accepted.
+        assert_eq!(wire_viewer(&long).len(), MAX_VIEWER_LEN);
+        assert_eq!(wire_viewer("é".repeat(100).as_str()).len(), 128);
+        assert_eq!(wire_viewer("a\u{7}b"), "ab");
+        assert!(check_viewer(&wire_viewer(&"é".repeat(200))).is_ok());
     }
 
     #[test]

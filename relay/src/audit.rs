@@ -2,9 +2,11 @@
 //! long, and what was refused. Hash-chained JSON lines
 //! ([`ponte_proto::audit::AuditLog`]), checked by `ponte-relay audit verify`.
 
-use ponte_proto::audit::{AuditLog, AuditRecord};
+use crate::watching::{upstream_name, Watching};
+use ponte_proto::audit::{AnchoredHead, AuditLog, AuditRecord, ACTION_ANCHOR};
 use ponte_proto::media::Quality;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::error;
 
@@ -37,14 +39,24 @@ pub struct Viewing<'a> {
     pub quality: Quality,
     /// WHEP (or RTSP) session id.
     pub session: &'a str,
+    /// The viewer is a `[[token]]`: the agent's audit names it
+    /// `token:<name>@<site>` (`crate::watching::upstream_name`).
+    pub token: bool,
 }
 
 /// The relay's audit log. Writing never fails the caller: a write error is
-/// logged loudly (the log's chain head stays where it was).
+/// logged loudly (the log's chain head stays where it was). Every viewing
+/// it records is also on the [`Watching`] board, which the upstream links
+/// report to the agent.
 pub struct RelayAudit {
     log: Option<AuditLog>,
     site: String,
+    watching: Arc<Watching>,
+    anchor_every: Duration,
 }
+
+/// `audit.anchor_every_secs` by default.
+const ANCHOR_EVERY: Duration = Duration::from_secs(300);
 
 impl RelayAudit {
     /// Audit lines that could not be written since start.
@@ -54,7 +66,39 @@ impl RelayAudit {
 
     /// The log opened by `[audit]`.
     pub fn new(log: AuditLog, site: &str) -> Self {
-        Self { log: Some(log), site: site.to_owned() }
+        Self { log: Some(log), site: site.to_owned(), watching: Arc::default(), anchor_every: ANCHOR_EVERY }
+    }
+
+    /// Sends the head of this log to each peer every `every` (`audit.anchor_every_secs`).
+    pub fn with_anchor_every(self, every: Duration) -> Self {
+        Self { anchor_every: every, ..self }
+    }
+
+    /// How often the head of this log goes to each peer.
+    pub fn anchor_every(&self) -> Duration {
+        self.anchor_every
+    }
+
+    /// Who watches which camera here, by name.
+    pub fn watching(&self) -> &Arc<Watching> {
+        &self.watching
+    }
+
+    /// Sequence number and hash of the newest line, for `Control::AuditHead`.
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.log.as_ref()?.chain_head()
+    }
+
+    /// The head of a peer's audit chain (`node` as its `Hello` named it,
+    /// from the site `peer` its certificate names): an `anchor` line.
+    pub fn anchor(&self, peer: &str, node: &str, seq: u64, hash: String) {
+        self.write(AuditRecord {
+            viewer: Some(format!("site:{peer}")),
+            action: ACTION_ANCHOR.into(),
+            outcome: "recorded".into(),
+            anchor: Some(AnchoredHead { node: node.to_owned(), seq, hash }),
+            ..Default::default()
+        });
     }
 
     /// Deletes what retention no longer keeps (each deletion recorded) and
@@ -68,12 +112,12 @@ impl RelayAudit {
     /// Opens (or continues) the log at `path`, keeping every file (tests).
     #[cfg(test)]
     pub fn open(path: &std::path::Path, site: &str, max_bytes: u64) -> std::io::Result<Self> {
-        Ok(Self { log: Some(AuditLog::open(path, site, max_bytes)?), site: site.to_owned() })
+        Ok(Self::new(AuditLog::open(path, site, max_bytes)?, site))
     }
 
     /// A log that writes nothing (unit tests).
     pub fn disabled(site: &str) -> Self {
-        Self { log: None, site: site.to_owned() }
+        Self { log: None, site: site.to_owned(), watching: Arc::default(), anchor_every: ANCHOR_EVERY }
     }
 
     fn write(&self, mut record: AuditRecord) {
@@ -114,6 +158,7 @@ impl RelayAudit {
 
     /// A viewer started watching.
     pub fn view_start(&self, v: Viewing<'_>, how: &str) {
+        self.watching.start(&upstream_name(v.viewer, v.token), v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_START.into(),
             outcome: "allowed".into(),
@@ -124,6 +169,7 @@ impl RelayAudit {
 
     /// A viewing ended after `lasted`, for `why`.
     pub fn view_stop(&self, v: Viewing<'_>, lasted: Duration, why: &str) {
+        self.watching.stop(&upstream_name(v.viewer, v.token), v.camera, v.quality);
         self.write(AuditRecord {
             action: action::VIEW_STOP.into(),
             outcome: "ended".into(),
@@ -197,7 +243,13 @@ mod tests {
         let audit = RelayAudit::open(&path, "carabinieri", 1 << 20).unwrap();
         let client: IpAddr = "10.1.2.3".parse().unwrap();
         audit.login("anna", client, "failed", "wrong password".into());
-        let v = Viewing { viewer: Some("anna"), camera: "duomo", quality: Quality::Sub, session: "abc" };
+        let v = Viewing {
+            viewer: Some("anna"),
+            camera: "duomo",
+            quality: Quality::Sub,
+            session: "abc",
+            token: false,
+        };
         audit.view_start(v, "WHEP");
         audit.view_stop(v, Duration::from_millis(1500), "deleted by the viewer");
         audit.refused(Some("anna"), "caserma", Quality::Main, "unknown", "outside the viewer's cameras");

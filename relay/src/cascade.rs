@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// First wait before redialling a downstream.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -283,7 +283,11 @@ async fn run_session(
     let site = link.target.site.as_str();
     let hello =
         Control::Hello { version: PROTOCOL_VERSION, node: upstreams.site().to_owned(), role: Role::Relay };
-    let (mut tx, mut rx, _peer) = session::open_control(&conn, &hello).await?;
+    let (mut tx, mut rx, said) = session::open_control(&conn, &hello).await?;
+    let node = match said {
+        Control::Hello { node, .. } => node,
+        _ => site.to_owned(),
+    };
     let mut catalog_rx = upstreams.catalog_changes();
     catalog_rx.borrow_and_update();
     let mut sent: Vec<CatalogEntry> = downstream_catalog(&upstreams);
@@ -295,12 +299,14 @@ async fn run_session(
     let priorities = Arc::new(PriorityClock::default());
     let mut subs: HashMap<u64, Subscription> = HashMap::new();
     let mut stats = tokio::time::interval(Duration::from_secs(5));
+    // Each relay anchors the other's audit log, as agent and relay do.
+    let mut anchor = tokio::time::interval(upstreams.audit().anchor_every());
     let result = loop {
         tokio::select! {
             msg = rx.recv() => {
                 let msg = match msg { Ok(m) => m, Err(e) => break Err(e) };
                 match msg {
-                    Control::Subscribe { id, camera, quality } => {
+                    Control::Subscribe { id, camera, quality, .. } => {
                         subs.remove(&id);
                         // Never widen: only what this relay itself may see.
                         let entry = upstreams
@@ -341,6 +347,12 @@ async fn run_session(
                         }
                     }
                     Control::Stats(_) => {}
+                    Control::AuditHead { seq, hash } => upstreams.audit().anchor(site, &node, seq, hash),
+                    // Its viewers are named in its own audit; here the
+                    // downstream relay is the viewer (`cascade:<site>`).
+                    Control::Viewers { id, viewers, .. } => {
+                        debug!(site, subscription = id, viewers = viewers.len(), "downstream viewers");
+                    }
                     Control::Ptz { id, camera, viewer, command } => {
                         info!(site, camera = %camera, viewer = %viewer, command = command.name(), "downstream PTZ command refused: PTZ does not cross a cascade");
                         let reply = PtzReply::refused(
@@ -381,6 +393,9 @@ async fn run_session(
                     if let Err(e) = tx.send(&Control::Catalog { cameras: sent.clone() }).await { break Err(e); }
                 }
             }
+            _ = anchor.tick() => if let Some((seq, hash)) = upstreams.audit().head() {
+                if let Err(e) = tx.send(&Control::AuditHead { seq, hash }).await { break Err(e); }
+            },
             _ = stats.tick() => {
                 let report = StatsReport {
                     subscriptions: subs.len() as u32,
@@ -443,7 +458,7 @@ async fn serve(spec: ServeSpec, upstreams: Arc<Upstreams>) {
     let camera = entry.id.clone();
     let viewer = cascade_viewer(&link.target.site);
     let audit = upstreams.audit();
-    let reader: TrackReader = match upstreams.subscribe(&camera, quality).await {
+    let reader: TrackReader = match upstreams.subscribe_as(&camera, quality, Some(&viewer)).await {
         Ok(r) => r,
         Err(f) => {
             info!(site = %link.target.site, camera = %camera, code = f.code.name(), "downstream subscription refused upstream");
@@ -456,7 +471,8 @@ async fn serve(spec: ServeSpec, upstreams: Arc<Upstreams>) {
         return;
     }
     let session = format!("cascade-{}-{id}", link.target.site);
-    let viewing = Viewing { viewer: Some(&viewer), camera: &camera, quality, session: &session };
+    let viewing =
+        Viewing { viewer: Some(&viewer), camera: &camera, quality, session: &session, token: false };
     audit.view_start(viewing, "cascade");
     // Written however the subscription ends, also when its task is
     // aborted (an unsubscribe, or the link going down).
@@ -493,6 +509,7 @@ impl Drop for ViewStop<'_> {
             camera: self.camera,
             quality: self.quality,
             session: self.session,
+            token: false,
         };
         self.audit.view_stop(v, self.started.elapsed(), "the downstream relay's subscription ended");
     }

@@ -15,5 +15,6 @@ pub mod ptz;
 pub mod rtsp;
 pub mod status;
 pub mod upstream;
+pub mod watching;
 pub mod web;
 pub mod whep;

@@ -87,6 +87,11 @@ enum AuditCmd {
         /// archive, or files an older ponte deleted silently).
         #[arg(long)]
         allow_missing_start: bool,
+        /// The agent's audit log (rotated files included, or files oldest
+        /// first, the option repeated): check that every head of this log
+        /// it anchored is still here, intact; a cut or rewritten tail fails.
+        #[arg(long = "anchors", value_name = "FILE")]
+        anchors: Vec<PathBuf>,
     },
 }
 
@@ -108,8 +113,8 @@ async fn main() -> Result<()> {
         Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),
         Cmd::Token { name } => auth::token_cli(&name),
         Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
-        Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start } } => {
-            std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start))
+        Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start, anchors } } => {
+            std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start, anchors))
         }
     }
 }

@@ -38,7 +38,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     )
     .with_context(|| format!("binding QUIC on UDP {} (`relay.quic_listen`)", cfg.relay.quic_listen))?;
     let audit =
-        audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site);
+        audit::RelayAudit::new(cfg.audit.open(&cfg.relay.site).map_err(anyhow::Error::msg)?, &cfg.relay.site)
+            .with_anchor_every(cfg.audit.anchor_every());
     let audit = Arc::new(audit);
     let revocation_audit = audit.clone();
     live.on_event(move |event| revocation_audit.certificate(&event));
@@ -169,6 +170,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     ponte_proto::http_server::serve(listener, app, http_options, shutdown_signal())
         .await
         .context("HTTP server (`relay.http_listen`)")?;
+    // The upstreams anchor this log's head as of the shutdown.
+    upstreams.send_final_heads(std::time::Duration::from_millis(200)).await;
     Ok(())
 }
 

@@ -222,8 +222,10 @@ impl Pair {
 
     /// A first viewer at the relay asks for `camera`: the track's generation.
     fn watch(&mut self, camera: &str) -> u64 {
-        let plan =
-            self.relay.plan_subscribe(&key(camera), self.now).unwrap_or_else(|e| panic!("{}", e.reason));
+        let plan = self
+            .relay
+            .plan_subscribe(&key(camera), None, self.now)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
         let generation = self.relay.subscribed(&key(camera), &plan);
         self.relay_does(vec![Action::Send { link: plan.link, msg: plan.msg }]);
         self.deliver();

@@ -50,11 +50,17 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
     assert_eq!(cameras.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["cam-a"]);
 
     // An unknown camera is refused with `unknown`.
-    tx.send(&Control::Subscribe { id: 9, camera: "no-such-camera".into(), quality: Quality::Main }).await?;
-    // Periodic Stats may come first; skip them.
+    tx.send(&Control::Subscribe {
+        id: 9,
+        camera: "no-such-camera".into(),
+        quality: Quality::Main,
+        viewer: None,
+    })
+    .await?;
+    // Periodic Stats and the audit head may come first; skip them.
     let answer = loop {
         match tokio::time::timeout(T, rx.recv()).await?? {
-            Control::Stats(_) => continue,
+            Control::Stats(_) | Control::AuditHead { .. } => continue,
             other => break other,
         }
     };
@@ -66,11 +72,12 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
     }
 
     let subscribed = Instant::now();
-    tx.send(&Control::Subscribe { id: 1, camera: "cam-a".into(), quality: Quality::Main }).await?;
+    tx.send(&Control::Subscribe { id: 1, camera: "cam-a".into(), quality: Quality::Main, viewer: None })
+        .await?;
     loop {
         match tokio::time::timeout(T, rx.recv()).await?? {
             Control::SubscribeOk { id: 1, .. } => break,
-            Control::Stats(_) => continue,
+            Control::Stats(_) | Control::AuditHead { .. } => continue,
             other => bail!("expected SubscribeOk, got {other:?}"),
         }
     }

@@ -46,6 +46,11 @@ pub struct Shared {
     pub access: watch::Receiver<Arc<Access>>,
     /// Audit log.
     pub audit: Arc<AuditLog>,
+    /// How often the head of the audit log goes to each relay (`audit.anchor_every_secs`).
+    pub anchor_every: std::time::Duration,
+    /// Turns true when the agent shuts down: each session sends the relay
+    /// the audit head one last time.
+    pub shutting_down: watch::Receiver<bool>,
     /// Wall clock the policy is evaluated against.
     pub clock: Clock,
     /// Where sessions publish their shaping state.

@@ -127,6 +127,10 @@ pub(super) async fn run_session(
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
     let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
+    // The first tick is at once: the relay anchors this log as the session starts.
+    let mut anchor_tick = tokio::time::interval(s.shared.anchor_every);
+    let mut shutting_down = s.shared.shutting_down.clone();
+    let mut final_head_sent = false;
     let result = loop {
         let actions = tokio::select! {
             msg = rx.recv() => match msg {
@@ -149,6 +153,11 @@ pub(super) async fn run_session(
             }
             _ = policy_tick.tick() => s.state.tick(&s.shared.cameras.catalog(), s.shared.clock.now()),
             _ = shaping_tick.tick() => { s.measure_and_publish(); Vec::new() }
+            _ = anchor_tick.tick() => s.audit_head(),
+            Ok(()) = async { shutting_down.wait_for(|down| *down).await.map(drop) }, if !final_head_sent => {
+                final_head_sent = true;
+                s.audit_head()
+            }
             change = ptz_locks.recv() => match change {
                 Ok(change) => s.state.lock_changed(change.camera, change.holder, &s.shared.cameras.catalog()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -256,6 +265,15 @@ impl Session<'_> {
             p.task.abort();
         }
         self.counters.subscriptions.store(self.state.len() as u32, Ordering::Relaxed);
+    }
+
+    /// The head of the audit log, for the relay to anchor.
+    fn audit_head(&self) -> Vec<Action> {
+        self.shared
+            .audit
+            .chain_head()
+            .map(|(seq, hash)| vec![Action::Send(Control::AuditHead { seq, hash })])
+            .unwrap_or_default()
     }
 
     fn write_audit(&self, record: ponte_proto::audit::AuditRecord) {

@@ -1,7 +1,7 @@
 //! The relay's upstream table ([`UpstreamState`]) with the shell's
 //! bookkeeping around it: random sequences of upstream control messages,
 //! links coming and going, viewers subscribing and leaving, PTZ commands and
-//! answers, and time passing. The table stays consistent after every step,
+//! answers, viewer lists, and time passing. The table stays consistent after every step,
 //! nothing panics, messages only go to links that are up, and once every
 //! link is gone every track ends within the grace.
 
@@ -65,13 +65,17 @@ impl Harness {
         for key in keys {
             let Some((generation, mut idle)) = self.tended.get(&key).copied() else { continue };
             let viewers = self.viewers.get(&key).copied().unwrap_or(0);
-            let (wake, actions) = self.state.tend(&key, generation, viewers, &mut idle, self.now);
+            let (wake, mut actions) = self.state.tend(&key, generation, viewers, &mut idle, self.now);
             if let Some(t) = self.tended.get_mut(&key) {
                 t.1 = idle;
             }
             if wake.is_none() {
                 self.tended.remove(&key);
                 self.viewers.remove(&key);
+            } else {
+                // As the shell's `keep`: who watches, by name.
+                let names = (0..viewers.min(3)).map(|i| format!("v{i}")).collect();
+                actions.extend(self.state.viewers(&key, generation, names, 0));
             }
             self.run(actions);
         }
@@ -160,14 +164,14 @@ pub fn run(data: &[u8]) -> u64 {
             6 if !h.links.is_empty() => {
                 // Only a subscriber may send these: a protocol error.
                 let id = h.links[pick(h.links.len())].0;
-                let msg = Control::Subscribe { id: 1, camera: camera.into(), quality };
+                let msg = Control::Subscribe { id: 1, camera: camera.into(), quality, viewer: None };
                 assert!(h.state.on_control(id, msg, now).is_err());
             }
             7 | 8 => {
                 let key = TrackKey::new(camera, quality);
                 if h.state.tracks.contains_key(&key) {
                     *h.viewers.entry(key).or_default() += 1;
-                } else if let Ok(plan) = h.state.plan_subscribe(&key, now) {
+                } else if let Ok(plan) = h.state.plan_subscribe(&key, None, now) {
                     let generation = h.state.subscribed(&key, &plan);
                     h.tended.insert(key, (generation, None));
                     h.run(vec![Action::Send { link: plan.link, msg: plan.msg }]);

@@ -9,6 +9,10 @@ use ponte_proto::wire::{Control, WireError};
 pub const DICT: &[&[u8]] = &[
     b"{\"type\":\"subscribe\",\"id\":1,\"camera\":\"c\",\"quality\":\"main\"}",
     b"{\"type\":\"catalog\",\"cameras\":[]}",
+    b"{\"type\":\"viewers\",\"id\":1,\"viewers\":[\"op\"]}",
+    b"{\"type\":\"audit_head\",\"seq\":1,\"hash\":\"00\"}",
+    b"\"viewer\":\"op\"",
+    b"\"more\"",
     b"\"type\"",
     b"\"hello\"",
     b"\"catalog\"",

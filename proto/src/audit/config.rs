@@ -30,11 +30,21 @@ pub struct AuditSection<const NODE: u8> {
     /// Keep at most this many rotated files; 0 = no limit.
     #[serde(default)]
     pub keep_files: u64,
+    /// Send the head of this log to each peer (agent ↔ relay) this often,
+    /// in seconds, and at shutdown; the peer records it as an `anchor` line.
+    #[serde(default = "default_anchor_every_secs")]
+    pub anchor_every_secs: u64,
 }
 
 impl<const NODE: u8> Default for AuditSection<NODE> {
     fn default() -> Self {
-        Self { path: default_audit_path::<NODE>(), max_mb: default_audit_mb(), keep_days: 0, keep_files: 0 }
+        Self {
+            path: default_audit_path::<NODE>(),
+            max_mb: default_audit_mb(),
+            keep_days: 0,
+            keep_files: 0,
+            anchor_every_secs: default_anchor_every_secs(),
+        }
     }
 }
 
@@ -42,6 +52,11 @@ impl<const NODE: u8> AuditSection<NODE> {
     /// What the log keeps.
     pub fn retention(&self) -> Retention {
         Retention { keep_days: self.keep_days, keep_files: self.keep_files }
+    }
+
+    /// How often the head of this log goes to each peer.
+    pub fn anchor_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.anchor_every_secs)
     }
 
     /// Opens the log as `run` does, with the clock of the host; the error
@@ -67,8 +82,22 @@ impl<const NODE: u8> AuditSection<NODE> {
                 100 * 366
             ));
         }
+        if self.anchor_every_secs == 0 || self.anchor_every_secs > MAX_ANCHOR_EVERY_SECS {
+            return Err(format!(
+                "`audit.anchor_every_secs` = {}: expected 1 to {MAX_ANCHOR_EVERY_SECS} seconds (300 is \
+                 the default; the peer's log catches a cut tail only up to its last anchor)",
+                self.anchor_every_secs
+            ));
+        }
         Ok(())
     }
+}
+
+/// Longest `audit.anchor_every_secs`: a day.
+const MAX_ANCHOR_EVERY_SECS: u64 = 24 * 3600;
+
+fn default_anchor_every_secs() -> u64 {
+    300
 }
 
 fn default_audit_path<const NODE: u8>() -> PathBuf {

@@ -164,4 +164,16 @@ impl AuditLog {
     pub fn head(&self) -> String {
         self.w.lock().unwrap_or_else(|e| e.into_inner()).prev.clone()
     }
+
+    /// Sequence number and hash of the newest line, `None` before the
+    /// first: what `Control::AuditHead` sends the peer.
+    pub fn chain_head(&self) -> Option<(u64, String)> {
+        let w = self.w.lock().unwrap_or_else(|e| e.into_inner());
+        w.seq.checked_sub(1).map(|seq| (seq, w.prev.clone()))
+    }
+
+    /// This log's node id (the `node` of its lines).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
 }

@@ -34,6 +34,17 @@ pub struct DeletedFile {
     pub start_accounted: bool,
 }
 
+/// The head of another node's audit chain, as an `anchor` line records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchoredHead {
+    /// The node whose chain it is (the `node` of its lines).
+    pub node: String,
+    /// Sequence number of its newest line when sent.
+    pub seq: u64,
+    /// Hash of that line.
+    pub hash: String,
+}
+
 /// One audit event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -67,6 +78,9 @@ pub struct AuditRecord {
     /// The file deleted (`audit-file-deleted` lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<DeletedFile>,
+    /// The peer's chain head (`anchor` lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchoredHead>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +122,10 @@ pub(super) struct Fields {
     pub(super) action: String,
     #[serde(default)]
     pub(super) deleted: Option<DeletedFile>,
+    #[serde(default)]
+    pub(super) node: String,
+    #[serde(default)]
+    pub(super) anchor: Option<AnchoredHead>,
 }
 
 /// Checks one line against the previous hash; returns its fields.

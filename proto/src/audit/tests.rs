@@ -305,3 +305,83 @@ fn garbage_never_panics() {
         let _ = check_line(junk, None);
     }
 }
+
+/// The agent's log anchors the relay's head every few lines, as the
+/// control stream does; returns both paths and the newest anchored seq.
+fn anchored_pair(name: &str) -> (PathBuf, PathBuf, u64) {
+    let relay_path = tmp(&format!("{name}-relay"));
+    let agent_path = tmp(&format!("{name}-agent"));
+    let relay = AuditLog::open(&relay_path, "carabinieri", 1 << 20).unwrap();
+    let agent = AuditLog::open(&agent_path, "master", 1 << 20).unwrap();
+    let mut newest = 0;
+    for i in 0..20 {
+        relay.write(rec(i)).unwrap();
+        agent.write(rec(i)).unwrap();
+        if i % 4 == 3 {
+            let (seq, hash) = relay.chain_head().unwrap();
+            newest = seq;
+            agent
+                .write(AuditRecord {
+                    action: ACTION_ANCHOR.into(),
+                    outcome: "recorded".into(),
+                    anchor: Some(AnchoredHead { node: "carabinieri".into(), seq, hash }),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+    }
+    // Lines the agent never anchored: cutting them is not caught.
+    relay.write(rec(20)).unwrap();
+    (relay_path, agent_path, newest)
+}
+
+fn cut_last_lines(path: &Path, n: usize) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = lines[..lines.len() - n].join("\n") + "\n";
+    std::fs::write(path, kept).unwrap();
+}
+
+#[test]
+fn the_other_sides_anchors_catch_a_cut_tail_that_the_chain_alone_cannot() {
+    let (relay, agent, newest) = anchored_pair("cut");
+    let (rl, al) = (vec![relay.clone()], vec![agent.clone()]);
+    let (n, checked) = verify_anchors(&rl, &al, false).unwrap();
+    assert_eq!((n, checked.anchors, checked.matched, checked.newest), (21, 5, 5, Some(newest)));
+    cut_last_lines(&relay, 1);
+    assert!(verify_anchors(&rl, &al, false).is_ok(), "a line written after the last anchor is not covered");
+    cut_last_lines(&relay, 5);
+    assert_eq!(verify(&rl), Ok(15), "the cut log verifies on its own");
+    let broken = verify_anchors(&rl, &al, false).unwrap_err();
+    assert!(broken.reason.contains("ends at seq 14"), "{broken}");
+    assert!(broken.reason.contains(&format!("anchored seq {newest} ")), "names the newest anchor: {broken}");
+    assert!(broken.reason.contains("cut or rewritten"), "{broken}");
+    // The relay's own log holds no anchor naming it: refused, not passed.
+    let own = verify_anchors(&rl, &rl, false).unwrap_err();
+    assert!(own.reason.contains("no `anchor` line names node `carabinieri`"), "{own}");
+}
+
+#[test]
+fn the_other_sides_anchors_catch_a_rewritten_chain() {
+    let (relay, agent, _) = anchored_pair("rewrite");
+    // Rewrite the relay's log from line 6 on, chain and all.
+    let text = std::fs::read_to_string(&relay).unwrap();
+    let mut prev = GENESIS.to_owned();
+    let mut out = String::new();
+    for (seq, line) in text.lines().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if seq >= 6 {
+            v["camera"] = serde_json::json!("forged");
+        }
+        let r: AuditRecord = serde_json::from_value(v).unwrap();
+        let (l, h) = chain_line(seq as u64, &r, &prev).unwrap();
+        out.push_str(&l);
+        out.push('\n');
+        prev = h;
+    }
+    std::fs::write(&relay, out).unwrap();
+    assert_eq!(verify(std::slice::from_ref(&relay)), Ok(21), "the forged chain verifies on its own");
+    let broken = verify_anchors(&[relay], &[agent], false).unwrap_err();
+    assert!(broken.reason.contains("seq 7 has hash"), "{broken}");
+    assert!(broken.reason.contains("rewritten"), "{broken}");
+}

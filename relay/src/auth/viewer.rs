@@ -161,6 +161,17 @@ impl Viewer {
         self.kind
     }
 
+    /// The name the agent's audit knows this viewer by (before `@site`):
+    /// the account name, `token:<name>`, or `anonymous`.
+    pub fn upstream_name(&self) -> String {
+        crate::watching::upstream_name(self.audit_name(), self.is_token())
+    }
+
+    /// Whether the viewer authenticated with a `[[token]]`.
+    pub fn is_token(&self) -> bool {
+        self.kind == ViewerKind::Token
+    }
+
     /// The name the audit log records: none for the anonymous viewer.
     pub fn audit_name(&self) -> Option<&str> {
         (self.kind != ViewerKind::Anonymous).then_some(&*self.name)

@@ -216,6 +216,7 @@ impl Drop for Session {
                     camera: &self.camera,
                     quality: self.quality,
                     session: &self.id,
+                    token: self.viewer.is_token(),
                 },
                 since.elapsed(),
                 &self.end_reason,

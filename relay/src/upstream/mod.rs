@@ -344,6 +344,19 @@ impl Upstreams {
         self.bytes_received.load(Ordering::Relaxed)
     }
 
+    /// Sends every upstream the head of this relay's audit log one last
+    /// time (shutdown), and gives the sends `grace` to go out.
+    pub async fn send_final_heads(&self, grace: Duration) {
+        let Some((seq, hash)) = self.audit.head() else { return };
+        {
+            let inner = self.lock();
+            for io in inner.links.values() {
+                let _ = io.ctl.try_send(Control::AuditHead { seq, hash: hash.clone() });
+            }
+        }
+        tokio::time::sleep(grace).await;
+    }
+
     /// Executes what the state machine decided, under the lock that
     /// produced it; messages that cannot be queued go back to it.
     fn execute(&self, inner: &mut Inner, actions: Vec<Action>) {
@@ -410,6 +423,17 @@ impl Upstreams {
 
     /// Gets a reader for a camera, subscribing upstream if nobody here watches it yet.
     pub async fn subscribe(&self, camera: &str, quality: Quality) -> Result<TrackReader, SubscribeFailure> {
+        self.subscribe_as(camera, quality, None).await
+    }
+
+    /// [`Self::subscribe`] for `viewer`, whom a new upstream subscription
+    /// names to the upstream's audit.
+    pub async fn subscribe_as(
+        &self,
+        camera: &str,
+        quality: Quality,
+        viewer: Option<&str>,
+    ) -> Result<TrackReader, SubscribeFailure> {
         let key = TrackKey::new(camera, quality);
         let (reader, answer) = {
             let mut inner = self.lock();
@@ -417,7 +441,7 @@ impl Upstreams {
                 // An orphan too: its viewers wait for the link to come back.
                 return Ok(t.ingest.writer.subscribe());
             }
-            let plan = inner.state.plan_subscribe(&key, now())?;
+            let plan = inner.state.plan_subscribe(&key, viewer, now())?;
             let sent =
                 inner.links.get(&plan.link).is_some_and(|io| io.ctl.try_send(plan.msg.clone()).is_ok());
             if !sent {
@@ -529,13 +553,25 @@ impl Upstreams {
 
     /// Looks after one track for its whole life: wakes the state machine's
     /// [`UpstreamState::tend`] when it asks to, or when the viewer count changes.
+    /// At each look (at least every [`state::ADOPT_RETRY`]) it also tells
+    /// the upstream who watches, by name, if that changed. Not woken by the
+    /// names themselves: a viewing is recorded inside the RTSP `PLAY`
+    /// handler, and waking another task there cost ffmpeg its first GOP
+    /// (measured: 32 frames in 4 s instead of 61, `attacks::rtsp`; most
+    /// likely the session's pump, spawned before the reply, then runs on
+    /// another worker and sends RTP ahead of the `PLAY` reply).
     async fn keep(self: Arc<Self>, key: TrackKey, generation: u64, mut viewers: watch::Receiver<usize>) {
         let mut idle_since = None;
         loop {
+            let (names, more) = self.audit.watching().names(&key);
             let wake = {
                 let mut inner = self.lock();
                 let watching = *viewers.borrow_and_update();
-                let (wake, actions) = inner.state.tend(&key, generation, watching, &mut idle_since, now());
+                let (wake, mut actions) =
+                    inner.state.tend(&key, generation, watching, &mut idle_since, now());
+                if wake.is_some() {
+                    actions.extend(inner.state.viewers(&key, generation, names, more));
+                }
                 self.execute(&mut inner, actions);
                 match wake {
                     Some(at) => Instant::from_std(at),
@@ -624,6 +660,10 @@ impl Upstreams {
         // The master room's site speaks as the agent; any other trusted site
         // is a parent relay of a cascade.
         let expected = if peer == ponte_proto::ptz::MASTER_SITE { Role::Agent } else { Role::Relay };
+        let node = match &said {
+            Control::Hello { node, .. } => node.clone(),
+            _ => peer.clone(),
+        };
         if let Control::Hello { role, .. } = said {
             if role != expected {
                 let why = format!(
@@ -639,12 +679,29 @@ impl Upstreams {
         let link_id = self.add_link(&peer, addr, conn.clone(), ctl_tx);
         let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
         let mut stats = tokio::time::interval(Duration::from_secs(5));
+        // The first tick is at once: the upstream anchors this log as the session starts.
+        let mut anchor = tokio::time::interval(self.audit.anchor_every());
+        // A brand-new log has no head at the first tick: its first line
+        // (the upstream's head, anchored) is sent at once instead.
+        let mut head_sent = false;
         let result = loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    // The upstream's audit head, anchored in this relay's chain.
+                    Ok(Control::AuditHead { seq, hash }) => {
+                        self.audit.anchor(&peer, &node, seq, hash);
+                        if !head_sent {
+                            head_sent = true;
+                            if let Err(e) = self.send_head(&mut tx).await { break Err(e) }
+                        }
+                    }
                     Ok(msg) => if let Err(e) = self.on_control(link_id, &peer, msg) { break Err(e) },
                     Err(e) => break Err(e),
                 },
+                _ = anchor.tick() => {
+                    head_sent |= self.audit.head().is_some();
+                    if let Err(e) = self.send_head(&mut tx).await { break Err(e) }
+                }
                 Some(out) = ctl_rx.recv() => if let Err(e) = tx.send(&out).await { break Err(e) },
                 _ = stats.tick() => {
                     let report = StatsReport { bytes_received: self.bytes_received(), ..Default::default() };
@@ -656,6 +713,15 @@ impl Upstreams {
         media.abort();
         self.drop_link(link_id);
         result
+    }
+
+    /// Sends the head of this relay's audit log, if it has one, for the
+    /// upstream to anchor.
+    async fn send_head(&self, tx: &mut session::ControlSender) -> Result<(), SessionError> {
+        match self.audit.head() {
+            Some((seq, hash)) => tx.send(&Control::AuditHead { seq, hash }).await,
+            None => Ok(()),
+        }
     }
 
     /// Feeds a control message of `link_id` (from site `peer`) to the state machine.

@@ -253,7 +253,8 @@ async fn first_frame(
     camera: &str,
     quality: Quality,
 ) -> Result<(TrackReader, (HubItem, Arrival)), Reject> {
-    let mut reader = state.source.subscribe(camera, quality).await.map_err(|f| {
+    let name = viewer.upstream_name();
+    let mut reader = state.source.subscribe_as(camera, quality, Some(&name)).await.map_err(|f| {
         info!(camera = %camera, quality = quality.name(), viewer = viewer.name(), code = f.code.name(), reason = %f.reason, "WHEP: upstream refused");
         state.audit.refused(viewer.audit_name(), camera, quality, f.code.name(), &f.reason);
         subscribe_reject(camera, quality, &f)
@@ -325,13 +326,21 @@ async fn register(
         return Err(Reject::new(StatusCode::FORBIDDEN, format!("camera `{camera}`: access revoked: {why}")));
     }
     info!(session = %id, camera = %camera, quality = quality.name(), viewer = viewer.name(), "WHEP session answered");
-    state
-        .audit
-        .view_start(Viewing { viewer: viewer.audit_name(), camera: &camera, quality, session: &id }, "WHEP");
+    state.audit.view_start(
+        Viewing {
+            viewer: viewer.audit_name(),
+            camera: &camera,
+            quality,
+            session: &id,
+            token: viewer.is_token(),
+        },
+        "WHEP",
+    );
     let answer = peer.answer_sdp.clone();
     let session = Session {
         id: id.clone(),
         viewer: viewer.audit_name().map(str::to_owned),
+        token: viewer.is_token(),
         quality,
         started,
         camera,

@@ -52,6 +52,8 @@ pub(super) struct Session {
     pub(super) id: String,
     /// Audit name of the viewer (`None` on a relay without accounts).
     pub(super) viewer: Option<String>,
+    /// The viewer is a `[[token]]` (named `token:<name>` upstream).
+    pub(super) token: bool,
     pub(super) quality: Quality,
     pub(super) started: Instant,
     pub(super) camera: String,
@@ -77,7 +79,9 @@ impl Session {
             Ok(()) => self.pump(&state.settings, &mut sent).await,
             Err(end) => end,
         };
-        let Session { id, viewer, quality, started, camera, mut peer, reader, _permit: permit, .. } = self;
+        let Session {
+            id, viewer, token, quality, started, camera, mut peer, reader, _permit: permit, ..
+        } = self;
         // Unsubscribe first: the camera may stop crossing the fibre.
         drop(reader);
         let entry = state.lock_sessions().remove(&id);
@@ -103,7 +107,7 @@ impl Session {
         let Sent { frames, bytes } = sent;
         info!(session = %id, camera = %camera, frames, bytes, "WHEP session ended: {end}");
         state.audit.view_stop(
-            Viewing { viewer: viewer.as_deref(), camera: &camera, quality, session: &id },
+            Viewing { viewer: viewer.as_deref(), camera: &camera, quality, session: &id, token },
             started.elapsed(),
             &end.to_string(),
         );

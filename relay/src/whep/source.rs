@@ -19,6 +19,16 @@ pub trait CameraSource: Send + Sync + 'static {
         camera: &'a str,
         quality: Quality,
     ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>>;
+    /// [`Self::subscribe`] for `viewer` (its audit name), whom a new
+    /// upstream subscription names to the master room's audit.
+    fn subscribe_as<'a>(
+        &'a self,
+        camera: &'a str,
+        quality: Quality,
+        _viewer: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
+        self.subscribe(camera, quality)
+    }
     /// Whether a watched camera's picture is live; `None` when unwatched.
     fn track_state(&self, _camera: &str, _quality: Quality) -> Option<TrackState> {
         None
@@ -40,6 +50,15 @@ impl CameraSource for Upstreams {
         quality: Quality,
     ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
         Box::pin(Upstreams::subscribe(self, camera, quality))
+    }
+
+    fn subscribe_as<'a>(
+        &'a self,
+        camera: &'a str,
+        quality: Quality,
+        viewer: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<TrackReader, SubscribeFailure>> {
+        Box::pin(Upstreams::subscribe_as(self, camera, quality, viewer))
     }
 
     fn track_state(&self, camera: &str, quality: Quality) -> Option<TrackState> {

@@ -49,7 +49,7 @@ pub(crate) async fn view(downstream: &FakeRelay, cams: &[&str]) -> Result<Viewer
         let mut rx = rx;
         async move {
             while let Ok(msg) = rx.recv().await {
-                if !matches!(msg, Control::Stats(_) | Control::Catalog { .. }) {
+                if !matches!(msg, Control::Stats(_) | Control::Catalog { .. } | Control::AuditHead { .. }) {
                     notices.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), msg));
                 }
             }

@@ -12,14 +12,14 @@
 //! shaper serves, at what priority and under what budget.
 
 use crate::access::Access;
-use ponte_proto::audit::AuditRecord;
+use ponte_proto::audit::{AnchoredHead, AuditRecord, ACTION_ANCHOR};
 use ponte_proto::media::Quality;
 use ponte_proto::policy::{Decision, LocalTime};
 use ponte_proto::ptz::{PtzCommand, PtzHolder};
 use ponte_proto::session::{self, SessionError};
 use ponte_proto::shaping::{Budget, Ladder, Priority, Rung};
 use ponte_proto::wire::{CatalogEntry, Control, StatsReport, SubscribeErrorCode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -90,6 +90,9 @@ pub struct Subscription {
     pub camera: String,
     /// Quality the relay asked for.
     pub quality: Quality,
+    /// Who watches it at the site, as the relay last said (`Viewers`),
+    /// each as `viewer@site`.
+    pub viewers: BTreeSet<String>,
 }
 
 /// A subscription granted by policy whose camera track is being opened.
@@ -99,6 +102,7 @@ struct Opening {
     entry: CatalogEntry,
     quality: Quality,
     rule: String,
+    viewer: Option<String>,
 }
 
 /// The state of one relay session.
@@ -161,8 +165,22 @@ impl SessionState {
         outcome: &str,
         reason: Option<String>,
     ) -> Action {
+        self.audit_as(None, camera, quality, action, outcome, reason)
+    }
+
+    /// [`Self::audit`] naming the site's viewer.
+    fn audit_as(
+        &self,
+        viewer: Option<String>,
+        camera: Option<&str>,
+        quality: Option<Quality>,
+        action: &str,
+        outcome: &str,
+        reason: Option<String>,
+    ) -> Action {
         Action::Audit(Box::new(AuditRecord {
             site: Some(self.site.clone()),
+            viewer,
             camera: camera.map(str::to_owned),
             quality: quality.map(|q| q.name().to_owned()),
             action: action.to_owned(),
@@ -170,6 +188,67 @@ impl SessionState {
             reason,
             ..Default::default()
         }))
+    }
+
+    /// A viewer name from the relay as the audit records it: `name@site`,
+    /// the site from the peer's certificate (never from the relay's words),
+    /// so a relay can name its operators but not speak for another site.
+    fn qualify(&self, viewer: &str) -> String {
+        format!("{viewer}@{}", self.site)
+    }
+
+    /// `view-stop` lines for everyone still watching a subscription that ends.
+    fn views_end(&self, sub: &Subscription, why: &str) -> Vec<Action> {
+        sub.viewers
+            .iter()
+            .map(|v| {
+                self.audit_as(
+                    Some(v.clone()),
+                    Some(&sub.camera),
+                    Some(sub.quality),
+                    "view-stop",
+                    "ended",
+                    Some(why.to_owned()),
+                )
+            })
+            .collect()
+    }
+
+    /// The relay's list of who watches subscription `id` now: a
+    /// `view-start` line for each newcomer, a `view-stop` for each leaver.
+    fn viewers(&mut self, id: u64, viewers: Vec<String>, more: u32) -> Vec<Action> {
+        let now: BTreeSet<String> = viewers.iter().map(|v| self.qualify(v)).collect();
+        let Some(sub) = self.subs.get_mut(&id) else { return Vec::new() };
+        let before = std::mem::replace(&mut sub.viewers, now);
+        let sub = sub.clone();
+        let mut actions = Vec::new();
+        let unnamed = (more > 0).then(|| format!("{more} more viewers at the site are not named"));
+        let started = sub.viewers.difference(&before).map(|v| (v, "view-start", "allowed", unnamed.clone()));
+        let stopped = before.difference(&sub.viewers).map(|v| (v, "view-stop", "ended", None));
+        for (v, action, outcome, reason) in started.chain(stopped) {
+            info!(site = %self.site, camera = %sub.camera, viewer = %v, action, "partner operator");
+            actions.push(self.audit_as(
+                Some(v.clone()),
+                Some(&sub.camera),
+                Some(sub.quality),
+                action,
+                outcome,
+                reason,
+            ));
+        }
+        actions
+    }
+
+    /// The relay's audit head: recorded in this agent's chain, so a cut
+    /// tail of the relay's log shows against this one.
+    fn anchor(&self, seq: u64, hash: String) -> Vec<Action> {
+        vec![Action::Audit(Box::new(AuditRecord {
+            site: Some(self.site.clone()),
+            action: ACTION_ANCHOR.to_owned(),
+            outcome: "recorded".to_owned(),
+            anchor: Some(AnchoredHead { node: self.site.clone(), seq, hash }),
+            ..Default::default()
+        }))]
     }
 
     /// The catalog this site may see, if it differs from the one last sent.
@@ -197,17 +276,27 @@ impl SessionState {
         now: jiff::Timestamp,
     ) -> Result<Vec<Action>, SessionError> {
         Ok(match msg {
-            Control::Subscribe { id, camera, quality } => self.subscribe(id, camera, quality, catalog, now),
+            Control::Subscribe { id, camera, quality, viewer } => {
+                self.subscribe(id, camera, quality, viewer, catalog, now)
+            }
             Control::Unsubscribe { id } => match self.forget(id) {
                 Some(sub) => {
                     info!(site = %self.site, camera = %sub.camera, subscription = id, "unsubscribe");
-                    vec![
-                        self.audit(Some(&sub.camera), Some(sub.quality), "unsubscribe", "ended", None),
-                        Action::StopPump { id },
-                    ]
+                    let mut actions = self.views_end(&sub, "the site unsubscribed");
+                    actions.push(self.audit(
+                        Some(&sub.camera),
+                        Some(sub.quality),
+                        "unsubscribe",
+                        "ended",
+                        None,
+                    ));
+                    actions.push(Action::StopPump { id });
+                    actions
                 }
                 None => Vec::new(),
             },
+            Control::Viewers { id, viewers, more } => self.viewers(id, viewers, more),
+            Control::AuditHead { seq, hash } => self.anchor(seq, hash),
             Control::Stats(_) => Vec::new(),
             Control::Ptz { id, camera, viewer, command } => {
                 // A relay without accounts may not name its viewers.
@@ -223,8 +312,10 @@ impl SessionState {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &self,
+        viewer: Option<String>,
         id: u64,
         camera: &str,
         quality: Quality,
@@ -234,7 +325,7 @@ impl SessionState {
     ) -> Vec<Action> {
         info!(site = %self.site, camera, quality = quality.name(), code = code.name(), reason = %audited, "subscribe refused");
         vec![
-            self.audit(Some(camera), Some(quality), "refused", code.name(), Some(audited)),
+            self.audit_as(viewer, Some(camera), Some(quality), "refused", code.name(), Some(audited)),
             Action::Send(Control::SubscribeError { id, code, reason: told }),
         ]
     }
@@ -244,14 +335,17 @@ impl SessionState {
         id: u64,
         camera: String,
         quality: Quality,
+        viewer: Option<String>,
         catalog: &[CatalogEntry],
         now: jiff::Timestamp,
     ) -> Vec<Action> {
         // The same id again replaces the old subscription, unaudited.
         let mut actions = Vec::new();
-        if self.forget(id).is_some() {
+        if let Some(old) = self.forget(id) {
+            actions.extend(self.views_end(&old, "the site replaced the subscription"));
             actions.push(Action::StopPump { id });
         }
+        let viewer = viewer.map(|v| self.qualify(&v));
         let site = &self.site;
         // A camera the site may not see is answered exactly like one that
         // does not exist: the relay never learns it is there.
@@ -260,6 +354,7 @@ impl SessionState {
         let entry = catalog.iter().find(|c| c.id == camera && c.qualities.contains(&quality)).cloned();
         let Some(entry) = entry else {
             actions.extend(self.refuse(
+                viewer,
                 id,
                 &camera,
                 quality,
@@ -290,14 +385,14 @@ impl SessionState {
                         format!("site `{site}` already receives its maximum of {max} concurrent streams");
                     Some((SubscribeErrorCode::OverBudget, reason.clone(), reason))
                 } else {
-                    self.opening = Some(Opening { id, entry, quality, rule });
+                    self.opening = Some(Opening { id, entry, quality, rule, viewer: viewer.clone() });
                     actions.push(Action::OpenCamera { id, camera: camera.clone(), quality });
                     None
                 }
             }
         };
         if let Some((code, told, audited)) = refusal {
-            actions.extend(self.refuse(id, &camera, quality, code, told, audited));
+            actions.extend(self.refuse(viewer, id, &camera, quality, code, told, audited));
         }
         actions
     }
@@ -309,16 +404,30 @@ impl SessionState {
         let (camera, quality) = (o.entry.id.clone(), o.quality);
         if !opened {
             let reason = format!("camera `{camera}` has no {} stream right now", quality.name());
-            return self.refuse(id, &camera, quality, SubscribeErrorCode::Offline, reason.clone(), reason);
+            return self.refuse(
+                o.viewer,
+                id,
+                &camera,
+                quality,
+                SubscribeErrorCode::Offline,
+                reason.clone(),
+                reason,
+            );
         }
         let rule = o.rule;
         info!(site = %self.site, camera = %camera, quality = quality.name(), subscription = id, %rule, "subscribe");
-        let audit =
-            self.audit(Some(&camera), Some(quality), "subscribe", "allowed", Some(format!("rule `{rule}`")));
+        let audit = self.audit_as(
+            o.viewer,
+            Some(&camera),
+            Some(quality),
+            "subscribe",
+            "allowed",
+            Some(format!("rule `{rule}`")),
+        );
         let ladder =
             Ladder { top: Rung::of_quality(quality), has_sub: o.entry.qualities.contains(&Quality::Sub) };
         let priority = self.access.priority(&self.site, &o.entry);
-        self.subs.insert(id, Subscription { camera: camera.clone(), quality });
+        self.subs.insert(id, Subscription { camera: camera.clone(), quality, viewers: BTreeSet::new() });
         vec![
             audit,
             Action::Send(Control::SubscribeOk { id, codec: o.entry.codec }),
@@ -331,7 +440,8 @@ impl SessionState {
     pub fn reply(&mut self, msg: Control) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Control::SubscribeError { id, .. } = &msg {
-            if self.forget(*id).is_some() {
+            if let Some(sub) = self.forget(*id) {
+                actions.extend(self.views_end(&sub, "the stream ended"));
                 actions.push(Action::StopPump { id: *id });
             }
         }
@@ -403,6 +513,7 @@ impl SessionState {
         for (id, reason) in revoked {
             let Some(sub) = self.forget(id) else { continue };
             warn!(site = %self.site, camera = %sub.camera, quality = sub.quality.name(), %reason, "access revoked ({why})");
+            actions.extend(self.views_end(&sub, "access revoked"));
             actions.push(Action::StopPump { id });
             actions.push(self.audit(
                 Some(&sub.camera),
@@ -440,7 +551,8 @@ impl SessionState {
     pub fn stats(&mut self, finished: &[u64], bytes_sent: u64, gops_dropped: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         for id in finished {
-            if self.forget(*id).is_some() {
+            if let Some(sub) = self.forget(*id) {
+                actions.extend(self.views_end(&sub, "the stream ended"));
                 actions.push(Action::StopPump { id: *id });
             }
         }
@@ -458,6 +570,7 @@ impl SessionState {
     pub fn end(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         for (id, sub) in std::mem::take(&mut self.subs) {
+            actions.extend(self.views_end(&sub, "session ended"));
             actions.push(Action::StopPump { id });
             actions.push(self.audit(
                 Some(&sub.camera),

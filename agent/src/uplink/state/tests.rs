@@ -86,7 +86,7 @@ fn settle(s: &mut SessionState, actions: Vec<Action>, offline: &[&str]) -> Vec<A
 }
 
 fn subscribe(s: &mut SessionState, f: &Fixture, id: u64, camera: &str, now: jiff::Timestamp) -> Vec<Action> {
-    let msg = Control::Subscribe { id, camera: camera.into(), quality: Quality::Main };
+    let msg = Control::Subscribe { id, camera: camera.into(), quality: Quality::Main, viewer: None };
     let actions = s.handle(msg, &f.catalog, now).unwrap();
     settle(s, actions, &[])
 }
@@ -181,7 +181,7 @@ fn outside_its_time_window_a_site_is_forbidden_and_a_closing_window_revokes() {
 fn an_offline_camera_is_refused_after_the_grant() {
     let f = fixture(CONFIG);
     let mut s = SessionState::new("questura", f.access.clone(), 8);
-    let msg = Control::Subscribe { id: 3, camera: "piazza".into(), quality: Quality::Main };
+    let msg = Control::Subscribe { id: 3, camera: "piazza".into(), quality: Quality::Main, viewer: None };
     let actions = s.handle(msg, &f.catalog, night()).unwrap();
     let a = settle(&mut s, actions, &["piazza"]);
     assert_eq!(error_code(&a).unwrap().1, SubscribeErrorCode::Offline);
@@ -352,4 +352,73 @@ fn a_message_only_an_agent_sends_is_a_protocol_violation() {
     let mut s = SessionState::new("questura", f.access.clone(), 8);
     let r = s.handle(Control::Catalog { cameras: Vec::new() }, &f.catalog, night());
     assert!(matches!(r, Err(SessionError::Protocol(_))));
+}
+
+/// (action, viewer) of each audit line.
+fn viewers_audited(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Audit(r) => Some((r.action.clone(), r.viewer.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_audit_names_each_partner_operator_qualified_by_the_certificates_site() {
+    let f = fixture(CONFIG);
+    let mut s = SessionState::new("questura", f.access.clone(), 8);
+    // The relay names its viewer, and cannot name another site for it.
+    let msg = Control::Subscribe {
+        id: 1,
+        camera: "piazza".into(),
+        quality: Quality::Main,
+        viewer: Some("op@carabinieri".into()),
+    };
+    let actions = s.handle(msg, &f.catalog, night()).unwrap();
+    let a = settle(&mut s, actions, &[]);
+    assert_eq!(viewers_audited(&a), [("subscribe".into(), "op@carabinieri@questura".into())]);
+
+    let viewers = |list: &[&str]| Control::Viewers {
+        id: 1,
+        viewers: list.iter().map(|v| (*v).to_owned()).collect(),
+        more: 0,
+    };
+    let a = s.handle(viewers(&["op", "token:vms"]), &f.catalog, night()).unwrap();
+    assert_eq!(
+        viewers_audited(&a),
+        [("view-start".into(), "op@questura".into()), ("view-start".into(), "token:vms@questura".into())]
+    );
+    assert!(s.handle(viewers(&["op", "token:vms"]), &f.catalog, night()).unwrap().is_empty(), "no change");
+    let a = s.handle(viewers(&["anna", "op"]), &f.catalog, night()).unwrap();
+    assert_eq!(
+        viewers_audited(&a),
+        [("view-start".into(), "anna@questura".into()), ("view-stop".into(), "token:vms@questura".into())]
+    );
+    // A list for a subscription it does not hold changes nothing.
+    let stray = Control::Viewers { id: 99, viewers: vec!["x".into()], more: 0 };
+    assert!(s.handle(stray, &f.catalog, night()).unwrap().is_empty());
+    // Those still watching when the subscription ends get their view-stop.
+    let a = s.handle(Control::Unsubscribe { id: 1 }, &f.catalog, night()).unwrap();
+    assert_eq!(
+        viewers_audited(&a),
+        [
+            ("view-stop".into(), "anna@questura".into()),
+            ("view-stop".into(), "op@questura".into()),
+            ("unsubscribe".into(), String::new())
+        ]
+    );
+}
+
+#[test]
+fn the_relays_audit_head_is_anchored_in_the_agents_chain() {
+    let f = fixture(CONFIG);
+    let mut s = SessionState::new("questura", f.access.clone(), 8);
+    let hash = "ab".repeat(32);
+    let a = s.handle(Control::AuditHead { seq: 41, hash: hash.clone() }, &f.catalog, night()).unwrap();
+    let [Action::Audit(r)] = &a[..] else { panic!("{a:?}") };
+    assert_eq!((r.action.as_str(), r.site.as_deref()), ("anchor", Some("questura")));
+    let head = r.anchor.as_ref().unwrap();
+    assert_eq!((head.node.as_str(), head.seq, head.hash.as_str()), ("questura", 41, hash.as_str()));
 }

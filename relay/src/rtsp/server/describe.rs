@@ -43,11 +43,16 @@ impl RtspServer {
         }
     }
 
-    /// Subscribes to the target's track and waits for its first frame.
-    pub(super) async fn subscribe(&self, target: &Target) -> Result<(TrackReader, HubItem), Reply> {
+    /// Subscribes to the target's track for `viewer` and waits for its first frame.
+    pub(super) async fn subscribe(
+        &self,
+        target: &Target,
+        viewer: &Viewer,
+    ) -> Result<(TrackReader, HubItem), Reply> {
+        let name = viewer.upstream_name();
         let mut reader = self
             .source
-            .subscribe(&target.camera, target.quality)
+            .subscribe_as(&target.camera, target.quality, Some(&name))
             .await
             .map_err(|f| subscribe_reply(&target.camera, &f))?;
         match tokio::time::timeout(self.settings.first_frame_timeout, reader.next()).await {
@@ -70,7 +75,7 @@ impl RtspServer {
         let entry = self.visible(&target, &viewer)?;
         // The subscription lingers upstream after this reader is dropped, so
         // the SETUP that follows finds the track warm.
-        let (_reader, first) = self.subscribe(&target).await?;
+        let (_reader, first) = self.subscribe(&target, &viewer).await?;
         let sdp = sdp::describe(&first.config, &entry.name, rand::random::<u32>().into(), conn.local.ip());
         Ok(Reply::ok().header("Content-Base", target.base_url(url)).body("application/sdp", sdp))
     }

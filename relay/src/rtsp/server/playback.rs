@@ -69,6 +69,7 @@ impl RtspServer {
                     camera: &s.camera,
                     quality: s.quality,
                     session: &id,
+                    token: s.viewer.is_token(),
                 },
                 &format!("RTSP/{}", s.sink.kind()),
             );

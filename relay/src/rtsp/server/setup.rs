@@ -88,7 +88,7 @@ impl RtspServer {
                 return Err(Reply::new(StatusCode::NotEnoughBandwidth));
             }
         }
-        let (reader, first) = self.subscribe(&target).await?;
+        let (reader, first) = self.subscribe(&target, &viewer).await?;
         let numbering = Arc::new(Numbering::random());
         let ssrc = numbering.ssrc;
         let (sink, transport) = match (choice, &self.udp) {

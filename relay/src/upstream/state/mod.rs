@@ -75,6 +75,9 @@ pub struct Track {
     /// that could not be sent leaves it orphaned since then, so a congested
     /// link never stretches the grace.
     lost_since: Option<Instant>,
+    /// The viewer list last sent up (`Control::Viewers`) and the feed it
+    /// went to: a new feed (adoption) hears it again.
+    told: Option<((LinkId, u64), Vec<String>, u32)>,
 }
 
 /// The catalog of a link that went down, kept through the reconnect grace.

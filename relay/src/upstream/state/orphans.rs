@@ -12,7 +12,7 @@ use tracing::info;
 impl UpstreamState {
     /// A message of an action could not be sent (the link's queue is full or
     /// closing): a subscription that did not go out leaves its track orphaned
-    /// again, to be retried.
+    /// again, to be retried; a viewer list is sent again later.
     pub fn unsent(&mut self, link: LinkId, msg: &Control, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if let Control::Subscribe { id, .. } = msg {
@@ -22,6 +22,12 @@ impl UpstreamState {
                 {
                     self.orphan(&key, since, &mut out);
                 }
+            }
+        }
+        if let Control::Viewers { id, .. } = msg {
+            // Said again at the track's next look.
+            if let Some(t) = self.fed_track(link, *id).cloned().and_then(|key| self.tracks.get_mut(&key)) {
+                t.told = None;
             }
         }
         out
@@ -76,7 +82,8 @@ impl UpstreamState {
         t.paused = None;
         t.peer = link.peer.clone();
         t.lost_since = t.orphaned.take();
-        let msg = Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality };
+        let msg =
+            Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality, viewer: None };
         out.push(Action::Send { link: link_id, msg });
         out.push(Action::Adopted { track: key.clone() });
     }

@@ -154,7 +154,7 @@ impl Pair {
 
     /// A first viewer asks for `camera`: the track's generation.
     fn subscribe(&mut self, camera: &str) -> Result<u64, SubscribeFailure> {
-        let plan = self.state.plan_subscribe(&key(camera), self.now)?;
+        let plan = self.state.plan_subscribe(&key(camera), None, self.now)?;
         let generation = self.state.subscribed(&key(camera), &plan);
         self.take(vec![Action::Send { link: plan.link, msg: plan.msg }]);
         Ok(generation)
@@ -205,7 +205,7 @@ fn a_lost_link_orphans_the_track_and_a_new_link_adopts_it() {
     let l2 = p.connect("master", Agent::with(&["c0"]));
     let adopted = p.drain();
     assert!(adopted.contains(&Action::Adopted { track: key("c0") }), "{adopted:?}");
-    let [Control::Subscribe { id: sub2, ref camera, quality }] = p.sent_to(l2)[..] else {
+    let [Control::Subscribe { id: sub2, ref camera, quality, .. }] = p.sent_to(l2)[..] else {
         panic!("no resubscribe")
     };
     assert_eq!((camera.as_str(), quality), ("c0", Quality::Main));
@@ -350,7 +350,7 @@ fn orphans_end_when_the_reconnect_grace_runs_out() {
     p.now = at;
     assert_eq!(p.state.expire_lost(p.now), vec![Action::CatalogChanged]);
     assert!(p.state.catalog(p.now).is_empty());
-    let refused = p.state.plan_subscribe(&key("c0"), p.now).unwrap_err();
+    let refused = p.state.plan_subscribe(&key("c0"), None, p.now).unwrap_err();
     assert_eq!(refused.code, SubscribeErrorCode::Unknown, "{refused}");
 }
 
@@ -499,4 +499,40 @@ fn an_unsent_adoption_keeps_the_grace_of_the_link_loss() {
     let mut idle = None;
     let (wake, actions) = p.state.tend(&key("c0"), generation, 1, &mut idle, p.now);
     assert_eq!((wake, actions), (None, vec![Action::End { track: key("c0"), failure: None }]));
+}
+
+#[test]
+fn the_upstream_hears_who_watches_once_per_change_and_again_after_an_adoption() {
+    let mut p = Pair::new();
+    let l1 = p.connect("master", Agent::with(&["c0"]));
+    let generation = p.subscribe("c0").unwrap();
+    let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    assert!(
+        p.state.viewers(&key("c0"), generation, names(&["op"]), 0).is_empty(),
+        "not before its SubscribeOk"
+    );
+    p.deliver();
+    let told = p.state.viewers(&key("c0"), generation, names(&["op"]), 0);
+    let [Action::Send { link, msg: Control::Viewers { viewers, more: 0, .. } }] = &told[..] else {
+        panic!("{told:?}")
+    };
+    assert_eq!((*link, viewers.as_slice()), (l1, &names(&["op"])[..]));
+    assert!(p.state.viewers(&key("c0"), generation, names(&["op"]), 0).is_empty(), "unchanged");
+    assert!(p.state.viewers(&key("c0"), generation + 1, names(&["x"]), 0).is_empty(), "another generation");
+    assert_eq!(p.state.viewers(&key("c0"), generation, names(&[]), 0).len(), 1, "everyone left");
+
+    // A new feed has heard nobody: the list goes to it again.
+    p.state.viewers(&key("c0"), generation, names(&["op"]), 0);
+    p.cut(l1);
+    let l2 = p.connect("master", Agent::with(&["c0"]));
+    p.deliver();
+    let told = p.state.viewers(&key("c0"), generation, names(&["op"]), 0);
+    assert!(
+        matches!(&told[..], [Action::Send { link, msg: Control::Viewers { .. } }] if *link == l2),
+        "{told:?}"
+    );
+    // A list that could not be queued is said again.
+    let Action::Send { link, msg } = &told[0] else { panic!() };
+    p.state.unsent(*link, msg, p.now);
+    assert_eq!(p.state.viewers(&key("c0"), generation, names(&["op"]), 0).len(), 1);
 }

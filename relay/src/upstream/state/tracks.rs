@@ -5,7 +5,7 @@
 use super::action::{Action, PlannedSubscribe, SubscribeFailure};
 use super::{LinkId, Track, TrackState, UpstreamState, ADOPT_RETRY};
 use ponte_proto::hub::TrackKey;
-use ponte_proto::wire::{Control, SubscribeErrorCode};
+use ponte_proto::wire::{wire_viewer, Control, SubscribeErrorCode};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -49,8 +49,14 @@ impl UpstreamState {
     }
 
     /// The subscription a first viewer of `key` needs (the caller checked
-    /// nobody watches it yet), or why there is none.
-    pub fn plan_subscribe(&self, key: &TrackKey, now: Instant) -> Result<PlannedSubscribe, SubscribeFailure> {
+    /// nobody watches it yet), or why there is none; `viewer` names that
+    /// viewer to the upstream's audit.
+    pub fn plan_subscribe(
+        &self,
+        key: &TrackKey,
+        viewer: Option<&str>,
+        now: Instant,
+    ) -> Result<PlannedSubscribe, SubscribeFailure> {
         let camera = key.camera.as_str();
         let Some((link_id, link)) = self.carrier(camera).and_then(|id| self.links.get(&id).map(|l| (id, l)))
         else {
@@ -68,7 +74,12 @@ impl UpstreamState {
         Ok(PlannedSubscribe {
             link: link_id,
             peer: link.peer.clone(),
-            msg: Control::Subscribe { id: link.next_sub, camera: camera.to_owned(), quality: key.quality },
+            msg: Control::Subscribe {
+                id: link.next_sub,
+                camera: camera.to_owned(),
+                quality: key.quality,
+                viewer: viewer.map(wire_viewer),
+            },
         })
     }
 
@@ -92,6 +103,7 @@ impl UpstreamState {
                 paused: None,
                 pending: true,
                 lost_since: None,
+                told: None,
             },
         );
         info!(camera = %key.camera, quality = key.quality.name(), upstream = %plan.peer, subscription = sub_id, "subscribing upstream");
@@ -176,6 +188,27 @@ impl UpstreamState {
             wake = wake.min(until);
         }
         (Some(wake), out)
+    }
+
+    /// Who watches `key` (of `generation`) here now: the upstream feeding
+    /// it is told (`Control::Viewers`) when that differs from what it last
+    /// heard, so its audit names each viewer who starts or stops watching.
+    /// Said only once the upstream accepted the subscription.
+    pub fn viewers(&mut self, key: &TrackKey, generation: u64, names: Vec<String>, more: u32) -> Vec<Action> {
+        let Some(t) = self.tracks.get_mut(key).filter(|t| t.generation == generation && !t.pending) else {
+            return Vec::new();
+        };
+        let Some(feed) = t.feed else { return Vec::new() };
+        // A new feed (a first subscription, an adoption) has heard nobody yet.
+        let heard = match &t.told {
+            Some((f, n, m)) if *f == feed => (n.as_slice(), *m),
+            _ => (&[][..], 0),
+        };
+        if heard == (names.as_slice(), more) {
+            return Vec::new();
+        }
+        t.told = Some((feed, names.clone(), more));
+        vec![Action::Send { link: feed.0, msg: Control::Viewers { id: feed.1, viewers: names, more } }]
     }
 
     /// Removes a track (its readers see the end); a waiting subscriber is
