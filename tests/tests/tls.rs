@@ -103,6 +103,7 @@ struct HttpsSite {
     relay: RelayConfig,
     _procs: Vec<Proc>,
     redirect: u16,
+    agent_audit: PathBuf,
 }
 
 impl HttpsSite {
@@ -131,7 +132,8 @@ impl HttpsSite {
         let relay_toml = relay.write(dir.path().join("relay.toml"))?;
         let agent_toml = agent.write(dir.path().join("agent.toml"))?;
         let procs = vec![spawn("ponte-relay", &relay_toml)?, spawn("ponte-agent", &agent_toml)?];
-        let site = HttpsSite { _dir: dir, pki, relay, _procs: procs, redirect };
+        let agent_audit = agent.audit.path.clone();
+        let site = HttpsSite { _dir: dir, pki, relay, _procs: procs, redirect, agent_audit };
         let ca = site.pki.ca_cert().to_string_lossy().into_owned();
         let url = format!("{}/", site.base_url());
         ponte_tests::wait_until("the relay's HTTPS port", T, Duration::from_millis(100), || async {
@@ -254,6 +256,15 @@ async fn browser_over_https_trusts_the_deployment_ca_pin_and_plays() -> Result<(
         .and_then(|c| c.iter().find(|c| c["httpOnly"] == true))
         .with_context(|| format!("no session cookie in the browser: {cookies}"))?;
     assert_eq!(session["secure"], true, "{session}");
+
+    // The master room's audit names the partner operator who watches.
+    ponte_tests::wait_until("op@carabinieri in the agent's audit", T, Duration::from_millis(100), || async {
+        let named = audit_lines(&site.agent_audit).into_iter().find(|l| {
+            l["action"] == "view-start" && l["viewer"] == "op@carabinieri" && l["camera"] == "piazza-duomo"
+        });
+        Ok(named)
+    })
+    .await?;
     Ok(())
 }
 
