@@ -359,6 +359,7 @@ async fn plays_h264_over_interleaved_tcp_from_the_latest_keyframe() {
 
     let p = c.request("PLAY", &url, &[("Session", &session)]).await;
     assert_eq!(p.status, 200, "{p:?}");
+    assert!(c.frames.is_empty(), "media before the PLAY reply");
     let info = p.header("RTP-Info").unwrap().to_owned();
     assert!(info.starts_with(&format!("url={url}/trackID=0;seq=")), "{info}");
     let seq0: u16 = info.split("seq=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
@@ -394,6 +395,30 @@ async fn plays_h264_over_interleaved_tcp_from_the_latest_keyframe() {
     eventually("the hub reader to be dropped", || cam.subscribers() == 0).await;
     let again = c.request("PLAY", &url, &[("Session", &session)]).await;
     assert_eq!(again.status, 454, "a torn-down session is not found");
+}
+
+/// The PLAY reply goes out before the first media: a client reading the
+/// reply skips the interleaved frames ahead of it (ffmpeg does), and the
+/// cached keyframe among them would be lost: the picture waits a GOP. The
+/// pump used to start before the reply was queued, a race it lost only
+/// because nothing awaited in between (an await added in the PLAY handler
+/// halved the frames ffmpeg decoded in `attacks::rtsp`); it now waits for
+/// the reply. Checked over 30 rounds with the pump on another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_play_reply_comes_before_the_cached_keyframe() {
+    let (server, source) = server().await;
+    let mut cam = Camera::publish(&source.hub, "cam-a", 3000);
+    for _ in 0..7 {
+        cam.push();
+    }
+    let url = format!("rtsp://{}/cam-a", server.local_addr());
+    for round in 0..30 {
+        let mut c = Client::connect(server.local_addr()).await;
+        c.play_tcp(&url).await;
+        assert!(c.frames.is_empty(), "round {round}: {} media frames before the PLAY reply", c.frames.len());
+        let first = c.frames_on(0, 1).await;
+        assert_eq!(rtp(&first[0]).payload, SPS, "round {round}: the keyframe comes first");
+    }
 }
 
 #[tokio::test]

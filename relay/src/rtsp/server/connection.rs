@@ -33,6 +33,11 @@ pub(super) struct Conn {
     /// Some request of this connection passed authentication (the
     /// anonymous viewer's included): the login deadline no longer applies.
     pub(super) authenticated: bool,
+    /// Pumps a PLAY started, waiting for its reply to be queued first: on
+    /// interleaved TCP a client waiting for the reply skips the `$` frames
+    /// before it, so media queued ahead of the reply lost the keyframe and
+    /// the picture waited a whole GOP for the next one.
+    pub(super) after_reply: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RtspServer {
@@ -43,7 +48,16 @@ impl RtspServer {
         let (mut rd, wr) = stream.into_split();
         let (out, out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(wr, out_rx, self.settings.write_stall));
-        let mut conn = Conn { id, peer, local, out, next_channel: 0, logged_in: None, authenticated: false };
+        let mut conn = Conn {
+            id,
+            peer,
+            local,
+            out,
+            next_channel: 0,
+            logged_in: None,
+            authenticated: false,
+            after_reply: Vec::new(),
+        };
         let closer = Arc::new(Notify::new());
         self.closers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, closer.clone());
         debug!(%peer, connection = id, "RTSP client connected");
@@ -107,6 +121,9 @@ impl RtspServer {
                 };
                 if conn.out.send(reply).await.is_err() {
                     break 'conn "connection writer ended".into();
+                }
+                for go in conn.after_reply.drain(..) {
+                    let _ = go.send(());
                 }
                 if fatal {
                     break 'conn "unrecoverable request".into();

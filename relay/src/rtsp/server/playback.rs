@@ -55,7 +55,13 @@ impl RtspServer {
             };
             let me = self.me.clone();
             let (sid, camera) = (id.clone(), s.camera.clone());
+            let (go, after_reply) = tokio::sync::oneshot::channel();
+            conn.after_reply.push(go);
             s.pump = Some(tokio::spawn(async move {
+                // Media after the PLAY reply (see `Conn::after_reply`); a
+                // connection gone before it drops `go` and the pump ends
+                // on its closed sink.
+                let _ = after_reply.await;
                 let end = session::pump(spec, Some(first), reader).await;
                 if let Some(me) = me.upgrade() {
                     me.pump_ended(&sid, &camera, end);
