@@ -557,3 +557,51 @@ async fn management_port_with_client_ca_takes_operator_certificates() -> Result<
     assert!(plain.map_or(true, |r| r.status >= 400), "plain HTTP served");
     Ok(())
 }
+
+/// The HTTPS port against clients that are not browsers: one that opens
+/// connections and never says hello is closed at `relay.http_read_timeout_secs`
+/// (TLS has the same slowloris budget as HTTP), plain HTTP and garbage get
+/// no page, and a browser on HTTPS still loads it meanwhile.
+#[tokio::test]
+async fn https_port_closes_silent_and_plain_clients() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _heavy = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program("/usr/bin/curl", "curl") {
+        return Ok(());
+    }
+    let site = HttpsSite::start().await?;
+    let addr = site.relay.relay.http_listen;
+    let timeout = Duration::from_secs(site.relay.relay.http_read_timeout_secs);
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    let mut plain = tokio::net::TcpStream::connect(addr).await?;
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+    let mut junk = tokio::net::TcpStream::connect(addr).await?;
+    junk.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0]).await?;
+    for (what, s) in [("plain HTTP", &mut plain), ("a broken ClientHello", &mut junk)] {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or(Ok(0))
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+        assert!(!text.contains("ponte viewer"), "{what} got the page: {text}");
+    }
+    let page = curl(&["--cacert", &site.ca(), &format!("{}/", site.base_url())]).await?;
+    assert_eq!(page.status, 200, "a browser was kept out by silent connections");
+    let started = Instant::now();
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(timeout + Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection was held past the read timeout"
+        );
+    }
+    let held = started.elapsed();
+    eprintln!("20 silent connections closed within {:.1} s (read timeout {timeout:?})", held.as_secs_f64());
+    assert!(held <= timeout + Duration::from_secs(5), "held {held:?}");
+    Ok(())
+}
