@@ -40,6 +40,15 @@ enum Cmd {
         /// Refresh every N seconds until interrupted.
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
+        /// For an https:// URL: the CA that issued the port's certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// For a port with `management.client_ca`: a client certificate ...
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// ... and its key.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Run the whole system on loopback: synthetic Cremona cameras, two relays.
     Demo(demo::DemoArgs),
@@ -263,9 +272,11 @@ async fn main() -> Result<()> {
             agent.shutdown().await;
             result
         }
-        Cmd::Status { url, json, watch } => {
+        Cmd::Status { url, json, watch, ca, cert, key } => {
+            let tls = ponte_proto::mgmt::ClientTls { ca, cert, key };
             let code =
-                ponte_proto::mgmt::status_cli(&url, json, watch.map(std::time::Duration::from_secs)).await;
+                ponte_proto::mgmt::status_cli(&url, json, watch.map(std::time::Duration::from_secs), &tls)
+                    .await;
             std::process::exit(code)
         }
         Cmd::Policy { cmd: PolicyCmd::Explain { config, site, camera, at } } => {

@@ -214,22 +214,96 @@ pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// Fetches `/status` from a management URL such as `http://127.0.0.1:9091`.
 pub async fn fetch(url: &str) -> Result<StatusDoc, String> {
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    fetch_with(url, &ClientTls::default()).await
+}
+
+/// How the `status` CLI reaches an HTTPS management port: the CA that
+/// issued its certificate (`--ca`) and, for a port with `client_ca`, a
+/// client certificate and key (`--cert`, `--key`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// CA certificate(s) to trust (PEM).
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM).
+    pub cert: Option<std::path::PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<std::path::PathBuf>,
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+impl ClientTls {
+    fn config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or("an https:// URL needs `--ca FILE` (the CA that issued the port's certificate)")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::https::load_client_ca(ca).map_err(|e| e.to_string())? {
+            roots.add(c).map_err(|e| format!("`--ca {}`: {e}", ca.display()))?;
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots);
+        let mut cfg = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("`--cert {}`: {e}", cert.display()))?;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("`--key {}`: {e}", key.display()))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("give `--cert` and `--key` together".into()),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    async fn connect(&self, https: bool, hostport: &str) -> Result<Box<dyn Io>, String> {
+        let tcp = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
+        if !https {
+            return Ok(Box::new(tcp));
+        }
+        let host =
+            hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(self.config()?)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Box::new(tls))
+    }
+}
+
+/// [`fetch`] over HTTPS as `tls` says (plain `http://` ignores it).
+pub async fn fetch_with(url: &str, tls: &ClientTls) -> Result<StatusDoc, String> {
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(format!("{url}: only http:// and https:// URLs are supported")),
+    };
     let (hostport, path) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
         None => (rest, String::new()),
     };
     let path = format!("{path}/status");
     let io = async {
-        let mut s = tokio::net::TcpStream::connect(hostport).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
+        let mut s = tls.connect(https, hostport).await?;
+        let get = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+        s.write_all(get.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        s.take(16 << 20).read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
+        // A TLS peer may close without close_notify after the answer.
+        let read = s.take(16 << 20).read_to_end(&mut buf).await;
+        match read {
+            Err(e) if buf.is_empty() => Err(e.to_string()),
+            _ => Ok(buf),
+        }
     };
     let buf = tokio::time::timeout(Duration::from_secs(5), io)
         .await
@@ -244,9 +318,9 @@ pub async fn fetch(url: &str) -> Result<StatusDoc, String> {
 }
 
 /// `status` subcommand: prints the table (or JSON) and returns the exit code.
-pub async fn status_cli(url: &str, json: bool, watch: Option<Duration>) -> i32 {
+pub async fn status_cli(url: &str, json: bool, watch: Option<Duration>, tls: &ClientTls) -> i32 {
     loop {
-        let code = match fetch(url).await {
+        let code = match fetch_with(url, tls).await {
             Ok(doc) => {
                 if watch.is_some() {
                     print!("\x1b[2J\x1b[H");

@@ -37,6 +37,15 @@ enum Cmd {
         /// Refresh every N seconds until interrupted.
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
+        /// For an https:// URL: the CA that issued the port's certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// For a port with `management.client_ca`: a client certificate ...
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// ... and its key.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Read a password from stdin and print its argon2id hash for `password_hash`.
     Passwd {
@@ -106,8 +115,9 @@ async fn main() -> Result<()> {
     init_logging(&cli.log_format);
     match cli.cmd {
         Cmd::Run { config } => run(RelayConfig::load(&config)?, config).await,
-        Cmd::Status { url, json, watch } => {
-            let code = ponte_proto::mgmt::status_cli(&url, json, watch.map(Duration::from_secs)).await;
+        Cmd::Status { url, json, watch, ca, cert, key } => {
+            let tls = ponte_proto::mgmt::ClientTls { ca, cert, key };
+            let code = ponte_proto::mgmt::status_cli(&url, json, watch.map(Duration::from_secs), &tls).await;
             std::process::exit(code)
         }
         Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),

@@ -541,6 +541,22 @@ async fn management_port_with_client_ca_takes_operator_certificates() -> Result<
         "no PTZ line for rossi: {audit:?}"
     );
 
+    // The on-call CLI with the operator's certificate; without it, unreachable.
+    let agent_bin = ponte_tests::bin_path("ponte-agent")?;
+    let status = |with_cert: bool| {
+        let mut cmd = std::process::Command::new(&agent_bin);
+        cmd.args(["status", "--url", &base, "--ca", &ca]);
+        if with_cert {
+            cmd.args(["--cert", &cert, "--key", &key]);
+        }
+        cmd.output()
+    };
+    let out = status(true)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(matches!(out.status.code(), Some(0..=2)) && text.contains("master"), "{out:?}");
+    let out = status(false)?;
+    assert_eq!(out.status.code(), Some(3), "reached without a certificate: {out:?}");
+
     // No client certificate, or one of another CA: no TLS session.
     assert!(
         curl(&["--cacert", &ca, &format!("{base}/status")]).await.is_err(),
