@@ -244,19 +244,9 @@ impl Agent {
     /// handshakes use the new pair; sessions of peers the list now
     /// revokes are closed (audited). On an error the running files stay.
     pub fn reload_tls(&self) {
-        match self.shared.tls.reload() {
-            Ok(report) => tracing::info!(
-                new_certificate = report.new_cert.as_deref().unwrap_or("unchanged"),
-                revoked = report.revoked,
-                "TLS files reloaded"
-            ),
-            Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
-        }
+        self.shared.tls.reload_logged();
         if let Some(pair) = &self.management_https {
-            match pair.reload() {
-                Ok(changed) => tracing::info!(changed, "management HTTPS certificate reloaded"),
-                Err(e) => tracing::error!("management HTTPS reload refused, the running pair stays: {e}"),
-            }
+            pair.reload_logged("management port");
         }
     }
 

@@ -230,7 +230,8 @@ pub struct ClientTls {
     pub key: Option<std::path::PathBuf>,
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+/// A connection [`ClientTls::connect`] opened: plain TCP or TLS over it.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl ClientTls {
@@ -265,7 +266,8 @@ impl ClientTls {
         Ok(Arc::new(cfg))
     }
 
-    async fn connect(&self, https: bool, hostport: &str) -> Result<Box<dyn Io>, String> {
+    /// Connects to `hostport` (`host:port`), over TLS when `https`.
+    pub async fn connect(&self, https: bool, hostport: &str) -> Result<Box<dyn Io>, String> {
         let tcp = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
         if !https {
             return Ok(Box::new(tcp));

@@ -135,7 +135,11 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     ponte_proto::mgmt::spawn(mgmt, feed, mgmt_options)
         .await
         .with_context(|| format!("binding the management port on TCP {mgmt} (`management.listen`)"))?;
-    let pairs: Vec<Arc<HttpsPair>> = https.iter().chain(mgmt_https.iter()).cloned().collect();
+    let pairs: Vec<(&'static str, Arc<HttpsPair>)> = https
+        .iter()
+        .map(|p| ("viewer port", p.clone()))
+        .chain(mgmt_https.iter().map(|p| ("management port", p.clone())))
+        .collect();
     tokio::spawn(reload_on_hangup(config_path, cfg.clone(), auth.clone(), live.clone(), pairs));
     let ptz = Arc::new(ptz::PtzState::new(
         upstreams.clone(),
@@ -300,7 +304,7 @@ async fn reload_on_hangup(
     running: RelayConfig,
     auth: Arc<auth::Auth>,
     live: LiveTls,
-    https: Vec<Arc<HttpsPair>>,
+    https: Vec<(&'static str, Arc<HttpsPair>)>,
 ) {
     #[cfg(unix)]
     {
@@ -312,19 +316,9 @@ async fn reload_on_hangup(
             }
         };
         while hup.recv().await.is_some() {
-            match live.reload() {
-                Ok(report) => tracing::info!(
-                    new_certificate = report.new_cert.as_deref().unwrap_or("unchanged"),
-                    revoked = report.revoked,
-                    "TLS files reloaded"
-                ),
-                Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
-            }
-            for pair in &https {
-                match pair.reload() {
-                    Ok(changed) => tracing::info!(changed, "HTTPS certificate reloaded"),
-                    Err(e) => tracing::error!("HTTPS certificate reload refused, the running one stays: {e}"),
-                }
+            live.reload_logged();
+            for (port, pair) in &https {
+                pair.reload_logged(port);
             }
             let loaded = RelayConfig::load(&path).and_then(|cfg| {
                 let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;

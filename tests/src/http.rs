@@ -6,7 +6,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Timeout of one [`http_get`].
 const GET_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,46 +69,26 @@ pub async fn http_request(
         .with_context(|| format!("{method} {url}"))
 }
 
-/// CA certificates `https://` requests trust (none until [`trust_ca`]).
-static TRUSTED: std::sync::Mutex<Vec<rustls::pki_types::CertificateDer<'static>>> =
-    std::sync::Mutex::new(Vec::new());
+/// The CA `https://` requests trust (none until [`trust_ca`]).
+static TRUSTED: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
 
 /// Trusts the CA certificate(s) in the PEM file `path` for `https://` URLs.
 pub fn trust_ca(path: impl AsRef<std::path::Path>) -> Result<()> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path.as_ref())
-        .with_context(|| format!("reading {}", path.as_ref().display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", path.as_ref().display()))?;
-    TRUSTED.lock().unwrap_or_else(|e| e.into_inner()).extend(certs);
+    ponte_proto::tls::https::load_client_ca(path.as_ref())?;
+    *TRUSTED.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.as_ref().to_owned());
     Ok(())
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-async fn connect(tls: bool, authority: &str) -> Result<Box<dyn Io>> {
+/// TCP, or TLS against the trusted CA only, as the status CLI connects.
+async fn connect(tls: bool, authority: &str) -> Result<Box<dyn ponte_proto::mgmt::Io>> {
     let default_port = if tls { 443 } else { 80 };
     let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
     let addr = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
-    let stream = TcpStream::connect(&addr).await?;
-    if !tls {
-        return Ok(Box::new(stream));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for c in TRUSTED.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        roots.add(c.clone())?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, stream).await?;
-    Ok(Box::new(tls))
+    let ca = TRUSTED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    ponte_proto::mgmt::ClientTls { ca, ..Default::default() }
+        .connect(tls, &addr)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<HttpResponse> {

@@ -298,11 +298,12 @@ pub fn revoke(dir: &Path, site: Option<&str>, serial: Option<&str>) -> Result<(P
         }
     }
     if let Some(serial) = serial {
-        let clean: String = serial.chars().filter(|c| *c != ':').collect::<String>().to_lowercase();
-        if clean.is_empty() || hex::decode(&clean).is_err() {
+        let clean: String = serial.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&clean).ok().filter(|b| !b.is_empty());
+        let Some(bytes) = bytes else {
             bail!("`--serial {serial}`: expected the certificate serial in hex (as `openssl x509 -serial` prints it)");
-        }
-        targets.push(clean.trim_start_matches("00").to_owned());
+        };
+        targets.push(ponte_proto::tls::live::serial_hex(&bytes));
     }
     if targets.is_empty() {
         bail!("say which certificate to revoke: `--site SITE` (all its certificates) or `--serial HEX`");
@@ -374,8 +375,7 @@ fn existing_revocations(path: &Path) -> Result<Vec<(String, OffsetDateTime)>> {
     Ok(crl
         .iter_revoked_certificates()
         .map(|r| {
-            let serial =
-                hex::encode(r.raw_serial().iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>());
+            let serial = ponte_proto::tls::live::serial_hex(r.raw_serial());
             let at = OffsetDateTime::from_unix_timestamp(r.revocation_date.timestamp())
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
             (serial, at)

@@ -11,7 +11,7 @@
 //! the server presents) then find it in the chain.
 
 use super::{certs, provider, TlsError};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
@@ -43,13 +43,8 @@ pub struct HttpsPair {
 }
 
 fn load_pair(cert: &Path, key: &Path, ca: &[CertificateDer<'static>]) -> Result<CertifiedKey, TlsError> {
-    use rustls::pki_types::pem::PemObject;
     let mut chain = certs("HTTPS certificate", cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-        what: "HTTPS private key",
-        path: key.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let key_der = super::private_key("HTTPS private key", key)?;
     if let (Some(leaf), 1) = (chain.first(), chain.len()) {
         let issued_by_ca = ca.iter().find(|c| issued_by(leaf, c));
         if let Some(ca) = issued_by_ca {
@@ -98,6 +93,14 @@ impl HttpsPair {
         let changed = current.cert.first() != pair.cert.first();
         *current = pair;
         Ok(changed)
+    }
+
+    /// [`HttpsPair::reload`] on SIGHUP, logged for the port it serves.
+    pub fn reload_logged(&self, port: &str) {
+        match self.reload() {
+            Ok(changed) => tracing::info!(port, changed, "HTTPS certificate reloaded"),
+            Err(e) => tracing::error!(port, "HTTPS certificate reload refused, the running one stays: {e}"),
+        }
     }
 
     fn current(&self) -> Arc<CertifiedKey> {

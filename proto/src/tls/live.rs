@@ -21,7 +21,7 @@
 use super::{certs, provider, Identity, TlsError, TlsSection};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -141,7 +141,7 @@ impl Revoked {
 /// A DER serial as lowercase hex without leading zero bytes (the sign
 /// padding of a positive INTEGER), so the certificate's and the CRL's
 /// spelling of one serial compare equal.
-fn serial_hex(raw: &[u8]) -> String {
+pub fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
     hex::encode(raw.get(start..).unwrap_or_default())
 }
@@ -193,7 +193,7 @@ pub struct ReloadReport {
 
 fn load(section: &TlsSection, ca: &[CertificateDer<'static>]) -> Result<Loaded, TlsError> {
     let chain = certs("certificate", &section.cert)?;
-    let key = PrivateKeyDer::from_pem_file_checked(&section.key)?;
+    let key = super::private_key("private key", &section.key)?;
     let certified = CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(|e| {
         TlsError::Rustls(format!(
             "`tls.key` `{}` does not go with `tls.cert` `{}`: {e}",
@@ -216,21 +216,6 @@ fn load(section: &TlsSection, ca: &[CertificateDer<'static>]) -> Result<Loaded, 
     }
     let identity = Identity { ca: ca.to_vec(), chain, key: Arc::new(key) };
     Ok(Loaded { identity, certified: Arc::new(certified), revoked })
-}
-
-trait PemKey {
-    fn from_pem_file_checked(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>;
-}
-
-impl PemKey for PrivateKeyDer<'static> {
-    fn from_pem_file_checked(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-            what: "private key",
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })
-    }
 }
 
 impl LiveTls {
@@ -299,6 +284,19 @@ impl LiveTls {
             self.0.revocations.send_modify(|n| *n += 1);
         }
         Ok(ReloadReport { new_cert, revoked })
+    }
+
+    /// [`LiveTls::reload`] on SIGHUP, logged: what changed, or why the
+    /// running certificate and list stay.
+    pub fn reload_logged(&self) {
+        match self.reload() {
+            Ok(report) => tracing::info!(
+                new_certificate = report.new_cert.as_deref().unwrap_or("unchanged"),
+                revoked = report.revoked,
+                "TLS files reloaded"
+            ),
+            Err(e) => tracing::error!("TLS reload refused, the running certificate and list stay: {e}"),
+        }
     }
 
     /// Whether the certificate serial is revoked now.
@@ -417,20 +415,16 @@ pub struct PeerGuard {
 
 /// The site and serial of a connection's peer certificate.
 pub fn peer_serial(conn: &quinn::Connection) -> Option<(Option<String>, String)> {
-    let any = conn.peer_identity()?;
-    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let leaf = certs.first()?;
-    let (serial, _) = serial_of(leaf)?;
-    Some((super::site_of_certificate(leaf), serial))
+    let leaf = super::peer_certificate(conn)?;
+    let (serial, _) = serial_of(&leaf)?;
+    Some((super::site_of_certificate(&leaf), serial))
 }
 
 /// The peer's certificate expiry.
 pub fn peer_expiry(conn: &quinn::Connection) -> Option<Expiry> {
-    let any = conn.peer_identity()?;
-    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let leaf = certs.first()?;
-    let (serial, not_after_unix) = serial_of(leaf)?;
-    let subject = super::site_of_certificate(leaf).unwrap_or_else(|| "unknown".into());
+    let leaf = super::peer_certificate(conn)?;
+    let (serial, not_after_unix) = serial_of(&leaf)?;
+    let subject = super::site_of_certificate(&leaf).unwrap_or_else(|| "unknown".into());
     Some(Expiry { subject, serial, not_after_unix })
 }
 

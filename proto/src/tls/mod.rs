@@ -74,16 +74,21 @@ fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+/// Reads a PEM private key; the error names `what` and the file.
+fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        what,
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
 impl Identity {
     /// Loads CA, certificate and key PEM files.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let ca_certs = certs("CA certificate", ca)?;
         let chain = certs("certificate", cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-            what: "private key",
-            path: key.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let key = private_key("private key", key)?;
         Ok(Self { ca: ca_certs, chain, key: Arc::new(key) })
     }
 
@@ -241,9 +246,7 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_unix: i64) -> (Option
     let mut problems = Vec::new();
     let ca_certs = certs("CA certificate", ca).map_err(|e| problems.push(format!("`tls.ca`: {e}"))).ok();
     let chain = certs("certificate", cert).map_err(|e| problems.push(format!("`tls.cert`: {e}"))).ok();
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| problems.push(format!("`tls.key`: private key `{}`: {e}", key.display())))
-        .ok();
+    let key_der = private_key("private key", key).map_err(|e| problems.push(format!("`tls.key`: {e}"))).ok();
     let (Some(ca_certs), Some(chain), Some(key_der)) = (ca_certs, chain, key_der) else {
         return (None, problems);
     };
@@ -380,11 +383,16 @@ pub fn describe_identity(site: Option<&str>) -> String {
     site.map_or_else(|| "a certificate without a site name".to_owned(), |s| format!("identity `{s}`"))
 }
 
-/// The site id of a connection's peer, from its verified certificate.
-pub fn peer_site(conn: &quinn::Connection) -> Option<String> {
+/// The verified end-entity certificate of a connection's peer.
+pub fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
     let any = conn.peer_identity()?;
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    site_of_certificate(certs.first()?)
+    certs.first().cloned()
+}
+
+/// The site id of a connection's peer, from its verified certificate.
+pub fn peer_site(conn: &quinn::Connection) -> Option<String> {
+    site_of_certificate(&peer_certificate(conn)?)
 }
 
 #[cfg(test)]
