@@ -46,7 +46,7 @@ pub use http::{
 pub use pki::Pki;
 pub use procs::{stat_cpu, CpuHog, Proc};
 pub use rtsp_reader::RtspReader;
-pub use stack::{Stack, StackSpec, Tweak};
+pub use stack::{spawn_node, Stack, StackSpec, Tweak};
 
 use anyhow::{bail, Context, Result};
 use std::future::Future;

@@ -174,7 +174,8 @@ impl Stack {
     }
 }
 
-fn spawn_node(bin: &str, config: &Path) -> Result<Proc> {
+/// `BIN run --config CONFIG` (`RUST_LOG=info` unless set), its output captured.
+pub fn spawn_node(bin: &str, config: &Path) -> Result<Proc> {
     let mut cmd = std::process::Command::new(bin_path(bin)?);
     cmd.arg("run").arg("--config").arg(config);
     if std::env::var_os("RUST_LOG").is_none() {

@@ -5,21 +5,12 @@
 
 use anyhow::{bail, Context, Result};
 use ponte_tests::{
-    bin_path, catalog_camera_ids, free_tcp_port, free_udp_port, http_get, site_policy, wait_catalog,
+    catalog_camera_ids, free_tcp_port, free_udp_port, http_get, site_policy, spawn_node, wait_catalog,
     wait_until, AgentConfig, Device, DeviceExt, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn spawn(bin: &str, config: &Path) -> Result<Proc> {
-    let mut cmd = std::process::Command::new(bin_path(bin)?);
-    cmd.arg("run").arg("--config").arg(config);
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
-    Proc::spawn_command(bin, cmd)
-}
 
 /// A relay of `site` with an RTSP port; returns its config and the port.
 fn relay_config(pki: &Pki, site: &str) -> (RelayConfig, u16) {
@@ -59,13 +50,13 @@ async fn sighup_adds_and_removes_cameras_and_relays_without_touching_the_others(
     let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri", "questura"]).await?;
     let (first, first_rtsp) = relay_config(&pki, "carabinieri");
     let (second, second_rtsp) = relay_config(&pki, "questura");
-    let mut first_proc = spawn("ponte-relay", &first.write(dir.path().join("carabinieri.toml"))?)?;
-    let mut second_proc = spawn("ponte-relay", &second.write(dir.path().join("questura.toml"))?)?;
+    let mut first_proc = spawn_node("ponte-relay", &first.write(dir.path().join("carabinieri.toml"))?)?;
+    let mut second_proc = spawn_node("ponte-relay", &second.write(dir.path().join("questura.toml"))?)?;
     let to = |r: &RelayConfig| RelayTarget::new(&r.relay.site, r.relay.quic_listen);
     let devices = vec![Device::synthetic("cam-a"), Device::synthetic("cam-b")];
     let mut config = AgentConfig::new("master", pki.tls("master"), vec![to(&first)], devices);
     let agent_toml = dir.path().join("agent.toml");
-    let mut agent = spawn("ponte-agent", &config.write(&agent_toml)?)?;
+    let mut agent = spawn_node("ponte-agent", &config.write(&agent_toml)?)?;
     wait_catalog(&first.base_url(), 2, Duration::from_secs(30)).await?;
 
     // A VMS on camera A through the first relay, for the whole test.

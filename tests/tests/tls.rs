@@ -7,8 +7,8 @@
 use anyhow::{bail, Context, Result};
 use ponte_proto::tls::https::HttpsSection;
 use ponte_tests::{
-    free_tcp_port, free_udp_port, relay_viewer, AgentConfig, Chromium, Device, DeviceExt, Pki, Proc,
-    RelayConfig, RelayTarget, RtspReader,
+    free_tcp_port, free_udp_port, relay_viewer, spawn_node, AgentConfig, Chromium, Device, DeviceExt, Pki,
+    Proc, RelayConfig, RelayTarget, RtspReader,
 };
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -20,12 +20,6 @@ const OP_PASSWORD: &str = "piazza-stradivari-1680";
 
 fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn spawn(bin: &str, config: &Path) -> Result<Proc> {
-    let mut cmd = std::process::Command::new(ponte_tests::bin_path(bin)?);
-    cmd.arg("run").arg("--config").arg(config).env("RUST_LOG", "info");
-    Proc::spawn_command(bin, cmd)
 }
 
 /// `ponte-agent pki ARGS` in `pki`'s directory; its stdout.
@@ -131,7 +125,7 @@ impl HttpsSite {
         );
         let relay_toml = relay.write(dir.path().join("relay.toml"))?;
         let agent_toml = agent.write(dir.path().join("agent.toml"))?;
-        let procs = vec![spawn("ponte-relay", &relay_toml)?, spawn("ponte-agent", &agent_toml)?];
+        let procs = vec![spawn_node("ponte-relay", &relay_toml)?, spawn_node("ponte-agent", &agent_toml)?];
         let agent_audit = agent.audit.path.clone();
         let site = HttpsSite { _dir: dir, pki, relay, _procs: procs, redirect, agent_audit };
         let ca = site.pki.ca_cert().to_string_lossy().into_owned();
@@ -294,13 +288,13 @@ impl TwoSites {
             cfg.rtsp_on(rtsp);
             let toml = cfg.write(dir.path().join(format!("relay-{site}.toml")))?;
             targets.push(RelayTarget::new(site, cfg.relay.quic_listen));
-            relays.push((spawn("ponte-relay", &toml)?, cfg, rtsp));
+            relays.push((spawn_node("ponte-relay", &toml)?, cfg, rtsp));
         }
         let mut tls = pki.tls("master");
         tls.crl = Some(crl);
         let agent_config = AgentConfig::new("master", tls, targets, vec![Device::synthetic("piazza-duomo")]);
         let toml = agent_config.write(dir.path().join("agent.toml"))?;
-        let agent = spawn("ponte-agent", &toml)?;
+        let agent = spawn_node("ponte-agent", &toml)?;
         for (_, cfg, _) in &relays {
             ponte_tests::wait_catalog(&cfg.base_url(), 1, T).await?;
         }
@@ -499,7 +493,7 @@ async fn management_port_with_client_ca_takes_operator_certificates() -> Result<
     let toml = agent.write(dir.path().join("agent.toml"))?;
     let check = ponte_tests::agent_cli(&["config", "check", "--config", &toml.to_string_lossy()], "")?;
     assert!(check.starts_with("OK"), "{check}");
-    let _agent = spawn("ponte-agent", &toml)?;
+    let _agent = spawn_node("ponte-agent", &toml)?;
 
     let ca = pki.ca_cert().to_string_lossy().into_owned();
     let base = format!("https://127.0.0.1:{mgmt}");
