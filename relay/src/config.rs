@@ -623,7 +623,7 @@ mod tests {
             let c = RelayConfig::from_toml(&text).unwrap();
             assert_eq!(c.relay.site, site);
             assert_eq!(c.relay.upstreams, ["master"]);
-            assert_eq!(c.whep.max_per_viewer, 8);
+            assert_eq!(c.whep.max_per_viewer, 20);
         }
     }
 
