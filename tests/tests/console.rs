@@ -161,3 +161,151 @@ async fn wall_of_sixteen_tiles_plays_every_camera() -> Result<()> {
     }
     Ok(())
 }
+
+/// Four synthetic cameras on a 2×2 wall, every tile at 30 decoded frames.
+async fn two_by_two(stack: &Stack, query: &str) -> Result<Chromium> {
+    let browser = Chromium::launch().await?;
+    open_console(&browser, &format!("{}/console{query}", stack.base_url())).await?;
+    let cameras: Vec<String> = (0..4).map(|i| format!("cam{i:02}")).collect();
+    browser.eval(&set_layout_js("2x2", &cameras)).await?;
+    wait_all_frames(&browser, 4, 30, Duration::from_secs(15)).await?;
+    Ok(browser)
+}
+
+async fn press(browser: &Chromium, kind: &str, key: &str) -> Result<()> {
+    let (code, vk) = match key {
+        "ArrowLeft" => ("ArrowLeft", 37),
+        "Enter" => ("Enter", 13),
+        "Escape" => ("Escape", 27),
+        digit => ("Digit1", 48 + digit.parse::<i64>().unwrap_or(1)),
+    };
+    let text = if kind == "keyDown" && key.len() == 1 { key } else { "" };
+    let text = if kind == "keyDown" && key == "Enter" { "\r" } else { text };
+    let params = serde_json::json!({"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk,
+        "nativeVirtualKeyCode": vk, "text": text});
+    browser.page().call("Input.dispatchKeyEvent", params).await?;
+    Ok(())
+}
+
+async fn tap(browser: &Chromium, key: &str) -> Result<()> {
+    press(browser, "keyDown", key).await?;
+    press(browser, "keyUp", key).await
+}
+
+/// Waits for tile `i` to finish a quality switch to `quality`; returns the
+/// switch record (requested/promoted times, longest gap between frames).
+async fn wait_switch(browser: &Chromium, i: usize, quality: &str) -> Result<Value> {
+    ponte_tests::wait_until(
+        &format!("tile {} to switch to {quality}", i + 1),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let tile = tiles(browser).await?.get(i).cloned().unwrap_or_default();
+            let done = tile["quality"] == quality && tile["lastSwitch"]["to"] == quality;
+            Ok(done.then_some(tile))
+        },
+    )
+    .await
+    .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn focused_tile_switches_to_the_main_stream_without_a_gap() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
+        return Ok(());
+    }
+    let stack = Stack::start_with(StackSpec { devices: sixteen()[..4].to_vec(), ..StackSpec::default() }).await?;
+    let browser = two_by_two(&stack, "").await?;
+    // Key 1 selects (focuses) the first tile: it switches to the main
+    // stream, the substream showing until the main's first frame.
+    tap(&browser, "1").await?;
+    let tile = wait_switch(&browser, 0, "main").await?;
+    let sw = &tile["lastSwitch"];
+    let took = sw["promotedAt"].as_f64().unwrap_or(f64::MAX) - sw["requestedAt"].as_f64().unwrap_or(0.0);
+    let gap = sw["gapMs"].as_f64().unwrap_or(f64::MAX);
+    eprintln!("sub → main: main's first frame shown {took:.0} ms after the focus; longest gap between frames {gap:.0} ms");
+    assert!(took <= 2000.0, "main decoding {took:.0} ms after the focus (one GOP is 2 s)");
+    assert!(gap <= 300.0, "a {gap:.0} ms gap between frames during the switch (budget 300 ms)");
+    let decoded = browser.eval(DECODED_JS).await?;
+    assert_eq!((decoded[0]["width"].as_u64(), decoded[0]["height"].as_u64()), (Some(640), Some(360)), "{decoded}");
+    assert_eq!(decoded[1]["width"].as_u64(), Some(320), "other tiles stay on the substream: {decoded}");
+
+    // Enter: full screen on the same stream; Esc twice: back to the wall
+    // and unfocused, the tile back on the substream, again without a gap.
+    tap(&browser, "Enter").await?;
+    let full = tiles(&browser).await?;
+    assert_eq!(full[0]["full"], true, "{}", full[0]);
+    tap(&browser, "Escape").await?;
+    tap(&browser, "Escape").await?;
+    let back = wait_switch(&browser, 0, "sub").await?;
+    let gap = back["lastSwitch"]["gapMs"].as_f64().unwrap_or(f64::MAX);
+    eprintln!("main → sub: longest gap {gap:.0} ms");
+    assert!(gap <= 300.0, "a {gap:.0} ms gap during the switch back");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn age_badge_matches_the_capture_time_sei_and_a_stopped_camera_is_not_live() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium")
+        || !ponte_tests::rtsp_camera::require_gstreamer_rtsp()
+    {
+        return Ok(());
+    }
+    let mut camera = ponte_tests::rtsp_camera::RtspCamera::start(Default::default()).await?;
+    let mut devices = sixteen()[..3].to_vec();
+    devices.push(Device::rtsp("gst", &camera.url("/h264")));
+    let stack = Stack::start_with(StackSpec { devices, ..StackSpec::default() }).await?;
+    let browser = Chromium::launch().await?;
+    open_console(&browser, &format!("{}/console?probe=1", stack.base_url())).await?;
+    assert_eq!(browser.eval("window.ponteConsole.probe").await?, true, "RTCRtpScriptTransform in this Chromium");
+    let cams = ["cam00", "cam01", "cam02", "gst"].map(str::to_owned);
+    browser.eval(&set_layout_js("2x2", &cams)).await?;
+    wait_all_frames(&browser, 4, 30, Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The badge's age (the relay's capture clock) against the age from the
+    // SEI the synthetic camera put in each frame, read in the browser.
+    let samples = browser.eval("window.ponteConsole.samples(0)").await?;
+    let pairs: Vec<(f64, f64)> = samples
+        .as_array()
+        .context("samples")?
+        .iter()
+        .filter_map(|s| Some((s["ageMs"].as_f64()?, s["probeAgeMs"].as_f64()?)))
+        .collect();
+    assert!(pairs.len() >= 30, "{} frames with both ages: {samples}", pairs.len());
+    let mut ages: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    ages.sort_by(f64::total_cmp);
+    let worst = pairs.iter().map(|(a, p)| (a - p).abs()).fold(0.0, f64::max);
+    eprintln!(
+        "{} frames: age from SEI p50 {:.0} ms, p95 {:.0} ms; badge vs SEI worst difference {worst:.1} ms",
+        pairs.len(),
+        ages[ages.len() / 2],
+        ages[ages.len() * 95 / 100]
+    );
+    assert!(worst <= 20.0, "badge and SEI ages differ by {worst:.1} ms (budget ±20 ms)");
+    let tile = &tiles(&browser).await?[0];
+    assert!(tile["ageText"].as_str().is_some_and(|t| t.ends_with("ms") || t.contains("ms ·")), "{tile}");
+    assert_eq!(tile["ageSource"], "camera", "{tile}");
+
+    // Stop the RTSP camera: its tile turns NOT LIVE within 2 s.
+    let gst = tiles(&browser).await?[3].clone();
+    assert_eq!(gst["ageSource"], "relay", "no SEI from GStreamer: the age is the relay's part: {gst}");
+    camera.kill();
+    let stopped = Instant::now();
+    let tile = ponte_tests::wait_until("the stopped camera's tile to say NOT LIVE", Duration::from_secs(5), Duration::from_millis(20), || async {
+        let t = tiles(&browser).await?.get(3).cloned().unwrap_or_default();
+        Ok((t["notLive"] == true).then_some(t))
+    })
+    .await?;
+    let after = stopped.elapsed();
+    eprintln!("NOT LIVE {:.0} ms after the camera stopped: {}", after.as_secs_f64() * 1e3, tile["message"]);
+    assert!(after <= Duration::from_millis(2000), "NOT LIVE after {after:?}");
+    assert!(tile["message"].as_str().is_some_and(|m| m.starts_with("NON IN DIRETTA") || m.starts_with("NOT LIVE")), "{tile}");
+    let strip = browser.eval("window.ponteConsole.strip()").await?;
+    assert!(strip["paused"].as_str().is_some_and(|p| p.contains("gst")), "the status strip lists the tile: {strip}");
+    let others = tiles(&browser).await?;
+    assert!(others[..3].iter().all(|t| t["notLive"] == false), "{others:?}");
+    Ok(())
+}

@@ -606,7 +606,7 @@ function wire() {
   setInterval(() => {
     const now = performance.now();
     for (const tile of tiles) tile.tick(now);
-  }, 250);
+  }, 100);
   setInterval(pollStrip, STRIP_POLL_MS);
   document.body.classList.remove('loading');
   start().catch((err) => say(err.message || String(err)));

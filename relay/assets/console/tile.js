@@ -6,8 +6,9 @@
 import * as whep from './whep.js';
 import { t } from './i18n.js';
 
-// A picture older than this, or not renewed for this long, is NOT LIVE.
-const STALE_AFTER_MS = 2000;
+// A picture older than this is NOT LIVE: 2 s less two checks of the
+// console (every 100 ms), so no picture past 2 s is ever shown as live.
+const STALE_AFTER_MS = 1800;
 // Older than this, the age badge says the tile is behind the live edge.
 const BEHIND_MS = 400;
 // How often the tile asks the relay for the session's state and clock.
@@ -303,19 +304,21 @@ export class Tile {
     }
   }
 
-  // Called by the console four times a second.
+  // Called by the console ten times a second.
   tick(now) {
     const layer = this.layer;
     if (!layer || !layer.session || !this.lastShownAt) return;
+    // The picture on screen grows older while no new one comes.
     const idle = now - this.lastShownAt;
-    if (idle > STALE_AFTER_MS) this.setNotLive(this.staleReason(layer, idle));
+    const age = idle + Math.max(0, this.ageMs || 0);
+    if (age > STALE_AFTER_MS) this.setNotLive(this.staleReason(layer, idle));
   }
 
   staleReason(layer, idleMs) {
     const track = layer.track;
     if (track && track.state === 'paused') return t('paused', { reason: track.reason });
     if (track && track.state === 'upstream-lost') return t('upstreamLost', { upstream: track.upstream, secs: track.since_secs });
-    return t('noPicture', { secs: Math.floor(idleMs / 1000) });
+    return t('noPicture', { secs: (idleMs / 1000).toFixed(1) });
   }
 
   setNotLive(reason) {
