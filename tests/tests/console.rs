@@ -215,7 +215,8 @@ async fn focused_tile_switches_to_the_main_stream_without_a_gap() -> Result<()> 
     if !ponte_tests::require_program(Chromium::binary(), "chromium") {
         return Ok(());
     }
-    let stack = Stack::start_with(StackSpec { devices: sixteen()[..4].to_vec(), ..StackSpec::default() }).await?;
+    let stack =
+        Stack::start_with(StackSpec { devices: sixteen()[..4].to_vec(), ..StackSpec::default() }).await?;
     let browser = two_by_two(&stack, "").await?;
     // Key 1 selects (focuses) the first tile: it switches to the main
     // stream, the substream showing until the main's first frame.
@@ -228,7 +229,11 @@ async fn focused_tile_switches_to_the_main_stream_without_a_gap() -> Result<()> 
     assert!(took <= 2000.0, "main decoding {took:.0} ms after the focus (one GOP is 2 s)");
     assert!(gap <= 300.0, "a {gap:.0} ms gap between frames during the switch (budget 300 ms)");
     let decoded = browser.eval(DECODED_JS).await?;
-    assert_eq!((decoded[0]["width"].as_u64(), decoded[0]["height"].as_u64()), (Some(640), Some(360)), "{decoded}");
+    assert_eq!(
+        (decoded[0]["width"].as_u64(), decoded[0]["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{decoded}"
+    );
     assert_eq!(decoded[1]["width"].as_u64(), Some(320), "other tiles stay on the substream: {decoded}");
 
     // Enter: full screen on the same stream; Esc twice: back to the wall
@@ -259,7 +264,11 @@ async fn age_badge_matches_the_capture_time_sei_and_a_stopped_camera_is_not_live
     let stack = Stack::start_with(StackSpec { devices, ..StackSpec::default() }).await?;
     let browser = Chromium::launch().await?;
     open_console(&browser, &format!("{}/console?probe=1", stack.base_url())).await?;
-    assert_eq!(browser.eval("window.ponteConsole.probe").await?, true, "RTCRtpScriptTransform in this Chromium");
+    assert_eq!(
+        browser.eval("window.ponteConsole.probe").await?,
+        true,
+        "RTCRtpScriptTransform in this Chromium"
+    );
     let cams = ["cam00", "cam01", "cam02", "gst"].map(str::to_owned);
     browser.eval(&set_layout_js("2x2", &cams)).await?;
     wait_all_frames(&browser, 4, 30, Duration::from_secs(20)).await?;
@@ -294,18 +303,208 @@ async fn age_badge_matches_the_capture_time_sei_and_a_stopped_camera_is_not_live
     assert_eq!(gst["ageSource"], "relay", "no SEI from GStreamer: the age is the relay's part: {gst}");
     camera.kill();
     let stopped = Instant::now();
-    let tile = ponte_tests::wait_until("the stopped camera's tile to say NOT LIVE", Duration::from_secs(5), Duration::from_millis(20), || async {
-        let t = tiles(&browser).await?.get(3).cloned().unwrap_or_default();
-        Ok((t["notLive"] == true).then_some(t))
-    })
+    let tile = ponte_tests::wait_until(
+        "the stopped camera's tile to say NOT LIVE",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async {
+            let t = tiles(&browser).await?.get(3).cloned().unwrap_or_default();
+            Ok((t["notLive"] == true).then_some(t))
+        },
+    )
     .await?;
     let after = stopped.elapsed();
     eprintln!("NOT LIVE {:.0} ms after the camera stopped: {}", after.as_secs_f64() * 1e3, tile["message"]);
     assert!(after <= Duration::from_millis(2000), "NOT LIVE after {after:?}");
-    assert!(tile["message"].as_str().is_some_and(|m| m.starts_with("NON IN DIRETTA") || m.starts_with("NOT LIVE")), "{tile}");
+    assert!(
+        tile["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("NON IN DIRETTA") || m.starts_with("NOT LIVE")),
+        "{tile}"
+    );
     let strip = browser.eval("window.ponteConsole.strip()").await?;
-    assert!(strip["paused"].as_str().is_some_and(|p| p.contains("gst")), "the status strip lists the tile: {strip}");
+    assert!(
+        strip["paused"].as_str().is_some_and(|p| p.contains("gst")),
+        "the status strip lists the tile: {strip}"
+    );
     let others = tiles(&browser).await?;
     assert!(others[..3].iter().all(|t| t["notLive"] == false), "{others:?}");
+    Ok(())
+}
+
+const ANNA: &str = "anna";
+const ANNA_PASSWORD: &str = "torrazzo-112-metri";
+
+fn audit(path: &std::path::Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("audit line {l}"))).collect()
+}
+
+async fn log_in(browser: &Chromium, user: &str, password: &str) -> Result<()> {
+    ponte_tests::wait_until("the login form", Duration::from_secs(15), Duration::from_millis(50), || async {
+        Ok((browser.eval("!document.getElementById('login').hidden").await? == true).then_some(()))
+    })
+    .await?;
+    let submit = format!(
+        "(() => {{ document.getElementById('login-user').value = {}; \
+           document.getElementById('login-password').value = {}; \
+           document.getElementById('login-form').requestSubmit(); return true; }})()",
+        serde_json::to_string(user)?,
+        serde_json::to_string(password)?
+    );
+    browser.eval(&submit).await?;
+    ponte_tests::wait_until(
+        "the login to succeed",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            let c = browser.eval("window.ponteConsole.ready && window.ponteConsole.viewer").await?;
+            Ok((c == user).then_some(()))
+        },
+    )
+    .await
+}
+
+/// An operator with an account: holds an arrow key to steer the dome,
+/// saves a snapshot, saves a layout that survives a reload and a relay
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_steers_with_keys_takes_a_snapshot_and_keeps_a_layout() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
+        return Ok(());
+    }
+    let mut anna = ponte_tests::relay_viewer(ANNA, ANNA_PASSWORD)?;
+    anna.ptz = true;
+    let (ops_token, ops) = ponte_tests::relay_token("ops")?;
+    let dome = Device {
+        name: "rotatoria via Mantova".into(),
+        zone: "Zaist".into(),
+        ..Device::simulated_dome("dome")
+    };
+    let mut stack = Stack::start_with(StackSpec {
+        devices: vec![dome, Device::synthetic("po")],
+        agent: ponte_tests::Tweak::agent(|agent| {
+            agent.sites = ponte_tests::onvif_camera::ptz_sites()[..1].to_vec()
+        }),
+        relay: ponte_tests::Tweak::relay(move |relay| {
+            relay.viewer(anna.clone()).token(ops.clone());
+        }),
+        catalog_token: Some(ops_token.clone()),
+        ..StackSpec::default()
+    })
+    .await?;
+    let browser = Chromium::launch().await?;
+    let url = format!("{}/console", stack.base_url());
+    browser.navigate(&url).await?;
+    log_in(&browser, ANNA, ANNA_PASSWORD).await?;
+    browser.eval(&set_layout_js("1+5", &["dome".to_owned(), "po".to_owned()])).await?;
+    wait_all_frames(&browser, 2, 30, Duration::from_secs(15)).await?;
+
+    // PTZ: key 1 selects the dome's tile; holding ← moves it, key-up stops it.
+    tap(&browser, "1").await?;
+    let agent_audit = stack.agent_config.node.audit.path.clone();
+    let ptz_lines = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["action"] == "ptz" && l["camera"] == "dome")
+            .map(|l| l["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let before = ptz_lines(&audit(&agent_audit)?).len();
+    press(&browser, "keyDown", "ArrowLeft").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    press(&browser, "keyUp", "ArrowLeft").await?;
+    let lines = ponte_tests::wait_until(
+        "the dome to stop",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let lines = ptz_lines(&audit(&agent_audit)?);
+            Ok(lines[before..].iter().any(|l| l.starts_with("stop")).then_some(lines))
+        },
+    )
+    .await
+    .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))?;
+    let mine = &lines[before..];
+    eprintln!("agent audit PTZ lines: {mine:?}");
+    let first_move = mine.iter().position(|l| l.starts_with("move pan=-")).context("a move to the left")?;
+    let stop = mine.iter().position(|l| l.starts_with("stop")).context("a stop")?;
+    assert!(first_move < stop, "move, then stop: {mine:?}");
+    assert!(mine[first_move..stop].len() >= 2, "a held key renews its move: {mine:?}");
+    let viewer = audit(&agent_audit)?
+        .into_iter()
+        .rfind(|l| l["action"] == "ptz")
+        .map(|l| l["viewer"].clone())
+        .unwrap_or_default();
+    assert!(
+        viewer.as_str().is_some_and(|v| v.contains(ANNA)),
+        "the master's audit names the operator: {viewer}"
+    );
+
+    // Snapshot: a PNG that decodes, the footer burned in and in its text.
+    let shot = browser.eval("window.ponteConsole.snapshot(1)").await?;
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["pngBase64"].as_str().context("PNG")?)?;
+    let pic = ponte_tests::image::Luma::decode(&png)?;
+    eprintln!("snapshot {} {}×{}: {:?}", shot["file"], pic.width, pic.height, pic.texts);
+    assert_eq!(pic.width, 320, "the tile's own picture size");
+    let footer = pic.height - 180;
+    assert!(footer >= 12, "a footer below the picture ({footer} px)");
+    assert!(pic.stddev(0, 180, 320, footer) > 10.0, "text is drawn in the footer");
+    let (_, text) = pic.texts.iter().find(|(k, _)| k == "Comment").context("the footer text in the PNG")?;
+    assert!(text.contains("[po]") && text.contains(ANNA) && text.contains("carabinieri"), "{text}");
+    assert!(text.contains("Z ·"), "the capture time: {text}");
+    let relay_audit = audit(&stack.relay_config.audit_path())?;
+    let snap =
+        relay_audit.iter().find(|l| l["action"] == "snapshot").context("snapshot audited at the relay")?;
+    assert_eq!((&snap["viewer"], &snap["camera"]), (&Value::from(ANNA), &Value::from("po")), "{snap}");
+    eprintln!("relay audit: {snap}");
+
+    // A saved layout survives a reload and a relay restart.
+    let saved = browser
+        .eval(
+            "(async () => { document.getElementById('layout-name').value = 'Stadio sera'; \
+               return await window.ponteConsole.saveLayout('Stadio sera'); })()",
+        )
+        .await?;
+    assert_eq!(saved, true, "saved");
+    let file = stack.relay_config.audit_path().with_file_name("relay-layouts.json");
+    let on_disk = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    assert!(on_disk.contains("Stadio sera") && on_disk.contains("\"1+5\""), "{on_disk}");
+    let relay_toml = stack.dir().join("relay.toml");
+    stack.relay.kill();
+    stack.relay = ponte_tests::spawn_node("ponte-relay", &relay_toml)?;
+    ponte_tests::wait_catalog_as(&stack.base_url(), 2, Duration::from_secs(30), Some(&ops_token)).await?;
+    // A new document (not only a new fragment), as after a restart.
+    browser.navigate(&format!("{url}?after=restart#layout=Stadio%20sera")).await?;
+    let layout = ponte_tests::wait_until(
+        "the saved layout after a restart",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let ready = browser.eval("!!(window.ponteConsole && window.ponteConsole.ready)").await? == true;
+            if !ready {
+                return Ok(None);
+            }
+            Ok(Some(browser.eval("window.ponteConsole.layout()").await?))
+        },
+    )
+    .await?;
+    assert_eq!(layout["grid"], "1+5", "{layout}");
+    assert_eq!(layout["tiles"][0]["camera"], "dome", "{layout}");
+    assert_eq!(layout["tiles"][1]["camera"], "po", "{layout}");
+    wait_all_frames(&browser, 2, 30, Duration::from_secs(15)).await?;
+
+    // The wall display's token may read layouts, not change them.
+    let put = ponte_tests::http_request(
+        "PUT",
+        &format!("{}/api/layouts/x", stack.base_url()),
+        &[("Authorization", &format!("Bearer {ops_token}")), ("Content-Type", "application/json")],
+        br#"{"grid":"1x1","tiles":[]}"#,
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(put.status, 403, "{}", put.text());
     Ok(())
 }
