@@ -508,3 +508,55 @@ async fn operator_steers_with_keys_takes_a_snapshot_and_keeps_a_layout() -> Resu
     assert_eq!(put.status, 403, "{}", put.text());
     Ok(())
 }
+
+/// A wall display: the layout and a read-only token in the URL, no login;
+/// when the relay goes away its tiles say NOT LIVE, and they come back by
+/// themselves when it returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn wall_display_reconnects_by_itself_and_never_shows_a_frozen_picture_as_live() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium") {
+        return Ok(());
+    }
+    let (token, wall) = ponte_tests::relay_token("parete-sala")?;
+    let anna = ponte_tests::relay_viewer(ANNA, ANNA_PASSWORD)?;
+    let mut stack = Stack::start_with(StackSpec {
+        devices: sixteen()[..2].to_vec(),
+        relay: ponte_tests::Tweak::relay(move |relay| {
+            relay.viewer(anna.clone()).token(wall.clone());
+        }),
+        catalog_token: Some(token.clone()),
+        ..StackSpec::default()
+    })
+    .await?;
+    let browser = Chromium::launch().await?;
+    let url = format!("{}/console?wall=1#grid=2x2&tiles=cam00,cam01&token={token}", stack.base_url());
+    open_console(&browser, &url).await?;
+    wait_all_frames(&browser, 2, 30, Duration::from_secs(15)).await?;
+    let chrome = browser
+        .eval("[getComputedStyle(document.getElementById('side')).display, document.getElementById('login').hidden]")
+        .await?;
+    assert_eq!(chrome, serde_json::json!(["none", true]), "a wall shows no camera list and no login");
+
+    let relay_toml = stack.dir().join("relay.toml");
+    stack.relay.kill();
+    let killed = Instant::now();
+    ponte_tests::wait_until("both tiles NOT LIVE", Duration::from_secs(5), Duration::from_millis(20), || async {
+        let t = tiles(&browser).await?;
+        Ok(t[..2].iter().all(|t| t["notLive"] == true).then_some(()))
+    })
+    .await?;
+    eprintln!("relay gone: both tiles NOT LIVE after {:?}", killed.elapsed());
+    assert!(killed.elapsed() <= Duration::from_secs(2));
+
+    stack.relay = ponte_tests::spawn_node("ponte-relay", &relay_toml)?;
+    let back = Instant::now();
+    let live = ponte_tests::wait_until("the tiles to play again", Duration::from_secs(30), Duration::from_millis(100), || async {
+        let t = tiles(&browser).await?;
+        Ok(t[..2].iter().all(|t| t["notLive"] == false && frames(t) >= 15).then_some(t))
+    })
+    .await
+    .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))?;
+    eprintln!("relay back: tiles playing again {:?} after it restarted: {:?}", back.elapsed(), live.iter().map(|t| &t["message"]).collect::<Vec<_>>());
+    Ok(())
+}
