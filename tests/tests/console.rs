@@ -522,6 +522,8 @@ async fn wall_display_reconnects_by_itself_and_never_shows_a_frozen_picture_as_l
     let anna = ponte_tests::relay_viewer(ANNA, ANNA_PASSWORD)?;
     let mut stack = Stack::start_with(StackSpec {
         devices: sixteen()[..2].to_vec(),
+        // A budget, for the status strip to show its use.
+        agent: ponte_tests::Tweak::agent(|agent| agent.sites[0].budget_mbps = Some(50.0)),
         relay: ponte_tests::Tweak::relay(move |relay| {
             relay.viewer(anna.clone()).token(wall.clone());
         }),
@@ -537,26 +539,57 @@ async fn wall_display_reconnects_by_itself_and_never_shows_a_frozen_picture_as_l
         .eval("[getComputedStyle(document.getElementById('side')).display, document.getElementById('login').hidden]")
         .await?;
     assert_eq!(chrome, serde_json::json!(["none", true]), "a wall shows no camera list and no login");
+    // The status strip: the link to the master room and the budget in use.
+    let strip = ponte_tests::wait_until(
+        "the status strip",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let s = browser.eval("window.ponteConsole.strip()").await?;
+            let rate = s["rate"].as_str().unwrap_or_default().to_owned();
+            Ok((rate.contains("of 50.0 Mbit/s") || rate.contains("di 50.0 Mbit/s")).then_some(s))
+        },
+    )
+    .await?;
+    eprintln!("status strip: {strip}");
+    assert!(
+        strip["link"].as_str().is_some_and(|l| l.contains("(") && !l.contains("DISCONNECTED")),
+        "{strip}"
+    );
 
     let relay_toml = stack.dir().join("relay.toml");
     stack.relay.kill();
     let killed = Instant::now();
-    ponte_tests::wait_until("both tiles NOT LIVE", Duration::from_secs(5), Duration::from_millis(20), || async {
-        let t = tiles(&browser).await?;
-        Ok(t[..2].iter().all(|t| t["notLive"] == true).then_some(()))
-    })
+    ponte_tests::wait_until(
+        "both tiles NOT LIVE",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async {
+            let t = tiles(&browser).await?;
+            Ok(t[..2].iter().all(|t| t["notLive"] == true).then_some(()))
+        },
+    )
     .await?;
     eprintln!("relay gone: both tiles NOT LIVE after {:?}", killed.elapsed());
     assert!(killed.elapsed() <= Duration::from_secs(2));
 
     stack.relay = ponte_tests::spawn_node("ponte-relay", &relay_toml)?;
     let back = Instant::now();
-    let live = ponte_tests::wait_until("the tiles to play again", Duration::from_secs(30), Duration::from_millis(100), || async {
-        let t = tiles(&browser).await?;
-        Ok(t[..2].iter().all(|t| t["notLive"] == false && frames(t) >= 15).then_some(t))
-    })
+    let live = ponte_tests::wait_until(
+        "the tiles to play again",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let t = tiles(&browser).await?;
+            Ok(t[..2].iter().all(|t| t["notLive"] == false && frames(t) >= 15).then_some(t))
+        },
+    )
     .await
     .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))?;
-    eprintln!("relay back: tiles playing again {:?} after it restarted: {:?}", back.elapsed(), live.iter().map(|t| &t["message"]).collect::<Vec<_>>());
+    eprintln!(
+        "relay back: tiles playing again {:?} after it restarted: {:?}",
+        back.elapsed(),
+        live.iter().map(|t| &t["message"]).collect::<Vec<_>>()
+    );
     Ok(())
 }

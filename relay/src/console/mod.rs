@@ -272,6 +272,8 @@ struct StripLink {
     state: String,
     rtt_ms: Option<f64>,
     recv_bps: f64,
+    /// The site's link budget the upstream applies, bit/s.
+    budget_bps: Option<u64>,
     last_error: Option<String>,
 }
 
@@ -289,6 +291,7 @@ async fn strip(State(state): State<Arc<ConsoleState>>, Extension(viewer): Extens
                     state: l.state.clone(),
                     rtt_ms: l.rtt_ms,
                     recv_bps: l.recv_bps,
+                    budget_bps: l.budget_bps,
                     last_error: l.last_error.clone(),
                 })
                 .collect()
