@@ -301,3 +301,97 @@ async fn strip(State(state): State<Arc<ConsoleState>>, Extension(viewer): Extens
         StripBody { site: state.whep.source().site(), viewer: viewer.audit_name().map(str::to_owned), links };
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_of_the_console_is_served_and_nothing_comes_from_elsewhere() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/console");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("assets/console")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "index.html")
+            .collect();
+        on_disk.sort();
+        let mut served: Vec<String> = ASSETS.iter().map(|(n, _, _)| (*n).to_owned()).collect();
+        served.sort();
+        assert_eq!(
+            on_disk, served,
+            "a file under assets/console that the relay does not serve, or the reverse"
+        );
+        for (name, _, body) in ASSETS.iter().copied().chain([("index.html", "", PAGE)]) {
+            for external in ["http://", "https://", "//cdn", "@import", "eval(", "new Function", "innerHTML"]
+            {
+                assert!(!body.contains(external), "{name} contains {external}");
+            }
+            // Module imports name files the relay serves.
+            for import in body.split("from './").skip(1) {
+                let file = import.split('\'').next().unwrap_or_default();
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| *n == file),
+                    "{name} imports {file}, which is not served"
+                );
+            }
+        }
+        for linked in ["/console/console.css", "/console/console.js"] {
+            assert!(PAGE.contains(linked), "the page links {linked}");
+        }
+        assert!(
+            !PAGE.contains("<script>") && !PAGE.contains("<style>"),
+            "no inline script or style (CSP 'self')"
+        );
+        assert!(CSP.contains("script-src 'self'") && CSP.contains("frame-ancestors 'none'"));
+    }
+
+    #[test]
+    fn the_page_speaks_italian_and_english_with_the_same_keys() {
+        let i18n = ASSETS.iter().find(|(n, _, _)| *n == "i18n.js").map(|(_, _, b)| *b).expect("i18n.js");
+        let section = |lang: &str| -> Vec<String> {
+            let start = i18n.find(&format!("  {lang}: {{")).expect("language block");
+            let block = &i18n[start..];
+            let end = block.find("\n  },").expect("end of block");
+            let mut keys: Vec<String> = block[..end]
+                .split(|c: char| c == ',' || c == '{' || c == '\n')
+                .filter_map(|part| {
+                    let part = part.trim();
+                    let (key, _) = part.split_once(": ")?;
+                    key.chars().all(|c| c.is_ascii_alphanumeric()).then(|| key.to_owned())
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        };
+        let (it, en) = (section("it"), section("en"));
+        assert!(it.len() > 40, "{it:?}");
+        assert_eq!(it, en, "every text in both languages");
+        // Every key the page and the modules use exists.
+        let mut used = Vec::new();
+        for (_, _, body) in ASSETS.iter().copied().chain([("index.html", "", PAGE)]) {
+            for marker in ["data-i18n=\"", "data-i18n-placeholder=\"", "data-i18n-label=\"", "t('"] {
+                // `t('key'` as a call of its own, not the end of `get('…')`.
+                let calls = body.split(marker).collect::<Vec<_>>();
+                for (before, rest) in calls.iter().zip(calls.iter().skip(1)) {
+                    if marker == "t('" && before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '.') {
+                        continue;
+                    }
+                    let key: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                    if !key.is_empty() {
+                        used.push(key);
+                    }
+                }
+            }
+        }
+        for key in used {
+            assert!(en.contains(&key), "text `{key}` is used but not translated");
+        }
+    }
+
+    #[test]
+    fn the_page_escapes_the_site_name() {
+        let html = PAGE.replace("{{title}}", &crate::page::escape_html("ponte — <b>x</b>"));
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
+    }
+}
