@@ -353,7 +353,7 @@ mod tests {
             let block = &i18n[start..];
             let end = block.find("\n  },").expect("end of block");
             let mut keys: Vec<String> = block[..end]
-                .split(|c: char| c == ',' || c == '{' || c == '\n')
+                .split([',', '{', '\n'])
                 .filter_map(|part| {
                     let part = part.trim();
                     let (key, _) = part.split_once(": ")?;
