@@ -115,6 +115,7 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
             .collect(),
         probe: false,
         sites: Some(policy),
+        whep: None,
     })
     .await?;
     let subs: Vec<(u32, String, Quality)> =

@@ -7,6 +7,7 @@ use crate::subscriber::{Listener, Subscriber};
 use anyhow::{Context, Result};
 use ponte_proto::policy::SitePolicyConfig;
 use ponte_relay::cascade::DownstreamConfig;
+use ponte_relay::config::WhepSection;
 use ponte_tests::{
     bin_path, free_tcp_port, free_udp_port, http_get, wait_until, AgentConfig, Device, DeviceKind, Pki, Proc,
     RelayConfig, RelayTarget, ReplaySettings, Source,
@@ -76,6 +77,8 @@ pub struct ClusterSpec {
     pub probe: bool,
     /// The agent's `[[site]]` policies; `None`: every site sees every camera.
     pub sites: Option<Vec<SitePolicyConfig>>,
+    /// Every relay's `[whep]` section; `None`: the defaults.
+    pub whep: Option<WhepSection>,
 }
 
 /// A started relay.
@@ -194,6 +197,9 @@ impl Cluster {
                 localhost(free_tcp_port()),
                 pki.tls(&r.site),
             );
+            if let Some(whep) = &spec.whep {
+                config.whep = whep.clone();
+            }
             let mut mine = Vec::new();
             for d in &r.downstreams {
                 let l = Listener::listen(&pki, d)?;

@@ -141,9 +141,15 @@ impl Fanout {
             site: "relay".into(),
             downstreams: (1..=params.subscribers).map(|k| format!("sub-{k}")).collect(),
         }];
-        let cluster =
-            Cluster::start(ClusterSpec { devices, cameras: tracks, relays, probe: true, sites: None })
-                .await?;
+        let cluster = Cluster::start(ClusterSpec {
+            devices,
+            cameras: tracks,
+            relays,
+            probe: true,
+            sites: None,
+            whep: None,
+        })
+        .await?;
         Ok(Self { cluster, params: params.clone(), tracks: 0 })
     }
 

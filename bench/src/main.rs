@@ -9,6 +9,7 @@ mod callgrind;
 mod city;
 mod cluster;
 mod fanout;
+mod glass;
 mod machine;
 mod memory;
 mod report;
@@ -18,6 +19,8 @@ mod stats;
 mod subscriber;
 mod transport;
 mod ttff;
+mod wall;
+mod whep_viewer;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -38,6 +41,10 @@ enum Scenario {
     Latency,
     /// Subscribe → first decodable frame, QUIC subscriber and Chromium WHEP viewer.
     Ttff,
+    /// Capture → frame shown in Chromium's video wall (`/console`), 1 tile and 16.
+    Glass,
+    /// Relay CPU per WHEP viewer at 4 Mbit/s, headless non-decoding receivers, stepped.
+    Wall,
     /// RSS of agent and relay with 0, 50 and 200 streams.
     Memory,
     /// The Cremona inventory, always on, to two relays: agent CPU.
@@ -57,6 +64,8 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Latency => "latency",
             Scenario::Ttff => "ttff",
+            Scenario::Glass => "glass",
+            Scenario::Wall => "wall",
             Scenario::Memory => "memory",
             Scenario::City => "city",
             Scenario::Sizing => "sizing",
@@ -66,11 +75,13 @@ impl Scenario {
     }
 }
 
-const ORDER: [Scenario; 7] = [
+const ORDER: [Scenario; 9] = [
     Scenario::TransportLimit,
     Scenario::Fanout,
     Scenario::Latency,
     Scenario::Ttff,
+    Scenario::Glass,
+    Scenario::Wall,
     Scenario::Memory,
     Scenario::City,
     Scenario::Sizing,
@@ -80,7 +91,7 @@ const ORDER: [Scenario; 7] = [
 #[command(
     name = "ponte-bench",
     version,
-    about = "ponte benchmarks: throughput, latency, time to first frame, memory, the city"
+    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city"
 )]
 struct Cli {
     /// What to run.
@@ -97,7 +108,7 @@ struct Cli {
     /// Use the agent and relay binaries as they are (do not run `cargo build` first).
     #[arg(long)]
     no_build: bool,
-    /// Skip the Chromium (WHEP) part of ttff.
+    /// Skip the Chromium parts: ttff's WHEP path, glass, sizing's browser viewers.
     #[arg(long)]
     no_whep: bool,
     /// Fan-out: QUIC subscribers the relay feeds.
@@ -139,6 +150,15 @@ struct Cli {
     /// Sizing: WHEP viewers (Chromium).
     #[arg(long, default_value_t = 8)]
     viewers: usize,
+    /// Wall: WHEP viewer counts to step through, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    wall_viewers: Option<Vec<usize>>,
+    /// Wall: replay cameras the viewers are spread over.
+    #[arg(long, default_value_t = 4)]
+    wall_cameras: usize,
+    /// Glass: seconds each layout plays before its window.
+    #[arg(long)]
+    warmup_secs: Option<f64>,
     /// Report: rewrite the generated section of this Markdown file.
     #[arg(long)]
     update: Option<PathBuf>,
@@ -357,8 +377,7 @@ async fn run_latency(cli: &Cli, st: &mut RunState) -> Result<Output> {
 }
 
 async fn run_ttff(cli: &Cli) -> Result<Output> {
-    let chromium = ponte_tests::Chromium::available();
-    let whep = !cli.no_whep && (chromium || ponte_tests::in_ci());
+    let whep = chromium_wanted(cli);
     let params = ttff::TtffParams {
         rounds: cli.rounds.unwrap_or(if cli.smoke { 1 } else { 10 }),
         replay: cli.replay(cli.kbps.unwrap_or(if cli.smoke { 1_000 } else { 4_000 }), 500),
@@ -382,6 +401,49 @@ async fn run_ttff(cli: &Cli) -> Result<Output> {
             .into(),
     );
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "paths": paths }) })
+}
+
+fn chromium_wanted(cli: &Cli) -> bool {
+    !cli.no_whep && (ponte_tests::Chromium::available() || ponte_tests::in_ci())
+}
+
+async fn run_glass(cli: &Cli) -> Result<Output> {
+    if !chromium_wanted(cli) {
+        bail!(
+            "glass needs Chromium ({}); without it (or with --no-whep) run the other scenarios",
+            ponte_tests::Chromium::binary().display()
+        );
+    }
+    let smoke = cli.smoke;
+    let params = glass::GlassParams {
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        warmup_secs: cli.warmup_secs.unwrap_or(if smoke { 0.5 } else { 5.0 }),
+        window_secs: cli.window_secs.unwrap_or(if smoke { 2.0 } else { 60.0 }),
+    };
+    let layouts = glass::run(&params).await?;
+    let (tables, checks, notes) = glass::tables(&layouts, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "layouts": layouts }) })
+}
+
+async fn run_wall(cli: &Cli, st: &mut RunState) -> Result<Output> {
+    let t = transport_of(cli, st).await?;
+    let smoke = cli.smoke;
+    let params = wall::WallParams {
+        viewers: cli.wall_viewers.clone().unwrap_or(if smoke { vec![2, 4] } else { vec![10, 50, 100, 200] }),
+        cameras: if smoke { cli.wall_cameras.min(2) } else { cli.wall_cameras },
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        settle_secs: if smoke { 0.5 } else { 3.0 },
+        window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 10.0 }),
+    };
+    anyhow::ensure!(!params.viewers.is_empty(), "--wall-viewers needs at least one count");
+    let r = wall::run(&params).await?;
+    let (tables, checks, notes) = wall::tables(&r, &params, &t);
+    Ok(Output {
+        tables,
+        checks,
+        notes,
+        data: serde_json::json!({ "params": params, "result": r, "transport": t }),
+    })
 }
 
 async fn run_memory(cli: &Cli) -> Result<Output> {
@@ -420,8 +482,7 @@ async fn run_city(cli: &Cli) -> Result<Output> {
 }
 
 async fn run_sizing(cli: &Cli) -> Result<Output> {
-    let chromium = ponte_tests::Chromium::available();
-    let whep = !cli.no_whep && (chromium || ponte_tests::in_ci());
+    let whep = chromium_wanted(cli);
     let smoke = cli.smoke;
     let params = sizing::SizingParams {
         replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
@@ -517,6 +578,8 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
         Scenario::Fanout => run_fanout(cli, st).await,
         Scenario::Latency => run_latency(cli, st).await,
         Scenario::Ttff => run_ttff(cli).await,
+        Scenario::Glass => run_glass(cli).await,
+        Scenario::Wall => run_wall(cli, st).await,
         Scenario::Memory => run_memory(cli).await,
         Scenario::City => run_city(cli).await,
         Scenario::Sizing => run_sizing(cli).await,
@@ -560,8 +623,12 @@ async fn main() -> Result<()> {
     }
     build_binaries(cli.no_build)?;
     let mut st = RunState::default();
-    let scenarios: Vec<Scenario> =
-        if cli.scenario == Scenario::All { ORDER.to_vec() } else { vec![cli.scenario] };
+    let scenarios: Vec<Scenario> = if cli.scenario == Scenario::All {
+        // glass is Chromium or nothing.
+        ORDER.into_iter().filter(|&s| s != Scenario::Glass || chromium_wanted(&cli)).collect()
+    } else {
+        vec![cli.scenario]
+    };
     let mut missed = 0;
     for s in scenarios {
         let report = run_one(&cli, s, &mut st).await?;

@@ -73,6 +73,7 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
         relays: vec![RelaySpec { site: "relay".into(), downstreams: vec![] }],
         probe: false,
         sites: Some(policy(levels, 0)),
+        whep: None,
     })
     .await?;
     let per_stream_mbps = f64::from(params.replay.main_kbps) / 1e3;

@@ -9,6 +9,8 @@ pub struct Dist {
     pub n: usize,
     /// Median.
     pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
     /// Largest sample.
@@ -26,7 +28,19 @@ impl Dist {
             let i = ((p / 100.0) * samples.len() as f64).ceil() as usize;
             samples[i.clamp(1, samples.len()) - 1] as f64 / 1000.0
         };
-        Self { n: samples.len(), p50_ms: rank(50.0), p99_ms: rank(99.0), max_ms: rank(100.0) }
+        Self {
+            n: samples.len(),
+            p50_ms: rank(50.0),
+            p95_ms: rank(95.0),
+            p99_ms: rank(99.0),
+            max_ms: rank(100.0),
+        }
+    }
+
+    /// Summarises samples in milliseconds.
+    pub fn of_ms(samples: &[f64]) -> Self {
+        let mut micros: Vec<i64> = samples.iter().map(|m| (m * 1000.0).round() as i64).collect();
+        Self::of_micros(&mut micros)
     }
 
     /// `p50 / p99 / max` for a table cell.
@@ -46,7 +60,7 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut v: Vec<i64> = (1..=100).rev().map(|x| x * 1000).collect();
         let d = Dist::of_micros(&mut v);
-        assert_eq!((d.n, d.p50_ms, d.p99_ms, d.max_ms), (100, 50.0, 99.0, 100.0));
+        assert_eq!((d.n, d.p50_ms, d.p95_ms, d.p99_ms, d.max_ms), (100, 50.0, 95.0, 99.0, 100.0));
         assert_eq!(Dist::of_micros(&mut [2500]).p99_ms, 2.5);
         assert_eq!(Dist::of_micros(&mut []).cell(), "-");
     }

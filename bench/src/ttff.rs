@@ -218,6 +218,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
         relays: vec![RelaySpec { site: "relay".into(), downstreams: vec!["sub-1".into(), "sub-2".into()] }],
         probe: false,
         sites: None,
+        whep: None,
     })
     .await?;
     let base = cluster.relays[0].config.base_url();
