@@ -247,6 +247,50 @@ async fn focused_tile_switches_to_the_main_stream_without_a_gap() -> Result<()> 
     let gap = back["lastSwitch"]["gapMs"].as_f64().unwrap_or(f64::MAX);
     eprintln!("main → sub: longest gap {gap:.0} ms");
     assert!(gap <= 300.0, "a {gap:.0} ms gap during the switch back");
+
+    // Drag a camera from the list onto a tile; click one into the selected tile.
+    let dropped = browser
+        .eval(
+            "(() => { const dt = new DataTransfer();                const li = document.querySelector('#cameras li[data-camera=\"cam00\"]');                li.dispatchEvent(new DragEvent('dragstart', { dataTransfer: dt, bubbles: true }));                const tile = document.querySelector('#wall .tile[data-tile=\"3\"]');                tile.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));                tile.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));                return window.ponteConsole.tiles()[3].camera; })()",
+        )
+        .await?;
+    assert_eq!(dropped, "cam00", "a camera dropped on tile 4");
+    tap(&browser, "2").await?;
+    browser.eval("document.querySelector('#cameras li[data-camera=\"cam03\"]').click()").await?;
+    let layout = browser.eval("window.ponteConsole.layout()").await?;
+    let cams: Vec<&str> = layout["tiles"]
+        .as_array()
+        .context("tiles")?
+        .iter()
+        .map(|t| t["camera"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(cams, ["cam00", "cam03", "cam02", "cam00"], "{layout}");
+    // The URL says the layout: a shared link opens the same wall.
+    let href = browser.eval("location.href").await?;
+    assert!(
+        href.as_str()
+            .is_some_and(|h| h.contains("grid=2x2") && h.contains("tiles=cam00%2Ccam03%2Ccam02%2Ccam00")),
+        "{href}"
+    );
+    wait_all_frames(&browser, 4, 30, Duration::from_secs(10)).await?;
+
+    // A tour: tile 3 cycles through two cameras every 3 s.
+    browser
+        .eval("(() => { const d = document.getElementById('tour');                document.querySelector('#wall .tile[data-tile=\"2\"] button[data-i18n=\"tourBtn\"]').click();                for (const c of d.querySelectorAll('input[type=checkbox]')) c.checked = c.value === 'cam01' || c.value === 'cam02';                document.getElementById('tour-secs').value = '3';                d.close('ok'); return true; })()")
+        .await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        let t = tiles(&browser).await?;
+        if frames(&t[2]) > 0 {
+            seen.insert(t[2]["camera"].as_str().unwrap_or_default().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("the tour showed {seen:?}");
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["cam01", "cam02"], "the tour played both cameras");
+    let href = browser.eval("location.href").await?;
+    assert!(href.as_str().is_some_and(|h| h.contains("tour3=cam01%2Bcam02%403")), "{href}");
     Ok(())
 }
 
