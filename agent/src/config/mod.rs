@@ -160,7 +160,7 @@ pub struct AgentSection {
     pub max_subscriptions_per_session: u32,
     /// Most H.265 → H.264 transcodes (`browser_h264 = "transcode"`)
     /// running at once; a subscription that would start one more is
-    /// refused naming this key. Each costs about a core's fifth at 640×360.
+    /// refused naming this key. Each costs 15 % (720p) to 25 % (1080p) of a core.
     #[serde(default = "default_max_transcodes")]
     pub max_transcodes: u32,
 }

@@ -47,7 +47,7 @@ const H264_PAYLOAD_TYPE: u8 = 102;
 /// The H.265 format offered: Main profile, main tier, one RTP stream
 /// (RFC 7798 §7.1). Chromium matches on profile and tier; the level is
 /// left out, so any level the browser offers matches.
-pub(super) const H265_FMTP: &str = "profile-id=1;tier-flag=0;tx-mode=SRST";
+const H265_FMTP: &str = "profile-id=1;tier-flag=0;tx-mode=SRST";
 /// Payload type proposed for H.265; the offer's own number wins.
 const H265_PAYLOAD_TYPE: u8 = 49;
 /// Scratch space for H.265 fragmentation units: packets are cut from one

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Default of `agent.max_transcodes`: a few browsers' worth on a small
-/// machine (about a quarter of a core each, see the module doc).
+/// machine (at most a quarter of a core each for a 1080p camera, see the
+/// module doc).
 pub const DEFAULT_MAX_TRANSCODES: u32 = 4;
 
 /// The running transcodes and their cap.
