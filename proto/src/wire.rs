@@ -160,6 +160,10 @@ pub struct StatsReport {
     pub gops_dropped: u64,
     /// Viewers served (relay only).
     pub viewers: u32,
+    /// The receiving site's link budget, bit/s (agent only; absent when
+    /// unlimited): the partner's console shows how much of it is in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bps: Option<u64>,
 }
 
 /// Messages of the control stream.

@@ -26,6 +26,8 @@ pub mod action {
     pub const PTZ: &str = "ptz";
     /// A QUIC peer that tried to feed this relay without being one of its upstreams.
     pub const UPSTREAM: &str = "upstream";
+    /// A viewer saved a still of a camera from the console.
+    pub const SNAPSHOT: &str = "snapshot";
 }
 
 /// One viewing, as the audit log names it.
@@ -215,6 +217,21 @@ impl RelayAudit {
             camera: Some(camera.to_owned()),
             action: action::PTZ.into(),
             outcome: outcome.to_owned(),
+            reason: Some(detail.to_owned()),
+            ..Default::default()
+        });
+    }
+}
+
+impl RelayAudit {
+    /// A viewer saved a still of `camera`; `detail` names the picture's
+    /// capture time and the file.
+    pub fn snapshot(&self, viewer: Option<&str>, camera: &str, detail: &str) {
+        self.write(AuditRecord {
+            viewer: viewer.map(str::to_owned),
+            camera: Some(camera.to_owned()),
+            action: action::SNAPSHOT.into(),
+            outcome: "saved".into(),
             reason: Some(detail.to_owned()),
             ..Default::default()
         });

@@ -90,12 +90,15 @@ fn default_whep_max_per_camera() -> usize {
     16
 }
 
+/// A 4×4 console wall, one tile switching quality, and a spare.
 fn default_whep_max_per_viewer() -> usize {
-    8
+    20
 }
 
+/// A 4×4 wall opened a few times a minute (each tile is one offer, a
+/// quality switch another).
 fn default_whep_offers_per_minute() -> u32 {
-    30
+    120
 }
 
 /// `[rtsp]`: `rtsp://<listen>/<camera>` and `rtsp://<listen>/<camera>/sub`.
@@ -173,11 +176,19 @@ impl RelayConfig {
     /// Where the browser sessions are kept: `relay.state_dir`, else the
     /// audit log's directory.
     pub fn sessions_file(&self) -> PathBuf {
-        let dir = match &self.relay.state_dir {
+        self.state_dir().join(crate::auth::session_store::FILE_NAME)
+    }
+
+    /// Where the console's saved layouts are kept, beside the sessions.
+    pub fn layouts_file(&self) -> PathBuf {
+        self.state_dir().join(crate::console::layouts::FILE_NAME)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        match &self.relay.state_dir {
             Some(dir) => dir.clone(),
             None => self.audit.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
-        };
-        dir.join(crate::auth::session_store::FILE_NAME)
+        }
     }
 }
 
@@ -612,7 +623,7 @@ mod tests {
             let c = RelayConfig::from_toml(&text).unwrap();
             assert_eq!(c.relay.site, site);
             assert_eq!(c.relay.upstreams, ["master"]);
-            assert_eq!(c.whep.max_per_viewer, 8);
+            assert_eq!(c.whep.max_per_viewer, 20);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cascade;
 pub mod config;
+pub mod console;
 pub mod limits;
 pub mod media_ports;
 pub mod node;

@@ -3,7 +3,7 @@
 
 use crate::config::RelayConfig;
 use crate::upstream::Upstreams;
-use crate::{audit, auth, cascade, ptz, rtsp, status, web, whep};
+use crate::{audit, auth, cascade, console, ptz, rtsp, status, web, whep};
 use anyhow::{Context, Result};
 use ponte_proto::tls::https::HttpsPair;
 use ponte_proto::tls::{self, LiveTls, TransportOptions};
@@ -122,6 +122,11 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         https: https.clone(),
     };
     let feed = status::spawn_sampler(upstreams.clone(), state.clone(), egress);
+    let layouts = Arc::new(
+        console::layouts::LayoutStore::open(&cfg.layouts_file())
+            .context("loading the console's saved layouts (`relay.state_dir`)")?,
+    );
+    let console = Arc::new(console::ConsoleState::new(state.clone(), layouts, Some(feed.clone())));
     let status = StatusState {
         upstreams: upstreams.clone(),
         whep: state.clone(),
@@ -148,7 +153,7 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         audit.clone(),
         ptz::PtzSettings::default(),
     ));
-    let app = web::router(state).merge(ptz::router(ptz)).merge(
+    let app = web::router(state).merge(ptz::router(ptz)).merge(console::router(console)).merge(
         axum::Router::new()
             .route("/api/status", axum::routing::get(status_json))
             .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))

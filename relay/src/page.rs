@@ -68,7 +68,7 @@ pub fn content_security_policy() -> &'static str {
 }
 
 /// Escapes text for use in HTML content and double-quoted attributes.
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -23,6 +23,7 @@ mod accounts;
 mod cdp;
 mod config;
 mod http;
+pub mod image;
 pub mod netns;
 pub mod onvif_camera;
 mod pki;

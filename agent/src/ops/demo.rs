@@ -137,6 +137,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for (site, url) in &urls {
         println!("  {site:<12} viewer: {url}");
     }
+    for (site, url) in &urls {
+        println!("  {site:<12} console (video wall): {url}console");
+    }
     let ca_pem = std::fs::read(d.join("ca.pem")).context("reading the demo CA")?;
     let pin = x509_parser::pem::parse_x509_pem(&ca_pem)
         .ok()
@@ -162,7 +165,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
          (operator `sala`) takes over with `curl -H 'authorization: Bearer {operator_token}' -H 'content-type: application/json' \
          http://{agent_mgmt}/api/ptz/<camera> -d '{{\"op\":\"stop\"}}'`"
     );
-    println!("Open a viewer URL in a browser and click a camera. Press Ctrl-C to stop.");
+    println!(
+        "Open a viewer URL in a browser and click a camera, or a console URL and drag cameras onto the wall. \
+         Press Ctrl-C to stop."
+    );
     println!();
 
     let result = tokio::select! {

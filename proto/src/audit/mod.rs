@@ -46,7 +46,7 @@ pub use cli::verify_cli;
 pub use config::{AuditSection, AGENT, RELAY};
 pub use files::{chain_files, rotated};
 pub use log::{AuditLog, Clock};
-pub use record::{chain_line, now_rfc3339, AnchoredHead, AuditRecord, DeletedFile};
+pub use record::{chain_line, now_rfc3339, rfc3339, AnchoredHead, AuditRecord, DeletedFile};
 pub use retention::{DueFile, Retention, RetentionStatus};
 pub use verify::{verify, verify_with, BrokenLine};
 /// Hash linking the first line of a brand-new log.

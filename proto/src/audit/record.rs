@@ -171,6 +171,7 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
-pub(super) fn rfc3339(t: SystemTime) -> String {
+/// `t` as RFC 3339 (UTC), as in audit lines.
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -85,6 +85,10 @@ pub struct LinkStatus {
     pub drops: u64,
     /// Last error, if any.
     pub last_error: Option<String>,
+    /// The site's link budget the upstream applies, bit/s (relay, from
+    /// the agent's stats; absent when unlimited or not reported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bps: Option<u64>,
 }
 
 /// One camera stream (a lens at a quality) as this node sees it.

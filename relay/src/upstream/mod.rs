@@ -270,6 +270,7 @@ impl Upstreams {
                     lost_packets: stats.path.lost_packets,
                     bytes_received: io.bytes.load(Ordering::Relaxed),
                     subscriptions: l.subs.len() as u32,
+                    budget_bps: l.budget_bps,
                     ..Default::default()
                 })
             })

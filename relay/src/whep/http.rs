@@ -2,6 +2,7 @@
 //! register), `GET`/`DELETE /whep/session/{id}`, and the one-line refusals
 //! every route of the web surface answers with.
 
+use super::clock::{CaptureClock, CaptureRef};
 use super::codec_choice::{self, Offered, Plan, Unplayable, STREAM_HEADER};
 use super::offer::offered_codecs;
 use super::peer::{AnswerError, Offer, Peer};
@@ -9,16 +10,17 @@ use super::session::Session;
 use super::{SessionEntry, WhepState};
 use crate::audit::{RelayAudit, Viewing};
 use crate::auth::{ScopeRefusal, Viewer};
-use crate::upstream::SubscribeFailure;
+use crate::upstream::{SubscribeFailure, TrackState};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use ponte_proto::egress::Arrival;
 use ponte_proto::hub::{HubItem, TrackReader};
 use ponte_proto::media::Quality;
 use ponte_proto::wire::SubscribeErrorCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -58,17 +60,35 @@ pub(crate) fn quality_param(camera: &str, quality: Option<&str>) -> Result<Quali
     }
 }
 
-/// `GET /whep/session/{id}`: 200 while the session lives, 410 with the
-/// reason once the relay ended it (the page asks when its connection
-/// closes), 404 for a session this viewer does not have.
+/// `GET /whep/session/{id}` while the session lives.
+#[derive(Serialize)]
+struct SessionBody {
+    state: &'static str,
+    camera: String,
+    quality: &'static str,
+    /// Whether frames flow from upstream, or why not.
+    track: TrackState,
+    /// RTP ↔ capture time, once a frame went out live.
+    clock: Option<CaptureRef>,
+}
+
+/// `GET /whep/session/{id}`: 200 with [`SessionBody`] (JSON) while the
+/// session lives, 410 with the reason once the relay ended it (the page asks
+/// when its connection closes), 404 for a session this viewer does not have.
 pub(super) async fn session_state(
     State(state): State<Arc<WhepState>>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    let live = state.lock_sessions().get(&id).is_some_and(|s| s.viewer.same_holder(&viewer));
-    if live {
-        return (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "live\n").into_response();
+    let live = state
+        .lock_sessions()
+        .get(&id)
+        .filter(|s| s.viewer.same_holder(&viewer))
+        .map(|s| (s.camera.clone(), s.quality, s.clock.reference()));
+    if let Some((camera, quality, clock)) = live {
+        let track = state.source.track_state(&camera, quality).unwrap_or(TrackState::Live);
+        let body = SessionBody { state: "live", camera, quality: quality.name(), track, clock };
+        return ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
     }
     match state.end_of(&id, &viewer) {
         Some(why) => (
@@ -328,9 +348,17 @@ async fn register(
     let id = session_id();
     let (stop_tx, stop_rx) = oneshot::channel();
     let started = Instant::now();
+    let clock = Arc::new(CaptureClock::default());
     state.lock_sessions().insert(
         id.clone(),
-        SessionEntry { viewer: viewer.clone(), camera: camera.clone(), quality, started, stop: stop_tx },
+        SessionEntry {
+            viewer: viewer.clone(),
+            camera: camera.clone(),
+            quality,
+            started,
+            stop: stop_tx,
+            clock: clock.clone(),
+        },
     );
     // Accounts may have been reloaded, or this browser logged out, while
     // the answer was being built: the access watcher may have looked at the
@@ -365,6 +393,7 @@ async fn register(
         reader,
         first: Some(first),
         stop: stop_rx,
+        clock,
         _permit: permit,
     };
     tokio::spawn(session.run(state.clone()));

@@ -11,8 +11,10 @@
 //! Routes:
 //! - `POST /whep/{camera}[?quality=main|sub]`, body `application/sdp` →
 //!   `201 Created`, SDP answer, `Location: /whep/session/{id}`
-//! - `GET /whep/session/{id}` → `200` while live, `410` with the reason once
-//!   the relay ended it
+//! - `GET /whep/session/{id}` → `200` while live, with JSON: the camera, its
+//!   track state (live, or paused/upstream lost with the reason) and the
+//!   capture clock (RTP timestamp ↔ capture time, see [`clock`]); `410` with
+//!   the reason once the relay ended it
 //! - `DELETE /whep/session/{id}` → `200 OK`, session torn down
 //!
 //! On a relay with accounts every route needs a viewer (session cookie or
@@ -34,6 +36,7 @@
 //! - [`peer`]: the peer connection, the only file that speaks webrtc-rs;
 //! - [`session`]: the task that pumps a camera through the egress gate to a peer.
 
+pub mod clock;
 mod codec_choice;
 mod http;
 mod offer;
@@ -144,6 +147,8 @@ struct SessionEntry {
     /// Dropping it (DELETE) tells the session task to end; sending ends it
     /// for that reason.
     stop: oneshot::Sender<End>,
+    /// The session's capture clock (see [`clock`]).
+    clock: Arc<clock::CaptureClock>,
 }
 
 impl auth::LiveStream for SessionEntry {
@@ -273,6 +278,11 @@ impl WhepState {
     }
 
     /// The relay's viewer accounts and sessions.
+    /// Where views (and the console's snapshots) are audited.
+    pub(crate) fn audit(&self) -> &Arc<RelayAudit> {
+        &self.audit
+    }
+
     pub(crate) fn auth(&self) -> &Arc<Auth> {
         &self.auth
     }

@@ -2,6 +2,7 @@
 //! camera's hub reader through the egress gate ([`EgressGate`]) into the peer
 //! connection until the viewer leaves, the connection fails or the track ends.
 
+use super::clock::CaptureClock;
 use super::peer::{Peer, PeerState};
 use super::{WhepSettings, WhepState};
 use crate::audit::Viewing;
@@ -63,6 +64,8 @@ pub(super) struct Session {
     pub(super) first: Option<(HubItem, Arrival)>,
     /// A reason, or the sender dropped (DELETE): the session ends.
     pub(super) stop: oneshot::Receiver<End>,
+    /// RTP time ↔ capture time, for the page's picture age.
+    pub(super) clock: Arc<CaptureClock>,
     pub(super) _permit: OwnedSemaphorePermit,
 }
 
@@ -190,6 +193,9 @@ impl Session {
             };
             if let Err(e) = self.peer.send(&payload, timestamp).await {
                 return End::WriteFailed(e);
+            }
+            if arrival == Arrival::Live {
+                self.clock.observe(item.config.codec, item.frame.keyframe, &payload, timestamp);
             }
             sent.frames += 1;
             sent.bytes += payload.len() as u64;

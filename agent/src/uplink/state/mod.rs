@@ -575,6 +575,7 @@ impl SessionState {
             subscriptions: self.subs.len() as u32,
             bytes_sent,
             gops_dropped,
+            budget_bps: self.budget.bps.map(|bps| bps as u64),
             ..Default::default()
         };
         actions.push(Action::Send(Control::Stats(report)));

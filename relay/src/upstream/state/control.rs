@@ -52,7 +52,12 @@ impl UpstreamState {
                     }
                 }
             }
-            Control::Stats(s) => debug!(peer, ?s, "upstream stats"),
+            Control::Stats(s) => {
+                debug!(peer, ?s, "upstream stats");
+                if let Some(link) = self.links.get_mut(&link_id) {
+                    link.budget_bps = s.budget_bps;
+                }
+            }
             Control::PtzResult { id, reply } => {
                 match self.links.get_mut(&link_id).and_then(|l| l.ptz_pending.remove(&id)) {
                     Some(_) => out.push(Action::PtzAnswer { link: link_id, id, reply }),

@@ -40,6 +40,7 @@ impl UpstreamState {
             next_sub: 1,
             ptz_pending: HashMap::new(),
             next_ptz: 1,
+            budget_bps: None,
         };
         self.links.insert(id, link);
         id

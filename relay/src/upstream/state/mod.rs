@@ -54,6 +54,8 @@ pub struct Link {
     /// PTZ commands sent on it and not answered yet: request id → (camera, operation).
     pub ptz_pending: HashMap<u64, (String, &'static str)>,
     next_ptz: u64,
+    /// The site's link budget as the upstream last reported it, bit/s.
+    pub budget_bps: Option<u64>,
 }
 
 /// A track fed (or once fed) by an upstream subscription.

@@ -1,0 +1,482 @@
+// One tile of the wall: a camera (or a tour of cameras) played over WHEP,
+// with the picture's age on it, NOT LIVE with the relay's reason when the
+// picture stops or grows old, a quality switch that never shows black, and
+// reconnection by itself.
+
+import * as whep from './whep.js';
+import { t } from './i18n.js';
+
+// A picture older than this is NOT LIVE: 2 s less two checks of the
+// console (every 100 ms), so no picture past 2 s is ever shown as live.
+const STALE_AFTER_MS = 1800;
+// Older than this, the age badge says the tile is behind the live edge.
+const BEHIND_MS = 400;
+// How often the tile asks the relay for the session's state and clock.
+const POLL_MS = 1000;
+// Samples of age kept for the page's test interface.
+const SAMPLES = 900;
+const RETRY_MS = [1000, 2000, 4000, 8000, 10000];
+
+export const canH265 = (() => {
+  try {
+    const codecs = (RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities('video').codecs) || [];
+    return codecs.some((c) => /h265|hevc/i.test(c.mimeType));
+  } catch (err) {
+    return false;
+  }
+})();
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children);
+  return node;
+}
+
+// Signed difference of two 32-bit RTP timestamps.
+function rtpDelta(a, b) {
+  return ((a - b) << 0);
+}
+
+export class Tile {
+  // ctx: { token, probe, readOnly, camera(id), onChange(), onUnauthorized(), snapshot(tile) }
+  constructor(ctx, index) {
+    this.ctx = ctx;
+    this.index = index;
+    this.camera = null;
+    this.tour = null;
+    this.tourTimer = null;
+    this.selected = false;
+    this.full = false;
+    this.layer = null;
+    this.pending = null;
+    this.gen = 0;
+    this.retry = 0;
+    this.retryTimer = null;
+    this.message = '';
+    this.notLive = false;
+    this.reason = '';
+    this.framesTotal = 0;
+    this.lastShownAt = 0;
+    this.maxGapMs = 0;
+    this.switching = null; // { from, to, requestedAt, promotedAt, gapMs }
+    this.lastSwitch = null;
+    this.ageMs = null;
+    this.ageSource = null;
+    this.probeAgeMs = null;
+    this.samples = [];
+    this.badgeText = '';
+    this.build();
+  }
+
+  build() {
+    this.numEl = el('span', { className: 'num', textContent: String(this.index + 1) });
+    this.nameEl = el('span', { className: 'name' });
+    this.badgeEl = el('span', { className: 'badge', hidden: true });
+    this.ageEl = el('span', { className: 'age', hidden: true });
+    this.msgEl = el('div', { className: 'msg', role: 'status' });
+    this.emptyEl = el('div', { className: 'empty' });
+    const button = (key, action) => {
+      const b = el('button', { type: 'button', textContent: t(key), title: t(key) });
+      b.dataset.i18n = key;
+      b.addEventListener('click', (ev) => {
+        ev.stopPropagation();
+        action();
+      });
+      return b;
+    };
+    this.toolsEl = el(
+      'div',
+      { className: 'tools' },
+      button('snapshot', () => this.ctx.snapshot(this)),
+      button('tourBtn', () => this.ctx.editTour(this)),
+      button('fullBtn', () => this.ctx.toggleFull(this)),
+      button('clearBtn', () => this.ctx.clear(this)),
+    );
+    this.el = el(
+      'div',
+      { className: 'tile', tabIndex: 0 },
+      this.emptyEl,
+      el('div', { className: 'label' }, this.numEl, this.nameEl, this.badgeEl, this.ageEl),
+      this.msgEl,
+      this.toolsEl,
+    );
+    this.el.dataset.tile = String(this.index);
+    this.redraw();
+  }
+
+  // ---- what the tile shows ------------------------------------------------
+
+  setCamera(camera, { keepTour = false } = {}) {
+    if (!keepTour) this.setTour(null);
+    if (camera === this.camera && (this.layer || this.pending)) return;
+    this.stopLayers();
+    this.camera = camera || null;
+    this.retry = 0;
+    this.message = '';
+    this.badgeText = '';
+    this.resetMeasures();
+    if (this.camera) this.start(this.wantedQuality());
+    this.redraw();
+    this.ctx.onChange();
+  }
+
+  setTour(tour) {
+    clearInterval(this.tourTimer);
+    this.tourTimer = null;
+    this.tour = tour && tour.cameras.length ? { cameras: [...tour.cameras], every_secs: tour.every_secs, at: 0 } : null;
+    if (!this.tour) return;
+    this.setCamera(this.tour.cameras[0], { keepTour: true });
+    this.tourTimer = setInterval(() => {
+      this.tour.at = (this.tour.at + 1) % this.tour.cameras.length;
+      this.setCamera(this.tour.cameras[this.tour.at], { keepTour: true });
+    }, this.tour.every_secs * 1000);
+  }
+
+  // Selected or full screen: the main stream; otherwise the substream.
+  setFocus({ selected = this.selected, full = this.full }) {
+    this.selected = selected;
+    this.full = full;
+    this.el.classList.toggle('selected', selected);
+    this.el.classList.toggle('full', full);
+    const want = this.wantedQuality();
+    const have = (this.pending || this.layer || {}).quality;
+    if (this.camera && have && want !== have) this.start(want);
+  }
+
+  wantedQuality() {
+    const cam = this.ctx.camera(this.camera);
+    const qualities = (cam && cam.qualities) || ['main'];
+    const hasSub = qualities.includes('sub');
+    const hasMain = qualities.includes('main');
+    const mainPlayable = hasMain && !(cam && cam.codec === 'h265' && !canH265 && hasSub);
+    const focused = this.selected || this.full || this.ctx.bigTile(this);
+    if (focused && mainPlayable) return 'main';
+    return hasSub ? 'sub' : 'main';
+  }
+
+  resetMeasures() {
+    this.lastShownAt = 0;
+    this.maxGapMs = 0;
+    this.ageMs = null;
+    this.ageSource = null;
+    this.probeAgeMs = null;
+    this.samples = [];
+    this.notLive = false;
+    this.reason = '';
+  }
+
+  // ---- sessions -----------------------------------------------------------
+
+  async start(quality) {
+    const gen = ++this.gen;
+    clearTimeout(this.retryTimer);
+    if (this.pending) this.closeLayer(this.pending);
+    const video = el('video', { muted: true, autoplay: true, playsInline: true });
+    video.muted = true;
+    const layer = { quality, video, session: null, frames: 0, clock: null, track: null, poll: null, gen, closed: false };
+    if (this.layer) {
+      video.className = 'back';
+      this.pending = layer;
+      this.switching = { from: this.layer.quality, to: quality, requestedAt: performance.now(), promotedAt: null, gapMs: 0 };
+    } else {
+      this.layer = layer;
+      this.message = t('connecting');
+    }
+    this.el.prepend(video);
+    this.redraw();
+    const camera = this.camera;
+    try {
+      const probe = this.ctx.probe ? this.ctx.probe.forLayer(layer) : null;
+      layer.session = await whep.open({ camera, quality, token: this.ctx.token, probe });
+    } catch (err) {
+      if (layer.closed || gen !== this.gen) return;
+      this.failed(layer, err);
+      return;
+    }
+    if (layer.closed) {
+      whep.close(layer.session, this.ctx.token);
+      return;
+    }
+    const s = layer.session;
+    video.srcObject = s.stream;
+    video.play().catch(() => {});
+    if (s.note) this.badgeText = s.note;
+    else if (quality === 'sub') {
+      const cam = this.ctx.camera(camera);
+      this.badgeText = cam && cam.codec === 'h265' && !canH265 ? t('subBadge') : '';
+    } else this.badgeText = '';
+    s.pc.addEventListener('connectionstatechange', () => {
+      const st = s.pc.connectionState;
+      if (st === 'failed' || st === 'closed') this.lost(layer, st === 'failed' ? 'connection failed' : 'connection closed');
+    });
+    layer.poll = setInterval(() => this.poll(layer), POLL_MS);
+    this.watchFrames(layer);
+    this.redraw();
+  }
+
+  watchFrames(layer) {
+    const video = layer.video;
+    if (!video.requestVideoFrameCallback) return;
+    const onFrame = (now, meta) => {
+      if (layer.closed) return;
+      layer.frames += 1;
+      if (layer === this.pending) this.promote(layer);
+      if (layer === this.layer) this.shown(layer, now, meta);
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  // The pending layer decoded its first frame: it goes in front, the old
+  // one (still showing until this instant) is closed.
+  promote(layer) {
+    const old = this.layer;
+    layer.video.className = '';
+    this.layer = layer;
+    this.pending = null;
+    if (old) this.closeLayer(old);
+    if (this.switching) {
+      this.switching.promotedAt = performance.now();
+      const sw = this.switching;
+      setTimeout(() => {
+        if (this.switching === sw) {
+          this.lastSwitch = { ...sw };
+          this.switching = null;
+        }
+      }, 1000);
+    }
+    this.redraw();
+  }
+
+  shown(layer, now, meta) {
+    this.framesTotal += 1;
+    if (this.lastShownAt) {
+      const gap = now - this.lastShownAt;
+      this.maxGapMs = Math.max(this.maxGapMs, gap);
+      if (this.switching) this.switching.gapMs = Math.max(this.switching.gapMs, gap);
+    }
+    this.lastShownAt = now;
+    if (this.retry) this.retry = 0;
+    const shownAt = performance.timeOrigin + (meta.expectedDisplayTime || now);
+    let age = null;
+    if (layer.clock && meta.rtpTimestamp !== undefined) {
+      const capture = layer.clock.capture_ms + rtpDelta(meta.rtpTimestamp, layer.clock.rtp) / 90;
+      age = shownAt - capture;
+      this.ageSource = layer.clock.source;
+    }
+    let probeAge = null;
+    if (this.ctx.probe && meta.rtpTimestamp !== undefined) {
+      const capture = this.ctx.probe.capture(layer, meta.rtpTimestamp);
+      if (capture !== undefined) probeAge = shownAt - capture;
+    }
+    this.ageMs = age;
+    this.probeAgeMs = probeAge;
+    this.samples.push({ at: now, rtp: meta.rtpTimestamp, quality: layer.quality, ageMs: age, probeAgeMs: probeAge });
+    if (this.samples.length > SAMPLES) this.samples.splice(0, this.samples.length - SAMPLES);
+    if (this.message === t('connecting')) this.message = '';
+    const old = age !== null && age > STALE_AFTER_MS;
+    if (old) this.setNotLive(t('tooOld', { secs: (age / 1000).toFixed(1) }));
+    else if (this.notLive) this.setNotLive(null);
+    if (!this.ageShownAt || now - this.ageShownAt > 200) {
+      this.ageShownAt = now;
+      this.redrawAge();
+    }
+  }
+
+  async poll(layer) {
+    if (layer.closed || !layer.session || !layer.session.resource) return;
+    try {
+      const resp = await fetch(layer.session.resource, { cache: 'no-store', headers: whep.apiHeaders(this.ctx.token) });
+      if (layer.closed) return;
+      if (resp.ok) {
+        const body = await resp.json();
+        layer.clock = body.clock || null;
+        layer.track = body.track || null;
+      } else if (resp.status === 410 || resp.status === 404) {
+        const why = (await resp.text()).trim().replace(/^the relay ended this stream: /, '');
+        this.lost(layer, why || `HTTP ${resp.status}`);
+      } else if (resp.status === 401) {
+        this.ctx.onUnauthorized();
+      }
+    } catch (err) {
+      // The relay does not answer: the picture's staleness says it.
+    }
+  }
+
+  // Called by the console ten times a second.
+  tick(now) {
+    const layer = this.layer;
+    if (!layer || !layer.session || !this.lastShownAt) return;
+    // The picture on screen grows older while no new one comes.
+    const idle = now - this.lastShownAt;
+    const age = idle + Math.max(0, this.ageMs || 0);
+    if (age > STALE_AFTER_MS) this.setNotLive(this.staleReason(layer, idle));
+  }
+
+  staleReason(layer, idleMs) {
+    const track = layer.track;
+    if (track && track.state === 'paused') return t('paused', { reason: track.reason });
+    if (track && track.state === 'upstream-lost') return t('upstreamLost', { upstream: track.upstream, secs: track.since_secs });
+    return t('noPicture', { secs: (idleMs / 1000).toFixed(1) });
+  }
+
+  setNotLive(reason) {
+    const was = this.notLive;
+    this.notLive = !!reason;
+    this.reason = reason || '';
+    if (was !== this.notLive || reason) this.redraw();
+    if (was !== this.notLive) this.ctx.onChange();
+  }
+
+  failed(layer, err) {
+    if (layer === this.pending) {
+      // The old quality keeps playing; say why the switch did not happen.
+      this.closeLayer(layer);
+      this.pending = null;
+      this.switching = null;
+      this.badgeText = err.message;
+      this.redraw();
+      return;
+    }
+    this.closeLayer(layer);
+    if (layer === this.layer) this.layer = null;
+    const status = err.status || 0;
+    if (status === 401) {
+      this.ctx.onUnauthorized();
+      return;
+    }
+    // A refusal with a reason (not in the catalog, not playable here) stays
+    // on the tile; a busy relay or a lost network is retried.
+    const permanent = status >= 400 && status < 500 && status !== 429 && status !== 408;
+    this.message = err.message || String(err);
+    this.el.classList.toggle('error', true);
+    if (!permanent) this.scheduleRetry(this.message);
+    this.redraw();
+  }
+
+  lost(layer, why) {
+    if (layer.closed) return;
+    if (layer === this.pending) {
+      this.failed(layer, new Error(why));
+      return;
+    }
+    this.closeLayer(layer);
+    this.layer = null;
+    this.setNotLive(t('ended', { why }));
+    this.scheduleRetry(t('ended', { why }));
+  }
+
+  scheduleRetry(why) {
+    const wait = RETRY_MS[Math.min(this.retry, RETRY_MS.length - 1)];
+    this.retry += 1;
+    this.message = t('retrying', { why, secs: Math.round(wait / 1000) });
+    this.redraw();
+    clearTimeout(this.retryTimer);
+    const camera = this.camera;
+    this.retryTimer = setTimeout(() => {
+      if (this.camera === camera && !this.layer) {
+        this.el.classList.remove('error');
+        this.start(this.wantedQuality());
+      }
+    }, wait);
+  }
+
+  closeLayer(layer) {
+    if (!layer || layer.closed) return;
+    layer.closed = true;
+    clearInterval(layer.poll);
+    whep.close(layer.session, this.ctx.token);
+    layer.video.srcObject = null;
+    layer.video.remove();
+    if (this.ctx.probe) this.ctx.probe.drop(layer);
+  }
+
+  stopLayers() {
+    this.gen += 1;
+    clearTimeout(this.retryTimer);
+    this.closeLayer(this.pending);
+    this.closeLayer(this.layer);
+    this.pending = null;
+    this.layer = null;
+    this.switching = null;
+    this.el.classList.remove('error');
+  }
+
+  destroy() {
+    this.setTour(null);
+    this.stopLayers();
+    this.el.remove();
+  }
+
+  // ---- drawing ------------------------------------------------------------
+
+  redraw() {
+    const cam = this.ctx.camera(this.camera);
+    this.nameEl.textContent = this.camera ? (cam ? cam.label : this.camera) : '';
+    this.nameEl.title = this.camera || '';
+    this.emptyEl.textContent = this.camera ? '' : t('empty');
+    this.badgeEl.hidden = !this.badgeText;
+    this.badgeEl.textContent = this.badgeText;
+    this.el.classList.toggle('not-live', this.notLive);
+    if (!this.notLive && !this.message) this.el.classList.remove('error');
+    this.msgEl.textContent = this.notLive ? `${t('notLive')} — ${this.reason}` : this.message;
+    this.el.dataset.quality = (this.layer && this.layer.quality) || '';
+    this.redrawAge();
+  }
+
+  redrawAge() {
+    const age = this.ageMs;
+    this.ageEl.hidden = age === null || !this.layer;
+    if (age === null) return;
+    const behind = age > BEHIND_MS;
+    this.ageEl.textContent = `${Math.round(age)} ms${behind ? ` · ${t('behind')}` : ''}`;
+    this.ageEl.classList.toggle('behind', behind);
+    this.ageEl.title = this.ageSource === 'relay' ? t('ageRelay') : t('ageTitle');
+  }
+
+  // ---- for tests and the status strip -------------------------------------
+
+  // Frames the browser decoded on the visible layer (more than it showed
+  // while catching up on a backlog), and their size.
+  async decoded() {
+    const layer = this.layer;
+    if (!layer || !layer.session) return { frames: 0, width: 0, height: 0, quality: null };
+    let out = { frames: 0, width: 0, height: 0, quality: layer.quality };
+    const stats = await layer.session.receiver.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        out = { frames: r.framesDecoded || 0, width: r.frameWidth || 0, height: r.frameHeight || 0, quality: layer.quality };
+      }
+    });
+    return out;
+  }
+
+  info() {
+    const layer = this.layer;
+    return {
+      index: this.index,
+      camera: this.camera,
+      tour: this.tour ? { cameras: this.tour.cameras, every_secs: this.tour.every_secs } : null,
+      quality: layer ? layer.quality : null,
+      pendingQuality: this.pending ? this.pending.quality : null,
+      frames: layer ? layer.frames : 0,
+      framesTotal: this.framesTotal,
+      width: layer ? layer.video.videoWidth : 0,
+      height: layer ? layer.video.videoHeight : 0,
+      ageMs: this.ageMs,
+      ageSource: this.ageSource,
+      ageText: this.ageEl.hidden ? '' : this.ageEl.textContent,
+      probeAgeMs: this.probeAgeMs,
+      notLive: this.notLive,
+      reason: this.reason,
+      message: this.msgEl.textContent,
+      badge: this.badgeText,
+      maxGapMs: this.maxGapMs,
+      switching: this.switching,
+      lastSwitch: this.lastSwitch,
+      selected: this.selected,
+      full: this.full,
+    };
+  }
+}

@@ -1,0 +1,303 @@
+//! The operator console: a video wall in the browser. The page and its ES
+//! modules and stylesheet are files under `relay/assets/console/`, compiled
+//! into the binary and served from here (no build step, nothing loaded from
+//! elsewhere); playback is the relay's own WHEP, one session per tile.
+//!
+//! Routes:
+//! - `GET /console` → the page (login form included); `GET /console/{file}` → its assets
+//! - `GET /api/layouts` → the account's saved layouts; `PUT /api/layouts/{name}`
+//!   (JSON [`layouts::Layout`]) saves one, `DELETE` removes it. Bearer
+//!   tokens (wall displays) may read them, not change them.
+//! - `POST /api/snapshot` (JSON `{camera, capture_ms, file}`) → audits a still
+//!   the page saved (the PNG is drawn in the browser; the relay never sees it).
+//! - `GET /api/strip` → the status strip: the links to the upstreams (state,
+//!   round trip, receive rate) and the site's budget when the master sends it.
+//!
+//! - [`layouts`]: the per-account layout file.
+
+pub mod layouts;
+
+use crate::audit::RelayAudit;
+use crate::auth::{self, Auth, Viewer};
+use crate::whep::{Reject, WhepState};
+use axum::extract::{Extension, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use layouts::{Layout, LayoutStore, StoreError};
+use ponte_proto::mgmt::StatusFeed;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tracing::warn;
+
+/// The page shell; `{{site}}` and `{{title}}` are filled in, escaped.
+const PAGE: &str = include_str!("../../assets/console/index.html");
+
+/// The console's files: name, content type, bytes.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("console.css", "text/css; charset=utf-8", include_str!("../../assets/console/console.css")),
+    ("console.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/console.js")),
+    ("tile.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/tile.js")),
+    ("whep.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/whep.js")),
+    ("i18n.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/i18n.js")),
+    ("snapshot.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/snapshot.js")),
+    (
+        "probe-worker.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/console/probe-worker.js"),
+    ),
+];
+
+/// The console's `Content-Security-Policy`: its own scripts, styles and
+/// worker only; pictures and media from itself (and the canvases and
+/// streams it makes); never framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; worker-src 'self'; \
+    connect-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; form-action 'self'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
+/// What the console routes share.
+pub struct ConsoleState {
+    whep: Arc<WhepState>,
+    layouts: Arc<LayoutStore>,
+    status: Option<StatusFeed>,
+}
+
+impl ConsoleState {
+    /// Console over `whep`'s cameras and accounts, layouts kept in `layouts`,
+    /// the status strip read from `status` (none: links not shown).
+    pub fn new(whep: Arc<WhepState>, layouts: Arc<LayoutStore>, status: Option<StatusFeed>) -> Self {
+        Self { whep, layouts, status }
+    }
+
+    fn audit(&self) -> &Arc<RelayAudit> {
+        self.whep.audit()
+    }
+}
+
+/// The console routes.
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    let auth: Arc<Auth> = state.whep.auth().clone();
+    let need_viewer = axum::middleware::from_fn_with_state(auth, auth::require_viewer);
+    Router::new()
+        .route("/api/layouts", get(list_layouts))
+        .route("/api/layouts/{name}", put(save_layout).delete(delete_layout))
+        .route("/api/snapshot", post(snapshot))
+        .route("/api/strip", get(strip))
+        .route_layer(need_viewer)
+        .route("/console", get(page))
+        .route("/console/{file}", get(asset))
+        .with_state(state)
+}
+
+async fn page(State(state): State<Arc<ConsoleState>>) -> Response {
+    let site = state.whep.source().site();
+    let title = if site.is_empty() { "ponte".to_owned() } else { format!("ponte — {site}") };
+    let html = PAGE.replace("{{title}}", &crate::page::escape_html(&title)).replace(
+        "{{site}}",
+        // The site name is filled in last, so text in it is never itself
+        // taken for a placeholder.
+        &crate::page::escape_html(&site),
+    );
+    (security_headers("text/html; charset=utf-8"), html).into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, mime, body)) => (security_headers(mime), *body).into_response(),
+        None => {
+            Reject::new(StatusCode::NOT_FOUND, format!("the console has no file `{file}`")).into_response()
+        }
+    }
+}
+
+fn security_headers(mime: &'static str) -> [(header::HeaderName, &'static str); 6] {
+    [
+        (header::CONTENT_TYPE, mime),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ]
+}
+
+/// Whose layouts: the account or token name; one shared set on a relay
+/// without accounts.
+fn owner(viewer: &Viewer) -> String {
+    viewer.audit_name().unwrap_or("-").to_owned()
+}
+
+#[derive(Serialize)]
+struct LayoutsBody {
+    viewer: Option<String>,
+    /// Whether this viewer may save layouts (not a wall display's token).
+    writable: bool,
+    layouts: std::collections::BTreeMap<String, Layout>,
+}
+
+async fn list_layouts(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    let body = LayoutsBody {
+        viewer: viewer.audit_name().map(str::to_owned),
+        writable: !viewer.is_token(),
+        layouts: state.layouts.list(&owner(&viewer)),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+fn writable(viewer: &Viewer) -> Result<(), Reject> {
+    if viewer.is_token() {
+        return Err(Reject::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{}` is a bearer token (a wall display): it may show layouts, not change them",
+                viewer.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn save_layout(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Reject> {
+    writable(&viewer)?;
+    layouts::check_name(&name)
+        .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("layout name: {e}")))?;
+    let layout: Layout = serde_json::from_slice(&body)
+        .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("layout `{name}`: not a layout ({e})")))?;
+    layout.check().map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("layout `{name}`: {e}")))?;
+    let store = state.layouts.clone();
+    let account = owner(&viewer);
+    let key = name.clone();
+    let saved = {
+        tokio::task::spawn_blocking(move || store.save(&account, &key, layout)).await.map_err(|e| {
+            Reject::new(StatusCode::INTERNAL_SERVER_ERROR, format!("saving layout `{name}`: {e}"))
+        })?
+    };
+    saved.map(|()| StatusCode::NO_CONTENT).map_err(|e| store_reject(&name, e))
+}
+
+async fn delete_layout(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Reject> {
+    writable(&viewer)?;
+    let store = state.layouts.clone();
+    let account = owner(&viewer);
+    let key = name.clone();
+    let deleted = {
+        tokio::task::spawn_blocking(move || store.delete(&account, &key)).await.map_err(|e| {
+            Reject::new(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting layout `{name}`: {e}"))
+        })?
+    };
+    deleted.map(|()| StatusCode::NO_CONTENT).map_err(|e| store_reject(&name, e))
+}
+
+fn store_reject(name: &str, e: StoreError) -> Reject {
+    match e {
+        StoreError::Full => Reject::new(
+            StatusCode::CONFLICT,
+            format!(
+                "layout `{name}`: an account keeps at most {} layouts; delete one first",
+                layouts::MAX_PER_ACCOUNT
+            ),
+        ),
+        StoreError::NotFound => Reject::new(StatusCode::NOT_FOUND, format!("there is no layout `{name}`")),
+        StoreError::Io(e) => {
+            warn!(layout = %name, error = %e, "console: the layouts file could not be written");
+            Reject::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("layout `{name}` was not saved: the relay cannot write its layouts file; see the relay log"),
+            )
+        }
+    }
+}
+
+/// `POST /api/snapshot`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    camera: String,
+    /// Capture time of the picture, ms since the Unix epoch, if known.
+    #[serde(default)]
+    capture_ms: Option<f64>,
+    /// The file name the browser saved it under.
+    #[serde(default)]
+    file: Option<String>,
+}
+
+async fn snapshot(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(viewer): Extension<Viewer>,
+    Json(body): Json<SnapshotBody>,
+) -> Result<StatusCode, Reject> {
+    let camera = body.camera;
+    if !viewer.narrow(state.whep.source().catalog()).iter().any(|c| c.id == camera) {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            format!("camera `{camera}` is not in your catalog; pick one listed at /api/catalog"),
+        ));
+    }
+    let capture = body
+        .capture_ms
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .map(|ms| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros((ms * 1000.0) as u64);
+            ponte_proto::audit::rfc3339(t)
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let file: String = body.file.unwrap_or_default().chars().filter(|c| !c.is_control()).take(128).collect();
+    state.audit().snapshot(viewer.audit_name(), &camera, &format!("picture captured {capture}; file {file}"));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct StripBody {
+    site: String,
+    viewer: Option<String>,
+    links: Vec<StripLink>,
+}
+
+#[derive(Serialize)]
+struct StripLink {
+    peer: String,
+    state: String,
+    rtt_ms: Option<f64>,
+    recv_bps: f64,
+    /// The site's link budget the upstream applies, bit/s.
+    budget_bps: Option<u64>,
+    last_error: Option<String>,
+}
+
+async fn strip(State(state): State<Arc<ConsoleState>>, Extension(viewer): Extension<Viewer>) -> Response {
+    let links = state
+        .status
+        .as_ref()
+        .map(|feed| {
+            feed.borrow()
+                .links
+                .iter()
+                .filter(|l| l.direction == "from-upstream")
+                .map(|l| StripLink {
+                    peer: l.peer.clone(),
+                    state: l.state.clone(),
+                    rtt_ms: l.rtt_ms,
+                    recv_bps: l.recv_bps,
+                    budget_bps: l.budget_bps,
+                    last_error: l.last_error.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body =
+        StripBody { site: state.whep.source().site(), viewer: viewer.audit_name().map(str::to_owned), links };
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
