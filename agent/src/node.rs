@@ -62,6 +62,7 @@ impl Agent {
             );
         }
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
+        cameras.transcodes().set_max(cfg.agent.max_transcodes);
         let audit = Arc::new(audit);
         let (revocation_audit, node) = (audit.clone(), cfg.agent.id.clone());
         live.on_event(move |event| {
@@ -195,6 +196,7 @@ impl Agent {
 
         // Cameras first: a removed camera leaves the catalog (sessions
         // revoke it) before its source stops.
+        self.cameras.transcodes().set_max(cfg.agent.max_transcodes);
         let devices = self.cameras.apply(&cfg.devices);
         self.ptz.replace_devices(&ptz_cameras, ptz_devices);
         for id in &devices.added {

@@ -174,10 +174,13 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         shaping: shaping_rows(&src.shaping),
         recent_errors: Vec::new(),
         audit_write_errors: src.audit.write_errors(),
-        limit_refusals: [(
-            "agent.max_subscriptions_per_session".to_owned(),
-            src.limits.refused.load(std::sync::atomic::Ordering::Relaxed),
-        )]
+        limit_refusals: [
+            (
+                "agent.max_subscriptions_per_session".to_owned(),
+                src.limits.refused.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            ("agent.max_transcodes".to_owned(), src.cameras.transcodes().refused()),
+        ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect(),
@@ -188,5 +191,6 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
             Some(src.audit.retention_status())
         },
         certificates,
+        transcodes: Some(src.cameras.transcodes().status()),
     }
 }

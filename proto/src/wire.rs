@@ -97,6 +97,27 @@ pub struct CatalogEntry {
     /// relay keeps it subscribed.
     #[serde(default)]
     pub always_on: bool,
+    /// Codec of the substream, when it is known to differ from `codec` or
+    /// made by the agent; absent (older agents, same codec as the main
+    /// stream) it is `codec`. Read it through [`CatalogEntry::substream`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_codec: Option<Codec>,
+    /// The substream is transcoded by the agent from the main stream
+    /// (`browser_h264 = "transcode"`): an H.264 picture of at most 640×360
+    /// for browsers that cannot play the main, made only while watched and
+    /// capped by `agent.max_transcodes`. Absent in older messages: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sub_transcoded: bool,
+}
+
+impl CatalogEntry {
+    /// The substream, if the site may subscribe to it: its codec and
+    /// whether the agent transcodes it.
+    pub fn substream(&self) -> Option<(Codec, bool)> {
+        self.qualities
+            .contains(&Quality::Sub)
+            .then(|| (self.sub_codec.unwrap_or(self.codec), self.sub_transcoded))
+    }
 }
 
 /// Why a subscription was refused.
@@ -340,6 +361,10 @@ impl Control {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Checks a viewer name as carried on the wire.
@@ -605,6 +630,27 @@ mod tests {
             })
             .collect();
         assert_eq!(got, frames);
+    }
+
+    /// A catalog entry from an agent before the substream fields still
+    /// parses (same codec both ways); an entry without a transcode is
+    /// written exactly as before, so older relays read it too.
+    #[test]
+    fn catalog_substream_fields_keep_old_messages_parseable() {
+        let old = r#"{"id":"c","device":"c","lens":1,"name":"n","zone":"z","kind":"fixed","codec":"h265","qualities":["main","sub"],"ptz":false}"#;
+        let entry: CatalogEntry = serde_json::from_str(old).expect("old entry parses");
+        assert_eq!((entry.sub_codec, entry.sub_transcoded), (None, false));
+        assert_eq!(entry.substream(), Some((Codec::H265, false)));
+        let written = serde_json::to_string(&entry).expect("serialises");
+        assert!(!written.contains("sub_"), "{written}");
+
+        let transcoded = CatalogEntry { sub_codec: Some(Codec::H264), sub_transcoded: true, ..entry.clone() };
+        let text = serde_json::to_string(&transcoded).expect("serialises");
+        assert!(text.contains(r#""sub_codec":"h264","sub_transcoded":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<CatalogEntry>(&text).expect("parses"), transcoded);
+        assert_eq!(transcoded.substream(), Some((Codec::H264, true)));
+        let main_only = CatalogEntry { qualities: vec![Quality::Main], ..transcoded };
+        assert_eq!(main_only.substream(), None);
     }
 
     #[test]

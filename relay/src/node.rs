@@ -74,6 +74,7 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         max_per_camera: cfg.whep.max_per_camera,
         max_per_viewer: cfg.whep.max_per_viewer,
         offers_per_minute: cfg.whep.offers_per_minute,
+        rtsp_port: cfg.rtsp.as_ref().map(|r| r.listen.port()),
         ..Default::default()
     };
     let accounts = auth::Accounts::from_config(&cfg.viewers, &cfg.tokens)?;

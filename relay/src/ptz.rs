@@ -458,6 +458,8 @@ mod tests {
             qualities: vec![Quality::Main],
             ptz,
             always_on: false,
+            sub_codec: None,
+            sub_transcoded: false,
         }
     }
 

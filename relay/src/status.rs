@@ -148,5 +148,6 @@ fn sample(
         ptz_commands: Default::default(),
         audit: egress.audit.retention(),
         certificates,
+        transcodes: None,
     }
 }

@@ -11,7 +11,7 @@ pub use ponte_proto::endpoint::TransportSection;
 pub use ponte_proto::tls::TlsSection;
 
 pub use crate::sources::device::{
-    Device, DeviceKind, LensSource, RtspSource, Source, SourceKind, DEFAULT_STALL_SECS,
+    BrowserH264, Device, DeviceKind, LensSource, RtspSource, Source, SourceKind, DEFAULT_STALL_SECS,
 };
 
 /// The whole agent config file.
@@ -158,6 +158,18 @@ pub struct AgentSection {
     /// refused (`over-budget`) naming this key.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions_per_session: u32,
+    /// Most H.265 → H.264 transcodes (`browser_h264 = "transcode"`)
+    /// running at once; a subscription that would start one more is
+    /// refused naming this key. Each costs 15 % (720p) to 25 % (1080p) of a core.
+    #[serde(default = "default_max_transcodes")]
+    pub max_transcodes: u32,
+}
+
+/// Default of `agent.max_transcodes`.
+pub use crate::sources::transcode::DEFAULT_MAX_TRANSCODES;
+
+fn default_max_transcodes() -> u32 {
+    DEFAULT_MAX_TRANSCODES
 }
 
 /// Default of `agent.max_subscriptions_per_session`: every lens of a large
@@ -191,7 +203,11 @@ impl RelayTarget {
 impl AgentSection {
     /// Node `id` with the default subscription limit.
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS }
+        Self {
+            id: id.into(),
+            max_subscriptions_per_session: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_transcodes: DEFAULT_MAX_TRANSCODES,
+        }
     }
 }
 
@@ -268,6 +284,13 @@ impl RtspSource {
             let n = i + 1;
             crate::sources::rtsp::check_url(&lens.main)
                 .with_context(|| format!("device `{id}`: `device.lens` #{n} `main`"))?;
+            if lens.sub.is_some() && self.transcodes() {
+                bail!(
+                    "device `{id}`: `device.browser_h264 = \"transcode\"` makes each lens's substream from its \
+                     main stream, but `device.lens` #{n} also has a `sub` URL: remove `sub` (and transcode) or \
+                     remove `browser_h264` (and let browsers play the camera's own substream)"
+                );
+            }
             if let Some(sub) = &lens.sub {
                 crate::sources::rtsp::check_url(sub)
                     .with_context(|| format!("device `{id}`: `device.lens` #{n} `sub`"))?;
@@ -447,6 +470,11 @@ pub fn check_cli(path: &Path) -> i32 {
         id.as_ref(),
     );
     report.writable("audit.path", &cfg.audit.path);
+    if cfg.devices.iter().any(|d| d.source.rtsp().is_some_and(RtspSource::transcodes)) {
+        if let Err(e) = crate::sources::transcode::check_elements() {
+            report.add(format!("`device.browser_h264 = \"transcode\"` cannot run on this machine: {e}"));
+        }
+    }
     let cameras: usize = cfg.devices.iter().map(|d| usize::from(d.lens_count())).sum();
     report.finish(&format!(
         "agent `{}`: {} relay(s), {} device(s), {cameras} camera(s), {} [[site]] polic(ies), {} operator(s); audit `{}`, {}",

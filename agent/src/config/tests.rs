@@ -390,3 +390,49 @@ fn environment_sets_source_keys_the_file_leaves_out() {
         format!("{:#}", AgentConfig::load_with(&p, vars(&[("PONTE_DEVICE__1__USERNAME", "u")])).unwrap_err());
     assert!(err.contains("`device.username` only applies to `source = \"rtsp\"`"), "{err}");
 }
+
+/// `browser_h264 = "transcode"`: the lenses gain a substream, `[agent]
+/// max_transcodes` defaults to 4; a misspelt value, a `sub` URL beside the
+/// transcode, the key on a synthetic device and a misspelt cap are each
+/// refused naming the key.
+#[test]
+fn browser_h264_transcode_loads_and_its_mistakes_name_the_key() {
+    let transcoded = RTSP
+        .replace("codec = \"h265\"", "codec = \"h265\"\nbrowser_h264 = \"transcode\"")
+        .replace("sub = \"rtsp://10.1.2.3/ch1/sub\"\n", "");
+    let c = parse(&format!("{BASE}{transcoded}")).unwrap();
+    let d = &c.devices[1];
+    assert!(d.source.rtsp().unwrap().transcodes());
+    assert_eq!(d.qualities(2), [Quality::Main, Quality::Sub], "every lens gets the transcode");
+    assert_eq!(c.agent.max_transcodes, DEFAULT_MAX_TRANSCODES);
+    let catalog = crate::sources::cameras::catalog_of(&c.devices);
+    assert_eq!((catalog[4].sub_codec, catalog[4].sub_transcoded), (Some(Codec::H264), true));
+    assert_eq!(catalog[4].substream(), Some((Codec::H264, true)));
+    assert_eq!((catalog[0].sub_codec, catalog[0].sub_transcoded), (None, false), "synthetic unchanged");
+    let capped = parse(&format!(
+        "{}{transcoded}",
+        BASE.replace("id = \"master\"", "id = \"master\"\nmax_transcodes = 1")
+    ));
+    assert_eq!(capped.unwrap().agent.max_transcodes, 1);
+
+    let cases = [
+        (transcoded.replace("\"transcode\"", "\"transcoding\""), "transcoding"),
+        (
+            RTSP.replace("codec = \"h265\"", "codec = \"h265\"\nbrowser_h264 = \"transcode\""),
+            "`device.browser_h264 = \"transcode\"` makes each lens's substream from its main stream, but `device.lens` #1 also has a `sub` URL",
+        ),
+        (transcoded.replace("browser_h264", "browser_h246"), "browser_h246"),
+        (
+            "[[device]]\nid = \"s\"\nname = \"s\"\ntype = \"dome\"\nsource = \"synthetic\"\nbrowser_h264 = \"transcode\"\n"
+                .to_owned(),
+            "`device.browser_h264` only applies to `source = \"rtsp\"`",
+        ),
+    ];
+    for (toml, key) in cases {
+        let err = format!("{:#}", parse(&format!("{BASE}{toml}")).expect_err(key));
+        assert!(err.contains(key), "error should name {key}: {err}");
+    }
+    let misspelt = BASE.replace("id = \"master\"", "id = \"master\"\nmax_transcode = 1");
+    let err = format!("{:#}", parse(&misspelt).unwrap_err());
+    assert!(err.contains("max_transcode"), "{err}");
+}

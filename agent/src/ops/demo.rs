@@ -80,10 +80,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let (operator_token, operator_digest) = crate::operators::new_token();
     let config = AgentConfig {
-        agent: AgentSection {
-            id: "master".into(),
-            max_subscriptions_per_session: crate::config::DEFAULT_MAX_SUBSCRIPTIONS,
-        },
+        agent: AgentSection::new("master"),
         tls: TlsSection {
             ca: d.join("ca.pem"),
             cert: d.join("master.pem"),

@@ -1,11 +1,12 @@
 //! The agent's cameras: one hub track per lens and quality, each fed by its
 //! source, and the catalog that describes them to sites.
 
-use crate::sources::device::{Device, Source};
+use crate::sources::device::{Device, RtspSource, Source};
 use crate::sources::replay::{self, ReplaySpec};
 use crate::sources::rtsp::{self, CodecHook, RtspSpec};
 use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
 use crate::sources::synthetic::{self, SyntheticSpec};
+use crate::sources::transcode::{self, TranscodeTask, Transcodes};
 use ponte_proto::hub::{Hub, TrackKey, TrackProbe, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, Quality};
 use ponte_proto::wire::CatalogEntry;
@@ -17,7 +18,9 @@ use tokio::task::JoinHandle;
 /// All cameras of this agent. Devices can be added, replaced and removed
 /// while it runs (config reload); the others keep their sources.
 pub struct Cameras {
-    hub: Hub,
+    hub: Arc<Hub>,
+    /// The transcodes for browsers (`browser_h264 = "transcode"`) and their cap.
+    transcodes: Arc<Transcodes>,
     catalog: Arc<LiveCatalog>,
     /// Running devices in config order.
     devices: Mutex<Vec<RunningDevice>>,
@@ -70,19 +73,29 @@ impl LiveCatalog {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_codec(&self, camera: &str, codec: Codec) {
+    fn set_codec(&self, camera: &str, quality: Quality, codec: Codec) {
         let mut entries = self.lock();
         let Some(entry) = entries.iter_mut().find(|e| e.id == camera) else { return };
-        if entry.codec == codec {
+        let announced = match quality {
+            Quality::Main => entry.codec,
+            Quality::Sub => entry.sub_codec.unwrap_or(entry.codec),
+        };
+        if announced == codec {
             return;
         }
         tracing::info!(
             camera,
-            announced = entry.codec.name(),
+            quality = quality.name(),
+            announced = announced.name(),
             delivered = codec.name(),
             "catalog corrected: the camera delivers another codec than configured"
         );
-        entry.codec = codec;
+        match quality {
+            Quality::Main => entry.codec = codec,
+            // The agent's own transcode is H.264 whatever the camera says.
+            Quality::Sub if !entry.sub_transcoded => entry.sub_codec = Some(codec),
+            Quality::Sub => return,
+        }
         drop(entries);
         self.version.send_modify(|v| *v += 1);
     }
@@ -97,13 +110,21 @@ struct StreamEntry {
 }
 
 impl Cameras {
-    /// Starts a source task per lens and quality (idle until subscribed).
+    /// Starts a source task per lens and quality (idle until subscribed),
+    /// with at most [`transcode::DEFAULT_MAX_TRANSCODES`] transcodes
+    /// until [`Transcodes::set_max`].
     pub fn start(devices: &[Device]) -> Self {
-        let hub = Hub::new();
+        let hub = Arc::new(Hub::new());
+        let transcodes = Arc::new(Transcodes::new(transcode::DEFAULT_MAX_TRANSCODES));
         let catalog =
             Arc::new(LiveCatalog { entries: Mutex::new(catalog_of(devices)), version: watch::channel(0).0 });
-        let running = devices.iter().map(|d| start_device(&hub, &catalog, d)).collect();
-        Self { hub, catalog, devices: Mutex::new(running) }
+        let running = devices.iter().map(|d| start_device(&hub, &catalog, &transcodes, d)).collect();
+        Self { hub, transcodes, catalog, devices: Mutex::new(running) }
+    }
+
+    /// The transcodes for browsers: the cap, what runs, what was refused.
+    pub fn transcodes(&self) -> &Arc<Transcodes> {
+        &self.transcodes
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, Vec<RunningDevice>> {
@@ -126,11 +147,11 @@ impl Cameras {
                 Some(i) => {
                     changes.changed.push(d.id.clone());
                     retired.push(old.swap_remove(i));
-                    next.push(start_device(&self.hub, &self.catalog, d));
+                    next.push(start_device(&self.hub, &self.catalog, &self.transcodes, d));
                 }
                 None => {
                     changes.added.push(d.id.clone());
-                    next.push(start_device(&self.hub, &self.catalog, d));
+                    next.push(start_device(&self.hub, &self.catalog, &self.transcodes, d));
                 }
             }
         }
@@ -187,9 +208,22 @@ impl Cameras {
             .collect()
     }
 
-    /// Subscribes to a camera at a quality.
+    /// Subscribes to a camera at a quality (`None`: no such stream, or a
+    /// transcode over `agent.max_transcodes`; [`Cameras::open`] says which).
     pub fn subscribe(&self, camera: &str, quality: Quality) -> Option<TrackReader> {
-        self.hub.subscribe(&TrackKey::new(camera, quality))
+        self.open(camera, quality).ok().flatten()
+    }
+
+    /// Subscribes to a camera at a quality: `Ok(None)` when there is no such
+    /// stream now, `Err` with the reason when its transcode would run over
+    /// `agent.max_transcodes`.
+    pub fn open(&self, camera: &str, quality: Quality) -> Result<Option<TrackReader>, String> {
+        let transcoded =
+            quality == Quality::Sub && self.catalog.lock().iter().any(|c| c.id == camera && c.sub_transcoded);
+        if transcoded {
+            self.transcodes.admit(camera)?;
+        }
+        Ok(self.hub.subscribe(&TrackKey::new(camera, quality)))
     }
 
     /// Whether the catalog lists `camera` at `quality`.
@@ -199,7 +233,12 @@ impl Cameras {
 }
 
 /// Starts the sources of one device: a task per lens and quality.
-fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDevice {
+fn start_device(
+    hub: &Arc<Hub>,
+    catalog: &Arc<LiveCatalog>,
+    transcodes: &Arc<Transcodes>,
+    d: &Device,
+) -> RunningDevice {
     let mut tasks = Vec::new();
     let mut streams = Vec::new();
     let now = SystemTime::now();
@@ -265,12 +304,30 @@ fn start_device(hub: &Hub, catalog: &Arc<LiveCatalog>, d: &Device) -> RunningDev
                         Ok(spec) => {
                             let hook: CodecHook = {
                                 let (catalog, id) = (catalog.clone(), id.clone());
-                                Arc::new(move |codec| catalog.set_codec(&id, codec))
+                                Arc::new(move |codec| catalog.set_codec(&id, quality, codec))
                             };
                             tasks.push(rtsp::spawn(spec, writer, status, hook));
                         }
                         Err(e) => disabled(&status, writer, &format!("{e:#}")),
                     }
+                }
+                if rtsp.transcodes() {
+                    // Validation refuses a `sub` URL beside the transcode.
+                    let writer = hub.publish(TrackKey::new(&id, Quality::Sub));
+                    let status =
+                        Arc::new(StreamStatus::new(&id, &d.id, lens, Quality::Sub, CameraState::Idle, now));
+                    streams.push(StreamEntry {
+                        status: status.clone(),
+                        probe: writer.probe(),
+                        synthetic: false,
+                    });
+                    tasks.push(transcode::spawn(TranscodeTask {
+                        camera: id.clone(),
+                        hub: hub.clone(),
+                        writer,
+                        budget: transcodes.clone(),
+                        status,
+                    }));
                 }
             }
         }
@@ -290,6 +347,7 @@ fn disabled(status: &StreamStatus, writer: TrackWriter, reason: &str) {
 pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
     let mut out = Vec::new();
     for d in devices {
+        let transcoded = d.source.rtsp().is_some_and(RtspSource::transcodes);
         for lens in 1..=d.lens_count() {
             out.push(CatalogEntry {
                 id: d.camera_id(lens),
@@ -302,6 +360,8 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
                 qualities: d.qualities(lens),
                 ptz: false,
                 always_on: false,
+                sub_codec: transcoded.then_some(Codec::H264),
+                sub_transcoded: transcoded,
             });
         }
     }
@@ -311,7 +371,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::device::{DeviceKind, LensSource, RtspSource};
+    use crate::sources::device::{DeviceKind, LensSource};
     use std::time::Duration;
 
     #[tokio::test]
@@ -366,11 +426,11 @@ mod tests {
         // A delivered codec that differs from the announced one corrects the
         // catalog once and bumps its version; the same codec again does not.
         let mut version = cams.catalog_version();
-        cams.catalog.set_codec("quad-2", Codec::H265);
+        cams.catalog.set_codec("quad-2", Quality::Main, Codec::H265);
         assert!(version.has_changed().expect("open"));
         version.borrow_and_update();
         assert_eq!(cams.catalog()[2].codec, Codec::H265);
-        cams.catalog.set_codec("quad-2", Codec::H265);
+        cams.catalog.set_codec("quad-2", Quality::Main, Codec::H265);
         assert!(!version.has_changed().expect("open"));
     }
 }

@@ -78,6 +78,31 @@ impl SourceKind {
     }
 }
 
+/// `browser_h264` of an RTSP device: how browsers that cannot play its
+/// main stream (H.265) get a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrowserH264 {
+    /// Nothing is made: such a browser is told to use RTSP (or the
+    /// camera's own H.264 substream, when it has one).
+    #[default]
+    Off,
+    /// The agent decodes the main stream and re-encodes it to H.264 of at
+    /// most 640×360, offered as the lens's substream, only while watched
+    /// and at most `agent.max_transcodes` at a time.
+    Transcode,
+}
+
+impl BrowserH264 {
+    /// Lowercase name, as in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrowserH264::Off => "off",
+            BrowserH264::Transcode => "transcode",
+        }
+    }
+}
+
 /// `[[device.lens]]`: the streams of one lens of an RTSP device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,9 +215,17 @@ pub struct RtspSource {
     /// Codec the main streams deliver, announced until the camera is
     /// reached (`h264` by default).
     pub codec: Option<Codec>,
+    /// `transcode`: each lens's substream is an H.264 transcode of its
+    /// main stream, for browsers (`browser_h264`).
+    pub browser_h264: BrowserH264,
 }
 
 impl RtspSource {
+    /// Whether each lens's substream is transcoded from its main stream.
+    pub fn transcodes(&self) -> bool {
+        self.browser_h264 == BrowserH264::Transcode
+    }
+
     /// The `[[device.lens]]` table of lens `n` (from 1).
     pub fn lens(&self, lens: u8) -> Option<&LensSource> {
         self.lenses.get(usize::from(lens).checked_sub(1)?)
@@ -235,11 +268,12 @@ impl Device {
     }
 
     /// Qualities lens `n` (from 1) offers: synthetic and replayed cameras
-    /// both, RTSP lenses `sub` only when a substream URL is configured.
+    /// both, RTSP lenses `sub` only when a substream URL is configured or
+    /// the device transcodes one (`browser_h264 = "transcode"`).
     pub fn qualities(&self, lens: u8) -> Vec<Quality> {
         let has_sub = match &self.source {
             Source::Synthetic(_) | Source::Replay(_) => true,
-            Source::Rtsp(r) => r.lens(lens).is_some_and(|l| l.sub.is_some()),
+            Source::Rtsp(r) => r.transcodes() || r.lens(lens).is_some_and(|l| l.sub.is_some()),
         };
         if has_sub {
             vec![Quality::Main, Quality::Sub]
@@ -313,6 +347,8 @@ struct RawDevice {
     #[serde(default)]
     codec: Option<Codec>,
     #[serde(default)]
+    browser_h264: Option<BrowserH264>,
+    #[serde(default)]
     synthetic: Option<SyntheticSettings>,
     #[serde(default)]
     replay: Option<ReplaySettings>,
@@ -337,6 +373,7 @@ impl TryFrom<RawDevice> for Device {
             ("device.stall_secs", raw.stall_secs.is_some()),
             ("device.on_demand", raw.on_demand.is_some()),
             ("device.codec", raw.codec.is_some()),
+            ("device.browser_h264", raw.browser_h264.is_some()),
         ]
         .map(|(key, set)| (key, SourceKind::Rtsp, set));
         let foreign = tables.iter().chain(&rtsp_keys).find(|(_, kind, set)| *set && *kind != raw.source);
@@ -355,6 +392,7 @@ impl TryFrom<RawDevice> for Device {
                 stall_secs: raw.stall_secs,
                 on_demand: raw.on_demand.unwrap_or_default(),
                 codec: raw.codec,
+                browser_h264: raw.browser_h264.unwrap_or_default(),
             }),
         };
         Ok(Device {
@@ -388,6 +426,7 @@ impl From<Device> for RawDevice {
             stall_secs: None,
             on_demand: None,
             codec: None,
+            browser_h264: None,
             synthetic: None,
             replay: None,
             onvif: d.onvif,
@@ -405,6 +444,7 @@ impl From<Device> for RawDevice {
                 raw.stall_secs = r.stall_secs;
                 raw.on_demand = Some(r.on_demand);
                 raw.codec = r.codec;
+                raw.browser_h264 = Some(r.browser_h264);
             }
         }
         raw

@@ -9,3 +9,4 @@ pub mod replay;
 pub mod rtsp;
 pub mod supervision;
 pub mod synthetic;
+pub mod transcode;

@@ -211,7 +211,7 @@ async fn run(spec: SyntheticSpec, writer: TrackWriter, linger_for: Duration) {
 
 /// Returns once the subscriber count has stayed at 0 for `linger_for` (or the
 /// track is gone).
-async fn linger(subscribers: &mut watch::Receiver<usize>, linger_for: Duration) {
+pub(crate) async fn linger(subscribers: &mut watch::Receiver<usize>, linger_for: Duration) {
     loop {
         if subscribers.wait_for(|&n| n == 0).await.is_err() {
             return;

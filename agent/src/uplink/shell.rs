@@ -211,10 +211,15 @@ impl Session<'_> {
                 }
                 Action::Audit(record) => self.write_audit(*record),
                 Action::OpenCamera { id, camera, quality } => {
-                    let reader = self.shared.cameras.subscribe(&camera, quality);
-                    let opened = reader.is_some();
-                    self.opened = reader.map(|r| (id, r));
-                    for next in self.state.camera_opened(id, opened).into_iter().rev() {
+                    let next = match self.shared.cameras.open(&camera, quality) {
+                        Ok(reader) => {
+                            let opened = reader.is_some();
+                            self.opened = reader.map(|r| (id, r));
+                            self.state.camera_opened(id, opened)
+                        }
+                        Err(reason) => self.state.camera_refused(id, reason),
+                    };
+                    for next in next.into_iter().rev() {
                         queue.push_front(next);
                     }
                 }

@@ -272,5 +272,7 @@ fn catalog_entry(camera: &str, sub: bool) -> CatalogEntry {
         qualities: if sub { vec![Quality::Main, Quality::Sub] } else { vec![Quality::Main] },
         ptz: false,
         always_on: false,
+        sub_codec: None,
+        sub_transcoded: false,
     }
 }

@@ -279,6 +279,23 @@ pub struct StatusDoc {
     /// Certificates in use and their expiry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateStatus>,
+    /// H.265 → H.264 transcodes for browsers (`browser_h264 =
+    /// "transcode"`); agents only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcodes: Option<TranscodeStatus>,
+}
+
+/// The agent's transcodes: how many run, the cap, and what the cap refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscodeStatus {
+    /// Transcodes running now (one per watched camera, whatever its viewers).
+    pub active: u32,
+    /// `agent.max_transcodes`.
+    pub max: u32,
+    /// Subscriptions refused since start because `max` were running.
+    pub refused: u64,
+    /// The cameras being transcoded.
+    pub cameras: Vec<String>,
 }
 
 impl StatusDoc {

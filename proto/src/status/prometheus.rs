@@ -161,6 +161,26 @@ impl StatusDoc {
                 .map(|(k, v)| (format!("limit=\"{}\"", esc_label(k)), *v as f64))
                 .collect(),
         );
+        if let Some(t) = &self.transcodes {
+            metric(
+                "ponte_transcodes_active",
+                "gauge",
+                "H.265 to H.264 transcodes for browsers running now (browser_h264 = \"transcode\").",
+                vec![(String::new(), f64::from(t.active))],
+            );
+            metric(
+                "ponte_transcodes_max",
+                "gauge",
+                "Most transcodes that may run at once (agent.max_transcodes).",
+                vec![(String::new(), f64::from(t.max))],
+            );
+            metric(
+                "ponte_transcode_refusals_total",
+                "counter",
+                "Subscriptions refused because agent.max_transcodes transcodes were running.",
+                vec![(String::new(), t.refused as f64)],
+            );
+        }
         if !self.ptz_commands.is_empty() {
             metric(
                 "ponte_ptz_commands_total",

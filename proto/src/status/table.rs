@@ -96,6 +96,16 @@ impl StatusDoc {
                 );
             }
         }
+        if let Some(t) = self.transcodes.as_ref().filter(|t| t.active > 0 || t.refused > 0) {
+            let _ = writeln!(
+                out,
+                "\nTRANSCODES  {} of {} running (agent.max_transcodes){}; {} refused",
+                t.active,
+                t.max,
+                if t.cameras.is_empty() { String::new() } else { format!(": {}", t.cameras.join(", ")) },
+                t.refused
+            );
+        }
         if let Some(a) = &self.audit {
             let _ =
                 writeln!(out, "\nAUDIT  {}: {} rotated file(s); {}", a.path, a.rotated_files, a.retention);

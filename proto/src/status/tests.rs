@@ -107,3 +107,27 @@ fn rates() {
     let r = m.rate("a", 1100, t + std::time::Duration::from_secs(2));
     assert!((r - 4000.0).abs() < 1e-6);
 }
+
+/// The agent's transcodes: in the JSON, as metrics and, once one ran or
+/// was refused, in the table.
+#[test]
+fn transcodes_show_in_json_metrics_and_table() {
+    use super::TranscodeStatus;
+    let idle = StatusDoc { transcodes: Some(TranscodeStatus { max: 4, ..Default::default() }), ..doc() };
+    assert!(!idle.table().contains("TRANSCODES"), "nothing to say while none ran");
+    let busy = StatusDoc {
+        transcodes: Some(TranscodeStatus { active: 1, max: 1, refused: 2, cameras: vec!["cam-hevc".into()] }),
+        ..doc()
+    };
+    let metrics = busy.prometheus();
+    for line in ["ponte_transcodes_active 1", "ponte_transcodes_max 1", "ponte_transcode_refusals_total 2"] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(busy.table().contains("TRANSCODES  1 of 1 running (agent.max_transcodes): cam-hevc; 2 refused"));
+    let json = serde_json::to_value(&busy).expect("serialises");
+    assert_eq!(json["transcodes"]["active"], 1);
+    assert!(
+        serde_json::to_value(doc()).expect("serialises").get("transcodes").is_none(),
+        "relays say nothing"
+    );
+}

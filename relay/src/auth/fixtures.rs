@@ -18,6 +18,8 @@ pub(super) fn cam(id: &str, zone: &str, kind: &str) -> CatalogEntry {
         qualities: vec![Quality::Main, Quality::Sub],
         ptz: false,
         always_on: false,
+        sub_codec: None,
+        sub_transcoded: false,
     }
 }
 

@@ -62,6 +62,8 @@ fn entry(id: &str) -> CatalogEntry {
         qualities: vec![Quality::Main],
         ptz: false,
         always_on: false,
+        sub_codec: None,
+        sub_transcoded: false,
     }
 }
 

@@ -3,7 +3,8 @@
 //! every route of the web surface answers with.
 
 use super::clock::{CaptureClock, CaptureRef};
-use super::offer::check_offer;
+use super::codec_choice::{self, Offered, Plan, Unplayable, STREAM_HEADER};
+use super::offer::offered_codecs;
 use super::peer::{AnswerError, Offer, Peer};
 use super::session::Session;
 use super::{SessionEntry, WhepState};
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ponte_proto::egress::Arrival;
 use ponte_proto::hub::{HubItem, TrackReader};
-use ponte_proto::media::{Codec, Quality};
+use ponte_proto::media::Quality;
 use ponte_proto::wire::SubscribeErrorCode;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -148,13 +149,22 @@ pub(super) async fn offer(
     let client = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let admitted = admit(&state, &viewer, &camera, query.quality.as_deref(), client, &headers, &body)?;
     let (reader, first) = first_frame(&state, &viewer, &camera, admitted.quality).await?;
+    let codec = first.0.config.codec;
+    if !admitted.offered.decodes(codec) {
+        let has_h264_sub = admitted.plan.reason.is_some();
+        let unplayable = Unplayable { quality: admitted.quality, codec, has_h264_sub };
+        return Err(unplayable_reject(&state, &headers, &camera, unplayable));
+    }
     register(&state, viewer, camera, admitted, reader, first).await
 }
 
-/// An offer the relay will answer: its quality, the parsed SDP and the
-/// session slot it holds.
+/// An offer the relay will answer: its quality (the one asked for, or the
+/// substream this browser can play instead), the parsed SDP, the codecs
+/// the browser decodes and the session slot it holds.
 struct Admitted {
     quality: Quality,
+    plan: Plan,
+    offered: Offered,
     offer: Offer,
     permit: OwnedSemaphorePermit,
 }
@@ -212,7 +222,7 @@ fn admit(
     let sdp = std::str::from_utf8(body).map_err(|_| {
         Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: the SDP offer is not UTF-8 text"))
     })?;
-    check_offer(sdp).map_err(|e| {
+    let offered = offered_codecs(sdp).map_err(|e| {
         Reject::new(StatusCode::BAD_REQUEST, format!("camera `{camera}`: unusable SDP offer: {e}"))
     })?;
     let offer = Offer::parse(sdp).map_err(|e| {
@@ -233,9 +243,16 @@ fn admit(
         )
     })?;
 
-    if quality == Quality::Main && entry.is_some_and(|c| c.codec == Codec::H265) {
-        return Err(h265_reject(camera, quality));
+    let plan = codec_choice::plan(entry, quality, offered)
+        .map_err(|u| unplayable_reject(state, headers, camera, u))?;
+    if let (Some(entry), false) = (entry, plan.quality == quality || viewer.unrestricted()) {
+        // The substream instead: this viewer must be allowed it too.
+        if viewer.check(entry, plan.quality).is_err() {
+            let u = Unplayable { quality, codec: entry.codec, has_h264_sub: true };
+            return Err(unplayable_reject(state, headers, camera, u));
+        }
     }
+    let quality = plan.quality;
     let on_camera = state.lock_sessions().values().filter(|s| s.camera == camera).count();
     if on_camera >= state.settings.max_per_camera {
         state.refusals.hit("whep.max_per_camera");
@@ -261,12 +278,12 @@ fn admit(
             return Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE, why));
         }
     }
-    Ok(Admitted { quality, offer, permit })
+    Ok(Admitted { quality, plan, offered, offer, permit })
 }
 
-/// Subscribes to the camera and waits for its first frame, which must be
-/// H.264. An item already queued comes from the cached GOP: a backlog to
-/// catch up on.
+/// Subscribes to the camera and waits for its first frame, whose codec
+/// the answer offers. An item already queued comes from the cached GOP: a
+/// backlog to catch up on.
 async fn first_frame(
     state: &WhepState,
     viewer: &Viewer,
@@ -306,9 +323,6 @@ async fn first_frame(
             }
         },
     };
-    if first.0.config.codec != Codec::H264 {
-        return Err(h265_reject(camera, quality));
-    }
     Ok((reader, first))
 }
 
@@ -322,12 +336,14 @@ async fn register(
     reader: TrackReader,
     first: (HubItem, Arrival),
 ) -> Result<Response, Reject> {
-    let Admitted { quality, offer, permit } = admitted;
+    let Admitted { quality, plan, offer, permit, .. } = admitted;
+    let codec = first.0.config.codec;
     let (udp_addrs, port) = state.media_addrs(&camera)?;
-    let mut peer = Peer::answer(&state.settings, udp_addrs, &camera, offer).await.map_err(|e| match e {
-        AnswerError::Internal(message) => Reject::new(StatusCode::INTERNAL_SERVER_ERROR, message),
-        AnswerError::Refused(message) => Reject::new(StatusCode::BAD_REQUEST, message),
-    })?;
+    let mut peer =
+        Peer::answer(&state.settings, udp_addrs, &camera, offer, codec).await.map_err(|e| match e {
+            AnswerError::Internal(message) => Reject::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+            AnswerError::Refused(message) => Reject::new(StatusCode::BAD_REQUEST, message),
+        })?;
     peer.port = port;
     let id = session_id();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -353,7 +369,8 @@ async fn register(
         state.audit.refused(viewer.audit_name(), &camera, quality, "forbidden", &why);
         return Err(Reject::new(StatusCode::FORBIDDEN, format!("camera `{camera}`: access revoked: {why}")));
     }
-    info!(session = %id, camera = %camera, quality = quality.name(), viewer = viewer.name(), "WHEP session answered");
+    let stream = plan.header(codec);
+    info!(session = %id, camera = %camera, quality = quality.name(), viewer = viewer.name(), %stream, "WHEP session answered");
     state.audit.view_start(
         Viewing {
             viewer: viewer.audit_name(),
@@ -383,9 +400,16 @@ async fn register(
 
     let location = HeaderValue::from_str(&format!("/whep/session/{id}"))
         .map_err(|_| Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "session id is not a header value"))?;
+    let stream = HeaderValue::from_str(&stream).map_err(|_| {
+        Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "stream description is not a header value")
+    })?;
     Ok((
         StatusCode::CREATED,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp")), (header::LOCATION, location)],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/sdp")),
+            (header::LOCATION, location),
+            (header::HeaderName::from_static(STREAM_HEADER), stream),
+        ],
         answer,
     )
         .into_response())
@@ -399,15 +423,14 @@ fn is_sdp(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
-fn h265_reject(camera: &str, quality: Quality) -> Reject {
-    let fix = match quality {
-        Quality::Main => "use the substream (?quality=sub) or RTSP",
-        Quality::Sub => "its substream is H.265 too: use RTSP",
-    };
-    Reject::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!("camera `{camera}` is H.265: browsers cannot play it over WebRTC here; {fix}"),
-    )
+/// 415 for a stream this browser cannot decode, naming the relay's RTSP
+/// URL of it (host as the browser reached the relay).
+fn unplayable_reject(state: &WhepState, headers: &HeaderMap, camera: &str, u: Unplayable) -> Reject {
+    let rtsp = state.settings.rtsp_port.map(|port| {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        codec_choice::rtsp_base(host, port).unwrap_or_else(|| format!("rtsp://<this relay>:{port}"))
+    });
+    Reject::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, codec_choice::unplayable_text(camera, u, rtsp.as_deref()))
 }
 
 /// A camera or quality outside the viewer's set: audited with the real

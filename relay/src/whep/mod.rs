@@ -1,6 +1,11 @@
 //! WHEP egress (draft-ietf-wish-whep): a browser POSTs an SDP offer for a
-//! camera and gets an answer with one send-only H.264 track fed from the hub,
-//! passed through without transcoding. The catalog, live-state and viewer-page
+//! camera and gets an answer with one send-only H.264 or H.265 track fed
+//! from the hub, passed through without transcoding. Which stream a
+//! browser gets is [`codec_choice`]'s: H.265 where the browser decodes it,
+//! else the camera's H.264 substream (its own, or the agent's transcode),
+//! said in the `X-Ponte-Stream` response header
+//! (`sub; codec=h264; transcoded; reason=browser-lacks-h265`), else a 415
+//! naming the relay's RTSP URL of the camera. The catalog, live-state and viewer-page
 //! routes beside it are in [`crate::web`], which serves them together.
 //!
 //! Routes:
@@ -27,10 +32,12 @@
 //! - [`source`]: what WHEP and RTSP need from the upstream side;
 //! - [`http`]: the handlers, the offer cut into admit → first frame → register;
 //! - [`offer`]: the pure SDP check;
+//! - [`codec_choice`]: which stream and codec a browser gets;
 //! - [`peer`]: the peer connection, the only file that speaks webrtc-rs;
 //! - [`session`]: the task that pumps a camera through the egress gate to a peer.
 
 pub mod clock;
+mod codec_choice;
 mod http;
 mod offer;
 mod peer;
@@ -93,6 +100,9 @@ pub struct WhepSettings {
     pub connect_timeout: Duration,
     /// How long a disconnected session may take to come back.
     pub disconnect_grace: Duration,
+    /// The relay's RTSP port (`rtsp.listen`), named in the refusal of a
+    /// stream a browser cannot decode; `None` without `[rtsp]`.
+    pub rtsp_port: Option<u16>,
 }
 
 impl Default for WhepSettings {
@@ -108,6 +118,7 @@ impl Default for WhepSettings {
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
             disconnect_grace: Duration::from_secs(5),
+            rtsp_port: None,
         }
     }
 }

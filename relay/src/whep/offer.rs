@@ -1,5 +1,8 @@
 //! The pure check of a browser's SDP offer, before webrtc-rs sees it: no I/O,
-//! typed refusals the HTTP layer turns into one line naming the fix.
+//! typed refusals the HTTP layer turns into one line naming the fix, and
+//! the video codecs the browser offers ([`Offered`]).
+
+use super::codec_choice::Offered;
 
 /// Why an SDP offer cannot be answered, before webrtc sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,7 +11,7 @@ pub enum OfferError {
     NotSdp,
     /// No video section the relay could send on.
     NoReceivingVideo,
-    /// Video, but no H.264 with packetization-mode 1.
+    /// Video, but neither H.264 with packetization-mode 1 nor H.265.
     NoH264,
     /// ICE credentials or DTLS fingerprint missing.
     NotWebRtc,
@@ -22,7 +25,7 @@ impl std::fmt::Display for OfferError {
                 "no video section that receives (add a recvonly video transceiver)"
             }
             OfferError::NoH264 => {
-                "the browser offers no H.264 with packetization-mode=1; use a browser with H.264 WebRTC support"
+                "the browser offers neither H.264 with packetization-mode=1 nor H.265; use a browser with H.264 WebRTC support"
             }
             OfferError::NotWebRtc => {
                 "ICE credentials or DTLS fingerprint missing; send the browser's createOffer() output unchanged"
@@ -31,22 +34,29 @@ impl std::fmt::Display for OfferError {
     }
 }
 
-/// Checks that an offer is a WebRTC offer the relay can answer with H.264.
+/// Checks that an offer is a WebRTC offer the relay can answer with H.264
+/// or H.265.
 pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
+    offered_codecs(sdp).map(drop)
+}
+
+/// [`check_offer`], and the codecs the offer's receiving video sections list.
+pub fn offered_codecs(sdp: &str) -> Result<Offered, OfferError> {
     let mut lines = sdp.lines().map(str::trim).filter(|l| !l.is_empty());
     if lines.next() != Some("v=0") {
         return Err(OfferError::NotSdp);
     }
     let mut has_ice = false;
     let mut has_fingerprint = false;
-    // Per video section: (receives, H.264 payload types, payload types with mode 1).
-    let mut video: Vec<(bool, Vec<String>, Vec<String>)> = Vec::new();
+    // Per video section: (receives, H.264 payload types, payload types with
+    // mode 1, lists H.265).
+    let mut video: Vec<(bool, Vec<String>, Vec<String>, bool)> = Vec::new();
     let mut in_video = false;
     for line in lines {
         if let Some(m) = line.strip_prefix("m=") {
             in_video = m.starts_with("video ");
             if in_video {
-                video.push((true, Vec::new(), Vec::new()));
+                video.push((true, Vec::new(), Vec::new(), false));
             }
             continue;
         }
@@ -62,8 +72,11 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
             section.0 = false;
         } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
             if let Some((pt, codec)) = rest.split_once(' ') {
-                if codec.to_ascii_uppercase().starts_with("H264/90000") {
+                let codec = codec.to_ascii_uppercase();
+                if codec.starts_with("H264/90000") {
                     section.1.push(pt.to_owned());
+                } else if codec.starts_with("H265/90000") {
+                    section.3 = true;
                 }
             }
         } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
@@ -81,10 +94,14 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     if receiving.is_empty() {
         return Err(OfferError::NoReceivingVideo);
     }
-    if !receiving.iter().any(|(_, h264, mode1)| h264.iter().any(|pt| mode1.contains(pt))) {
+    let offered = Offered {
+        h264: receiving.iter().any(|(_, h264, mode1, _)| h264.iter().any(|pt| mode1.contains(pt))),
+        h265: receiving.iter().any(|v| v.3),
+    };
+    if !offered.h264 && !offered.h265 {
         return Err(OfferError::NoH264);
     }
-    Ok(())
+    Ok(offered)
 }
 
 #[cfg(test)]
@@ -121,6 +138,34 @@ a=rtpmap:103 rtx/90000\r\n\
 a=fmtp:103 apt=102\r\n\
 a=rtpmap:127 H264/90000\r\n\
 a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n";
+
+    /// [`CHROME_OFFER`] with the H.265 lines a Chromium with a hardware
+    /// HEVC decoder adds.
+    pub(in crate::whep) fn chrome_offer_with_h265() -> String {
+        CHROME_OFFER.replace(" 102 103 127\r\n", " 102 103 127 49 50\r\n").replace(
+            "a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n",
+            "a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+                 a=rtpmap:49 H265/90000\r\n\
+                 a=rtcp-fb:49 nack\r\n\
+                 a=rtcp-fb:49 nack pli\r\n\
+                 a=fmtp:49 level-id=156;profile-id=1;tier-flag=0;tx-mode=SRST\r\n\
+                 a=rtpmap:50 rtx/90000\r\n\
+                 a=fmtp:50 apt=49\r\n",
+        )
+    }
+
+    #[test]
+    fn offered_codecs_say_whether_the_browser_decodes_h265() {
+        assert_eq!(offered_codecs(CHROME_OFFER), Ok(Offered { h264: true, h265: false }));
+        let with_h265 = chrome_offer_with_h265();
+        assert!(with_h265.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 127 49 50\r\n"));
+        assert_eq!(offered_codecs(&with_h265), Ok(Offered { h264: true, h265: true }));
+        let h265_only = with_h265.replace("H264/90000", "VP9/90000");
+        assert_eq!(offered_codecs(&h265_only), Ok(Offered { h264: false, h265: true }));
+        // A sending-only section's codecs do not count.
+        let sendonly = with_h265.replace("a=recvonly", "a=sendonly");
+        assert_eq!(offered_codecs(&sendonly), Err(OfferError::NoReceivingVideo));
+    }
 
     #[test]
     fn chrome_offer_is_accepted() {

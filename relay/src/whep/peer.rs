@@ -1,15 +1,22 @@
 //! The browser's peer connection: the only file that speaks webrtc-rs. It
-//! answers an offer with one send-only H.264 track, reports the connection's
-//! state as a [`PeerState`], and packetizes access units into RTP
-//! (RFC 6184 mode 1, [`ponte_proto::rtp::DEFAULT_MTU`]-sized packets, the
-//! size webrtc-rs' own sample tracks use).
+//! answers an offer with one send-only H.264 or H.265 track, reports the
+//! connection's state as a [`PeerState`], and packetizes access units into
+//! RTP ([`ponte_proto::rtp::DEFAULT_MTU`]-sized packets, the size
+//! webrtc-rs' own sample tracks use): H.264 with webrtc-rs' payloader
+//! (RFC 6184 mode 1), H.265 with ours ([`ponte_proto::rtp::Packetizer`],
+//! RFC 7798 single NAL units and fragmentation units, the one the RTSP
+//! egress uses). webrtc-rs 0.21 has an HEVC payloader too, but it slices
+//! the access unit at 4-byte start codes only and indexes NAL headers
+//! without a length check; ours handles both start code lengths and never
+//! panics on a short NAL.
 
 use super::offer::OfferError;
 use super::WhepSettings;
 use crate::media_ports::PortLease;
-use bytes::Bytes;
-use ponte_proto::rtp::{DEFAULT_MTU, HEADER_LEN};
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use bytes::{BufMut, Bytes, BytesMut};
+use ponte_proto::media::Codec;
+use ponte_proto::rtp::{Packetizer, DEFAULT_MTU, HEADER_LEN};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_HEVC};
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
@@ -37,6 +44,15 @@ use webrtc::rtp_transceiver::RtpSender;
 pub(super) const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Payload type proposed for H.264; the offer's own number wins in the answer.
 const H264_PAYLOAD_TYPE: u8 = 102;
+/// The H.265 format offered: Main profile, main tier, one RTP stream
+/// (RFC 7798 §7.1). Chromium matches on profile and tier; the level is
+/// left out, so any level the browser offers matches.
+const H265_FMTP: &str = "profile-id=1;tier-flag=0;tx-mode=SRST";
+/// Payload type proposed for H.265; the offer's own number wins.
+const H265_PAYLOAD_TYPE: u8 = 49;
+/// Scratch space for H.265 fragmentation units: packets are cut from one
+/// buffer this size, so there is no allocation per packet.
+const SCRATCH_BYTES: usize = 64 * 1024;
 /// ICE connectivity-check pace. webrtc-rs' default (200 ms) delays the
 /// relay's side of a new session by up to that much before DTLS can start
 /// (measured: DTLS connected 150 ms after ICE, 15 ms at this pace).
@@ -149,11 +165,13 @@ impl Drop for ClosingPeer {
     }
 }
 
-/// One browser's peer connection with its send-only H.264 track.
+/// One browser's peer connection with its send-only video track.
 pub(super) struct Peer {
     pc: ClosingPeer,
     track: Arc<TrackLocalStaticRTP>,
-    packetizer: H264Packetizer,
+    packetizer: VideoPacketizer,
+    /// The codec of the track.
+    pub(super) codec: Codec,
     /// The connection's state, as the session task follows it.
     pub(super) states: watch::Receiver<PeerState>,
     /// The SDP answer, every host candidate in it.
@@ -171,6 +189,7 @@ impl Peer {
         udp_addrs: Vec<String>,
         camera: &str,
         offer: Offer,
+        codec: Codec,
     ) -> Result<Peer, AnswerError> {
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             warn!(camera = %camera, error = %e, "WHEP: {what}");
@@ -178,20 +197,24 @@ impl Peer {
                 "camera `{camera}`: the relay could not {what} ({e}); see the relay log"
             ))
         };
-        let h264 = RTCRtpCodec {
-            mime_type: MIME_TYPE_H264.to_owned(),
+        let (mime, fmtp, payload_type) = match codec {
+            Codec::H264 => (MIME_TYPE_H264, H264_FMTP, H264_PAYLOAD_TYPE),
+            Codec::H265 => (MIME_TYPE_HEVC, H265_FMTP, H265_PAYLOAD_TYPE),
+        };
+        let video = RTCRtpCodec {
+            mime_type: mime.to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
+            sdp_fmtp_line: fmtp.to_owned(),
             rtcp_feedback: vec![],
         };
         let mut media = MediaEngine::default();
         media
             .register_codec(
-                RTCRtpCodecParameters { rtp_codec: h264.clone(), payload_type: H264_PAYLOAD_TYPE },
+                RTCRtpCodecParameters { rtp_codec: video.clone(), payload_type },
                 RtpCodecKind::Video,
             )
-            .map_err(|e| internal("register H.264", &e))?;
+            .map_err(|e| internal(&format!("register {}", codec.name()), &e))?;
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| internal("set up RTP interceptors", &e))?;
         let (state_tx, states) = watch::channel(PeerState::Connecting);
@@ -221,7 +244,7 @@ impl Peer {
             RtpCodecKind::Video,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: h264,
+                codec: video,
                 ..Default::default()
             }],
         )));
@@ -231,15 +254,22 @@ impl Peer {
             .map_err(|e| internal("add the video track", &e))?;
         let refused = |what: &str, e: &dyn std::fmt::Display| {
             AnswerError::Refused(format!(
-                "camera `{camera}`: {what} ({e}); offer a recvonly H.264 video transceiver"
+                "camera `{camera}`: {what} ({e}); offer a recvonly {} video transceiver",
+                codec.name()
             ))
         };
         pc.set_remote_description(offer.0).await.map_err(|e| refused("the SDP offer was refused", &e))?;
         let answer = pc.create_answer(None).await.map_err(|e| refused("no answer fits the offer", &e))?;
         pc.set_local_description(answer).await.map_err(|e| internal("apply its answer", &e))?;
-        let payload_type = negotiated_h264(&sender)
-            .await
-            .ok_or_else(|| AnswerError::Refused(format!("camera `{camera}`: {}", OfferError::NoH264)))?;
+        let payload_type = negotiated(&sender, mime).await.ok_or_else(|| {
+            let why = match codec {
+                Codec::H264 => OfferError::NoH264.to_string(),
+                Codec::H265 => {
+                    "the browser's H.265 formats do not match Main profile (profile-id=1)".to_owned()
+                }
+            };
+            AnswerError::Refused(format!("camera `{camera}`: {why}"))
+        })?;
         // Non-trickle: the answer carries every candidate. Host
         // candidates are ready in milliseconds; the timeout only bounds
         // a misconfigured interface list.
@@ -252,13 +282,20 @@ impl Peer {
             .await
             .map(|d| d.sdp)
             .ok_or_else(|| internal("produce an answer", &"no local description"))?;
-        let packetizer = H264Packetizer::new(ssrc, payload_type, rand::random());
-        Ok(Peer { pc, track, packetizer, states, answer_sdp, port: None })
+        let packetizer = match codec {
+            Codec::H264 => VideoPacketizer::H264(H264Packetizer::new(ssrc, payload_type, rand::random())),
+            Codec::H265 => VideoPacketizer::H265(H265Packetizer::new(ssrc, payload_type, rand::random())),
+        };
+        Ok(Peer { pc, track, packetizer, codec, states, answer_sdp, port: None })
     }
 
     /// Packetizes one access unit with `timestamp` and writes it to the track.
     pub(super) async fn send(&mut self, access_unit: &Bytes, timestamp: u32) -> Result<(), String> {
-        for packet in self.packetizer.packetize(access_unit, timestamp) {
+        let packets = match &mut self.packetizer {
+            VideoPacketizer::H264(p) => p.packetize(access_unit, timestamp),
+            VideoPacketizer::H265(p) => p.packetize(access_unit, timestamp),
+        };
+        for packet in packets {
             self.track.write_rtp(packet).await.map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -270,15 +307,71 @@ impl Peer {
     }
 }
 
-/// The payload type negotiated for H.264 on a sender, if any.
-async fn negotiated_h264(sender: &Arc<dyn RtpSender>) -> Option<u8> {
+/// The payload type negotiated for `mime` on a sender, if any.
+async fn negotiated(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<u8> {
     let params = sender.get_parameters().await.ok()?;
     params
         .rtp_parameters
         .codecs
         .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
         .map(|c| c.payload_type)
+}
+
+/// The packetizer of the negotiated codec.
+enum VideoPacketizer {
+    H264(H264Packetizer),
+    H265(H265Packetizer),
+}
+
+/// Splits H.265 access units into RTP packets (RFC 7798: single NAL unit
+/// packets, fragmentation units beyond the MTU) with our own timestamps.
+pub(super) struct H265Packetizer {
+    packetizer: Packetizer,
+    /// Fragmentation units need their 3-byte header in front of the NAL
+    /// slice: packets are cut from this buffer, reallocated once it is
+    /// used up (and still referenced by packets in flight).
+    scratch: BytesMut,
+}
+
+impl H265Packetizer {
+    pub(super) fn new(ssrc: u32, payload_type: u8, first_sequence: u16) -> Self {
+        Self {
+            packetizer: Packetizer::new(Codec::H265, payload_type, ssrc, first_sequence, DEFAULT_MTU),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    pub(super) fn packetize(&mut self, access_unit: &Bytes, timestamp: u32) -> Vec<rtp::Packet> {
+        let packets = self.packetizer.packetize(access_unit, timestamp);
+        let mut out = Vec::with_capacity(packets.len());
+        for p in packets {
+            let payload = if p.prefix().is_empty() {
+                // A whole NAL unit: the frame's own bytes.
+                p.body.clone()
+            } else {
+                if self.scratch.capacity() < p.payload_len() {
+                    self.scratch.reserve(SCRATCH_BYTES.max(p.payload_len()));
+                }
+                self.scratch.put_slice(p.prefix());
+                self.scratch.put_slice(&p.body);
+                self.scratch.split().freeze()
+            };
+            out.push(rtp::Packet {
+                header: rtp::Header {
+                    version: 2,
+                    marker: p.marker,
+                    payload_type: p.payload_type,
+                    sequence_number: p.sequence,
+                    timestamp: p.timestamp,
+                    ssrc: p.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            });
+        }
+        out
+    }
 }
 
 /// Splits H.264 access units into RTP packets (RFC 6184 mode 1: single NAL,

@@ -147,7 +147,7 @@ impl Session {
     }
 
     async fn pump(&mut self, settings: &WhepSettings, sent: &mut Sent) -> End {
-        let mut gate = EgressGate::new(Codec::H264, rand::random());
+        let mut gate = EgressGate::new(self.peer.codec, rand::random());
         let mut pending = self.first.take();
         let mut disconnected_since: Option<Instant> = None;
         loop {

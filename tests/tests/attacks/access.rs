@@ -39,6 +39,8 @@ fn entry(id: &str, zone: &str) -> CatalogEntry {
         qualities: vec![Quality::Main],
         ptz: true,
         always_on: false,
+        sub_codec: None,
+        sub_transcoded: false,
     }
 }
 

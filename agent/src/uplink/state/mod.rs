@@ -397,6 +397,15 @@ impl SessionState {
         actions
     }
 
+    /// The shell could not open the track an [`Action::OpenCamera`] asked
+    /// for because a limit of the agent's refused it (`reason` names the key).
+    pub fn camera_refused(&mut self, id: u64, reason: String) -> Vec<Action> {
+        let Some(o) = self.opening.take_if(|o| o.id == id) else { return Vec::new() };
+        let (camera, quality) = (o.entry.id.clone(), o.quality);
+        // Counted by the limit itself (`Transcodes`), not as a session limit.
+        self.refuse(o.viewer, id, &camera, quality, SubscribeErrorCode::OverBudget, reason.clone(), reason)
+    }
+
     /// The shell opened (or failed to open) the track an
     /// [`Action::OpenCamera`] asked for.
     pub fn camera_opened(&mut self, id: u64, opened: bool) -> Vec<Action> {
@@ -424,8 +433,14 @@ impl SessionState {
             "allowed",
             Some(format!("rule `{rule}`")),
         );
-        let ladder =
-            Ladder { top: Rung::of_quality(quality), has_sub: o.entry.qualities.contains(&Quality::Sub) };
+        // Stepping down to a substream of another codec (or the agent's
+        // transcode) would end a viewer's stream, and a transcode would
+        // start just because the link is busy: such a ladder goes from
+        // main straight to keyframes only.
+        let has_sub = o.entry.substream().is_some_and(|(codec, transcoded)| {
+            quality == Quality::Sub || (codec == o.entry.codec && !transcoded)
+        });
+        let ladder = Ladder { top: Rung::of_quality(quality), has_sub };
         let priority = self.access.priority(&self.site, &o.entry);
         self.subs.insert(id, Subscription { camera: camera.clone(), quality, viewers: BTreeSet::new() });
         vec![

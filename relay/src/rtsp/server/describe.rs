@@ -9,6 +9,7 @@ use crate::auth::{ScopeRefusal, Viewer};
 use crate::rtsp::sdp;
 use crate::upstream::SubscribeFailure;
 use ponte_proto::hub::{HubItem, TrackReader};
+use ponte_proto::media::Quality;
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
 use rtsp_types::{Request, StatusCode};
 use tracing::info;
@@ -25,6 +26,16 @@ impl RtspServer {
         if !entry.qualities.contains(&quality) {
             info!(camera, quality = quality.name(), "RTSP: quality not offered to this site");
             return Err(Reply::new(StatusCode::Forbidden));
+        }
+        if quality == Quality::Sub && entry.sub_transcoded {
+            // The agent's transcode is for browsers only: a VMS recording
+            // it around the clock would hold a transcode for good.
+            info!(camera, "RTSP: refused the substream, the agent's H.264 transcode for browsers");
+            let why = format!(
+                "camera `{camera}`: its substream is the agent's H.264 transcode for browsers and is \
+                 not served over RTSP; play the camera's own stream at the path /{camera}\r\n"
+            );
+            return Err(Reply::new(StatusCode::NotFound).body("text/plain", why));
         }
         match viewer.check(&entry, quality) {
             Ok(()) => Ok(entry),

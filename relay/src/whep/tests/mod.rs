@@ -5,6 +5,7 @@
 //! tests are beside it, one file per concern.
 
 mod accounts;
+mod h265;
 mod limits;
 mod packetizer;
 mod routes;
@@ -92,6 +93,8 @@ fn entry(id: &str, codec: Codec) -> CatalogEntry {
         qualities: vec![Quality::Main, Quality::Sub],
         ptz: false,
         always_on: false,
+        sub_codec: None,
+        sub_transcoded: false,
     }
 }
 
@@ -107,6 +110,7 @@ fn test_settings() -> WhepSettings {
         connect_timeout: Duration::from_secs(10),
         disconnect_grace: Duration::from_secs(1),
         max_per_viewer: 8,
+        rtsp_port: None,
     }
 }
 
@@ -226,25 +230,34 @@ impl PeerConnectionEventHandler for Viewer {
     }
 }
 
+/// A viewer's peer connection, its offer, its state and what it received.
+type TestViewer = (Arc<dyn PeerConnection>, String, watch::Receiver<RTCPeerConnectionState>, Arc<Received>);
+
 /// A recvonly H.264 viewer that offers payload type 109, not the relay's 102.
-async fn viewer() -> (Arc<dyn PeerConnection>, String, watch::Receiver<RTCPeerConnectionState>, Arc<Received>)
-{
+async fn viewer() -> TestViewer {
+    viewer_offering(&[(MIME_TYPE_H264, H264_FMTP, 109)]).await
+}
+
+/// A recvonly viewer offering these (MIME type, fmtp, payload type).
+async fn viewer_offering(codecs: &[(&str, &str, u8)]) -> TestViewer {
     let mut media = MediaEngine::default();
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: H264_FMTP.to_owned(),
-                    rtcp_feedback: vec![],
+    for &(mime, fmtp, payload_type) in codecs {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: mime.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: fmtp.to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type,
                 },
-                payload_type: 109,
-            },
-            RtpCodecKind::Video,
-        )
-        .unwrap();
+                RtpCodecKind::Video,
+            )
+            .unwrap();
+    }
     let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
     let (gathered_tx, mut gathered) = watch::channel(false);
     let (state_tx, states) = watch::channel(RTCPeerConnectionState::New);

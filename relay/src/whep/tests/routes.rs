@@ -40,9 +40,9 @@ async fn offer_errors_are_one_line_naming_the_camera() {
             sdp,
             offer,
             415,
-            "is H.265: browsers cannot play it over WebRTC here; use the substream",
+            "camera `porta-po` is H.265, and this browser cannot decode H.265",
         ),
-        ("/whep/duomo?quality=sub", sdp, offer, 415, "is H.265: browsers cannot play it"),
+        ("/whep/duomo?quality=sub", sdp, offer, 415, "camera `duomo` (substream) is H.265, and this browser"),
         ("/whep/torrazzo", Some("application/sdp; charset=utf-8"), offer, 504, "no video within 0.5 s"),
     ];
     for (path, ct, body, status, needle) in cases {
