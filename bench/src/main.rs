@@ -20,6 +20,7 @@ mod subscriber;
 mod transport;
 mod ttff;
 mod wall;
+mod webrtc_limit;
 mod whep_viewer;
 
 use anyhow::{bail, Context, Result};
@@ -434,7 +435,10 @@ async fn run_wall(cli: &Cli, st: &mut RunState) -> Result<Output> {
         replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
         settle_secs: if smoke { 0.5 } else { 3.0 },
         window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 10.0 }),
+        raw_viewers: 0,
     };
+    let params =
+        wall::WallParams { raw_viewers: params.viewers.iter().copied().max().unwrap_or(0).min(50), ..params };
     anyhow::ensure!(!params.viewers.is_empty(), "--wall-viewers needs at least one count");
     let r = wall::run(&params).await?;
     let (tables, checks, notes) = wall::tables(&r, &params, &t);

@@ -88,7 +88,7 @@ async fn stopped(stop: &AtomicBool) {
 /// `PONTE_BENCH_PIN_SENDER` / `PONTE_BENCH_PIN_RECEIVER` (a core number)
 /// pin the side's thread, to compare with a pinned relay
 /// (`PONTE_BENCH_WRAP_RELAY="taskset -c 0"`).
-fn spawn_side<F, Fut>(name: &str, side: F) -> Result<std::thread::JoinHandle<()>>
+pub fn spawn_side<F, Fut>(name: &str, side: F) -> Result<std::thread::JoinHandle<()>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -121,7 +121,8 @@ fn pin_this_thread(core: usize) {
     }
 }
 
-fn thread_id() -> u32 {
+/// The calling thread's id, for [`thread_cpu`].
+pub fn thread_id() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
 }

@@ -13,6 +13,7 @@ use crate::cluster::{Cluster, ClusterSpec, RelaySpec, Replay};
 use crate::machine::{CpuUse, CpuWindow};
 use crate::report::{Check, Table};
 use crate::transport::TransportResult;
+use crate::webrtc_limit::{RawResult, RawSpec};
 use crate::whep_viewer::WhepViewer;
 use anyhow::{Context, Result};
 use ponte_relay::config::WhepSection;
@@ -43,6 +44,8 @@ pub struct WallParams {
     pub settle_secs: f64,
     /// Measured window per step (rounded to whole GOPs).
     pub window_secs: f64,
+    /// Sender → receiver pairs of the raw webrtc-rs run (0: none).
+    pub raw_viewers: usize,
 }
 
 /// One measured step.
@@ -92,6 +95,8 @@ pub struct WallResult {
     pub stopped_at: Option<usize>,
     /// Why the ramp stopped early (an offer refused, a viewer with no packet).
     pub error: Option<String>,
+    /// The WebRTC transport alone: raw webrtc-rs senders → receivers.
+    pub raw: Option<RawResult>,
 }
 
 fn camera(i: usize) -> String {
@@ -191,7 +196,24 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
         v.close().await;
     }
     cluster.shutdown().await?;
-    Ok(WallResult { steps, stopped_at, error })
+    let raw = if params.raw_viewers > 0 {
+        let spec = RawSpec {
+            viewers: params.raw_viewers,
+            kbps: params.replay.main_kbps,
+            fps: params.replay.fps,
+            warmup_secs: params.settle_secs,
+            secs: window.as_secs_f64(),
+        };
+        let r = crate::webrtc_limit::run(spec).await.context("raw webrtc-rs senders → receivers")?;
+        eprintln!(
+            "ponte-bench: wall: raw webrtc-rs, {} pairs: {:.3} Gbit/s, sender {:.3} CPU-s per Gbit, receiver {:.3}",
+            params.raw_viewers, r.gbps, r.sender_cpu_s_per_gbit, r.receiver_cpu_s_per_gbit
+        );
+        Some(r)
+    } else {
+        None
+    };
+    Ok(WallResult { steps, stopped_at, error, raw })
 }
 
 fn read(v: &WhepViewer) -> (u64, u64) {
@@ -287,6 +309,16 @@ pub fn tables(
         format!("{LIVEKIT_VIEWERS_PER_VCPU:.0}"),
         format!("{LIVEKIT_GBPS_PER_VCPU:.2}"),
     ]);
+    if let Some(raw) = &r.raw {
+        cmp.row(vec![
+            format!(
+                "raw webrtc-rs sender, no relay ({} tracks at {} kbit/s, same run)",
+                raw.spec.viewers, raw.spec.kbps
+            ),
+            format!("{:.0}", raw.sender_gbps_per_core * 1e6 / f64::from(raw.spec.kbps.max(1))),
+            format!("{:.3}", raw.sender_gbps_per_core),
+        ]);
+    }
     cmp.row(vec![
         format!("raw quinn sender, bulk ({} connection(s), same run)", transport.spec.connections),
         "-".into(),
@@ -322,12 +354,34 @@ pub fn tables(
          rate over whole GOPs."
             .into(),
         format!(
-            "The transport's own limit in this run: raw quinn bulk {:.3} Gbit/s, its sender {:.3} CPU-s per Gbit. \
-             WebRTC has no such raw figure here: the relay's SRTP and RTP packetization (webrtc-rs) are the path \
-             under test.",
+            "The QUIC transport's own limit in this run (transport-limit): raw quinn bulk {:.3} Gbit/s, its sender \
+             {:.3} CPU-s per Gbit; the relay's QUIC egress is measured against it in fanout.",
             transport.gbps, transport.sender_cpu_s_per_gbit
         ),
     ];
+    if let Some(raw) = &r.raw {
+        notes.push(format!(
+            "The WebRTC transport alone, same run: {} webrtc-rs peer connections in the bench, each with one H.264 \
+             track as the relay builds per viewer, packetize a {} kbit/s frame per period for their track (as the \
+             relay does per viewer) to {} of the bench's receivers, senders on one thread and receivers on another: \
+             {:.3} Gbit/s, least receiver {:.1}%, sender {:.3} and receiver {:.3} CPU-s per Gbit.{}",
+            raw.spec.viewers,
+            raw.spec.kbps,
+            raw.spec.viewers,
+            raw.gbps,
+            100.0 * raw.min_viewer_share,
+            raw.sender_cpu_s_per_gbit,
+            raw.receiver_cpu_s_per_gbit,
+            best.filter(|b| b.gbps_per_core > 0.0 && raw.sender_cpu_s_per_gbit > 0.0).map_or(String::new(), |b| {
+                format!(
+                    " The relay's CPU per Gbit at {} viewers is {:.2}× that sender's (its ingest, hub and WHEP session \
+                     on top of the transport).",
+                    b.viewers,
+                    (1.0 / b.gbps_per_core) / raw.sender_cpu_s_per_gbit
+                )
+            })
+        ));
+    }
     if let Some(e) = &r.error {
         notes.push(format!("The ramp stopped: {e}."));
     } else if let Some(v) = r.stopped_at {

@@ -21,7 +21,9 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 /// What a browser offers for H.264 (the relay answers only this).
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// The payload type offered for it.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
 /// Longest wait for host candidates, for the answer, for the first packet.
 const GATHER: Duration = Duration::from_secs(2);
 const ANSWER: Duration = Duration::from_secs(20);
@@ -70,12 +72,26 @@ pub struct WhepViewer {
     pub meter: Arc<Meter>,
     /// The session's URL (`Location`), for the DELETE at the end.
     resource: Option<String>,
+    gathered: watch::Receiver<bool>,
 }
 
 impl WhepViewer {
     /// Connects to `camera`'s `quality` on the relay at `base` and waits for
     /// the first RTP packet.
     pub async fn connect(base: &str, camera: &str, quality: &str) -> Result<WhepViewer> {
+        let mut viewer = WhepViewer::build().await?;
+        match viewer.negotiate(base, camera, quality).await {
+            Ok(()) => Ok(viewer),
+            Err(e) => {
+                viewer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A recvonly peer connection with one H.264 video transceiver, on the
+    /// current tokio runtime (its driver tasks run there).
+    pub async fn build() -> Result<WhepViewer> {
         let mut media = MediaEngine::default();
         media.register_codec(
             RTCRtpCodecParameters {
@@ -86,12 +102,12 @@ impl WhepViewer {
                     sdp_fmtp_line: H264_FMTP.to_owned(),
                     rtcp_feedback: vec![],
                 },
-                payload_type: 102,
+                payload_type: H264_PAYLOAD_TYPE,
             },
             RtpCodecKind::Video,
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
-        let (gathered_tx, mut gathered) = watch::channel(false);
+        let (gathered_tx, gathered) = watch::channel(false);
         let meter = Arc::new(Meter::default());
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -102,23 +118,11 @@ impl WhepViewer {
             .build()
             .await
             .context("creating a webrtc-rs peer connection")?;
-        let mut viewer = WhepViewer { pc: Arc::new(pc), meter, resource: None };
-        match viewer.negotiate(base, camera, quality, &mut gathered).await {
-            Ok(()) => Ok(viewer),
-            Err(e) => {
-                viewer.close().await;
-                Err(e)
-            }
-        }
+        Ok(WhepViewer { pc: Arc::new(pc), meter, resource: None, gathered })
     }
 
-    async fn negotiate(
-        &mut self,
-        base: &str,
-        camera: &str,
-        quality: &str,
-        gathered: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
+    /// The offer, with every host candidate (non-trickle, as the relay answers).
+    pub async fn offer(&mut self) -> Result<String> {
         let pc = &self.pc;
         pc.add_transceiver_from_kind(
             RtpCodecKind::Video,
@@ -130,9 +134,26 @@ impl WhepViewer {
         .await?;
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
-        // Non-trickle, as the relay answers: the offer carries its candidates.
-        let _ = tokio::time::timeout(GATHER, gathered.wait_for(|g| *g)).await;
-        let sdp = pc.local_description().await.context("no local description")?.sdp;
+        let _ = tokio::time::timeout(GATHER, self.gathered.wait_for(|g| *g)).await;
+        Ok(pc.local_description().await.context("no local description")?.sdp)
+    }
+
+    /// Applies the answer and waits for the first RTP packet.
+    pub async fn answered(&self, sdp: String, what: &str) -> Result<()> {
+        let answer = RTCSessionDescription::answer(sdp).context("the answer does not parse")?;
+        self.pc.set_remote_description(answer).await?;
+        let waited = tokio::time::Instant::now();
+        while self.meter.packets.load(Ordering::Relaxed) == 0 {
+            if waited.elapsed() > FIRST_PACKET {
+                bail!("{what}: no RTP packet within {FIRST_PACKET:?} of the answer");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    async fn negotiate(&mut self, base: &str, camera: &str, quality: &str) -> Result<()> {
+        let sdp = self.offer().await?;
         let url = format!("{base}/whep/{camera}?quality={quality}");
         let r = http_request("POST", &url, &[("Content-Type", "application/sdp")], sdp.as_bytes(), ANSWER)
             .await?;
@@ -149,16 +170,7 @@ impl WhepViewer {
                     }
                 },
             );
-        let answer = RTCSessionDescription::answer(r.text()).context("the relay's answer does not parse")?;
-        pc.set_remote_description(answer).await?;
-        let waited = tokio::time::Instant::now();
-        while self.meter.packets.load(Ordering::Relaxed) == 0 {
-            if waited.elapsed() > FIRST_PACKET {
-                bail!("camera `{camera}`: no RTP packet within {FIRST_PACKET:?} of the answer");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        self.answered(r.text(), &format!("camera `{camera}`")).await
     }
 
     /// Ends the session (WHEP DELETE) and closes the peer connection.

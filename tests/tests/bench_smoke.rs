@@ -131,6 +131,10 @@ async fn every_benchmark_scenario_runs_at_smoke_size() {
         assert!(f(&s["min_viewer_share"]) > 0.8, "{s}");
         assert!(f(&s["relay_cpu"]["cpu_secs"]) >= 0.0 && f(&s["bench_cpu"]["cpu_secs"]) > 0.0, "{s}");
     }
+    // The WebRTC transport alone (raw webrtc-rs senders → receivers) carried
+    // its rate too.
+    let raw = &r["raw"];
+    assert!(f(&raw["gbps"]) > 0.0 && f(&raw["min_viewer_share"]) > 0.8, "{raw}");
 
     let memory = report(dir, "memory");
     let kbps = f(&memory["data"]["params"]["replay"]["main_kbps"]);
