@@ -228,6 +228,13 @@ async fn a_browser_plays_an_h265_camera_through_the_agents_transcode() -> Result
     let sub = ffprobe_codec(&format!("{url}/sub")).await;
     assert!(sub.is_err(), "the transcoded substream must not be served over RTSP: {sub:?}");
 
+    // The console: a tile of the camera decodes, badged as a transcode.
+    let tile = console_tile(&browser, &base, |t| t["frames"].as_u64().unwrap_or(0) >= FRAMES).await?;
+    eprintln!("console tile: {tile}");
+    let expected_badge = if h265 { "H.265" } else { "H.264 transcode" };
+    assert_eq!(tile["badge"], expected_badge, "{tile}");
+    assert_eq!(tile["message"], "", "{tile}");
+
     // The viewer leaves: the transcode stops (after the agent's linger).
     browser.navigate("about:blank").await?;
     let stopped = ponte_tests::wait_until(
@@ -270,5 +277,31 @@ async fn without_the_opt_in_an_h265_camera_is_refused_with_its_rtsp_url() -> Res
     assert_eq!(refused.status, 415, "{text}");
     assert!(text.contains("is H.265, and this browser cannot decode H.265"), "{text}");
     assert!(text.contains(&format!("rtsp://127.0.0.1:{rtsp_port}/{CAMERA}")), "{text}");
+
+    // The console's tile says the same, plainly.
+    let tile = console_tile(&browser, &stack.base_url(), |t| {
+        t["message"].as_str().is_some_and(|m| m.contains("cannot decode H.265"))
+    })
+    .await?;
+    eprintln!("console tile: {}", tile["message"]);
+    assert!(
+        tile["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("rtsp://127.0.0.1:{rtsp_port}/{CAMERA}"))),
+        "{tile}"
+    );
     Ok(())
+}
+
+/// Opens the console with `CAMERA` alone on the wall; the tile once `done`.
+async fn console_tile(browser: &Chromium, base: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    browser.navigate(&format!("{base}/console#grid=1x1&tiles={CAMERA}")).await?;
+    ponte_tests::wait_until("the console's tile", PLAY_TIMEOUT, Duration::from_millis(100), || async {
+        let tiles = browser
+            .eval("window.ponteConsole && window.ponteConsole.ready ? window.ponteConsole.tiles() : null")
+            .await?;
+        Ok(tiles.get(0).filter(|t| done(t)).cloned())
+    })
+    .await
+    .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))
 }

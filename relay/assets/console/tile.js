@@ -38,6 +38,17 @@ function rtpDelta(a, b) {
   return ((a - b) << 0);
 }
 
+// The badge for the stream the relay chose (its `X-Ponte-Stream` header:
+// `<quality>; codec=<h264|h265>[; transcoded][; reason=...]`).
+function badge(note, quality, cam) {
+  const parts = (note || '').split(';').map((p) => p.trim());
+  if (parts.includes('transcoded')) return t('transcodeBadge');
+  if (parts.includes('reason=browser-lacks-h265')) return t('subBadge');
+  if (parts.includes('codec=h265')) return 'H.265';
+  if (!note && quality === 'sub' && cam && cam.codec === 'h265' && !canH265) return t('subBadge');
+  return '';
+}
+
 export class Tile {
   // ctx: { token, probe, readOnly, camera(id), onChange(), onUnauthorized(), snapshot(tile) }
   constructor(ctx, index) {
@@ -201,11 +212,7 @@ export class Tile {
     const s = layer.session;
     video.srcObject = s.stream;
     video.play().catch(() => {});
-    if (s.note) this.badgeText = s.note;
-    else if (quality === 'sub') {
-      const cam = this.ctx.camera(camera);
-      this.badgeText = cam && cam.codec === 'h265' && !canH265 ? t('subBadge') : '';
-    } else this.badgeText = '';
+    this.badgeText = badge(s.note, quality, this.ctx.camera(camera));
     s.pc.addEventListener('connectionstatechange', () => {
       const st = s.pc.connectionState;
       if (st === 'failed' || st === 'closed') this.lost(layer, st === 'failed' ? 'connection failed' : 'connection closed');
@@ -274,7 +281,10 @@ export class Tile {
     this.probeAgeMs = probeAge;
     this.samples.push({ at: now, rtp: meta.rtpTimestamp, quality: layer.quality, ageMs: age, probeAgeMs: probeAge });
     if (this.samples.length > SAMPLES) this.samples.splice(0, this.samples.length - SAMPLES);
-    if (this.message === t('connecting')) this.message = '';
+    if (this.message === t('connecting')) {
+      this.message = '';
+      this.redraw();
+    }
     const old = age !== null && age > STALE_AFTER_MS;
     if (old) this.setNotLive(t('tooOld', { secs: (age / 1000).toFixed(1) }));
     else if (this.notLive) this.setNotLive(null);
