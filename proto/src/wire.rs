@@ -108,6 +108,10 @@ pub struct CatalogEntry {
     /// capped by `agent.max_transcodes`. Absent in older messages: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub sub_transcoded: bool,
+    /// The device's tags (`[[device]] tags`), for operators to search by;
+    /// absent in older messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl CatalogEntry {

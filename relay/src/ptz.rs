@@ -460,6 +460,7 @@ mod tests {
             always_on: false,
             sub_codec: None,
             sub_transcoded: false,
+            tags: Vec::new(),
         }
     }
 

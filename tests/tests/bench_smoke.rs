@@ -111,6 +111,12 @@ async fn every_benchmark_scenario_runs_at_smoke_size() {
             // Loopback: a frame is shown well within a second of capture.
             assert!(f(&d["p50_ms"]) > 0.0 && f(&d["p95_ms"]) < 1000.0, "{d}");
             assert_eq!(f(&l["gaps"]), 0.0, "samples lost between polls: {l}");
+            // Chromium decodes every frame sent, and shows no more than it decoded.
+            let (shown, decoded, sent) = (f(&l["shown"]), f(&l["decoded"]), f(&l["sent"]));
+            assert!(
+                decoded >= 0.8 * sent && shown <= decoded + l["tiles"].as_array().map_or(0, Vec::len) as f64,
+                "{l}"
+            );
             assert!(f(&l["badge_frames"]) > 0.0 && f(&l["badge_error_ms"]) < 100.0, "{l}");
             for t in l["tiles"].as_array().expect("tiles") {
                 assert!(f(&t["age"]["n"]) > 0.0 && t["quality"] == l["quality"], "tile {t} of {}", l["grid"]);

@@ -21,6 +21,7 @@ fn sixteen() -> Vec<Device> {
         .map(|i| Device {
             zone: ["Centro", "Po", "Zaist", "Cavatigozzi"][i % 4].to_owned(),
             name: format!("camera {i:02}"),
+            tags: vec![if i % 2 == 0 { "stadio".to_owned() } else { "centro-storico".to_owned() }],
             ..Device::synthetic(&format!("cam{i:02}"))
         })
         .collect()
@@ -247,6 +248,19 @@ async fn focused_tile_switches_to_the_main_stream_without_a_gap() -> Result<()> 
     let gap = back["lastSwitch"]["gapMs"].as_f64().unwrap_or(f64::MAX);
     eprintln!("main → sub: longest gap {gap:.0} ms");
     assert!(gap <= 300.0, "a {gap:.0} ms gap during the switch back");
+
+    // The list is grouped by zone; the search matches names, zones and tags.
+    let zones = browser.eval("[...document.querySelectorAll('#cameras h3')].map(h => h.textContent)").await?;
+    assert_eq!(zones, serde_json::json!(["Cavatigozzi", "Centro", "Po", "Zaist"]), "zones in order");
+    let found = browser
+        .eval(
+            "(() => { const s = document.getElementById('search'); s.value = 'stadio'; \
+               s.dispatchEvent(new Event('input')); \
+               const ids = [...document.querySelectorAll('#cameras li')].map(li => li.dataset.camera); \
+               s.value = ''; s.dispatchEvent(new Event('input')); return ids; })()",
+        )
+        .await?;
+    assert_eq!(found, serde_json::json!(["cam00", "cam02"]), "search by tag");
 
     // Drag a camera from the list onto a tile; click one into the selected tile.
     let dropped = browser

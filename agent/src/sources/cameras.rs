@@ -362,6 +362,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
                 always_on: false,
                 sub_codec: transcoded.then_some(Codec::H264),
                 sub_transcoded: transcoded,
+                tags: d.tags.clone(),
             });
         }
     }

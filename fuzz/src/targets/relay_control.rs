@@ -274,5 +274,6 @@ fn catalog_entry(camera: &str, sub: bool) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }

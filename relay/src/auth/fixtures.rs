@@ -20,6 +20,7 @@ pub(super) fn cam(id: &str, zone: &str, kind: &str) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }
 

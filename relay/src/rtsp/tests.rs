@@ -64,6 +64,7 @@ fn entry(id: &str) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }
 

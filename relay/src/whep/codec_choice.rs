@@ -189,6 +189,7 @@ mod tests {
             always_on: false,
             sub_codec: sub.map(|(c, _)| c),
             sub_transcoded: sub.is_some_and(|(_, t)| t),
+            tags: Vec::new(),
         }
     }
 

@@ -41,6 +41,7 @@ fn entry(id: &str, zone: &str) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }
 

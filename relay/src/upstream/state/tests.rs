@@ -63,6 +63,7 @@ pub(crate) fn entry(camera: &str, sub: bool) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }
 

@@ -95,6 +95,7 @@ fn entry(id: &str, codec: Codec) -> CatalogEntry {
         always_on: false,
         sub_codec: None,
         sub_transcoded: false,
+        tags: Vec::new(),
     }
 }
 
