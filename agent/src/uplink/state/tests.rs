@@ -333,7 +333,12 @@ fn stats_count_live_subscriptions_and_forget_pumps_that_ended() {
     let a = s.stats(&[], 1000, 0);
     assert_eq!(
         sent(&a),
-        [&Control::Stats(StatsReport { subscriptions: 2, bytes_sent: 1000, ..Default::default() })]
+        [&Control::Stats(StatsReport {
+            subscriptions: 2,
+            bytes_sent: 1000,
+            budget_bps: Some(2_000_000),
+            ..Default::default()
+        })]
     );
     // A pump that gave up tells the relay and ends its subscription.
     let gave_up =
@@ -342,7 +347,14 @@ fn stats_count_live_subscriptions_and_forget_pumps_that_ended() {
     assert_eq!(r, [Action::StopPump { id: 2 }, Action::Send(gave_up)]);
     let a = s.stats(&[1], 5000, 3);
     assert_eq!(a[0], Action::StopPump { id: 1 });
-    let report = StatsReport { subscriptions: 0, bytes_sent: 5000, gops_dropped: 3, ..Default::default() };
+    let report = StatsReport {
+        subscriptions: 0,
+        bytes_sent: 5000,
+        gops_dropped: 3,
+        // The site's budget travels with the stats, for the partner's console.
+        budget_bps: Some(2_000_000),
+        ..Default::default()
+    };
     assert_eq!(sent(&a), [&Control::Stats(report)]);
 }
 
