@@ -73,8 +73,21 @@ pub struct LayoutResult {
     /// Polls that found a tile's oldest kept sample newer than the last one
     /// read (samples lost between polls); 0 when none was.
     pub gaps: usize,
+    /// Frames the tiles showed over the window (`requestVideoFrameCallback`).
+    pub shown: usize,
+    /// Frames the tiles decoded over the window (`framesDecoded`).
+    pub decoded: u64,
+    /// Frames the cameras sent over the window (tiles × fps × window).
+    pub sent: f64,
     /// Measured window, seconds.
     pub window_secs: f64,
+}
+
+/// Frames each tile's visible stream decoded so far.
+async fn decoded(browser: &Chromium) -> Result<Vec<u64>> {
+    let v =
+        browser.eval("(async () => (await window.ponteConsole.decoded()).map((d) => d.frames))()").await?;
+    Ok(v.as_array().context("decoded frames")?.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
 }
 
 fn camera(i: usize) -> String {
@@ -215,6 +228,7 @@ async fn layout(
         .take(cams.len())
         .map(|t| t.samples.last().map_or(-1.0, |s| s.0))
         .collect();
+    let decoded0 = decoded(browser).await?;
     let mut frames: Vec<Vec<(Option<f64>, Option<f64>)>> = vec![Vec::new(); cams.len()];
     let mut gaps = 0;
     let opened = Instant::now();
@@ -239,6 +253,8 @@ async fn layout(
         tokio::time::sleep(POLL.min(window.saturating_sub(opened.elapsed()))).await;
     }
     let window_secs = opened.elapsed().as_secs_f64();
+    let decoded1 = decoded(browser).await?;
+    let decoded: u64 = decoded0.iter().zip(&decoded1).map(|(a, b)| b.saturating_sub(*a)).sum();
     let tiles: Vec<TileResult> = frames
         .iter()
         .enumerate()
@@ -269,12 +285,17 @@ async fn layout(
         badge_frames: both.len(),
         tiles,
         gaps,
+        shown: frames.iter().map(Vec::len).sum(),
+        decoded,
+        sent: (cams.len() as f64) * f64::from(params.replay.fps) * window_secs,
         window_secs,
     };
     eprintln!(
-        "ponte-bench: glass {grid}: {} frames, capture → shown p50 {:.1} p95 {:.1} max {:.1} ms, worst tile p95 {:.1} ms, \
+        "ponte-bench: glass {grid}: {} frames shown ({} decoded, {:.0} sent), capture → shown p50 {:.1} p95 {:.1} max {:.1} ms, worst tile p95 {:.1} ms, \
          badge error {:.1} ms",
-        r.pooled.n,
+        r.shown,
+        r.decoded,
+        r.sent,
         r.pooled.p50_ms,
         r.pooled.p95_ms,
         r.pooled.max_ms,
@@ -295,7 +316,9 @@ pub fn tables(layouts: &[LayoutResult], params: &GlassParams) -> (Vec<Table>, Ve
         &[
             "layout",
             "quality",
-            "frames",
+            "frames shown",
+            "decoded",
+            "sent by the cameras",
             "p50",
             "p95",
             "max",
@@ -312,7 +335,9 @@ pub fn tables(layouts: &[LayoutResult], params: &GlassParams) -> (Vec<Table>, Ve
         t.row(vec![
             format!("{} ({} tile{})", l.grid, l.tiles.len(), if l.tiles.len() == 1 { "" } else { "s" }),
             l.quality.clone(),
-            l.pooled.n.to_string(),
+            l.shown.to_string(),
+            l.decoded.to_string(),
+            format!("{:.0}", l.sent),
             format!("{:.1}", l.pooled.p50_ms),
             format!("{:.1}", l.pooled.p95_ms),
             format!("{:.1}", l.pooled.max_ms),
@@ -345,7 +370,10 @@ pub fn tables(layouts: &[LayoutResult], params: &GlassParams) -> (Vec<Table>, Ve
         }
     }
     notes.push(format!(
-        "Each layout plays {} s before its {} s window. Display time is the frame's \
+        "Each layout plays {} s before its {} s window. *Frames shown* are those `requestVideoFrameCallback` \
+         reported (the ages' sample; Chromium skips presenting a decoded frame when a newer one is ready by the \
+         next composite), *decoded* is the tiles' `framesDecoded` over the window, *sent* the cameras' frame rate \
+         times the window. Display time is the frame's \
          `expectedDisplayTime` from `requestVideoFrameCallback` (performance.timeOrigin-based); capture time is \
          the agent's SEI, read in an RTCRtpScriptTransform worker and matched by RTP timestamp. Agent, relay and \
          Chromium share the machine's cores; the 4×4 wall decodes sixteen streams at once.",
