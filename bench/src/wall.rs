@@ -185,6 +185,14 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
             bench_cpu.core_pct,
             agent_cpu.core_pct
         );
+        for (i, share) in shares.iter().enumerate().filter(|(_, s)| **s < SERVED) {
+            let state = viewers[i].meter.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            eprintln!(
+                "ponte-bench: wall: viewer {i} of {} got {:.1}% (peer connection {state})",
+                camera(i % cameras),
+                100.0 * share
+            );
+        }
         let served = step.served();
         steps.push(step);
         if !served {

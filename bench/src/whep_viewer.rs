@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCSessionDescription,
-    Registry,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
@@ -36,6 +36,8 @@ pub struct Meter {
     pub packets: AtomicU64,
     /// RTP payload bytes (the H.264 stream, as packetized).
     pub bytes: AtomicU64,
+    /// The peer connection's last state, for a report on a viewer that fell short.
+    pub state: std::sync::Mutex<String>,
 }
 
 struct Events {
@@ -49,6 +51,10 @@ impl PeerConnectionEventHandler for Events {
         if state == RTCIceGatheringState::Complete {
             self.gathered.send_replace(true);
         }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        *self.meter.state.lock().unwrap_or_else(|e| e.into_inner()) = state.to_string();
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
