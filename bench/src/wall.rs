@@ -63,6 +63,10 @@ pub struct WallStep {
     pub min_viewer_share: f64,
     /// Viewers below [`SERVED`] of the nominal rate.
     pub viewers_short: usize,
+    /// What the relay received from the agent, share of the cameras'
+    /// nominal rate: below 1 when the agent's shaping stepped cameras down
+    /// (it reads a relay slow to acknowledge as a congested path).
+    pub relay_in: f64,
     /// Relay CPU.
     pub relay_cpu: CpuUse,
     /// Agent CPU.
@@ -144,9 +148,11 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
         }
         tokio::time::sleep(Duration::from_secs_f64(params.settle_secs)).await;
         let before: Vec<(u64, u64)> = viewers.iter().map(read).collect();
+        let relay_in0 = cluster.relay_bytes_received().await?[0];
         let cpu = CpuWindow::start(&pids)?;
         tokio::time::sleep(window).await;
         let after: Vec<(u64, u64)> = viewers.iter().map(read).collect();
+        let relay_in1 = cluster.relay_bytes_received().await?[0];
         let (wall, bench_cpu, procs) = cpu.finish()?;
         let (agent_cpu, relay_cpu) = (procs[0], procs[1]);
         let got: Vec<(u64, u64)> = before
@@ -167,6 +173,9 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
             packets_per_sec: packets as f64 / wall,
             min_viewer_share: shares.iter().copied().fold(f64::INFINITY, f64::min),
             viewers_short: shares.iter().filter(|s| **s < SERVED).count(),
+            relay_in: relay_in1.saturating_sub(relay_in0) as f64 * 8.0
+                / wall
+                / (per_viewer_bps * cameras.min(n.max(1)) as f64),
             relay_cpu,
             agent_cpu,
             bench_cpu,
@@ -176,11 +185,12 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
             wall_secs: wall,
         };
         eprintln!(
-            "ponte-bench: wall: {n} viewers: {:.3} of {:.3} Gbit/s, least viewer {:.1}%, CPU relay {:.0}% bench {:.0}% \
-             agent {:.0}%",
+            "ponte-bench: wall: {n} viewers: {:.3} of {:.3} Gbit/s, least viewer {:.1}%, relay in {:.1}%, CPU relay \
+             {:.0}% bench {:.0}% agent {:.0}%",
             step.egress_gbps,
             step.nominal_gbps,
             100.0 * step.min_viewer_share,
+            100.0 * step.relay_in,
             relay_cpu.core_pct,
             bench_cpu.core_pct,
             agent_cpu.core_pct
@@ -271,6 +281,7 @@ pub fn tables(
             "of nominal",
             "least viewer",
             "every viewer ≥ 95%",
+            "relay in",
             "relay CPU %",
             "relay Gbit/s per core",
             "viewers per relay core",
@@ -287,6 +298,7 @@ pub fn tables(
             format!("{:.1}%", 100.0 * s.egress_gbps / s.nominal_gbps.max(1e-12)),
             format!("{:.1}%", 100.0 * s.min_viewer_share),
             if s.served() { "yes".into() } else { format!("no ({} short)", s.viewers_short) },
+            format!("{:.1}%", 100.0 * s.relay_in),
             format!("{:.0}", s.relay_cpu.core_pct),
             format!("{:.3}", s.gbps_per_core),
             format!("{:.0}", s.viewers_per_core),
@@ -359,7 +371,10 @@ pub fn tables(
         ),
         "Relay CPU is /proc/<pid>/stat (utime + stime) over the window; *Gbit/s per core* = egress ÷ relay cores \
          busy, *viewers per core* = viewers ÷ relay cores busy. A viewer is served at ≥ 95% of the camera's nominal \
-         rate over whole GOPs."
+         rate over whole GOPs. *Relay in* is what the relay received from the agent against the cameras' nominal \
+         rate: the agent shapes its uplink, and a relay too busy to acknowledge promptly looks to it like a \
+         congested path (RTT up), so it steps cameras down to their substream; viewers of the main stream then \
+         fall short for a reason upstream of the relay."
             .into(),
         format!(
             "The QUIC transport's own limit in this run (transport-limit): raw quinn bulk {:.3} Gbit/s, its sender \
