@@ -429,17 +429,17 @@ async fn run_glass(cli: &Cli) -> Result<Output> {
 async fn run_wall(cli: &Cli, st: &mut RunState) -> Result<Output> {
     let t = transport_of(cli, st).await?;
     let smoke = cli.smoke;
+    let viewers = cli.wall_viewers.clone().unwrap_or(if smoke { vec![2, 4] } else { vec![10, 50, 100, 200] });
+    anyhow::ensure!(!viewers.is_empty(), "--wall-viewers needs at least one count");
     let params = wall::WallParams {
-        viewers: cli.wall_viewers.clone().unwrap_or(if smoke { vec![2, 4] } else { vec![10, 50, 100, 200] }),
+        // Enough pairs for a cost per Gbit, few enough to keep the run short.
+        raw_viewers: viewers.iter().copied().max().unwrap_or(0).min(50),
+        viewers,
         cameras: if smoke { cli.wall_cameras.min(2) } else { cli.wall_cameras },
         replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
         settle_secs: if smoke { 0.5 } else { 3.0 },
         window_secs: cli.window_secs.unwrap_or(if smoke { 1.0 } else { 10.0 }),
-        raw_viewers: 0,
     };
-    let params =
-        wall::WallParams { raw_viewers: params.viewers.iter().copied().max().unwrap_or(0).min(50), ..params };
-    anyhow::ensure!(!params.viewers.is_empty(), "--wall-viewers needs at least one count");
     let r = wall::run(&params).await?;
     let (tables, checks, notes) = wall::tables(&r, &params, &t);
     Ok(Output {

@@ -224,8 +224,13 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
         };
         let r = crate::webrtc_limit::run(spec).await.context("raw webrtc-rs senders → receivers")?;
         eprintln!(
-            "ponte-bench: wall: raw webrtc-rs, {} pairs: {:.3} Gbit/s, sender {:.3} CPU-s per Gbit, receiver {:.3}",
-            params.raw_viewers, r.gbps, r.sender_cpu_s_per_gbit, r.receiver_cpu_s_per_gbit
+            "ponte-bench: wall: raw webrtc-rs, {} pairs: {:.3} Gbit/s, CPU-s per Gbit: sender {:.3}, receiver {:.3}, \
+             whole process {:.3}",
+            params.raw_viewers,
+            r.gbps,
+            r.sender_cpu_s_per_gbit,
+            r.receiver_cpu_s_per_gbit,
+            r.process_cpu_s_per_gbit
         );
         Some(r)
     } else {

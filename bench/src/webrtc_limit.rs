@@ -6,7 +6,7 @@
 //! senders run on one thread and the receivers on another, so each side's
 //! CPU is known. What the relay costs beyond this is ponte's.
 
-use crate::machine::thread_cpu;
+use crate::machine::{self_cpu, thread_cpu};
 use crate::transport::{spawn_side, thread_id};
 use crate::whep_viewer::{WhepViewer, H264_FMTP, H264_PAYLOAD_TYPE};
 use anyhow::{anyhow, Context, Result};
@@ -63,6 +63,9 @@ pub struct RawResult {
     pub receiver_cpu_s_per_gbit: f64,
     /// 1 / the sender's CPU per Gbit.
     pub sender_gbps_per_core: f64,
+    /// The whole bench process's CPU seconds per Gbit: near the sum of the
+    /// two threads' unless webrtc-rs ran work on threads of its own.
+    pub process_cpu_s_per_gbit: f64,
 }
 
 type OfferReply = (String, oneshot::Sender<Result<String, String>>);
@@ -145,7 +148,7 @@ async fn senders(mut offers: mpsc::Receiver<OfferReply>, spec: RawSpec, stop: Ar
     while let Some((offer, reply)) = offers.recv().await {
         match answer(offer).await {
             Ok((pc, track, ssrc, sdp)) => {
-                tracks.push((pc, track, ssrc, H264Payloader::default()));
+                tracks.push((pc, track, ssrc, H264Payloader::default(), 0u16));
                 let _ = reply.send(Ok(sdp));
             }
             Err(e) => {
@@ -156,22 +159,21 @@ async fn senders(mut offers: mpsc::Receiver<OfferReply>, spec: RawSpec, stop: Ar
     let au = frame((u64::from(spec.kbps) * 125 / u64::from(spec.fps.max(1))) as usize);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(spec.fps.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sequence = 0u16;
     let mut timestamp = 0u32;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         timestamp = timestamp.wrapping_add(90_000 / spec.fps.max(1));
-        for (_, track, ssrc, payloader) in &mut tracks {
+        for (_, track, ssrc, payloader, sequence) in &mut tracks {
             let Ok(payloads) = payloader.payload(DEFAULT_MTU - HEADER_LEN, &au) else { continue };
             let last = payloads.len().saturating_sub(1);
             for (i, payload) in payloads.into_iter().enumerate() {
-                sequence = sequence.wrapping_add(1);
+                *sequence = sequence.wrapping_add(1);
                 let packet = rtp::Packet {
                     header: rtp::Header {
                         version: 2,
                         marker: i == last,
                         payload_type: H264_PAYLOAD_TYPE,
-                        sequence_number: sequence,
+                        sequence_number: *sequence,
                         timestamp,
                         ssrc: *ssrc,
                         ..Default::default()
@@ -266,11 +268,13 @@ pub async fn run(spec: RawSpec) -> Result<RawResult> {
             m.iter().map(|x| x.bytes.load(Ordering::Relaxed)).collect()
         };
         let before = read(&meters);
-        let cpu0: Vec<Duration> = threads.iter().map(|&t| thread_cpu(t)).collect::<Result<_>>()?;
+        let mut cpu0: Vec<Duration> = threads.iter().map(|&t| thread_cpu(t)).collect::<Result<_>>()?;
+        cpu0.push(self_cpu());
         let started = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(spec.secs)).await;
         let after = read(&meters);
-        let cpu1: Vec<Duration> = threads.iter().map(|&t| thread_cpu(t)).collect::<Result<_>>()?;
+        let mut cpu1: Vec<Duration> = threads.iter().map(|&t| thread_cpu(t)).collect::<Result<_>>()?;
+        cpu1.push(self_cpu());
         let wall = started.elapsed().as_secs_f64();
         anyhow::Ok((before, after, cpu0, cpu1, wall))
     }
@@ -291,6 +295,7 @@ pub async fn run(spec: RawSpec) -> Result<RawResult> {
         sender_cpu_s_per_gbit,
         receiver_cpu_s_per_gbit: per_gbit(cpu1[1].saturating_sub(cpu0[1])),
         sender_gbps_per_core: if sender_cpu_s_per_gbit > 0.0 { 1.0 / sender_cpu_s_per_gbit } else { 0.0 },
+        process_cpu_s_per_gbit: per_gbit(cpu1[2].saturating_sub(cpu0[2])),
         spec,
     })
 }
