@@ -30,6 +30,9 @@ pub const LIVEKIT_VIEWERS_PER_VCPU: f64 = 200.0;
 pub const LIVEKIT_GBPS_PER_VCPU: f64 = 0.29;
 /// Viewers connecting at once while a step is set up.
 const CONNECT_BATCH: usize = 10;
+/// Longest wait, after a step's settle, for the relay's ingest to be back
+/// at the cameras' rate (the agent climbs back after stepping down).
+const INGEST_BACK: Duration = Duration::from_secs(30);
 
 /// Knobs of the wall run.
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +84,8 @@ pub struct WallStep {
     pub relay_pct_per_viewer: f64,
     /// Window, seconds.
     pub wall_secs: f64,
+    /// Seconds waited after the settle for the relay's ingest to recover.
+    pub ingest_wait_secs: f64,
 }
 
 impl WallStep {
@@ -147,6 +152,8 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
             break;
         }
         tokio::time::sleep(Duration::from_secs_f64(params.settle_secs)).await;
+        let ingest_wait_secs =
+            ingest_back(&cluster, per_viewer_bps * cameras.min(want) as f64, gop_secs).await?;
         let before: Vec<(u64, u64)> = viewers.iter().map(read).collect();
         let relay_in0 = cluster.relay_bytes_received().await?[0];
         let cpu = CpuWindow::start(&pids)?;
@@ -183,6 +190,7 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
             viewers_per_core: if relay_cores > 0.0 { n as f64 / relay_cores } else { 0.0 },
             relay_pct_per_viewer: relay_cpu.core_pct / n.max(1) as f64,
             wall_secs: wall,
+            ingest_wait_secs,
         };
         eprintln!(
             "ponte-bench: wall: {n} viewers: {:.3} of {:.3} Gbit/s, least viewer {:.1}%, relay in {:.1}%, CPU relay \
@@ -239,6 +247,27 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
     Ok(WallResult { steps, stopped_at, error, raw })
 }
 
+/// Waits, a GOP at a time, until the relay receives at least 95% of
+/// `nominal_bps` from the agent, at most [`INGEST_BACK`]; the seconds waited.
+async fn ingest_back(cluster: &Cluster, nominal_bps: f64, gop_secs: f64) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let gop = Duration::from_secs_f64(gop_secs.max(0.2));
+    loop {
+        let t0 = std::time::Instant::now();
+        let b0 = cluster.relay_bytes_received().await?[0];
+        tokio::time::sleep(gop).await;
+        let got = cluster.relay_bytes_received().await?[0].saturating_sub(b0) as f64 * 8.0;
+        let rate = got / t0.elapsed().as_secs_f64();
+        if rate >= SERVED * nominal_bps || started.elapsed() >= INGEST_BACK {
+            let waited = started.elapsed().as_secs_f64() - t0.elapsed().as_secs_f64();
+            if waited >= 0.5 {
+                eprintln!("ponte-bench: wall: waited {waited:.1} s for the relay's ingest to recover");
+            }
+            return Ok(waited);
+        }
+    }
+}
+
 fn read(v: &WhepViewer) -> (u64, u64) {
     (v.meter.bytes.load(Ordering::Relaxed), v.meter.packets.load(Ordering::Relaxed))
 }
@@ -287,6 +316,7 @@ pub fn tables(
             "least viewer",
             "every viewer ≥ 95%",
             "relay in",
+            "waited for relay in, s",
             "relay CPU %",
             "relay Gbit/s per core",
             "viewers per relay core",
@@ -304,6 +334,7 @@ pub fn tables(
             format!("{:.1}%", 100.0 * s.min_viewer_share),
             if s.served() { "yes".into() } else { format!("no ({} short)", s.viewers_short) },
             format!("{:.1}%", 100.0 * s.relay_in),
+            format!("{:.0}", s.ingest_wait_secs),
             format!("{:.0}", s.relay_cpu.core_pct),
             format!("{:.3}", s.gbps_per_core),
             format!("{:.0}", s.viewers_per_core),
@@ -379,7 +410,8 @@ pub fn tables(
          rate over whole GOPs. *Relay in* is what the relay received from the agent against the cameras' nominal \
          rate: the agent shapes its uplink, and a relay too busy to acknowledge promptly looks to it like a \
          congested path (RTT up), so it steps cameras down to their substream; viewers of the main stream then \
-         fall short for a reason upstream of the relay."
+         fall short for a reason upstream of the relay. So each step, after its settle, waits (a GOP at a time, \
+         at most 30 s) until the relay receives ≥ 95% of the cameras' rate again: *waited for relay in*."
             .into(),
         format!(
             "The QUIC transport's own limit in this run (transport-limit): raw quinn bulk {:.3} Gbit/s, its sender \
