@@ -20,7 +20,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-/// What a browser offers for H.264 (the relay answers only this).
+/// The H.264 format Chromium offers; the relay answers H.264 with packetization mode 1 only.
 pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// The payload type offered for it.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
