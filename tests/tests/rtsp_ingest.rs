@@ -479,7 +479,8 @@ async fn camera_restart_goes_offline_then_streams_again_to_the_same_subscriber()
     Ok(())
 }
 
-/// The relay's WHEP path cannot play H.265: it answers 415 and says what to use.
+/// A browser that cannot decode H.265 asks for an H.265-only camera: 415,
+/// saying why and what to use.
 #[tokio::test]
 async fn whep_refuses_an_h265_camera_naming_the_substream_or_rtsp() -> Result<()> {
     if !require_gstreamer_rtsp() {
@@ -512,6 +513,7 @@ async fn whep_refuses_an_h265_camera_naming_the_substream_or_rtsp() -> Result<()
     println!("WHEP for an H.265 camera: {} {}", res.status, res.text());
     assert_eq!(res.status, 415, "{}", res.text());
     let text = res.text();
-    assert!(text.contains("substream") && text.contains("RTSP"), "{text}");
+    // No substream, no `[rtsp]` here: it says why and what the master room can do.
+    assert!(text.contains("is H.265") && text.contains("RTSP") && text.contains("browser_h264"), "{text}");
     Ok(())
 }
