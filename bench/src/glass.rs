@@ -109,7 +109,7 @@ pub async fn run(params: &GlassParams) -> Result<Vec<LayoutResult>> {
     let base = cluster.relays[0].config.base_url();
     let browser = Chromium::launch().await?;
     let out = async {
-        open_console(&browser, &format!("{base}/console?probe=1")).await?;
+        browser.open_console(&format!("{base}/console?probe=1")).await?;
         if browser.eval("window.ponteConsole.probe").await?.as_bool() != Some(true) {
             bail!(
                 "the console's probe is off: this Chromium ({}) has no RTCRtpScriptTransform",
@@ -128,24 +128,6 @@ pub async fn run(params: &GlassParams) -> Result<Vec<LayoutResult>> {
     drop(browser);
     cluster.shutdown().await?;
     out
-}
-
-async fn open_console(browser: &Chromium, url: &str) -> Result<()> {
-    browser.navigate(url).await?;
-    ponte_tests::wait_until(
-        "the console to be ready",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            Ok(browser
-                .eval("!!(window.ponteConsole && window.ponteConsole.ready)")
-                .await?
-                .as_bool()
-                .filter(|r| *r))
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// A poll's fresh samples of one tile: `[at, ageMs, probeAgeMs]`.

@@ -33,6 +33,21 @@ pub enum Arrival {
     Live,
 }
 
+/// The item's access unit as a decoder that starts there needs it: a
+/// keyframe that lacks its parameter sets gets them from the GOP's codec
+/// config ([`h264::with_parameter_sets`], [`h265::with_parameter_sets`]);
+/// any other frame is shared as it is.
+pub fn decodable(item: &HubItem) -> Bytes {
+    if !item.frame.keyframe {
+        return item.frame.payload.clone();
+    }
+    let sets = &item.config.parameter_sets;
+    match item.config.codec {
+        Codec::H264 => h264::with_parameter_sets(&item.frame.payload, sets),
+        Codec::H265 => h265::with_parameter_sets(&item.frame.payload, sets),
+    }
+}
+
 /// What to do with one hub item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -91,16 +106,7 @@ impl EgressGate {
         let pts = item.frame.pts;
         let timestamp =
             if self.catching_up { self.clock.advance(pts, CATCH_UP_TICKS) } else { self.clock.stamp(pts) };
-        let payload = if item.frame.keyframe {
-            let sets = &item.config.parameter_sets;
-            match item.config.codec {
-                Codec::H264 => h264::with_parameter_sets(&item.frame.payload, sets),
-                Codec::H265 => h265::with_parameter_sets(&item.frame.payload, sets),
-            }
-        } else {
-            item.frame.payload.clone()
-        };
-        Verdict::Send { payload, timestamp }
+        Verdict::Send { payload: decodable(item), timestamp }
     }
 
     /// The next item of the track, which the caller will not send (a paused

@@ -408,6 +408,43 @@ impl Chromium {
     pub fn process(&mut self) -> &mut Proc {
         &mut self.proc
     }
+
+    /// Waits for the relay page's login form (viewer page or console: the
+    /// same ids), fills it in and submits it; whether the login worked is
+    /// the caller's to check.
+    pub async fn submit_login(&self, user: &str, password: &str) -> Result<()> {
+        crate::wait_until("the login form", Duration::from_secs(15), Duration::from_millis(50), || async {
+            let shown = self.eval("!document.getElementById('login').hidden").await?;
+            Ok((shown == true).then_some(()))
+        })
+        .await?;
+        let submit = format!(
+            "(() => {{ document.getElementById('login-user').value = {}; \
+               document.getElementById('login-password').value = {}; \
+               document.getElementById('login-form').requestSubmit(); return true; }})()",
+            serde_json::to_string(user)?,
+            serde_json::to_string(password)?
+        );
+        self.eval(&submit).await?;
+        Ok(())
+    }
+
+    /// Opens the relay's console at `url` and waits until its test
+    /// interface (`window.ponteConsole`) says it is ready.
+    pub async fn open_console(&self, url: &str) -> Result<()> {
+        self.navigate(url).await?;
+        crate::wait_until(
+            "the console to be ready",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                let ready = self.eval("!!(window.ponteConsole && window.ponteConsole.ready)").await?;
+                Ok((ready == true).then_some(()))
+            },
+        )
+        .await
+        .with_context(|| format!("console at {url}; browser console:\n{}", self.console().join("\n")))
+    }
 }
 
 impl Drop for Chromium {

@@ -27,25 +27,6 @@ fn sixteen() -> Vec<Device> {
         .collect()
 }
 
-async fn open_console(browser: &Chromium, url: &str) -> Result<()> {
-    browser.navigate(url).await?;
-    ponte_tests::wait_until(
-        "the console to be ready",
-        Duration::from_secs(15),
-        Duration::from_millis(50),
-        || async {
-            Ok(browser
-                .eval("!!(window.ponteConsole && window.ponteConsole.ready)")
-                .await?
-                .as_bool()
-                .filter(|r| *r))
-        },
-    )
-    .await
-    .with_context(|| format!("console at {url}; browser console:\n{}", browser.console().join("\n")))?;
-    Ok(())
-}
-
 async fn tiles(browser: &Chromium) -> Result<Vec<Value>> {
     let v = browser.eval(TILES_JS).await?;
     Ok(v.as_array().cloned().unwrap_or_default())
@@ -110,7 +91,7 @@ async fn wall_of_sixteen_tiles_plays_every_camera() -> Result<()> {
     }
     let stack = Stack::start_with(StackSpec { devices: sixteen(), ..StackSpec::default() }).await?;
     let browser = Chromium::launch_with(&["--window-size=1600,1000".to_owned()]).await?;
-    open_console(&browser, &format!("{}/console", stack.base_url())).await?;
+    browser.open_console(&format!("{}/console", stack.base_url())).await?;
     let cameras: Vec<String> = (0..16).map(|i| format!("cam{i:02}")).collect();
 
     // First open: the cameras start encoding for their first viewer.
@@ -166,7 +147,7 @@ async fn wall_of_sixteen_tiles_plays_every_camera() -> Result<()> {
 /// Four synthetic cameras on a 2×2 wall, every tile at 30 decoded frames.
 async fn two_by_two(stack: &Stack, query: &str) -> Result<Chromium> {
     let browser = Chromium::launch().await?;
-    open_console(&browser, &format!("{}/console{query}", stack.base_url())).await?;
+    browser.open_console(&format!("{}/console{query}", stack.base_url())).await?;
     let cameras: Vec<String> = (0..4).map(|i| format!("cam{i:02}")).collect();
     browser.eval(&set_layout_js("2x2", &cameras)).await?;
     wait_all_frames(&browser, 4, 30, Duration::from_secs(15)).await?;
@@ -321,7 +302,7 @@ async fn age_badge_matches_the_capture_time_sei_and_a_stopped_camera_is_not_live
     devices.push(Device::rtsp("gst", &camera.url("/h264")));
     let stack = Stack::start_with(StackSpec { devices, ..StackSpec::default() }).await?;
     let browser = Chromium::launch().await?;
-    open_console(&browser, &format!("{}/console?probe=1", stack.base_url())).await?;
+    browser.open_console(&format!("{}/console?probe=1", stack.base_url())).await?;
     assert_eq!(
         browser.eval("window.ponteConsole.probe").await?,
         true,
@@ -399,18 +380,7 @@ fn audit(path: &std::path::Path) -> Result<Vec<Value>> {
 }
 
 async fn log_in(browser: &Chromium, user: &str, password: &str) -> Result<()> {
-    ponte_tests::wait_until("the login form", Duration::from_secs(15), Duration::from_millis(50), || async {
-        Ok((browser.eval("!document.getElementById('login').hidden").await? == true).then_some(()))
-    })
-    .await?;
-    let submit = format!(
-        "(() => {{ document.getElementById('login-user').value = {}; \
-           document.getElementById('login-password').value = {}; \
-           document.getElementById('login-form').requestSubmit(); return true; }})()",
-        serde_json::to_string(user)?,
-        serde_json::to_string(password)?
-    );
-    browser.eval(&submit).await?;
+    browser.submit_login(user, password).await?;
     ponte_tests::wait_until(
         "the login to succeed",
         Duration::from_secs(15),
@@ -591,7 +561,7 @@ async fn wall_display_reconnects_by_itself_and_never_shows_a_frozen_picture_as_l
     .await?;
     let browser = Chromium::launch().await?;
     let url = format!("{}/console?wall=1#grid=2x2&tiles=cam00,cam01&token={token}", stack.base_url());
-    open_console(&browser, &url).await?;
+    browser.open_console(&url).await?;
     wait_all_frames(&browser, 2, 30, Duration::from_secs(15)).await?;
     let chrome = browser
         .eval("[getComputedStyle(document.getElementById('side')).display, document.getElementById('login').hidden]")

@@ -52,18 +52,7 @@ fn all_valid(ops: &[RecordedOp]) {
 
 /// Fills and submits the page's login form.
 async fn log_in(browser: &Chromium, user: &str, password: &str) -> Result<()> {
-    ponte_tests::wait_until("the login form", T, Duration::from_millis(50), || async {
-        Ok((browser.eval("!document.getElementById('login').hidden").await? == true).then_some(()))
-    })
-    .await?;
-    let submit = format!(
-        "(() => {{ document.getElementById('login-user').value = {}; \
-           document.getElementById('login-password').value = {}; \
-           document.getElementById('login-form').requestSubmit(); return true; }})()",
-        serde_json::to_string(user)?,
-        serde_json::to_string(password)?
-    );
-    browser.eval(&submit).await?;
+    browser.submit_login(user, password).await?;
     ponte_tests::wait_until("the login to succeed", T, Duration::from_millis(50), || async {
         let state = browser.eval("window.ponteViewer.state()").await?;
         Ok((state["viewer"] == user).then_some(()))

@@ -289,20 +289,8 @@ async fn log_in_and_play(
     camera: &str,
 ) -> Result<Value> {
     browser.navigate(&format!("{}/?camera={camera}", stack.base_url())).await?;
-    ponte_tests::wait_until("the login form", T, Duration::from_millis(50), || async {
-        let shown = browser.eval("!document.getElementById('login').hidden").await?;
-        Ok((shown == true).then_some(()))
-    })
-    .await?;
-    let submit = format!(
-        "(() => {{ document.getElementById('login-user').value = {}; \
-           document.getElementById('login-password').value = {}; \
-           document.getElementById('login-form').requestSubmit(); return true; }})()",
-        serde_json::to_string(user)?,
-        serde_json::to_string(password)?
-    );
+    browser.submit_login(user, password).await?;
     let start = Instant::now();
-    browser.eval(&submit).await?;
     let mut last = Value::Null;
     while num(&last, "framesDecoded") < FRAMES {
         if start.elapsed() > PLAY_TIMEOUT {

@@ -36,9 +36,9 @@ use crate::sources::supervision::{CameraState, StreamStatus};
 use crate::sources::synthetic::{linger, LINGER};
 use futures_util::StreamExt;
 use pipeline::Pipeline;
+use ponte_proto::h264;
 use ponte_proto::hub::{Hub, TrackKey, TrackWriter};
 use ponte_proto::media::{Codec, CodecConfig, Frame, Quality};
-use ponte_proto::{h264, h265};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -151,15 +151,7 @@ impl TranscodeTask {
                             Err(e) => return Stop::Failed(e.to_string()),
                         }
                     }
-                    let payload = if item.frame.keyframe {
-                        let sets = &item.config.parameter_sets;
-                        match item.config.codec {
-                            Codec::H264 => h264::with_parameter_sets(&item.frame.payload, sets),
-                            Codec::H265 => h265::with_parameter_sets(&item.frame.payload, sets),
-                        }
-                    } else {
-                        item.frame.payload.clone()
-                    };
+                    let payload = ponte_proto::egress::decodable(&item);
                     if let Some(p) = &pipeline {
                         if let Err(e) = p.push(payload, item.frame.pts) {
                             return Stop::Failed(e.to_string());
