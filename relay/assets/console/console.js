@@ -74,6 +74,7 @@ const ctx = {
     redrawStrip();
   },
   onUnauthorized: () => needLogin(''),
+  say: (text) => say(text),
   snapshot: (tile) => snapshot(tile.index).catch((err) => say(err.message || String(err))),
   editTour: (tile) => editTour(tile),
   toggleFull: (tile) => (tile.full ? exitFull() : full(tile.index)),

@@ -50,7 +50,8 @@ function badge(note, quality, cam) {
 }
 
 export class Tile {
-  // ctx: { token, probe, readOnly, camera(id), onChange(), onUnauthorized(), snapshot(tile) }
+  // ctx: { token, probe, camera(id), bigTile(tile), onChange(), onUnauthorized(), say(text),
+  //        snapshot(tile), editTour(tile), toggleFull(tile), clear(tile) }
   constructor(ctx, index) {
     this.ctx = ctx;
     this.index = index;
@@ -345,8 +346,7 @@ export class Tile {
       this.closeLayer(layer);
       this.pending = null;
       this.switching = null;
-      this.badgeText = err.message;
-      this.redraw();
+      this.ctx.say(`${this.index + 1} ${this.camera}: ${err.message}`);
       return;
     }
     this.closeLayer(layer);

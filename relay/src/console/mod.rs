@@ -56,6 +56,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     connect-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; form-action 'self'; \
     base-uri 'none'; frame-ancestors 'none'";
 
+/// Largest layout or snapshot request: a 4×4 layout of tours of 32
+/// cameras each with long ids is about 70 KiB.
+const MAX_BODY: usize = 128 * 1024;
+
 /// What the console routes share.
 pub struct ConsoleState {
     whep: Arc<WhepState>,
@@ -85,6 +89,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/snapshot", post(snapshot))
         .route("/api/strip", get(strip))
         .route_layer(need_viewer)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route("/console", get(page))
         .route("/console/{file}", get(asset))
         .with_state(state)
