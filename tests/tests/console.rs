@@ -159,6 +159,8 @@ async fn press(browser: &Chromium, kind: &str, key: &str) -> Result<()> {
         "ArrowLeft" => ("ArrowLeft", 37),
         "Enter" => ("Enter", 13),
         "Escape" => ("Escape", 27),
+        // `+` is Shift and `=` on a US keyboard: one physical key.
+        "+" | "=" => ("Equal", 187),
         digit => ("Digit1", 48 + digit.parse::<i64>().unwrap_or(1)),
     };
     let text = if kind == "keyDown" && key.len() == 1 { key } else { "" };
@@ -469,6 +471,26 @@ async fn operator_steers_with_keys_takes_a_snapshot_and_keeps_a_layout() -> Resu
         viewer.as_str().is_some_and(|v| v.contains(ANNA)),
         "the master's audit names the operator: {viewer}"
     );
+
+    // Zoom with `+` held, Shift let go first: the key-up says `=`, the same
+    // physical key, and the dome still stops.
+    let before = ptz_lines(&audit(&agent_audit)?).len();
+    press(&browser, "keyDown", "+").await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    press(&browser, "keyUp", "=").await?;
+    let lines = ponte_tests::wait_until(
+        "the zoom to stop",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let lines = ptz_lines(&audit(&agent_audit)?);
+            Ok(lines[before..].iter().any(|l| l.starts_with("stop")).then_some(lines))
+        },
+    )
+    .await?;
+    let zoom = &lines[before..];
+    eprintln!("zoom: {zoom:?}");
+    assert!(zoom.first().is_some_and(|l| l.contains("zoom=500")), "a zoom in, then a stop: {zoom:?}");
 
     // Snapshot: a PNG that decodes, the footer burned in and in its text.
     let shot = browser.eval("window.ponteConsole.snapshot(1)").await?;

@@ -73,6 +73,7 @@ const ctx = {
     writeUrl();
     redrawStrip();
   },
+  onLiveness: () => redrawStrip(),
   onUnauthorized: () => needLogin(''),
   say: (text) => say(text),
   snapshot: (tile) => snapshot(tile.index).catch((err) => say(err.message || String(err))),
@@ -211,6 +212,9 @@ function needLogin(text) {
     say(`401: ${text || 'the wall token was refused'}`);
     return;
   }
+  // Every tile says 401 once its session is gone: ask once, stop them once.
+  if (!$('login').hidden) return;
+  for (const tile of tiles) tile.stopLayers();
   document.body.classList.add('needs-login');
   $('login').hidden = false;
   $('login-error').textContent = text || '';
@@ -328,7 +332,8 @@ function decodeLayout(p) {
     const tour = p.get(`tour${i + 1}`);
     if (tour) {
       const [list, secs] = tour.split('@');
-      layout.tiles.push({ tour: { cameras: list.split('+').filter(Boolean), every_secs: Math.max(3, Number(secs) || 10) } });
+      const every = Math.min(3600, Math.max(3, Math.round(Number(secs)) || 10));
+      layout.tiles.push({ tour: { cameras: list.split('+').filter(Boolean).slice(0, 32), every_secs: every } });
     } else layout.tiles.push(cams[i] ? { camera: cams[i] } : {});
   }
   return layout;
@@ -378,8 +383,9 @@ async function snapshot(index) {
   const tile = tiles[index];
   if (!tile || !tile.layer) throw new Error('no picture in this tile');
   const cam = byId.get(tile.camera);
-  const info = tile.info();
-  const captureMs = info.ageMs !== null ? Date.now() - info.ageMs : NaN;
+  // The capture time of the picture on screen (not now minus its age at
+  // the last frame: a frozen picture would be stamped too late).
+  const captureMs = tile.captureMs ?? NaN;
   const shot = await still(tile.layer.video, {
     name: cam ? cam.label : tile.camera,
     camera: tile.camera,
@@ -389,11 +395,13 @@ async function snapshot(index) {
   });
   const stamp = new Date(Number.isFinite(captureMs) ? captureMs : Date.now()).toISOString().replace(/[:.]/g, '-');
   const file = `${tile.camera}-${stamp}.png`;
-  await fetch('/api/snapshot', {
+  // Audited first: no audit line, no file.
+  const audited = await fetch('/api/snapshot', {
     method: 'POST',
     headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
     body: JSON.stringify({ camera: tile.camera, capture_ms: Number.isFinite(captureMs) ? captureMs : null, file }),
   });
+  if (!audited.ok) throw new Error((await audited.text()).trim() || `snapshot: HTTP ${audited.status}`);
   download(shot.blob, file);
   say(t('snapshotSaved', { file }));
   return { ...shot, file };
@@ -403,6 +411,8 @@ async function snapshot(index) {
 
 let ptzHeld = null;
 let ptzTimer = null;
+let ptzChain = Promise.resolve();
+let ptzInflight = 0;
 
 function ptzCamera() {
   const tile = tiles[selected];
@@ -410,31 +420,49 @@ function ptzCamera() {
   return cam && cam.ptz ? cam.id : null;
 }
 
-async function ptzSend(camera, cmd) {
-  try {
-    const resp = await fetch(`/api/ptz/${encodeURIComponent(camera)}`, {
-      method: 'POST',
-      headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
-      body: JSON.stringify(cmd),
-    });
-    const body = await resp.json().catch(() => null);
-    if (!body || body.result !== 'done') {
-      say((body && body.reason) || `PTZ: HTTP ${resp.status}`);
-      if (cmd.op === 'move') ptzRelease(false);
-    }
-  } catch (err) {
-    say(`PTZ: ${err.message || err}`);
-  }
+async function ptzPost(camera, cmd) {
+  const resp = await fetch(`/api/ptz/${encodeURIComponent(camera)}`, {
+    method: 'POST',
+    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    body: JSON.stringify(cmd),
+  });
+  const body = await resp.json().catch(() => null);
+  return { ok: !!body && body.result === 'done', why: (body && body.reason) || `PTZ: HTTP ${resp.status}` };
 }
 
-function ptzPress(key, velocity) {
+// Commands go out one after another (a stop is never overtaken by a move
+// still on its way); a stop that fails is tried once more.
+function ptzSend(camera, cmd) {
+  ptzInflight += 1;
+  ptzChain = ptzChain.then(async () => {
+    try {
+      let result = await ptzPost(camera, cmd).catch((err) => ({ ok: false, why: `PTZ: ${err.message || err}` }));
+      if (!result.ok && cmd.op === 'stop') {
+        result = await ptzPost(camera, cmd).catch((err) => ({ ok: false, why: `PTZ: ${err.message || err}` }));
+      }
+      if (!result.ok) {
+        say(result.why);
+        if (cmd.op === 'move') ptzRelease(false);
+      }
+    } finally {
+      ptzInflight -= 1;
+    }
+  });
+  return ptzChain;
+}
+
+// `code` is the physical key (`ev.code`): its key-up ends the hold even if
+// Shift changed the character in between (`+` down, `=` up).
+function ptzPress(code, velocity) {
   const camera = ptzCamera();
-  if (!camera || (ptzHeld && ptzHeld.key === key)) return;
-  ptzRelease(false);
+  if (!camera || (ptzHeld && ptzHeld.code === code)) return;
+  ptzRelease(true);
   const cmd = { op: 'move', ...velocity };
-  ptzHeld = { key, camera };
+  ptzHeld = { code, camera };
   ptzSend(camera, cmd);
-  ptzTimer = setInterval(() => ptzHeld && ptzSend(camera, cmd), PTZ_REPEAT_MS);
+  // Renewed while held (the agent stops a move not renewed within 1.5 s);
+  // a renewal still on its way is enough.
+  ptzTimer = setInterval(() => ptzHeld && ptzInflight === 0 && ptzSend(camera, cmd), PTZ_REPEAT_MS);
 }
 
 function ptzRelease(send) {
@@ -470,13 +498,13 @@ function onKey(ev) {
   } else if (PTZ_KEYS[ev.key]) {
     if (!ptzCamera()) return;
     ev.preventDefault();
-    if (!ev.repeat) ptzPress(ev.key, PTZ_KEYS[ev.key]);
+    if (!ev.repeat) ptzPress(ev.code, PTZ_KEYS[ev.key]);
   } else return;
   ev.preventDefault();
 }
 
 function onKeyUp(ev) {
-  if (ptzHeld && ptzHeld.key === ev.key) ptzRelease(true);
+  if (ptzHeld && ptzHeld.code === ev.code) ptzRelease(true);
 }
 
 // ---- status strip -----------------------------------------------------------
@@ -557,8 +585,10 @@ function relabel() {
 async function start() {
   if (!(await loadCatalog())) return;
   await loadLayouts();
-  const named = fragment.get('layout');
-  const fromUrl = decodeLayout(fragment);
+  // The fragment as it is now (a login again mid-shift keeps the wall).
+  const now = new URLSearchParams(location.hash.slice(1));
+  const named = now.get('layout');
+  const fromUrl = decodeLayout(now);
   if (named && layouts[named]) applyLayout(layouts[named]);
   else if (fromUrl) applyLayout(fromUrl);
   else setGrid(grid);

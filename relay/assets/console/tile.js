@@ -16,6 +16,11 @@ const POLL_MS = 1000;
 // Samples of age kept for the page's test interface.
 const SAMPLES = 900;
 const RETRY_MS = [1000, 2000, 4000, 8000, 10000];
+// A session that decodes nothing within this is given up and retried.
+const FIRST_FRAME_MS = 6000;
+// A wall display's token refused: tried again this often (a reload of the
+// relay's accounts may bring it back).
+const UNAUTHORIZED_RETRY_MS = 30000;
 
 export const canH265 = (() => {
   try {
@@ -171,6 +176,7 @@ export class Tile {
     this.lastShownAt = 0;
     this.maxGapMs = 0;
     this.ageMs = null;
+    this.captureMs = null;
     this.ageSource = null;
     this.probeAgeMs = null;
     this.samples = [];
@@ -202,7 +208,8 @@ export class Tile {
       const probe = this.ctx.probe ? this.ctx.probe.forLayer(layer) : null;
       layer.session = await whep.open({ camera, quality, token: this.ctx.token, probe });
     } catch (err) {
-      if (layer.closed || gen !== this.gen) return;
+      // A layer replaced since is closed already; any other failure counts.
+      if (layer.closed) return;
       this.failed(layer, err);
       return;
     }
@@ -219,6 +226,10 @@ export class Tile {
       if (st === 'failed' || st === 'closed') this.lost(layer, st === 'failed' ? 'connection failed' : 'connection closed');
     });
     layer.poll = setInterval(() => this.poll(layer), POLL_MS);
+    // Connected but nothing decoded: give up on it rather than wait.
+    layer.deadline = setTimeout(() => {
+      if (!layer.closed && !layer.frames) this.lost(layer, t('noFirstFrame', { secs: FIRST_FRAME_MS / 1000 }));
+    }, FIRST_FRAME_MS);
     this.watchFrames(layer);
     this.redraw();
   }
@@ -228,10 +239,12 @@ export class Tile {
     if (!video.requestVideoFrameCallback) return;
     const onFrame = (now, meta) => {
       if (layer.closed) return;
+      // Re-armed first: whatever the frame's handling throws, the tile
+      // keeps watching.
+      video.requestVideoFrameCallback(onFrame);
       layer.frames += 1;
       if (layer === this.pending) this.promote(layer);
       if (layer === this.layer) this.shown(layer, now, meta);
-      video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
   }
@@ -266,7 +279,9 @@ export class Tile {
     }
     this.lastShownAt = now;
     if (this.retry) this.retry = 0;
-    const shownAt = performance.timeOrigin + (meta.expectedDisplayTime || now);
+    // Wall-clock time of the frame on screen (performance.timeOrigin drifts
+    // from the wall clock over days: anchor on Date.now() instead).
+    const shownAt = Date.now() + ((meta.expectedDisplayTime || now) - performance.now());
     let age = null;
     if (layer.clock && meta.rtpTimestamp !== undefined) {
       const capture = layer.clock.capture_ms + rtpDelta(meta.rtpTimestamp, layer.clock.rtp) / 90;
@@ -279,6 +294,7 @@ export class Tile {
       if (capture !== undefined) probeAge = shownAt - capture;
     }
     this.ageMs = age;
+    this.captureMs = age === null ? null : shownAt - age;
     this.probeAgeMs = probeAge;
     this.samples.push({ at: now, rtp: meta.rtpTimestamp, quality: layer.quality, ageMs: age, probeAgeMs: probeAge });
     if (this.samples.length > SAMPLES) this.samples.splice(0, this.samples.length - SAMPLES);
@@ -286,9 +302,10 @@ export class Tile {
       this.message = '';
       this.redraw();
     }
-    const old = age !== null && age > STALE_AFTER_MS;
-    if (old) this.setNotLive(t('tooOld', { secs: (age / 1000).toFixed(1) }));
-    else if (this.notLive) this.setNotLive(null);
+    // Hysteresis: back to live only well under the limit, so an age
+    // hovering at it does not flicker.
+    if (age !== null && age > STALE_AFTER_MS) this.setNotLive(t('tooOld', { secs: (age / 1000).toFixed(1) }));
+    else if (this.notLive && (age === null || age < STALE_AFTER_MS - 300)) this.setNotLive(null);
     if (!this.ageShownAt || now - this.ageShownAt > 200) {
       this.ageShownAt = now;
       this.redrawAge();
@@ -337,30 +354,36 @@ export class Tile {
     this.notLive = !!reason;
     this.reason = reason || '';
     if (was !== this.notLive || reason) this.redraw();
-    if (was !== this.notLive) this.ctx.onChange();
+    if (was !== this.notLive) this.ctx.onLiveness();
   }
 
   failed(layer, err) {
-    if (layer === this.pending) {
-      // The old quality keeps playing; say why the switch did not happen.
-      this.closeLayer(layer);
+    const wasPending = layer === this.pending;
+    this.closeLayer(layer);
+    if (wasPending) {
       this.pending = null;
       this.switching = null;
+    }
+    if (layer === this.layer) this.layer = null;
+    if (wasPending && this.layer) {
+      // The old quality keeps playing; say why the switch did not happen.
       this.ctx.say(`${this.index + 1} ${this.camera}: ${err.message}`);
       return;
     }
-    this.closeLayer(layer);
-    if (layer === this.layer) this.layer = null;
+    // The session being switched to takes over when it decodes.
+    if (!wasPending && this.pending) return;
     const status = err.status || 0;
+    this.message = err.message || String(err);
+    this.el.classList.toggle('error', true);
     if (status === 401) {
       this.ctx.onUnauthorized();
+      if (this.ctx.token) this.scheduleRetry(this.message, UNAUTHORIZED_RETRY_MS);
+      this.redraw();
       return;
     }
     // A refusal with a reason (not in the catalog, not playable here) stays
     // on the tile; a busy relay or a lost network is retried.
     const permanent = status >= 400 && status < 500 && status !== 429 && status !== 408;
-    this.message = err.message || String(err);
-    this.el.classList.toggle('error', true);
     if (!permanent) this.scheduleRetry(this.message);
     this.redraw();
   }
@@ -377,15 +400,15 @@ export class Tile {
     this.scheduleRetry(t('ended', { why }));
   }
 
-  scheduleRetry(why) {
-    const wait = RETRY_MS[Math.min(this.retry, RETRY_MS.length - 1)];
+  scheduleRetry(why, fixed = 0) {
+    const wait = fixed || RETRY_MS[Math.min(this.retry, RETRY_MS.length - 1)];
     this.retry += 1;
     this.message = t('retrying', { why, secs: Math.round(wait / 1000) });
     this.redraw();
     clearTimeout(this.retryTimer);
     const camera = this.camera;
     this.retryTimer = setTimeout(() => {
-      if (this.camera === camera && !this.layer) {
+      if (this.camera === camera && !this.layer && !this.pending) {
         this.el.classList.remove('error');
         this.start(this.wantedQuality());
       }
@@ -396,6 +419,7 @@ export class Tile {
     if (!layer || layer.closed) return;
     layer.closed = true;
     clearInterval(layer.poll);
+    clearTimeout(layer.deadline);
     whep.close(layer.session, this.ctx.token);
     layer.video.srcObject = null;
     layer.video.remove();
@@ -475,6 +499,7 @@ export class Tile {
       width: layer ? layer.video.videoWidth : 0,
       height: layer ? layer.video.videoHeight : 0,
       ageMs: this.ageMs,
+      captureMs: this.captureMs,
       ageSource: this.ageSource,
       ageText: this.ageEl.hidden ? '' : this.ageEl.textContent,
       probeAgeMs: this.probeAgeMs,

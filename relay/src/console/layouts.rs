@@ -155,6 +155,10 @@ struct File {
 pub struct LayoutStore {
     path: Option<PathBuf>,
     accounts: Mutex<BTreeMap<String, BTreeMap<String, Layout>>>,
+    /// Held by a save or delete across its file write, so writes never
+    /// interleave; `accounts` is locked only to read and to swap, so a
+    /// page listing its layouts never waits for a disk sync.
+    writer: Mutex<()>,
 }
 
 /// Why a save or delete did not happen.
@@ -171,7 +175,7 @@ pub enum StoreError {
 impl LayoutStore {
     /// Layouts kept in memory only (tests, relays without a state directory).
     pub fn in_memory() -> Self {
-        Self { path: None, accounts: Mutex::default() }
+        Self { path: None, accounts: Mutex::default(), writer: Mutex::default() }
     }
 
     /// Loads `path`; none when it does not exist (first start).
@@ -198,7 +202,7 @@ impl LayoutStore {
                 return Err(e).with_context(|| format!("reading {} (`relay.state_dir`)", path.display()))
             }
         };
-        Ok(Self { path: Some(path.to_owned()), accounts: Mutex::new(accounts) })
+        Ok(Self { path: Some(path.to_owned()), accounts: Mutex::new(accounts), writer: Mutex::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, Layout>>> {
@@ -212,34 +216,36 @@ impl LayoutStore {
 
     /// Saves (or replaces) `name` for `account`; blocking (file I/O).
     pub fn save(&self, account: &str, name: &str, layout: Layout) -> Result<(), StoreError> {
-        let mut accounts = self.lock();
-        let mut next = accounts.clone();
+        let _writing = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.lock().clone();
         let mine = next.entry(account.to_owned()).or_default();
         if !mine.contains_key(name) && mine.len() >= MAX_PER_ACCOUNT {
             return Err(StoreError::Full);
         }
         mine.insert(name.to_owned(), layout);
         self.write(&next)?;
-        *accounts = next;
+        *self.lock() = next;
         Ok(())
     }
 
     /// Deletes `name` of `account`; blocking (file I/O).
     pub fn delete(&self, account: &str, name: &str) -> Result<(), StoreError> {
-        let mut accounts = self.lock();
-        let mut next = accounts.clone();
+        let _writing = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.lock().clone();
         let removed = next.get_mut(account).and_then(|m| m.remove(name));
         if removed.is_none() {
             return Err(StoreError::NotFound);
         }
         next.retain(|_, m| !m.is_empty());
         self.write(&next)?;
-        *accounts = next;
+        *self.lock() = next;
         Ok(())
     }
 
     /// Writes the file whole, atomically (see the module doc). Called with
-    /// the lock held, so two saves never interleave their renames.
+    /// the writer lock held, so two saves never interleave their renames.
+    /// Once the rename is done the change is kept: a failed sync of the
+    /// directory after it is only logged.
     fn write(&self, accounts: &BTreeMap<String, BTreeMap<String, Layout>>) -> Result<(), StoreError> {
         let Some(path) = &self.path else { return Ok(()) };
         let file = File { version: VERSION, accounts: accounts.clone() };
@@ -256,9 +262,9 @@ impl LayoutStore {
         out.write_all(&json).and_then(|()| out.sync_all()).map_err(|e| io("writing", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io("replacing", e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("syncing the directory of", e))?;
+            if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(path = %path.display(), error = %e, "console: syncing the layouts file's directory failed");
+            }
         }
         Ok(())
     }

@@ -253,7 +253,8 @@ async fn snapshot(
     }
     let capture = body
         .capture_ms
-        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        // After 1970 and before the year 10000 (RFC 3339 has four digits).
+        .filter(|ms| ms.is_finite() && *ms > 0.0 && *ms < 253_402_300_799_000.0)
         .map(|ms| {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros((ms * 1000.0) as u64);
             ponte_proto::audit::rfc3339(t)
@@ -279,7 +280,6 @@ struct StripLink {
     recv_bps: f64,
     /// The site's link budget the upstream applies, bit/s.
     budget_bps: Option<u64>,
-    last_error: Option<String>,
 }
 
 async fn strip(State(state): State<Arc<ConsoleState>>, Extension(viewer): Extension<Viewer>) -> Response {
@@ -297,7 +297,6 @@ async fn strip(State(state): State<Arc<ConsoleState>>, Extension(viewer): Extens
                     rtt_ms: l.rtt_ms,
                     recv_bps: l.recv_bps,
                     budget_bps: l.budget_bps,
-                    last_error: l.last_error.clone(),
                 })
                 .collect()
         })
