@@ -10,12 +10,17 @@ const SCRIPT: &str = include_str!("../assets/viewer.js");
 /// Renders the viewer page for a site.
 pub fn render(site: &str) -> String {
     let title = if site.is_empty() { "ponte viewer".to_owned() } else { format!("ponte viewer — {site}") };
-    let title = escape_html(&title);
-    let site = escape_html(site);
-    // One pass over the template, so text coming from the site name is never
-    // itself scanned for placeholders.
-    let mut out = String::with_capacity(TEMPLATE.len() + SCRIPT.len() + 2 * title.len());
-    let mut rest = TEMPLATE;
+    fill(TEMPLATE, &[("title", &escape_html(&title)), ("site", &escape_html(site)), ("script", SCRIPT)])
+}
+
+/// Fills the `{{name}}` placeholders of `template` with `values` (already
+/// escaped where they need to be) in one pass, so text coming from a value
+/// (a site name) is never itself scanned for placeholders. Unknown
+/// placeholders are left as they are.
+pub(crate) fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let extra: usize = values.iter().map(|(_, v)| v.len()).sum();
+    let mut out = String::with_capacity(template.len() + extra);
+    let mut rest = template;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
@@ -23,13 +28,11 @@ pub fn render(site: &str) -> String {
             rest = &rest[start..];
             break;
         };
-        match &after[..end] {
-            "title" => out.push_str(&title),
-            "site" => out.push_str(&site),
-            "script" => out.push_str(SCRIPT),
-            other => {
+        match values.iter().find(|(name, _)| *name == &after[..end]) {
+            Some((_, value)) => out.push_str(value),
+            None => {
                 out.push_str("{{");
-                out.push_str(other);
+                out.push_str(&after[..end]);
                 out.push_str("}}");
             }
         }

@@ -98,13 +98,14 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
 async fn page(State(state): State<Arc<ConsoleState>>) -> Response {
     let site = state.whep.source().site();
     let title = if site.is_empty() { "ponte".to_owned() } else { format!("ponte — {site}") };
-    let html = PAGE.replace("{{title}}", &crate::page::escape_html(&title)).replace(
-        "{{site}}",
-        // The site name is filled in last, so text in it is never itself
-        // taken for a placeholder.
-        &crate::page::escape_html(&site),
-    );
+    let html = render(&site, &title);
     (security_headers("text/html; charset=utf-8"), html).into_response()
+}
+
+/// The page for `site` under `title`, both escaped, filled in one pass.
+fn render(site: &str, title: &str) -> String {
+    use crate::page::{escape_html, fill};
+    fill(PAGE, &[("title", &escape_html(title)), ("site", &escape_html(site))])
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -395,7 +396,12 @@ mod tests {
 
     #[test]
     fn the_page_escapes_the_site_name() {
-        let html = PAGE.replace("{{title}}", &crate::page::escape_html("ponte — <b>x</b>"));
+        let html = render("<b>x</b>", "ponte — <b>x</b>");
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
+        assert!(!html.contains("<b>x</b>") && !html.contains("{{"), "escaped, every placeholder filled");
+        // A placeholder in the site name is text, not expanded again.
+        let html = render("{{title}}", "ponte — {{title}}");
+        // Twice in the title (<title>, <h1>), once as data-site: kept as text.
+        assert_eq!(html.matches("{{title}}").count(), 3, "the site name's text is kept as it is");
     }
 }
