@@ -130,20 +130,36 @@ fn cli(bin: &str, args: &[&str], stdin: &str) -> Result<String> {
     Ok(stdout)
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// A UDP port on 127.0.0.1 that was free a moment ago, and never handed out
+/// before by this test process.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral UDP port on 127.0.0.1")
+    unused_port(|| UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, and never handed out
+/// before by this test process.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral TCP port on 127.0.0.1")
+    unused_port(|| TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()))
+}
+
+/// The kernel may hand the same ephemeral port to two `bind(0)` calls once the
+/// first socket is closed, and tests pick every port of a process before
+/// starting it: a relay's management port and another relay's RTSP port once
+/// came out equal (CI, `tls` test). Ports are therefore remembered for the
+/// life of the test process, for TCP and UDP alike (a relay binds RTSP on
+/// both).
+fn unused_port(bind: impl Fn() -> std::io::Result<std::net::SocketAddr>) -> u16 {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(Default::default);
+    for _ in 0..1000 {
+        let port = bind().map(|a| a.port()).expect("binding an ephemeral port on 127.0.0.1");
+        if handed_out.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("1000 ephemeral ports in a row were already handed out by this test process")
 }
 
 /// True when running under CI (`CI=true`): missing prerequisites must fail,
