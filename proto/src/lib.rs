@@ -23,6 +23,7 @@ pub mod mgmt;
 pub mod password_prompt;
 pub mod policy;
 pub mod ptz;
+pub mod recall;
 pub mod rtp;
 pub mod session;
 pub mod shaping;

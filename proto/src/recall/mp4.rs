@@ -1,0 +1,1 @@
+//! MP4 muxing of recorded GOPs.

@@ -1,0 +1,1 @@
+//! Recording store: see the module docs of `recall`.
