@@ -217,6 +217,9 @@ struct State {
     tracks: BTreeMap<TrackKey, Track>,
     bytes: u64,
     deletions: Deletions,
+    /// Tests: a disk this size, full when the store's bytes would pass it.
+    #[cfg(test)]
+    disk_capacity: Option<u64>,
 }
 
 #[derive(Default)]
@@ -384,6 +387,8 @@ impl Store {
         gop: &RecordedGop,
         buf: &[u8],
     ) -> Result<PathBuf, (PathBuf, io::Error)> {
+        #[cfg(test)]
+        let disk_full = st.disk_capacity.is_some_and(|cap| st.bytes + buf.len() as u64 > cap);
         let track = st.tracks.entry(key.clone()).or_default();
         if track.open.is_none() {
             let dir = layout::track_dir(&self.root, key);
@@ -413,6 +418,14 @@ impl Store {
         };
         let offset = seg.len;
         let written = open.file.seek(SeekFrom::Start(offset)).and_then(|_| open.file.write_all(buf));
+        #[cfg(test)]
+        let written = match disk_full {
+            // Half the record made it, as with a real ENOSPC.
+            true => written
+                .and_then(|_| open.file.set_len(offset + buf.len() as u64 / 2))
+                .and_then(|_| Err(io::Error::from(io::ErrorKind::StorageFull))),
+            false => written,
+        };
         if let Err(e) = written {
             // Leave no partial record behind: the next append writes here.
             if let Err(cut) = open.file.set_len(offset) {
@@ -560,6 +573,12 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Tests: makes the disk full once the store would pass `capacity` bytes.
+    #[cfg(test)]
+    fn set_disk_capacity(&self, capacity: Option<u64>) {
+        self.lock().disk_capacity = capacity;
     }
 
     /// Where the first GOP of `key` at or after `pos` is: for readers, which

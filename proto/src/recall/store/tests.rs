@@ -235,6 +235,54 @@ fn the_quota_deletes_the_oldest_segment_of_any_track_never_an_open_one() {
 }
 
 #[test]
+fn a_full_disk_deletes_the_oldest_segments_then_refuses_and_recovers() {
+    let root = tmp("disk-full");
+    let cfg = config(1280);
+    let record_len = record::encode(&gop(0, 0, &cfg)).unwrap().len() as u64;
+    let store = open(&root, limits(2));
+    let (a, b) = (cam("a"), cam("b"));
+    for i in 0..4 {
+        store.append(&a, &gop(i * 1000, i, &cfg)).unwrap();
+    }
+    store.append(&b, &gop(5000, 0, &cfg)).unwrap();
+    store.set_disk_capacity(Some(5 * record_len));
+    // No room: a's oldest closed segment (0-2 s) goes, b's GOP is written.
+    let appended = store.append(&b, &gop(6000, 1, &cfg)).unwrap();
+    assert_eq!(appended.removed.len(), 1);
+    assert_eq!(
+        (appended.removed[0].key.clone(), appended.removed[0].reason),
+        (a.clone(), RemoveReason::DiskFull)
+    );
+    assert_eq!(store.deletions().disk_full, 1);
+    assert_eq!(store.bytes(), 4 * record_len);
+
+    // b's first segment closes at 7 s and goes next; then only the open
+    // segments are left: refused, nothing half-written.
+    assert_eq!(store.append(&b, &gop(7000, 2, &cfg)).unwrap().removed, []);
+    let removed = store.append(&b, &gop(7500, 3, &cfg)).unwrap().removed;
+    assert_eq!(removed.iter().map(|r| (r.key.clone(), r.from_ms)).collect::<Vec<_>>(), [(b.clone(), 5000)]);
+    store.append(&b, &gop(7800, 4, &cfg)).unwrap();
+    let err = store.append(&b, &gop(7900, 5, &cfg)).unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(err.to_string().contains("live goes on"), "{err}");
+    assert_eq!(store.bytes(), 5 * record_len);
+    let on_disk: u64 = layout::list(&root)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, segs)| segs.iter().map(|s| fs::metadata(&s.path).unwrap().len()))
+        .sum();
+    assert_eq!(on_disk, store.bytes(), "the failed write was cut back");
+    assert!(check(&root).unwrap().is_clean());
+
+    // Space returns: recording resumes where it was.
+    store.set_disk_capacity(None);
+    store.append(&b, &gop(8000, 6, &cfg)).unwrap();
+    assert_eq!(read_all(&store, &b).iter().map(|g| g.seq).collect::<Vec<_>>(), [2, 3, 4, 6]);
+    assert_eq!(read_all(&store, &a).iter().map(|g| g.seq).collect::<Vec<_>>(), [2, 3]);
+    assert!(check(&root).unwrap().is_clean());
+}
+
+#[test]
 fn a_cursor_follows_appends_and_survives_deletions_under_it() {
     let root = tmp("cursor");
     let store = open(&root, StoreLimits { retention_ms: 1000, max_bytes: 0, segment_secs: 2 });
