@@ -534,7 +534,8 @@ impl Store {
 
     /// Tracks with recordings.
     pub fn tracks(&self) -> Vec<TrackKey> {
-        self.lock().tracks.keys().cloned().collect()
+        let st = self.lock();
+        st.tracks.iter().filter(|(_, t)| t.newest().is_some()).map(|(k, _)| k.clone()).collect()
     }
 
     /// Bytes of all segments.
@@ -559,6 +560,9 @@ impl Store {
     /// containing `from_ms`, for an export. A damaged record is an error:
     /// an export does not leave footage out silently.
     pub fn gops_between(&self, key: &TrackKey, from_ms: u64, to_ms: u64) -> io::Result<Vec<RecordedGop>> {
+        if from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
         let Some(pos) = self.lock().tracks.get(key).and_then(|t| t.index.locate(from_ms)) else {
             return Ok(Vec::new());
         };

@@ -69,6 +69,13 @@ fn segment_files(root: &Path, key: &TrackKey) -> Vec<PathBuf> {
 }
 
 #[test]
+fn the_store_and_its_cursors_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Store>();
+    shared::<Cursor>();
+}
+
+#[test]
 fn gops_read_back_equal_before_and_after_reopening() {
     let root = tmp("round-trip");
     let store = open(&root, limits(60));
@@ -92,6 +99,7 @@ fn gops_read_back_equal_before_and_after_reopening() {
     assert_eq!(read_all(&store, &key), gops);
     // From the middle of GOP 2: GOP 2 first; the range stops before GOP 4.
     assert_eq!(store.gops_between(&key, 1_002_500, 1_004_000).unwrap(), gops[2..4]);
+    assert_eq!(store.gops_between(&key, 1_004_000, 1_002_500).unwrap(), []);
     assert_eq!(store.cursor(&key, 1_003_000).unwrap().next().unwrap().as_ref(), gops.get(3));
     // Before the first GOP: the first.
     assert_eq!(store.cursor(&key, 5).unwrap().next().unwrap().as_ref(), gops.first());
