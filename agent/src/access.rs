@@ -132,6 +132,44 @@ impl Access {
         }
     }
 
+    /// Whether `site` may use the recordings of `camera` (`what`, from
+    /// `from_ms`) at `now`: the live decision, then the recall right asked
+    /// for and the lookback (`playback`, `export`, `max_lookback_hours`).
+    pub fn evaluate_recall(
+        &self,
+        site: &str,
+        camera: &CatalogEntry,
+        quality: Quality,
+        now: jiff::Timestamp,
+        what: ponte_proto::policy::RecallUse,
+        from_ms: u64,
+    ) -> Decision {
+        let live = self.evaluate(site, camera, quality, self.local_time(now));
+        match self.sites.get(site) {
+            Some(p) if live.allowed() => p.evaluate_recall(
+                &self.facts(camera),
+                quality,
+                self.local_time(now),
+                what,
+                from_ms,
+                u64::try_from(now.as_millisecond()).unwrap_or(0),
+            ),
+            _ => live,
+        }
+    }
+
+    /// How far back `site` may reach at `now_ms`, Unix ms (None: as far as
+    /// the recordings go).
+    pub fn earliest_recall(&self, site: &str, now_ms: u64) -> Option<u64> {
+        let hours = self.sites.get(site)?.recall.max_lookback_hours?;
+        Some(now_ms.saturating_sub((hours * 3_600_000.0) as u64))
+    }
+
+    /// Whether `site` may take evidence exports at all.
+    pub fn may_export(&self, site: &str) -> bool {
+        self.sites.get(site).is_some_and(|p| p.recall.export)
+    }
+
     /// Whether `site` may steer `camera` at `now`: its PTZ priority, or the
     /// refusal. Cameras the site may not see are `unknown`, exactly as
     /// subscriptions answer them; the reasons name the config key to change.

@@ -9,6 +9,7 @@ pub mod node;
 pub mod operators;
 pub mod ops;
 pub mod ptz;
+pub mod recall;
 pub mod reload;
 pub mod secret;
 pub mod sources;

@@ -77,6 +77,41 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OperatorCmd,
     },
+    /// Inspect the recordings (`[[recording]]`).
+    Recordings {
+        #[command(subcommand)]
+        cmd: RecordingsCmd,
+    },
+    /// Check evidence exports offline.
+    Evidence {
+        #[command(subcommand)]
+        cmd: EvidenceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCmd {
+    /// Verify a store (one rule's directory, or `recordings.dir` with every rule's) without
+    /// changing it; exit 0 clean, 1 with every problem listed.
+    Check {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCmd {
+    /// Check an exported clip against its signed manifest and the deployment CA; exit 0 when
+    /// it holds, 1 saying which part fails.
+    Verify {
+        /// The MP4.
+        clip: PathBuf,
+        /// Its `.manifest.json`.
+        manifest: PathBuf,
+        /// The deployment CA (`ca.pem`).
+        #[arg(long)]
+        ca: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +323,12 @@ async fn main() -> Result<()> {
             std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start, anchors))
         }
         Cmd::Demo(args) => demo::run(args).await,
+        Cmd::Recordings { cmd: RecordingsCmd::Check { dir } } => {
+            std::process::exit(ponte_agent::ops::recall::check_cli(&dir))
+        }
+        Cmd::Evidence { cmd: EvidenceCmd::Verify { clip, manifest, ca } } => {
+            std::process::exit(ponte_agent::ops::recall::verify_cli(&clip, &manifest, &ca))
+        }
         Cmd::Operator { cmd: OperatorCmd::Passwd { name } } => operators::passwd_cli(&name),
         Cmd::Operator { cmd: OperatorCmd::Token { name } } => operators::token_cli(&name),
         Cmd::Pki { cmd: PkiCmd::Init { dir, name } } => {

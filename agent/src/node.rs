@@ -64,6 +64,18 @@ impl Agent {
         let cameras = Arc::new(cameras::Cameras::start(&cfg.devices));
         cameras.transcodes().set_max(cfg.agent.max_transcodes);
         let audit = Arc::new(audit);
+        let recall = if cfg.recording.is_empty() {
+            crate::recall::Recall::none(&cfg.agent.id, &cfg.tls, audit.clone())
+        } else {
+            crate::recall::Recall::open(
+                &cfg.recordings,
+                &cfg.recording,
+                &cfg.agent.id,
+                &cfg.tls,
+                audit.clone(),
+            )?
+        };
+        recall.spawn_recorders(cameras.clone());
         let (revocation_audit, node) = (audit.clone(), cfg.agent.id.clone());
         live.on_event(move |event| {
             if let Err(e) = revocation_audit.write(event.record(&node)) {
@@ -97,6 +109,7 @@ impl Agent {
             }),
             ptz: ptz.clone(),
             tls: live.clone(),
+            recall: recall.clone(),
         };
         let links = status::LinkList::default();
         let status = status::spawn_sampler(status::Sources {
@@ -109,6 +122,7 @@ impl Agent {
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
             tls: shared.tls.clone(),
+            recall,
         });
         let mut agent = Self {
             links,
@@ -172,6 +186,7 @@ impl Agent {
         if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await.is_err() {
             tracing::debug!("relay sessions still closing after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
+        self.shared.recall.close();
     }
 
     /// Applies a new, validated config: policies, operators and PTZ

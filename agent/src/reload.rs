@@ -22,6 +22,8 @@ pub fn restart_keys(old: &AgentConfig, new: &AgentConfig) -> Vec<String> {
     diff("transport", &json(&old.transport), &json(&new.transport), &mut out);
     diff("audit", &json(&old.audit), &json(&new.audit), &mut out);
     diff("management", &json(&old.management), &json(&new.management), &mut out);
+    diff("recordings", &json(&old.recordings), &json(&new.recordings), &mut out);
+    diff("recording", &json(&old.recording), &json(&new.recording), &mut out);
     out
 }
 

@@ -30,6 +30,8 @@ pub struct Sources {
     pub ptz: crate::ptz::PtzService,
     /// The agent's certificates (own, relays').
     pub tls: ponte_proto::tls::LiveTls,
+    /// The recordings.
+    pub recall: Arc<crate::recall::Recall>,
 }
 
 /// The relay links by site, shared with the agent (which adds and removes
@@ -153,6 +155,12 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
     }
     let (certificates, expiring) = ponte_proto::status::certificates(&src.node, Some(&src.tls), None);
     problems.extend(expiring);
+    let recordings = src.recall.status();
+    for r in &recordings {
+        if let Some(alarm) = &r.alarm {
+            problems.push(format!("recording `{}`: {alarm}", r.rule));
+        }
+    }
     let working_cameras = cameras.iter().any(|c| c.state == "online" || c.state == "idle");
     let health = if (!links.is_empty() && up == 0) || (!cameras.is_empty() && !working_cameras) {
         Health::Down
@@ -192,5 +200,6 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         },
         certificates,
         transcodes: Some(src.cameras.transcodes().status()),
+        recordings,
     }
 }

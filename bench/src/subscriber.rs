@@ -254,7 +254,13 @@ impl Subscriber {
         for (track, camera, quality) in wanted {
             let id = subscription_id(*track, *quality);
             self.tx
-                .send(&Control::Subscribe { id, camera: camera.clone(), quality: *quality, viewer: None })
+                .send(&Control::Subscribe {
+                    id,
+                    camera: camera.clone(),
+                    quality: *quality,
+                    viewer: None,
+                    playback: None,
+                })
                 .await?;
             waiting.insert(id);
         }
@@ -266,7 +272,15 @@ impl Subscriber {
         let id = subscription_id(track, quality);
         self.grant(1);
         let at = Instant::now();
-        self.tx.send(&Control::Subscribe { id, camera: camera.to_owned(), quality, viewer: None }).await?;
+        self.tx
+            .send(&Control::Subscribe {
+                id,
+                camera: camera.to_owned(),
+                quality,
+                viewer: None,
+                playback: None,
+            })
+            .await?;
         Ok(at)
     }
 

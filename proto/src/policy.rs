@@ -219,6 +219,29 @@ pub struct SitePolicy {
     pub burst_kb: Option<u64>,
     /// Shaping priority classes; cameras matched by none are `normal`.
     pub priority: PriorityRules,
+    /// Recall rights (issue 21): playback, how far back, export.
+    pub recall: RecallRights,
+}
+
+/// What a site may do with the master room's recordings; nothing by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecallRights {
+    /// May play recordings back (`playback = true`).
+    pub playback: bool,
+    /// How far back it may reach, hours (`max_lookback_hours`; None: as far
+    /// as the recordings go).
+    pub max_lookback_hours: Option<f64>,
+    /// May take evidence exports (`export = true`).
+    pub export: bool,
+}
+
+/// What a site asks of the recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecallUse {
+    /// Playback from a time.
+    Playback,
+    /// An evidence export from a time.
+    Export,
 }
 
 /// Selectors of the shaping priority classes, compiled.
@@ -287,6 +310,16 @@ pub struct SitePolicyConfig {
     /// a camera in several classes gets the highest, unlisted ones `normal`.
     #[serde(default)]
     pub priority: PriorityConfig,
+    /// May play the master room's recordings back (default false).
+    #[serde(default)]
+    pub playback: bool,
+    /// How far back playback and exports may reach, hours (default: as far
+    /// as the recordings go).
+    #[serde(default)]
+    pub max_lookback_hours: Option<f64>,
+    /// May take signed evidence exports (default false).
+    #[serde(default)]
+    pub export: bool,
 }
 
 impl SitePolicyConfig {
@@ -309,6 +342,11 @@ impl SitePolicyConfig {
                 critical: sel(&self.priority.critical)?,
                 high: sel(&self.priority.high)?,
                 low: sel(&self.priority.low)?,
+            },
+            recall: RecallRights {
+                playback: self.playback,
+                max_lookback_hours: self.max_lookback_hours,
+                export: self.export,
             },
         })
     }
@@ -414,6 +452,55 @@ impl SitePolicy {
             };
         }
         Decision::Allow { rule: rule.to_string() }
+    }
+
+    /// Whether the site may use the recordings of `cam` (`what`) from
+    /// `from_ms` (Unix ms) at `now_ms`: the live decision first (a camera
+    /// the site may not watch live it may not rewind either), then the
+    /// right asked for, then the lookback; a refusal names the missing
+    /// right and its key.
+    pub fn evaluate_recall(
+        &self,
+        cam: &CameraFacts<'_>,
+        quality: Quality,
+        now: LocalTime,
+        what: RecallUse,
+        from_ms: u64,
+        now_ms: u64,
+    ) -> Decision {
+        let live = self.evaluate(cam, quality, now);
+        if !live.allowed() {
+            return live;
+        }
+        let (right, granted) = match what {
+            RecallUse::Playback => ("playback", self.recall.playback),
+            RecallUse::Export => ("export", self.recall.export),
+        };
+        if !granted {
+            return Decision::Deny {
+                hidden: false,
+                reason: format!(
+                    "site `{}` has no `{right}` right on the recordings (`{right} = true` in its [[site]] \
+                     policy at the master room)",
+                    self.site
+                ),
+            };
+        }
+        if let Some(hours) = self.recall.max_lookback_hours {
+            let back_ms = now_ms.saturating_sub(from_ms);
+            if back_ms as f64 > hours * 3_600_000.0 {
+                return Decision::Deny {
+                    hidden: false,
+                    reason: format!(
+                        "site `{}` may reach back at most {hours} h (`max_lookback_hours`); the request \
+                         reaches back {:.2} h",
+                        self.site,
+                        back_ms as f64 / 3_600_000.0
+                    ),
+                };
+            }
+        }
+        live
     }
 
     /// True when the camera should stream to this site even with no viewer.

@@ -237,6 +237,10 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::PtzLock { .. } => "ptz_lock",
         Control::Viewers { .. } => "viewers",
         Control::AuditHead { .. } => "audit_head",
+        Control::Recordings { .. } => "recordings",
+        Control::RecordingsInfo { .. } => "recordings_info",
+        Control::Export { .. } => "export",
+        Control::ExportResult { .. } => "export_result",
     }
 }
 
@@ -432,10 +436,27 @@ async fn write_frame(stream: &mut quinn::SendStream, frame: &Frame) -> Result<()
 /// Returns when the stream ends; a reset by the sender is a normal end
 /// (superseded GOP) and is reported as `Ok(false)`.
 pub async fn read_gop_stream(
+    recv: quinn::RecvStream,
+    on_event: impl FnMut(MediaEvent) -> bool,
+) -> Result<bool, SessionError> {
+    read_gop_stream_after(&[], recv, on_event).await
+}
+
+/// [`read_gop_stream`] of a stream whose first bytes (`prefix`) were
+/// already read, e.g. to tell a GOP stream from an export stream.
+pub async fn read_gop_stream_after(
+    prefix: &[u8],
     mut recv: quinn::RecvStream,
     mut on_event: impl FnMut(MediaEvent) -> bool,
 ) -> Result<bool, SessionError> {
     let mut dec = MediaDecoder::new();
+    dec.push(prefix);
+    while let Some(ev) = dec.poll()? {
+        if !on_event(ev) {
+            let _ = recv.stop(quinn::VarInt::from_u32(close_code::UNSUBSCRIBED));
+            return Ok(false);
+        }
+    }
     loop {
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
@@ -455,6 +476,81 @@ pub async fn read_gop_stream(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// What a unidirectional stream from an agent carries, told by its first
+/// two bytes.
+pub enum UniStream {
+    /// A GOP stream ([`crate::wire::MEDIA_MAGIC`]); the bytes read so far.
+    Gop(bytes::Bytes),
+    /// An export stream ([`crate::wire::EXPORT_MAGIC`]); the bytes read so far.
+    Export(bytes::Bytes),
+}
+
+/// Reads the first bytes of a stream to tell what it carries; None when it
+/// ends first.
+pub async fn sniff(recv: &mut quinn::RecvStream) -> Result<Option<UniStream>, SessionError> {
+    let mut head = BytesMut::new();
+    while head.len() < 2 {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk.bytes),
+            Ok(None) | Err(quinn::ReadError::Reset(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let head = head.freeze();
+    Ok(Some(if head.starts_with(&crate::wire::EXPORT_MAGIC) {
+        UniStream::Export(head)
+    } else {
+        UniStream::Gop(head)
+    }))
+}
+
+/// An export stream read whole: its header, the signed manifest, the clip.
+pub struct ExportStream {
+    /// The header.
+    pub header: crate::wire::ExportHeader,
+    /// Signed manifest, JSON.
+    pub manifest: Vec<u8>,
+    /// The MP4.
+    pub clip: Vec<u8>,
+}
+
+/// Reads an export stream whose first bytes are `prefix`, refusing one
+/// longer than its header says or than the limits.
+pub async fn read_export_stream(
+    prefix: &[u8],
+    mut recv: quinn::RecvStream,
+) -> Result<ExportStream, SessionError> {
+    use crate::wire::{ExportHeader, EXPORT_HEADER_LEN};
+    let mut buf = prefix.to_vec();
+    let mut header: Option<ExportHeader> = None;
+    loop {
+        let first: Option<&[u8; EXPORT_HEADER_LEN]> = buf.first_chunk();
+        if let (None, Some(h)) = (header, first) {
+            let parsed = ExportHeader::decode(h)?;
+            buf.reserve(
+                (parsed.manifest_len as usize).saturating_add(parsed.clip_len as usize).min(64 << 20),
+            );
+            header = Some(parsed);
+        }
+        let want = header.map(|h| EXPORT_HEADER_LEN as u64 + u64::from(h.manifest_len) + h.clip_len);
+        if want.is_some_and(|w| buf.len() as u64 > w) {
+            return Err(SessionError::Protocol("an export stream is longer than its header says".into()));
+        }
+        match recv.read_chunk(usize::MAX, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => break,
+        }
+    }
+    let h = header.ok_or(WireError::Truncated("export header"))?;
+    let m_end = EXPORT_HEADER_LEN + h.manifest_len as usize;
+    if (buf.len() as u64) < m_end as u64 + h.clip_len {
+        return Err(WireError::Truncated("export clip").into());
+    }
+    let clip = buf.split_off(m_end);
+    let manifest = buf.split_off(EXPORT_HEADER_LEN);
+    Ok(ExportStream { header: h, manifest, clip })
 }
 
 #[cfg(test)]

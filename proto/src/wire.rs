@@ -29,6 +29,77 @@ pub const MAX_VIEWER_LEN: usize = 128;
 /// of one camera names the first ones (sorted) and the count.
 pub const MAX_VIEWERS: usize = 256;
 
+/// A playback request: where in the recording to start, and where to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playback {
+    /// Start, Unix milliseconds: playback begins at the GOP holding it.
+    pub from_ms: u64,
+    /// End, Unix milliseconds; absent: on until the live edge and beyond,
+    /// following the recording as it grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<u64>,
+}
+
+/// Magic bytes opening an export stream (vs [`MEDIA_MAGIC`] of a GOP stream).
+pub const EXPORT_MAGIC: [u8; 2] = *b"PX";
+/// Largest signed manifest an export stream may carry.
+pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
+/// Largest clip an export stream may carry.
+pub const MAX_EXPORT_LEN: u64 = 4 << 30;
+/// Length of an export stream's header before the manifest.
+pub const EXPORT_HEADER_LEN: usize = 2 + 1 + 8 + 4 + 8;
+
+/// Header of an export stream: the export id, then the signed manifest
+/// (`manifest_len` bytes of JSON), then the MP4 (`clip_len` bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportHeader {
+    /// Export id of the `Export` request.
+    pub export: u64,
+    /// Bytes of the signed manifest that follow the header.
+    pub manifest_len: u32,
+    /// Bytes of the MP4 that follow the manifest.
+    pub clip_len: u64,
+}
+
+impl ExportHeader {
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; EXPORT_HEADER_LEN] {
+        let mut out = [0u8; EXPORT_HEADER_LEN];
+        out[..2].copy_from_slice(&EXPORT_MAGIC);
+        out[2] = MEDIA_VERSION;
+        out[3..11].copy_from_slice(&self.export.to_be_bytes());
+        out[11..15].copy_from_slice(&self.manifest_len.to_be_bytes());
+        out[15..23].copy_from_slice(&self.clip_len.to_be_bytes());
+        out
+    }
+
+    /// Parses a header, refusing lengths over the limits.
+    pub fn decode(b: &[u8; EXPORT_HEADER_LEN]) -> Result<Self, WireError> {
+        let (magic, version) = ([b[0], b[1]], b[2]);
+        if magic != EXPORT_MAGIC || version != MEDIA_VERSION {
+            return Err(WireError::BadMagic { magic, version });
+        }
+        let mut r = &b[3..];
+        let h = ExportHeader { export: r.get_u64(), manifest_len: r.get_u32(), clip_len: r.get_u64() };
+        if h.manifest_len as usize > MAX_MANIFEST_LEN {
+            return Err(WireError::TooLong {
+                what: "export manifest",
+                len: h.manifest_len as usize,
+                max: MAX_MANIFEST_LEN,
+            });
+        }
+        if h.clip_len > MAX_EXPORT_LEN {
+            return Err(WireError::TooLong {
+                what: "export clip",
+                len: usize::try_from(h.clip_len).unwrap_or(usize::MAX),
+                max: MAX_EXPORT_LEN as usize,
+            });
+        }
+        Ok(h)
+    }
+}
+
 /// Why a decoder refused its input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -136,6 +207,8 @@ pub enum SubscribeErrorCode {
     Offline,
     /// The site's link budget has no room.
     OverBudget,
+    /// Nothing is recorded of the camera at the time asked for (playback).
+    NotRecorded,
 }
 
 impl SubscribeErrorCode {
@@ -146,6 +219,7 @@ impl SubscribeErrorCode {
             SubscribeErrorCode::Forbidden => "forbidden",
             SubscribeErrorCode::Offline => "offline",
             SubscribeErrorCode::OverBudget => "over-budget",
+            SubscribeErrorCode::NotRecorded => "not-recorded",
         }
     }
 }
@@ -201,6 +275,65 @@ pub enum Control {
         /// `viewer@site`, the site taken from the peer's certificate.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         viewer: Option<String>,
+        /// Play the recording back from a time instead of live (issue 21);
+        /// absent: live.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        playback: Option<Playback>,
+    },
+    /// What is recorded of a camera (relay → agent), answered by one
+    /// `RecordingsInfo` with the same id.
+    Recordings {
+        /// Request id chosen by the relay.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// Quality.
+        quality: Quality,
+    },
+    /// The recorded ranges of a camera, or why the site may not know them.
+    RecordingsInfo {
+        /// Id of the `Recordings` request.
+        id: u64,
+        /// Recorded ranges, `[from_ms, to_ms]` Unix milliseconds, oldest first.
+        #[serde(default)]
+        ranges: Vec<[u64; 2]>,
+        /// How far back the site may reach, Unix ms (its `max_lookback_hours`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        earliest_ms: Option<u64>,
+        /// Whether the site may take exports of it.
+        #[serde(default)]
+        export: bool,
+        /// Why not, when refused (no `playback` right, not recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
+    /// An evidence export of a recorded interval (relay → agent): the agent
+    /// answers `ExportResult`, and on success sends the clip and its signed
+    /// manifest on one unidirectional stream ([`ExportHeader`]).
+    Export {
+        /// Export id chosen by the relay.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// Quality.
+        quality: Quality,
+        /// Start, Unix ms.
+        from_ms: u64,
+        /// End, Unix ms.
+        to_ms: u64,
+        /// The operator at the site who asked (as in `Subscribe`).
+        viewer: String,
+    },
+    /// The outcome of an `Export` (agent → relay).
+    ExportResult {
+        /// Export id.
+        id: u64,
+        /// Why not, when refused or failed (names the missing right).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+        /// Size of the clip on its way, bytes (on success).
+        #[serde(default)]
+        bytes: u64,
     },
     /// Who watches a subscription at the subscriber's site now (relay →
     /// agent), sent whenever the list changes: the whole list, so the
@@ -341,7 +474,9 @@ impl Control {
     /// hex digits.
     fn check_fields(&self) -> Result<(), WireError> {
         match self {
-            Control::Subscribe { viewer: Some(v), .. } | Control::Ptz { viewer: v, .. } => check_viewer(v),
+            Control::Subscribe { viewer: Some(v), .. }
+            | Control::Ptz { viewer: v, .. }
+            | Control::Export { viewer: v, .. } => check_viewer(v),
             Control::Viewers { viewers, .. } => {
                 if viewers.len() > MAX_VIEWERS {
                     return Err(WireError::TooLong {
@@ -661,12 +796,19 @@ mod tests {
     fn control_round_trips_and_rejects_unknown_types() {
         let msgs = vec![
             Control::Hello { version: 1, node: "master".into(), role: Role::Agent },
-            Control::Subscribe { id: 3, camera: "zaist".into(), quality: Quality::Main, viewer: None },
+            Control::Subscribe {
+                id: 3,
+                camera: "zaist".into(),
+                quality: Quality::Main,
+                viewer: None,
+                playback: None,
+            },
             Control::Subscribe {
                 id: 4,
                 camera: "zaist".into(),
                 quality: Quality::Sub,
                 viewer: Some("token:vms".into()),
+                playback: None,
             },
             Control::Viewers { id: 3, viewers: vec!["op".into(), "cascade:questura".into()], more: 0 },
             Control::Viewers { id: 3, viewers: vec![], more: 2 },
@@ -720,6 +862,7 @@ mod tests {
             camera: "c".into(),
             quality: Quality::Main,
             viewer: Some(viewer.into()),
+            playback: None,
         };
         assert!(matches!(decode(&subscribe(&long)), Err(WireError::TooLong { what: "viewer name", .. })));
         assert!(matches!(decode(&subscribe("op\n{\"x\"")), Err(WireError::Invalid("viewer name"))));

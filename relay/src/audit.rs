@@ -224,6 +224,28 @@ impl RelayAudit {
 }
 
 impl RelayAudit {
+    /// A use of the master room's recordings (`playback`, `export`) by a
+    /// viewer here: `outcome` `allowed`, `refused`, `saved`, `failed`.
+    pub fn recall(
+        &self,
+        viewer: Option<&str>,
+        camera: &str,
+        quality: Quality,
+        what: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        self.write(AuditRecord {
+            viewer: viewer.map(str::to_owned),
+            camera: Some(camera.to_owned()),
+            quality: Some(quality.name().to_owned()),
+            action: what.into(),
+            outcome: outcome.into(),
+            reason: Some(detail.to_owned()),
+            ..Default::default()
+        });
+    }
+
     /// A viewer saved a still of `camera`; `detail` names the picture's
     /// capture time and the file.
     pub fn snapshot(&self, viewer: Option<&str>, camera: &str, detail: &str) {

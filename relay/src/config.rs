@@ -184,6 +184,11 @@ impl RelayConfig {
         self.state_dir().join(crate::console::layouts::FILE_NAME)
     }
 
+    /// Where evidence exports taken at this relay are saved.
+    pub fn exports_dir(&self) -> PathBuf {
+        self.state_dir().join("exports")
+    }
+
     fn state_dir(&self) -> PathBuf {
         match &self.relay.state_dir {
             Some(dir) => dir.clone(),

@@ -126,7 +126,10 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         console::layouts::LayoutStore::open(&cfg.layouts_file())
             .context("loading the console's saved layouts (`relay.state_dir`)")?,
     );
-    let console = Arc::new(console::ConsoleState::new(state.clone(), layouts, Some(feed.clone())));
+    let console = Arc::new(
+        console::ConsoleState::new(state.clone(), layouts, Some(feed.clone()))
+            .with_exports(cfg.exports_dir()),
+    );
     let status = StatusState {
         upstreams: upstreams.clone(),
         whep: state.clone(),

@@ -149,5 +149,6 @@ fn sample(
         audit: egress.audit.retention(),
         certificates,
         transcodes: None,
+        recordings: Vec::new(),
     }
 }

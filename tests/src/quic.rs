@@ -133,7 +133,9 @@ impl AgentSession {
 
     /// Subscribes and waits for the answer to that id.
     pub async fn subscribe(&mut self, id: u64, camera: &str, quality: Quality) -> Result<Answer> {
-        self.tx.send(&Control::Subscribe { id, camera: camera.into(), quality, viewer: None }).await?;
+        self.tx
+            .send(&Control::Subscribe { id, camera: camera.into(), quality, viewer: None, playback: None })
+            .await?;
         loop {
             match self.next_control().await? {
                 Control::SubscribeOk { id: got, .. } if got == id => return Ok(Answer::Ok),

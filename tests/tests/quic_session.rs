@@ -55,6 +55,7 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
         camera: "no-such-camera".into(),
         quality: Quality::Main,
         viewer: None,
+        playback: None,
     })
     .await?;
     // Periodic Stats and the audit head may come first; skip them.
@@ -72,8 +73,14 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
     }
 
     let subscribed = Instant::now();
-    tx.send(&Control::Subscribe { id: 1, camera: "cam-a".into(), quality: Quality::Main, viewer: None })
-        .await?;
+    tx.send(&Control::Subscribe {
+        id: 1,
+        camera: "cam-a".into(),
+        quality: Quality::Main,
+        viewer: None,
+        playback: None,
+    })
+    .await?;
     loop {
         match tokio::time::timeout(T, rx.recv()).await?? {
             Control::SubscribeOk { id: 1, .. } => break,

@@ -49,6 +49,12 @@ pub struct AgentConfig {
     /// Master-room operators allowed on the management port's control routes.
     #[serde(default, rename = "operator")]
     pub operators: Vec<crate::operators::OperatorConfig>,
+    /// Where recordings are stored.
+    #[serde(default)]
+    pub recordings: crate::recall::config::RecordingsSection,
+    /// What is recorded, one `[[recording]]` per rule (none by default).
+    #[serde(default, rename = "recording")]
+    pub recording: Vec<crate::recall::config::RecordingRule>,
 }
 
 /// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
@@ -228,6 +234,8 @@ impl AgentConfig {
             management: ManagementSection::default(),
             ptz: PtzSection::default(),
             operators: Vec::new(),
+            recordings: Default::default(),
+            recording: Vec::new(),
         }
     }
 }
@@ -401,6 +409,13 @@ impl AgentConfig {
         check(jiff::tz::TimeZone::get(&self.policy.timezone).map(drop).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         }));
+        let mut rules = HashSet::new();
+        for r in &self.recording {
+            if !rules.insert(&r.name) {
+                check(Err(anyhow::anyhow!("`recording.name` = {:?} appears twice", r.name)));
+            }
+            check(r.validate());
+        }
         let mut ids = HashSet::new();
         let mut device_ids = HashSet::new();
         for d in &self.devices {

@@ -102,6 +102,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             token_sha256: Some(operator_digest),
             certificate: false,
         }],
+        recordings: Default::default(),
+        recording: Vec::new(),
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();

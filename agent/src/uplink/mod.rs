@@ -63,6 +63,8 @@ pub struct Shared {
     pub ptz: crate::ptz::PtzService,
     /// This agent's certificates and revocation list.
     pub tls: ponte_proto::tls::LiveTls,
+    /// The recordings: playback and exports.
+    pub recall: Arc<crate::recall::Recall>,
 }
 
 /// Limits on what one relay session may ask, and how often they were hit.

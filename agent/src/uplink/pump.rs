@@ -91,6 +91,8 @@ pub(super) struct Pump {
     pub(super) last: SendCounters,
     /// The [`SiteShaping::narrowed`] count this pump last decided under.
     pub(super) narrowed_seen: u64,
+    /// A playback of the recording (its end is the interval's, not the camera's).
+    pub(super) playback: bool,
 }
 
 impl Pump {
@@ -113,6 +115,15 @@ impl Pump {
                         self.gops.end_gop();
                     }
                     continue;
+                }
+                if self.playback {
+                    let reason = format!(
+                        "playback of camera `{}` reached the end of the interval asked for",
+                        self.camera
+                    );
+                    let code = SubscribeErrorCode::NotRecorded;
+                    let _ = self.reply_tx.send(Control::SubscribeError { id: self.id, code, reason }).await;
+                    return;
                 }
                 if !self.cameras.lists(&self.camera, self.top()) {
                     // Removed from the config: the session's recheck, woken

@@ -210,7 +210,19 @@ impl Session<'_> {
                     }
                 }
                 Action::Audit(record) => self.write_audit(*record),
-                Action::OpenCamera { id, camera, quality } => {
+                Action::OpenCamera { id, camera, quality, playback: Some(p) } => {
+                    let next = match self.shared.recall.playback(&camera, quality, p) {
+                        Ok(reader) => {
+                            self.opened = Some((id, reader));
+                            self.state.camera_opened(id, true)
+                        }
+                        Err(reason) => self.state.camera_not_recorded(id, reason),
+                    };
+                    for next in next.into_iter().rev() {
+                        queue.push_front(next);
+                    }
+                }
+                Action::OpenCamera { id, camera, quality, playback: None } => {
                     let next = match self.shared.cameras.open(&camera, quality) {
                         Ok(reader) => {
                             let opened = reader.is_some();
@@ -244,6 +256,36 @@ impl Session<'_> {
                         &camera,
                         &command,
                     );
+                }
+                Action::Recordings { id, camera, quality, earliest_ms, export } => {
+                    let ranges = self
+                        .shared
+                        .recall
+                        .ranges(&camera, quality)
+                        .into_iter()
+                        .filter_map(|[a, b]| {
+                            let a = earliest_ms.map_or(a, |e| a.max(e));
+                            (a < b).then_some([a, b])
+                        })
+                        .collect();
+                    queue.push_front(Action::Send(Control::RecordingsInfo {
+                        id,
+                        ranges,
+                        earliest_ms,
+                        export,
+                        refused: None,
+                    }));
+                }
+                Action::Export { id, camera, quality, from_ms, to_ms, viewer } => {
+                    let request = crate::recall::ExportRequest {
+                        camera,
+                        quality,
+                        from_ms,
+                        to_ms,
+                        operator: viewer,
+                        site: self.site.to_owned(),
+                    };
+                    self.export(id, request);
                 }
                 Action::SetBudget(budget) => self.shaping.lock().set_budget(budget),
                 Action::SetPriority { id, priority } => self.shaping.lock().set_priority(id, priority),
@@ -287,6 +329,75 @@ impl Session<'_> {
         }
     }
 
+    /// Builds an export off the session's loop and sends it: the answer on
+    /// the control stream (through the reply channel), then the signed
+    /// manifest and the clip on one stream below every GOP in priority.
+    fn export(&self, id: u64, request: crate::recall::ExportRequest) {
+        let (recall, conn, reply) = (self.shared.recall.clone(), self.conn.clone(), self.reply_tx.clone());
+        let site = self.site.to_owned();
+        tokio::spawn(async move {
+            let audit = |outcome: &str, reason: String| {
+                let record = ponte_proto::audit::AuditRecord {
+                    site: Some(request.site.clone()),
+                    viewer: Some(request.operator.clone()),
+                    camera: Some(request.camera.clone()),
+                    quality: Some(request.quality.name().to_owned()),
+                    action: "export".into(),
+                    outcome: outcome.into(),
+                    reason: Some(reason),
+                    ..Default::default()
+                };
+                if let Err(e) = recall.audit().write(record) {
+                    error!(error = %e, "cannot write the audit log");
+                }
+            };
+            let exported = match recall.export(request.clone()).await {
+                Ok(x) => x,
+                Err(why) => {
+                    warn!(site = %site, camera = %request.camera, %why, "export failed");
+                    audit("failed", why.clone());
+                    let _ = reply.send(Control::ExportResult { id, refused: Some(why), bytes: 0 }).await;
+                    return;
+                }
+            };
+            let bytes = exported.clip.len() as u64;
+            let _ = reply.send(Control::ExportResult { id, refused: None, bytes }).await;
+            let header = ponte_proto::wire::ExportHeader {
+                export: id,
+                manifest_len: exported.manifest.len() as u32,
+                clip_len: bytes,
+            };
+            let sent = async {
+                let mut stream = conn.open_uni().await?;
+                // Below every current GOP: live video goes first.
+                let _ = stream.set_priority(ponte_proto::session::SUPERSEDED_PRIORITY + 1);
+                let mut chunks = [
+                    bytes::Bytes::copy_from_slice(&header.encode()),
+                    bytes::Bytes::from(exported.manifest),
+                    bytes::Bytes::from(exported.clip),
+                ];
+                stream.write_all_chunks(&mut chunks).await?;
+                stream.finish()?;
+                stream.stopped().await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    info!(site = %site, camera = %request.camera, bytes, frames = exported.frames, "export sent");
+                    audit(
+                        "sent",
+                        format!("{bytes} bytes, {} frames, sha256 {}", exported.frames, exported.sha256),
+                    );
+                }
+                Err(e) => {
+                    warn!(site = %site, camera = %request.camera, error = %e, "export: sending the clip failed");
+                    audit("failed", format!("sending the clip failed: {e}"));
+                }
+            }
+        });
+    }
+
     fn stop_pump(&mut self, id: u64) {
         self.shaping.lock().remove(id);
         if let Some(p) = self.pumps.remove(&id) {
@@ -322,6 +433,7 @@ impl Session<'_> {
             gate: Gate::new(id, ladder),
             last: SendCounters::default(),
             narrowed_seen: self.shaping.narrowed.load(Ordering::Relaxed),
+            playback: self.state.subscription(id).is_some_and(|s| s.playback.is_some()),
         };
         tokio::spawn(pump.run())
     }

@@ -164,7 +164,13 @@ pub fn run(data: &[u8]) -> u64 {
             6 if !h.links.is_empty() => {
                 // Only a subscriber may send these: a protocol error.
                 let id = h.links[pick(h.links.len())].0;
-                let msg = Control::Subscribe { id: 1, camera: camera.into(), quality, viewer: None };
+                let msg = Control::Subscribe {
+                    id: 1,
+                    camera: camera.into(),
+                    quality,
+                    viewer: None,
+                    playback: None,
+                };
                 assert!(h.state.on_control(id, msg, now).is_err());
             }
             7 | 8 => {

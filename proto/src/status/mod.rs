@@ -283,6 +283,39 @@ pub struct StatusDoc {
     /// "transcode"`); agents only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcodes: Option<TranscodeStatus>,
+    /// The recording rules (`[[recording]]`) and their stores; agents only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recordings: Vec<RecordingStatus>,
+}
+
+/// One `[[recording]]` rule and its store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordingStatus {
+    /// Rule name.
+    pub rule: String,
+    /// Store directory.
+    pub dir: String,
+    /// Tracks (camera at a quality) being recorded now.
+    pub recording: u32,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// The rule's quota (`max_gb`), bytes.
+    pub max_bytes: u64,
+    /// `retention_hours`.
+    pub retention_hours: f64,
+    /// Oldest recorded time, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ms: Option<u64>,
+    /// GOPs written since start.
+    pub gops_written: u64,
+    /// GOPs not recorded since start (disk full, writer behind).
+    pub gops_lost: u64,
+    /// Segments deleted since start, by why (`retention`, `quota`, `disk-full`).
+    pub deleted: std::collections::BTreeMap<String, u64>,
+    /// Set while the store cannot write (disk full and nothing left to
+    /// delete): what is wrong; live delivery goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
 }
 
 /// The agent's transcodes: how many run, the cap, and what the cap refused.

@@ -181,6 +181,60 @@ impl StatusDoc {
                 vec![(String::new(), t.refused as f64)],
             );
         }
+        if !self.recordings.is_empty() {
+            let per_rule = |f: &dyn Fn(&crate::status::RecordingStatus) -> f64| {
+                self.recordings.iter().map(|r| (format!("rule=\"{}\"", esc_label(&r.rule)), f(r))).collect()
+            };
+            metric(
+                "ponte_recording_bytes",
+                "gauge",
+                "Bytes of recordings on disk, by [[recording]] rule.",
+                per_rule(&|r| r.bytes as f64),
+            );
+            metric(
+                "ponte_recording_quota_bytes",
+                "gauge",
+                "Disk quota of the rule's recordings (max_gb), bytes.",
+                per_rule(&|r| r.max_bytes as f64),
+            );
+            metric(
+                "ponte_recording_tracks",
+                "gauge",
+                "Camera streams being recorded now, by rule.",
+                per_rule(&|r| f64::from(r.recording)),
+            );
+            metric(
+                "ponte_recording_gops_written_total",
+                "counter",
+                "GOPs written to the recordings since start.",
+                per_rule(&|r| r.gops_written as f64),
+            );
+            metric(
+                "ponte_recording_gops_lost_total",
+                "counter",
+                "GOPs that could not be recorded (disk full, writer behind) since start.",
+                per_rule(&|r| r.gops_lost as f64),
+            );
+            metric(
+                "ponte_recording_alarm",
+                "gauge",
+                "1 while the rule's store cannot write (disk full, nothing left to delete).",
+                per_rule(&|r| if r.alarm.is_some() { 1.0 } else { 0.0 }),
+            );
+            metric(
+                "ponte_recording_segments_deleted_total",
+                "counter",
+                "Recording segments deleted since start, by rule and why (retention, quota, disk-full).",
+                self.recordings
+                    .iter()
+                    .flat_map(|r| {
+                        r.deleted.iter().map(move |(why, n)| {
+                            (format!("rule=\"{}\",why=\"{}\"", esc_label(&r.rule), esc_label(why)), *n as f64)
+                        })
+                    })
+                    .collect(),
+            );
+        }
         if !self.ptz_commands.is_empty() {
             metric(
                 "ponte_ptz_commands_total",

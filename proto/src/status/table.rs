@@ -96,6 +96,18 @@ impl StatusDoc {
                 );
             }
         }
+        for r in &self.recordings {
+            let _ = write!(
+                out,
+                "\nRECORDING  {}: {} stream(s), {:.1} of {:.1} GB, kept {} h{}",
+                r.rule,
+                r.recording,
+                r.bytes as f64 / 1e9,
+                r.max_bytes as f64 / 1e9,
+                r.retention_hours,
+                r.alarm.as_ref().map(|a| format!(" — ALARM: {a}")).unwrap_or_default()
+            );
+        }
         if let Some(t) = self.transcodes.as_ref().filter(|t| t.active > 0 || t.refused > 0) {
             let _ = writeln!(
                 out,

@@ -16,6 +16,7 @@
 //! - [`layouts`]: the per-account layout file.
 
 pub mod layouts;
+mod recall;
 
 use crate::audit::RelayAudit;
 use crate::auth::{self, Auth, Viewer};
@@ -65,13 +66,20 @@ pub struct ConsoleState {
     whep: Arc<WhepState>,
     layouts: Arc<LayoutStore>,
     status: Option<StatusFeed>,
+    exports: recall::Exports,
 }
 
 impl ConsoleState {
     /// Console over `whep`'s cameras and accounts, layouts kept in `layouts`,
     /// the status strip read from `status` (none: links not shown).
     pub fn new(whep: Arc<WhepState>, layouts: Arc<LayoutStore>, status: Option<StatusFeed>) -> Self {
-        Self { whep, layouts, status }
+        Self { whep, layouts, status, exports: recall::Exports::default() }
+    }
+
+    /// Evidence exports are saved under `dir` (`relay.state_dir/exports`).
+    pub fn with_exports(mut self, dir: std::path::PathBuf) -> Self {
+        self.exports = recall::Exports::new(Some(dir));
+        self
     }
 
     fn audit(&self) -> &Arc<RelayAudit> {
@@ -88,6 +96,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/api/layouts/{name}", put(save_layout).delete(delete_layout))
         .route("/api/snapshot", post(snapshot))
         .route("/api/strip", get(strip))
+        .route("/api/recordings/{camera}", get(recall::recordings))
+        .route("/api/export", post(recall::export))
+        .route("/api/exports/{id}/{file}", get(recall::download))
         .route_layer(need_viewer)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route("/console", get(page))

@@ -13,6 +13,7 @@
 mod admission;
 mod auth;
 pub mod framing;
+pub mod range;
 mod sdp;
 mod server;
 mod session;

@@ -36,6 +36,7 @@
 //! and the timers, feeds the state machine and executes what it returns.
 //! The lock around the state is never held across an `.await`.
 
+pub mod recall;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -110,12 +111,15 @@ struct Inner {
     ptz_waiting: HashMap<(LinkId, u64), oneshot::Sender<PtzReply>>,
     /// Always-on cameras: a task per camera holding a subscription open.
     keepers: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Playbacks, recorded ranges and exports under way.
+    recall: recall::RecallIo,
 }
 
 impl Inner {
     /// Grants the link's peer the GOP stream credit its subscriptions need.
     fn fit_window(&mut self, link: LinkId) {
-        let subs = self.state.links.get(&link).map_or(0, |l| l.subs.len());
+        let subs =
+            self.state.links.get(&link).map_or(0, |l| l.subs.len()) + self.recall.playbacks_on(link) + 1;
         if let Some(io) = self.links.get_mut(&link) {
             io.window.fit_connection(&io.conn, subs);
         }
@@ -186,6 +190,7 @@ impl Upstreams {
                 tracks: HashMap::new(),
                 ptz_waiting: HashMap::new(),
                 keepers: HashMap::new(),
+                recall: recall::RecallIo::default(),
             }),
             bytes_received: AtomicU64::new(0),
             catalog_version: tokio::sync::watch::channel(0).0,
@@ -727,6 +732,9 @@ impl Upstreams {
 
     /// Feeds a control message of `link_id` (from site `peer`) to the state machine.
     fn on_control(&self, link_id: LinkId, peer: &str, msg: Control) -> Result<(), SessionError> {
+        if self.on_recall_control(link_id, &msg) {
+            return Ok(());
+        }
         let catalog = matches!(msg, Control::Catalog { .. });
         {
             let mut inner = self.lock();
@@ -782,6 +790,7 @@ impl Upstreams {
     fn drop_link(&self, link_id: LinkId) {
         let mut inner = self.lock();
         inner.links.remove(&link_id);
+        inner.recall.link_down(link_id);
         let actions = inner.state.link_down(link_id, now());
         self.execute(&mut inner, actions);
         // Anything still waiting on it hears `unavailable` as its sender drops.
@@ -792,18 +801,40 @@ impl Upstreams {
         while let Ok(recv) = conn.accept_uni().await {
             let this = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = this.read_media(link_id, recv).await {
+                let mut recv = recv;
+                let read = match session::sniff(&mut recv).await {
+                    Ok(Some(session::UniStream::Gop(head))) => {
+                        this.read_media(link_id, &head, recv).await.map(drop)
+                    }
+                    Ok(Some(session::UniStream::Export(head))) => {
+                        match session::read_export_stream(&head, recv).await {
+                            Ok(export) => {
+                                this.export_arrived(link_id, export);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = read {
                     debug!(error = %e, "media stream error");
                 }
             });
         }
     }
 
-    async fn read_media(&self, link_id: LinkId, recv: quinn::RecvStream) -> Result<bool, SessionError> {
+    async fn read_media(
+        &self,
+        link_id: LinkId,
+        head: &[u8],
+        recv: quinn::RecvStream,
+    ) -> Result<bool, SessionError> {
         let mut ingest: Option<Arc<Ingest>> = None;
         let mut link_bytes: Option<Arc<AtomicU64>> = None;
         let mut seq = 0;
-        session::read_gop_stream(recv, |ev| match ev {
+        session::read_gop_stream_after(head, recv, |ev| match ev {
             MediaEvent::Header(h) => {
                 let found = {
                     let inner = self.lock();
@@ -813,6 +844,7 @@ impl Upstreams {
                         .fed_track(link_id, h.subscription)
                         .and_then(|k| inner.tracks.get(k))
                         .map(|t| t.ingest.clone())
+                        .or_else(|| inner.recall.fed(link_id, h.subscription))
                 };
                 let Some(ing) = found else { return false };
                 if ing.latest_gop.fetch_max(h.seq, Ordering::AcqRel) > h.seq {

@@ -68,6 +68,9 @@ struct SessionBody {
     quality: &'static str,
     /// Whether frames flow from upstream, or why not.
     track: TrackState,
+    /// A playback of the recording from this time (Unix ms); absent: live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    playback: Option<u64>,
     /// RTP ↔ capture time, once a frame went out live.
     clock: Option<CaptureRef>,
 }
@@ -84,10 +87,13 @@ pub(super) async fn session_state(
         .lock_sessions()
         .get(&id)
         .filter(|s| s.viewer.same_holder(&viewer))
-        .map(|s| (s.camera.clone(), s.quality, s.clock.reference()));
-    if let Some((camera, quality, clock)) = live {
-        let track = state.source.track_state(&camera, quality).unwrap_or(TrackState::Live);
-        let body = SessionBody { state: "live", camera, quality: quality.name(), track, clock };
+        .map(|s| (s.camera.clone(), s.quality, s.clock.reference(), s.playback));
+    if let Some((camera, quality, clock, playback)) = live {
+        let track = match playback {
+            Some(_) => TrackState::Live,
+            None => state.source.track_state(&camera, quality).unwrap_or(TrackState::Live),
+        };
+        let body = SessionBody { state: "live", camera, quality: quality.name(), track, playback, clock };
         return ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
     }
     match state.end_of(&id, &viewer) {
@@ -133,6 +139,20 @@ pub(super) async fn end_session(
 pub(crate) struct QualityQuery {
     /// `main` (default) or `sub`.
     pub(crate) quality: Option<String>,
+    /// Play the recording back from this time (Unix ms) instead of live
+    /// (WHEP only).
+    pub(crate) at: Option<String>,
+}
+
+/// The `at` parameter: Unix milliseconds.
+pub(crate) fn at_param(camera: &str, at: Option<&str>) -> Result<Option<u64>, Reject> {
+    let Some(at) = at.map(str::trim).filter(|a| !a.is_empty()) else { return Ok(None) };
+    at.parse::<u64>().map(Some).map_err(|_| {
+        Reject::new(
+            StatusCode::BAD_REQUEST,
+            format!("camera `{camera}`: `at` = {at:?}: give the time to play back from in Unix milliseconds"),
+        )
+    })
 }
 
 /// `POST /whep/{camera}`: admit the offer, wait for the camera's first frame,
@@ -147,15 +167,16 @@ pub(super) async fn offer(
     body: Bytes,
 ) -> Result<Response, Reject> {
     let client = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let at = at_param(&camera, query.at.as_deref())?;
     let admitted = admit(&state, &viewer, &camera, query.quality.as_deref(), client, &headers, &body)?;
-    let (reader, first) = first_frame(&state, &viewer, &camera, admitted.quality).await?;
+    let (reader, first) = first_frame(&state, &viewer, &camera, admitted.quality, at).await?;
     let codec = first.0.config.codec;
     if !admitted.offered.decodes(codec) {
         let has_h264_sub = admitted.plan.reason.is_some();
         let unplayable = Unplayable { quality: admitted.quality, codec, has_h264_sub };
         return Err(unplayable_reject(&state, &headers, &camera, unplayable));
     }
-    register(&state, viewer, camera, admitted, reader, first).await
+    register(&state, viewer, camera, admitted, reader, first, at).await
 }
 
 /// An offer the relay will answer: its quality (the one asked for, or the
@@ -289,9 +310,23 @@ async fn first_frame(
     viewer: &Viewer,
     camera: &str,
     quality: Quality,
+    at: Option<u64>,
 ) -> Result<(TrackReader, (HubItem, Arrival)), Reject> {
     let name = viewer.upstream_name();
-    let mut reader = state.source.subscribe_as(camera, quality, Some(&name)).await.map_err(|f| {
+    let subscribed = match at {
+        None => state.source.subscribe_as(camera, quality, Some(&name)).await,
+        Some(from_ms) => {
+            let p = ponte_proto::wire::Playback { from_ms, to_ms: None };
+            let r = state.source.playback_as(camera, quality, p, Some(&name)).await;
+            let (outcome, detail) = match &r {
+                Ok(_) => ("allowed", format!("WHEP from {from_ms} (Unix ms)")),
+                Err(f) => ("refused", format!("WHEP from {from_ms} (Unix ms): {}", f.reason)),
+            };
+            state.audit.recall(viewer.audit_name(), camera, quality, "playback", outcome, &detail);
+            r
+        }
+    };
+    let mut reader = subscribed.map_err(|f| {
         info!(camera = %camera, quality = quality.name(), viewer = viewer.name(), code = f.code.name(), reason = %f.reason, "WHEP: upstream refused");
         state.audit.refused(viewer.audit_name(), camera, quality, f.code.name(), &f.reason);
         subscribe_reject(camera, quality, &f)
@@ -335,6 +370,7 @@ async fn register(
     admitted: Admitted,
     reader: TrackReader,
     first: (HubItem, Arrival),
+    playback: Option<u64>,
 ) -> Result<Response, Reject> {
     let Admitted { quality, plan, offer, permit, .. } = admitted;
     let codec = first.0.config.codec;
@@ -358,6 +394,7 @@ async fn register(
             started,
             stop: stop_tx,
             clock: clock.clone(),
+            playback,
         },
     );
     // Accounts may have been reloaded, or this browser logged out, while
@@ -475,6 +512,11 @@ fn subscribe_reject(camera: &str, quality: Quality, failure: &SubscribeFailure) 
             StatusCode::SERVICE_UNAVAILABLE,
             "does not fit in this site's link budget now",
             "close another stream or try the substream",
+        ),
+        SubscribeErrorCode::NotRecorded => (
+            StatusCode::NOT_FOUND,
+            "has no recording at that time",
+            "pick a time inside the recorded ranges (/api/recordings/{camera})",
         ),
     };
     // Upstream reasons say what went wrong; the fix is ours to add.

@@ -38,7 +38,7 @@
 
 pub mod clock;
 mod codec_choice;
-mod http;
+pub(crate) mod http;
 mod offer;
 mod peer;
 mod session;
@@ -149,6 +149,8 @@ struct SessionEntry {
     stop: oneshot::Sender<End>,
     /// The session's capture clock (see [`clock`]).
     clock: Arc<clock::CaptureClock>,
+    /// A playback of the recording from this time (Unix ms), not live.
+    playback: Option<u64>,
 }
 
 impl auth::LiveStream for SessionEntry {

@@ -496,7 +496,7 @@ async fn random_control_sequences_never_take_the_agent_down() -> Result<()> {
             // Every other session only sends what a relay may send.
             let top = if round % 2 == 0 { 97 } else { 100 };
             let msg = match rng.random_range(0..top) {
-                0..=49 => Control::Subscribe { id, camera, quality, viewer: None },
+                0..=49 => Control::Subscribe { id, camera, quality, viewer: None, playback: None },
                 50..=84 => Control::Unsubscribe { id },
                 85..=96 => Control::Stats(Default::default()),
                 // Only an agent may send these: the session must end.

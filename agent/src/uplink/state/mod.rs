@@ -14,11 +14,12 @@
 use crate::access::Access;
 use ponte_proto::audit::{AnchoredHead, AuditRecord, ACTION_ANCHOR};
 use ponte_proto::media::Quality;
+use ponte_proto::policy::RecallUse;
 use ponte_proto::policy::{Decision, LocalTime};
 use ponte_proto::ptz::{PtzCommand, PtzHolder};
 use ponte_proto::session::{self, SessionError};
 use ponte_proto::shaping::{Budget, Ladder, Priority, Rung};
-use ponte_proto::wire::{CatalogEntry, Control, StatsReport, SubscribeErrorCode};
+use ponte_proto::wire::{CatalogEntry, Control, Playback, StatsReport, SubscribeErrorCode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -37,6 +38,38 @@ pub enum Action {
         camera: String,
         /// Quality asked for.
         quality: Quality,
+        /// Play the recording back from here instead of live.
+        playback: Option<Playback>,
+    },
+    /// Answer the relay's `Recordings` request with the camera's recorded
+    /// ranges (the shell reads them from the store).
+    Recordings {
+        /// Request id.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// Quality.
+        quality: Quality,
+        /// How far back the site may reach, Unix ms.
+        earliest_ms: Option<u64>,
+        /// Whether the site may take exports.
+        export: bool,
+    },
+    /// Make an evidence export and send it to the relay (`ExportResult`,
+    /// then the clip on its own stream); the policy allowed it.
+    Export {
+        /// Export id.
+        id: u64,
+        /// Camera id.
+        camera: String,
+        /// Quality.
+        quality: Quality,
+        /// Start, Unix ms.
+        from_ms: u64,
+        /// End, Unix ms.
+        to_ms: u64,
+        /// The operator who asked, as `viewer@site`.
+        viewer: String,
     },
     /// Serve subscription `id` from the track just opened: add it to the
     /// shaper and start its pump.
@@ -93,6 +126,8 @@ pub struct Subscription {
     /// Who watches it at the site, as the relay last said (`Viewers`),
     /// each as `viewer@site`.
     pub viewers: BTreeSet<String>,
+    /// A playback of the recording, not live.
+    pub playback: Option<Playback>,
 }
 
 /// A subscription granted by policy whose camera track is being opened.
@@ -103,6 +138,7 @@ struct Opening {
     quality: Quality,
     rule: String,
     viewer: Option<String>,
+    playback: Option<Playback>,
 }
 
 /// The state of one relay session.
@@ -276,8 +312,12 @@ impl SessionState {
         now: jiff::Timestamp,
     ) -> Result<Vec<Action>, SessionError> {
         Ok(match msg {
-            Control::Subscribe { id, camera, quality, viewer } => {
-                self.subscribe(id, camera, quality, viewer, catalog, now)
+            Control::Subscribe { id, camera, quality, viewer, playback } => {
+                self.subscribe(id, camera, quality, viewer, playback, catalog, now)
+            }
+            Control::Recordings { id, camera, quality } => self.recordings(id, camera, quality, catalog, now),
+            Control::Export { id, camera, quality, from_ms, to_ms, viewer } => {
+                self.export(id, camera, quality, (from_ms, to_ms), viewer, catalog, now)
             }
             Control::Unsubscribe { id } => match self.forget(id) {
                 Some(sub) => {
@@ -330,12 +370,14 @@ impl SessionState {
         ]
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &mut self,
         id: u64,
         camera: String,
         quality: Quality,
         viewer: Option<String>,
+        playback: Option<Playback>,
         catalog: &[CatalogEntry],
         now: jiff::Timestamp,
     ) -> Vec<Action> {
@@ -364,7 +406,13 @@ impl SessionState {
             ));
             return actions;
         };
-        let refusal = match self.access.evaluate(site, &entry, quality, self.local_time(now)) {
+        let decision = match playback {
+            Some(p) => {
+                self.access.evaluate_recall(site, &entry, quality, now, RecallUse::Playback, p.from_ms)
+            }
+            None => self.access.evaluate(site, &entry, quality, self.local_time(now)),
+        };
+        let refusal = match decision {
             Decision::Deny { hidden: true, reason } => Some((SubscribeErrorCode::Unknown, unknown, reason)),
             Decision::Deny { hidden: false, reason } => {
                 Some((SubscribeErrorCode::Forbidden, reason.clone(), reason))
@@ -385,8 +433,9 @@ impl SessionState {
                         format!("site `{site}` already receives its maximum of {max} concurrent streams");
                     Some((SubscribeErrorCode::OverBudget, reason.clone(), reason))
                 } else {
-                    self.opening = Some(Opening { id, entry, quality, rule, viewer: viewer.clone() });
-                    actions.push(Action::OpenCamera { id, camera: camera.clone(), quality });
+                    self.opening =
+                        Some(Opening { id, entry, quality, rule, viewer: viewer.clone(), playback });
+                    actions.push(Action::OpenCamera { id, camera: camera.clone(), quality, playback });
                     None
                 }
             }
@@ -397,6 +446,107 @@ impl SessionState {
         actions
     }
 
+    /// The catalog entry of `camera` at `quality` if this site may see it.
+    fn visible(&self, camera: &str, quality: Quality, catalog: &[CatalogEntry]) -> Option<CatalogEntry> {
+        let entry = catalog.iter().find(|c| c.id == camera && c.qualities.contains(&quality))?;
+        self.access.catalog(&self.site, std::slice::from_ref(entry)).into_iter().next()
+    }
+
+    /// The relay asks what is recorded of a camera: answered only if the
+    /// site may play it back.
+    fn recordings(
+        &mut self,
+        id: u64,
+        camera: String,
+        quality: Quality,
+        catalog: &[CatalogEntry],
+        now: jiff::Timestamp,
+    ) -> Vec<Action> {
+        let refused = |reason: String| {
+            vec![Action::Send(Control::RecordingsInfo {
+                id,
+                ranges: Vec::new(),
+                earliest_ms: None,
+                export: false,
+                refused: Some(reason),
+            })]
+        };
+        let Some(entry) = self.visible(&camera, quality, catalog) else {
+            return refused(format!("camera `{camera}` is not in the catalog of site `{}`", self.site));
+        };
+        let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        match self.access.evaluate_recall(&self.site, &entry, quality, now, RecallUse::Playback, now_ms) {
+            Decision::Allow { .. } => vec![Action::Recordings {
+                id,
+                camera,
+                quality,
+                earliest_ms: self.access.earliest_recall(&self.site, now_ms),
+                export: self.access.may_export(&self.site),
+            }],
+            Decision::Deny { reason, .. } => refused(reason),
+        }
+    }
+
+    /// The relay asks for an evidence export: the policy decides, and both
+    /// the refusal and the grant are audited with the operator's name.
+    #[allow(clippy::too_many_arguments)]
+    fn export(
+        &mut self,
+        id: u64,
+        camera: String,
+        quality: Quality,
+        (from_ms, to_ms): (u64, u64),
+        viewer: String,
+        catalog: &[CatalogEntry],
+        now: jiff::Timestamp,
+    ) -> Vec<Action> {
+        let viewer = self.qualify(if viewer.is_empty() { "anonymous" } else { &viewer });
+        let interval = describe_interval(from_ms, Some(to_ms));
+        let decision = match self.visible(&camera, quality, catalog) {
+            None => Decision::Deny {
+                hidden: true,
+                reason: format!("camera `{camera}` is not in the catalog of site `{}`", self.site),
+            },
+            Some(_) if to_ms <= from_ms => Decision::Deny {
+                hidden: false,
+                reason: format!("camera `{camera}`: the export ends before it starts ({interval})"),
+            },
+            Some(entry) => {
+                self.access.evaluate_recall(&self.site, &entry, quality, now, RecallUse::Export, from_ms)
+            }
+        };
+        match decision {
+            Decision::Allow { rule } => {
+                info!(site = %self.site, camera = %camera, viewer = %viewer, %interval, "export allowed");
+                vec![
+                    self.audit_as(
+                        Some(viewer.clone()),
+                        Some(&camera),
+                        Some(quality),
+                        "export",
+                        "allowed",
+                        Some(format!("{interval}, rule `{rule}`")),
+                    ),
+                    Action::Export { id, camera, quality, from_ms, to_ms, viewer },
+                ]
+            }
+            Decision::Deny { reason, .. } => {
+                info!(site = %self.site, camera = %camera, viewer = %viewer, %reason, "export refused");
+                vec![
+                    self.audit_as(
+                        Some(viewer),
+                        Some(&camera),
+                        Some(quality),
+                        "export",
+                        "refused",
+                        Some(format!("{interval}: {reason}")),
+                    ),
+                    Action::Send(Control::ExportResult { id, refused: Some(reason), bytes: 0 }),
+                ]
+            }
+        }
+    }
+
     /// The shell could not open the track an [`Action::OpenCamera`] asked
     /// for because a limit of the agent's refused it (`reason` names the key).
     pub fn camera_refused(&mut self, id: u64, reason: String) -> Vec<Action> {
@@ -404,6 +554,14 @@ impl SessionState {
         let (camera, quality) = (o.entry.id.clone(), o.quality);
         // Counted by the limit itself (`Transcodes`), not as a session limit.
         self.refuse(o.viewer, id, &camera, quality, SubscribeErrorCode::OverBudget, reason.clone(), reason)
+    }
+
+    /// The shell found nothing recorded to play back for an
+    /// [`Action::OpenCamera`] (`reason` says what and when).
+    pub fn camera_not_recorded(&mut self, id: u64, reason: String) -> Vec<Action> {
+        let Some(o) = self.opening.take_if(|o| o.id == id) else { return Vec::new() };
+        let (camera, quality) = (o.entry.id.clone(), o.quality);
+        self.refuse(o.viewer, id, &camera, quality, SubscribeErrorCode::NotRecorded, reason.clone(), reason)
     }
 
     /// The shell opened (or failed to open) the track an
@@ -424,25 +582,43 @@ impl SessionState {
             );
         }
         let rule = o.rule;
-        info!(site = %self.site, camera = %camera, quality = quality.name(), subscription = id, %rule, "subscribe");
-        let audit = self.audit_as(
-            o.viewer,
-            Some(&camera),
-            Some(quality),
-            "subscribe",
-            "allowed",
-            Some(format!("rule `{rule}`")),
-        );
+        info!(site = %self.site, camera = %camera, quality = quality.name(), subscription = id, %rule, playback = o.playback.is_some(), "subscribe");
+        let audit = match o.playback {
+            None => self.audit_as(
+                o.viewer,
+                Some(&camera),
+                Some(quality),
+                "subscribe",
+                "allowed",
+                Some(format!("rule `{rule}`")),
+            ),
+            Some(p) => self.audit_as(
+                o.viewer,
+                Some(&camera),
+                Some(quality),
+                "playback",
+                "allowed",
+                Some(format!("from {}, rule `{rule}`", describe_interval(p.from_ms, p.to_ms))),
+            ),
+        };
         // Stepping down to a substream of another codec (or the agent's
         // transcode) would end a viewer's stream, and a transcode would
         // start just because the link is busy: such a ladder goes from
         // main straight to keyframes only.
-        let has_sub = o.entry.substream().is_some_and(|(codec, transcoded)| {
-            quality == Quality::Sub || (codec == o.entry.codec && !transcoded)
-        });
+        // A playback is one recorded stream: no substream to step down to,
+        // and below every live camera in the shaper.
+        let has_sub = o.playback.is_none()
+            && o.entry.substream().is_some_and(|(codec, transcoded)| {
+                quality == Quality::Sub || (codec == o.entry.codec && !transcoded)
+            });
         let ladder = Ladder { top: Rung::of_quality(quality), has_sub };
-        let priority = self.access.priority(&self.site, &o.entry);
-        self.subs.insert(id, Subscription { camera: camera.clone(), quality, viewers: BTreeSet::new() });
+        let priority = match o.playback {
+            Some(_) => Priority::Low,
+            None => self.access.priority(&self.site, &o.entry),
+        };
+        let sub =
+            Subscription { camera: camera.clone(), quality, viewers: BTreeSet::new(), playback: o.playback };
+        self.subs.insert(id, sub);
         vec![
             audit,
             Action::Send(Control::SubscribeOk { id, codec: o.entry.codec }),
@@ -601,6 +777,19 @@ impl SessionState {
 
     fn forget(&mut self, id: u64) -> Option<Subscription> {
         self.subs.remove(&id)
+    }
+}
+
+/// `2026-12-07T10:00:00.000Z to 2026-12-07T10:00:20.000Z` (or `... on`).
+pub fn describe_interval(from_ms: u64, to_ms: Option<u64>) -> String {
+    let at = |ms: u64| {
+        std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_millis(ms))
+            .map_or_else(|| format!("{ms} ms"), ponte_proto::audit::rfc3339)
+    };
+    match to_ms {
+        Some(to) => format!("{} to {}", at(from_ms), at(to)),
+        None => format!("{} on", at(from_ms)),
     }
 }
 #[cfg(test)]

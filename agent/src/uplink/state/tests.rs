@@ -86,7 +86,13 @@ fn settle(s: &mut SessionState, actions: Vec<Action>, offline: &[&str]) -> Vec<A
 }
 
 fn subscribe(s: &mut SessionState, f: &Fixture, id: u64, camera: &str, now: jiff::Timestamp) -> Vec<Action> {
-    let msg = Control::Subscribe { id, camera: camera.into(), quality: Quality::Main, viewer: None };
+    let msg = Control::Subscribe {
+        id,
+        camera: camera.into(),
+        quality: Quality::Main,
+        viewer: None,
+        playback: None,
+    };
     let actions = s.handle(msg, &f.catalog, now).unwrap();
     settle(s, actions, &[])
 }
@@ -127,7 +133,7 @@ fn a_granted_subscribe_is_audited_answered_and_pumped_in_that_order() {
 
     let a = subscribe(&mut s, &f, 7, "piazza", night());
     assert!(
-        matches!(&a[0], Action::OpenCamera { id: 7, camera, quality: Quality::Main } if camera == "piazza")
+        matches!(&a[0], Action::OpenCamera { id: 7, camera, quality: Quality::Main, playback: None } if camera == "piazza")
     );
     assert_eq!(audited(&a), [("subscribe".into(), "allowed".into(), "rule `zone:Giuseppina`".into())]);
     assert!(matches!(&a[2], Action::Send(Control::SubscribeOk { id: 7, .. })));
@@ -181,7 +187,13 @@ fn outside_its_time_window_a_site_is_forbidden_and_a_closing_window_revokes() {
 fn an_offline_camera_is_refused_after_the_grant() {
     let f = fixture(CONFIG);
     let mut s = SessionState::new("questura", f.access.clone(), 8);
-    let msg = Control::Subscribe { id: 3, camera: "piazza".into(), quality: Quality::Main, viewer: None };
+    let msg = Control::Subscribe {
+        id: 3,
+        camera: "piazza".into(),
+        quality: Quality::Main,
+        viewer: None,
+        playback: None,
+    };
     let actions = s.handle(msg, &f.catalog, night()).unwrap();
     let a = settle(&mut s, actions, &["piazza"]);
     assert_eq!(error_code(&a).unwrap().1, SubscribeErrorCode::Offline);
@@ -387,6 +399,7 @@ fn the_audit_names_each_partner_operator_qualified_by_the_certificates_site() {
         camera: "piazza".into(),
         quality: Quality::Main,
         viewer: Some("op@carabinieri".into()),
+        playback: None,
     };
     let actions = s.handle(msg, &f.catalog, night()).unwrap();
     let a = settle(&mut s, actions, &[]);

@@ -99,5 +99,6 @@ pub(super) fn subscribe_reply(camera: &str, failure: &SubscribeFailure) -> Reply
         SubscribeErrorCode::Forbidden => StatusCode::Forbidden,
         SubscribeErrorCode::Offline => StatusCode::ServiceUnavailable,
         SubscribeErrorCode::OverBudget => StatusCode::NotEnoughBandwidth,
+        SubscribeErrorCode::NotRecorded => StatusCode::InvalidRange,
     })
 }

@@ -7,6 +7,7 @@ use super::reply::Reply;
 use super::setup::session_id;
 use super::RtspServer;
 use crate::audit::Viewing;
+use crate::rtsp::range;
 use crate::rtsp::session::{self, PumpSpec};
 use rtsp_types::{Method, Request, StatusCode};
 use std::borrow::Cow;
@@ -39,6 +40,17 @@ impl RtspServer {
 
     pub(super) async fn play(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Result<Reply, Reply> {
         let id = self.session_access(conn, req).await?;
+        let range = match req.header(&rtsp_types::headers::RANGE).map(|v| range::parse(v.as_str())) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(r))) => Some(r),
+            Some(Err(why)) => {
+                info!(peer = %conn.peer, %why, "RTSP: PLAY with a bad Range");
+                return Err(Reply::new(StatusCode::InvalidRange));
+            }
+        };
+        if let Some(r) = range {
+            self.replay(&id, r).await?;
+        }
         let mut sessions = self.lock();
         let s = sessions.get_mut(&id).ok_or_else(|| Reply::new(StatusCode::SessionNotFound))?;
         let mut rtp_info =
@@ -81,10 +93,61 @@ impl RtspServer {
             );
         }
         s.paused.store(false, Ordering::Relaxed);
+        let range_answer = range.map_or_else(|| "npt=now-".to_owned(), range::format);
         Ok(Reply::ok()
             .header("Session", format!("{id};timeout={}", self.settings.session_timeout.as_secs()))
-            .header("Range", "npt=now-")
+            .header("Range", range_answer)
             .header("RTP-Info", rtp_info))
+    }
+
+    /// `PLAY` with `Range: clock=`: the session, not yet playing, plays the
+    /// recording of that interval instead of live (ONVIF Profile G style);
+    /// the stream ends (RTCP BYE) at the interval's end.
+    async fn replay(&self, id: &str, r: range::ClockRange) -> Result<(), Reply> {
+        let (camera, quality, viewer) = {
+            let sessions = self.lock();
+            let s = sessions.get(id).ok_or_else(|| Reply::new(StatusCode::SessionNotFound))?;
+            if s.pending.is_none() {
+                // Already playing: a seek in a running session is not supported.
+                return Err(Reply::new(StatusCode::MethodNotValidInThisState));
+            }
+            (s.camera.clone(), s.quality, s.viewer.clone())
+        };
+        let name = viewer.upstream_name();
+        let p = ponte_proto::wire::Playback { from_ms: r.from_ms, to_ms: r.to_ms };
+        let detail = format!("RTSP {}", range::format(r));
+        let mut reader = match self.source.playback_as(&camera, quality, p, Some(&name)).await {
+            Ok(reader) => {
+                self.audit.recall(viewer.audit_name(), &camera, quality, "playback", "allowed", &detail);
+                reader
+            }
+            Err(f) => {
+                self.audit.recall(
+                    viewer.audit_name(),
+                    &camera,
+                    quality,
+                    "playback",
+                    "refused",
+                    &format!("{detail}: {}", f.reason),
+                );
+                return Err(super::describe::subscribe_reply(&camera, &f));
+            }
+        };
+        let first = match tokio::time::timeout(self.settings.first_frame_timeout, reader.next()).await {
+            Ok(Some(item)) => item,
+            _ => {
+                info!(camera = %camera, "RTSP: the recording gave no frame in time");
+                return Err(Reply::new(StatusCode::ServiceUnavailable));
+            }
+        };
+        let mut sessions = self.lock();
+        let s = sessions.get_mut(id).ok_or_else(|| Reply::new(StatusCode::SessionNotFound))?;
+        if first.config.codec != s.codec {
+            return Err(Reply::new(StatusCode::UnsupportedMediaType));
+        }
+        info!(peer = %s.peer, camera = %camera, range = %range::format(r), "RTSP replay of a recorded interval");
+        s.pending = Some((reader, first));
+        Ok(())
     }
 
     fn pump_ended(&self, id: &str, camera: &str, end: session::End) {

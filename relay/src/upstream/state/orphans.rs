@@ -82,8 +82,13 @@ impl UpstreamState {
         t.paused = None;
         t.peer = link.peer.clone();
         t.lost_since = t.orphaned.take();
-        let msg =
-            Control::Subscribe { id: sub_id, camera: key.camera.clone(), quality: key.quality, viewer: None };
+        let msg = Control::Subscribe {
+            id: sub_id,
+            camera: key.camera.clone(),
+            quality: key.quality,
+            viewer: None,
+            playback: None,
+        };
         out.push(Action::Send { link: link_id, msg });
         out.push(Action::Adopted { track: key.clone() });
     }

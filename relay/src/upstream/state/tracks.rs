@@ -79,6 +79,7 @@ impl UpstreamState {
                 camera: camera.to_owned(),
                 quality: key.quality,
                 viewer: viewer.map(wire_viewer),
+                playback: None,
             },
         })
     }
