@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+pub mod recording;
+
 pub use ponte_proto::endpoint::TransportSection;
 pub use ponte_proto::tls::TlsSection;
 
@@ -51,10 +53,10 @@ pub struct AgentConfig {
     pub operators: Vec<crate::operators::OperatorConfig>,
     /// Where recordings are stored.
     #[serde(default)]
-    pub recordings: crate::recall::config::RecordingsSection,
+    pub recordings: crate::config::recording::RecordingsSection,
     /// What is recorded, one `[[recording]]` per rule (none by default).
     #[serde(default, rename = "recording")]
-    pub recording: Vec<crate::recall::config::RecordingRule>,
+    pub recording: Vec<crate::config::recording::RecordingRule>,
 }
 
 /// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.

@@ -11,7 +11,6 @@
 //!   recorded timestamps; the session's pump sends it like a live one.
 //! - `export`: the GOPs of an interval, muxed and signed.
 
-pub mod config;
 mod export;
 mod playback;
 mod recorder;
@@ -19,7 +18,7 @@ mod recorder;
 pub use export::ExportRequest;
 
 use anyhow::{Context, Result};
-use config::{RecordingRule, RecordingsSection};
+use crate::config::recording::{RecordingRule, RecordingsSection};
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::hub::{TrackKey, TrackReader};
 use ponte_proto::media::Quality;

@@ -78,7 +78,7 @@ impl RecordingRule {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
         let name = &self.name;
-        if !crate::config::valid_id(name) {
+        if !super::valid_id(name) {
             bail!("`recording.name` = {name:?}: use lowercase letters, digits and `-`");
         }
         if !(self.retention_hours > 0.0 && self.retention_hours <= MAX_RETENTION_HOURS) {
