@@ -31,6 +31,7 @@ mod procs;
 pub mod quic;
 pub mod rtsp_camera;
 mod rtsp_reader;
+pub mod rtsp_replay;
 mod stack;
 
 pub use accounts::{operator_password, operator_token, relay_digest_viewer, relay_token, relay_viewer};

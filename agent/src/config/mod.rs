@@ -411,6 +411,7 @@ impl AgentConfig {
         check(jiff::tz::TimeZone::get(&self.policy.timezone).map(drop).with_context(|| {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         }));
+        check(self.recordings.validate());
         let mut rules = HashSet::new();
         for r in &self.recording {
             if !rules.insert(&r.name) {

@@ -24,11 +24,29 @@ pub struct RecordingsSection {
     /// Directory of the stores, one subdirectory per `[[recording]]` rule.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// Length of a segment file, seconds (1 to 3600, default 60): the unit
+    /// retention and quotas delete, and what a full disk frees at a time.
+    #[serde(default = "default_segment_secs")]
+    pub segment_secs: u64,
 }
 
 impl Default for RecordingsSection {
     fn default() -> Self {
-        Self { dir: default_dir() }
+        Self { dir: default_dir(), segment_secs: default_segment_secs() }
+    }
+}
+
+fn default_segment_secs() -> u64 {
+    60
+}
+
+impl RecordingsSection {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=3600).contains(&self.segment_secs) {
+            bail!("`recordings.segment_secs` = {}: expected 1 to 3600 seconds", self.segment_secs);
+        }
+        Ok(())
     }
 }
 

@@ -17,8 +17,8 @@ mod recorder;
 
 pub use export::ExportRequest;
 
-use anyhow::{Context, Result};
 use crate::config::recording::{RecordingRule, RecordingsSection};
+use anyhow::{Context, Result};
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::hub::{TrackKey, TrackReader};
 use ponte_proto::media::Quality;
@@ -32,9 +32,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
-
-/// Length of a store segment, seconds: the unit retention and quotas delete.
-pub const SEGMENT_SECS: u64 = 60;
 
 /// One `[[recording]]` rule at run time.
 pub(crate) struct Rule {
@@ -102,7 +99,7 @@ impl Recall {
             let limits = StoreLimits {
                 retention_ms: (r.retention_hours * 3_600_000.0) as u64,
                 max_bytes: r.max_bytes(),
-                segment_secs: SEGMENT_SECS,
+                segment_secs: section.segment_secs,
             };
             let (store, repairs) = Store::open(&dir, limits).with_context(|| {
                 format!("opening the recordings of `[[recording]]` {:?} in `{}`", r.name, dir.display())

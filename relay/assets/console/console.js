@@ -80,7 +80,34 @@ const ctx = {
   editTour: (tile) => editTour(tile),
   toggleFull: (tile) => (tile.full ? exitFull() : full(tile.index)),
   clear: (tile) => tile.setCamera(null),
+  exportClip: (tile) => exportAround(tile).catch((err) => say(t('exportFailed', { why: err.message || String(err) }))),
 };
+
+// ---- recall: exports --------------------------------------------------------
+
+// Exports `fromMs`..`toMs` of the tile's camera: the relay asks the master
+// room for the clip and its signed manifest, and keeps both for this account.
+async function exportClip(index, fromMs, toMs) {
+  const tile = tiles[index];
+  if (!tile || !tile.camera) throw new Error('no camera in this tile');
+  say(t('exporting', { camera: tile.camera }));
+  const resp = await fetch('/api/export', {
+    method: 'POST',
+    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    body: JSON.stringify({ camera: tile.camera, quality: 'main', from_ms: Math.round(fromMs), to_ms: Math.round(toMs) }),
+  });
+  if (resp.status === 401) needLogin('');
+  if (resp.status !== 201) throw new Error((await resp.text()).trim() || `HTTP ${resp.status}`);
+  const out = await resp.json();
+  say(`${t('exported', { file: out.file, sha: String(out.manifest.sha256 || '').slice(0, 16) })}${out.clip} · ${out.manifest_url}`);
+  return out;
+}
+
+// The console's button: the 30 seconds before the picture on screen.
+function exportAround(tile) {
+  const end = tile.replayAt !== null && tile.captureMs ? tile.captureMs : Date.now();
+  return exportClip(tile.index, end - 30000, end);
+}
 
 function setGrid(next, cams = null) {
   if (!GRIDS[next]) next = '2x2';
@@ -670,6 +697,11 @@ window.ponteConsole = {
     return { file: shot.file, text: shot.text, width: shot.width, height: shot.height, pngBase64: btoa(bin) };
   },
   saveLayout,
+  playFrom: (i, atMs) => tiles[i] && tiles[i].playFrom(atMs),
+  rewind: (i, ms) => tiles[i] && tiles[i].rewind(ms),
+  live: (i) => tiles[i] && tiles[i].goLive(),
+  recordings: (i) => (tiles[i] ? tiles[i].loadRanges() : null),
+  exportClip,
   loadLayouts: async () => {
     await loadLayouts();
     return layouts;

@@ -13,6 +13,10 @@ const STALE_AFTER_MS = 1800;
 const BEHIND_MS = 400;
 // How often the tile asks the relay for the session's state and clock.
 const POLL_MS = 1000;
+// How often the timeline of a visible tile asks for the recorded ranges.
+const RANGES_POLL_MS = 10000;
+// The timeline shows this much of the past.
+const TIMELINE_MS = 60 * 60 * 1000;
 // Samples of age kept for the page's test interface.
 const SAMPLES = 900;
 const RETRY_MS = [1000, 2000, 4000, 8000, 10000];
@@ -83,6 +87,10 @@ export class Tile {
     this.probeAgeMs = null;
     this.samples = [];
     this.badgeText = '';
+    // Replay: the recording from this time (Unix ms); null: live.
+    this.replayAt = null;
+    this.recorded = null;
+    this.rangesTimer = null;
     this.build();
   }
 
@@ -110,6 +118,7 @@ export class Tile {
       button('fullBtn', () => this.ctx.toggleFull(this)),
       button('clearBtn', () => this.ctx.clear(this)),
     );
+    this.timelineEl = this.buildTimeline(button);
     this.el = el(
       'div',
       { className: 'tile', tabIndex: 0 },
@@ -117,9 +126,125 @@ export class Tile {
       el('div', { className: 'label' }, this.numEl, this.nameEl, this.badgeEl, this.ageEl),
       this.msgEl,
       this.toolsEl,
+      this.timelineEl,
     );
     this.el.dataset.tile = String(this.index);
     this.redraw();
+  }
+
+  // The timeline (issue 21): recorded ranges of the last hour, where the
+  // picture is, −30 s, −5 min, a time to jump to, back to live, export.
+  buildTimeline(button) {
+    this.trackEl = el('div', { className: 'track' });
+    this.cursorEl = el('div', { className: 'cursor', hidden: true });
+    this.trackEl.append(this.cursorEl);
+    this.trackEl.addEventListener('click', (ev) => {
+      ev.stopPropagation();
+      const r = this.trackEl.getBoundingClientRect();
+      const now = Date.now();
+      this.playFrom(now - TIMELINE_MS + ((ev.clientX - r.left) / r.width) * TIMELINE_MS);
+    });
+    this.timeEl = el('input', { type: 'time', step: 1, title: t('pickTime') });
+    this.timeEl.addEventListener('click', (ev) => ev.stopPropagation());
+    this.timeEl.addEventListener('change', () => {
+      const [h, m, s] = this.timeEl.value.split(':').map(Number);
+      if (Number.isNaN(h)) return;
+      const d = new Date();
+      d.setHours(h, m || 0, s || 0, 0);
+      // A time later than now is yesterday's.
+      const at = d.getTime() > Date.now() ? d.getTime() - 86400000 : d.getTime();
+      this.playFrom(at);
+    });
+    const line = el(
+      'div',
+      { className: 'timeline' },
+      button('back30', () => this.rewind(30000)),
+      button('back5m', () => this.rewind(300000)),
+      this.trackEl,
+      this.timeEl,
+      button('liveBtn', () => this.goLive()),
+      button('exportBtn', () => this.ctx.exportClip(this)),
+    );
+    line.addEventListener('click', (ev) => ev.stopPropagation());
+    return line;
+  }
+
+  // Rewinds `ms` from the picture on screen (live or already replaying).
+  rewind(ms) {
+    const from = this.replayAt !== null && this.captureMs ? this.captureMs : Date.now();
+    this.playFrom(from - ms);
+  }
+
+  // Plays the recording from `at` (Unix ms); the picture on screen stays
+  // until the recording's first frame is decoded.
+  playFrom(at) {
+    if (!this.camera) return;
+    this.replayAt = Math.round(at);
+    this.el.classList.add('replay');
+    this.retry = 0;
+    this.start('main');
+    this.loadRanges();
+    this.ctx.onChange();
+  }
+
+  goLive() {
+    if (this.replayAt === null) return;
+    this.replayAt = null;
+    this.el.classList.remove('replay');
+    this.retry = 0;
+    if (this.camera) this.start(this.wantedQuality());
+    this.ctx.onChange();
+  }
+
+  // Asks the relay what is recorded of the camera (for the timeline).
+  async loadRanges() {
+    const camera = this.camera;
+    if (!camera) return null;
+    try {
+      const resp = await fetch(`/api/recordings/${encodeURIComponent(camera)}?quality=main`, {
+        cache: 'no-store',
+        headers: whep.apiHeaders(this.ctx.token),
+      });
+      if (camera !== this.camera) return null;
+      this.recorded = resp.ok ? await resp.json() : { error: (await resp.text()).trim(), status: resp.status };
+    } catch (err) {
+      this.recorded = { error: err.message || String(err) };
+    }
+    this.drawTimeline();
+    return this.recorded;
+  }
+
+  // The timeline is polled only while it shows (selected, full or replaying).
+  watchRanges() {
+    const visible = this.camera && (this.selected || this.full || this.replayAt !== null);
+    if (visible && !this.rangesTimer) {
+      this.loadRanges();
+      this.rangesTimer = setInterval(() => this.loadRanges(), RANGES_POLL_MS);
+    } else if (!visible && this.rangesTimer) {
+      clearInterval(this.rangesTimer);
+      this.rangesTimer = null;
+    }
+  }
+
+  drawTimeline() {
+    for (const old of this.trackEl.querySelectorAll('.range')) old.remove();
+    const rec = this.recorded;
+    const now = Date.now();
+    const from = now - TIMELINE_MS;
+    this.trackEl.title = rec && rec.error ? rec.error : t('timelineTitle');
+    this.timelineEl.classList.toggle('refused', !!(rec && rec.error));
+    for (const [a, b] of (rec && rec.ranges) || []) {
+      if (b < from) continue;
+      const left = Math.max(0, (a - from) / TIMELINE_MS);
+      const right = Math.min(1, (b - from) / TIMELINE_MS);
+      const seg = el('div', { className: 'range' });
+      seg.style.left = `${left * 100}%`;
+      seg.style.width = `${Math.max(0.2, (right - left) * 100)}%`;
+      this.trackEl.prepend(seg);
+    }
+    const at = this.replayAt !== null ? this.captureMs || this.replayAt : null;
+    this.cursorEl.hidden = at === null;
+    if (at !== null) this.cursorEl.style.left = `${Math.min(100, Math.max(0, ((at - from) / TIMELINE_MS) * 100))}%`;
   }
 
   // ---- what the tile shows ------------------------------------------------
@@ -128,6 +253,9 @@ export class Tile {
     if (!keepTour) this.setTour(null);
     if (camera === this.camera && (this.layer || this.pending)) return;
     this.stopLayers();
+    this.replayAt = null;
+    this.recorded = null;
+    this.el.classList.remove('replay');
     this.camera = camera || null;
     this.retry = 0;
     this.message = '';
@@ -156,6 +284,8 @@ export class Tile {
     this.full = full;
     this.el.classList.toggle('selected', selected);
     this.el.classList.toggle('full', full);
+    this.watchRanges();
+    if (this.replayAt !== null) return;
     const want = this.wantedQuality();
     const have = (this.pending || this.layer || {}).quality;
     if (this.camera && have && want !== have) this.start(want);
@@ -192,7 +322,8 @@ export class Tile {
     if (this.pending) this.closeLayer(this.pending);
     const video = el('video', { muted: true, autoplay: true, playsInline: true });
     video.muted = true;
-    const layer = { quality, video, session: null, frames: 0, clock: null, track: null, poll: null, gen, closed: false };
+    const at = this.replayAt;
+    const layer = { quality, video, session: null, frames: 0, clock: null, track: null, poll: null, gen, closed: false, at };
     if (this.layer) {
       video.className = 'back';
       this.pending = layer;
@@ -206,7 +337,7 @@ export class Tile {
     const camera = this.camera;
     try {
       const probe = this.ctx.probe ? this.ctx.probe.forLayer(layer) : null;
-      layer.session = await whep.open({ camera, quality, token: this.ctx.token, probe });
+      layer.session = await whep.open({ camera, quality, token: this.ctx.token, probe, at });
     } catch (err) {
       // A layer replaced since is closed already; any other failure counts.
       if (layer.closed) return;
@@ -296,11 +427,30 @@ export class Tile {
     this.ageMs = age;
     this.captureMs = age === null ? null : shownAt - age;
     this.probeAgeMs = probeAge;
-    this.samples.push({ at: now, rtp: meta.rtpTimestamp, quality: layer.quality, ageMs: age, probeAgeMs: probeAge });
+    this.samples.push({
+      at: now,
+      shownAt,
+      rtp: meta.rtpTimestamp,
+      quality: layer.quality,
+      replay: layer.at !== null,
+      ageMs: age,
+      probeAgeMs: probeAge,
+      probeCaptureMs: probeAge === null ? null : shownAt - probeAge,
+    });
     if (this.samples.length > SAMPLES) this.samples.splice(0, this.samples.length - SAMPLES);
     if (this.message === t('connecting')) {
       this.message = '';
       this.redraw();
+    }
+    if (layer.at !== null) {
+      // A replay is old by design: only a stopped picture is not live.
+      if (this.notLive) this.setNotLive(null);
+      if (!this.ageShownAt || now - this.ageShownAt > 200) {
+        this.ageShownAt = now;
+        this.redrawAge();
+        this.drawTimeline();
+      }
+      return;
     }
     // Hysteresis: back to live only well under the limit, so an age
     // hovering at it does not flicker.
@@ -338,7 +488,7 @@ export class Tile {
     if (!layer || !layer.session || !this.lastShownAt) return;
     // The picture on screen grows older while no new one comes.
     const idle = now - this.lastShownAt;
-    const age = idle + Math.max(0, this.ageMs || 0);
+    const age = idle + (layer.at !== null ? 0 : Math.max(0, this.ageMs || 0));
     if (age > STALE_AFTER_MS) this.setNotLive(this.staleReason(layer, idle));
   }
 
@@ -410,7 +560,9 @@ export class Tile {
     this.retryTimer = setTimeout(() => {
       if (this.camera === camera && !this.layer && !this.pending) {
         this.el.classList.remove('error');
-        this.start(this.wantedQuality());
+        // A replay resumes where its picture was.
+        if (this.replayAt !== null && this.captureMs) this.replayAt = Math.round(this.captureMs);
+        this.start(this.replayAt !== null ? 'main' : this.wantedQuality());
       }
     }, wait);
   }
@@ -440,6 +592,7 @@ export class Tile {
   destroy() {
     this.setTour(null);
     this.stopLayers();
+    clearInterval(this.rangesTimer);
     this.el.remove();
   }
 
@@ -463,6 +616,15 @@ export class Tile {
     const age = this.ageMs;
     this.ageEl.hidden = age === null || !this.layer;
     if (age === null) return;
+    if (this.layer && this.layer.at !== null && this.captureMs) {
+      // Replay: when the picture was taken, not how old it is.
+      this.ageEl.textContent = `${t('replay')} ${new Date(this.captureMs).toLocaleTimeString()}`;
+      this.ageEl.classList.remove('behind');
+      this.ageEl.classList.add('replay');
+      this.ageEl.title = t('replayTitle');
+      return;
+    }
+    this.ageEl.classList.remove('replay');
     const behind = age > BEHIND_MS;
     this.ageEl.textContent = `${Math.round(age)} ms${behind ? ` · ${t('behind')}` : ''}`;
     this.ageEl.classList.toggle('behind', behind);
@@ -512,6 +674,9 @@ export class Tile {
       lastSwitch: this.lastSwitch,
       selected: this.selected,
       full: this.full,
+      replayAt: this.replayAt,
+      replaying: !!(layer && layer.at !== null),
+      recorded: this.recorded,
     };
   }
 }

@@ -35,7 +35,7 @@ function firstCandidate(pc) {
 // Opens a session for `camera` at `quality`. Resolves to
 // { pc, receiver, stream, resource, stream: MediaStream, note } or throws a
 // WhepError with the relay's own explanation.
-export async function open({ camera, quality, token, probe }) {
+export async function open({ camera, quality, token, probe, at = null }) {
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   try {
     const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
@@ -49,7 +49,9 @@ export async function open({ camera, quality, token, probe }) {
     });
     await pc.setLocalDescription(await pc.createOffer());
     await firstCandidate(pc);
-    const url = `/whep/${encodeURIComponent(camera)}?quality=${quality}`;
+    // `at`: play the recording back from that time (Unix ms) instead of live.
+    const replay = at === null ? '' : `&at=${Math.round(at)}`;
+    const url = `/whep/${encodeURIComponent(camera)}?quality=${quality}${replay}`;
     const resp = await fetch(url, {
       method: 'POST',
       headers: apiHeaders(token, { 'Content-Type': 'application/sdp' }),
