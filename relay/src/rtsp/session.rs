@@ -165,6 +165,8 @@ pub struct Session {
     pub playing_since: Option<Instant>,
     /// Why the session ends, for the audit; set before it is dropped.
     pub end_reason: Cow<'static, str>,
+    /// Plays a recorded interval (`PLAY` with `Range: clock=`), not live.
+    pub replay: bool,
 }
 
 impl Session {

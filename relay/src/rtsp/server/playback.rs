@@ -147,6 +147,7 @@ impl RtspServer {
         }
         info!(peer = %s.peer, camera = %camera, range = %range::format(r), "RTSP replay of a recorded interval");
         s.pending = Some((reader, first));
+        s.replay = true;
         Ok(())
     }
 
@@ -163,7 +164,10 @@ impl RtspServer {
         info!(peer = %s.peer, camera, viewer = s.viewer.name(), reason = %end, "RTSP session ended");
         let conn = s.conn;
         let revoked = matches!(end, session::End::Revoked(_));
+        // The end of a replayed interval is the end of the stream too.
+        let close = revoked || (s.replay && matches!(end, session::End::TrackEnded));
         let why: Cow<'static, str> = match end {
+            session::End::TrackEnded if s.replay => "the replayed interval ended".into(),
             session::End::TrackEnded => "the camera stream ended".into(),
             session::End::Revoked(why) => format!("access revoked: {why}").into(),
             session::End::CodecChanged(_) => "the camera changed codec".into(),
@@ -173,7 +177,7 @@ impl RtspServer {
         // A revocation closes the connection as a relay account's removal
         // does (the BYE alone leaves clients such as ffmpeg waiting on an
         // open socket); other sessions on it go on.
-        if revoked && left_empty {
+        if close && left_empty {
             if let Some(closer) = self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&conn) {
                 debug!(connection = conn, "RTSP: closing a connection whose stream was revoked upstream");
                 closer.notify_one();

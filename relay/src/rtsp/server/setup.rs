@@ -145,6 +145,7 @@ impl RtspServer {
             audit: self.audit.clone(),
             playing_since: None,
             end_reason: "torn down by the client".into(),
+            replay: false,
         };
         self.lock().insert(id.clone(), session);
         // Accounts may have been reloaded while the camera was subscribed:
