@@ -629,6 +629,31 @@ mod tests {
     }
 
     #[test]
+    fn recall_needs_its_right_and_stays_inside_the_lookback() {
+        let now_ms = 10 * 3_600_000;
+        let c = cam("a", "x", &[]);
+        let mut p = policy(&["*"], &[]);
+        let play = |p: &SitePolicy, from_ms| {
+            p.evaluate_recall(&c, Quality::Main, NOON_MON, RecallUse::Playback, from_ms, now_ms)
+        };
+        let Decision::Deny { hidden: false, reason } = play(&p, now_ms - 1000) else {
+            panic!("no right, yet allowed")
+        };
+        assert!(reason.contains("`playback`"), "{reason}");
+        p.recall = RecallRights { playback: true, max_lookback_hours: Some(1.0), export: false };
+        assert!(play(&p, now_ms - 3_600_000).allowed(), "exactly an hour back");
+        let Decision::Deny { reason, .. } = play(&p, now_ms - 3_600_001) else { panic!("past the lookback") };
+        assert!(reason.contains("max_lookback_hours"), "{reason}");
+        let export = p.evaluate_recall(&c, Quality::Main, NOON_MON, RecallUse::Export, now_ms - 1000, now_ms);
+        let Decision::Deny { reason, .. } = export else { panic!("export without its right") };
+        assert!(reason.contains("`export`"), "{reason}");
+        // A camera the site may not watch live it may not rewind either.
+        let denied = policy(&["*"], &["camera:a"]);
+        let d = denied.evaluate_recall(&c, Quality::Main, NOON_MON, RecallUse::Playback, now_ms, now_ms);
+        assert!(matches!(d, Decision::Deny { hidden: true, .. }));
+    }
+
+    #[test]
     fn bad_selectors_are_errors() {
         for bad in ["", "zone", "zone:", "place:x", "camera"] {
             assert!(Selector::parse(bad).is_err(), "{bad:?}");

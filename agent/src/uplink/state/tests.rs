@@ -447,3 +447,66 @@ fn the_relays_audit_head_is_anchored_in_the_agents_chain() {
     let head = r.anchor.as_ref().unwrap();
     assert_eq!((head.node.as_str(), head.seq, head.hash.as_str()), ("questura", 41, hash.as_str()));
 }
+
+#[test]
+fn playback_needs_the_sites_right_and_goes_out_low_on_a_ladder_of_one() {
+    let text = CONFIG.replace(
+        "ptz = true\nbudget_mbps = 2",
+        "ptz = true\nbudget_mbps = 2\nplayback = true\nmax_lookback_hours = 1",
+    );
+    let now = night();
+    let now_ms = now.as_millisecond() as u64;
+    let replay = |from_ms| Control::Subscribe {
+        id: 9,
+        camera: "piazza".into(),
+        quality: Quality::Main,
+        viewer: Some("op".into()),
+        playback: Some(Playback { from_ms, to_ms: None }),
+    };
+    // Without the right: refused, naming it.
+    let f = fixture(CONFIG);
+    let mut s = SessionState::new("questura", f.access.clone(), 8);
+    let a = s.handle(replay(now_ms - 60_000), &f.catalog, now).unwrap();
+    let a = settle(&mut s, a, &[]);
+    let (_, code, reason) = error_code(&a).expect("refused");
+    assert_eq!(code, SubscribeErrorCode::Forbidden);
+    assert!(reason.contains("`playback`"), "{reason}");
+
+    // With it: a playback audit naming the operator, one rung, low priority.
+    let f = fixture(&text);
+    let mut s = SessionState::new("questura", f.access.clone(), 8);
+    let a = s.handle(replay(now_ms - 60_000), &f.catalog, now).unwrap();
+    let a = settle(&mut s, a, &[]);
+    assert!(matches!(&a[0], Action::OpenCamera { playback: Some(_), .. }), "{a:?}");
+    assert_eq!(audited(&a)[0].0, "playback");
+    let Some(Action::StartPump { ladder, priority, .. }) =
+        a.iter().find(|x| matches!(x, Action::StartPump { .. }))
+    else {
+        panic!("{a:?}")
+    };
+    assert!(!ladder.has_sub);
+    assert_eq!(*priority, Priority::Low);
+
+    // Past the lookback: refused with the key.
+    let mut s = SessionState::new("questura", f.access.clone(), 8);
+    let a = s.handle(replay(now_ms - 2 * 3_600_000), &f.catalog, now).unwrap();
+    let a = settle(&mut s, a, &[]);
+    let (_, _, reason) = error_code(&a).expect("refused");
+    assert!(reason.contains("max_lookback_hours"), "{reason}");
+
+    // An export without its right: refused and audited, never built.
+    let export = Control::Export {
+        id: 3,
+        camera: "piazza".into(),
+        quality: Quality::Main,
+        from_ms: now_ms - 20_000,
+        to_ms: now_ms,
+        viewer: "op".into(),
+    };
+    let a = s.handle(export, &f.catalog, now).unwrap();
+    assert!(!a.iter().any(|x| matches!(x, Action::Export { .. })));
+    assert!(
+        matches!(sent(&a)[..], [Control::ExportResult { id: 3, refused: Some(ref r), .. }] if r.contains("`export`"))
+    );
+    assert_eq!(audited(&a)[0].1, "refused");
+}
