@@ -20,6 +20,7 @@ smoke!(
     agent_config,
     h264,
     h265,
+    recall_record,
     relay_config,
     relay_control,
     rtsp_request,
@@ -33,7 +34,7 @@ smoke!(
 /// targets and `scripts/fuzz` find them by these names).
 #[test]
 fn every_target_is_smoked_and_has_a_corpus() {
-    assert_eq!(targets::ALL.len(), 10, "a new target needs a smoke test above");
+    assert_eq!(targets::ALL.len(), 11, "a new target needs a smoke test above");
     for t in targets::ALL {
         assert!(ponte_fuzz::corpus_dir(t.name).is_dir(), "fuzz/corpus/{}/ is missing", t.name);
     }

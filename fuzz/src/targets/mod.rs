@@ -7,6 +7,7 @@
 pub mod agent_config;
 pub mod h264;
 pub mod h265;
+pub mod recall_record;
 pub mod relay_config;
 pub mod relay_control;
 pub mod rtsp_request;
@@ -38,6 +39,7 @@ all!(
     agent_config,
     h264,
     h265,
+    recall_record,
     relay_config,
     relay_control,
     rtsp_request,

@@ -27,7 +27,7 @@ mod check;
 mod cursor;
 mod index;
 mod layout;
-mod record;
+pub mod record;
 mod scan;
 
 #[cfg(test)]
