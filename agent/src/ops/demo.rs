@@ -79,6 +79,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
     }
     let (operator_token, operator_digest) = crate::operators::new_token();
+    // Recall on loopback: the Zaist cameras are recorded for an hour, and
+    // both sites may rewind and export what they may watch.
+    let mut sites = demo_grants()?;
+    for site in &mut sites {
+        site.playback = true;
+        site.export = true;
+    }
+    let recording = vec![crate::config::recording::RecordingRule {
+        name: "demo".into(),
+        cameras: vec!["zone:Zaist".into()],
+        except: Vec::new(),
+        quality: ponte_proto::media::Quality::Main,
+        retention_hours: 1.0,
+        max_gb: 1.0,
+    }];
     let config = AgentConfig {
         agent: AgentSection::new("master"),
         tls: TlsSection {
@@ -91,7 +106,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         relays: targets,
         devices,
         policy: PolicySection::default(),
-        sites: demo_grants()?,
+        sites,
         audit: AuditSection { path: d.join("agent-audit.log"), max_mb: 16, ..Default::default() },
         management: Default::default(),
         ptz: Default::default(),
@@ -102,8 +117,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             token_sha256: Some(operator_digest),
             certificate: false,
         }],
-        recordings: Default::default(),
-        recording: Vec::new(),
+        recordings: crate::config::recording::RecordingsSection {
+            dir: d.join("recordings"),
+            ..Default::default()
+        },
+        recording,
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();
@@ -142,6 +160,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for (site, url) in &urls {
         println!("  {site:<12} console (video wall): {url}console");
     }
+    println!(
+        "  recall:       the Zaist cameras are recorded to {} for an hour: select a tile of one in a console \
+         and use its timeline (−30 s, −5 min, a time, Live, Export)",
+        d.join("recordings").display()
+    );
     let ca_pem = std::fs::read(d.join("ca.pem")).context("reading the demo CA")?;
     let pin = x509_parser::pem::parse_x509_pem(&ca_pem)
         .ok()
