@@ -78,6 +78,31 @@ impl Tweak<AgentConfig> {
     }
 }
 
+impl Tweak<AgentConfig> {
+    /// Records every camera's main stream into `dir` (`[[recording]]
+    /// "all"`, kept an hour, segments of `segment_secs`), and lets every
+    /// site play back and export.
+    pub fn record_all(dir: &Path, segment_secs: u64) -> Self {
+        let dir = dir.to_owned();
+        Tweak::agent(move |a| {
+            a.recordings.dir = dir.clone();
+            a.recordings.segment_secs = segment_secs;
+            a.recording = vec![ponte_agent::config::recording::RecordingRule {
+                name: "all".into(),
+                cameras: vec!["*".into()],
+                except: Vec::new(),
+                quality: ponte_proto::media::Quality::Main,
+                retention_hours: 1.0,
+                max_gb: 1.0,
+            }];
+            for site in &mut a.sites {
+                site.playback = true;
+                site.export = true;
+            }
+        })
+    }
+}
+
 impl Tweak<RelayConfig> {
     /// A change to relay.toml (names the type for the closure).
     pub fn relay(f: impl Fn(&mut RelayConfig) + Send + Sync + 'static) -> Self {

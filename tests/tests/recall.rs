@@ -5,7 +5,6 @@
 //! refused what its policy does not grant, saying which right is missing.
 
 use anyhow::{bail, ensure, Context, Result};
-use ponte_agent::config::recording::RecordingRule;
 use ponte_tests::http_request;
 use ponte_tests::{Chromium, Device, DeviceExt, Stack, StackSpec, Tweak};
 use serde_json::{json, Value};
@@ -21,25 +20,16 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A rule recording every camera's main stream into `dir`, kept an hour.
-fn record_all(dir: &Path) -> Tweak<ponte_tests::AgentConfig> {
-    let dir = dir.to_owned();
-    Tweak::agent(move |a| {
-        a.recordings.dir = dir.clone();
-        a.recordings.segment_secs = 10;
-        a.recording = vec![RecordingRule {
-            name: "all".into(),
-            cameras: vec!["*".into()],
-            except: Vec::new(),
-            quality: ponte_proto::media::Quality::Main,
-            retention_hours: 1.0,
-            max_gb: 1.0,
-        }];
-        for site in &mut a.sites {
-            site.playback = true;
-            site.export = true;
-        }
-    })
+/// The camera `rec`, recorded into `store`; the relay serves RTSP on `rtsp_port`.
+fn recorded_camera(store: &Path, rtsp_port: u16) -> StackSpec {
+    StackSpec {
+        devices: vec![Device::synthetic(CAMERA)],
+        agent: Tweak::record_all(store, 10),
+        relay: Tweak::relay(move |r| {
+            r.rtsp_on(rtsp_port);
+        }),
+        ..StackSpec::default()
+    }
 }
 
 async fn post_json(url: &str, body: &Value) -> Result<ponte_tests::HttpResponse> {
@@ -133,14 +123,7 @@ async fn replay_in_the_browser_and_over_rtsp_and_a_verified_export() -> Result<(
     }
     let store = tempfile::tempdir()?;
     let rtsp_port = ponte_tests::free_tcp_port();
-    let spec = StackSpec {
-        devices: vec![Device::synthetic(CAMERA)],
-        agent: record_all(store.path()),
-        relay: Tweak::relay(move |r| {
-            r.rtsp_on(rtsp_port);
-        }),
-        ..StackSpec::default()
-    };
+    let spec = recorded_camera(store.path(), rtsp_port);
     let started = now_ms();
     let stack = Stack::start_with(spec).await?;
     let base = stack.base_url();
@@ -324,14 +307,7 @@ async fn a_site_is_refused_what_its_policy_does_not_grant_with_the_right_named()
     }
     let store = tempfile::tempdir()?;
     let rtsp_port = ponte_tests::free_tcp_port();
-    let spec = StackSpec {
-        devices: vec![Device::synthetic(CAMERA)],
-        agent: record_all(store.path()),
-        relay: Tweak::relay(move |r| {
-            r.rtsp_on(rtsp_port);
-        }),
-        ..StackSpec::default()
-    };
+    let spec = recorded_camera(store.path(), rtsp_port);
     let mut stack = Stack::start_with(spec).await?;
     let base = stack.base_url();
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -4,7 +4,6 @@
 //! then raises the alarm, while live viewers never notice.
 
 use anyhow::{ensure, Context, Result};
-use ponte_agent::config::recording::RecordingRule;
 use ponte_tests::{http_get, http_request, Device, DeviceExt, RtspReader, Stack, StackSpec, Tweak};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -15,26 +14,6 @@ const GOP_MS: u64 = 2000;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn record_all(dir: &Path, segment_secs: u64) -> Tweak<ponte_tests::AgentConfig> {
-    let dir = dir.to_owned();
-    Tweak::agent(move |a| {
-        a.recordings.dir = dir.clone();
-        a.recordings.segment_secs = segment_secs;
-        a.recording = vec![RecordingRule {
-            name: "all".into(),
-            cameras: vec!["*".into()],
-            except: Vec::new(),
-            quality: ponte_proto::media::Quality::Main,
-            retention_hours: 1.0,
-            max_gb: 1.0,
-        }];
-        for site in &mut a.sites {
-            site.playback = true;
-            site.export = true;
-        }
-    })
 }
 
 /// `ponte-agent recordings check DIR`: whether it says clean, and its report.
@@ -57,7 +36,7 @@ async fn a_kill_9_while_ten_cameras_record_leaves_a_clean_store_that_plays_to_th
     let cameras: Vec<String> = (0..10).map(|i| format!("rec{i}")).collect();
     let spec = StackSpec {
         devices: cameras.iter().map(|c| Device::synthetic(c)).collect(),
-        agent: record_all(store.path(), 10),
+        agent: Tweak::record_all(store.path(), 10),
         ..StackSpec::default()
     };
     let mut stack = Stack::start_with(spec).await?;
@@ -165,7 +144,7 @@ async fn a_full_disk_deletes_the_oldest_segments_then_raises_the_alarm_and_live_
     let rtsp_port = ponte_tests::free_tcp_port();
     let spec = StackSpec {
         devices: vec![Device::synthetic("rec")],
-        agent: record_all(mount.path(), 2),
+        agent: Tweak::record_all(mount.path(), 2),
         relay: Tweak::relay(move |r| {
             r.rtsp_on(rtsp_port);
         }),

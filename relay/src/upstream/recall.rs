@@ -66,6 +66,13 @@ impl RecallFailure {
     }
 }
 
+impl From<SubscribeFailure> for RecallFailure {
+    /// No link carries the camera (offline), or this site may not have it.
+    fn from(f: SubscribeFailure) -> Self {
+        Self { refused: f.code != SubscribeErrorCode::Offline, reason: f.reason }
+    }
+}
+
 struct PlaybackIo {
     ingest: Arc<Ingest>,
     pending: Option<oneshot::Sender<Result<(), SubscribeFailure>>>,
@@ -206,10 +213,7 @@ impl Upstreams {
 
     /// What is recorded of `camera`, as far as this site may know.
     pub async fn recorded(&self, camera: &str, quality: Quality) -> Result<Recorded, RecallFailure> {
-        let (link, peer) = self.recall_link(camera, quality).map_err(|f| RecallFailure {
-            refused: f.code != SubscribeErrorCode::Offline,
-            reason: f.reason,
-        })?;
+        let (link, peer) = self.recall_link(camera, quality).map_err(RecallFailure::from)?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut inner = self.lock();
@@ -239,10 +243,7 @@ impl Upstreams {
         (from_ms, to_ms): (u64, u64),
         viewer: &str,
     ) -> Result<ExportFile, RecallFailure> {
-        let (link, peer) = self.recall_link(camera, quality).map_err(|f| RecallFailure {
-            refused: f.code != SubscribeErrorCode::Offline,
-            reason: f.reason,
-        })?;
+        let (link, peer) = self.recall_link(camera, quality).map_err(RecallFailure::from)?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut inner = self.lock();
