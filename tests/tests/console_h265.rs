@@ -214,8 +214,16 @@ async fn a_browser_plays_an_h265_camera_through_the_agents_transcode() -> Result
     let stats = play(&browser, CAMERA, "main").await?;
     let size = (num(&stats, "frameWidth"), num(&stats, "frameHeight"));
     assert_eq!(size, (320, 240), "the camera's size (never above 640×360): {stats}");
-    let watched = transcodes(&agent_mgmt).await?;
+    // The status document is sampled each second: give it a few.
     let expected_active = if h265 { 0 } else { 1 };
+    let t0 = std::time::Instant::now();
+    let watched = loop {
+        let t = transcodes(&agent_mgmt).await?;
+        if num(&t, "active") == expected_active || t0.elapsed() > Duration::from_secs(5) {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(num(&watched, "active"), expected_active, "{watched}");
     let metrics = http_get(&format!("{agent_mgmt}/metrics")).await?.text();
     assert!(metrics.contains(&format!("ponte_transcodes_active {expected_active}")), "{metrics}");

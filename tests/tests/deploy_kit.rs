@@ -577,7 +577,7 @@ fn alert_rules_fire_on_the_series_the_nodes_export() -> Result<()> {
     println!("{}", text.trim());
 
     // One of everything a node can export: a link, a camera, a shaped
-    // subscription, a limit refusal, a PTZ command.
+    // subscription, a limit refusal, a PTZ command, a recording rule.
     let doc = StatusDoc {
         node: "master".into(),
         role: "agent".into(),
@@ -602,6 +602,11 @@ fn alert_rules_fire_on_the_series_the_nodes_export() -> Result<()> {
             subject: "master".into(),
             serial: "01".into(),
             expires_in_secs: 86_400,
+        }],
+        recordings: vec![ponte_proto::status::RecordingStatus {
+            rule: "citta".into(),
+            deleted: [("retention".to_owned(), 1)].into_iter().collect(),
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -235,9 +235,13 @@ async fn metrics_pass_promtool_lint_with_everything_configured() -> Result<()> {
     let (_, operator) = ponte_tests::operator_token("sala")?;
     let rtsp = free_tcp_port();
     let dome = Device::simulated_dome("dome");
+    // A recording rule too: its metric families are linted with the rest.
+    let recordings = tempfile::tempdir()?;
+    let record = Tweak::record_all(recordings.path(), 10);
     let mut stack = Stack::start_with(StackSpec {
         devices: vec![dome, Device::synthetic("cam")],
         agent: Tweak::agent(move |agent| {
+            record.apply(agent);
             agent.sites[0].ptz = true;
             agent.sites[0].budget_mbps = Some(20.0);
             agent.operators = vec![operator.clone()];
@@ -295,8 +299,11 @@ fn alert_rules_and_dashboard_are_valid() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Every metric the rules and the dashboard use is one the nodes export.
-    let exported = ponte_proto::status::StatusDoc::default().prometheus();
+    // Every metric the rules and the dashboard use is one the nodes export
+    // (an agent with a `[[recording]]` rule exports the recording families).
+    let exported =
+        ponte_proto::status::StatusDoc { recordings: vec![Default::default()], ..Default::default() }
+            .prometheus();
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/ponte-dashboard.json"))?)?;
     // The nodes name themselves only on ponte_build_info: a legend that

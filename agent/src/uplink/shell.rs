@@ -32,6 +32,12 @@ struct Running {
 const POLICY_TICK: Duration = Duration::from_millis(500);
 /// How often the path is measured and the shaping snapshot published.
 const SHAPING_TICK: Duration = Duration::from_millis(500);
+/// Share of the site's effective budget an export's clip may take; the
+/// bytes are counted by the shaper, so live cameras see them too.
+const EXPORT_SHARE: f64 = 0.25;
+/// An export's clip goes out in pieces this big, paced between them.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
 /// How often the link's shaping summary is logged (debug level).
 const SHAPING_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -331,9 +337,11 @@ impl Session<'_> {
 
     /// Builds an export off the session's loop and sends it: the answer on
     /// the control stream (through the reply channel), then the signed
-    /// manifest and the clip on one stream below every GOP in priority.
+    /// manifest and the clip on one stream below every GOP in priority,
+    /// paced to a quarter of the site's budget and counted by its shaper.
     fn export(&self, id: u64, request: crate::recall::ExportRequest) {
         let (recall, conn, reply) = (self.shared.recall.clone(), self.conn.clone(), self.reply_tx.clone());
+        let shaping = self.shaping.clone();
         let site = self.site.to_owned();
         tokio::spawn(async move {
             let audit = |outcome: &str, reason: String| {
@@ -371,12 +379,26 @@ impl Session<'_> {
                 let mut stream = conn.open_uni().await?;
                 // Below every current GOP: live video goes first.
                 let _ = stream.set_priority(ponte_proto::session::SUPERSEDED_PRIORITY + 1);
-                let mut chunks = [
-                    bytes::Bytes::copy_from_slice(&header.encode()),
-                    bytes::Bytes::from(exported.manifest),
-                    bytes::Bytes::from(exported.clip),
-                ];
-                stream.write_all_chunks(&mut chunks).await?;
+                let mut head =
+                    [bytes::Bytes::copy_from_slice(&header.encode()), bytes::Bytes::from(exported.manifest)];
+                stream.write_all_chunks(&mut head).await?;
+                let clip = bytes::Bytes::from(exported.clip);
+                let mut at = 0;
+                while at < clip.len() {
+                    let piece = clip.slice(at..(at + EXPORT_CHUNK).min(clip.len()));
+                    at += piece.len();
+                    let len = piece.len() as u64;
+                    let effective = {
+                        let mut shaper = shaping.lock();
+                        shaper.on_sent(len, Instant::now());
+                        shaper.effective_bps()
+                    };
+                    stream.write_chunk(piece).await?;
+                    if let Some(bps) = effective.filter(|b| *b > 0.0) {
+                        tokio::time::sleep(Duration::from_secs_f64(len as f64 * 8.0 / (bps * EXPORT_SHARE)))
+                            .await;
+                    }
+                }
                 stream.finish()?;
                 stream.stopped().await?;
                 Ok::<_, anyhow::Error>(())
