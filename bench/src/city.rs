@@ -65,7 +65,7 @@ pub struct CityResult {
 }
 
 /// Inventory rows as replay devices: (devices, lenses).
-fn inventory(replay: &Replay, points: usize) -> Result<(Vec<Device>, usize)> {
+pub(crate) fn inventory(replay: &Replay, points: usize) -> Result<(Vec<Device>, usize)> {
     let mut devices = Vec::new();
     let mut lenses = 0;
     for (n, line) in CREMONA_CSV.lines().skip(1).filter(|l| !l.trim().is_empty()).enumerate() {
@@ -116,6 +116,7 @@ pub async fn run(params: &CityParams) -> Result<CityResult> {
         probe: false,
         sites: Some(policy),
         whep: None,
+        recording: None,
     })
     .await?;
     let subs: Vec<(u32, String, Quality)> =

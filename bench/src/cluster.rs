@@ -5,6 +5,8 @@
 
 use crate::subscriber::{Listener, Subscriber};
 use anyhow::{Context, Result};
+use ponte_agent::config::recording::RecordingRule;
+use ponte_proto::media::Quality;
 use ponte_proto::policy::SitePolicyConfig;
 use ponte_relay::cascade::DownstreamConfig;
 use ponte_relay::config::WhepSection;
@@ -79,6 +81,10 @@ pub struct ClusterSpec {
     pub sites: Option<Vec<SitePolicyConfig>>,
     /// Every relay's `[whep]` section; `None`: the defaults.
     pub whep: Option<WhepSection>,
+    /// A `[[recording]]` rule recording every camera at this quality into
+    /// this directory, every site allowed to play it back; `None`: no
+    /// recording.
+    pub recording: Option<(PathBuf, Quality)>,
 }
 
 /// A started relay.
@@ -103,6 +109,8 @@ pub struct Cluster {
     pub agent_config: AgentConfig,
     /// Where agent.toml is.
     pub agent_toml: PathBuf,
+    /// The agent's management port (`/status`, `/metrics`).
+    pub agent_mgmt: String,
     // Dropped last: the processes may hold files in it.
     _dir: tempfile::TempDir,
 }
@@ -227,6 +235,24 @@ impl Cluster {
         if let Some(sites) = &spec.sites {
             agent_config.sites = sites.clone();
         }
+        // A known port: the agent logs the one it picks at info, below the
+        // bench's `warn`.
+        let mgmt = localhost(free_tcp_port());
+        agent_config.management.listen = mgmt;
+        if let Some((dir, quality)) = &spec.recording {
+            agent_config.recordings.dir = dir.clone();
+            agent_config.recording = vec![RecordingRule {
+                name: "all".into(),
+                cameras: vec!["*".into()],
+                except: Vec::new(),
+                quality: *quality,
+                retention_hours: 1.0,
+                max_gb: 100.0,
+            }];
+            for site in &mut agent_config.sites {
+                site.playback = true;
+            }
+        }
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let agent = spawn("ponte-agent", "agent", &agent_toml, &[])?;
 
@@ -246,7 +272,15 @@ impl Cluster {
         for relay in &relays {
             ponte_tests::wait_catalog(&relay.config.base_url(), spec.cameras, READY).await?;
         }
-        Ok(Cluster { agent, relays, probe, agent_config, agent_toml, _dir: dir })
+        Ok(Cluster {
+            agent,
+            relays,
+            probe,
+            agent_config,
+            agent_toml,
+            agent_mgmt: format!("http://{mgmt}"),
+            _dir: dir,
+        })
     }
 
     /// Stops the agent, then the relays, with SIGTERM (a profiler wrapping
@@ -262,6 +296,11 @@ impl Cluster {
     /// Pids of the agent and each relay, in that order.
     pub fn pids(&self) -> Vec<u32> {
         std::iter::once(self.agent.pid()).chain(self.relays.iter().map(|r| r.proc.pid())).collect()
+    }
+
+    /// The agent's `/status` document.
+    pub async fn agent_status(&self) -> Result<serde_json::Value> {
+        http_get(&format!("{}/status", self.agent_mgmt)).await?.ensure_success()?.json()
     }
 
     /// Media bytes each relay has received from the agent (`/api/status`).

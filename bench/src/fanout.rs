@@ -148,6 +148,7 @@ impl Fanout {
             probe: true,
             sites: None,
             whep: None,
+            recording: None,
         })
         .await?;
         Ok(Self { cluster, params: params.clone(), tracks: 0 })

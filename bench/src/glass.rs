@@ -104,6 +104,7 @@ pub async fn run(params: &GlassParams) -> Result<Vec<LayoutResult>> {
         probe: false,
         sites: None,
         whep: None,
+        recording: None,
     })
     .await?;
     let base = cluster.relays[0].config.base_url();

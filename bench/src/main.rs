@@ -12,8 +12,10 @@ mod fanout;
 mod glass;
 mod machine;
 mod memory;
+mod record;
 mod report;
 mod scan;
+mod seek;
 mod sizing;
 mod stats;
 mod subscriber;
@@ -52,6 +54,10 @@ enum Scenario {
     City,
     /// Two agents, three relays: the cost of each stream and viewer, a check of that model, the sizing table.
     Sizing,
+    /// The Cremona inventory's main streams recorded: agent CPU without and with, disk write rate, GOPs lost.
+    Record,
+    /// A recording played back from random points in Chromium's console: seek → first replayed frame shown.
+    Seek,
     /// Every scenario above, in order, sharing the transport limit and fan-out maximum.
     All,
     /// Render the JSON reports as Markdown (`--update BENCHMARKS.md` rewrites its generated section).
@@ -70,13 +76,15 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::City => "city",
             Scenario::Sizing => "sizing",
+            Scenario::Record => "record",
+            Scenario::Seek => "seek",
             Scenario::All => "all",
             Scenario::Report => "report",
         }
     }
 }
 
-const ORDER: [Scenario; 9] = [
+const ORDER: [Scenario; 11] = [
     Scenario::TransportLimit,
     Scenario::Fanout,
     Scenario::Latency,
@@ -86,13 +94,15 @@ const ORDER: [Scenario; 9] = [
     Scenario::Memory,
     Scenario::City,
     Scenario::Sizing,
+    Scenario::Record,
+    Scenario::Seek,
 ];
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ponte-bench",
     version,
-    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city"
+    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city, recording, seek"
 )]
 struct Cli {
     /// What to run.
@@ -157,10 +167,17 @@ struct Cli {
     /// Wall: replay cameras the viewers are spread over.
     #[arg(long, default_value_t = 4)]
     wall_cameras: usize,
-    /// Glass: seconds each layout plays before its window.
+    /// Glass: seconds each layout plays before its window; record: seconds each phase settles before its window.
     #[arg(long)]
     warmup_secs: Option<f64>,
-    /// Report: rewrite the generated section of this Markdown file.
+    /// Seek: seconds the agent records before the first seek.
+    #[arg(long)]
+    record_secs: Option<f64>,
+    /// Seek: seeks to random points of the recording.
+    #[arg(long)]
+    seeks: Option<usize>,
+    /// Report: rewrite the generated section of this Markdown file (scenarios
+    /// without a report in --out-dir keep their section).
     #[arg(long)]
     update: Option<PathBuf>,
 }
@@ -509,6 +526,37 @@ async fn run_sizing(cli: &Cli) -> Result<Output> {
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
 }
 
+async fn run_record(cli: &Cli) -> Result<Output> {
+    let smoke = cli.smoke;
+    let params = record::RecordParams {
+        points: if smoke { 3 } else { 0 },
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        settle_secs: cli.warmup_secs.unwrap_or(if smoke { 3.0 } else { 10.0 }),
+        window_secs: cli.window_secs.unwrap_or(if smoke { 2.0 } else { 60.0 }),
+    };
+    let r = record::run(&params).await?;
+    let (tables, checks, notes) = record::tables(&r, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
+}
+
+async fn run_seek(cli: &Cli) -> Result<Output> {
+    if !chromium_wanted(cli) {
+        bail!(
+            "seek needs Chromium ({}); without it (or with --no-whep) run the other scenarios",
+            ponte_tests::Chromium::binary().display()
+        );
+    }
+    let smoke = cli.smoke;
+    let params = seek::SeekParams {
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        record_secs: cli.record_secs.unwrap_or(if smoke { 5.0 } else { 120.0 }),
+        seeks: cli.seeks.unwrap_or(if smoke { 2 } else { 20 }),
+    };
+    let r = seek::run(&params).await?;
+    let (tables, checks, notes) = seek::tables(&r, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
+}
+
 /// Prints a scenario's report and writes its JSON.
 fn finish(
     cli: &Cli,
@@ -587,6 +635,8 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
         Scenario::Memory => run_memory(cli).await,
         Scenario::City => run_city(cli).await,
         Scenario::Sizing => run_sizing(cli).await,
+        Scenario::Record => run_record(cli).await,
+        Scenario::Seek => run_seek(cli).await,
         Scenario::All | Scenario::Report => unreachable!("not a single scenario"),
     }
     .with_context(|| format!("scenario {}", scenario.name()));
@@ -597,24 +647,35 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
 }
 
 fn report(cli: &Cli) -> Result<()> {
+    let doc = match &cli.update {
+        Some(doc) => {
+            Some(std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?)
+        }
+        None => None,
+    };
+    // Scenarios run at other times keep the section they have.
+    let kept = doc.as_deref().map(report::sections).unwrap_or_default();
     let mut md = String::new();
+    let mut fresh = 0;
     for s in ORDER {
         let path = cli.out_dir.join(format!("{}.json", s.name()));
         if path.is_file() {
             md.push_str(&Report::read(&path)?.markdown());
+            fresh += 1;
+        } else if let Some((_, old)) = kept.iter().find(|(name, _)| name == s.name()) {
+            md.push_str(old);
         }
     }
-    if md.is_empty() {
+    if fresh == 0 {
         bail!("no reports in {}: run a scenario first", cli.out_dir.display());
     }
-    match &cli.update {
-        Some(doc) => {
-            let text = std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    match (&cli.update, doc) {
+        (Some(doc), Some(text)) => {
             std::fs::write(doc, report::splice(&text, &md)?)
                 .with_context(|| format!("writing {}", doc.display()))?;
             eprintln!("ponte-bench: updated {}", doc.display());
         }
-        None => print!("{md}"),
+        _ => print!("{md}"),
     }
     Ok(())
 }
@@ -628,8 +689,11 @@ async fn main() -> Result<()> {
     build_binaries(cli.no_build)?;
     let mut st = RunState::default();
     let scenarios: Vec<Scenario> = if cli.scenario == Scenario::All {
-        // glass is Chromium or nothing.
-        ORDER.into_iter().filter(|&s| s != Scenario::Glass || chromium_wanted(&cli)).collect()
+        // glass and seek are Chromium or nothing.
+        ORDER
+            .into_iter()
+            .filter(|&s| !matches!(s, Scenario::Glass | Scenario::Seek) || chromium_wanted(&cli))
+            .collect()
     } else {
         vec![cli.scenario]
     };

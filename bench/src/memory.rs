@@ -74,6 +74,7 @@ pub async fn run(params: &MemoryParams) -> Result<Vec<MemLevel>> {
         probe: false,
         sites: Some(policy(levels, 0)),
         whep: None,
+        recording: None,
     })
     .await?;
     let per_stream_mbps = f64::from(params.replay.main_kbps) / 1e3;

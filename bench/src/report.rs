@@ -237,6 +237,32 @@ pub fn splice(doc: &str, generated: &str) -> Result<String> {
     Ok(format!("{}{BEGIN}\n\n{generated}\n{}", &doc[..start], &doc[end..]))
 }
 
+/// The scenario sections of the generated part of `doc`, as
+/// [`Report::markdown`] wrote them: (scenario name, its Markdown). A
+/// scenario whose report is not at hand keeps its section this way.
+pub fn sections(doc: &str) -> Vec<(String, String)> {
+    let (Some(start), Some(end)) = (doc.find(BEGIN), doc.find(END)) else { return Vec::new() };
+    if start > end {
+        return Vec::new();
+    }
+    let region = &doc[start + BEGIN.len()..end];
+    let region = region.strip_prefix("\n\n").unwrap_or(region);
+    let region = region.strip_suffix('\n').unwrap_or(region);
+    let mut heads: Vec<usize> = region.match_indices("\n### ").map(|(i, _)| i + 1).collect();
+    if region.starts_with("### ") {
+        heads.insert(0, 0);
+    }
+    heads
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let text = &region[i..heads.get(n + 1).copied().unwrap_or(region.len())];
+            let name = text["### ".len()..].lines().next().unwrap_or_default().trim().to_owned();
+            (name, text.to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +275,13 @@ mod tests {
         assert_eq!(t.markdown(), "**T**\n\n| a | bb |\n|---:|---:|\n| 1 | 22222 |\n");
         let doc = format!("head\n{BEGIN}\nold\n{END}\ntail\n");
         assert_eq!(splice(&doc, "new\n").unwrap(), format!("head\n{BEGIN}\n\nnew\n\n{END}\ntail\n"));
+        let two = "### a\n\nx\n\n- n\n\n### b\n\ny\n\n";
+        let doc = splice(&doc, two).unwrap();
+        assert_eq!(
+            sections(&doc),
+            vec![("a".into(), "### a\n\nx\n\n- n\n\n".into()), ("b".into(), "### b\n\ny\n\n".into())]
+        );
+        assert_eq!(splice(&doc, &sections(&doc).into_iter().map(|s| s.1).collect::<String>()).unwrap(), doc);
         assert_eq!(unix_date(0), "1970-01-01 00:00 UTC");
         assert_eq!(unix_date(1_772_000_000), "2026-02-25 06:13 UTC");
     }

@@ -219,6 +219,7 @@ pub async fn run(params: &TtffParams) -> Result<Vec<Path>> {
         probe: false,
         sites: None,
         whep: None,
+        recording: None,
     })
     .await?;
     let base = cluster.relays[0].config.base_url();

@@ -133,6 +133,7 @@ pub async fn run(params: &WallParams) -> Result<WallResult> {
         probe: false,
         sites: None,
         whep: Some(whep),
+        recording: None,
     })
     .await?;
     let base = cluster.relays[0].config.base_url();
