@@ -486,6 +486,16 @@ impl SitePolicy {
                 ),
             };
         }
+        // A minute of slack for the two clocks.
+        if from_ms > now_ms.saturating_add(60_000) {
+            return Decision::Deny {
+                hidden: false,
+                reason: format!(
+                    "the time asked for is {:.0} s in the future of the master room's clock: nothing is recorded there yet",
+                    (from_ms - now_ms) as f64 / 1000.0
+                ),
+            };
+        }
         if let Some(hours) = self.recall.max_lookback_hours {
             let back_ms = now_ms.saturating_sub(from_ms);
             if back_ms as f64 > hours * 3_600_000.0 {
@@ -642,6 +652,9 @@ mod tests {
         assert!(reason.contains("`playback`"), "{reason}");
         p.recall = RecallRights { playback: true, max_lookback_hours: Some(1.0), export: false };
         assert!(play(&p, now_ms - 3_600_000).allowed(), "exactly an hour back");
+        let Decision::Deny { reason, .. } = play(&p, now_ms + 3_600_000) else { panic!("the future") };
+        assert!(reason.contains("in the future"), "{reason}");
+        assert!(!play(&p, u64::MAX).allowed(), "the far future is refused, not a panic");
         let Decision::Deny { reason, .. } = play(&p, now_ms - 3_600_001) else { panic!("past the lookback") };
         assert!(reason.contains("max_lookback_hours"), "{reason}");
         let export = p.evaluate_recall(&c, Quality::Main, NOON_MON, RecallUse::Export, now_ms - 1000, now_ms);

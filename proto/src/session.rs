@@ -517,11 +517,15 @@ pub struct ExportStream {
 }
 
 /// Reads an export stream whose first bytes are `prefix`, refusing one
-/// longer than its header says or than the limits.
+/// longer than its header says or than the limits, and one `accept` turns
+/// down once its header is read (nobody asked for it): that one is stopped
+/// before its clip is buffered.
 pub async fn read_export_stream(
     prefix: &[u8],
     mut recv: quinn::RecvStream,
+    accept: impl FnOnce(&crate::wire::ExportHeader) -> bool,
 ) -> Result<ExportStream, SessionError> {
+    let mut accept = Some(accept);
     use crate::wire::{ExportHeader, EXPORT_HEADER_LEN};
     let mut buf = prefix.to_vec();
     let mut header: Option<ExportHeader> = None;
@@ -529,6 +533,15 @@ pub async fn read_export_stream(
         let first: Option<&[u8; EXPORT_HEADER_LEN]> = buf.first_chunk();
         if let (None, Some(h)) = (header, first) {
             let parsed = ExportHeader::decode(h)?;
+            if let Some(accept) = accept.take() {
+                if !accept(&parsed) {
+                    let _ = recv.stop(quinn::VarInt::from_u32(close_code::UNSUBSCRIBED));
+                    return Err(SessionError::Protocol(format!(
+                        "export stream {} of {} bytes: nobody here asked for it",
+                        parsed.export, parsed.clip_len
+                    )));
+                }
+            }
             buf.reserve(
                 (parsed.manifest_len as usize).saturating_add(parsed.clip_len as usize).min(64 << 20),
             );

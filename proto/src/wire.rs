@@ -45,8 +45,9 @@ pub struct Playback {
 pub const EXPORT_MAGIC: [u8; 2] = *b"PX";
 /// Largest signed manifest an export stream may carry.
 pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
-/// Largest clip an export stream may carry.
-pub const MAX_EXPORT_LEN: u64 = 4 << 30;
+/// Largest clip an export stream may carry (ten minutes at 8 Mbit/s is
+/// 600 MB).
+pub const MAX_EXPORT_LEN: u64 = 1 << 30;
 /// Length of an export stream's header before the manifest.
 pub const EXPORT_HEADER_LEN: usize = 2 + 1 + 8 + 4 + 8;
 

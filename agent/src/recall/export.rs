@@ -40,6 +40,8 @@ pub struct Exported {
     pub sha256: String,
     /// Frames in the clip.
     pub frames: u64,
+    /// The export slot, held until the clip is sent.
+    pub _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -62,6 +64,9 @@ impl Recall {
                 span as f64 / 60_000.0
             ));
         }
+        let slot = self.exporting.clone().try_acquire_owned().map_err(|_| {
+            format!("camera `{camera}`: another export is being made at the master room; retry in a minute")
+        })?;
         let Some(rule) = self.store_of(camera, req.quality, Some(req.from_ms)) else {
             return Err(format!("nothing is recorded of camera `{camera}` ({})", req.quality.name()));
         };
@@ -125,7 +130,7 @@ impl Recall {
         let key = read(&self.tls.key)?;
         let signed = evidence::sign(&manifest, &cert, &key)
             .map_err(|e| format!("camera `{camera}`: cannot sign the export: {e}"))?;
-        Ok(Exported { manifest: signed, clip: muxed.bytes, sha256, frames: muxed.frames })
+        Ok(Exported { manifest: signed, clip: muxed.bytes, sha256, frames: muxed.frames, _slot: slot })
     }
 
     /// The audit log (exports are audited as they leave).

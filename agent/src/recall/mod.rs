@@ -78,6 +78,8 @@ pub struct Recall {
     node: String,
     tls: TlsSection,
     audit: Arc<AuditLog>,
+    /// One export at a time: each holds its clip in memory until it is sent.
+    exporting: Arc<tokio::sync::Semaphore>,
 }
 
 impl Recall {
@@ -158,12 +160,24 @@ impl Recall {
             recorder::spawn_writer(rule.clone(), rx, audit.clone());
             out.push(rule);
         }
-        Ok(Arc::new(Self { rules: out, node: node.to_owned(), tls: tls.clone(), audit }))
+        Ok(Arc::new(Self {
+            rules: out,
+            node: node.to_owned(),
+            tls: tls.clone(),
+            audit,
+            exporting: Arc::new(tokio::sync::Semaphore::new(1)),
+        }))
     }
 
     /// No `[[recording]]` rule: nothing recorded, every playback refused.
     pub fn none(node: &str, tls: &TlsSection, audit: Arc<AuditLog>) -> Arc<Self> {
-        Arc::new(Self { rules: Vec::new(), node: node.to_owned(), tls: tls.clone(), audit })
+        Arc::new(Self {
+            rules: Vec::new(),
+            node: node.to_owned(),
+            tls: tls.clone(),
+            audit,
+            exporting: Arc::new(tokio::sync::Semaphore::new(1)),
+        })
     }
 
     /// Keeps a recorder running for every camera stream a rule selects, as

@@ -171,7 +171,15 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
-/// `t` as RFC 3339 (UTC), as in audit lines.
+/// `t` as RFC 3339 (UTC), as in audit lines. Total: a time outside the
+/// years 1970 to 9999 (a peer's far-future request) is written in seconds
+/// since the epoch instead of panicking in the calendar.
 pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).ok();
+    since
+        .and_then(|d| time::Duration::try_from(d).ok())
+        .and_then(|d| time::OffsetDateTime::UNIX_EPOCH.checked_add(d))
+        .filter(|t| t.year() <= 9999)
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{} s after 1970-01-01T00:00:00Z", since.map_or(0, |d| d.as_secs())))
 }

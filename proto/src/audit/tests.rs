@@ -385,3 +385,11 @@ fn the_other_sides_anchors_catch_a_rewritten_chain() {
     assert!(broken.reason.contains("seq 7 has hash"), "{broken}");
     assert!(broken.reason.contains("rewritten"), "{broken}");
 }
+
+#[test]
+fn a_time_past_the_year_9999_is_written_without_a_panic() {
+    let far = std::time::UNIX_EPOCH + std::time::Duration::from_millis(253_402_300_800_000);
+    assert!(super::rfc3339(far).contains("after 1970"), "{}", super::rfc3339(far));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_638_500_250);
+    assert_eq!(super::rfc3339(t), "2026-12-07T10:15:00.25Z");
+}

@@ -94,7 +94,12 @@ async function exportClip(index, fromMs, toMs) {
   const resp = await fetch('/api/export', {
     method: 'POST',
     headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
-    body: JSON.stringify({ camera: tile.camera, quality: 'main', from_ms: Math.round(fromMs), to_ms: Math.round(toMs) }),
+    body: JSON.stringify({
+      camera: tile.camera,
+      quality: tile.replayQuality(),
+      from_ms: Math.round(fromMs),
+      to_ms: Math.round(toMs),
+    }),
   });
   if (resp.status === 401) needLogin('');
   if (resp.status !== 201) throw new Error((await resp.text()).trim() || `HTTP ${resp.status}`);

@@ -169,6 +169,14 @@ export class Tile {
     return line;
   }
 
+  // The quality replays and exports use: the main stream when this viewer
+  // may have it (the recordings are usually of the main stream).
+  replayQuality() {
+    const cam = this.ctx.camera(this.camera);
+    const qualities = (cam && cam.qualities) || ['main'];
+    return qualities.includes('main') ? 'main' : 'sub';
+  }
+
   // Rewinds `ms` from the picture on screen (live or already replaying).
   rewind(ms) {
     const from = this.replayAt !== null && this.captureMs ? this.captureMs : Date.now();
@@ -182,7 +190,7 @@ export class Tile {
     this.replayAt = Math.round(at);
     this.el.classList.add('replay');
     this.retry = 0;
-    this.start('main');
+    this.start(this.replayQuality());
     this.loadRanges();
     this.ctx.onChange();
   }
@@ -201,7 +209,7 @@ export class Tile {
     const camera = this.camera;
     if (!camera) return null;
     try {
-      const resp = await fetch(`/api/recordings/${encodeURIComponent(camera)}?quality=main`, {
+      const resp = await fetch(`/api/recordings/${encodeURIComponent(camera)}?quality=${this.replayQuality()}`, {
         cache: 'no-store',
         headers: whep.apiHeaders(this.ctx.token),
       });
@@ -562,7 +570,7 @@ export class Tile {
         this.el.classList.remove('error');
         // A replay resumes where its picture was.
         if (this.replayAt !== null && this.captureMs) this.replayAt = Math.round(this.captureMs);
-        this.start(this.replayAt !== null ? 'main' : this.wantedQuality());
+        this.start(this.replayAt !== null ? this.replayQuality() : this.wantedQuality());
       }
     }, wait);
   }

@@ -12,7 +12,7 @@
 //!   account that asked for it.
 
 use super::{owner, writable, ConsoleState};
-use crate::auth::Viewer;
+use crate::auth::{ScopeRefusal, Viewer};
 use crate::whep::http::{quality_param, QualityQuery, Reject};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -49,15 +49,21 @@ impl Exports {
     }
 }
 
-/// The camera, if this viewer may see it.
-fn visible(state: &ConsoleState, viewer: &Viewer, camera: &str) -> Result<(), Reject> {
-    if viewer.narrow(state.whep.source().catalog()).iter().any(|c| c.id == camera) {
-        Ok(())
-    } else {
-        Err(Reject::new(
+/// Whether this viewer may have `camera` at `quality` (its cameras and its
+/// quality cap, as WHEP and RTSP check them).
+fn visible(state: &ConsoleState, viewer: &Viewer, camera: &str, quality: Quality) -> Result<(), Reject> {
+    let hidden = || {
+        Reject::new(
             StatusCode::NOT_FOUND,
             format!("camera `{camera}` is not in your catalog; pick one listed at /api/catalog"),
-        ))
+        )
+    };
+    let catalog = state.whep.source().catalog();
+    let entry = catalog.iter().find(|c| c.id == camera).ok_or_else(hidden)?;
+    match viewer.check(entry, quality) {
+        Ok(()) => Ok(()),
+        Err(ScopeRefusal::Hidden(_)) => Err(hidden()),
+        Err(ScopeRefusal::Quality(why)) => Err(Reject::new(StatusCode::FORBIDDEN, why)),
     }
 }
 
@@ -84,8 +90,8 @@ pub(super) async fn recordings(
     Path(camera): Path<String>,
     Query(query): Query<QualityQuery>,
 ) -> Result<Response, Reject> {
-    visible(&state, &viewer, &camera)?;
     let quality = quality_param(&camera, query.quality.as_deref())?;
+    visible(&state, &viewer, &camera, quality)?;
     let recorded = state.whep.source().recorded(&camera, quality).await.map_err(|f| {
         let status = if f.refused { StatusCode::FORBIDDEN } else { StatusCode::SERVICE_UNAVAILABLE };
         Reject::new(status, f.reason)
@@ -143,8 +149,8 @@ pub(super) async fn export(
 ) -> Result<Response, Reject> {
     writable(&viewer)?;
     let camera = body.camera;
-    visible(&state, &viewer, &camera)?;
     let quality = body.quality.unwrap_or(Quality::Main);
+    visible(&state, &viewer, &camera, quality)?;
     let Some(dir) = state.exports.dir.clone() else {
         return Err(Reject::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -154,6 +160,8 @@ pub(super) async fn export(
     let who = viewer.upstream_name();
     let audit = state.audit().clone();
     let interval = format!("{} to {} (Unix ms)", body.from_ms, body.to_ms);
+    // Written before the wait: an operator who closes the page still shows.
+    audit.recall(viewer.audit_name(), &camera, quality, "export", "requested", &interval);
     let file = match state.whep.source().export(&camera, quality, (body.from_ms, body.to_ms), &who).await {
         Ok(f) => f,
         Err(f) => {

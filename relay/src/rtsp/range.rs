@@ -43,6 +43,9 @@ pub fn format(r: ClockRange) -> String {
 
 /// `YYYYMMDDThhmmss[.fraction]Z` → Unix ms.
 fn utc_ms(s: &str) -> Option<u64> {
+    if !s.is_ascii() {
+        return None;
+    }
     let s = s.trim().strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     if date.len() != 8 || time.len() < 6 || !date.bytes().all(|b| b.is_ascii_digit()) {
@@ -130,6 +133,7 @@ mod tests {
         assert!(parse("clock=20261307T101500Z-").is_err(), "month 13");
         assert!(parse("clock=20261207T101510Z-20261207T101500Z").is_err(), "end before start");
         assert!(parse("clock=junk").is_err());
+        assert!(parse("clock=20261207T10150\u{e9}Z-").is_err(), "not ASCII, no panic");
     }
 
     #[test]

@@ -807,7 +807,10 @@ impl Upstreams {
                         this.read_media(link_id, &head, recv).await.map(drop)
                     }
                     Ok(Some(session::UniStream::Export(head))) => {
-                        match session::read_export_stream(&head, recv).await {
+                        let accept = |h: &ponte_proto::wire::ExportHeader| {
+                            recall::export_awaited(&this, link_id, h.export, h.clip_len)
+                        };
+                        match session::read_export_stream(&head, recv, accept).await {
                             Ok(export) => {
                                 this.export_arrived(link_id, export);
                                 Ok(())

@@ -26,8 +26,10 @@ use tracing::{debug, info, warn};
 pub const PLAYBACK_IDS: u64 = 1 << 48;
 /// How long the agent may take to say what is recorded.
 const RANGES_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an export may take, request to last byte.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an export may take, request to last byte: the agent paces a
+/// clip to a quarter of the site's budget (10 minutes at 8 Mbit/s over a
+/// 20 Mbit/s budget take 16 minutes).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a playback waits for the agent's answer.
 const PLAYBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,6 +84,30 @@ struct ExportWait {
     done: oneshot::Sender<Result<ExportFile, RecallFailure>>,
     /// Bytes of the clip announced by `ExportResult`.
     announced: Option<u64>,
+}
+
+/// Removes an export's waiter when dropped.
+struct ForgetExport<'a> {
+    upstreams: &'a Upstreams,
+    key: (LinkId, u64),
+}
+
+impl Drop for ForgetExport<'_> {
+    fn drop(&mut self) {
+        self.upstreams.lock().recall.exports.remove(&self.key);
+    }
+}
+
+/// Whether an export stream of `clip_len` bytes is awaited on `link` as
+/// `id`: the relay reads only the exports it asked for, at the size the
+/// agent announced.
+pub(super) fn export_awaited(upstreams: &Upstreams, link: LinkId, id: u64, clip_len: u64) -> bool {
+    upstreams
+        .lock()
+        .recall
+        .exports
+        .get(&(link, id))
+        .is_some_and(|w| w.announced.is_none_or(|n| n == clip_len))
 }
 
 /// The recall requests under way, by (link, id).
@@ -264,8 +290,10 @@ impl Upstreams {
             self.lock().recall.exports.remove(&(link, id));
             return Err(RecallFailure::link(why));
         }
+        // Forgets the waiter however the wait ends (the HTTP request too
+        // may be dropped mid-wait).
+        let _forget = ForgetExport { upstreams: self, key: (link, id) };
         let out = tokio::time::timeout(EXPORT_TIMEOUT, rx).await;
-        self.lock().recall.exports.remove(&(link, id));
         match out {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {

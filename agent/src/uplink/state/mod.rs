@@ -662,7 +662,7 @@ impl SessionState {
             self.budget = budget;
             actions.push(Action::SetBudget(budget));
         }
-        for (id, sub) in &self.subs {
+        for (id, sub) in self.subs.iter().filter(|(_, s)| s.playback.is_none()) {
             if let Some(entry) = catalog.iter().find(|c| c.id == sub.camera) {
                 actions
                     .push(Action::SetPriority { id: *id, priority: self.access.priority(&self.site, entry) });
@@ -686,11 +686,17 @@ impl SessionState {
     }
 
     /// Ends every subscription the current policy no longer allows.
-    fn recheck(&mut self, why: &str, catalog: &[CatalogEntry], now: jiff::Timestamp) -> Vec<Action> {
-        let now = self.local_time(now);
+    fn recheck(&mut self, why: &str, catalog: &[CatalogEntry], at: jiff::Timestamp) -> Vec<Action> {
+        let now = self.local_time(at);
+        let now_ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
         let mut revoked = Vec::new();
         for (id, sub) in &self.subs {
             let decision = match catalog.iter().find(|c| c.id == sub.camera) {
+                // A playback keeps needing the `playback` right (the
+                // lookback was checked when it started).
+                Some(e) if sub.playback.is_some() => {
+                    self.access.evaluate_recall(&self.site, e, sub.quality, at, RecallUse::Playback, now_ms)
+                }
                 Some(e) => self.access.evaluate(&self.site, e, sub.quality, now),
                 None => {
                     Decision::Deny { hidden: true, reason: format!("camera `{}` was removed", sub.camera) }
