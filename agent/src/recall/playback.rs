@@ -72,7 +72,9 @@ async fn feed(writer: TrackWriter, mut cursor: Cursor, p: Playback) {
         }
         let rebase = match clock {
             None => true,
-            Some(_) => gop.wall_ms > last_end + GAP_MS || gop.wall_ms + GAP_MS < last_end,
+            Some(_) => {
+                gop.wall_ms > last_end.saturating_add(GAP_MS) || gop.wall_ms.saturating_add(GAP_MS) < last_end
+            }
         };
         if rebase {
             clock = Some((Instant::now(), gop.wall_ms));

@@ -28,7 +28,8 @@ impl RecordedGop {
     /// the keyframe's time plus the frame's pts offset.
     pub fn frame_wall_ms(&self, frame: &Frame) -> u64 {
         let pts0 = self.frames.first().map_or(frame.pts, |f| f.pts);
-        self.wall_ms + frame.pts.saturating_sub(pts0) / u64::from(crate::media::CLOCK_RATE / 1000)
+        self.wall_ms
+            .saturating_add(frame.pts.saturating_sub(pts0) / u64::from(crate::media::CLOCK_RATE / 1000))
     }
 
     /// Wall-clock time just after the GOP's last frame (its pts span plus
@@ -36,7 +37,7 @@ impl RecordedGop {
     pub fn end_wall_ms(&self) -> u64 {
         let Some(last) = self.frames.last() else { return self.wall_ms };
         let n = self.frames.len() as u64;
-        let span = self.frame_wall_ms(last) - self.wall_ms;
-        self.frame_wall_ms(last) + if n > 1 { span / (n - 1) } else { 0 }
+        let span = self.frame_wall_ms(last).saturating_sub(self.wall_ms);
+        self.frame_wall_ms(last).saturating_add(if n > 1 { span / (n - 1) } else { 0 })
     }
 }
