@@ -362,32 +362,43 @@ async fn systemd_syscall_filters_allow_every_call_the_nodes_make() -> Result<()>
     Ok(())
 }
 
+/// A Kubernetes manifest: its file, the kinds of its documents in order, the
+/// node's container ports.
+struct Manifest {
+    file: &'static str,
+    kinds: &'static [&'static str],
+    ports: &'static [(u64, &'static str)],
+}
+
+const MANIFESTS: &[Manifest] = &[
+    Manifest {
+        file: "relay.yaml",
+        kinds: &["Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"],
+        ports: &[(7443, "UDP"), (8080, "TCP"), (8554, "TCP"), (9091, "TCP")],
+    },
+    Manifest {
+        file: "agent.yaml",
+        kinds: &["Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"],
+        ports: &[(9090, "TCP"), (7444, "UDP")],
+    },
+];
+
 #[test]
 fn kubernetes_manifests_have_the_expected_kinds_ports_and_probes() -> Result<()> {
-    for (file, ports, probe_port) in [
-        ("relay.yaml", vec![(7443, "UDP"), (8080, "TCP"), (8554, "TCP"), (9091, "TCP")], "mgmt"),
-        ("agent.yaml", vec![(9090, "TCP")], "mgmt"),
-    ] {
+    for Manifest { file, kinds, ports } in MANIFESTS {
         let docs = manifest(file)?;
-        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        assert_eq!(kinds, ["Deployment", "PersistentVolumeClaim", "NetworkPolicy"], "{file}");
-        let container = &docs[0]["spec"]["template"]["spec"]["containers"][0];
-        let got: Vec<(u64, String)> = container["ports"]
-            .as_sequence()
-            .context("ports")?
-            .iter()
-            .map(|p| {
-                (p["containerPort"].as_u64().unwrap_or(0), p["protocol"].as_str().unwrap_or("").to_owned())
-            })
-            .collect();
+        let got: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        assert_eq!(&got, kinds, "{file}");
+        let pod = pod_spec(file, &docs)?;
+        let container = &pod["containers"][0];
         let want: Vec<(u64, String)> = ports.iter().map(|(p, proto)| (*p, proto.to_string())).collect();
-        assert_eq!(got, want, "{file} ports");
+        assert_eq!(port_list(&container["ports"], "containerPort"), want, "{file} ports");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"), "{file}");
-        assert_eq!(container["readinessProbe"]["httpGet"]["port"].as_str(), Some(probe_port), "{file}");
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"].as_str(), Some("mgmt"), "{file}");
         assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"), "{file}");
         assert_eq!(container["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false), "{file}");
         // `config check` runs first, with the node's environment and mounts.
-        let init = &docs[0]["spec"]["template"]["spec"]["initContainers"][0];
+        let init = &pod["initContainers"][0];
         let args: Vec<&str> =
             init["args"].as_sequence().context("init args")?.iter().filter_map(|a| a.as_str()).collect();
         assert_eq!(&args[..3], ["config", "check", "--config"], "{file}");
@@ -407,6 +418,20 @@ fn manifest(file: &str) -> Result<Vec<serde_yaml::Value>> {
         .with_context(|| format!("{file} is not valid YAML"))
 }
 
+/// The one document of `kind` in a manifest.
+fn only<'a>(file: &str, docs: &'a [serde_yaml::Value], kind: &str) -> Result<&'a serde_yaml::Value> {
+    let mut of_kind = docs.iter().filter(|d| d["kind"] == kind);
+    match (of_kind.next(), of_kind.next()) {
+        (Some(doc), None) => Ok(doc),
+        _ => anyhow::bail!("{file}: not exactly one {kind}"),
+    }
+}
+
+/// The pod template's spec of the manifest's StatefulSet.
+fn pod_spec<'a>(file: &str, docs: &'a [serde_yaml::Value]) -> Result<&'a serde_yaml::Value> {
+    Ok(&only(file, docs, "StatefulSet")?["spec"]["template"]["spec"])
+}
+
 /// (port, protocol) pairs of a list of ports; a range (`endPort`) as its first port.
 fn port_list(ports: &serde_yaml::Value, key: &str) -> Vec<(u64, String)> {
     ports
@@ -424,14 +449,15 @@ fn port_list(ports: &serde_yaml::Value, key: &str) -> Vec<(u64, String)> {
 /// (no port open to all), and no rule opens a port the node does not serve
 /// (the relay's one extra: the WebRTC media range, `whep.udp_ports`). The
 /// agent's management port (the master room's PTZ API) listens on the pod's
-/// address, never 0.0.0.0, and only Prometheus and the operators' LAN reach it.
+/// address, never 0.0.0.0, and only Prometheus and the operators' LAN reach
+/// it; its agent-to-agent port (7444/UDP) only the other agent.
 #[test]
 fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports() -> Result<()> {
     for (file, extra_ports) in [("relay.yaml", vec![(40000u64, "UDP".to_owned())]), ("agent.yaml", vec![])] {
         let docs = manifest(file)?;
-        let deployment = &docs[0];
-        let pod = &deployment["spec"]["template"]["spec"];
+        let pod = pod_spec(file, &docs)?;
         assert!(docs.iter().all(|d| d["kind"] != "ConfigMap"), "{file}: no ConfigMap");
+        assert!(docs.iter().all(|d| d["kind"] != "PersistentVolumeClaim"), "{file}: volumeClaimTemplates");
         for volume in pod["volumes"].as_sequence().context("volumes")? {
             assert!(volume["configMap"].is_null(), "{file}: volume {:?} is a ConfigMap", volume["name"]);
             if let Some(name) = volume["name"].as_str().filter(|n| ["config", "pki"].contains(n)) {
@@ -467,8 +493,8 @@ fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports(
             "{file}: POD_IP"
         );
 
-        let policy = &docs[2];
-        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let policy = only(file, &docs, "NetworkPolicy")?;
+        let labels = &pod_template_labels(file, &docs)?;
         assert_eq!(
             &policy["spec"]["podSelector"]["matchLabels"], labels,
             "{file}: the policy selects the pods"
@@ -485,7 +511,18 @@ fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports(
                 let cidr = peer["ipBlock"]["cidr"].as_str().unwrap_or("");
                 assert!(!cidr.ends_with("/0"), "{file}: {cidr} admits everyone");
             }
-            admitted.extend(port_list(&rule["ports"], "port"));
+            let ports = port_list(&rule["ports"], "port");
+            if file == "agent.yaml" && ports.contains(&(7444, "UDP".to_owned())) {
+                // The agent-to-agent link: from the agents' own pods, nothing else.
+                for peer in rule["from"].as_sequence().into_iter().flatten() {
+                    assert_eq!(&peer["podSelector"]["matchLabels"], labels, "{file}: 7444/UDP from {peer:?}");
+                    assert!(
+                        peer["ipBlock"].is_null() && peer["namespaceSelector"].is_null(),
+                        "{file}: 7444/UDP from {peer:?}"
+                    );
+                }
+            }
+            admitted.extend(ports);
         }
         for port in &admitted {
             assert!(served.contains(port) || extra_ports.contains(port), "{file}: {port:?} is not served");
@@ -494,6 +531,191 @@ fn kubernetes_manifests_keep_secrets_in_secrets_and_admit_only_each_peers_ports(
             assert!(admitted.contains(port), "{file}: no peer may reach {port:?}");
         }
     }
+    Ok(())
+}
+
+/// The labels of the StatefulSet's pods.
+fn pod_template_labels(file: &str, docs: &[serde_yaml::Value]) -> Result<serde_yaml::Value> {
+    let labels = &only(file, docs, "StatefulSet")?["spec"]["template"]["metadata"]["labels"];
+    anyhow::ensure!(labels.as_mapping().is_some_and(|m| !m.is_empty()), "{file}: pod labels");
+    Ok(labels.clone())
+}
+
+/// Two of each node, never on one host, never both evicted at once: a
+/// StatefulSet of 2 replicas with required anti-affinity on
+/// `kubernetes.io/hostname` over its own pods, a PodDisruptionBudget over the
+/// same pods that keeps one up, a headless governing Service, and a state
+/// volume per pod. Each pod mounts only its own config and keys: the Secrets'
+/// items are filed by a name the downward API gives the pod (the agent's pod
+/// name, the relay's node name) and the mounts take that one directory, which
+/// holds exactly one private key (and the pair's shared key at a relay).
+#[test]
+fn kubernetes_manifests_run_two_of_each_node_on_two_hosts() -> Result<()> {
+    for (file, identity) in
+        [("agent.yaml", ("POD_NAME", "metadata.name")), ("relay.yaml", ("NODE_NAME", "spec.nodeName"))]
+    {
+        let docs = manifest(file)?;
+        let set = only(file, &docs, "StatefulSet")?;
+        let labels = pod_template_labels(file, &docs)?;
+        assert_eq!(set["spec"]["replicas"].as_u64(), Some(2), "{file}: replicas");
+        assert_eq!(
+            set["spec"]["selector"]["matchLabels"], labels,
+            "{file}: the selector is the pods' labels"
+        );
+        let anti = set["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_sequence()
+            .with_context(|| format!("{file}: required podAntiAffinity"))?;
+        assert!(
+            anti.iter().any(|term| term["topologyKey"] == "kubernetes.io/hostname"
+                && term["labelSelector"]["matchLabels"] == labels),
+            "{file}: no required anti-affinity over the pods' labels on kubernetes.io/hostname: {anti:?}"
+        );
+        let pdb = only(file, &docs, "PodDisruptionBudget")?;
+        assert_eq!(pdb["spec"]["selector"]["matchLabels"], labels, "{file}: the PDB selects the pods");
+        assert!(
+            pdb["spec"]["minAvailable"].as_u64() == Some(1)
+                || pdb["spec"]["maxUnavailable"].as_u64() == Some(1),
+            "{file}: the PDB keeps one of two up: {pdb:?}"
+        );
+        let service = set["spec"]["serviceName"].as_str().context("serviceName")?;
+        assert!(
+            docs.iter().any(|d| d["kind"] == "Service"
+                && d["metadata"]["name"] == service
+                && d["spec"]["clusterIP"] == "None"
+                && d["spec"]["selector"] == labels),
+            "{file}: no headless Service `{service}` over the pods"
+        );
+        let claims = set["spec"]["volumeClaimTemplates"].as_sequence().context("volumeClaimTemplates")?;
+        assert!(claims.iter().any(|c| c["metadata"]["name"] == "state"), "{file}: a state volume per pod");
+
+        // Each pod's own files.
+        let pod = &set["spec"]["template"]["spec"];
+        let (var, field) = identity;
+        assert!(
+            pod["containers"][0]["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|e| e["name"] == var && e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+            "{file}: {var} from {field}"
+        );
+        let mut dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for mount in pod["containers"][0]["volumeMounts"].as_sequence().context("volumeMounts")? {
+            let name = mount["name"].as_str().unwrap_or("");
+            if !["config", "pki"].contains(&name) {
+                continue;
+            }
+            let sub = mount["subPathExpr"].as_str().unwrap_or("");
+            assert!(
+                sub.starts_with(&format!("$({var})")),
+                "{file}: mount `{name}` takes {sub:?}, not $({var})"
+            );
+            let volume = pod["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == name)
+                .with_context(|| format!("{file}: volume {name}"))?;
+            for item in volume["secret"]["items"].as_sequence().context("items")? {
+                let path = item["path"].as_str().context("item path")?;
+                let (dir, _) =
+                    path.split_once('/').with_context(|| format!("{file}: item {path} in no directory"))?;
+                dirs.entry(dir.to_owned()).or_default().push(path.to_owned());
+            }
+        }
+        assert_eq!(dirs.len(), 2, "{file}: files for two pods: {dirs:?}");
+        if file == "agent.yaml" {
+            let pods: Vec<String> = (0..2).map(|i| format!("ponte-agent-{i}")).collect();
+            assert_eq!(dirs.keys().cloned().collect::<Vec<_>>(), pods, "{file}: filed by pod name");
+        }
+        for (dir, files) in &dirs {
+            let keys: Vec<&String> =
+                files.iter().filter(|f| f.ends_with(".key") && !f.ends_with("/pair.key")).collect();
+            assert_eq!(keys.len(), 1, "{file}: {dir} must hold its own key and no other: {files:?}");
+            for want in ["ca.pem", if file == "agent.yaml" { "agent.toml" } else { "relay.toml" }] {
+                assert!(files.contains(&format!("{dir}/{want}")), "{file}: {dir} has no {want}: {files:?}");
+            }
+        }
+    }
+    // The agents reach each other at fixed addresses (`redundancy.peers` takes
+    // an address): a Service per pod, on the agent-to-agent port.
+    let docs = manifest("agent.yaml")?;
+    for i in 0..2 {
+        let name = format!("ponte-agent-{i}");
+        let service = docs
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == name.as_str())
+            .with_context(|| format!("agent.yaml: Service {name}"))?;
+        assert_eq!(service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], name.as_str());
+        assert!(service["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()));
+        assert_eq!(port_list(&service["spec"]["ports"], "port"), [(7444, "UDP".to_owned())], "{name}");
+    }
+    Ok(())
+}
+
+/// Where `./scripts/test` installs kubernetes-validate (PyPI, pinned by hash
+/// in scripts/kubernetes-validate.requirements.txt), with the schemas it ships.
+const KUBERNETES_VALIDATE: &str = "/var/cache/ponte-kubernetes-validate/bin/kubernetes-validate";
+
+/// Kubernetes versions the manifests must be valid for: the oldest we
+/// support and the newest the pinned kubernetes-validate ships.
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
+
+/// `kubernetes-validate --strict` on `files` against `version`: (success, output).
+fn kubernetes_validate(version: &str, files: &[PathBuf]) -> Result<(bool, String)> {
+    let out = std::process::Command::new(KUBERNETES_VALIDATE)
+        .args(["--strict", "--kubernetes-version", version])
+        .args(files)
+        .output()
+        .with_context(|| format!("running {KUBERNETES_VALIDATE}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// Every document of both manifests is valid against the Kubernetes API's own
+/// schemas, strictly (a misspelt or misplaced field is an error, not ignored
+/// by the API server as it would be), for each of [`KUBERNETES_VERSIONS`].
+/// A copy with one misspelt field must fail, so the check is known to bite.
+#[test]
+fn kubernetes_manifests_validate_against_the_kubernetes_schemas() -> Result<()> {
+    if !ponte_tests::require(
+        std::fs::metadata(KUBERNETES_VALIDATE).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        }),
+        &format!("kubernetes-validate ({KUBERNETES_VALIDATE})"),
+        "./scripts/test --install-only installs it into a venv from PyPI, pinned by hash",
+    ) {
+        return Ok(());
+    }
+    let files: Vec<PathBuf> = MANIFESTS.iter().map(|m| root().join("deploy/k8s").join(m.file)).collect();
+    let documents: usize = MANIFESTS.iter().map(|m| m.kinds.len()).sum();
+    for version in KUBERNETES_VERSIONS {
+        let (ok, text) = kubernetes_validate(version, &files)?;
+        assert!(ok, "kubernetes-validate --strict -k {version}:\n{text}");
+        let passed = text.lines().filter(|l| l.contains(" passed for resource ")).count();
+        assert_eq!(passed, documents, "kubernetes-validate -k {version} checked {passed} documents:\n{text}");
+        println!("kubernetes-validate --strict -k {version}: {passed} documents valid");
+    }
+    // The StatefulSet's container with one misspelt field, as an admin's edit might leave it.
+    let mut docs = manifest("agent.yaml")?;
+    let set = docs.iter_mut().find(|d| d["kind"] == "StatefulSet").context("StatefulSet")?;
+    let security = set["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        .as_mapping_mut()
+        .context("securityContext")?;
+    security.insert("readOnlyRootFilesytem".into(), true.into());
+    let dir = tempfile::tempdir()?;
+    let typo = dir.path().join("agent.yaml");
+    let text = docs.iter().map(serde_yaml::to_string).collect::<Result<Vec<_>, _>>()?.join("---\n");
+    std::fs::write(&typo, text)?;
+    let (ok, text) = kubernetes_validate(KUBERNETES_VERSIONS[0], &[typo])?;
+    assert!(
+        !ok && text.contains("readOnlyRootFilesytem"),
+        "a misspelt field passed kubernetes-validate --strict:\n{text}"
+    );
     Ok(())
 }
 
