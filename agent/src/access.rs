@@ -18,6 +18,10 @@ pub struct Access {
     /// and its tags. A catalog entry that does not match is not granted
     /// (see [`Access::current`]).
     known: HashMap<String, Known>,
+    /// Per site: the digest of its policy and of the inventory it is
+    /// evaluated on ([`ponte_proto::redundancy::digest`]), which two
+    /// agents of one master room must share.
+    digests: HashMap<String, String>,
 }
 
 /// What the config this policy was compiled with says of a camera.
@@ -64,7 +68,25 @@ impl Access {
                 );
             }
         }
-        Ok(Self { sites, tz, known })
+        // The canonical text: the site's policy as configured, the time
+        // zone, and every camera's facts in id order.
+        let mut inventory: Vec<(&String, &Known)> = known.iter().collect();
+        inventory.sort_by(|a, b| a.0.cmp(b.0));
+        let inventory: Vec<_> =
+            inventory.iter().map(|(id, k)| (id, &k.device, &k.zone, &k.kind, &k.tags)).collect();
+        let mut digests = HashMap::new();
+        for p in &cfg.sites {
+            let canonical = serde_json::to_vec(&(p, &cfg.policy.timezone, &inventory))
+                .context("serialising a site policy for its digest")?;
+            digests.insert(p.id.clone(), ponte_proto::redundancy::digest(&canonical));
+        }
+        Ok(Self { sites, tz, known, digests })
+    }
+
+    /// The digest of `site`'s policy (`none` for a site without one), as
+    /// `Hello` tells its relay.
+    pub fn digest(&self, site: &str) -> String {
+        self.digests.get(site).cloned().unwrap_or_else(|| "none".to_owned())
     }
 
     /// The policy of a site, if it has one (no policy: it sees nothing).

@@ -8,6 +8,7 @@ pub mod config;
 pub mod node;
 pub mod operators;
 pub mod ops;
+pub mod peers;
 pub mod ptz;
 pub mod recall;
 pub mod reload;

@@ -34,6 +34,8 @@ pub struct Agent {
     management_https: Option<Arc<ponte_proto::tls::https::HttpsPair>>,
     /// Tells the sessions the agent shuts down.
     shutting_down: watch::Sender<bool>,
+    /// The link to the other agents of the master room (`[redundancy]`).
+    peer_endpoint: Option<quinn::Endpoint>,
 }
 
 /// How long a shutting-down agent waits for its session closes to go out.
@@ -45,7 +47,7 @@ impl Agent {
     /// Starts cameras and uplinks.
     pub fn start(cfg: AgentConfig) -> Result<Self> {
         let live = LiveTls::load(&cfg.tls).context("loading `[tls]` files")?;
-        let opts = cfg.transport.options();
+        let opts = cfg.transport.options_redundant(cfg.redundancy.enabled());
         let client = live.client_config(&opts)?;
         let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
         let any4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
@@ -92,6 +94,14 @@ impl Agent {
             audit: audit.clone(),
             devices: ptz::devices(&cfg.devices)?,
         });
+        let peer_endpoint = crate::peers::Peers::start(
+            &cfg.agent.id,
+            &cfg.redundancy,
+            &live,
+            &opts,
+            ptz.clone(),
+            audit.clone(),
+        )?;
         let shutting_down = watch::Sender::new(false);
         let shared = uplink::Shared {
             node: cfg.agent.id.clone(),
@@ -110,6 +120,7 @@ impl Agent {
             ptz: ptz.clone(),
             tls: live.clone(),
             recall: recall.clone(),
+            agents: cfg.redundancy.agents(&cfg.agent.id),
         };
         let links = status::LinkList::default();
         let status = status::spawn_sampler(status::Sources {
@@ -138,6 +149,7 @@ impl Agent {
             shared,
             management_https: None,
             shutting_down,
+            peer_endpoint,
         };
         for target in agent.config.relays.clone() {
             agent.start_uplink(target);
@@ -183,6 +195,9 @@ impl Agent {
         self.shutting_down.send_replace(true);
         tokio::time::sleep(HEAD_GRACE).await;
         self.endpoint.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        if let Some(peers) = &self.peer_endpoint {
+            peers.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        }
         if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await.is_err() {
             tracing::debug!("relay sessions still closing after {SHUTDOWN_GRACE:?}; exiting anyway");
         }

@@ -24,6 +24,7 @@ pub fn restart_keys(old: &AgentConfig, new: &AgentConfig) -> Vec<String> {
     diff("management", &json(&old.management), &json(&new.management), &mut out);
     diff("recordings", &json(&old.recordings), &json(&new.recordings), &mut out);
     diff("recording", &json(&old.recording), &json(&new.recording), &mut out);
+    diff("redundancy", &json(&old.redundancy), &json(&new.redundancy), &mut out);
     out
 }
 

@@ -132,7 +132,8 @@ impl Listener {
             .with_context(|| format!("nobody dialled `{site}` within {timeout:?}"))?
             .context("endpoint closed")?;
         let conn = incoming.await.with_context(|| format!("handshake with `{site}`"))?;
-        let hello = Control::Hello { version: PROTOCOL_VERSION, node: site.clone(), role: Role::Relay };
+        let hello =
+            Control::Hello { version: PROTOCOL_VERSION, node: site.clone(), role: Role::Relay, policy: None };
         let (tx, mut rx, _) = tokio::time::timeout(timeout, session::accept_control(&conn, &hello))
             .await
             .context("no Hello")??;

@@ -20,13 +20,27 @@ pub struct TransportSection {
     /// both ends (the deploy guide says when).
     #[serde(default = "default_max_udp_payload")]
     pub max_udp_payload: u16,
+    /// Milliseconds of silence after which a QUIC link is declared dead
+    /// (keep-alives go every third of it, at most every second). Default
+    /// 3000; 1000 where a second agent takes over the cameras (issue 22),
+    /// so a dead agent is noticed within a second. The lower of the two
+    /// ends' values applies to a link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl Default for TransportSection {
     fn default() -> Self {
-        Self { gso: true, max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD }
+        Self { gso: true, max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD, idle_timeout_ms: None }
     }
 }
+
+/// Accepted `transport.idle_timeout_ms`: a fibre's RTT is milliseconds,
+/// but three keep-alives must fit.
+pub const IDLE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 600..=60_000;
+/// `transport.idle_timeout_ms` where a node has a redundant peer and the
+/// file does not say: a dead agent's cameras move within about a second.
+pub const REDUNDANT_IDLE_TIMEOUT_MS: u64 = 1_000;
 
 impl TransportSection {
     /// The section's problems, each naming its key.
@@ -40,15 +54,35 @@ impl TransportSection {
                 MAX_UDP_PAYLOAD.end()
             ));
         }
+        if let Some(ms) = self.idle_timeout_ms.filter(|ms| !IDLE_TIMEOUT_MS.contains(ms)) {
+            out.push(format!(
+                "`transport.idle_timeout_ms` = {ms}: expected {} to {} ms",
+                IDLE_TIMEOUT_MS.start(),
+                IDLE_TIMEOUT_MS.end()
+            ));
+        }
         out
     }
 
     /// The transport options this section sets (the rest default).
     pub fn options(&self) -> crate::tls::TransportOptions {
+        self.options_redundant(false)
+    }
+
+    /// [`Self::options`] for a node with a redundant peer (`redundant`):
+    /// an unset idle timeout is then [`REDUNDANT_IDLE_TIMEOUT_MS`].
+    pub fn options_redundant(&self, redundant: bool) -> crate::tls::TransportOptions {
+        let defaults = crate::tls::TransportOptions::default();
+        let idle = match self.idle_timeout_ms {
+            Some(ms) => std::time::Duration::from_millis(ms),
+            None if redundant => std::time::Duration::from_millis(REDUNDANT_IDLE_TIMEOUT_MS),
+            None => defaults.idle_timeout,
+        };
         crate::tls::TransportOptions {
             gso: self.gso,
             max_udp_payload: self.max_udp_payload,
-            ..Default::default()
+            idle_timeout: idle,
+            keep_alive: defaults.keep_alive.min(idle / 3),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod password_prompt;
 pub mod policy;
 pub mod ptz;
 pub mod recall;
+pub mod redundancy;
 pub mod rtp;
 pub mod session;
 pub mod shaping;

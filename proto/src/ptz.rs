@@ -367,6 +367,21 @@ impl PtzArbiter {
         }
     }
 
+    /// Takes a lock another agent of the master room granted (issue 22):
+    /// `holder` holds `camera` for `expires_in` more, unless renewed. The
+    /// lock is not moving here: the dead-man of a move stays with the
+    /// agent that started it.
+    pub fn adopt(&mut self, camera: &str, holder: &PtzHolder, now: Instant) {
+        let left = Duration::from_millis(holder.expires_in_ms).min(self.config.lock_idle);
+        let last = now.checked_sub(self.config.lock_idle - left).unwrap_or(now);
+        self.locks.insert(camera.to_owned(), Lock { holder: holder.controller.clone(), last, moving: false });
+    }
+
+    /// Drops `camera`'s lock, whoever holds it (another agent released it).
+    pub fn forget(&mut self, camera: &str) -> Option<Controller> {
+        self.locks.remove(camera).map(|l| l.holder)
+    }
+
     /// Drops every lock of a vanished controller (a relay session ended):
     /// the cameras it was moving must be stopped.
     pub fn drop_site(&mut self, site: &str) -> Vec<Expiry> {

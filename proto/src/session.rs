@@ -224,6 +224,8 @@ fn expect_hello(msg: Control) -> Result<Control, SessionError> {
 pub fn kind(msg: &Control) -> &'static str {
     match msg {
         Control::Hello { .. } => "hello",
+        Control::Policy { .. } => "policy",
+        Control::BudgetShare { .. } => "budget_share",
         Control::Catalog { .. } => "catalog",
         Control::Subscribe { .. } => "subscribe",
         Control::Unsubscribe { .. } => "unsubscribe",

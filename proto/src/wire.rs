@@ -257,6 +257,24 @@ pub enum Control {
         node: String,
         /// Role of the sender.
         role: Role,
+        /// Digest of the access policy the sender applies to the receiver
+        /// (agent only, [`crate::redundancy::digest`]): two agents of one
+        /// master room must agree, and a relay fed by both shows a mismatch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+    },
+    /// The agent's policy for the receiving site changed (a reload): its
+    /// new digest, as in `Hello` (agent → relay).
+    Policy {
+        /// The new digest.
+        digest: String,
+    },
+    /// How many agents feed this relay now (relay → agent): each agent
+    /// spends `1/parts` of the site's link budget, so two agents together
+    /// stay within it. Capped at the agent by its own `[redundancy]` peers.
+    BudgetShare {
+        /// Agents with a link up to the relay, this one included (≥ 1).
+        parts: u32,
     },
     /// Cameras this site may see (sender → receiver); replaces any earlier one.
     Catalog {
@@ -796,7 +814,7 @@ mod tests {
     #[test]
     fn control_round_trips_and_rejects_unknown_types() {
         let msgs = vec![
-            Control::Hello { version: 1, node: "master".into(), role: Role::Agent },
+            Control::Hello { version: 1, node: "master".into(), role: Role::Agent, policy: None },
             Control::Subscribe {
                 id: 3,
                 camera: "zaist".into(),

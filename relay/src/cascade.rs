@@ -281,8 +281,12 @@ async fn run_session(
     upstreams: Arc<Upstreams>,
 ) -> Result<(), SessionError> {
     let site = link.target.site.as_str();
-    let hello =
-        Control::Hello { version: PROTOCOL_VERSION, node: upstreams.site().to_owned(), role: Role::Relay };
+    let hello = Control::Hello {
+        version: PROTOCOL_VERSION,
+        node: upstreams.site().to_owned(),
+        role: Role::Relay,
+        policy: None,
+    };
     let (mut tx, mut rx, said) = session::open_control(&conn, &hello).await?;
     let node = match said {
         Control::Hello { node, .. } => node,

@@ -466,8 +466,8 @@ impl RelayConfig {
 
     fn check_upstreams(&self) -> Result<()> {
         let site = &self.relay.site;
-        if site == MASTER_SITE {
-            bail!("`relay.site` = \"{MASTER_SITE}\" is reserved for the master room's agent: name the relay after its site");
+        if ponte_proto::redundancy::is_agent_site(site) {
+            bail!("`relay.site` = {site:?}: `{MASTER_SITE}` and `{MASTER_SITE}-<name>` are reserved for the master room's agents: name the relay after its site");
         }
         if self.relay.upstreams.is_empty() {
             bail!("`relay.upstreams` is empty: list the site that feeds this relay (`[\"{MASTER_SITE}\"]`, or the parent relay's site in a cascade)");

@@ -27,7 +27,9 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
             cfg.relay.site
         );
     }
-    let opts = cfg.transport.options();
+    // Fed by two agents: a dead one is noticed within a second.
+    let agents = cfg.relay.upstreams.iter().filter(|u| ponte_proto::redundancy::is_agent_site(u)).count();
+    let opts = cfg.transport.options_redundant(agents > 1);
     let server = live.server_config(&opts)?;
     // Restarted, the relay resets its agents' old connections at once.
     let endpoint = ponte_proto::endpoint::bind_with_reset_secret(

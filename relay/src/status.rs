@@ -117,6 +117,13 @@ fn sample(
     } else {
         Health::Ok
     };
+    // One agent of two down: the cameras come from the other, degraded.
+    for p in upstreams.redundancy_problems() {
+        problems.push(p);
+        if health == Health::Ok {
+            health = Health::Degraded;
+        }
+    }
     for d in downstreams.iter().filter(|d| d.state != "up") {
         let why = d.last_error.as_deref().unwrap_or("connecting");
         problems.push(format!("downstream relay `{}` at {} is not connected: {why}", d.peer, d.addr));

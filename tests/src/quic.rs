@@ -100,7 +100,12 @@ impl FakeRelay {
     pub async fn accept(&self) -> Result<AgentSession> {
         let conn =
             tokio::time::timeout(WAIT, self.endpoint.accept()).await?.context("endpoint closed")?.await?;
-        let hello = Control::Hello { version: PROTOCOL_VERSION, node: self.site.clone(), role: Role::Relay };
+        let hello = Control::Hello {
+            version: PROTOCOL_VERSION,
+            node: self.site.clone(),
+            role: Role::Relay,
+            policy: None,
+        };
         let (tx, mut rx, _) = session::accept_control(&conn, &hello).await?;
         let catalog = match tokio::time::timeout(WAIT, rx.recv()).await?? {
             Control::Catalog { cameras } => cameras,

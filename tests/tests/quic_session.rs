@@ -43,7 +43,12 @@ async fn quic_subscriber_gets_ordered_keyframe_led_gops_with_low_latency() -> Re
 
     let conn = tokio::time::timeout(T, endpoint.accept()).await?.context("endpoint closed")?.await?;
     assert_eq!(tls::peer_site(&conn).as_deref(), Some("master"), "agent identity from its certificate");
-    let hello = Control::Hello { version: PROTOCOL_VERSION, node: "carabinieri".into(), role: Role::Relay };
+    let hello = Control::Hello {
+        version: PROTOCOL_VERSION,
+        node: "carabinieri".into(),
+        role: Role::Relay,
+        policy: None,
+    };
     let (mut tx, mut rx, peer) = session::accept_control(&conn, &hello).await?;
     assert!(matches!(peer, Control::Hello { role: Role::Agent, .. }), "{peer:?}");
     let Control::Catalog { cameras } = rx.recv().await? else { bail!("expected the catalog first") };
@@ -244,8 +249,13 @@ async fn garbage_on_the_control_stream_closes_only_that_session() -> Result<()> 
         let (mut send, _recv) = conn.open_bi().await?;
         if hello_first {
             let mut buf = bytes::BytesMut::new();
-            Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role: Role::Agent }
-                .encode(&mut buf)?;
+            Control::Hello {
+                version: PROTOCOL_VERSION,
+                node: "master".into(),
+                role: Role::Agent,
+                policy: None,
+            }
+            .encode(&mut buf)?;
             send.write_all(&buf).await?;
         }
         let junk: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();

@@ -57,6 +57,81 @@ pub struct AgentConfig {
     /// What is recorded, one `[[recording]]` per rule (none by default).
     #[serde(default, rename = "recording")]
     pub recording: Vec<crate::config::recording::RecordingRule>,
+    /// The other agents of the master room (issue 22; none by default).
+    #[serde(default)]
+    pub redundancy: RedundancySection,
+}
+
+/// `[redundancy]`: the other agents of the master room, which serve the
+/// same cameras to the same relays. The agents replicate their PTZ locks to
+/// each other over QUIC (mutual TLS, the same CA), so a camera's lock
+/// holder survives the agent that granted it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedundancySection {
+    /// UDP address this agent listens on for its peers (required with `peers`).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The other agents, each `{ site = "master-b", addr = "10.0.0.12:7444" }`.
+    #[serde(default)]
+    pub peers: Vec<PeerAgent>,
+}
+
+/// One other agent of the master room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerAgent {
+    /// Its site id (`master-<name>`), as its certificate names it.
+    pub site: String,
+    /// Its `redundancy.listen` address.
+    pub addr: SocketAddr,
+    /// TLS server name to verify (defaults to the site id).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl RedundancySection {
+    /// Whether this agent has peers.
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// Every agent of the master room, this one (`me`) included, sorted.
+    pub fn agents(&self, me: &str) -> Vec<String> {
+        let mut all: Vec<String> =
+            std::iter::once(me.to_owned()).chain(self.peers.iter().map(|p| p.site.clone())).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The section's problems, each naming its key; `me` is `agent.id`.
+    fn problems(&self, me: &str) -> Vec<String> {
+        use ponte_proto::redundancy::is_agent_site;
+        let mut out = Vec::new();
+        if self.peers.is_empty() {
+            return out;
+        }
+        if !is_agent_site(me) {
+            out.push(format!(
+                "`agent.id` = {me:?}: with `[redundancy]` peers each agent is `master-<name>` (its certificate's site)"
+            ));
+        }
+        if self.listen.is_none() {
+            out.push("`redundancy.listen` is missing: the peers dial it (e.g. \"0.0.0.0:7444\")".to_owned());
+        }
+        let mut seen = HashSet::new();
+        for p in &self.peers {
+            if !is_agent_site(&p.site) {
+                out.push(format!("`redundancy.peers` site {:?}: an agent is `master-<name>`", p.site));
+            } else if p.site == me {
+                out.push(format!("`redundancy.peers` lists {:?}, this agent itself", p.site));
+            } else if !seen.insert(&p.site) {
+                out.push(format!("`redundancy.peers` lists {:?} twice", p.site));
+            }
+        }
+        out
+    }
 }
 
 /// `[ptz]`: how long a PTZ lock and a continuous move last without renewal.
@@ -238,6 +313,7 @@ impl AgentConfig {
             operators: Vec::new(),
             recordings: Default::default(),
             recording: Vec::new(),
+            redundancy: RedundancySection::default(),
         }
     }
 }
@@ -412,6 +488,9 @@ impl AgentConfig {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         }));
         check(self.recordings.validate());
+        for p in self.redundancy.problems(&self.agent.id) {
+            check(Err(anyhow::anyhow!(p)));
+        }
         let mut rules = HashSet::new();
         for r in &self.recording {
             if !rules.insert(&r.name) {

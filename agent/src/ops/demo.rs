@@ -122,6 +122,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             ..Default::default()
         },
         recording,
+        redundancy: Default::default(),
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();

@@ -65,6 +65,9 @@ pub struct Shared {
     pub tls: ponte_proto::tls::LiveTls,
     /// The recordings: playback and exports.
     pub recall: Arc<crate::recall::Recall>,
+    /// Every agent of the master room, this one included (`[redundancy]`;
+    /// alone: just this one).
+    pub agents: Vec<String>,
 }
 
 /// Limits on what one relay session may ask, and how often they were hit.

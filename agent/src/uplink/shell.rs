@@ -94,13 +94,19 @@ pub(super) async fn run_session(
     conn: quinn::Connection,
     mut shared: Shared,
 ) -> Result<(), SessionError> {
-    let hello = Control::Hello { version: PROTOCOL_VERSION, node: shared.node.clone(), role: Role::Agent };
+    let access = shared.access.borrow_and_update().clone();
+    let mut state = SessionState::new(site, access, shared.limits.max_subscriptions)
+        .with_agents(&shared.node, shared.agents.clone());
+    let hello = Control::Hello {
+        version: PROTOCOL_VERSION,
+        node: shared.node.clone(),
+        role: Role::Agent,
+        policy: Some(state.hello_digest()),
+    };
     let (tx, mut rx, _peer) = session::open_control(&conn, &hello).await?;
     // Replies from pump tasks (e.g. a camera track that ended) funnel here so
     // only this task writes the control stream.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Control>(64);
-    let access = shared.access.borrow_and_update().clone();
-    let state = SessionState::new(site, access, shared.limits.max_subscriptions);
     let budget = state.budget();
     let mut access_rx = shared.access.clone();
     let mut catalog_rx = shared.cameras.catalog_version();

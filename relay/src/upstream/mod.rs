@@ -255,6 +255,12 @@ impl Upstreams {
         out
     }
 
+    /// What is wrong with the master room's agents (see
+    /// [`UpstreamState::redundancy_problems`]): the relay is degraded.
+    pub fn redundancy_problems(&self) -> Vec<String> {
+        self.lock().state.redundancy_problems()
+    }
+
     /// Upstream links and the camera streams they feed, for the status page.
     pub fn status(&self) -> (Vec<LinkStatus>, Vec<CameraStatus>) {
         let inner = self.lock();
@@ -658,23 +664,28 @@ impl Upstreams {
         peer: String,
         addr: SocketAddr,
     ) -> Result<(), SessionError> {
-        let hello = Control::Hello { version: PROTOCOL_VERSION, node: self.site.clone(), role: Role::Relay };
+        let hello = Control::Hello {
+            version: PROTOCOL_VERSION,
+            node: self.site.clone(),
+            role: Role::Relay,
+            policy: None,
+        };
         let (mut tx, mut rx, said) =
             tokio::time::timeout(HELLO_TIMEOUT, session::accept_control(&conn, &hello))
                 .await
                 .map_err(|_| SessionError::Protocol(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
         // The master room's site speaks as the agent; any other trusted site
         // is a parent relay of a cascade.
-        let expected = if peer == ponte_proto::ptz::MASTER_SITE { Role::Agent } else { Role::Relay };
-        let node = match &said {
-            Control::Hello { node, .. } => node.clone(),
-            _ => peer.clone(),
+        let expected = if ponte_proto::redundancy::is_agent_site(&peer) { Role::Agent } else { Role::Relay };
+        let (node, policy) = match &said {
+            Control::Hello { node, policy, .. } => (node.clone(), policy.clone()),
+            _ => (peer.clone(), None),
         };
         if let Control::Hello { role, .. } = said {
             if role != expected {
                 let why = format!(
                     "site `{peer}` said it is {role:?} but may only feed this relay as {expected:?} \
-                     (`master` is the agent, any other upstream a parent relay)"
+                     (`master` and `master-<name>` are agents, any other upstream a parent relay)"
                 );
                 self.audit.upstream_refused(&peer, addr, &why);
                 conn.close(session::close_code::FORBIDDEN.into(), b"wrong role for this identity");
@@ -683,6 +694,10 @@ impl Upstreams {
         }
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(256);
         let link_id = self.add_link(&peer, addr, conn.clone(), ctl_tx);
+        if role_is_agent(&said) {
+            self.lock().state.set_policy(link_id, policy);
+            self.share_budget();
+        }
         let media = tokio::spawn(self.clone().accept_media(conn.clone(), link_id));
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         // The first tick is at once: the upstream anchors this log as the session starts.
@@ -795,6 +810,23 @@ impl Upstreams {
         self.execute(&mut inner, actions);
         // Anything still waiting on it hears `unavailable` as its sender drops.
         inner.ptz_waiting.retain(|(link, _), _| *link != link_id);
+        drop(inner);
+        self.share_budget();
+    }
+
+    /// Tells every agent feeding this relay how many agents do
+    /// (`BudgetShare`): together they stay within the site's link budget.
+    fn share_budget(&self) {
+        let inner = self.lock();
+        let agents = inner.state.agent_links();
+        let parts = agents.len().max(1) as u32;
+        for id in agents {
+            if let Some(io) = inner.links.get(&id) {
+                if io.ctl.try_send(Control::BudgetShare { parts }).is_err() {
+                    warn!(link = id, "could not tell an agent its budget share: its control queue is full");
+                }
+            }
+        }
     }
 
     async fn accept_media(self: Arc<Self>, conn: quinn::Connection, link_id: LinkId) {
@@ -894,4 +926,9 @@ fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
     } else {
         "handshake failed"
     }
+}
+
+/// Whether a peer's `Hello` says it is an agent.
+fn role_is_agent(hello: &Control) -> bool {
+    matches!(hello, Control::Hello { role: Role::Agent, .. })
 }

@@ -54,7 +54,7 @@ async fn pose_as_upstream(pki: &Pki, site: &str, role: Role, relay: std::net::So
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(tls::client_config(&id, &TransportOptions::default())?);
     let conn = endpoint.connect(relay, "localhost")?.await.context("TLS handshake with the relay")?;
-    let hello = Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role };
+    let hello = Control::Hello { version: PROTOCOL_VERSION, node: "master".into(), role, policy: None };
     if let Ok(Ok((mut tx, _rx, _))) = tokio::time::timeout(T, session::open_control(&conn, &hello)).await {
         let cameras = vec![entry("rogue-cam", "Po"), entry("cam-a", "widened")];
         let _ = tx.send(&Control::Catalog { cameras }).await;

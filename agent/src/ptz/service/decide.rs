@@ -142,6 +142,7 @@ impl PtzService {
                     return Pending(Ok(PtzReply::Done { holder, presets: vec![], position: None }));
                 }
                 Some(moving) => {
+                    inner.replicate_out(camera, None);
                     let _ = inner.locks.send(LockChange { camera: camera.to_owned(), holder: None });
                     info!(site = %controller.site, viewer = %controller.viewer, camera, "ptz lock released");
                     if !moving {
@@ -189,8 +190,10 @@ impl PtzService {
                             ),
                         });
                     }
+                    let holder = arbiter.holder(camera, now);
+                    // Granted or renewed: the other agents hold the same.
+                    inner.replicate_out(camera, holder.clone());
                     if !before.as_ref().is_some_and(|b| b.same_as(&controller)) {
-                        let holder = arbiter.holder(camera, now);
                         let _ = inner.locks.send(LockChange { camera: camera.to_owned(), holder });
                     }
                     // The next dead-man deadline may be earlier now.

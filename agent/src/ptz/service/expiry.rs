@@ -71,6 +71,7 @@ impl PtzService {
                     // After a session ended the lock is gone too; a dead-man
                     // stop leaves it held until idle.
                     if cause == Cause::SessionEnded {
+                        self.inner.replicate_lapse(&camera);
                         let _ = self.inner.locks.send(LockChange { camera, holder: None });
                     }
                 }
@@ -86,6 +87,7 @@ impl PtzService {
                             Cause::Deadman(_) => "release: lock idle".to_owned(),
                         },
                     });
+                    self.inner.replicate_lapse(&camera);
                     let _ = self.inner.locks.send(LockChange { camera, holder: None });
                 }
             }

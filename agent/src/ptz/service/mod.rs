@@ -34,10 +34,11 @@ use expiry::timer;
 use ponte_proto::audit::{AuditLog, AuditRecord};
 use ponte_proto::ptz::{PtzArbiter, PtzErrorCode, PtzHolder, PtzReply, MASTER_SITE};
 use ponte_proto::wire::CatalogEntry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
+use tracing::info;
 use worker::{start_worker, Job};
 
 /// Who asks: a viewer of a partner site (through its relay) or an operator
@@ -162,7 +163,31 @@ struct Inner {
     access: watch::Receiver<Arc<Access>>,
     clock: Clock,
     locks: broadcast::Sender<LockChange>,
+    /// Every lock this agent grants, renews or frees, for the other agents
+    /// of the master room (`[redundancy]`).
+    replication: broadcast::Sender<LockChange>,
+    /// Cameras whose lock another agent granted (a replica): its lapse
+    /// here is not news for that agent.
+    replicas: Mutex<HashSet<String>>,
     wake: Arc<Notify>,
+}
+
+impl Inner {
+    /// This agent granted, renewed or freed `camera`'s lock: the other
+    /// agents hear it, and the lock is this agent's own from now on.
+    fn replicate_out(&self, camera: &str, holder: Option<PtzHolder>) {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).remove(camera);
+        let _ = self.replication.send(LockChange { camera: camera.to_owned(), holder });
+    }
+
+    /// `camera`'s lock lapsed or was freed here without a command: news
+    /// for the other agents only if it was this agent's own.
+    fn replicate_lapse(&self, camera: &str) {
+        let replica = self.replicas.lock().unwrap_or_else(|e| e.into_inner()).remove(camera);
+        if !replica {
+            let _ = self.replication.send(LockChange { camera: camera.to_owned(), holder: None });
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -226,6 +251,8 @@ impl PtzService {
             access: setup.access,
             clock: setup.clock,
             locks: broadcast::channel(256).0,
+            replication: broadcast::channel(1024).0,
+            replicas: Mutex::new(HashSet::new()),
             wake: wake.clone(),
         });
         tokio::spawn(timer(Arc::downgrade(&inner), wake));
@@ -255,6 +282,53 @@ impl PtzService {
     /// Lock changes, for the relay sessions to forward as `PtzLock`.
     pub fn subscribe_locks(&self) -> broadcast::Receiver<LockChange> {
         self.inner.locks.subscribe()
+    }
+
+    /// Every lock this agent grants, renews or frees (never one it learnt
+    /// from another agent), for the other agents of the master room.
+    pub fn subscribe_replication(&self) -> broadcast::Receiver<LockChange> {
+        self.inner.replication.subscribe()
+    }
+
+    /// Another agent of the master room granted, renewed or freed
+    /// `camera`'s lock: this agent's arbiter holds the same, so a failover
+    /// never finds two holders. Relay sessions hear a change of holder.
+    pub fn replicate_in(&self, camera: &str, holder: Option<PtzHolder>) {
+        let now = Instant::now();
+        let changed = {
+            let mut arbiter = self.inner.core.arbiter();
+            let before = arbiter.holder(camera, now).map(|h| h.controller);
+            let mut replicas = self.inner.replicas.lock().unwrap_or_else(|e| e.into_inner());
+            match &holder {
+                Some(h) => {
+                    arbiter.adopt(camera, h, now);
+                    replicas.insert(camera.to_owned());
+                }
+                None => {
+                    arbiter.forget(camera);
+                    replicas.remove(camera);
+                }
+            }
+            let after = arbiter.holder(camera, now);
+            (before.as_ref() != after.as_ref().map(|h| &h.controller)).then_some(after)
+        };
+        self.inner.wake.notify_one();
+        if let Some(after) = changed {
+            let who = after.as_ref().map(|h| h.controller.label());
+            info!(
+                camera,
+                holder = who.as_deref().unwrap_or("nobody"),
+                "ptz: lock replicated from another agent"
+            );
+            let _ = self.inner.locks.send(LockChange { camera: camera.to_owned(), holder: after });
+        }
+    }
+
+    /// Holders of the locks this agent granted itself (not replicas), for
+    /// a new link to another agent.
+    pub fn own_holders(&self) -> Vec<LockChange> {
+        let replicas = self.inner.replicas.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.holders().into_iter().filter(|h| !replicas.contains(&h.camera)).collect()
     }
 
     /// Current holders of every locked camera.

@@ -151,6 +151,15 @@ pub struct SessionState {
     opening: Option<Opening>,
     /// The catalog last sent to the relay.
     sent_catalog: Option<Vec<CatalogEntry>>,
+    /// This agent's site id and every agent of the master room (itself
+    /// included; one agent: just itself), for the budget share and takeovers.
+    me: String,
+    agents: Vec<String>,
+    /// How many agents feed the relay now, as it last said (`BudgetShare`),
+    /// capped at `agents.len()`.
+    share: u32,
+    /// The policy digest the relay last heard.
+    digest: String,
 }
 
 impl SessionState {
@@ -166,12 +175,51 @@ impl SessionState {
             subs: BTreeMap::new(),
             opening: None,
             sent_catalog: None,
+            me: String::new(),
+            agents: Vec::new(),
+            share: 1,
+            digest: String::new(),
         }
     }
 
-    /// The site's link budget as last applied.
+    /// This agent is `me` among `agents` of the master room (`[redundancy]`).
+    pub fn with_agents(mut self, me: &str, agents: Vec<String>) -> Self {
+        self.me = me.to_owned();
+        self.agents = agents;
+        self
+    }
+
+    /// The digest of the site's policy, for `Hello`; the session remembers
+    /// it was told.
+    pub fn hello_digest(&mut self) -> String {
+        self.digest = self.access.digest(&self.site);
+        self.digest.clone()
+    }
+
+    /// The part of the site's link budget this agent spends: all of it
+    /// alone, `1/n` while the relay says `n` agents feed it.
     pub fn budget(&self) -> Budget {
-        self.budget
+        let n = f64::from(self.share.max(1));
+        Budget { bps: self.budget.bps.map(|b| b / n), burst_bytes: self.budget.burst_bytes / n }
+    }
+
+    /// The relay says `parts` agents feed it now.
+    fn budget_share(&mut self, parts: u32) -> Vec<Action> {
+        // Never more parts than the master room has agents: a relay cannot
+        // talk an agent below its share, nor (one agent) split at all.
+        let parts = parts.clamp(1, self.agents.len().max(1) as u32);
+        if parts == self.share {
+            return Vec::new();
+        }
+        self.share = parts;
+        let budget = self.budget();
+        info!(
+            site = %self.site,
+            agents = parts,
+            budget_mbps = %crate::uplink::mbps_or_unlimited(budget.bps),
+            "shaping: the site's budget is shared with the other agents feeding its relay"
+        );
+        vec![Action::SetBudget(budget)]
     }
 
     /// Subscription `id`, if granted.
@@ -338,6 +386,7 @@ impl SessionState {
             Control::Viewers { id, viewers, more } => self.viewers(id, viewers, more),
             Control::AuditHead { seq, hash } => self.anchor(seq, hash),
             Control::Stats(_) => Vec::new(),
+            Control::BudgetShare { parts } => self.budget_share(parts),
             Control::Ptz { id, camera, viewer, command } => {
                 // A relay without accounts may not name its viewers.
                 let viewer = if viewer.is_empty() { "anonymous".to_owned() } else { viewer };
@@ -433,6 +482,9 @@ impl SessionState {
                         format!("site `{site}` already receives its maximum of {max} concurrent streams");
                     Some((SubscribeErrorCode::OverBudget, reason.clone(), reason))
                 } else {
+                    if playback.is_none() {
+                        actions.extend(self.takeover(&camera, quality));
+                    }
                     self.opening =
                         Some(Opening { id, entry, quality, rule, viewer: viewer.clone(), playback });
                     actions.push(Action::OpenCamera { id, camera: camera.clone(), quality, playback });
@@ -444,6 +496,30 @@ impl SessionState {
             actions.extend(self.refuse(viewer, id, &camera, quality, code, told, audited));
         }
         actions
+    }
+
+    /// A `takeover` audit line when the relay asks this agent for a camera
+    /// whose primary is another agent ([`ponte_proto::redundancy::primary`]):
+    /// the relay lost that agent (or never had it) and moved the camera here.
+    fn takeover(&self, camera: &str, quality: Quality) -> Option<Action> {
+        if self.agents.len() < 2 {
+            return None;
+        }
+        let primary = ponte_proto::redundancy::primary(camera, self.agents.iter().map(String::as_str))?;
+        if primary == self.me {
+            return None;
+        }
+        info!(site = %self.site, camera, primary, "takeover: serving a camera of another agent");
+        Some(self.audit(
+            Some(camera),
+            Some(quality),
+            "takeover",
+            "allowed",
+            Some(format!(
+                "camera `{camera}` is carried by agent `{primary}` when it is up; site `{}` asked `{}` for it",
+                self.site, self.me
+            )),
+        ))
     }
 
     /// The catalog entry of `camera` at `quality` if this site may see it.
@@ -660,7 +736,12 @@ impl SessionState {
                 "shaping: new link budget"
             );
             self.budget = budget;
-            actions.push(Action::SetBudget(budget));
+            actions.push(Action::SetBudget(self.budget()));
+        }
+        let digest = self.access.digest(&self.site);
+        if digest != self.digest {
+            self.digest = digest.clone();
+            actions.push(Action::Send(Control::Policy { digest }));
         }
         for (id, sub) in self.subs.iter().filter(|(_, s)| s.playback.is_none()) {
             if let Some(entry) = catalog.iter().find(|c| c.id == sub.camera) {

@@ -20,6 +20,11 @@ impl UpstreamState {
         let peer = peer.as_str();
         match msg {
             Control::Catalog { cameras } => self.on_catalog(link_id, peer, cameras, now, &mut out),
+            Control::Policy { digest } => {
+                info!(peer, %digest, "upstream policy changed");
+                self.set_policy(link_id, Some(digest));
+                out.push(Action::CatalogChanged);
+            }
             Control::SubscribeOk { id, .. } => {
                 let key = self.links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
                 if let Some(key) = key {

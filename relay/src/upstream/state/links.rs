@@ -5,6 +5,7 @@ use super::action::{Action, SubscribeFailure};
 use super::{Link, LinkId, LostCatalog, UpstreamState};
 use ponte_proto::hub::TrackKey;
 use ponte_proto::ptz::{PtzErrorCode, PtzReply};
+use ponte_proto::redundancy::is_agent_site;
 use ponte_proto::wire::{CatalogEntry, SubscribeErrorCode};
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -12,11 +13,22 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 impl UpstreamState {
-    /// How much a link is preferred as a camera's source: its site's place
-    /// in `relay.upstreams`, then the newest link of that site (an agent
-    /// that restarted is reached on its new link at once).
-    fn preference(&self, link_id: LinkId, peer: &str) -> (usize, Reverse<u64>) {
-        (self.trusted.iter().position(|t| t == peer).unwrap_or(usize::MAX), Reverse(link_id))
+    /// How much a link is preferred as `camera`'s source: its site's place
+    /// in `relay.upstreams` (the agents of the master room all rank where
+    /// the first of them is listed), then among agents the camera's
+    /// rendezvous weight ([`ponte_proto::redundancy::primary`], so the
+    /// cameras spread over the agents and each agent knows which are its
+    /// own), then the newest link of that site (an agent that restarted is
+    /// reached on its new link at once).
+    fn preference(&self, link_id: LinkId, peer: &str, camera: &str) -> (usize, Reverse<u64>, Reverse<u64>) {
+        let agent = is_agent_site(peer);
+        let rank = self
+            .trusted
+            .iter()
+            .position(|t| if agent { is_agent_site(t) } else { t == peer })
+            .unwrap_or(usize::MAX);
+        let weight = if agent { ponte_proto::redundancy::weight(camera, peer) } else { 0 };
+        (rank, Reverse(weight), Reverse(link_id))
     }
 
     /// The one link whose catalog entry for `camera` counts, and that
@@ -25,8 +37,53 @@ impl UpstreamState {
         self.links
             .iter()
             .filter(|(_, l)| l.catalog.iter().any(|c| c.id == camera))
-            .min_by_key(|(id, l)| self.preference(**id, &l.peer))
+            .min_by_key(|(id, l)| self.preference(**id, &l.peer, camera))
             .map(|(id, _)| *id)
+    }
+
+    /// The policy digests of the agents feeding this relay when they
+    /// disagree (each `(agent, digest)`, sorted), or `None` when they agree
+    /// or only one feeds it. While they disagree only the stricter grant
+    /// counts: a camera both list, at the qualities both give.
+    pub fn policy_mismatch(&self) -> Option<Vec<(String, String)>> {
+        let mut digests: Vec<(String, String)> = self
+            .links
+            .values()
+            .filter(|l| is_agent_site(&l.peer))
+            .map(|l| (l.peer.clone(), l.policy.clone().unwrap_or_else(|| "none".into())))
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let first = digests.first()?.1.clone();
+        digests.iter().any(|(_, d)| *d != first).then_some(digests)
+    }
+
+    /// `entry` as every agent link grants it (the stricter grant), or
+    /// `None` when one of them does not list it at all.
+    fn strictest(&self, entry: &CatalogEntry) -> Option<CatalogEntry> {
+        let mut out = entry.clone();
+        for l in self.links.values().filter(|l| is_agent_site(&l.peer)) {
+            let theirs = l.catalog.iter().find(|c| c.id == entry.id)?;
+            out.qualities.retain(|q| theirs.qualities.contains(q));
+            out.ptz &= theirs.ptz;
+            out.always_on &= theirs.always_on;
+        }
+        (!out.qualities.is_empty()).then_some(out)
+    }
+
+    /// The link's policy digest (`Hello`, then `Policy`).
+    pub fn set_policy(&mut self, link_id: LinkId, digest: Option<String>) {
+        if let Some(link) = self.links.get_mut(&link_id) {
+            link.policy = digest;
+        }
+    }
+
+    /// Links up from agents of the master room.
+    pub fn agent_links(&self) -> Vec<LinkId> {
+        let mut ids: Vec<LinkId> =
+            self.links.iter().filter(|(_, l)| is_agent_site(&l.peer)).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// A link from `peer` came up: its id.
@@ -41,6 +98,7 @@ impl UpstreamState {
             ptz_pending: HashMap::new(),
             next_ptz: 1,
             budget_bps: None,
+            policy: None,
         };
         self.links.insert(id, link);
         id
@@ -52,10 +110,10 @@ impl UpstreamState {
     pub fn catalog(&self, now: Instant) -> Vec<CatalogEntry> {
         let mut seen = HashSet::new();
         let mut live: Vec<(&LinkId, &Link)> = self.links.iter().collect();
-        live.sort_by_key(|(id, l)| self.preference(**id, &l.peer));
+        live.sort_by_key(|(id, l)| self.preference(**id, &l.peer, ""));
         let mut lost: Vec<(&String, &LostCatalog)> =
             self.lost.iter().filter(|(_, l)| now.saturating_duration_since(l.since) < self.grace).collect();
-        lost.sort_by_key(|(peer, _)| self.preference(0, peer));
+        lost.sort_by_key(|(peer, _)| self.preference(0, peer, ""));
         let mut out: Vec<CatalogEntry> = live
             .into_iter()
             .map(|(_, l)| &l.catalog)
@@ -64,6 +122,9 @@ impl UpstreamState {
             .filter(|c| seen.insert(c.id.clone()))
             .cloned()
             .collect();
+        if self.policy_mismatch().is_some() {
+            out = out.into_iter().filter_map(|c| self.strictest(&c)).collect();
+        }
         out.sort_by(|a, b| (&a.zone, &a.device, a.lens).cmp(&(&b.zone, &b.device, b.lens)));
         out
     }
@@ -87,10 +148,13 @@ impl UpstreamState {
         });
         // This upstream is back: its old catalog is replaced.
         self.lost.remove(peer);
-        for (other_id, other) in self.links.iter().filter(|(id, _)| **id != link_id) {
+        // Agents of one master room list the same cameras: that is the point.
+        let agents = |a: &str, b: &str| is_agent_site(a) && is_agent_site(b);
+        for (other_id, other) in self.links.iter().filter(|(id, l)| **id != link_id && !agents(peer, &l.peer))
+        {
             for c in cameras.iter().filter(|c| other.catalog.iter().any(|o| o.id == c.id)) {
                 let (ours, theirs) =
-                    (self.preference(link_id, peer), self.preference(*other_id, &other.peer));
+                    (self.preference(link_id, peer, &c.id), self.preference(*other_id, &other.peer, &c.id));
                 let counts = if ours < theirs { peer } else { other.peer.as_str() };
                 warn!(
                     peer,

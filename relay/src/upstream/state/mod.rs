@@ -56,6 +56,8 @@ pub struct Link {
     next_ptz: u64,
     /// The site's link budget as the upstream last reported it, bit/s.
     pub budget_bps: Option<u64>,
+    /// The digest of the policy an agent applies to this site (`Hello`).
+    pub policy: Option<String>,
 }
 
 /// A track fed (or once fed) by an upstream subscription.
@@ -161,6 +163,40 @@ impl UpstreamState {
     /// Whether the site `peer` may feed this relay.
     pub fn trusts(&self, peer: &str) -> bool {
         self.trusted.iter().any(|t| t == peer)
+    }
+
+    /// What is wrong with the master room's agents while more than one is
+    /// listed in `relay.upstreams`: each agent not connected (its cameras
+    /// come from the others), and policies that disagree. Empty when all
+    /// are up and agree, or when only one agent is listed.
+    pub fn redundancy_problems(&self) -> Vec<String> {
+        let agents: Vec<&String> =
+            self.trusted.iter().filter(|t| ponte_proto::redundancy::is_agent_site(t)).collect();
+        if agents.len() < 2 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let up: Vec<&str> = agents
+            .iter()
+            .filter(|a| self.links.values().any(|l| &&l.peer == *a))
+            .map(|a| a.as_str())
+            .collect();
+        for a in agents.iter().filter(|a| !up.contains(&a.as_str())) {
+            let others = if up.is_empty() {
+                "no other agent is up".to_owned()
+            } else {
+                format!("its cameras come from `{}`", up.join("`, `"))
+            };
+            out.push(format!("agent `{a}` of the master room is not connected: {others}"));
+        }
+        if let Some(digests) = self.policy_mismatch() {
+            let list: Vec<String> = digests.iter().map(|(a, d)| format!("`{a}` {d}")).collect();
+            out.push(format!(
+                "the master room's agents apply different policies to this site ({}): only what all of them grant is served; make their `[[site]]` policies and inventories the same",
+                list.join(", ")
+            ));
+        }
+        out
     }
 
     /// Where tracks and links disagree on who feeds whom, or `None` when

@@ -5,7 +5,7 @@
 use super::action::{Action, PlannedSubscribe, SubscribeFailure};
 use super::{LinkId, Track, TrackState, UpstreamState, ADOPT_RETRY};
 use ponte_proto::hub::TrackKey;
-use ponte_proto::wire::{wire_viewer, Control, SubscribeErrorCode};
+use ponte_proto::wire::{wire_viewer, CatalogEntry, Control, SubscribeErrorCode};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -62,6 +62,20 @@ impl UpstreamState {
         else {
             return Err(self.no_carrier(camera, now));
         };
+        let mismatch = self.policy_mismatch();
+        let stricter = |c: &CatalogEntry| c.id == camera && c.qualities.contains(&key.quality);
+        if mismatch.is_some() && !self.catalog(now).iter().any(stricter) {
+            let digests: Vec<String> = mismatch.iter().flatten().map(|(a, d)| format!("{a} {d}")).collect();
+            return Err(SubscribeFailure {
+                code: SubscribeErrorCode::Forbidden,
+                reason: format!(
+                    "camera `{camera}` at `{}` quality: the master room's agents apply different policies to this \
+                     site ({}), and only what both grant is served",
+                    key.quality.name(),
+                    digests.join(", ")
+                ),
+            });
+        }
         if !link.catalog.iter().any(|c| c.id == camera && c.qualities.contains(&key.quality)) {
             return Err(SubscribeFailure {
                 code: SubscribeErrorCode::Forbidden,
