@@ -1,0 +1,309 @@
+//! No single point of failure (issue 22), with the real binaries: two
+//! agents at the master room feed one relay as one source of cameras; the
+//! agent carrying them is killed (`kill -9`) and every camera plays again
+//! from the other, in Chromium and at the relay's RTSP; a PTZ lock granted
+//! by the killed agent holds on the other.
+
+use anyhow::{ensure, Context, Result};
+use ponte_agent::config::{PeerAgent, RedundancySection};
+use ponte_proto::ptz::{PtzCommand, PtzErrorCode, PtzReply};
+use ponte_proto::redundancy::primary;
+
+use ponte_tests::quic::FakeRelay;
+use ponte_tests::rtsp_camera::{require_gstreamer_rtsp, RtspCamera};
+use ponte_tests::{
+    http_get, AgentConfig, Chromium, Device, DeviceExt, Pki, Proc, RelayConfig, RelayTarget, RtspReader,
+};
+use serde_json::Value;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const AGENTS: [&str; 2] = ["master-a", "master-b"];
+
+/// `n` camera ids `{prefix}{i}` whose primary agent is `agent`.
+fn ids_on(agent: &str, prefix: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|id| primary(&format!("{id}-1"), AGENTS) == Some(agent) && primary(id, AGENTS) == Some(agent))
+        .take(n)
+        .collect()
+}
+
+/// The two agents' configs: the same devices and policy, each its own
+/// certificate, audit log and `[redundancy]` pointing at the other.
+fn two_agents(pki: &Pki, dir: &Path, relays: &[RelayTarget], devices: &[Device]) -> [AgentConfig; 2] {
+    let ports = [ponte_tests::free_udp_port(), ponte_tests::free_udp_port()];
+    let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    [0, 1].map(|i| {
+        let (me, other) = (AGENTS[i], AGENTS[1 - i]);
+        let mut cfg = AgentConfig::new(me, pki.tls(me), relays.to_vec(), devices.to_vec());
+        cfg.audit.path = dir.join(format!("{me}-audit.log"));
+        cfg.redundancy = RedundancySection {
+            listen: Some(at(ports[i])),
+            peers: vec![PeerAgent { site: other.into(), addr: at(ports[1 - i]), server_name: None }],
+        };
+        cfg
+    })
+}
+
+fn spawn_agent(dir: &Path, cfg: &AgentConfig) -> Result<Proc> {
+    let path = cfg.write(dir.join(format!("{}.toml", cfg.agent.id)))?;
+    ponte_tests::spawn_node("ponte-agent", &path)
+}
+
+fn audit_lines(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+/// Frames each console tile decoded.
+const DECODED_JS: &str = "(async () => { const c = window.ponteConsole; \
+    return c && c.ready ? (await c.decoded()).map(t => t.frames || 0) : null; })()";
+
+/// When, after `kill`, each tile decoded a frame again: the end of the
+/// longest pause in its frame count around the kill.
+fn resumed_after(samples: &[(Instant, Vec<u64>)], tile: usize, kill: Instant) -> Option<Duration> {
+    let window: Vec<(Instant, u64)> = samples
+        .iter()
+        .filter(|(t, _)| *t + Duration::from_millis(500) >= kill)
+        .filter_map(|(t, f)| f.get(tile).map(|n| (*t, *n)))
+        .collect();
+    let mut changes = window.windows(2).filter(|w| w[1].1 > w[0].1).map(|w| w[1].0);
+    let mut last = changes.next()?;
+    let mut longest = (Duration::ZERO, last);
+    for t in changes {
+        if t - last > longest.0 {
+            longest = (t - last, t);
+        }
+        last = t;
+    }
+    Some(longest.1.saturating_duration_since(kill))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_carrying_the_cameras_is_killed_and_every_camera_plays_again_within_2_s() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    if !ponte_tests::require_program(Chromium::binary(), "chromium")
+        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
+        || !require_gstreamer_rtsp()
+    {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master-a", "master-b", "carabinieri"]).await?;
+    // Four cameras whose primary is master-a: two GStreamer RTSP cameras
+    // and two synthetic ones.
+    let gst = ids_on("master-a", "gst", 2);
+    let syn = ids_on("master-a", "syn", 2);
+    let cam_a = RtspCamera::start(Default::default()).await?;
+    let cam_b = RtspCamera::start(Default::default()).await?;
+    let mut devices =
+        vec![Device::rtsp(&gst[0], &cam_a.url("/h264")), Device::rtsp(&gst[1], &cam_b.url("/h264"))];
+    devices.extend(syn.iter().map(|id| Device::synthetic(id)));
+    let cameras: Vec<String> = devices.iter().map(|d| d.camera_id(1)).collect();
+
+    let rtsp_port = ponte_tests::free_tcp_port();
+    let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut relay = RelayConfig::new(
+        "carabinieri",
+        localhost(ponte_tests::free_udp_port()),
+        localhost(ponte_tests::free_tcp_port()),
+        pki.tls("carabinieri"),
+    );
+    relay.relay.upstreams = AGENTS.map(String::from).to_vec();
+    relay.rtsp_on(rtsp_port);
+    let base = relay.base_url();
+    let relay_proc = ponte_tests::spawn_node("ponte-relay", &relay.write(dir.path().join("relay.toml"))?)?;
+    let targets = [RelayTarget::new("carabinieri", relay.relay.quic_listen)];
+    let [cfg_a, cfg_b] = two_agents(&pki, dir.path(), &targets, &devices);
+    let mut agent_a = spawn_agent(dir.path(), &cfg_a)?;
+    let _agent_b = spawn_agent(dir.path(), &cfg_b)?;
+    ponte_tests::wait_catalog(&base, cameras.len(), Duration::from_secs(30)).await?;
+    let mut relay_proc = relay_proc;
+    let relay_mgmt = relay_proc.management_url(Duration::from_secs(10)).await?;
+    // Both agents up: the relay is healthy.
+    ponte_tests::wait_until(
+        "both agents linked",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let doc = http_get(&format!("{relay_mgmt}/status")).await?.json()?;
+            Ok((doc["health"] == "ok").then_some(()))
+        },
+    )
+    .await?;
+
+    // The viewers: the console's 2×2 wall in Chromium, and the VMS path.
+    let browser = Chromium::launch().await?;
+    browser.open_console(&format!("{base}/console")).await?;
+    browser
+        .eval(&format!("window.ponteConsole.setLayout('2x2', {})", serde_json::to_string(&cameras)?))
+        .await?;
+    let readers: Vec<RtspReader> = cameras
+        .iter()
+        .map(|c| RtspReader::start(&format!("rtsp://127.0.0.1:{rtsp_port}/{c}"), 60))
+        .collect::<Result<_>>()?;
+    for (c, r) in cameras.iter().zip(&readers) {
+        r.decodes(15, Duration::from_secs(20)).await.with_context(|| format!("RTSP {c}"))?;
+    }
+    let t0 = Instant::now();
+    loop {
+        let f = browser.eval(DECODED_JS).await?;
+        let ok =
+            f.as_array().is_some_and(|a| a.len() >= 4 && a.iter().take(4).all(|n| n.as_u64() >= Some(30)));
+        if ok {
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the wall never played: {f}\n{}",
+            browser.console().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every camera comes from master-a, its primary.
+    let doc = http_get(&format!("{relay_mgmt}/status")).await?.json()?;
+    eprintln!("links before the kill: {}", doc["links"]);
+
+    // Sample the wall every 20 ms across the kill.
+    let mut samples: Vec<(Instant, Vec<u64>)> = Vec::new();
+    let stalls_before: Vec<Duration> = readers.iter().map(RtspReader::longest_stall).collect();
+    let mut killed = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(9) {
+        if killed.is_none() && start.elapsed() >= Duration::from_secs(2) {
+            agent_a.signal(libc::SIGKILL)?;
+            killed = Some(Instant::now());
+            eprintln!("kill -9 master-a");
+        }
+        let f = browser.eval(DECODED_JS).await?;
+        let frames: Vec<u64> = f.as_array().into_iter().flatten().map(|n| n.as_u64().unwrap_or(0)).collect();
+        samples.push((Instant::now(), frames));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = killed.context("never killed")?;
+    let mut failures = Vec::new();
+    for (i, camera) in cameras.iter().enumerate() {
+        let resumed = resumed_after(&samples, i, killed);
+        let stall = readers[i].longest_stall();
+        let last = samples.last().map(|(_, f)| f.get(i).copied().unwrap_or(0)).unwrap_or(0);
+        eprintln!(
+            "{camera}: Chromium tile resumed {:?} after the kill ({last} frames); RTSP longest gap {stall:?} (before the kill {:?})",
+            resumed.map(|d| d.as_millis()),
+            stalls_before[i]
+        );
+        match resumed {
+            Some(d) if d <= Duration::from_secs(2) => {}
+            other => failures.push(format!("{camera}: the tile resumed after {other:?}")),
+        }
+        if stall > Duration::from_secs(2) {
+            failures.push(format!("{camera}: the RTSP viewer waited {stall:?} for a frame"));
+        }
+    }
+    let frames_now: Vec<u64> = samples.last().map(|(_, f)| f.clone()).unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = browser.eval(DECODED_JS).await?;
+    for i in 0..4 {
+        let n = after[i].as_u64().unwrap_or(0);
+        if n <= frames_now.get(i).copied().unwrap_or(0) {
+            failures.push(format!("{}: the tile stopped again", cameras[i]));
+        }
+    }
+    ensure!(failures.is_empty(), "{failures:#?}\nconsole:\n{}", browser.console().join("\n"));
+
+    // The takeover is in the surviving agent's audit, camera by camera.
+    let audit = audit_lines(&cfg_b.audit.path)?;
+    for camera in &cameras {
+        ensure!(
+            audit.iter().any(|l| l["action"] == "takeover" && l["camera"] == camera.as_str()),
+            "master-b's audit has no takeover of {camera}"
+        );
+    }
+    // One agent down: degraded, naming it; not down.
+    let doc = http_get(&format!("{relay_mgmt}/status")).await?.json()?;
+    eprintln!("relay status after the kill: {} {}", doc["health"], doc["problems"]);
+    ensure!(doc["health"] == "degraded", "relay health with one agent down: {}", doc["health"]);
+    ensure!(doc["problems"].to_string().contains("master-a"), "{}", doc["problems"]);
+    Ok(())
+}
+
+/// A carabinieri operator holds the dome's lock, granted by master-a;
+/// master-a is killed: master-b knows the holder, refuses the Questura and
+/// lets the holder steer on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ptz_lock_outlives_the_agent_that_granted_it() -> Result<()> {
+    let _lock = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki =
+        Pki::create(dir.path().join("pki"), &["master-a", "master-b", "carabinieri", "questura"]).await?;
+    let cc = FakeRelay::listen(&pki, "carabinieri")?;
+    let qu = FakeRelay::listen(&pki, "questura")?;
+    let targets = [
+        RelayTarget::new("carabinieri", cc.endpoint.local_addr()?),
+        RelayTarget::new("questura", qu.endpoint.local_addr()?),
+    ];
+    let dome = Device::simulated_dome("duomo");
+    let camera = dome.camera_id(1);
+    let [mut cfg_a, mut cfg_b] = two_agents(&pki, dir.path(), &targets, &[dome]);
+    for cfg in [&mut cfg_a, &mut cfg_b] {
+        cfg.ptz.lock_idle_secs = 20;
+        for site in &mut cfg.sites {
+            site.ptz = true;
+            site.ptz_priority = if site.id == "carabinieri" { 50 } else { 40 };
+        }
+    }
+    let mut agent_a = spawn_agent(dir.path(), &cfg_a)?;
+    let mut c_a = cc.accept().await?;
+    let mut q_a = qu.accept().await?;
+    let _agent_b = spawn_agent(dir.path(), &cfg_b)?;
+    let mut sessions = [cc.accept().await?, qu.accept().await?];
+    // Which session is whose: both relays accept both agents.
+    let (c_b, q_b) = sessions.split_at_mut(1);
+    let (c_b, q_b) = (&mut c_b[0], &mut q_b[0]);
+    // The agents are linked before the lock is taken.
+    let mut a_lines = 0;
+    let t0 = Instant::now();
+    while !agent_a.lines().iter().any(|l| l.contains("PTZ locks are shared")) {
+        ensure!(t0.elapsed() < Duration::from_secs(10), "the agents never linked:\n{}", agent_a.tail(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a_lines += 1;
+    }
+    let _ = a_lines;
+
+    let reply = c_a.ptz(1, &camera, "rossi", PtzCommand::Move { pan: 300, tilt: 0, zoom: 0 }).await?;
+    ensure!(matches!(reply, PtzReply::Done { .. }), "carabinieri's move on master-a: {reply:?}");
+    let reply = c_a.ptz(2, &camera, "rossi", PtzCommand::Stop).await?;
+    ensure!(matches!(reply, PtzReply::Done { .. }), "{reply:?}");
+    // The Questura, lower priority, is refused by master-a too.
+    match q_a.ptz(1, &camera, "bianchi", PtzCommand::Move { pan: -300, tilt: 0, zoom: 0 }).await? {
+        PtzReply::Refused { code: PtzErrorCode::Locked, .. } => {}
+        other => anyhow::bail!("questura on master-a while carabinieri holds the lock: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    agent_a.signal(libc::SIGKILL)?;
+    agent_a.wait_exit(Duration::from_secs(5)).await?;
+    eprintln!("kill -9 master-a, which granted the lock");
+
+    // On master-b: the holder is unchanged, the Questura still cannot steer.
+    match q_b.ptz(2, &camera, "bianchi", PtzCommand::Move { pan: -300, tilt: 0, zoom: 0 }).await? {
+        PtzReply::Refused { code: PtzErrorCode::Locked, holder: Some(h), reason } => {
+            eprintln!("master-b refuses the questura: {reason}");
+            ensure!(
+                h.controller.label() == "rossi@carabinieri",
+                "holder on master-b: {}",
+                h.controller.label()
+            );
+        }
+        other => anyhow::bail!("questura on master-b after the failover: {other:?} (two holders?)"),
+    }
+    let reply = c_b.ptz(3, &camera, "rossi", PtzCommand::Move { pan: 0, tilt: 300, zoom: 0 }).await?;
+    match &reply {
+        PtzReply::Done { holder: Some(h), .. } => {
+            ensure!(h.controller.label() == "rossi@carabinieri", "{reply:?}")
+        }
+        other => anyhow::bail!("the lock holder steers on master-b: {other:?}"),
+    }
+    Ok(())
+}
