@@ -307,3 +307,99 @@ async fn a_ptz_lock_outlives_the_agent_that_granted_it() -> Result<()> {
     }
     Ok(())
 }
+
+/// The shaping test's budget: 16 Mbit/s with a 256 KiB burst.
+const BUDGET_MBPS: f64 = 16.0;
+const BURST_KB: u64 = 256;
+
+/// Two agents in namespace A feed one relay in B over a veth capped at
+/// 20 Mbit/s; eight cameras asking 35 Mbit/s, spread over both agents,
+/// always on at the relay: the bytes on the wire stay within the site's
+/// budget + burst, because each agent spends half of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_together_stay_within_the_sites_budget() -> Result<()> {
+    if !ponte_tests::require_root()
+        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
+        || !ponte_tests::require_program("/usr/sbin/tc", "iproute2")
+    {
+        return Ok(());
+    }
+    let _lock = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master-a", "master-b", "carabinieri"]).await?;
+    let net = ponte_tests::netns::NetnsPair::create("redu")?;
+    net.cap(&net.a, "20mbit", "64kb", "100ms")?;
+    let quic = SocketAddr::from((net.b.addr, 7443));
+    let mut relay = RelayConfig::new(
+        "carabinieri",
+        quic,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        pki.tls("carabinieri"),
+    );
+    relay.relay.upstreams = AGENTS.map(String::from).to_vec();
+    let relay_toml = relay.write(dir.path().join("relay.toml"))?;
+    let mut cmd = net.command(&net.b, ponte_tests::bin_path("ponte-relay")?);
+    cmd.arg("run").arg("--config").arg(&relay_toml).env("RUST_LOG", "info");
+    let _relay = Proc::spawn_command("relay", cmd)?;
+
+    let devices: Vec<Device> = (0..8)
+        .map(|i| {
+            let mut d = Device::synthetic(&format!("cam-{i}"));
+            d.source = ponte_tests::Source::Synthetic(ponte_tests::SyntheticSettings {
+                main_kbps: Some(4400),
+                sub_kbps: Some(500),
+                main_width: Some(960),
+                main_height: Some(540),
+                ..Default::default()
+            });
+            d
+        })
+        .collect();
+    let on_a = devices.iter().filter(|d| primary(&d.camera_id(1), AGENTS) == Some("master-a")).count();
+    ensure!((1..8).contains(&on_a), "the eight cameras should spread over both agents ({on_a} on master-a)");
+    let [mut cfg_a, mut cfg_b] =
+        two_agents(&pki, dir.path(), &[RelayTarget::new("carabinieri", quic)], &devices);
+    for cfg in [&mut cfg_a, &mut cfg_b] {
+        let site = &mut cfg.sites[0];
+        site.budget_mbps = Some(BUDGET_MBPS);
+        site.burst_kb = Some(BURST_KB);
+        // The relay keeps every camera subscribed, viewers or not.
+        site.always_on = vec!["*".into()];
+    }
+    let mut agents = Vec::new();
+    for cfg in [&cfg_a, &cfg_b] {
+        let path = cfg.write(dir.path().join(format!("{}.toml", cfg.agent.id)))?;
+        let mut cmd = net.command(&net.a, ponte_tests::bin_path("ponte-agent")?);
+        cmd.arg("run").arg("--config").arg(&path).env("RUST_LOG", "info");
+        agents.push(Proc::spawn_command(&cfg.agent.id, cmd)?);
+    }
+    for agent in &mut agents {
+        agent.wait_for_line("budget is shared with the other agents", Duration::from_secs(20)).await?;
+    }
+    // Settle (the streams start on sub and climb), then count 20 s.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let (tx0, w0) = (net.tx_bytes(&net.a)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (tx1, w1) = (net.tx_bytes(&net.a)?, Instant::now());
+    let window = (w1 - w0).as_secs_f64();
+    let wire = tx1 - tx0;
+    let allowed = BUDGET_MBPS * 1e6 / 8.0 * window + BURST_KB as f64 * 1024.0;
+    eprintln!(
+        "two agents, {on_a} cameras on master-a and {} on master-b: {wire} bytes in {window:.1} s = {:.2} Mbit/s \
+         on the wire (budget {BUDGET_MBPS} Mbit/s, allowed {allowed:.0} bytes with burst)",
+        8 - on_a,
+        wire as f64 * 8.0 / window / 1e6
+    );
+    ensure!((wire as f64) <= allowed, "{wire} bytes on the wire exceed budget + burst ({allowed:.0})");
+    // Both agents served: each sent at least a quarter of a share.
+    for agent in &agents {
+        ensure!(
+            agent.lines().iter().any(|l| l.contains("subscribe site=")),
+            "{} served nothing:\n{}",
+            agent.label(),
+            agent.tail(20)
+        );
+    }
+    ensure!(wire as f64 * 8.0 / window > BUDGET_MBPS * 1e6 * 0.5, "the agents sent far below the budget");
+    Ok(())
+}

@@ -186,6 +186,7 @@ impl UpstreamState {
             self.revoke(&key, why, out);
         }
         self.adopt_orphans(now, out);
+        self.rebalance(link_id, now, out);
         out.push(Action::CatalogChanged);
     }
 

@@ -5,6 +5,7 @@
 use super::action::Action;
 use super::{LinkId, UpstreamState};
 use ponte_proto::hub::TrackKey;
+use ponte_proto::redundancy::is_agent_site;
 use ponte_proto::wire::Control;
 use std::time::Instant;
 use tracing::info;
@@ -51,6 +52,33 @@ impl UpstreamState {
         let orphans: Vec<TrackKey> =
             self.tracks.iter().filter(|(_, t)| t.orphaned.is_some()).map(|(k, _)| k.clone()).collect();
         for key in orphans {
+            self.adopt(&key, now, out);
+        }
+    }
+
+    /// An agent's link came (back) up with its catalog: the tracks whose
+    /// camera it carries by the spread ([`Self::carrier`]) and that another
+    /// agent feeds now move to it, so the cameras spread over the agents
+    /// again (after a failover, or when the agents came up one after the
+    /// other). The move costs the viewers about one round trip.
+    pub(super) fn rebalance(&mut self, link_id: LinkId, now: Instant, out: &mut Vec<Action>) {
+        let is_agent = |l: LinkId| self.links.get(&l).is_some_and(|l| is_agent_site(&l.peer));
+        if !is_agent(link_id) {
+            return;
+        }
+        let moving: Vec<(TrackKey, LinkId, u64)> = self
+            .tracks
+            .iter()
+            .filter_map(|(k, t)| {
+                let (l, s) = t.feed?;
+                (l != link_id && !t.pending && is_agent(l) && self.carrier(&k.camera) == Some(link_id))
+                    .then(|| (k.clone(), l, s))
+            })
+            .collect();
+        for (key, old, sub) in moving {
+            info!(camera = %key.camera, quality = key.quality.name(), "moving the camera back to the agent that carries it by the spread");
+            out.push(Action::Send { link: old, msg: Control::Unsubscribe { id: sub } });
+            self.orphan(&key, now, out);
             self.adopt(&key, now, out);
         }
     }
