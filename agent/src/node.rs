@@ -166,20 +166,25 @@ impl Agent {
     }
 
     /// Starts dialling one relay.
-    fn start_uplink(&mut self, target: RelayTarget) {
+    fn start_uplink(&mut self, mut target: RelayTarget) {
+        // Two relays of one site (a pair): status tells them apart by address.
+        if self.config.relays.iter().filter(|r| r.site == target.site).count() > 1 {
+            target.label = Some(format!("{} {}", target.site, target.addr));
+        }
         if !self.config.sites.iter().any(|p| p.id == target.site) {
             tracing::warn!(site = %target.site, "no [[site]] policy for this relay: it will see no camera");
         }
         let up = uplink::spawn(target, self.endpoint.clone(), self.client.clone(), self.shared.clone());
-        self.lock_links().push((up.target.site.clone(), up.state.clone()));
+        self.lock_links().push((up.target.label().to_owned(), up.state.clone()));
         self.uplinks.push(up);
     }
 
     /// Closes one relay's session (telling it `reason`) and stops dialling it.
     async fn stop_uplink(&mut self, site: &str, reason: &str) {
-        self.lock_links().retain(|(s, _)| s != site);
-        let Some(i) = self.uplinks.iter().position(|u| u.target.site == site) else { return };
-        self.uplinks.swap_remove(i).stop(reason).await;
+        self.lock_links().retain(|(s, _)| s != site && !s.starts_with(&format!("{site} ")));
+        while let Some(i) = self.uplinks.iter().position(|u| u.target.site == site) {
+            self.uplinks.swap_remove(i).stop(reason).await;
+        }
     }
 
     fn lock_links(&self) -> std::sync::MutexGuard<'_, Vec<(String, watch::Receiver<uplink::LinkState>)>> {

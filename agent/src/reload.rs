@@ -89,16 +89,22 @@ pub const RELAY_CHANGED: &str = "relay entry changed in the agent's config; reco
 /// disappears is stopped, a new one started, a changed entry (address,
 /// server name) stopped and started again; the others are left alone.
 pub fn relay_plan(running: &[RelayTarget], new: &[RelayTarget]) -> RelayPlan {
+    // A site's relays (one, or a pair) change as a unit.
+    let of = |list: &[RelayTarget], site: &str| -> Vec<RelayTarget> {
+        list.iter().filter(|r| r.site == site).cloned().collect()
+    };
     let mut plan = RelayPlan::default();
-    for r in running {
-        match new.iter().find(|n| n.site == r.site) {
-            None => plan.stop.push((r.site.clone(), RELAY_REMOVED)),
-            Some(n) if n != r => plan.stop.push((r.site.clone(), RELAY_CHANGED)),
-            Some(_) => {}
+    let mut seen = std::collections::HashSet::new();
+    for r in running.iter().filter(|r| seen.insert(r.site.clone())) {
+        let (old, now) = (of(running, &r.site), of(new, &r.site));
+        if now.is_empty() {
+            plan.stop.push((r.site.clone(), RELAY_REMOVED));
+        } else if now != old {
+            plan.stop.push((r.site.clone(), RELAY_CHANGED));
         }
     }
     for n in new {
-        if running.iter().find(|r| r.site == n.site) != Some(n) {
+        if of(running, &n.site) != of(new, &n.site) {
             plan.start.push(n.clone());
         }
     }

@@ -274,12 +274,21 @@ pub struct RelayTarget {
     /// TLS server name to verify (defaults to the site id).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// How status names this link: the site, or `site addr` when the site
+    /// has two relays (issue 22). Set by the agent, never in the file.
+    #[serde(skip)]
+    pub label: Option<String>,
 }
 
 impl RelayTarget {
     /// A relay of `site` at `addr`, its certificate checked against the site id.
     pub fn new(site: impl Into<String>, addr: SocketAddr) -> Self {
-        Self { site: site.into(), addr, server_name: None }
+        Self { site: site.into(), addr, server_name: None, label: None }
+    }
+
+    /// The name status and the shaping board give this link.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.site)
     }
 }
 
@@ -467,10 +476,11 @@ impl AgentConfig {
                 self.agent.id
             )));
         }
-        let mut sites = HashSet::new();
+        // A site may have two relays (a pair backing each other), at two addresses.
+        let mut relays = HashSet::new();
         for r in &self.relays {
-            if !sites.insert(&r.site) {
-                check(Err(anyhow::anyhow!("`relay.site` = {:?} appears twice", r.site)));
+            if !relays.insert((&r.site, r.addr)) {
+                check(Err(anyhow::anyhow!("`relay.site` = {:?} at {} appears twice", r.site, r.addr)));
             }
         }
         let mut policy_sites = HashSet::new();

@@ -67,7 +67,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .spawn()
             .with_context(|| format!("starting `{}`", relay_bin.display()))?;
         children.push(child);
-        targets.push(RelayTarget { site: site.to_string(), addr: quic, server_name: None });
+        targets.push(RelayTarget::new(site.to_string(), quic));
         urls.push((site, format!("https://{http}/")));
     }
 

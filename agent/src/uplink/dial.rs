@@ -132,7 +132,8 @@ async fn dial_loop(
                             let _ = state_tx.send(LinkState::Up);
                             last_warned = None;
                             let _revocation = shared.tls.watch_peer(&conn);
-                            let session = run_session(&target.site, conn.clone(), shared.clone());
+                            let session =
+                                run_session(&target.site, target.label(), conn.clone(), shared.clone());
                             tokio::pin!(session);
                             let r = tokio::select! {
                                 r = &mut session => r,

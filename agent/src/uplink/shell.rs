@@ -72,6 +72,8 @@ impl Default for PathMeter {
 
 struct Session<'a> {
     site: &'a str,
+    /// The link's name on the boards (`site`, or `site addr` for a pair).
+    label: &'a str,
     conn: quinn::Connection,
     shared: Shared,
     state: SessionState,
@@ -91,11 +93,12 @@ struct Session<'a> {
 
 pub(super) async fn run_session(
     site: &str,
+    label: &str,
     conn: quinn::Connection,
     mut shared: Shared,
 ) -> Result<(), SessionError> {
     let access = shared.access.borrow_and_update().clone();
-    let mut state = SessionState::new(site, access, shared.limits.max_subscriptions)
+    let state = SessionState::new(site, access, shared.limits.max_subscriptions)
         .with_agents(&shared.node, shared.agents.clone());
     let hello = Control::Hello {
         version: PROTOCOL_VERSION,
@@ -112,6 +115,7 @@ pub(super) async fn run_session(
     let mut catalog_rx = shared.cameras.catalog_version();
     let mut s = Session {
         site,
+        label,
         conn: conn.clone(),
         shared,
         state,
@@ -135,7 +139,7 @@ pub(super) async fn run_session(
         s.execute(actions).await?;
     }
     // From here every way out passes the `close` below.
-    s.shared.links.open(site, conn.clone(), s.counters.clone());
+    s.shared.links.open(label, conn.clone(), s.counters.clone());
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     let mut policy_tick = tokio::time::interval(POLICY_TICK);
     let mut shaping_tick = tokio::time::interval(SHAPING_TICK);
@@ -193,9 +197,9 @@ pub(super) async fn run_session(
             break Err(e);
         }
     };
-    s.shared.shaping.remove(site);
+    s.shared.shaping.remove(label);
     s.counters.subscriptions.store(0, Ordering::Relaxed);
-    s.shared.links.close(site);
+    s.shared.links.close(label);
     // Cameras this site was moving stop now, not at the dead-man.
     s.shared.ptz.drop_site(site);
     // The control stream is gone or broken: only the local actions matter.
@@ -559,7 +563,7 @@ impl Session<'_> {
                 })
                 .collect();
             LinkSnapshot {
-                site: self.site.to_owned(),
+                site: self.label.to_owned(),
                 budget_bps: budget.bps,
                 burst_bytes: budget.burst_bytes,
                 path_capacity_bps: capacity,

@@ -167,6 +167,7 @@ impl SessionState {
     /// `max_subscriptions` subscriptions.
     pub fn new(site: &str, access: Arc<Access>, max_subscriptions: u32) -> Self {
         let budget = access.budget(site);
+        let access_digest = access.digest(site);
         Self {
             site: site.to_owned(),
             access,
@@ -178,7 +179,7 @@ impl SessionState {
             me: String::new(),
             agents: Vec::new(),
             share: 1,
-            digest: String::new(),
+            digest: access_digest,
         }
     }
 
@@ -189,10 +190,8 @@ impl SessionState {
         self
     }
 
-    /// The digest of the site's policy, for `Hello`; the session remembers
-    /// it was told.
-    pub fn hello_digest(&mut self) -> String {
-        self.digest = self.access.digest(&self.site);
+    /// The digest of the site's policy, for `Hello`.
+    pub fn hello_digest(&self) -> String {
         self.digest.clone()
     }
 
@@ -738,11 +737,7 @@ impl SessionState {
             self.budget = budget;
             actions.push(Action::SetBudget(self.budget()));
         }
-        let digest = self.access.digest(&self.site);
-        if digest != self.digest {
-            self.digest = digest.clone();
-            actions.push(Action::Send(Control::Policy { digest }));
-        }
+
         for (id, sub) in self.subs.iter().filter(|(_, s)| s.playback.is_none()) {
             if let Some(entry) = catalog.iter().find(|c| c.id == sub.camera) {
                 actions
@@ -750,6 +745,12 @@ impl SessionState {
             }
         }
         actions.extend(self.send_catalog(catalog));
+        // The relay compares the agents' digests (two agents, issue 22).
+        let digest = self.access.digest(&self.site);
+        if digest != self.digest {
+            self.digest = digest.clone();
+            actions.push(Action::Send(Control::Policy { digest }));
+        }
         actions.extend(self.recheck("policy reloaded", catalog, now));
         actions
     }

@@ -510,3 +510,34 @@ fn playback_needs_the_sites_right_and_goes_out_low_on_a_ladder_of_one() {
     );
     assert_eq!(audited(&a)[0].1, "refused");
 }
+
+/// Two agents feed the relay (issue 22): each spends its share of the
+/// site's budget, never less than `1/agents`, and a camera whose primary is
+/// the other agent is audited as a takeover.
+#[test]
+fn a_second_agent_halves_the_budget_and_a_camera_of_the_other_agent_is_a_takeover() {
+    let f = fixture(CONFIG);
+    let agents = vec!["master-a".to_owned(), "master-b".to_owned()];
+    let mut s = SessionState::new("questura", f.access.clone(), 8).with_agents("master-a", agents.clone());
+    assert_eq!(s.budget().bps, Some(2e6));
+    let a = s.handle(Control::BudgetShare { parts: 2 }, &f.catalog, night()).unwrap();
+    assert_eq!(a, vec![Action::SetBudget(s.budget())]);
+    assert_eq!(s.budget().bps, Some(1e6));
+    // A relay cannot talk the agent below its share of two.
+    s.handle(Control::BudgetShare { parts: 9 }, &f.catalog, night()).unwrap();
+    assert_eq!(s.budget().bps, Some(1e6));
+    s.handle(Control::BudgetShare { parts: 1 }, &f.catalog, night()).unwrap();
+    assert_eq!(s.budget().bps, Some(2e6), "the other agent went: the whole budget");
+
+    s.send_catalog(&f.catalog);
+    for camera in ["piazza", "dome"] {
+        let a = subscribe(&mut s, &f, if camera == "dome" { 2 } else { 1 }, camera, night());
+        let primary = ponte_proto::redundancy::primary(camera, agents.iter().map(String::as_str)).unwrap();
+        let takeover = audited(&a).iter().any(|(action, _, _)| action == "takeover");
+        assert_eq!(takeover, primary == "master-b", "{camera} (primary {primary}): {a:?}");
+    }
+    // One agent alone never splits and never takes over.
+    let mut alone = SessionState::new("questura", f.access.clone(), 8);
+    alone.handle(Control::BudgetShare { parts: 2 }, &f.catalog, night()).unwrap();
+    assert_eq!(alone.budget().bps, Some(2e6));
+}

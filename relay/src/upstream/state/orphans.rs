@@ -62,8 +62,12 @@ impl UpstreamState {
     /// again (after a failover, or when the agents came up one after the
     /// other). The move costs the viewers about one round trip.
     pub(super) fn rebalance(&mut self, link_id: LinkId, now: Instant, out: &mut Vec<Action>) {
-        let is_agent = |l: LinkId| self.links.get(&l).is_some_and(|l| is_agent_site(&l.peer));
-        if !is_agent(link_id) {
+        let Some(peer) = self.links.get(&link_id).map(|l| l.peer.clone()) else { return };
+        // Another agent than the one feeding it now (a restarted agent's
+        // old link keeps its tracks until it goes, see `link_down`).
+        let is_agent =
+            |l: LinkId| self.links.get(&l).is_some_and(|l| is_agent_site(&l.peer) && l.peer != peer);
+        if !is_agent_site(&peer) {
             return;
         }
         let moving: Vec<(TrackKey, LinkId, u64)> = self

@@ -539,3 +539,77 @@ fn the_upstream_hears_who_watches_once_per_change_and_again_after_an_adoption() 
     p.state.unsent(*link, msg, p.now);
     assert_eq!(p.state.viewers(&key("c0"), generation, names(&["op"]), 0).len(), 1);
 }
+
+/// A relay fed by two agents of the master room (issue 22).
+fn two_agents() -> Pair {
+    let mut p = Pair::new();
+    p.state = UpstreamState::new("questura", vec!["master-a".into(), "master-b".into()], LINGER, GRACE);
+    p
+}
+
+/// The cameras spread over both agents by the rendezvous choice; a lost
+/// agent's tracks move to the other at once; when it returns it takes its
+/// own back.
+#[test]
+fn two_agents_spread_the_cameras_fail_over_and_take_them_back() {
+    let mut p = two_agents();
+    let cams: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = cams.iter().map(String::as_str).collect();
+    let a = p.connect("master-a", Agent::with(&names));
+    let b = p.connect("master-b", Agent::with(&names));
+    for c in &names {
+        p.subscribe(c).unwrap();
+    }
+    p.deliver();
+    let fed_by =
+        |p: &Pair, l: LinkId| p.state.tracks.values().filter(|t| t.feed.is_some_and(|f| f.0 == l)).count();
+    let on_a = fed_by(&p, a);
+    assert!(on_a > 0 && on_a < 12, "{on_a} of 12 cameras on master-a");
+    for c in &names {
+        let want = ponte_proto::redundancy::primary(c, ["master-a", "master-b"]).unwrap();
+        let link = if want == "master-a" { a } else { b };
+        assert_eq!(p.state.carrier(c), Some(link), "{c} goes to its primary {want}");
+    }
+    assert!(p.state.redundancy_problems().is_empty());
+
+    // master-a dies: its tracks are subscribed on master-b at once.
+    p.cut(a);
+    let moved = p.drain();
+    assert_eq!(moved.iter().filter(|x| matches!(x, Action::Adopted { .. })).count(), on_a, "{moved:?}");
+    p.deliver();
+    assert_eq!(fed_by(&p, b), 12);
+    let problems = p.state.redundancy_problems();
+    assert!(problems.len() == 1 && problems[0].contains("`master-a`"), "{problems:?}");
+    p.state.check();
+
+    // master-a returns: its cameras move back, each unsubscribed on master-b.
+    let a2 = p.connect("master-a", Agent::with(&names));
+    let unsubscribed = p.sent_to(b).iter().filter(|m| matches!(m, Control::Unsubscribe { .. })).count();
+    assert_eq!(unsubscribed, on_a);
+    p.deliver();
+    assert_eq!(fed_by(&p, a2), on_a);
+    assert!(p.state.redundancy_problems().is_empty());
+    p.state.check();
+}
+
+/// Two agents with different policies: the relay shows both digests and
+/// serves only what both grant.
+#[test]
+fn two_agents_that_disagree_on_the_policy_serve_only_the_stricter_grant() {
+    let mut p = two_agents();
+    let a = p.connect("master-a", Agent::with(&["c0", "c1"]));
+    let b = p.connect("master-b", Agent::with(&["c0"]));
+    p.state.set_policy(a, Some("aaaa".into()));
+    p.state.set_policy(b, Some("aaaa".into()));
+    assert_eq!(p.state.catalog(p.now).len(), 2, "agreeing digests: each camera from the agent that lists it");
+    p.from(b, Control::Policy { digest: "bbbb".into() });
+    assert!(p.drain().contains(&Action::CatalogChanged));
+    let problems = p.state.redundancy_problems().join(" ");
+    assert!(problems.contains("aaaa") && problems.contains("bbbb"), "{problems}");
+    let ids: Vec<String> = p.state.catalog(p.now).into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["c0"], "c1 is granted by master-a only");
+    let refused = p.subscribe("c1").unwrap_err();
+    assert_eq!(refused.code, SubscribeErrorCode::Forbidden, "{refused:?}");
+    assert!(refused.reason.contains("different policies"), "{}", refused.reason);
+    assert!(p.subscribe("c0").is_ok());
+}
