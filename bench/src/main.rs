@@ -8,6 +8,7 @@
 mod callgrind;
 mod city;
 mod cluster;
+mod failover;
 mod fanout;
 mod glass;
 mod machine;
@@ -58,6 +59,8 @@ enum Scenario {
     Record,
     /// A recording played back from random points in Chromium's console: seek → first replayed frame shown.
     Seek,
+    /// Two agents feed one relay; one is killed and restarted, again and again: the viewers' gaps.
+    Failover,
     /// Every scenario above, in order, sharing the transport limit and fan-out maximum.
     All,
     /// Render the JSON reports as Markdown (`--update BENCHMARKS.md` rewrites its generated section).
@@ -78,13 +81,14 @@ impl Scenario {
             Scenario::Sizing => "sizing",
             Scenario::Record => "record",
             Scenario::Seek => "seek",
+            Scenario::Failover => "failover",
             Scenario::All => "all",
             Scenario::Report => "report",
         }
     }
 }
 
-const ORDER: [Scenario; 11] = [
+const ORDER: [Scenario; 12] = [
     Scenario::TransportLimit,
     Scenario::Fanout,
     Scenario::Latency,
@@ -96,13 +100,14 @@ const ORDER: [Scenario; 11] = [
     Scenario::Sizing,
     Scenario::Record,
     Scenario::Seek,
+    Scenario::Failover,
 ];
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ponte-bench",
     version,
-    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city, recording, seek"
+    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city, recording, seek, failover"
 )]
 struct Cli {
     /// What to run.
@@ -176,6 +181,12 @@ struct Cli {
     /// Seek: seeks to random points of the recording.
     #[arg(long)]
     seeks: Option<usize>,
+    /// Failover: replay cameras, half on each agent.
+    #[arg(long, default_value_t = 8)]
+    failover_cameras: usize,
+    /// Failover: agents killed and restarted, alternating master-a and master-b.
+    #[arg(long)]
+    kills: Option<usize>,
     /// Report: rewrite the generated section of this Markdown file (scenarios
     /// without a report in --out-dir keep their section).
     #[arg(long)]
@@ -557,6 +568,26 @@ async fn run_seek(cli: &Cli) -> Result<Output> {
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
 }
 
+async fn run_failover(cli: &Cli) -> Result<Output> {
+    let smoke = cli.smoke;
+    let params = failover::FailoverParams {
+        cameras: if smoke { cli.failover_cameras.min(4) } else { cli.failover_cameras },
+        runs: cli.kills.unwrap_or(if smoke { 2 } else { 5 }),
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        settle_secs: cli.warmup_secs.unwrap_or(if smoke { 1.0 } else { 3.0 }),
+        down_secs: if smoke { 2.5 } else { 4.0 },
+        after_back_secs: if smoke { 0.5 } else { 2.0 },
+        back_timeout_secs: 20.0,
+    };
+    anyhow::ensure!(
+        params.cameras >= 2 && params.runs >= 1,
+        "failover needs 2 cameras or more (--failover-cameras) and 1 kill or more (--kills)"
+    );
+    let r = failover::run(&params).await?;
+    let (tables, checks, notes) = failover::tables(&r, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
+}
+
 /// Prints a scenario's report and writes its JSON.
 fn finish(
     cli: &Cli,
@@ -637,6 +668,7 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
         Scenario::Sizing => run_sizing(cli).await,
         Scenario::Record => run_record(cli).await,
         Scenario::Seek => run_seek(cli).await,
+        Scenario::Failover => run_failover(cli).await,
         Scenario::All | Scenario::Report => unreachable!("not a single scenario"),
     }
     .with_context(|| format!("scenario {}", scenario.name()));

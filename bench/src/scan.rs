@@ -11,6 +11,21 @@ pub const PREFIX: usize = 256;
 /// Fixed part of the GOP header (magic … parameter set count).
 const GOP_FIXED: usize = 26;
 
+/// One frame as the scanner saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedFrame<'a> {
+    /// Subscription id of its GOP stream.
+    pub subscription: u64,
+    /// Presentation time, 90 kHz, as the sending agent stamped it.
+    pub pts: u64,
+    /// Whether the header flags it a keyframe.
+    pub keyframe: bool,
+    /// Payload length.
+    pub len: usize,
+    /// The payload's first [`PREFIX`] bytes.
+    pub prefix: &'a [u8],
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     GopHeader,
@@ -24,6 +39,8 @@ pub struct FrameScanner {
     state: State,
     head: Vec<u8>,
     subscription: u64,
+    pts: u64,
+    keyframe: bool,
     len: usize,
     remaining: usize,
     prefix: Vec<u8>,
@@ -35,6 +52,8 @@ impl Default for FrameScanner {
             state: State::GopHeader,
             head: Vec::with_capacity(64),
             subscription: 0,
+            pts: 0,
+            keyframe: false,
             len: 0,
             remaining: 0,
             prefix: Vec::with_capacity(PREFIX),
@@ -56,13 +75,12 @@ fn gop_header_len(b: &[u8]) -> Option<usize> {
 }
 
 impl FrameScanner {
-    /// Feeds received bytes; `on_frame(subscription, payload length, payload
-    /// prefix)` is called as each frame completes. An error for bytes that
-    /// are not a ponte media stream.
+    /// Feeds received bytes; `on_frame` is called as each frame completes.
+    /// An error for bytes that are not a ponte media stream.
     pub fn push(
         &mut self,
         mut data: &[u8],
-        mut on_frame: impl FnMut(u64, usize, &[u8]),
+        mut on_frame: impl FnMut(ScannedFrame<'_>),
     ) -> Result<(), String> {
         while !data.is_empty() {
             match self.state {
@@ -90,6 +108,10 @@ impl FrameScanner {
                     self.head.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     if self.head.len() == FRAME_HEADER_LEN {
+                        let mut pts = [0u8; 8];
+                        pts.copy_from_slice(&self.head[..8]);
+                        self.pts = u64::from_be_bytes(pts);
+                        self.keyframe = self.head[8] & 1 != 0;
                         let l = &self.head[9..13];
                         self.len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
                         self.remaining = self.len;
@@ -97,7 +119,7 @@ impl FrameScanner {
                         self.prefix.clear();
                         self.state = State::Payload;
                         if self.len == 0 {
-                            on_frame(self.subscription, 0, &[]);
+                            on_frame(self.frame());
                             self.state = State::FrameHeader;
                         }
                     }
@@ -109,13 +131,24 @@ impl FrameScanner {
                     self.remaining -= take;
                     data = &data[take..];
                     if self.remaining == 0 {
-                        on_frame(self.subscription, self.len, &self.prefix);
+                        on_frame(self.frame());
                         self.state = State::FrameHeader;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The frame whose header was read last, with the prefix kept so far.
+    fn frame(&self) -> ScannedFrame<'_> {
+        ScannedFrame {
+            subscription: self.subscription,
+            pts: self.pts,
+            keyframe: self.keyframe,
+            len: self.len,
+            prefix: &self.prefix,
+        }
     }
 }
 
@@ -143,7 +176,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &n)| Frame {
-                pts: i as u64,
+                pts: 0x0011_2233_4455_0000 + i as u64,
                 keyframe: i == 0,
                 payload: (0..n).map(|b| (b * 7 + i) as u8).collect::<Vec<u8>>().into(),
             })
@@ -160,7 +193,7 @@ mod tests {
         while let Some(ev) = dec.poll().unwrap() {
             if let MediaEvent::Frame(f) = ev {
                 let n = f.payload.len().min(PREFIX);
-                want.push((header.subscription, f.payload.len(), f.payload[..n].to_vec()));
+                want.push((header.subscription, f.pts, f.keyframe, f.payload.len(), f.payload[..n].to_vec()));
             }
         }
         assert_eq!(want.len(), frames.len());
@@ -168,10 +201,11 @@ mod tests {
             let mut scan = FrameScanner::default();
             let mut got = Vec::new();
             for c in stream.chunks(chunk) {
-                scan.push(c, |s, len, prefix| got.push((s, len, prefix.to_vec()))).unwrap();
+                scan.push(c, |f| got.push((f.subscription, f.pts, f.keyframe, f.len, f.prefix.to_vec())))
+                    .unwrap();
             }
             assert_eq!(got, want, "chunks of {chunk}");
         }
-        assert!(FrameScanner::default().push(b"HTTP/1.1", |_, _, _| {}).is_err());
+        assert!(FrameScanner::default().push(b"HTTP/1.1", |_| {}).is_err());
     }
 }

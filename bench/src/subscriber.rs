@@ -5,7 +5,7 @@
 //! per-frame (capture time, arrival time) samples from the capture-time SEI.
 //! It does not decode video.
 
-use crate::scan::FrameScanner;
+use crate::scan::{FrameScanner, ScannedFrame};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use ponte_proto::h264;
@@ -31,6 +31,10 @@ pub struct Sample {
     pub capture: u64,
     /// Arrival of the frame's last byte.
     pub recv: u64,
+    /// Presentation time (90 kHz) the sending agent stamped.
+    pub pts: u64,
+    /// Whether it is a keyframe.
+    pub keyframe: bool,
 }
 
 /// What arrived at one subscriber.
@@ -67,19 +71,19 @@ impl Meter {
         lock(&self.first).get(&id).copied()
     }
 
-    /// A frame of `len` bytes starting with `prefix` completed.
-    fn on_frame(&self, subscription: u64, first_of_stream: bool, len: usize, prefix: &[u8]) {
+    /// A frame completed.
+    fn on_frame(&self, f: ScannedFrame<'_>, first_of_stream: bool) {
         let recv = h264::unix_micros_now();
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(f.len as u64, Ordering::Relaxed);
         self.frames.fetch_add(1, Ordering::Relaxed);
         if first_of_stream {
-            lock(&self.first).entry(subscription).or_insert_with(Instant::now);
+            lock(&self.first).entry(f.subscription).or_insert_with(Instant::now);
         }
         if self.sampling.load(Ordering::Relaxed) {
             // ponte's SEI comes right after the parameter sets, if any.
-            if let Some(capture) = h264::nal_units(prefix).take(4).find_map(h264::parse_capture_time_sei) {
-                let track = track_of(subscription);
-                lock(&self.samples).push(Sample { track, capture, recv });
+            if let Some(capture) = h264::nal_units(f.prefix).take(4).find_map(h264::parse_capture_time_sei) {
+                let track = track_of(f.subscription);
+                lock(&self.samples).push(Sample { track, capture, recv, pts: f.pts, keyframe: f.keyframe });
             }
         }
     }
@@ -193,8 +197,8 @@ async fn read_media(mut recv: quinn::RecvStream, meter: Arc<Meter>) {
     let mut chunks: [Bytes; READ_BATCH] = std::array::from_fn(|_| Bytes::new());
     while let Ok(Some(n)) = recv.read_chunks(&mut chunks).await {
         for chunk in &mut chunks[..n] {
-            let pushed = scan.push(chunk, |subscription, len, prefix| {
-                meter.on_frame(subscription, first, len, prefix);
+            let pushed = scan.push(chunk, |f| {
+                meter.on_frame(f, first);
                 first = false;
             });
             *chunk = Bytes::new();
