@@ -133,6 +133,7 @@ impl Access {
                     qualities,
                     ptz: p.ptz && c.kind == "dome-ptz",
                     always_on: p.always_on(&self.facts(c)),
+                    dual_path: p.dual_path(&self.facts(c)),
                     ..c.clone()
                 })
             })

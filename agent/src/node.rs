@@ -36,6 +36,8 @@ pub struct Agent {
     shutting_down: watch::Sender<bool>,
     /// The link to the other agents of the master room (`[redundancy]`).
     peer_endpoint: Option<quinn::Endpoint>,
+    /// One QUIC endpoint per `local` address of `[[relay]] paths`.
+    path_endpoints: std::collections::HashMap<std::net::IpAddr, quinn::Endpoint>,
 }
 
 /// How long a shutting-down agent waits for its session closes to go out.
@@ -150,6 +152,7 @@ impl Agent {
             management_https: None,
             shutting_down,
             peer_endpoint,
+            path_endpoints: std::collections::HashMap::new(),
         };
         for target in agent.config.relays.clone() {
             agent.start_uplink(target);
@@ -166,15 +169,44 @@ impl Agent {
     }
 
     /// Starts dialling one relay.
-    fn start_uplink(&mut self, mut target: RelayTarget) {
-        // Two relays of one site (a pair): status tells them apart by address.
-        if self.config.relays.iter().filter(|r| r.site == target.site).count() > 1 {
-            target.label = Some(format!("{} {}", target.site, target.addr));
+    fn start_uplink(&mut self, target: RelayTarget) {
+        for mut uplink in target.uplinks() {
+            // Two relays of one site (a pair): status tells them apart by address.
+            if uplink.label.is_none()
+                && self.config.relays.iter().filter(|r| r.site == target.site).count() > 1
+            {
+                uplink.label = Some(format!("{} {}", uplink.site, uplink.addr));
+            }
+            self.start_one_uplink(uplink);
         }
+    }
+
+    /// The QUIC endpoint sending from `local` (one per fibre path), or
+    /// the agent's own.
+    fn endpoint_for(&mut self, local: Option<std::net::IpAddr>) -> quinn::Endpoint {
+        let Some(ip) = local else { return self.endpoint.clone() };
+        if let Some(e) = self.path_endpoints.get(&ip) {
+            return e.clone();
+        }
+        let payload = self.config.transport.max_udp_payload;
+        match ponte_proto::endpoint::bind(std::net::SocketAddr::new(ip, 0), None, payload) {
+            Ok(e) => {
+                self.path_endpoints.insert(ip, e.clone());
+                e
+            }
+            Err(e) => {
+                tracing::error!(local = %ip, error = %e, "cannot send from this path's `local` address; using the default route");
+                self.endpoint.clone()
+            }
+        }
+    }
+
+    fn start_one_uplink(&mut self, target: RelayTarget) {
         if !self.config.sites.iter().any(|p| p.id == target.site) {
             tracing::warn!(site = %target.site, "no [[site]] policy for this relay: it will see no camera");
         }
-        let up = uplink::spawn(target, self.endpoint.clone(), self.client.clone(), self.shared.clone());
+        let endpoint = self.endpoint_for(target.local);
+        let up = uplink::spawn(target, endpoint, self.client.clone(), self.shared.clone());
         self.lock_links().push((up.target.label().to_owned(), up.state.clone()));
         self.uplinks.push(up);
     }
@@ -200,6 +232,9 @@ impl Agent {
         self.shutting_down.send_replace(true);
         tokio::time::sleep(HEAD_GRACE).await;
         self.endpoint.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        for e in self.path_endpoints.values() {
+            e.close(session::close_code::NORMAL.into(), b"agent shutting down");
+        }
         if let Some(peers) = &self.peer_endpoint {
             peers.close(session::close_code::NORMAL.into(), b"agent shutting down");
         }

@@ -205,6 +205,8 @@ pub struct SitePolicy {
     pub max_quality: Quality,
     /// Cameras streamed even with no viewer (still subject to allow/deny).
     pub always_on: Vec<Selector>,
+    /// Cameras sent on every path to the site's relay at once (issue 22).
+    pub dual_path: Vec<Selector>,
     /// Whether the site may steer PTZ cameras.
     pub ptz: bool,
     /// PTZ priority (higher wins a PTZ lock).
@@ -288,6 +290,11 @@ pub struct SitePolicyConfig {
     /// Cameras streamed with no viewer, e.g. for the site's VMS.
     #[serde(default)]
     pub always_on: Vec<String>,
+    /// Cameras sent on every path to the site's relay at once (`["*"]`:
+    /// all it sees; `["tag:critical"]`...), where the agent reaches it on
+    /// more than one (`[[relay]] paths`): a cut path loses no frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dual_path: Vec<String>,
     /// PTZ right.
     #[serde(default)]
     pub ptz: bool,
@@ -332,6 +339,7 @@ impl SitePolicyConfig {
             deny: sel(&self.deny)?,
             max_quality: self.max_quality.unwrap_or(Quality::Main),
             always_on: sel(&self.always_on)?,
+            dual_path: sel(&self.dual_path)?,
             ptz: self.ptz,
             ptz_priority: self.ptz_priority.min(99),
             windows: self.windows.iter().map(|w| TimeWindow::parse(w)).collect::<Result<_, _>>()?,
@@ -516,6 +524,11 @@ impl SitePolicy {
     /// True when the camera should stream to this site even with no viewer.
     pub fn always_on(&self, cam: &CameraFacts<'_>) -> bool {
         self.always_on.iter().any(|s| s.matches(cam))
+    }
+
+    /// Whether `cam` goes on every path to the site's relay at once.
+    pub fn dual_path(&self, cam: &CameraFacts<'_>) -> bool {
+        self.dual_path.iter().any(|s| s.matches(cam))
     }
 
     /// Shaping priority of a camera: the highest class that names it, else `normal`.

@@ -184,6 +184,11 @@ pub struct CatalogEntry {
     /// absent in older messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Sent on every path to the relay at once (issue 22, `dual_path`):
+    /// the relay subscribes it on each of the agent's links and keeps the
+    /// first copy of each frame.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dual_path: bool,
 }
 
 impl CatalogEntry {

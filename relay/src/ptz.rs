@@ -461,6 +461,7 @@ mod tests {
             sub_codec: None,
             sub_transcoded: false,
             tags: Vec::new(),
+            dual_path: false,
         }
     }
 

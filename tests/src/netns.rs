@@ -246,6 +246,29 @@ impl NetnsPair {
 }
 
 impl NetnsPair {
+    /// A second veth pair between the same two namespaces (a second fibre
+    /// path), 10.201.N.1/30 (A) and 10.201.N.2/30 (B): its two ends, which
+    /// [`Self::set_link`] cuts like the first's. Deleted with the namespaces.
+    pub fn second_path(&self) -> Result<(End, End)> {
+        let net = self.a.addr.octets()[2];
+        let a = End {
+            ns: self.a.ns.clone(),
+            dev: format!("{}2", self.a.dev),
+            addr: Ipv4Addr::new(10, 201, net, 1),
+        };
+        let b = End {
+            ns: self.b.ns.clone(),
+            dev: format!("{}2", self.b.dev),
+            addr: Ipv4Addr::new(10, 201, net, 2),
+        };
+        ip(&["link", "add", &a.dev, "netns", &a.ns, "type", "veth", "peer", "name", &b.dev, "netns", &b.ns])?;
+        for end in [&a, &b] {
+            ip(&["-n", &end.ns, "addr", "add", &format!("{}/30", end.addr), "dev", &end.dev])?;
+            ip(&["-n", &end.ns, "link", "set", &end.dev, "up"])?;
+        }
+        Ok((a, b))
+    }
+
     /// `ip link set <dev> down|up` on `end`'s veth: a fibre cut and its
     /// repair (taking one end down takes the carrier of the other with it).
     pub fn set_link(&self, end: &End, up: bool) -> Result<()> {

@@ -403,3 +403,117 @@ async fn two_agents_together_stay_within_the_sites_budget() -> Result<()> {
     ensure!(wire as f64 * 8.0 / window > BUDGET_MBPS * 1e6 * 0.5, "the agents sent far below the budget");
     Ok(())
 }
+
+/// Frame pts gaps in ffmpeg's `framecrc` output: (the usual interval, the
+/// longest, the frame count).
+fn pts_gaps(framecrc: &str) -> (i64, i64, usize) {
+    let pts: Vec<i64> = framecrc
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(',').nth(1)?.trim().parse().ok())
+        .collect();
+    let mut deltas: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest = deltas.iter().copied().max().unwrap_or(0);
+    deltas.sort_unstable();
+    let usual = deltas.get(deltas.len() / 2).copied().unwrap_or(0);
+    (usual, longest, pts.len())
+}
+
+/// Dual path: the agent in namespace A reaches the relay in B on two veth
+/// pairs (two fibre paths); a `dual_path` camera goes down both. A VMS
+/// reads it over RTSP while one path is cut, restored, then the other is
+/// cut: every frame arrives (no pts gap over 1.5 frame intervals).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dual_path_camera_loses_no_frame_when_either_path_is_cut() -> Result<()> {
+    if !ponte_tests::require_root()
+        || !ponte_tests::require_program("/usr/sbin/ip", "iproute2")
+        || !ponte_tests::require_program("/usr/bin/ffmpeg", "ffmpeg")
+    {
+        return Ok(());
+    }
+    let _lock = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master", "carabinieri"]).await?;
+    let net = ponte_tests::netns::NetnsPair::create("dual")?;
+    let (a2, b2) = net.second_path()?;
+    let rtsp_port = 8554;
+    let mut relay = RelayConfig::new(
+        "carabinieri",
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7443)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        pki.tls("carabinieri"),
+    );
+    relay.rtsp_on(rtsp_port);
+    let relay_toml = relay.write(dir.path().join("relay.toml"))?;
+    let mut cmd = net.command(&net.b, ponte_tests::bin_path("ponte-relay")?);
+    cmd.arg("run").arg("--config").arg(&relay_toml).env("RUST_LOG", "info");
+    let mut relay_proc = Proc::spawn_command("relay", cmd)?;
+
+    let mut target = RelayTarget::new("carabinieri", SocketAddr::from((net.b.addr, 7443)));
+    target.addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    target.paths = vec![
+        ponte_agent::config::RelayPath {
+            local: net.a.addr.into(),
+            remote: SocketAddr::from((net.b.addr, 7443)),
+        },
+        ponte_agent::config::RelayPath { local: a2.addr.into(), remote: SocketAddr::from((b2.addr, 7443)) },
+    ];
+    let mut cfg =
+        AgentConfig::new("master", pki.tls("master"), vec![target], vec![Device::synthetic("stadio")]);
+    cfg.sites[0].dual_path = vec!["*".into()];
+    let path = cfg.write(dir.path().join("agent.toml"))?;
+    let mut cmd = net.command(&net.a, ponte_tests::bin_path("ponte-agent")?);
+    cmd.arg("run").arg("--config").arg(&path).env("RUST_LOG", "info");
+    let _agent = Proc::spawn_command("agent", cmd)?;
+    let t0 = Instant::now();
+    while relay_proc.lines().iter().filter(|l| l.contains("catalog received")).count() < 2 {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the agent's two paths never came up:\n{}",
+            relay_proc.tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The VMS: 26 s of the camera over RTSP, every decoded frame's pts.
+    let mut ffmpeg = net.command(&net.b, "/usr/bin/ffmpeg");
+    ffmpeg
+        .args(["-hide_banner", "-nostats", "-v", "error", "-rtsp_transport", "tcp", "-i"])
+        .arg(format!("rtsp://127.0.0.1:{rtsp_port}/stadio"))
+        .args(["-t", "26", "-fps_mode", "passthrough", "-f", "framecrc", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let reader = std::thread::spawn(move || ffmpeg.output());
+    relay_proc.wait_for_line("dual path: subscribing the copy", Duration::from_secs(15)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!("cut path 1");
+    net.set_link(&net.a, false)?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    eprintln!("path 1 restored");
+    let restored = relay_proc.line_count();
+    net.set_link(&net.a, true)?;
+    // The agent dials path 1 again; the relay subscribes the copy on it.
+    relay_proc
+        .wait_for_line_from(restored, "dual path: subscribing the copy", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!("cut path 2");
+    net.set_link(&a2, false)?;
+    let out = reader.join().map_err(|_| anyhow::anyhow!("the ffmpeg thread panicked"))??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    let (usual, longest, frames) = pts_gaps(&text);
+    eprintln!(
+        "dual path: {frames} frames decoded, usual pts step {usual}, longest {longest} ({:.2} frame intervals); ffmpeg errors: {:?}",
+        longest as f64 / usual.max(1) as f64,
+        errors.trim()
+    );
+    let promoted =
+        relay_proc.lines().iter().filter(|l| l.contains("the copy on the other path carries on")).count();
+    eprintln!("the relay carried on with the other path's copy {promoted} times");
+    ensure!(frames >= 300, "only {frames} frames in 26 s (15 fps)");
+    ensure!(usual > 0 && longest * 2 <= usual * 3, "a gap of {longest} (usual {usual}): frames were lost");
+    ensure!(errors.trim().is_empty(), "ffmpeg: {errors}");
+    ensure!(promoted >= 1, "the relay never switched to the other path's copy");
+    Ok(())
+}

@@ -269,8 +269,19 @@ fn default_max_subscriptions() -> u32 {
 pub struct RelayTarget {
     /// Site id; the relay's certificate must name it (SAN `site:<id>` or DNS).
     pub site: String,
-    /// UDP address of the relay's QUIC listener.
+    /// UDP address of the relay's QUIC listener (or `paths`).
+    #[serde(default = "no_addr", skip_serializing_if = "is_no_addr")]
     pub addr: SocketAddr,
+    /// Two (or more) fibre paths to the relay instead of `addr`, each
+    /// `{ local = "10.0.1.2", remote = "10.0.1.5:7443" }`: a session on
+    /// each, sent from `local`; the site's `dual_path` cameras go on all
+    /// of them at once (issue 22).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<RelayPath>,
+    /// The local address this uplink sends from (one path of `paths`).
+    /// Set by the agent, never in the file.
+    #[serde(skip)]
+    pub local: Option<std::net::IpAddr>,
     /// TLS server name to verify (defaults to the site id).
     #[serde(default)]
     pub server_name: Option<String>,
@@ -283,9 +294,75 @@ pub struct RelayTarget {
 impl RelayTarget {
     /// A relay of `site` at `addr`, its certificate checked against the site id.
     pub fn new(site: impl Into<String>, addr: SocketAddr) -> Self {
-        Self { site: site.into(), addr, server_name: None, label: None }
+        Self { site: site.into(), addr, server_name: None, label: None, paths: Vec::new(), local: None }
     }
 
+    /// One uplink per path (`paths`), or this one alone.
+    pub fn uplinks(&self) -> Vec<RelayTarget> {
+        if self.paths.is_empty() {
+            return vec![self.clone()];
+        }
+        self.paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RelayTarget {
+                addr: p.remote,
+                local: Some(p.local),
+                label: Some(format!("{} path {}", self.site, i + 1)),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The section's problems, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        let site = &self.site;
+        let mut out = Vec::new();
+        match (is_no_addr(&self.addr), self.paths.len()) {
+            (true, 0) => out.push(format!("relay `{site}`: `relay.addr` is missing (or give `paths`)")),
+            (false, n) if n > 0 => {
+                out.push(format!("relay `{site}`: set `relay.addr` or `relay.paths`, not both"))
+            }
+            (true, 1) => out.push(format!(
+                "relay `{site}`: `relay.paths` lists one path: give two (one per fibre ring), or use `addr`"
+            )),
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        for p in &self.paths {
+            if !seen.insert(p.remote) {
+                out.push(format!("relay `{site}`: `relay.paths` lists remote {} twice", p.remote));
+            }
+            if p.local.is_ipv4() != p.remote.is_ipv4() {
+                out.push(format!(
+                    "relay `{site}`: path from {} to {}: `local` and `remote` must both be IPv4 or both IPv6",
+                    p.local, p.remote
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// One fibre path to a relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayPath {
+    /// This agent's address on that path (the datagrams' source).
+    pub local: std::net::IpAddr,
+    /// The relay's QUIC address on that path.
+    pub remote: SocketAddr,
+}
+
+fn no_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn is_no_addr(a: &SocketAddr) -> bool {
+    a.port() == 0 && a.ip().is_unspecified()
+}
+
+impl RelayTarget {
     /// The name status and the shaping board give this link.
     pub fn label(&self) -> &str {
         self.label.as_deref().unwrap_or(&self.site)
@@ -479,6 +556,9 @@ impl AgentConfig {
         // A site may have two relays (a pair backing each other), at two addresses.
         let mut relays = HashSet::new();
         for r in &self.relays {
+            for p in r.problems() {
+                check(Err(anyhow::anyhow!(p)));
+            }
             if !relays.insert((&r.site, r.addr)) {
                 check(Err(anyhow::anyhow!("`relay.site` = {:?} at {} appears twice", r.site, r.addr)));
             }

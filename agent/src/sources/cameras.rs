@@ -363,6 +363,7 @@ pub fn catalog_of(devices: &[Device]) -> Vec<CatalogEntry> {
                 sub_codec: transcoded.then_some(Codec::H264),
                 sub_transcoded: transcoded,
                 tags: d.tags.clone(),
+                dual_path: false,
             });
         }
     }

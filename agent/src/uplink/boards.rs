@@ -100,6 +100,12 @@ impl LinkBoard {
         self.lock().entry(site.to_owned()).or_default().live = Some((conn, counters));
     }
 
+    /// Whether a session of `site` is up (on any path, to any relay of its pair).
+    pub(super) fn any_live(&self, site: &str) -> bool {
+        let prefix = format!("{site} ");
+        self.lock().iter().any(|(label, e)| (label == site || label.starts_with(&prefix)) && e.live.is_some())
+    }
+
     /// The session ended: its counts join the earlier sessions'.
     pub(super) fn close(&self, site: &str) {
         let mut board = self.lock();

@@ -132,8 +132,13 @@ async fn dial_loop(
                             let _ = state_tx.send(LinkState::Up);
                             last_warned = None;
                             let _revocation = shared.tls.watch_peer(&conn);
-                            let session =
-                                run_session(&target.site, target.label(), conn.clone(), shared.clone());
+                            let session = run_session(
+                                &target.site,
+                                target.label(),
+                                target.paths.len(),
+                                conn.clone(),
+                                shared.clone(),
+                            );
                             tokio::pin!(session);
                             let r = tokio::select! {
                                 r = &mut session => r,

@@ -94,12 +94,16 @@ struct Session<'a> {
 pub(super) async fn run_session(
     site: &str,
     label: &str,
+    paths: usize,
     conn: quinn::Connection,
     mut shared: Shared,
 ) -> Result<(), SessionError> {
     let access = shared.access.borrow_and_update().clone();
-    let state = SessionState::new(site, access, shared.limits.max_subscriptions)
-        .with_agents(&shared.node, shared.agents.clone());
+    let state = SessionState::new(site, access, shared.limits.max_subscriptions).with_agents(
+        &shared.node,
+        shared.agents.clone(),
+        paths,
+    );
     let hello = Control::Hello {
         version: PROTOCOL_VERSION,
         node: shared.node.clone(),
@@ -200,8 +204,11 @@ pub(super) async fn run_session(
     s.shared.shaping.remove(label);
     s.counters.subscriptions.store(0, Ordering::Relaxed);
     s.shared.links.close(label);
-    // Cameras this site was moving stop now, not at the dead-man.
-    s.shared.ptz.drop_site(site);
+    // Cameras this site was moving stop now, not at the dead-man (unless
+    // the site is still reached on another path or relay of its pair).
+    if !s.shared.links.any_live(site) {
+        s.shared.ptz.drop_site(site);
+    }
     // The control stream is gone or broken: only the local actions matter.
     let ended = s.state.end();
     s.execute_local(ended);

@@ -54,7 +54,10 @@ impl Harness {
                 }
                 Action::PtzAnswer { .. } => self.ptz_answers += 1,
                 Action::WakeAt { at } => self.wakes.push(at),
-                Action::Orphaned { .. } | Action::Adopted { .. } | Action::CatalogChanged => {}
+                Action::Orphaned { .. }
+                | Action::Adopted { .. }
+                | Action::Promoted { .. }
+                | Action::CatalogChanged => {}
             }
         }
     }
@@ -181,6 +184,9 @@ pub fn run(data: &[u8]) -> u64 {
                     let generation = h.state.subscribed(&key, &plan);
                     h.tended.insert(key, (generation, None));
                     h.run(vec![Action::Send { link: plan.link, msg: plan.msg }]);
+                    // As the shell: a dual-path camera's copy on another path.
+                    let twins = h.state.twins();
+                    h.run(twins);
                 }
             }
             9 if !h.viewers.is_empty() => {
@@ -281,5 +287,7 @@ fn catalog_entry(camera: &str, sub: bool) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        // Some cameras go on every path of an agent: twins in the table.
+        dual_path: camera.ends_with('1'),
     }
 }

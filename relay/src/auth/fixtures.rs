@@ -21,6 +21,7 @@ pub(super) fn cam(id: &str, zone: &str, kind: &str) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        dual_path: false,
     }
 }
 

@@ -65,6 +65,7 @@ fn entry(id: &str) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        dual_path: false,
     }
 }
 

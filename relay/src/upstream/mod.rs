@@ -83,6 +83,58 @@ struct Ingest {
     latest_gop: AtomicU64,
     gops: AtomicU64,
     bytes: AtomicU64,
+    /// The next frame the track takes. A dual-path camera's two copies both
+    /// arrive; the first copy of each frame is pushed, the other dropped,
+    /// and a copy of another quality (shaped differently on its path)
+    /// never splices in.
+    next: std::sync::Mutex<Option<NextFrame>>,
+}
+
+/// Where a track is: the GOP it is in (by its keyframe's pts: the same in
+/// both copies, which come from one agent's camera track), at what
+/// quality, the next frame's index, and the link that delivered the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NextFrame {
+    gop_pts: u64,
+    quality: u8,
+    index: u32,
+    link: LinkId,
+}
+
+impl Ingest {
+    fn new(writer: TrackWriter) -> Self {
+        Ingest {
+            writer,
+            latest_gop: AtomicU64::new(0),
+            gops: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            next: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether frame `index` of the GOP whose keyframe has `gop_pts`, at
+    /// `quality`, from `link`, is the next one the track takes (then it is
+    /// counted as taken). A new GOP starts at its keyframe: from the link
+    /// that delivered the last GOP always (its streams' order is checked by
+    /// sequence), from another link only if newer.
+    fn take(&self, gop_pts: u64, quality: u8, index: u32, link: LinkId) -> bool {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let take = match *next {
+            None => index == 0,
+            Some(n) if n.gop_pts == gop_pts => n.quality == quality && n.index == index,
+            Some(n) => index == 0 && (n.link == link || gop_pts > n.gop_pts),
+        };
+        if take {
+            *next = Some(NextFrame { gop_pts, quality, index: index + 1, link });
+        }
+        take
+    }
+
+    /// A new feed from another agent: its times start from elsewhere.
+    fn restart(&self) {
+        self.latest_gop.store(0, Ordering::Release);
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// The I/O side of a track: its hub writer and a subscriber waiting for
@@ -410,6 +462,13 @@ impl Upstreams {
                 Action::Adopted { track } => {
                     // The new subscription numbers its GOPs from 1 again.
                     if let Some(io) = inner.tracks.get(&track) {
+                        io.ingest.restart();
+                    }
+                }
+                Action::Promoted { track } => {
+                    // The copy on the other path goes on where the track is,
+                    // its GOPs numbered by its own subscription.
+                    if let Some(io) = inner.tracks.get(&track) {
                         io.ingest.latest_gop.store(0, Ordering::Release);
                     }
                 }
@@ -464,16 +523,14 @@ impl Upstreams {
             }
             let generation = inner.state.subscribed(&key, &plan);
             inner.fit_window(plan.link);
-            let ingest = Arc::new(Ingest {
-                writer: hub::track(key.clone()),
-                latest_gop: AtomicU64::new(0),
-                gops: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
-            });
+            let ingest = Arc::new(Ingest::new(hub::track(key.clone())));
             let reader = ingest.writer.subscribe();
             let viewers = ingest.writer.subscribers();
             let (tx, rx) = oneshot::channel();
             inner.tracks.insert(key.clone(), TrackIo { ingest, pending: Some(tx) });
+            // A dual-path camera: its copy on the agent's other path.
+            let twins = inner.state.twins();
+            self.execute(&mut inner, twins);
             if let Some(me) = self.me.upgrade() {
                 tokio::spawn(me.keep(key.clone(), generation, viewers));
             }
@@ -869,23 +926,32 @@ impl Upstreams {
         let mut ingest: Option<Arc<Ingest>> = None;
         let mut link_bytes: Option<Arc<AtomicU64>> = None;
         let mut seq = 0;
+        let mut quality = 0;
+        let mut index = 0u32;
+        let mut gop_pts = 0;
+        // A dual-path copy on the second path: its GOPs number apart from
+        // the feed's, so only the frame check applies to it.
+        let mut twin = false;
         session::read_gop_stream_after(head, recv, |ev| match ev {
             MediaEvent::Header(h) => {
                 let found = {
                     let inner = self.lock();
                     link_bytes = inner.links.get(&link_id).map(|l| l.bytes.clone());
-                    inner
-                        .state
-                        .fed_track(link_id, h.subscription)
-                        .and_then(|k| inner.tracks.get(k))
+                    let key = inner.state.fed_track(link_id, h.subscription);
+                    twin = key
+                        .and_then(|k| inner.state.tracks.get(k))
+                        .is_some_and(|t| t.twin == Some((link_id, h.subscription)));
+                    key.and_then(|k| inner.tracks.get(k))
                         .map(|t| t.ingest.clone())
                         .or_else(|| inner.recall.fed(link_id, h.subscription))
                 };
                 let Some(ing) = found else { return false };
-                if ing.latest_gop.fetch_max(h.seq, Ordering::AcqRel) > h.seq {
+                if !twin && ing.latest_gop.fetch_max(h.seq, Ordering::AcqRel) > h.seq {
                     return false; // an older GOP arriving late: useless now
                 }
                 seq = h.seq;
+                quality = h.quality.as_u8();
+                index = 0;
                 if ing.writer.config().as_deref() != Some(&h.config) {
                     ing.writer.set_config(Arc::new(h.config));
                 }
@@ -895,16 +961,23 @@ impl Upstreams {
             }
             MediaEvent::Frame(f) => {
                 let Some(ing) = &ingest else { return false };
-                if ing.latest_gop.load(Ordering::Acquire) != seq {
+                if !twin && ing.latest_gop.load(Ordering::Acquire) != seq {
                     return false; // superseded by a newer GOP
                 }
+                if index == 0 {
+                    gop_pts = f.pts;
+                }
                 let n = f.payload.len() as u64;
-                ing.bytes.fetch_add(n, Ordering::Relaxed);
                 self.bytes_received.fetch_add(n, Ordering::Relaxed);
                 if let Some(b) = &link_bytes {
                     b.fetch_add(n, Ordering::Relaxed);
                 }
-                ing.writer.push(f);
+                let taken = ing.take(gop_pts, quality, index, link_id);
+                index += 1;
+                if taken {
+                    ing.bytes.fetch_add(n, Ordering::Relaxed);
+                    ing.writer.push(f);
+                }
                 true
             }
         })

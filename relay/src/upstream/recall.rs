@@ -16,7 +16,6 @@ use ponte_proto::session::ExportStream;
 use ponte_proto::wire::{wire_viewer, Control, Playback, SubscribeErrorCode};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -193,12 +192,7 @@ impl Upstreams {
                     reason: format!("the link to `{peer}` is congested or closing; retry in a moment"),
                 });
             }
-            let ingest = Arc::new(Ingest {
-                writer: hub::track(key),
-                latest_gop: AtomicU64::new(0),
-                gops: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
-            });
+            let ingest = Arc::new(Ingest::new(hub::track(key)));
             let reader = ingest.writer.subscribe();
             let (tx, rx) = oneshot::channel();
             inner

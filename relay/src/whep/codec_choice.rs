@@ -190,6 +190,7 @@ mod tests {
             sub_codec: sub.map(|(c, _)| c),
             sub_transcoded: sub.is_some_and(|(_, t)| t),
             tags: Vec::new(),
+            dual_path: false,
         }
     }
 

@@ -42,6 +42,7 @@ fn entry(id: &str, zone: &str) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        dual_path: false,
     }
 }
 

@@ -158,6 +158,8 @@ pub struct SessionState {
     /// How many agents feed the relay now, as it last said (`BudgetShare`),
     /// capped at `agents.len()`.
     share: u32,
+    /// Fibre paths to the relay (`[[relay]] paths`), each a session.
+    paths: usize,
     /// The policy digest the relay last heard.
     digest: String,
 }
@@ -179,14 +181,17 @@ impl SessionState {
             me: String::new(),
             agents: Vec::new(),
             share: 1,
+            paths: 1,
             digest: access_digest,
         }
     }
 
-    /// This agent is `me` among `agents` of the master room (`[redundancy]`).
-    pub fn with_agents(mut self, me: &str, agents: Vec<String>) -> Self {
+    /// This agent is `me` among `agents` of the master room (`[redundancy]`),
+    /// reaching the relay on `paths` fibre paths.
+    pub fn with_agents(mut self, me: &str, agents: Vec<String>, paths: usize) -> Self {
         self.me = me.to_owned();
         self.agents = agents;
+        self.paths = paths.max(1);
         self
     }
 
@@ -204,9 +209,11 @@ impl SessionState {
 
     /// The relay says `parts` agents feed it now.
     fn budget_share(&mut self, parts: u32) -> Vec<Action> {
-        // Never more parts than the master room has agents: a relay cannot
-        // talk an agent below its share, nor (one agent) split at all.
-        let parts = parts.clamp(1, self.agents.len().max(1) as u32);
+        // Never more parts than the master room has agents times paths: a
+        // relay cannot talk an agent below its share, nor (one agent on
+        // one path) split at all. Each path's session counts as a part, so
+        // dual-path copies are paid for within the budget.
+        let parts = parts.clamp(1, (self.agents.len().max(1) * self.paths) as u32);
         if parts == self.share {
             return Vec::new();
         }

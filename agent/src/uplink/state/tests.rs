@@ -518,7 +518,7 @@ fn playback_needs_the_sites_right_and_goes_out_low_on_a_ladder_of_one() {
 fn a_second_agent_halves_the_budget_and_a_camera_of_the_other_agent_is_a_takeover() {
     let f = fixture(CONFIG);
     let agents = vec!["master-a".to_owned(), "master-b".to_owned()];
-    let mut s = SessionState::new("questura", f.access.clone(), 8).with_agents("master-a", agents.clone());
+    let mut s = SessionState::new("questura", f.access.clone(), 8).with_agents("master-a", agents.clone(), 1);
     assert_eq!(s.budget().bps, Some(2e6));
     let a = s.handle(Control::BudgetShare { parts: 2 }, &f.catalog, night()).unwrap();
     assert_eq!(a, vec![Action::SetBudget(s.budget())]);

@@ -70,6 +70,13 @@ pub enum Action {
         /// The track.
         track: TrackKey,
     },
+    /// A dual-path track lost its feed's path and is fed by its copy on
+    /// the other path now: same agent, same frames, GOPs numbered by that
+    /// subscription.
+    Promoted {
+        /// The track.
+        track: TrackKey,
+    },
     /// Answer the PTZ command `id` sent on `link`.
     PtzAnswer {
         /// The link it went up.

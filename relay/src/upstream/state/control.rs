@@ -38,6 +38,11 @@ impl UpstreamState {
                 }
             }
             Control::SubscribeError { id, code, reason } => {
+                // The second path's copy refused or ended: the feed goes on.
+                if self.forget_twin(link_id, id) {
+                    info!(peer, subscription = id, code = code.name(), reason = %reason, "the second path's copy ended");
+                    return Ok(out);
+                }
                 let key = self.links.get(&link_id).and_then(|l| l.subs.get(&id)).cloned();
                 if let Some(key) = key {
                     info!(peer, camera = %key.camera, code = code.name(), reason = %reason, "upstream refused or ended a subscription");

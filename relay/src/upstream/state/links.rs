@@ -187,6 +187,7 @@ impl UpstreamState {
         }
         self.adopt_orphans(now, out);
         self.rebalance(link_id, now, out);
+        out.extend(self.twins());
         out.push(Action::CatalogChanged);
     }
 
@@ -214,6 +215,9 @@ impl UpstreamState {
                 self.lost.insert(link.peer.clone(), LostCatalog { catalog: link.catalog, since: now });
             }
         }
+        // Dual-path cameras: a copy on the lost path is gone; where the
+        // lost path fed a track, its copy on the other path carries on.
+        self.path_lost(link_id, &mut out);
         let (waiting, established): (Vec<_>, Vec<_>) = self
             .tracks
             .iter()
@@ -239,6 +243,7 @@ impl UpstreamState {
         }
         // Another upstream may carry the same cameras (agents sharing them).
         self.adopt_orphans(now, &mut out);
+        out.extend(self.twins());
         out.push(Action::CatalogChanged);
         // When the grace runs out, the lost catalog goes: tell the cascade.
         out.push(Action::WakeAt { at: now + self.grace });

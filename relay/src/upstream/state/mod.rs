@@ -23,6 +23,7 @@ mod links;
 mod orphans;
 mod ptz;
 mod tracks;
+mod twins;
 
 pub use action::{Action, PlannedPtz, PlannedSubscribe, ProtocolViolation, SubscribeFailure};
 
@@ -67,6 +68,11 @@ pub struct Track {
     pub generation: u64,
     /// (link, subscription id) feeding it; `None` while orphaned.
     pub feed: Option<(LinkId, u64)>,
+    /// A second subscription on another path of the same agent, for a
+    /// `dual_path` camera (issue 22): both copies feed the track, the
+    /// first copy of each frame counts, and when the feed's path goes the
+    /// twin carries on as the feed without a gap.
+    pub twin: Option<(LinkId, u64)>,
     /// Site of the upstream that fed it last.
     pub peer: String,
     /// When it lost its upstream (orphaned), if it has none now.
@@ -210,13 +216,17 @@ impl UpstreamState {
                     t.feed, t.orphaned
                 ));
             }
-            if let Some((l, s)) = t.feed {
+            for (what, f) in [("fed", t.feed), ("twinned", t.twin)] {
+                let Some((l, s)) = f else { continue };
                 let Some(link) = self.links.get(&l) else {
-                    return Some(format!("{key} fed by a gone link {l}"));
+                    return Some(format!("{key} {what} by a gone link {l}"));
                 };
                 if link.subs.get(&s) != Some(key) {
                     return Some(format!("{key}: link {l} does not know subscription {s}"));
                 }
+            }
+            if t.twin.is_some() && (t.feed.is_none() || t.twin.map(|x| x.0) == t.feed.map(|x| x.0)) {
+                return Some(format!("{key}: twin {:?} beside feed {:?}", t.twin, t.feed));
             }
         }
         for (l, link) in &self.links {
@@ -224,7 +234,7 @@ impl UpstreamState {
                 let Some(t) = self.tracks.get(key) else {
                     return Some(format!("link {l} sub {s}: no track {key}"));
                 };
-                if t.feed != Some((*l, *s)) {
+                if t.feed != Some((*l, *s)) && t.twin != Some((*l, *s)) {
                     return Some(format!("{key}: fed by {:?}, also by link {l} sub {s}", t.feed));
                 }
             }

@@ -17,6 +17,11 @@ impl UpstreamState {
     pub fn unsent(&mut self, link: LinkId, msg: &Control, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if let Control::Subscribe { id, .. } = msg {
+            // A twin that did not go out is simply not there (tried again
+            // at the next catalog or adoption).
+            if self.forget_twin(link, *id) {
+                return out;
+            }
             if let Some(key) = self.fed_track(link, *id).cloned() {
                 if let Some(since) =
                     self.tracks.get(&key).filter(|t| !t.pending).map(|t| t.lost_since.unwrap_or(now))
@@ -36,6 +41,7 @@ impl UpstreamState {
 
     /// Keeps a track and its viewers, without an upstream for now.
     pub(super) fn orphan(&mut self, key: &TrackKey, now: Instant, out: &mut Vec<Action>) {
+        self.drop_twin(key, out);
         let Some(t) = self.tracks.get_mut(key) else { return };
         if let Some((link_id, sub_id)) = t.feed.take() {
             if let Some(link) = self.links.get_mut(&link_id) {

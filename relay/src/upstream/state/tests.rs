@@ -64,6 +64,7 @@ pub(crate) fn entry(camera: &str, sub: bool) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        dual_path: false,
     }
 }
 

@@ -29,7 +29,10 @@ impl UpstreamState {
     /// The track that `link`'s subscription `sub` feeds now, if any.
     pub fn fed_track(&self, link: LinkId, sub: u64) -> Option<&TrackKey> {
         let key = self.links.get(&link)?.subs.get(&sub)?;
-        self.tracks.get(key).filter(|t| t.feed == Some((link, sub))).map(|_| key)
+        self.tracks
+            .get(key)
+            .filter(|t| t.feed == Some((link, sub)) || t.twin == Some((link, sub)))
+            .map(|_| key)
     }
 
     /// Why a subscription for a camera that no link carries now fails.
@@ -113,6 +116,7 @@ impl UpstreamState {
             Track {
                 generation,
                 feed: Some((plan.link, sub_id)),
+                twin: None,
                 peer: plan.peer.clone(),
                 orphaned: None,
                 paused: None,
@@ -170,6 +174,7 @@ impl UpstreamState {
             let since = *idle_since.get_or_insert(now);
             let until = since + self.linger;
             if now >= until {
+                self.drop_twin(key, &mut out);
                 if let Some(t) = self.tracks.remove(key) {
                     if let Some((link_id, sub_id)) = t.feed {
                         if let Some(link) = self.links.get_mut(&link_id) {
@@ -229,6 +234,7 @@ impl UpstreamState {
     /// Removes a track (its readers see the end); a waiting subscriber is
     /// answered `failure`.
     pub fn end(&mut self, key: &TrackKey, failure: Option<SubscribeFailure>, out: &mut Vec<Action>) {
+        self.drop_twin(key, out);
         if let Some(t) = self.tracks.remove(key) {
             self.unlink(&t);
             out.push(Action::End { track: key.clone(), failure: failure.filter(|_| t.pending) });
@@ -238,6 +244,7 @@ impl UpstreamState {
     /// Ends a track whose access the upstream revoked: its readers see the
     /// end with `why`, a waiting subscriber a `forbidden` refusal.
     pub(super) fn revoke(&mut self, key: &TrackKey, why: String, out: &mut Vec<Action>) {
+        self.drop_twin(key, out);
         if let Some(t) = self.tracks.remove(key) {
             self.unlink(&t);
             info!(camera = %key.camera, quality = key.quality.name(), %why, "access revoked upstream: the track ends");

@@ -96,6 +96,7 @@ fn entry(id: &str, codec: Codec) -> CatalogEntry {
         sub_codec: None,
         sub_transcoded: false,
         tags: Vec::new(),
+        dual_path: false,
     }
 }
 
