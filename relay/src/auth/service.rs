@@ -2,8 +2,9 @@
 //! behind one handle shared by every egress.
 
 use super::accounts::BadCredentials;
+use super::pair_token::{self, PairClaims, PairKey, PairTokenError, SeenTokens};
 use super::cache::VerifiedCache;
-use super::http::{session_cookie, throttled, unauthorized};
+use super::http::{forbidden, not_found, session_cookie, throttled, unauthorized};
 use super::session_store;
 use super::sessions::unix_now;
 use super::{lock, Accounts, LoginThrottle, ScopeRefusal, SessionTable, Viewer, ViewerKind};
@@ -46,6 +47,27 @@ pub struct AuthSettings {
     pub session_max_age: Duration,
     /// The session cookie is `Secure` (the viewer port serves HTTPS).
     pub secure_cookie: bool,
+    /// The relay pair of the site (`relay.pair_key_file`): pair tokens are
+    /// issued and taken. `None`: a relay alone.
+    pub pair: Option<PairSettings>,
+}
+
+/// What a relay of a pair needs for pair tokens.
+#[derive(Debug, Clone)]
+pub struct PairSettings {
+    /// The secret the relays of the site share.
+    pub key: PairKey,
+    /// This relay's site: tokens of another are refused.
+    pub site: String,
+}
+
+/// A pair token issued to a logged-in page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedPairToken {
+    /// The bearer value for the peer relays.
+    pub token: String,
+    /// When it ends, seconds since the Unix epoch.
+    pub expires_unix: u64,
 }
 
 impl Default for AuthSettings {
@@ -62,6 +84,7 @@ impl Default for AuthSettings {
             sessions_file: None,
             session_max_age: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            pair: None,
         }
     }
 }
@@ -108,6 +131,8 @@ pub struct Auth {
     sessions_used: std::sync::atomic::AtomicBool,
     throttle: Mutex<LoginThrottle>,
     verified: Mutex<VerifiedCache>,
+    /// Pair tokens already used here (their first use is the audited login).
+    pair_seen: Mutex<SeenTokens>,
     /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
     hashing: Semaphore,
 }
@@ -139,6 +164,7 @@ impl Auth {
                 settings.max_clients,
             )),
             verified: Mutex::new(VerifiedCache::new(settings.verified_ttl, 256)),
+            pair_seen: Mutex::new(SeenTokens::default()),
             hashing: Semaphore::new(2),
             settings,
             audit,
@@ -157,6 +183,11 @@ impl Auth {
         } else {
             "Path=/; HttpOnly; SameSite=Strict"
         }
+    }
+
+    /// Whether the viewer port serves HTTPS.
+    pub(super) fn is_https(&self) -> bool {
+        self.settings.secure_cookie
     }
 
     /// True when the relay has no accounts and no tokens.
@@ -253,7 +284,11 @@ impl Auth {
                 return Err(format!("viewer `{}` logged out", viewer.name));
             }
         }
-        Ok(now.through_login(viewer.login.clone()))
+        let now = now.through_login(viewer.login.clone());
+        Ok(match &viewer.pair {
+            Some(nonce) => now.through_pair(nonce),
+            None => now,
+        })
     }
 
     /// [`Auth::recheck`], then whether the viewer as it is now may still
@@ -404,6 +439,9 @@ impl Auth {
         if let Err(Refusal::Throttled(wait)) = self.begin_attempt(client) {
             return Err(self.braked(client, "?", "bearer token", wait).await);
         }
+        if pair_token::is_pair_token(token) {
+            return self.check_pair(client, token).await;
+        }
         match self.accounts().check_token(token) {
             Some(viewer) => {
                 lock(&self.throttle).succeeded(client, Instant::now());
@@ -414,6 +452,112 @@ impl Auth {
                 Err(Refusal::BadCredentials)
             }
         }
+    }
+
+    /// Checks a pair token (the attempt already charged): signed with the
+    /// pair key, for this site, not expired, for an account this relay has
+    /// with the same credentials. The token's first use is audited as a
+    /// login naming the relay that issued it.
+    async fn check_pair(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
+        const VIA: &str = "pair login";
+        let Some(pair) = &self.settings.pair else {
+            self.login_failed(client, "?", VIA, "a pair token, but this relay has no `relay.pair_key_file`").await;
+            return Err(Refusal::BadCredentials);
+        };
+        let now = unix_now();
+        let claims = match pair_token::verify(&pair.key, token, &pair.site, now) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let user = match &e {
+                    PairTokenError::Expired { user, .. } | PairTokenError::NotYetValid { user, .. } => user.clone(),
+                    _ => "?".to_owned(),
+                };
+                self.login_failed(client, &user, VIA, &e.to_string()).await;
+                return Err(Refusal::BadCredentials);
+            }
+        };
+        let refused = match self.accounts().account(&claims.user) {
+            None => Err(format!("no account `{}` here (token issued by {})", claims.user, claims.iss)),
+            Some(viewer) if viewer.credential_hex() != claims.cred => Err(format!(
+                "account `{}` has other credentials here than at {}: give every relay of the site the same \
+                 [[viewer]] table",
+                claims.user, claims.iss
+            )),
+            Some(viewer) => Ok(viewer),
+        };
+        let viewer = match refused {
+            Ok(viewer) => viewer,
+            Err(why) => {
+                self.login_failed(client, &claims.user, VIA, &why).await;
+                return Err(Refusal::BadCredentials);
+            }
+        };
+        lock(&self.throttle).succeeded(client, Instant::now());
+        if lock(&self.pair_seen).first_use(&claims.nonce, claims.exp, now) {
+            info!(viewer = %claims.user, client = %client, issuer = %claims.iss, "pair login");
+            self.audit.login(
+                &claims.user,
+                client,
+                "ok",
+                format!(
+                    "{VIA}: token issued by relay {} at {} (its relay stopped answering, or the page moved here)",
+                    claims.iss,
+                    ponte_proto::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(claims.iat))
+                ),
+            );
+        }
+        Ok(viewer.through_pair(&claims.nonce))
+    }
+
+    /// A pair token for the page of a browser session: its account, this
+    /// site, issued by `issuer` (the relay as the page reaches it), valid
+    /// 12 h and never past the session's own end.
+    pub async fn issue_pair_token(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        issuer: &str,
+    ) -> Result<IssuedPairToken, Response> {
+        let Some(pair) = &self.settings.pair else {
+            return Err(not_found("this relay has no relay pair (`relay.peers`, `relay.pair_key_file`)"));
+        };
+        if self.is_open() {
+            return Err(not_found("this relay has no accounts: its peers need no login either"));
+        }
+        let viewer = self.authenticate(headers, client).await?;
+        let session = match (&viewer.kind, &viewer.login, &viewer.pair) {
+            (ViewerKind::Account, Some(login), None) => login.clone(),
+            (ViewerKind::Token, ..) => {
+                return Err(forbidden(&format!(
+                    "`{}` is a bearer token: it works at the other relays of the site as it is (give them the \
+                     same [[token]] table)",
+                    viewer.name
+                )))
+            }
+            _ => {
+                return Err(forbidden(
+                    "a pair token is issued to a browser session logged in at this relay, not to another pair \
+                     token",
+                ))
+            }
+        };
+        let left = lock(&self.sessions).remaining(&session, Instant::now());
+        let Some(left) = left else {
+            return Err(super::http::unauthorized("your session has expired or ended: log in again"));
+        };
+        let now = unix_now();
+        let life = left.as_secs().min(pair_token::MAX_LIFETIME_SECS);
+        let claims = PairClaims {
+            site: pair.site.clone(),
+            user: viewer.name.to_string(),
+            cred: viewer.credential_hex(),
+            iss: issuer.to_owned(),
+            iat: now,
+            exp: now.saturating_add(life),
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        info!(viewer = %claims.user, client = %client, expires_in_secs = life, "pair token issued");
+        Ok(IssuedPairToken { token: pair_token::issue(&pair.key, &claims), expires_unix: claims.exp })
     }
 
     /// RTSP Digest support: the HA1 of `user` and its viewer, when the
