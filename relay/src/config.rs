@@ -479,8 +479,9 @@ impl RelayConfig {
 
     /// `relay.peers`, checked; with peers, `relay.pair_key_file` must be set.
     pub fn peers(&self) -> Result<crate::peers::Peers> {
-        let peers = crate::peers::Peers::parse(&self.relay.peers, self.relay.http_listen, self.relay.https.is_some())
-            .map_err(anyhow::Error::msg)?;
+        let peers =
+            crate::peers::Peers::parse(&self.relay.peers, self.relay.http_listen, self.relay.https.is_some())
+                .map_err(anyhow::Error::msg)?;
         if !peers.is_empty() && self.relay.pair_key_file.is_none() {
             bail!(
                 "`relay.peers` is set but `relay.pair_key_file` is not: the relays of a site share a key to \
@@ -887,8 +888,11 @@ mod tests {
     #[test]
     fn peers_need_the_pair_key_and_name_the_key_when_wrong() {
         let base = "[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
-        let relay = "[relay]\nsite = \"carabinieri\"\nallow_anonymous = true\nhttp_listen = \"10.0.0.2:8443\"\n";
-        let ok = format!("{relay}peers = [\"http://10.0.0.3:8443\"]\npair_key_file = \"/etc/ponte/pair.key\"\n{base}");
+        let relay =
+            "[relay]\nsite = \"carabinieri\"\nallow_anonymous = true\nhttp_listen = \"10.0.0.2:8443\"\n";
+        let ok = format!(
+            "{relay}peers = [\"http://10.0.0.3:8443\"]\npair_key_file = \"/etc/ponte/pair.key\"\n{base}"
+        );
         let cfg = RelayConfig::from_toml(&ok).unwrap();
         assert_eq!(cfg.peers().unwrap().origins(), ["http://10.0.0.3:8443"]);
         assert!(RelayConfig::from_toml(&format!("{relay}{base}")).unwrap().peers().unwrap().is_empty());

@@ -152,7 +152,10 @@ pub async fn cors(State(peers): State<Arc<Peers>>, req: Request, next: Next) -> 
         let mut resp = StatusCode::NO_CONTENT.into_response();
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, DELETE"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(PREFLIGHT_MAX_AGE_SECS));
         resp
     } else {
@@ -197,7 +200,8 @@ mod tests {
         assert!(Peers::parse(&[], listen(), true).unwrap().is_empty());
 
         for (bad, says) in [
-            ("relay-b:8443", "not an absolute URL"),
+            ("relay-b:8443", "http or https"),
+            ("/relay-b", "not an absolute URL"),
             ("ftp://relay-b", "http or https"),
             ("https://relay-b:8443/console", "no path"),
             ("https://relay-b:8443/?x=1", "no path"),
@@ -233,7 +237,8 @@ mod tests {
     async fn cors_answers_the_listed_origins_only_and_never_with_credentials() {
         let peers = Peers::parse(&["http://127.0.0.1:9001".into()], "127.0.0.1:9000".parse().unwrap(), false)
             .unwrap();
-        let ask = [("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")];
+        let ask =
+            [("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")];
         let pre = call(&peers, Method::OPTIONS, Some("http://127.0.0.1:9001"), &ask).await;
         assert_eq!(pre.status(), StatusCode::NO_CONTENT);
         let h = pre.headers();

@@ -123,7 +123,11 @@ pub fn router(auth: Arc<Auth>) -> Router {
 /// `GET /api/pair-token` → `{token, expires_unix}`: the bearer value the
 /// page presents at the other relays of the site if this one stops
 /// answering ([`super::pair_token`]).
-async fn pair_token(State(auth): State<Arc<Auth>>, ClientIp(client): ClientIp, headers: HeaderMap) -> Response {
+async fn pair_token(
+    State(auth): State<Arc<Auth>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     let issuer = issuer(&headers, auth.is_https());
     match auth.issue_pair_token(&headers, client, &issuer).await {
         Ok(issued) => {

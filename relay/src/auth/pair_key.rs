@@ -27,7 +27,9 @@ pub fn load(path: &Path) -> Result<PairKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("`relay.pair_key_file` = {shown}: cannot read it"))?;
     let bytes = hex::decode(text.trim()).map_err(|e| {
-        anyhow::anyhow!("`relay.pair_key_file` = {shown}: not hex ({e}); make one with `ponte-relay pair-key --out FILE`")
+        anyhow::anyhow!(
+            "`relay.pair_key_file` = {shown}: not hex ({e}); make one with `ponte-relay pair-key --out FILE`"
+        )
     })?;
     PairKey::new(&bytes).with_context(|| {
         format!(
@@ -44,7 +46,9 @@ pub fn pair_key_cli(out: &Path) -> Result<()> {
     let key: [u8; 32] = rand::random();
     write_new(out, &format!("{}\n", hex::encode(key)))?;
     println!("pair key written to {}", out.display());
-    println!("# Copy this file (mode 0600, owner the relay's user) to every relay of the site, then set in each:");
+    println!(
+        "# Copy this file (mode 0600, owner the relay's user) to every relay of the site, then set in each:"
+    );
     println!("#   [relay]");
     println!("#   pair_key_file = \"{}\"", out.display());
     println!("#   peers = [\"https://<the other relay>:<its viewer port>\"]");

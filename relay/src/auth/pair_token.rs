@@ -53,11 +53,16 @@ impl PairKey {
             return None;
         }
         let mut block = [0u8; 64];
-        if bytes.len() > block.len() {
+        let hashed;
+        let key = if bytes.len() > block.len() {
             use sha2::Digest as _;
-            block[..32].copy_from_slice(&Sha256::digest(bytes));
+            hashed = Sha256::digest(bytes);
+            hashed.as_slice()
         } else {
-            block[..bytes.len()].copy_from_slice(bytes);
+            bytes
+        };
+        for (b, k) in block.iter_mut().zip(key) {
+            *b = *k;
         }
         Some(PairKey { block, len: bytes.len() })
     }
@@ -108,14 +113,27 @@ pub enum PairTokenError {
     #[error("pair token not signed with this relay's `relay.pair_key_file` (another key, or altered)")]
     BadSignature,
     /// Signed, but for another site.
-    #[error("pair token of site `{0}`, not this relay's")]
-    WrongSite(String),
+    #[error("pair token of site `{site}`, not this relay's")]
+    WrongSite { site: String, user: String },
     /// Past its end.
     #[error("pair token of `{user}` expired {secs} s ago")]
     Expired { user: String, secs: u64 },
     /// Issued in the future, beyond the clock slack: a clock is wrong.
     #[error("pair token of `{user}` issued {secs} s in the future: check both relays' clocks (NTP)")]
     NotYetValid { user: String, secs: u64 },
+}
+
+impl PairTokenError {
+    /// The account a signed token was for (`None` when the signature did
+    /// not check out: then nothing in it is to be believed).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            PairTokenError::Malformed | PairTokenError::BadSignature => None,
+            PairTokenError::WrongSite { user, .. }
+            | PairTokenError::Expired { user, .. }
+            | PairTokenError::NotYetValid { user, .. } => Some(user),
+        }
+    }
 }
 
 /// Whether a bearer value is meant as a pair token.
@@ -145,7 +163,7 @@ pub fn verify(key: &PairKey, token: &str, site: &str, now_unix: u64) -> Result<P
     let json = B64.decode(payload).map_err(|_| PairTokenError::Malformed)?;
     let claims: PairClaims = serde_json::from_slice(&json).map_err(|_| PairTokenError::Malformed)?;
     if claims.site != site {
-        return Err(PairTokenError::WrongSite(claims.site));
+        return Err(PairTokenError::WrongSite { site: claims.site, user: claims.user });
     }
     if now_unix >= claims.exp {
         return Err(PairTokenError::Expired { user: claims.user, secs: now_unix - claims.exp });
@@ -239,12 +257,15 @@ mod tests {
         assert_eq!(verify(&key(2), &token, "carabinieri", NOW), Err(PairTokenError::BadSignature));
         assert_eq!(
             verify(&key(1), &token, "questura", NOW),
-            Err(PairTokenError::WrongSite("carabinieri".into()))
+            Err(PairTokenError::WrongSite { site: "carabinieri".into(), user: "anna".into() })
         );
         // Another site's relay pair with the same key (a copied file): the
         // site in the claims still binds the token.
         let questura = issue(&key(1), &PairClaims { site: "questura".into(), ..claims() });
-        assert!(matches!(verify(&key(1), &questura, "carabinieri", NOW), Err(PairTokenError::WrongSite(_))));
+        assert!(matches!(
+            verify(&key(1), &questura, "carabinieri", NOW),
+            Err(PairTokenError::WrongSite { .. })
+        ));
 
         // Tampered: another user, a later expiry, each re-encoded.
         let (payload, tag) = token.strip_prefix(PREFIX).and_then(|r| r.split_once('.')).unwrap();
@@ -273,7 +294,10 @@ mod tests {
             seen.first_use(&format!("n{i}"), NOW + 20 + i as u64, NOW + 15);
         }
         assert!(seen.seen.len() <= MAX_SEEN);
-        assert!(seen.first_use("a", NOW + 10, NOW + 15), "expired, forgotten: a replay would be refused by its expiry");
+        assert!(
+            seen.first_use("a", NOW + 10, NOW + 15),
+            "expired, forgotten: a replay would be refused by its expiry"
+        );
         // Longer keys than HMAC's block are hashed, not cut.
         let long_a = PairKey::new(&[1; 100]).unwrap();
         let long_b = PairKey::new(&[[1; 99].as_slice(), &[2]].concat()).unwrap();

@@ -2,9 +2,9 @@
 //! behind one handle shared by every egress.
 
 use super::accounts::BadCredentials;
-use super::pair_token::{self, PairClaims, PairKey, PairTokenError, SeenTokens};
 use super::cache::VerifiedCache;
 use super::http::{forbidden, not_found, session_cookie, throttled, unauthorized};
+use super::pair_token::{self, PairClaims, PairKey, SeenTokens};
 use super::session_store;
 use super::sessions::unix_now;
 use super::{lock, Accounts, LoginThrottle, ScopeRefusal, SessionTable, Viewer, ViewerKind};
@@ -461,18 +461,15 @@ impl Auth {
     async fn check_pair(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
         const VIA: &str = "pair login";
         let Some(pair) = &self.settings.pair else {
-            self.login_failed(client, "?", VIA, "a pair token, but this relay has no `relay.pair_key_file`").await;
+            self.login_failed(client, "?", VIA, "a pair token, but this relay has no `relay.pair_key_file`")
+                .await;
             return Err(Refusal::BadCredentials);
         };
         let now = unix_now();
         let claims = match pair_token::verify(&pair.key, token, &pair.site, now) {
             Ok(claims) => claims,
             Err(e) => {
-                let user = match &e {
-                    PairTokenError::Expired { user, .. } | PairTokenError::NotYetValid { user, .. } => user.clone(),
-                    _ => "?".to_owned(),
-                };
-                self.login_failed(client, &user, VIA, &e.to_string()).await;
+                self.login_failed(client, e.user().unwrap_or("?"), VIA, &e.to_string()).await;
                 return Err(Refusal::BadCredentials);
             }
         };
@@ -529,17 +526,15 @@ impl Auth {
             (ViewerKind::Account, Some(login), None) => login.clone(),
             (ViewerKind::Token, ..) => {
                 return Err(forbidden(&format!(
-                    "`{}` is a bearer token: it works at the other relays of the site as it is (give them the \
+                "`{}` is a bearer token: it works at the other relays of the site as it is (give them the \
                      same [[token]] table)",
-                    viewer.name
-                )))
+                viewer.name
+            )))
             }
-            _ => {
-                return Err(forbidden(
-                    "a pair token is issued to a browser session logged in at this relay, not to another pair \
+            _ => return Err(forbidden(
+                "a pair token is issued to a browser session logged in at this relay, not to another pair \
                      token",
-                ))
-            }
+            )),
         };
         let left = lock(&self.sessions).remaining(&session, Instant::now());
         let Some(left) = left else {
@@ -745,5 +740,103 @@ mod tests {
         open.reload(Accounts::from_config(&[viewer("anna", phc(), None, None)], &[]).unwrap());
         let closed = open.may_still_watch(&anonymous, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert!(closed.contains("must log in"), "{closed}");
+    }
+
+    #[tokio::test]
+    async fn pair_tokens_log_in_at_the_peer_once_audited_and_only_for_its_own_accounts() {
+        let dir = std::env::temp_dir().join(format!("ponte-auth-pair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (path_a, path_b) = (dir.join("a.log"), dir.join("b.log"));
+        let open = |p: &std::path::Path| Arc::new(RelayAudit::open(p, "carabinieri", 1 << 20).unwrap());
+        let settings = |key: u8, site: &str| AuthSettings {
+            failed_login_delay: Duration::from_millis(1),
+            pair: Some(PairSettings { key: PairKey::new(&[key; 32]).unwrap(), site: site.into() }),
+            ..AuthSettings::default()
+        };
+        let (token, digest) = new_token();
+        let both = [viewer("anna", phc(), None, None), viewer("zaist", phc(), None, None)];
+        let vms = TokenConfig::new("vms", digest);
+        let a = Auth::new(
+            Accounts::from_config(&both, std::slice::from_ref(&vms)).unwrap(),
+            open(&path_a),
+            settings(1, "carabinieri"),
+        );
+        let b = Auth::new(
+            Accounts::from_config(&both[..1], &[]).unwrap(),
+            open(&path_b),
+            settings(1, "carabinieri"),
+        );
+        let ip: IpAddr = "192.0.2.20".parse().unwrap();
+        let cookie = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, format!("ponte_session={id}").parse().unwrap());
+            h
+        };
+        for user in ["anna", "zaist"] {
+            let v = a.verify(ip, user, "correct horse", "web login").await.unwrap();
+            lock(&a.sessions).insert(format!("s-{user}"), v, Instant::now());
+        }
+        let issued = a.issue_pair_token(&cookie("s-anna"), ip, "https://relay-a:8443").await.unwrap();
+        assert!(
+            issued.expires_unix > unix_now() + 11 * 3600 && issued.expires_unix <= unix_now() + 12 * 3600
+        );
+
+        // At the peer: anna, as a pair login, audited once however often used.
+        let anna = b.check_bearer(ip, &issued.token).await.unwrap();
+        assert!(anna.name() == "anna" && anna.is_pair_login() && anna.unrestricted());
+        b.check_bearer(ip, &issued.token).await.unwrap();
+        let lines = std::fs::read_to_string(&path_b).unwrap();
+        assert_eq!(
+            lines.matches("pair login: token issued by relay https://relay-a:8443").count(),
+            1,
+            "{lines}"
+        );
+        // Each page's token is its own holder: another page's cannot end its streams.
+        let other = a.issue_pair_token(&cookie("s-anna"), ip, "https://relay-a:8443").await.unwrap();
+        let anna2 = b.check_bearer(ip, &other.token).await.unwrap();
+        assert!(anna.same_account(&anna2) && !anna.same_holder(&anna2));
+        assert!(b.recheck(&anna).unwrap().same_holder(&anna), "a recheck keeps the pair login");
+
+        // An account the peer does not have.
+        let zaist = a.issue_pair_token(&cookie("s-zaist"), ip, "https://relay-a:8443").await.unwrap();
+        assert_eq!(b.check_bearer(ip, &zaist.token).await.unwrap_err(), Refusal::BadCredentials);
+        // Another key; another site with the same key.
+        let x = Auth::new(
+            Accounts::from_config(&both, &[]).unwrap(),
+            Arc::new(RelayAudit::disabled("c")),
+            settings(2, "carabinieri"),
+        );
+        let q = Auth::new(
+            Accounts::from_config(&both, &[]).unwrap(),
+            Arc::new(RelayAudit::disabled("q")),
+            settings(1, "questura"),
+        );
+        for other in [&x, &q] {
+            let v = other.verify(ip, "anna", "correct horse", "web login").await.unwrap();
+            lock(&other.sessions).insert("s".into(), v, Instant::now());
+            let t = other.issue_pair_token(&cookie("s"), ip, "https://x").await.unwrap();
+            assert_eq!(b.check_bearer(ip, &t.token).await.unwrap_err(), Refusal::BadCredentials);
+        }
+        let lines = std::fs::read_to_string(&path_b).unwrap();
+        for why in ["no account `zaist` here", "not signed with this relay", "of site `questura`"] {
+            assert!(lines.contains(why), "{why}: {lines}");
+        }
+
+        // Only a browser session logged in here gets a token.
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let refused = a.issue_pair_token(&bearer, ip, "https://relay-a:8443").await.unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::FORBIDDEN);
+        let mut pair = HeaderMap::new();
+        pair.insert(header::AUTHORIZATION, format!("Bearer {}", issued.token).parse().unwrap());
+        let chained = b.issue_pair_token(&pair, ip, "https://relay-b:8443").await.unwrap_err();
+        assert_eq!(chained.status(), axum::http::StatusCode::FORBIDDEN, "no token from a token");
+
+        // Revocation: anna removed at the peer; her token and her streams there end.
+        b.reload(Accounts::from_config(&[viewer("bruno", phc(), None, None)], &[]).unwrap());
+        assert!(b.recheck(&anna).is_err());
+        // (Four failures from this address so far: under the brake's burst of five.)
+        assert_eq!(b.check_bearer(ip, &issued.token).await.unwrap_err(), Refusal::BadCredentials);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

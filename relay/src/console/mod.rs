@@ -146,7 +146,11 @@ fn render(site: &str, title: &str, peers: &[String]) -> String {
     use crate::page::{escape_html, fill};
     fill(
         PAGE,
-        &[("title", &escape_html(title)), ("site", &escape_html(site)), ("peers", &escape_html(&peers.join(" ")))],
+        &[
+            ("title", &escape_html(title)),
+            ("site", &escape_html(site)),
+            ("peers", &escape_html(&peers.join(" "))),
+        ],
     )
 }
 
