@@ -100,8 +100,27 @@ async fn wait_playing(
     .with_context(|| format!("browser console:\n{}", browser.console().join("\n")))
 }
 
+/// How relay A stops answering.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// `kill -9`: its ports refuse connections at once.
+    Killed,
+    /// SIGSTOP: the kernel still accepts connections, nothing answers (a
+    /// hung process, a host gone from the network): only timeouts tell.
+    Hung,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_killed_every_tile_plays_from_its_peer_within_three_seconds_without_a_login() -> Result<()> {
+    failover(Death::Killed).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_hung_every_tile_plays_from_its_peer_within_three_seconds_without_a_login() -> Result<()> {
+    failover(Death::Hung).await
+}
+
+async fn failover(death: Death) -> Result<()> {
     let _lock = ponte_tests::e2e_lock();
     if !ponte_tests::require_program(Chromium::binary(), "chromium") {
         return Ok(());
@@ -168,9 +187,14 @@ async fn relay_killed_every_tile_plays_from_its_peer_within_three_seconds_withou
     // Gone if the page navigates (a reload, the login page).
     browser.eval("window.pairTestMark = 'same document'").await?;
 
-    // Relay A dies.
-    stack.relay.kill();
+    // Relay A dies, or hangs.
+    match death {
+        Death::Killed => stack.relay.kill(),
+        Death::Hung => stack.relay.signal(libc::SIGSTOP)?,
+    }
     let killed = Instant::now();
+    let killed_unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as f64;
     let mut back: Vec<Option<Duration>> = vec![None; 4];
     let mut prompts = Vec::new();
     while back.iter().any(Option::is_none) && killed.elapsed() < Duration::from_secs(15) {
@@ -192,10 +216,16 @@ async fn relay_killed_every_tile_plays_from_its_peer_within_three_seconds_withou
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let relay = browser.eval("window.ponteConsole.relay()").await?;
-    eprintln!("relay A killed; the page: {relay}");
+    eprintln!("relay A {death:?}; the page: {relay}");
+    if let Some(moved) = relay["moves"][0]["at"].as_f64() {
+        eprintln!(
+            "failover ({death:?}): the page moved to relay B {:.0} ms after relay A stopped",
+            moved - killed_unix_ms
+        );
+    }
     for (i, t) in back.iter().enumerate() {
         eprintln!(
-            "failover: tile {} ({}) decoding from relay B {} ms after relay A was killed",
+            "failover ({death:?}): tile {} ({}) decoding from relay B {} ms after relay A stopped",
             i + 1,
             cameras[i],
             t.map_or("never".to_owned(), |d| d.as_millis().to_string())

@@ -10,19 +10,23 @@
 //   origin, and browsers block third-party cookies). A wall display sends
 //   its own token everywhere instead (the relays of a site share the
 //   [[token]] tables).
-// - Watching: `GET /api/alive` every 500 ms, an answer later than 800 ms
-//   counting as none; a miss is asked again at once (150 ms), and two
-//   misses in a row move the page. A tile whose WebRTC connection fails
-//   asks too. Measured on loopback: a killed relay is noticed ~0.2–0.7 s
-//   after its death (connection refused at the next poll), the tiles play
-//   at the peer ~0.3 s later (WHEP ~100 ms, the agent sends the current
-//   GOP from its key frame) — well inside the 3 s of issue 22.
+// - Watching: `GET /api/alive` every 500 ms, an answer later than 600 ms
+//   counting as none; a miss is asked again 100 ms later, and two misses in
+//   a row move the page. A tile whose WebRTC connection fails, or whose
+//   request gets no answer at all, asks at once. Measured on loopback
+//   (tests/tests/redundancy_pair.rs, debug build, 2 shared cores): a killed
+//   relay (connections refused) is left 0.15–0.55 s after its death and
+//   every tile decodes at the peer 0.65–0.95 s after it; a hung one (nothing
+//   answers: only timeouts tell) is left after 1.3–1.5 s and the tiles
+//   decode there by 1.8–2.0 s. WHEP at the peer takes ~0.3–0.5 s of that
+//   (the agent sends the current GOP from its key frame). Issue 22 asks
+//   for 3 s.
 // - Going back: the page's own relay (by its session cookie) is a candidate
 //   like any other when the peer in use stops answering in turn.
 
 const WATCH_MS = 500;
-const ALIVE_TIMEOUT_MS = 800;
-const RECHECK_MS = 150;
+const ALIVE_TIMEOUT_MS = 600;
+const RECHECK_MS = 100;
 const MISSES = 2;
 const TOKEN_REFRESH_MS = 10 * 60 * 1000;
 
