@@ -261,6 +261,14 @@ function needLogin(text) {
     say(`401: ${text || 'the wall token was refused'}`);
     return;
   }
+  // At another relay of the site (its pair token refused: expired, or the
+  // account changed there) the form would post to this page's own relay,
+  // which is down: the page goes to that relay's console instead, the wall
+  // in its address, and the operator logs in there.
+  if (failover.current !== failover.home) {
+    location.assign(`${failover.current}/console#${encodeLayout(current())}`);
+    return;
+  }
   // Every tile says 401 once its session is gone: ask once, stop them once.
   if (!$('login').hidden) return;
   for (const tile of tiles) tile.stopLayers();

@@ -115,6 +115,13 @@ pub enum Refusal {
     Throttled(Duration),
 }
 
+/// Why a bearer token gets no pair token (after its name).
+const TOKEN_NEEDS_NO_PAIR: &str = "is a bearer token: it works at the other relays of the site as it is \
+     (give them the same [[token]] table)";
+/// Why a pair login gets no pair token: its life stays bounded by the login it came from.
+const PAIR_FOR_SESSIONS_ONLY: &str =
+    "a pair token is issued to a browser session logged in at this relay, not to another pair token";
+
 /// Accounts, sessions and the login brake, shared by every egress.
 pub struct Auth {
     /// Swapped whole by [`Auth::reload`].
@@ -525,20 +532,13 @@ impl Auth {
         let session = match (&viewer.kind, &viewer.login, &viewer.pair) {
             (ViewerKind::Account, Some(login), None) => login.clone(),
             (ViewerKind::Token, ..) => {
-                return Err(forbidden(&format!(
-                "`{}` is a bearer token: it works at the other relays of the site as it is (give them the \
-                     same [[token]] table)",
-                viewer.name
-            )))
+                return Err(forbidden(&format!("`{}` {TOKEN_NEEDS_NO_PAIR}", viewer.name)))
             }
-            _ => return Err(forbidden(
-                "a pair token is issued to a browser session logged in at this relay, not to another pair \
-                     token",
-            )),
+            _ => return Err(forbidden(PAIR_FOR_SESSIONS_ONLY)),
         };
         let left = lock(&self.sessions).remaining(&session, Instant::now());
         let Some(left) = left else {
-            return Err(super::http::unauthorized("your session has expired or ended: log in again"));
+            return Err(unauthorized("your session has expired or ended: log in again"));
         };
         let now = unix_now();
         let life = left.as_secs().min(pair_token::MAX_LIFETIME_SECS);
