@@ -4,7 +4,7 @@
 //! within 3 s, without a login prompt. Then the pair token's trust
 //! boundary, attacked at the real binaries: another key, another site, a
 //! changed token, an account the peer lacks or has removed, CORS for an
-//! origin that is not a peer.
+//! origin that is not a peer, a key file others may read.
 //!
 //! Both relays are of site `carabinieri`. The agent refuses two `[[relay]]`
 //! entries of one site today (`relay.site ... appears twice`), so each
@@ -436,6 +436,27 @@ async fn a_peer_takes_only_its_sites_tokens_signed_with_its_key_for_its_own_acco
     assert_eq!((ok.status, ok.header("access-control-allow-origin")), (204, Some(url_a.as_str())));
     let evil = preflight(url_x.clone()).await?;
     assert_eq!((evil.status, evil.header("access-control-allow-origin")), (403, None), "{}", evil.text());
+
+    // A key file others may read: the relay refuses to start, naming the key and the fix.
+    let loose = dir.path().join("loose.key");
+    std::fs::copy(&key, &loose)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let (_, loose_toml) = relay_alone(
+        &pki,
+        &dir.path().join("loose"),
+        site("carabinieri", free_tcp_port()),
+        &both[..1],
+        &loose,
+        &to_b,
+    )?;
+    let mut refused_start = spawn_node("ponte-relay", &loose_toml)?;
+    let status = refused_start.wait_exit(Duration::from_secs(30)).await?;
+    let said = refused_start.lines().join("\n");
+    assert!(!status.success(), "a relay with a key others may read started:\n{said}");
+    assert!(said.contains("relay.pair_key_file") && said.contains("chmod 600"), "{said}");
 
     // Revocation: anna removed at B (a reload), her token from A is refused there.
     let mut without = b.clone();
