@@ -1,10 +1,10 @@
 //! Two relays of one site back each other for the console (issue 22): a
 //! real headless Chromium logged in on relay A with a 2×2 wall; relay A is
-//! killed (SIGKILL); every tile must decode frames again from relay B
-//! within 3 s, without a login prompt. Then the pair token's trust
-//! boundary, attacked at the real binaries: another key, another site, a
-//! changed token, an account the peer lacks or has removed, CORS for an
-//! origin that is not a peer, a key file others may read.
+//! killed (SIGKILL), or hung (SIGSTOP); every tile must decode frames again
+//! from relay B within 3 s, without a login prompt. Then the pair token's
+//! trust boundary, attacked at the real binaries: another key, another
+//! site, a changed token, an account the peer lacks or has removed, CORS
+//! for an origin that is not a peer, a key file others may read.
 //!
 //! Both relays are of site `carabinieri`. The agent refuses two `[[relay]]`
 //! entries of one site today (`relay.site ... appears twice`), so each
