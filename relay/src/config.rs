@@ -268,6 +268,16 @@ pub struct RelaySection {
     /// logs in again each shift); the idle limit applies besides.
     #[serde(default = "default_session_max_hours")]
     pub session_max_hours: u64,
+    /// The other relays of this site, as operators' browsers reach their
+    /// viewer port (`"https://host:port"`): the console moves to the first
+    /// that answers when this relay stops answering. Needs `pair_key_file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// The secret every relay of the site shares (`ponte-relay pair-key
+    /// --out FILE`, mode 0600): it signs the pair tokens that log a page in
+    /// at a peer without a prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_key_file: Option<PathBuf>,
 }
 
 fn default_session_max_hours() -> u64 {
@@ -295,6 +305,8 @@ impl RelaySection {
             state_dir: None,
             https: None,
             session_max_hours: default_session_max_hours(),
+            peers: Vec::new(),
+            pair_key_file: None,
         }
     }
 }
@@ -461,7 +473,22 @@ impl RelayConfig {
         check(self.audit.check().map_err(anyhow::Error::msg));
         check(self.management.check().map_err(anyhow::Error::msg));
         check(self.check_rtsp_and_cascade());
+        check(self.peers().map(drop));
         problems
+    }
+
+    /// `relay.peers`, checked; with peers, `relay.pair_key_file` must be set.
+    pub fn peers(&self) -> Result<crate::peers::Peers> {
+        let peers =
+            crate::peers::Peers::parse(&self.relay.peers, self.relay.http_listen, self.relay.https.is_some())
+                .map_err(anyhow::Error::msg)?;
+        if !peers.is_empty() && self.relay.pair_key_file.is_none() {
+            bail!(
+                "`relay.peers` is set but `relay.pair_key_file` is not: the relays of a site share a key to \
+                 log pages in at each other (`ponte-relay pair-key --out FILE`, the same file on every relay)"
+            );
+        }
+        Ok(peers)
     }
 
     fn check_upstreams(&self) -> Result<()> {
@@ -589,6 +616,11 @@ pub fn check_cli(path: &Path) -> i32 {
                  `ponte-agent pki issue --site {}`",
                 cfg.relay.site, cfg.relay.site
             ));
+        }
+    }
+    if let Some(path) = &cfg.relay.pair_key_file {
+        if let Err(e) = crate::auth::load_pair_key(path) {
+            report.add(format!("{e:#}"));
         }
     }
     report.writable("relay.state_dir", &cfg.sessions_file());
@@ -850,6 +882,29 @@ mod tests {
         ] {
             let err = format!("{:#}", RelayConfig::from_toml(&format!("{base}{bad}\n")).unwrap_err());
             assert!(err.contains(&format!("`{key}`")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn peers_need_the_pair_key_and_name_the_key_when_wrong() {
+        let base = "[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let relay =
+            "[relay]\nsite = \"carabinieri\"\nallow_anonymous = true\nhttp_listen = \"10.0.0.2:8443\"\n";
+        let ok = format!(
+            "{relay}peers = [\"http://10.0.0.3:8443\"]\npair_key_file = \"/etc/ponte/pair.key\"\n{base}"
+        );
+        let cfg = RelayConfig::from_toml(&ok).unwrap();
+        assert_eq!(cfg.peers().unwrap().origins(), ["http://10.0.0.3:8443"]);
+        assert!(RelayConfig::from_toml(&format!("{relay}{base}")).unwrap().peers().unwrap().is_empty());
+        for (keys, needle) in [
+            ("peers = [\"http://10.0.0.3:8443\"]", "`relay.pair_key_file` is not"),
+            ("peers = [\"http://10.0.0.2:8443\"]\npair_key_file = \"k\"", "this relay itself"),
+            ("peers = [\"10.0.0.3:8443\"]\npair_key_file = \"k\"", "`relay.peers` entry"),
+            ("peers = [\"http://b:1\", \"http://B:1/\"]\npair_key_file = \"k\"", "twice"),
+            ("peers = \"http://b:1\"\npair_key_file = \"k\"", "peers"),
+        ] {
+            let err = format!("{:#}", RelayConfig::from_toml(&format!("{relay}{keys}\n{base}")).unwrap_err());
+            assert!(err.contains(needle), "{keys}: {err}");
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod media_ports;
 pub mod node;
 pub mod page;
+pub mod peers;
 pub mod ptz;
 pub mod rtsp;
 pub mod status;

@@ -62,6 +62,12 @@ enum Cmd {
         #[arg(long, default_value = "vms")]
         name: String,
     },
+    /// Write a new key for the relays of one site (`relay.pair_key_file`, mode 0600): copy the file to each.
+    PairKey {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check a config as `run` would load it; exit 0 OK, 1 with every problem listed.
     Config {
         #[command(subcommand)]
@@ -122,6 +128,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Passwd { user, rtsp_digest } => auth::passwd_cli(user.as_deref(), rtsp_digest),
         Cmd::Token { name } => auth::token_cli(&name),
+        Cmd::PairKey { out } => auth::pair_key_cli(&out),
         Cmd::Config { cmd: ConfigCmd::Check { config } } => std::process::exit(config::check_cli(&config)),
         Cmd::Audit { cmd: AuditCmd::Verify { files, allow_missing_start, anchors } } => {
             std::process::exit(ponte_proto::audit::verify_cli(files, allow_missing_start, anchors))

@@ -3,7 +3,7 @@
 
 use crate::config::RelayConfig;
 use crate::upstream::Upstreams;
-use crate::{audit, auth, cascade, console, ptz, rtsp, status, web, whep};
+use crate::{audit, auth, cascade, console, peers, ptz, rtsp, status, web, whep};
 use anyhow::{Context, Result};
 use ponte_proto::tls::https::HttpsPair;
 use ponte_proto::tls::{self, LiveTls, TransportOptions};
@@ -102,7 +102,17 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     }
     ponte_proto::config_check::check_writable("relay.state_dir", &sessions_file)
         .map_err(anyhow::Error::msg)?;
+    let peers = Arc::new(cfg.peers()?);
+    let pair = match &cfg.relay.pair_key_file {
+        Some(path) => {
+            let key = auth::load_pair_key(path)?;
+            tracing::info!(peers = %peers.origins().join(", "), "relay pair: pages move to these relays of the site when this one stops answering");
+            Some(auth::PairSettings { key, site: cfg.relay.site.clone() })
+        }
+        None => None,
+    };
     let settings = auth::AuthSettings {
+        pair,
         open_ptz: cfg.relay.open_ptz,
         sessions_file: Some(sessions_file),
         session_max_age: Duration::from_secs(cfg.relay.session_max_hours.saturating_mul(3600)),
@@ -130,7 +140,8 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     );
     let console = Arc::new(
         console::ConsoleState::new(state.clone(), layouts, Some(feed.clone()))
-            .with_exports(cfg.exports_dir()),
+            .with_exports(cfg.exports_dir())
+            .with_peers(peers.origins().to_vec()),
     );
     let status = StatusState {
         upstreams: upstreams.clone(),
@@ -158,12 +169,17 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         audit.clone(),
         ptz::PtzSettings::default(),
     ));
-    let app = web::router(state).merge(ptz::router(ptz)).merge(console::router(console)).merge(
-        axum::Router::new()
-            .route("/api/status", axum::routing::get(status_json))
-            .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))
-            .with_state(Arc::new(status)),
-    );
+    let app = web::router(state)
+        .merge(ptz::router(ptz))
+        .merge(console::router(console))
+        .merge(peers::router())
+        .merge(
+            axum::Router::new()
+                .route("/api/status", axum::routing::get(status_json))
+                .route_layer(axum::middleware::from_fn_with_state(auth.clone(), auth::require_whole_site))
+                .with_state(Arc::new(status)),
+        )
+        .layer(axum::middleware::from_fn_with_state(peers, peers::cors));
     let listener = tokio::net::TcpListener::bind(cfg.relay.http_listen)
         .await
         .with_context(|| format!("binding HTTP on TCP {} (`relay.http_listen`)", cfg.relay.http_listen))?;

@@ -11,6 +11,7 @@ import { Tile, canH265 } from './tile.js';
 import { t, apply, language, setLanguage } from './i18n.js';
 import { apiHeaders } from './whep.js';
 import { still, download } from './snapshot.js';
+import { Failover, hostOf } from './failover.js';
 
 const GRIDS = { '1x1': 1, '2x2': 4, '3x3': 9, '4x4': 16, '1+5': 6 };
 const PTZ_SPEED = 500;
@@ -23,6 +24,15 @@ const fragment = new URLSearchParams(location.hash.slice(1));
 const wall = query.get('wall') === '1';
 const token = wall ? fragment.get('token') || '' : '';
 const $ = (id) => document.getElementById(id);
+// The other relays of the site: the page moves to them when its own stops
+// answering (failover.js).
+const failover = new Failover({
+  home: location.origin,
+  peers: (document.body.dataset.peers || '').split(' ').filter(Boolean),
+  wallToken: token,
+  onMove: (from, to) => moved(from, to),
+  onNone: () => relayBanner(t('noPeer')),
+});
 
 let site = document.body.dataset.site || '';
 let viewer = null;
@@ -64,7 +74,14 @@ const probe = makeProbe();
 // ---- tiles -----------------------------------------------------------------
 
 const ctx = {
-  token,
+  get token() {
+    return failover.token;
+  },
+  get base() {
+    return failover.base;
+  },
+  url: (path) => failover.url(path),
+  trouble: () => failover.trouble(),
   probe,
   camera: (id) => (id ? byId.get(id) : undefined),
   bigTile: (tile) => grid === '1x1' || (grid === '1+5' && tile.index === 0),
@@ -91,9 +108,9 @@ async function exportClip(index, fromMs, toMs) {
   const tile = tiles[index];
   if (!tile || !tile.camera) throw new Error('no camera in this tile');
   say(t('exporting', { camera: tile.camera }));
-  const resp = await fetch('/api/export', {
+  const resp = await fetch(ctx.url('/api/export'), {
     method: 'POST',
-    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    headers: apiHeaders(ctx.token, { 'Content-Type': 'application/json' }),
     body: JSON.stringify({
       camera: tile.camera,
       quality: tile.replayQuality(),
@@ -244,10 +261,19 @@ function needLogin(text) {
     say(`401: ${text || 'the wall token was refused'}`);
     return;
   }
+  // At another relay of the site (its pair token refused: expired, or the
+  // account changed there) the form would post to this page's own relay,
+  // which is down: the page goes to that relay's console instead, the wall
+  // in its address, and the operator logs in there.
+  if (failover.current !== failover.home) {
+    location.assign(`${failover.current}/console#${encodeLayout(current())}`);
+    return;
+  }
   // Every tile says 401 once its session is gone: ask once, stop them once.
   if (!$('login').hidden) return;
   for (const tile of tiles) tile.stopLayers();
   document.body.classList.add('needs-login');
+  loginPrompts += 1;
   $('login').hidden = false;
   $('login-error').textContent = text || '';
   $('login-user').focus();
@@ -274,7 +300,7 @@ async function logout() {
 }
 
 async function loadCatalog() {
-  const resp = await fetch('/api/catalog', { cache: 'no-store', headers: apiHeaders(token) });
+  const resp = await fetch(ctx.url('/api/catalog'), { cache: 'no-store', headers: apiHeaders(ctx.token) });
   if (resp.status === 401) {
     needLogin('');
     return false;
@@ -295,7 +321,7 @@ async function loadCatalog() {
 }
 
 async function loadLayouts() {
-  const resp = await fetch('/api/layouts', { cache: 'no-store', headers: apiHeaders(token) });
+  const resp = await fetch(ctx.url('/api/layouts'), { cache: 'no-store', headers: apiHeaders(ctx.token) });
   if (!resp.ok) return;
   const body = await resp.json();
   layouts = body.layouts || {};
@@ -325,9 +351,9 @@ function applyLayout(layout) {
 async function saveLayout(name) {
   name = (name || '').trim();
   if (!name) return say(t('needName'));
-  const resp = await fetch(`/api/layouts/${encodeURIComponent(name)}`, {
+  const resp = await fetch(ctx.url(`/api/layouts/${encodeURIComponent(name)}`), {
     method: 'PUT',
-    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    headers: apiHeaders(ctx.token, { 'Content-Type': 'application/json' }),
     body: JSON.stringify(current()),
   });
   if (!resp.ok) return say((await resp.text()).trim());
@@ -339,7 +365,7 @@ async function saveLayout(name) {
 
 async function deleteLayout(name) {
   if (!name) return;
-  const resp = await fetch(`/api/layouts/${encodeURIComponent(name)}`, { method: 'DELETE', headers: apiHeaders(token) });
+  const resp = await fetch(ctx.url(`/api/layouts/${encodeURIComponent(name)}`), { method: 'DELETE', headers: apiHeaders(ctx.token) });
   if (!resp.ok) return say((await resp.text()).trim());
   await loadLayouts();
   say(t('deleted', { name }));
@@ -428,9 +454,9 @@ async function snapshot(index) {
   const stamp = new Date(Number.isFinite(captureMs) ? captureMs : Date.now()).toISOString().replace(/[:.]/g, '-');
   const file = `${tile.camera}-${stamp}.png`;
   // Audited first: no audit line, no file.
-  const audited = await fetch('/api/snapshot', {
+  const audited = await fetch(ctx.url('/api/snapshot'), {
     method: 'POST',
-    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    headers: apiHeaders(ctx.token, { 'Content-Type': 'application/json' }),
     body: JSON.stringify({ camera: tile.camera, capture_ms: Number.isFinite(captureMs) ? captureMs : null, file }),
   });
   if (!audited.ok) throw new Error((await audited.text()).trim() || `snapshot: HTTP ${audited.status}`);
@@ -453,9 +479,9 @@ function ptzCamera() {
 }
 
 async function ptzPost(camera, cmd) {
-  const resp = await fetch(`/api/ptz/${encodeURIComponent(camera)}`, {
+  const resp = await fetch(ctx.url(`/api/ptz/${encodeURIComponent(camera)}`), {
     method: 'POST',
-    headers: apiHeaders(token, { 'Content-Type': 'application/json' }),
+    headers: apiHeaders(ctx.token, { 'Content-Type': 'application/json' }),
     body: JSON.stringify(cmd),
   });
   const body = await resp.json().catch(() => null);
@@ -545,7 +571,7 @@ let strip = { links: [] };
 
 async function pollStrip() {
   try {
-    const resp = await fetch('/api/strip', { cache: 'no-store', headers: apiHeaders(token) });
+    const resp = await fetch(ctx.url('/api/strip'), { cache: 'no-store', headers: apiHeaders(ctx.token) });
     if (resp.ok) strip = await resp.json();
   } catch (err) {
     strip = { links: [], unreachable: true };
@@ -626,6 +652,30 @@ async function start() {
   else setGrid(grid);
   ready = true;
   writeUrl();
+  pollStrip();
+  // A token for the other relays of the site, while this one answers.
+  await failover.refreshToken();
+  failover.start();
+}
+
+// ---- the relay pair: moving to another relay of the site ---------------------
+
+let loginPrompts = 0;
+
+function relayBanner(text) {
+  const el = $('relay-banner');
+  el.textContent = text || '';
+  el.hidden = !text;
+}
+
+// The page moved from one relay to another: every tile plays again there,
+// the wall as it was; the catalog and that relay's own saved layouts are
+// read again in the background.
+function moved(from, to) {
+  for (const tile of tiles) tile.reopen();
+  relayBanner(to === failover.home ? t('backHome', { relay: hostOf(to) }) : t('failedOver', { peer: hostOf(to) }));
+  loadCatalog().catch(() => {});
+  loadLayouts().catch(() => {});
   pollStrip();
 }
 
@@ -713,6 +763,9 @@ window.ponteConsole = {
   },
   shareUrl,
   strip: () => ({ link: $('strip-link').textContent, rate: $('strip-rate').textContent, paused: $('strip-paused').textContent }),
+  // The relay pair: where the page plays from, its moves, the banner, and
+  // how often the login form was shown.
+  relay: () => ({ ...failover.info(), banner: $('relay-banner').hidden ? '' : $('relay-banner').textContent, loginPrompts }),
 };
 
 wire();

@@ -59,8 +59,9 @@ function badge(note, quality, cam) {
 }
 
 export class Tile {
-  // ctx: { token, probe, camera(id), bigTile(tile), onChange(), onUnauthorized(), say(text),
-  //        snapshot(tile), editTour(tile), toggleFull(tile), clear(tile) }
+  // ctx: { token, base, url(path), trouble(), probe, camera(id), bigTile(tile), onChange(),
+  //        onUnauthorized(), say(text), snapshot(tile), editTour(tile), toggleFull(tile), clear(tile) }
+  // (`token`, `base` and `url` follow the relay the page plays from: failover.js)
   constructor(ctx, index) {
     this.ctx = ctx;
     this.index = index;
@@ -209,7 +210,7 @@ export class Tile {
     const camera = this.camera;
     if (!camera) return null;
     try {
-      const resp = await fetch(`/api/recordings/${encodeURIComponent(camera)}?quality=${this.replayQuality()}`, {
+      const resp = await fetch(this.ctx.url(`/api/recordings/${encodeURIComponent(camera)}?quality=${this.replayQuality()}`), {
         cache: 'no-store',
         headers: whep.apiHeaders(this.ctx.token),
       });
@@ -345,7 +346,7 @@ export class Tile {
     const camera = this.camera;
     try {
       const probe = this.ctx.probe ? this.ctx.probe.forLayer(layer) : null;
-      layer.session = await whep.open({ camera, quality, token: this.ctx.token, probe, at });
+      layer.session = await whep.open({ camera, quality, token: this.ctx.token, base: this.ctx.base, probe, at });
     } catch (err) {
       // A layer replaced since is closed already; any other failure counts.
       if (layer.closed) return;
@@ -353,7 +354,7 @@ export class Tile {
       return;
     }
     if (layer.closed) {
-      whep.close(layer.session, this.ctx.token);
+      whep.close(layer.session);
       return;
     }
     const s = layer.session;
@@ -362,6 +363,8 @@ export class Tile {
     this.badgeText = badge(s.note, quality, this.ctx.camera(camera));
     s.pc.addEventListener('connectionstatechange', () => {
       const st = s.pc.connectionState;
+      // The relay may be gone: the page checks at once (failover.js).
+      if ((st === 'failed' || st === 'disconnected') && !layer.closed) this.ctx.trouble();
       if (st === 'failed' || st === 'closed') this.lost(layer, st === 'failed' ? 'connection failed' : 'connection closed');
     });
     layer.poll = setInterval(() => this.poll(layer), POLL_MS);
@@ -473,7 +476,7 @@ export class Tile {
   async poll(layer) {
     if (layer.closed || !layer.session || !layer.session.resource) return;
     try {
-      const resp = await fetch(layer.session.resource, { cache: 'no-store', headers: whep.apiHeaders(this.ctx.token) });
+      const resp = await fetch(layer.session.resource, { cache: 'no-store', headers: whep.apiHeaders(layer.session.token) });
       if (layer.closed) return;
       if (resp.ok) {
         const body = await resp.json();
@@ -531,6 +534,8 @@ export class Tile {
     // The session being switched to takes over when it decodes.
     if (!wasPending && this.pending) return;
     const status = err.status || 0;
+    // No answer at all (not a refusal): the relay may be gone.
+    if (!status) this.ctx.trouble();
     this.message = err.message || String(err);
     this.el.classList.toggle('error', true);
     if (status === 401) {
@@ -580,7 +585,7 @@ export class Tile {
     layer.closed = true;
     clearInterval(layer.poll);
     clearTimeout(layer.deadline);
-    whep.close(layer.session, this.ctx.token);
+    whep.close(layer.session);
     layer.video.srcObject = null;
     layer.video.remove();
     if (this.ctx.probe) this.ctx.probe.drop(layer);
@@ -595,6 +600,18 @@ export class Tile {
     this.layer = null;
     this.switching = null;
     this.el.classList.remove('error');
+  }
+
+  // The page moved to another relay: the tile plays the same camera (or
+  // replays from the picture it showed) there.
+  reopen() {
+    if (!this.camera) return;
+    this.stopLayers();
+    this.retry = 0;
+    this.message = '';
+    if (this.replayAt !== null && this.captureMs) this.replayAt = Math.round(this.captureMs);
+    this.start(this.replayAt !== null ? this.replayQuality() : this.wantedQuality());
+    this.redraw();
   }
 
   destroy() {
@@ -665,6 +682,8 @@ export class Tile {
       quality: layer ? layer.quality : null,
       pendingQuality: this.pending ? this.pending.quality : null,
       frames: layer ? layer.frames : 0,
+      // The relay the visible picture comes from (its origin).
+      relay: layer && layer.session && layer.session.resource ? new URL(layer.session.resource).origin : null,
       framesTotal: this.framesTotal,
       width: layer ? layer.video.videoWidth : 0,
       height: layer ? layer.video.videoHeight : 0,

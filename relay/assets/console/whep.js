@@ -32,10 +32,11 @@ function firstCandidate(pc) {
   });
 }
 
-// Opens a session for `camera` at `quality`. Resolves to
-// { pc, receiver, stream, resource, stream: MediaStream, note } or throws a
-// WhepError with the relay's own explanation.
-export async function open({ camera, quality, token, probe, at = null }) {
+// Opens a session for `camera` at `quality` at the relay `base` ('' for the
+// page's own, else another relay's origin). Resolves to
+// { pc, receiver, resource (absolute URL), token, stream: MediaStream, note }
+// or throws a WhepError with the relay's own explanation.
+export async function open({ camera, quality, token, probe, at = null, base = '' }) {
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   try {
     const transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
@@ -51,7 +52,7 @@ export async function open({ camera, quality, token, probe, at = null }) {
     await firstCandidate(pc);
     // `at`: play the recording back from that time (Unix ms) instead of live.
     const replay = at === null ? '' : `&at=${Math.round(at)}`;
-    const url = `/whep/${encodeURIComponent(camera)}?quality=${quality}${replay}`;
+    const url = `${base}/whep/${encodeURIComponent(camera)}?quality=${quality}${replay}`;
     const resp = await fetch(url, {
       method: 'POST',
       headers: apiHeaders(token, { 'Content-Type': 'application/sdp' }),
@@ -61,20 +62,23 @@ export async function open({ camera, quality, token, probe, at = null }) {
     if (resp.status !== 201) {
       throw new WhepError(resp.status, text.trim() || `the relay answered HTTP ${resp.status}`);
     }
-    const resource = resp.headers.get('Location');
+    // The session's URL at the relay that answered (maybe not this page's).
+    const location = resp.headers.get('Location');
+    const resource = location ? new URL(location, resp.url).href : null;
     const note = resp.headers.get('X-Ponte-Stream');
     await pc.setRemoteDescription({ type: 'answer', sdp: text });
-    return { pc, receiver, resource, note, stream: await stream };
+    return { pc, receiver, resource, token, note, stream: await stream };
   } catch (err) {
     pc.close();
     throw err;
   }
 }
 
-export function close(session, token) {
+// Ends a session, at the relay that opened it, with the token it was opened with.
+export function close(session) {
   if (!session) return;
   session.pc.close();
   if (session.resource) {
-    fetch(session.resource, { method: 'DELETE', keepalive: true, headers: apiHeaders(token) }).catch(() => {});
+    fetch(session.resource, { method: 'DELETE', keepalive: true, headers: apiHeaders(session.token) }).catch(() => {});
   }
 }

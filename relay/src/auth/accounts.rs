@@ -175,6 +175,11 @@ impl Accounts {
         Err(BadCredentials::UnknownUser)
     }
 
+    /// The `[[viewer]]` account `user` as configured now (not a token).
+    pub fn account(&self, user: &str) -> Option<Viewer> {
+        self.accounts.get(user).map(|a| a.viewer.clone())
+    }
+
     /// The token's viewer, if `token` is one of the configured tokens.
     pub fn check_token(&self, token: &str) -> Option<Viewer> {
         let digest = sha256(token.as_bytes());

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,6 +38,14 @@ pub(super) fn unauthorized(message: &str) -> Response {
     let mut resp = text(StatusCode::UNAUTHORIZED, message);
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ponte\""));
     resp
+}
+
+pub(super) fn forbidden(message: &str) -> Response {
+    text(StatusCode::FORBIDDEN, message)
+}
+
+pub(super) fn not_found(message: &str) -> Response {
+    text(StatusCode::NOT_FOUND, message)
 }
 
 pub(super) fn throttled(wait: Duration) -> Response {
@@ -103,9 +111,47 @@ pub async fn require_whole_site(
     }
 }
 
-/// `POST /login` and `POST /logout`.
+/// `POST /login`, `POST /logout` and `GET /api/pair-token`.
 pub fn router(auth: Arc<Auth>) -> Router {
-    Router::new().route("/login", post(login)).route("/logout", post(logout)).with_state(auth)
+    Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/api/pair-token", get(pair_token))
+        .with_state(auth)
+}
+
+/// `GET /api/pair-token` → `{token, expires_unix}`: the bearer value the
+/// page presents at the other relays of the site if this one stops
+/// answering ([`super::pair_token`]).
+async fn pair_token(
+    State(auth): State<Arc<Auth>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let issuer = issuer(&headers, auth.is_https());
+    match auth.issue_pair_token(&headers, client, &issuer).await {
+        Ok(issued) => {
+            let mut resp = axum::Json(issued).into_response();
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// This relay as the page reached it (`https://host:port`, from `Host`,
+/// which the server's DNS-rebinding guard has checked): the peer's audit
+/// names the relay that issued a token by it.
+fn issuer(headers: &HeaderMap, https: bool) -> String {
+    let host: String = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown-host")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        .take(255)
+        .collect();
+    format!("{}://{host}", if https { "https" } else { "http" })
 }
 
 #[derive(Deserialize)]

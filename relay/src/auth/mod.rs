@@ -18,7 +18,9 @@
 //! (who and what they may see), [`accounts`] (checked credentials),
 //! [`sessions`], [`throttle`] and [`cache`] (sans-IO tables, time passed
 //! in), [`service`] ([`Auth`], the handle every egress shares), [`http`]
-//! (login, logout, the layers) and [`cli`] (`passwd`, `token`).
+//! (login, logout, the layers), [`cli`] (`passwd`, `token`), and the relay
+//! pair of a site: [`pair_token`] (the tokens a page presents at the other
+//! relay when its own stops answering) and [`pair_key`] (their key file).
 
 mod accounts;
 mod cache;
@@ -33,6 +35,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod fixtures;
 mod http;
+mod pair_key;
+pub mod pair_token;
 mod service;
 pub mod session_store;
 mod sessions;
@@ -45,7 +49,8 @@ pub use accounts::{digest_ha1, hash_password, new_token};
 pub use cli::{passwd_cli, token_cli};
 pub use config::{TokenConfig, ViewerConfig};
 pub use http::{require_viewer, require_whole_site, router};
-pub use service::{Auth, AuthSettings, LiveStream, Refusal};
+pub use pair_key::{load as load_pair_key, pair_key_cli};
+pub use service::{Auth, AuthSettings, IssuedPairToken, LiveStream, PairSettings, Refusal};
 use sessions::SessionTable;
 use throttle::LoginThrottle;
 pub use viewer::{ScopeRefusal, Viewer, ViewerKind};

@@ -3,7 +3,8 @@
 
 use super::accounts::BadCredentials;
 use super::cache::VerifiedCache;
-use super::http::{session_cookie, throttled, unauthorized};
+use super::http::{forbidden, not_found, session_cookie, throttled, unauthorized};
+use super::pair_token::{self, PairClaims, PairKey, SeenTokens};
 use super::session_store;
 use super::sessions::unix_now;
 use super::{lock, Accounts, LoginThrottle, ScopeRefusal, SessionTable, Viewer, ViewerKind};
@@ -46,6 +47,27 @@ pub struct AuthSettings {
     pub session_max_age: Duration,
     /// The session cookie is `Secure` (the viewer port serves HTTPS).
     pub secure_cookie: bool,
+    /// The relay pair of the site (`relay.pair_key_file`): pair tokens are
+    /// issued and taken. `None`: a relay alone.
+    pub pair: Option<PairSettings>,
+}
+
+/// What a relay of a pair needs for pair tokens.
+#[derive(Debug, Clone)]
+pub struct PairSettings {
+    /// The secret the relays of the site share.
+    pub key: PairKey,
+    /// This relay's site: tokens of another are refused.
+    pub site: String,
+}
+
+/// A pair token issued to a logged-in page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedPairToken {
+    /// The bearer value for the peer relays.
+    pub token: String,
+    /// When it ends, seconds since the Unix epoch.
+    pub expires_unix: u64,
 }
 
 impl Default for AuthSettings {
@@ -62,6 +84,7 @@ impl Default for AuthSettings {
             sessions_file: None,
             session_max_age: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            pair: None,
         }
     }
 }
@@ -92,6 +115,13 @@ pub enum Refusal {
     Throttled(Duration),
 }
 
+/// Why a bearer token gets no pair token (after its name).
+const TOKEN_NEEDS_NO_PAIR: &str = "is a bearer token: it works at the other relays of the site as it is \
+     (give them the same [[token]] table)";
+/// Why a pair login gets no pair token: its life stays bounded by the login it came from.
+const PAIR_FOR_SESSIONS_ONLY: &str =
+    "a pair token is issued to a browser session logged in at this relay, not to another pair token";
+
 /// Accounts, sessions and the login brake, shared by every egress.
 pub struct Auth {
     /// Swapped whole by [`Auth::reload`].
@@ -108,6 +138,8 @@ pub struct Auth {
     sessions_used: std::sync::atomic::AtomicBool,
     throttle: Mutex<LoginThrottle>,
     verified: Mutex<VerifiedCache>,
+    /// Pair tokens already used here (their first use is the audited login).
+    pair_seen: Mutex<SeenTokens>,
     /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
     hashing: Semaphore,
 }
@@ -139,6 +171,7 @@ impl Auth {
                 settings.max_clients,
             )),
             verified: Mutex::new(VerifiedCache::new(settings.verified_ttl, 256)),
+            pair_seen: Mutex::new(SeenTokens::default()),
             hashing: Semaphore::new(2),
             settings,
             audit,
@@ -157,6 +190,11 @@ impl Auth {
         } else {
             "Path=/; HttpOnly; SameSite=Strict"
         }
+    }
+
+    /// Whether the viewer port serves HTTPS.
+    pub(super) fn is_https(&self) -> bool {
+        self.settings.secure_cookie
     }
 
     /// True when the relay has no accounts and no tokens.
@@ -253,7 +291,11 @@ impl Auth {
                 return Err(format!("viewer `{}` logged out", viewer.name));
             }
         }
-        Ok(now.through_login(viewer.login.clone()))
+        let now = now.through_login(viewer.login.clone());
+        Ok(match &viewer.pair {
+            Some(nonce) => now.through_pair(nonce),
+            None => now,
+        })
     }
 
     /// [`Auth::recheck`], then whether the viewer as it is now may still
@@ -404,6 +446,9 @@ impl Auth {
         if let Err(Refusal::Throttled(wait)) = self.begin_attempt(client) {
             return Err(self.braked(client, "?", "bearer token", wait).await);
         }
+        if pair_token::is_pair_token(token) {
+            return self.check_pair(client, token).await;
+        }
         match self.accounts().check_token(token) {
             Some(viewer) => {
                 lock(&self.throttle).succeeded(client, Instant::now());
@@ -414,6 +459,100 @@ impl Auth {
                 Err(Refusal::BadCredentials)
             }
         }
+    }
+
+    /// Checks a pair token (the attempt already charged): signed with the
+    /// pair key, for this site, not expired, for an account this relay has
+    /// with the same credentials. The token's first use is audited as a
+    /// login naming the relay that issued it.
+    async fn check_pair(&self, client: IpAddr, token: &str) -> Result<Viewer, Refusal> {
+        const VIA: &str = "pair login";
+        let Some(pair) = &self.settings.pair else {
+            self.login_failed(client, "?", VIA, "a pair token, but this relay has no `relay.pair_key_file`")
+                .await;
+            return Err(Refusal::BadCredentials);
+        };
+        let now = unix_now();
+        let claims = match pair_token::verify(&pair.key, token, &pair.site, now) {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.login_failed(client, e.user().unwrap_or("?"), VIA, &e.to_string()).await;
+                return Err(Refusal::BadCredentials);
+            }
+        };
+        let refused = match self.accounts().account(&claims.user) {
+            None => Err(format!("no account `{}` here (token issued by {})", claims.user, claims.iss)),
+            Some(viewer) if viewer.credential_hex() != claims.cred => Err(format!(
+                "account `{}` has other credentials here than at {}: give every relay of the site the same \
+                 [[viewer]] table",
+                claims.user, claims.iss
+            )),
+            Some(viewer) => Ok(viewer),
+        };
+        let viewer = match refused {
+            Ok(viewer) => viewer,
+            Err(why) => {
+                self.login_failed(client, &claims.user, VIA, &why).await;
+                return Err(Refusal::BadCredentials);
+            }
+        };
+        lock(&self.throttle).succeeded(client, Instant::now());
+        if lock(&self.pair_seen).first_use(&claims.nonce, claims.exp, now) {
+            info!(viewer = %claims.user, client = %client, issuer = %claims.iss, "pair login");
+            self.audit.login(
+                &claims.user,
+                client,
+                "ok",
+                format!(
+                    "{VIA}: token issued by relay {} at {} (its relay stopped answering, or the page moved here)",
+                    claims.iss,
+                    ponte_proto::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(claims.iat))
+                ),
+            );
+        }
+        Ok(viewer.through_pair(&claims.nonce))
+    }
+
+    /// A pair token for the page of a browser session: its account, this
+    /// site, issued by `issuer` (the relay as the page reaches it), valid
+    /// 12 h and never past the session's own end.
+    pub async fn issue_pair_token(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        issuer: &str,
+    ) -> Result<IssuedPairToken, Response> {
+        let Some(pair) = &self.settings.pair else {
+            return Err(not_found("this relay has no relay pair (`relay.peers`, `relay.pair_key_file`)"));
+        };
+        if self.is_open() {
+            return Err(not_found("this relay has no accounts: its peers need no login either"));
+        }
+        let viewer = self.authenticate(headers, client).await?;
+        let session = match (&viewer.kind, &viewer.login, &viewer.pair) {
+            (ViewerKind::Account, Some(login), None) => login.clone(),
+            (ViewerKind::Token, ..) => {
+                return Err(forbidden(&format!("`{}` {TOKEN_NEEDS_NO_PAIR}", viewer.name)))
+            }
+            _ => return Err(forbidden(PAIR_FOR_SESSIONS_ONLY)),
+        };
+        let left = lock(&self.sessions).remaining(&session, Instant::now());
+        let Some(left) = left else {
+            return Err(unauthorized("your session has expired or ended: log in again"));
+        };
+        let now = unix_now();
+        let life = left.as_secs().min(pair_token::MAX_LIFETIME_SECS);
+        let claims = PairClaims {
+            site: pair.site.clone(),
+            user: viewer.name.to_string(),
+            cred: viewer.credential_hex(),
+            iss: issuer.to_owned(),
+            iat: now,
+            exp: now.saturating_add(life),
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        info!(viewer = %claims.user, client = %client, expires_in_secs = life, "pair token issued");
+        Ok(IssuedPairToken { token: pair_token::issue(&pair.key, &claims), expires_unix: claims.exp })
     }
 
     /// RTSP Digest support: the HA1 of `user` and its viewer, when the
@@ -601,5 +740,103 @@ mod tests {
         open.reload(Accounts::from_config(&[viewer("anna", phc(), None, None)], &[]).unwrap());
         let closed = open.may_still_watch(&anonymous, &cat, "po-lungofiume", Quality::Main).unwrap_err();
         assert!(closed.contains("must log in"), "{closed}");
+    }
+
+    #[tokio::test]
+    async fn pair_tokens_log_in_at_the_peer_once_audited_and_only_for_its_own_accounts() {
+        let dir = std::env::temp_dir().join(format!("ponte-auth-pair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (path_a, path_b) = (dir.join("a.log"), dir.join("b.log"));
+        let open = |p: &std::path::Path| Arc::new(RelayAudit::open(p, "carabinieri", 1 << 20).unwrap());
+        let settings = |key: u8, site: &str| AuthSettings {
+            failed_login_delay: Duration::from_millis(1),
+            pair: Some(PairSettings { key: PairKey::new(&[key; 32]).unwrap(), site: site.into() }),
+            ..AuthSettings::default()
+        };
+        let (token, digest) = new_token();
+        let both = [viewer("anna", phc(), None, None), viewer("zaist", phc(), None, None)];
+        let vms = TokenConfig::new("vms", digest);
+        let a = Auth::new(
+            Accounts::from_config(&both, std::slice::from_ref(&vms)).unwrap(),
+            open(&path_a),
+            settings(1, "carabinieri"),
+        );
+        let b = Auth::new(
+            Accounts::from_config(&both[..1], &[]).unwrap(),
+            open(&path_b),
+            settings(1, "carabinieri"),
+        );
+        let ip: IpAddr = "192.0.2.20".parse().unwrap();
+        let cookie = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, format!("ponte_session={id}").parse().unwrap());
+            h
+        };
+        for user in ["anna", "zaist"] {
+            let v = a.verify(ip, user, "correct horse", "web login").await.unwrap();
+            lock(&a.sessions).insert(format!("s-{user}"), v, Instant::now());
+        }
+        let issued = a.issue_pair_token(&cookie("s-anna"), ip, "https://relay-a:8443").await.unwrap();
+        assert!(
+            issued.expires_unix > unix_now() + 11 * 3600 && issued.expires_unix <= unix_now() + 12 * 3600
+        );
+
+        // At the peer: anna, as a pair login, audited once however often used.
+        let anna = b.check_bearer(ip, &issued.token).await.unwrap();
+        assert!(anna.name() == "anna" && anna.is_pair_login() && anna.unrestricted());
+        b.check_bearer(ip, &issued.token).await.unwrap();
+        let lines = std::fs::read_to_string(&path_b).unwrap();
+        assert_eq!(
+            lines.matches("pair login: token issued by relay https://relay-a:8443").count(),
+            1,
+            "{lines}"
+        );
+        // Each page's token is its own holder: another page's cannot end its streams.
+        let other = a.issue_pair_token(&cookie("s-anna"), ip, "https://relay-a:8443").await.unwrap();
+        let anna2 = b.check_bearer(ip, &other.token).await.unwrap();
+        assert!(anna.same_account(&anna2) && !anna.same_holder(&anna2));
+        assert!(b.recheck(&anna).unwrap().same_holder(&anna), "a recheck keeps the pair login");
+
+        // An account the peer does not have.
+        let zaist = a.issue_pair_token(&cookie("s-zaist"), ip, "https://relay-a:8443").await.unwrap();
+        assert_eq!(b.check_bearer(ip, &zaist.token).await.unwrap_err(), Refusal::BadCredentials);
+        // Another key; another site with the same key.
+        let x = Auth::new(
+            Accounts::from_config(&both, &[]).unwrap(),
+            Arc::new(RelayAudit::disabled("c")),
+            settings(2, "carabinieri"),
+        );
+        let q = Auth::new(
+            Accounts::from_config(&both, &[]).unwrap(),
+            Arc::new(RelayAudit::disabled("q")),
+            settings(1, "questura"),
+        );
+        for other in [&x, &q] {
+            let v = other.verify(ip, "anna", "correct horse", "web login").await.unwrap();
+            lock(&other.sessions).insert("s".into(), v, Instant::now());
+            let t = other.issue_pair_token(&cookie("s"), ip, "https://x").await.unwrap();
+            assert_eq!(b.check_bearer(ip, &t.token).await.unwrap_err(), Refusal::BadCredentials);
+        }
+        let lines = std::fs::read_to_string(&path_b).unwrap();
+        for why in ["no account `zaist` here", "not signed with this relay", "of site `questura`"] {
+            assert!(lines.contains(why), "{why}: {lines}");
+        }
+
+        // Only a browser session logged in here gets a token.
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let refused = a.issue_pair_token(&bearer, ip, "https://relay-a:8443").await.unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::FORBIDDEN);
+        let mut pair = HeaderMap::new();
+        pair.insert(header::AUTHORIZATION, format!("Bearer {}", issued.token).parse().unwrap());
+        let chained = b.issue_pair_token(&pair, ip, "https://relay-b:8443").await.unwrap_err();
+        assert_eq!(chained.status(), axum::http::StatusCode::FORBIDDEN, "no token from a token");
+
+        // Revocation: anna removed at the peer; her token and her streams there end.
+        b.reload(Accounts::from_config(&[viewer("bruno", phc(), None, None)], &[]).unwrap());
+        assert!(b.recheck(&anna).is_err());
+        // (Four failures from this address so far: under the brake's burst of five.)
+        assert_eq!(b.check_bearer(ip, &issued.token).await.unwrap_err(), Refusal::BadCredentials);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

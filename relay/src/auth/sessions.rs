@@ -75,6 +75,16 @@ impl SessionTable {
         Some(slot.viewer.clone())
     }
 
+    /// How long the session has left before its absolute end (its login
+    /// plus `max_age`); `None` if unknown or expired.
+    pub fn remaining(&self, id: &str, now: Instant) -> Option<Duration> {
+        let slot = self.sessions.get(&cookie_key(id))?;
+        if self.expired(slot, now) {
+            return None;
+        }
+        Some(self.max_age.saturating_sub(now.saturating_duration_since(slot.created)))
+    }
+
     /// Ends a session.
     pub fn remove(&mut self, id: &str) -> Option<Viewer> {
         self.sessions.remove(&cookie_key(id)).map(|s| s.viewer)
@@ -149,6 +159,7 @@ impl SessionTable {
                 scope: Arc::new(Scope::ALL),
                 ptz: false,
                 login: None,
+                pair: None,
                 credential,
             };
             if let Some(viewer) = current(&was) {

@@ -86,6 +86,9 @@ pub struct Viewer {
     /// The browser session (cookie) it came through: its streams end when
     /// that session logs out.
     pub(super) login: Option<Arc<str>>,
+    /// The pair token it came through at this relay (its nonce): a login
+    /// made at the other relay of the site ([`super::pair_token`]).
+    pub(super) pair: Option<Arc<str>>,
     /// Fingerprint of the credentials it proved (password hash, HA1 or
     /// token digest): a reload that changes them revokes it like a removal.
     pub(super) credential: [u8; 8],
@@ -100,6 +103,7 @@ impl Viewer {
             scope: Arc::new(Scope::ALL),
             ptz: false,
             login: None,
+            pair: None,
             credential: [0; 8],
         }
     }
@@ -113,11 +117,33 @@ impl Viewer {
         let digest: [u8; 32] = h.finalize().into();
         let mut credential = [0; 8];
         credential.copy_from_slice(&digest[..8]);
-        Viewer { name: Arc::from(name), kind, scope: Arc::new(scope), ptz: false, login: None, credential }
+        Viewer {
+            name: Arc::from(name),
+            kind,
+            scope: Arc::new(scope),
+            ptz: false,
+            login: None,
+            pair: None,
+            credential,
+        }
     }
 
     pub(super) fn through_login(self, login: Option<Arc<str>>) -> Viewer {
         Viewer { login, ..self }
+    }
+
+    pub(super) fn through_pair(self, nonce: &str) -> Viewer {
+        Viewer { pair: Some(Arc::from(nonce)), ..self }
+    }
+
+    /// Whether it logged in here with a pair token from the other relay.
+    pub fn is_pair_login(&self) -> bool {
+        self.pair.is_some()
+    }
+
+    /// Its credentials' fingerprint, in hex (a pair token carries it).
+    pub(super) fn credential_hex(&self) -> String {
+        hex::encode(self.credential)
     }
 
     pub(super) fn with_ptz(self, ptz: bool) -> Viewer {
@@ -147,7 +173,10 @@ impl Viewer {
     /// streams. On a relay without accounts every viewer is the same
     /// anonymous one, and the stream's unguessable id alone is the key.
     pub fn same_holder(&self, other: &Viewer) -> bool {
-        self.same_account(other) && self.login == other.login && self.credential == other.credential
+        self.same_account(other)
+            && self.login == other.login
+            && self.pair == other.pair
+            && self.credential == other.credential
     }
 
     /// Account or token name (`anonymous` on a relay without accounts).

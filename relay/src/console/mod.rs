@@ -14,6 +14,12 @@
 //!   round trip, receive rate) and the site's budget when the master sends it.
 //!
 //! - [`layouts`]: the per-account layout file.
+//!
+//! With `relay.peers` the page carries the peers' origins (`data-peers`) and
+//! may call them (`connect-src`): when this relay stops answering it reopens
+//! every tile at the first peer that answers, logged in there by a pair
+//! token (`GET /api/pair-token`, see `auth::pair_token`), in
+//! `assets/console/failover.js`.
 
 pub mod layouts;
 mod recall;
@@ -43,6 +49,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("whep.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/whep.js")),
     ("i18n.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/i18n.js")),
     ("snapshot.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/snapshot.js")),
+    ("failover.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/failover.js")),
     (
         "probe-worker.js",
         "text/javascript; charset=utf-8",
@@ -67,18 +74,27 @@ pub struct ConsoleState {
     layouts: Arc<LayoutStore>,
     status: Option<StatusFeed>,
     exports: recall::Exports,
+    /// The other relays of the site (`relay.peers`, as origins): the page
+    /// may call them, and moves to them when this relay stops answering.
+    peers: Vec<String>,
 }
 
 impl ConsoleState {
     /// Console over `whep`'s cameras and accounts, layouts kept in `layouts`,
     /// the status strip read from `status` (none: links not shown).
     pub fn new(whep: Arc<WhepState>, layouts: Arc<LayoutStore>, status: Option<StatusFeed>) -> Self {
-        Self { whep, layouts, status, exports: recall::Exports::default() }
+        Self { whep, layouts, status, exports: recall::Exports::default(), peers: Vec::new() }
     }
 
     /// Evidence exports are saved under `dir` (`relay.state_dir/exports`).
     pub fn with_exports(mut self, dir: std::path::PathBuf) -> Self {
         self.exports = recall::Exports::new(Some(dir));
+        self
+    }
+
+    /// The page may move to these relays of the site (origins, in order).
+    pub fn with_peers(mut self, peers: Vec<String>) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -109,14 +125,33 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
 async fn page(State(state): State<Arc<ConsoleState>>) -> Response {
     let site = state.whep.source().site();
     let title = if site.is_empty() { "ponte".to_owned() } else { format!("ponte — {site}") };
-    let html = render(&site, &title);
-    (security_headers("text/html; charset=utf-8"), html).into_response()
+    let html = render(&site, &title, &state.peers);
+    let mut resp = (security_headers("text/html; charset=utf-8"), html).into_response();
+    if !state.peers.is_empty() {
+        if let Ok(csp) = header::HeaderValue::from_str(&csp_with_peers(&state.peers)) {
+            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+        }
+    }
+    resp
 }
 
-/// The page for `site` under `title`, both escaped, filled in one pass.
-fn render(site: &str, title: &str) -> String {
+/// [`CSP`] that also lets the page call the peers (and nothing else).
+fn csp_with_peers(peers: &[String]) -> String {
+    CSP.replace("connect-src 'self';", &format!("connect-src 'self' {};", peers.join(" ")))
+}
+
+/// The page for `site` under `title` with its `peers`, all escaped, filled
+/// in one pass.
+fn render(site: &str, title: &str, peers: &[String]) -> String {
     use crate::page::{escape_html, fill};
-    fill(PAGE, &[("title", &escape_html(title)), ("site", &escape_html(site))])
+    fill(
+        PAGE,
+        &[
+            ("title", &escape_html(title)),
+            ("site", &escape_html(site)),
+            ("peers", &escape_html(&peers.join(" "))),
+        ],
+    )
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -359,6 +394,12 @@ mod tests {
             "no inline script or style (CSP 'self')"
         );
         assert!(CSP.contains("script-src 'self'") && CSP.contains("frame-ancestors 'none'"));
+        // With peers: they, and only they, are added to `connect-src`.
+        let csp = csp_with_peers(&["https://relay-b:8443".into(), "https://10.0.0.3".into()]);
+        assert!(csp.contains("connect-src 'self' https://relay-b:8443 https://10.0.0.3;"), "{csp}");
+        assert_eq!(csp.replace(" https://relay-b:8443 https://10.0.0.3", ""), CSP);
+        let html = render("carabinieri", "ponte", &["https://relay-b:8443".into()]);
+        assert!(html.contains("data-peers=\"https://relay-b:8443\""), "the page knows its peers");
     }
 
     #[test]
@@ -407,11 +448,11 @@ mod tests {
 
     #[test]
     fn the_page_escapes_the_site_name() {
-        let html = render("<b>x</b>", "ponte — <b>x</b>");
+        let html = render("<b>x</b>", "ponte — <b>x</b>", &[]);
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(!html.contains("<b>x</b>") && !html.contains("{{"), "escaped, every placeholder filled");
         // A placeholder in the site name is text, not expanded again.
-        let html = render("{{title}}", "ponte — {{title}}");
+        let html = render("{{title}}", "ponte — {{title}}", &[]);
         // Twice in the title (<title>, <h1>), once as data-site: kept as text.
         assert_eq!(html.matches("{{title}}").count(), 3, "the site name's text is kept as it is");
     }
