@@ -614,3 +614,54 @@ fn two_agents_that_disagree_on_the_policy_serve_only_the_stricter_grant() {
     assert!(refused.reason.contains("different policies"), "{}", refused.reason);
     assert!(p.subscribe("c0").is_ok());
 }
+
+/// A dual-path camera from one agent on two links (two fibre paths): the
+/// relay subscribes it on both; a cut path promotes the copy without a
+/// re-subscription; the returning path gets a copy again.
+#[test]
+fn a_dual_path_camera_is_fed_on_both_paths_and_a_cut_one_costs_no_resubscription() {
+    let mut p = Pair::new();
+    let agent = || {
+        let mut a = Agent::with(&["c0", "c1"]);
+        a.catalog[0].dual_path = true;
+        a
+    };
+    let l1 = p.connect("master", agent());
+    let l2 = p.connect("master", agent());
+    p.subscribe("c0").unwrap();
+    let twins = p.state.twins();
+    p.take(twins);
+    p.subscribe("c1").unwrap();
+    let twins = p.state.twins();
+    assert!(twins.is_empty(), "c1 is not dual-path: {twins:?}");
+    let t = p.state.tracks[&key("c0")].clone();
+    let (feed, twin) = (t.feed.unwrap(), t.twin.unwrap());
+    assert_ne!(feed.0, twin.0, "the copy goes on the other link");
+    assert!([l1, l2].contains(&twin.0));
+    p.deliver();
+    p.state.check();
+
+    p.cut(feed.0);
+    let cut = p.drain();
+    assert!(cut.contains(&Action::Promoted { track: key("c0") }), "{cut:?}");
+    assert!(!cut.contains(&Action::Orphaned { track: key("c0") }), "no gap for a dual-path camera");
+    let t = &p.state.tracks[&key("c0")];
+    assert_eq!((t.feed, t.twin), (Some(twin), None));
+    assert!(
+        !p.sent_to(twin.0).iter().any(|m| matches!(m, Control::Subscribe { camera, .. } if camera == "c0")),
+        "no re-subscription"
+    );
+    p.state.check();
+
+    // The path comes back: a copy on it again.
+    let l3 = p.connect("master", agent());
+    p.deliver();
+    assert_eq!(p.state.tracks[&key("c0")].twin.map(|t| t.0), Some(l3));
+    p.state.check();
+    // The copy refused upstream: the feed goes on alone.
+    let (l, sub) = p.state.tracks[&key("c0")].twin.unwrap();
+    p.from(l, Control::SubscribeError { id: sub, code: SubscribeErrorCode::Offline, reason: "x".into() });
+    assert_eq!(p.state.tracks[&key("c0")].twin, None);
+    assert_eq!(p.state.tracks[&key("c0")].feed, Some(twin));
+    p.state.check();
+}
