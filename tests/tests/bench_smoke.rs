@@ -178,4 +178,13 @@ async fn every_benchmark_scenario_runs_at_smoke_size() {
         // Costs below the noise read 0, never less.
         assert!(f(x) >= 0.0, "a negative prediction: {v}");
     }
+
+    // Two agents, each killed in turn: the moved cameras play again from
+    // the other agent, and go back to theirs when it returns.
+    let failover = report(dir, "failover");
+    let r = &failover["data"]["result"];
+    assert!(!r["runs"].as_array().expect("runs").is_empty(), "{r}");
+    assert!(r["kill_to_first"]["n"].as_u64() > Some(0), "{r}");
+    assert!(f(&r["kill_to_first"]["max_ms"]) < 5000.0, "failover took {}", r["kill_to_first"]);
+    assert!(r["restart_to_back"]["n"].as_u64() > Some(0), "{r}");
 }
