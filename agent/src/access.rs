@@ -68,15 +68,11 @@ impl Access {
                 );
             }
         }
-        // The canonical text: the site's policy as configured, the time
-        // zone, and every camera's facts in id order.
-        let mut inventory: Vec<(&String, &Known)> = known.iter().collect();
-        inventory.sort_by(|a, b| a.0.cmp(b.0));
-        let inventory: Vec<_> =
-            inventory.iter().map(|(id, k)| (id, &k.device, &k.zone, &k.kind, &k.tags)).collect();
+        // The canonical text: the site's policy as configured and the time
+        // zone. Not the inventory: agents may shard the cameras.
         let mut digests = HashMap::new();
         for p in &cfg.sites {
-            let canonical = serde_json::to_vec(&(p, &cfg.policy.timezone, &inventory))
+            let canonical = serde_json::to_vec(&(p, &cfg.policy.timezone))
                 .context("serialising a site policy for its digest")?;
             digests.insert(p.id.clone(), ponte_proto::redundancy::digest(&canonical));
         }

@@ -114,20 +114,30 @@ impl Ingest {
 
     /// Whether frame `index` of the GOP whose keyframe has `gop_pts`, at
     /// `quality`, from `link`, is the next one the track takes (then it is
-    /// counted as taken). A new GOP starts at its keyframe: from the link
-    /// that delivered the last GOP always (its streams' order is checked by
-    /// sequence), from another link only if newer.
-    fn take(&self, gop_pts: u64, quality: u8, index: u32, link: LinkId) -> bool {
+    /// counted as taken). A new GOP starts at its keyframe: from the feed's
+    /// link that delivered the last GOP always (its streams' order is
+    /// checked by sequence, and a restarted camera may start its times
+    /// over), from a twin copy or another link only if newer.
+    fn take(&self, gop_pts: u64, quality: u8, index: u32, link: LinkId, twin: bool) -> bool {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let take = match *next {
             None => index == 0,
             Some(n) if n.gop_pts == gop_pts => n.quality == quality && n.index == index,
-            Some(n) => index == 0 && (n.link == link || gop_pts > n.gop_pts),
+            Some(n) => index == 0 && ((!twin && n.link == link) || gop_pts > n.gop_pts),
         };
         if take {
             *next = Some(NextFrame { gop_pts, quality, index: index + 1, link });
         }
         take
+    }
+
+    /// The twin on `link` feeds the track now: its next GOP starts there
+    /// (its times are the agent's, maybe a restarted process's).
+    fn promote(&self, link: LinkId) {
+        self.latest_gop.store(0, Ordering::Release);
+        if let Some(n) = self.next.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            n.link = link;
+        }
     }
 
     /// A new feed from another agent: its times start from elsewhere.
@@ -465,11 +475,11 @@ impl Upstreams {
                         io.ingest.restart();
                     }
                 }
-                Action::Promoted { track } => {
+                Action::Promoted { track, link } => {
                     // The copy on the other path goes on where the track is,
                     // its GOPs numbered by its own subscription.
                     if let Some(io) = inner.tracks.get(&track) {
-                        io.ingest.latest_gop.store(0, Ordering::Release);
+                        io.ingest.promote(link);
                     }
                 }
                 Action::PtzAnswer { link, id, reply } => {
@@ -782,6 +792,11 @@ impl Upstreams {
                 }
                 Some(out) = ctl_rx.recv() => if let Err(e) = tx.send(&out).await { break Err(e) },
                 _ = stats.tick() => {
+                    // Again every tick: a share lost to a full queue is not lost for long.
+                    if role_is_agent(&said) {
+                        let parts = self.lock().state.agent_links().len().max(1) as u32;
+                        if let Err(e) = tx.send(&Control::BudgetShare { parts }).await { break Err(e) }
+                    }
                     let report = StatsReport { bytes_received: self.bytes_received(), ..Default::default() };
                     if let Err(e) = tx.send(&Control::Stats(report)).await { break Err(e) }
                 }
@@ -929,6 +944,7 @@ impl Upstreams {
         let mut quality = 0;
         let mut index = 0u32;
         let mut gop_pts = 0;
+        let mut config = None;
         // A dual-path copy on the second path: its GOPs number apart from
         // the feed's, so only the frame check applies to it.
         let mut twin = false;
@@ -952,9 +968,9 @@ impl Upstreams {
                 seq = h.seq;
                 quality = h.quality.as_u8();
                 index = 0;
-                if ing.writer.config().as_deref() != Some(&h.config) {
-                    ing.writer.set_config(Arc::new(h.config));
-                }
+                // Applied when this stream's keyframe is taken: a copy whose
+                // frames are refused never changes the track's decoder config.
+                config = Some(h.config);
                 ing.gops.fetch_add(1, Ordering::Relaxed);
                 ingest = Some(ing);
                 true
@@ -972,8 +988,13 @@ impl Upstreams {
                 if let Some(b) = &link_bytes {
                     b.fetch_add(n, Ordering::Relaxed);
                 }
-                let taken = ing.take(gop_pts, quality, index, link_id);
+                let taken = ing.take(gop_pts, quality, index, link_id, twin);
                 index += 1;
+                if let Some(c) = config.take().filter(|_| taken) {
+                    if ing.writer.config().as_deref() != Some(&c) {
+                        ing.writer.set_config(Arc::new(c));
+                    }
+                }
                 if taken {
                     ing.bytes.fetch_add(n, Ordering::Relaxed);
                     ing.writer.push(f);

@@ -377,3 +377,37 @@ async fn a_camera_listed_by_two_links_comes_from_the_preferred_one() {
     assert!(up.ptz_holder("c0").is_some());
     up.check();
 }
+
+/// The first copy of each frame: two copies of one camera (two paths) are
+/// taken once, in order; a copy at another quality or of an older GOP
+/// never splices in; the feed's own next GOP is always taken (a camera
+/// restarted its times), a twin's only if newer; a promoted twin goes on.
+#[test]
+fn ingest_takes_the_first_copy_of_each_frame_and_never_splices() {
+    let ing = Ingest::new(hub::track(TrackKey { camera: "c".into(), quality: Quality::Main }));
+    let (feed, twin) = (1, 2);
+    // GOP at pts 1000: the feed delivers frames 0 and 1, the twin 0..=2.
+    assert!(ing.take(1000, 0, 0, feed, false));
+    assert!(!ing.take(1000, 0, 0, twin, true), "the second copy of frame 0");
+    assert!(ing.take(1000, 0, 1, feed, false));
+    assert!(!ing.take(1000, 0, 1, twin, true));
+    assert!(ing.take(1000, 0, 2, twin, true), "the twin is ahead: its frame 2 counts");
+    assert!(!ing.take(1000, 0, 2, feed, false));
+    assert!(!ing.take(1000, 1, 3, twin, true), "another quality never splices in");
+    assert!(!ing.take(1000, 0, 4, feed, false), "a gap is never bridged");
+    // An older GOP from the twin is refused; a newer one starts at its keyframe only.
+    assert!(!ing.take(500, 0, 0, twin, true));
+    assert!(!ing.take(2000, 0, 1, twin, true));
+    assert!(ing.take(2000, 0, 0, twin, true));
+    // An older GOP from a link that did not deliver the last one is refused.
+    assert!(!ing.take(10, 0, 0, feed, false));
+    // Promoted: the twin's link carries on mid-GOP and with its next GOP.
+    ing.promote(twin);
+    let n = ing.next.lock().unwrap().unwrap();
+    assert_eq!(n.link, twin);
+    assert!(ing.take(n.gop_pts, n.quality, n.index, twin, false));
+    assert!(ing.take(5, 0, 0, twin, false), "the new feed's next GOP, whatever its times");
+    ing.restart();
+    assert!(!ing.take(7, 0, 3, feed, false), "after a restart, a keyframe first");
+    assert!(ing.take(7, 0, 0, feed, false));
+}

@@ -71,7 +71,7 @@ impl PtzService {
                     // After a session ended the lock is gone too; a dead-man
                     // stop leaves it held until idle.
                     if cause == Cause::SessionEnded {
-                        self.inner.replicate_lapse(&camera);
+                        self.inner.replicate_session_end(&camera);
                         let _ = self.inner.locks.send(LockChange { camera, holder: None });
                     }
                 }
@@ -87,7 +87,10 @@ impl PtzService {
                             Cause::Deadman(_) => "release: lock idle".to_owned(),
                         },
                     });
-                    self.inner.replicate_lapse(&camera);
+                    match cause {
+                        Cause::SessionEnded => self.inner.replicate_session_end(&camera),
+                        Cause::Deadman(_) => self.inner.replicate_lapse(&camera),
+                    }
                     let _ = self.inner.locks.send(LockChange { camera, holder: None });
                 }
             }

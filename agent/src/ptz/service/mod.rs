@@ -180,13 +180,21 @@ impl Inner {
         let _ = self.replication.send(LockChange { camera: camera.to_owned(), holder });
     }
 
-    /// `camera`'s lock lapsed or was freed here without a command: news
-    /// for the other agents only if it was this agent's own.
+    /// `camera`'s lock lapsed here: news for the other agents only if it
+    /// was this agent's own.
     fn replicate_lapse(&self, camera: &str) {
         let replica = self.replicas.lock().unwrap_or_else(|e| e.into_inner()).remove(camera);
         if !replica {
             let _ = self.replication.send(LockChange { camera: camera.to_owned(), holder: None });
         }
+    }
+
+    /// `camera`'s lock was dropped here because its site's session to this
+    /// agent ended: not news for the other agents. That is how a failover
+    /// looks from here (the relay moved the camera to another agent), and
+    /// the holder keeps the lock there; their copy lapses on its own.
+    fn replicate_session_end(&self, camera: &str) {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).remove(camera);
     }
 }
 

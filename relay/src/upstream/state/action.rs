@@ -76,6 +76,8 @@ pub enum Action {
     Promoted {
         /// The track.
         track: TrackKey,
+        /// The link that feeds it now.
+        link: LinkId,
     },
     /// Answer the PTZ command `id` sent on `link`.
     PtzAnswer {

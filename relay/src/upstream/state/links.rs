@@ -58,12 +58,13 @@ impl UpstreamState {
         digests.iter().any(|(_, d)| *d != first).then_some(digests)
     }
 
-    /// `entry` as every agent link grants it (the stricter grant), or
-    /// `None` when one of them does not list it at all.
+    /// `entry` as every agent link that lists it grants it (the stricter
+    /// grant), or `None` when they share no quality. A camera only one
+    /// agent lists (agents sharding the cameras) is its grant alone.
     fn strictest(&self, entry: &CatalogEntry) -> Option<CatalogEntry> {
         let mut out = entry.clone();
-        for l in self.links.values().filter(|l| is_agent_site(&l.peer)) {
-            let theirs = l.catalog.iter().find(|c| c.id == entry.id)?;
+        let listing = self.links.values().filter(|l| is_agent_site(&l.peer));
+        for theirs in listing.filter_map(|l| l.catalog.iter().find(|c| c.id == entry.id)) {
             out.qualities.retain(|q| theirs.qualities.contains(q));
             out.ptz &= theirs.ptz;
             out.always_on &= theirs.always_on;

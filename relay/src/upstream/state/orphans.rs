@@ -81,8 +81,16 @@ impl UpstreamState {
             .iter()
             .filter_map(|(k, t)| {
                 let (l, s) = t.feed?;
-                (l != link_id && !t.pending && is_agent(l) && self.carrier(&k.camera) == Some(link_id))
-                    .then(|| (k.clone(), l, s))
+                // Only to an agent that grants the camera at this quality.
+                let grants = self.links.get(&link_id).is_some_and(|n| {
+                    n.catalog.iter().any(|c| c.id == k.camera && c.qualities.contains(&k.quality))
+                });
+                (l != link_id
+                    && !t.pending
+                    && grants
+                    && is_agent(l)
+                    && self.carrier(&k.camera) == Some(link_id))
+                .then(|| (k.clone(), l, s))
             })
             .collect();
         for (key, old, sub) in moving {

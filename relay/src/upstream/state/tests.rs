@@ -598,18 +598,24 @@ fn two_agents_spread_the_cameras_fail_over_and_take_them_back() {
 #[test]
 fn two_agents_that_disagree_on_the_policy_serve_only_the_stricter_grant() {
     let mut p = two_agents();
-    let a = p.connect("master-a", Agent::with(&["c0", "c1"]));
-    let b = p.connect("master-b", Agent::with(&["c0"]));
+    let a = p.connect("master-a", Agent::with(&["c0", "c1", "c2"]));
+    // master-b lists c0 without its sub stream, and not c2 (a shard).
+    let mut b_agent = Agent::with(&["c0", "c1"]);
+    b_agent.catalog[0].qualities = vec![Quality::Main];
+    let b = p.connect("master-b", b_agent);
     p.state.set_policy(a, Some("aaaa".into()));
     p.state.set_policy(b, Some("aaaa".into()));
-    assert_eq!(p.state.catalog(p.now).len(), 2, "agreeing digests: each camera from the agent that lists it");
+    assert_eq!(p.state.catalog(p.now).len(), 3, "agreeing digests: each camera from the agent that lists it");
     p.from(b, Control::Policy { digest: "bbbb".into() });
     assert!(p.drain().contains(&Action::CatalogChanged));
     let problems = p.state.redundancy_problems().join(" ");
     assert!(problems.contains("aaaa") && problems.contains("bbbb"), "{problems}");
-    let ids: Vec<String> = p.state.catalog(p.now).into_iter().map(|c| c.id).collect();
-    assert_eq!(ids, ["c0"], "c1 is granted by master-a only");
-    let refused = p.subscribe("c1").unwrap_err();
+    let catalog = p.state.catalog(p.now);
+    let c0 = catalog.iter().find(|c| c.id == "c0").expect("c0");
+    assert_eq!(c0.qualities, [Quality::Main], "only the quality both grant");
+    assert!(catalog.iter().any(|c| c.id == "c2"), "a camera only one agent lists is its grant alone");
+    let sub = TrackKey { camera: "c0".into(), quality: Quality::Sub };
+    let refused = p.state.plan_subscribe(&sub, None, p.now).unwrap_err();
     assert_eq!(refused.code, SubscribeErrorCode::Forbidden, "{refused:?}");
     assert!(refused.reason.contains("different policies"), "{}", refused.reason);
     assert!(p.subscribe("c0").is_ok());
@@ -643,7 +649,7 @@ fn a_dual_path_camera_is_fed_on_both_paths_and_a_cut_one_costs_no_resubscription
 
     p.cut(feed.0);
     let cut = p.drain();
-    assert!(cut.contains(&Action::Promoted { track: key("c0") }), "{cut:?}");
+    assert!(cut.contains(&Action::Promoted { track: key("c0"), link: twin.0 }), "{cut:?}");
     assert!(!cut.contains(&Action::Orphaned { track: key("c0") }), "no gap for a dual-path camera");
     let t = &p.state.tracks[&key("c0")];
     assert_eq!((t.feed, t.twin), (Some(twin), None));

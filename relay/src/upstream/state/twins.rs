@@ -94,7 +94,9 @@ impl UpstreamState {
                     info!(camera = %key.camera, quality = key.quality.name(), "dual path: a path was lost; the copy on the other path carries on");
                     t.feed = Some(twin);
                     t.told = None;
-                    out.push(Action::Promoted { track: key.clone() });
+                    // The copy's own pauses were not followed while it was one.
+                    t.paused = None;
+                    out.push(Action::Promoted { track: key.clone(), link: twin.0 });
                 }
             }
         }
