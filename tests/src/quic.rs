@@ -130,7 +130,7 @@ impl AgentSession {
         loop {
             match tokio::time::timeout(WAIT, self.rx.recv()).await?? {
                 // Counters and audit heads are not what a test waits for.
-                Control::Stats(_) | Control::AuditHead { .. } => continue,
+                Control::Stats(_) | Control::AuditHead { .. } | Control::Policy { .. } => continue,
                 other => return Ok(other),
             }
         }

@@ -280,7 +280,12 @@ async fn ten_cameras_share_a_capped_link_by_priority_and_climb_back_after_a_relo
         async move {
             loop {
                 match rx.recv().await {
-                    Ok(Control::Stats(_) | Control::Catalog { .. } | Control::AuditHead { .. }) => {}
+                    Ok(
+                        Control::Stats(_)
+                        | Control::Catalog { .. }
+                        | Control::AuditHead { .. }
+                        | Control::Policy { .. },
+                    ) => {}
                     Ok(msg @ (Control::Paused { .. } | Control::Resumed { .. })) => {
                         notices.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), msg))
                     }

@@ -94,10 +94,30 @@ impl UpstreamState {
             })
             .collect();
         for (key, old, sub) in moving {
-            info!(camera = %key.camera, quality = key.quality.name(), "moving the camera back to the agent that carries it by the spread");
-            out.push(Action::Send { link: old, msg: Control::Unsubscribe { id: sub } });
-            self.orphan(&key, now, out);
-            self.adopt(&key, now, out);
+            self.move_home(&key, old, sub, now, out);
+        }
+    }
+
+    /// Moves `key` from `old`'s subscription `sub` to the agent that
+    /// carries it by the spread.
+    fn move_home(&mut self, key: &TrackKey, old: LinkId, sub: u64, now: Instant, out: &mut Vec<Action>) {
+        info!(camera = %key.camera, quality = key.quality.name(), "moving the camera back to the agent that carries it by the spread");
+        out.push(Action::Send { link: old, msg: Control::Unsubscribe { id: sub } });
+        self.orphan(key, now, out);
+        self.adopt(key, now, out);
+    }
+
+    /// The periodic look at an established track: fed by an agent other
+    /// than the one that carries it by the spread (it was still waiting
+    /// for its first answer when that agent came up), it moves there.
+    pub(super) fn settle(&mut self, key: &TrackKey, now: Instant, out: &mut Vec<Action>) {
+        let Some(t) = self.tracks.get(key).filter(|t| !t.pending && t.orphaned.is_none()) else { return };
+        let Some((old, sub)) = t.feed else { return };
+        let Some(home) = self.carrier(&key.camera).filter(|h| *h != old) else { return };
+        let (Some(from), Some(to)) = (self.links.get(&old), self.links.get(&home)) else { return };
+        let grants = to.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality));
+        if is_agent_site(&from.peer) && is_agent_site(&to.peer) && from.peer != to.peer && grants {
+            self.move_home(key, old, sub, now, out);
         }
     }
 

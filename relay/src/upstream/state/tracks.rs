@@ -206,6 +206,8 @@ impl UpstreamState {
             }
             self.adopt(key, now, &mut out);
             wake = wake.min(until);
+        } else {
+            self.settle(key, now, &mut out);
         }
         (Some(wake), out)
     }
