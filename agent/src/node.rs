@@ -213,7 +213,7 @@ impl Agent {
 
     /// Closes one relay's session (telling it `reason`) and stops dialling it.
     async fn stop_uplink(&mut self, site: &str, reason: &str) {
-        self.lock_links().retain(|(s, _)| s != site && !s.starts_with(&format!("{site} ")));
+        self.lock_links().retain(|(label, _)| !RelayTarget::label_is_of(label, site));
         while let Some(i) = self.uplinks.iter().position(|u| u.target.site == site) {
             self.uplinks.swap_remove(i).stop(reason).await;
         }

@@ -367,6 +367,12 @@ impl RelayTarget {
     pub fn label(&self) -> &str {
         self.label.as_deref().unwrap_or(&self.site)
     }
+
+    /// Whether a link `label` (see [`Self::label`]) is one of `site`'s:
+    /// the site itself, `site addr` (a pair) or `site path N`.
+    pub fn label_is_of(label: &str, site: &str) -> bool {
+        label.strip_prefix(site).is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    }
 }
 
 impl AgentSection {

@@ -102,8 +102,8 @@ impl LinkBoard {
 
     /// Whether a session of `site` is up (on any path, to any relay of its pair).
     pub(super) fn any_live(&self, site: &str) -> bool {
-        let prefix = format!("{site} ");
-        self.lock().iter().any(|(label, e)| (label == site || label.starts_with(&prefix)) && e.live.is_some())
+        let of_site = |label: &str| crate::config::RelayTarget::label_is_of(label, site);
+        self.lock().iter().any(|(label, e)| of_site(label) && e.live.is_some())
     }
 
     /// The session ended: its counts join the earlier sessions'.

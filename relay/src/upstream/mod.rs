@@ -794,7 +794,7 @@ impl Upstreams {
                 _ = stats.tick() => {
                     // Again every tick: a share lost to a full queue is not lost for long.
                     if role_is_agent(&said) {
-                        let parts = self.lock().state.agent_links().len().max(1) as u32;
+                        let parts = self.lock().state.budget_parts();
                         if let Err(e) = tx.send(&Control::BudgetShare { parts }).await { break Err(e) }
                     }
                     let report = StatsReport { bytes_received: self.bytes_received(), ..Default::default() };
@@ -890,9 +890,8 @@ impl Upstreams {
     /// (`BudgetShare`): together they stay within the site's link budget.
     fn share_budget(&self) {
         let inner = self.lock();
-        let agents = inner.state.agent_links();
-        let parts = agents.len().max(1) as u32;
-        for id in agents {
+        let parts = inner.state.budget_parts();
+        for id in inner.state.agent_links() {
             if let Some(io) = inner.links.get(&id) {
                 if io.ctl.try_send(Control::BudgetShare { parts }).is_err() {
                     warn!(link = id, "could not tell an agent its budget share: its control queue is full");

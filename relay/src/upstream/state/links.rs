@@ -79,6 +79,12 @@ impl UpstreamState {
         }
     }
 
+    /// How many agent links feed this relay (at least 1): each agent's
+    /// share of the site's budget (`BudgetShare`).
+    pub fn budget_parts(&self) -> u32 {
+        self.agent_links().len().max(1) as u32
+    }
+
     /// Links up from agents of the master room.
     pub fn agent_links(&self) -> Vec<LinkId> {
         let mut ids: Vec<LinkId> =
@@ -169,8 +175,7 @@ impl UpstreamState {
         let Some(link) = self.links.get_mut(&link_id) else { return };
         link.catalog = cameras;
         let link = &*link;
-        let grants =
-            |k: &TrackKey| link.catalog.iter().any(|c| c.id == k.camera && c.qualities.contains(&k.quality));
+        let grants = |k: &TrackKey| link.grants(k);
         let mut gone: Vec<TrackKey> = link.subs.values().filter(|k| !grants(k)).cloned().collect();
         // Orphans this upstream fed before and no longer grants.
         gone.extend(

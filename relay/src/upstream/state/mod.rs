@@ -61,6 +61,13 @@ pub struct Link {
     pub policy: Option<String>,
 }
 
+impl Link {
+    /// Whether its catalog offers `key`'s camera at `key`'s quality.
+    pub fn grants(&self, key: &TrackKey) -> bool {
+        self.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality))
+    }
+}
+
 /// A track fed (or once fed) by an upstream subscription.
 #[derive(Debug, Clone)]
 pub struct Track {

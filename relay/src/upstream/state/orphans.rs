@@ -64,37 +64,16 @@ impl UpstreamState {
 
     /// An agent's link came (back) up with its catalog: the tracks whose
     /// camera it carries by the spread ([`Self::carrier`]) and that another
-    /// agent feeds now move to it, so the cameras spread over the agents
-    /// again (after a failover, or when the agents came up one after the
-    /// other). The move costs the viewers about one round trip.
+    /// agent feeds now move to it ([`Self::settle`], at once rather than at
+    /// their next look), so the cameras spread over the agents again (after
+    /// a failover, or when the agents came up one after the other).
     pub(super) fn rebalance(&mut self, link_id: LinkId, now: Instant, out: &mut Vec<Action>) {
-        let Some(peer) = self.links.get(&link_id).map(|l| l.peer.clone()) else { return };
-        // Another agent than the one feeding it now (a restarted agent's
-        // old link keeps its tracks until it goes, see `link_down`).
-        let is_agent =
-            |l: LinkId| self.links.get(&l).is_some_and(|l| is_agent_site(&l.peer) && l.peer != peer);
-        if !is_agent_site(&peer) {
+        if !self.links.get(&link_id).is_some_and(|l| is_agent_site(&l.peer)) {
             return;
         }
-        let moving: Vec<(TrackKey, LinkId, u64)> = self
-            .tracks
-            .iter()
-            .filter_map(|(k, t)| {
-                let (l, s) = t.feed?;
-                // Only to an agent that grants the camera at this quality.
-                let grants = self.links.get(&link_id).is_some_and(|n| {
-                    n.catalog.iter().any(|c| c.id == k.camera && c.qualities.contains(&k.quality))
-                });
-                (l != link_id
-                    && !t.pending
-                    && grants
-                    && is_agent(l)
-                    && self.carrier(&k.camera) == Some(link_id))
-                .then(|| (k.clone(), l, s))
-            })
-            .collect();
-        for (key, old, sub) in moving {
-            self.move_home(&key, old, sub, now, out);
+        let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
+        for key in keys {
+            self.settle(&key, now, out);
         }
     }
 
@@ -107,16 +86,17 @@ impl UpstreamState {
         self.adopt(key, now, out);
     }
 
-    /// The periodic look at an established track: fed by an agent other
-    /// than the one that carries it by the spread (it was still waiting
-    /// for its first answer when that agent came up), it moves there.
+    /// An established track fed by an agent other than the one that
+    /// carries it by the spread (and grants it) moves there; a restarted
+    /// agent's old link keeps its tracks until it goes (`link_down`). At
+    /// each periodic look too: a track still waiting for its first answer
+    /// when its agent came up moves then.
     pub(super) fn settle(&mut self, key: &TrackKey, now: Instant, out: &mut Vec<Action>) {
         let Some(t) = self.tracks.get(key).filter(|t| !t.pending && t.orphaned.is_none()) else { return };
         let Some((old, sub)) = t.feed else { return };
         let Some(home) = self.carrier(&key.camera).filter(|h| *h != old) else { return };
         let (Some(from), Some(to)) = (self.links.get(&old), self.links.get(&home)) else { return };
-        let grants = to.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality));
-        if is_agent_site(&from.peer) && is_agent_site(&to.peer) && from.peer != to.peer && grants {
+        if is_agent_site(&from.peer) && is_agent_site(&to.peer) && from.peer != to.peer && to.grants(key) {
             self.move_home(key, old, sub, now, out);
         }
     }
@@ -129,7 +109,7 @@ impl UpstreamState {
         let Some((link_id, link)) = carrier.and_then(|id| self.links.get_mut(&id).map(|l| (id, l))) else {
             return;
         };
-        if !link.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality)) {
+        if !link.grants(key) {
             return;
         }
         let sub_id = link.next_sub;

@@ -79,7 +79,7 @@ impl UpstreamState {
                 ),
             });
         }
-        if !link.catalog.iter().any(|c| c.id == camera && c.qualities.contains(&key.quality)) {
+        if !link.grants(key) {
             return Err(SubscribeFailure {
                 code: SubscribeErrorCode::Forbidden,
                 reason: format!(

@@ -27,13 +27,10 @@ impl UpstreamState {
                 if !dual {
                     return None;
                 }
-                let grants = |l: &super::Link| {
-                    l.catalog.iter().any(|c| c.id == key.camera && c.qualities.contains(&key.quality))
-                };
                 let mut others: Vec<LinkId> = self
                     .links
                     .iter()
-                    .filter(|(id, l)| **id != feed && l.peer == link.peer && grants(l))
+                    .filter(|(id, l)| **id != feed && l.peer == link.peer && l.grants(key))
                     .map(|(id, _)| *id)
                     .collect();
                 others.sort_unstable();
