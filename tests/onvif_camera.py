@@ -2,15 +2,44 @@
 """A test ONVIF PTZ camera for ponte's tests, checked against the standard.
 
 usage: onvif_camera.py [--port N] [--user U --password P] [--presets 1:Ingresso,2:Rotatoria]
-                       [--auth-status 400|401] [--hostile] [--schemas DIR] [--check] [--self-test]
+                       [--auth-status 400|401] [--hostile] [--max-subscription S]
+                       [--schemas DIR] [--check] [--self-test]
 
 Serves SOAP 1.2 over HTTP: /onvif/ptz_service (ContinuousMove, Stop,
-GotoPreset, GetPresets, GetStatus) and /onvif/media_service (GetProfiles: one
-profile `Profile_1` with a PTZConfiguration). Every request's operation
-element (the SOAP Body's child) and every response's are validated with lxml
-against the XML schema embedded in the official ONVIF ptz.wsdl / media.wsdl
-and the onvif.xsd types they import; the SOAPAction in the Content-Type, when
-given, must be the one the wsdl binding names. Requests must carry a
+GotoPreset, GetPresets, GetStatus), /onvif/media_service (GetProfiles: one
+profile `Profile_1` with a PTZConfiguration) and /onvif/events_service
+(CreatePullPointSubscription, GetEventProperties; the pull points it hands
+out at /onvif/events_service/pullpoint/<n> serve PullMessages, Renew and
+Unsubscribe). Every request's operation element (the SOAP Body's child) and
+every response's are validated with lxml against the XML schema embedded in
+the official ONVIF ptz.wsdl / media.wsdl / events.wsdl and what they import
+(onvif.xsd, WS-BaseNotification b-2.xsd, t-1.xsd, ws-addr.xsd); the
+SOAPAction in the Content-Type, when given, must be one the wsdl bindings
+name.
+
+Events: a subscription lives until its TerminationTime (what
+InitialTerminationTime or Renew asked, 60 s by default, at most
+--max-subscription seconds); then it is dropped and PullMessages on it, like
+on any unknown pull point, answers the fault env:Sender/ter:InvalidArgVal/
+ter:ResourceUnknown. PullMessages waits up to its Timeout (at most PT60S)
+for a first message and returns up to MessageLimit queued ones (each pull
+point queues at most 10000, oldest dropped). Messages take the standard
+ONVIF form, tt:Message with UtcTime and PropertyOperation="Changed":
+  motion      tns1:RuleEngine/CellMotionDetector/Motion, Source
+              VideoSourceConfigurationToken=VideoSourceConfig_<lens>,
+              VideoAnalyticsConfigurationToken, Rule; Data IsMotion
+  tampering   tns1:VideoSource/GlobalSceneChange/ImagingService, Source
+              Source=VideoSource_<lens>; Data State
+  video_loss  tns1:VideoSource/SignalLoss, Source Source=VideoSource_<lens>;
+              Data State
+Tests raise them with the control route
+  POST /test/events?kind=motion|tampering|video_loss&count=N&rate=R&state=S&source=L
+(count 1 by default; rate R a second on a thread of its own, all at once
+when absent or 0; state true, false or alternate (true, false, true, ...;
+the default); source L the lens, 1 by default). Each event goes to every
+live pull point; the answer is {"live": <pull points>, "count": N}.
+`GET /test/events` answers {"live": n, "subscriptions": [{"number",
+"queued", "delivered", "pulls", "termination_in"}]}. Requests must carry a
 WS-Security UsernameToken with PasswordDigest = Base64(SHA1(nonce + created +
 password)), a Created within 5 minutes and a nonce not seen before; otherwise
 the answer is a SOAP fault env:Sender/ter:NotAuthorized (HTTP --auth-status,
@@ -42,6 +71,7 @@ Run with Debian's /usr/bin/python3 (python3-lxml).
 """
 import argparse
 import base64
+import collections
 import copy
 import datetime
 import hashlib
@@ -49,6 +79,7 @@ import http.client
 import http.server
 import json
 import os
+import urllib.parse
 import re
 import secrets
 import sys
@@ -57,7 +88,7 @@ import threading
 import time
 
 DEFAULT_SCHEMAS = "/var/cache/ponte-onvif/wsdl"
-SCHEMA_FILES = ("ptz.wsdl", "media.wsdl", "onvif.xsd", "b-2.xsd", "bf-2.xsd", "t-1.xsd",
+SCHEMA_FILES = ("ptz.wsdl", "media.wsdl", "events.wsdl", "onvif.xsd", "b-2.xsd", "bf-2.xsd", "t-1.xsd",
                 "ws-addr.xsd", "xml.xsd", "xmlmime", "envelope", "include")
 
 XS = "http://www.w3.org/2001/XMLSchema"
@@ -74,12 +105,40 @@ WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utilit
 PASSWORD_DIGEST = ("http://docs.oasis-open.org/wss/2004/01/"
                    "oasis-200401-wss-username-token-profile-1.0#PasswordDigest")
 XML_NS = "http://www.w3.org/XML/1998/namespace"
-SERVICES = {"/onvif/ptz_service": ("ptz.wsdl", TPTZ), "/onvif/media_service": ("media.wsdl", TRT)}
+TEV = "http://www.onvif.org/ver10/events/wsdl"
+WSNT = "http://docs.oasis-open.org/wsn/b-2"
+WSA = "http://www.w3.org/2005/08/addressing"
+WSTOP = "http://docs.oasis-open.org/wsn/t-1"
+TNS1 = "http://www.onvif.org/ver10/topics"
+WSDLS = ("ptz.wsdl", "media.wsdl", "events.wsdl")
+# path -> the namespaces of its operations and the operations it serves.
+SERVICES = {"/onvif/ptz_service": ((TPTZ,), None), "/onvif/media_service": ((TRT,), None),
+            "/onvif/events_service": ((TEV,), ("CreatePullPointSubscription", "GetEventProperties"))}
+PULLPOINT_PREFIX = "/onvif/events_service/pullpoint/"
+PULLPOINT_OPS = ("PullMessages", "Renew", "Unsubscribe")
 PTZ_OPS = ("ContinuousMove", "Stop", "GotoPreset", "GetPresets", "GetStatus")
 PROFILE = "Profile_1"
 PANTILT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
 ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
 MAX_BODY = 1 << 20
+CONCRETE_SET = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+EVENT_NSMAP = {"tev": TEV, "wsnt": WSNT, "wsa": WSA, "wstop": WSTOP, "tns1": TNS1, "tt": TT}
+PULL_ACTION = TEV + "/PullPointSubscription/PullMessagesRequest"
+RENEW_ACTION = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/RenewRequest"
+# kind -> (topic, Source SimpleItems of a video source token, Data item).
+EVENT_KINDS = {
+    "motion": ("RuleEngine/CellMotionDetector/Motion",
+               lambda lens: [("VideoSourceConfigurationToken", "VideoSourceConfig_%d" % lens),
+                               ("VideoAnalyticsConfigurationToken", "VideoAnalyticsConfig_1"),
+                               ("Rule", "MyMotionDetectorRule")], "IsMotion"),
+    "tampering": ("VideoSource/GlobalSceneChange/ImagingService",
+                  lambda lens: [("Source", "VideoSource_%d" % lens)], "State"),
+    "video_loss": ("VideoSource/SignalLoss", lambda lens: [("Source", "VideoSource_%d" % lens)], "State"),
+}
+DEFAULT_SUBSCRIPTION = 60.0
+MAX_PULL_TIMEOUT = 60
+EVENT_QUEUE = 10_000
+TEST_EVENTS_PATH = "/test/events"
 CREATED_SKEW_S = 300
 # --hostile: what an answer may hold and stay under the client's 1 MiB.
 HOSTILE_ANSWER = 1_000_000
@@ -103,8 +162,11 @@ def safe_parser():
 
 
 class Schemas:
-    """The ONVIF schema (types embedded in ptz.wsdl and media.wsdl, importing
-    onvif.xsd), compiled once, and the SOAPActions of the wsdl bindings."""
+    """The ONVIF schema (types embedded in ptz.wsdl, media.wsdl and
+    events.wsdl, importing onvif.xsd and the WS-BaseNotification b-2.xsd),
+    compiled once, and the SOAPActions of the wsdl bindings: (element
+    namespace, operation) -> the set of actions its bindings name (Renew and
+    Unsubscribe have two, plain and pausable subscription manager)."""
 
     def __init__(self, directory):
         missing = [f for f in SCHEMA_FILES if not os.path.isfile(os.path.join(directory, f))]
@@ -114,7 +176,7 @@ class Schemas:
         self.tmp = tempfile.TemporaryDirectory(prefix="ponte-onvif-schema-")
         self.actions = {}
         wrapper = etree.Element(q(XS, "schema"), nsmap={"xs": XS})
-        for wsdl in ("ptz.wsdl", "media.wsdl"):
+        for wsdl in WSDLS:
             doc = etree.parse(os.path.join(directory, wsdl), safe_parser())
             embedded = doc.getroot().find("%s/%s" % (q(WSDL, "types"), q(XS, "schema")))
             if embedded is None:
@@ -136,10 +198,16 @@ class Schemas:
             etree.SubElement(wrapper, q(XS, "import"), namespace=schema.get("targetNamespace"),
                              schemaLocation="file://" + path)
             ns = schema.get("targetNamespace")
-            for op in doc.getroot().iter(q(WSDL, "operation")):
-                soap_op = op.find(q(WSDL_SOAP12, "operation"))
-                if soap_op is not None and soap_op.get("soapAction"):
-                    self.actions[(ns, op.get("name"))] = soap_op.get("soapAction")
+            for binding in doc.getroot().iter(q(WSDL, "binding")):
+                # Bindings of the wsdl's own port types carry its elements;
+                # the WS-BaseNotification ones (wsntw:) carry b-2's.
+                prefix, _, _ = (binding.get("type") or "").rpartition(":")
+                own = binding.nsmap.get(prefix or None) == doc.getroot().get("targetNamespace")
+                for op in binding.iter(q(WSDL, "operation")):
+                    soap_op = op.find(q(WSDL_SOAP12, "operation"))
+                    if soap_op is not None and soap_op.get("soapAction"):
+                        key = (ns if own else WSNT, op.get("name"))
+                        self.actions.setdefault(key, set()).add(soap_op.get("soapAction"))
         self.schema = etree.XMLSchema(wrapper)
 
     def errors(self, element):
@@ -182,12 +250,233 @@ class Fault(Exception):
         self.status, self.code, self.subcodes, self.reason = status, code, subcodes, reason
 
 
+def route(path):
+    """(operation namespaces, operations served or None for all) of a
+    SOAP path, or None when nothing is served there."""
+    if path in SERVICES:
+        return SERVICES[path]
+    if path and path.startswith(PULLPOINT_PREFIX) and path[len(PULLPOINT_PREFIX):].isdigit():
+        return (TEV, WSNT), PULLPOINT_OPS
+    return None
+
+
+def xs_datetime(t):
+    """Unix seconds as xs:dateTime in UTC, milliseconds."""
+    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (d.microsecond // 1000)
+
+
+def termination_of(text, now):
+    """A wsnt:AbsoluteOrRelativeTimeType (xs:dateTime or xs:duration) as Unix
+    seconds, or None."""
+    text = (text or "").strip()
+    if text.startswith(("P", "-P")):
+        seconds = parse_duration(text)
+        return None if seconds is None else now + seconds
+    try:
+        return parse_created(text)
+    except ValueError:
+        return None
+
+
+class Subscription:
+    """One pull point: queued NotificationMessages and when it ends."""
+
+    def __init__(self, number, termination):
+        self.number = number
+        self.termination = termination
+        self.queue = collections.deque(maxlen=EVENT_QUEUE)
+        self.queued = self.delivered = self.pulls = 0
+        self.pending = 0  # PullMessages waiting: the subscription is not dropped meanwhile
+
+
+class EventSource:
+    """The Events service: pull-point subscriptions and the events the test
+    control route makes the camera raise."""
+
+    def __init__(self, max_subscription=3600.0):
+        self.cv = threading.Condition()
+        self.subscriptions = {}
+        self.next_number = 1
+        self.max_subscription = max_subscription
+        self.base = "http://127.0.0.1"
+
+    def _expire(self, now):
+        for number, sub in list(self.subscriptions.items()):
+            if sub.termination < now and sub.pending == 0:
+                del self.subscriptions[number]
+
+    def _termination(self, requested, now):
+        """The granted termination time: what was asked (60 s when nothing
+        was), at most --max-subscription from now."""
+        if requested is None:
+            requested = now + DEFAULT_SUBSCRIPTION
+        return min(requested, now + self.max_subscription)
+
+    def _subscription(self, path, now):
+        number = path[len(PULLPOINT_PREFIX):] if path.startswith(PULLPOINT_PREFIX) else ""
+        sub = self.subscriptions.get(int(number)) if number.isdigit() else None
+        if sub is None:
+            raise Fault(400, "Sender", ["ter:InvalidArgVal", "ter:ResourceUnknown"],
+                        "no subscription at %s (expired or unsubscribed): create a new one" % path)
+        return sub
+
+    def operate(self, op, element, path, record):
+        now = time.time()
+        with self.cv:
+            self._expire(now)
+            if op == "GetEventProperties":
+                return event_properties()
+            if op == "CreatePullPointSubscription":
+                requested_text = element.findtext(q(TEV, "InitialTerminationTime"))
+                requested = termination_of(requested_text, now) if requested_text else None
+                if requested_text and (requested is None or requested <= now):
+                    raise Fault(400, "Sender", ["ter:InvalidArgVal", "wsnt:UnacceptableInitialTerminationTimeFault"],
+                                "InitialTerminationTime %r is not in the future" % requested_text)
+                sub = Subscription(self.next_number, self._termination(requested, now))
+                self.next_number += 1
+                self.subscriptions[sub.number] = sub
+                record["subscription"] = sub.number
+                response = etree.Element(q(TEV, "CreatePullPointSubscriptionResponse"), nsmap=EVENT_NSMAP)
+                reference = etree.SubElement(response, q(TEV, "SubscriptionReference"))
+                etree.SubElement(reference, q(WSA, "Address")).text = "%s%s%d" % (self.base, PULLPOINT_PREFIX, sub.number)
+                etree.SubElement(response, q(WSNT, "CurrentTime")).text = xs_datetime(now)
+                etree.SubElement(response, q(WSNT, "TerminationTime")).text = xs_datetime(sub.termination)
+                return response
+            sub = self._subscription(path, now)
+            record["subscription"] = sub.number
+            if op == "Renew":
+                text = element.findtext(q(WSNT, "TerminationTime"))
+                requested = termination_of(text, now)
+                if requested is None or requested <= now:
+                    raise Fault(400, "Sender", ["ter:InvalidArgVal", "wsnt:UnacceptableTerminationTimeFault"],
+                                "TerminationTime %r is not in the future" % text)
+                sub.termination = self._termination(requested, now)
+                response = etree.Element(q(WSNT, "RenewResponse"), nsmap=EVENT_NSMAP)
+                etree.SubElement(response, q(WSNT, "TerminationTime")).text = xs_datetime(sub.termination)
+                etree.SubElement(response, q(WSNT, "CurrentTime")).text = xs_datetime(now)
+                return response
+            if op == "Unsubscribe":
+                del self.subscriptions[sub.number]
+                self.cv.notify_all()
+                return etree.Element(q(WSNT, "UnsubscribeResponse"), nsmap=EVENT_NSMAP)
+            # PullMessages: wait up to Timeout for a first message.
+            timeout = parse_duration(element.findtext(q(TEV, "Timeout")))
+            limit = int(element.findtext(q(TEV, "MessageLimit")))
+            record["timeout"] = element.findtext(q(TEV, "Timeout"))
+            if timeout is None or timeout < 0 or timeout > MAX_PULL_TIMEOUT or limit < 1:
+                raise Fault(400, "Sender", ["ter:InvalidArgVal"],
+                            "Timeout %r or MessageLimit %d out of range (at most PT%dS, at least 1 message)"
+                            % (record["timeout"], limit, MAX_PULL_TIMEOUT))
+            sub.pulls += 1
+            sub.pending += 1
+            try:
+                deadline = time.monotonic() + timeout
+                while not sub.queue and sub.number in self.subscriptions:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cv.wait(left)
+            finally:
+                sub.pending -= 1
+            now = time.time()
+            response = etree.Element(q(TEV, "PullMessagesResponse"), nsmap=EVENT_NSMAP)
+            etree.SubElement(response, q(TEV, "CurrentTime")).text = xs_datetime(now)
+            etree.SubElement(response, q(TEV, "TerminationTime")).text = xs_datetime(sub.termination)
+            while sub.queue and limit > 0:
+                response.append(sub.queue.popleft())
+                sub.delivered += 1
+                limit -= 1
+            record["messages"] = len(response) - 2
+            return response
+
+    def raise_event(self, kind, active, source):
+        """Queues one event to every live pull point; returns how many."""
+        now = time.time()
+        with self.cv:
+            self._expire(now)
+            for sub in self.subscriptions.values():
+                sub.queue.append(notification(kind, active, source, now))
+                sub.queued += 1
+            self.cv.notify_all()
+            return len(self.subscriptions)
+
+    def trigger(self, kind, count, rate, state, source):
+        """Raises `count` events, `rate` a second (all at once without one),
+        on a thread of their own; returns the live pull points now."""
+        def active(i):
+            return state == "true" or (state == "alternate" and i % 2 == 0)
+
+        if not rate:
+            for i in range(count):
+                live = self.raise_event(kind, active(i), source)
+            return live if count else self.status()["live"]
+
+        def run():
+            start = time.monotonic()
+            for i in range(count):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self.raise_event(kind, active(i), source)
+
+        threading.Thread(target=run, daemon=True).start()
+        return self.status()["live"]
+
+    def status(self):
+        now = time.time()
+        with self.cv:
+            self._expire(now)
+            subs = [{"number": s.number, "queued": s.queued, "delivered": s.delivered, "pulls": s.pulls,
+                     "termination_in": round(s.termination - now, 3)} for s in self.subscriptions.values()]
+            return {"live": len(subs), "subscriptions": subs}
+
+
+def notification(kind, active, source, now):
+    """A wsnt:NotificationMessage in the ONVIF form of `kind`."""
+    topic, source_items, data_name = EVENT_KINDS[kind]
+    message = etree.Element(q(WSNT, "NotificationMessage"), nsmap=EVENT_NSMAP)
+    etree.SubElement(message, q(WSNT, "Topic"), Dialect=CONCRETE_SET).text = "tns1:" + topic
+    holder = etree.SubElement(message, q(WSNT, "Message"))
+    body = etree.SubElement(holder, q(TT, "Message"), UtcTime=xs_datetime(now), PropertyOperation="Changed")
+    items = etree.SubElement(body, q(TT, "Source"))
+    for name, value in source_items(source):
+        etree.SubElement(items, q(TT, "SimpleItem"), Name=name, Value=value)
+    data = etree.SubElement(body, q(TT, "Data"))
+    etree.SubElement(data, q(TT, "SimpleItem"), Name=data_name, Value="true" if active else "false")
+    return message
+
+
+def event_properties():
+    """GetEventPropertiesResponse: the three topics this camera raises."""
+    response = etree.Element(q(TEV, "GetEventPropertiesResponse"), nsmap=EVENT_NSMAP)
+    etree.SubElement(response, q(TEV, "TopicNamespaceLocation")).text = \
+        "http://www.onvif.org/onvif/ver10/topics/topicns.xml"
+    etree.SubElement(response, q(WSNT, "FixedTopicSet")).text = "true"
+    topics = etree.SubElement(response, q(WSTOP, "TopicSet"))
+    for topic, _source, _data in EVENT_KINDS.values():
+        node = topics
+        for part in topic.split("/"):
+            found = node.find(q(TNS1, part))
+            node = etree.SubElement(node, q(TNS1, part)) if found is None else found
+        node.set(q(WSTOP, "topic"), "true")
+    etree.SubElement(response, q(WSNT, "TopicExpressionDialect")).text = CONCRETE_SET
+    etree.SubElement(response, q(WSNT, "TopicExpressionDialect")).text = \
+        "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete"
+    etree.SubElement(response, q(TEV, "MessageContentFilterDialect")).text = \
+        "http://www.onvif.org/ver10/tev/messageContentFilter/ItemFilter"
+    etree.SubElement(response, q(TEV, "MessageContentSchemaLocation")).text = \
+        "http://www.onvif.org/onvif/ver10/schema/onvif.xsd"
+    return response
+
+
 class Camera:
     """The simulated PTZ head, its presets, credentials and the recording."""
 
     def __init__(self, schemas, user=None, password=None, presets=(), auth_status=400,
-                 default_timeout=10.0, hostile=False):
+                 default_timeout=10.0, hostile=False, max_subscription=3600.0):
         self.schemas = schemas
+        self.events = EventSource(max_subscription)
         self.hostile = hostile
         self.user, self.password = user, password
         self.auth_status = auth_status
@@ -252,9 +541,15 @@ class Camera:
         return None
 
     # --- operations ---------------------------------------------------
-    def operate(self, op, ns, element, record):
+    def operate(self, op, ns, element, record, path=None):
         """Carries out a schema-valid operation; returns the response element."""
         now = time.monotonic()
+        if ns in (TEV, WSNT):
+            _namespaces, ops = route(path or "/onvif/events_service")
+            if op not in ops:
+                raise Fault(500, "Receiver", ["ter:ActionNotSupported"],
+                            "events operation %s is not served at %s" % (op, path))
+            return self.events.operate(op, element, path or "", record)
         E = lambda name, tns=ns, **attrs: etree.Element(q(tns, name), attrib=attrs, nsmap={"tptz": TPTZ, "trt": TRT, "tt": TT})  # noqa: E731
         if ns == TRT:
             if op != "GetProfiles":
@@ -386,7 +681,7 @@ class Camera:
             record["valid"] = False
             record["errors"].append(message)
 
-        wsdl, service_ns = SERVICES[path]
+        service_ns, _ops = route(path)
         media_type, params = parse_content_type(content_type)
         if media_type != "application/soap+xml":
             invalid("Content-Type %r is not SOAP 1.2's application/soap+xml" % content_type)
@@ -411,15 +706,15 @@ class Camera:
         element = ops[0]
         ns, op = etree.QName(element).namespace, etree.QName(element).localname
         record["op"] = op
-        if ns != service_ns:
-            invalid("operation namespace %s is not %s's %s" % (ns, path, service_ns))
+        if ns not in service_ns:
+            invalid("operation namespace %s is not %s's %s" % (ns, path, " or ".join(service_ns)))
         else:
             for error in self.schemas.errors(element):
                 invalid("request: %s" % error)
             action = params.get("action")
-            expected = self.schemas.actions.get((ns, op))
-            if action is not None and action != expected:
-                invalid("SOAP action %r is not the wsdl's %r" % (action, expected))
+            expected = self.schemas.actions.get((ns, op), set())
+            if action is not None and action not in expected:
+                invalid("SOAP action %r is not the wsdl's %r" % (action, sorted(expected)))
         with self.lock:
             problem = self.auth_problem(envelope)
         if problem is not None:
@@ -428,7 +723,7 @@ class Camera:
             raise Fault(self.auth_status, "Sender", ["ter:NotAuthorized"], "Sender not Authorized")
         if not record["valid"]:
             raise Fault(400, "Sender", ["ter:InvalidArgs"], "; ".join(record["errors"]))
-        response = self.operate(op, ns, element, record)
+        response = self.operate(op, ns, element, record, path)
         errors = [] if self.hostile else self.schemas.errors(response)
         if errors:
             for error in errors:
@@ -490,16 +785,46 @@ def make_handler(camera):
             self.end_headers()
             self.wfile.write(body)
 
+        def test_events(self):
+            """The test control route (see the module doc)."""
+            url = urllib.parse.urlsplit(self.path)
+            if url.path != TEST_EVENTS_PATH:
+                self.reply(404, b"not found\n", "text/plain")
+                return
+            if self.command == "GET":
+                self.reply(200, json.dumps(camera.events.status()).encode(), "application/json")
+                return
+            self.rfile.read(min(MAX_BODY, int(self.headers.get("Content-Length") or 0)))
+            args = dict(urllib.parse.parse_qsl(url.query))
+            try:
+                kind = args.get("kind", "motion")
+                count, rate = int(args.get("count", "1")), float(args.get("rate", "0"))
+                state, lens = args.get("state", "alternate"), int(args.get("source", "1"))
+                if kind not in EVENT_KINDS or state not in ("true", "false", "alternate") or count < 0 \
+                        or rate < 0 or lens < 1:
+                    raise ValueError(args)
+            except ValueError:
+                self.reply(400, b"kind=motion|tampering|video_loss count>=0 rate>=0 "
+                           b"state=true|false|alternate source>=1\n", "text/plain")
+                return
+            live = camera.events.trigger(kind, count, rate, state, lens)
+            self.reply(200, json.dumps({"live": live, "count": count}).encode(), "application/json")
+
         def do_GET(self):
-            if self.path == "/recorded":
+            if self.path.startswith(TEST_EVENTS_PATH):
+                self.test_events()
+            elif self.path == "/recorded":
                 self.reply(200, camera.recorded_json(), "application/json")
             else:
                 self.reply(404, b"not found\n", "text/plain")
 
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY or self.path not in SERVICES:
-                self.reply(404 if self.path not in SERVICES else 413, b"no\n", "text/plain")
+            if self.path.startswith(TEST_EVENTS_PATH):
+                self.test_events()
+                return
+            if length > MAX_BODY or route(self.path) is None:
+                self.reply(404 if route(self.path) is None else 413, b"no\n", "text/plain")
                 return
             body = self.rfile.read(length)
             status, answer = camera.handle(self.path, self.headers.get("Content-Type"), body)
@@ -551,6 +876,28 @@ GOOD_REQUESTS = [
     "<tptz:GetStatus><tptz:ProfileToken>Profile_1</tptz:ProfileToken></tptz:GetStatus>",
     "<trt:GetProfiles/>",
 ]
+EVENT_DECL = 'xmlns:tev="%s" xmlns:wsnt="%s"' % (TEV, WSNT)
+CREATE_REQUEST = ("<tev:CreatePullPointSubscription %s><tev:InitialTerminationTime>PT60S</tev:InitialTerminationTime>"
+                  "</tev:CreatePullPointSubscription>" % EVENT_DECL)
+PULL_REQUEST = ("<tev:PullMessages %s><tev:Timeout>PT1S</tev:Timeout><tev:MessageLimit>100</tev:MessageLimit>"
+                "</tev:PullMessages>" % EVENT_DECL)
+RENEW_REQUEST = "<wsnt:Renew %s><wsnt:TerminationTime>PT60S</wsnt:TerminationTime></wsnt:Renew>" % EVENT_DECL
+UNSUBSCRIBE_REQUEST = "<wsnt:Unsubscribe %s/>" % EVENT_DECL
+GOOD_EVENT_REQUESTS = [CREATE_REQUEST, PULL_REQUEST, RENEW_REQUEST, UNSUBSCRIBE_REQUEST,
+                       "<tev:CreatePullPointSubscription %s/>" % EVENT_DECL,
+                       "<tev:GetEventProperties %s/>" % EVENT_DECL]
+BAD_EVENT_REQUESTS = [
+    # MessageLimit missing
+    "<tev:PullMessages %s><tev:Timeout>PT1S</tev:Timeout></tev:PullMessages>" % EVENT_DECL,
+    # Timeout not an xs:duration
+    "<tev:PullMessages %s><tev:Timeout>1000</tev:Timeout><tev:MessageLimit>10</tev:MessageLimit>"
+    "</tev:PullMessages>" % EVENT_DECL,
+    # Renew without TerminationTime
+    "<wsnt:Renew %s/>" % EVENT_DECL,
+    # InitialTerminationTime neither an xs:dateTime nor an xs:duration
+    "<tev:CreatePullPointSubscription %s><tev:InitialTerminationTime>soon</tev:InitialTerminationTime>"
+    "</tev:CreatePullPointSubscription>" % EVENT_DECL,
+]
 BAD_REQUESTS = [
     # no ProfileToken
     "<tptz:ContinuousMove><tptz:Velocity><tt:PanTilt x=\"0.5\" y=\"0\"/></tptz:Velocity></tptz:ContinuousMove>",
@@ -590,8 +937,10 @@ def self_test(schemas):
         check(not errors, "valid request rejected: %s: %s" % (xml[:60], errors))
     for xml in BAD_REQUESTS:
         check(schemas.errors(op_of(xml)), "invalid request accepted: %s" % xml[:90])
-    check(schemas.actions.get((TPTZ, "ContinuousMove")) == TPTZ + "/ContinuousMove", "soapAction of ContinuousMove")
-    check(schemas.actions.get((TRT, "GetProfiles")) == TRT + "/GetProfiles", "soapAction of GetProfiles")
+    check(schemas.actions.get((TPTZ, "ContinuousMove")) == {TPTZ + "/ContinuousMove"}, "soapAction of ContinuousMove")
+    check(schemas.actions.get((TRT, "GetProfiles")) == {TRT + "/GetProfiles"}, "soapAction of GetProfiles")
+    check(schemas.actions.get((TEV, "PullMessages")) == {PULL_ACTION}, "soapAction of PullMessages")
+    check(RENEW_ACTION in schemas.actions.get((WSNT, "Renew"), ()), "soapAction of Renew")
     # Responses: every one the camera builds is valid; broken ones are not.
     camera = Camera(schemas, presets=[("1", "Ingresso"), ("2", "Rotatoria")])
     for xml in GOOD_REQUESTS:
@@ -621,6 +970,7 @@ def self_test(schemas):
         body = envelope_bytes(fault_element(fault))
         check(len(body) < MAX_BODY and HOSTILE_URL.encode() in body, "hostile fault: %d bytes" % len(body))
         check(fault.reason.count('"') * 2 > MAX_BODY, "hostile fault as JSON exceeds 1 MiB")
+    events_self_test(schemas, check, op_of)
     # A short session over HTTP with digest auth.
     camera = Camera(schemas, user="admin", password="secret", presets=[("1", "Ingresso")])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(camera))
@@ -659,6 +1009,91 @@ def self_test(schemas):
     print("SELF-TEST OK %d checks (schemas from %s)" % (checks, schemas.directory), flush=True)
 
 
+def events_self_test(schemas, check, op_of):
+    """The Events service: requests and responses against events.wsdl and
+    b-2.xsd, then a pull-point session over HTTP driven by the test route."""
+    for xml in GOOD_EVENT_REQUESTS:
+        errors = schemas.errors(op_of(xml))
+        check(not errors, "valid events request rejected: %s: %s" % (xml[:70], errors))
+    for xml in BAD_EVENT_REQUESTS:
+        check(schemas.errors(op_of(xml)), "invalid events request accepted: %s" % xml[:90])
+    camera = Camera(schemas)
+    created = camera.operate("CreatePullPointSubscription", TEV, op_of(CREATE_REQUEST), {})
+    path = urllib.parse.urlsplit(created.findtext("%s/%s" % (q(TEV, "SubscriptionReference"), q(WSA, "Address")))).path
+    for kind in EVENT_KINDS:
+        camera.events.trigger(kind, 2, 0, "alternate", 2)
+    for op, ns, xml in (("CreatePullPointSubscription", TEV, CREATE_REQUEST), ("PullMessages", TEV, PULL_REQUEST),
+                        ("GetEventProperties", TEV, GOOD_EVENT_REQUESTS[5]), ("Renew", WSNT, RENEW_REQUEST),
+                        ("Unsubscribe", WSNT, UNSUBSCRIBE_REQUEST)):
+        record = {}
+        at = path if op in PULLPOINT_OPS else "/onvif/events_service"
+        response = camera.operate(op, ns, op_of(xml), record, at)
+        check(not schemas.errors(response), "%s response invalid: %s" % (op, schemas.errors(response)))
+        if op == "PullMessages":
+            check(record.get("messages") == 6, "6 messages pulled, not %s" % record.get("messages"))
+            text = etree.tostring(response).decode()
+            for expected in ('Value="VideoSourceConfig_2"', 'Name="IsMotion" Value="true"',
+                             'Name="IsMotion" Value="false"', ">tns1:VideoSource/SignalLoss<",
+                             ">tns1:VideoSource/GlobalSceneChange/ImagingService<", 'PropertyOperation="Changed"'):
+                check(expected in text, "PullMessagesResponse lacks %s" % expected)
+    broken = notification("motion", True, 1, time.time())
+    del broken.find("%s/%s" % (q(WSNT, "Message"), q(TT, "Message"))).attrib["UtcTime"]
+    holder = etree.Element(q(TEV, "PullMessagesResponse"), nsmap=EVENT_NSMAP)
+    etree.SubElement(holder, q(TEV, "CurrentTime")).text = xs_datetime(time.time())
+    etree.SubElement(holder, q(TEV, "TerminationTime")).text = xs_datetime(time.time())
+    holder.append(broken)
+    check(schemas.errors(holder), "tt:Message without UtcTime accepted")
+    # Over HTTP: subscribe, raise, pull within the timeout, renew, expire.
+    camera = Camera(schemas, user="admin", password="secret", max_subscription=2.0)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(camera))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    camera.events.base = "http://127.0.0.1:%d" % port
+
+    def post(path, body, action=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        content_type = "application/soap+xml; charset=utf-8" + ('; action="%s"' % action if action else "")
+        conn.request("POST", path, body, {"Content-Type": content_type})
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+
+    status, body = post("/onvif/events_service", soap_request(CREATE_REQUEST, "admin", "secret"))
+    check(status == 200 and b"SubscriptionReference" in body, "CreatePullPointSubscription: %d %s" % (status, body))
+    address = etree.fromstring(body, safe_parser()).find(".//" + q(WSA, "Address")).text
+    path = urllib.parse.urlsplit(address).path
+    check(path.startswith(PULLPOINT_PREFIX) and address.startswith("http://127.0.0.1:%d/" % port), address)
+    check(post(path, soap_request(PULL_REQUEST, "admin", "wrong"))[0] == 400, "PullMessages with a wrong password")
+    started = time.monotonic()
+    status, body = post(path, soap_request(PULL_REQUEST, "admin", "secret"), PULL_ACTION)
+    waited = time.monotonic() - started
+    check(status == 200 and b"NotificationMessage" not in body and 0.9 < waited < 2, "empty pull %.2f s" % waited)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("POST", "/test/events?kind=motion&count=3")
+    answer = conn.getresponse()
+    check(answer.status == 200 and json.loads(answer.read())["live"] == 1, "test route")
+    status, body = post(path, soap_request(PULL_REQUEST, "admin", "secret"), PULL_ACTION)
+    check(status == 200 and body.count(b"<wsnt:NotificationMessage") == 3, "3 messages: %d %s" % (status, body[:300]))
+    status, _ = post(path, soap_request(PULL_REQUEST, "admin", "secret"), TEV + "/PullMessages")
+    check(status == 400, "PullMessages with a wrong SOAPAction answered %d" % status)
+    time.sleep(0.6)
+    status, body = post(path, soap_request(RENEW_REQUEST, "admin", "secret"), RENEW_ACTION)
+    check(status == 200 and b"RenewResponse" in body, "Renew: %d %s" % (status, body))
+    time.sleep(0.6)
+    check(post(path, soap_request(PULL_REQUEST.replace("PT1S", "PT0S"), "admin", "secret"))[0] == 200,
+          "a renewed subscription expired")
+    time.sleep(2.0)
+    status, body = post(path, soap_request(PULL_REQUEST, "admin", "secret"))
+    check(status == 400 and b"ResourceUnknown" in body, "expired subscription answered %d %s" % (status, body))
+    status, body = post(PULLPOINT_PREFIX + "999", soap_request(PULL_REQUEST, "admin", "secret"))
+    check(status == 400 and b"env:Fault" in body, "unknown subscription answered %d" % status)
+    status, body = post("/onvif/events_service", soap_request(PULL_REQUEST, "admin", "secret"))
+    check(status == 500 and b"ActionNotSupported" in body, "PullMessages at the events service: %d" % status)
+    records = json.loads(camera.recorded_json())
+    check([r["op"] for r in records if not r["valid"]] == ["PullMessages"],
+          "only the pull with the wrong SOAPAction invalid: %s" % [(r["op"], r["errors"]) for r in records])
+    server.shutdown()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
@@ -669,6 +1104,8 @@ def main():
     parser.add_argument("--default-timeout", type=float, default=10.0)
     parser.add_argument("--hostile", action="store_true",
                         help="answer GetPresets and GotoPreset with oversized, hostile content")
+    parser.add_argument("--max-subscription", type=float, default=3600.0,
+                        help="longest a pull-point subscription is granted, seconds (cameras cap it)")
     parser.add_argument("--schemas", default=os.environ.get("PONTE_ONVIF_WSDL") or DEFAULT_SCHEMAS)
     parser.add_argument("--check", action="store_true", help="exit 0 when lxml and the schemas load")
     parser.add_argument("--self-test", action="store_true")
@@ -685,9 +1122,10 @@ def main():
         self_test(schemas)
         return
     camera = Camera(schemas, opts.user, opts.password, parse_presets(opts.presets), opts.auth_status,
-                    opts.default_timeout, opts.hostile)
+                    opts.default_timeout, opts.hostile, opts.max_subscription)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", opts.port), make_handler(camera))
     server.daemon_threads = True
+    camera.events.base = "http://127.0.0.1:%d" % server.server_address[1]
     print("LISTENING %d" % server.server_address[1], flush=True)
     server.serve_forever()
 
