@@ -12,6 +12,7 @@ import { t, apply, language, setLanguage } from './i18n.js';
 import { apiHeaders } from './whep.js';
 import { still, download } from './snapshot.js';
 import { Failover, hostOf } from './failover.js';
+import { Incidents } from './incidents.js';
 
 const GRIDS = { '1x1': 1, '2x2': 4, '3x3': 9, '4x4': 16, '1+5': 6 };
 const PTZ_SPEED = 500;
@@ -198,6 +199,27 @@ function place(id) {
   let tile = tiles[selected];
   if (!tile) tile = tiles.find((x) => !x.camera && !x.tour) || tiles[0];
   tile.setCamera(id);
+}
+
+// Puts cameras the master room just gave (a share accepted, an ask
+// approved) on the wall: empty tiles first; else a grid big enough for what
+// is on the wall and them; else (4×4 full) over the last tiles.
+function placeMany(ids) {
+  const want = [...new Set(ids)].filter((id) => id && !tiles.some((tile) => tile.camera === id));
+  if (!want.length) return;
+  const isFree = (tile) => !tile.camera && !tile.tour;
+  if (tiles.filter(isFree).length < want.length) {
+    const used = tiles.filter((tile) => !isFree(tile)).length;
+    const bigger = ['2x2', '3x3', '4x4'].find((g) => GRIDS[g] > tiles.length && GRIDS[g] >= used + want.length)
+      || (GRIDS['4x4'] > tiles.length ? '4x4' : null);
+    if (bigger) setGrid(bigger, tiles.map((tile) => ({ camera: tile.camera, tour: tile.tour })));
+  }
+  const free = tiles.filter(isFree);
+  const last = tiles.filter((tile) => !isFree(tile)).reverse();
+  for (const id of want) {
+    const tile = free.shift() || last.shift();
+    if (tile) tile.setCamera(id);
+  }
 }
 
 // ---- the camera list --------------------------------------------------------
@@ -615,6 +637,22 @@ function say(text) {
   }, 8000);
 }
 
+// ---- incidents: shares, asks, alarms (incidents.js) --------------------------
+
+const incidents = new Incidents({
+  url: (path) => ctx.url(path),
+  headers: (extra = {}) => apiHeaders(ctx.token, extra),
+  active: () => ready && !wall && !document.body.classList.contains('needs-login'),
+  viewer: () => viewer,
+  site: () => site,
+  say: (text) => say(text),
+  onUnauthorized: () => needLogin(''),
+  reloadCatalog: () => loadCatalog(),
+  hasCamera: (id) => byId.has(id),
+  place: (ids) => placeMany(ids),
+  tilesOf: (ids) => tiles.filter((tile) => tile.camera && ids.includes(tile.camera)),
+});
+
 // ---- start ------------------------------------------------------------------
 
 function drawHelp() {
@@ -637,6 +675,7 @@ function relabel() {
     apply(tile.el);
     tile.redraw();
   }
+  incidents.draw();
   redrawStrip();
 }
 
@@ -721,6 +760,7 @@ function wire() {
     for (const tile of tiles) tile.tick(now);
   }, 100);
   setInterval(pollStrip, STRIP_POLL_MS);
+  if (!wall) incidents.start();
   document.body.classList.remove('loading');
   start().catch((err) => say(err.message || String(err)));
 }
@@ -766,6 +806,8 @@ window.ponteConsole = {
   // The relay pair: where the page plays from, its moves, the banner, and
   // how often the login form was shown.
   relay: () => ({ ...failover.info(), banner: $('relay-banner').hidden ? '' : $('relay-banner').textContent, loginPrompts }),
+  // Issue 23: the last `GET /api/incidents` the panel read.
+  incidents: () => incidents.last,
 };
 
 wire();

@@ -31,6 +31,19 @@ const TEXT = {
     exportFailed: 'Esportazione non riuscita: {why}',
     failedOver: 'Relay non raggiungibile: passato a {peer}', backHome: 'Relay di riserva non raggiungibile: tornato a {relay}',
     noPeer: 'Relay non raggiungibile, e nessun altro relay del sito risponde',
+    incidentsTitle: 'Incidenti', offersTitle: 'Condivisioni offerte', sharesTitle: 'Condivisioni',
+    shareFrom: '{by} condivide: {cameras}', timeLeft: 'ancora {left}', accept: 'Accetta',
+    shareAccepted: 'accettata da {who}', shareEnded: 'terminata: {why}', shareEndedNoReason: 'terminata',
+    sharePlaced: 'Condivisione accettata: {cameras} sulla parete.', noShares: 'Nessuna condivisione.',
+    askTitle: 'Chiedi una telecamera', askCamera: 'Telecamera (come indicata dalla sala master)', askReason: 'Motivo',
+    askSend: 'Chiedi', askNeedBoth: 'Indica la telecamera e il motivo.', askSent: 'Richiesta {id} inviata alla sala master.',
+    askPending: 'in attesa della sala master', askApproved: 'approvata da {by} fino alle {until}',
+    askRefused: 'rifiutata da {by}', askBy: '{operator}, {at}', noAsks: 'Nessuna richiesta.',
+    askPlaced: 'Richiesta approvata: {camera} sulla parete.',
+    alarmsTitle: 'Allarmi', ack: 'Presa visione', ackedBy: 'Visto da: {list}', notAcked: 'Non ancora visto',
+    suppressedN: '+{n} simili', noAlarms: 'Nessun allarme.', alarmMotion: 'Movimento', alarmTampering: 'Manomissione',
+    alarmVideoLoss: 'Perdita video', alarmOffline: 'Non raggiungibile', alarmStalled: 'Immagine ferma',
+    alarmRecovered: 'Ripristinata', revoked: 'accesso revocato: {why}',
     keys: [['1–9', 'Seleziona il riquadro'], ['Invio', 'Schermo intero'], ['Esc', 'Indietro'],
       ['← ↑ → ↓', 'Muovi la dome selezionata (tieni premuto)'], ['+ / −', 'Zoom (tieni premuto)'], ['?', 'Questo elenco']],
   },
@@ -63,6 +76,19 @@ const TEXT = {
     exportFailed: 'Export failed: {why}',
     failedOver: 'Relay unreachable: switched to {peer}', backHome: 'Backup relay unreachable: back to {relay}',
     noPeer: 'Relay unreachable, and no other relay of the site answers',
+    incidentsTitle: 'Incidents', offersTitle: 'Shares offered', sharesTitle: 'Shares',
+    shareFrom: '{by} shares: {cameras}', timeLeft: '{left} left', accept: 'Accept',
+    shareAccepted: 'accepted by {who}', shareEnded: 'ended: {why}', shareEndedNoReason: 'ended',
+    sharePlaced: 'Share accepted: {cameras} on the wall.', noShares: 'No shares.',
+    askTitle: 'Ask for a camera', askCamera: 'Camera (as the master room names it)', askReason: 'Reason',
+    askSend: 'Ask', askNeedBoth: 'Name the camera and give a reason.', askSent: 'Request {id} sent to the master room.',
+    askPending: 'waiting for the master room', askApproved: 'approved by {by} until {until}',
+    askRefused: 'refused by {by}', askBy: '{operator}, {at}', noAsks: 'No requests.',
+    askPlaced: 'Request approved: {camera} on the wall.',
+    alarmsTitle: 'Alarms', ack: 'Acknowledge', ackedBy: 'Seen by: {list}', notAcked: 'Not acknowledged yet',
+    suppressedN: '+{n} similar', noAlarms: 'No alarms.', alarmMotion: 'Motion', alarmTampering: 'Tampering',
+    alarmVideoLoss: 'Video loss', alarmOffline: 'Offline', alarmStalled: 'Picture stalled',
+    alarmRecovered: 'Recovered', revoked: 'access revoked: {why}',
     keys: [['1–9', 'Select a tile'], ['Enter', 'Full screen'], ['Esc', 'Back'],
       ['← ↑ → ↓', 'Steer the selected dome (hold)'], ['+ / −', 'Zoom (hold)'], ['?', 'This list']],
   },
@@ -99,6 +125,12 @@ export function setLanguage(next) {
 export function t(key, vars = {}) {
   const s = TEXT[lang][key] ?? TEXT.en[key] ?? key;
   return typeof s === 'string' ? s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? '')) : s;
+}
+
+// Adds texts of another page that shares this module (the master room's
+// console): `{ it: {...}, en: {...} }`, the same keys in both.
+export function define(texts) {
+  for (const l of ['it', 'en']) Object.assign(TEXT[l], texts[l] || {});
 }
 
 // Fills `data-i18n*` attributes under `root`.

@@ -553,6 +553,8 @@ export class Tile {
 
   lost(layer, why) {
     if (layer.closed) return;
+    // The relay says it in English; the operator reads it in the page's language.
+    if (why.startsWith('access revoked: ')) why = t('revoked', { why: why.slice('access revoked: '.length) });
     if (layer === this.pending) {
       this.failed(layer, new Error(why));
       return;
@@ -561,6 +563,22 @@ export class Tile {
     this.layer = null;
     this.setNotLive(t('ended', { why }));
     this.scheduleRetry(t('ended', { why }));
+  }
+
+  // Asks the relay about the session now rather than at the next poll (the
+  // page learnt that its access may have ended: a share ended).
+  checkNow() {
+    if (this.layer && !this.layer.closed) this.poll(this.layer);
+  }
+
+  // The page knows the camera is no longer granted (a share ended and the
+  // catalog lost it): the tile stops and says why until given another camera.
+  end(why) {
+    if (!this.camera) return;
+    this.stopLayers();
+    this.message = '';
+    this.setNotLive(t('ended', { why }));
+    this.redraw();
   }
 
   scheduleRetry(why, fixed = 0) {

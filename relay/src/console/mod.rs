@@ -50,6 +50,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("i18n.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/i18n.js")),
     ("snapshot.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/snapshot.js")),
     ("failover.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/failover.js")),
+    ("incidents.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/incidents.js")),
     (
         "probe-worker.js",
         "text/javascript; charset=utf-8",
