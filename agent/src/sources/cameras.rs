@@ -7,7 +7,7 @@ use crate::sources::rtsp::{self, CodecHook, RtspSpec};
 use crate::sources::supervision::{CameraSnapshot, CameraState, StreamStatus};
 use crate::sources::synthetic::{self, SyntheticSpec};
 use crate::sources::transcode::{self, TranscodeTask, Transcodes};
-use ponte_proto::hub::{Hub, TrackKey, TrackProbe, TrackReader, TrackWriter};
+use ponte_proto::hub::{Hub, HubItem, TrackKey, TrackProbe, TrackReader, TrackWriter};
 use ponte_proto::media::{Codec, Quality};
 use ponte_proto::wire::CatalogEntry;
 use std::sync::{Arc, Mutex};
@@ -224,6 +224,27 @@ impl Cameras {
             self.transcodes.admit(camera)?;
         }
         Ok(self.hub.subscribe(&TrackKey::new(camera, quality)))
+    }
+
+    /// The newest keyframe cached for `camera` at `quality`, taken without
+    /// pulling the camera: `None` unless the stream runs already (someone
+    /// watches it, or it is an RTSP stream or transcode that is online).
+    /// Subscribing to an idle on-demand stream would start it, and an idle
+    /// one has no cache anyway (each source clears it when it pauses).
+    pub fn cached_keyframe(&self, camera: &str, quality: Quality) -> Option<HubItem> {
+        let running = self.running().iter().flat_map(|d| &d.streams).any(|s| {
+            let snap = s.status.snapshot(&s.probe);
+            snap.id == camera
+                && snap.quality == quality
+                && (snap.viewers > 0 || (!s.synthetic && snap.state == "online"))
+        });
+        if !running {
+            return None;
+        }
+        // A running stream: one more reader for an instant starts nothing
+        // (an on-demand one past its last viewer lingers again from now).
+        let first = self.hub.subscribe(&TrackKey::new(camera, quality))?.try_next()?;
+        first.frame.keyframe.then_some(first)
     }
 
     /// Whether the catalog lists `camera` at `quality`.

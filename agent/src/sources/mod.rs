@@ -9,4 +9,5 @@ pub mod replay;
 pub mod rtsp;
 pub mod supervision;
 pub mod synthetic;
+pub mod thumbnail;
 pub mod transcode;

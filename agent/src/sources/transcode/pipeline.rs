@@ -57,10 +57,16 @@ pub enum TranscodeError {
     Pipeline(String),
 }
 
-/// Initialises GStreamer once and names the first missing element.
+/// Initialises GStreamer once and names the first missing element of a transcode.
 pub fn check_elements() -> Result<(), TranscodeError> {
+    check(&ELEMENTS)
+}
+
+/// Initialises GStreamer once and names the first of `elements` (element,
+/// Debian package) that is not installed.
+pub fn check(elements: &[(&'static str, &'static str)]) -> Result<(), TranscodeError> {
     gst::init().map_err(|e| TranscodeError::Init(e.to_string()))?;
-    match ELEMENTS.iter().find(|(element, _)| gst::ElementFactory::find(element).is_none()) {
+    match elements.iter().find(|(element, _)| gst::ElementFactory::find(element).is_none()) {
         Some(&(element, package)) => Err(TranscodeError::Missing { element, package }),
         None => Ok(()),
     }
