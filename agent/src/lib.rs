@@ -4,6 +4,7 @@
 //! (`ponte-fuzz`) and benchmarks can use its types.
 
 pub mod access;
+pub mod camera_events;
 pub mod config;
 pub mod node;
 pub mod operators;

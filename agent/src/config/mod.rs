@@ -429,11 +429,29 @@ impl Device {
                 );
             }
         }
-        if self.onvif.is_some() && self.kind != DeviceKind::DomePtz {
-            bail!(
-                "device `{id}`: `[device.onvif]` only applies to `type = \"dome-ptz\"` (this is a `{}`)",
-                self.kind.name()
-            );
+        if let Some(onvif) = &self.onvif {
+            // Any camera may report alarms over ONVIF; PTZ is for domes only.
+            if onvif.events {
+                crate::camera_events::check_settings(id, onvif)?;
+            }
+            if self.kind != DeviceKind::DomePtz {
+                if !onvif.events {
+                    bail!(
+                        "device `{id}`: `[device.onvif]` only applies to `type = \"dome-ptz\"` (this is a `{}`), \
+                         or to any camera with `events = true` for its alarms",
+                        self.kind.name()
+                    );
+                }
+                let ptz_keys =
+                    [("profile", onvif.profile.is_some()), ("media_url", onvif.media_url.is_some())];
+                if let Some((key, _)) = ptz_keys.iter().find(|(_, set)| *set) {
+                    bail!(
+                        "device `{id}`: `device.onvif.{key}` is for PTZ and only applies to `type = \"dome-ptz\"`; \
+                         a `{}` uses `[device.onvif]` for its alarms only: remove `{key}`",
+                        self.kind.name()
+                    );
+                }
+            }
         }
         match &self.source {
             Source::Synthetic(_) => {}

@@ -436,3 +436,65 @@ fn browser_h264_transcode_loads_and_its_mistakes_name_the_key() {
     let err = format!("{:#}", parse(&misspelt).unwrap_err());
     assert!(err.contains("max_transcode"), "{err}");
 }
+
+#[test]
+fn onvif_events_apply_to_any_camera_and_ptz_keys_to_domes_only() {
+    let fixed = "[[device]]\nid = \"gate\"\nname = \"g\"\ntype = \"fixed\"\nsource = \"synthetic\"\n\
+                 [device.onvif]\nurl = \"http://10.1.2.3/onvif/device_service\"\nevents = true\n";
+    let c = parse(&format!("{BASE}{fixed}")).unwrap();
+    let onvif = c.devices[1].onvif.as_ref().unwrap();
+    assert!(onvif.events && onvif.events_url.is_none());
+    let ptz = crate::ptz::devices(&c.devices).unwrap();
+    assert!(ptz.is_empty(), "a fixed camera with ONVIF events gets no PTZ endpoint");
+    let dome = "[[device]]\nid = \"dome\"\nname = \"d\"\ntype = \"dome-ptz\"\nsource = \"synthetic\"\n\
+                [device.onvif]\nurl = \"http://10.1.2.3/onvif/ptz_service\"\nevents = true\n\
+                events_url = \"http://10.1.2.3:8080/onvif/Events\"\n";
+    let c = parse(&format!("{BASE}{dome}")).unwrap();
+    assert_eq!(
+        c.devices[1].onvif.as_ref().unwrap().events_url.as_deref(),
+        Some("http://10.1.2.3:8080/onvif/Events")
+    );
+    assert_eq!(crate::ptz::devices(&c.devices).unwrap().len(), 1, "the dome keeps its PTZ endpoint");
+    assert!(
+        !parse(&format!("{BASE}{}", dome.replace("events = true", "events = false"))).unwrap().devices[1]
+            .onvif
+            .as_ref()
+            .unwrap()
+            .events
+    );
+
+    let cases = [
+        (fixed.replace("events = true", "events = false"), "or to any camera with `events = true`"),
+        (fixed.replace("events = true\n", ""), "only applies to `type = \"dome-ptz\"`"),
+        (
+            fixed.replace("events = true", "events = true\nprofile = \"Profile_1\""),
+            "`device.onvif.profile` is for PTZ",
+        ),
+        (
+            fixed.replace(
+                "events = true",
+                "events = true\nmedia_url = \"http://10.1.2.3/onvif/media_service\"",
+            ),
+            "`device.onvif.media_url` is for PTZ",
+        ),
+        (
+            fixed.replace("events = true", "events = true\nevents_url = \"https://10.1.2.3/e\""),
+            "`device.onvif.events_url`",
+        ),
+        (
+            fixed.replace("events = true", "events = true\nevents_url = \"not a url\""),
+            "`device.onvif.events_url`",
+        ),
+        (
+            fixed.replace("http://10.1.2.3/onvif/device_service", "10.1.2.3"),
+            "`device.onvif.url` is not a URL",
+        ),
+        (fixed.replace("events = true", "events = true\ntimeout_ms = 5"), "`device.onvif.timeout_ms` = 5"),
+        (fixed.replace("events = true", "events = \"maybe\""), "events"),
+        (fixed.replace("events = true", "event = true"), "event"),
+    ];
+    for (toml, want) in cases {
+        let err = format!("{:#}", parse(&format!("{BASE}{toml}")).expect_err(want));
+        assert!(err.contains(want) && err.contains("gate"), "error should name {want} and the device: {err}");
+    }
+}

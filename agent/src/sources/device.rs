@@ -452,11 +452,13 @@ impl From<Device> for RawDevice {
 }
 
 /// `[device.onvif]` table of a device in agent.toml: the dome's ONVIF PTZ
-/// service, read by [`crate::ptz::onvif`].
+/// service, read by [`crate::ptz::onvif`], and any camera's ONVIF events
+/// (`events = true`), read by [`crate::camera_events`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnvifSettings {
-    /// PTZ service URL, e.g. `http://10.1.2.3/onvif/ptz_service`.
+    /// PTZ service URL, e.g. `http://10.1.2.3/onvif/ptz_service`; on a camera
+    /// without PTZ, any of its ONVIF service URLs (the events one defaults to its host).
     pub url: String,
     /// Media service URL for GetProfiles; default: same host, `/onvif/media_service`.
     #[serde(default)]
@@ -473,4 +475,11 @@ pub struct OnvifSettings {
     /// Timeout of one request in milliseconds (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Subscribe to the camera's alarms (motion, tampering, video loss) over
+    /// ONVIF Events (PullPoint).
+    #[serde(default)]
+    pub events: bool,
+    /// Events service URL; default: same host as `url`, `/onvif/events_service`.
+    #[serde(default)]
+    pub events_url: Option<String>,
 }

@@ -17,7 +17,7 @@
 //! command. Unbounded, a 1 MiB answer made a `PtzResult` over the
 //! control-message limit and the relay closed the whole site link (issue 15).
 
-mod soap;
+pub(crate) mod soap;
 
 use crate::ptz::device::{DeviceError, DeviceFuture, DeviceOp, Output, PtzDevice};
 pub use crate::sources::device::OnvifSettings;
@@ -34,9 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Timeout of one exchange when `timeout_ms` is not set.
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Accepted range of `device.onvif.timeout_ms`.
-const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+pub(crate) const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// Largest answer read from a camera.
 const MAX_RESPONSE: usize = 1 << 20;
 /// Why an ONVIF request failed; messages name the camera and the fix.
@@ -120,22 +120,22 @@ impl OnvifError {
 
 /// Where a service lives: what to connect to and what to send.
 #[derive(Debug, Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     /// As configured (for messages).
-    url: String,
+    pub(crate) url: String,
     /// The config key that names it.
-    setting: &'static str,
+    pub(crate) setting: &'static str,
     /// Host to connect to (IPv6 without brackets).
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `Host` header.
-    authority: String,
+    pub(crate) authority: String,
     /// Path and query.
-    path: String,
+    pub(crate) path: String,
 }
 
 impl Endpoint {
-    fn parse(raw: &str, setting: &'static str) -> Result<Endpoint, String> {
+    pub(crate) fn parse(raw: &str, setting: &'static str) -> Result<Endpoint, String> {
         let url = url::Url::parse(raw).map_err(|e| format!("`{setting}` = {raw:?} is not a URL ({e})"))?;
         if url.scheme() != "http" {
             return Err(format!(
@@ -396,14 +396,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// What came back over HTTP.
 #[derive(Debug)]
-struct HttpAnswer {
+pub(crate) struct HttpAnswer {
     status: u16,
     www_authenticate: Option<String>,
     body: Bytes,
 }
 
 /// POSTs `envelope` to `endpoint` on a fresh HTTP/1.1 connection.
-async fn exchange(endpoint: &Endpoint, action: &str, envelope: String) -> Result<HttpAnswer, String> {
+pub(crate) async fn exchange(
+    endpoint: &Endpoint,
+    action: &str,
+    envelope: String,
+) -> Result<HttpAnswer, String> {
     let stream = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -442,7 +446,7 @@ async fn exchange(endpoint: &Endpoint, action: &str, envelope: String) -> Result
 }
 
 /// Turns an HTTP answer into the operation's result.
-fn interpret<T>(
+pub(crate) fn interpret<T>(
     device: &str,
     operation: &'static str,
     endpoint: &Endpoint,

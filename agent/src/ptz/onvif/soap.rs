@@ -16,31 +16,31 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Longest fault reason kept, in characters.
 pub const MAX_FAULT_CHARS: usize = 512;
 /// Longest fault code kept, in characters, and the most code levels.
-pub(super) const MAX_CODE_CHARS: usize = 64;
-pub(super) const MAX_CODE_LEVELS: usize = 8;
+pub(crate) const MAX_CODE_CHARS: usize = 64;
+pub(crate) const MAX_CODE_LEVELS: usize = 8;
 
-pub(super) const NS_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
-pub(super) const NS_TPTZ: &str = "http://www.onvif.org/ver20/ptz/wsdl";
-pub(super) const NS_TRT: &str = "http://www.onvif.org/ver10/media/wsdl";
-pub(super) const NS_TT: &str = "http://www.onvif.org/ver10/schema";
-pub(super) const NS_WSSE: &str =
+pub(crate) const NS_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub(crate) const NS_TPTZ: &str = "http://www.onvif.org/ver20/ptz/wsdl";
+pub(crate) const NS_TRT: &str = "http://www.onvif.org/ver10/media/wsdl";
+pub(crate) const NS_TT: &str = "http://www.onvif.org/ver10/schema";
+pub(crate) const NS_WSSE: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-pub(super) const NS_WSU: &str =
+pub(crate) const NS_WSU: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-pub(super) const PASSWORD_DIGEST: &str =
+pub(crate) const PASSWORD_DIGEST: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest";
-pub(super) const BASE64_BINARY: &str =
+pub(crate) const BASE64_BINARY: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 
 /// A SOAP fault, code path as local names (`Sender/InvalidArgVal/NoToken`).
 #[derive(Debug, PartialEq)]
-pub(super) struct SoapFault {
-    pub(super) codes: Vec<String>,
-    pub(super) reason: String,
+pub(crate) struct SoapFault {
+    pub(crate) codes: Vec<String>,
+    pub(crate) reason: String,
 }
 
 impl SoapFault {
-    pub(super) fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         self.codes
             .iter()
             .any(|c| matches!(c.as_str(), "NotAuthorized" | "FailedAuthentication" | "InvalidSecurity"))
@@ -48,7 +48,7 @@ impl SoapFault {
 }
 
 /// First characters of a body, on one line, for messages.
-pub(super) fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let head = body.get(..4096).unwrap_or(body);
     let one_line = clean(&String::from_utf8_lossy(head), 160);
     if one_line.is_empty() {
@@ -59,7 +59,7 @@ pub(super) fn excerpt(body: &[u8]) -> String {
 }
 
 /// The SOAP Body (SOAP 1.2 or 1.1) of a document.
-pub(super) fn soap_body<'a>(doc: &'a roxmltree::Document<'a>) -> Option<Node<'a, 'a>> {
+pub(crate) fn soap_body<'a>(doc: &'a roxmltree::Document<'a>) -> Option<Node<'a, 'a>> {
     let root = doc.root_element();
     if root.tag_name().name() != "Envelope" {
         return None;
@@ -67,11 +67,11 @@ pub(super) fn soap_body<'a>(doc: &'a roxmltree::Document<'a>) -> Option<Node<'a,
     child(root, "Body")
 }
 
-pub(super) fn child<'a>(node: Node<'a, 'a>, name: &str) -> Option<Node<'a, 'a>> {
+pub(crate) fn child<'a>(node: Node<'a, 'a>, name: &str) -> Option<Node<'a, 'a>> {
     node.children().find(|c| c.is_element() && c.tag_name().name() == name)
 }
 
-pub(super) fn children<'a, 'n: 'a>(
+pub(crate) fn children<'a, 'n: 'a>(
     node: Node<'a, 'a>,
     name: &'n str,
 ) -> impl Iterator<Item = Node<'a, 'a>> + 'a {
@@ -79,19 +79,19 @@ pub(super) fn children<'a, 'n: 'a>(
 }
 
 /// Text of an element, trimmed.
-pub(super) fn text<'a>(node: Node<'a, 'a>) -> &'a str {
+pub(crate) fn text<'a>(node: Node<'a, 'a>) -> &'a str {
     node.text().map(str::trim).unwrap_or_default()
 }
 
 /// Local part of a QName value (`ter:NoToken` → `NoToken`), cleaned.
-pub(super) fn local(qname: &str) -> String {
+pub(crate) fn local(qname: &str) -> String {
     clean(qname.rsplit(':').next().unwrap_or(qname), MAX_CODE_CHARS)
 }
 
 /// Device text made fit for a message: control characters and runs of
 /// whitespace become one space, and it is cut to `max` characters (with
 /// `…`).
-pub(super) fn clean(raw: &str, max: usize) -> String {
+pub(crate) fn clean(raw: &str, max: usize) -> String {
     let mut out = String::new();
     let mut count = 0;
     for word in raw.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
@@ -116,7 +116,7 @@ pub(super) fn clean(raw: &str, max: usize) -> String {
 
 /// The fault in a SOAP Body, SOAP 1.2 (Code/Value, Subcode…, Reason/Text)
 /// or SOAP 1.1 (faultcode, faultstring); codes and reason bounded.
-pub(super) fn parse_fault(body: Node) -> Option<SoapFault> {
+pub(crate) fn parse_fault(body: Node) -> Option<SoapFault> {
     let fault = child(body, "Fault")?;
     let mut codes = Vec::new();
     let mut reason = String::new();
@@ -171,7 +171,7 @@ pub(super) fn parse_fault(body: Node) -> Option<SoapFault> {
 /// GetPresetsResponse → presets (entries without a token are skipped). More
 /// than [`MAX_PRESETS`], or a token no `GotoPreset` could send back, make
 /// the answer unusable; names are cleaned and cut to [`MAX_NAME_CHARS`].
-pub(super) fn parse_presets(response: Node) -> Result<Vec<PtzPreset>, String> {
+pub(crate) fn parse_presets(response: Node) -> Result<Vec<PtzPreset>, String> {
     let mut presets = Vec::new();
     for p in children(response, "Preset") {
         let Some(token) = p.attribute("token").map(str::trim).filter(|t| !t.is_empty()) else { continue };
@@ -193,7 +193,7 @@ pub(super) fn parse_presets(response: Node) -> Result<Vec<PtzPreset>, String> {
 }
 
 /// GetStatusResponse → position per mille and motion.
-pub(super) fn parse_status(response: Node) -> Result<PtzPosition, String> {
+pub(crate) fn parse_status(response: Node) -> Result<PtzPosition, String> {
     let status = child(response, "PTZStatus").ok_or("GetStatusResponse has no PTZStatus")?;
     let mut position = PtzPosition::default();
     if let Some(pos) = child(status, "Position") {
@@ -217,7 +217,7 @@ pub(super) fn parse_status(response: Node) -> Result<PtzPosition, String> {
 }
 
 /// GetProfilesResponse → token of the first profile with a PTZ configuration.
-pub(super) fn first_ptz_profile(response: Node) -> Option<String> {
+pub(crate) fn first_ptz_profile(response: Node) -> Option<String> {
     children(response, "Profiles")
         .find(|p| child(*p, "PTZConfiguration").is_some())
         .and_then(|p| p.attribute("token"))
@@ -227,7 +227,7 @@ pub(super) fn first_ptz_profile(response: Node) -> Option<String> {
 
 /// A coordinate of ONVIF's generic space (-1..1) per mille; None when the
 /// camera reports something else (another space, NaN).
-pub(super) fn generic_to_per_mille(value: &str) -> Option<i16> {
+pub(crate) fn generic_to_per_mille(value: &str) -> Option<i16> {
     let v: f64 = value.trim().parse().ok()?;
     if !v.is_finite() || v.abs() > 1.0 + 1e-6 {
         return None;
@@ -236,7 +236,7 @@ pub(super) fn generic_to_per_mille(value: &str) -> Option<i16> {
 }
 
 /// Per mille → an xs:float of the generic space (`500` → `0.5`).
-pub(super) fn per_mille_to_generic(v: i16) -> String {
+pub(crate) fn per_mille_to_generic(v: i16) -> String {
     let sign = if v < 0 { "-" } else { "" };
     let a = v.unsigned_abs();
     let frac = format!("{:03}", a % 1000);
@@ -249,7 +249,7 @@ pub(super) fn per_mille_to_generic(v: i16) -> String {
 }
 
 /// A duration as xs:duration (`1.5 s` → `PT1.5S`), millisecond precision.
-pub(super) fn xs_duration(d: Duration) -> String {
+pub(crate) fn xs_duration(d: Duration) -> String {
     let ms = d.as_millis();
     let frac = format!("{:03}", ms % 1000);
     let frac = frac.trim_end_matches('0');
@@ -261,7 +261,7 @@ pub(super) fn xs_duration(d: Duration) -> String {
 }
 
 /// A tt:ReferenceToken: 1..=64 characters, no control characters.
-pub(super) fn check_token(token: &str) -> Result<(), String> {
+pub(crate) fn check_token(token: &str) -> Result<(), String> {
     if token.is_empty() || token.chars().count() > MAX_PRESET_LEN {
         return Err(format!("{token:?} must be 1 to {MAX_PRESET_LEN} characters"));
     }
@@ -272,7 +272,7 @@ pub(super) fn check_token(token: &str) -> Result<(), String> {
 }
 
 /// XML-escapes text for element content and attribute values.
-pub(super) fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -287,7 +287,7 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
-pub(super) fn continuous_move_body(
+pub(crate) fn continuous_move_body(
     profile: &str,
     pan: i16,
     tilt: i16,
@@ -307,7 +307,7 @@ pub(super) fn continuous_move_body(
 }
 
 /// The SOAP 1.2 envelope around an operation.
-pub(super) fn envelope(security: Option<&str>, body: &str) -> String {
+pub(crate) fn envelope(security: Option<&str>, body: &str) -> String {
     let header = security.map(|s| format!("<s:Header>{s}</s:Header>")).unwrap_or_default();
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><s:Envelope xmlns:s=\"{NS_ENV}\" xmlns:tptz=\"{NS_TPTZ}\" \
@@ -316,7 +316,7 @@ pub(super) fn envelope(security: Option<&str>, body: &str) -> String {
 }
 
 /// WS-Security UsernameToken with PasswordDigest = Base64(SHA1(nonce + created + password)).
-pub(super) fn security_header(user: &str, password: &str, nonce: &[u8], created: &str) -> String {
+pub(crate) fn security_header(user: &str, password: &str, nonce: &[u8], created: &str) -> String {
     let mut sha = Sha1::new();
     sha.update(nonce);
     sha.update(created.as_bytes());
@@ -334,7 +334,7 @@ pub(super) fn security_header(user: &str, password: &str, nonce: &[u8], created:
 }
 
 /// Current UTC time as xs:dateTime with milliseconds (`2026-11-25T15:22:33.123Z`).
-pub(super) fn created_now() -> String {
+pub(crate) fn created_now() -> String {
     let t = time::OffsetDateTime::now_utc();
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
