@@ -213,10 +213,12 @@ export class Incidents {
   // ---- actions --------------------------------------------------------------
 
   async accept(share) {
-    await this.post(`/api/incidents/shares/${encodeURIComponent(share.id)}/accept`);
+    const out = await this.post(`/api/incidents/shares/${encodeURIComponent(share.id)}/accept`);
     this.shareStates.set(share.id, 'accepted');
-    await this.arrive(share.cameras || []);
-    this.page.say(t('sharePlaced', { cameras: (share.cameras || []).join(', ') }));
+    // The relay answers with the cameras to put in tiles.
+    const cameras = (out && out.cameras) || share.cameras || [];
+    await this.arrive(cameras);
+    this.page.say(t('sharePlaced', { cameras: cameras.join(', ') }));
     this.poll();
   }
 
