@@ -10,7 +10,10 @@ use ponte_proto::shaping::{Budget, Priority};
 use ponte_proto::wire::CatalogEntry;
 use std::collections::HashMap;
 
-/// Policies of all sites, ready to evaluate. Replaced whole on reload.
+/// Policies of all sites, ready to evaluate, with the temporary grants of
+/// shares and approved asks. Replaced whole on reload and whenever a
+/// temporary grant starts or ends.
+#[derive(Clone)]
 pub struct Access {
     sites: HashMap<String, SitePolicy>,
     tz: jiff::tz::TimeZone,
@@ -22,9 +25,12 @@ pub struct Access {
     /// evaluated on ([`ponte_proto::redundancy::digest`]), which two
     /// agents of one master room must share.
     digests: HashMap<String, String>,
+    /// Shares and approved asks in force (issue 23).
+    grants: TemporaryGrants,
 }
 
 /// What the config this policy was compiled with says of a camera.
+#[derive(Clone)]
 struct Known {
     device: String,
     zone: String,
@@ -76,7 +82,42 @@ impl Access {
                 .context("serialising a site policy for its digest")?;
             digests.insert(p.id.clone(), ponte_proto::redundancy::digest(&canonical));
         }
-        Ok(Self { sites, tz, known, digests })
+        Ok(Self { sites, tz, known, digests, grants: TemporaryGrants::default() })
+    }
+
+    /// This policy with `grants` in force instead of the ones it had.
+    pub fn with_grants(&self, grants: TemporaryGrants) -> Self {
+        Self { grants, ..self.clone() }
+    }
+
+    /// The sites with a policy or a temporary grant, sorted.
+    pub fn site_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.sites.keys().cloned().chain(self.grants.live.keys().map(|(s, _)| s.clone())).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The temporary grant of `camera` to `site`, if one is in force.
+    pub fn grant(&self, site: &str, camera: &str) -> Option<&Grant> {
+        self.grants.live.get(&(site.to_owned(), camera.to_owned()))
+    }
+
+    /// The qualities a temporary grant gives: the site's quality limit if
+    /// it has a policy, else all.
+    fn granted_qualities(&self, site: &str, c: &CatalogEntry) -> Vec<Quality> {
+        match self.sites.get(site) {
+            Some(p) => {
+                let q = p.qualities(&c.qualities);
+                if q.is_empty() {
+                    c.qualities.clone()
+                } else {
+                    q
+                }
+            }
+            None => c.qualities.clone(),
+        }
     }
 
     /// The digest of `site`'s policy (`none` for a site without one), as
@@ -120,16 +161,30 @@ impl Access {
 
     /// The catalog a site receives: only what it may see, at the qualities it may get.
     pub fn catalog(&self, site: &str, full: &[CatalogEntry]) -> Vec<CatalogEntry> {
-        let Some(p) = self.sites.get(site) else { return Vec::new() };
+        let policy = self.sites.get(site);
         full.iter()
-            .filter(|c| self.current(c) && matches!(p.visibility(&self.facts(c)), Visibility::Granted(_)))
+            .filter(|c| self.current(c))
             .filter_map(|c| {
-                let qualities = p.qualities(&c.qualities);
-                (!qualities.is_empty()).then(|| CatalogEntry {
-                    qualities,
-                    ptz: p.ptz && c.kind == "dome-ptz",
-                    always_on: p.always_on(&self.facts(c)),
-                    dual_path: p.dual_path(&self.facts(c)),
+                let by_policy =
+                    policy.filter(|p| matches!(p.visibility(&self.facts(c)), Visibility::Granted(_)));
+                if let Some(p) = by_policy {
+                    let qualities = p.qualities(&c.qualities);
+                    if !qualities.is_empty() {
+                        return Some(CatalogEntry {
+                            qualities,
+                            ptz: p.ptz && c.kind == "dome-ptz",
+                            always_on: p.always_on(&self.facts(c)),
+                            dual_path: p.dual_path(&self.facts(c)),
+                            ..c.clone()
+                        });
+                    }
+                }
+                // A share or an approved ask: live video, no PTZ.
+                self.grant(site, &c.id).map(|_| CatalogEntry {
+                    qualities: self.granted_qualities(site, c),
+                    ptz: false,
+                    always_on: false,
+                    dual_path: false,
                     ..c.clone()
                 })
             })
@@ -138,6 +193,29 @@ impl Access {
 
     /// Whether `site` may receive `camera` at `quality` at `now`.
     pub fn evaluate(&self, site: &str, camera: &CatalogEntry, quality: Quality, now: LocalTime) -> Decision {
+        let decision = self.evaluate_policy(site, camera, quality, now);
+        if decision.allowed() || !self.current(camera) {
+            return decision;
+        }
+        if let Some(g) = self.grant(site, &camera.id) {
+            if self.granted_qualities(site, camera).contains(&quality) {
+                return Decision::Allow { rule: g.describe() };
+            }
+        }
+        match self.grants.ended.get(&(site.to_owned(), camera.id.clone())) {
+            Some(why) => Decision::Deny { hidden: false, reason: why.clone() },
+            None => decision,
+        }
+    }
+
+    /// [`Self::evaluate`] by the site's policy alone.
+    fn evaluate_policy(
+        &self,
+        site: &str,
+        camera: &CatalogEntry,
+        quality: Quality,
+        now: LocalTime,
+    ) -> Decision {
         match self.sites.get(site) {
             Some(_) if !self.current(camera) => Decision::Deny {
                 hidden: true,
@@ -173,6 +251,14 @@ impl Access {
                 from_ms,
                 u64::try_from(now.as_millisecond()).unwrap_or(0),
             ),
+            // A share grants live video, never the recordings.
+            _ if live.allowed() => Decision::Deny {
+                hidden: false,
+                reason: format!(
+                    "site `{site}` sees camera `{}` by a share of the master room, which grants live video only",
+                    camera.id
+                ),
+            },
             _ => live,
         }
     }
@@ -262,42 +348,124 @@ impl Access {
         let policy = self.sites.get(site);
         full.iter()
             .map(|c| {
-                let Some(p) = policy else {
-                    return Explanation {
+                let by_policy = self.explain_policy(policy, site, c, now);
+                match self.grant(site, &c.id) {
+                    Some(g) if !by_policy.now => Explanation {
                         camera: c.id.clone(),
-                        qualities: vec![],
-                        now: false,
-                        why: format!("site `{site}` has no [[site]] policy"),
-                    };
-                };
-                let facts = self.facts(c);
-                match p.visibility(&facts) {
-                    Visibility::Granted(rule) => {
-                        let qualities = p.qualities(&c.qualities);
-                        let best = qualities.first().copied().unwrap_or(Quality::Sub);
-                        let decision = p.evaluate(&facts, best, now);
-                        let why = match &decision {
-                            Decision::Allow { .. } => format!("allow `{rule}`"),
-                            Decision::Deny { reason, .. } => format!("allow `{rule}`, but {reason}"),
-                        };
-                        Explanation { camera: c.id.clone(), qualities, now: decision.allowed(), why }
-                    }
-                    Visibility::Denied(rule) => Explanation {
-                        camera: c.id.clone(),
-                        qualities: vec![],
-                        now: false,
-                        why: format!("deny `{rule}`"),
+                        qualities: self.granted_qualities(site, c),
+                        now: true,
+                        why: format!("temporary: {} (policy: {})", g.describe(), by_policy.why),
                     },
-                    Visibility::NotGranted => Explanation {
-                        camera: c.id.clone(),
-                        qualities: vec![],
-                        now: false,
-                        why: "no allow rule matches".into(),
-                    },
+                    _ => by_policy,
                 }
             })
             .collect()
     }
+
+    fn explain_policy(
+        &self,
+        policy: Option<&SitePolicy>,
+        site: &str,
+        c: &CatalogEntry,
+        now: LocalTime,
+    ) -> Explanation {
+        let Some(p) = policy else {
+            return Explanation {
+                camera: c.id.clone(),
+                qualities: vec![],
+                now: false,
+                why: format!("site `{site}` has no [[site]] policy"),
+            };
+        };
+        let facts = self.facts(c);
+        match p.visibility(&facts) {
+            Visibility::Granted(rule) => {
+                let qualities = p.qualities(&c.qualities);
+                let best = qualities.first().copied().unwrap_or(Quality::Sub);
+                let decision = p.evaluate(&facts, best, now);
+                let why = match &decision {
+                    Decision::Allow { .. } => format!("allow `{rule}`"),
+                    Decision::Deny { reason, .. } => format!("allow `{rule}`, but {reason}"),
+                };
+                Explanation { camera: c.id.clone(), qualities, now: decision.allowed(), why }
+            }
+            Visibility::Denied(rule) => Explanation {
+                camera: c.id.clone(),
+                qualities: vec![],
+                now: false,
+                why: format!("deny `{rule}`"),
+            },
+            Visibility::NotGranted => Explanation {
+                camera: c.id.clone(),
+                qualities: vec![],
+                now: false,
+                why: "no allow rule matches".into(),
+            },
+        }
+    }
+}
+
+/// Where a temporary grant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantOrigin {
+    /// The master room shared the camera.
+    Share,
+    /// The master room approved the site's ask.
+    Approval,
+}
+
+impl GrantOrigin {
+    /// `share` or `approval`, as the consoles and `policy explain` say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrantOrigin::Share => "share",
+            GrantOrigin::Approval => "approval",
+        }
+    }
+
+    /// The audit action of the grant's lifecycle.
+    pub fn action(self) -> &'static str {
+        match self {
+            GrantOrigin::Share => "share",
+            GrantOrigin::Approval => "approve",
+        }
+    }
+}
+
+/// A temporary grant of one camera to one site (issue 23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The share's (or approval's) id.
+    pub id: u64,
+    /// Ends at, Unix ms.
+    pub until_ms: u64,
+    /// The master operator who gave it.
+    pub by: String,
+    /// Share or approval.
+    pub origin: GrantOrigin,
+}
+
+/// `2026-12-07T12:00:00.000Z` for a Unix time in ms.
+pub fn at_ms(ms: u64) -> String {
+    ponte_proto::audit::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+impl Grant {
+    fn describe(&self) -> String {
+        format!("{} #{} by `{}` until {}", self.origin.name(), self.id, self.by, at_ms(self.until_ms))
+    }
+}
+
+/// The temporary grants in force (shares and approved asks), by (site,
+/// camera), and why recently ended ones ended (the reason a revoked stream
+/// is told).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemporaryGrants {
+    /// In force.
+    pub live: HashMap<(String, String), Grant>,
+    /// Ended: why.
+    pub ended: HashMap<(String, String), String>,
 }
 
 /// The policy's wall clock: real time, optionally shifted so tests (and

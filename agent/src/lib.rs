@@ -6,6 +6,7 @@
 pub mod access;
 pub mod camera_events;
 pub mod config;
+pub mod incidents;
 pub mod node;
 pub mod operators;
 pub mod ops;

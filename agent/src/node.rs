@@ -16,7 +16,11 @@ pub struct Agent {
     links: status::LinkList,
     uplinks: Vec<uplink::Uplink>,
     cameras: Arc<cameras::Cameras>,
-    access: watch::Sender<Arc<access::Access>>,
+    /// Shares, asks and alarms; publishes the access policy with the
+    /// temporary grants in force.
+    incidents: crate::incidents::Incidents,
+    /// The cameras' ONVIF event readers and the stream watch.
+    alarms: crate::incidents::alarms::CameraAlarms,
     /// The config in force: the new file's live parts after each reload,
     /// the start-up values of what needs a restart.
     config: AgentConfig,
@@ -57,7 +61,8 @@ impl Agent {
             .or_else(|_| ponte_proto::endpoint::bind(any4, None, opts.max_udp_payload))
             .context("opening the QUIC socket")?;
         let audit = cfg.audit.open(&cfg.agent.id).map_err(anyhow::Error::msg)?;
-        let (access, access_rx) = watch::channel(Arc::new(access::Access::new(&cfg)?));
+        let policy = access::Access::new(&cfg)?;
+        let (access, access_rx) = watch::channel(Arc::new(policy.clone()));
         let operators = operators::Operators::from_config(&cfg.operators)?;
         if operators.is_empty() {
             tracing::warn!(
@@ -88,6 +93,24 @@ impl Agent {
         });
         let operators = Arc::new(operators::OperatorAuth::new(operators, audit.clone()));
         let clock = access::Clock::from_env(&cfg.policy.timezone)?;
+        let incidents = crate::incidents::Incidents::start(crate::incidents::Setup {
+            settings: crate::incidents::book::Settings {
+                alarm_interval_ms: cfg.incidents.alarm_interval_secs * 1000,
+                ask_ttl_ms: cfg.incidents.ask_minutes * 60_000,
+            },
+            file: cfg.incidents.state_file(&cfg.audit.path),
+            policy,
+            access,
+            audit: audit.clone(),
+            sites: partner_sites(&cfg),
+            cameras: cameras.clone(),
+            clock,
+        })?;
+        let alarms = crate::incidents::alarms::CameraAlarms::start(
+            incidents.clone(),
+            &cfg.devices,
+            std::time::Duration::from_secs(cfg.incidents.stall_secs),
+        );
         let ptz = ptz::PtzService::start(ptz::Setup {
             config: cfg.ptz.arbiter(),
             cameras: cameras.clone(),
@@ -123,6 +146,7 @@ impl Agent {
             tls: live.clone(),
             recall: recall.clone(),
             agents: cfg.redundancy.agents(&cfg.agent.id),
+            incidents: incidents.clone(),
         };
         let links = status::LinkList::default();
         let status = status::spawn_sampler(status::Sources {
@@ -141,7 +165,8 @@ impl Agent {
             links,
             uplinks: Vec::new(),
             cameras,
-            access,
+            incidents,
+            alarms,
             config: cfg,
             status,
             ptz,
@@ -281,13 +306,16 @@ impl Agent {
 
         // Policies: every session re-evaluates its site (added sites get
         // their catalog, removed ones lose everything).
-        self.access.send_replace(Arc::new(access));
+        self.incidents.set_policy(access, partner_sites(&cfg));
         self.operators.reload(operators);
         self.ptz.set_config(cfg.ptz.arbiter());
         self.config.sites = cfg.sites.clone();
         self.config.policy = cfg.policy.clone();
         self.config.ptz = cfg.ptz.clone();
         self.config.operators = cfg.operators.clone();
+        if self.config.devices != cfg.devices {
+            self.alarms.set_devices(&cfg.devices);
+        }
         self.config.devices = cfg.devices.clone();
 
         // Relays: only those whose entry changed.
@@ -338,18 +366,31 @@ impl Agent {
     }
 
     /// The control routes of the management port (the master room's PTZ
-    /// API), behind the operator credential check.
+    /// API and its console), behind the operator credential check; the
+    /// console page itself is open (it asks for the credential).
     pub fn management_routes(&self) -> axum::Router {
-        ptz::master_api::routes(self.ptz.clone()).route_layer(axum::middleware::from_fn_with_state(
-            self.operators.clone(),
-            operators::require_operator,
-        ))
+        ptz::master_api::routes(self.ptz.clone())
+            .merge(crate::incidents::master_api::routes(self.incidents.clone()))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.operators.clone(),
+                operators::require_operator,
+            ))
+            .merge(crate::incidents::master_api::page_routes())
     }
 
     /// State of each relay link.
     pub fn links(&self) -> Vec<(String, watch::Receiver<uplink::LinkState>)> {
         self.lock_links().clone()
     }
+}
+
+/// The partner sites a config names (`[[relay]]` and `[[site]]`), sorted.
+fn partner_sites(cfg: &AgentConfig) -> Vec<String> {
+    let mut sites: Vec<String> =
+        cfg.relays.iter().map(|r| r.site.clone()).chain(cfg.sites.iter().map(|s| s.id.clone())).collect();
+    sites.sort();
+    sites.dedup();
+    sites
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -25,6 +25,7 @@ pub fn restart_keys(old: &AgentConfig, new: &AgentConfig) -> Vec<String> {
     diff("recordings", &json(&old.recordings), &json(&new.recordings), &mut out);
     diff("recording", &json(&old.recording), &json(&new.recording), &mut out);
     diff("redundancy", &json(&old.redundancy), &json(&new.redundancy), &mut out);
+    diff("incidents", &json(&old.incidents), &json(&new.incidents), &mut out);
     out
 }
 

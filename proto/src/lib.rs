@@ -15,6 +15,7 @@ pub mod h265;
 #[cfg(feature = "mgmt")]
 pub mod http_server;
 pub mod hub;
+pub mod incident;
 pub mod logging;
 pub mod login_brake;
 pub mod media;

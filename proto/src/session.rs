@@ -243,6 +243,8 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::RecordingsInfo { .. } => "recordings_info",
         Control::Export { .. } => "export",
         Control::ExportResult { .. } => "export_result",
+        Control::Incident { .. } => "incident",
+        Control::IncidentAction { .. } => "incident_action",
     }
 }
 

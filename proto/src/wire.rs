@@ -445,6 +445,17 @@ pub enum Control {
         /// The new holder; None when free.
         holder: Option<PtzHolder>,
     },
+    /// Incident cooperation from the master room (agent → relay): a share,
+    /// an answer to an ask, an alarm or its acknowledgement (issue 23).
+    Incident {
+        /// What happened.
+        notice: crate::incident::Notice,
+    },
+    /// What an operator of the site did about an incident (relay → agent).
+    IncidentAction {
+        /// What they did.
+        action: crate::incident::SiteAction,
+    },
 }
 
 impl Control {
@@ -511,6 +522,8 @@ impl Control {
                 }
                 viewers.iter().try_for_each(|v| check_viewer(v))
             }
+            Control::Incident { notice } => check_notice(notice),
+            Control::IncidentAction { action } => check_action(action),
             Control::AuditHead { hash, .. } => {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(WireError::Invalid("audit head hash"));
@@ -736,6 +749,90 @@ fn decode_gop_header(buf: &[u8]) -> Result<Option<(GopHeader, usize)>, WireError
     let used = buf.len() - r.len();
     let config = CodecConfig { codec, width, height, parameter_sets };
     Ok(Some((GopHeader { subscription, quality, seq, config }, used)))
+}
+
+use crate::incident::{
+    Notice, SiteAction, MAX_CAMERA_LEN, MAX_SHARE_CAMERAS, MAX_TEXT_LEN, MAX_THUMBNAIL_LEN,
+};
+
+fn check_incident_text(what: &'static str, text: &str) -> Result<(), WireError> {
+    if text.len() > MAX_TEXT_LEN {
+        return Err(WireError::TooLong { what, len: text.len(), max: MAX_TEXT_LEN });
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(WireError::Invalid(what));
+    }
+    Ok(())
+}
+
+fn check_camera_id(camera: &str) -> Result<(), WireError> {
+    if camera.len() > MAX_CAMERA_LEN {
+        return Err(WireError::TooLong { what: "camera id", len: camera.len(), max: MAX_CAMERA_LEN });
+    }
+    if camera.is_empty() || camera.chars().any(char::is_control) {
+        return Err(WireError::Invalid("camera id"));
+    }
+    Ok(())
+}
+
+/// Refuses what a relay may not send in an incident action: names and
+/// texts too long or with control characters, an ask without a reason.
+pub fn check_action(action: &SiteAction) -> Result<(), WireError> {
+    match action {
+        SiteAction::Accept { operator, .. } | SiteAction::Ack { operator, .. } => check_viewer(operator),
+        SiteAction::Ask { camera, operator, reason, .. } => {
+            check_viewer(operator)?;
+            check_camera_id(camera)?;
+            check_incident_text("ask reason", reason)?;
+            if reason.trim().is_empty() {
+                return Err(WireError::Invalid("ask reason (empty)"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Refuses what an agent may not send in an incident notice (the relay
+/// shows these to people).
+pub fn check_notice(notice: &Notice) -> Result<(), WireError> {
+    match notice {
+        Notice::Share { cameras, by, note, accepted_by, .. } => {
+            if cameras.len() > MAX_SHARE_CAMERAS {
+                return Err(WireError::TooLong {
+                    what: "shared cameras",
+                    len: cameras.len(),
+                    max: MAX_SHARE_CAMERAS,
+                });
+            }
+            cameras.iter().try_for_each(|c| check_camera_id(c))?;
+            check_viewer(by)?;
+            check_incident_text("share note", note)?;
+            accepted_by.as_deref().map_or(Ok(()), check_viewer)
+        }
+        Notice::ShareEnded { reason, .. } => check_incident_text("share end reason", reason),
+        Notice::Answer { by, reason, .. } => {
+            check_viewer(by)?;
+            check_incident_text("answer reason", reason)
+        }
+        Notice::Alarm { camera, detail, thumbnail, .. } => {
+            check_camera_id(camera)?;
+            check_incident_text("alarm detail", detail)?;
+            if let Some(t) = thumbnail {
+                if t.len() > MAX_THUMBNAIL_LEN {
+                    return Err(WireError::TooLong {
+                        what: "alarm thumbnail",
+                        len: t.len(),
+                        max: MAX_THUMBNAIL_LEN,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Notice::AlarmAck { site, operator, .. } => {
+            check_viewer(site)?;
+            check_viewer(operator)
+        }
+    }
 }
 
 #[cfg(test)]

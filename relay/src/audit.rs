@@ -122,7 +122,7 @@ impl RelayAudit {
         Self { log: None, site: site.to_owned(), watching: Arc::default(), anchor_every: ANCHOR_EVERY }
     }
 
-    fn write(&self, mut record: AuditRecord) {
+    pub(crate) fn write(&self, mut record: AuditRecord) {
         let Some(log) = &self.log else { return };
         record.site = Some(self.site.clone());
         if let Err(e) = log.write(record) {

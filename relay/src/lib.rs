@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cascade;
 pub mod config;
 pub mod console;
+pub mod incidents;
 pub mod limits;
 pub mod media_ports;
 pub mod node;

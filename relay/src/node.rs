@@ -54,6 +54,9 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
     );
     tracing::info!(upstreams = %cfg.relay.upstreams.join(", "), "accepting upstream sessions from these sites only");
     upstreams.set_tls(live.clone());
+    let incidents = crate::incidents::IncidentBoard::new(&cfg.relay.site, audit.clone(), &upstreams);
+    let board = incidents.clone();
+    upstreams.on_incident(Box::new(move |peer, notice| board.notice(peer, notice)));
     tokio::spawn(upstreams.clone().serve(endpoint));
     let cascade = start_cascade(&cfg, &live, &opts, &upstreams)?;
     let https = match &cfg.relay.https {
@@ -169,9 +172,12 @@ pub async fn run(cfg: RelayConfig, config_path: PathBuf) -> Result<()> {
         audit.clone(),
         ptz::PtzSettings::default(),
     ));
+    let incident_routes =
+        Arc::new(crate::incidents::routes::IncidentRoutes { board: incidents, whep: state.clone() });
     let app = web::router(state)
         .merge(ptz::router(ptz))
         .merge(console::router(console))
+        .merge(crate::incidents::routes::router(incident_routes))
         .merge(peers::router())
         .merge(
             axum::Router::new()

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+pub mod incidents;
 pub mod recording;
 
 pub use ponte_proto::endpoint::TransportSection;
@@ -60,6 +61,9 @@ pub struct AgentConfig {
     /// The other agents of the master room (issue 22; none by default).
     #[serde(default)]
     pub redundancy: RedundancySection,
+    /// Shares, asks and alarms (issue 23).
+    #[serde(default)]
+    pub incidents: incidents::IncidentsSection,
 }
 
 /// `[redundancy]`: the other agents of the master room, which serve the
@@ -406,6 +410,7 @@ impl AgentConfig {
             recordings: Default::default(),
             recording: Vec::new(),
             redundancy: RedundancySection::default(),
+            incidents: Default::default(),
         }
     }
 }
@@ -602,6 +607,7 @@ impl AgentConfig {
             format!("`policy.timezone` = {:?}: not a known IANA time zone", self.policy.timezone)
         }));
         check(self.recordings.validate());
+        check(self.incidents.validate());
         for p in self.redundancy.problems(&self.agent.id) {
             check(Err(anyhow::anyhow!(p)));
         }

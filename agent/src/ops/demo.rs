@@ -123,6 +123,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         },
         recording,
         redundancy: Default::default(),
+        incidents: Default::default(),
     };
     let lenses: usize = config.devices.iter().map(|d| d.lens_count() as usize).sum();
     let devices = config.devices.len();

@@ -68,6 +68,8 @@ pub struct Shared {
     /// Every agent of the master room, this one included (`[redundancy]`;
     /// alone: just this one).
     pub agents: Vec<String>,
+    /// Shares, asks and alarms (issue 23).
+    pub incidents: crate::incidents::Incidents,
 }
 
 /// Limits on what one relay session may ask, and how often they were hit.

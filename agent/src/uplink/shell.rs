@@ -134,12 +134,18 @@ pub(super) async fn run_session(
         ptz_under_way: crate::ptz::session_gate(),
     };
     let mut ptz_locks = s.shared.ptz.subscribe_locks();
+    let mut incidents = s.shared.incidents.subscribe();
     let catalog = s.shared.cameras.catalog();
     let actions = s.state.send_catalog(&catalog);
     s.execute(actions).await?;
     // Who holds the cameras this site may steer, as of now.
     for change in s.shared.ptz.holders() {
         let actions = s.state.lock_changed(change.camera, change.holder, &catalog);
+        s.execute(actions).await?;
+    }
+    // Shares in force, answers and recent alarms, as of now.
+    for notice in s.shared.incidents.snapshot_for(site) {
+        let actions = s.state.incident(site, notice, &catalog);
         s.execute(actions).await?;
     }
     // From here every way out passes the `close` below.
@@ -183,6 +189,15 @@ pub(super) async fn run_session(
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     warn!(site, missed = n, "ptz: lock notices lagged; the next command refreshes the holder");
                     Vec::new()
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break Ok(()),
+            },
+            notice = incidents.recv() => match notice {
+                Ok((to, notice)) => s.state.incident(&to, notice, &s.shared.cameras.catalog()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(site, missed = n, "incident: notices lagged; sending the site's state again");
+                    let catalog = s.shared.cameras.catalog();
+                    s.shared.incidents.snapshot_for(site).into_iter().flat_map(|n| s.state.incident(site, n, &catalog)).collect()
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break Ok(()),
             },
@@ -233,6 +248,7 @@ impl Session<'_> {
                     }
                 }
                 Action::Audit(record) => self.write_audit(*record),
+                Action::Incident(action) => self.shared.incidents.site_action(self.site, action),
                 Action::OpenCamera { id, camera, quality, playback: Some(p) } => {
                     let next = match self.shared.recall.playback(&camera, quality, p) {
                         Ok(reader) => {

@@ -57,6 +57,7 @@ impl Harness {
                 Action::Orphaned { .. }
                 | Action::Adopted { .. }
                 | Action::Promoted { .. }
+                | Action::Incident { .. }
                 | Action::CatalogChanged => {}
             }
         }

@@ -203,6 +203,9 @@ impl Drop for PendingPtz<'_> {
     }
 }
 
+/// Takes an agent's incident notice (its site, the notice).
+pub type NoticeSink = Box<dyn Fn(&str, ponte_proto::incident::Notice) + Send + Sync>;
+
 /// Upstream links and the tracks they feed.
 pub struct Upstreams {
     site: String,
@@ -216,6 +219,8 @@ pub struct Upstreams {
     /// This relay's certificates and revocation list: sessions of a peer
     /// it revokes are closed (unset in unit tests).
     tls: std::sync::OnceLock<ponte_proto::tls::LiveTls>,
+    /// Where the agents' incident notices go (issue 23; unset in unit tests).
+    incidents: std::sync::OnceLock<NoticeSink>,
 }
 
 /// One row of the upstream link table, for status.
@@ -258,12 +263,49 @@ impl Upstreams {
             catalog_version: tokio::sync::watch::channel(0).0,
             me: me.clone(),
             tls: std::sync::OnceLock::new(),
+            incidents: std::sync::OnceLock::new(),
         })
     }
 
     /// Gives the relay its live TLS (once, at start).
     pub fn set_tls(&self, tls: ponte_proto::tls::LiveTls) {
         let _ = self.tls.set(tls);
+    }
+
+    /// Where the agents' incident notices go (once, at start): the site's
+    /// board. Called with the upstream lock held: it must not call back.
+    pub fn on_incident(&self, sink: NoticeSink) {
+        let _ = self.incidents.set(sink);
+    }
+
+    /// Sends what an operator did about an incident to the agent `peer`
+    /// (None: the first agent with a link up).
+    pub fn incident_action(
+        &self,
+        peer: Option<&str>,
+        action: ponte_proto::incident::SiteAction,
+    ) -> Result<(), String> {
+        let inner = self.lock();
+        let links = inner.state.agent_links();
+        let link = match peer {
+            Some(p) => links.iter().copied().find(|id| inner.state.link_peer(*id) == Some(p)),
+            None => links.first().copied(),
+        };
+        let Some(link) = link else {
+            return Err(format!(
+                "the link to the master room ({}) is down; it is retried automatically, try again in a moment",
+                peer.unwrap_or("master")
+            ));
+        };
+        let sent = inner
+            .links
+            .get(&link)
+            .is_some_and(|io| io.ctl.try_send(Control::IncidentAction { action }).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err("the link to the master room is congested or closing; try again in a moment".into())
+        }
     }
 
     /// Closes `conn` when its peer's certificate is revoked, while the guard lives.
@@ -488,6 +530,11 @@ impl Upstreams {
                     }
                 }
                 Action::CatalogChanged => self.catalog_version.send_modify(|v| *v += 1),
+                Action::Incident { peer, notice } => {
+                    if let Some(sink) = self.incidents.get() {
+                        sink(&peer, notice);
+                    }
+                }
                 Action::WakeAt { at } => {
                     if let Some(me) = self.me.upgrade() {
                         tokio::spawn(async move {

@@ -29,6 +29,8 @@ use tracing::{info, warn};
 pub enum Action {
     /// Write this message on the control stream.
     Send(Control),
+    /// An operator of the site did something about an incident (issue 23).
+    Incident(ponte_proto::incident::SiteAction),
     /// Open the camera's `quality` track for subscription `id`, then report
     /// with [`SessionState::camera_opened`] whether it delivers.
     OpenCamera {
@@ -393,6 +395,7 @@ impl SessionState {
             Control::AuditHead { seq, hash } => self.anchor(seq, hash),
             Control::Stats(_) => Vec::new(),
             Control::BudgetShare { parts } => self.budget_share(parts),
+            Control::IncidentAction { action } => vec![Action::Incident(action)],
             Control::Ptz { id, camera, viewer, command } => {
                 // A relay without accounts may not name its viewers.
                 let viewer = if viewer.is_empty() { "anonymous".to_owned() } else { viewer };
@@ -816,6 +819,25 @@ impl SessionState {
             }));
         }
         actions
+    }
+
+    /// An incident notice: the relay is told only what is for its site;
+    /// an alarm only if the site may see the camera now.
+    pub fn incident(
+        &self,
+        site: &str,
+        notice: ponte_proto::incident::Notice,
+        catalog: &[CatalogEntry],
+    ) -> Vec<Action> {
+        if site != self.site {
+            return Vec::new();
+        }
+        if let ponte_proto::incident::Notice::Alarm { camera, .. } = &notice {
+            if !self.access.catalog(&self.site, catalog).iter().any(|c| &c.id == camera) {
+                return Vec::new();
+            }
+        }
+        vec![Action::Send(Control::Incident { notice })]
     }
 
     /// A PTZ lock changed hands: the relay is told only if its site may

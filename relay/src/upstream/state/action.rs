@@ -32,6 +32,13 @@ pub struct ProtocolViolation(pub String);
 /// What the shell must do after an input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// An agent's incident notice, for the site's board.
+    Incident {
+        /// The agent's site.
+        peer: String,
+        /// What.
+        notice: ponte_proto::incident::Notice,
+    },
     /// Send `msg` on `link`'s control stream.
     Send {
         /// The link.

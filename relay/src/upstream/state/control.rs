@@ -85,6 +85,14 @@ impl UpstreamState {
                     debug!(peer, camera = %camera, "PTZ lock notice for a camera this link does not carry: ignored");
                 }
             }
+            // Incident notices (issue 23) come from agents only.
+            Control::Incident { notice } => {
+                if ponte_proto::redundancy::is_agent_site(peer) {
+                    out.push(Action::Incident { peer: peer.to_owned(), notice });
+                } else {
+                    debug!(peer, "incident notice from an upstream that is not an agent: ignored");
+                }
+            }
             // Shaping at the agent: the track stays open (viewers keep their
             // session) and resumes at a keyframe.
             Control::Paused { id, reason } => {

@@ -93,6 +93,11 @@ impl UpstreamState {
         ids
     }
 
+    /// The site at the other end of `link`.
+    pub fn link_peer(&self, link: LinkId) -> Option<&str> {
+        self.links.get(&link).map(|l| l.peer.as_str())
+    }
+
     /// A link from `peer` came up: its id.
     pub fn link_up(&mut self, peer: &str) -> LinkId {
         let id = self.next_link;
