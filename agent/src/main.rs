@@ -254,7 +254,16 @@ fn init_logging(format: &str) {
 }
 
 fn explain(cfg: &AgentConfig, site: &str, camera: Option<&str>, at: Option<&str>) -> Result<()> {
-    let access = access::Access::new(cfg)?;
+    // The shares and approved asks in force, from the running agent's state file.
+    let file = cfg.incidents.state_file(&cfg.audit.path);
+    let saved = match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading the incident state file {}", file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the incident state file {}", file.display()))
+        }
+    };
     let tz = jiff::tz::TimeZone::get(&cfg.policy.timezone)?;
     let when = match at {
         Some(text) => {
@@ -264,6 +273,10 @@ fn explain(cfg: &AgentConfig, site: &str, camera: Option<&str>, at: Option<&str>
         }
         None => jiff::Timestamp::now(),
     };
+    let settings = ponte_agent::incidents::book::Settings { alarm_interval_ms: 0, ask_ttl_ms: 0 };
+    let now_ms = u64::try_from(when.as_millisecond()).unwrap_or(0);
+    let (book, _) = ponte_agent::incidents::book::Book::restore(settings, saved, now_ms);
+    let access = access::Access::new(cfg)?.with_grants(book.grants());
     let now = access.local_time(when);
     let full = cameras::catalog_of(&cfg.devices);
     let rows = access.explain(site, &full, now);

@@ -350,12 +350,12 @@ impl Book {
         g
     }
 
-    /// A master operator shares `cameras` with `site` for `minutes`.
+    /// A master operator shares `cameras` with `site` for `ms` milliseconds.
     pub fn share(
         &mut self,
         site: &str,
         cameras: Vec<String>,
-        minutes: u64,
+        ms: u64,
         by: &str,
         note: &str,
         now_ms: u64,
@@ -366,8 +366,8 @@ impl Book {
         if cameras.len() > MAX_SHARE_CAMERAS {
             return Err(format!("at most {MAX_SHARE_CAMERAS} cameras in one share"));
         }
-        if minutes == 0 || minutes > MAX_GRANT_MINUTES {
-            return Err(format!("a share lasts 1 to {MAX_GRANT_MINUTES} minutes (asked: {minutes})"));
+        if ms == 0 || ms > MAX_GRANT_MINUTES * 60_000 {
+            return Err(format!("a share lasts 1 to {MAX_GRANT_MINUTES} minutes (asked: {} s)", ms / 1000));
         }
         let id = self.id();
         let share = Share {
@@ -375,7 +375,7 @@ impl Book {
             site: site.to_owned(),
             cameras,
             from_ms: now_ms,
-            until_ms: now_ms + minutes * 60_000,
+            until_ms: now_ms + ms,
             by: by.to_owned(),
             note: ponte_proto::incident::wire_text(note),
             origin: GrantOrigin::Share,
@@ -824,3 +824,6 @@ impl Book {
         self.asks.get(&id)
     }
 }
+
+#[cfg(test)]
+mod tests;

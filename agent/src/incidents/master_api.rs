@@ -6,6 +6,7 @@
 //!
 //! - `GET /api/incidents`: the whole view (JSON)
 //! - `POST /api/incidents/shares` `{site, cameras, minutes, note}` → `{id}`
+//!   (`seconds` instead of `minutes` for scripts)
 //! - `POST /api/incidents/shares/{id}/withdraw`
 //! - `POST /api/incidents/asks/{id}/approve` `{minutes, camera?}`
 //! - `POST /api/incidents/asks/{id}/refuse` `{reason}`
@@ -223,7 +224,11 @@ async fn view(
 struct ShareBody {
     site: String,
     cameras: Vec<String>,
+    #[serde(default)]
     minutes: u64,
+    /// Instead of `minutes`, for scripts (and tests): at least 5.
+    #[serde(default)]
+    seconds: Option<u64>,
     #[serde(default)]
     note: String,
 }
@@ -239,7 +244,14 @@ async fn share(
             Ok(r) => r,
             Err(resp) => return resp.into_response(),
         };
-    match incidents.share(&operator, &req.site, req.cameras, req.minutes, &req.note) {
+    let ms = match req.seconds {
+        Some(s) if s >= 5 => s * 1000,
+        Some(s) => {
+            return refused(StatusCode::BAD_REQUEST, format!("a share lasts at least 5 s (asked: {s})"))
+        }
+        None => req.minutes.saturating_mul(60_000),
+    };
+    match incidents.share(&operator, &req.site, req.cameras, ms, &req.note) {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
         Err(why) => refused(StatusCode::BAD_REQUEST, why),
     }

@@ -202,13 +202,13 @@ impl Incidents {
         self.inner.cameras.catalog().iter().any(|c| c.id == camera)
     }
 
-    /// A master operator shares `cameras` with `site`.
+    /// A master operator shares `cameras` with `site` for `ms`.
     pub fn share(
         &self,
         operator: &str,
         site: &str,
         cameras: Vec<String>,
-        minutes: u64,
+        ms: u64,
         note: &str,
     ) -> Result<u64, String> {
         if !lock(&self.inner.sites).iter().any(|s| s == site) {
@@ -217,7 +217,7 @@ impl Incidents {
         if let Some(c) = cameras.iter().find(|c| !self.known_camera(c)) {
             return Err(format!("no camera `{c}` in the agent's catalog"));
         }
-        let (id, outs) = lock(&self.inner.book).share(site, cameras, minutes, operator, note, self.now())?;
+        let (id, outs) = lock(&self.inner.book).share(site, cameras, ms, operator, note, self.now())?;
         info!(site, operator, share = id, "incident: cameras shared");
         self.apply(outs);
         Ok(id)

@@ -205,6 +205,9 @@ function place(id) {
 // approved) on the wall: empty tiles first; else a grid big enough for what
 // is on the wall and them; else (4×4 full) over the last tiles.
 function placeMany(ids) {
+  // A tile already showing the camera plays it again if it had ended (a
+  // share that ended, then a new one of the same camera).
+  for (const tile of tiles) if (tile.camera && ids.includes(tile.camera)) tile.setCamera(tile.camera);
   const want = [...new Set(ids)].filter((id) => id && !tiles.some((tile) => tile.camera === id));
   if (!want.length) return;
   const isFree = (tile) => !tile.camera && !tile.tour;

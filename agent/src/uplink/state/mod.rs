@@ -754,6 +754,9 @@ impl SessionState {
                     .push(Action::SetPriority { id: *id, priority: self.access.priority(&self.site, entry) });
             }
         }
+        // Revocations first: the relay tells its viewers the agent's reason
+        // (a share that ended, say) before the new catalog drops the camera.
+        actions.extend(self.recheck("policy reloaded", catalog, now));
         actions.extend(self.send_catalog(catalog));
         // The relay compares the agents' digests (two agents, issue 22).
         let digest = self.access.digest(&self.site);
@@ -761,7 +764,6 @@ impl SessionState {
             self.digest = digest.clone();
             actions.push(Action::Send(Control::Policy { digest }));
         }
-        actions.extend(self.recheck("policy reloaded", catalog, now));
         actions
     }
 
