@@ -242,8 +242,11 @@ impl Access {
         from_ms: u64,
     ) -> Decision {
         let live = self.evaluate(site, camera, quality, self.local_time(now));
+        // Allowed live by the policy itself, not only by a share.
+        let by_policy =
+            live.allowed() && self.evaluate_policy(site, camera, quality, self.local_time(now)).allowed();
         match self.sites.get(site) {
-            Some(p) if live.allowed() => p.evaluate_recall(
+            Some(p) if by_policy => p.evaluate_recall(
                 &self.facts(camera),
                 quality,
                 self.local_time(now),
@@ -562,5 +565,201 @@ source = "synthetic"
         let moved = cfg(&BASE.replace("zone = \"Giuseppina\"", "zone = \"Po\""));
         let moved_catalog = crate::sources::cameras::catalog_of(&moved.devices);
         assert!(old.catalog("questura", &moved_catalog).is_empty());
+    }
+
+    use ponte_proto::policy::RecallUse;
+
+    /// `questura` sees zone Giuseppina (with PTZ and playback), `vigili` the
+    /// same at `sub` at most, `carabinieri` has no `[[site]]`; the dome in
+    /// zone Po is nobody's by policy.
+    const CONFIG: &str = r#"
+[agent]
+id = "master"
+[tls]
+ca = "ca.pem"
+cert = "master.pem"
+key = "master.key"
+[policy]
+timezone = "UTC"
+[[relay]]
+site = "questura"
+addr = "127.0.0.1:7443"
+[[site]]
+id = "questura"
+allow = ["zone:Giuseppina"]
+ptz = true
+playback = true
+[[site]]
+id = "vigili"
+allow = ["zone:Giuseppina"]
+max_quality = "sub"
+[[device]]
+id = "piazza"
+name = "piazza"
+zone = "Giuseppina"
+type = "fixed"
+source = "synthetic"
+[[device]]
+id = "porto"
+name = "porto"
+zone = "Po"
+type = "dome-ptz"
+source = "synthetic"
+"#;
+
+    /// 2027-01-15T08:00:00Z.
+    const NOW_MS: u64 = 1_800_000_000_000;
+    const UNTIL_MS: u64 = NOW_MS + 1_800_000;
+
+    struct Fixture {
+        access: Access,
+        catalog: Vec<CatalogEntry>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let cfg = cfg(CONFIG);
+            Self {
+                access: Access::new(&cfg).unwrap(),
+                catalog: crate::sources::cameras::catalog_of(&cfg.devices),
+            }
+        }
+
+        fn entry(&self, id: &str) -> &CatalogEntry {
+            self.catalog.iter().find(|c| c.id == id).unwrap()
+        }
+    }
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(NOW_MS as i64).unwrap()
+    }
+
+    fn local(a: &Access) -> LocalTime {
+        a.local_time(now())
+    }
+
+    fn key(site: &str, camera: &str) -> (String, String) {
+        (site.to_owned(), camera.to_owned())
+    }
+
+    /// Share #7 of the dome by `sala-rossi` to every site.
+    fn shared() -> TemporaryGrants {
+        let grant = Grant { id: 7, until_ms: UNTIL_MS, by: "sala-rossi".into(), origin: GrantOrigin::Share };
+        let live =
+            ["questura", "vigili", "carabinieri"].iter().map(|s| (key(s, "porto"), grant.clone())).collect();
+        TemporaryGrants { live, ended: HashMap::new() }
+    }
+
+    fn ids(v: &[CatalogEntry]) -> Vec<&str> {
+        v.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_camera_outside_the_policy_is_neither_listed_nor_allowed_without_a_grant() {
+        let f = Fixture::new();
+        let a = &f.access;
+        assert_eq!(ids(&a.catalog("questura", &f.catalog)), ["piazza"]);
+        assert!(a.catalog("carabinieri", &f.catalog).is_empty());
+        let d = a.evaluate("questura", f.entry("porto"), Quality::Main, local(a));
+        assert!(matches!(d, Decision::Deny { hidden: true, .. }), "{d:?}");
+        assert!(a.grant("questura", "porto").is_none());
+        assert_eq!(a.site_ids(), ["questura", "vigili"]);
+    }
+
+    #[test]
+    fn a_share_lists_the_camera_live_without_ptz_at_the_sites_quality_and_names_who_shared() {
+        let f = Fixture::new();
+        let a = f.access.with_grants(shared());
+        let porto = f.entry("porto");
+        assert!(f.access.grant("questura", "porto").is_none(), "with_grants leaves the original alone");
+
+        let q = a.catalog("questura", &f.catalog);
+        assert_eq!(ids(&q), ["piazza", "porto"]);
+        let shared_entry = &q[1];
+        assert!(!shared_entry.ptz, "a share never gives PTZ, even to a site with the right");
+        assert!(!shared_entry.always_on);
+        assert_eq!(shared_entry.qualities, [Quality::Main, Quality::Sub]);
+        let v = a.catalog("vigili", &f.catalog);
+        assert_eq!(v.iter().find(|c| c.id == "porto").map(|c| c.qualities.clone()), Some(vec![Quality::Sub]));
+        assert_eq!(ids(&a.catalog("carabinieri", &f.catalog)), ["porto"], "no [[site]]: the share alone");
+        assert_eq!(a.site_ids(), ["carabinieri", "questura", "vigili"]);
+
+        let Decision::Allow { rule } = a.evaluate("questura", porto, Quality::Main, local(&a)) else {
+            panic!("the share allows it")
+        };
+        assert!(rule.contains("share #7") && rule.contains("sala-rossi"), "{rule}");
+        assert!(rule.contains(&at_ms(UNTIL_MS)), "{rule}");
+        assert!(a.evaluate("carabinieri", porto, Quality::Main, local(&a)).allowed());
+        assert!(a.evaluate("vigili", porto, Quality::Sub, local(&a)).allowed());
+        let d = a.evaluate("vigili", porto, Quality::Main, local(&a));
+        assert!(!d.allowed(), "the site's `max_quality` holds for a share too: {d:?}");
+        // A grant of one camera grants no other.
+        let other = Grant { id: 7, until_ms: UNTIL_MS, by: "x".into(), origin: GrantOrigin::Share };
+        let only_porto = a.with_grants(TemporaryGrants {
+            live: [(key("carabinieri", "porto"), other)].into_iter().collect(),
+            ended: HashMap::new(),
+        });
+        assert!(!only_porto.evaluate("carabinieri", f.entry("piazza"), Quality::Main, local(&a)).allowed());
+    }
+
+    #[test]
+    fn a_share_grants_live_video_never_the_recordings() {
+        let f = Fixture::new();
+        let a = f.access.with_grants(shared());
+        let back = NOW_MS - 60_000;
+        // The site's own camera, with its `playback` right: allowed.
+        let own =
+            a.evaluate_recall("questura", f.entry("piazza"), Quality::Main, now(), RecallUse::Playback, back);
+        assert!(own.allowed(), "{own:?}");
+        for site in ["questura", "carabinieri"] {
+            for what in [RecallUse::Playback, RecallUse::Export] {
+                let d = a.evaluate_recall(site, f.entry("porto"), Quality::Main, now(), what, back);
+                let Decision::Deny { hidden, reason } = d else {
+                    panic!("{site}: recall of a shared camera allowed")
+                };
+                assert!(!hidden, "{site}: the site sees the camera, it is told why");
+                assert!(reason.contains("live video only"), "{site}: {reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn once_a_share_ended_the_refusal_says_why() {
+        let f = Fixture::new();
+        let why = "share #7 by `sala-rossi` ended: withdrawn by `sala-bianchi` of the master room".to_owned();
+        let ended = TemporaryGrants {
+            live: HashMap::new(),
+            ended: [(key("questura", "porto"), why.clone())].into_iter().collect(),
+        };
+        let a = f.access.with_grants(ended);
+        assert_eq!(ids(&a.catalog("questura", &f.catalog)), ["piazza"]);
+        let d = a.evaluate("questura", f.entry("porto"), Quality::Main, local(&a));
+        assert_eq!(d, Decision::Deny { hidden: false, reason: why });
+        // The site's own cameras are not touched by an ended share.
+        assert!(a.evaluate("questura", f.entry("piazza"), Quality::Main, local(&a)).allowed());
+        // Another site never learns of the camera through it.
+        let d = a.evaluate("vigili", f.entry("porto"), Quality::Sub, local(&a));
+        assert!(matches!(d, Decision::Deny { hidden: true, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn explain_shows_the_temporary_grant_its_end_and_who_gave_it() {
+        let f = Fixture::new();
+        let a = f.access.with_grants(shared());
+        let rows = a.explain("questura", &f.catalog, local(&a));
+        let row = |id: &str| rows.iter().find(|r| r.camera == id).unwrap();
+        let porto = row("porto");
+        assert!(porto.now);
+        assert_eq!(porto.qualities, [Quality::Main, Quality::Sub]);
+        assert!(porto.why.starts_with("temporary: share #7"), "{}", porto.why);
+        assert!(porto.why.contains("`sala-rossi`") && porto.why.contains(&at_ms(UNTIL_MS)), "{}", porto.why);
+        assert!(porto.why.contains("no allow rule"), "the policy's own answer stays visible: {}", porto.why);
+        assert_eq!(row("piazza").why, "allow `zone:Giuseppina`");
+        // Without the grant: not visible.
+        let plain = f.access.explain("questura", &f.catalog, local(&f.access));
+        assert!(!plain.iter().find(|r| r.camera == "porto").unwrap().now);
+        // A site without a policy, with the share.
+        let rows = a.explain("carabinieri", &f.catalog, local(&a));
+        assert_eq!(rows.iter().filter(|r| r.now).map(|r| r.camera.as_str()).collect::<Vec<_>>(), ["porto"]);
     }
 }

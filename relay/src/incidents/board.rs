@@ -396,3 +396,160 @@ impl IncidentBoard {
         warn!(site = %self.site, what, "incident action refused: {why}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    /// A board of `questura` whose relay has no link up (actions are refused).
+    fn board() -> (Arc<IncidentBoard>, Arc<Upstreams>) {
+        let audit = Arc::new(RelayAudit::disabled("questura"));
+        let up = Upstreams::new(
+            "questura",
+            vec!["master".into()],
+            audit.clone(),
+            Duration::from_millis(300),
+            Duration::from_secs(60),
+        );
+        (IncidentBoard::new("questura", audit, &up), up)
+    }
+
+    fn sees(cameras: &[&str]) -> HashSet<String> {
+        cameras.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    fn share(id: u64, until_ms: u64, accepted_by: Option<&str>) -> Notice {
+        Notice::Share {
+            id,
+            cameras: vec!["piazza".into(), "dome".into()],
+            until_ms,
+            by: "sala-rossi".into(),
+            note: "rissa".into(),
+            accepted_by: accepted_by.map(str::to_owned),
+        }
+    }
+
+    fn alarm(id: u64, camera: &str, jpeg: Option<&[u8]>) -> Notice {
+        Notice::Alarm {
+            id,
+            camera: camera.into(),
+            kind: AlarmKind::Motion,
+            at_ms: 1_000,
+            detail: "movimento".into(),
+            thumbnail: jpeg.map(|j| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, j)),
+            suppressed: 3,
+        }
+    }
+
+    #[test]
+    fn notices_build_the_view() {
+        let (b, _up) = board();
+        let later = now_ms() + 3_600_000;
+        b.notice("master", share(7, later, None));
+        let v = b.view(&sees(&["piazza"]));
+        assert_eq!(v["site"], "questura");
+        let s = &v["shares"][0];
+        assert_eq!((s["id"].as_u64(), s["state"].as_str()), (Some(7), Some("offered")));
+        assert_eq!(s["cameras"], serde_json::json!(["piazza", "dome"]));
+        assert_eq!((s["by"].as_str(), s["note"].as_str()), (Some("sala-rossi"), Some("rissa")));
+        assert!(s.get("peer").is_none(), "internal fields stay internal: {s}");
+
+        b.notice("master", share(7, later, Some("verdi@questura")));
+        let v = b.view(&sees(&["piazza"]));
+        assert_eq!(v["shares"].as_array().unwrap().len(), 1, "the same share, updated");
+        assert_eq!(v["shares"][0]["state"], "accepted");
+        assert_eq!(v["shares"][0]["accepted_by"], "verdi@questura");
+
+        b.notice("master", alarm(1, "piazza", Some(b"\xff\xd8jpeg")));
+        b.notice(
+            "master",
+            Notice::AlarmAck { id: 1, site: "master".into(), operator: "sala".into(), at_ms: 2 },
+        );
+        b.notice(
+            "master",
+            Notice::AlarmAck { id: 1, site: "master".into(), operator: "sala".into(), at_ms: 3 },
+        );
+        let v = b.view(&sees(&["piazza"]));
+        let a = &v["alarms"][0];
+        assert_eq!(
+            (a["id"].as_u64(), a["camera"].as_str(), a["kind"].as_str()),
+            (Some(1), Some("piazza"), Some("motion"))
+        );
+        assert_eq!((a["thumbnail"].as_bool(), a["suppressed"].as_u64()), (Some(true), Some(3)));
+        assert_eq!(a["acks"].as_array().unwrap().len(), 1, "one ack per operator: {a}");
+        assert!(a.get("jpeg").is_none(), "the JPEG is served apart: {a}");
+        assert_eq!(b.thumbnail(1, &sees(&["piazza"])).as_deref(), Some(&b"\xff\xd8jpeg"[..]));
+
+        // A share past its end reads as ended before the agent says so.
+        b.notice("master", share(8, now_ms() - 1, None));
+        let v = b.view(&sees(&[]));
+        let s = v["shares"].as_array().unwrap().iter().find(|s| s["id"] == 8).unwrap().clone();
+        assert_eq!((s["state"].as_str(), s["ended_reason"].as_str()), (Some("ended"), Some("expired")));
+        assert!(b.accept(8, "verdi").unwrap_err().contains("ended"));
+    }
+
+    #[test]
+    fn a_viewer_gets_no_alarm_and_no_thumbnail_of_a_camera_they_do_not_see() {
+        let (b, _up) = board();
+        b.notice("master", alarm(1, "piazza", Some(b"p")));
+        b.notice("master", alarm(2, "dome", Some(b"d")));
+        b.notice("master", alarm(3, "dome", None));
+        let v = b.view(&sees(&["piazza"]));
+        let cameras: Vec<&str> =
+            v["alarms"].as_array().unwrap().iter().map(|a| a["camera"].as_str().unwrap()).collect();
+        assert_eq!(cameras, ["piazza"]);
+        assert_eq!(b.thumbnail(2, &sees(&["piazza"])), None);
+        assert_eq!(b.thumbnail(2, &sees(&["dome"])).as_deref(), Some(&b"d"[..]));
+        assert_eq!(b.thumbnail(3, &sees(&["dome"])), None, "no thumbnail came");
+        assert!(b.ack(2, "verdi", &sees(&["piazza"])).unwrap_err().contains("no alarm"));
+        assert_eq!(b.view(&sees(&["piazza", "dome"]))["alarms"].as_array().unwrap().len(), 3);
+        assert!(b.view(&sees(&[]))["alarms"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_share_ended_keeps_its_reason_and_is_not_revived() {
+        let (b, _up) = board();
+        let later = now_ms() + 3_600_000;
+        b.notice("master", share(7, later, None));
+        b.notice("master", Notice::ShareEnded { id: 7, reason: "withdrawn by `sala`".into() });
+        let s = b.view(&sees(&[]))["shares"][0].clone();
+        assert_eq!(
+            (s["state"].as_str(), s["ended_reason"].as_str()),
+            (Some("ended"), Some("withdrawn by `sala`"))
+        );
+        // A late copy of the share (a resent snapshot) does not bring it back.
+        b.notice("master", share(7, later, Some("verdi@questura")));
+        assert_eq!(b.view(&sees(&[]))["shares"][0]["state"], "ended");
+        b.notice("master", Notice::ShareEnded { id: 7, reason: "expired".into() });
+        assert_eq!(
+            b.view(&sees(&[]))["shares"][0]["ended_reason"],
+            "withdrawn by `sala`",
+            "the first reason stays"
+        );
+        assert!(b.accept(7, "verdi").is_err());
+        // The end of a share the board never had is ignored.
+        b.notice("master", Notice::ShareEnded { id: 99, reason: "x".into() });
+        assert_eq!(b.view(&sees(&[]))["shares"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_answer_to_an_unknown_ask_is_ignored_and_an_ask_not_sent_is_not_kept() {
+        let (b, _up) = board();
+        let answer = Notice::Answer {
+            ask: 42,
+            approved: true,
+            by: "sala".into(),
+            reason: String::new(),
+            until_ms: Some(now_ms() + 60_000),
+        };
+        b.notice("master", answer);
+        assert!(b.view(&sees(&[]))["asks"].as_array().unwrap().is_empty());
+        // No link to the master room: refused, nothing left pending.
+        assert!(b.ask("osp", "   ", "verdi").is_err(), "a reason is required");
+        let down = b.ask("osp", "rissa", "verdi").unwrap_err();
+        assert!(down.contains("down"), "{down}");
+        assert!(b.view(&sees(&[]))["asks"].as_array().unwrap().is_empty());
+    }
+}

@@ -541,3 +541,92 @@ fn a_second_agent_halves_the_budget_and_a_camera_of_the_other_agent_is_a_takeove
     alone.handle(Control::BudgetShare { parts: 2 }, &f.catalog, night()).unwrap();
     assert_eq!(alone.budget().bps, Some(2e6));
 }
+
+/// The incident book (issue 23) with an approved ask of `camera` for
+/// `questura` (by `sala-rossi`, 30 minutes from `now`): the grant's id.
+fn approved(book: &mut crate::incidents::book::Book, camera: &str, now: jiff::Timestamp) -> u64 {
+    let now_ms = now.as_millisecond() as u64;
+    book.ask("questura", 1, camera, "verdi@questura", "rissa", now_ms);
+    let ask = book.asks().next().unwrap().id;
+    book.approve(ask, camera, 30, "sala-rossi", now_ms).unwrap();
+    book.shares().next().unwrap().id
+}
+
+fn book(now: jiff::Timestamp) -> crate::incidents::book::Book {
+    let settings = crate::incidents::book::Settings { alarm_interval_ms: 10_000, ask_ttl_ms: 300_000 };
+    crate::incidents::book::Book::new(settings, now.as_millisecond() as u64)
+}
+
+fn alarm(camera: &str) -> ponte_proto::incident::Notice {
+    ponte_proto::incident::Notice::Alarm {
+        id: 1,
+        camera: camera.into(),
+        kind: ponte_proto::incident::AlarmKind::Motion,
+        at_ms: 0,
+        detail: "movimento".into(),
+        thumbnail: Some("anBlZw==".into()),
+        suppressed: 0,
+    }
+}
+
+#[test]
+fn a_site_is_told_only_its_own_incident_notices_and_alarms_of_cameras_it_sees() {
+    let f = fixture(CONFIG);
+    let s = SessionState::new("questura", f.access.clone(), 8);
+    let ended = ponte_proto::incident::Notice::ShareEnded { id: 4, reason: "expired".into() };
+    assert_eq!(
+        s.incident("questura", ended.clone(), &f.catalog),
+        [Action::Send(Control::Incident { notice: ended.clone() })]
+    );
+    assert!(s.incident("notte", ended, &f.catalog).is_empty(), "another site's notice");
+    assert_eq!(sent(&s.incident("questura", alarm("piazza"), &f.catalog)).len(), 1);
+    assert!(s.incident("questura", alarm("osp"), &f.catalog).is_empty(), "denied by `tag:hospital`");
+    assert!(s.incident("questura", alarm("nowhere"), &f.catalog).is_empty(), "not in the catalog");
+    // A site that sees everything gets the hospital's alarms.
+    let notte = SessionState::new("notte", f.access.clone(), 8);
+    assert_eq!(sent(&notte.incident("notte", alarm("osp"), &f.catalog)).len(), 1);
+
+    // Once the camera is granted, its alarms go to the site too.
+    let mut b = book(night());
+    approved(&mut b, "osp", night());
+    let granted = SessionState::new("questura", Arc::new(f.access.with_grants(b.grants())), 8);
+    assert_eq!(sent(&granted.incident("questura", alarm("osp"), &f.catalog)).len(), 1);
+}
+
+#[test]
+fn a_stream_a_grant_allowed_is_revoked_forbidden_with_the_grants_end_when_it_ends() {
+    let f = fixture(CONFIG);
+    let mut b = book(night());
+    let grant = approved(&mut b, "osp", night());
+    let mut s = SessionState::new("questura", Arc::new(f.access.with_grants(b.grants())), 8);
+    let catalog = s.send_catalog(&f.catalog);
+    let Some(Control::Catalog { cameras }) = sent(&catalog).first().copied() else { panic!("{catalog:?}") };
+    assert!(cameras.iter().any(|c| c.id == "osp" && !c.ptz), "{cameras:?}");
+    let a = subscribe(&mut s, &f, 1, "osp", night());
+    assert!(a.iter().any(|x| matches!(x, Action::StartPump { id: 1, .. })), "{a:?}");
+    assert!(audited(&a)[0].2.contains(&format!("approval #{grant}")), "{a:?}");
+    subscribe(&mut s, &f, 2, "piazza", night());
+
+    // Unchanged grants change nothing.
+    let same = s.policy_reloaded(Arc::new(f.access.with_grants(b.grants())), &f.catalog, night());
+    assert!(error_code(&same).is_none(), "{same:?}");
+
+    let later = night().checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
+    b.withdraw(grant, "sala-bianchi", later.as_millisecond() as u64).unwrap();
+    let a = s.policy_reloaded(Arc::new(f.access.with_grants(b.grants())), &f.catalog, later);
+    let Some(cameras) = sent(&a).into_iter().find_map(|m| match m {
+        Control::Catalog { cameras } => Some(cameras),
+        _ => None,
+    }) else {
+        panic!("{a:?}")
+    };
+    assert!(!cameras.iter().any(|c| c.id == "osp"), "the new catalog drops the camera");
+    assert!(a.contains(&Action::StopPump { id: 1 }));
+    assert!(!a.contains(&Action::StopPump { id: 2 }), "the site's own camera keeps flowing");
+    let (id, code, reason) = error_code(&a).unwrap();
+    assert_eq!((id, code), (1, SubscribeErrorCode::Forbidden));
+    assert!(reason.starts_with("access revoked: "), "{reason}");
+    assert!(reason.contains(&format!("approval #{grant}")), "{reason}");
+    assert!(reason.contains("withdrawn by `sala-bianchi`"), "the site is told why: {reason}");
+    assert_eq!(s.len(), 1);
+}
