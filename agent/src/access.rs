@@ -105,7 +105,10 @@ impl Access {
     }
 
     /// The qualities a temporary grant gives: the site's quality limit if
-    /// it has a policy, else all.
+    /// it has a policy, else all. A camera with no stream within the limit
+    /// (a site capped at `sub`, a camera with a main stream only) is shared
+    /// at what it has: the master operator chose to show it, and a share
+    /// that shows nothing would fail them silently.
     fn granted_qualities(&self, site: &str, c: &CatalogEntry) -> Vec<Quality> {
         match self.sites.get(site) {
             Some(p) => {
