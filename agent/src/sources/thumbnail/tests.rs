@@ -106,7 +106,7 @@ fn h265_keyframe(width: u32, height: u32) -> Bytes {
     ])
     .expect("elements");
     let desc = format!(
-        "videotestsrc num-buffers=1 ! video/x-raw,width={width},height={height} ! x265enc \
+        "videotestsrc num-buffers=1 ! video/x-raw,width={width},height={height} ! x265enc speed-preset=ultrafast tune=zerolatency \
          ! h265parse ! video/x-h265,stream-format=byte-stream,alignment=au ! appsink name=sink"
     );
     let p =
