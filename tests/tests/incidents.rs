@@ -547,12 +547,14 @@ async fn a_camera_alarm_reaches_only_the_sites_that_see_it_with_a_thumbnail_and_
     })
     .await?;
     camera.wait_subscribed().await?;
-    let browser = browser().await?;
+    // Two browsers: both relays are on 127.0.0.1, and cookies do not tell
+    // ports apart (one login would replace the other's session).
+    let (browser, other) = (self::browser().await?, self::browser().await?);
     let c = browser.page();
-    let q = browser.new_page().await?;
+    let q = other.page();
     let m = browser.new_page().await?;
     partner(c, &rooms.carabinieri.base_url(), ROSSI).await?;
-    partner(&q, &rooms.questura.base_url(), BIANCHI).await?;
+    partner(q, &rooms.questura.base_url(), BIANCHI).await?;
     master(&m, &rooms.mgmt).await?;
     // The gate is kept on for the Carabinieri: its picture is cached.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -564,7 +566,15 @@ async fn a_camera_alarm_reaches_only_the_sites_that_see_it_with_a_thumbnail_and_
         "(() => { const i = document.querySelector('[data-alarm] img.thumb'); return !!i && i.complete && i.naturalWidth > 0; })()",
         T,
     )
-    .await?;
+    .await;
+    let shown = match shown {
+        Ok(d) => d,
+        Err(e) => bail!(
+            "{e:#}\nincidents: {}\nalarms: {}",
+            c.eval("JSON.stringify(window.ponteConsole.incidents())").await?,
+            c.eval("[...document.querySelectorAll('[data-alarm]')].map((a) => a.outerHTML).join('\\n')").await?
+        ),
+    };
     println!("motion → alarm with thumbnail at the Carabinieri: {} ms", shown.as_millis());
     assert!(shown < Duration::from_secs(1), "the alarm took {shown:?}");
     let kind = c.eval("window.ponteConsole.incidents().alarms[0].kind").await?;

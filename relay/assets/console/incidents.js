@@ -385,7 +385,7 @@ export class Incidents {
     row.detail.textContent = a.detail || '';
     row.detail.hidden = !a.detail;
     if (a.thumbnail && !row.thumb) {
-      row.thumb = el('img', { className: 'thumb', alt: `${a.camera}`, loading: 'lazy' });
+      row.thumb = el('img', { className: 'thumb', alt: `${a.camera}` });
       row.thumb.src = this.page.url(`/api/incidents/alarms/${encodeURIComponent(a.id)}/thumbnail`);
       row.el.insertBefore(row.thumb, row.acks);
     }
