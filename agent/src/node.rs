@@ -158,6 +158,7 @@ impl Agent {
             audit: shared.audit.clone(),
             limits: shared.limits.clone(),
             ptz: ptz.clone(),
+            incidents: shared.incidents.clone(),
             tls: shared.tls.clone(),
             recall,
         });

@@ -28,6 +28,8 @@ pub struct Sources {
     pub limits: Arc<crate::uplink::SessionLimits>,
     /// PTZ commands by outcome.
     pub ptz: crate::ptz::PtzService,
+    /// Shares, asks and alarms (the alarm counters).
+    pub incidents: crate::incidents::Incidents,
     /// The agent's certificates (own, relays').
     pub tls: ponte_proto::tls::LiveTls,
     /// The recordings.
@@ -193,6 +195,7 @@ fn sample(src: &Sources, started: Instant, meter: &mut RateMeter) -> StatusDoc {
         .filter(|(_, n)| *n > 0)
         .collect(),
         ptz_commands: src.ptz.counts(),
+        alarms: src.incidents.alarm_counts(),
         audit: {
             // Sampling is also what trims a quiet log on time.
             src.audit.enforce_retention();

@@ -153,6 +153,7 @@ fn sample(
         audit_write_errors: egress.audit.write_errors(),
         limit_refusals: whep.refusals(),
         ptz_commands: Default::default(),
+        alarms: Default::default(),
         audit: egress.audit.retention(),
         certificates,
         transcodes: None,

@@ -360,7 +360,11 @@ async fn a_share_shows_at_the_partner_within_a_second_plays_and_ends_with_its_re
     })
     .await;
     if ended.is_err() {
-        bail!("tile says {:?}; tiles {}", tile_message(q, "stadio").await?, q.eval("JSON.stringify(window.ponteConsole.tiles())").await?);
+        bail!(
+            "tile says {:?}; tiles {}",
+            tile_message(q, "stadio").await?,
+            q.eval("JSON.stringify(window.ponteConsole.tiles())").await?
+        );
     }
     println!("share withdrawn → tile ended: {} ms", start.elapsed().as_millis());
 
@@ -572,7 +576,8 @@ async fn a_camera_alarm_reaches_only_the_sites_that_see_it_with_a_thumbnail_and_
         Err(e) => bail!(
             "{e:#}\nincidents: {}\nalarms: {}",
             c.eval("JSON.stringify(window.ponteConsole.incidents())").await?,
-            c.eval("[...document.querySelectorAll('[data-alarm]')].map((a) => a.outerHTML).join('\\n')").await?
+            c.eval("[...document.querySelectorAll('[data-alarm]')].map((a) => a.outerHTML).join('\\n')")
+                .await?
         ),
     };
     println!("motion → alarm with thumbnail at the Carabinieri: {} ms", shown.as_millis());
@@ -615,6 +620,16 @@ async fn a_camera_alarm_reaches_only_the_sites_that_see_it_with_a_thumbnail_and_
         suppressed + raised as u64 >= 290,
         "the rest are counted: {suppressed} suppressed, {raised} raised"
     );
+    // On-call staff see the counter in /metrics (the status sampler runs every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = ponte_tests::http_get(&format!("{}/metrics", rooms.mgmt)).await?.ensure_success()?;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ponte_alarms_total{outcome=\"suppressed\"}"))
+        .unwrap_or_default();
+    let counted: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(counted >= suppressed as f64, "/metrics counts the suppressed alarms: {line:?}");
     Ok(())
 }
 

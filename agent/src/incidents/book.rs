@@ -198,6 +198,7 @@ pub struct Book {
     alarms: VecDeque<Alarm>,
     limits: HashMap<(String, AlarmKind), Limit>,
     suppressed_total: u64,
+    raised_total: u64,
 }
 
 fn audit(
@@ -266,6 +267,7 @@ impl Book {
             alarms: VecDeque::new(),
             limits: HashMap::new(),
             suppressed_total: 0,
+            raised_total: 0,
         }
     }
 
@@ -614,6 +616,11 @@ impl Book {
         self.suppressed_total
     }
 
+    /// Alarms raised since the start.
+    pub fn raised_total(&self) -> u64 {
+        self.raised_total
+    }
+
     /// Suppressed since the last alarm, per camera and kind (for the console).
     pub fn suppressed_now(&self) -> Vec<(String, AlarmKind, u64)> {
         let mut v: Vec<_> = self
@@ -639,6 +646,7 @@ impl Book {
         now_ms: u64,
     ) -> (u64, Vec<Out>) {
         let id = self.id();
+        self.raised_total += 1;
         let alarm = Alarm {
             id,
             camera: camera.to_owned(),

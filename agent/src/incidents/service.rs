@@ -316,9 +316,14 @@ impl Incidents {
         });
     }
 
-    /// Alarms suppressed by the rate limit since the start.
-    pub fn suppressed_total(&self) -> u64 {
-        lock(&self.inner.book).suppressed_total()
+    /// Alarms since the start: `raised` and `suppressed` (none yet: empty).
+    pub fn alarm_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let book = lock(&self.inner.book);
+        let (raised, suppressed) = (book.raised_total(), book.suppressed_total());
+        if raised + suppressed == 0 {
+            return Default::default();
+        }
+        [("raised".to_owned(), raised), ("suppressed".to_owned(), suppressed)].into_iter().collect()
     }
 
     /// Runs `f` on the book (the master console's view).

@@ -272,6 +272,10 @@ pub struct StatusDoc {
     /// `failed`, `preempted`, `stopped`, `released`); agents only.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ptz_commands: std::collections::BTreeMap<String, u64>,
+    /// Camera alarms since start (issue 23), `raised` and `suppressed` by
+    /// the rate limit (`incidents.alarm_interval_secs`); agents only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub alarms: std::collections::BTreeMap<String, u64>,
     /// The audit files, their retention and the files due for deletion
     /// soon (a notice: it does not change `health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

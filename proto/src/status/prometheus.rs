@@ -246,6 +246,17 @@ impl StatusDoc {
                     .collect(),
             );
         }
+        if !self.alarms.is_empty() {
+            metric(
+                "ponte_alarms_total",
+                "counter",
+                "Camera alarms since start: raised (sent to the sites) and suppressed by the rate limit.",
+                self.alarms
+                    .iter()
+                    .map(|(k, v)| (format!("outcome=\"{}\"", esc_label(k)), *v as f64))
+                    .collect(),
+            );
+        }
         metric(
             "ponte_audit_write_errors_total",
             "counter",
