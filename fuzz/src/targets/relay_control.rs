@@ -156,10 +156,13 @@ pub fn run(data: &[u8]) -> u64 {
             5 if !h.links.is_empty() => {
                 let id = h.links[pick(h.links.len())].0;
                 let sub = u64::from(b % 8);
-                let msg = match a % 4 {
+                let msg = match a % 5 {
                     0 => Control::Paused { id: sub, reason: "budget".into() },
                     1 => Control::Resumed { id: sub },
                     2 => Control::PtzLock { camera: camera.into(), holder: None },
+                    3 => Control::Incident {
+                        notice: ponte_proto::incident::Notice::ShareEnded { id: sub, reason: "fuzz".into() },
+                    },
                     _ => Control::Stats(StatsReport::default()),
                 };
                 let actions = h.state.on_control(id, msg, now);
