@@ -9,6 +9,8 @@
 // button under the pointer survive the next read.
 
 import { t, apply, language, setLanguage, define } from './i18n.js';
+// The partner console's building blocks: one copy of each.
+import { el, duration, clock, keyed } from './incidents.js';
 
 const POLL_MS = 1000;
 const PTZ_POLL_MS = 2000;
@@ -68,48 +70,6 @@ define({
 });
 
 const $ = (id) => document.getElementById(id);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  node.append(...children);
-  return node;
-}
-
-// `ms` as m:ss (or h:mm:ss).
-function duration(ms) {
-  const s = Math.max(0, Math.round(ms / 1000));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const ss = String(s % 60).padStart(2, '0');
-  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
-}
-
-const clock = (ms) => new Date(ms).toLocaleTimeString();
-
-// Keeps `container`'s children as one element per item, by key: new ones
-// built, gone ones removed, the rest updated in place and in order.
-function keyed(container, rows, items, keyOf, build, update) {
-  const seen = new Set();
-  items.forEach((item, i) => {
-    const key = String(keyOf(item));
-    seen.add(key);
-    let row = rows.get(key);
-    if (!row) {
-      row = build(item);
-      rows.set(key, row);
-    }
-    update(row, item);
-    // Moved only when out of place (a moved button loses a click in flight).
-    if (container.children[i] !== row.el) container.insertBefore(row.el, container.children[i] || null);
-  });
-  for (const [key, row] of rows) {
-    if (seen.has(key)) continue;
-    row.el.remove();
-    if (row.drop) row.drop();
-    rows.delete(key);
-  }
-}
 
 // ---- the credential, in memory only ------------------------------------------
 

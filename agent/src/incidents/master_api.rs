@@ -36,6 +36,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("master.css", "text/css; charset=utf-8", include_str!("../../assets/master/master.css")),
     ("console.css", "text/css; charset=utf-8", include_str!("../../../relay/assets/console/console.css")),
     ("i18n.js", "text/javascript; charset=utf-8", include_str!("../../../relay/assets/console/i18n.js")),
+    (
+        "incidents.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../relay/assets/console/incidents.js"),
+    ),
 ];
 const PAGE: &str = include_str!("../../assets/master/index.html");
 

@@ -26,7 +26,7 @@ const ALARM_KEYS = {
 
 const $ = (id) => document.getElementById(id);
 
-function el(tag, props = {}, ...children) {
+export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   Object.assign(node, props);
   node.append(...children);
