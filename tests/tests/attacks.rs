@@ -10,5 +10,7 @@ mod access;
 mod agent;
 #[path = "attacks/http.rs"]
 mod http;
+#[path = "attacks/incidents.rs"]
+mod incidents;
 #[path = "attacks/rtsp.rs"]
 mod rtsp;
