@@ -16,6 +16,8 @@ pub mod h265;
 pub mod http_server;
 pub mod hub;
 pub mod incident;
+#[cfg(feature = "mgmt")]
+pub mod json_api;
 pub mod logging;
 pub mod login_brake;
 pub mod media;

@@ -371,6 +371,13 @@ impl Book {
         if ms == 0 || ms > MAX_GRANT_MINUTES * 60_000 {
             return Err(format!("a share lasts 1 to {MAX_GRANT_MINUTES} minutes (asked: {} s)", ms / 1000));
         }
+        if note.len() > ponte_proto::incident::MAX_TEXT_LEN {
+            return Err(format!(
+                "the note is {} bytes long; write it in at most {}",
+                note.len(),
+                ponte_proto::incident::MAX_TEXT_LEN
+            ));
+        }
         let id = self.id();
         let share = Share {
             id,
@@ -558,6 +565,12 @@ impl Book {
 
     /// A master operator refuses ask `id`, saying why.
     pub fn refuse(&mut self, id: u64, by: &str, reason: &str, now_ms: u64) -> Result<Vec<Out>, String> {
+        if reason.trim().len() > ponte_proto::incident::MAX_TEXT_LEN {
+            return Err(format!(
+                "the reason is too long; write it in at most {} bytes",
+                ponte_proto::incident::MAX_TEXT_LEN
+            ));
+        }
         let reason = ponte_proto::incident::wire_text(reason.trim());
         if reason.is_empty() {
             return Err("say why the ask is refused: the partner room sees the reason".into());

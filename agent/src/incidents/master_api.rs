@@ -25,6 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use ponte_proto::json_api::{json_body, refused};
 use ponte_proto::ptz::MASTER_SITE;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -93,48 +94,11 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
-/// A refusal: the status and `{"error": why}`.
-struct Refused(StatusCode, String);
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-fn refused(status: StatusCode, why: impl Into<String>) -> Response {
-    Refused(status, why.into()).into_response()
-}
-
 fn done(result: Result<(), String>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(why) => refused(StatusCode::CONFLICT, why),
     }
-}
-
-/// The body as JSON of `T`, or the answer to give.
-fn body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-    example: &str,
-) -> Result<T, Refused> {
-    let json = ponte_proto::ptz::is_json_content_type(
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-    );
-    if !json {
-        return Err(Refused(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send JSON with Content-Type: application/json".into(),
-        ));
-    }
-    let bytes: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(bytes).map_err(|e| {
-        Refused(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not what this route takes ({e}); e.g. {example}"),
-        )
-    })
 }
 
 async fn view(
@@ -245,7 +209,7 @@ async fn share(
     b: Bytes,
 ) -> Response {
     let req: ShareBody =
-        match body(&h, &b, r#"{"site":"questura","cameras":["piazza"],"minutes":30,"note":"rissa"}"#) {
+        match json_body(&h, &b, r#"{"site":"questura","cameras":["piazza"],"minutes":30,"note":"rissa"}"#) {
             Ok(r) => r,
             Err(resp) => return resp.into_response(),
         };
@@ -269,7 +233,7 @@ async fn withdraw(
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    if let Err(resp) = body::<Value>(&h, &b, "{}") {
+    if let Err(resp) = json_body::<Value>(&h, &b, "{}") {
         return resp.into_response();
     }
     done(incidents.withdraw(&operator, id))
@@ -290,7 +254,7 @@ async fn approve(
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    let req: ApproveBody = match body(&h, &b, r#"{"minutes":30}"#) {
+    let req: ApproveBody = match json_body(&h, &b, r#"{"minutes":30}"#) {
         Ok(r) => r,
         Err(resp) => return resp.into_response(),
     };
@@ -310,7 +274,7 @@ async fn refuse(
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    let req: RefuseBody = match body(&h, &b, r#"{"reason":"camera in use by the judiciary police"}"#) {
+    let req: RefuseBody = match json_body(&h, &b, r#"{"reason":"camera in use by the judiciary police"}"#) {
         Ok(r) => r,
         Err(resp) => return resp.into_response(),
     };
@@ -324,7 +288,7 @@ async fn ack(
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    if let Err(resp) = body::<Value>(&h, &b, "{}") {
+    if let Err(resp) = json_body::<Value>(&h, &b, "{}") {
         return resp.into_response();
     }
     done(incidents.ack(MASTER_SITE, &operator, id))

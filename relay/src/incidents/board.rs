@@ -328,6 +328,13 @@ impl IncidentBoard {
 
     /// `viewer` asks for `camera`: the relay's ask id.
     pub fn ask(&self, camera: &str, reason: &str, viewer: &str) -> Result<u64, String> {
+        let max = ponte_proto::incident::MAX_TEXT_LEN;
+        if reason.trim().len() > max {
+            return Err(format!(
+                "the reason is {} bytes long; write it in at most {max}",
+                reason.trim().len()
+            ));
+        }
         let reason = ponte_proto::incident::wire_text(reason.trim());
         if reason.is_empty() {
             return Err("say why you need the camera: the master room decides on your reason".into());

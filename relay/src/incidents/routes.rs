@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ponte_proto::json_api::{json_body, refused, Refused};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
@@ -48,19 +49,6 @@ pub fn router(state: Arc<IncidentRoutes>) -> Router {
         .with_state(state)
 }
 
-/// A refusal: the status and `{"error": why}`.
-struct Refused(StatusCode, String);
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-fn refused(status: StatusCode, why: impl Into<String>) -> Response {
-    Refused(status, why.into()).into_response()
-}
-
 /// The cameras this viewer sees.
 fn seen(state: &IncidentRoutes, viewer: &Viewer) -> HashSet<String> {
     viewer.narrow(state.whep.source().catalog()).into_iter().map(|c| c.id).collect()
@@ -77,21 +65,6 @@ fn operator(viewer: &Viewer) -> Result<String, Refused> {
     Ok(viewer.audit_name().unwrap_or("anonymous").to_owned())
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Refused> {
-    let json = ponte_proto::ptz::is_json_content_type(
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-    );
-    if !json {
-        return Err(Refused(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send JSON with Content-Type: application/json".into(),
-        ));
-    }
-    let bytes: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(bytes)
-        .map_err(|e| Refused(StatusCode::BAD_REQUEST, format!("the body is not what this route takes: {e}")))
-}
-
 async fn view(State(state): State<Arc<IncidentRoutes>>, Extension(viewer): Extension<Viewer>) -> Response {
     let body = state.board.view(&seen(&state, &viewer));
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
@@ -104,7 +77,8 @@ async fn accept(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match operator(&viewer).and_then(|w| json_body::<serde_json::Value>(&headers, &body).map(|_| w))
+    let who = match operator(&viewer)
+        .and_then(|w| json_body::<serde_json::Value>(&headers, &body, "{}").map(|_| w))
     {
         Ok(w) => w,
         Err(r) => return r.into_response(),
@@ -135,7 +109,7 @@ async fn ask(
         Ok(w) => w,
         Err(r) => return r.into_response(),
     };
-    let req: AskBody = match json_body(&headers, &body) {
+    let req: AskBody = match json_body(&headers, &body, r#"{"camera":"stadio","reason":"inseguimento"}"#) {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
@@ -155,7 +129,8 @@ async fn ack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match operator(&viewer).and_then(|w| json_body::<serde_json::Value>(&headers, &body).map(|_| w))
+    let who = match operator(&viewer)
+        .and_then(|w| json_body::<serde_json::Value>(&headers, &body, "{}").map(|_| w))
     {
         Ok(w) => w,
         Err(r) => return r.into_response(),

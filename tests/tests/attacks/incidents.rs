@@ -414,8 +414,8 @@ async fn master_api_refuses_strangers_forms_and_impossible_shares() -> Result<()
 /// A real Questura relay's console API: a wall display's token reads the
 /// board but may not ask; no credential gets 401; an operator's ask as
 /// `text/plain`, with a 10 KB reason or with an empty one is refused and
-/// nothing reaches the master; an ask of 7 KB (under the body limit)
-/// reaches it cut to the wire's 500 bytes; a well-formed ask reaches it.
+/// nothing reaches the master; an ask of 7 KB (under the body limit) is
+/// refused saying the limit, not cut silently; a well-formed ask reaches it.
 #[tokio::test]
 async fn relay_console_refuses_wall_tokens_strangers_and_bad_asks() -> Result<()> {
     let _heavy = ponte_tests::e2e_lock();
@@ -500,15 +500,18 @@ async fn relay_console_refuses_wall_tokens_strangers_and_bad_asks() -> Result<()
 
     let long = "l".repeat(7 * 1024);
     let r = post("application/json", ask(&long)).await?;
-    assert_eq!(r.status, 201, "a 7 KB reason: {}", r.text());
+    assert_eq!(r.status, 400, "a 7 KB reason: {}", r.text());
+    assert!(r.text().contains("at most 500"), "the refusal says the limit: {}", r.text());
     let r = post("application/json", ask("inseguimento verso lo stadio")).await?;
     assert_eq!(r.status, 201, "a well-formed ask: {}", r.text());
-    let at_master = wait_until("both asks at the master", T, Duration::from_millis(50), || async {
+    let at_master = wait_until("the ask at the master", T, Duration::from_millis(50), || async {
         let a = master_asks().await?;
-        Ok((a.len() >= 2).then_some(a))
+        Ok((!a.is_empty()).then_some(a))
     })
     .await?;
-    assert_eq!(at_master.len(), 2, "only the two accepted asks reach the master: {at_master:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_master = if at_master.len() == 1 { master_asks().await? } else { at_master };
+    assert_eq!(at_master.len(), 1, "only the accepted ask reaches the master: {at_master:?}");
     let reasons: Vec<&str> = at_master.iter().filter_map(|a| a["reason"].as_str()).collect();
     assert!(reasons.contains(&"inseguimento verso lo stadio"), "{reasons:?}");
     assert!(reasons.iter().all(|r| r.len() <= 500), "the master keeps at most 500 bytes of a reason");
