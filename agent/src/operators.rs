@@ -5,6 +5,10 @@
 //! `[[viewer]]` and `[[token]]`; `ponte-agent operator passwd|token` makes
 //! them. The read-only routes (status, metrics, health) stay open.
 //!
+//! A verified password is remembered for five minutes (a keyed digest in
+//! memory, forgotten on reload), so the master console's polls do not each
+//! cost an argon2 check.
+//!
 //! Every request that does not authenticate is charged to its client
 //! address before anything is checked (5 at once, then one per 12 s; the
 //! right password does not pass a braked client), answered after a 1 s
@@ -197,9 +201,55 @@ impl Brake {
 
 // ---- the HTTP layer -----------------------------------------------------------------
 
+/// How long a verified password is remembered: the master console sends
+/// its Basic credential with every poll (each second), and one argon2id
+/// check costs tens of milliseconds of a core and ~20 MiB.
+const REMEMBER: Duration = Duration::from_secs(300);
+/// Most credentials remembered at once.
+const REMEMBER_MAX: usize = 256;
+
+/// Passwords verified lately: a keyed SHA-256 of `name:password` (the key
+/// random per process, so the table says nothing outside it) → the name
+/// and when it was verified. Cleared when the operators change.
+#[derive(Default)]
+struct Verified {
+    key: [u8; 32],
+    seen: HashMap<[u8; 32], (String, Instant)>,
+}
+
+impl Verified {
+    fn new() -> Self {
+        Self { key: rand::random(), seen: HashMap::new() }
+    }
+
+    fn digest(&self, name: &str, password: &str) -> [u8; 32] {
+        let mut input = Vec::with_capacity(32 + name.len() + password.len() + 1);
+        input.extend_from_slice(&self.key);
+        input.extend_from_slice(name.as_bytes());
+        input.push(0);
+        input.extend_from_slice(password.as_bytes());
+        sha256(&input)
+    }
+
+    fn check(&mut self, name: &str, password: &str, now: Instant) -> Option<String> {
+        let d = self.digest(name, password);
+        self.seen.retain(|_, (_, at)| now.saturating_duration_since(*at) < REMEMBER);
+        self.seen.get(&d).map(|(n, _)| n.clone())
+    }
+
+    fn remember(&mut self, name: &str, password: &str, now: Instant) {
+        if self.seen.len() >= REMEMBER_MAX {
+            self.seen.clear();
+        }
+        let d = self.digest(name, password);
+        self.seen.insert(d, (name.to_owned(), now));
+    }
+}
+
 /// Operators, the brake and the audit, shared by the control routes.
 pub struct OperatorAuth {
     operators: Mutex<Arc<Operators>>,
+    verified: Mutex<Verified>,
     brake: Mutex<Brake>,
     audit: Arc<AuditLog>,
     /// argon2 takes ~20 MiB and a core for tens of ms: at most two at once.
@@ -229,6 +279,7 @@ impl OperatorAuth {
     pub fn new(operators: Operators, audit: Arc<AuditLog>) -> Self {
         Self {
             operators: Mutex::new(Arc::new(operators)),
+            verified: Mutex::new(Verified::new()),
             brake: Mutex::new(Brake::new(5, Duration::from_secs(12), 4096)),
             audit,
             hashing: Semaphore::new(2),
@@ -239,6 +290,7 @@ impl OperatorAuth {
     /// Takes new operators (a config reload); a removed operator's next request is refused.
     pub fn reload(&self, operators: Operators) {
         *lock(&self.operators) = Arc::new(operators);
+        lock(&self.verified).seen.clear();
     }
 
     fn operators(&self) -> Arc<Operators> {
@@ -306,14 +358,23 @@ impl OperatorAuth {
                 return Err(unauthorized("failed", "?", "unreadable Basic credential"));
             };
             let (name, password) = (name.to_owned(), password.to_owned());
+            if let Some(known) = lock(&self.verified).check(&name, &password, Instant::now()) {
+                lock(&self.brake).succeeded(client, Instant::now());
+                return Ok(known);
+            }
             let _slot =
                 self.hashing.acquire().await.map_err(|_| unauthorized("failed", &name, "shutting down"))?;
             let against = operators.clone();
             let claimed = name.clone();
-            tokio::task::spawn_blocking(move || against.verify_password(&name, &password))
+            let (n, p) = (name.clone(), password.clone());
+            let checked = tokio::task::spawn_blocking(move || against.verify_password(&n, &p))
                 .await
                 .unwrap_or(Err("password check failed"))
-                .map_err(|why| (claimed, why))
+                .map_err(|why| (claimed, why));
+            if checked.is_ok() && Arc::ptr_eq(&operators, &self.operators()) {
+                lock(&self.verified).remember(&name, &password, Instant::now());
+            }
+            checked
         } else {
             return Err(unauthorized("failed", "?", "neither Basic nor Bearer"));
         };
@@ -527,6 +588,11 @@ mod tests {
             let r = auth.authenticate(&request(h.as_deref()), None, client).await.err().unwrap();
             assert_eq!((r.status, r.claimed.as_str()), (StatusCode::UNAUTHORIZED, claimed), "{h:?}");
         }
+        // The verified password is remembered (the console polls with it),
+        // a wrong one never is, and a reload forgets them.
+        assert_eq!(lock(&auth.verified).seen.len(), 1);
+        assert!(auth.authenticate(&request(Some(&basic("sala", "x"))), None, client).await.is_err());
+        assert_eq!(lock(&auth.verified).seen.len(), 1);
         // Four refusals and the burst of five is spent: even the right password waits.
         let _ = auth.authenticate(&request(None), None, client).await;
         let r = auth.authenticate(&request(Some("Bearer abc")), None, client).await.err().unwrap();
