@@ -218,7 +218,8 @@ fn a_policy_reload_revokes_a_live_subscription_and_tells_the_relay_forbidden() {
     // agent's reason before the new catalog drops the camera.
     let msgs = sent(&a);
     assert!(matches!(msgs.first(), Some(Control::SubscribeError { id: 1, .. })), "{a:?}");
-    let Some(Control::Catalog { cameras }) = msgs.iter().find(|m| matches!(m, Control::Catalog { .. })).copied()
+    let Some(Control::Catalog { cameras }) =
+        msgs.iter().find(|m| matches!(m, Control::Catalog { .. })).copied()
     else {
         panic!("{a:?}")
     };
