@@ -413,8 +413,12 @@ async fn a_camera_withdrawn_by_the_master_ends_rtsp_and_whep_at_the_relay() -> R
     assert_eq!(stops.len(), 2, "an RTSP and a WHEP view-stop of `drop`: {lines:?}");
     for stop in stops {
         let reason = stop["reason"].as_str().unwrap_or_default();
-        assert_eq!(
-            reason, "access revoked: the master room withdrew camera `drop` from site `carabinieri`",
+        // The agent's reason follows the relay's: the revocation reaches the
+        // relay before the new catalog.
+        assert!(
+            reason.starts_with(
+                "access revoked: the master room withdrew camera `drop` from site `carabinieri`"
+            ) && reason.contains("deny rule `camera:drop`"),
             "{stop}"
         );
     }

@@ -7,7 +7,7 @@ use super::messages::{
 };
 use super::{CameraEvent, OnvifError};
 use crate::ptz::onvif::soap::{created_now, envelope, security_header};
-use crate::ptz::onvif::{exchange, interpret, Endpoint, DEFAULT_TIMEOUT, TIMEOUT_MS};
+use crate::ptz::onvif::{exchange, interpret, request_timeout, Endpoint};
 use crate::sources::device::{Device, OnvifSettings};
 use roxmltree::Node;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,17 +48,7 @@ impl Settings {
             }
         };
         let events = Endpoint::parse(&raw, "device.onvif.events_url").map_err(config)?;
-        let timeout = match settings.timeout_ms {
-            None => DEFAULT_TIMEOUT,
-            Some(ms) if TIMEOUT_MS.contains(&ms) => Duration::from_millis(ms),
-            Some(ms) => {
-                return Err(config(format!(
-                    "`device.onvif.timeout_ms` = {ms}: expected {} to {} milliseconds",
-                    TIMEOUT_MS.start(),
-                    TIMEOUT_MS.end()
-                )))
-            }
-        };
+        let timeout = request_timeout(settings.timeout_ms).map_err(config)?;
         let credentials = settings
             .username
             .as_ref()

@@ -37,6 +37,20 @@ use std::time::Duration;
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Accepted range of `device.onvif.timeout_ms`.
 pub(crate) const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// `device.onvif.timeout_ms` as a duration ([`DEFAULT_TIMEOUT`] when
+/// unset), or why it is out of range.
+pub(crate) fn request_timeout(timeout_ms: Option<u64>) -> Result<Duration, String> {
+    match timeout_ms {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(ms) if TIMEOUT_MS.contains(&ms) => Ok(Duration::from_millis(ms)),
+        Some(ms) => Err(format!(
+            "`device.onvif.timeout_ms` = {ms}: expected {} to {} milliseconds",
+            TIMEOUT_MS.start(),
+            TIMEOUT_MS.end()
+        )),
+    }
+}
 /// Largest answer read from a camera.
 const MAX_RESPONSE: usize = 1 << 20;
 /// Why an ONVIF request failed; messages name the camera and the fix.
@@ -221,17 +235,7 @@ impl OnvifPtz {
             }
         };
         let media = Endpoint::parse(&media_raw, "device.onvif.media_url").map_err(config)?;
-        let timeout = match settings.timeout_ms {
-            None => DEFAULT_TIMEOUT,
-            Some(ms) if TIMEOUT_MS.contains(&ms) => Duration::from_millis(ms),
-            Some(ms) => {
-                return Err(config(format!(
-                    "`device.onvif.timeout_ms` = {ms}: expected {} to {} milliseconds",
-                    TIMEOUT_MS.start(),
-                    TIMEOUT_MS.end()
-                )))
-            }
-        };
+        let timeout = request_timeout(settings.timeout_ms).map_err(config)?;
         if let Some(p) = &settings.profile {
             check_token(p).map_err(|e| config(format!("`device.onvif.profile` {e}")))?;
         }
