@@ -49,6 +49,8 @@ struct Rooms {
     mgmt: String,
     /// The relays' bearer token for `/api/catalog`.
     ops: String,
+    /// Chromium's `--ignore-certificate-errors-spki-list` for the deployment CA.
+    ca_pin: String,
     dir: tempfile::TempDir,
 }
 
@@ -72,6 +74,16 @@ fn policies() -> Vec<SitePolicyConfig> {
 
 impl Rooms {
     async fn start(devices: Vec<Device>, tweak: impl Fn(&mut AgentConfig)) -> Result<Rooms> {
+        Rooms::start_with(devices, tweak, false).await
+    }
+
+    /// With `https`, the agent's management port (the master console)
+    /// speaks HTTPS with the agent's certificate of the deployment CA.
+    async fn start_with(
+        devices: Vec<Device>,
+        tweak: impl Fn(&mut AgentConfig),
+        https: bool,
+    ) -> Result<Rooms> {
         let dir = tempfile::Builder::new().prefix("ponte-incidents-").tempdir()?;
         let pki = Pki::create(dir.path().join("pki"), &["master", "questura", "carabinieri"]).await?;
         let localhost = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -95,13 +107,26 @@ impl Rooms {
         );
         agent_config.node.sites = policies();
         agent_config.node.operators = vec![ponte_tests::operator_password(SALA.0, SALA.1)?];
+        if https {
+            agent_config.node.management.https = Some(ponte_proto::tls::https::HttpsSection {
+                cert: pki.cert("master"),
+                key: pki.key("master"),
+                redirect_listen: None,
+            });
+        }
         tweak(&mut agent_config);
+        let pem = std::fs::read(pki.ca_cert())?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| anyhow::anyhow!("CA PEM: {e}"))?;
+        let ca_pin = ponte_proto::tls::https::spki_sha256_base64(&pem.contents).context("CA certificate")?;
         let spawn = |bin: &str, toml: &Path| -> Result<Proc> { ponte_tests::spawn_node(bin, toml) };
         let q = spawn("ponte-relay", &questura.write(dir.path().join("questura.toml"))?)?;
         let c = spawn("ponte-relay", &carabinieri.write(dir.path().join("carabinieri.toml"))?)?;
         let agent_toml = agent_config.write(dir.path().join("agent.toml"))?;
         let mut agent = spawn("ponte-agent", &agent_toml)?;
-        let mgmt = agent.management_url(T).await?;
+        let mut mgmt = agent.management_url(T).await?;
+        if https {
+            mgmt = mgmt.replace("http://", "https://");
+        }
         let rooms = Rooms {
             agent,
             _questura: q,
@@ -112,6 +137,7 @@ impl Rooms {
             carabinieri,
             mgmt,
             ops,
+            ca_pin,
             dir,
         };
         wait_catalog_as(&rooms.questura.base_url(), 1, T, Some(&rooms.ops)).await?;
@@ -179,12 +205,20 @@ fn has_line(lines: &[Value], action: &str, outcome: &str, viewer: &str) -> bool 
 
 /// A browser whose background tabs keep their timers and media.
 async fn browser() -> Result<Chromium> {
-    Chromium::launch_with(&[
+    browser_trusting(None).await
+}
+
+/// [`browser`], trusting the deployment CA (by its SPKI pin) if given.
+async fn browser_trusting(pin: Option<&str>) -> Result<Chromium> {
+    let mut flags: Vec<String> = vec![
         "--disable-background-timer-throttling".into(),
         "--disable-renderer-backgrounding".into(),
         "--disable-backgrounding-occluded-windows".into(),
-    ])
-    .await
+    ];
+    if let Some(pin) = pin {
+        flags.push(format!("--ignore-certificate-errors-spki-list={pin}"));
+    }
+    Chromium::launch_with(&flags).await
 }
 
 async fn until_true(page: &Page, what: &str, js: &str, budget: Duration) -> Result<Duration> {
@@ -411,9 +445,12 @@ async fn an_ask_is_approved_and_plays_and_a_refusal_shows_the_masters_reason() -
     if !Chromium::available() && !ponte_tests::require(false, "chromium", "apt-get install chromium") {
         return Ok(());
     }
+    // The master console over HTTPS (the agent's certificate), as deployed.
     let rooms =
-        Rooms::start(vec![synthetic("piazza", "Centro"), synthetic("stadio", "Stadio")], |_| {}).await?;
-    let browser = browser().await?;
+        Rooms::start_with(vec![synthetic("piazza", "Centro"), synthetic("stadio", "Stadio")], |_| {}, true)
+            .await?;
+    assert!(rooms.mgmt.starts_with("https://"), "{}", rooms.mgmt);
+    let browser = browser_trusting(Some(&rooms.ca_pin)).await?;
     let c = browser.page();
     let m = browser.new_page().await?;
     partner(c, &rooms.carabinieri.base_url(), ROSSI).await?;
