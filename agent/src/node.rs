@@ -125,6 +125,7 @@ impl Agent {
             &live,
             &opts,
             ptz.clone(),
+            incidents.clone(),
             audit.clone(),
         )?;
         let shutting_down = watch::Sender::new(false);

@@ -7,6 +7,11 @@
 //! Both agents listen; the one whose site id sorts first dials (so one
 //! link per pair), again every second while it is down. On each link both
 //! ends first send the locks they hold now, then every change.
+//!
+//! The same link carries the temporary grants of shares and approved asks
+//! (issue 23, `Control::Grants`): each end sends all of them when the link
+//! opens and again after each change; the other takes over the ones it
+//! does not know, and ends or marks accepted the ones it does.
 
 use crate::config::{PeerAgent, RedundancySection};
 use crate::ptz::PtzService;
@@ -29,6 +34,7 @@ pub struct Peers {
     me: String,
     peers: Vec<PeerAgent>,
     ptz: PtzService,
+    incidents: crate::incidents::Incidents,
     audit: Arc<AuditLog>,
 }
 
@@ -41,6 +47,7 @@ impl Peers {
         live: &LiveTls,
         opts: &TransportOptions,
         ptz: PtzService,
+        incidents: crate::incidents::Incidents,
         audit: Arc<AuditLog>,
     ) -> Result<Option<quinn::Endpoint>> {
         let Some(listen) = cfg.listen.filter(|_| cfg.enabled()) else { return Ok(None) };
@@ -49,7 +56,7 @@ impl Peers {
         let endpoint = ponte_proto::endpoint::bind(listen, Some(server), opts.max_udp_payload)
             .with_context(|| format!("binding QUIC on UDP {listen} (`redundancy.listen`)"))?;
         let client = live.client_config(opts)?;
-        let peers = Peers { me: me.to_owned(), peers: cfg.peers.clone(), ptz, audit };
+        let peers = Peers { me: me.to_owned(), peers: cfg.peers.clone(), ptz, incidents, audit };
         tokio::spawn(peers.clone().accept(endpoint.clone()));
         for peer in peers.peers.iter().filter(|p| p.site.as_str() > me) {
             tokio::spawn(peers.clone().dial(endpoint.clone(), client.clone(), peer.clone()));
@@ -130,10 +137,15 @@ impl Peers {
         for held in self.ptz.own_holders() {
             tx.send(&Control::PtzLock { camera: held.camera, holder: held.holder }).await?;
         }
+        // The temporary grants (issue 23): all of them now, again after each change.
+        let mut grants = self.incidents.grants_changed();
+        grants.mark_unchanged();
+        tx.send(&Control::Grants { grants: self.incidents.export_grants() }).await?;
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg? {
                     Control::PtzLock { camera, holder } => self.ptz.replicate_in(&camera, holder),
+                    Control::Grants { grants } => self.incidents.merge_grants(site, grants),
                     other => {
                         return Err(SessionError::Protocol(format!(
                             "agent `{site}` sent `{}` on the redundancy link", session::kind(&other)
@@ -150,6 +162,12 @@ impl Peers {
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 },
+                changed = grants.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    tx.send(&Control::Grants { grants: self.incidents.export_grants() }).await?;
+                }
                 e = conn.closed() => return Err(e.into()),
             }
         }

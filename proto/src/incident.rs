@@ -169,6 +169,42 @@ pub enum SiteAction {
     },
 }
 
+/// Most temporary grants in one [`crate::wire::Control::Grants`].
+pub const MAX_GRANTS: usize = 1024;
+
+/// A temporary grant (a share, or an approved ask) as the agents of one
+/// master room tell each other over their `[redundancy]` link, so that the
+/// agent taking a site over keeps the grants the other one gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerGrant {
+    /// The giving agent's id of the share.
+    pub id: u64,
+    /// The site.
+    pub site: String,
+    /// Camera ids.
+    pub cameras: Vec<String>,
+    /// Given at, Unix ms.
+    pub from_ms: u64,
+    /// Ends at, Unix ms.
+    pub until_ms: u64,
+    /// The master operator who gave it.
+    pub by: String,
+    /// The note, or the ask's reason.
+    pub note: String,
+    /// `share` or `approval`.
+    pub origin: String,
+    /// Who accepted it at the site.
+    #[serde(default)]
+    pub accepted_by: Option<String>,
+    /// When, Unix ms.
+    #[serde(default)]
+    pub accepted_ms: Option<u64>,
+    /// Why it ended, once it did.
+    #[serde(default)]
+    pub ended: Option<String>,
+}
+
 impl SiteAction {
     /// The operator named.
     pub fn operator(&self) -> &str {
@@ -227,5 +263,23 @@ mod tests {
         };
         assert!(check_notice(&many).is_err());
         assert_eq!(wire_text(&"è".repeat(400)).len(), 500);
+        let grant = PeerGrant {
+            id: 1,
+            site: "questura".into(),
+            cameras: vec!["stadio".into()],
+            from_ms: 1,
+            until_ms: 2,
+            by: "sala".into(),
+            note: String::new(),
+            origin: "share".into(),
+            accepted_by: None,
+            accepted_ms: None,
+            ended: None,
+        };
+        assert!(crate::wire::check_grants(std::slice::from_ref(&grant)).is_ok());
+        let odd = PeerGrant { origin: "policy".into(), ..grant.clone() };
+        assert!(crate::wire::check_grants(&[odd]).is_err());
+        let controlled = PeerGrant { site: "q\u{7}".into(), ..grant };
+        assert!(crate::wire::check_grants(&[controlled]).is_err());
     }
 }

@@ -245,6 +245,7 @@ pub fn kind(msg: &Control) -> &'static str {
         Control::ExportResult { .. } => "export_result",
         Control::Incident { .. } => "incident",
         Control::IncidentAction { .. } => "incident_action",
+        Control::Grants { .. } => "grants",
     }
 }
 

@@ -456,6 +456,12 @@ pub enum Control {
         /// What they did.
         action: crate::incident::SiteAction,
     },
+    /// Every temporary grant the sender gave or took over, in force or
+    /// lately ended (agent ↔ agent, on the `[redundancy]` link).
+    Grants {
+        /// The grants.
+        grants: Vec<crate::incident::PeerGrant>,
+    },
 }
 
 impl Control {
@@ -524,6 +530,7 @@ impl Control {
             }
             Control::Incident { notice } => check_notice(notice),
             Control::IncidentAction { action } => check_action(action),
+            Control::Grants { grants } => check_grants(grants),
             Control::AuditHead { hash, .. } => {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(WireError::Invalid("audit head hash"));
@@ -771,6 +778,36 @@ fn check_camera_id(camera: &str) -> Result<(), WireError> {
     }
     if camera.is_empty() || camera.chars().any(char::is_control) {
         return Err(WireError::Invalid("camera id"));
+    }
+    Ok(())
+}
+
+/// Refuses grants an agent may not send: too many, or fields a notice
+/// could not carry.
+pub fn check_grants(grants: &[crate::incident::PeerGrant]) -> Result<(), WireError> {
+    if grants.len() > crate::incident::MAX_GRANTS {
+        return Err(WireError::TooLong {
+            what: "grants",
+            len: grants.len(),
+            max: crate::incident::MAX_GRANTS,
+        });
+    }
+    for g in grants {
+        check_viewer(&g.site)?;
+        check_notice(&Notice::Share {
+            id: g.id,
+            cameras: g.cameras.clone(),
+            until_ms: g.until_ms,
+            by: g.by.clone(),
+            note: g.note.clone(),
+            accepted_by: g.accepted_by.clone(),
+        })?;
+        if let Some(why) = &g.ended {
+            check_incident_text("grant end reason", why)?;
+        }
+        if g.origin != "share" && g.origin != "approval" {
+            return Err(WireError::Invalid("grant origin"));
+        }
     }
     Ok(())
 }

@@ -738,3 +738,93 @@ async fn an_agent_restart_keeps_an_unexpired_share_and_drops_an_expired_one() ->
     }
     Ok(())
 }
+
+/// Two agents of one master room (`[redundancy]`): a share given at
+/// `master-a` is taken over by `master-b` over their link, so when
+/// `master-a` dies the Questura keeps the shared camera from `master-b`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_outlives_the_agent_that_gave_it() -> Result<()> {
+    use ponte_agent::config::{PeerAgent, RedundancySection};
+    use ponte_proto::incident::Notice;
+    use ponte_proto::wire::Control;
+    use ponte_tests::quic::{Answer, FakeRelay};
+    let _e2e = ponte_tests::e2e_lock();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::create(dir.path().join("pki"), &["master-a", "master-b", "questura"]).await?;
+    let qu = FakeRelay::listen(&pki, "questura")?;
+    let target = RelayTarget::new("questura", qu.endpoint.local_addr()?);
+    let (token, operator) = ponte_tests::operator_token("sala")?;
+    let ports = [free_udp_port(), free_udp_port()];
+    let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let names = ["master-a", "master-b"];
+    let mut agents = Vec::new();
+    let mut mgmt = Vec::new();
+    for i in 0..2 {
+        let (me, other) = (names[i], names[1 - i]);
+        let mut cfg = AgentConfig::new(
+            me,
+            pki.tls(me),
+            vec![target.clone()],
+            vec![synthetic("piazza", "Centro"), synthetic("stadio", "Stadio")],
+        );
+        cfg.node.sites = vec![site_policy("questura", &["zone:Centro"])];
+        cfg.node.operators = vec![operator.clone()];
+        cfg.node.audit.path = dir.path().join(format!("{me}-audit.log"));
+        cfg.node.incidents.state_file = Some(dir.path().join(format!("{me}-incidents.json")));
+        cfg.node.redundancy = RedundancySection {
+            listen: Some(at(ports[i])),
+            peers: vec![PeerAgent { site: other.into(), addr: at(ports[1 - i]), server_name: None }],
+        };
+        let mut proc =
+            ponte_tests::spawn_node("ponte-agent", &cfg.write(dir.path().join(format!("{me}.toml")))?)?;
+        mgmt.push(proc.management_url(T).await?);
+        agents.push(proc);
+    }
+    let mut s1 = qu.accept().await?;
+    let mut s2 = qu.accept().await?;
+    wait_until("the agents to link", T, Duration::from_millis(100), || async {
+        Ok(agents[0].lines().iter().any(|l| l.contains("PTZ locks are shared")).then_some(()))
+    })
+    .await?;
+
+    let bearer = format!("Bearer {token}");
+    let body = json!({"site": "questura", "cameras": ["stadio"], "minutes": 2, "note": "derby"}).to_string();
+    let r = http_request(
+        "POST",
+        &format!("{}/api/incidents/shares", mgmt[0]),
+        &[("authorization", &bearer), ("content-type", "application/json")],
+        body.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    // Both sessions hear of the share and list the camera: master-b's too.
+    for s in [&mut s1, &mut s2] {
+        let (mut offered, mut listed) = (false, false);
+        while !(offered && listed) {
+            match s.next_control().await? {
+                Control::Incident { notice: Notice::Share { cameras, .. } } => {
+                    offered = cameras == ["stadio"]
+                }
+                Control::Catalog { cameras } => listed = cameras.iter().any(|c| c.id == "stadio"),
+                _ => {}
+            }
+        }
+    }
+    let b_audit = audit(&dir.path().join("master-b-audit.log"))?;
+    let b_state = std::fs::read_to_string(dir.path().join("master-b-incidents.json"))?;
+    assert!(b_state.contains("\"stadio\""), "master-b keeps the share across its own restart: {b_state}");
+    assert!(b_audit.iter().any(|l| l["action"] == "share" && l["outcome"] == "replicated"), "{b_audit:?}");
+
+    // master-a dies; the session from master-b still grants the camera.
+    agents[0].signal(libc::SIGKILL)?;
+    agents[0].wait_exit(T).await?;
+    let from_b =
+        if ponte_proto::tls::peer_site(&s1.conn).as_deref() == Some("master-b") { &mut s1 } else { &mut s2 };
+    match from_b.subscribe(1, "stadio", ponte_proto::media::Quality::Main).await? {
+        Answer::Ok => {}
+        other => bail!("master-b after master-a died: {other:?}"),
+    }
+    Ok(())
+}

@@ -39,6 +39,7 @@ fn two_agents(pki: &Pki, dir: &Path, relays: &[RelayTarget], devices: &[Device])
         let (me, other) = (AGENTS[i], AGENTS[1 - i]);
         let mut cfg = AgentConfig::new(me, pki.tls(me), relays.to_vec(), devices.to_vec());
         cfg.audit.path = dir.join(format!("{me}-audit.log"));
+        cfg.incidents.state_file = Some(dir.join(format!("{me}-incidents.json")));
         cfg.redundancy = RedundancySection {
             listen: Some(at(ports[i])),
             peers: vec![PeerAgent { site: other.into(), addr: at(ports[1 - i]), server_name: None }],

@@ -6,7 +6,7 @@
 
 use crate::access::{Grant, GrantOrigin, TemporaryGrants};
 use ponte_proto::audit::AuditRecord;
-use ponte_proto::incident::{AlarmKind, Notice, MAX_SHARE_CAMERAS};
+use ponte_proto::incident::{AlarmKind, Notice, PeerGrant, MAX_SHARE_CAMERAS};
 use ponte_proto::ptz::MASTER_SITE;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -815,6 +815,100 @@ impl Book {
                     operator: k.operator.clone(),
                     at_ms: k.at_ms,
                 });
+            }
+        }
+        out
+    }
+
+    /// Every grant given or taken over, in force or lately ended, for the
+    /// other agents of the master room.
+    pub fn export(&self) -> Vec<PeerGrant> {
+        self.shares
+            .values()
+            .map(|s| PeerGrant {
+                id: s.id,
+                site: s.site.clone(),
+                cameras: s.cameras.clone(),
+                from_ms: s.from_ms,
+                until_ms: s.until_ms,
+                by: s.by.clone(),
+                note: s.note.clone(),
+                origin: s.origin.name().to_owned(),
+                accepted_by: s.accepted_by.clone(),
+                accepted_ms: s.accepted_ms,
+                ended: s.ended.as_ref().map(|e| e.reason.clone()),
+            })
+            .collect()
+    }
+
+    /// The grants of agent `peer`: one it gave that this agent does not
+    /// know yet is taken over (its site keeps it if `peer` dies); one it
+    /// ended or that was accepted there is ended or accepted here too.
+    /// Nothing changes for what this agent already knows the same way, so
+    /// two agents sending each other their lists settle.
+    pub fn merge(&mut self, peer: &str, grants: Vec<PeerGrant>, now_ms: u64) -> Vec<Out> {
+        let mut out = Vec::new();
+        for g in grants {
+            let origin = if g.origin == "approval" { GrantOrigin::Approval } else { GrantOrigin::Share };
+            match self.shares.get_mut(&g.id) {
+                // The same id for another grant (ids are per agent): not this one.
+                Some(local) if local.site != g.site || local.from_ms != g.from_ms => {
+                    tracing::warn!(
+                        peer,
+                        grant = g.id,
+                        "incident: another agent's grant has the id of one of ours; ignored"
+                    );
+                }
+                Some(local) => {
+                    if local.accepted_by.is_none() && g.accepted_by.is_some() && local.live() {
+                        local.accepted_by = g.accepted_by.clone();
+                        local.accepted_ms = g.accepted_ms;
+                        out.push(Out::Notify { site: local.site.clone(), notice: local.notice() });
+                        out.push(Out::Persist);
+                    }
+                    let ending = local.live().then_some(()).and(g.ended);
+                    let (site, cameras, by) = (local.site.clone(), local.cameras.join(","), local.by.clone());
+                    if let Some(why) = ending {
+                        out.push(audit(
+                            &site,
+                            &by,
+                            Some(cameras),
+                            origin.action(),
+                            "ended",
+                            format!("{} #{} ended at agent `{peer}`: {why}", origin.name(), g.id),
+                        ));
+                        out.extend(self.end(g.id, why, now_ms));
+                    }
+                }
+                None if g.ended.is_none() && g.until_ms > now_ms => {
+                    out.push(audit(
+                        &g.site,
+                        &g.by,
+                        Some(g.cameras.join(",")),
+                        origin.action(),
+                        "replicated",
+                        format!("{} #{} of agent `{peer}` until {}", origin.name(), g.id, at(g.until_ms)),
+                    ));
+                    let share = Share {
+                        id: g.id,
+                        site: g.site,
+                        cameras: g.cameras,
+                        from_ms: g.from_ms,
+                        until_ms: g.until_ms,
+                        by: g.by,
+                        note: g.note,
+                        origin,
+                        accepted_by: g.accepted_by,
+                        accepted_ms: g.accepted_ms,
+                        ended: None,
+                    };
+                    out.push(Out::Notify { site: share.site.clone(), notice: share.notice() });
+                    out.push(Out::GrantsChanged);
+                    out.push(Out::Persist);
+                    self.next_id = self.next_id.max(share.id);
+                    self.shares.insert(share.id, share);
+                }
+                None => {}
             }
         }
         out

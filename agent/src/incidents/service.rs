@@ -59,6 +59,8 @@ struct Inner {
     cameras: Arc<Cameras>,
     clock: Clock,
     wake: Notify,
+    /// Bumped whenever the grants change: the `[redundancy]` links send them.
+    grants_changed: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +95,7 @@ impl Incidents {
                 cameras: setup.cameras,
                 clock: setup.clock,
                 wake: Notify::new(),
+                grants_changed: watch::Sender::new(0),
             }),
         };
         service.publish();
@@ -145,6 +148,7 @@ impl Incidents {
         }
         if persist {
             self.persist();
+            self.inner.grants_changed.send_modify(|v| *v += 1);
         }
         if publish {
             self.publish();
@@ -184,6 +188,25 @@ impl Incidents {
             if !outs.is_empty() {
                 self.apply(outs);
             }
+        }
+    }
+
+    /// Changes whenever the grants do (for the other agents).
+    pub fn grants_changed(&self) -> watch::Receiver<u64> {
+        self.inner.grants_changed.subscribe()
+    }
+
+    /// Every grant, for the other agents of the master room.
+    pub fn export_grants(&self) -> Vec<ponte_proto::incident::PeerGrant> {
+        lock(&self.inner.book).export()
+    }
+
+    /// The grants agent `peer` sent (see [`Book::merge`]).
+    pub fn merge_grants(&self, peer: &str, grants: Vec<ponte_proto::incident::PeerGrant>) {
+        let outs = lock(&self.inner.book).merge(peer, grants, self.now());
+        if !outs.is_empty() {
+            info!(peer, "incident: grants of the other agent taken over or updated");
+            self.apply(outs);
         }
     }
 

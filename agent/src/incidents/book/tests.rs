@@ -408,3 +408,44 @@ fn shares_and_approvals_outside_the_limits_are_refused() {
     assert!(b.approve(id, "piazza", MAX_GRANT_MINUTES + 1, "sala", T0).is_err());
     assert!(b.asks().next().unwrap().answer.is_none(), "a refused approval leaves the ask pending");
 }
+
+/// Two agents of one master room: the grants one gives are taken over by
+/// the other (its site keeps them if the first dies), endings and
+/// acceptances follow, and sending the lists back and forth settles.
+#[test]
+fn the_other_agent_takes_over_grants_and_follows_their_end() {
+    let mut a = book();
+    let mut b = Book::new(settings(), T0 + 7);
+    let (id, _) = a.share("questura", cams(&["stadio"]), 2 * MINUTE, "sala", "derby", T0).unwrap();
+
+    let out = b.merge("master-a", a.export(), T0 + 10);
+    assert!(b.grants().live.contains_key(&key("questura", "stadio")), "taken over");
+    assert!(out.contains(&Out::GrantsChanged) && out.contains(&Out::Persist));
+    assert!(matches!(notices(&out)[..], [("questura", Notice::Share { id: i, .. })] if *i == id));
+    assert!(audits(&out).iter().any(|r| r.outcome == "replicated"), "{out:?}");
+    // Sent back and forth: nothing more happens.
+    assert!(a.merge("master-b", b.export(), T0 + 20).is_empty());
+    assert!(b.merge("master-a", a.export(), T0 + 20).is_empty());
+
+    // Accepted through agent a: b knows who accepted.
+    a.accept("questura", id, "bianchi@questura", T0 + 30).unwrap();
+    let out = b.merge("master-a", a.export(), T0 + 40);
+    assert!(
+        matches!(notices(&out)[..], [(_, Notice::Share { accepted_by: Some(w), .. })] if w == "bianchi@questura")
+    );
+
+    // Withdrawn at a: b ends it too, and tells the site.
+    a.withdraw(id, "sala", T0 + 50).unwrap();
+    let out = b.merge("master-a", a.export(), T0 + 60);
+    assert!(!b.grants().live.contains_key(&key("questura", "stadio")), "ended at b");
+    assert!(
+        matches!(notices(&out)[..], [(_, Notice::ShareEnded { reason, .. })] if reason.contains("withdrawn"))
+    );
+    assert!(b.merge("master-a", a.export(), T0 + 70).is_empty(), "once");
+
+    // An ended or expired grant b never knew is not taken over.
+    let mut c = Book::new(settings(), T0);
+    assert!(c.merge("master-a", a.export(), T0 + 80).is_empty());
+    let (_, _) = a.share("questura", cams(&["curva"]), 2 * MINUTE, "sala", "x", T0).unwrap();
+    assert!(c.merge("master-a", a.export(), T0 + 3 * MINUTE).is_empty(), "expired by now");
+}
