@@ -279,7 +279,7 @@ impl Upstreams {
     }
 
     /// Sends what an operator did about an incident to the agent `peer`
-    /// (None: the first agent with a link up).
+    /// (None, or its link down: the first agent with a link up).
     pub fn incident_action(
         &self,
         peer: Option<&str>,
@@ -287,10 +287,11 @@ impl Upstreams {
     ) -> Result<(), String> {
         let inner = self.lock();
         let links = inner.state.agent_links();
-        let link = match peer {
-            Some(p) => links.iter().copied().find(|id| inner.state.link_peer(*id) == Some(p)),
-            None => links.first().copied(),
-        };
+        // The agent that sent the notice, else another one: the agents of a
+        // master room share their grants, so either can take an acceptance.
+        let link = peer
+            .and_then(|p| links.iter().copied().find(|id| inner.state.link_peer(*id) == Some(p)))
+            .or_else(|| links.first().copied());
         let Some(link) = link else {
             return Err(format!(
                 "the link to the master room ({}) is down; it is retried automatically, try again in a moment",
