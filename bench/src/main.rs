@@ -11,6 +11,7 @@ mod cluster;
 mod failover;
 mod fanout;
 mod glass;
+mod incidents;
 mod machine;
 mod memory;
 mod record;
@@ -61,6 +62,8 @@ enum Scenario {
     Seek,
     /// Two agents feed one relay; one is killed and restarted, again and again: the viewers' gaps.
     Failover,
+    /// Shares, their end under a playing viewer, camera alarms and a chattering camera, at a partner relay.
+    Incidents,
     /// Every scenario above, in order, sharing the transport limit and fan-out maximum.
     All,
     /// Render the JSON reports as Markdown (`--update BENCHMARKS.md` rewrites its generated section).
@@ -82,13 +85,14 @@ impl Scenario {
             Scenario::Record => "record",
             Scenario::Seek => "seek",
             Scenario::Failover => "failover",
+            Scenario::Incidents => "incidents",
             Scenario::All => "all",
             Scenario::Report => "report",
         }
     }
 }
 
-const ORDER: [Scenario; 12] = [
+const ORDER: [Scenario; 13] = [
     Scenario::TransportLimit,
     Scenario::Fanout,
     Scenario::Latency,
@@ -101,13 +105,14 @@ const ORDER: [Scenario; 12] = [
     Scenario::Record,
     Scenario::Seek,
     Scenario::Failover,
+    Scenario::Incidents,
 ];
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ponte-bench",
     version,
-    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city, recording, seek, failover"
+    about = "ponte benchmarks: throughput, latency, time to first frame, glass to glass, viewers per core, memory, the city, recording, seek, failover, incidents"
 )]
 struct Cli {
     /// What to run.
@@ -187,6 +192,12 @@ struct Cli {
     /// Failover: agents killed and restarted, alternating master-a and master-b.
     #[arg(long)]
     kills: Option<usize>,
+    /// Incidents: shares posted, odd ones left to expire, even ones withdrawn (default 20).
+    #[arg(long)]
+    shares: Option<usize>,
+    /// Incidents: motion events at each of the two ONVIF cameras (default 20).
+    #[arg(long)]
+    alarms: Option<usize>,
     /// Report: rewrite the generated section of this Markdown file (scenarios
     /// without a report in --out-dir keep their section).
     #[arg(long)]
@@ -588,6 +599,24 @@ async fn run_failover(cli: &Cli) -> Result<Output> {
     Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
 }
 
+async fn run_incidents(cli: &Cli) -> Result<Output> {
+    let smoke = cli.smoke;
+    let params = incidents::IncidentsParams {
+        shares: cli.shares.unwrap_or(if smoke { 3 } else { 20 }),
+        share_secs: 6,
+        play_secs: if smoke { 0.5 } else { 1.0 },
+        alarms: cli.alarms.unwrap_or(if smoke { 3 } else { 20 }),
+        chatter_rate: 100,
+        chatter_secs: if smoke { 1 } else { 5 },
+        replay: cli.replay(cli.kbps.unwrap_or(if smoke { 1_000 } else { 4_000 }), 500),
+        shared_fps: 100,
+    };
+    anyhow::ensure!(params.shares >= 1, "incidents needs 1 share or more (--shares)");
+    let r = incidents::run(&params).await?;
+    let (tables, checks, notes) = incidents::tables(&r, &params);
+    Ok(Output { tables, checks, notes, data: serde_json::json!({ "params": params, "result": r }) })
+}
+
 /// Prints a scenario's report and writes its JSON.
 fn finish(
     cli: &Cli,
@@ -669,6 +698,7 @@ async fn run_one(cli: &Cli, scenario: Scenario, st: &mut RunState) -> Result<Rep
         Scenario::Record => run_record(cli).await,
         Scenario::Seek => run_seek(cli).await,
         Scenario::Failover => run_failover(cli).await,
+        Scenario::Incidents => run_incidents(cli).await,
         Scenario::All | Scenario::Report => unreachable!("not a single scenario"),
     }
     .with_context(|| format!("scenario {}", scenario.name()));

@@ -187,4 +187,22 @@ async fn every_benchmark_scenario_runs_at_smoke_size() {
     assert!(r["kill_to_first"]["n"].as_u64() > Some(0), "{r}");
     assert!(f(&r["kill_to_first"]["max_ms"]) < 5000.0, "failover took {}", r["kill_to_first"]);
     assert!(r["restart_to_back"]["n"].as_u64() > Some(0), "{r}");
+
+    // Incidents: every share reached the partner and its stream ended
+    // within a second of the share's end; with the test ONVIF camera,
+    // alarms reached it and a chattering camera was rate-limited.
+    let incidents = report(dir, "incidents");
+    let r = &incidents["data"]["result"];
+    let shares = r["shares"].as_array().expect("shares");
+    assert_eq!(shares.len(), 3, "{r}");
+    assert!(f(&r["share_board"]["max_ms"]) < 1000.0 && f(&r["share_catalog"]["max_ms"]) < 1000.0, "{r}");
+    for s in shares {
+        assert!(f(&s["frames_before"]) > 0.0 && f(&s["last_frame_ms"]) < 1000.0, "stream not ended: {s}");
+    }
+    if ponte_tests::onvif_camera::onvif_camera_available() {
+        assert_eq!(r["alarms"].as_array().map(Vec::len), Some(6), "{r}");
+        assert!(f(&r["alarm_watched"]["max_ms"]) < 2000.0, "{r}");
+        let c = &r["chatter"];
+        assert!(f(&c["raised"]) >= 1.0 && f(&c["raised"]) + f(&c["suppressed"]) == f(&c["events"]), "{c}");
+    }
 }
