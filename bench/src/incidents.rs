@@ -469,9 +469,14 @@ pub async fn run(params: &IncidentsParams) -> Result<IncidentsResult> {
         let known = |v: &Value| -> HashSet<u64> {
             v["alarms"].as_array().into_iter().flatten().filter_map(|a| a["id"].as_u64()).collect()
         };
+        // Each camera's events are spaced from its own last one: the rate
+        // limit is per camera, and one camera's wait must not shorten the other's gap.
+        let mut last_event: [Option<Instant>; 2] = [None, None];
         for i in 0..params.alarms {
-            let started = Instant::now();
-            for (camera, cam) in [WATCHED, IDLE].into_iter().zip(&cameras) {
+            for (slot, (camera, cam)) in [WATCHED, IDLE].into_iter().zip(&cameras).enumerate() {
+                if let Some(rest) = last_event[slot].and_then(|t| EVENT_SPACING.checked_sub(t.elapsed())) {
+                    tokio::time::sleep(rest).await;
+                }
                 let seen = known(&ponte_tests::http_get(&board_url).await?.ensure_success()?.json()?);
                 let found = std::sync::Mutex::new(None);
                 let poll = first_seen(&board_url, &[], ALARM_WAIT, |v| {
@@ -488,6 +493,7 @@ pub async fn run(params: &IncidentsParams) -> Result<IncidentsResult> {
                 let (at, t0) = tokio::join!(poll, async {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     let t0 = unix_micros_now();
+                    last_event[slot] = Some(Instant::now());
                     post_event(cam, "?kind=motion&state=true").await.map(|_| t0)
                 });
                 let (at, t0) = (at?, t0?);
@@ -519,9 +525,6 @@ pub async fn run(params: &IncidentsParams) -> Result<IncidentsResult> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            if let Some(rest) = EVENT_SPACING.checked_sub(started.elapsed()) {
-                tokio::time::sleep(rest).await;
-            }
         }
 
         suppressed_in_alarms =
