@@ -146,12 +146,14 @@ impl Incidents {
                 Out::Persist => persist = true,
             }
         }
+        // The policy first: a withdrawn share's streams end now, not after
+        // the state file is written (a slow disk must not delay a revocation).
+        if publish {
+            self.publish();
+        }
         if persist {
             self.persist();
             self.inner.grants_changed.send_modify(|v| *v += 1);
-        }
-        if publish {
-            self.publish();
         }
         self.inner.wake.notify_one();
     }
