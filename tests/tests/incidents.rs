@@ -633,6 +633,13 @@ async fn a_camera_alarm_reaches_only_the_sites_that_see_it_with_a_thumbnail_and_
         T,
     )
     .await?;
+    for (page, name) in [(c, "partner"), (&m, "master")] {
+        let shot = std::env::temp_dir().join(format!("ponte-incidents-{name}-{}.png", std::process::id()));
+        match page.screenshot(&shot).await {
+            Ok(()) => eprintln!("screenshot: {}", shot.display()),
+            Err(e) => eprintln!("screenshot failed: {e:#}"),
+        }
+    }
     let lines = rooms.agent_audit()?;
     assert!(lines.iter().any(|l| l["action"] == "alarm" && l["outcome"] == "motion"), "alarm audited");
     assert!(has_line(&lines, "acknowledge", "acknowledged", "rossi@carabinieri"), "ack audited");
